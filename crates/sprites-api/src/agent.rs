@@ -1,0 +1,225 @@
+//! The daemon ↔ `sprite-agent` protocol.
+//!
+//! The agent listens on a Unix socket (`agent.sock` in the sprite's run
+//! directory). The daemon opens one connection per operation, so there is no
+//! multiplexing: the first frame on a connection is a [`Request`] (kind
+//! [`JSON`]); what follows depends on the request.
+//!
+//! A frame is `kind: u8`, `len: u32` big-endian, then `len` bytes.
+//!
+//! - `exec`: the agent answers `session_info`, then `STDOUT`/`STDERR` frames
+//!   (in TTY mode all terminal output is `STDOUT`), and last an `EXIT` frame
+//!   with the status as `i32` big-endian; every byte of output is sent before
+//!   `EXIT`. The daemon sends `STDIN`, `STDIN_EOF` and JSON [`Control`] frames.
+//!   A dropped connection detaches: the command keeps running (TTY sessions
+//!   forever unless `max_run_after_disconnect_ms` says otherwise, others for
+//!   that long) and can be re-attached.
+//! - `attach`: like `exec` for an existing session: `session_info`, the
+//!   scrollback (TTY sessions), then live output and `EXIT`.
+//! - `sessions`: one `sessions` reply, then the agent closes.
+//! - `kill`: `signal`, then `exited` or `killed`, then `complete`; or one
+//!   `error`.
+//! - `ping`: one `pong`.
+//!
+//! Errors the agent can name come as an [`Reply::Error`] frame, then close.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sprite::SessionInfo;
+
+pub const STDIN: u8 = 0x00;
+pub const STDOUT: u8 = 0x01;
+pub const STDERR: u8 = 0x02;
+pub const EXIT: u8 = 0x03;
+pub const STDIN_EOF: u8 = 0x04;
+pub const JSON: u8 = 0x10;
+
+/// Largest payload either side sends in one frame.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Size of a frame header.
+pub const HEADER_LEN: usize = 5;
+
+/// Socket file name inside the sprite's run directory.
+pub const SOCKET_NAME: &str = "agent.sock";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Exec(ExecRequest),
+    Attach {
+        id: u32,
+    },
+    Sessions,
+    Kill {
+        id: u32,
+        signal: String,
+        timeout_ms: u64,
+    },
+    Ping,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecRequest {
+    /// argv; `cmd[0]` is the program name.
+    pub cmd: Vec<String>,
+    /// Program to run; defaults to `cmd[0]` (looked up in `PATH`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `K=V` pairs added to (and overriding) the default environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory; defaults to the user's home.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// User name or uid; defaults to `sprite` where it exists, else root.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    /// Whether the command reads stdin from the client (else /dev/null).
+    #[serde(default)]
+    pub stdin: bool,
+    /// How long the command may outlive a dropped client; `None` = forever.
+    #[serde(default)]
+    pub max_run_after_disconnect_ms: Option<u64>,
+}
+
+fn default_rows() -> u16 {
+    24
+}
+fn default_cols() -> u16 {
+    80
+}
+
+/// daemon → agent JSON frames after the request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    Resize { cols: u16, rows: u16 },
+    Signal { signal: String },
+}
+
+/// agent → daemon JSON frames.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    SessionInfo {
+        session_id: u32,
+        command: String,
+        workdir: String,
+        created: String,
+        cols: u16,
+        rows: u16,
+        is_owner: bool,
+        tty: bool,
+    },
+    Sessions {
+        sessions: Vec<SessionInfo>,
+    },
+    /// kill: the signal was delivered.
+    Signal {
+        signal: String,
+    },
+    /// kill: the process exited after the signal.
+    Exited {
+        exit_code: i32,
+    },
+    /// kill: the process did not exit in time and was SIGKILLed.
+    Killed,
+    Complete {
+        exit_code: i32,
+    },
+    Pong {
+        version: String,
+    },
+    Error {
+        /// `not_found`, `bad_request`, `internal`.
+        code: String,
+        message: String,
+    },
+}
+
+/// Encode one frame.
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.push(kind);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Encode a JSON frame.
+pub fn json_frame<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain enums cannot fail: no maps with non-string keys.
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    frame(JSON, &body)
+}
+
+/// Encode an `EXIT` frame.
+pub fn exit_frame(code: i32) -> Vec<u8> {
+    frame(EXIT, &code.to_be_bytes())
+}
+
+/// Decode a frame header: `(kind, payload length)`.
+pub fn parse_header(h: [u8; HEADER_LEN]) -> Result<(u8, usize), String> {
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(format!("frame of {len} bytes exceeds the {MAX_FRAME} limit"));
+    }
+    Ok((h[0], len))
+}
+
+/// Decode the status carried by an `EXIT` frame.
+pub fn parse_exit(payload: &[u8]) -> Result<i32, String> {
+    let b: [u8; 4] = payload
+        .try_into()
+        .map_err(|_| format!("exit frame has {} bytes, want 4", payload.len()))?;
+    Ok(i32::from_be_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let f = frame(STDOUT, b"hello");
+        let (kind, len) = parse_header(f[..HEADER_LEN].try_into().expect("header")).expect("ok");
+        assert_eq!((kind, len), (STDOUT, 5));
+        assert_eq!(&f[HEADER_LEN..], b"hello");
+        let e = exit_frame(-1);
+        assert_eq!(parse_exit(&e[HEADER_LEN..]), Ok(-1));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let mut h = [JSON, 0, 0, 0, 0];
+        h[1..].copy_from_slice(&((MAX_FRAME as u32) + 1).to_be_bytes());
+        assert!(parse_header(h).is_err());
+    }
+
+    #[test]
+    fn requests_use_op_tags() {
+        let r: Request =
+            serde_json::from_str(r#"{"op":"exec","cmd":["echo","x"]}"#).expect("exec parses");
+        match r {
+            Request::Exec(e) => {
+                assert_eq!(e.cmd, vec!["echo", "x"]);
+                assert_eq!((e.rows, e.cols), (24, 80));
+                assert!(!e.tty);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let k = serde_json::to_string(&Request::Kill {
+            id: 7,
+            signal: "SIGTERM".into(),
+            timeout_ms: 10,
+        })
+        .expect("json");
+        assert!(k.contains(r#""op":"kill""#));
+    }
+}
