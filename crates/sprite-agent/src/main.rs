@@ -1,1 +1,111 @@
-fn main() {}
+//! `sprite-agent`: PID 1 inside every sprite. See README.md.
+
+mod attach;
+mod cli;
+mod connection;
+mod fds;
+mod kill;
+mod listener;
+mod log;
+mod pty;
+mod pump;
+mod reaper;
+mod registry;
+mod scrollback;
+mod session;
+mod shutdown;
+mod signame;
+mod spawn;
+mod timestamp;
+mod user;
+mod wire;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::cli::{Invocation, ListenOn};
+use crate::log::log;
+
+fn main() -> ExitCode {
+    let args = std::env::args().skip(1);
+    let fd_env = std::env::var(cli::LISTEN_FD_ENV).ok();
+    match cli::parse(args, fd_env) {
+        Ok(Invocation::Run(on)) => run(on),
+        Ok(Invocation::Version) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "sprite-agent {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Invocation::Help) => {
+            let _ = write!(std::io::stdout(), "{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log!("{e}");
+            let _ = write!(std::io::stderr(), "{}", cli::USAGE);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(on: ListenOn) -> ExitCode {
+    fds::close_inherited_on_exec();
+    let pid1 = std::process::id() == 1;
+    if !pid1 {
+        // Orphans of our commands come back to us, as they would to PID 1.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            log!("PR_SET_CHILD_SUBREAPER: {e}");
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log!("runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(on, pid1));
+    runtime.shutdown_background();
+    code
+}
+
+async fn serve(on: ListenOn, pid1: bool) -> ExitCode {
+    // The reaper first: no child may exist before SIGCHLD is handled.
+    let reaper = match reaper::Reaper::start() {
+        Ok(r) => r,
+        Err(e) => {
+            log!("SIGCHLD handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stop = match shutdown::StopSignals::install(pid1) {
+        Ok(s) => s,
+        Err(e) => {
+            log!("signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match listener::open(&on) {
+        Ok(l) => l,
+        Err(e) => {
+            log!("control socket: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sessions = registry::Sessions::new(reaper);
+    tokio::select! {
+        _ = listener::serve(listener, sessions.clone()) => {}
+        why = stop.wait() => log!("{why}: stopping"),
+    }
+    shutdown::stop_everything(&sessions, pid1).await;
+    if let ListenOn::Path(path) = &on {
+        let _ = std::fs::remove_file(path);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,1 +1,20 @@
+//! Isolation for sprites: one [`Driver`] trait, implemented by [`Runc`]
+//! (an OCI bundle written with `oci-spec` and run by the `runc` CLI), plus
+//! cgroup v1/v2 handling and statistics. Knows paths, not the DB or HTTP.
 
+pub mod bundle;
+pub mod cgroup;
+mod driver;
+mod error;
+mod runc;
+mod sandbox;
+pub mod seccomp;
+pub mod spec;
+
+pub use driver::Driver;
+pub use error::RuntimeError;
+pub use runc::Runc;
+pub use sandbox::{
+    validate_id, IdMap, Limits, SandboxSpec, SandboxState, SandboxStats, AGENT_FD,
+    AGENT_PATH_IN_SPRITE,
+};

@@ -1,1 +1,65 @@
+//! Storage for sprites: a reflink-capable pool, shared base images, one
+//! sparse ext4 volume per sprite, and the overlay root filesystem built from
+//! the two. Knows nothing of runc, HTTP or the metadata DB.
+//!
+//! On-disk layout (see README.md):
+//! ```text
+//! <data>/pool.img                      loop-backed XFS (reflink=1) where <data> has no reflinks
+//! <data>/pool/                         the pool (mount point of pool.img, or a plain dir)
+//! <pool>/images/<name>/rootfs/         base image, ownership shifted by uid_shift
+//! <pool>/images/<name>/manifest.json
+//! <pool>/templates/ext4-<bytes>.img    pre-formatted empty volume, cloned per sprite
+//! <pool>/sprites/<id>/volume.img       the sprite's writable ext4 (a reflink clone)
+//! <data>/sprites/<id>/                 run dir: bundle, sockets, logs
+//! <data>/sprites/<id>/volume/          volume.img mounted (ext4)
+//! <data>/sprites/<id>/rootfs/          overlay(lower = image, upper/work on the volume)
+//! ```
 
+mod error;
+mod idshift;
+mod image;
+mod layout;
+mod loopdev;
+mod mount;
+pub mod mountinfo;
+mod pool;
+mod reflink;
+mod rootfs;
+mod store;
+mod tool;
+mod volume;
+
+pub use error::StoreError;
+pub use image::{ImageKind, ImageManifest, Progress};
+pub use loopdev::devices_backed_under as loop_devices_under;
+pub use mount::unmount_all;
+pub use store::{Store, StoreOptions};
+pub use volume::VolumeUsage;
+
+/// Checks that `name` is safe to use as one path component (sprite ids, image names).
+pub fn validate_name(name: &str) -> Result<(), StoreError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if first_ok && rest_ok && name.len() <= 128 {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::validate_name;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("abc-1_2.x").is_ok());
+        for bad in [
+            "", ".", "..", "../x", "a/b", "-a", ".hidden", "a b", "a,b", "a:b",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_name(&"a".repeat(129)).is_err());
+    }
+}

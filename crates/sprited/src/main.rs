@@ -1,1 +1,143 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sprited::Config;
+
+/// The sprites daemon: persistent, isolated Linux sandboxes behind the
+/// Sprites v1 API.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Address of the API.
+    #[arg(long, default_value = "127.0.0.1:7070", global = true)]
+    listen: SocketAddr,
+    /// Where sprites, images, metadata and the admin token live.
+    #[arg(long, default_value = "/var/lib/sprited", global = true)]
+    data_dir: PathBuf,
+    /// Image for create calls that name none.
+    #[arg(long, default_value = "standard", value_parser = ["tiny", "standard"], global = true)]
+    default_image: String,
+    /// The static sprite-agent binary (default: found beside sprited).
+    #[arg(long, global = true)]
+    agent_bin: Option<PathBuf>,
+    /// Default CPU limit of a sprite.
+    #[arg(long, default_value_t = 1.0, global = true)]
+    default_cpus: f64,
+    /// Default memory limit of a sprite, in MiB.
+    #[arg(long, default_value_t = 1024, global = true)]
+    default_ram_mb: u64,
+    /// Process limit of a sprite.
+    #[arg(long, default_value_t = 1024, global = true)]
+    pids_limit: u64,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Build base images into the data dir, with a progress bar.
+    Images {
+        /// Images to build.
+        #[arg(value_parser = ["tiny", "standard"], required = true)]
+        names: Vec<String>,
+    },
+    /// Stop every sprite of the data dir, unmount everything and delete it.
+    Purge,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn build_images(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
+    let store = sprite_store::Store::open(&cfg.data_dir, sprited::store_options(cfg))
+        .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
+    for name in names {
+        if store.image_ready(name) {
+            println!("image {name}: already built");
+            continue;
+        }
+        let kind = sprited::manager::image_kind(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bar = ProgressBar::new(1000);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>9} [{bar:40}] {percent:>3}% {elapsed} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(name.clone());
+        store
+            .build_image(kind, &mut |p| {
+                bar.set_position((p.fraction.clamp(0.0, 1.0) * 1000.0) as u64);
+                bar.set_message(p.phase.clone());
+            })
+            .with_context(|| format!("building image {name}"))?;
+        bar.finish_with_message("done");
+    }
+    Ok(())
+}
+
+fn purge(cfg: &Config) -> anyhow::Result<()> {
+    use sprite_runtime::Driver;
+    let dir = &cfg.data_dir;
+    if !dir.exists() {
+        return Ok(());
+    }
+    let driver = sprite_runtime::Runc::new(dir.join("runc"), cfg.runc_bin.clone());
+    if let Ok(entries) = std::fs::read_dir(dir.join("sprites")) {
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if let Err(err) = driver
+                .stop(&id, std::time::Duration::ZERO)
+                .and_then(|_| driver.delete(&id))
+            {
+                eprintln!("sprite {id}: {err}");
+            }
+        }
+    }
+    sprite_store::unmount_all(dir).context("unmounting")?;
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let mut cfg = Config::with_defaults(cli.listen, cli.data_dir);
+    cfg.default_image = cli.default_image;
+    cfg.agent_bin = cli.agent_bin;
+    cfg.default_cpus = cli.default_cpus;
+    cfg.default_ram_mb = cli.default_ram_mb;
+    cfg.pids_limit = cli.pids_limit;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Images { names } => {
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            tokio::task::spawn_blocking(move || build_images(&cfg, &names)).await?
+        }
+        Command::Purge => purge(&cfg),
+        Command::Serve => {
+            let token = std::env::var("SPRITED_TOKEN").ok();
+            let state = sprited::open(cfg, token).await?;
+            sprited::serve(state).await
+        }
+    }
+}

@@ -168,7 +168,9 @@ pub fn exit_frame(code: i32) -> Vec<u8> {
 pub fn parse_header(h: [u8; HEADER_LEN]) -> Result<(u8, usize), String> {
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
     if len > MAX_FRAME {
-        return Err(format!("frame of {len} bytes exceeds the {MAX_FRAME} limit"));
+        return Err(format!(
+            "frame of {len} bytes exceeds the {MAX_FRAME} limit"
+        ));
     }
     Ok((h[0], len))
 }

@@ -1,1 +1,43 @@
+//! Rust SDK for the Sprites v1 API, as served by `sprited` (and by any
+//! server that speaks the same protocol).
+//!
+//! ```no_run
+//! use sprites_client::{Client, CreateSpriteRequest};
+//!
+//! # async fn demo() -> Result<(), sprites_client::Error> {
+//! let client = Client::new("http://127.0.0.1:7070", "my-token")?;
+//! client
+//!     .create_sprite(&CreateSpriteRequest {
+//!         name: "demo".into(),
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! let out = client.sprite("demo").command("uname").arg("-a").output().await?;
+//! print!("{}", String::from_utf8_lossy(&out.stdout));
+//! # Ok(()) }
+//! ```
 
+mod child;
+mod client;
+mod error;
+mod exec;
+mod http_exec;
+mod sessions;
+mod sprites;
+
+pub use child::{ExecChild, ExecEvent, ExecStdin};
+pub use client::Client;
+pub use error::Error;
+pub use exec::{Command, Output, TtySize};
+pub use http_exec::HttpExec;
+pub use sessions::{parse_ndjson, KillOptions};
+pub use sprites::{ListOptions, SpriteHandle, MAX_PAGE_SIZE};
+
+/// The wire types, re-exported so that callers need not name `sprites-api`.
+pub use sprites_api;
+pub use sprites_api::sprite::{
+    CreateSpriteRequest, SessionInfo, Sprite, SpriteConfig, SpriteList, Status, StreamEvent,
+    UpdateSpriteRequest, UrlSettings,
+};
+
+pub use reqwest::Body;

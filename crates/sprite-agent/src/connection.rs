@@ -1,0 +1,77 @@
+//! One connection from the daemon: read the request, dispatch it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sprites_api::agent::{Reply, Request, JSON};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+
+use crate::attach;
+use crate::kill;
+use crate::registry::Sessions;
+use crate::wire::{self, ReadError};
+
+/// How long a new connection may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serve one connection to its end. Never fails: errors the peer can be told
+/// about are answered with an `error` frame, then the connection is closed.
+pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>) {
+    let (mut rd, mut wr) = stream.into_split();
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut rd)).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => return,
+        Err(_elapsed) => {
+            let reply = wire::bad_request("no request received in time");
+            let _ = wire::write_json(&mut wr, &reply).await;
+            return;
+        }
+        Ok(Err(reply)) => {
+            let _ = wire::write_json(&mut wr, &reply).await;
+            return;
+        }
+    };
+    match request {
+        Request::Ping => {
+            let pong = Reply::Pong {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            let _ = wire::write_json(&mut wr, &pong).await;
+        }
+        Request::Sessions => {
+            let list = Reply::Sessions {
+                sessions: sessions.list(),
+            };
+            let _ = wire::write_json(&mut wr, &list).await;
+        }
+        Request::Kill {
+            id,
+            signal,
+            timeout_ms,
+        } => {
+            let _ = kill::kill(&mut wr, &sessions, id, &signal, timeout_ms).await;
+        }
+        Request::Exec(req) => attach::exec(rd, wr, &sessions, req).await,
+        Request::Attach { id } => attach::attach(rd, wr, &sessions, id).await,
+    }
+}
+
+/// The first frame: a JSON request. `Err` is the reply to send before
+/// closing; `Ok(None)` a connection closed before any request.
+async fn read_request(rd: &mut OwnedReadHalf) -> Result<Option<Request>, Reply> {
+    let frame = match wire::read_frame(rd).await {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(ReadError::Broken) => return Ok(None),
+        Err(ReadError::Malformed(m)) => return Err(wire::bad_request(m)),
+    };
+    if frame.kind != JSON {
+        return Err(wire::bad_request(format!(
+            "expected a JSON request frame, got kind {:#04x}",
+            frame.kind
+        )));
+    }
+    serde_json::from_slice(&frame.payload)
+        .map(Some)
+        .map_err(|e| wire::bad_request(format!("bad request: {e}")))
+}

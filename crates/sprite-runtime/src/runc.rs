@@ -1,0 +1,400 @@
+//! The `runc` driver: writes the bundle's config.json and drives the runc
+//! CLI. Containers are started with `run --detach`, so nothing ties their
+//! lifetime to the daemon: init's stdio are /dev/null and the log file, its
+//! parent becomes the host's init (or subreaper) when runc exits.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::cgroup::{self, CgroupBackend};
+use crate::driver::Driver;
+use crate::error::{Result, RuntimeError};
+use crate::sandbox::{validate_id, SandboxSpec, SandboxState, SandboxStats, AGENT_FD};
+use crate::{bundle, spec};
+
+/// How long to wait for init to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How much of runc's output an error carries.
+const ERROR_TAIL: usize = 4000;
+
+/// Runs sandboxes with the runc CLI.
+#[derive(Debug)]
+pub struct Runc {
+    state_root: PathBuf,
+    runc_bin: PathBuf,
+    cgroups: Box<dyn CgroupBackend>,
+    no_new_privileges: bool,
+    nofile: u64,
+}
+
+/// `runc state` output (the fields we use).
+#[derive(Debug, Deserialize)]
+struct RuncState {
+    status: String,
+    #[serde(default)]
+    pid: i64,
+}
+
+impl Runc {
+    /// `state_root` is runc's `--root` (e.g. `<data>/runc`), kept across
+    /// daemon restarts; `runc_bin` the runc executable.
+    pub fn new(state_root: PathBuf, runc_bin: PathBuf) -> Self {
+        Runc {
+            state_root,
+            runc_bin,
+            cgroups: cgroup::backend(),
+            no_new_privileges: true,
+            nofile: spec::grantable_nofile(),
+        }
+    }
+
+    /// Whether init gets no_new_privs (default true). It is inherited by
+    /// every process of the sandbox and disables setuid binaries (sudo):
+    /// turn it off where sudo must work; the user namespace, the capability
+    /// bounding set and seccomp still bound what root inside can do.
+    pub fn with_no_new_privileges(mut self, on: bool) -> Self {
+        self.no_new_privileges = on;
+        self
+    }
+
+    /// Replaces the detected cgroup backend.
+    pub fn with_cgroups(mut self, backend: Box<dyn CgroupBackend>) -> Self {
+        self.cgroups = backend;
+        self
+    }
+
+    /// The sandbox's cgroup directories (for inspection and tests).
+    pub fn cgroup_dirs(&self, id: &str) -> Result<Vec<PathBuf>> {
+        self.cgroups.dirs(id)
+    }
+
+    /// Runs `args` inside the sandbox (`runc exec`) and collects its output.
+    /// For tests and debugging; the daemon execs through the agent.
+    pub fn exec(&self, id: &str, args: &[&str]) -> Result<Output> {
+        validate_id(id)?;
+        let mut cmd = self.command();
+        cmd.arg("exec").arg(id).args(args);
+        cmd.stdin(Stdio::null())
+            .output()
+            .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e))
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.runc_bin);
+        cmd.arg("--root").arg(&self.state_root);
+        cmd
+    }
+
+    /// Runs a runc subcommand that must succeed.
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = self.command();
+        cmd.args(args).stdin(Stdio::null());
+        let output = cmd
+            .output()
+            .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e))?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(RuntimeError::Runc {
+                command: describe(&cmd),
+                status: output.status.to_string(),
+                output: tail(&[&output.stderr[..], &output.stdout[..]].concat()),
+            })
+        }
+    }
+
+    /// Whether runc has state for `id` (cheaper than spawning `runc state`).
+    fn known(&self, id: &str) -> bool {
+        self.state_root.join(id).join("state.json").exists()
+    }
+
+    fn force_delete(&self, id: &str) -> Result<()> {
+        match self.run(&["delete", "--force", id]) {
+            Ok(_) => Ok(()),
+            Err(_) if !self.known(id) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn spawn_run(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&spec.log_path)
+            .map_err(|e| RuntimeError::io("open", &spec.log_path, e))?;
+        let log_start = log
+            .metadata()
+            .map_err(|e| RuntimeError::io("stat", &spec.log_path, e))?
+            .len();
+        let log_err = log
+            .try_clone()
+            .map_err(|e| RuntimeError::io("dup", &spec.log_path, e))?;
+        // A copy numbered 3 or above (never 0-2, which stdio setup in the
+        // child overwrites), close-on-exec in the parent.
+        let fd = listener
+            .try_clone()
+            .map_err(|e| RuntimeError::io("dup listener for", &spec.log_path, e))?;
+        drop(listener);
+        let raw = fd.as_raw_fd();
+
+        let mut cmd = self.command();
+        cmd.args(["run", "--detach", "--bundle"])
+            .arg(&spec.bundle_dir)
+            .args(["--preserve-fds", "1"])
+            .arg(&spec.id)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls fcntl and dup2, which are async-signal-safe; it allocates
+        // nothing and touches no locks. `raw` stays open in the parent (owned
+        // by `fd`) until the child has exec'd, since we wait for it below.
+        unsafe {
+            cmd.pre_exec(move || {
+                if raw == AGENT_FD {
+                    // dup2 onto itself would keep close-on-exec: clear it instead.
+                    let flags = libc::fcntl(raw, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(raw, AGENT_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e))?;
+        drop(fd);
+        if status.success() {
+            return Ok(());
+        }
+        Err(RuntimeError::Runc {
+            command: describe(&cmd),
+            status: status.to_string(),
+            output: read_from(&spec.log_path, log_start),
+        })
+    }
+}
+
+impl Driver for Runc {
+    fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
+        validate_id(&spec.id)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.state_root)
+            .map_err(|e| RuntimeError::io("mkdir", &self.state_root, e))?;
+        match self.state(&spec.id)? {
+            SandboxState::Missing => {}
+            SandboxState::Stopped => {
+                tracing::info!(sandbox = %spec.id, "removing stopped leftover");
+                self.delete(&spec.id)?;
+            }
+            SandboxState::Running { .. } | SandboxState::Paused => {
+                return Err(RuntimeError::AlreadyRunning(spec.id.clone()))
+            }
+        }
+        let config = spec::build(
+            spec,
+            &spec::SpecOptions {
+                cgroups_path: self.cgroups.cgroups_path(&spec.id)?,
+                no_new_privileges: self.no_new_privileges,
+                nofile: self.nofile,
+            },
+        )?;
+        bundle::write_config(&spec.bundle_dir, &config)?;
+        let started = Instant::now();
+        self.spawn_run(spec, listener)?;
+        tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc run --detach");
+        Ok(())
+    }
+
+    fn state(&self, id: &str) -> Result<SandboxState> {
+        validate_id(id)?;
+        if !self.known(id) {
+            return Ok(SandboxState::Missing);
+        }
+        let output = match self.run(&["state", id]) {
+            Ok(o) => o,
+            Err(_) if !self.known(id) => return Ok(SandboxState::Missing),
+            Err(e) => return Err(e),
+        };
+        let state: RuncState =
+            serde_json::from_slice(&output.stdout).map_err(|source| RuntimeError::Json {
+                what: format!("runc state {id}"),
+                source,
+            })?;
+        Ok(match state.status.as_str() {
+            "running" => match u32::try_from(state.pid) {
+                Ok(pid) if pid > 0 => SandboxState::Running { pid },
+                _ => SandboxState::Stopped,
+            },
+            "paused" => SandboxState::Paused,
+            // "created" (init waiting to exec) happens only when runc died
+            // mid-start; like "stopped", it is removed by the next start/stop.
+            _ => SandboxState::Stopped,
+        })
+    }
+
+    fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let pid = match self.state(id)? {
+            SandboxState::Missing => return self.delete(id),
+            SandboxState::Stopped => return self.delete(id),
+            SandboxState::Running { pid } => pid,
+            SandboxState::Paused => {
+                // Frozen tasks do not act on signals until thawed.
+                self.resume(id)?;
+                match self.state(id)? {
+                    SandboxState::Running { pid } => pid,
+                    _ => return self.delete(id),
+                }
+            }
+        };
+        let exit = ProcessExit::watch(pid);
+        if self.run(&["kill", id, "TERM"]).is_ok() && exit.wait(grace) {
+            return self.delete(id);
+        }
+        let _ = self.run(&["kill", id, "KILL"]);
+        if !exit.wait(KILL_WAIT) {
+            return Err(RuntimeError::StopTimeout {
+                id: id.to_string(),
+                waited: grace + KILL_WAIT,
+            });
+        }
+        self.delete(id)
+    }
+
+    fn pause(&self, id: &str) -> Result<()> {
+        match self.state(id)? {
+            SandboxState::Missing => Err(RuntimeError::NotFound(id.to_string())),
+            SandboxState::Paused => Ok(()),
+            _ => self.run(&["pause", id]).map(drop),
+        }
+    }
+
+    fn resume(&self, id: &str) -> Result<()> {
+        match self.state(id)? {
+            SandboxState::Missing => Err(RuntimeError::NotFound(id.to_string())),
+            SandboxState::Paused => self.run(&["resume", id]).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        if self.known(id) {
+            if self.state(id)? == SandboxState::Paused {
+                let _ = self.run(&["resume", id]);
+            }
+            self.force_delete(id)?;
+        }
+        self.cgroups.remove(id)
+    }
+
+    fn stats(&self, id: &str) -> Result<SandboxStats> {
+        self.cgroups.stats(id)
+    }
+}
+
+/// Waits for a process (not our child) to exit, through a pidfd.
+struct ProcessExit {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl ProcessExit {
+    fn watch(pid: u32) -> Self {
+        let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
+            return ProcessExit { pid, pidfd: None };
+        };
+        // SAFETY: pidfd_open(pid, flags) reads no memory of ours; it returns a
+        // new file descriptor or -1.
+        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
+        let pidfd = i32::try_from(ret).ok().filter(|fd| *fd >= 0).map(|fd| {
+            // SAFETY: `fd` was just returned by pidfd_open and is owned by no one else.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        });
+        ProcessExit { pid, pidfd }
+    }
+
+    /// True once the process has exited (or never existed), false on timeout.
+    fn wait(&self, timeout: Duration) -> bool {
+        let Some(fd) = &self.pidfd else {
+            return self.poll_proc(timeout);
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+                Ok(n) if n > 0 => return true,
+                Ok(_) if left.is_zero() => return false,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return self.poll_proc(left),
+            }
+        }
+    }
+
+    /// Fallback without pidfd: watch /proc (a zombie counts as exited).
+    fn poll_proc(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
+            let gone = match stat {
+                Err(_) => true,
+                Ok(s) => s
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+            };
+            if gone {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(ERROR_TAIL);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+}
+
+/// What was appended to the log since `offset` (runc's error message).
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut buf = Vec::new();
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(offset))?;
+        f.take(1 << 20).read_to_end(&mut buf)
+    });
+    match read {
+        Ok(_) => tail(&buf),
+        Err(e) => format!("(log {} unreadable: {e})", path.display()),
+    }
+}

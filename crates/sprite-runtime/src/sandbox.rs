@@ -1,0 +1,131 @@
+//! What a sandbox is made of, and the states it can be in.
+
+use std::path::PathBuf;
+
+use crate::error::{Result, RuntimeError};
+
+/// Path of the agent inside every sprite (bind-mounted read-only).
+pub const AGENT_PATH_IN_SPRITE: &str = "/.sprite/bin/sprite-agent";
+/// The fd on which init finds its listening socket (also in `SPRITE_AGENT_FD`).
+pub const AGENT_FD: i32 = 3;
+
+/// Everything needed to start one sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    pub id: String,
+    pub hostname: String,
+    /// The mounted root filesystem (read-write).
+    pub rootfs: PathBuf,
+    /// Where `config.json` is written.
+    pub bundle_dir: PathBuf,
+    /// Init's stdout and stderr (and runc's errors) are appended here.
+    pub log_path: PathBuf,
+    /// Host path of the static agent, bind-mounted read-only at
+    /// [`AGENT_PATH_IN_SPRITE`].
+    pub agent_bin: PathBuf,
+    /// Init's argv; by default the agent.
+    pub init_args: Vec<String>,
+    /// Extra `KEY=value` environment for init (`PATH` is added if absent,
+    /// `SPRITE_AGENT_FD=3` always).
+    pub env: Vec<String>,
+    pub limits: Limits,
+    /// User namespace mapping; `None` runs without a user namespace.
+    pub id_map: Option<IdMap>,
+}
+
+impl SandboxSpec {
+    /// A spec with the defaults: hostname = id, init = the agent, default
+    /// limits, ids 0..65536 mapped from host 100000.
+    pub fn new(
+        id: impl Into<String>,
+        rootfs: impl Into<PathBuf>,
+        bundle_dir: impl Into<PathBuf>,
+        log_path: impl Into<PathBuf>,
+        agent_bin: impl Into<PathBuf>,
+    ) -> Self {
+        let id = id.into();
+        SandboxSpec {
+            hostname: id.clone(),
+            id,
+            rootfs: rootfs.into(),
+            bundle_dir: bundle_dir.into(),
+            log_path: log_path.into(),
+            agent_bin: agent_bin.into(),
+            init_args: vec![AGENT_PATH_IN_SPRITE.to_string()],
+            env: Vec::new(),
+            limits: Limits::default(),
+            id_map: Some(IdMap::default()),
+        }
+    }
+}
+
+/// cgroup limits. Zero means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// CPU bandwidth in cores (quota = cpus × 100 ms per 100 ms period).
+    pub cpus: f64,
+    /// Memory limit; swap is not allowed on top of it.
+    pub memory_bytes: u64,
+    /// Maximum number of tasks (processes and threads).
+    pub pids: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpus: 1.0,
+            memory_bytes: 1 << 30,
+            pids: 4096,
+        }
+    }
+}
+
+/// Container ids 0..size map to host ids host_base..host_base+size (uid and gid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    pub host_base: u32,
+    pub size: u32,
+}
+
+impl Default for IdMap {
+    fn default() -> Self {
+        IdMap {
+            host_base: 100_000,
+            size: 65_536,
+        }
+    }
+}
+
+/// Where a sandbox is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    /// Init runs with this host pid.
+    Running { pid: u32 },
+    /// Frozen.
+    Paused,
+    /// Known to the runtime but not running (init exited, or the host rebooted).
+    Stopped,
+    /// Unknown to the runtime.
+    Missing,
+}
+
+/// Resource use of a sandbox's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SandboxStats {
+    /// CPU time used by all its processes since start.
+    pub cpu_usage_ns: u64,
+    /// Memory in use, without reclaimable inactive page cache.
+    pub memory_bytes: u64,
+}
+
+/// Checks that `id` is safe as a container id, a path component and a cgroup name.
+pub fn validate_id(id: &str) -> Result<()> {
+    let mut chars = id.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if first_ok && rest_ok && id.len() <= 128 {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidId(id.to_string()))
+    }
+}

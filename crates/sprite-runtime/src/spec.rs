@@ -1,0 +1,523 @@
+//! The OCI runtime config (`config.json`) of a sandbox, built with the
+//! `oci-spec` builders: namespaces, id mapping, mounts, a minimal capability
+//! set, no_new_privs, rlimits, seccomp, and cgroup limits.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+
+use crate::error::{Result, RuntimeError};
+use crate::sandbox::{validate_id, SandboxSpec, AGENT_FD, AGENT_PATH_IN_SPRITE};
+use crate::seccomp;
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const CPU_PERIOD_US: u64 = 100_000;
+/// The open-files limit sandboxes get where the host allows it.
+pub const NOFILE: u64 = 1_048_576;
+/// The `tty` group, owner of pseudo-terminals.
+const TTY_GID: u32 = 5;
+
+/// The capabilities init gets (bounding, effective, permitted): Docker's
+/// default set minus MKNOD and NET_RAW.
+pub const CAPABILITIES: [Capability; 12] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::AuditWrite,
+    Capability::Setfcap,
+];
+
+/// Paths hidden from the sandbox (runc's and Docker's defaults).
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths the sandbox sees read-only.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Host policy that is not part of a sandbox's spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecOptions {
+    /// `linux.cgroupsPath`, as the cgroup backend wants it.
+    pub cgroups_path: PathBuf,
+    /// Set no_new_privs on init (inherited by everything in the sandbox; it
+    /// makes setuid binaries such as sudo ineffective).
+    pub no_new_privileges: bool,
+    /// RLIMIT_NOFILE (soft and hard) of init; see [`grantable_nofile`].
+    pub nofile: u64,
+}
+
+/// [`NOFILE`], or less where the daemon cannot raise a hard limit that high
+/// (no CAP_SYS_RESOURCE, as in some nested sandboxes): runc would fail.
+pub fn grantable_nofile() -> u64 {
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(0);
+    if hard >= NOFILE || has_cap_sys_resource() {
+        NOFILE
+    } else {
+        tracing::warn!(
+            hard,
+            "no CAP_SYS_RESOURCE: sandboxes get RLIMIT_NOFILE {hard}"
+        );
+        hard
+    }
+}
+
+fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// Builds the OCI config for `sandbox`.
+pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
+    check(sandbox)?;
+    let caps: oci_spec::runtime::Capabilities = CAPABILITIES.into_iter().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(oci_spec::runtime::Capabilities::new())
+        .ambient(oci_spec::runtime::Capabilities::new())
+        .build()?;
+    let mut env = sandbox.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    env.retain(|e| !e.starts_with("SPRITE_AGENT_FD="));
+    env.push(format!("SPRITE_AGENT_FD={AGENT_FD}"));
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .args(sandbox.init_args.clone())
+        .env(env)
+        .cwd("/")
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(opts.nofile)
+            .soft(opts.nofile)
+            .build()?])
+        .no_new_privileges(opts.no_new_privileges)
+        .build()?;
+
+    let mut namespaces = Vec::new();
+    for typ in [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ] {
+        namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
+    }
+    let mut linux = LinuxBuilder::default();
+    if let Some(map) = sandbox.id_map {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .build()?,
+        );
+        let mapping = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(map.host_base)
+            .size(map.size)
+            .build()?;
+        linux = linux
+            .uid_mappings(vec![mapping])
+            .gid_mappings(vec![mapping]);
+    }
+    let linux = linux
+        .namespaces(namespaces)
+        .cgroups_path(opts.cgroups_path.clone())
+        .resources(resources(sandbox)?)
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .seccomp(seccomp::default_profile()?)
+        .build()?;
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(sandbox.rootfs.clone())
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(sandbox.hostname.clone())
+        .process(process)
+        .mounts(mounts(sandbox)?)
+        .linux(linux)
+        .build()?)
+}
+
+fn check(sandbox: &SandboxSpec) -> Result<()> {
+    validate_id(&sandbox.id)?;
+    let invalid = |m: String| Err(RuntimeError::InvalidSpec(m));
+    if sandbox.init_args.is_empty() {
+        return invalid("init_args is empty".into());
+    }
+    for (what, path) in [
+        ("rootfs", &sandbox.rootfs),
+        ("agent_bin", &sandbox.agent_bin),
+        ("bundle_dir", &sandbox.bundle_dir),
+        ("log_path", &sandbox.log_path),
+    ] {
+        if !path.is_absolute() {
+            return invalid(format!("{what} {} is not absolute", path.display()));
+        }
+    }
+    if !sandbox.agent_bin.is_file() {
+        return invalid(format!(
+            "agent_bin {} is not a file",
+            sandbox.agent_bin.display()
+        ));
+    }
+    let valid_hostname = !sandbox.hostname.is_empty()
+        && sandbox.hostname.len() <= 64
+        && sandbox
+            .hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid_hostname {
+        return invalid(format!("hostname {:?}", sandbox.hostname));
+    }
+    if let Some(map) = sandbox.id_map {
+        if map.size == 0 || map.host_base.checked_add(map.size).is_none() {
+            return invalid(format!("id map {map:?}"));
+        }
+    }
+    let cpus = sandbox.limits.cpus;
+    if !cpus.is_finite() || !(0.0..=1024.0).contains(&cpus) {
+        return invalid(format!("cpus {cpus}"));
+    }
+    Ok(())
+}
+
+fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Result<Mount> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn mounts(sandbox: &SandboxSpec) -> Result<Vec<Mount>> {
+    // gid=5 on devpts only works if gid 5 exists in the sandbox.
+    let tty_gid_mapped = sandbox.id_map.is_none_or(|m| m.size > TTY_GID);
+    let mut devpts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
+    if tty_gid_mapped {
+        devpts.push("gid=5");
+    }
+    Ok(vec![
+        mount(
+            "/proc",
+            "proc",
+            Path::new("proc"),
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/dev",
+            "tmpfs",
+            Path::new("tmpfs"),
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount("/dev/pts", "devpts", Path::new("devpts"), &devpts)?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            Path::new("shm"),
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            Path::new("mqueue"),
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        // A fresh sysfs (it shows the sandbox's own network devices) works in
+        // a user namespace because that namespace owns the new network
+        // namespace; read-only either way.
+        mount(
+            "/sys",
+            "sysfs",
+            Path::new("sysfs"),
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            Path::new("cgroup"),
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
+        mount(
+            AGENT_PATH_IN_SPRITE,
+            "bind",
+            &sandbox.agent_bin,
+            &["bind", "ro", "nosuid", "nodev"],
+        )?,
+    ])
+}
+
+fn resources(sandbox: &SandboxSpec) -> Result<oci_spec::runtime::LinuxResources> {
+    let limits = sandbox.limits;
+    let char_dev = |major: i64, minor: Option<i64>| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .access("rwm");
+        if let Some(minor) = minor {
+            b = b.minor(minor);
+        }
+        b.build()
+    };
+    let devices = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?,
+        char_dev(1, Some(3))?, // null
+        char_dev(1, Some(5))?, // zero
+        char_dev(1, Some(7))?, // full
+        char_dev(1, Some(8))?, // random
+        char_dev(1, Some(9))?, // urandom
+        char_dev(5, Some(0))?, // tty
+        char_dev(5, Some(2))?, // ptmx
+        char_dev(136, None)?,  // pts/*
+    ];
+    let mut resources = LinuxResourcesBuilder::default().devices(devices);
+    if limits.cpus > 0.0 {
+        // Rounded to whole microseconds; at least 1 ms per period (kernel minimum).
+        let quota = ((limits.cpus * CPU_PERIOD_US as f64).round() as i64).max(1000);
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD_US)
+                .build()?,
+        );
+    }
+    if limits.memory_bytes > 0 {
+        let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                .swap(bytes)
+                .build()?,
+        );
+    }
+    if limits.pids > 0 {
+        let pids = i64::try_from(limits.pids).unwrap_or(i64::MAX);
+        resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
+    }
+    Ok(resources.build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{IdMap, Limits};
+
+    fn sandbox() -> SandboxSpec {
+        let mut s = SandboxSpec::new("t1", "/r", "/b", "/l", "/bin/sh");
+        s.limits = Limits {
+            cpus: 0.5,
+            memory_bytes: 256 << 20,
+            pids: 100,
+        };
+        s.env = vec!["FOO=bar".into()];
+        s
+    }
+
+    fn opts() -> SpecOptions {
+        SpecOptions {
+            cgroups_path: PathBuf::from("sprited/t1"),
+            no_new_privileges: true,
+            nofile: NOFILE,
+        }
+    }
+
+    #[test]
+    fn config_has_the_isolation_we_promise() {
+        let spec = build(&sandbox(), &opts()).expect("spec");
+        let json = serde_json::to_value(&spec).expect("json");
+        assert_eq!(json["root"]["path"], "/r");
+        assert_eq!(json["root"]["readonly"], false);
+        assert_eq!(json["hostname"], "t1");
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+        assert_eq!(json["process"]["args"][0], AGENT_PATH_IN_SPRITE);
+        let env: Vec<String> = serde_json::from_value(json["process"]["env"].clone()).expect("env");
+        assert!(env.contains(&"SPRITE_AGENT_FD=3".to_string()));
+        assert!(env.contains(&"FOO=bar".to_string()));
+        assert!(env.iter().any(|e| e.starts_with("PATH=")));
+        let bounding = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .expect("caps");
+        assert_eq!(bounding.len(), 12);
+        for forbidden in [
+            "CAP_SYS_ADMIN",
+            "CAP_NET_RAW",
+            "CAP_NET_ADMIN",
+            "CAP_MKNOD",
+            "CAP_SYS_PTRACE",
+            "CAP_SYS_MODULE",
+        ] {
+            assert!(!bounding.iter().any(|c| c == forbidden), "{forbidden}");
+        }
+        assert!(json["process"]["capabilities"]["ambient"]
+            .as_array()
+            .expect("ambient")
+            .is_empty());
+        let ns: Vec<&str> = json["linux"]["namespaces"]
+            .as_array()
+            .expect("ns")
+            .iter()
+            .filter_map(|n| n["type"].as_str())
+            .collect();
+        for want in ["pid", "network", "ipc", "uts", "mount", "cgroup", "user"] {
+            assert!(ns.contains(&want), "{want} namespace missing");
+        }
+        assert_eq!(json["linux"]["uidMappings"][0]["hostID"], 100_000);
+        assert_eq!(json["linux"]["uidMappings"][0]["size"], 65_536);
+        assert_eq!(json["linux"]["cgroupsPath"], "sprited/t1");
+        let res = &json["linux"]["resources"];
+        assert_eq!(res["cpu"]["quota"], 50_000);
+        assert_eq!(res["cpu"]["period"], 100_000);
+        assert_eq!(res["memory"]["limit"], 256 << 20);
+        assert_eq!(res["memory"]["swap"], 256 << 20);
+        assert_eq!(res["pids"]["limit"], 100);
+        assert_eq!(res["devices"][0]["allow"], false);
+        let devpts = json["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/dev/pts")
+            .expect("devpts");
+        assert!(devpts["options"]
+            .as_array()
+            .expect("opts")
+            .iter()
+            .any(|o| o == "gid=5"));
+        let agent = json["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == AGENT_PATH_IN_SPRITE)
+            .expect("agent mount");
+        assert_eq!(agent["source"], "/bin/sh");
+        assert!(agent["options"]
+            .as_array()
+            .expect("opts")
+            .iter()
+            .any(|o| o == "ro"));
+        assert_eq!(json["process"]["rlimits"][0]["hard"], NOFILE);
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    }
+
+    #[test]
+    fn tiny_id_map_drops_tty_gid_and_no_userns_without_map() {
+        let mut s = sandbox();
+        s.id_map = Some(IdMap {
+            host_base: 200_000,
+            size: 1,
+        });
+        let json = serde_json::to_value(build(&s, &opts()).expect("spec")).expect("json");
+        let devpts = json["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/dev/pts")
+            .cloned()
+            .expect("devpts");
+        assert!(!devpts["options"]
+            .as_array()
+            .expect("opts")
+            .iter()
+            .any(|o| o == "gid=5"));
+
+        s.id_map = None;
+        let json = serde_json::to_value(build(&s, &opts()).expect("spec")).expect("json");
+        assert!(json["linux"].get("uidMappings").is_none());
+        assert!(!json["linux"]["namespaces"]
+            .as_array()
+            .expect("ns")
+            .iter()
+            .any(|n| n["type"] == "user"));
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        let mut s = sandbox();
+        s.init_args.clear();
+        assert!(build(&s, &opts()).is_err());
+        let mut s = sandbox();
+        s.rootfs = PathBuf::from("relative");
+        assert!(build(&s, &opts()).is_err());
+        let mut s = sandbox();
+        s.id = "../x".into();
+        assert!(matches!(
+            build(&s, &opts()),
+            Err(RuntimeError::InvalidId(_))
+        ));
+        let mut s = sandbox();
+        s.limits.cpus = f64::NAN;
+        assert!(build(&s, &opts()).is_err());
+        let mut s = sandbox();
+        s.hostname = "a b".into();
+        assert!(build(&s, &opts()).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! Where everything lives on disk. The only place that joins path names.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    data: PathBuf,
+    pool: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(data: PathBuf) -> Self {
+        let pool = data.join("pool");
+        Layout { data, pool }
+    }
+
+    pub(crate) fn data(&self) -> &Path {
+        &self.data
+    }
+    pub(crate) fn pool(&self) -> &Path {
+        &self.pool
+    }
+    pub(crate) fn pool_image(&self) -> PathBuf {
+        self.data.join("pool.img")
+    }
+
+    pub(crate) fn images_dir(&self) -> PathBuf {
+        self.pool.join("images")
+    }
+    pub(crate) fn image_dir(&self, name: &str) -> PathBuf {
+        self.images_dir().join(name)
+    }
+    pub(crate) fn image_rootfs(&self, name: &str) -> PathBuf {
+        self.image_dir(name).join("rootfs")
+    }
+    pub(crate) fn image_manifest(&self, name: &str) -> PathBuf {
+        self.image_dir(name).join("manifest.json")
+    }
+
+    pub(crate) fn templates_dir(&self) -> PathBuf {
+        self.pool.join("templates")
+    }
+    pub(crate) fn template(&self, bytes: u64) -> PathBuf {
+        self.templates_dir().join(format!("ext4-{bytes}.img"))
+    }
+
+    pub(crate) fn pool_sprites_dir(&self) -> PathBuf {
+        self.pool.join("sprites")
+    }
+    pub(crate) fn pool_sprite_dir(&self, id: &str) -> PathBuf {
+        self.pool_sprites_dir().join(id)
+    }
+    pub(crate) fn volume_image(&self, id: &str) -> PathBuf {
+        self.pool_sprite_dir(id).join("volume.img")
+    }
+
+    pub(crate) fn sprites_dir(&self) -> PathBuf {
+        self.data.join("sprites")
+    }
+    pub(crate) fn sprite_dir(&self, id: &str) -> PathBuf {
+        self.sprites_dir().join(id)
+    }
+    pub(crate) fn volume_mount(&self, id: &str) -> PathBuf {
+        self.sprite_dir(id).join("volume")
+    }
+    pub(crate) fn rootfs_mount(&self, id: &str) -> PathBuf {
+        self.sprite_dir(id).join("rootfs")
+    }
+}

@@ -1,0 +1,265 @@
+//! Loop devices attached in-process with ioctls (no `losetup`).
+//!
+//! Devices are configured with `LO_FLAGS_AUTOCLEAR`: once the caller has
+//! mounted the device and dropped the handle, unmounting the filesystem frees
+//! the device. Nothing has to remember which device backs which file.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, Result, StoreError};
+
+const LOOP_CONTROL: &str = "/dev/loop-control";
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_NAME_SIZE: usize = 64;
+/// How often to retry when another process grabs the free device first.
+const ATTACH_ATTEMPTS: u32 = 32;
+
+/// `struct loop_info64` from `<linux/loop.h>`.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; LO_NAME_SIZE],
+    lo_crypt_name: [u8; LO_NAME_SIZE],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` from `<linux/loop.h>` (Linux 5.8+).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<LoopInfo64>() == 232);
+const _: () = assert!(std::mem::size_of::<LoopConfig>() == 304);
+
+impl LoopInfo64 {
+    fn new(backing: &Path, flags: u32) -> Self {
+        let mut name = [0u8; LO_NAME_SIZE];
+        let bytes = backing.as_os_str().as_encoded_bytes();
+        let n = bytes.len().min(LO_NAME_SIZE - 1);
+        name[..n].copy_from_slice(&bytes[..n]);
+        LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: flags,
+            lo_file_name: name,
+            lo_crypt_name: [0; LO_NAME_SIZE],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        }
+    }
+}
+
+/// An attached loop device. Dropping it closes our handle; with autoclear the
+/// kernel detaches the device as soon as nothing (no mount) holds it.
+#[derive(Debug)]
+pub(crate) struct LoopDevice {
+    path: PathBuf,
+    _file: File,
+}
+
+impl LoopDevice {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn ioctl_result(ret: libc::c_int) -> std::io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Attaches `backing` to a free loop device with autoclear set.
+pub(crate) fn attach(backing: &Path, read_only: bool) -> Result<LoopDevice> {
+    let backing_file = OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(backing)
+        .ctx("open", backing)?;
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(LOOP_CONTROL)
+        .ctx("open", Path::new(LOOP_CONTROL))?;
+    let flags = LO_FLAGS_AUTOCLEAR | if read_only { LO_FLAGS_READ_ONLY } else { 0 };
+
+    for _ in 0..ATTACH_ATTEMPTS {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and only returns a
+        // device number; the fd is a valid open /dev/loop-control.
+        let number = ioctl_result(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) })
+            .ctx("LOOP_CTL_GET_FREE", Path::new(LOOP_CONTROL))?;
+        let path = PathBuf::from(format!("/dev/loop{number}"));
+        let device = match OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // The node may lag behind the allocation for an instant; retry.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(StoreError::io("open", &path, e)),
+        };
+        match configure(&device, &backing_file, backing, flags) {
+            Ok(()) => {
+                tracing::debug!(device = %path.display(), backing = %backing.display(), "loop attached");
+                return Ok(LoopDevice {
+                    path,
+                    _file: device,
+                });
+            }
+            // Another process configured this device between GET_FREE and us.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(e) => return Err(StoreError::io("LOOP_CONFIGURE", &path, e)),
+        }
+    }
+    Err(StoreError::io(
+        "attach loop device",
+        backing,
+        std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            format!("no free loop device after {ATTACH_ATTEMPTS} attempts"),
+        ),
+    ))
+}
+
+fn configure(
+    device: &File,
+    backing: &File,
+    backing_path: &Path,
+    flags: u32,
+) -> std::io::Result<()> {
+    let backing_fd = u32::try_from(backing.as_raw_fd())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    let config = LoopConfig {
+        fd: backing_fd,
+        block_size: 0,
+        info: LoopInfo64::new(backing_path, flags),
+        reserved: [0; 8],
+    };
+    // SAFETY: `config` is a fully initialised `struct loop_config` that lives
+    // across the call; the kernel only reads it. `device` is an open loop device.
+    let ret = unsafe {
+        libc::ioctl(
+            device.as_raw_fd(),
+            LOOP_CONFIGURE,
+            &config as *const LoopConfig,
+        )
+    };
+    match ioctl_result(ret) {
+        Ok(_) => Ok(()),
+        // Kernels before 5.8 lack LOOP_CONFIGURE: the two-step way.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTTY)) => {
+            configure_legacy(device, backing, backing_path, flags)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn configure_legacy(
+    device: &File,
+    backing: &File,
+    backing_path: &Path,
+    flags: u32,
+) -> std::io::Result<()> {
+    // SAFETY: LOOP_SET_FD takes the backing file descriptor by value; both fds are open.
+    ioctl_result(unsafe { libc::ioctl(device.as_raw_fd(), LOOP_SET_FD, backing.as_raw_fd()) })?;
+    let info = LoopInfo64::new(backing_path, flags);
+    // SAFETY: `info` is a fully initialised `struct loop_info64` that outlives
+    // the call; the kernel only reads it.
+    let ret = unsafe {
+        libc::ioctl(
+            device.as_raw_fd(),
+            LOOP_SET_STATUS64,
+            &info as *const LoopInfo64,
+        )
+    };
+    if let Err(e) = ioctl_result(ret) {
+        // SAFETY: LOOP_CLR_FD takes no argument; undoes our LOOP_SET_FD.
+        unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CLR_FD) };
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// How long a just-unmounted device may take to clear itself (autoclear runs
+/// after the last reference drops, not inside umount).
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Fails with `Busy` if `file` is still attached to a loop device after a
+/// short wait. Mounting the same image through a second device while the
+/// first is alive (e.g. held by a container's mount namespace) would run two
+/// filesystem instances on one disk and corrupt it.
+pub(crate) fn ensure_not_attached(file: &Path) -> Result<()> {
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        let attached: Vec<_> = devices_backed_under(file)
+            .into_iter()
+            .filter(|(_, backing)| backing == file)
+            .collect();
+        if attached.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(file = %file.display(), devices = ?attached, "image still attached");
+            return Err(StoreError::Busy(file.to_path_buf()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Loop devices whose backing file lies at or under `dir` (from sysfs), as
+/// (device, backing file) pairs, for checks and cleanup.
+pub fn devices_backed_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let backing = PathBuf::from(backing.trim_end());
+        if backing.starts_with(dir) {
+            found.push((PathBuf::from(format!("/dev/{name}")), backing));
+        }
+    }
+    found
+}

@@ -1,0 +1,80 @@
+//! Mount primitives: loop-backed filesystems, overlayfs, unmounting.
+
+use std::io::ErrorKind;
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::error::{Result, StoreError};
+use crate::{loopdev, mountinfo};
+
+/// Mounts `fstype` from `source` on `target`.
+pub(crate) fn mount_fs(
+    source: &Path,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    nix::mount::mount(Some(source), target, Some(fstype), flags, data).map_err(|e| {
+        StoreError::Mount {
+            fstype: fstype.to_string(),
+            source_path: source.to_path_buf(),
+            target: target.to_path_buf(),
+            errno: e.into(),
+        }
+    })
+}
+
+/// Attaches `image` to a loop device (autoclear) and mounts it on `target`.
+/// If the mount fails the device is freed when the handle drops.
+pub(crate) fn mount_image(image: &Path, target: &Path, fstype: &str) -> Result<()> {
+    loopdev::ensure_not_attached(image)?;
+    let device = loopdev::attach(image, false)?;
+    mount_fs(device.path(), target, fstype, MsFlags::empty(), None)
+}
+
+/// Unmounts `target`. Returns false when nothing was mounted there.
+/// A busy filesystem is an error, never silently detached.
+pub(crate) fn unmount(target: &Path) -> Result<bool> {
+    match nix::mount::umount2(target, MntFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(false),
+        Err(nix::errno::Errno::EBUSY) => Err(StoreError::Busy(target.to_path_buf())),
+        Err(e) => Err(StoreError::Unmount {
+            target: target.to_path_buf(),
+            errno: e.into(),
+        }),
+    }
+}
+
+/// Unmounts every mount at or below `dir` (overlays before the volumes under
+/// them, the pool last), detaching lazily what is busy. Meant for tests and
+/// emergency cleanup: loop devices clear themselves once unmounted.
+pub fn unmount_all(dir: &Path) -> Result<()> {
+    let dir = match dir.canonicalize() {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io("canonicalize", dir, e)),
+    };
+    let mut first_error = None;
+    for target in mountinfo::mounts_under(&mountinfo::read()?, &dir) {
+        let result = match nix::mount::umount2(&target, MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) => nix::mount::umount2(&target, MntFlags::MNT_DETACH),
+            other => other,
+        };
+        match result {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => {
+                first_error.get_or_insert(StoreError::Unmount {
+                    target,
+                    errno: e.into(),
+                });
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

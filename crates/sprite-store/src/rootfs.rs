@@ -1,0 +1,112 @@
+//! A sprite's root filesystem: its volume (ext4, loop) mounted at
+//! `<data>/sprites/<id>/volume`, and overlayfs at `<data>/sprites/<id>/rootfs`
+//! with the shared image as lower layer and upper/work on the volume.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use nix::unistd::{chown, Gid, Uid};
+
+use crate::error::{IoContext, Result, StoreError};
+use crate::mountinfo::{self, MountEntry};
+use crate::store::{ensure_dir, Store};
+use crate::{mount, validate_name};
+
+impl Store {
+    /// `<data>/sprites/<id>/rootfs` (pure path).
+    pub fn rootfs_path(&self, id: &str) -> PathBuf {
+        self.layout.rootfs_mount(id)
+    }
+
+    /// Mounts the sprite's volume and its overlay root filesystem on `image`,
+    /// and returns the rootfs path. Idempotent: returns at once when both are
+    /// mounted, and repairs a half-mounted state.
+    pub fn mount_rootfs(&self, id: &str, image: &str) -> Result<PathBuf> {
+        validate_name(id)?;
+        validate_name(image)?;
+        let volume_mnt = self.layout.volume_mount(id);
+        let rootfs = self.layout.rootfs_mount(id);
+        let mounts = mountinfo::read()?;
+        let volume_mounted = is_mounted(&mounts, &volume_mnt, "ext4");
+        let rootfs_mounted = is_mounted(&mounts, &rootfs, "overlay");
+        if volume_mounted && rootfs_mounted {
+            return Ok(rootfs);
+        }
+
+        if !self.image_ready(image) {
+            return Err(StoreError::ImageMissing(image.to_string()));
+        }
+        let volume_img = self.layout.volume_image(id);
+        if !volume_img.exists() {
+            return Err(StoreError::VolumeMissing(id.to_string()));
+        }
+        self.ensure_sprite_dir(id)?;
+        ensure_dir(&volume_mnt, 0o700)?;
+        ensure_dir(&rootfs, 0o700)?;
+
+        if rootfs_mounted {
+            // Overlay without its volume: it points at a detached upper; redo it.
+            tracing::warn!(
+                sprite = id,
+                "overlay mounted without its volume; remounting"
+            );
+            mount::unmount(&rootfs)?;
+        }
+        if !volume_mounted {
+            mount::mount_image(&volume_img, &volume_mnt, "ext4")?;
+        }
+
+        let (uid, gid) = self.root_ids();
+        let upper = volume_mnt.join("upper");
+        let work = volume_mnt.join("work");
+        for dir in [&upper, &work] {
+            ensure_dir(dir, 0o755)?;
+            chown(dir.as_path(), Some(uid), Some(gid)).ctx("chown", dir)?;
+        }
+        let lower = self.layout.image_rootfs(image);
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        mount::mount_fs(
+            Path::new("overlay"),
+            &rootfs,
+            "overlay",
+            MsFlags::empty(),
+            Some(&options),
+        )?;
+        tracing::debug!(sprite = id, image, rootfs = %rootfs.display(), "rootfs mounted");
+        Ok(rootfs)
+    }
+
+    /// Whether both the volume and the overlay are mounted.
+    pub fn is_rootfs_mounted(&self, id: &str) -> Result<bool> {
+        validate_name(id)?;
+        let mounts = mountinfo::read()?;
+        Ok(is_mounted(&mounts, &self.layout.volume_mount(id), "ext4")
+            && is_mounted(&mounts, &self.layout.rootfs_mount(id), "overlay"))
+    }
+
+    /// Unmounts the overlay, then the volume (its loop device clears itself).
+    /// Tolerates either being unmounted already; fails with `Busy` if in use.
+    pub fn unmount_rootfs(&self, id: &str) -> Result<()> {
+        validate_name(id)?;
+        for target in [self.layout.rootfs_mount(id), self.layout.volume_mount(id)] {
+            // Loop in case the same point was mounted more than once.
+            while mount::unmount(&target)? {}
+        }
+        Ok(())
+    }
+
+    /// Host ids that are root inside the sprite.
+    fn root_ids(&self) -> (Uid, Gid) {
+        let shift = self.opts.uid_shift.unwrap_or(0);
+        (Uid::from_raw(shift), Gid::from_raw(shift))
+    }
+}
+
+fn is_mounted(mounts: &[MountEntry], path: &Path, fs_type: &str) -> bool {
+    mountinfo::mount_at(mounts, path).is_some_and(|m| m.fs_type == fs_type)
+}

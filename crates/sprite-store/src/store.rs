@@ -1,0 +1,153 @@
+//! The `Store` handle: opening the data dir and the pool, and the paths the
+//! daemon and the runtime need.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{IoContext, Result, StoreError};
+use crate::layout::Layout;
+use crate::pool::{self, PoolKind};
+use crate::{mount, mountinfo, validate_name};
+
+/// Default size of the sparse pool image (only what is written takes space).
+pub const DEFAULT_POOL_SIZE: u64 = 256 << 30;
+/// Default size of a sprite's volume (sparse).
+pub const DEFAULT_VOLUME_SIZE: u64 = 10 << 30;
+/// Default host uid/gid that is root inside sprites.
+pub const DEFAULT_UID_SHIFT: u32 = 100_000;
+
+/// Mode of directories the sprite's user-namespace root must traverse to
+/// reach its rootfs mount: runc resolves the rootfs path from inside the
+/// new user namespace, where host-root-owned 0700 directories are closed
+/// (EACCES). 0711 lets it pass through without listing anything.
+pub(crate) const TRAVERSE_MODE: u32 = 0o711;
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Size of `<data>/pool.img` when one has to be made (sparse).
+    pub pool_size_bytes: u64,
+    /// Host uid/gid that is uid/gid 0 inside sprites; images are shifted by it.
+    /// `None` leaves image ownership as built (no user namespace).
+    pub uid_shift: Option<u32>,
+    /// Size of each sprite's volume (sparse).
+    pub volume_size_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            pool_size_bytes: DEFAULT_POOL_SIZE,
+            uid_shift: Some(DEFAULT_UID_SHIFT),
+            volume_size_bytes: DEFAULT_VOLUME_SIZE,
+        }
+    }
+}
+
+/// Storage of one host. Cheap to share (`Arc<Store>`); all methods take `&self`.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) layout: Layout,
+    pub(crate) opts: StoreOptions,
+    pool_kind: PoolKind,
+    /// Serialises making a volume template (done once per size).
+    pub(crate) template_lock: Mutex<()>,
+    /// Serialises image builds in this process.
+    pub(crate) build_lock: Mutex<()>,
+}
+
+impl Store {
+    /// Creates `data_dir` if needed and makes sure the pool is mounted.
+    pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).ctx("mkdir", data_dir)?;
+        let data = data_dir.canonicalize().ctx("canonicalize", data_dir)?;
+        check_mountable_path(&data)?;
+        set_mode(&data, TRAVERSE_MODE)?;
+        let layout = Layout::new(data);
+        let pool_kind = pool::ensure(&layout, opts.pool_size_bytes)?;
+        for dir in [
+            layout.images_dir(),
+            layout.templates_dir(),
+            layout.pool_sprites_dir(),
+        ] {
+            ensure_dir(&dir, 0o700)?;
+        }
+        ensure_dir(&layout.sprites_dir(), TRAVERSE_MODE)?;
+        Ok(Store {
+            layout,
+            opts,
+            pool_kind,
+            template_lock: Mutex::new(()),
+            build_lock: Mutex::new(()),
+        })
+    }
+
+    /// The canonical data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.layout.data()
+    }
+
+    /// The reflink-capable pool directory (`<data>/pool`).
+    pub fn pool_dir(&self) -> &Path {
+        self.layout.pool()
+    }
+
+    /// Whether the pool is a loop-mounted XFS image (false: native reflinks).
+    pub fn pool_is_loop(&self) -> bool {
+        self.pool_kind == PoolKind::LoopXfs
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    /// `<data>/sprites/<id>`: the sprite's run dir (bundle, sockets, logs) and
+    /// the parent of its mount points. Pure path; see [`Store::ensure_sprite_dir`].
+    pub fn sprite_dir(&self, id: &str) -> PathBuf {
+        self.layout.sprite_dir(id)
+    }
+
+    /// Creates `<data>/sprites/<id>` (root-owned, 0711: traversable by the
+    /// sprite's mapped root, not listable) and returns it.
+    pub fn ensure_sprite_dir(&self, id: &str) -> Result<PathBuf> {
+        validate_name(id)?;
+        let dir = self.layout.sprite_dir(id);
+        ensure_dir(&dir, TRAVERSE_MODE)?;
+        Ok(dir)
+    }
+
+    /// Unmounts every sprite rootfs and volume, then the pool. Fails with
+    /// `Busy` (leaving the rest mounted) if something is still in use.
+    pub fn shutdown(&self) -> Result<()> {
+        let sprites = self.layout.sprites_dir();
+        for target in mountinfo::mounts_under(&mountinfo::read()?, &sprites) {
+            mount::unmount(&target)?;
+        }
+        pool::unmount(&self.layout, self.pool_kind)
+    }
+}
+
+/// overlayfs splits its options on ',' and ':'; refuse paths it would misread.
+fn check_mountable_path(path: &Path) -> Result<()> {
+    let s = path.as_os_str().as_encoded_bytes();
+    if s.iter()
+        .any(|&b| b == b',' || b == b':' || b == b'\\' || b.is_ascii_control())
+    {
+        return Err(StoreError::UnsupportedPath(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx("chmod", path)
+}
+
+/// Creates `dir` (not its parents) if missing and sets its mode.
+pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::io("mkdir", dir, e)),
+    }
+    set_mode(dir, mode)
+}

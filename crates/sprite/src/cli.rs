@@ -1,0 +1,292 @@
+//! The command line: clap definitions only.
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0    success
+  1    the sprite CLI failed (bad input, API error, network)
+  2    the command line could not be parsed
+  exec, console and sessions attach pass the remote command's status through
+  unchanged, and use 255 when the CLI itself fails (as ssh does).";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sprite",
+    version,
+    about = "Create, enter and drive sprites: persistent Linux sandboxes",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Sprite to act on (default: the `.sprite` file of this or a parent directory)
+    #[arg(short = 's', long = "sprite", global = true, value_name = "NAME")]
+    pub sprite: Option<String>,
+    /// Organization (recorded in `.sprite`)
+    #[arg(short = 'o', long = "org", global = true, value_name = "ORG")]
+    pub org: Option<String>,
+    /// API server (default: the one of `sprite login`, else http://127.0.0.1:7070)
+    #[arg(long, global = true, env = "SPRITES_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// API token (default: the one of `sprite login`)
+    #[arg(long, global = true, env = "SPRITE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a token against a server and remember both in ~/.sprites/config.json
+    Login(LoginArgs),
+    /// Create a sprite (and open its console when run on a terminal)
+    Create(CreateArgs),
+    /// Select the sprite for this directory (writes `.sprite`)
+    Use(UseArgs),
+    /// List sprites
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show the details of the sprite
+    Info,
+    /// Run a command in the sprite
+    #[command(visible_alias = "x")]
+    Exec(ExecArgs),
+    /// Open an interactive shell in the sprite (Ctrl+\ detaches)
+    #[command(visible_alias = "c")]
+    Console,
+    /// List, attach to, or kill exec sessions
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Destroy the sprite and everything in it
+    Destroy(DestroyArgs),
+    /// Authenticated GET of an API path; prints the answer
+    Api(ApiArgs),
+}
+
+impl Command {
+    /// Exit status when the CLI itself fails: commands that pass a remote
+    /// status through keep 1..=254 for it.
+    pub fn failure_exit_code(&self) -> u8 {
+        match self {
+            Command::Exec(_)
+            | Command::Console
+            | Command::Sessions {
+                command: SessionsCommand::Attach { .. },
+            } => 255,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// API server URL (default: --api-url, the saved one, or http://127.0.0.1:7070)
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name of the new sprite (default: a generated one)
+    pub name: Option<String>,
+    /// Base image
+    #[arg(long, value_parser = ["tiny", "standard"])]
+    pub image: Option<String>,
+    /// Do not open a console after creating
+    #[arg(long)]
+    pub skip_console: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UseArgs {
+    /// Sprite to use here (without: show the current one)
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only sprites whose name starts with this
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Working directory inside the sprite
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<String>,
+    /// Run under a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Environment variables: K=V, comma separated, repeatable
+    #[arg(short = 'e', long = "env", value_name = "K=V[,K=V...]")]
+    pub env: Vec<String>,
+    /// Use the plain HTTP exec endpoint instead of a WebSocket
+    #[arg(long, conflicts_with = "tty")]
+    pub http_post: bool,
+    /// The command and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List the sprite's exec sessions
+    #[command(visible_alias = "ls")]
+    List,
+    /// Attach to a running session (Ctrl+\ detaches)
+    Attach {
+        /// Session id (see `sprite sessions list`)
+        id: String,
+    },
+    /// End a session: a signal, then SIGKILL after the timeout
+    Kill {
+        /// Session id
+        id: String,
+        /// Signal to send first
+        #[arg(long, default_value = "SIGTERM")]
+        signal: String,
+        /// Seconds to wait before SIGKILL (default: the server's)
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Do not ask for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Path such as /v1/sprites (the /v1 prefix is optional)
+    pub path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("sprite").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?} should parse: {e}"))
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_keeps_the_remote_flags_for_the_command() {
+        let cli = parse(&[
+            "exec", "--dir", "/tmp", "-e", "A=1,B=2", "ls", "-la", "-s", "x",
+        ]);
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.dir.as_deref(), Some("/tmp"));
+        assert_eq!(args.env, ["A=1,B=2"]);
+        assert_eq!(args.command, ["ls", "-la", "-s", "x"]);
+        assert_eq!(cli.global.sprite, None);
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let cli = parse(&["-s", "a", "x", "--tty", "--", "bash", "-l"]);
+        assert_eq!(cli.global.sprite.as_deref(), Some("a"));
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert!(args.tty);
+        assert_eq!(args.command, ["bash", "-l"]);
+
+        let cli = parse(&["info", "--sprite", "b", "-o", "acme"]);
+        assert_eq!(cli.global.sprite.as_deref(), Some("b"));
+        assert_eq!(cli.global.org.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn env_flags_repeat() {
+        let cli = parse(&["exec", "--env", "A=1", "--env", "B=2,C=3", "env"]);
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.env, ["A=1", "B=2,C=3"]);
+    }
+
+    #[test]
+    fn exec_needs_a_command_and_refuses_tty_over_http() {
+        assert!(Cli::try_parse_from(["sprite", "exec"]).is_err());
+        assert!(Cli::try_parse_from(["sprite", "exec", "--tty", "--http-post", "sh"]).is_err());
+    }
+
+    #[test]
+    fn aliases_and_subcommands() {
+        assert!(matches!(parse(&["ls"]).command, Command::List(_)));
+        assert!(matches!(parse(&["c"]).command, Command::Console));
+        let cli = parse(&["sessions", "kill", "7", "--signal", "INT", "--timeout", "3"]);
+        match cli.command {
+            Command::Sessions {
+                command:
+                    SessionsCommand::Kill {
+                        id,
+                        signal,
+                        timeout,
+                    },
+            } => {
+                assert_eq!(
+                    (id.as_str(), signal.as_str(), timeout),
+                    ("7", "INT", Some(3))
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse(&["sessions", "ls"]).command,
+            Command::Sessions {
+                command: SessionsCommand::List
+            }
+        ));
+    }
+
+    #[test]
+    fn create_takes_known_images_only() {
+        let cli = parse(&["create", "box", "--image", "tiny", "--skip-console"]);
+        let Command::Create(args) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(args.name.as_deref(), Some("box"));
+        assert!(args.skip_console);
+        assert!(Cli::try_parse_from(["sprite", "create", "--image", "huge"]).is_err());
+    }
+
+    #[test]
+    fn failures_of_pass_through_commands_use_255() {
+        assert_eq!(parse(&["x", "true"]).command.failure_exit_code(), 255);
+        assert_eq!(parse(&["console"]).command.failure_exit_code(), 255);
+        assert_eq!(
+            parse(&["sessions", "attach", "3"])
+                .command
+                .failure_exit_code(),
+            255
+        );
+        assert_eq!(parse(&["list"]).command.failure_exit_code(), 1);
+        assert_eq!(parse(&["destroy", "-f"]).command.failure_exit_code(), 1);
+    }
+}

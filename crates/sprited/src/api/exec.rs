@@ -1,0 +1,507 @@
+//! Exec: WebSocket (non-TTY framing and TTY mode), HTTP POST, sessions list,
+//! attach and kill. The daemon is a relay: one agent connection per client
+//! connection, both directions pumped concurrently with backpressure, so
+//! nothing is buffered beyond a frame.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use sprites_api::agent::{Control, ExecRequest, Reply, Request as AgentRequest};
+use sprites_api::exec::{self as wire, TextMessage};
+use sprites_api::sprite::{SessionList, StreamEvent};
+use tokio::sync::Mutex;
+
+use super::query::{parse_duration, Query};
+use crate::agent_conn::{AgentReader, AgentWriter, Frame};
+use crate::db::SpriteRecord;
+use crate::error::ApiError;
+use crate::time::now_rfc3339;
+use crate::AppState;
+
+/// Build the agent's exec request from the query string.
+fn exec_request(q: &Query, rec: &SpriteRecord, state: &AppState) -> Result<ExecRequest, ApiError> {
+    let cmd = q.all("cmd");
+    if cmd.is_empty() {
+        return Err(ApiError::BadRequest(
+            "exec needs the command: at least one cmd query parameter".into(),
+        ));
+    }
+    let tty = q.bool("tty")?.unwrap_or(false);
+    let mut env: Vec<String> = rec
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in q.all("env") {
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() => env.push(e),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "env value {e:?} is not of the form KEY=VALUE"
+                )))
+            }
+        }
+    }
+    let linger = match q.get("max_run_after_disconnect") {
+        None if tty => None,
+        None => Some(state.manager.cfg.non_tty_linger),
+        Some(v) => match parse_duration(v) {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "max_run_after_disconnect={v:?} is not a duration (e.g. 10s, 0 = forever)"
+                )))
+            }
+        },
+    };
+    Ok(ExecRequest {
+        cmd,
+        path: q.get("path").filter(|p| !p.is_empty()).map(String::from),
+        env,
+        dir: q.get("dir").filter(|d| !d.is_empty()).map(String::from),
+        user: q.get("user").filter(|u| !u.is_empty()).map(String::from),
+        tty,
+        rows: q.number::<u16>("rows", 1..=10_000)?.unwrap_or(24),
+        cols: q.number::<u16>("cols", 1..=10_000)?.unwrap_or(80),
+        stdin: q.bool("stdin")?.unwrap_or(tty),
+        max_run_after_disconnect_ms: linger.map(|d| d.as_millis() as u64),
+    })
+}
+
+fn agent_error(code: &str, message: String) -> ApiError {
+    match code {
+        "not_found" => ApiError::NotFound(message),
+        "bad_request" => ApiError::BadRequest(message),
+        _ => ApiError::Internal(message),
+    }
+}
+
+/// Open an exec or attach on the agent and read its `session_info`.
+async fn start(
+    state: &AppState,
+    rec: &SpriteRecord,
+    req: AgentRequest,
+) -> Result<(AgentReader, AgentWriter, Reply), ApiError> {
+    let (mut r, w) = state.manager.open(rec, &req).await?;
+    let first = r
+        .reply()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    match first {
+        Reply::SessionInfo { .. } => Ok((r, w, first)),
+        Reply::Error { code, message } => Err(agent_error(&code, message)),
+        other => Err(ApiError::Internal(format!(
+            "agent answered {other:?} to an exec"
+        ))),
+    }
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.eq_ignore_ascii_case("websocket"))
+        .unwrap_or(false)
+}
+
+/// `GET /v1/sprites/{name}/exec`: a WebSocket exec, or without an upgrade
+/// the list of sessions.
+pub async fn exec_or_list(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let rec = state.manager.get(&name)?;
+    if !is_upgrade(&req) {
+        return list_sessions(&state, &rec).await;
+    }
+    let (mut parts, _) = req.into_parts();
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("bad WebSocket upgrade: {e}")))?;
+    let q = Query::parse(raw.as_deref());
+    let ereq = exec_request(&q, &rec, &state)?;
+    let tty = ereq.tty;
+    let (r, w, info) = start(&state, &rec, AgentRequest::Exec(ereq)).await?;
+    Ok(upgrade(ws, r, w, info, tty))
+}
+
+/// `GET /v1/sprites/{name}/exec/{id}` (WebSocket): re-attach to a session.
+pub async fn attach(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let rec = state.manager.get(&name)?;
+    let id = session_id(&id)?;
+    let (r, w, info) = start(&state, &rec, AgentRequest::Attach { id }).await?;
+    let tty = matches!(info, Reply::SessionInfo { tty: true, .. });
+    Ok(upgrade(ws, r, w, info, tty))
+}
+
+fn session_id(raw: &str) -> Result<u32, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no session {raw}")))
+}
+
+fn upgrade(
+    ws: WebSocketUpgrade,
+    r: AgentReader,
+    w: AgentWriter,
+    info: Reply,
+    tty: bool,
+) -> Response {
+    let mut res = ws
+        .max_message_size(16 << 20)
+        .on_upgrade(move |socket| relay(socket, r, w, info, tty));
+    res.headers_mut().insert(
+        "x-sprite-capabilities",
+        HeaderValue::from_static(wire::CAPABILITIES),
+    );
+    res
+}
+
+fn session_info_text(info: &Reply) -> Option<String> {
+    let Reply::SessionInfo {
+        session_id,
+        command,
+        created,
+        cols,
+        rows,
+        is_owner,
+        tty,
+        ..
+    } = info
+    else {
+        return None;
+    };
+    serde_json::to_string(&TextMessage::SessionInfo {
+        session_id: *session_id,
+        command: command.clone(),
+        created: created.clone(),
+        cols: *cols,
+        rows: *rows,
+        is_owner: *is_owner,
+        tty: *tty,
+    })
+    .ok()
+}
+
+fn prefixed(id: u8, data: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(id);
+    v.extend_from_slice(data);
+    v.into()
+}
+
+/// Pump a WebSocket client and an agent session into each other until the
+/// command exits (then close at once) or the client goes (the agent keeps
+/// the session, detached).
+async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: Reply, tty: bool) {
+    let (mut tx, mut rx) = socket.split();
+    let to_client = async move {
+        if let Some(text) = session_info_text(&info) {
+            if tx.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        let close = loop {
+            let msg = match r.next().await {
+                Ok(Some(Frame::Stdout(b))) if tty => Message::Binary(b),
+                Ok(Some(Frame::Stdout(b))) => Message::Binary(prefixed(wire::STDOUT, &b)),
+                Ok(Some(Frame::Stderr(b))) if tty => Message::Binary(b),
+                Ok(Some(Frame::Stderr(b))) => Message::Binary(prefixed(wire::STDERR, &b)),
+                Ok(Some(Frame::Exit(code))) => {
+                    let exit = if tty {
+                        Message::Text(
+                            serde_json::to_string(&TextMessage::Exit { exit_code: code })
+                                .unwrap_or_default()
+                                .into(),
+                        )
+                    } else {
+                        Message::Binary(prefixed(wire::EXIT, &[wire::exit_byte(code)]))
+                    };
+                    if tx.send(exit).await.is_err() {
+                        return;
+                    }
+                    break CloseFrame {
+                        code: 1000,
+                        reason: "exited".into(),
+                    };
+                }
+                Ok(Some(Frame::Reply(Reply::Error { message, .. }))) => {
+                    break CloseFrame {
+                        code: 1011,
+                        reason: message.chars().take(120).collect::<String>().into(),
+                    }
+                }
+                Ok(Some(Frame::Reply(_))) => continue,
+                Ok(None) => {
+                    break CloseFrame {
+                        code: 1011,
+                        reason: "the sprite's agent closed the session".into(),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent stream failed");
+                    break CloseFrame {
+                        code: 1011,
+                        reason: "lost the connection to the sprite".into(),
+                    };
+                }
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        };
+        let _ = tx.send(Message::Close(Some(close))).await;
+        let _ = tx.close().await;
+    };
+    let from_client = async move {
+        while let Some(Ok(msg)) = rx.next().await {
+            let sent = match msg {
+                Message::Binary(b) if tty => w.send_stdin(&b).await,
+                Message::Binary(b) => match b.first() {
+                    Some(&wire::STDIN) => w.send_stdin(&b[1..]).await,
+                    Some(&wire::STDIN_EOF) => w.send_eof().await,
+                    _ => Ok(()),
+                },
+                Message::Text(t) => match serde_json::from_str::<TextMessage>(t.as_str()) {
+                    Ok(TextMessage::Resize { cols, rows }) => {
+                        w.send_json(&Control::Resize { cols, rows }).await
+                    }
+                    Ok(TextMessage::Signal { signal }) => {
+                        w.send_json(&Control::Signal {
+                            signal: wire::signal_name(&signal),
+                        })
+                        .await
+                    }
+                    _ => Ok(()),
+                },
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => Ok(()),
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = to_client => {}
+        _ = from_client => {}
+    }
+}
+
+async fn list_sessions(state: &AppState, rec: &SpriteRecord) -> Result<Response, ApiError> {
+    match state.manager.ask(rec, &AgentRequest::Sessions).await? {
+        Reply::Sessions { sessions } => {
+            let count = sessions.len();
+            Ok(Json(SessionList { sessions, count }).into_response())
+        }
+        Reply::Error { code, message } => Err(agent_error(&code, message)),
+        other => Err(ApiError::Internal(format!(
+            "agent answered {other:?} to a session list"
+        ))),
+    }
+}
+
+/// `POST /v1/sprites/{name}/exec`: body is stdin, answer is the non-TTY
+/// framing as `application/octet-stream`, streamed.
+pub async fn http_exec(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rec = state.manager.get(&name)?;
+    let q = Query::parse(raw.as_deref());
+    if q.bool("tty")? == Some(true) {
+        return Err(ApiError::BadRequest(
+            "tty is not supported over HTTP exec; use the WebSocket endpoint".into(),
+        ));
+    }
+    let mut ereq = exec_request(&q, &rec, &state)?;
+    ereq.stdin = q.bool("stdin")?.unwrap_or(false);
+    let with_stdin = ereq.stdin;
+    let (r, w, _info) = start(&state, &rec, AgentRequest::Exec(ereq)).await?;
+    // The writer lives as long as either the stdin pump or the response
+    // stream: dropping it would tell the agent the client left.
+    let w = Arc::new(Mutex::new(w));
+    if with_stdin {
+        let w = w.clone();
+        tokio::spawn(async move {
+            let mut data = body.into_data_stream();
+            while let Some(chunk) = data.next().await {
+                let Ok(chunk) = chunk else { return };
+                if w.lock().await.send_stdin(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = w.lock().await.send_eof().await;
+        });
+    }
+    let stream = futures_util::stream::unfold(Some((r, w)), |st| async move {
+        let (mut r, w) = st?;
+        loop {
+            let out = match r.next().await {
+                Ok(Some(Frame::Stdout(b))) => prefixed(wire::STDOUT, &b),
+                Ok(Some(Frame::Stderr(b))) => prefixed(wire::STDERR, &b),
+                Ok(Some(Frame::Exit(code))) => {
+                    return Some((
+                        Ok::<_, std::io::Error>(prefixed(wire::EXIT, &[wire::exit_byte(code)])),
+                        None,
+                    ))
+                }
+                Ok(Some(Frame::Reply(_))) => continue,
+                Ok(None) => {
+                    return Some((
+                        Err(std::io::Error::other(
+                            "the sprite's agent closed the session",
+                        )),
+                        None,
+                    ))
+                }
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+            };
+            return Some((Ok(out), Some((r, w))));
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KillBody {
+    signal: Option<String>,
+    timeout: Option<serde_json::Value>,
+}
+
+/// `POST /v1/sprites/{name}/exec/{id}/kill`: NDJSON progress events.
+pub async fn kill(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let rec = state.manager.get(&name)?;
+    let id = session_id(&id)?;
+    let q = Query::parse(raw.as_deref());
+    let b: KillBody = if body.iter().all(|c| c.is_ascii_whitespace()) {
+        KillBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let signal = wire::signal_name(
+        q.get("signal")
+            .map(String::from)
+            .or(b.signal)
+            .as_deref()
+            .unwrap_or("SIGTERM"),
+    );
+    let timeout = match (q.duration("timeout")?, b.timeout) {
+        (Some(d), _) => d,
+        (None, None) => std::time::Duration::from_secs(10),
+        (None, Some(serde_json::Value::Number(n))) => {
+            std::time::Duration::from_secs_f64(n.as_f64().unwrap_or(10.0).clamp(0.0, 3600.0))
+        }
+        (None, Some(serde_json::Value::String(s))) => parse_duration(&s)
+            .ok_or_else(|| ApiError::BadRequest(format!("timeout {s:?} is not a duration")))?,
+        (None, Some(v)) => {
+            return Err(ApiError::BadRequest(format!(
+                "timeout {v} is not a duration"
+            )))
+        }
+    };
+    let req = AgentRequest::Kill {
+        id,
+        signal,
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    let (mut r, w) = state.manager.open(&rec, &req).await?;
+    let first = r
+        .reply()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if let Reply::Error { code, message } = &first {
+        return Err(if code == "not_found" {
+            ApiError::Gone(format!("session {id} is already gone"))
+        } else {
+            agent_error(code, message.clone())
+        });
+    }
+    let stream = futures_util::stream::unfold(Some((r, w, Some(first))), |st| async move {
+        let (mut r, w, pending) = st?;
+        let reply = match pending {
+            Some(p) => p,
+            None => match r.reply().await {
+                Ok(rep) => rep,
+                Err(_) => return None,
+            },
+        };
+        let done = matches!(reply, Reply::Complete { .. } | Reply::Error { .. });
+        let line = kill_event(reply);
+        let next = if done { None } else { Some((r, w, None)) };
+        Some((Ok::<_, std::io::Error>(line), next))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn kill_event(reply: Reply) -> Bytes {
+    let mut ev = StreamEvent {
+        kind: String::new(),
+        data: None,
+        error: None,
+        exit_code: None,
+        message: None,
+        time: Some(now_rfc3339()),
+    };
+    match reply {
+        Reply::Signal { signal } => {
+            ev.kind = "signal".into();
+            ev.message = Some(format!("sent {signal}"));
+            ev.data = Some(serde_json::Value::String(signal));
+        }
+        Reply::Exited { exit_code } => {
+            ev.kind = "exited".into();
+            ev.exit_code = Some(exit_code);
+        }
+        Reply::Killed => {
+            ev.kind = "killed".into();
+            ev.message = Some("did not exit in time; sent SIGKILL".into());
+        }
+        Reply::Complete { exit_code } => {
+            ev.kind = "complete".into();
+            ev.exit_code = Some(exit_code);
+        }
+        Reply::Error { message, .. } => {
+            ev.kind = "error".into();
+            ev.error = Some(message.clone());
+            ev.message = Some(message);
+        }
+        other => {
+            ev.kind = "info".into();
+            ev.data = serde_json::to_value(&other).ok();
+        }
+    }
+    let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+    line.push(b'\n');
+    line.into()
+}

@@ -1,0 +1,73 @@
+//! The `/v1` HTTP and WebSocket API.
+
+mod exec;
+mod query;
+mod sprites;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// JSON bodies of the control API are small; exec stdin streams separately.
+const JSON_BODY_LIMIT: usize = 1 << 20;
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/sprites", post(sprites::create).get(sprites::list))
+        .route(
+            "/sprites/{name}",
+            get(sprites::get)
+                .put(sprites::update)
+                .delete(sprites::delete),
+        )
+        .route("/sprites/{name}/upgrade", post(sprites::upgrade))
+        .route(
+            "/sprites/{name}/exec",
+            get(exec::exec_or_list).post(exec::http_exec),
+        )
+        .route("/sprites/{name}/exec/{id}", get(exec::attach))
+        .route("/sprites/{name}/exec/{id}/kill", post(exec::kill))
+        .route("/sprites/{name}/control", get(no_control))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_token,
+        ));
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(middleware::map_response(version_header))
+        .with_state(state)
+}
+
+async fn version_header(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        "sprite-version",
+        HeaderValue::from_static(sprites_api::SPRITE_VERSION),
+    );
+    res
+}
+
+/// The multiplexed control channel is not offered: the SDKs fall back to the
+/// plain endpoints on a 404, so answer it at once.
+async fn no_control() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(sprites_api::error::ErrorBody::new(
+            "not_found",
+            "the control endpoint is not available on this server",
+        )),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}

@@ -1,0 +1,162 @@
+//! Sprite CRUD: create, list (prefix + pagination), get, update, delete.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use base64::Engine;
+use sprites_api::sprite::{
+    CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest, UrlSettings,
+};
+
+use super::query::Query;
+use crate::db::SpriteRecord;
+use crate::error::ApiError;
+use crate::time::now_rfc3339;
+use crate::AppState;
+
+const ORGANIZATION: &str = "local";
+
+pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
+    Sprite {
+        id: rec.id.clone(),
+        name: rec.name.clone(),
+        organization: ORGANIZATION.into(),
+        status: state.manager.status(&rec.id),
+        url: format!(
+            "http://{}.{}:{}",
+            rec.name,
+            state.manager.cfg.url_domain,
+            state.manager.cfg.listen.port()
+        ),
+        url_settings: UrlSettings {
+            auth: Some(rec.url_auth.clone()),
+        },
+        labels: rec.labels.clone(),
+        created_at: rec.created_at.clone(),
+        updated_at: rec.updated_at.clone(),
+        last_running_at: rec.last_running_at.clone(),
+        last_active_at: rec.last_active_at.clone(),
+        image: Some(rec.image.clone()),
+        config: Some(SpriteConfig {
+            ram_mb: Some(rec.limits.ram_mb),
+            cpus: Some(rec.limits.cpus),
+            storage_gb: Some(rec.limits.storage_gb),
+            region: None,
+        }),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<CreateSpriteRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(req) = body?;
+    let rec = state.manager.create(req).await?;
+    Ok((StatusCode::CREATED, Json(to_api(&state, &rec))))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SpriteList>, ApiError> {
+    let q = Query::parse(raw.as_deref());
+    let prefix = q.get("prefix").unwrap_or("").to_string();
+    let max = q.number::<usize>("max_results", 1..=100)?.unwrap_or(50);
+    let after = match q.get("continuation_token").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(decode_token(t)?),
+    };
+    let mut recs = state.manager.db.list(&prefix, after.as_deref(), max + 1)?;
+    let has_more = recs.len() > max;
+    recs.truncate(max);
+    let next = if has_more {
+        recs.last().map(|r| encode_token(&r.name))
+    } else {
+        None
+    };
+    Ok(Json(SpriteList {
+        sprites: recs.iter().map(|r| to_api(&state, r)).collect(),
+        has_more,
+        next_continuation_token: next,
+    }))
+}
+
+fn encode_token(name: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name)
+}
+
+fn decode_token(t: &str) -> Result<String, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::BadRequest("continuation_token is not valid".into()))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Sprite>, ApiError> {
+    let rec = state.manager.get(&name)?;
+    Ok(Json(to_api(&state, &rec)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<UpdateSpriteRequest>, JsonRejection>,
+) -> Result<Json<Sprite>, ApiError> {
+    let Json(req) = body?;
+    let mut rec = state.manager.get(&name)?;
+    if let Some(auth) = req.url_settings.and_then(|u| u.auth) {
+        if auth != "sprite" && auth != "public" {
+            return Err(ApiError::BadRequest(format!(
+                "url_settings.auth must be \"sprite\" or \"public\", not {auth:?}"
+            )));
+        }
+        rec.url_auth = auth;
+    }
+    if req.clear_labels == Some(true) {
+        rec.labels.clear();
+    }
+    if let Some(labels) = req.labels {
+        rec.labels = labels;
+    }
+    rec.updated_at = now_rfc3339();
+    state.manager.db.update(&rec)?;
+    Ok(Json(to_api(&state, &rec)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let rec = state.manager.get(&name)?;
+    state.manager.destroy(&rec).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Restart the sprite on the current agent build (its files stay).
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let rec = state.manager.get(&name)?;
+    state.manager.stop(&rec).await?;
+    state.manager.ensure_running(&rec).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuation_tokens_round_trip() {
+        let t = encode_token("my-sprite-9");
+        assert_eq!(decode_token(&t).expect("decode"), "my-sprite-9");
+        assert!(decode_token("!!!").is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! Bearer-token authentication. The admin token comes from `SPRITED_TOKEN`
+//! or is generated on first start into `<data>/admin.token` (mode 0600).
+//! Tokens are never logged.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// A secret that never prints itself.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl Token {
+    pub fn new(s: String) -> Self {
+        Token(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compare in time independent of where the first difference is.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let a = self.0.as_bytes();
+        let b = candidate.as_bytes();
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= (x ^ b.get(i).copied().unwrap_or(0)) as usize;
+        }
+        diff == 0
+    }
+}
+
+/// The admin token: `SPRITED_TOKEN` if set, else the token file, else a new
+/// random one written to the token file with mode 0600.
+pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Result<Token> {
+    if let Some(t) = from_env.filter(|t| !t.trim().is_empty()) {
+        return Ok(Token(t.trim().to_string()));
+    }
+    let path = data_dir.join(TOKEN_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(Token(s.trim().to_string())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    tracing::info!(path = %path.display(), "generated a new admin token");
+    Ok(Token(token))
+}
+
+/// Middleware: every `/v1` call needs `Authorization: Bearer <token>`.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| state.token.matches(t.trim()))
+        .unwrap_or(false);
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn token_file_is_created_once_with_mode_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t1 = load_or_create(dir.path(), None).expect("create");
+        let t2 = load_or_create(dir.path(), None).expect("reload");
+        assert_eq!(t1.expose(), t2.expose());
+        assert_eq!(t1.expose().len(), 64);
+        let mode = fs::metadata(dir.path().join(TOKEN_FILE))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let env = load_or_create(dir.path(), Some("from-env".into())).expect("env");
+        assert_eq!(env.expose(), "from-env");
+        assert!(!format!("{env:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn comparison_requires_exact_match() {
+        let t = Token::new("secret".into());
+        assert!(t.matches("secret"));
+        assert!(!t.matches("secre"));
+        assert!(!t.matches("secret2"));
+        assert!(!t.matches(""));
+    }
+}

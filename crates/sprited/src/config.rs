@@ -1,0 +1,46 @@
+//! Daemon configuration: flags with embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Image used when a create call names none: `tiny` or `standard`.
+    pub default_image: String,
+    /// The static `sprite-agent` binary; found next to `sprited` when unset.
+    pub agent_bin: Option<PathBuf>,
+    pub runc_bin: PathBuf,
+    pub default_cpus: f64,
+    pub default_ram_mb: u64,
+    pub default_storage_gb: u64,
+    pub pids_limit: u64,
+    /// Host uid/gid that is root inside every sprite (user namespace).
+    pub uid_shift: Option<u32>,
+    pub url_domain: String,
+    /// How long a non-TTY command outlives a dropped client unless the
+    /// request says otherwise.
+    pub non_tty_linger: std::time::Duration,
+}
+
+pub const IMAGES: [&str; 2] = ["tiny", "standard"];
+
+impl Config {
+    pub fn with_defaults(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Config {
+            listen,
+            data_dir,
+            default_image: "standard".into(),
+            agent_bin: None,
+            runc_bin: PathBuf::from("runc"),
+            default_cpus: 1.0,
+            default_ram_mb: 1024,
+            default_storage_gb: 10,
+            pids_limit: 1024,
+            uid_shift: Some(100_000),
+            url_domain: "sprites.localhost".into(),
+            non_tty_linger: std::time::Duration::from_secs(10),
+        }
+    }
+}

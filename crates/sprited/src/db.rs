@@ -1,0 +1,246 @@
+//! SQLite metadata: one row per sprite. The volume is the truth for a
+//! sprite's files; this is the truth for which sprites exist.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored JSON is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("a sprite named {0} already exists")]
+    Duplicate(String),
+    #[error("the database lock is poisoned")]
+    Poisoned,
+}
+
+/// Resource limits in force for one sprite.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    pub cpus: f64,
+    pub ram_mb: u64,
+    pub storage_gb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpriteRecord {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub url_auth: String,
+    pub labels: Vec<String>,
+    pub limits: Limits,
+    pub environment: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_running_at: Option<String>,
+    pub last_active_at: Option<String>,
+}
+
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sprites (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    url_auth TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    limits TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_running_at TEXT,
+    last_active_at TEXT
+);
+";
+
+const COLUMNS: &str = "id, name, image, url_auth, labels, limits, environment, created_at, updated_at, last_running_at, last_active_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<(SpriteRecord, String, String, String)> {
+    Ok((
+        SpriteRecord {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            image: row.get(2)?,
+            url_auth: row.get(3)?,
+            labels: Vec::new(),
+            limits: Limits {
+                cpus: 0.0,
+                ram_mb: 0,
+                storage_gb: 0,
+            },
+            environment: BTreeMap::new(),
+            created_at: row.get(7)?,
+            updated_at: row.get(8)?,
+            last_running_at: row.get(9)?,
+            last_active_at: row.get(10)?,
+        },
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+fn decode(raw: (SpriteRecord, String, String, String)) -> Result<SpriteRecord, DbError> {
+    let (mut rec, labels, limits, env) = raw;
+    rec.labels = serde_json::from_str(&labels)?;
+    rec.limits = serde_json::from_str(&limits)?;
+    rec.environment = serde_json::from_str(&env)?;
+    Ok(rec)
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DbError> {
+        self.conn.lock().map_err(|_| DbError::Poisoned)
+    }
+
+    pub fn insert(&self, rec: &SpriteRecord) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        let res = conn.execute(
+            &format!("INSERT INTO sprites ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            params![
+                rec.id,
+                rec.name,
+                rec.image,
+                rec.url_auth,
+                serde_json::to_string(&rec.labels)?,
+                serde_json::to_string(&rec.limits)?,
+                serde_json::to_string(&rec.environment)?,
+                rec.created_at,
+                rec.updated_at,
+                rec.last_running_at,
+                rec.last_active_at,
+            ],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(DbError::Duplicate(rec.name.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn update(&self, rec: &SpriteRecord) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE sprites SET url_auth = ?2, labels = ?3, updated_at = ?4, last_running_at = ?5, last_active_at = ?6 WHERE id = ?1",
+            params![
+                rec.id,
+                rec.url_auth,
+                serde_json::to_string(&rec.labels)?,
+                rec.updated_at,
+                rec.last_running_at,
+                rec.last_active_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<SpriteRecord>, DbError> {
+        let conn = self.lock()?;
+        let raw = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sprites WHERE name = ?1"),
+                params![name],
+                from_row,
+            )
+            .optional()?;
+        raw.map(decode).transpose()
+    }
+
+    /// Sprites whose name starts with `prefix` and sorts after `after`, by
+    /// name, at most `limit`.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SpriteRecord>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM sprites WHERE substr(name, 1, length(?1)) = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![prefix, after.unwrap_or(""), limit as i64], from_row)?;
+        let mut out = Vec::new();
+        for raw in rows {
+            out.push(decode(raw?)?);
+        }
+        Ok(out)
+    }
+
+    pub fn all(&self) -> Result<Vec<SpriteRecord>, DbError> {
+        self.list("", None, usize::MAX >> 1)
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute("DELETE FROM sprites WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str) -> SpriteRecord {
+        SpriteRecord {
+            id: format!("id-{name}"),
+            name: name.into(),
+            image: "tiny".into(),
+            url_auth: "sprite".into(),
+            labels: vec!["a".into()],
+            limits: Limits {
+                cpus: 1.0,
+                ram_mb: 512,
+                storage_gb: 10,
+            },
+            environment: BTreeMap::from([("K".to_string(), "V".to_string())]),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            last_running_at: None,
+            last_active_at: None,
+        }
+    }
+
+    #[test]
+    fn insert_get_list_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("meta.db")).expect("open");
+        for n in ["b", "a", "ab", "c"] {
+            db.insert(&rec(n)).expect("insert");
+        }
+        assert!(matches!(db.insert(&rec("a")), Err(DbError::Duplicate(_))));
+        assert_eq!(db.get("ab").expect("get"), Some(rec("ab")));
+        let names = |v: Vec<SpriteRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(names(db.list("a", None, 10).expect("list")), ["a", "ab"]);
+        assert_eq!(names(db.list("", Some("ab"), 2).expect("list")), ["b", "c"]);
+        // A LIKE-style wildcard in the prefix is taken literally.
+        assert!(db.list("%", None, 10).expect("list").is_empty());
+        db.delete("id-a").expect("delete");
+        assert_eq!(db.get("a").expect("get"), None);
+        assert_eq!(db.all().expect("all").len(), 3);
+    }
+}

@@ -1,0 +1,205 @@
+//! sprited: the daemon behind the Sprites v1 API.
+
+pub mod agent_conn;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod manager;
+pub mod time;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use sprite_runtime::Runc;
+use sprite_store::{Store, StoreOptions};
+
+pub use config::Config;
+
+/// Shared by every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub token: auth::Token,
+    pub manager: Arc<manager::Manager>,
+}
+
+pub fn store_options(cfg: &Config) -> StoreOptions {
+    StoreOptions {
+        uid_shift: cfg.uid_shift,
+        volume_size_bytes: cfg.default_storage_gb * 1024 * 1024 * 1024,
+        ..StoreOptions::default()
+    }
+}
+
+/// Find the static agent binary: the flag, else beside this executable,
+/// else where `cargo build --target x86_64-unknown-linux-gnu` puts it.
+pub fn find_agent(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        anyhow::ensure!(p.is_file(), "agent binary {} does not exist", p.display());
+        anyhow::ensure!(
+            is_static_executable(p),
+            "agent binary {} is not a static executable",
+            p.display()
+        );
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("locating sprited")?;
+    let dir = exe.parent().context("sprited has no directory")?;
+    let profile = dir
+        .file_name()
+        .and_then(|p| p.to_str())
+        .unwrap_or("release");
+    let mut candidates = vec![dir.join("sprite-agent")];
+    // target/<profile>/sprited → target/x86_64-unknown-linux-gnu/<profile>/sprite-agent
+    if let Some(target) = dir.parent() {
+        for p in [profile, "release", "debug"] {
+            candidates.push(
+                target
+                    .join("x86_64-unknown-linux-gnu")
+                    .join(p)
+                    .join("sprite-agent"),
+            );
+        }
+    }
+    // target/<profile>/deps/<test> (integration tests)
+    if profile == "deps" {
+        if let Some(target) = dir.parent().and_then(|d| d.parent()) {
+            for p in ["debug", "release"] {
+                candidates.push(
+                    target
+                        .join("x86_64-unknown-linux-gnu")
+                        .join(p)
+                        .join("sprite-agent"),
+                );
+            }
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|c| is_static_executable(c))
+        .context("no static sprite-agent binary was found; build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu -p sprite-agent` or pass --agent-bin")
+}
+
+/// The agent runs inside any image, so it must not need a dynamic loader:
+/// an ELF file without a PT_INTERP program header.
+pub fn is_static_executable(path: &Path) -> bool {
+    const PT_INTERP: u32 = 3;
+    let Ok(b) = std::fs::read(path) else {
+        return false;
+    };
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+        return false;
+    }
+    let u16_at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
+    };
+    let (Some(phentsize), Some(phnum)) = (u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    let Some(phoff) = b
+        .get(0x20..0x28)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(|a| u64::from_le_bytes(a) as usize)
+    else {
+        return false;
+    };
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        match b.get(o..o + 4).and_then(|s| <[u8; 4]>::try_from(s).ok()) {
+            Some(t) => u32::from_le_bytes(t) != PT_INTERP,
+            None => false,
+        }
+    })
+}
+
+/// Copy the agent into the data dir under a content-named file, so that a
+/// rebuild never changes the binary under a running sprite.
+fn install_agent(src: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    let dir = data_dir.join("bin");
+    std::fs::create_dir_all(&dir)?;
+    let digest = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    });
+    let dst = dir.join(format!("sprite-agent-{digest:016x}"));
+    if !dst.is_file() {
+        let tmp = dir.join(format!(".sprite-agent-{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &dst)?;
+    }
+    Ok(dst)
+}
+
+/// Everything `serve` needs, opened: data dir, pool, DB, token, runtime.
+pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let token = auth::load_or_create(&cfg.data_dir, token_env)?;
+    let agent = find_agent(cfg.agent_bin.as_deref())?;
+    let agent = install_agent(&agent, &cfg.data_dir)?;
+    let store = Store::open(&cfg.data_dir, store_options(&cfg))
+        .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
+    sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
+    let driver = Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone());
+    let db = db::Db::open(&cfg.data_dir.join("meta.db")).context("opening meta.db")?;
+    let cfg = Arc::new(cfg);
+    let manager = Arc::new(manager::Manager::new(
+        db,
+        cfg.clone(),
+        Arc::new(store),
+        Arc::new(driver),
+        agent,
+    ));
+    manager
+        .ensure_image(&cfg.default_image)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    manager
+        .reconcile()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(AppState { token, manager })
+}
+
+/// Serve the API until the process is told to stop. Sprites keep running.
+pub async fn serve(state: AppState) -> anyhow::Result<()> {
+    let addr = state.manager.cfg.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(%addr, data_dir = %state.manager.cfg.data_dir.display(), "sprited listening");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping; sprites keep running");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dynamic_executables_are_not_static() {
+        // This test binary itself is dynamically linked.
+        let me = std::env::current_exe().expect("exe");
+        assert!(!super::is_static_executable(&me));
+        assert!(!super::is_static_executable(std::path::Path::new(
+            "/etc/hostname"
+        )));
+    }
+}

@@ -1,0 +1,451 @@
+//! Sprite lifecycle: create, wake, destroy, and reconciling what the DB says
+//! with what really runs after a daemon restart or a host reboot.
+//!
+//! Each sprite has a lifecycle lock: start, stop and destroy of one sprite
+//! never interleave, while different sprites proceed in parallel. The
+//! daemon never touches mounts or runc itself: it asks `sprite-store` and
+//! `sprite-runtime`.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sprite_runtime::{Driver, IdMap, Limits as RtLimits, SandboxSpec, SandboxState};
+use sprite_store::{ImageKind, Store};
+use sprites_api::agent::{Reply, Request, SOCKET_NAME};
+use sprites_api::sprite::{CreateSpriteRequest, Status};
+
+use crate::agent_conn::{self, AgentError, AgentReader, AgentWriter};
+use crate::config::{Config, IMAGES};
+use crate::db::{Db, DbError, Limits, SpriteRecord};
+use crate::error::ApiError;
+use crate::time::now_rfc3339;
+
+/// What the daemon keeps in memory about one sprite.
+struct Live {
+    lifecycle: tokio::sync::Mutex<()>,
+    status: Mutex<Status>,
+}
+
+pub struct Manager {
+    pub db: Db,
+    pub cfg: Arc<Config>,
+    store: Arc<Store>,
+    driver: Arc<dyn Driver>,
+    agent_bin: PathBuf,
+    live: Mutex<HashMap<String, Arc<Live>>>,
+    images: tokio::sync::Mutex<()>,
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+pub fn image_kind(name: &str) -> Result<ImageKind, ApiError> {
+    match name {
+        "tiny" => Ok(ImageKind::Tiny),
+        "standard" => Ok(ImageKind::Standard),
+        other => Err(ApiError::BadRequest(format!(
+            "unknown image {other:?}; known images: {}",
+            IMAGES.join(", ")
+        ))),
+    }
+}
+
+impl Manager {
+    pub fn new(
+        db: Db,
+        cfg: Arc<Config>,
+        store: Arc<Store>,
+        driver: Arc<dyn Driver>,
+        agent_bin: PathBuf,
+    ) -> Self {
+        Manager {
+            db,
+            cfg,
+            store,
+            driver,
+            agent_bin,
+            live: Mutex::new(HashMap::new()),
+            images: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn live(&self, id: &str) -> Arc<Live> {
+        let mut map = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(Live {
+                    lifecycle: tokio::sync::Mutex::new(()),
+                    status: Mutex::new(Status::Cold),
+                })
+            })
+            .clone()
+    }
+
+    pub fn status(&self, id: &str) -> Status {
+        *self
+            .live(id)
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_status(&self, id: &str, s: Status) {
+        *self
+            .live(id)
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    pub fn socket_path(&self, id: &str) -> PathBuf {
+        self.store.sprite_dir(id).join(SOCKET_NAME)
+    }
+
+    pub fn get(&self, name: &str) -> Result<SpriteRecord, ApiError> {
+        self.db.get(name)?.ok_or_else(|| ApiError::no_sprite(name))
+    }
+
+    /// Build an image if it is not there yet (once, whoever asks first).
+    pub async fn ensure_image(&self, name: &str) -> Result<(), ApiError> {
+        let kind = image_kind(name)?;
+        if self.store.image_ready(name) {
+            return Ok(());
+        }
+        let _g = self.images.lock().await;
+        let store = self.store.clone();
+        let name = name.to_string();
+        blocking(move || {
+            if store.image_ready(&name) {
+                return Ok(());
+            }
+            tracing::info!(image = %name, "building base image");
+            store
+                .build_image(kind, &mut |p| {
+                    tracing::info!(image = %name, phase = %p.phase, "image build progress");
+                })
+                .map(|_| ())
+                .map_err(|e| ApiError::internal(format!("building image {name}: {e}")))
+        })
+        .await
+    }
+
+    pub async fn create(&self, req: CreateSpriteRequest) -> Result<SpriteRecord, ApiError> {
+        sprites_api::name::validate(&req.name).map_err(ApiError::BadRequest)?;
+        let image = req
+            .image
+            .clone()
+            .unwrap_or_else(|| self.cfg.default_image.clone());
+        image_kind(&image)?;
+        let limits = self.limits_for(&req)?;
+        let auth = match req.url_settings.as_ref().and_then(|u| u.auth.clone()) {
+            None => "sprite".to_string(),
+            Some(a) if a == "sprite" || a == "public" => a,
+            Some(a) => {
+                return Err(ApiError::BadRequest(format!(
+                    "url_settings.auth must be \"sprite\" or \"public\", not {a:?}"
+                )))
+            }
+        };
+        self.ensure_image(&image).await?;
+        let now = now_rfc3339();
+        let rec = SpriteRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: req.name.clone(),
+            image,
+            url_auth: auth,
+            labels: req.labels.clone().unwrap_or_default(),
+            limits,
+            environment: req.environment.clone().unwrap_or_default(),
+            created_at: now.clone(),
+            updated_at: now,
+            last_running_at: None,
+            last_active_at: None,
+        };
+        match self.db.insert(&rec) {
+            Ok(()) => {}
+            Err(DbError::Duplicate(n)) => {
+                return Err(ApiError::BadRequest(format!(
+                    "a sprite named {n} already exists"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let live = self.live(&rec.id);
+        let _g = live.lifecycle.lock().await;
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let made = blocking(move || {
+            store
+                .create_volume(&id)
+                .map_err(|e| ApiError::internal(format!("creating the volume: {e}")))
+        })
+        .await;
+        let started = match made {
+            Ok(()) => self.start_locked(&rec).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            tracing::warn!(sprite = %rec.name, error = %e, "create failed; rolling back");
+            let _ = self.teardown_locked(&rec).await;
+            self.db.delete(&rec.id)?;
+            return Err(e);
+        }
+        tracing::info!(sprite = %rec.name, id = %rec.id, image = %rec.image, "sprite created");
+        Ok(self.get(&rec.name)?)
+    }
+
+    fn limits_for(&self, req: &CreateSpriteRequest) -> Result<Limits, ApiError> {
+        let c = req.config.clone().unwrap_or_default();
+        let cpus = c.cpus.unwrap_or(self.cfg.default_cpus);
+        let host_cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(1.0);
+        if !(cpus > 0.0 && cpus <= host_cpus.max(1.0) * 4.0) {
+            return Err(ApiError::BadRequest(format!(
+                "config.cpus must be above 0 and at most {}",
+                host_cpus * 4.0
+            )));
+        }
+        let ram_mb = c.ram_mb.unwrap_or(self.cfg.default_ram_mb);
+        if !(64..=1 << 20).contains(&ram_mb) {
+            return Err(ApiError::BadRequest(
+                "config.ram_mb must be between 64 and 1048576".into(),
+            ));
+        }
+        let storage_gb = c.storage_gb.unwrap_or(self.cfg.default_storage_gb);
+        if storage_gb != self.cfg.default_storage_gb {
+            return Err(ApiError::BadRequest(format!(
+                "config.storage_gb: this host makes {} GB volumes only",
+                self.cfg.default_storage_gb
+            )));
+        }
+        Ok(Limits {
+            cpus,
+            ram_mb,
+            storage_gb,
+        })
+    }
+
+    /// Start the sandbox; the caller holds the lifecycle lock.
+    async fn start_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let driver = self.driver.clone();
+        let spec_base = self.spec_for(rec);
+        let id = rec.id.clone();
+        let image = rec.image.clone();
+        let socket = self.socket_path(&rec.id);
+        blocking(move || {
+            // A leftover sandbox (killed processes, host reboot) is cleared by
+            // the driver's start; mounts are repaired by the store.
+            let rootfs = store
+                .mount_rootfs(&id, &image)
+                .map_err(|e| ApiError::internal(format!("mounting the volume: {e}")))?;
+            let listener = bind_agent_socket(&socket)?;
+            let spec = SandboxSpec {
+                rootfs,
+                ..spec_base
+            };
+            driver
+                .start(&spec, listener)
+                .map_err(|e| ApiError::internal(format!("starting the sandbox: {e}")))
+        })
+        .await?;
+        self.set_status(&rec.id, Status::Running);
+        let mut updated = rec.clone();
+        updated.last_running_at = Some(now_rfc3339());
+        self.db.update(&updated)?;
+        Ok(())
+    }
+
+    fn spec_for(&self, rec: &SpriteRecord) -> SandboxSpec {
+        let dir = self.store.sprite_dir(&rec.id);
+        SandboxSpec {
+            id: rec.id.clone(),
+            hostname: rec.name.clone(),
+            rootfs: dir.join("rootfs"),
+            bundle_dir: dir.join("bundle"),
+            log_path: dir.join("agent.log"),
+            agent_bin: self.agent_bin.clone(),
+            init_args: vec!["/.sprite/bin/sprite-agent".into()],
+            env: vec![format!("SPRITE_NAME={}", rec.name)],
+            limits: RtLimits {
+                cpus: rec.limits.cpus,
+                memory_bytes: rec.limits.ram_mb * 1024 * 1024,
+                pids: self.cfg.pids_limit,
+            },
+            id_map: self.cfg.uid_shift.map(|base| IdMap {
+                host_base: base,
+                size: 65536,
+            }),
+        }
+    }
+
+    /// Make sure the sprite runs; wakes it when it is cold or paused.
+    pub async fn ensure_running(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        if self.status(&rec.id) == Status::Running {
+            return Ok(());
+        }
+        let live = self.live(&rec.id);
+        let _g = live.lifecycle.lock().await;
+        if self.status(&rec.id) == Status::Running {
+            return Ok(());
+        }
+        let driver = self.driver.clone();
+        let id = rec.id.clone();
+        let state = blocking(move || driver.state(&id).map_err(ApiError::internal)).await?;
+        match state {
+            SandboxState::Running { .. } => {}
+            SandboxState::Paused => {
+                let driver = self.driver.clone();
+                let id = rec.id.clone();
+                blocking(move || driver.resume(&id).map_err(ApiError::internal)).await?;
+            }
+            SandboxState::Stopped | SandboxState::Missing => {
+                tracing::info!(sprite = %rec.name, "waking sprite");
+                self.start_locked(rec).await?;
+            }
+        }
+        self.set_status(&rec.id, Status::Running);
+        Ok(())
+    }
+
+    /// Open an agent connection for `req`, waking the sprite first. A stale
+    /// "running" (the sandbox died under us) is noticed and repaired once.
+    pub async fn open(
+        &self,
+        rec: &SpriteRecord,
+        req: &Request,
+    ) -> Result<(AgentReader, AgentWriter), ApiError> {
+        for attempt in 0..2 {
+            self.ensure_running(rec).await?;
+            match agent_conn::open(&self.socket_path(&rec.id), req).await {
+                Ok(c) => {
+                    self.touch(rec);
+                    return Ok(c);
+                }
+                Err(AgentError::Connect(e)) if attempt == 0 => {
+                    tracing::warn!(sprite = %rec.name, error = %e, "agent unreachable; restarting the sprite");
+                    self.set_status(&rec.id, Status::Cold);
+                }
+                Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+            }
+        }
+        Err(ApiError::Unavailable(format!(
+            "sprite {} did not come up",
+            rec.name
+        )))
+    }
+
+    /// A request-reply exchange with the agent.
+    pub async fn ask(&self, rec: &SpriteRecord, req: &Request) -> Result<Reply, ApiError> {
+        let (mut r, _w) = self.open(rec, req).await?;
+        r.reply()
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
+    fn touch(&self, rec: &SpriteRecord) {
+        let mut updated = rec.clone();
+        updated.last_active_at = Some(now_rfc3339());
+        if let Err(e) = self.db.update(&updated) {
+            tracing::warn!(error = %e, "recording activity");
+        }
+    }
+
+    pub async fn destroy(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        let live = self.live(&rec.id);
+        let _g = live.lifecycle.lock().await;
+        self.teardown_locked(rec).await?;
+        self.db.delete(&rec.id)?;
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.id);
+        tracing::info!(sprite = %rec.name, "sprite destroyed");
+        Ok(())
+    }
+
+    async fn teardown_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let driver = self.driver.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            driver
+                .stop(&id, Duration::from_millis(0))
+                .and_then(|_| driver.delete(&id))
+                .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
+            store
+                .destroy_volume(&id)
+                .map_err(|e| ApiError::internal(format!("removing the volume: {e}")))
+        })
+        .await?;
+        self.set_status(&rec.id, Status::Cold);
+        Ok(())
+    }
+
+    /// Stop a sprite's processes and unmount its volume (it stays, cold).
+    pub async fn stop(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        let live = self.live(&rec.id);
+        let _g = live.lifecycle.lock().await;
+        let store = self.store.clone();
+        let driver = self.driver.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            driver
+                .stop(&id, Duration::from_secs(3))
+                .and_then(|_| driver.delete(&id))
+                .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
+            store
+                .unmount_rootfs(&id)
+                .map_err(|e| ApiError::internal(format!("unmounting: {e}")))
+        })
+        .await?;
+        self.set_status(&rec.id, Status::Cold);
+        Ok(())
+    }
+
+    /// After a daemon start: learn which sprites still run.
+    pub async fn reconcile(&self) -> Result<(), ApiError> {
+        for rec in self.db.all()? {
+            let driver = self.driver.clone();
+            let id = rec.id.clone();
+            let state = blocking(move || driver.state(&id).map_err(ApiError::internal)).await;
+            let status = match state {
+                Ok(SandboxState::Running { .. }) => Status::Running,
+                Ok(SandboxState::Paused) => Status::Warm,
+                Ok(SandboxState::Stopped | SandboxState::Missing) => Status::Cold,
+                Err(e) => {
+                    tracing::warn!(sprite = %rec.name, error = %e, "cannot read sandbox state");
+                    Status::Cold
+                }
+            };
+            self.set_status(&rec.id, status);
+            tracing::info!(sprite = %rec.name, status = status.as_str(), "found sprite");
+        }
+        Ok(())
+    }
+}
+
+/// Bind the agent's listening socket in the sprite's host-side directory
+/// (made by the store), which the sprite never sees: the agent gets the fd,
+/// not the path.
+fn bind_agent_socket(path: &std::path::Path) -> Result<OwnedFd, ApiError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ApiError::internal(format!("removing old socket: {e}"))),
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| ApiError::internal(format!("binding {}: {e}", path.display())))?;
+    Ok(OwnedFd::from(l))
+}

@@ -1,0 +1,257 @@
+//! The control API through the real daemon: auth, names, CRUD, pagination,
+//! and the Sprites error format for bad input.
+
+mod common;
+
+use common::Daemon;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn error_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("error body is JSON");
+    assert!(body["error"].is_string(), "error code in {body}");
+    assert!(body["message"].is_string(), "message in {body}");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_api_end_to_end() {
+    let d = Daemon::start();
+    let api = d.client();
+
+    // Authentication: missing and wrong tokens are 401 in the error format.
+    let r = api
+        .http
+        .get(format!("{}/v1/sprites", api.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_of(r).await.0, 401);
+    let r = api
+        .http
+        .get(format!("{}/v1/sprites", api.url))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_of(r).await.0, 401);
+    let r = api
+        .req(Method::GET, "/v1/sprites")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("sprite-version"));
+    // The log never carries the token.
+    assert!(!d.log().contains(&d.token), "token leaked into the log");
+
+    // Names: the rule is enforced with a 400.
+    for bad in [
+        "",
+        "Upper",
+        "a_b",
+        "-lead",
+        "trail-",
+        "x".repeat(64).as_str(),
+        "a/b",
+    ] {
+        let r = api
+            .req(Method::POST, "/v1/sprites")
+            .json(&json!({"name": bad}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(error_of(r).await.0, 400, "name {bad:?} must be refused");
+    }
+    // Unknown image, bad limits, malformed and huge bodies.
+    for body in [
+        json!({"name": "x1", "image": "windows"}),
+        json!({"name": "x1", "config": {"cpus": 0}}),
+        json!({"name": "x1", "config": {"ram_mb": 1}}),
+        json!({"name": "x1", "url_settings": {"auth": "nobody"}}),
+        json!({"name": 5}),
+    ] {
+        let r = api
+            .req(Method::POST, "/v1/sprites")
+            .json(&body)
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(error_of(r).await.0, 400, "{body} must be refused");
+    }
+    let r = api
+        .req(Method::POST, "/v1/sprites")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(error_of(r).await.0, 400);
+    let huge = format!(r#"{{"name":"big","labels":["{}"]}}"#, "a".repeat(4 << 20));
+    let r = api
+        .req(Method::POST, "/v1/sprites")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(error_of(r).await.0, 413);
+
+    // Create, duplicate, get, update, list with prefix and pagination.
+    let s = api.create("alpha").await;
+    assert_eq!(s["name"], "alpha");
+    assert_eq!(s["status"], "running");
+    assert_eq!(s["organization"], "local");
+    assert!(s["id"].as_str().map(|i| i.len() == 36).unwrap_or(false));
+    assert_eq!(s["url_settings"]["auth"], "sprite");
+    let r = api
+        .req(Method::POST, "/v1/sprites")
+        .json(&json!({"name": "alpha"}))
+        .send()
+        .await
+        .expect("dup");
+    assert_eq!(error_of(r).await.0, 400);
+    for n in ["beta-1", "beta-2", "beta-3"] {
+        api.create(n).await;
+    }
+    let got: Value = api
+        .req(Method::GET, "/v1/sprites/alpha")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got["id"], s["id"]);
+    let upd: Value = api
+        .req(Method::PUT, "/v1/sprites/alpha")
+        .json(&json!({"labels": ["x", "y"], "url_settings": {"auth": "public"}}))
+        .send()
+        .await
+        .expect("put")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(upd["labels"], json!(["x", "y"]));
+    assert_eq!(upd["url_settings"]["auth"], "public");
+    let upd: Value = api
+        .req(Method::PUT, "/v1/sprites/alpha")
+        .json(&json!({"clear_labels": true}))
+        .send()
+        .await
+        .expect("put")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(upd["labels"], json!([]));
+    assert_eq!(
+        upd["url_settings"]["auth"], "public",
+        "partial update keeps auth"
+    );
+
+    let page: Value = api
+        .req(Method::GET, "/v1/sprites?prefix=beta-&max_results=2")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = page["sprites"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["beta-1", "beta-2"]);
+    assert_eq!(page["has_more"], true);
+    let token = page["next_continuation_token"].as_str().expect("token");
+    let rest: Value = api
+        .req(
+            Method::GET,
+            &format!("/v1/sprites?prefix=beta-&max_results=2&continuation_token={token}"),
+        )
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rest["sprites"][0]["name"], "beta-3");
+    assert_eq!(rest["has_more"], false);
+    for q in [
+        "max_results=0",
+        "max_results=101",
+        "max_results=ten",
+        "continuation_token=%21",
+    ] {
+        let r = api
+            .req(Method::GET, &format!("/v1/sprites?{q}"))
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(error_of(r).await.0, 400, "{q}");
+    }
+
+    // Unknown sprites are 404 on every call.
+    for (m, p) in [
+        (Method::GET, "/v1/sprites/nope"),
+        (Method::PUT, "/v1/sprites/nope"),
+        (Method::DELETE, "/v1/sprites/nope"),
+        (Method::GET, "/v1/sprites/nope/exec"),
+        (Method::POST, "/v1/sprites/nope/exec?cmd=true"),
+    ] {
+        let r = api
+            .req(m.clone(), p)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("call");
+        let (status, body) = error_of(r).await;
+        assert_eq!(status, 404, "{m} {p}");
+        assert_eq!(body["message"], "no sprite named nope");
+    }
+    // The control endpoint answers 404 at once; exec without cmd is a 400;
+    // bad query values are 400.
+    let r = api
+        .req(Method::GET, "/v1/sprites/alpha/control")
+        .send()
+        .await
+        .expect("control");
+    assert_eq!(r.status(), 404);
+    for q in [
+        "",
+        "cmd=true&tty=maybe",
+        "cmd=true&rows=0",
+        "cmd=true&env=NOEQUALS",
+        "cmd=true&max_run_after_disconnect=soon",
+    ] {
+        let r = api
+            .req(Method::POST, &format!("/v1/sprites/alpha/exec?{q}"))
+            .send()
+            .await
+            .expect("exec");
+        assert_eq!(error_of(r).await.0, 400, "exec ?{q}");
+    }
+    let r = api
+        .req(Method::POST, "/v1/sprites/alpha/exec?cmd=true&tty=true")
+        .send()
+        .await
+        .expect("exec");
+    assert_eq!(error_of(r).await.0, 400, "tty over HTTP exec");
+
+    // Delete removes the sprite and its volume.
+    for n in ["alpha", "beta-1", "beta-2", "beta-3"] {
+        api.delete(n).await;
+    }
+    let all: Value = api
+        .req(Method::GET, "/v1/sprites")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(all["sprites"], json!([]));
+}

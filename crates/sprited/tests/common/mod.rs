@@ -1,0 +1,293 @@
+//! A real sprited for end-to-end tests: its own data dir, port and token;
+//! helpers that speak the wire protocol directly (reqwest + tungstenite).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sprited");
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub url: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub addr: String,
+    pub extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        let data_dir = tempfile::Builder::new()
+            .prefix("sprited-test-")
+            .tempdir_in("/var/tmp")
+            .expect("temp data dir")
+            .keep();
+        let token = format!("test-token-{}", std::process::id());
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut d = Daemon {
+            child: None,
+            url: format!("http://{addr}"),
+            token,
+            data_dir,
+            addr,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("daemon log");
+        let child = Command::new(BIN)
+            .args(["--listen", &self.addr, "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--default-image", "tiny"])
+            .args(&self.extra_args)
+            .env("SPRITED_TOKEN", &self.token)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start sprited");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("sprited exited with {status}; log:\n{}", self.log());
+                }
+            }
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sprited did not come up; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL the daemon and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn client(&self) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = Command::new(BIN)
+            .args(["purge", "--data-dir"])
+            .arg(&self.data_dir)
+            .status();
+        let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
+    }
+}
+
+pub struct Api {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub token: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub code: Option<i32>,
+    pub texts: Vec<String>,
+}
+
+impl Output {
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+impl Api {
+    pub fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(m, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    pub async fn create(&self, name: &str) -> serde_json::Value {
+        let r = self
+            .req(reqwest::Method::POST, "/v1/sprites")
+            .json(&serde_json::json!({"name": name}))
+            .send()
+            .await
+            .expect("create request");
+        let status = r.status();
+        let body = r.text().await.expect("body");
+        assert_eq!(status, 201, "create {name}: {body}");
+        serde_json::from_str(&body).expect("sprite json")
+    }
+
+    pub async fn delete(&self, name: &str) {
+        let r = self
+            .req(reqwest::Method::DELETE, &format!("/v1/sprites/{name}"))
+            .send()
+            .await
+            .expect("delete request");
+        assert_eq!(r.status(), 204, "delete {name}");
+    }
+
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.url.replacen("http", "ws", 1), path_and_query)
+    }
+
+    pub async fn ws(
+        &self,
+        path_and_query: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let mut req = self
+            .ws_url(path_and_query)
+            .into_client_request()
+            .expect("ws request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().expect("header"),
+        );
+        tokio_tungstenite::connect_async(req).await.map(|(s, _)| s)
+    }
+
+    /// Run a command over the WebSocket exec (non-TTY) with `stdin` bytes.
+    pub async fn exec_with(&self, name: &str, argv: &[&str], extra: &str, stdin: &[u8]) -> Output {
+        let mut q: Vec<String> = argv
+            .iter()
+            .map(|a| format!("cmd={}", urlencode(a)))
+            .collect();
+        q.push("stdin=true".into());
+        let mut path = format!("/v1/sprites/{name}/exec?{}", q.join("&"));
+        if !extra.is_empty() {
+            path.push('&');
+            path.push_str(extra);
+        }
+        let mut ws = self.ws(&path).await.expect("ws exec");
+        if !stdin.is_empty() {
+            for chunk in stdin.chunks(64 * 1024) {
+                let mut f = vec![0u8];
+                f.extend_from_slice(chunk);
+                ws.send(Message::Binary(f.into())).await.expect("stdin");
+            }
+        }
+        ws.send(Message::Binary(vec![4u8].into()))
+            .await
+            .expect("eof");
+        collect(&mut ws).await
+    }
+
+    pub async fn exec(&self, name: &str, argv: &[&str]) -> Output {
+        self.exec_with(name, argv, "", &[]).await
+    }
+}
+
+pub async fn collect<S>(ws: &mut S) -> Output
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut out = Output::default();
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Binary(b)) => match b.first() {
+                Some(1) => out.stdout.extend_from_slice(&b[1..]),
+                Some(2) => out.stderr.extend_from_slice(&b[1..]),
+                Some(3) => {
+                    out.code = Some(b.get(1).copied().unwrap_or(0) as i32);
+                }
+                _ => {}
+            },
+            Ok(Message::Text(t)) => out.texts.push(t.to_string()),
+            Ok(Message::Close(_)) | Err(_) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// VmRSS of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# System packages sprited needs at run time and to build its images.
+set -euo pipefail
+PKGS=(runc xfsprogs e2fsprogs busybox-static mmdebstrap util-linux procps curl)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi

@@ -1,0 +1,89 @@
+"""Start a real sprited (debug build, tiny image) for the SDK tests."""
+
+import os
+import secrets
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+
+
+def _binary(name: str) -> Path:
+    for profile in ("debug", "release"):
+        p = TARGET / profile / name
+        if p.is_file():
+            return p
+    raise RuntimeError(f"{name} is not built: run scripts/build.sh first")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    sprited = _binary("sprited")
+    data_dir = tempfile.mkdtemp(prefix="sprited-compat-", dir="/var/tmp")
+    port = _free_port()
+    token = secrets.token_hex(16)
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, SPRITED_TOKEN=token, RUST_LOG="info")
+    log = open(Path(data_dir).with_suffix(".log"), "wb")
+    proc = subprocess.Popen(
+        [str(sprited), "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
+         "--default-image", "tiny"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sprited exited with {proc.returncode}; see {log.name}")
+            try:
+                req = urllib.request.Request(f"{url}/v1/sprites",
+                                             headers={"Authorization": f"Bearer {token}"})
+                urllib.request.urlopen(req, timeout=2).read()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("sprited did not come up in 120 s")
+                time.sleep(0.1)
+        yield {"url": url, "token": token, "data_dir": data_dir}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run([str(sprited), "purge", "--data-dir", data_dir], check=False)
+        log.close()
+
+
+@pytest.fixture()
+def client(daemon):
+    from sprites import SpritesClient
+
+    c = SpritesClient(daemon["token"], base_url=daemon["url"])
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def sprite(client, request):
+    name = "py-" + request.node.name.replace("_", "-")[:40].strip("-").lower()
+    s = client.create_sprite(name)
+    yield s
+    try:
+        client.delete_sprite(name)
+    except Exception:
+        pass
