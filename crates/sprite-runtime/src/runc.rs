@@ -276,27 +276,37 @@ impl Driver for Runc {
     }
 
     fn pause(&self, id: &str) -> Result<()> {
-        match self.state(id)? {
-            SandboxState::Missing => Err(RuntimeError::NotFound(id.to_string())),
-            SandboxState::Paused => Ok(()),
-            _ => self.run(&["pause", id]).map(drop),
+        validate_id(id)?;
+        // The cgroup freezer directly: what `runc pause` does, without
+        // spawning runc (which also reads "paused" back from the freezer).
+        match self.cgroups.set_frozen(id, true) {
+            Ok(()) => Ok(()),
+            Err(RuntimeError::NotFound(_)) => match self.state(id)? {
+                SandboxState::Missing => Err(RuntimeError::NotFound(id.to_string())),
+                SandboxState::Paused => Ok(()),
+                _ => self.run(&["pause", id]).map(drop),
+            },
+            Err(e) => Err(e),
         }
     }
 
     fn resume(&self, id: &str) -> Result<()> {
-        match self.state(id)? {
-            SandboxState::Missing => Err(RuntimeError::NotFound(id.to_string())),
-            SandboxState::Paused => self.run(&["resume", id]).map(drop),
-            _ => Ok(()),
+        validate_id(id)?;
+        match self.cgroups.set_frozen(id, false) {
+            Ok(()) => Ok(()),
+            Err(RuntimeError::NotFound(_)) => match self.state(id)? {
+                SandboxState::Missing => Err(RuntimeError::NotFound(id.to_string())),
+                SandboxState::Paused => self.run(&["resume", id]).map(drop),
+                _ => Ok(()),
+            },
+            Err(e) => Err(e),
         }
     }
 
     fn delete(&self, id: &str) -> Result<()> {
         validate_id(id)?;
         if self.known(id) {
-            if self.state(id)? == SandboxState::Paused {
-                let _ = self.run(&["resume", id]);
-            }
+            // Handles running and paused containers alike (kill, thaw, reap).
             self.force_delete(id)?;
         }
         self.cgroups.remove(id)

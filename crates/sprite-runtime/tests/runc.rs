@@ -490,3 +490,25 @@ fn unknown_sandboxes() {
     }
     env.runc.delete(&spec.id).expect("delete failed start");
 }
+
+#[test]
+fn rootfs_held_by_a_running_sandbox_is_not_mounted_twice() {
+    require_env!();
+    let env = Env::new();
+    let spec = env.sandbox("held");
+    env.start(&spec).expect("start");
+    // The host's copy of the mounts can go, but the sandbox's mount
+    // namespace still holds the volume: a second loop device on the same
+    // image would corrupt it, so mounting again must be refused.
+    env.store
+        .unmount_rootfs(&spec.id)
+        .expect("unmount host side");
+    assert!(matches!(
+        env.store.mount_rootfs(&spec.id, "tiny"),
+        Err(sprite_store::StoreError::Busy(_))
+    ));
+    env.runc.stop(&spec.id, Duration::ZERO).expect("stop");
+    env.store
+        .mount_rootfs(&spec.id, "tiny")
+        .expect("mount once the sandbox is gone");
+}

@@ -21,7 +21,7 @@ async fn exec_end_to_end() {
     let o = api
         .exec("ex", &["sh", "-c", "echo out; echo err >&2; exit 3"])
         .await;
-    assert_eq!(o.out(), "out\n");
+    assert_eq!(o.out(), "out\n", "{o:?}");
     assert_eq!(o.stderr, b"err\n");
     assert_eq!(o.code, Some(3));
     let info: Value = serde_json::from_str(o.texts.first().expect("session_info")).expect("json");
@@ -116,16 +116,19 @@ async fn exec_end_to_end() {
     ws.send(Message::Binary(b"stty size; exit 5\n".to_vec().into()))
         .await
         .expect("input");
-    let o = collect(&mut ws).await;
-    let all = format!("{screen}{}", o.out());
-    assert!(all.contains("40 120"), "resized size in {all:?}");
-    let exit = o
-        .texts
-        .iter()
-        .find(|t| t.contains("\"exit\""))
-        .expect("exit frame");
-    let exit: Value = serde_json::from_str(exit).expect("json");
-    assert_eq!(exit["exit_code"], 5);
+    let mut exit = None;
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Binary(b) => screen.push_str(&String::from_utf8_lossy(&b)),
+            Message::Text(t) if t.contains("\"exit\"") => {
+                exit = Some(serde_json::from_str::<Value>(&t).expect("json"));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(screen.contains("40 120"), "resized size in {screen:?}");
+    assert_eq!(exit.expect("exit frame")["exit_code"], 5);
 
     // Signals reach the process.
     let mut ws = api

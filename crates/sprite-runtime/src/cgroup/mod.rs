@@ -47,7 +47,15 @@ pub trait CgroupBackend: Send + Sync + Debug {
     fn stats(&self, id: &str) -> Result<SandboxStats>;
     /// Removes what is left of the sandbox's cgroups; idempotent.
     fn remove(&self, id: &str) -> Result<()>;
+    /// Freezes (true) or thaws (false) every task of the sandbox and waits
+    /// until the kernel reports it done. `NotFound` if the cgroup is absent.
+    /// runc derives "paused" from this same state, so the two agree.
+    fn set_frozen(&self, id: &str, frozen: bool) -> Result<()>;
 }
+
+/// How long freezing may take before we give up (tasks in uninterruptible
+/// sleep delay it).
+pub(crate) const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The backend for this host.
 pub fn backend() -> Box<dyn CgroupBackend> {

@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{join_cgroup, own_cgroups, read_key, read_u64, remove_dir, CgroupBackend, ProcCgroup};
+use super::{
+    join_cgroup, own_cgroups, read_key, read_u64, remove_dir, CgroupBackend, ProcCgroup,
+    FREEZE_TIMEOUT,
+};
 use crate::error::{Result, RuntimeError};
 use crate::sandbox::{validate_id, SandboxStats};
 
@@ -155,6 +158,36 @@ impl CgroupBackend for V1 {
             remove_dir(&dir)?;
         }
         Ok(())
+    }
+
+    fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
+        validate_id(id)?;
+        let state = self.dir_for("freezer", id)?.join("freezer.state");
+        if !state.exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        let deadline = std::time::Instant::now() + FREEZE_TIMEOUT;
+        loop {
+            // Rewriting FROZEN while FREEZING retries tasks that were busy.
+            std::fs::write(&state, want).map_err(|e| RuntimeError::io("write", &state, e))?;
+            let now =
+                std::fs::read_to_string(&state).map_err(|e| RuntimeError::io("read", &state, e))?;
+            if now.trim() == want {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                if frozen {
+                    let _ = std::fs::write(&state, "THAWED");
+                }
+                return Err(RuntimeError::Cgroup(format!(
+                    "{} stuck in {} instead of {want}",
+                    state.display(),
+                    now.trim()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 

@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{join_cgroup, own_cgroups, read_key, read_u64, remove_dir, CgroupBackend, CGROUP_ROOT};
+use super::{
+    join_cgroup, own_cgroups, read_key, read_u64, remove_dir, CgroupBackend, CGROUP_ROOT,
+    FREEZE_TIMEOUT,
+};
 use crate::error::{Result, RuntimeError};
 use crate::sandbox::{validate_id, SandboxStats};
 
@@ -56,7 +59,9 @@ pub(super) fn prepare_host() -> Result<()> {
         .ok_or_else(|| RuntimeError::Cgroup("no v2 entry in /proc/self/cgroup".into()))?;
     let base = join_cgroup(Path::new(CGROUP_ROOT), &base_of(&own.path));
     let leaf = base.join(DAEMON_LEAF);
-    if own.path.file_name().is_none_or(|n| n != DAEMON_LEAF) {
+    // The root cgroup is exempt from the rule (and its kernel threads cannot move).
+    let at_root = base_of(&own.path) == Path::new("/");
+    if !at_root && own.path.file_name().is_none_or(|n| n != DAEMON_LEAF) {
         std::fs::create_dir_all(&leaf).map_err(|e| RuntimeError::io("mkdir", &leaf, e))?;
         // Everything in our cgroup moves with us: the parent must end up empty.
         let procs = base.join("cgroup.procs");
@@ -125,6 +130,30 @@ impl CgroupBackend for V2 {
 
     fn remove(&self, id: &str) -> Result<()> {
         remove_dir(&self.dir(id)?)
+    }
+
+    fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
+        let dir = self.dir(id)?;
+        let freeze = dir.join("cgroup.freeze");
+        if !freeze.exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        write(&freeze, if frozen { "1" } else { "0" })?;
+        let want = if frozen { 1 } else { 0 };
+        let deadline = std::time::Instant::now() + FREEZE_TIMEOUT;
+        while read_key(&dir.join("cgroup.events"), "frozen")? != Some(want) {
+            if std::time::Instant::now() >= deadline {
+                if frozen {
+                    let _ = write(&freeze, "0");
+                }
+                return Err(RuntimeError::Cgroup(format!(
+                    "{} did not freeze",
+                    dir.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
     }
 }
 

@@ -267,8 +267,18 @@ async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: 
         let _ = tx.send(Message::Close(Some(close))).await;
         let _ = tx.close().await;
     };
+    // Ends only when the client goes. The agent may close its side first (a
+    // command that exits before the client's stdin EOF arrives): then input
+    // is dropped while the output side finishes sending.
     let from_client = async move {
+        let mut agent_open = true;
         while let Some(Ok(msg)) = rx.next().await {
+            if !agent_open {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+                continue;
+            }
             let sent = match msg {
                 Message::Binary(b) if tty => w.send_stdin(&b).await,
                 Message::Binary(b) => match b.first() {
@@ -291,16 +301,24 @@ async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: 
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) => Ok(()),
             };
-            if sent.is_err() {
-                break;
-            }
+            agent_open = sent.is_ok();
         }
     };
+    tokio::pin!(to_client, from_client);
     tokio::select! {
-        _ = to_client => {}
-        _ = from_client => {}
+        _ = &mut to_client => {
+            // Close gracefully: wait for the client's Close before dropping
+            // the socket. Dropping it with the client's frames unread makes
+            // the kernel send a RST, and a RST makes the client's kernel
+            // discard output the client has not read yet.
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut from_client).await;
+        }
+        _ = &mut from_client => {}
     }
 }
+
+/// How long a finished exec waits for the client's Close frame.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn list_sessions(state: &AppState, rec: &SpriteRecord) -> Result<Response, ApiError> {
     match state.manager.ask(rec, &AgentRequest::Sessions).await? {

@@ -149,6 +149,7 @@ pub struct Output {
     pub stderr: Vec<u8>,
     pub code: Option<i32>,
     pub texts: Vec<String>,
+    pub close: Option<String>,
 }
 
 impl Output {
@@ -257,7 +258,14 @@ where
                 _ => {}
             },
             Ok(Message::Text(t)) => out.texts.push(t.to_string()),
-            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Close(c)) => {
+                out.close = c.map(|c| format!("{} {}", c.code, c.reason));
+                break;
+            }
+            Err(e) => {
+                out.close = Some(format!("error: {e}"));
+                break;
+            }
             _ => {}
         }
     }
