@@ -38,13 +38,15 @@ async fn files_survive_restarts_and_reboots() {
     let api = d.client();
     api.create("keep").await;
     let o = api
-        .exec(
+        .exec_with(
             "keep",
             &[
                 "sh",
                 "-c",
                 "echo hi > /home/sprite/f && mkdir -p /opt/x && echo deep > /opt/x/y",
             ],
+            "user=root",
+            &[],
         )
         .await;
     assert_eq!(o.code, Some(0), "{o:?}");
@@ -52,7 +54,7 @@ async fn files_survive_restarts_and_reboots() {
     let o = api
         .exec_with(
             "keep",
-            &["sh", "-c", "nohup sleep 1000 >/dev/null 2>&1 & echo $!"],
+            &["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"],
             "max_run_after_disconnect=0",
             &[],
         )
