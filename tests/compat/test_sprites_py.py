@@ -46,7 +46,7 @@ def test_run_and_command(sprite):
     assert out == b"hello world\n"
     with pytest.raises(ExitError) as e:
         sprite.command("sh", "-c", "exit 7").run()
-    assert e.value.exit_code == 7
+    assert e.value.exit_code() == 7
 
 
 def test_env_dir_and_persistence(sprite):
