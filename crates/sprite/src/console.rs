@@ -52,7 +52,8 @@ async fn pump(
     let tty = child.is_tty();
     if tty {
         if let Some(size) = terminal::size() {
-            child.resize(size.rows, size.cols)?;
+            // The command may already have exited: its exit is read below.
+            let _ = child.resize(size.rows, size.cols);
         }
     }
     let mut winch = signal(SignalKind::window_change()).context("watching the window size")?;
@@ -75,13 +76,20 @@ async fn pump(
             chunk = next_chunk(&mut input) => match chunk {
                 Some(data) => {
                     let Some(writer) = &stdin else { continue };
-                    if interactive {
-                        if let Some(at) = data.iter().position(|&b| b == DETACH_KEY) {
-                            writer.write(data.slice(..at)).await?;
-                            return Ok(Outcome::Detached(child.session_id().map(str::to_string)));
-                        }
+                    let (data, detach) = match data.iter().position(|&b| b == DETACH_KEY) {
+                        Some(at) if interactive => (data.slice(..at), true),
+                        _ => (data, false),
+                    };
+                    // A write fails once the command has exited and the
+                    // stream is closing: stop sending input, keep reading
+                    // until the exit status arrives.
+                    if writer.write(data).await.is_err() {
+                        stdin = None;
+                        input = None;
                     }
-                    writer.write(data).await?;
+                    if detach {
+                        return Ok(Outcome::Detached(child.session_id().map(str::to_string)));
+                    }
                 }
                 None => {
                     input = None;
@@ -89,14 +97,14 @@ async fn pump(
                     // writer); a terminal program gets the Ctrl+D a user types.
                     if let Some(writer) = stdin.take() {
                         if tty {
-                            writer.write(vec![EOT]).await?;
+                            let _ = writer.write(vec![EOT]).await;
                         }
                     }
                 }
             },
             Some(()) = winch.recv(), if tty => {
                 if let Some(size) = terminal::size() {
-                    child.resize(size.rows, size.cols)?;
+                    let _ = child.resize(size.rows, size.cols);
                 }
             }
         }

@@ -146,6 +146,8 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
     let driver = Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone());
+    let setuid_driver = Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone())
+        .with_no_new_privileges(false);
     let db = db::Db::open(&cfg.data_dir.join("meta.db")).context("opening meta.db")?;
     let cfg = Arc::new(cfg);
     let manager = Arc::new(manager::Manager::new(
@@ -153,6 +155,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         cfg.clone(),
         Arc::new(store),
         Arc::new(driver),
+        Arc::new(setuid_driver),
         agent,
     ));
     manager

@@ -34,6 +34,9 @@ pub struct Manager {
     pub cfg: Arc<Config>,
     store: Arc<Store>,
     driver: Arc<dyn Driver>,
+    /// Starts sandboxes without no_new_privs, for images whose users need
+    /// setuid programs (`sudo` in `standard`).
+    setuid_driver: Arc<dyn Driver>,
     agent_bin: PathBuf,
     live: Mutex<HashMap<String, Arc<Live>>>,
     images: tokio::sync::Mutex<()>,
@@ -47,6 +50,14 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+/// `standard` gives the `sprite` user passwordless sudo, which needs setuid
+/// to work, so its sandboxes run without no_new_privs. Root inside is still
+/// an unprivileged uid outside (user namespace), with 12 capabilities and the
+/// seccomp filter, so setuid only reaches what sudo grants by design.
+fn image_has_setuid_tools(image: &str) -> bool {
+    image == "standard"
 }
 
 pub fn image_kind(name: &str) -> Result<ImageKind, ApiError> {
@@ -66,6 +77,7 @@ impl Manager {
         cfg: Arc<Config>,
         store: Arc<Store>,
         driver: Arc<dyn Driver>,
+        setuid_driver: Arc<dyn Driver>,
         agent_bin: PathBuf,
     ) -> Self {
         Manager {
@@ -73,6 +85,7 @@ impl Manager {
             cfg,
             store,
             driver,
+            setuid_driver,
             agent_bin,
             live: Mutex::new(HashMap::new()),
             images: tokio::sync::Mutex::new(()),
@@ -201,7 +214,7 @@ impl Manager {
             return Err(e);
         }
         tracing::info!(sprite = %rec.name, id = %rec.id, image = %rec.image, "sprite created");
-        Ok(self.get(&rec.name)?)
+        self.get(&rec.name)
     }
 
     fn limits_for(&self, req: &CreateSpriteRequest) -> Result<Limits, ApiError> {
@@ -239,7 +252,11 @@ impl Manager {
     /// Start the sandbox; the caller holds the lifecycle lock.
     async fn start_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
         let store = self.store.clone();
-        let driver = self.driver.clone();
+        let driver = if image_has_setuid_tools(&rec.image) {
+            self.setuid_driver.clone()
+        } else {
+            self.driver.clone()
+        };
         let spec_base = self.spec_for(rec);
         let id = rec.id.clone();
         let image = rec.image.clone();

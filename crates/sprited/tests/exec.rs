@@ -175,7 +175,7 @@ async fn exec_end_to_end() {
         .as_array()
         .expect("array")
         .iter()
-        .any(|s| s["id"] == id.to_string() && s["tty"] == true);
+        .any(|s| s["id"].as_str() == Some(id.to_string().as_str()) && s["tty"] == true);
     assert!(listed, "session {id} in {sessions}");
     let mut ws = api
         .ws(&format!("/v1/sprites/ex/exec/{id}"))

@@ -41,13 +41,13 @@ impl Query {
         }
     }
 
-    pub fn number<T: std::str::FromStr>(
+    pub fn number<T>(
         &self,
         key: &str,
         range: std::ops::RangeInclusive<T>,
     ) -> Result<Option<T>, ApiError>
     where
-        T: PartialOrd + std::fmt::Display,
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
     {
         match self.get(key) {
             None => Ok(None),
