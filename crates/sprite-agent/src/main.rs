@@ -4,6 +4,7 @@ mod attach;
 mod cli;
 mod connection;
 mod fds;
+mod hosts;
 mod kill;
 mod listener;
 mod log;
@@ -54,6 +55,14 @@ fn main() -> ExitCode {
 fn run(on: ListenOn) -> ExitCode {
     fds::close_inherited_on_exec();
     let pid1 = std::process::id() == 1;
+    if pid1 {
+        let name = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = hosts::ensure(std::path::Path::new("/etc/hosts"), &name) {
+            log!("/etc/hosts: {e}");
+        }
+    }
     if !pid1 {
         // Orphans of our commands come back to us, as they would to PID 1.
         if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {

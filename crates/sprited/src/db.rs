@@ -142,18 +142,37 @@ impl Db {
         }
     }
 
+    /// Store the user-settable fields: url auth, labels, updated_at.
     pub fn update(&self, rec: &SpriteRecord) -> Result<(), DbError> {
         let conn = self.lock()?;
         conn.execute(
-            "UPDATE sprites SET url_auth = ?2, labels = ?3, updated_at = ?4, last_running_at = ?5, last_active_at = ?6 WHERE id = ?1",
+            "UPDATE sprites SET url_auth = ?2, labels = ?3, updated_at = ?4 WHERE id = ?1",
             params![
                 rec.id,
                 rec.url_auth,
                 serde_json::to_string(&rec.labels)?,
                 rec.updated_at,
-                rec.last_running_at,
-                rec.last_active_at,
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Record when the sprite last started running.
+    pub fn set_last_running(&self, id: &str, at: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE sprites SET last_running_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    /// Record the sprite's last activity (an exec, a session, a call).
+    pub fn set_last_active(&self, id: &str, at: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE sprites SET last_active_at = ?2 WHERE id = ?1",
+            params![id, at],
         )?;
         Ok(())
     }

@@ -146,8 +146,8 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
     let driver = Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone());
-    let setuid_driver = Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone())
-        .with_no_new_privileges(false);
+    let setuid_driver =
+        Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone()).with_no_new_privileges(false);
     let db = db::Db::open(&cfg.data_dir.join("meta.db")).context("opening meta.db")?;
     let cfg = Arc::new(cfg);
     let manager = Arc::new(manager::Manager::new(

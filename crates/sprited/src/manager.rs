@@ -27,10 +27,14 @@ use crate::time::now_rfc3339;
 struct Live {
     lifecycle: tokio::sync::Mutex<()>,
     status: Mutex<Status>,
+    /// When activity was last written to the DB.
+    persisted: Mutex<Option<std::time::Instant>>,
 }
 
+const ACTIVITY_PERSIST_EVERY: Duration = Duration::from_secs(5);
+
 pub struct Manager {
-    pub db: Db,
+    pub db: Arc<Db>,
     pub cfg: Arc<Config>,
     store: Arc<Store>,
     driver: Arc<dyn Driver>,
@@ -81,7 +85,7 @@ impl Manager {
         agent_bin: PathBuf,
     ) -> Self {
         Manager {
-            db,
+            db: Arc::new(db),
             cfg,
             store,
             driver,
@@ -99,6 +103,7 @@ impl Manager {
                 Arc::new(Live {
                     lifecycle: tokio::sync::Mutex::new(()),
                     status: Mutex::new(Status::Cold),
+                    persisted: Mutex::new(None),
                 })
             })
             .clone()
@@ -278,9 +283,7 @@ impl Manager {
         })
         .await?;
         self.set_status(&rec.id, Status::Running);
-        let mut updated = rec.clone();
-        updated.last_running_at = Some(now_rfc3339());
-        self.db.update(&updated)?;
+        self.db.set_last_running(&rec.id, &now_rfc3339())?;
         Ok(())
     }
 
@@ -371,12 +374,25 @@ impl Manager {
             .map_err(|e| ApiError::Unavailable(e.to_string()))
     }
 
+    /// Note activity. The DB write happens off the request path and at most
+    /// every few seconds per sprite: exec latency must not pay for an fsync.
     fn touch(&self, rec: &SpriteRecord) {
-        let mut updated = rec.clone();
-        updated.last_active_at = Some(now_rfc3339());
-        if let Err(e) = self.db.update(&updated) {
-            tracing::warn!(error = %e, "recording activity");
+        let live = self.live(&rec.id);
+        let now = std::time::Instant::now();
+        {
+            let mut last = live.persisted.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < ACTIVITY_PERSIST_EVERY) {
+                return;
+            }
+            *last = Some(now);
         }
+        let db = self.db.clone();
+        let id = rec.id.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = db.set_last_active(&id, &now_rfc3339()) {
+                tracing::warn!(error = %e, "recording activity");
+            }
+        });
     }
 
     pub async fn destroy(&self, rec: &SpriteRecord) -> Result<(), ApiError> {

@@ -15,7 +15,11 @@ fn cli_bin() -> PathBuf {
         .parent()
         .expect("target dir")
         .join("sprite");
-    assert!(p.is_file(), "the sprite CLI is not built at {}", p.display());
+    assert!(
+        p.is_file(),
+        "the sprite CLI is not built at {}",
+        p.display()
+    );
     p
 }
 
@@ -77,7 +81,11 @@ fn the_readme_flow_and_every_command() {
     // Not logged in: a human error, not a stack trace.
     let o = cli.run(&["list"]);
     assert!(!o.status.success());
-    assert!(text(&o.stderr).starts_with("error: "), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).starts_with("error: "),
+        "{}",
+        text(&o.stderr)
+    );
 
     let o = cli.run(&["login", &d.url, "--token", &d.token]);
     assert!(o.status.success(), "login: {}", text(&o.stderr));
@@ -89,7 +97,15 @@ fn the_readme_flow_and_every_command() {
     let o = cli.run(&["create", "demo", "--skip-console"]);
     assert!(o.status.success(), "create: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), "demo");
-    let o = cli.run(&["exec", "-s", "demo", "--", "sh", "-c", "echo hi > /home/sprite/f"]);
+    let o = cli.run(&[
+        "exec",
+        "-s",
+        "demo",
+        "--",
+        "sh",
+        "-c",
+        "echo hi > /home/sprite/f",
+    ]);
     assert!(o.status.success(), "exec: {}", text(&o.stderr));
 
     // kill -9 of the daemon and its restart: the file is still there.
@@ -107,14 +123,27 @@ fn the_readme_flow_and_every_command() {
     let o = cli.run_with_stdin(&["exec", "--", "tr", "a-z", "A-Z"], b"piped stdin\n");
     assert_eq!(text(&o.stdout), "PIPED STDIN\n");
     let o = cli.run(&[
-        "exec", "--env", "A=1,B=2", "--dir", "/tmp", "--", "sh", "-c", "echo $A$B $(pwd)",
+        "exec",
+        "--env",
+        "A=1,B=2",
+        "--dir",
+        "/tmp",
+        "--",
+        "sh",
+        "-c",
+        "echo $A$B $(pwd)",
     ]);
     assert_eq!(text(&o.stdout), "12 /tmp\n");
     let o = cli.run(&["exec", "--", "sh", "-c", "echo to-stderr >&2"]);
     assert_eq!(text(&o.stderr), "to-stderr\n");
     assert!(o.stdout.is_empty());
     let o = cli.run(&["exec", "--tty", "--", "tty"]);
-    assert!(text(&o.stdout).contains("/dev/pts/"), "{:?} {}", o.status, text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("/dev/pts/"),
+        "{:?} {}",
+        o.status,
+        text(&o.stderr)
+    );
 
     // list, info, sessions, console, api.
     let o = cli.run(&["list"]);
@@ -124,17 +153,33 @@ fn the_readme_flow_and_every_command() {
     let o = cli.run(&["sessions", "list"]);
     assert!(o.status.success(), "sessions: {}", text(&o.stderr));
     let o = cli.run_with_stdin(&["console"], b"echo from-con$((1+1))sole\nexit\n");
-    assert!(text(&o.stdout).contains("from-con2sole"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("from-con2sole"),
+        "{}",
+        text(&o.stdout)
+    );
     let o = cli.run(&["api", "/v1/sprites/demo"]);
-    assert!(text(&o.stdout).contains("\"name\":\"demo\""), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("\"name\":\"demo\""),
+        "{}",
+        text(&o.stdout)
+    );
 
     // Human errors for unknown sprites and bad names.
     let o = cli.run(&["info", "-s", "nope"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("no sprite named nope"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("no sprite named nope"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = cli.run(&["create", "Bad_Name", "--skip-console"]);
     assert!(!o.status.success());
-    assert!(text(&o.stderr).starts_with("error: "), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).starts_with("error: "),
+        "{}",
+        text(&o.stderr)
+    );
 
     let o = cli.run(&["destroy", "--force"]);
     assert!(o.status.success(), "destroy: {}", text(&o.stderr));

@@ -118,7 +118,10 @@ async fn sprites_are_isolated_and_limited() {
         )
         .await;
     let count: usize = o.out().trim().parse().unwrap_or(usize::MAX);
-    assert!((100..=128).contains(&count), "pids limit of 128 must hold: {o:?}");
+    assert!(
+        (100..=128).contains(&count),
+        "pids limit of 128 must hold: {o:?}"
+    );
     let r = api
         .req(reqwest::Method::GET, "/v1/sprites/iso-a")
         .send()

@@ -20,9 +20,13 @@ async fn standard_image_has_the_tools_and_sudo() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
 
     let o = api.exec("std", &["id"]).await;
-    assert!(o.out().starts_with("uid=1000(sprite) gid=1000(sprite)"), "{o:?}");
+    assert!(
+        o.out().starts_with("uid=1000(sprite) gid=1000(sprite)"),
+        "{o:?}"
+    );
     let o = api.exec("std", &["sudo", "-n", "id", "-u"]).await;
     assert_eq!(o.out(), "0\n", "passwordless sudo: {o:?}");
+    assert!(o.stderr.is_empty(), "sudo resolves the host name: {o:?}");
     let o = api
         .exec(
             "std",
