@@ -67,6 +67,7 @@ def daemon():
             proc.wait()
         subprocess.run([str(sprited), "purge", "--data-dir", data_dir], check=False)
         log.close()
+        Path(log.name).unlink(missing_ok=True)
 
 
 @pytest.fixture()

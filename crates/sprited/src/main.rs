@@ -98,10 +98,11 @@ fn build_images(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
 fn purge(cfg: &Config) -> anyhow::Result<()> {
     use sprite_runtime::Driver;
     let dir = &cfg.data_dir;
+    let driver = sprite_runtime::Runc::new(dir.join("runc"), cfg.runc_bin.clone());
     if !dir.exists() {
+        remove_parent_cgroups(&driver);
         return Ok(());
     }
-    let driver = sprite_runtime::Runc::new(dir.join("runc"), cfg.runc_bin.clone());
     if let Ok(entries) = std::fs::read_dir(dir.join("sprites")) {
         for e in entries.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
@@ -113,9 +114,20 @@ fn purge(cfg: &Config) -> anyhow::Result<()> {
             }
         }
     }
+    remove_parent_cgroups(&driver);
     sprite_store::unmount_all(dir).context("unmounting")?;
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     Ok(())
+}
+
+/// The parent cgroups (`sprited/`) go once no daemon uses them: rmdir of a
+/// cgroup that still has children fails, which is what we want.
+fn remove_parent_cgroups(driver: &sprite_runtime::Runc) {
+    if let Ok(dirs) = driver.cgroup_dirs("probe") {
+        for parent in dirs.iter().filter_map(|d| d.parent()) {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
 }
 
 #[tokio::main]

@@ -42,6 +42,7 @@ impl Drop for Daemon {
             .args(["purge", "--data-dir"])
             .arg(&self.data)
             .status();
+        let _ = std::fs::remove_file(self.data.with_extension("log"));
     }
 }
 
