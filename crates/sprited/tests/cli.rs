@@ -158,6 +158,39 @@ fn the_readme_flow_and_every_command() {
         "{}",
         text(&o.stdout)
     );
+    // An interactive console on a real terminal (script gives the CLI a
+    // PTY): Ctrl+\ detaches, the session keeps running and can be killed.
+    let console = format!("{} console", cli_bin().display());
+    let mut script = Command::new("script")
+        .args(["-qfec", &console, "/dev/null"])
+        .current_dir(cli.cwd.path())
+        .env("HOME", cli.home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut input = script.stdin.take().expect("stdin");
+    input.write_all(b"echo con-$((2+3))\n").expect("type");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    input.write_all(&[0x1c]).expect("ctrl-backslash");
+    let o = script.wait_with_output().expect("console");
+    drop(input);
+    let screen = text(&o.stdout);
+    assert!(screen.contains("con-5"), "{screen}");
+    assert!(screen.contains("detached"), "{screen}");
+    let o = cli.run(&["sessions", "list"]);
+    let listed = text(&o.stdout);
+    let id = listed
+        .lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().nth(1) == Some("yes"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the detached console is listed: {listed}"))
+        .to_string();
+    let o = cli.run(&["sessions", "kill", &id, "--signal", "KILL"]);
+    assert!(o.status.success(), "kill: {}", text(&o.stderr));
+
     let o = cli.run(&["api", "/v1/sprites/demo"]);
     assert!(
         text(&o.stdout).contains("\"name\":\"demo\""),

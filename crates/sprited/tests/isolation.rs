@@ -88,6 +88,7 @@ async fn sprites_are_isolated_and_limited() {
         "echo 1 > /proc/sys/kernel/sysrq",
         "mknod /tmp/sda b 8 0",
         "echo x > /.sprite/bin/sprite-agent",
+        "ping -c 1 -W 1 127.0.0.1",
     ] {
         let o = api
             .exec_with("iso-a", &["sh", "-c", script], root, &[])
@@ -134,11 +135,19 @@ async fn sprites_are_isolated_and_limited() {
     // sprite live on.
     let r = api
         .req(reqwest::Method::POST, "/v1/sprites")
-        .json(&json!({"name": "hog", "config": {"ram_mb": 64}}))
+        .json(&json!({"name": "hog", "config": {"ram_mb": 64, "cpus": 0.5}}))
         .send()
         .await
         .expect("create hog");
     assert_eq!(r.status(), 201);
+    let limits = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max";
+    let o = api.exec("hog", &["sh", "-c", limits]).await;
+    assert_eq!(
+        o.out(),
+        format!("{}\n50000\n", 64 << 20),
+        "ram_mb and cpus 0.5 are the limits"
+    );
     let o = api
         .exec(
             "hog",

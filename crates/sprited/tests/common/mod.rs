@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,6 +62,7 @@ impl Daemon {
             .open(self.data_dir.with_extension("log"))
             .expect("daemon log");
         let child = Command::new(BIN)
+            .process_group(0)
             .args(["--listen", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
             .args(["--default-image", "tiny"])
