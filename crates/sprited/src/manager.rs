@@ -33,6 +33,15 @@ struct Live {
 
 const ACTIVITY_PERSIST_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a stopping sprite's processes get between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What happens to the volume when a sandbox stops.
+enum Release {
+    Unmount,
+    Destroy,
+}
+
 pub struct Manager {
     pub db: Arc<Db>,
     pub cfg: Arc<Config>,
@@ -62,6 +71,16 @@ where
 /// seccomp filter, so setuid only reaches what sudo grants by design.
 fn image_has_setuid_tools(image: &str) -> bool {
     image == "standard"
+}
+
+/// `url_settings.auth`: `sprite` (a token is needed) or `public`.
+pub fn validate_url_auth(auth: String) -> Result<String, ApiError> {
+    match auth.as_str() {
+        "sprite" | "public" => Ok(auth),
+        _ => Err(ApiError::BadRequest(format!(
+            "url_settings.auth must be \"sprite\" or \"public\", not {auth:?}"
+        ))),
+    }
 }
 
 pub fn image_kind(name: &str) -> Result<ImageKind, ApiError> {
@@ -167,12 +186,7 @@ impl Manager {
         let limits = self.limits_for(&req)?;
         let auth = match req.url_settings.as_ref().and_then(|u| u.auth.clone()) {
             None => "sprite".to_string(),
-            Some(a) if a == "sprite" || a == "public" => a,
-            Some(a) => {
-                return Err(ApiError::BadRequest(format!(
-                    "url_settings.auth must be \"sprite\" or \"public\", not {a:?}"
-                )))
-            }
+            Some(a) => validate_url_auth(a)?,
         };
         self.ensure_image(&image).await?;
         let now = now_rfc3339();
@@ -409,38 +423,37 @@ impl Manager {
     }
 
     async fn teardown_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
-        let store = self.store.clone();
-        let driver = self.driver.clone();
-        let id = rec.id.clone();
-        blocking(move || {
-            driver
-                .stop(&id, Duration::from_millis(0))
-                .and_then(|_| driver.delete(&id))
-                .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
-            store
-                .destroy_volume(&id)
-                .map_err(|e| ApiError::internal(format!("removing the volume: {e}")))
-        })
-        .await?;
-        self.set_status(&rec.id, Status::Cold);
-        Ok(())
+        self.halt_locked(rec, Duration::ZERO, Release::Destroy)
+            .await
     }
 
     /// Stop a sprite's processes and unmount its volume (it stays, cold).
     pub async fn stop(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
+        self.halt_locked(rec, STOP_GRACE, Release::Unmount).await
+    }
+
+    /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),
+    /// then unmount or destroy the volume; the caller holds the lifecycle lock.
+    async fn halt_locked(
+        &self,
+        rec: &SpriteRecord,
+        grace: Duration,
+        release: Release,
+    ) -> Result<(), ApiError> {
         let store = self.store.clone();
         let driver = self.driver.clone();
         let id = rec.id.clone();
         blocking(move || {
             driver
-                .stop(&id, Duration::from_secs(3))
-                .and_then(|_| driver.delete(&id))
+                .stop(&id, grace)
                 .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
-            store
-                .unmount_rootfs(&id)
-                .map_err(|e| ApiError::internal(format!("unmounting: {e}")))
+            match release {
+                Release::Unmount => store.unmount_rootfs(&id),
+                Release::Destroy => store.destroy_volume(&id),
+            }
+            .map_err(|e| ApiError::internal(format!("releasing the volume: {e}")))
         })
         .await?;
         self.set_status(&rec.id, Status::Cold);

@@ -118,14 +118,7 @@ async fn control_api_end_to_end() {
     for n in ["beta-1", "beta-2", "beta-3"] {
         api.create(n).await;
     }
-    let got: Value = api
-        .req(Method::GET, "/v1/sprites/alpha")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let got: Value = api.get_json("/v1/sprites/alpha").await;
     assert_eq!(got["id"], s["id"]);
     let upd: Value = api
         .req(Method::PUT, "/v1/sprites/alpha")
@@ -153,14 +146,7 @@ async fn control_api_end_to_end() {
         "partial update keeps auth"
     );
 
-    let page: Value = api
-        .req(Method::GET, "/v1/sprites?prefix=beta-&max_results=2")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let page: Value = api.get_json("/v1/sprites?prefix=beta-&max_results=2").await;
     let names: Vec<&str> = page["sprites"]
         .as_array()
         .expect("array")
@@ -248,13 +234,6 @@ async fn control_api_end_to_end() {
     for n in ["alpha", "beta-1", "beta-2", "beta-3"] {
         api.delete(n).await;
     }
-    let all: Value = api
-        .req(Method::GET, "/v1/sprites")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let all: Value = api.get_json("/v1/sprites").await;
     assert_eq!(all["sprites"], json!([]));
 }

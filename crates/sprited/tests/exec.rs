@@ -163,14 +163,7 @@ async fn exec_end_to_end() {
         }
     }
     drop(ws);
-    let sessions: Value = api
-        .req(Method::GET, "/v1/sprites/ex/exec")
-        .send()
-        .await
-        .expect("sessions")
-        .json()
-        .await
-        .expect("json");
+    let sessions: Value = api.get_json("/v1/sprites/ex/exec").await;
     let listed = sessions["sessions"]
         .as_array()
         .expect("array")

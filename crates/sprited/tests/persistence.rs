@@ -66,14 +66,7 @@ async fn files_survive_restarts_and_reboots() {
     d.kill9();
     d.spawn();
     let api = d.client();
-    let s: Value = api
-        .req(Method::GET, "/v1/sprites/keep")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let s: Value = api.get_json("/v1/sprites/keep").await;
     assert_eq!(s["status"], "running");
     assert_eq!(
         api.exec("keep", &["cat", "/home/sprite/f"]).await.out(),
@@ -122,14 +115,7 @@ async fn files_survive_restarts_and_reboots() {
     assert!(mounts_under(&d.data_dir).is_empty());
     d.spawn();
     let api = d.client();
-    let s: Value = api
-        .req(Method::GET, "/v1/sprites/keep")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let s: Value = api.get_json("/v1/sprites/keep").await;
     assert_eq!(
         s["status"], "cold",
         "nothing runs after a reboot until used"
@@ -139,14 +125,7 @@ async fn files_survive_restarts_and_reboots() {
         "hi\n"
     );
     assert_eq!(api.exec("keep", &["cat", "/opt/x/y"]).await.out(), "deep\n");
-    let s: Value = api
-        .req(Method::GET, "/v1/sprites/keep")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let s: Value = api.get_json("/v1/sprites/keep").await;
     assert_eq!(s["status"], "running");
     api.delete("keep").await;
     assert!(

@@ -111,12 +111,7 @@ pub async fn update(
     let Json(req) = body?;
     let mut rec = state.manager.get(&name)?;
     if let Some(auth) = req.url_settings.and_then(|u| u.auth) {
-        if auth != "sprite" && auth != "public" {
-            return Err(ApiError::BadRequest(format!(
-                "url_settings.auth must be \"sprite\" or \"public\", not {auth:?}"
-            )));
-        }
-        rec.url_auth = auth;
+        rec.url_auth = crate::manager::validate_url_auth(auth)?;
     }
     if req.clear_labels == Some(true) {
         rec.labels.clear();

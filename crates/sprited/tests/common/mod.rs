@@ -167,6 +167,17 @@ impl Api {
             .bearer_auth(&self.token)
     }
 
+    /// GET a path and parse its JSON body.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET request")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
     pub async fn create(&self, name: &str) -> serde_json::Value {
         let r = self
             .req(reqwest::Method::POST, "/v1/sprites")
