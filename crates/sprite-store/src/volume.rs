@@ -29,6 +29,27 @@ impl Store {
         self.layout.volume_image(id)
     }
 
+    /// Ids of every sprite that has a volume directory in the pool
+    /// (complete or not), for reconciling with the daemon's records.
+    pub fn volume_ids(&self) -> Result<Vec<String>> {
+        let dir = self.layout.pool_sprites_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io("read_dir", &dir, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io("read_dir", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if validate_name(&name).is_ok() {
+                ids.push(name);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     pub fn volume_exists(&self, id: &str) -> bool {
         validate_name(id).is_ok() && self.layout.volume_image(id).exists()
     }

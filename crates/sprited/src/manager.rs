@@ -460,9 +460,45 @@ impl Manager {
         Ok(())
     }
 
-    /// After a daemon start: learn which sprites still run.
+    /// Remove whatever exists of a sprite's sandbox and volume.
+    async fn discard(&self, id: &str) -> Result<(), ApiError> {
+        let (store, driver, id) = (self.store.clone(), self.driver.clone(), id.to_string());
+        blocking(move || {
+            driver
+                .stop(&id, Duration::ZERO)
+                .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
+            store
+                .destroy_volume(&id)
+                .map_err(|e| ApiError::internal(format!("removing the volume: {e}")))
+        })
+        .await
+    }
+
+    /// After a daemon start: finish what a killed daemon left half done,
+    /// and learn which sprites still run.
+    ///
+    /// A create writes the DB row, then the volume; a destroy removes the
+    /// volume, then the row. So a row without a volume is a create or destroy
+    /// that never finished (nothing of the user's is in it), and a volume
+    /// without a row is the same from the other side.
     pub async fn reconcile(&self) -> Result<(), ApiError> {
-        for rec in self.db.all()? {
+        let records = self.db.all()?;
+        let store = self.store.clone();
+        let volumes = blocking(move || store.volume_ids().map_err(ApiError::internal)).await?;
+        for id in volumes
+            .iter()
+            .filter(|v| !records.iter().any(|r| &r.id == *v))
+        {
+            tracing::warn!(id = %id, "removing the volume of an unfinished create or destroy");
+            self.discard(id).await?;
+        }
+        for rec in records {
+            if !self.store.volume_exists(&rec.id) {
+                tracing::warn!(sprite = %rec.name, "forgetting a sprite whose create or destroy never finished");
+                self.discard(&rec.id).await?;
+                self.db.delete(&rec.id)?;
+                continue;
+            }
             let driver = self.driver.clone();
             let id = rec.id.clone();
             let state = blocking(move || driver.state(&id).map_err(ApiError::internal)).await;

@@ -135,3 +135,56 @@ async fn files_survive_restarts_and_reboots() {
         "destroy unmounts the sprite"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_finishes_what_a_killed_daemon_left_half_done() {
+    let mut d = Daemon::start();
+    let api = d.client();
+    let half = api.create("half").await;
+    api.create("whole").await;
+    let o = api
+        .exec("whole", &["sh", "-c", "echo safe > /home/sprite/f"])
+        .await;
+    assert_eq!(o.code, Some(0));
+    d.kill9();
+
+    // "half": a create that died after its row was written, before its
+    // volume existed. An orphan volume: a destroy that died after the row
+    // was deleted.
+    let id = half["id"].as_str().expect("id").to_string();
+    runc(&d, &["delete", "--force", &id]);
+    for m in mounts_under(&d.data_dir.join("sprites").join(&id)) {
+        let st = Command::new("umount").arg(&m).status().expect("umount");
+        assert!(st.success(), "umount {m}");
+    }
+    let pool_sprites = d.data_dir.join("pool/sprites");
+    std::fs::remove_file(pool_sprites.join(&id).join("volume.img")).expect("remove volume");
+    let orphan = pool_sprites.join("0b7c6c1e-0000-4000-8000-000000000000");
+    std::fs::create_dir_all(&orphan).expect("orphan dir");
+    std::fs::write(orphan.join("volume.img"), b"").expect("orphan volume");
+
+    d.spawn();
+    let api = d.client();
+    let list = api.get_json("/v1/sprites").await;
+    let names: Vec<&str> = list["sprites"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["whole"],
+        "the unfinished create is gone, the rest stays"
+    );
+    assert!(!orphan.exists(), "the orphan volume is removed");
+    assert!(!pool_sprites.join(&id).exists());
+    assert_eq!(
+        api.exec("whole", &["cat", "/home/sprite/f"]).await.out(),
+        "safe\n"
+    );
+    // The name of the unfinished sprite is free again.
+    api.create("half").await;
+    api.delete("half").await;
+    api.delete("whole").await;
+}
