@@ -369,6 +369,18 @@ impl ChildSetup {
             if self.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // The runtime starts the agent with a low OOM score so that a
+            // memory hog, not the agent, is what the OOM killer picks;
+            // commands start back at the neutral 0 (raising needs no
+            // privilege; done before dropping root).
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                libc::close(fd);
+            }
             if self.switch_user {
                 if self.set_groups && libc::setgroups(self.groups.len(), self.groups.as_ptr()) < 0 {
                     return Err(io::Error::last_os_error());

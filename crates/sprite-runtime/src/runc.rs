@@ -149,6 +149,8 @@ impl Runc {
         let mut cmd = self.command();
         cmd.args(["run", "--detach", "--bundle"])
             .arg(&spec.bundle_dir)
+            .arg("--pid-file")
+            .arg(spec.bundle_dir.join(INIT_PID_FILE))
             .args(["--preserve-fds", "1"])
             .arg(&spec.id)
             .stdin(Stdio::null())
@@ -217,6 +219,7 @@ impl Driver for Runc {
         let started = Instant::now();
         self.spawn_run(spec, listener)?;
         tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc run --detach");
+        protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
         Ok(())
     }
 
@@ -406,5 +409,34 @@ fn read_from(path: &Path, offset: u64) -> String {
     match read {
         Ok(_) => tail(&buf),
         Err(e) => format!("(log {} unreadable: {e})", path.display()),
+    }
+}
+
+/// Where `runc run` writes the pid of the sandbox's init.
+const INIT_PID_FILE: &str = "init.pid";
+
+/// OOM score of the agent (the sandbox's PID 1): far below its commands (the
+/// agent starts them at 0), so that a memory hog, not the agent, is what the
+/// OOM killer picks. Not -1000: it can still be killed as a last resort.
+pub const AGENT_OOM_SCORE_ADJ: i32 = -998;
+
+/// Lower init's OOM score from the host side: runc 1.1 would write it from
+/// inside the user namespace, where lowering it is not allowed.
+fn protect_init(pid_file: &Path) {
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let Some(pid) = pid else {
+        tracing::warn!(file = %pid_file.display(), "no init pid; OOM score left as is");
+        return;
+    };
+    let path = format!("/proc/{pid}/oom_score_adj");
+    if let Err(e) = std::fs::write(&path, format!("{AGENT_OOM_SCORE_ADJ}\n")) {
+        // Without CAP_SYS_RESOURCE (a restricted host) this fails every
+        // time: say so once.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(%path, error = %e, "cannot lower the agent's OOM score; agents stay at 0");
+        }
     }
 }

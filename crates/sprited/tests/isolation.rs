@@ -6,6 +6,9 @@ mod common;
 use common::Daemon;
 use serde_json::json;
 
+/// Start time of the sprite's PID 1, in clock ticks since boot.
+const AGENT_START_TIME: &str = "cut -d' ' -f22 /proc/1/stat";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sprites_are_isolated_and_limited() {
     let d = Daemon::start_with(&["--pids-limit", "128"]);
@@ -148,6 +151,7 @@ async fn sprites_are_isolated_and_limited() {
         format!("{}\n50000\n", 64 << 20),
         "ram_mb and cpus 0.5 are the limits"
     );
+    let agent_started = api.exec("hog", &sh(AGENT_START_TIME)).await.out();
     let o = api
         .exec(
             "hog",
@@ -156,6 +160,11 @@ async fn sprites_are_isolated_and_limited() {
         .await;
     assert!(!o.out().contains("finished") && o.code != Some(0), "{o:?}");
     assert_eq!(api.exec("hog", &["echo", "alive"]).await.out(), "alive\n");
+    let after = api.exec("hog", &sh(AGENT_START_TIME)).await.out();
+    assert_eq!(
+        agent_started, after,
+        "the agent (PID 1) was not the OOM victim"
+    );
     api.delete("hog").await;
     api.delete("iso-a").await;
 }
