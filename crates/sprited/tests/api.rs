@@ -230,6 +230,38 @@ async fn control_api_end_to_end() {
         .expect("exec");
     assert_eq!(error_of(r).await.0, 400, "tty over HTTP exec");
 
+    // A client that hangs up in the middle of a create does not leave half
+    // a sprite behind: the create finishes, and the sprite works.
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(5))
+        .build()
+        .expect("client");
+    let r = impatient
+        .post(format!("{}/v1/sprites", api.url))
+        .bearer_auth(&api.token)
+        .json(&json!({"name": "dropped"}))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up before the answer");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = api
+            .req(Method::GET, "/v1/sprites/dropped")
+            .send()
+            .await
+            .expect("get");
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped create never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(api.exec("dropped", &["echo", "ok"]).await.out(), "ok\n");
+    api.delete("dropped").await;
+
     // Delete removes the sprite and its volume.
     for n in ["alpha", "beta-1", "beta-2", "beta-3"] {
         api.delete(n).await;

@@ -53,7 +53,8 @@ pub async fn create(
     body: Result<Json<CreateSpriteRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(req) = body?;
-    let rec = state.manager.create(req).await?;
+    let m = state.manager.clone();
+    let rec = run_to_completion(async move { m.create(req).await }).await?;
     Ok((StatusCode::CREATED, Json(to_api(&state, &rec))))
 }
 
@@ -129,7 +130,8 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let rec = state.manager.get(&name)?;
-    state.manager.destroy(&rec).await?;
+    let m = state.manager.clone();
+    run_to_completion(async move { m.destroy(&rec).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -139,9 +141,25 @@ pub async fn upgrade(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let rec = state.manager.get(&name)?;
-    state.manager.stop(&rec).await?;
-    state.manager.ensure_running(&rec).await?;
+    let m = state.manager.clone();
+    run_to_completion(async move {
+        m.stop(&rec).await?;
+        m.ensure_running(&rec).await
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a lifecycle change in a task of its own: a client that hangs up must
+/// not cancel it halfway (a row without a volume, a volume without a row).
+async fn run_to_completion<T, F>(work: F) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("lifecycle task failed: {e}")))?
 }
 
 #[cfg(test)]
