@@ -325,10 +325,20 @@ impl Manager {
     }
 
     /// Make sure the sprite runs; wakes it when it is cold or paused.
-    pub async fn ensure_running(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    /// The wake runs in a task of its own, so that a client hanging up
+    /// cannot cancel it halfway through a start.
+    pub async fn ensure_running(self: &Arc<Self>, rec: &SpriteRecord) -> Result<(), ApiError> {
         if self.status(&rec.id) == Status::Running {
             return Ok(());
         }
+        let this = self.clone();
+        let rec = rec.clone();
+        tokio::spawn(async move { this.wake(&rec).await })
+            .await
+            .map_err(|e| ApiError::internal(format!("wake task failed: {e}")))?
+    }
+
+    async fn wake(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
         if self.status(&rec.id) == Status::Running {
@@ -356,7 +366,7 @@ impl Manager {
     /// Open an agent connection for `req`, waking the sprite first. A stale
     /// "running" (the sandbox died under us) is noticed and repaired once.
     pub async fn open(
-        &self,
+        self: &Arc<Self>,
         rec: &SpriteRecord,
         req: &Request,
     ) -> Result<(AgentReader, AgentWriter), ApiError> {
@@ -381,7 +391,11 @@ impl Manager {
     }
 
     /// A request-reply exchange with the agent.
-    pub async fn ask(&self, rec: &SpriteRecord, req: &Request) -> Result<Reply, ApiError> {
+    pub async fn ask(
+        self: &Arc<Self>,
+        rec: &SpriteRecord,
+        req: &Request,
+    ) -> Result<Reply, ApiError> {
         let (mut r, _w) = self.open(rec, req).await?;
         r.reply()
             .await
