@@ -94,6 +94,37 @@ fn the_readme_flow_and_every_command() {
     let o = cli.run(&["login", &d.url, "--token", "wrong"]);
     assert!(!o.status.success(), "a wrong token is refused at login");
 
+    // The token typed at a prompt, not echoed; stored readable by the user only.
+    let typed = Cli::new();
+    let login = format!("{} login {}", cli_bin().display(), d.url);
+    let mut script = Command::new("script")
+        .args(["-qfec", &login, "/dev/null"])
+        .env("HOME", typed.home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut input = script.stdin.take().expect("stdin");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    input
+        .write_all(format!("{}\n", d.token).as_bytes())
+        .expect("type the token");
+    let o = script.wait_with_output().expect("login");
+    drop(input);
+    let screen = text(&o.stdout);
+    assert!(screen.contains("Logged in"), "{screen}");
+    assert!(!screen.contains(&d.token), "the token was echoed: {screen}");
+    let saved = typed.home.path().join(".sprites");
+    let file = std::fs::read_dir(&saved)
+        .expect("~/.sprites")
+        .filter_map(Result::ok)
+        .find(|e| e.path().is_file())
+        .expect("a saved config");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&file.metadata().expect("stat").permissions());
+    assert_eq!(mode & 0o777, 0o600, "the saved token is private");
+
     let o = cli.run(&["create", "demo", "--skip-console"]);
     assert!(o.status.success(), "create: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), "demo");
