@@ -103,15 +103,23 @@ fn purge(cfg: &Config) -> anyhow::Result<()> {
         remove_parent_cgroups(&driver);
         return Ok(());
     }
-    if let Ok(entries) = std::fs::read_dir(dir.join("sprites")) {
-        for e in entries.flatten() {
-            let id = e.file_name().to_string_lossy().into_owned();
-            if let Err(err) = driver
-                .stop(&id, std::time::Duration::ZERO)
-                .and_then(|_| driver.delete(&id))
-            {
-                eprintln!("sprite {id}: {err}");
-            }
+    // Every sandbox runc knows of, and every sprite dir: a sandbox whose
+    // sprite dir is gone (an interrupted create) must not be left running.
+    let mut ids = std::collections::BTreeSet::new();
+    for sub in ["runc", "sprites"] {
+        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+            ids.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
+    }
+    for id in ids {
+        // stop ends with the container removed (runc delete).
+        if let Err(err) = driver.stop(&id, std::time::Duration::ZERO) {
+            eprintln!("sprite {id}: {err}");
         }
     }
     remove_parent_cgroups(&driver);

@@ -188,3 +188,41 @@ async fn a_restart_finishes_what_a_killed_daemon_left_half_done() {
     api.delete("half").await;
     api.delete("whole").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_leaves_nothing_behind() {
+    let mut d = Daemon::start();
+    let api = d.client();
+    let s = api.create("gone").await;
+    let id = s["id"].as_str().expect("id").to_string();
+    let state: serde_json::Value =
+        serde_json::from_str(&runc(&d, &["state", &id])).expect("runc state");
+    let pid = state["pid"].as_u64().expect("init pid");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    d.kill9();
+
+    let st = Command::new(common::BIN)
+        .args(["purge", "--data-dir"])
+        .arg(&d.data_dir)
+        .status()
+        .expect("purge");
+    assert!(st.success());
+    assert!(!d.data_dir.exists(), "the data dir is removed");
+    assert!(
+        mounts_under(&d.data_dir).is_empty(),
+        "nothing stays mounted"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sprite's init {pid} still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let loops = Command::new("losetup").arg("-a").output().expect("losetup");
+    assert!(
+        !String::from_utf8_lossy(&loops.stdout).contains(&d.data_dir.display().to_string()),
+        "no loop device is left"
+    );
+}
