@@ -183,14 +183,8 @@ impl ExecChild {
         drop(self.stdin.take());
         let mut out = Output::default();
         while let Some(event) = self.next_event().await {
-            match event? {
-                ExecEvent::Stdout(data) => out.stdout.extend_from_slice(&data),
-                ExecEvent::Stderr(data) => out.stderr.extend_from_slice(&data),
-                ExecEvent::Exit(code) => {
-                    out.status = code;
-                    return Ok(out);
-                }
-                ExecEvent::Text(_) => {}
+            if out.record(event?) {
+                return Ok(out);
             }
         }
         Err(closed_before_exit(None))

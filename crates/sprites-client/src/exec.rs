@@ -37,6 +37,20 @@ impl Output {
     pub fn success(&self) -> bool {
         self.status == 0
     }
+
+    /// Fold one event in; `true` once the exit status has arrived.
+    pub(crate) fn record(&mut self, event: ExecEvent) -> bool {
+        match event {
+            ExecEvent::Stdout(data) => self.stdout.extend_from_slice(&data),
+            ExecEvent::Stderr(data) => self.stderr.extend_from_slice(&data),
+            ExecEvent::Exit(code) => {
+                self.status = code;
+                return true;
+            }
+            ExecEvent::Text(_) => {}
+        }
+        false
+    }
 }
 
 /// A command to run in a sprite. Made by [`SpriteHandle::command`].

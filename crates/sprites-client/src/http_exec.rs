@@ -27,14 +27,8 @@ impl Command {
         let mut run = self.http_spawn(stdin).await?;
         let mut out = Output::default();
         while let Some(event) = run.next_event().await {
-            match event? {
-                ExecEvent::Stdout(data) => out.stdout.extend_from_slice(&data),
-                ExecEvent::Stderr(data) => out.stderr.extend_from_slice(&data),
-                ExecEvent::Exit(code) => {
-                    out.status = code;
-                    return Ok(out);
-                }
-                ExecEvent::Text(_) => {}
+            if out.record(event?) {
+                return Ok(out);
             }
         }
         Err(closed_before_exit(None))
