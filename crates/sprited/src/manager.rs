@@ -228,7 +228,7 @@ impl Manager {
         };
         if let Err(e) = started {
             tracing::warn!(sprite = %rec.name, error = %e, "create failed; rolling back");
-            let _ = self.teardown_locked(&rec).await;
+            let _ = self.teardown(&rec.id).await;
             self.db.delete(&rec.id)?;
             return Err(e);
         }
@@ -426,7 +426,7 @@ impl Manager {
     pub async fn destroy(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
-        self.teardown_locked(rec).await?;
+        self.teardown(&rec.id).await?;
         self.db.delete(&rec.id)?;
         self.live
             .lock()
@@ -436,29 +436,27 @@ impl Manager {
         Ok(())
     }
 
-    async fn teardown_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
-        self.halt_locked(rec, Duration::ZERO, Release::Destroy)
-            .await
+    /// Remove whatever exists of a sprite's sandbox and volume; the caller
+    /// holds the lifecycle lock (or, at start-up, nothing else runs).
+    async fn teardown(&self, id: &str) -> Result<(), ApiError> {
+        self.halt(id, Duration::ZERO, Release::Destroy).await
     }
 
     /// Stop a sprite's processes and unmount its volume (it stays, cold).
     pub async fn stop(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
-        self.halt_locked(rec, STOP_GRACE, Release::Unmount).await
+        self.halt(&rec.id, STOP_GRACE, Release::Unmount).await?;
+        self.set_status(&rec.id, Status::Cold);
+        Ok(())
     }
 
     /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),
-    /// then unmount or destroy the volume; the caller holds the lifecycle lock.
-    async fn halt_locked(
-        &self,
-        rec: &SpriteRecord,
-        grace: Duration,
-        release: Release,
-    ) -> Result<(), ApiError> {
+    /// then unmount or destroy the volume.
+    async fn halt(&self, id: &str, grace: Duration, release: Release) -> Result<(), ApiError> {
         let store = self.store.clone();
         let driver = self.driver.clone();
-        let id = rec.id.clone();
+        let id = id.to_string();
         blocking(move || {
             driver
                 .stop(&id, grace)
@@ -468,22 +466,6 @@ impl Manager {
                 Release::Destroy => store.destroy_volume(&id),
             }
             .map_err(|e| ApiError::internal(format!("releasing the volume: {e}")))
-        })
-        .await?;
-        self.set_status(&rec.id, Status::Cold);
-        Ok(())
-    }
-
-    /// Remove whatever exists of a sprite's sandbox and volume.
-    async fn discard(&self, id: &str) -> Result<(), ApiError> {
-        let (store, driver, id) = (self.store.clone(), self.driver.clone(), id.to_string());
-        blocking(move || {
-            driver
-                .stop(&id, Duration::ZERO)
-                .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
-            store
-                .destroy_volume(&id)
-                .map_err(|e| ApiError::internal(format!("removing the volume: {e}")))
         })
         .await
     }
@@ -504,12 +486,12 @@ impl Manager {
             .filter(|v| !records.iter().any(|r| &r.id == *v))
         {
             tracing::warn!(id = %id, "removing the volume of an unfinished create or destroy");
-            self.discard(id).await?;
+            self.teardown(id).await?;
         }
         for rec in records {
             if !self.store.volume_exists(&rec.id) {
                 tracing::warn!(sprite = %rec.name, "forgetting a sprite whose create or destroy never finished");
-                self.discard(&rec.id).await?;
+                self.teardown(&rec.id).await?;
                 self.db.delete(&rec.id)?;
                 continue;
             }
