@@ -69,6 +69,31 @@ impl Cli {
     }
 }
 
+impl Cli {
+    /// Run `sprite <args>` on a real terminal (`script` gives it a PTY),
+    /// typing each chunk after its pause; answers what the screen showed.
+    fn on_terminal(&self, args: &str, typing: &[(u64, &[u8])]) -> String {
+        let line = format!("{} {args}", cli_bin().display());
+        let mut script = Command::new("script")
+            .args(["-qfec", &line, "/dev/null"])
+            .current_dir(self.cwd.path())
+            .env("HOME", self.home.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script");
+        let mut input = script.stdin.take().expect("stdin");
+        for (pause_ms, keys) in typing {
+            std::thread::sleep(std::time::Duration::from_millis(*pause_ms));
+            input.write_all(keys).expect("type");
+        }
+        let o = script.wait_with_output().expect("terminal session");
+        drop(input);
+        text(&o.stdout)
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -96,23 +121,8 @@ fn the_readme_flow_and_every_command() {
 
     // The token typed at a prompt, not echoed; stored readable by the user only.
     let typed = Cli::new();
-    let login = format!("{} login {}", cli_bin().display(), d.url);
-    let mut script = Command::new("script")
-        .args(["-qfec", &login, "/dev/null"])
-        .env("HOME", typed.home.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script");
-    let mut input = script.stdin.take().expect("stdin");
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    input
-        .write_all(format!("{}\n", d.token).as_bytes())
-        .expect("type the token");
-    let o = script.wait_with_output().expect("login");
-    drop(input);
-    let screen = text(&o.stdout);
+    let token_line = format!("{}\n", d.token);
+    let screen = typed.on_terminal(&format!("login {}", d.url), &[(500, token_line.as_bytes())]);
     assert!(screen.contains("Logged in"), "{screen}");
     assert!(!screen.contains(&d.token), "the token was echoed: {screen}");
     let saved = typed.home.path().join(".sprites");
@@ -191,23 +201,7 @@ fn the_readme_flow_and_every_command() {
     );
     // An interactive console on a real terminal (script gives the CLI a
     // PTY): Ctrl+\ detaches, the session keeps running and can be killed.
-    let console = format!("{} console", cli_bin().display());
-    let mut script = Command::new("script")
-        .args(["-qfec", &console, "/dev/null"])
-        .current_dir(cli.cwd.path())
-        .env("HOME", cli.home.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script");
-    let mut input = script.stdin.take().expect("stdin");
-    input.write_all(b"echo con-$((2+3))\n").expect("type");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    input.write_all(&[0x1c]).expect("ctrl-backslash");
-    let o = script.wait_with_output().expect("console");
-    drop(input);
-    let screen = text(&o.stdout);
+    let screen = cli.on_terminal("console", &[(0, b"echo con-$((2+3))\n"), (1500, &[0x1c])]);
     assert!(screen.contains("con-5"), "{screen}");
     assert!(screen.contains("detached"), "{screen}");
     let o = cli.run(&["sessions", "list"]);
