@@ -2,6 +2,7 @@
 //! the in-sprite agent.
 
 pub mod agent;
+pub mod checkpoint;
 pub mod error;
 pub mod exec;
 pub mod name;

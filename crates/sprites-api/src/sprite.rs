@@ -55,6 +55,9 @@ pub struct CreateSpriteRequest {
     pub wait_for_capacity: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Extension: fork from a checkpoint of another sprite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::checkpoint::ForkSource>,
 }
 
 /// `PUT /v1/sprites/{name}`: a partial update.
