@@ -58,7 +58,14 @@ pub fn unmount_all(dir: &Path) -> Result<()> {
         Err(e) => return Err(StoreError::io("canonicalize", dir, e)),
     };
     let mut first_error = None;
-    for target in mountinfo::mounts_under(&mountinfo::read()?, &dir) {
+    let mounts = mountinfo::read()?;
+    // A frozen filesystem would hang its unmount (and its writers): thaw first.
+    for m in mounts.iter().filter(|m| m.mount_point.starts_with(&dir)) {
+        if m.fs_type == "ext4" {
+            let _ = crate::checkpoint::thaw(&m.mount_point);
+        }
+    }
+    for target in mountinfo::mounts_under(&mounts, &dir) {
         let result = match nix::mount::umount2(&target, MntFlags::empty()) {
             Err(nix::errno::Errno::EBUSY) => nix::mount::umount2(&target, MntFlags::MNT_DETACH),
             other => other,
