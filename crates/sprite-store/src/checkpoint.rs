@@ -218,6 +218,17 @@ impl Store {
     /// the freeze. Fails with `NoSpace` (nothing changed) when the pool is
     /// too full, and `CheckpointExists` rather than replace one.
     pub fn create_checkpoint(&self, id: &str, checkpoint: &str) -> Result<CheckpointStats> {
+        self.create_checkpoint_with(id, checkpoint, &|| {})
+    }
+
+    /// [`Store::create_checkpoint`], calling `while_frozen` with the
+    /// filesystem frozen (a hook for fault-injection tests).
+    pub fn create_checkpoint_with(
+        &self,
+        id: &str,
+        checkpoint: &str,
+        while_frozen: &dyn Fn(),
+    ) -> Result<CheckpointStats> {
         validate_name(id)?;
         validate_name(checkpoint)?;
         let started = Instant::now();
@@ -266,6 +277,7 @@ impl Store {
             } else {
                 None
             };
+            while_frozen();
             reflink::clone_file(&src, &dst)
             // `_frozen` drops here: thawed before anything else can fail.
         };

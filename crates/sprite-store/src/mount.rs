@@ -48,6 +48,20 @@ pub(crate) fn unmount(target: &Path) -> Result<bool> {
     }
 }
 
+/// Thaws every frozen ext4 filesystem mounted at or below `dir` (a frozen
+/// one hangs its writers, unkillable, and its unmount).
+pub fn thaw_all(dir: &Path) -> Result<()> {
+    for m in mountinfo::read()?
+        .iter()
+        .filter(|m| m.fs_type == "ext4" && m.mount_point.starts_with(dir))
+    {
+        if let Ok(true) = crate::checkpoint::thaw(&m.mount_point) {
+            tracing::warn!(mount = %m.mount_point.display(), "thawed a frozen volume");
+        }
+    }
+    Ok(())
+}
+
 /// Unmounts every mount at or below `dir` (overlays before the volumes under
 /// them, the pool last), detaching lazily what is busy. Meant for tests and
 /// emergency cleanup: loop devices clear themselves once unmounted.
@@ -58,13 +72,8 @@ pub fn unmount_all(dir: &Path) -> Result<()> {
         Err(e) => return Err(StoreError::io("canonicalize", dir, e)),
     };
     let mut first_error = None;
+    thaw_all(&dir)?;
     let mounts = mountinfo::read()?;
-    // A frozen filesystem would hang its unmount (and its writers): thaw first.
-    for m in mounts.iter().filter(|m| m.mount_point.starts_with(&dir)) {
-        if m.fs_type == "ext4" {
-            let _ = crate::checkpoint::thaw(&m.mount_point);
-        }
-    }
     for target in mountinfo::mounts_under(&mounts, &dir) {
         let result = match nix::mount::umount2(&target, MntFlags::empty()) {
             Err(nix::errno::Errno::EBUSY) => nix::mount::umount2(&target, MntFlags::MNT_DETACH),
