@@ -265,10 +265,18 @@ impl Driver for Runc {
             }
         };
         let exit = ProcessExit::watch(pid);
-        if self.run(&["kill", id, "TERM"]).is_ok() && exit.wait(grace) {
+        if grace.is_zero() {
+            // No grace: SIGKILL init straight through its pidfd (race-free,
+            // and no runc process to spawn); the kernel ends the rest of
+            // the pid namespace with it.
+            if !exit.kill() {
+                let _ = self.run(&["kill", id, "KILL"]);
+            }
+        } else if self.run(&["kill", id, "TERM"]).is_ok() && exit.wait(grace) {
             return self.delete(id);
+        } else {
+            let _ = self.run(&["kill", id, "KILL"]);
         }
-        let _ = self.run(&["kill", id, "KILL"]);
         if !exit.wait(KILL_WAIT) {
             return Err(RuntimeError::StopTimeout {
                 id: id.to_string(),
@@ -339,6 +347,23 @@ impl ProcessExit {
             unsafe { OwnedFd::from_raw_fd(fd) }
         });
         ProcessExit { pid, pidfd }
+    }
+
+    /// SIGKILL through the pidfd; false when there is no pidfd to use.
+    fn kill(&self) -> bool {
+        let Some(fd) = &self.pidfd else { return false };
+        // SAFETY: pidfd_send_signal(fd, sig, info = NULL, flags = 0) reads no
+        // memory of ours; `fd` is an open pidfd.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        ret == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     }
 
     /// True once the process has exited (or never existed), false on timeout.

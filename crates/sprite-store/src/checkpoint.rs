@@ -286,10 +286,21 @@ impl Store {
         } else {
             Duration::ZERO
         };
+        let cloned_at = Instant::now();
         let result = cloned
             .map_err(|e| map_space(e, "FICLONE", &tmp))
-            .and_then(|()| dst.sync_all().map_err(|e| map_space(e, "fsync", &tmp)))
-            .and_then(|()| publish(&tmp, &target, false));
+            .and_then(|()| dst.sync_all().map_err(|e| map_space(e, "fsync", &tmp)));
+        let synced_at = Instant::now();
+        let result = result.and_then(|()| publish(&tmp, &target, false));
+        tracing::debug!(
+            sprite = id,
+            checkpoint,
+            frozen_ms =
+                frozen_at.elapsed().as_secs_f64() * 1e3 - cloned_at.elapsed().as_secs_f64() * 1e3,
+            fsync_ms = (synced_at - cloned_at).as_secs_f64() * 1e3,
+            publish_ms = synced_at.elapsed().as_secs_f64() * 1e3,
+            "checkpoint image written"
+        );
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);

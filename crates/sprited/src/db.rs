@@ -252,37 +252,19 @@ impl Db {
         Ok(())
     }
 
-    /// Takes the next checkpoint number of a sprite. Numbers are never
-    /// handed out twice, whatever happens to the checkpoints.
-    pub fn allocate_checkpoint(&self, sprite_id: &str) -> Result<u64, DbError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
-        let next: Option<i64> = tx
+    /// The number the sprite's next checkpoint gets. Taken for good by
+    /// [`Db::insert_checkpoint`]; numbers of deleted checkpoints are never
+    /// handed out again.
+    pub fn next_checkpoint_seq(&self, sprite_id: &str) -> Result<u64, DbError> {
+        let conn = self.lock()?;
+        let next: Option<i64> = conn
             .query_row(
                 "SELECT next_seq FROM checkpoint_state WHERE sprite_id = ?1",
                 params![sprite_id],
                 |r| r.get(0),
             )
             .optional()?;
-        let seq = next.unwrap_or(0);
-        tx.execute(
-            "INSERT INTO checkpoint_state (sprite_id, next_seq) VALUES (?1, ?2)
-             ON CONFLICT(sprite_id) DO UPDATE SET next_seq = excluded.next_seq",
-            params![sprite_id, seq + 1],
-        )?;
-        tx.commit()?;
-        Ok(seq as u64)
-    }
-
-    /// Gives back number `seq` if it is the last one taken (a checkpoint
-    /// that failed before anything of it existed), so the next try reuses it.
-    pub fn release_checkpoint(&self, sprite_id: &str, seq: u64) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "UPDATE checkpoint_state SET next_seq = ?2 WHERE sprite_id = ?1 AND next_seq = ?3",
-            params![sprite_id, seq as i64, seq as i64 + 1],
-        )?;
-        Ok(())
+        Ok(next.unwrap_or(0) as u64)
     }
 
     /// Records a checkpoint and makes it the one the sprite stands on.
@@ -302,7 +284,12 @@ impl Db {
                 c.is_auto
             ],
         )?;
-        set_current_in(&tx, sprite_id, Some(&c.id))?;
+        tx.execute(
+            "INSERT INTO checkpoint_state (sprite_id, next_seq, current) VALUES (?1, ?2, ?3)
+             ON CONFLICT(sprite_id) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq),
+             current = excluded.current",
+            params![sprite_id, c.seq as i64 + 1, c.id],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -441,7 +428,7 @@ mod tests {
             is_auto: false,
         };
         for want in 0..3 {
-            let seq = db.allocate_checkpoint("id-a").expect("allocate");
+            let seq = db.next_checkpoint_seq("id-a").expect("next");
             assert_eq!(seq, want);
             db.insert_checkpoint("id-a", &ck(seq)).expect("insert");
         }
@@ -451,9 +438,7 @@ mod tests {
         );
         assert!(db.delete_checkpoint("id-a", "v2").expect("delete"));
         assert!(!db.delete_checkpoint("id-a", "v2").expect("delete again"));
-        assert_eq!(db.allocate_checkpoint("id-a").expect("allocate"), 3);
-        db.release_checkpoint("id-a", 3).expect("release");
-        assert_eq!(db.allocate_checkpoint("id-a").expect("allocate"), 3);
+        assert_eq!(db.next_checkpoint_seq("id-a").expect("next"), 3);
         let ids: Vec<_> = db
             .checkpoints("id-a")
             .expect("list")
@@ -468,7 +453,7 @@ mod tests {
             Some("v0")
         );
         // Another sprite counts on its own; deleting a sprite forgets its checkpoints.
-        assert_eq!(db.allocate_checkpoint("id-b").expect("allocate"), 0);
+        assert_eq!(db.next_checkpoint_seq("id-b").expect("next"), 0);
         db.delete("id-a").expect("delete sprite");
         assert!(db.checkpoints("id-a").expect("list").is_empty());
         assert_eq!(db.current_checkpoint("id-a").expect("current"), None);

@@ -168,6 +168,13 @@ async fn checkpoint_restore_delete_and_fork() {
         .await
         .expect("bad body");
     assert_eq!(r.status(), 400);
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites/ck/checkpoint")
+        .json(&serde_json::json!({"comment": "x".repeat(5000)}))
+        .send()
+        .await
+        .expect("long comment");
+    assert_eq!(r.status(), 400);
 
     // Delete: the current one is refused, others go and their ids never
     // come back.

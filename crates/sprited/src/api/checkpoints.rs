@@ -42,6 +42,16 @@ pub fn parse_create_body(body: &[u8]) -> Result<Option<String>, ApiError> {
     }
     let req: CreateCheckpointRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    if req
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.len() > sprites_api::checkpoint::MAX_COMMENT_BYTES)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "comment is longer than {} bytes",
+            sprites_api::checkpoint::MAX_COMMENT_BYTES
+        )));
+    }
     Ok(req.comment)
 }
 

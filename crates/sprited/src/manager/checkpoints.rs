@@ -101,7 +101,10 @@ impl Manager {
         }
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
-        let seq = self.db.allocate_checkpoint(&rec.id)?;
+        // The number is taken for good only when the checkpoint is recorded
+        // (one transaction, after the image is complete): a checkpoint that
+        // failed or was cut short by a crash leaves no gap and no trace.
+        let seq = self.db.next_checkpoint_seq(&rec.id)?;
         let id = format!("v{seq}");
         let source_id = self.db.current_checkpoint(&rec.id)?;
         say(progress, format!("Creating checkpoint {id}..."));
@@ -116,8 +119,6 @@ impl Manager {
         {
             Ok(s) => s,
             Err(e) => {
-                // Nothing of it exists: the number is free again.
-                self.db.release_checkpoint(&rec.id, seq)?;
                 tracing::warn!(sprite = %rec.name, checkpoint = %id, error = %e, "checkpoint failed");
                 return Err(e);
             }
@@ -160,7 +161,9 @@ impl Manager {
             return Err(no_checkpoint(rec, id));
         }
         say(progress, "Stopping sprite...");
+        let t0 = std::time::Instant::now();
         self.halt(&rec.id, Duration::ZERO, Release::Unmount).await?;
+        let stopped = t0.elapsed();
         self.set_status(&rec.id, Status::Cold);
         failpoint::hit("restore-stopped");
         say(progress, format!("Restoring filesystem from {id}..."));
@@ -168,6 +171,7 @@ impl Manager {
         let (sprite, ck) = (rec.id.clone(), id.to_string());
         let swapped =
             blocking(move || store.restore_checkpoint(&sprite, &ck).map_err(store_error)).await;
+        let swapped_at = t0.elapsed();
         if swapped.is_ok() {
             failpoint::hit("restore-swapped");
             self.db.set_current_checkpoint(&rec.id, Some(id))?;
@@ -178,7 +182,14 @@ impl Manager {
         let started = self.start_locked(rec).await;
         swapped?;
         started?;
-        tracing::info!(sprite = %rec.name, checkpoint = %id, "checkpoint restored");
+        tracing::info!(
+            sprite = %rec.name,
+            checkpoint = %id,
+            stop_ms = ms(stopped),
+            swap_ms = ms(swapped_at - stopped),
+            start_ms = ms(t0.elapsed() - swapped_at),
+            "checkpoint restored"
+        );
         Ok(())
     }
 
