@@ -5,7 +5,9 @@ mod common;
 
 use common::Daemon;
 use futures_util::StreamExt;
-use sprites_client::{Client, CreateSpriteRequest, Error, SpriteHandle};
+use sprites_client::{
+    checkpoint_id_in, event_text, Client, CreateSpriteRequest, Error, SpriteHandle,
+};
 
 const FILE: &str = "/home/sprite/state";
 
@@ -67,13 +69,12 @@ async fn sdk_checkpoints_end_to_end() {
         kinds[..kinds.len() - 1].iter().all(|k| k == "info"),
         "{kinds:?}"
     );
-    let done = sprites_client::Completion {
-        message: last
-            .and_then(|e| sprites_client::event_text(&e))
-            .unwrap_or_default(),
-        info: Vec::new(),
-    };
-    assert_eq!(sprite.created_checkpoint_id(&done).await.expect("id"), "v0");
+    let message = last.and_then(|e| event_text(&e)).unwrap_or_default();
+    assert_eq!(
+        checkpoint_id_in(&message).as_deref(),
+        Some("v0"),
+        "{message}"
+    );
 
     // The simple form.
     write(&sprite, "two").await;
@@ -104,13 +105,20 @@ async fn sdk_checkpoints_end_to_end() {
         sprite.checkpoint("v0").await.expect("v0").is_current,
         Some(true)
     );
+    let mut seen = Vec::new();
     let done = sprite
         .restore_checkpoint_stream("v1")
         .await
         .expect("restore stream")
-        .finish()
+        .finish_with(|e| seen.push(e.kind.clone()))
         .await
         .expect("restore v1");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("complete"),
+        "{seen:?}"
+    );
+    assert_eq!(done.info.len(), seen.len() - 1, "{done:?} {seen:?}");
     assert!(!done.message.is_empty());
     assert_eq!(read(&sprite).await, "two");
     let err = sprite.restore_checkpoint("v9").await.expect_err("no v9");
