@@ -182,6 +182,14 @@ fn checkpoint_restore_and_fork_through_the_cli() {
     assert!(row(&list, "v0").is_none(), "{list}");
     assert!(row(&list, "v1").is_some(), "{list}");
 
+    // A failure the server reports in its progress stream (today a comment
+    // over the limit is one) is `error: <its message>` and exit 1.
+    let long = "x".repeat(5000);
+    let err = cli.fails(&["checkpoint", "create", "--comment", &long], 1);
+    assert!(err.contains("comment is longer than"), "{err}");
+    let list = cli.ok(&["checkpoint", "list"]);
+    assert_eq!(list.lines().count(), 2, "nothing was created: {list}");
+
     // Human errors for what does not exist, and for bad input.
     let err = cli.fails(&["checkpoint", "info", "v99"], 1);
     assert!(err.contains("no checkpoint v99 on sprite demo"), "{err}");

@@ -161,6 +161,19 @@ async fn sdk_checkpoints_end_to_end() {
         "v2"
     );
 
+    // A failure the server reports in the stream (a comment over the
+    // limit is one today; a 400 before streaming would do as well).
+    let err = sprite
+        .create_checkpoint(Some(&"x".repeat(5000)))
+        .await
+        .expect_err("comment too long");
+    assert!(
+        matches!(err, Error::Operation(_) | Error::Api { status: 400, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("comment is longer than"), "{err}");
+    assert_eq!(sprite.checkpoints().await.expect("list").len(), 2);
+
     // Calls on a sprite that does not exist.
     let ghost = client.sprite("ghost");
     assert!(ghost.checkpoints().await.expect_err("ghost").is_not_found());
