@@ -274,6 +274,17 @@ impl Db {
         Ok(seq as u64)
     }
 
+    /// Gives back number `seq` if it is the last one taken (a checkpoint
+    /// that failed before anything of it existed), so the next try reuses it.
+    pub fn release_checkpoint(&self, sprite_id: &str, seq: u64) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE checkpoint_state SET next_seq = ?2 WHERE sprite_id = ?1 AND next_seq = ?3",
+            params![sprite_id, seq as i64, seq as i64 + 1],
+        )?;
+        Ok(())
+    }
+
     /// Records a checkpoint and makes it the one the sprite stands on.
     pub fn insert_checkpoint(&self, sprite_id: &str, c: &CheckpointRecord) -> Result<(), DbError> {
         let mut conn = self.lock()?;
@@ -440,6 +451,8 @@ mod tests {
         );
         assert!(db.delete_checkpoint("id-a", "v2").expect("delete"));
         assert!(!db.delete_checkpoint("id-a", "v2").expect("delete again"));
+        assert_eq!(db.allocate_checkpoint("id-a").expect("allocate"), 3);
+        db.release_checkpoint("id-a", 3).expect("release");
         assert_eq!(db.allocate_checkpoint("id-a").expect("allocate"), 3);
         let ids: Vec<_> = db
             .checkpoints("id-a")

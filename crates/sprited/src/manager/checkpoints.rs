@@ -107,12 +107,21 @@ impl Manager {
         say(progress, format!("Creating checkpoint {id}..."));
         let store = self.store.clone();
         let (sprite, ck) = (rec.id.clone(), id.clone());
-        let stats = blocking(move || {
+        let stats = match blocking(move || {
             store
                 .create_checkpoint_with(&sprite, &ck, &|| failpoint::hit("checkpoint-frozen"))
                 .map_err(store_error)
         })
-        .await?;
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing of it exists: the number is free again.
+                self.db.release_checkpoint(&rec.id, seq)?;
+                tracing::warn!(sprite = %rec.name, checkpoint = %id, error = %e, "checkpoint failed");
+                return Err(e);
+            }
+        };
         failpoint::hit("checkpoint-saved");
         let record = CheckpointRecord {
             id: id.clone(),

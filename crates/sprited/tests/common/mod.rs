@@ -128,8 +128,18 @@ impl Daemon {
 
     /// Wait until the daemon's log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        self.wait_log_since(0, needle, timeout)
+    }
+
+    /// The log's length now, for [`Daemon::wait_log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Wait until the log, past byte `mark`, contains `needle`.
+    pub fn wait_log_since(&self, mark: usize, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while !self.log().contains(needle) {
+        while !self.log().get(mark..).unwrap_or("").contains(needle) {
             assert!(
                 Instant::now() < deadline,
                 "daemon log never said {needle:?}; log:\n{}",
