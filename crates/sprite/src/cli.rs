@@ -1,6 +1,8 @@
 //! The command line: clap definitions only.
 
 use clap::{Args, Parser, Subcommand};
+use sprites_client::sprites_api::{checkpoint, name};
+use sprites_client::ForkSource;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -65,6 +67,13 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Create, list, show or delete checkpoints of the sprite's filesystem
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+    /// Put the sprite's filesystem back to a checkpoint (restarts its processes)
+    Restore(RestoreArgs),
     /// Destroy the sprite and everything in it
     Destroy(DestroyArgs),
     /// Authenticated GET of an API path; prints the answer
@@ -102,6 +111,9 @@ pub struct CreateArgs {
     /// Do not open a console after creating
     #[arg(long)]
     pub skip_console: bool,
+    /// Start from a checkpoint of another sprite (a fork), e.g. demo:v1
+    #[arg(long, value_name = "SPRITE:CHECKPOINT", value_parser = fork_source, conflicts_with = "image")]
+    pub from: Option<ForkSource>,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +174,70 @@ pub enum SessionsCommand {
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Checkpoint the sprite's filesystem now; prints the new id
+    Create {
+        /// A note kept with the checkpoint
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// List the sprite's checkpoints, newest first
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one checkpoint
+    Info {
+        /// Checkpoint id (v0, v1, ...)
+        #[arg(value_parser = checkpoint_id)]
+        id: String,
+    },
+    /// Delete a checkpoint (not the one the sprite stands on)
+    Delete {
+        /// Checkpoint id (v0, v1, ...)
+        #[arg(value_parser = checkpoint_id)]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Checkpoint id (v0, v1, ...; see `sprite checkpoint list`)
+    #[arg(value_parser = checkpoint_id)]
+    pub id: String,
+}
+
+/// A checkpoint id argument: `v` and a number.
+fn checkpoint_id(arg: &str) -> Result<String, String> {
+    match checkpoint::parse_id(arg) {
+        Some(_) => Ok(arg.to_string()),
+        None => Err(format!(
+            "{arg:?} is not a checkpoint id; ids look like v0, v1, v2, ..."
+        )),
+    }
+}
+
+/// `--from SPRITE:CHECKPOINT` of `create`.
+fn fork_source(arg: &str) -> Result<ForkSource, String> {
+    let Some((sprite, id)) = arg.split_once(':') else {
+        return Err("expected SPRITE:CHECKPOINT, e.g. demo:v1".into());
+    };
+    if sprite.is_empty() {
+        return Err(
+            "the sprite name before ':' is missing (SPRITE:CHECKPOINT, e.g. demo:v1)".into(),
+        );
+    }
+    if id.is_empty() {
+        return Err(
+            "the checkpoint id after ':' is missing (SPRITE:CHECKPOINT, e.g. demo:v1)".into(),
+        );
+    }
+    name::validate(sprite)?;
+    Ok(ForkSource {
+        sprite: sprite.to_string(),
+        checkpoint: checkpoint_id(id)?,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +350,93 @@ mod tests {
         assert_eq!(args.name.as_deref(), Some("box"));
         assert!(args.skip_console);
         assert!(Cli::try_parse_from(["sprite", "create", "--image", "huge"]).is_err());
+    }
+
+    #[test]
+    fn checkpoint_commands() {
+        let cli = parse(&[
+            "checkpoint",
+            "create",
+            "--comment",
+            "before upgrade",
+            "-s",
+            "d",
+        ]);
+        assert_eq!(cli.global.sprite.as_deref(), Some("d"));
+        match cli.command {
+            Command::Checkpoint {
+                command: CheckpointCommand::Create { comment },
+            } => assert_eq!(comment.as_deref(), Some("before upgrade")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse(&["checkpoint", "ls"]).command,
+            Command::Checkpoint {
+                command: CheckpointCommand::List
+            }
+        ));
+        assert!(matches!(
+            parse(&["checkpoint", "info", "v3"]).command,
+            Command::Checkpoint {
+                command: CheckpointCommand::Info { id }
+            } if id == "v3"
+        ));
+        assert!(matches!(
+            parse(&["restore", "v0"]).command,
+            Command::Restore(RestoreArgs { id }) if id == "v0"
+        ));
+        assert_eq!(parse(&["restore", "v0"]).command.failure_exit_code(), 1);
+        for bad in [
+            &["restore", "3"][..],
+            &["restore", "v01"],
+            &["restore"],
+            &["checkpoint", "delete", "x1"],
+            &["checkpoint", "info"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("sprite").chain(bad.iter().copied()))
+                .expect_err("refused");
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn create_from_a_checkpoint() {
+        let cli = parse(&["create", "exp", "--from", "demo:v1", "--skip-console"]);
+        let Command::Create(args) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(
+            args.from,
+            Some(ForkSource {
+                sprite: "demo".into(),
+                checkpoint: "v1".into()
+            })
+        );
+        // A fork takes its image from the source.
+        assert!(
+            Cli::try_parse_from(["sprite", "create", "--from", "a:v1", "--image", "tiny"]).is_err()
+        );
+    }
+
+    #[test]
+    fn bad_fork_sources_say_what_is_wrong() {
+        let cases = [
+            ("demo", "expected SPRITE:CHECKPOINT"),
+            ("demo:", "checkpoint id after ':' is missing"),
+            (":v1", "sprite name before ':' is missing"),
+            ("demo:x1", "\"x1\" is not a checkpoint id"),
+            ("demo:v1:v2", "is not a checkpoint id"),
+            ("Demo:v1", "only lowercase letters"),
+            ("", "expected SPRITE:CHECKPOINT"),
+        ];
+        for (arg, why) in cases {
+            let err = fork_source(arg).expect_err(arg);
+            assert!(err.contains(why), "{arg:?}: {err}");
+            let err = Cli::try_parse_from(["sprite", "create", "x", "--from", arg])
+                .expect_err("refused by clap");
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(why), "{arg:?}: {err}");
+        }
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub enum Error {
     /// exit status, or sent a body that does not parse.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A long operation (checkpoint create or restore) failed after the
+    /// server had answered 200: its event stream ended with an `error` line,
+    /// whose message this is.
+    #[error("{0}")]
+    Operation(String),
     /// A base URL, token or argument the caller gave cannot be used.
     #[error("invalid input: {0}")]
     InvalidInput(String),

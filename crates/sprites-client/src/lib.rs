@@ -17,17 +17,21 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpoints;
 mod child;
 mod client;
 mod error;
+mod event_stream;
 mod exec;
 mod http_exec;
 mod sessions;
 mod sprites;
 
+pub use checkpoints::{checkpoint_id_in, CheckpointOutcome};
 pub use child::{ExecChild, ExecEvent, ExecStdin};
 pub use client::Client;
 pub use error::Error;
+pub use event_stream::{event_text, Completion, EventStream};
 pub use exec::{Command, Output, TtySize};
 pub use http_exec::HttpExec;
 pub use sessions::{parse_ndjson, KillOptions};
@@ -35,6 +39,7 @@ pub use sprites::{ListOptions, SpriteHandle, MAX_PAGE_SIZE};
 
 /// The wire types, re-exported so that callers need not name `sprites-api`.
 pub use sprites_api;
+pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSource};
 pub use sprites_api::sprite::{
     CreateSpriteRequest, SessionInfo, Sprite, SpriteConfig, SpriteList, Status, StreamEvent,
     UpdateSpriteRequest, UrlSettings,

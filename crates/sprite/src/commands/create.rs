@@ -1,4 +1,5 @@
-//! `sprite create [name]`: make a sprite, then (on a terminal) enter it.
+//! `sprite create [name] [--from SPRITE:CHECKPOINT]`: make a sprite (or fork
+//! one from a checkpoint), then (on a terminal) enter it.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -6,6 +7,7 @@ use std::hash::{BuildHasher, Hasher};
 use anyhow::{anyhow, Result};
 use sprites_client::CreateSpriteRequest;
 
+use super::checkpoint::checkpoint_error;
 use super::{console, Context};
 use crate::cli::CreateArgs;
 use crate::terminal;
@@ -14,13 +16,21 @@ pub async fn run(ctx: &Context, args: CreateArgs) -> Result<i32> {
     let name = args.name.unwrap_or_else(generated_name);
     sprites_client::sprites_api::name::validate(&name).map_err(|e| anyhow!(e))?;
     let client = ctx.client()?;
-    let sprite = client
-        .create_sprite(&CreateSpriteRequest {
-            name,
-            image: args.image,
-            ..Default::default()
-        })
-        .await?;
+    let request = CreateSpriteRequest {
+        name,
+        image: args.image,
+        source: args.from.clone(),
+        ..Default::default()
+    };
+    let sprite = match (client.create_sprite(&request).await, &args.from) {
+        (Ok(sprite), _) => sprite,
+        // A fork's 404 is about its source.
+        (Err(e), Some(from)) => {
+            let source = client.sprite(from.sprite.as_str());
+            return Err(checkpoint_error(&source, e, &from.checkpoint).await);
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
     println!("{}", sprite.name);
 
     if !args.skip_console && terminal::stdin_is_tty() && terminal::stdout_is_tty() {

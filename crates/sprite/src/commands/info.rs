@@ -58,11 +58,7 @@ fn describe(s: &Sprite) -> String {
     if let Some(t) = &s.last_active_at {
         fields.push(("Last active", t.clone()));
     }
-    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
-    fields
-        .iter()
-        .map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:")))
-        .collect()
+    super::fields(&fields)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One module per command; `run` dispatches.
 
 mod api;
+mod checkpoint;
 mod console;
 mod create;
 mod destroy;
@@ -32,6 +33,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Exec(args) => exec::run(&ctx, args).await,
         Command::Console => console::run(&ctx).await,
         Command::Sessions { command } => sessions::run(&ctx, command).await,
+        Command::Checkpoint { command } => checkpoint::run(&ctx, command).await,
+        Command::Restore(args) => checkpoint::restore(&ctx, args).await,
         Command::Destroy(args) => destroy::run(&ctx, args).await,
         Command::Api(args) => api::run(&ctx, args).await,
     }
@@ -129,6 +132,15 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `Key:   value` lines, the values aligned.
+pub fn fields(fields: &[(&str, String)]) -> String {
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    fields
+        .iter()
+        .map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +154,14 @@ mod tests {
         assert_eq!(
             table(&["NAME", "STATUS", "CREATED"], &rows),
             "NAME   STATUS   CREATED\nalpha  running  x\nb      cold     yy\n"
+        );
+    }
+
+    #[test]
+    fn fields_align_values() {
+        assert_eq!(
+            fields(&[("ID", "v1".into()), ("Comment", "x".into())]),
+            "ID:      v1\nComment: x\n"
         );
     }
 

@@ -1,0 +1,221 @@
+//! `sprite checkpoint ...`, `sprite restore` and `sprite create --from`
+//! against the real daemon, as a user types them: the server found through
+//! `SPRITES_API_URL`/`SPRITE_TOKEN`, the sprite through `-s` or `.sprite`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::Daemon;
+
+fn cli_bin() -> PathBuf {
+    let p = Path::new(common::BIN)
+        .parent()
+        .expect("target dir")
+        .join("sprite");
+    assert!(
+        p.is_file(),
+        "the sprite CLI is not built at {}",
+        p.display()
+    );
+    p
+}
+
+/// The CLI with its own home and working directory, pointed at `d` by the
+/// environment only (no saved login).
+struct Cli {
+    home: tempfile::TempDir,
+    cwd: tempfile::TempDir,
+    url: String,
+    token: String,
+}
+
+impl Cli {
+    fn new(d: &Daemon) -> Cli {
+        Cli {
+            home: tempfile::tempdir().expect("home"),
+            cwd: tempfile::tempdir().expect("cwd"),
+            url: d.url.clone(),
+            token: d.token.clone(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(cli_bin())
+            .args(args)
+            .current_dir(self.cwd.path())
+            .env("HOME", self.home.path())
+            .env("SPRITES_API_URL", &self.url)
+            .env("SPRITE_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sprite")
+    }
+
+    /// Run and insist on success; answers stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "sprite {args:?} failed with {:?}: {}{}",
+            o.status,
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// Run and insist on failure with `code`; answers stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let o = self.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "sprite {args:?}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        let stderr = text(&o.stderr);
+        assert!(stderr.starts_with("error: "), "sprite {args:?}: {stderr}");
+        stderr
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The row of checkpoint `id` in `sprite checkpoint list` output.
+fn row<'a>(list: &'a str, id: &str) -> Option<&'a str> {
+    list.lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().next() == Some(id))
+}
+
+#[test]
+fn checkpoint_restore_and_fork_through_the_cli() {
+    let d = Daemon::start();
+    let cli = Cli::new(&d);
+
+    assert_eq!(cli.ok(&["create", "demo", "--skip-console"]).trim(), "demo");
+    cli.ok(&["use", "demo"]);
+    cli.ok(&["exec", "--", "sh", "-c", "echo clean > /home/sprite/f"]);
+
+    // create: progress on stderr, the new id alone on stdout.
+    let o = cli.run(&["checkpoint", "create", "--comment", "clean"]);
+    assert!(o.status.success(), "create: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "v0\n", "stderr: {}", text(&o.stderr));
+
+    cli.ok(&["exec", "--", "rm", "/home/sprite/f"]);
+    cli.ok(&["exec", "--", "sh", "-c", "echo junk > /home/sprite/g"]);
+
+    let list = cli.ok(&["checkpoint", "list"]);
+    let first = list.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("ID") && first.contains("CREATED") && first.contains("COMMENT"),
+        "{list}"
+    );
+    let v0 = row(&list, "v0").unwrap_or_else(|| panic!("v0 is listed: {list}"));
+    assert!(v0.ends_with("clean"), "{list}");
+    assert!(v0.contains("(current)"), "v0 is the current one: {list}");
+    assert_eq!(cli.ok(&["checkpoint", "ls", "-s", "demo"]), list);
+
+    let info = cli.ok(&["checkpoint", "info", "v0"]);
+    assert!(info.contains("ID:") && info.contains("v0"), "{info}");
+    assert!(
+        info.contains("Comment:") && info.contains("clean"),
+        "{info}"
+    );
+
+    // restore by -s, without .sprite: the file is back, the later one gone.
+    let elsewhere = Cli::new(&d);
+    elsewhere.ok(&["restore", "v0", "-s", "demo"]);
+    assert_eq!(cli.ok(&["exec", "--", "cat", "/home/sprite/f"]), "clean\n");
+    let o = cli.run(&["exec", "--", "test", "-e", "/home/sprite/g"]);
+    assert_eq!(o.status.code(), Some(1), "g was made after v0");
+
+    // A fork starts from the checkpoint and lives on its own.
+    assert_eq!(
+        cli.ok(&["create", "exp", "--from", "demo:v0", "--skip-console"])
+            .trim(),
+        "exp"
+    );
+    assert_eq!(
+        cli.ok(&["exec", "-s", "exp", "--", "cat", "/home/sprite/f"]),
+        "clean\n"
+    );
+    cli.ok(&[
+        "exec",
+        "-s",
+        "exp",
+        "--",
+        "sh",
+        "-c",
+        "echo fork > /home/sprite/f",
+    ]);
+    assert_eq!(cli.ok(&["exec", "--", "cat", "/home/sprite/f"]), "clean\n");
+
+    // The checkpoint in use cannot be deleted; another one can.
+    cli.ok(&["exec", "--", "sh", "-c", "echo second > /home/sprite/f"]);
+    assert_eq!(
+        cli.ok(&["checkpoint", "create", "--comment", "second"]),
+        "v1\n"
+    );
+    let list = cli.ok(&["checkpoint", "list"]);
+    assert!(
+        row(&list, "v1").is_some_and(|r| r.contains("(current)")),
+        "{list}"
+    );
+    assert!(
+        row(&list, "v0").is_some_and(|r| !r.contains("(current)")),
+        "{list}"
+    );
+    assert!(
+        list.find("v1").unwrap_or(usize::MAX) < list.find("v0").unwrap_or(0),
+        "newest first: {list}"
+    );
+    let err = cli.fails(&["checkpoint", "delete", "v1"], 1);
+    assert!(err.contains("cannot delete checkpoint v1"), "{err}");
+    cli.ok(&["checkpoint", "delete", "v0"]);
+    let list = cli.ok(&["checkpoint", "list"]);
+    assert!(row(&list, "v0").is_none(), "{list}");
+    assert!(row(&list, "v1").is_some(), "{list}");
+
+    // A failure the server reports in its progress stream (today a comment
+    // over the limit is one) is `error: <its message>` and exit 1.
+    let long = "x".repeat(5000);
+    let err = cli.fails(&["checkpoint", "create", "--comment", &long], 1);
+    assert!(err.contains("comment is longer than"), "{err}");
+    let list = cli.ok(&["checkpoint", "list"]);
+    assert_eq!(list.lines().count(), 2, "nothing was created: {list}");
+
+    // Human errors for what does not exist, and for bad input.
+    let err = cli.fails(&["checkpoint", "info", "v99"], 1);
+    assert!(err.contains("no checkpoint v99 on sprite demo"), "{err}");
+    let err = cli.fails(&["restore", "v0"], 1);
+    assert!(err.contains("no checkpoint v0 on sprite demo"), "{err}");
+    let err = cli.fails(&["checkpoint", "delete", "v0"], 1);
+    assert!(err.contains("no checkpoint v0 on sprite demo"), "{err}");
+    let err = cli.fails(&["checkpoint", "list", "-s", "nope"], 1);
+    assert!(err.contains("no sprite named nope"), "{err}");
+    let err = cli.fails(&["restore", "v1", "-s", "nope"], 1);
+    assert!(err.contains("no sprite named nope"), "{err}");
+    let err = cli.fails(
+        &["create", "exp2", "--from", "demo:v0", "--skip-console"],
+        1,
+    );
+    assert!(err.contains("no checkpoint v0 on sprite demo"), "{err}");
+    let err = cli.fails(
+        &["create", "exp2", "--from", "nope:v0", "--skip-console"],
+        1,
+    );
+    assert!(err.contains("no sprite named nope"), "{err}");
+    for bad in ["demo", "demo:", ":v1", "demo:x1"] {
+        let err = cli.fails(&["create", "exp2", "--from", bad], 2);
+        assert!(err.contains("--from"), "{bad}: {err}");
+    }
+    cli.fails(&["restore", "1"], 2);
+    let list = text(&cli.run(&["list"]).stdout);
+    assert!(!list.contains("exp2"), "no failed fork was created: {list}");
+}
