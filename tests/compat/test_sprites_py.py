@@ -88,3 +88,42 @@ def test_wrong_token_is_refused(daemon):
     bad = SpritesClient("not-the-token", base_url=daemon["url"])
     with pytest.raises(AuthenticationError):
         bad.list_sprites()
+
+
+def test_checkpoints(sprite):
+    sprite.run("sh", "-c", "echo clean > /home/sprite/state", check=True)
+    msgs = list(sprite.create_checkpoint("py clean"))
+    assert msgs, "no progress messages"
+    assert msgs[-1].type == "complete", msgs
+    assert all(m.type in ("info", "complete") for m in msgs), msgs
+    ids = [c.id for c in sprite.list_checkpoints()]
+    assert ids == ["v0"]
+    cp = sprite.get_checkpoint("v0")
+    assert cp.id == "v0" and cp.comment == "py clean"
+    assert cp.create_time.tzinfo is not None
+
+    sprite.run("sh", "-c", "echo broken > /home/sprite/state", check=True)
+    assert list(sprite.create_checkpoint())[-1].type == "complete"
+    assert [c.id for c in sprite.list_checkpoints()] == ["v1", "v0"]
+
+    msgs = list(sprite.restore_checkpoint("v0"))
+    assert msgs[-1].type == "complete", msgs
+    out = sprite.run("cat", "/home/sprite/state", capture_output=True)
+    assert out.stdout == b"clean\n"
+    # The newest checkpoints are readable inside the sprite.
+    seen = b""
+    for _ in range(50):
+        seen = sprite.run("sh", "-c", "cat /.sprite/checkpoints/v1/home/sprite/state",
+                          capture_output=True).stdout
+        if seen:
+            break
+        import time
+        time.sleep(0.1)
+    assert seen == b"broken\n"
+
+    with pytest.raises(NotFoundError):
+        sprite.get_checkpoint("v99")
+    from sprites.exceptions import APIError
+    with pytest.raises(APIError) as e:
+        list(sprite.restore_checkpoint("v99"))
+    assert e.value.status_code == 404

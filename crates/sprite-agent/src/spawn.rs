@@ -19,7 +19,9 @@ use crate::reaper::{ExitReceiver, Reaper};
 use crate::user::{Account, UserDb};
 
 /// `PATH` every command starts with.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `/.sprite/bin` holds `sprite-env`, the in-sprite CLI.
+pub const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/.sprite/bin";
 /// `TERM` in TTY mode.
 pub const TTY_TERM: &str = "xterm-256color";
 

@@ -15,6 +15,6 @@ pub use driver::Driver;
 pub use error::RuntimeError;
 pub use runc::Runc;
 pub use sandbox::{
-    validate_id, IdMap, Limits, SandboxSpec, SandboxState, SandboxStats, AGENT_FD,
-    AGENT_PATH_IN_SPRITE,
+    validate_id, Bind, IdMap, Limits, SandboxSpec, SandboxState, SandboxStats, AGENT_FD,
+    AGENT_PATH_IN_SPRITE, SPRITE_ENV_PATH_IN_SPRITE,
 };

@@ -6,6 +6,8 @@ use crate::error::{Result, RuntimeError};
 
 /// Path of the agent inside every sprite (bind-mounted read-only).
 pub const AGENT_PATH_IN_SPRITE: &str = "/.sprite/bin/sprite-agent";
+/// The agent binary again, under the name of the in-sprite CLI.
+pub const SPRITE_ENV_PATH_IN_SPRITE: &str = "/.sprite/bin/sprite-env";
 /// The fd on which init finds its listening socket (also in `SPRITE_AGENT_FD`).
 pub const AGENT_FD: i32 = 3;
 
@@ -31,6 +33,21 @@ pub struct SandboxSpec {
     pub limits: Limits,
     /// User namespace mapping; `None` runs without a user namespace.
     pub id_map: Option<IdMap>,
+    /// Host directories bound into the sandbox.
+    pub binds: Vec<Bind>,
+}
+
+/// A host directory bound into a sandbox (never executable or setuid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub destination: String,
+    pub read_only: bool,
+    /// Mounts made under `source` on the host later appear inside too
+    /// (recursive bind with slave propagation; `source` should be a shared
+    /// mount). Nothing propagates back out.
+    pub follow_host_mounts: bool,
 }
 
 impl SandboxSpec {
@@ -55,6 +72,7 @@ impl SandboxSpec {
             env: Vec::new(),
             limits: Limits::default(),
             id_map: Some(IdMap::default()),
+            binds: Vec::new(),
         }
     }
 }

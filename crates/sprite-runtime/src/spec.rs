@@ -13,7 +13,9 @@ use oci_spec::runtime::{
 };
 
 use crate::error::{Result, RuntimeError};
-use crate::sandbox::{validate_id, SandboxSpec, AGENT_FD, AGENT_PATH_IN_SPRITE};
+use crate::sandbox::{
+    validate_id, Bind, SandboxSpec, AGENT_FD, AGENT_PATH_IN_SPRITE, SPRITE_ENV_PATH_IN_SPRITE,
+};
 use crate::seccomp;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -214,6 +216,17 @@ fn check(sandbox: &SandboxSpec) -> Result<()> {
             return invalid(format!("{what} {} is not absolute", path.display()));
         }
     }
+    for b in &sandbox.binds {
+        let dest_ok = b.destination.starts_with('/')
+            && !b.destination.split('/').any(|c| c == ".." || c == ".");
+        if !b.source.is_absolute() || !dest_ok {
+            return invalid(format!(
+                "bind {} -> {} needs absolute paths without . or ..",
+                b.source.display(),
+                b.destination
+            ));
+        }
+    }
     if !sandbox.agent_bin.is_file() {
         return invalid(format!(
             "agent_bin {} is not a file",
@@ -310,7 +323,38 @@ fn mounts(sandbox: &SandboxSpec) -> Result<Vec<Mount>> {
             &sandbox.agent_bin,
             &["bind", "ro", "nosuid", "nodev"],
         )?,
-    ])
+        mount(
+            SPRITE_ENV_PATH_IN_SPRITE,
+            "bind",
+            &sandbox.agent_bin,
+            &["bind", "ro", "nosuid", "nodev"],
+        )?,
+    ]
+    .into_iter()
+    .chain(
+        sandbox
+            .binds
+            .iter()
+            .map(bind_mount)
+            .collect::<Result<Vec<_>>>()?,
+    )
+    .collect())
+}
+
+fn bind_mount(b: &Bind) -> Result<Mount> {
+    let mut options = vec![if b.follow_host_mounts {
+        "rbind"
+    } else {
+        "bind"
+    }];
+    if b.read_only {
+        options.push("ro");
+    }
+    options.extend(["nosuid", "nodev", "noexec"]);
+    if b.follow_host_mounts {
+        options.push("rslave");
+    }
+    mount(&b.destination, "bind", &b.source, &options)
 }
 
 fn resources(sandbox: &SandboxSpec) -> Result<oci_spec::runtime::LinuxResources> {
@@ -466,6 +510,47 @@ mod tests {
             .any(|o| o == "ro"));
         assert_eq!(json["process"]["rlimits"][0]["hard"], NOFILE);
         assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    }
+
+    #[test]
+    fn binds_are_noexec_and_follow_host_mounts_when_asked() {
+        let mut s = sandbox();
+        s.binds = vec![
+            Bind {
+                source: "/var/x/checkpoints".into(),
+                destination: "/.sprite/checkpoints".into(),
+                read_only: true,
+                follow_host_mounts: true,
+            },
+            Bind {
+                source: "/var/x/run".into(),
+                destination: "/.sprite/run".into(),
+                read_only: true,
+                follow_host_mounts: false,
+            },
+        ];
+        let json = serde_json::to_value(build(&s, &opts()).expect("spec")).expect("json");
+        let opts_of = |dest: &str| -> Vec<String> {
+            json["mounts"]
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .and_then(|m| m["options"].as_array())
+                .expect(dest)
+                .iter()
+                .filter_map(|o| o.as_str().map(str::to_string))
+                .collect()
+        };
+        let ck = opts_of("/.sprite/checkpoints");
+        for o in ["rbind", "ro", "rslave", "noexec", "nosuid", "nodev"] {
+            assert!(ck.iter().any(|x| x == o), "{o} missing from {ck:?}");
+        }
+        let run = opts_of("/.sprite/run");
+        assert!(run.iter().any(|x| x == "bind") && !run.iter().any(|x| x == "rslave"));
+        assert!(!opts_of(SPRITE_ENV_PATH_IN_SPRITE).is_empty());
+        s.binds[1].destination = "/.sprite/../etc".into();
+        assert!(build(&s, &opts()).is_err());
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub enum StoreError {
     VolumeMissing(String),
     #[error("sprite {0:?} already has a volume")]
     VolumeExists(String),
+    #[error("sprite {sprite:?} has no checkpoint {checkpoint}")]
+    CheckpointMissing { sprite: String, checkpoint: String },
+    #[error("sprite {sprite:?} already has a checkpoint {checkpoint}")]
+    CheckpointExists { sprite: String, checkpoint: String },
+    #[error("the storage pool is full ({free_bytes} bytes free, {needed_bytes} needed)")]
+    NoSpace { free_bytes: u64, needed_bytes: u64 },
     #[error("{0} is still mounted or in use")]
     Busy(PathBuf),
     #[error("path {0} cannot be used in mount options (contains ',', ':', '\\\\' or a control character)")]

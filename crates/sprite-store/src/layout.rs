@@ -54,6 +54,13 @@ impl Layout {
         self.pool_sprite_dir(id).join("volume.img")
     }
 
+    pub(crate) fn checkpoints_dir(&self, id: &str) -> PathBuf {
+        self.pool_sprite_dir(id).join("checkpoints")
+    }
+    pub(crate) fn checkpoint_image(&self, id: &str, checkpoint: &str) -> PathBuf {
+        self.checkpoints_dir(id).join(format!("{checkpoint}.img"))
+    }
+
     pub(crate) fn sprites_dir(&self) -> PathBuf {
         self.data.join("sprites")
     }
@@ -65,5 +72,18 @@ impl Layout {
     }
     pub(crate) fn rootfs_mount(&self, id: &str) -> PathBuf {
         self.sprite_dir(id).join("rootfs")
+    }
+    /// Shared mount point holding the read-only checkpoint views; bound
+    /// into the sprite at `/.sprite/checkpoints` with slave propagation.
+    pub(crate) fn views_dir(&self, id: &str) -> PathBuf {
+        self.sprite_dir(id).join("checkpoints")
+    }
+    /// Checkpoint images mounted read-only (ext4), below the views.
+    pub(crate) fn view_volume_mount(&self, id: &str, checkpoint: &str) -> PathBuf {
+        self.sprite_dir(id).join("ckvol").join(checkpoint)
+    }
+    /// Host side of `/.sprite/run` inside the sprite (the in-sprite API socket).
+    pub(crate) fn inside_run_dir(&self, id: &str) -> PathBuf {
+        self.sprite_dir(id).join("run")
     }
 }

@@ -13,8 +13,13 @@
 //! <data>/sprites/<id>/                 run dir: bundle, sockets, logs
 //! <data>/sprites/<id>/volume/          volume.img mounted (ext4)
 //! <data>/sprites/<id>/rootfs/          overlay(lower = image, upper/work on the volume)
+//! <pool>/sprites/<id>/checkpoints/<ck>.img   checkpoints (reflink clones of volume.img)
+//! <data>/sprites/<id>/checkpoints/<ck>/ read-only views, shared into the sprite
+//! <data>/sprites/<id>/ckvol/<ck>/       checkpoint images mounted read-only
+//! <data>/sprites/<id>/run/              `/.sprite/run` inside (API socket)
 //! ```
 
+mod checkpoint;
 mod error;
 mod idshift;
 mod image;
@@ -27,12 +32,14 @@ mod reflink;
 mod rootfs;
 mod store;
 mod tool;
+mod view;
 mod volume;
 
+pub use checkpoint::{CheckpointStats, CHECKPOINT_RESERVE_BYTES};
 pub use error::StoreError;
 pub use image::{ImageKind, ImageManifest, Progress};
 pub use loopdev::devices_backed_under as loop_devices_under;
-pub use mount::unmount_all;
+pub use mount::{thaw_all, unmount_all};
 pub use store::{Store, StoreOptions};
 pub use volume::VolumeUsage;
 

@@ -48,6 +48,20 @@ pub(crate) fn unmount(target: &Path) -> Result<bool> {
     }
 }
 
+/// Thaws every frozen ext4 filesystem mounted at or below `dir` (a frozen
+/// one hangs its writers, unkillable, and its unmount).
+pub fn thaw_all(dir: &Path) -> Result<()> {
+    for m in mountinfo::read()?
+        .iter()
+        .filter(|m| m.fs_type == "ext4" && m.mount_point.starts_with(dir))
+    {
+        if let Ok(true) = crate::checkpoint::thaw(&m.mount_point) {
+            tracing::warn!(mount = %m.mount_point.display(), "thawed a frozen volume");
+        }
+    }
+    Ok(())
+}
+
 /// Unmounts every mount at or below `dir` (overlays before the volumes under
 /// them, the pool last), detaching lazily what is busy. Meant for tests and
 /// emergency cleanup: loop devices clear themselves once unmounted.
@@ -58,7 +72,9 @@ pub fn unmount_all(dir: &Path) -> Result<()> {
         Err(e) => return Err(StoreError::io("canonicalize", dir, e)),
     };
     let mut first_error = None;
-    for target in mountinfo::mounts_under(&mountinfo::read()?, &dir) {
+    thaw_all(&dir)?;
+    let mounts = mountinfo::read()?;
+    for target in mountinfo::mounts_under(&mounts, &dir) {
         let result = match nix::mount::umount2(&target, MntFlags::empty()) {
             Err(nix::errno::Errno::EBUSY) => nix::mount::umount2(&target, MntFlags::MNT_DETACH),
             other => other,

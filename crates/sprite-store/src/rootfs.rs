@@ -30,6 +30,7 @@ impl Store {
         let volume_mounted = is_mounted(&mounts, &volume_mnt, "ext4");
         let rootfs_mounted = is_mounted(&mounts, &rootfs, "overlay");
         if volume_mounted && rootfs_mounted {
+            self.prepare_views(id, &mounts)?;
             return Ok(rootfs);
         }
 
@@ -77,8 +78,18 @@ impl Store {
             MsFlags::empty(),
             Some(&options),
         )?;
+        self.prepare_views(id, &mounts)?;
         tracing::debug!(sprite = id, image, rootfs = %rootfs.display(), "rootfs mounted");
         Ok(rootfs)
+    }
+
+    /// `<data>/sprites/<id>/run`, created if needed: bound read-only into
+    /// the sprite at `/.sprite/run` for the in-sprite API socket.
+    pub fn inside_run_dir(&self, id: &str) -> Result<PathBuf> {
+        self.ensure_sprite_dir(id)?;
+        let dir = self.layout.inside_run_dir(id);
+        ensure_dir(&dir, 0o755)?;
+        Ok(dir)
     }
 
     /// Whether both the volume and the overlay are mounted.
@@ -93,6 +104,27 @@ impl Store {
     /// Tolerates either being unmounted already; fails with `Busy` if in use.
     pub fn unmount_rootfs(&self, id: &str) -> Result<()> {
         validate_name(id)?;
+        // Checkpoint views and their images first, lazily: they are
+        // read-only and the sandbox that used them is gone.
+        let mounts = mountinfo::read()?;
+        let views = self.layout.views_dir(id);
+        let view_volumes = self.layout.view_volume_mount(id, "x");
+        let view_volumes = view_volumes.parent().unwrap_or(&views);
+        let lazy: Vec<PathBuf> = mountinfo::mounts_under(&mounts, &views)
+            .into_iter()
+            .chain(mountinfo::mounts_under(&mounts, view_volumes))
+            .collect();
+        for target in lazy {
+            match nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(StoreError::Unmount {
+                        target,
+                        errno: e.into(),
+                    })
+                }
+            }
+        }
         for target in [self.layout.rootfs_mount(id), self.layout.volume_mount(id)] {
             // Loop in case the same point was mounted more than once.
             while mount::unmount(&target)? {}

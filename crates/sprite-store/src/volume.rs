@@ -13,6 +13,9 @@ use crate::error::{IoContext, Result, StoreError};
 use crate::store::{ensure_dir, Store};
 use crate::{mountinfo, reflink, tool, validate_name};
 
+/// Smallest volume made (ext4 with a journal needs some room).
+pub const MIN_VOLUME_BYTES: u64 = 64 << 20;
+
 /// Space a volume takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VolumeUsage {
@@ -57,8 +60,18 @@ impl Store {
     /// Creates the sprite's volume as a clone of the template. Fails with
     /// `VolumeExists` rather than replace a volume.
     pub fn create_volume(&self, id: &str) -> Result<()> {
+        self.create_volume_sized(id, self.opts.volume_size_bytes)
+    }
+
+    /// [`Store::create_volume`] with a size of its own (one template per size).
+    pub fn create_volume_sized(&self, id: &str, bytes: u64) -> Result<()> {
         validate_name(id)?;
-        let template = self.ensure_template(self.opts.volume_size_bytes)?;
+        if bytes < MIN_VOLUME_BYTES {
+            return Err(StoreError::Unsupported(format!(
+                "a volume needs at least {MIN_VOLUME_BYTES} bytes"
+            )));
+        }
+        let template = self.ensure_template(bytes)?;
         let dir = self.layout.pool_sprite_dir(id);
         ensure_dir(&dir, 0o700)?;
         self.ensure_sprite_dir(id)?;

@@ -1,5 +1,6 @@
 //! End-to-end storage tests. They need root, mkfs.xfs, mkfs.ext4 and
-//! busybox-static, and skip (with a message) where those are missing.
+//! busybox-static, and fail saying what is missing where those are absent
+//! (`scripts/deps.sh` installs them).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -31,8 +32,7 @@ fn prerequisites_missing() -> Option<String> {
 macro_rules! require_env {
     () => {
         if let Some(why) = prerequisites_missing() {
-            eprintln!("skipped: {why}");
-            return;
+            panic!("this test {why} (scripts/deps.sh installs the tools)");
         }
     };
 }
@@ -435,4 +435,206 @@ fn standard_image_builds() {
         .expect("passwd")
         .contains("sprite:x:1000:1000:"));
     assert!(rootfs.join(".sprite/bin/sprite-agent").is_file());
+}
+
+fn fsck_clean(image: &Path) {
+    let out = std::process::Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(image)
+        .output()
+        .expect("run e2fsck");
+    assert!(
+        out.status.success(),
+        "e2fsck {}: {}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn is_frozen_writable(dir: &Path) -> bool {
+    // A write to a frozen filesystem blocks; do it in a thread with a deadline.
+    let file = dir.join(".probe");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::fs::write(&file, b"x").and_then(|()| std::fs::remove_file(&file));
+        let _ = tx.send(r.is_ok());
+    });
+    rx.recv_timeout(Duration::from_secs(3)).unwrap_or(false)
+}
+
+#[test]
+fn checkpoints_restore_fork_and_views() {
+    require_env!();
+    let fx = Fixture::new();
+    let store = fx.open();
+    store
+        .build_image(ImageKind::Tiny, &mut |_| {})
+        .expect("build tiny");
+    store.create_volume("s").expect("volume");
+    let root = store.mount_rootfs("s", "tiny").expect("mount");
+    let file = root.join("home/sprite/state");
+    std::fs::write(&file, b"one").expect("write");
+    std::fs::write(root.join("home/sprite/gone-later"), b"x").expect("write");
+
+    // A checkpoint of the mounted volume, while it is in use.
+    let stats = store.create_checkpoint("s", "v0").expect("checkpoint v0");
+    assert!(stats.frozen_for <= stats.total);
+    assert!(matches!(
+        store.create_checkpoint("s", "v0"),
+        Err(StoreError::CheckpointExists { .. })
+    ));
+    std::fs::write(&file, b"two").expect("write");
+    std::fs::remove_file(root.join("home/sprite/gone-later")).expect("rm");
+    store.create_checkpoint("s", "v1").expect("checkpoint v1");
+    std::fs::write(&file, b"three").expect("write");
+    assert_eq!(store.checkpoint_names("s").expect("names"), ["v0", "v1"]);
+    assert!(
+        is_frozen_writable(&store.sprite_dir("s").join("volume")),
+        "left frozen"
+    );
+    assert_shares_extents(&store.checkpoint_path("s", "v0"));
+    // Images of a frozen filesystem are clean.
+    fsck_clean(&store.checkpoint_path("s", "v0"));
+    fsck_clean(&store.checkpoint_path("s", "v1"));
+
+    // Views: the whole filesystem as it was, read-only.
+    store
+        .show_checkpoints("s", "tiny", &["v0".into(), "v1".into()])
+        .expect("show");
+    let views = store.views_dir("s");
+    assert_eq!(
+        std::fs::read(views.join("v0/home/sprite/state")).expect("v0"),
+        b"one"
+    );
+    assert_eq!(
+        std::fs::read(views.join("v1/home/sprite/state")).expect("v1"),
+        b"two"
+    );
+    assert!(views.join("v0/home/sprite/gone-later").exists());
+    assert!(
+        !views.join("v1/home/sprite/gone-later").exists(),
+        "whiteout ignored"
+    );
+    assert!(
+        views.join("v0/bin/busybox").exists(),
+        "base image missing in the view"
+    );
+    let err = std::fs::write(views.join("v0/home/sprite/state"), b"x").expect_err("view writable");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(store.shown_checkpoints("s").expect("shown"), ["v0", "v1"]);
+    store
+        .show_checkpoints("s", "tiny", &["v1".into()])
+        .expect("show v1 only");
+    assert_eq!(store.shown_checkpoints("s").expect("shown"), ["v1"]);
+    let mounts = mountinfo::read().expect("mountinfo");
+    let shared = mountinfo::mount_at(&mounts, &views).expect("views root mounted");
+    let _ = shared;
+
+    // Restore needs the volume unmounted; then the file is as in v0.
+    assert!(matches!(
+        store.restore_checkpoint("s", "v0"),
+        Err(StoreError::Busy(_))
+    ));
+    store.unmount_rootfs("s").expect("unmount");
+    assert!(
+        mounts_under(&store.sprite_dir("s")).is_empty(),
+        "{:?}",
+        mounts_under(&store.sprite_dir("s"))
+    );
+    store.restore_checkpoint("s", "v0").expect("restore v0");
+    fsck_clean(&store.volume_path("s"));
+    let root = store.mount_rootfs("s", "tiny").expect("mount");
+    assert_eq!(std::fs::read(&file).expect("read"), b"one");
+    assert!(root.join("home/sprite/gone-later").exists());
+    assert!(matches!(
+        store.restore_checkpoint("s", "v7"),
+        Err(StoreError::CheckpointMissing { .. })
+    ));
+
+    // Fork: a new volume from v1.
+    store.fork_volume("s", "v1", "f").expect("fork");
+    assert!(matches!(
+        store.fork_volume("s", "v1", "f"),
+        Err(StoreError::VolumeExists(_))
+    ));
+    assert!(matches!(
+        store.fork_volume("s", "v9", "g"),
+        Err(StoreError::CheckpointMissing { .. })
+    ));
+    let froot = store.mount_rootfs("f", "tiny").expect("mount fork");
+    assert_eq!(
+        std::fs::read(froot.join("home/sprite/state")).expect("fork"),
+        b"two"
+    );
+    assert_eq!(
+        store.checkpoint_names("f").expect("names"),
+        Vec::<String>::new()
+    );
+
+    // Delete frees the file; unknown ones are reported.
+    store
+        .show_checkpoints("s", "tiny", &["v1".into()])
+        .expect("show");
+    store.delete_checkpoint("s", "v1").expect("delete");
+    assert!(store.shown_checkpoints("s").expect("shown").is_empty());
+    assert_eq!(store.checkpoint_names("s").expect("names"), ["v0"]);
+    assert!(matches!(
+        store.delete_checkpoint("s", "v1"),
+        Err(StoreError::CheckpointMissing { .. })
+    ));
+
+    // A killed process leaves a frozen volume and a half-made clone behind:
+    // recover thaws and tidies.
+    let vol = store.sprite_dir("s").join("volume");
+    let status = std::process::Command::new("fsfreeze")
+        .arg("-f")
+        .arg(&vol)
+        .status()
+        .expect("fsfreeze");
+    assert!(status.success());
+    let leftover = store.checkpoint_path("s", "v0").with_file_name(".v5.tmp");
+    std::fs::write(&leftover, b"partial").expect("leftover");
+    store.recover().expect("recover");
+    assert!(is_frozen_writable(&vol), "still frozen after recover");
+    assert!(!leftover.exists());
+    assert_eq!(store.checkpoint_names("s").expect("names"), ["v0"]);
+
+    // Destroy removes the checkpoints too.
+    store.destroy_volume("s").expect("destroy");
+    assert!(!store.checkpoint_path("s", "v0").exists());
+    store.destroy_volume("f").expect("destroy fork");
+}
+
+#[test]
+fn checkpoint_refused_when_the_pool_is_full() {
+    require_env!();
+    let fx = Fixture::new();
+    let store = fx.open();
+    store.create_volume("s").expect("volume");
+    let vol = store.volume_path("s");
+    let before = std::fs::metadata(&vol).expect("stat volume").len();
+    // Fill the pool to the brim.
+    let filler = store.pool_dir().join("filler");
+    let f = std::fs::File::create(&filler).expect("filler");
+    let free = store.pool_free_bytes().expect("free");
+    nix::fcntl::fallocate(
+        std::os::fd::AsRawFd::as_raw_fd(&f),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        (free - (8 << 20)) as i64,
+    )
+    .expect("fallocate");
+    match store.create_checkpoint("s", "v0") {
+        Err(StoreError::NoSpace { .. }) => {}
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert!(store.checkpoint_names("s").expect("names").is_empty());
+    assert_eq!(std::fs::metadata(&vol).expect("stat").len(), before);
+    fsck_clean(&vol);
+    drop(f);
+    std::fs::remove_file(&filler).expect("rm filler");
+    store
+        .create_checkpoint("s", "v0")
+        .expect("checkpoint after freeing space");
 }

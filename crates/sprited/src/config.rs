@@ -16,6 +16,8 @@ pub struct Config {
     pub default_ram_mb: u64,
     pub default_storage_gb: u64,
     pub pids_limit: u64,
+    /// Size of the loop-backed pool, when one is made (sparse).
+    pub pool_size_gb: u64,
     /// Host uid/gid that is root inside every sprite (user namespace).
     pub uid_shift: Option<u32>,
     pub url_domain: String,
@@ -38,6 +40,7 @@ impl Config {
             default_ram_mb: 1024,
             default_storage_gb: 10,
             pids_limit: 1024,
+            pool_size_gb: 256,
             uid_shift: Some(100_000),
             url_domain: "sprites.localhost".into(),
             non_tty_linger: std::time::Duration::from_secs(10),

@@ -60,7 +60,33 @@ CREATE TABLE IF NOT EXISTS sprites (
     last_running_at TEXT,
     last_active_at TEXT
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    sprite_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    create_time TEXT NOT NULL,
+    source_id TEXT,
+    comment TEXT,
+    is_auto INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (sprite_id, id)
+);
+CREATE TABLE IF NOT EXISTS checkpoint_state (
+    sprite_id TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL,
+    current TEXT
+);
 ";
+
+/// One checkpoint as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub id: String,
+    pub seq: u64,
+    pub create_time: String,
+    pub source_id: Option<String>,
+    pub comment: Option<String>,
+    pub is_auto: bool,
+}
 
 const COLUMNS: &str = "id, name, image, url_auth, labels, limits, environment, created_at, updated_at, last_running_at, last_active_at";
 
@@ -214,10 +240,148 @@ impl Db {
     }
 
     pub fn delete(&self, id: &str) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute("DELETE FROM sprites WHERE id = ?1", params![id])?;
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM sprites WHERE id = ?1", params![id])?;
+        tx.execute("DELETE FROM checkpoints WHERE sprite_id = ?1", params![id])?;
+        tx.execute(
+            "DELETE FROM checkpoint_state WHERE sprite_id = ?1",
+            params![id],
+        )?;
+        tx.commit()?;
         Ok(())
     }
+
+    /// Takes the next checkpoint number of a sprite. Numbers are never
+    /// handed out twice, whatever happens to the checkpoints.
+    pub fn allocate_checkpoint(&self, sprite_id: &str) -> Result<u64, DbError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        let next: Option<i64> = tx
+            .query_row(
+                "SELECT next_seq FROM checkpoint_state WHERE sprite_id = ?1",
+                params![sprite_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let seq = next.unwrap_or(0);
+        tx.execute(
+            "INSERT INTO checkpoint_state (sprite_id, next_seq) VALUES (?1, ?2)
+             ON CONFLICT(sprite_id) DO UPDATE SET next_seq = excluded.next_seq",
+            params![sprite_id, seq + 1],
+        )?;
+        tx.commit()?;
+        Ok(seq as u64)
+    }
+
+    /// Gives back number `seq` if it is the last one taken (a checkpoint
+    /// that failed before anything of it existed), so the next try reuses it.
+    pub fn release_checkpoint(&self, sprite_id: &str, seq: u64) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE checkpoint_state SET next_seq = ?2 WHERE sprite_id = ?1 AND next_seq = ?3",
+            params![sprite_id, seq as i64, seq as i64 + 1],
+        )?;
+        Ok(())
+    }
+
+    /// Records a checkpoint and makes it the one the sprite stands on.
+    pub fn insert_checkpoint(&self, sprite_id: &str, c: &CheckpointRecord) -> Result<(), DbError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO checkpoints (sprite_id, id, seq, create_time, source_id, comment, is_auto)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                sprite_id,
+                c.id,
+                c.seq as i64,
+                c.create_time,
+                c.source_id,
+                c.comment,
+                c.is_auto
+            ],
+        )?;
+        set_current_in(&tx, sprite_id, Some(&c.id))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The sprite's checkpoints, newest first.
+    pub fn checkpoints(&self, sprite_id: &str) -> Result<Vec<CheckpointRecord>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, seq, create_time, source_id, comment, is_auto FROM checkpoints
+             WHERE sprite_id = ?1 ORDER BY seq DESC",
+        )?;
+        let rows = stmt.query_map(params![sprite_id], checkpoint_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn checkpoint(
+        &self,
+        sprite_id: &str,
+        id: &str,
+    ) -> Result<Option<CheckpointRecord>, DbError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT id, seq, create_time, source_id, comment, is_auto FROM checkpoints
+                 WHERE sprite_id = ?1 AND id = ?2",
+                params![sprite_id, id],
+                checkpoint_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Removes a checkpoint's record; false when there was none.
+    pub fn delete_checkpoint(&self, sprite_id: &str, id: &str) -> Result<bool, DbError> {
+        let conn = self.lock()?;
+        let n = conn.execute(
+            "DELETE FROM checkpoints WHERE sprite_id = ?1 AND id = ?2",
+            params![sprite_id, id],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The checkpoint the sprite's filesystem derives from (last created or
+    /// restored), if any.
+    pub fn current_checkpoint(&self, sprite_id: &str) -> Result<Option<String>, DbError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT current FROM checkpoint_state WHERE sprite_id = ?1",
+                params![sprite_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub fn set_current_checkpoint(&self, sprite_id: &str, id: Option<&str>) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        set_current_in(&conn, sprite_id, id)
+    }
+}
+
+fn set_current_in(conn: &Connection, sprite_id: &str, id: Option<&str>) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO checkpoint_state (sprite_id, next_seq, current) VALUES (?1, 0, ?2)
+         ON CONFLICT(sprite_id) DO UPDATE SET current = excluded.current",
+        params![sprite_id, id],
+    )?;
+    Ok(())
+}
+
+fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<CheckpointRecord> {
+    Ok(CheckpointRecord {
+        id: row.get(0)?,
+        seq: row.get::<_, i64>(1)? as u64,
+        create_time: row.get(2)?,
+        source_id: row.get(3)?,
+        comment: row.get(4)?,
+        is_auto: row.get(5)?,
+    })
 }
 
 #[cfg(test)]
@@ -261,5 +425,52 @@ mod tests {
         db.delete("id-a").expect("delete");
         assert_eq!(db.get("a").expect("get"), None);
         assert_eq!(db.all().expect("all").len(), 3);
+    }
+
+    #[test]
+    fn checkpoint_numbers_are_never_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("meta.db")).expect("open");
+        db.insert(&rec("a")).expect("insert");
+        let ck = |seq: u64| CheckpointRecord {
+            id: format!("v{seq}"),
+            seq,
+            create_time: "2026-01-01T00:00:00Z".into(),
+            source_id: None,
+            comment: Some("c".into()),
+            is_auto: false,
+        };
+        for want in 0..3 {
+            let seq = db.allocate_checkpoint("id-a").expect("allocate");
+            assert_eq!(seq, want);
+            db.insert_checkpoint("id-a", &ck(seq)).expect("insert");
+        }
+        assert_eq!(
+            db.current_checkpoint("id-a").expect("current").as_deref(),
+            Some("v2")
+        );
+        assert!(db.delete_checkpoint("id-a", "v2").expect("delete"));
+        assert!(!db.delete_checkpoint("id-a", "v2").expect("delete again"));
+        assert_eq!(db.allocate_checkpoint("id-a").expect("allocate"), 3);
+        db.release_checkpoint("id-a", 3).expect("release");
+        assert_eq!(db.allocate_checkpoint("id-a").expect("allocate"), 3);
+        let ids: Vec<_> = db
+            .checkpoints("id-a")
+            .expect("list")
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["v1", "v0"]);
+        assert_eq!(db.checkpoint("id-a", "v0").expect("get"), Some(ck(0)));
+        db.set_current_checkpoint("id-a", Some("v0")).expect("set");
+        assert_eq!(
+            db.current_checkpoint("id-a").expect("current").as_deref(),
+            Some("v0")
+        );
+        // Another sprite counts on its own; deleting a sprite forgets its checkpoints.
+        assert_eq!(db.allocate_checkpoint("id-b").expect("allocate"), 0);
+        db.delete("id-a").expect("delete sprite");
+        assert!(db.checkpoints("id-a").expect("list").is_empty());
+        assert_eq!(db.current_checkpoint("id-a").expect("current"), None);
     }
 }

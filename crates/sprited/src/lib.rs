@@ -6,6 +6,8 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod failpoint;
+pub mod inside;
 pub mod manager;
 pub mod time;
 
@@ -30,7 +32,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
     StoreOptions {
         uid_shift: cfg.uid_shift,
         volume_size_bytes: cfg.default_storage_gb * 1024 * 1024 * 1024,
-        ..StoreOptions::default()
+        pool_size_bytes: cfg.pool_size_gb << 30,
     }
 }
 
@@ -150,14 +152,14 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone()).with_no_new_privileges(false);
     let db = db::Db::open(&cfg.data_dir.join("meta.db")).context("opening meta.db")?;
     let cfg = Arc::new(cfg);
-    let manager = Arc::new(manager::Manager::new(
+    let manager = manager::Manager::new(
         db,
         cfg.clone(),
         Arc::new(store),
         Arc::new(driver),
         Arc::new(setuid_driver),
         agent,
-    ));
+    );
     manager
         .ensure_image(&cfg.default_image)
         .await

@@ -32,6 +32,10 @@ struct Cli {
     /// Process limit of a sprite.
     #[arg(long, default_value_t = 1024, global = true)]
     pids_limit: u64,
+    /// Size of the storage pool file made where the data dir has no
+    /// reflinks (sparse: only what is written takes space), in GiB.
+    #[arg(long, default_value_t = 256, global = true)]
+    pool_size_gb: u64,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -116,6 +120,9 @@ fn purge(cfg: &Config) -> anyhow::Result<()> {
             );
         }
     }
+    // A volume left frozen (a daemon killed mid-checkpoint) holds its
+    // writers unkillable: thaw before stopping anything.
+    sprite_store::thaw_all(dir).context("thawing volumes")?;
     for id in ids {
         // stop ends with the container removed (runc delete).
         if let Err(err) = driver.stop(&id, std::time::Duration::ZERO) {
@@ -148,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.default_cpus = cli.default_cpus;
     cfg.default_ram_mb = cli.default_ram_mb;
     cfg.pids_limit = cli.pids_limit;
+    cfg.pool_size_gb = cli.pool_size_gb;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Images { names } => {
             std::fs::create_dir_all(&cfg.data_dir)?;

@@ -6,13 +6,15 @@
 //! daemon never touches mounts or runc itself: it asks `sprite-store` and
 //! `sprite-runtime`.
 
+pub mod checkpoints;
+
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use sprite_runtime::{Driver, IdMap, Limits as RtLimits, SandboxSpec, SandboxState};
+use sprite_runtime::{Bind, Driver, IdMap, Limits as RtLimits, SandboxSpec, SandboxState};
 use sprite_store::{ImageKind, Store};
 use sprites_api::agent::{Reply, Request, SOCKET_NAME};
 use sprites_api::sprite::{CreateSpriteRequest, Status};
@@ -29,9 +31,23 @@ struct Live {
     status: Mutex<Status>,
     /// When activity was last written to the DB.
     persisted: Mutex<Option<std::time::Instant>>,
+    /// Serialises mounting and unmounting the checkpoint views, which run
+    /// beside the lifecycle (never on a request's path).
+    views: Arc<Mutex<()>>,
+    /// The in-sprite API server (`/.sprite/api.sock`) while the sprite runs.
+    inside: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 const ACTIVITY_PERSIST_EVERY: Duration = Duration::from_secs(5);
+
+/// Largest volume a sprite may ask for (volumes are sparse: only what is
+/// written takes space).
+const MAX_STORAGE_GB: u64 = 1024;
+
+/// Where the in-sprite API socket lives inside (a bind of the host's
+/// `<data>/sprites/<id>/run`), and the stable name users call.
+const INSIDE_RUN_DIR: &str = "/.sprite/run";
+const INSIDE_SOCKET: &str = "api.sock";
 
 /// How long a stopping sprite's processes get between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -53,6 +69,7 @@ pub struct Manager {
     agent_bin: PathBuf,
     live: Mutex<HashMap<String, Arc<Live>>>,
     images: tokio::sync::Mutex<()>,
+    me: Weak<Manager>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -102,8 +119,8 @@ impl Manager {
         driver: Arc<dyn Driver>,
         setuid_driver: Arc<dyn Driver>,
         agent_bin: PathBuf,
-    ) -> Self {
-        Manager {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Manager {
             db: Arc::new(db),
             cfg,
             store,
@@ -112,7 +129,13 @@ impl Manager {
             agent_bin,
             live: Mutex::new(HashMap::new()),
             images: tokio::sync::Mutex::new(()),
-        }
+            me: me.clone(),
+        })
+    }
+
+    /// This manager as an `Arc` (it is only ever made as one).
+    fn arc(&self) -> Option<Arc<Manager>> {
+        self.me.upgrade()
     }
 
     fn live(&self, id: &str) -> Arc<Live> {
@@ -123,6 +146,8 @@ impl Manager {
                     lifecycle: tokio::sync::Mutex::new(()),
                     status: Mutex::new(Status::Cold),
                     persisted: Mutex::new(None),
+                    views: Arc::new(Mutex::new(())),
+                    inside: Mutex::new(None),
                 })
             })
             .clone()
@@ -178,12 +203,23 @@ impl Manager {
 
     pub async fn create(&self, req: CreateSpriteRequest) -> Result<SpriteRecord, ApiError> {
         sprites_api::name::validate(&req.name).map_err(ApiError::BadRequest)?;
-        let image = req
-            .image
-            .clone()
-            .unwrap_or_else(|| self.cfg.default_image.clone());
+        let fork = match &req.source {
+            None => None,
+            Some(src) => Some(self.fork_source(src, req.image.as_deref())?),
+        };
+        let image = match &fork {
+            Some((src, _)) => src.image.clone(),
+            None => req
+                .image
+                .clone()
+                .unwrap_or_else(|| self.cfg.default_image.clone()),
+        };
         image_kind(&image)?;
-        let limits = self.limits_for(&req)?;
+        let mut limits = self.limits_for(&req)?;
+        if let Some((src, _)) = &fork {
+            // The volume is a clone of the source's: its size comes along.
+            limits.storage_gb = src.limits.storage_gb;
+        }
         let auth = match req.url_settings.as_ref().and_then(|u| u.auth.clone()) {
             None => "sprite".to_string(),
             Some(a) => validate_url_auth(a)?,
@@ -214,14 +250,20 @@ impl Manager {
         }
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
-        let store = self.store.clone();
-        let id = rec.id.clone();
-        let made = blocking(move || {
-            store
-                .create_volume(&id)
-                .map_err(|e| ApiError::internal(format!("creating the volume: {e}")))
-        })
-        .await;
+        let made = match &fork {
+            Some((src, checkpoint)) => self.fork_volume(src, checkpoint, &rec.id).await,
+            None => {
+                let store = self.store.clone();
+                let id = rec.id.clone();
+                let bytes = rec.limits.storage_gb << 30;
+                blocking(move || {
+                    store
+                        .create_volume_sized(&id, bytes)
+                        .map_err(|e| ApiError::internal(format!("creating the volume: {e}")))
+                })
+                .await
+            }
+        };
         let started = match made {
             Ok(()) => self.start_locked(&rec).await,
             Err(e) => Err(e),
@@ -255,10 +297,9 @@ impl Manager {
             ));
         }
         let storage_gb = c.storage_gb.unwrap_or(self.cfg.default_storage_gb);
-        if storage_gb != self.cfg.default_storage_gb {
+        if !(1..=MAX_STORAGE_GB).contains(&storage_gb) {
             return Err(ApiError::BadRequest(format!(
-                "config.storage_gb: this host makes {} GB volumes only",
-                self.cfg.default_storage_gb
+                "config.storage_gb must be between 1 and {MAX_STORAGE_GB}"
             )));
         }
         Ok(Limits {
@@ -280,25 +321,78 @@ impl Manager {
         let id = rec.id.clone();
         let image = rec.image.clone();
         let socket = self.socket_path(&rec.id);
-        blocking(move || {
+        let uid_shift = self.cfg.uid_shift.unwrap_or(0);
+        let inside = blocking(move || {
             // A leftover sandbox (killed processes, host reboot) is cleared by
             // the driver's start; mounts are repaired by the store.
             let rootfs = store
                 .mount_rootfs(&id, &image)
                 .map_err(|e| ApiError::internal(format!("mounting the volume: {e}")))?;
+            let run_dir = store
+                .inside_run_dir(&id)
+                .map_err(|e| ApiError::internal(format!("preparing /.sprite/run: {e}")))?;
+            link_inside_socket(&rootfs, uid_shift)?;
+            let inside = bind_inside_socket(&run_dir.join(INSIDE_SOCKET))?;
             let listener = bind_agent_socket(&socket)?;
-            let spec = SandboxSpec {
+            let mut spec = SandboxSpec {
                 rootfs,
                 ..spec_base
             };
+            spec.binds = vec![
+                Bind {
+                    source: store.views_dir(&id),
+                    destination: "/.sprite/checkpoints".into(),
+                    read_only: true,
+                    follow_host_mounts: true,
+                },
+                Bind {
+                    source: run_dir,
+                    destination: INSIDE_RUN_DIR.into(),
+                    read_only: true,
+                    follow_host_mounts: false,
+                },
+            ];
             driver
                 .start(&spec, listener)
-                .map_err(|e| ApiError::internal(format!("starting the sandbox: {e}")))
+                .map_err(|e| ApiError::internal(format!("starting the sandbox: {e}")))?;
+            Ok(inside)
         })
         .await?;
+        self.serve_inside(rec, inside);
         self.set_status(&rec.id, Status::Running);
         self.db.set_last_running(&rec.id, &now_rfc3339())?;
+        self.refresh_views(rec);
         Ok(())
+    }
+
+    /// Serve `/.sprite/api.sock` for a running sprite (replacing a previous
+    /// server of it).
+    fn serve_inside(&self, rec: &SpriteRecord, listener: std::os::unix::net::UnixListener) {
+        let Some(me) = self.arc() else { return };
+        let handle = match crate::inside::serve(me, rec.name.clone(), listener) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(sprite = %rec.name, error = %e, "cannot serve the in-sprite API");
+                return;
+            }
+        };
+        let live = self.live(&rec.id);
+        let old = live
+            .inside
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(handle);
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
+
+    fn stop_inside(&self, id: &str) {
+        let live = self.live(id);
+        let old = live.inside.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(old) = old {
+            old.abort();
+        }
     }
 
     fn spec_for(&self, rec: &SpriteRecord) -> SandboxSpec {
@@ -321,6 +415,7 @@ impl Manager {
                 host_base: base,
                 size: 65536,
             }),
+            binds: Vec::new(),
         }
     }
 
@@ -454,13 +549,16 @@ impl Manager {
     /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),
     /// then unmount or destroy the volume.
     async fn halt(&self, id: &str, grace: Duration, release: Release) -> Result<(), ApiError> {
+        self.stop_inside(id);
         let store = self.store.clone();
         let driver = self.driver.clone();
+        let views = self.live(id).views.clone();
         let id = id.to_string();
         blocking(move || {
             driver
                 .stop(&id, grace)
                 .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
+            let _views = views.lock().unwrap_or_else(|p| p.into_inner());
             match release {
                 Release::Unmount => store.unmount_rootfs(&id),
                 Release::Destroy => store.destroy_volume(&id),
@@ -478,6 +576,13 @@ impl Manager {
     /// that never finished (nothing of the user's is in it), and a volume
     /// without a row is the same from the other side.
     pub async fn reconcile(&self) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        blocking(move || {
+            store
+                .recover()
+                .map_err(|e| ApiError::internal(format!("recovering storage: {e}")))
+        })
+        .await?;
         let records = self.db.all()?;
         let store = self.store.clone();
         let volumes = blocking(move || store.volume_ids().map_err(ApiError::internal)).await?;
@@ -508,10 +613,53 @@ impl Manager {
                 }
             };
             self.set_status(&rec.id, status);
+            self.reconcile_checkpoints(&rec).await?;
+            if status != Status::Cold {
+                self.resume_inside(&rec).await;
+            }
             tracing::info!(sprite = %rec.name, status = status.as_str(), "found sprite");
         }
         Ok(())
     }
+}
+
+/// Bind the in-sprite API socket; anyone inside may connect (it is their
+/// sprite), nobody outside sees the directory.
+fn bind_inside_socket(
+    path: &std::path::Path,
+) -> Result<std::os::unix::net::UnixListener, ApiError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fd = bind_agent_socket(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| ApiError::internal(format!("chmod {}: {e}", path.display())))?;
+    let l = std::os::unix::net::UnixListener::from(fd);
+    l.set_nonblocking(true)
+        .map_err(|e| ApiError::internal(format!("socket: {e}")))?;
+    Ok(l)
+}
+
+/// `/.sprite/api.sock` → `run/api.sock` in the sprite's root filesystem,
+/// made once (owned by the sprite's root), repaired if someone removed it.
+fn link_inside_socket(rootfs: &std::path::Path, uid_shift: u32) -> Result<(), ApiError> {
+    let dir = rootfs.join(".sprite");
+    let link = dir.join(INSIDE_SOCKET);
+    let target = std::path::Path::new("run").join(INSIDE_SOCKET);
+    if std::fs::read_link(&link).is_ok_and(|t| t == target) {
+        return Ok(());
+    }
+    let err = |e: std::io::Error| ApiError::internal(format!("linking {}: {e}", link.display()));
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        nix::unistd::chown(&dir, Some(uid_shift.into()), Some(uid_shift.into()))
+            .map_err(|e| err(e.into()))?;
+    }
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&link).map_err(err)?,
+        Ok(_) => std::fs::remove_file(&link).map_err(err)?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(&target, &link).map_err(err)?;
+    std::os::unix::fs::lchown(&link, Some(uid_shift), Some(uid_shift)).map_err(err)
 }
 
 /// Bind the agent's listening socket in the sprite's host-side directory

@@ -66,7 +66,17 @@ mod tests {
     fn ids() {
         assert_eq!(parse_id("v0"), Some(0));
         assert_eq!(parse_id("v17"), Some(17));
-        for bad in ["", "v", "1", "v01", "v-1", "v1a", "V1", "v 1", "v99999999999999999999"] {
+        for bad in [
+            "",
+            "v",
+            "1",
+            "v01",
+            "v-1",
+            "v1a",
+            "V1",
+            "v 1",
+            "v99999999999999999999",
+        ] {
             assert_eq!(parse_id(bad), None, "{bad:?}");
         }
     }
@@ -85,10 +95,9 @@ mod tests {
         assert_eq!(v["id"], "v3");
         assert_eq!(v["source_id"], "v2");
         assert!(v.get("comment").is_none());
-        let fork: super::super::sprite::CreateSpriteRequest = serde_json::from_str(
-            r#"{"name":"exp","source":{"sprite":"demo","checkpoint":"v1"}}"#,
-        )
-        .unwrap();
+        let fork: super::super::sprite::CreateSpriteRequest =
+            serde_json::from_str(r#"{"name":"exp","source":{"sprite":"demo","checkpoint":"v1"}}"#)
+                .unwrap();
         assert_eq!(fork.source.unwrap().checkpoint, "v1");
     }
 }

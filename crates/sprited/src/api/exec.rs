@@ -197,6 +197,10 @@ fn session_info_text(info: &Reply) -> Option<String> {
     .ok()
 }
 
+/// Exit status reported for a command whose sprite stopped under it
+/// (128 + SIGKILL, as a shell reports it).
+const KILLED_EXIT: i32 = 137;
+
 fn prefixed(id: u8, data: &[u8]) -> Bytes {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(id);
@@ -247,10 +251,27 @@ async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: 
                 }
                 Ok(Some(Frame::Reply(_))) => continue,
                 Ok(None) => {
-                    break CloseFrame {
-                        code: 1011,
-                        reason: "the sprite's agent closed the session".into(),
+                    // The agent went away without an exit: the sprite was
+                    // stopped (a restore, a destroy) and took the command
+                    // with it. Report it as killed.
+                    let exit = if tty {
+                        Message::Text(
+                            serde_json::to_string(&TextMessage::Exit {
+                                exit_code: KILLED_EXIT,
+                            })
+                            .unwrap_or_default()
+                            .into(),
+                        )
+                    } else {
+                        Message::Binary(prefixed(wire::EXIT, &[wire::exit_byte(KILLED_EXIT)]))
+                    };
+                    if tx.send(exit).await.is_err() {
+                        return;
                     }
+                    break CloseFrame {
+                        code: 1000,
+                        reason: "the sprite stopped".into(),
+                    };
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "agent stream failed");
@@ -382,12 +403,11 @@ pub async fn http_exec(
                 }
                 Ok(Some(Frame::Reply(_))) => continue,
                 Ok(None) => {
+                    // The sprite stopped under the command: killed.
                     return Some((
-                        Err(std::io::Error::other(
-                            "the sprite's agent closed the session",
-                        )),
+                        Ok(prefixed(wire::EXIT, &[wire::exit_byte(KILLED_EXIT)])),
                         None,
-                    ))
+                    ));
                 }
                 Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
             };

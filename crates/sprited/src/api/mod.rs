@@ -1,5 +1,6 @@
 //! The `/v1` HTTP and WebSocket API.
 
+pub mod checkpoints;
 mod exec;
 mod query;
 mod sprites;
@@ -10,6 +11,8 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+
+pub(crate) use sprites::run_to_completion;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -34,6 +37,16 @@ pub fn router(state: AppState) -> Router {
         .route("/sprites/{name}/exec/{id}", get(exec::attach))
         .route("/sprites/{name}/exec/{id}/kill", post(exec::kill))
         .route("/sprites/{name}/control", get(no_control))
+        .route("/sprites/{name}/checkpoint", post(checkpoints::create))
+        .route("/sprites/{name}/checkpoints", get(checkpoints::list))
+        .route(
+            "/sprites/{name}/checkpoints/{id}",
+            get(checkpoints::get).delete(checkpoints::delete),
+        )
+        .route(
+            "/sprites/{name}/checkpoints/{id}/restore",
+            post(checkpoints::restore),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -47,7 +60,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn version_header(mut res: Response) -> Response {
+pub(crate) async fn version_header(mut res: Response) -> Response {
     res.headers_mut().insert(
         "sprite-version",
         HeaderValue::from_static(sprites_api::SPRITE_VERSION),
@@ -68,6 +81,6 @@ async fn no_control() -> Response {
         .into_response()
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }

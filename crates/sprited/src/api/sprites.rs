@@ -152,7 +152,7 @@ pub async fn upgrade(
 
 /// Run a lifecycle change in a task of its own: a client that hangs up must
 /// not cancel it halfway (a row without a volume, a volume without a row).
-async fn run_to_completion<T, F>(work: F) -> Result<T, ApiError>
+pub(crate) async fn run_to_completion<T, F>(work: F) -> Result<T, ApiError>
 where
     F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
     T: Send + 'static,

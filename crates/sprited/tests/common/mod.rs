@@ -21,6 +21,8 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     pub addr: String,
     pub extra_args: Vec<String>,
+    /// Extra environment of the daemon (e.g. `SPRITED_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -36,6 +38,11 @@ impl Daemon {
     }
 
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Start with extra flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let data_dir = tempfile::Builder::new()
             .prefix("sprited-test-")
             .tempdir_in("/var/tmp")
@@ -50,6 +57,10 @@ impl Daemon {
             data_dir,
             addr,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -68,6 +79,7 @@ impl Daemon {
             .args(["--default-image", "tiny"])
             .args(&self.extra_args)
             .env("SPRITED_TOKEN", &self.token)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -112,6 +124,33 @@ impl Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Wait until the daemon's log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        self.wait_log_since(0, needle, timeout)
+    }
+
+    /// The log's length now, for [`Daemon::wait_log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Wait until the log, past byte `mark`, contains `needle`.
+    pub fn wait_log_since(&self, mark: usize, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().get(mark..).unwrap_or("").contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "daemon log never said {needle:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pool_dir(&self) -> PathBuf {
+        self.data_dir.join("pool")
     }
 
     pub fn restart(&mut self) {
@@ -252,6 +291,87 @@ impl Api {
 
     pub async fn exec(&self, name: &str, argv: &[&str]) -> Output {
         self.exec_with(name, argv, "", &[]).await
+    }
+
+    /// `sh -c script` in the sprite; panics unless it exits 0; its stdout.
+    pub async fn sh(&self, name: &str, script: &str) -> String {
+        let out = self.exec(name, &["sh", "-c", script]).await;
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{script}: {} {}",
+            out.out(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.out()
+    }
+
+    /// The sprite's internal id (its directories are named by it).
+    pub async fn id_of(&self, name: &str) -> String {
+        self.get_json(&format!("/v1/sprites/{name}")).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    /// POST and read an NDJSON answer: (status, parsed lines).
+    pub async fn post_ndjson(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, Vec<serde_json::Value>) {
+        let mut req = self.req(reqwest::Method::POST, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        if status != 200 {
+            return (
+                status,
+                vec![serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))],
+            );
+        }
+        let lines = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+            .collect();
+        (status, lines)
+    }
+
+    /// Create a checkpoint; panics unless it completes. Returns its id.
+    pub async fn checkpoint(&self, name: &str, comment: Option<&str>) -> String {
+        let body = comment.map(|c| serde_json::json!({ "comment": c }));
+        let (status, lines) = self
+            .post_ndjson(&format!("/v1/sprites/{name}/checkpoint"), body)
+            .await;
+        assert_eq!(status, 200, "{lines:?}");
+        let last = lines.last().expect("a line");
+        assert_eq!(last["type"], "complete", "{lines:?}");
+        let msg = last["data"].as_str().expect("data");
+        msg.split_whitespace()
+            .find(|w| w.starts_with('v') && w[1..].chars().all(|c| c.is_ascii_digit()))
+            .expect("checkpoint id in the complete message")
+            .to_string()
+    }
+
+    /// Restore a checkpoint; panics unless it completes.
+    pub async fn restore(&self, name: &str, id: &str) -> Vec<serde_json::Value> {
+        let (status, lines) = self
+            .post_ndjson(
+                &format!("/v1/sprites/{name}/checkpoints/{id}/restore"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{lines:?}");
+        assert_eq!(
+            lines.last().expect("a line")["type"],
+            "complete",
+            "{lines:?}"
+        );
+        lines
     }
 }
 

@@ -1,0 +1,161 @@
+//! Read-only views of checkpoints, shown inside the sprite at
+//! `/.sprite/checkpoints/<ck>/`.
+//!
+//! `<data>/sprites/<id>/checkpoints` is a bind mount of itself made
+//! *shared*, and the runtime binds it into the sprite with slave
+//! propagation: a view mounted or unmounted here later appears or vanishes
+//! inside the running sprite, while nothing the sprite does propagates back.
+//! A view is the checkpoint image mounted read-only (ext4, `noload`: the
+//! image of a frozen filesystem is clean) and an overlay of its upper layer
+//! on the base image, so it shows the whole filesystem as it was.
+
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::error::{Result, StoreError};
+use crate::mountinfo::{self, MountEntry};
+use crate::store::{ensure_dir, Store};
+use crate::{loopdev, mount, validate_name};
+
+impl Store {
+    /// Host directory bound into the sprite at `/.sprite/checkpoints`.
+    pub fn views_dir(&self, id: &str) -> std::path::PathBuf {
+        self.layout.views_dir(id)
+    }
+
+    /// Makes `<data>/sprites/<id>/checkpoints` a shared mount point (before
+    /// the sandbox starts, so that views propagate into it).
+    pub(crate) fn prepare_views(&self, id: &str, mounts: &[MountEntry]) -> Result<()> {
+        let dir = self.layout.views_dir(id);
+        ensure_dir(&dir, 0o755)?;
+        if mountinfo::mount_at(mounts, &dir).is_none() {
+            mount::mount_fs(&dir, &dir, "none", MsFlags::MS_BIND, None)?;
+        }
+        nix::mount::mount(
+            None::<&str>,
+            &dir,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .map_err(|e| StoreError::Mount {
+            fstype: "shared".into(),
+            source_path: dir.clone(),
+            target: dir.clone(),
+            errno: e.into(),
+        })
+    }
+
+    /// Shows exactly `checkpoints` (names) in the running sprite, hiding any
+    /// other. Does nothing when the sprite is not mounted.
+    pub fn show_checkpoints(&self, id: &str, image: &str, checkpoints: &[String]) -> Result<()> {
+        validate_name(id)?;
+        validate_name(image)?;
+        let root = self.layout.views_dir(id);
+        let mounts = mountinfo::read()?;
+        if mountinfo::mount_at(&mounts, &root).is_none() {
+            return Ok(());
+        }
+        for shown in shown_views(&mounts, &root) {
+            if !checkpoints.contains(&shown) {
+                self.hide_view(id, &shown)?;
+            }
+        }
+        let mounts = mountinfo::read()?;
+        for ck in checkpoints {
+            validate_name(ck)?;
+            if mountinfo::mount_at(&mounts, &root.join(ck)).is_some() {
+                continue;
+            }
+            if let Err(e) = self.show_view(id, image, ck) {
+                let _ = self.hide_view(id, ck);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn show_view(&self, id: &str, image: &str, ck: &str) -> Result<()> {
+        let img = self.layout.checkpoint_image(id, ck);
+        if !img.exists() {
+            return Err(StoreError::CheckpointMissing {
+                sprite: id.to_string(),
+                checkpoint: ck.to_string(),
+            });
+        }
+        let vol = self.layout.view_volume_mount(id, ck);
+        if let Some(parent) = vol.parent() {
+            ensure_dir(parent, 0o700)?;
+        }
+        ensure_dir(&vol, 0o700)?;
+        let device = loopdev::attach(&img, true)?;
+        mount::mount_fs(
+            device.path(),
+            &vol,
+            "ext4",
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("noload"),
+        )?;
+        drop(device);
+        let view = self.layout.views_dir(id).join(ck);
+        ensure_dir(&view, 0o755)?;
+        let upper = vol.join("upper");
+        let lower = self.layout.image_rootfs(image);
+        let options = if upper.is_dir() {
+            format!("lowerdir={}:{}", upper.display(), lower.display())
+        } else {
+            format!("lowerdir={}", lower.display())
+        };
+        mount::mount_fs(
+            Path::new("overlay"),
+            &view,
+            "overlay",
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&options),
+        )
+    }
+
+    /// Unmounts one checkpoint's view (lazily: a process inside the sprite
+    /// may be sitting in it) and its image.
+    pub(crate) fn hide_view(&self, id: &str, ck: &str) -> Result<()> {
+        let view = self.layout.views_dir(id).join(ck);
+        let vol = self.layout.view_volume_mount(id, ck);
+        for target in [&view, &vol] {
+            loop {
+                match nix::mount::umount2(target.as_path(), MntFlags::MNT_DETACH) {
+                    Ok(()) => continue,
+                    Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+                    Err(e) => {
+                        return Err(StoreError::Unmount {
+                            target: target.clone(),
+                            errno: e.into(),
+                        })
+                    }
+                }
+            }
+        }
+        for dir in [&view, &vol] {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+
+    /// Names of the checkpoints shown in the sprite now.
+    pub fn shown_checkpoints(&self, id: &str) -> Result<Vec<String>> {
+        validate_name(id)?;
+        Ok(shown_views(&mountinfo::read()?, &self.layout.views_dir(id)))
+    }
+}
+
+fn shown_views(mounts: &[MountEntry], root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = mounts
+        .iter()
+        .filter(|m| m.mount_point.parent() == Some(root))
+        .filter_map(|m| m.mount_point.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}

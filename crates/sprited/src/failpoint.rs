@@ -1,0 +1,31 @@
+//! Fault injection for crash tests: `SPRITED_FAILPOINTS=name,name` makes the
+//! daemon stop dead at those points (the test then SIGKILLs it), so a test
+//! can kill it in the middle of an operation, deterministically. Unset in
+//! production; checking costs one string comparison per point.
+
+use std::sync::OnceLock;
+
+fn armed() -> &'static [String] {
+    static ARMED: OnceLock<Vec<String>> = OnceLock::new();
+    ARMED.get_or_init(|| {
+        std::env::var("SPRITED_FAILPOINTS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// Blocks the calling thread forever if `name` is armed.
+pub fn hit(name: &str) {
+    if armed().iter().any(|a| a == name) {
+        tracing::warn!(failpoint = name, "failpoint reached; stopping here");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}

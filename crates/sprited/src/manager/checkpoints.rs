@@ -1,0 +1,333 @@
+//! Checkpoints, restore and fork, under each sprite's lifecycle lock.
+//!
+//! Crash safety comes from the order of steps: a checkpoint is allocated a
+//! number, written as a complete image (store: freeze, clone, thaw, fsync,
+//! rename) and only then recorded, so after a crash it is either listed and
+//! whole or absent (an image without a record is removed at start-up). A
+//! restore swaps the whole volume image in one rename while the sprite is
+//! stopped, so the volume is the old one or the restored one, never a mix.
+
+use std::time::Duration;
+
+use sprite_store::StoreError;
+use sprites_api::checkpoint::{Checkpoint, ForkSource};
+
+use super::{blocking, Manager, Release};
+use crate::db::{CheckpointRecord, SpriteRecord};
+use crate::error::ApiError;
+use crate::failpoint;
+use crate::time::now_rfc3339;
+use sprites_api::sprite::Status;
+
+/// How many checkpoints are shown inside the sprite (the newest).
+pub const VISIBLE_CHECKPOINTS: usize = 5;
+
+/// Progress messages of a long operation, for the NDJSON stream.
+pub type Progress = tokio::sync::mpsc::UnboundedSender<String>;
+
+fn say(progress: &Progress, msg: impl Into<String>) {
+    let _ = progress.send(msg.into());
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NoSpace { .. } => ApiError::InsufficientStorage(format!(
+            "checkpoint failed: {e}; delete checkpoints or sprites to free space"
+        )),
+        StoreError::CheckpointMissing { checkpoint, .. } => {
+            ApiError::NotFound(format!("no checkpoint {checkpoint}"))
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+fn no_checkpoint(rec: &SpriteRecord, id: &str) -> ApiError {
+    ApiError::NotFound(format!("sprite {} has no checkpoint {id}", rec.name))
+}
+
+impl Manager {
+    /// The wire form of a recorded checkpoint.
+    pub fn checkpoint_json(&self, c: &CheckpointRecord, current: Option<&str>) -> Checkpoint {
+        Checkpoint {
+            id: c.id.clone(),
+            create_time: c.create_time.clone(),
+            source_id: c.source_id.clone(),
+            comment: c.comment.clone(),
+            is_auto: Some(c.is_auto),
+            is_current: Some(current == Some(c.id.as_str())),
+        }
+    }
+
+    pub fn list_checkpoints(&self, rec: &SpriteRecord) -> Result<Vec<Checkpoint>, ApiError> {
+        let current = self.db.current_checkpoint(&rec.id)?;
+        Ok(self
+            .db
+            .checkpoints(&rec.id)?
+            .iter()
+            .map(|c| self.checkpoint_json(c, current.as_deref()))
+            .collect())
+    }
+
+    /// The checkpoint `id` of the sprite, 404 if there is none (or the id
+    /// is not one at all).
+    pub fn checkpoint(&self, rec: &SpriteRecord, id: &str) -> Result<Checkpoint, ApiError> {
+        if sprites_api::checkpoint::parse_id(id).is_none() {
+            return Err(no_checkpoint(rec, id));
+        }
+        let c = self
+            .db
+            .checkpoint(&rec.id, id)?
+            .ok_or_else(|| no_checkpoint(rec, id))?;
+        let current = self.db.current_checkpoint(&rec.id)?;
+        Ok(self.checkpoint_json(&c, current.as_deref()))
+    }
+
+    /// Takes a checkpoint of the sprite's filesystem, running or not; its
+    /// processes keep running.
+    pub async fn create_checkpoint(
+        &self,
+        rec: &SpriteRecord,
+        comment: Option<String>,
+        progress: &Progress,
+    ) -> Result<CheckpointRecord, ApiError> {
+        if comment
+            .as_ref()
+            .is_some_and(|c| c.len() > sprites_api::checkpoint::MAX_COMMENT_BYTES)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "comment is longer than {} bytes",
+                sprites_api::checkpoint::MAX_COMMENT_BYTES
+            )));
+        }
+        let live = self.live(&rec.id);
+        let _g = live.lifecycle.lock().await;
+        let seq = self.db.allocate_checkpoint(&rec.id)?;
+        let id = format!("v{seq}");
+        let source_id = self.db.current_checkpoint(&rec.id)?;
+        say(progress, format!("Creating checkpoint {id}..."));
+        let store = self.store.clone();
+        let (sprite, ck) = (rec.id.clone(), id.clone());
+        let stats = match blocking(move || {
+            store
+                .create_checkpoint_with(&sprite, &ck, &|| failpoint::hit("checkpoint-frozen"))
+                .map_err(store_error)
+        })
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing of it exists: the number is free again.
+                self.db.release_checkpoint(&rec.id, seq)?;
+                tracing::warn!(sprite = %rec.name, checkpoint = %id, error = %e, "checkpoint failed");
+                return Err(e);
+            }
+        };
+        failpoint::hit("checkpoint-saved");
+        let record = CheckpointRecord {
+            id: id.clone(),
+            seq,
+            create_time: now_rfc3339(),
+            source_id,
+            comment: comment.filter(|c| !c.is_empty()),
+            is_auto: false,
+        };
+        self.db.insert_checkpoint(&rec.id, &record)?;
+        say(
+            progress,
+            format!(
+                "Filesystem saved (frozen for {:.1} ms, {:.1} ms in all)",
+                ms(stats.frozen_for),
+                ms(stats.total)
+            ),
+        );
+        tracing::info!(sprite = %rec.name, checkpoint = %id, frozen_ms = ms(stats.frozen_for), total_ms = ms(stats.total), "checkpoint created");
+        self.refresh_views(rec);
+        Ok(record)
+    }
+
+    /// Rolls the sprite's filesystem back to checkpoint `id`: its processes
+    /// are stopped (sessions end), the volume is swapped for a clone of the
+    /// checkpoint, and the sprite starts again.
+    pub async fn restore_checkpoint(
+        &self,
+        rec: &SpriteRecord,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<(), ApiError> {
+        let live = self.live(&rec.id);
+        let _g = live.lifecycle.lock().await;
+        if self.db.checkpoint(&rec.id, id)?.is_none() {
+            return Err(no_checkpoint(rec, id));
+        }
+        say(progress, "Stopping sprite...");
+        self.halt(&rec.id, Duration::ZERO, Release::Unmount).await?;
+        self.set_status(&rec.id, Status::Cold);
+        failpoint::hit("restore-stopped");
+        say(progress, format!("Restoring filesystem from {id}..."));
+        let store = self.store.clone();
+        let (sprite, ck) = (rec.id.clone(), id.to_string());
+        let swapped =
+            blocking(move || store.restore_checkpoint(&sprite, &ck).map_err(store_error)).await;
+        if swapped.is_ok() {
+            failpoint::hit("restore-swapped");
+            self.db.set_current_checkpoint(&rec.id, Some(id))?;
+        }
+        say(progress, "Starting sprite...");
+        // Start again whether or not the swap worked: a failed restore must
+        // not leave the sprite down.
+        let started = self.start_locked(rec).await;
+        swapped?;
+        started?;
+        tracing::info!(sprite = %rec.name, checkpoint = %id, "checkpoint restored");
+        Ok(())
+    }
+
+    /// Deletes a checkpoint and frees its space. The one the sprite stands
+    /// on (last created or restored) is refused with 409.
+    pub async fn delete_checkpoint(&self, rec: &SpriteRecord, id: &str) -> Result<(), ApiError> {
+        let live = self.live(&rec.id);
+        let _g = live.lifecycle.lock().await;
+        if self.db.checkpoint(&rec.id, id)?.is_none() {
+            return Err(no_checkpoint(rec, id));
+        }
+        if self.db.current_checkpoint(&rec.id)?.as_deref() == Some(id) {
+            return Err(ApiError::Conflict(format!(
+                "checkpoint {id} is the one sprite {} currently stands on (its last created or restored); it cannot be deleted",
+                rec.name
+            )));
+        }
+        // Record first, file second: a crash between leaves an orphan file,
+        // which start-up removes.
+        self.db.delete_checkpoint(&rec.id, id)?;
+        let store = self.store.clone();
+        let views = live.views.clone();
+        let (sprite, ck) = (rec.id.clone(), id.to_string());
+        blocking(move || {
+            let _v = views.lock().unwrap_or_else(|p| p.into_inner());
+            match store.delete_checkpoint(&sprite, &ck) {
+                Ok(()) | Err(StoreError::CheckpointMissing { .. }) => Ok(()),
+                Err(e) => Err(store_error(e)),
+            }
+        })
+        .await?;
+        tracing::info!(sprite = %rec.name, checkpoint = %id, "checkpoint deleted");
+        self.refresh_views(rec);
+        Ok(())
+    }
+
+    /// Checks a fork's source: the sprite and its checkpoint exist.
+    pub(super) fn fork_source(
+        &self,
+        src: &ForkSource,
+        image: Option<&str>,
+    ) -> Result<(SpriteRecord, String), ApiError> {
+        let source = self.get(&src.sprite)?;
+        let checkpoint = self.checkpoint(&source, &src.checkpoint)?;
+        if let Some(image) = image.filter(|i| *i != source.image) {
+            return Err(ApiError::BadRequest(format!(
+                "a fork runs on its source's image ({}), not {image}",
+                source.image
+            )));
+        }
+        Ok((source, checkpoint.id))
+    }
+
+    /// Makes `new_id`'s volume a clone of the source's checkpoint, holding
+    /// the source's lifecycle lock so the checkpoint cannot vanish midway.
+    pub(super) async fn fork_volume(
+        &self,
+        source: &SpriteRecord,
+        checkpoint: &str,
+        new_id: &str,
+    ) -> Result<(), ApiError> {
+        let live = self.live(&source.id);
+        let _g = live.lifecycle.lock().await;
+        if self.db.checkpoint(&source.id, checkpoint)?.is_none() {
+            return Err(no_checkpoint(source, checkpoint));
+        }
+        let store = self.store.clone();
+        let (src, ck, dst) = (
+            source.id.clone(),
+            checkpoint.to_string(),
+            new_id.to_string(),
+        );
+        blocking(move || store.fork_volume(&src, &ck, &dst).map_err(store_error)).await
+    }
+
+    /// Shows the newest checkpoints inside the running sprite, in the
+    /// background (a few ms of mounts that no request waits for).
+    pub(super) fn refresh_views(&self, rec: &SpriteRecord) {
+        let names: Vec<String> = match self.db.checkpoints(&rec.id) {
+            Ok(list) => list
+                .into_iter()
+                .take(VISIBLE_CHECKPOINTS)
+                .map(|c| c.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(sprite = %rec.name, error = %e, "listing checkpoints");
+                return;
+            }
+        };
+        let store = self.store.clone();
+        let views = self.live(&rec.id).views.clone();
+        let (id, image, name) = (rec.id.clone(), rec.image.clone(), rec.name.clone());
+        tokio::task::spawn_blocking(move || {
+            let _v = views.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = store.show_checkpoints(&id, &image, &names) {
+                tracing::warn!(sprite = %name, error = %e, "showing checkpoints inside the sprite");
+            }
+        });
+    }
+
+    /// Start-up: the records and the images must agree. An image without a
+    /// record is a checkpoint that was never completed (or a delete that
+    /// was): removed. A record without an image cannot be restored: dropped.
+    pub(super) async fn reconcile_checkpoints(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let files =
+            blocking(move || store.checkpoint_names(&id).map_err(ApiError::internal)).await?;
+        let rows = self.db.checkpoints(&rec.id)?;
+        for f in files.iter().filter(|f| !rows.iter().any(|r| &r.id == *f)) {
+            tracing::warn!(sprite = %rec.name, checkpoint = %f, "removing an unrecorded checkpoint image");
+            let store = self.store.clone();
+            let (id, ck) = (rec.id.clone(), f.clone());
+            blocking(move || {
+                store
+                    .delete_checkpoint(&id, &ck)
+                    .map_err(ApiError::internal)
+            })
+            .await?;
+        }
+        for r in rows.iter().filter(|r| !files.contains(&r.id)) {
+            tracing::warn!(sprite = %rec.name, checkpoint = %r.id, "forgetting a checkpoint whose image is gone");
+            self.db.delete_checkpoint(&rec.id, &r.id)?;
+        }
+        Ok(())
+    }
+
+    /// Start-up, for a sprite found running: serve its API socket again and
+    /// show its checkpoints.
+    pub(super) async fn resume_inside(&self, rec: &SpriteRecord) {
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let bound = blocking(move || {
+            let dir = store
+                .inside_run_dir(&id)
+                .map_err(|e| ApiError::internal(format!("preparing /.sprite/run: {e}")))?;
+            super::bind_inside_socket(&dir.join(super::INSIDE_SOCKET))
+        })
+        .await;
+        match bound {
+            Ok(l) => self.serve_inside(rec, l),
+            Err(e) => {
+                tracing::warn!(sprite = %rec.name, error = %e, "cannot serve the in-sprite API")
+            }
+        }
+        self.refresh_views(rec);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
