@@ -1,7 +1,8 @@
 //! Command line and environment: where the agent gets its listening socket.
 
+use std::ffi::{OsStr, OsString};
 use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Environment variable naming an inherited, already listening socket fd.
 pub const LISTEN_FD_ENV: &str = "SPRITE_AGENT_FD";
@@ -27,6 +28,29 @@ pub const USAGE: &str = "usage: sprite-agent [--listen PATH]\n\
     \n\
     Runs as PID 1 inside a sprite. The control socket is the fd named by\n\
     SPRITE_AGENT_FD when set, else a socket bound at --listen PATH.\n";
+
+/// The name that makes this binary the in-sprite CLI (the runtime mounts it
+/// at `/.sprite/bin/sprite-env` too).
+pub const SPRITE_ENV: &str = "sprite-env";
+
+/// When the binary is `sprite-env` (by argv[0]'s base name, or as
+/// `sprite-agent env ...`): that CLI's arguments, its name first.
+pub fn sprite_env_args(argv: Vec<OsString>) -> Option<Vec<OsString>> {
+    let mut argv = argv.into_iter();
+    let name = argv.next()?;
+    if Path::new(&name).file_name() == Some(OsStr::new(SPRITE_ENV)) {
+        return Some(std::iter::once(name).chain(argv).collect());
+    }
+    let mut rest = argv.peekable();
+    if rest.next_if(|a| a == "env").is_some() {
+        return Some(
+            std::iter::once(OsString::from(SPRITE_ENV))
+                .chain(rest)
+                .collect(),
+        );
+    }
+    None
+}
 
 /// Parse arguments (without the program name) and the fd variable's value.
 pub fn parse<I: IntoIterator<Item = String>>(
@@ -76,6 +100,35 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn os(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn sprite_env_by_name_or_subcommand() {
+        assert_eq!(
+            sprite_env_args(os(&["/.sprite/bin/sprite-env", "checkpoints", "list"])),
+            Some(os(&["/.sprite/bin/sprite-env", "checkpoints", "list"]))
+        );
+        assert_eq!(
+            sprite_env_args(os(&["sprite-env"])),
+            Some(os(&["sprite-env"]))
+        );
+        assert_eq!(
+            sprite_env_args(os(&["/.sprite/bin/sprite-agent", "env", "--help"])),
+            Some(os(&["sprite-env", "--help"]))
+        );
+        for agent in [
+            &["/.sprite/bin/sprite-agent"][..],
+            &["sprite-agent", "--listen", "env"],
+            &["/x/sprite-env-old"],
+            &["sprite-agent", "--env"],
+            &[],
+        ] {
+            assert_eq!(sprite_env_args(os(agent)), None, "{agent:?}");
+        }
     }
 
     #[test]

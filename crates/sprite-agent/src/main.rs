@@ -1,4 +1,5 @@
-//! `sprite-agent`: PID 1 inside every sprite. See README.md.
+//! `sprite-agent`: PID 1 inside every sprite, and the in-sprite CLI
+//! `sprite-env` when called by that name. See README.md.
 
 mod attach;
 mod cli;
@@ -28,6 +29,9 @@ use crate::cli::{Invocation, ListenOn};
 use crate::log::log;
 
 fn main() -> ExitCode {
+    if let Some(args) = cli::sprite_env_args(std::env::args_os().collect()) {
+        return sprite_env::main(args);
+    }
     let args = std::env::args().skip(1);
     let fd_env = std::env::var(cli::LISTEN_FD_ENV).ok();
     match cli::parse(args, fd_env) {
