@@ -37,10 +37,11 @@ async fn checkpoints_from_inside_the_sprite() {
     api.create("inside").await;
     api.sh("inside", "echo one > /home/sprite/f; sync").await;
 
-    // On PATH, and the name alone makes the agent binary the CLI.
+    // On PATH (a link in /usr/local/bin, for login shells too), and the
+    // name alone makes the agent binary the CLI.
     assert_eq!(
-        api.sh("inside", "command -v sprite-env").await,
-        "/.sprite/bin/sprite-env\n"
+        api.sh("inside", "command -v sprite-env; readlink /usr/local/bin/sprite-env").await,
+        "/usr/local/bin/sprite-env\n/.sprite/bin/sprite-env\n"
     );
     let help = api.exec("inside", &["sprite-env", "--help"]).await;
     assert_eq!(help.code, Some(0), "{}", stderr(&help));

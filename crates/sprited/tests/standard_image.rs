@@ -40,5 +40,20 @@ async fn standard_image_has_the_tools_and_sudo() {
         )
         .await;
     assert_eq!(o.out(), "42\n/home/sprite\nsprite\n", "{o:?}");
+    // sprite-env is on the PATH of login shells too, and checkpoints work
+    // on this image (setuid tools, no no_new_privs).
+    let o = api
+        .exec(
+            "std",
+            &[
+                "bash",
+                "-lc",
+                "sprite-env checkpoints create --comment std >/dev/null && sprite-env checkpoints list --json",
+            ],
+        )
+        .await;
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json list");
+    assert_eq!(list[0]["comment"], "std", "{list}");
     api.delete("std").await;
 }

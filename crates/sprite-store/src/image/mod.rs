@@ -240,12 +240,27 @@ impl Store {
 fn finish_rootfs(rootfs: &Path) -> Result<()> {
     let sprite = rootfs.join(".sprite");
     let bin = sprite.join("bin");
-    for dir in [&sprite, &bin] {
-        ensure_dir(dir, 0o755)?;
+    for dir in [
+        sprite.clone(),
+        bin.clone(),
+        sprite.join("checkpoints"),
+        sprite.join("run"),
+    ] {
+        ensure_dir(&dir, 0o755)?;
     }
-    // Bind-mount target for the agent; existing in the image means runc need
-    // not create it (a copy-up into every sprite's volume).
+    // Bind-mount targets for the agent (also as `sprite-env`), the checkpoint
+    // views and the API socket's directory; existing in the image means runc
+    // need not create them (a copy-up into every sprite's volume).
     write_file(&bin.join("sprite-agent"), b"", 0o755)?;
+    write_file(&bin.join("sprite-env"), b"", 0o755)?;
+    replace_symlink(Path::new("run/api.sock"), &sprite.join("api.sock"))?;
+    // On every PATH, login shells included.
+    let local_bin = rootfs.join("usr/local/bin");
+    std::fs::create_dir_all(&local_bin).ctx("mkdir", &local_bin)?;
+    replace_symlink(
+        Path::new("/.sprite/bin/sprite-env"),
+        &local_bin.join("sprite-env"),
+    )?;
     let etc = rootfs.join("etc");
     write_file(&etc.join("hostname"), b"sprite\n", 0o644)?;
     write_file(
@@ -255,6 +270,13 @@ fn finish_rootfs(rootfs: &Path) -> Result<()> {
     )?;
     write_file(&etc.join("resolv.conf"), b"", 0o644)?;
     Ok(())
+}
+
+fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(link).is_ok() {
+        std::fs::remove_file(link).ctx("remove", link)?;
+    }
+    std::os::unix::fs::symlink(target, link).ctx("symlink", link)
 }
 
 /// Writes a file with `mode`, replacing whatever (even a symlink) was there.
