@@ -45,7 +45,9 @@ const ACTIVITY_PERSIST_EVERY: Duration = Duration::from_secs(5);
 const MAX_STORAGE_GB: u64 = 1024;
 
 /// Where the in-sprite API socket lives inside (a bind of the host's
-/// `<data>/sprites/<id>/run`), and the stable name users call.
+/// `<data>/sprites/<id>/run`); `/.sprite/api.sock`, the name users call, is
+/// a link to it in the base image. The daemon never writes into a sprite's
+/// root filesystem itself: a path there can be a symlink the sprite made.
 const INSIDE_RUN_DIR: &str = "/.sprite/run";
 const INSIDE_SOCKET: &str = "api.sock";
 
@@ -321,7 +323,6 @@ impl Manager {
         let id = rec.id.clone();
         let image = rec.image.clone();
         let socket = self.socket_path(&rec.id);
-        let uid_shift = self.cfg.uid_shift.unwrap_or(0);
         let inside = blocking(move || {
             // A leftover sandbox (killed processes, host reboot) is cleared by
             // the driver's start; mounts are repaired by the store.
@@ -331,7 +332,6 @@ impl Manager {
             let run_dir = store
                 .inside_run_dir(&id)
                 .map_err(|e| ApiError::internal(format!("preparing /.sprite/run: {e}")))?;
-            link_inside_socket(&rootfs, uid_shift)?;
             let inside = bind_inside_socket(&run_dir.join(INSIDE_SOCKET))?;
             let listener = bind_agent_socket(&socket)?;
             let mut spec = SandboxSpec {
@@ -636,30 +636,6 @@ fn bind_inside_socket(
     l.set_nonblocking(true)
         .map_err(|e| ApiError::internal(format!("socket: {e}")))?;
     Ok(l)
-}
-
-/// `/.sprite/api.sock` → `run/api.sock` in the sprite's root filesystem,
-/// made once (owned by the sprite's root), repaired if someone removed it.
-fn link_inside_socket(rootfs: &std::path::Path, uid_shift: u32) -> Result<(), ApiError> {
-    let dir = rootfs.join(".sprite");
-    let link = dir.join(INSIDE_SOCKET);
-    let target = std::path::Path::new("run").join(INSIDE_SOCKET);
-    if std::fs::read_link(&link).is_ok_and(|t| t == target) {
-        return Ok(());
-    }
-    let err = |e: std::io::Error| ApiError::internal(format!("linking {}: {e}", link.display()));
-    if !dir.is_dir() {
-        std::fs::create_dir_all(&dir).map_err(err)?;
-        nix::unistd::chown(&dir, Some(uid_shift.into()), Some(uid_shift.into()))
-            .map_err(|e| err(e.into()))?;
-    }
-    match std::fs::symlink_metadata(&link) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&link).map_err(err)?,
-        Ok(_) => std::fs::remove_file(&link).map_err(err)?,
-        Err(_) => {}
-    }
-    std::os::unix::fs::symlink(&target, &link).map_err(err)?;
-    std::os::unix::fs::lchown(&link, Some(uid_shift), Some(uid_shift)).map_err(err)
 }
 
 /// Bind the agent's listening socket in the sprite's host-side directory

@@ -115,7 +115,12 @@ async fn checkpoint_restore_delete_and_fork() {
         .await;
     assert_ne!(w.code, Some(0), "a checkpoint view was writable");
     let w = api
-        .exec("ck", &["sh", "-c", "umount /.sprite/checkpoints/v0"])
+        .exec_with(
+            "ck",
+            &["sh", "-c", "umount /.sprite/checkpoints/v0"],
+            "user=root",
+            &[],
+        )
         .await;
     assert_ne!(w.code, Some(0), "the sprite unmounted a checkpoint view");
 
@@ -227,6 +232,25 @@ async fn checkpoint_restore_delete_and_fork() {
         api.get_json("/v1/sprites/fork/checkpoints").await,
         serde_json::json!([])
     );
+    // A sprite sees only its own checkpoints, inside as through its socket,
+    // and cannot touch the socket's directory.
+    assert_eq!(api.sh("fork", "ls -A /.sprite/checkpoints").await, "");
+    assert_eq!(
+        api.sh("fork", "sprite-env checkpoints list --json")
+            .await
+            .trim(),
+        "[]"
+    );
+    for script in [
+        "rm -f /.sprite/run/api.sock",
+        "touch /.sprite/run/x",
+        "ln -s / /.sprite/run/y",
+    ] {
+        let o = api
+            .exec_with("fork", &["sh", "-c", script], "user=root", &[])
+            .await;
+        assert_ne!(o.code, Some(0), "{script} worked as root inside the sprite");
+    }
     // Ids are per sprite: v2 of ck is not the fork's.
     let (status, _) = api
         .post_ndjson("/v1/sprites/fork/checkpoints/v2/restore", None)

@@ -40,7 +40,11 @@ async fn checkpoints_from_inside_the_sprite() {
     // On PATH (a link in /usr/local/bin, for login shells too), and the
     // name alone makes the agent binary the CLI.
     assert_eq!(
-        api.sh("inside", "command -v sprite-env; readlink /usr/local/bin/sprite-env").await,
+        api.sh(
+            "inside",
+            "command -v sprite-env; readlink /usr/local/bin/sprite-env"
+        )
+        .await,
         "/usr/local/bin/sprite-env\n/.sprite/bin/sprite-env\n"
     );
     let help = api.exec("inside", &["sprite-env", "--help"]).await;
