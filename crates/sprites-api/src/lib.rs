@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod exec;
 pub mod name;
+pub mod service;
 pub mod sprite;
 
 /// Value of the `Sprite-Version` response header. The Go SDK picks its session
