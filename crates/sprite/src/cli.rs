@@ -74,6 +74,13 @@ pub enum Command {
     },
     /// Put the sprite's filesystem back to a checkpoint (restarts its processes)
     Restore(RestoreArgs),
+    /// Manage services: processes the sprite keeps running (started at boot,
+    /// restarted when they crash)
+    #[command(visible_alias = "svc")]
+    Services {
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
     /// Destroy the sprite and everything in it
     Destroy(DestroyArgs),
     /// Authenticated GET of an API path; prints the answer
@@ -199,6 +206,59 @@ pub enum CheckpointCommand {
         #[arg(value_parser = checkpoint_id)]
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// List the sprite's services and their state
+    #[command(visible_alias = "ls")]
+    List,
+    /// Create (or replace) a service and start it: `sprite services create web -- python3 -m http.server 8080`
+    Create {
+        /// Service name
+        name: String,
+        /// Services that must start first (repeatable)
+        #[arg(long = "needs")]
+        needs: Vec<String>,
+        /// The port its HTTP server listens on (the sprite's URL routes there)
+        #[arg(long)]
+        http_port: Option<u16>,
+        /// Environment, KEY=VALUE (repeatable)
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// Working directory
+        #[arg(long)]
+        dir: Option<String>,
+        /// Seconds of its output to show after it starts
+        #[arg(long, default_value_t = 2.0)]
+        watch: f64,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Start a stopped service
+    Start {
+        name: String,
+        /// Seconds of its output to show after it starts
+        #[arg(long, default_value_t = 2.0)]
+        watch: f64,
+    },
+    /// Stop a service (it stays stopped until started again)
+    Stop {
+        name: String,
+        /// Seconds between SIGTERM and SIGKILL
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Show the last lines of a service's output
+    Logs {
+        name: String,
+        /// How many lines
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+    /// Stop a service and forget it
+    Delete { name: String },
 }
 
 #[derive(Debug, Args)]

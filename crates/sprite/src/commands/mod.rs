@@ -9,6 +9,7 @@ mod exec;
 mod info;
 mod list;
 mod login;
+mod services;
 mod sessions;
 mod use_sprite;
 
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Sessions { command } => sessions::run(&ctx, command).await,
         Command::Checkpoint { command } => checkpoint::run(&ctx, command).await,
         Command::Restore(args) => checkpoint::restore(&ctx, args).await,
+        Command::Services { command } => services::run(&ctx, command).await,
         Command::Destroy(args) => destroy::run(&ctx, args).await,
         Command::Api(args) => api::run(&ctx, args).await,
     }
