@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn an_endless_line_is_refused() {
-        let mut lines = LineDecoder::default();
+        let mut lines: LineDecoder<StreamEvent> = LineDecoder::default();
         let big = vec![b'x'; MAX_LINE_BYTES + 1];
         assert!(matches!(lines.push(&big), Err(Error::Protocol(_))));
     }
