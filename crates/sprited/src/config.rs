@@ -28,6 +28,10 @@ pub struct Config {
     pub idle_warm: std::time::Duration,
     /// A warm sprite is stopped (cold) after this long.
     pub idle_cold: std::time::Duration,
+    /// How often the meter samples every sprite.
+    pub meter_interval: std::time::Duration,
+    /// Prices of the usage report.
+    pub rates: sprites_api::usage::Rates,
 }
 
 pub const IMAGES: [&str; 2] = ["tiny", "standard"];
@@ -50,6 +54,8 @@ impl Config {
             non_tty_linger: std::time::Duration::from_secs(10),
             idle_warm: std::time::Duration::from_secs(30),
             idle_cold: std::time::Duration::from_secs(600),
+            meter_interval: std::time::Duration::from_secs(5),
+            rates: sprites_api::usage::Rates::default(),
         }
     }
 }

@@ -169,6 +169,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     manager.spawn_idle_tracker();
+    manager.spawn_meter();
     Ok(AppState { token, manager })
 }
 

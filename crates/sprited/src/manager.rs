@@ -8,6 +8,7 @@
 
 pub mod checkpoints;
 pub mod idle;
+pub mod meter;
 pub mod services;
 pub mod tasks;
 
@@ -104,6 +105,8 @@ pub struct Manager {
     live: Mutex<HashMap<String, Arc<Live>>>,
     images: tokio::sync::Mutex<()>,
     me: Weak<Manager>,
+    /// One sample of a sprite at a time (rounds and last samples).
+    meter_lock: Mutex<()>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -164,6 +167,7 @@ impl Manager {
             live: Mutex::new(HashMap::new()),
             images: tokio::sync::Mutex::new(()),
             me: me.clone(),
+            meter_lock: Mutex::new(()),
         })
     }
 
@@ -631,6 +635,10 @@ impl Manager {
     /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),
     /// then unmount or destroy the volume.
     async fn halt(&self, id: &str, grace: Duration, release: Release) -> Result<(), ApiError> {
+        // What it used since the last sample, before the counters go.
+        if self.status(id) != Status::Cold {
+            self.meter_one(id).await;
+        }
         self.stop_inside(id);
         let store = self.store.clone();
         let driver = self.driver.clone();

@@ -6,6 +6,7 @@ mod query;
 pub mod services;
 mod sprites;
 pub mod tasks;
+mod usage;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
@@ -81,6 +82,8 @@ pub fn router(state: AppState) -> Router {
             "/sprites/{name}/tasks/{task}",
             axum::routing::put(tasks::update).delete(tasks::delete),
         )
+        .route("/sprites/{name}/usage", get(usage::sprite))
+        .route("/usage", get(usage::org))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
