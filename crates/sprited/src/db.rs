@@ -399,6 +399,36 @@ impl Db {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    pub fn insert_token(
+        &self,
+        id: &str,
+        name: &str,
+        hash: &str,
+        created_at: &str,
+    ) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, name, hash, created_at],
+        )?;
+        Ok(())
+    }
+
+    /// Every token: (id, name, hash, created_at).
+    pub fn tokens(&self) -> Result<Vec<(String, String, String, String)>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, hash, created_at FROM tokens ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// False when there was no such token.
+    pub fn delete_token(&self, id: &str) -> Result<bool, DbError> {
+        let conn = self.lock()?;
+        Ok(conn.execute("DELETE FROM tokens WHERE id = ?1", params![id])? > 0)
+    }
+
     /// Creates or replaces a task.
     pub fn put_task(
         &self,

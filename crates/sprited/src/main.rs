@@ -58,6 +58,17 @@ struct Cli {
     /// Price of a GB-month of cold (object) storage.
     #[arg(long, default_value_t = 0.02, global = true)]
     rate_cold_gb_month: f64,
+    /// Most sprites that may exist (0: no limit).
+    #[arg(long, default_value_t = 0, global = true)]
+    max_sprites: u64,
+    /// Most sprites running or warm at once (0: no limit); a wake over it is
+    /// refused with 429 (the sprite waits cold), a create too unless it asks
+    /// `wait_for_capacity` (then it is made cold).
+    #[arg(long, default_value_t = 0, global = true)]
+    max_running: u64,
+    /// Most sprite creates per minute (0: no limit).
+    #[arg(long, default_value_t = 0, global = true)]
+    create_rate: u64,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -187,6 +198,9 @@ async fn main() -> anyhow::Result<()> {
     cfg.idle_warm = cli.idle_warm;
     cfg.idle_cold = cli.idle_cold;
     cfg.meter_interval = cli.meter_interval;
+    cfg.max_sprites = cli.max_sprites;
+    cfg.max_running = cli.max_running;
+    cfg.create_rate_per_minute = cli.create_rate;
     cfg.rates = sprites_api::usage::Rates {
         cpu_per_vcpu_hour: cli.rate_cpu_hour,
         ram_per_gb_hour: cli.rate_ram_gb_hour,

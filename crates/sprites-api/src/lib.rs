@@ -9,6 +9,7 @@ pub mod name;
 pub mod service;
 pub mod sprite;
 pub mod task;
+pub mod token;
 pub mod usage;
 
 /// Value of the `Sprite-Version` response header. The Go SDK picks its session

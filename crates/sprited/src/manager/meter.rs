@@ -108,6 +108,12 @@ impl Manager {
             (_, None) => 0,
         };
         let ram = stats.map(|s| s.memory_bytes as f64).unwrap_or(0.0);
+        match stats {
+            Some(s) => self
+                .metrics
+                .sampled(name, s.cpu_usage_ns as f64 / 1e9, s.memory_bytes),
+            None => self.metrics.forget(name),
+        }
         let hot = self.hot_bytes(id) as f64;
         Ok(UsageSample {
             sprite_id: id.to_string(),
