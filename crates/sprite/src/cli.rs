@@ -81,6 +81,13 @@ pub enum Command {
         #[command(subcommand)]
         command: ServicesCommand,
     },
+    /// What the sprite (or, without -s, every sprite) used and what it costs
+    Usage(UsageArgs),
+    /// Create, list or revoke API tokens
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Destroy the sprite and everything in it
     Destroy(DestroyArgs),
     /// Authenticated GET of an API path; prints the answer
@@ -259,6 +266,45 @@ pub enum ServicesCommand {
     },
     /// Stop a service and forget it
     Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// How far back: 7d, 24h, 30m (default 30d)
+    #[arg(long, default_value = "30d", value_parser = since)]
+    pub since: std::time::Duration,
+    /// Every sprite, per day, even when a sprite is selected
+    #[arg(long)]
+    pub all: bool,
+}
+
+fn since(arg: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = arg.split_at(arg.find(|c: char| !c.is_ascii_digit()).unwrap_or(arg.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{arg:?} is not like 7d, 24h or 30m"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" | "" => n,
+        _ => return Err(format!("{arg:?} is not like 7d, 24h or 30m")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a token; prints its secret (shown this once)
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never their secrets)
+    #[command(visible_alias = "ls")]
+    List,
+    /// Revoke a token by id: it fails at once
+    Revoke { id: String },
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod account;
 mod checkpoints;
 mod child;
 mod client;
@@ -28,6 +29,7 @@ mod services;
 mod sessions;
 mod sprites;
 
+pub use account::Range;
 pub use checkpoints::{checkpoint_id_in, CheckpointOutcome};
 pub use child::{ExecChild, ExecEvent, ExecStdin};
 pub use client::Client;
@@ -47,5 +49,7 @@ pub use sprites_api::sprite::{
     UpdateSpriteRequest, UrlSettings,
 };
 pub use sprites_api::task::Task;
+pub use sprites_api::token::{NewToken, TokenInfo};
+pub use sprites_api::usage::{Amounts, Cost, OrgUsage, UsageReport};
 
 pub use reqwest::Body;
