@@ -19,6 +19,8 @@ enum Case {
     Checkpoint,
     /// Warm and cold wake, and what 200 idle cold sprites cost.
     Lifecycle,
+    /// The daemon's CPU while it meters 200 running sprites.
+    Meter,
 }
 
 #[derive(Parser)]
@@ -547,6 +549,48 @@ async fn lifecycle_cases(
     Ok(())
 }
 
+/// Daemon CPU over a window, in % of one core.
+async fn daemon_cpu(pid: u32, window: Duration) -> anyhow::Result<f64> {
+    let c0 = cpu_ticks(pid)?;
+    tokio::time::sleep(window).await;
+    Ok((cpu_ticks(pid)? - c0) as f64 / 100.0 / window.as_secs_f64() * 100.0)
+}
+
+async fn meter_case(http: &reqwest::Client, notes: &mut Vec<String>) -> anyhow::Result<()> {
+    const N: usize = 200;
+    let window = Duration::from_secs(30);
+    let d = start_daemon_with(&["--idle-warm", "1h", "--meter-interval", "5s"])?;
+    for i in 0..N {
+        create(http, &d, &format!("m-{i}")).await?;
+    }
+    // Let creation settle, then measure with the meter at its default pace,
+    // and again with metering so rare it never runs in the window.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pid = d.child.id();
+    let metered = daemon_cpu(pid, window).await?;
+    for i in 0..N {
+        delete(http, &d, &format!("m-{i}")).await?;
+    }
+    drop(d);
+    let d = start_daemon_with(&["--idle-warm", "1h", "--meter-interval", "1h"])?;
+    for i in 0..N {
+        create(http, &d, &format!("m-{i}")).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let unmetered = daemon_cpu(d.child.id(), window).await?;
+    for i in 0..N {
+        delete(http, &d, &format!("m-{i}")).await?;
+    }
+    notes.push(format!(
+        "\nmetering {N} running sprites every 5 s: daemon CPU {metered:.2} % of one core \
+         (same daemon with metering off: {unmetered:.2} %; sampling overhead {:.2} %, target < 1 %), \
+         over {} s",
+        metered - unmetered,
+        window.as_secs()
+    ));
+    Ok(())
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -648,6 +692,9 @@ async fn main() -> anyhow::Result<()> {
     let mut notes = Vec::new();
     if matches!(args.case, Case::All | Case::Lifecycle) {
         lifecycle_cases(&http, &state, &bundle_s, args.runs, &mut rows, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Meter) {
+        meter_case(&http, &mut notes).await?;
     }
     delete(&http, &d, "warmup").await?;
     println!("runs per case: {}", args.runs);
