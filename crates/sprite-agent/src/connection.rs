@@ -9,7 +9,9 @@ use tokio::net::UnixStream;
 
 use crate::attach;
 use crate::kill;
+use crate::ports;
 use crate::registry::Sessions;
+use crate::relay;
 use crate::wire::{self, ReadError};
 
 /// How long a new connection may take to send its request.
@@ -66,6 +68,8 @@ pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>) {
             };
             let _ = wire::write_json(&mut wr, &reply).await;
         }
+        Request::Connect { host, port } => relay::connect(rd, wr, &host, port).await,
+        Request::WatchPorts => ports::watch(rd, wr).await,
         Request::Exec(req) => attach::exec(rd, wr, &sessions, req).await,
         Request::Attach { id } => attach::attach(rd, wr, &sessions, id).await,
     }
