@@ -87,11 +87,7 @@ async fn run(state: AppState, rec: SpriteRecord, mut ws: WebSocket) {
     let upstream = async {
         while let Some(Ok(m)) = ws_rx.next().await {
             match m {
-                Message::Binary(b) => {
-                    if tcp_w.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(b) if tcp_w.write_all(&b).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }

@@ -25,13 +25,15 @@ const MAX_IDLE: usize = 32;
 const IDLE_FOR: Duration = Duration::from_secs(60);
 
 type Key = (String, u16);
+/// An idle connection and when it became idle.
+type Idle = (Instant, SendRequest<Body>);
 
 /// Idle connections into sprites, by sprite id and port. They hold no
 /// activity: an idle connection never keeps a sprite awake; a stopped
 /// sprite's connections close with its agent and are dropped when found.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<Key, Vec<(Instant, SendRequest<Body>)>>>,
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
 }
 
 impl Pool {
