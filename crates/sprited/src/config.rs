@@ -24,6 +24,10 @@ pub struct Config {
     /// How long a non-TTY command outlives a dropped client unless the
     /// request says otherwise.
     pub non_tty_linger: std::time::Duration,
+    /// A running sprite with no activity for this long is paused (warm).
+    pub idle_warm: std::time::Duration,
+    /// A warm sprite is stopped (cold) after this long.
+    pub idle_cold: std::time::Duration,
 }
 
 pub const IMAGES: [&str; 2] = ["tiny", "standard"];
@@ -44,6 +48,8 @@ impl Config {
             uid_shift: Some(100_000),
             url_domain: "sprites.localhost".into(),
             non_tty_linger: std::time::Duration::from_secs(10),
+            idle_warm: std::time::Duration::from_secs(30),
+            idle_cold: std::time::Duration::from_secs(600),
         }
     }
 }

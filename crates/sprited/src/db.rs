@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     is_auto INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (sprite_id, id)
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    sprite_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    expires_unix_ms INTEGER NOT NULL,
+    PRIMARY KEY (sprite_id, name)
+);
 CREATE TABLE IF NOT EXISTS checkpoint_state (
     sprite_id TEXT PRIMARY KEY,
     next_seq INTEGER NOT NULL,
@@ -248,8 +255,48 @@ impl Db {
             "DELETE FROM checkpoint_state WHERE sprite_id = ?1",
             params![id],
         )?;
+        tx.execute("DELETE FROM tasks WHERE sprite_id = ?1", params![id])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Creates or replaces a task.
+    pub fn put_task(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        started_at: &str,
+        expires_unix_ms: i64,
+    ) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO tasks (sprite_id, name, started_at, expires_unix_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(sprite_id, name) DO UPDATE SET started_at = excluded.started_at,
+             expires_unix_ms = excluded.expires_unix_ms",
+            params![sprite_id, name, started_at, expires_unix_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_task(&self, sprite_id: &str, name: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM tasks WHERE sprite_id = ?1 AND name = ?2",
+            params![sprite_id, name],
+        )?;
+        Ok(())
+    }
+
+    /// The sprite's tasks: (name, started_at, expires_unix_ms).
+    pub fn tasks(&self, sprite_id: &str) -> Result<Vec<(String, String, i64)>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT name, started_at, expires_unix_ms FROM tasks WHERE sprite_id = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![sprite_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The number the sprite's next checkpoint gets. Taken for good by

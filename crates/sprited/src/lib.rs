@@ -168,6 +168,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .reconcile()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    manager.spawn_idle_tracker();
     Ok(AppState { token, manager })
 }
 

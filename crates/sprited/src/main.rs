@@ -36,6 +36,13 @@ struct Cli {
     /// reflinks (sparse: only what is written takes space), in GiB.
     #[arg(long, default_value_t = 256, global = true)]
     pool_size_gb: u64,
+    /// A running sprite with no activity for this long is paused: warm
+    /// (`2s`, `30s`, `10m`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
+    idle_warm: std::time::Duration,
+    /// A warm sprite is stopped after this long: cold (no process, no memory).
+    #[arg(long, default_value = "10m", value_parser = parse_duration, global = true)]
+    idle_cold: std::time::Duration,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -55,6 +62,12 @@ enum Command {
     },
     /// Stop every sprite of the data dir, unmount everything and delete it.
     Purge,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    sprites_api::service::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a duration like 2s, 30s or 10m"))
 }
 
 fn init_logging(json: bool) {
@@ -156,6 +169,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.default_ram_mb = cli.default_ram_mb;
     cfg.pids_limit = cli.pids_limit;
     cfg.pool_size_gb = cli.pool_size_gb;
+    cfg.idle_warm = cli.idle_warm;
+    cfg.idle_cold = cli.idle_cold;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Images { names } => {
             std::fs::create_dir_all(&cfg.data_dir)?;

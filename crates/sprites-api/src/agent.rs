@@ -192,10 +192,10 @@ pub enum Reply {
         services: Vec<Service>,
     },
     Service {
-        service: Service,
+        service: Box<Service>,
     },
     ServiceEvent {
-        event: ServiceEvent,
+        event: Box<ServiceEvent>,
     },
     Logs {
         text: String,

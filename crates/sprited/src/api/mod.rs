@@ -3,7 +3,9 @@
 pub mod checkpoints;
 mod exec;
 mod query;
+pub mod services;
 mod sprites;
+pub mod tasks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
@@ -46,6 +48,38 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sprites/{name}/checkpoints/{id}/restore",
             post(checkpoints::restore),
+        )
+        .route("/sprites/{name}/services", get(services::list))
+        .route(
+            "/sprites/{name}/services/signal",
+            post(services::signal)
+                .get(services::signal_named_get)
+                .put(services::signal_named_put)
+                .delete(services::signal_named_delete),
+        )
+        .route(
+            "/sprites/{name}/services/{svc}",
+            get(services::get)
+                .put(services::put)
+                .delete(services::delete),
+        )
+        .route(
+            "/sprites/{name}/services/{svc}/start",
+            post(services::start),
+        )
+        .route("/sprites/{name}/services/{svc}/stop", post(services::stop))
+        .route(
+            "/sprites/{name}/services/{svc}/restart",
+            post(services::restart),
+        )
+        .route("/sprites/{name}/services/{svc}/logs", get(services::logs))
+        .route(
+            "/sprites/{name}/tasks",
+            get(tasks::list).post(tasks::create),
+        )
+        .route(
+            "/sprites/{name}/tasks/{task}",
+            axum::routing::put(tasks::update).delete(tasks::delete),
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
