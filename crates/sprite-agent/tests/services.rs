@@ -46,7 +46,7 @@ fn events(agent: &Agent, op: ServiceOp) -> Vec<ServiceEvent> {
     replies(agent, op)
         .into_iter()
         .map(|r| match r {
-            Reply::ServiceEvent { event } => event,
+            Reply::ServiceEvent { event } => *event,
             other => panic!("expected service events, got {other:?}"),
         })
         .collect()
@@ -81,7 +81,7 @@ fn put(agent: &Agent, name: &str, spec: ServiceSpec, stream_ms: u64) -> Vec<Serv
 
 fn try_get(agent: &Agent, name: &str) -> Option<Service> {
     match one(agent, ServiceOp::Get { name: name.into() }) {
-        Reply::Service { service } => Some(service),
+        Reply::Service { service } => Some(*service),
         Reply::Error { code, .. } if code == "not_found" => None,
         other => panic!("unexpected {other:?}"),
     }
@@ -494,8 +494,13 @@ fn a_crash_is_restarted_with_growing_delays() {
         gap >= Duration::from_millis(1500) && gap <= Duration::from_millis(3500),
         "the second delay is about 2 s: {gap:?}"
     );
-    let st = get(&agent, "crash").state.expect("state");
+    // Between runs: failed, with why and when it runs again.
+    let st = eventually(Duration::from_secs(5), || {
+        get(&agent, "crash").state.filter(|s| s.status == "failed")
+    })
+    .expect("failed between runs");
     assert_eq!(st.error.as_deref(), Some("exited with code 1"));
+    assert!(st.next_restart_at.is_some() && st.pid.is_none());
     let log = logs(&agent, "crash", 100);
     assert!(log.matches("run\n").count() >= 3, "{log}");
     assert!(

@@ -148,7 +148,9 @@ async fn list(services: &Services) -> Result<Reply, OpError> {
 async fn get(services: &Services, name: &str) -> Result<Reply, OpError> {
     let reg = registry(services).await?;
     let service = reg.listing(name).ok_or_else(|| no_service(name))?;
-    Ok(Reply::Service { service })
+    Ok(Reply::Service {
+        service: Box::new(service),
+    })
 }
 
 async fn logs(services: &Services, name: &str, lines: usize) -> Result<Reply, OpError> {
@@ -470,7 +472,13 @@ fn log_files(unit: &Unit) -> BTreeMap<String, String> {
 }
 
 async fn send(wr: &mut OwnedWriteHalf, event: ServiceEvent) -> io::Result<()> {
-    wire::write_json(wr, &Reply::ServiceEvent { event }).await
+    wire::write_json(
+        wr,
+        &Reply::ServiceEvent {
+            event: Box::new(event),
+        },
+    )
+    .await
 }
 
 /// Turn a command's steps and the service's events into the event stream,
@@ -509,6 +517,11 @@ async fn run_stream(
     let mut steps_open = true;
     let mut sent_any = false;
     loop {
+        // A window already over (0 included) shows nothing more, even what
+        // is queued; the timer below may fire a tick late.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         tokio::select! {
             // Steps first: a run's `started` is always queued before its
             // output, and `stopped` after its last line.
