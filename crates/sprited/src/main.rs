@@ -43,6 +43,32 @@ struct Cli {
     /// A warm sprite is stopped after this long: cold (no process, no memory).
     #[arg(long, default_value = "10m", value_parser = parse_duration, global = true)]
     idle_cold: std::time::Duration,
+    /// How often CPU, memory and storage of every sprite are sampled.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    meter_interval: std::time::Duration,
+    /// Price of a vCPU-hour, in USD (the public service's by default).
+    #[arg(long, default_value_t = 0.07, global = true)]
+    rate_cpu_hour: f64,
+    /// Price of a GB-hour of memory.
+    #[arg(long, default_value_t = 0.04375, global = true)]
+    rate_ram_gb_hour: f64,
+    /// Price of a GB-month of hot (local) storage.
+    #[arg(long, default_value_t = 0.50, global = true)]
+    rate_hot_gb_month: f64,
+    /// Price of a GB-month of cold (object) storage.
+    #[arg(long, default_value_t = 0.02, global = true)]
+    rate_cold_gb_month: f64,
+    /// Most sprites that may exist (0: no limit).
+    #[arg(long, default_value_t = 0, global = true)]
+    max_sprites: u64,
+    /// Most sprites running or warm at once (0: no limit); a wake over it is
+    /// refused with 429 (the sprite waits cold), a create too unless it asks
+    /// `wait_for_capacity` (then it is made cold).
+    #[arg(long, default_value_t = 0, global = true)]
+    max_running: u64,
+    /// Most sprite creates per minute (0: no limit).
+    #[arg(long, default_value_t = 0, global = true)]
+    create_rate: u64,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -171,6 +197,16 @@ async fn main() -> anyhow::Result<()> {
     cfg.pool_size_gb = cli.pool_size_gb;
     cfg.idle_warm = cli.idle_warm;
     cfg.idle_cold = cli.idle_cold;
+    cfg.meter_interval = cli.meter_interval;
+    cfg.max_sprites = cli.max_sprites;
+    cfg.max_running = cli.max_running;
+    cfg.create_rate_per_minute = cli.create_rate;
+    cfg.rates = sprites_api::usage::Rates {
+        cpu_per_vcpu_hour: cli.rate_cpu_hour,
+        ram_per_gb_hour: cli.rate_ram_gb_hour,
+        hot_storage_per_gb_month: cli.rate_hot_gb_month,
+        cold_storage_per_gb_month: cli.rate_cold_gb_month,
+    };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Images { names } => {
             std::fs::create_dir_all(&cfg.data_dir)?;

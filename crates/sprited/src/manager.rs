@@ -8,6 +8,8 @@
 
 pub mod checkpoints;
 pub mod idle;
+pub mod limits;
+pub mod meter;
 pub mod services;
 pub mod tasks;
 
@@ -104,6 +106,13 @@ pub struct Manager {
     live: Mutex<HashMap<String, Arc<Live>>>,
     images: tokio::sync::Mutex<()>,
     me: Weak<Manager>,
+    /// One sample of a sprite at a time (rounds and last samples).
+    meter_lock: Mutex<()>,
+    /// Times of recent creates, for the create rate limit.
+    recent_creates: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    /// Held while a start is checked against `max_running` and made.
+    admission: tokio::sync::Mutex<()>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -164,6 +173,10 @@ impl Manager {
             live: Mutex::new(HashMap::new()),
             images: tokio::sync::Mutex::new(()),
             me: me.clone(),
+            meter_lock: Mutex::new(()),
+            recent_creates: Mutex::new(Default::default()),
+            admission: tokio::sync::Mutex::new(()),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -272,6 +285,7 @@ impl Manager {
             // The volume is a clone of the source's: its size comes along.
             limits.storage_gb = src.limits.storage_gb;
         }
+        self.admit_create()?;
         let auth = match req.url_settings.as_ref().and_then(|u| u.auth.clone()) {
             None => "sprite".to_string(),
             Some(a) => validate_url_auth(a)?,
@@ -317,7 +331,18 @@ impl Manager {
             }
         };
         let started = match made {
-            Ok(()) => self.start_locked(&rec).await,
+            Ok(()) => {
+                let _admitted = self.admission_lock().await;
+                match self.admit_start() {
+                    Ok(()) => self.start_locked(&rec).await,
+                    // Made, and waits cold until there is room.
+                    Err(_) if req.wait_for_capacity == Some(true) => {
+                        self.set_status(&rec.id, Status::Cold);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = started {
@@ -503,6 +528,7 @@ impl Manager {
                 match resumed {
                     Ok(()) => {
                         tracing::debug!(sprite = %rec.name, "resumed");
+                        self.metrics.woke("warm");
                         *lock(&self.live(&rec.id).warm_since) = None;
                         self.set_status(&rec.id, Status::Running);
                         return Ok(());
@@ -515,8 +541,11 @@ impl Manager {
             Status::Cold | Status::Error => {}
         }
         tracing::info!(sprite = %rec.name, "waking sprite");
+        let _admitted = self.admission_lock().await;
+        self.admit_start()?;
         match self.start_locked(rec).await {
             Ok(()) => {
+                self.metrics.woke("cold");
                 *lock(&self.live(&rec.id).error) = None;
                 *lock(&self.live(&rec.id).warm_since) = None;
                 Ok(())
@@ -631,6 +660,10 @@ impl Manager {
     /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),
     /// then unmount or destroy the volume.
     async fn halt(&self, id: &str, grace: Duration, release: Release) -> Result<(), ApiError> {
+        // What it used since the last sample, before the counters go.
+        if self.status(id) != Status::Cold {
+            self.meter_one(id).await;
+        }
         self.stop_inside(id);
         let store = self.store.clone();
         let driver = self.driver.clone();
@@ -736,4 +769,19 @@ fn bind_agent_socket(path: &std::path::Path) -> Result<OwnedFd, ApiError> {
     let l = std::os::unix::net::UnixListener::bind(path)
         .map_err(|e| ApiError::internal(format!("binding {}: {e}", path.display())))?;
     Ok(OwnedFd::from(l))
+}
+
+impl Manager {
+    /// Prometheus text: the sprites by status and every metric.
+    pub fn render_metrics(&self) -> String {
+        let mut counts = std::collections::BTreeMap::new();
+        for l in lock(&self.live).values() {
+            *counts.entry(lock(&l.status).as_str()).or_insert(0i64) += 1;
+        }
+        let by: Vec<(&str, i64)> = ["running", "warm", "cold", "error"]
+            .iter()
+            .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
+            .collect();
+        self.metrics.render(&by)
+    }
 }

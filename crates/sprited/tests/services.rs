@@ -1,6 +1,7 @@
-//! Services end to end: the daemon's API and `sprite-env services` inside a
-//! real sprite, both relayed to the agent that supervises them; through
-//! warm and cold, and across a checkpoint restore.
+//! Services through the real API: supervised by the agent, started at boot,
+//! frozen (not restarted) through warm, started again after cold; stop is
+//! sticky; a crash loop harms nothing; `sprite-env services` inside a
+//! sprite; definitions roll back with a checkpoint.
 
 mod common;
 
@@ -9,17 +10,12 @@ use std::time::{Duration, Instant};
 use common::{Api, Daemon, Output};
 use serde_json::{json, Value};
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A request answered by NDJSON: (status, lines; or the error body).
 async fn ndjson(
-    api: &Api,
+    api: &common::Api,
     method: reqwest::Method,
     path: &str,
-    body: Option<Value>,
-) -> (u16, Vec<Value>) {
+    body: Option<serde_json::Value>,
+) -> (u16, Vec<serde_json::Value>) {
     let mut req = api.req(method, path);
     if let Some(b) = body {
         req = req.json(&b);
@@ -30,7 +26,7 @@ async fn ndjson(
     if status != 200 {
         return (
             status,
-            vec![serde_json::from_str(&text).unwrap_or(Value::String(text))],
+            vec![serde_json::from_str(&text).unwrap_or_default()],
         );
     }
     let lines = text
@@ -39,6 +35,30 @@ async fn ndjson(
         .map(|l| serde_json::from_str(l).expect("NDJSON line"))
         .collect();
     (status, lines)
+}
+
+async fn service(api: &common::Api, sprite: &str, name: &str) -> serde_json::Value {
+    api.get_json(&format!("/v1/sprites/{sprite}/services/{name}"))
+        .await
+}
+
+async fn status(api: &common::Api, name: &str) -> String {
+    api.get_json(&format!("/v1/sprites/{name}")).await["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn wait_status(api: &common::Api, name: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status(api, name).await != want {
+        assert!(Instant::now() < deadline, "{name} never became {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn types(lines: &[Value]) -> Vec<&str> {
@@ -60,11 +80,6 @@ async fn status_code(
     }
     let r = req.send().await.expect("request");
     (r.status().as_u16(), r.text().await.expect("body"))
-}
-
-async fn service(api: &Api, sprite: &str, svc: &str) -> Value {
-    api.get_json(&format!("/v1/sprites/{sprite}/services/{svc}"))
-        .await
 }
 
 /// Poll the service until `ok` holds; panics after 30 s.
@@ -90,23 +105,219 @@ fn is_running(s: &Value) -> bool {
     s["state"]["status"] == "running"
 }
 
-async fn sprite_status(api: &Api, name: &str) -> String {
-    api.get_json(&format!("/v1/sprites/{name}")).await["status"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_live_through_warm_and_cold() {
+    let d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "2s"]);
+    let api = d.client();
+    api.create("svc").await;
+
+    // A service that counts, and one that needs it.
+    let (code, events) = ndjson(
+        &api,
+        reqwest::Method::PUT,
+        "/v1/sprites/svc/services/counter?duration=1s",
+        Some(serde_json::json!({
+            "cmd": "sh",
+            "args": ["-c", "echo started; i=0; while true; i=$((i+1)); do echo $i > /tmp/n; sleep 0.1; done"],
+        })),
+    )
+    .await;
+    assert_eq!(code, 200, "{events:?}");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"started"), "{events:?}");
+    assert_eq!(kinds.last(), Some(&"complete"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "stdout" && e["data"].as_str().unwrap_or("").contains("started")),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e["timestamp"].is_i64()), "{events:?}");
+    let (code, events) = ndjson(
+        &api,
+        reqwest::Method::PUT,
+        "/v1/sprites/svc/services/after",
+        Some(serde_json::json!({"cmd": "sleep", "args": ["1000"], "needs": ["counter"]})),
+    )
+    .await;
+    assert_eq!(code, 200, "{events:?}");
+
+    let list = api.get_json("/v1/sprites/svc/services").await;
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{list}");
+    let counter = service(&api, "svc", "counter").await;
+    assert_eq!(counter["state"]["status"], "running", "{counter}");
+    let pid = counter["state"]["pid"].as_i64().expect("pid");
+
+    // Services do not keep a sprite awake; through warm they are frozen,
+    // not restarted: same pid after.
+    wait_status(&api, "svc", "warm").await;
+    let counter = service(&api, "svc", "counter").await;
+    assert_eq!(
+        counter["state"]["pid"].as_i64(),
+        Some(pid),
+        "restarted by warm"
+    );
+    assert_eq!(counter["state"]["restart_count"], 0);
+
+    // After cold, the next boot starts them again.
+    wait_status(&api, "svc", "warm").await;
+    wait_status(&api, "svc", "cold").await;
+    let counter = service(&api, "svc", "counter").await;
+    assert_eq!(counter["state"]["status"], "running", "{counter}");
+    let after = service(&api, "svc", "after").await;
+    assert_eq!(after["state"]["status"], "running", "{after}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n: u64 = api.sh("svc", "cat /tmp/n").await.trim().parse().expect("n");
+    assert!(n > 0);
+
+    // Stop is sticky: still stopped after the next cold boot.
+    let (code, events) = ndjson(
+        &api,
+        reqwest::Method::POST,
+        "/v1/sprites/svc/services/counter/stop?timeout=2s",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{events:?}");
+    assert!(events.iter().any(|e| e["type"] == "stopped"), "{events:?}");
+    let (code, _) = ndjson(
+        &api,
+        reqwest::Method::POST,
+        "/v1/sprites/svc/services/counter/stop",
+        None,
+    )
+    .await;
+    assert_eq!(code, 409, "stopping a stopped service");
+    wait_status(&api, "svc", "warm").await;
+    wait_status(&api, "svc", "cold").await;
+    let counter = service(&api, "svc", "counter").await;
+    assert_eq!(counter["state"]["status"], "stopped", "{counter}");
+    let (code, events) = ndjson(
+        &api,
+        reqwest::Method::POST,
+        "/v1/sprites/svc/services/counter/start",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{events:?}");
+    assert_eq!(
+        service(&api, "svc", "counter").await["state"]["status"],
+        "running"
+    );
+
+    // Logs, signal, delete, and errors.
+    let logs = api
+        .req(
+            reqwest::Method::GET,
+            "/v1/sprites/svc/services/counter/logs?lines=5",
+        )
+        .send()
+        .await
+        .expect("logs");
+    assert_eq!(logs.status(), 200);
+    assert!(logs.text().await.expect("text").contains("started"));
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites/svc/services/signal")
+        .json(&serde_json::json!({"name": "after", "signal": "SIGTERM"}))
+        .send()
+        .await
+        .expect("signal");
+    assert_eq!(r.status(), 204);
+    let r = api
+        .req(reqwest::Method::GET, "/v1/sprites/svc/services/nope")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    let r = api
+        .req(reqwest::Method::PUT, "/v1/sprites/svc/services/bad%20name")
+        .json(&serde_json::json!({"cmd": "true"}))
+        .send()
+        .await
+        .expect("bad name");
+    assert_eq!(r.status(), 400);
+    let r = api
+        .req(reqwest::Method::DELETE, "/v1/sprites/svc/services/after")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 204);
+    let r = api
+        .req(reqwest::Method::GET, "/v1/sprites/svc/services/after")
+        .send()
+        .await
+        .expect("get deleted");
+    assert_eq!(r.status(), 404);
 }
 
-async fn wait_sprite(api: &Api, name: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = sprite_status(api, name).await;
-        if s == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} is {s}, never {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_harms_nothing_and_http_port_is_unique() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("loop").await;
+    let (code, events) = ndjson(
+        &api,
+        reqwest::Method::PUT,
+        "/v1/sprites/loop/services/crasher",
+        Some(serde_json::json!({"cmd": "sh", "args": ["-c", "echo boom; exit 3"]})),
+    )
+    .await;
+    assert_eq!(code, 200, "{events:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = service(&api, "loop", "crasher").await;
+    assert!(
+        s["state"]["restart_count"].as_u64().unwrap_or(0) >= 1,
+        "never restarted: {s}"
+    );
+    // Backoff: not restarted hundreds of times in 4 s.
+    assert!(
+        s["state"]["restart_count"].as_u64().unwrap_or(0) < 10,
+        "{s}"
+    );
+    // The sprite and its agent are fine.
+    assert_eq!(api.sh("loop", "echo alive").await, "alive\n");
+
+    let (code, _) = ndjson(
+        &api,
+        reqwest::Method::PUT,
+        "/v1/sprites/loop/services/web",
+        Some(serde_json::json!({"cmd": "sleep", "args": ["1000"], "http_port": 8080})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = ndjson(
+        &api,
+        reqwest::Method::PUT,
+        "/v1/sprites/loop/services/web2",
+        Some(serde_json::json!({"cmd": "sleep", "args": ["1000"], "http_port": 8081})),
+    )
+    .await;
+    assert_eq!(code, 409, "a second http_port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_from_inside_with_sprite_env() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("envsvc").await;
+    api.sh(
+        "envsvc",
+        "sprite-env services create ticker --duration 1s -- sh -c 'while true; do date; sleep 1; done' >/dev/null",
+    )
+    .await;
+    let list = api.sh("envsvc", "sprite-env services list --json").await;
+    let v: serde_json::Value = serde_json::from_str(&list).expect("json");
+    assert_eq!(v[0]["name"], "ticker", "{v}");
+    api.sh("envsvc", "sprite-env services stop ticker >/dev/null")
+        .await;
+    let s = service(&api, "envsvc", "ticker").await;
+    assert_eq!(s["state"]["status"], "stopped", "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,54 +514,6 @@ async fn sprite_env_services_inside_a_sprite() {
     let out = run(&["services", "list"]).await;
     assert_eq!((out.code, out.out().as_str()), (Some(0), ""));
     assert_eq!(stderr(&out), "no services\n");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_run_through_warm_and_start_again_after_cold() {
-    let d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "2s"]);
-    let api = d.client();
-    api.create("zz").await;
-    use reqwest::Method as M;
-    // Each start of `keep` adds a line to a file on the volume.
-    let (code, lines) = ndjson(
-        &api,
-        M::PUT,
-        "/v1/sprites/zz/services/keep",
-        Some(json!({"cmd": "sh", "args": ["-c", "echo start >> /home/sprite/starts; exec sleep 600"]})),
-    )
-    .await;
-    assert_eq!((code, types(&lines)), (200, vec!["started", "complete"]));
-    let (code, _) = ndjson(
-        &api,
-        M::PUT,
-        "/v1/sprites/zz/services/halt",
-        Some(json!({"cmd": "sleep", "args": ["600"]})),
-    )
-    .await;
-    assert_eq!(code, 200);
-    let (code, lines) = ndjson(&api, M::POST, "/v1/sprites/zz/services/halt/stop", None).await;
-    assert_eq!(
-        (code, types(&lines)),
-        (200, vec!["stopping", "stopped", "complete"])
-    );
-    let pid = service(&api, "zz", "keep").await["state"]["pid"].clone();
-
-    // Warm: frozen, not restarted.
-    wait_sprite(&api, "zz", "warm").await;
-    let keep = service(&api, "zz", "keep").await;
-    assert_eq!(keep["state"]["pid"], pid, "{keep}");
-    assert_eq!(api.sh("zz", "cat /home/sprite/starts").await, "start\n");
-
-    // Cold: the next request boots the sprite and the agent starts the
-    // service again; the stopped one stays stopped.
-    wait_sprite(&api, "zz", "cold").await;
-    wait_service(&api, "zz", "keep", "running again", is_running).await;
-    assert_eq!(
-        api.sh("zz", "cat /home/sprite/starts").await,
-        "start\nstart\n"
-    );
-    let halt = service(&api, "zz", "halt").await;
-    assert_eq!(halt["state"]["status"], "stopped", "{halt}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod account;
 mod checkpoints;
 mod child;
 mod client;
@@ -24,14 +25,16 @@ mod error;
 mod event_stream;
 mod exec;
 mod http_exec;
+mod services;
 mod sessions;
 mod sprites;
 
+pub use account::Range;
 pub use checkpoints::{checkpoint_id_in, CheckpointOutcome};
 pub use child::{ExecChild, ExecEvent, ExecStdin};
 pub use client::Client;
 pub use error::Error;
-pub use event_stream::{event_text, Completion, EventStream};
+pub use event_stream::{event_text, Completion, Event, EventStream, ServiceEvents};
 pub use exec::{Command, Output, TtySize};
 pub use http_exec::HttpExec;
 pub use sessions::{parse_ndjson, KillOptions};
@@ -40,9 +43,13 @@ pub use sprites::{ListOptions, SpriteHandle, MAX_PAGE_SIZE};
 /// The wire types, re-exported so that callers need not name `sprites-api`.
 pub use sprites_api;
 pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSource};
+pub use sprites_api::service::{Service, ServiceEvent, ServiceSpec, ServiceState};
 pub use sprites_api::sprite::{
     CreateSpriteRequest, SessionInfo, Sprite, SpriteConfig, SpriteList, Status, StreamEvent,
     UpdateSpriteRequest, UrlSettings,
 };
+pub use sprites_api::task::Task;
+pub use sprites_api::token::{NewToken, TokenInfo};
+pub use sprites_api::usage::{Amounts, Cost, OrgUsage, UsageReport};
 
 pub use reqwest::Body;

@@ -110,6 +110,7 @@ impl Manager {
             Ok(()) => {
                 *lock(&live.warm_since) = Some(Instant::now());
                 tracing::info!(id, "idle: sprite is warm (paused)");
+                self.metrics.hibernated("warm");
             }
             Err(e) => {
                 tracing::warn!(id, error = %e, "pausing an idle sprite failed");
@@ -129,7 +130,10 @@ impl Manager {
             return;
         }
         match self.halt(id, STOP_GRACE, Release::Unmount).await {
-            Ok(()) => tracing::info!(id, "idle: sprite is cold (stopped)"),
+            Ok(()) => {
+                tracing::info!(id, "idle: sprite is cold (stopped)");
+                self.metrics.hibernated("cold");
+            }
             Err(e) => tracing::warn!(id, error = %e, "stopping an idle sprite failed"),
         }
         *lock(&live.warm_since) = None;
