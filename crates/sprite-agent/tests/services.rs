@@ -714,8 +714,10 @@ fn boot_with_many_services_answers_at_once() {
         .then_some(())
     })
     .expect("all running");
+    let rss = agent.rss_kib();
     eprintln!(
-        "{n} chained services running {:?} after the agent started",
+        "{n} chained services running {:?} after the agent started; agent RSS {rss} KiB",
         t.elapsed()
     );
+    assert!(rss < 32 * 1024, "agent RSS {rss} KiB with {n} services");
 }

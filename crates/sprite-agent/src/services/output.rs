@@ -32,7 +32,7 @@ const DRAIN_IDLE: Duration = Duration::from_millis(200);
 /// ...or after this long in any case (a daemonised child may hold the pipe).
 const DRAIN_MAX: Duration = Duration::from_secs(2);
 /// Events buffered per follower.
-const FOLLOW_QUEUE: usize = 1024;
+const FOLLOW_QUEUE: usize = 256;
 
 /// An event of one run of the service (`instance` counts its starts).
 #[derive(Debug, Clone)]
@@ -44,7 +44,10 @@ pub struct Tagged {
 /// Where a service's output goes: its log and its followers.
 pub struct Output {
     log: Mutex<LogFile>,
-    events: broadcast::Sender<Tagged>,
+    /// Only while someone follows: the channel keeps its last events until
+    /// they are overwritten, which is memory an unwatched service should
+    /// not hold.
+    events: Mutex<Option<broadcast::Sender<Tagged>>>,
     /// Whether the last log write failed (reported once, not per line).
     log_failing: Mutex<bool>,
     name: String,
@@ -54,7 +57,7 @@ impl Output {
     pub fn new(log: LogFile, name: &str) -> Output {
         Output {
             log: Mutex::new(log),
-            events: broadcast::Sender::new(FOLLOW_QUEUE),
+            events: Mutex::new(None),
             log_failing: Mutex::new(false),
             name: name.to_string(),
         }
@@ -69,15 +72,38 @@ impl Output {
         self.log().path().to_string_lossy().into_owned()
     }
 
+    fn events(&self) -> MutexGuard<'_, Option<broadcast::Sender<Tagged>>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Follow events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Tagged> {
-        self.events.subscribe()
+        let mut events = self.events();
+        match events.as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(FOLLOW_QUEUE);
+                *events = Some(tx);
+                rx
+            }
+        }
+    }
+
+    /// The channel to followers, if anyone follows (else it is dropped).
+    fn followers(&self) -> Option<broadcast::Sender<Tagged>> {
+        let mut events = self.events();
+        if events.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
+            *events = None;
+        }
+        events.clone()
     }
 
     /// Publish an event to followers (not the log).
     pub fn publish(&self, instance: u64, event: ServiceEvent) {
-        // No follower is fine.
-        let _ = self.events.send(Tagged { instance, event });
+        if let Some(tx) = self.followers() {
+            // A follower that left meanwhile is fine.
+            let _ = tx.send(Tagged { instance, event });
+        }
     }
 
     /// A supervisor note in the log.
@@ -91,21 +117,21 @@ impl Output {
     fn lines(&self, instance: u64, kind: &'static str, bytes: &[u8]) {
         let r = self.log().write(bytes);
         self.log_result(r);
-        if self.events.receiver_count() == 0 {
+        let Some(tx) = self.followers() else {
             return;
-        }
+        };
         let timestamp = now_ms();
         for line in bytes.split_inclusive(|&b| b == b'\n') {
-            self.publish(
+            let _ = tx.send(Tagged {
                 instance,
-                ServiceEvent {
+                event: ServiceEvent {
                     kind: kind.to_string(),
                     data: Some(String::from_utf8_lossy(line).into_owned()),
                     exit_code: None,
                     timestamp,
                     log_files: None,
                 },
-            );
+            });
         }
     }
 
@@ -271,5 +297,85 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(tag: &str) -> (Output, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "sprite-agent-output-{tag}-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        (Output::new(LogFile::new(&dir, "svc"), "svc"), dir)
+    }
+
+    #[tokio::test]
+    async fn followers_get_lines_and_the_channel_goes_with_them() {
+        let (o, dir) = out("follow");
+        o.lines(1, "stdout", b"before\n");
+        assert!(o.events().is_none(), "nobody follows: no channel");
+        let mut rx = o.subscribe();
+        o.lines(1, "stdout", b"a\nb\n");
+        o.lines(1, "stderr", b"c\n");
+        let got: Vec<(String, String)> = (0..3)
+            .map(|_| {
+                let t = rx.try_recv().expect("event");
+                (t.event.kind, t.event.data.unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("stdout".to_string(), "a\n".to_string()),
+                ("stdout".to_string(), "b\n".to_string()),
+                ("stderr".to_string(), "c\n".to_string())
+            ]
+        );
+        drop(rx);
+        o.publish(
+            1,
+            ServiceEvent {
+                kind: "exit".into(),
+                data: None,
+                exit_code: Some(0),
+                timestamp: now_ms(),
+                log_files: None,
+            },
+        );
+        assert!(
+            o.events().is_none(),
+            "the last follower left: channel dropped"
+        );
+        let log = std::fs::read_to_string(dir.join("svc.log")).expect("log");
+        assert_eq!(log, "before\na\nb\nc\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn partial_lines_wait_for_their_end() {
+        let (o, dir) = out("partial");
+        let mut s = Stream {
+            kind: "stdout",
+            rx: None,
+            partial: Vec::new(),
+            partial_since: Instant::now(),
+        };
+        s.take(b"one\ntw", &o, 1);
+        assert_eq!(s.partial, b"tw");
+        s.take(b"o\nthr", &o, 1);
+        assert_eq!(s.partial, b"thr");
+        assert!(s.partial_deadline().is_some());
+        s.flush(&o, 1);
+        assert!(s.partial_deadline().is_none());
+        s.take(&vec![b'x'; PARTIAL_MAX], &o, 1);
+        assert!(s.partial.is_empty(), "a long partial line is let out");
+        let log = std::fs::read_to_string(dir.join("svc.log")).expect("log");
+        assert!(log.starts_with("one\ntwo\nthrxxx"), "{log:.20}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
