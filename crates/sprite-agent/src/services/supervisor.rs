@@ -463,7 +463,6 @@ impl Runner {
             return;
         };
         self.publish_exit(run.instance, code);
-        end_group(run.pid, Instant::now() + LEFTOVER_GRACE).await;
         self.fails = if run.since.elapsed() >= STABLE {
             1
         } else {
@@ -475,6 +474,9 @@ impl Runner {
             delay.as_secs()
         ));
         self.schedule(delay, format!("exited with code {code}"));
+        // The state already says it is down while the rest of its group
+        // gets its grace.
+        end_group(run.pid, Instant::now() + LEFTOVER_GRACE).await;
     }
 
     /// SIGTERM the run's group, SIGKILL after `timeout`; its exit code, or
