@@ -615,10 +615,10 @@ fn boot_starts_services_in_needs_order() {
 
     let agent = Agent::start_with_state(state.path());
     let names = ["c-db", "b-api", "a-web", "e-orphan"];
-    eventually(Duration::from_secs(10), || {
-        names.iter().all(|n| running(&agent, n)).then_some(())
-    })
-    .expect("every service runs after boot");
+    // Service calls wait for boot to have started them: no polling.
+    for n in names {
+        assert!(running(&agent, n), "{n} runs after boot");
+    }
     let pids: Vec<i32> = names.iter().map(|n| pid_of(&agent, n)).collect();
     assert!(
         pids[0] < pids[1] && pids[1] < pids[2],
@@ -647,10 +647,7 @@ fn stop_is_sticky_across_an_agent_kill() {
     assert!(gone(keep));
 
     let agent = Agent::start_with_state(state.path());
-    eventually(Duration::from_secs(10), || {
-        running(&agent, "keep").then_some(())
-    })
-    .expect("keep starts again at boot");
+    assert!(running(&agent, "keep"), "keep starts again at boot");
     assert_ne!(pid_of(&agent, "keep"), keep);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(status(&agent, "halt"), "stopped");
@@ -674,10 +671,7 @@ fn stop_is_sticky_across_an_agent_kill() {
     assert_eq!(kinds(&evs), ["started", "complete"]);
     drop(agent);
     let agent = Agent::start_with_state(state.path());
-    eventually(Duration::from_secs(10), || {
-        running(&agent, "halt").then_some(())
-    })
-    .expect("halt starts at boot now");
+    assert!(running(&agent, "halt"), "halt starts at boot now");
 }
 
 #[test]
@@ -705,15 +699,13 @@ fn boot_with_many_services_answers_at_once() {
         ping < Duration::from_millis(500),
         "first ping took {ping:?}"
     );
-    eventually(Duration::from_secs(20), || {
-        let all = list(&agent);
-        (all.len() == n
-            && all
-                .iter()
-                .all(|s| s.state.as_ref().is_some_and(|st| st.status == "running")))
-        .then_some(())
-    })
-    .expect("all running");
+    // The first list waits for boot: every service is running by then.
+    let all = list(&agent);
+    assert_eq!(all.len(), n);
+    for s in &all {
+        let st = s.state.as_ref().expect("state");
+        assert_eq!(st.status, "running", "{}", s.name);
+    }
     let rss = agent.rss_kib();
     eprintln!(
         "{n} chained services running {:?} after the agent started; agent RSS {rss} KiB",

@@ -9,7 +9,11 @@
 //! - `ops`: the protocol side: a `ServiceOp` in, replies and events out
 //!
 //! `<state>` is `/.sprite` unless `SPRITE_AGENT_STATE_DIR` says otherwise
-//! (host tests). The registry (definitions and supervisors by name) sits
+//! (host tests). Service operations wait (up to [`BOOT_WAIT`]) until boot
+//! has started every service, so the first call after a cold wake sees
+//! them running, as if the sprite had never stopped; everything else
+//! (exec, sessions) is served at once. The registry (definitions and
+//! supervisors by name) sits
 //! behind one async lock, held only for short bookkeeping: checks, the
 //! file write, queueing a command. What a command does to a process
 //! (stopping takes up to its timeout) happens in the supervisor's task,
@@ -29,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sprites_api::service::{Service, ServiceSpec};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{watch, Mutex, OwnedMutexGuard};
 
 use crate::log::log;
 use crate::reaper::Reaper;
@@ -44,6 +48,8 @@ use self::supervisor::{Command, Status, Step, Unit};
 /// Environment variable naming the state directory (default `/.sprite`).
 pub const STATE_DIR_ENV: &str = "SPRITE_AGENT_STATE_DIR";
 const DEFAULT_STATE_DIR: &str = "/.sprite";
+/// Longest a service operation waits for boot to start the services.
+pub const BOOT_WAIT: Duration = Duration::from_secs(10);
 
 /// The state directory this agent uses.
 pub fn state_dir() -> PathBuf {
@@ -100,6 +106,8 @@ pub struct Services {
     logs_dir: PathBuf,
     registry: Arc<Mutex<Registry>>,
     shutting_down: AtomicBool,
+    /// Set once boot has started (or tried) every service.
+    booted: watch::Sender<bool>,
 }
 
 impl Services {
@@ -117,12 +125,24 @@ impl Services {
             logs_dir: state_dir.join("logs"),
             registry,
             shutting_down: AtomicBool::new(false),
+            booted: watch::Sender::new(false),
         });
         tokio::spawn(services.clone().start_all(guard));
         services
     }
 
     async fn start_all(self: Arc<Self>, guard: Option<OwnedMutexGuard<Registry>>) {
+        self.load_and_start(guard).await;
+        self.booted.send_replace(true);
+    }
+
+    /// Wait (bounded) until boot has started the services.
+    pub async fn booted(&self) {
+        let mut rx = self.booted.subscribe();
+        let _ = tokio::time::timeout(BOOT_WAIT, rx.wait_for(|done| *done)).await;
+    }
+
+    async fn load_and_start(&self, guard: Option<OwnedMutexGuard<Registry>>) {
         let mut reg = match guard {
             Some(g) => g,
             None => self.registry.clone().lock_owned().await,

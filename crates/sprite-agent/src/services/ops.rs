@@ -128,6 +128,7 @@ fn stop_timeout(ms: u64) -> Duration {
 
 /// The registry once loaded, or why services cannot be used.
 async fn registry(services: &Services) -> Result<tokio::sync::MutexGuard<'_, Registry>, OpError> {
+    services.booted().await;
     let reg = services.registry.lock().await;
     if let Some(why) = &reg.broken {
         return Err(OpError::Internal(why.clone()));
