@@ -16,6 +16,7 @@ mod reaper;
 mod registry;
 mod relay;
 mod scrollback;
+mod services;
 mod session;
 mod shutdown;
 mod signame;
@@ -113,12 +114,18 @@ async fn serve(on: ListenOn, pid1: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sessions = registry::Sessions::new(reaper);
+    let sessions = registry::Sessions::new(reaper.clone());
+    // After the listener: the daemon's connections are accepted while the
+    // services start in the background.
+    let services = services::Services::boot(reaper, &services::state_dir());
     tokio::select! {
-        _ = listener::serve(listener, sessions.clone()) => {}
+        _ = listener::serve(listener, sessions.clone(), services.clone()) => {}
         why = stop.wait() => log!("{why}: stopping"),
     }
-    shutdown::stop_everything(&sessions, pid1).await;
+    tokio::join!(
+        services.shutdown(shutdown::GRACE),
+        shutdown::stop_everything(&sessions, pid1)
+    );
     if let ListenOn::Path(path) = &on {
         let _ = std::fs::remove_file(path);
     }

@@ -560,31 +560,32 @@ async fn daemon_cpu(pid: u32, window: Duration) -> anyhow::Result<f64> {
     Ok((cpu_ticks(pid)? - c0) as f64 / 100.0 / window.as_secs_f64() * 100.0)
 }
 
+/// Daemon CPU with `n` idle running sprites, metered every `interval`.
+async fn cpu_with_sprites(
+    http: &reqwest::Client,
+    n: usize,
+    interval: &str,
+    window: Duration,
+) -> anyhow::Result<f64> {
+    let d = start_daemon_with(&["--idle-warm", "1h", "--meter-interval", interval])?;
+    for i in 0..n {
+        create(http, &d, &format!("m-{i}")).await?;
+    }
+    // Let creation settle before measuring.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let cpu = daemon_cpu(d.child.id(), window).await?;
+    for i in 0..n {
+        delete(http, &d, &format!("m-{i}")).await?;
+    }
+    Ok(cpu)
+}
+
 async fn meter_case(http: &reqwest::Client, notes: &mut Vec<String>) -> anyhow::Result<()> {
     const N: usize = 200;
     let window = Duration::from_secs(30);
-    let d = start_daemon_with(&["--idle-warm", "1h", "--meter-interval", "5s"])?;
-    for i in 0..N {
-        create(http, &d, &format!("m-{i}")).await?;
-    }
-    // Let creation settle, then measure with the meter at its default pace,
-    // and again with metering so rare it never runs in the window.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let pid = d.child.id();
-    let metered = daemon_cpu(pid, window).await?;
-    for i in 0..N {
-        delete(http, &d, &format!("m-{i}")).await?;
-    }
-    drop(d);
-    let d = start_daemon_with(&["--idle-warm", "1h", "--meter-interval", "1h"])?;
-    for i in 0..N {
-        create(http, &d, &format!("m-{i}")).await?;
-    }
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let unmetered = daemon_cpu(d.child.id(), window).await?;
-    for i in 0..N {
-        delete(http, &d, &format!("m-{i}")).await?;
-    }
+    let metered = cpu_with_sprites(http, N, "5s", window).await?;
+    // The same with metering so rare it never runs in the window.
+    let unmetered = cpu_with_sprites(http, N, "1h", window).await?;
     notes.push(format!(
         "\nmetering {N} running sprites every 5 s: daemon CPU {metered:.2} % of one core \
          (same daemon with metering off: {unmetered:.2} %; sampling overhead {:.2} %, target < 1 %), \
