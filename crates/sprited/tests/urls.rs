@@ -590,3 +590,39 @@ where
         }
     }
 }
+
+#[tokio::test]
+async fn the_service_with_http_port_gets_the_url() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("sv").await;
+    set_auth(&api, "sv", "public").await;
+    api.sh(
+        "sv",
+        "mkdir -p /tmp/www && echo from-service > /tmp/www/index.html",
+    )
+    .await;
+    let r = api
+        .req(reqwest::Method::PUT, "/v1/sprites/sv/services/web")
+        .json(&serde_json::json!({
+            "cmd": "busybox", "args": ["httpd", "-f", "-p", "9090", "-h", "/tmp/www"], "http_port": 9090
+        }))
+        .send()
+        .await
+        .expect("service");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let c = url_client(&d, &["sv"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = c.get(url(&d, "sv", "/")).send().await.expect("get");
+        let status = r.status();
+        let body = r.text().await.expect("body");
+        if status == 200 {
+            assert_eq!(body, "from-service\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.delete("sv").await;
+}
