@@ -8,6 +8,7 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 
 use crate::attach;
+use crate::fs;
 use crate::kill;
 use crate::registry::Sessions;
 use crate::wire::{self, ReadError};
@@ -54,6 +55,7 @@ pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>) {
         }
         Request::Exec(req) => attach::exec(rd, wr, &sessions, req).await,
         Request::Attach { id } => attach::attach(rd, wr, &sessions, id).await,
+        Request::Fs(req) => fs::serve(rd, wr, &sessions, req).await,
     }
 }
 

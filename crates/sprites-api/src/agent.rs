@@ -20,6 +20,9 @@
 //! - `kill`: `signal`, then `exited` or `killed`, then `complete`; or one
 //!   `error`.
 //! - `ping`: one `pong`.
+//! - `fs`: one filesystem call, answered with [`crate::fs::FsReply`] JSON
+//!   frames; file bytes travel as `STDOUT` frames (read) or `STDIN` frames
+//!   ended by `STDIN_EOF` (write). See [`crate::fs::FsCall`] for each call.
 //!
 //! Errors the agent can name come as an [`Reply::Error`] frame, then close.
 
@@ -56,6 +59,7 @@ pub enum Request {
         timeout_ms: u64,
     },
     Ping,
+    Fs(crate::fs::FsRequest),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
