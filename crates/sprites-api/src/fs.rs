@@ -514,6 +514,9 @@ pub enum FsReply {
     /// the entries listed, deleted or changed.
     Done {
         path: PathBytes,
+        /// The destination of a rename or copy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dest: Option<PathBytes>,
         #[serde(default)]
         size: u64,
         #[serde(default)]
@@ -526,6 +529,8 @@ pub enum FsReply {
         /// request the agent refuses.
         code: String,
         message: String,
+        /// Absent in the agent's generic error replies.
+        #[serde(default)]
         path: PathBytes,
     },
 }
@@ -634,6 +639,7 @@ mod tests {
         );
         let reply = FsReply::Done {
             path: "/x".into(),
+            dest: None,
             size: 3,
             mode: 0o644,
             count: 0,

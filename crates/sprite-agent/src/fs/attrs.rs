@@ -93,6 +93,7 @@ fn id_of(spec: &str, by_name: impl Fn(&str) -> Option<u32>) -> Result<u32, Strin
 fn done(conn: &mut Conn, t: &Target, mode: u32, count: u64) -> CallResult {
     conn.reply(&FsReply::Done {
         path: PathBytes(t.shown.clone()),
+        dest: None,
         size: 0,
         mode,
         count,

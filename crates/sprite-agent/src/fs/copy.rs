@@ -33,24 +33,25 @@ pub fn copy(
     preserve: bool,
 ) -> CallResult {
     let count = copy_any(src, dst, recursive, preserve)?;
-    done(conn, src, count)
+    done(conn, src, dst, count)
 }
 
 pub fn rename(conn: &mut Conn, src: &Target, dst: &Target) -> CallResult {
     match std::fs::rename(&src.os, &dst.os) {
-        Ok(()) => done(conn, src, 1),
+        Ok(()) => done(conn, src, dst, 1),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let count = copy_any(src, dst, true, true)?;
             remove::remove(src, true, &mut |_| Ok(()))?;
-            done(conn, src, count)
+            done(conn, src, dst, count)
         }
         Err(e) => Err(FsError::io("rename", &src.shown, &e).into()),
     }
 }
 
-fn done(conn: &mut Conn, src: &Target, count: u64) -> CallResult {
+fn done(conn: &mut Conn, src: &Target, dst: &Target, count: u64) -> CallResult {
     conn.reply(&FsReply::Done {
         path: PathBytes(src.shown.clone()),
+        dest: Some(PathBytes(dst.shown.clone())),
         size: 0,
         mode: 0,
         count,

@@ -56,6 +56,7 @@ pub fn list(conn: &mut Conn, t: &Target, recursive: bool, pattern: Option<&str>)
     out.flush(conn).map_err(gone)?;
     conn.reply(&FsReply::Done {
         path: PathBytes(t.shown.clone()),
+        dest: None,
         size: 0,
         mode: 0,
         count: out.total,
@@ -87,6 +88,7 @@ pub fn stat(conn: &mut Conn, t: &Target) -> CallResult {
     )?;
     conn.reply(&FsReply::Done {
         path: PathBytes(t.shown.clone()),
+        dest: None,
         size: st.size,
         mode: st.perms(),
         count: 1,

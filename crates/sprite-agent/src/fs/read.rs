@@ -80,6 +80,7 @@ pub fn read(conn: &mut Conn, t: &Target) -> CallResult {
     }
     conn.reply(&FsReply::Done {
         path,
+        dest: None,
         size: total,
         mode: st.perms(),
         count: 1,

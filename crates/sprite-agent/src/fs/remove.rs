@@ -20,6 +20,7 @@ pub fn delete(conn: &mut Conn, t: &Target, recursive: bool) -> CallResult {
     out.flush(conn).map_err(gone)?;
     conn.reply(&FsReply::Done {
         path: PathBytes(t.shown.clone()),
+        dest: None,
         size: 0,
         mode: 0,
         count: out.total,

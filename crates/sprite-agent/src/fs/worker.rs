@@ -27,6 +27,8 @@ pub struct Job {
 }
 
 pub fn main() -> ExitCode {
+    // Started through /proc/self/exe: without this, `ps` calls it "exe".
+    let _ = nix::sys::prctl::set_name(c"sprite-fs");
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let mut conn = match Conn::from_stdin() {
         Ok(c) => c,

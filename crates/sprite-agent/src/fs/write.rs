@@ -66,6 +66,7 @@ pub fn write(conn: &mut Conn, t: &Target, mode: Option<u32>, parents: MkdirParen
     finish(t, sink, mode, final_mode, existing.as_ref())?;
     conn.reply(&FsReply::Done {
         path,
+        dest: None,
         size,
         mode: final_mode,
         count: 1,
