@@ -87,6 +87,10 @@ fn make_parents(t: &Target, parents: MkdirParents) -> CallResult {
         Err(_) if parent.is_dir() => Ok(()),
         Err(e) => {
             let shown = paths::fold(parent.as_os_str().as_encoded_bytes());
+            // Something that is not a directory is in the way.
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                return Err(FsError::errno("write", &shown, Errno::ENOTDIR).into());
+            }
             Err(FsError::io("mkdir", &shown, &e).into())
         }
     }
