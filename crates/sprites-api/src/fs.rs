@@ -354,6 +354,23 @@ pub struct ChmodRequest {
     pub run_as: RunAs,
 }
 
+/// `POST fs/mkdir` (extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MkdirRequest {
+    pub path: PathBytes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBytes>,
+    /// Octal string or number; default 0755.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<serde_json::Value>,
+    /// Make missing parents too, and accept an existing directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parents: Option<bool>,
+    #[serde(flatten)]
+    pub run_as: RunAs,
+}
+
 /// `POST fs/chown` (the JS SDK's call): ids or names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -468,6 +485,14 @@ pub enum FsCall {
     Delete {
         path: PathBytes,
         recursive: bool,
+    },
+    /// Make a directory (`parents`: and missing ones above it, and an
+    /// existing directory is no error, as `mkdir -p`); `Done`.
+    Mkdir {
+        path: PathBytes,
+        /// Permission bits; `None`: 0755.
+        mode: Option<u32>,
+        parents: bool,
     },
     Rename {
         source: PathBytes,

@@ -23,6 +23,7 @@ mod client;
 mod error;
 mod event_stream;
 mod exec;
+mod fs;
 mod http_exec;
 mod sessions;
 mod sprites;
@@ -33,6 +34,7 @@ pub use client::Client;
 pub use error::Error;
 pub use event_stream::{event_text, Completion, EventStream};
 pub use exec::{Command, Output, TtySize};
+pub use fs::{FileStream, Filesystem, WriteOptions, MODE_HEADER};
 pub use http_exec::HttpExec;
 pub use sessions::{parse_ndjson, KillOptions};
 pub use sprites::{ListOptions, SpriteHandle, MAX_PAGE_SIZE};
@@ -40,6 +42,9 @@ pub use sprites::{ListOptions, SpriteHandle, MAX_PAGE_SIZE};
 /// The wire types, re-exported so that callers need not name `sprites-api`.
 pub use sprites_api;
 pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSource};
+pub use sprites_api::fs::{
+    ChangeResponse, DeleteResponse, FileKind, FsEntry, ListResponse, PathBytes, WriteResponse,
+};
 pub use sprites_api::sprite::{
     CreateSpriteRequest, SessionInfo, Sprite, SpriteConfig, SpriteList, Status, StreamEvent,
     UpdateSpriteRequest, UrlSettings,

@@ -15,6 +15,7 @@ mod entry;
 mod error;
 mod glob;
 mod list;
+mod mkdir;
 mod paths;
 mod read;
 mod remove;

@@ -10,7 +10,7 @@ use sprites_api::fs::{FsCall, PathBytes};
 use super::conn::Conn;
 use super::error::{CallResult, Failure, FsError};
 use super::paths::resolve;
-use super::{attrs, copy, list, read, remove, write};
+use super::{attrs, copy, list, mkdir, read, remove, write};
 use crate::log::log;
 
 /// The argument that makes the agent binary a worker.
@@ -78,6 +78,11 @@ fn run(conn: &mut Conn, job: &Job) -> CallResult {
         FsCall::Delete { path, recursive } => {
             remove::delete(conn, &resolve(base, path, false)?, *recursive)
         }
+        FsCall::Mkdir {
+            path,
+            mode,
+            parents,
+        } => mkdir::mkdir(conn, &resolve(base, path, false)?, *mode, *parents),
         FsCall::Rename { source, dest } => copy::rename(
             conn,
             &resolve(base, source, false)?,

@@ -21,7 +21,8 @@ use serde::de::DeserializeOwned;
 use sprites_api::agent::{self, Request as AgentRequest};
 use sprites_api::fs::{
     self as wire, ChangeResponse, ChmodRequest, ChownRequest, CopyRequest, FsCall, FsEntry,
-    FsErrorBody, FsReply, FsRequest, MkdirParents, PathBytes, RenameRequest, RunAs, WriteResponse,
+    FsErrorBody, FsReply, FsRequest, MkdirParents, MkdirRequest, PathBytes, RenameRequest, RunAs,
+    WriteResponse,
 };
 
 use super::query::Query;
@@ -577,6 +578,26 @@ pub async fn chmod(
         path: b.path,
         mode: wire::mode_from_json(&b.mode).map_err(invalid)?,
         recursive: b.recursive.unwrap_or(false),
+    };
+    change(&state, &name, &b.run_as, non_empty(b.working_dir), call).await
+}
+
+/// `POST fs/mkdir` `{path, workingDir, mode, parents}` (extension).
+pub async fn mkdir(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> FsResult {
+    let b: MkdirRequest = parse_body(&body)?;
+    let call = FsCall::Mkdir {
+        path: b.path,
+        mode: b
+            .mode
+            .as_ref()
+            .map(wire::mode_from_json)
+            .transpose()
+            .map_err(invalid)?,
+        parents: b.parents.unwrap_or(false),
     };
     change(&state, &name, &b.run_as, non_empty(b.working_dir), call).await
 }

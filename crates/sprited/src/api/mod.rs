@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sprites/{name}/fs/copy", post(fs::copy))
         .route("/sprites/{name}/fs/chmod", post(fs::chmod))
         .route("/sprites/{name}/fs/chown", post(fs::chown))
+        .route("/sprites/{name}/fs/mkdir", post(fs::mkdir))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
