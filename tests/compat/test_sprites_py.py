@@ -127,3 +127,29 @@ def test_checkpoints(sprite):
     with pytest.raises(APIError) as e:
         list(sprite.restore_checkpoint("v99"))
     assert e.value.status_code == 404
+
+
+def test_services(sprite):
+    events = list(sprite.create_service(
+        "py-web", "sh", ["-c", "echo up; sleep 1000"], duration=1.0, env={"X": "1"}))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "complete", kinds
+    assert any(e.type == "stdout" and "up" in (e.data or "") for e in events), events
+    names = [s.name for s in sprite.list_services()]
+    assert names == ["py-web"]
+    svc = sprite.get_service("py-web")
+    assert svc.cmd == "sh" and svc.env == {"X": "1"}
+    assert svc.state.status == "running" and svc.state.pid
+    sprite.signal_service("py-web", "SIGCONT")
+    stopped = list(sprite.stop_service("py-web", timeout=2.0))
+    assert any(e.type == "stopped" for e in stopped), stopped
+    assert sprite.get_service("py-web").state.status == "stopped"
+    from sprites.exceptions import APIError
+    with pytest.raises(APIError) as e:
+        list(sprite.stop_service("py-web"))
+    assert e.value.status_code == 409
+    started = list(sprite.start_service("py-web", duration=0.5))
+    assert started[-1].type == "complete", started
+    assert sprite.get_service("py-web").state.status == "running"
+    sprite.delete_service("py-web")
+    assert sprite.list_services() == []

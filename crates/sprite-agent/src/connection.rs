@@ -53,6 +53,20 @@ pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>) {
         } => {
             let _ = kill::kill(&mut wr, &sessions, id, &signal, timeout_ms).await;
         }
+        Request::Busy => {
+            let busy = Reply::Busy {
+                running_sessions: u32::try_from(sessions.live().len()).unwrap_or(u32::MAX),
+            };
+            let _ = wire::write_json(&mut wr, &busy).await;
+        }
+        Request::Service(_) => {
+            // Replaced by the service supervisor (in progress on its branch).
+            let reply = Reply::Error {
+                code: "internal".into(),
+                message: "services are not available in this agent build".into(),
+            };
+            let _ = wire::write_json(&mut wr, &reply).await;
+        }
         Request::Exec(req) => attach::exec(rd, wr, &sessions, req).await,
         Request::Attach { id } => attach::attach(rd, wr, &sessions, id).await,
         Request::Fs(req) => fs::serve(rd, wr, &sessions, req).await,

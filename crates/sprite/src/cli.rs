@@ -76,6 +76,20 @@ pub enum Command {
     },
     /// Put the sprite's filesystem back to a checkpoint (restarts its processes)
     Restore(RestoreArgs),
+    /// Manage services: processes the sprite keeps running (started at boot,
+    /// restarted when they crash)
+    #[command(visible_alias = "svc")]
+    Services {
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
+    /// What the sprite (or, without -s, every sprite) used and what it costs
+    Usage(UsageArgs),
+    /// Create, list or revoke API tokens
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Destroy the sprite and everything in it
     Destroy(DestroyArgs),
     /// Authenticated GET of an API path; prints the answer
@@ -235,6 +249,98 @@ pub enum CheckpointCommand {
         #[arg(value_parser = checkpoint_id)]
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// List the sprite's services and their state
+    #[command(visible_alias = "ls")]
+    List,
+    /// Create (or replace) a service and start it: `sprite services create web -- python3 -m http.server 8080`
+    Create {
+        /// Service name
+        name: String,
+        /// Services that must start first (repeatable)
+        #[arg(long = "needs")]
+        needs: Vec<String>,
+        /// The port its HTTP server listens on (the sprite's URL routes there)
+        #[arg(long)]
+        http_port: Option<u16>,
+        /// Environment, KEY=VALUE (repeatable)
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// Working directory
+        #[arg(long)]
+        dir: Option<String>,
+        /// Seconds of its output to show after it starts
+        #[arg(long, default_value_t = 2.0)]
+        watch: f64,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Start a stopped service
+    Start {
+        name: String,
+        /// Seconds of its output to show after it starts
+        #[arg(long, default_value_t = 2.0)]
+        watch: f64,
+    },
+    /// Stop a service (it stays stopped until started again)
+    Stop {
+        name: String,
+        /// Seconds between SIGTERM and SIGKILL
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Show the last lines of a service's output
+    Logs {
+        name: String,
+        /// How many lines
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+    /// Stop a service and forget it
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// How far back: 7d, 24h, 30m (default 30d)
+    #[arg(long, default_value = "30d", value_parser = since)]
+    pub since: std::time::Duration,
+    /// Every sprite, per day, even when a sprite is selected
+    #[arg(long)]
+    pub all: bool,
+}
+
+fn since(arg: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = arg.split_at(arg.find(|c: char| !c.is_ascii_digit()).unwrap_or(arg.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{arg:?} is not like 7d, 24h or 30m"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" | "" => n,
+        _ => return Err(format!("{arg:?} is not like 7d, 24h or 30m")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a token; prints its secret (shown this once)
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never their secrets)
+    #[command(visible_alias = "ls")]
+    List,
+    /// Revoke a token by id: it fails at once
+    Revoke { id: String },
 }
 
 #[derive(Debug, Args)]

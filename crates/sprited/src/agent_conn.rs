@@ -31,6 +31,9 @@ pub enum Frame {
 
 pub struct AgentReader {
     r: BufReader<OwnedReadHalf>,
+    /// Kept alive as long as the conversation (e.g. the activity that keeps
+    /// the sprite awake).
+    _hold: Option<Box<dyn Send + Sync>>,
 }
 
 pub struct AgentWriter {
@@ -48,9 +51,17 @@ pub async fn open(socket: &Path, req: &Request) -> Result<(AgentReader, AgentWri
     Ok((
         AgentReader {
             r: BufReader::with_capacity(64 * 1024, r),
+            _hold: None,
         },
         w,
     ))
+}
+
+impl AgentReader {
+    /// Keep `token` alive until this reader is dropped.
+    pub fn hold(&mut self, token: impl Send + Sync + 'static) {
+        self._hold = Some(Box::new(token));
+    }
 }
 
 impl AgentWriter {

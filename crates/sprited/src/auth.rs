@@ -80,14 +80,15 @@ pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Resu
     Ok(Token(token))
 }
 
-/// Middleware: every `/v1` call needs `Authorization: Bearer <token>`.
+/// Middleware: every `/v1` call needs `Authorization: Bearer <token>`: the
+/// admin token or one made with `POST /v1/tokens`.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ok = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| state.token.matches(t.trim()))
+        .map(|t| state.token.matches(t.trim()) || state.tokens.check(t.trim()))
         .unwrap_or(false);
     if ok {
         next.run(req).await

@@ -24,6 +24,20 @@ pub struct Config {
     /// How long a non-TTY command outlives a dropped client unless the
     /// request says otherwise.
     pub non_tty_linger: std::time::Duration,
+    /// A running sprite with no activity for this long is paused (warm).
+    pub idle_warm: std::time::Duration,
+    /// A warm sprite is stopped (cold) after this long.
+    pub idle_cold: std::time::Duration,
+    /// How often the meter samples every sprite.
+    pub meter_interval: std::time::Duration,
+    /// Prices of the usage report.
+    pub rates: sprites_api::usage::Rates,
+    /// Most sprites that may exist (0: no limit).
+    pub max_sprites: u64,
+    /// Most sprites running or warm at once (0: no limit).
+    pub max_running: u64,
+    /// Most creates per minute (0: no limit).
+    pub create_rate_per_minute: u64,
 }
 
 pub const IMAGES: [&str; 2] = ["tiny", "standard"];
@@ -44,6 +58,13 @@ impl Config {
             uid_shift: Some(100_000),
             url_domain: "sprites.localhost".into(),
             non_tty_linger: std::time::Duration::from_secs(10),
+            idle_warm: std::time::Duration::from_secs(30),
+            idle_cold: std::time::Duration::from_secs(600),
+            meter_interval: std::time::Duration::from_secs(5),
+            rates: sprites_api::usage::Rates::default(),
+            max_sprites: 0,
+            max_running: 0,
+            create_rate_per_minute: 0,
         }
     }
 }

@@ -70,12 +70,65 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     is_auto INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (sprite_id, id)
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    sprite_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    expires_unix_ms INTEGER NOT NULL,
+    PRIMARY KEY (sprite_id, name)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    sprite_id TEXT NOT NULL,
+    sprite_name TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    cpu_seconds REAL NOT NULL DEFAULT 0,
+    ram_gb_seconds REAL NOT NULL DEFAULT 0,
+    hot_gb_seconds REAL NOT NULL DEFAULT 0,
+    cold_gb_hours REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (sprite_id, minute)
+);
+CREATE TABLE IF NOT EXISTS meter_state (
+    sprite_id TEXT PRIMARY KEY,
+    sampled_unix_ms INTEGER NOT NULL,
+    cpu_ns INTEGER NOT NULL,
+    running INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    last_used_at TEXT
+);
 CREATE TABLE IF NOT EXISTS checkpoint_state (
     sprite_id TEXT PRIMARY KEY,
     next_seq INTEGER NOT NULL,
     current TEXT
 );
 ";
+
+pub use sprites_api::usage::Amounts as Usage;
+
+/// One sprite's usage since its last sample, and where its meter stands.
+#[derive(Debug, Clone)]
+pub struct UsageSample {
+    pub sprite_id: String,
+    pub sprite_name: String,
+    /// Unix minute the usage is booked in.
+    pub minute: i64,
+    pub usage: Usage,
+    pub sampled_unix_ms: i64,
+    pub cpu_ns: u64,
+    pub running: bool,
+}
+
+/// A sum of usage (per day when asked: `day` is days since the epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub day: i64,
+    pub sprite_name: String,
+    pub usage: Usage,
+}
 
 /// One checkpoint as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +256,18 @@ impl Db {
         Ok(())
     }
 
+    pub fn get_by_id(&self, id: &str) -> Result<Option<SpriteRecord>, DbError> {
+        let conn = self.lock()?;
+        let raw = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sprites WHERE id = ?1"),
+                params![id],
+                from_row,
+            )
+            .optional()?;
+        raw.map(decode).transpose()
+    }
+
     pub fn get(&self, name: &str) -> Result<Option<SpriteRecord>, DbError> {
         let conn = self.lock()?;
         let raw = conn
@@ -248,8 +313,159 @@ impl Db {
             "DELETE FROM checkpoint_state WHERE sprite_id = ?1",
             params![id],
         )?;
+        tx.execute("DELETE FROM tasks WHERE sprite_id = ?1", params![id])?;
+        // Usage rows stay: what a destroyed sprite used is still owed.
+        tx.execute("DELETE FROM meter_state WHERE sprite_id = ?1", params![id])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The meter's last sample of a sprite: (unix ms, cpu ns, running).
+    pub fn meter_state(&self, sprite_id: &str) -> Result<Option<(i64, u64, bool)>, DbError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT sampled_unix_ms, cpu_ns, running FROM meter_state WHERE sprite_id = ?1",
+                params![sprite_id],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    /// Adds one round of samples to the usage and records where each
+    /// sprite's meter now stands, in one transaction: a crash leaves either
+    /// both or neither, so nothing is counted twice.
+    pub fn record_usage(&self, samples: &[UsageSample]) -> Result<(), DbError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        for s in samples {
+            tx.execute(
+                "INSERT INTO usage (sprite_id, sprite_name, minute, cpu_seconds, ram_gb_seconds, hot_gb_seconds, cold_gb_hours)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(sprite_id, minute) DO UPDATE SET
+                   cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+                   ram_gb_seconds = ram_gb_seconds + excluded.ram_gb_seconds,
+                   hot_gb_seconds = hot_gb_seconds + excluded.hot_gb_seconds,
+                   cold_gb_hours = cold_gb_hours + excluded.cold_gb_hours",
+                params![
+                    s.sprite_id,
+                    s.sprite_name,
+                    s.minute,
+                    s.usage.cpu_seconds,
+                    s.usage.ram_gb_seconds,
+                    s.usage.hot_storage_gb_seconds,
+                    s.usage.cold_storage_gb_hours
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO meter_state (sprite_id, sampled_unix_ms, cpu_ns, running) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(sprite_id) DO UPDATE SET sampled_unix_ms = excluded.sampled_unix_ms,
+                   cpu_ns = excluded.cpu_ns, running = excluded.running",
+                params![s.sprite_id, s.sampled_unix_ms, s.cpu_ns as i64, s.running],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Usage summed per sprite name and UTC day (`days`) or over the whole
+    /// range, for minutes in [from, to).
+    pub fn usage(
+        &self,
+        sprite_id: Option<&str>,
+        from_minute: i64,
+        to_minute: i64,
+        by_day: bool,
+    ) -> Result<Vec<UsageRow>, DbError> {
+        let conn = self.lock()?;
+        let day = if by_day { "minute / 1440" } else { "0" };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {day} AS d, sprite_name, sum(cpu_seconds), sum(ram_gb_seconds), sum(hot_gb_seconds), sum(cold_gb_hours)
+             FROM usage WHERE minute >= ?1 AND minute < ?2 AND (?3 IS NULL OR sprite_id = ?3)
+             GROUP BY d, sprite_name ORDER BY d, sprite_name"
+        ))?;
+        let rows = stmt.query_map(params![from_minute, to_minute, sprite_id], |r| {
+            Ok(UsageRow {
+                day: r.get(0)?,
+                sprite_name: r.get(1)?,
+                usage: Usage {
+                    cpu_seconds: r.get(2)?,
+                    ram_gb_seconds: r.get(3)?,
+                    hot_storage_gb_seconds: r.get(4)?,
+                    cold_storage_gb_hours: r.get(5)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn insert_token(
+        &self,
+        id: &str,
+        name: &str,
+        hash: &str,
+        created_at: &str,
+    ) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, name, hash, created_at],
+        )?;
+        Ok(())
+    }
+
+    /// Every token: (id, name, hash, created_at).
+    pub fn tokens(&self) -> Result<Vec<(String, String, String, String)>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, hash, created_at FROM tokens ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// False when there was no such token.
+    pub fn delete_token(&self, id: &str) -> Result<bool, DbError> {
+        let conn = self.lock()?;
+        Ok(conn.execute("DELETE FROM tokens WHERE id = ?1", params![id])? > 0)
+    }
+
+    /// Creates or replaces a task.
+    pub fn put_task(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        started_at: &str,
+        expires_unix_ms: i64,
+    ) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO tasks (sprite_id, name, started_at, expires_unix_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(sprite_id, name) DO UPDATE SET started_at = excluded.started_at,
+             expires_unix_ms = excluded.expires_unix_ms",
+            params![sprite_id, name, started_at, expires_unix_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_task(&self, sprite_id: &str, name: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM tasks WHERE sprite_id = ?1 AND name = ?2",
+            params![sprite_id, name],
+        )?;
+        Ok(())
+    }
+
+    /// The sprite's tasks: (name, started_at, expires_unix_ms).
+    pub fn tasks(&self, sprite_id: &str) -> Result<Vec<(String, String, i64)>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT name, started_at, expires_unix_ms FROM tasks WHERE sprite_id = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![sprite_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The number the sprite's next checkpoint gets. Taken for good by

@@ -24,6 +24,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     InsufficientStorage(String),
+    /// A limit was hit: 429 with the rate-limit fields and headers.
+    #[error("{0}")]
+    Limited(Box<Limit>),
     #[error("{0}")]
     Internal(String),
 }
@@ -39,6 +42,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -53,6 +57,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::InsufficientStorage(_) => "insufficient_storage",
+            ApiError::Limited(l) => l.code,
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -66,14 +71,59 @@ impl ApiError {
     }
 }
 
+/// What a limit error carries.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub code: &'static str,
+    pub message: String,
+    pub limit: u64,
+    pub window_seconds: Option<u64>,
+    /// `None`: waiting does not help (e.g. the number of sprites).
+    pub retry_after_seconds: Option<u64>,
+    pub current_count: u64,
+}
+
+impl ApiError {
+    pub fn limited(l: Limit) -> Self {
+        ApiError::Limited(Box::new(l))
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let body = ErrorBody::new(self.code(), self.to_string());
-        (status, Json(body)).into_response()
+        let mut body = ErrorBody::new(self.code(), self.to_string());
+        let mut headers = axum::http::HeaderMap::new();
+        if let ApiError::Limited(l) = &self {
+            body.limit = Some(l.limit);
+            body.window_seconds = l.window_seconds;
+            body.retry_after_seconds = l.retry_after_seconds;
+            body.current_count = Some(l.current_count);
+            let mut set = |k: &'static str, v: u64| {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&v.to_string()) {
+                    headers.insert(k, v);
+                }
+            };
+            set("x-ratelimit-limit", l.limit);
+            set(
+                "x-ratelimit-remaining",
+                l.limit.saturating_sub(l.current_count),
+            );
+            if let Some(r) = l.retry_after_seconds {
+                set("retry-after", r);
+                set("x-ratelimit-reset", r);
+            }
+        }
+        (status, headers, Json(body)).into_response()
     }
 }
 

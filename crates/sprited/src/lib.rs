@@ -9,7 +9,9 @@ pub mod error;
 pub mod failpoint;
 pub mod inside;
 pub mod manager;
+pub mod metrics;
 pub mod time;
+pub mod tokens;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ pub use config::Config;
 #[derive(Clone)]
 pub struct AppState {
     pub token: auth::Token,
+    pub tokens: Arc<tokens::Tokens>,
     pub manager: Arc<manager::Manager>,
 }
 
@@ -168,7 +171,15 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .reconcile()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(AppState { token, manager })
+    manager.spawn_idle_tracker();
+    manager.spawn_meter();
+    let tokens =
+        Arc::new(tokens::Tokens::load(manager.db.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    Ok(AppState {
+        token,
+        tokens,
+        manager,
+    })
 }
 
 /// Serve the API until the process is told to stop. Sprites keep running.

@@ -36,6 +36,39 @@ struct Cli {
     /// reflinks (sparse: only what is written takes space), in GiB.
     #[arg(long, default_value_t = 256, global = true)]
     pool_size_gb: u64,
+    /// A running sprite with no activity for this long is paused: warm
+    /// (`2s`, `30s`, `10m`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
+    idle_warm: std::time::Duration,
+    /// A warm sprite is stopped after this long: cold (no process, no memory).
+    #[arg(long, default_value = "10m", value_parser = parse_duration, global = true)]
+    idle_cold: std::time::Duration,
+    /// How often CPU, memory and storage of every sprite are sampled.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    meter_interval: std::time::Duration,
+    /// Price of a vCPU-hour, in USD (the public service's by default).
+    #[arg(long, default_value_t = 0.07, global = true)]
+    rate_cpu_hour: f64,
+    /// Price of a GB-hour of memory.
+    #[arg(long, default_value_t = 0.04375, global = true)]
+    rate_ram_gb_hour: f64,
+    /// Price of a GB-month of hot (local) storage.
+    #[arg(long, default_value_t = 0.50, global = true)]
+    rate_hot_gb_month: f64,
+    /// Price of a GB-month of cold (object) storage.
+    #[arg(long, default_value_t = 0.02, global = true)]
+    rate_cold_gb_month: f64,
+    /// Most sprites that may exist (0: no limit).
+    #[arg(long, default_value_t = 0, global = true)]
+    max_sprites: u64,
+    /// Most sprites running or warm at once (0: no limit); a wake over it is
+    /// refused with 429 (the sprite waits cold), a create too unless it asks
+    /// `wait_for_capacity` (then it is made cold).
+    #[arg(long, default_value_t = 0, global = true)]
+    max_running: u64,
+    /// Most sprite creates per minute (0: no limit).
+    #[arg(long, default_value_t = 0, global = true)]
+    create_rate: u64,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -55,6 +88,12 @@ enum Command {
     },
     /// Stop every sprite of the data dir, unmount everything and delete it.
     Purge,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    sprites_api::service::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a duration like 2s, 30s or 10m"))
 }
 
 fn init_logging(json: bool) {
@@ -156,6 +195,18 @@ async fn main() -> anyhow::Result<()> {
     cfg.default_ram_mb = cli.default_ram_mb;
     cfg.pids_limit = cli.pids_limit;
     cfg.pool_size_gb = cli.pool_size_gb;
+    cfg.idle_warm = cli.idle_warm;
+    cfg.idle_cold = cli.idle_cold;
+    cfg.meter_interval = cli.meter_interval;
+    cfg.max_sprites = cli.max_sprites;
+    cfg.max_running = cli.max_running;
+    cfg.create_rate_per_minute = cli.create_rate;
+    cfg.rates = sprites_api::usage::Rates {
+        cpu_per_vcpu_hour: cli.rate_cpu_hour,
+        ram_per_gb_hour: cli.rate_ram_gb_hour,
+        hot_storage_per_gb_month: cli.rate_hot_gb_month,
+        cold_storage_per_gb_month: cli.rate_cold_gb_month,
+    };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Images { names } => {
             std::fs::create_dir_all(&cfg.data_dir)?;

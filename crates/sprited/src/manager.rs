@@ -7,10 +7,16 @@
 //! `sprite-runtime`.
 
 pub mod checkpoints;
+pub mod idle;
+pub mod limits;
+pub mod meter;
+pub mod services;
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -36,6 +42,34 @@ struct Live {
     views: Arc<Mutex<()>>,
     /// The in-sprite API server (`/.sprite/api.sock`) while the sprite runs.
     inside: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Requests and connections in flight that keep the sprite awake.
+    active: AtomicUsize,
+    /// When the last activity started or ended.
+    last_activity: Mutex<std::time::Instant>,
+    /// When the sprite was paused (warm).
+    warm_since: Mutex<Option<std::time::Instant>>,
+    /// Why the last start failed (status `error`).
+    error: Mutex<Option<String>>,
+    /// Tasks that keep it awake: name → expiry.
+    tasks: Mutex<std::collections::BTreeMap<String, tasks::Task>>,
+}
+
+/// Something in flight that keeps a sprite awake (an exec, a session, an
+/// in-sprite API call, a proxied connection). Counted from before the
+/// sprite is woken until it is dropped.
+pub struct Activity {
+    live: Arc<Live>,
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        *lock(&self.live.last_activity) = std::time::Instant::now();
+        self.live.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 const ACTIVITY_PERSIST_EVERY: Duration = Duration::from_secs(5);
@@ -72,6 +106,13 @@ pub struct Manager {
     live: Mutex<HashMap<String, Arc<Live>>>,
     images: tokio::sync::Mutex<()>,
     me: Weak<Manager>,
+    /// One sample of a sprite at a time (rounds and last samples).
+    meter_lock: Mutex<()>,
+    /// Times of recent creates, for the create rate limit.
+    recent_creates: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    /// Held while a start is checked against `max_running` and made.
+    admission: tokio::sync::Mutex<()>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -132,6 +173,10 @@ impl Manager {
             live: Mutex::new(HashMap::new()),
             images: tokio::sync::Mutex::new(()),
             me: me.clone(),
+            meter_lock: Mutex::new(()),
+            recent_creates: Mutex::new(Default::default()),
+            admission: tokio::sync::Mutex::new(()),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -150,6 +195,11 @@ impl Manager {
                     persisted: Mutex::new(None),
                     views: Arc::new(Mutex::new(())),
                     inside: Mutex::new(None),
+                    active: AtomicUsize::new(0),
+                    last_activity: Mutex::new(std::time::Instant::now()),
+                    warm_since: Mutex::new(None),
+                    error: Mutex::new(None),
+                    tasks: Mutex::new(Default::default()),
                 })
             })
             .clone()
@@ -169,6 +219,19 @@ impl Manager {
             .status
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// Why the sprite's last start failed, while its status is `error`.
+    pub fn error_of(&self, id: &str) -> Option<String> {
+        lock(&self.live(id).error).clone()
+    }
+
+    /// Start counting an activity on the sprite (before waking it).
+    pub fn activity(&self, id: &str) -> Activity {
+        let live = self.live(id);
+        live.active.fetch_add(1, Ordering::SeqCst);
+        *lock(&live.last_activity) = std::time::Instant::now();
+        Activity { live }
     }
 
     pub fn socket_path(&self, id: &str) -> PathBuf {
@@ -222,6 +285,7 @@ impl Manager {
             // The volume is a clone of the source's: its size comes along.
             limits.storage_gb = src.limits.storage_gb;
         }
+        self.admit_create()?;
         let auth = match req.url_settings.as_ref().and_then(|u| u.auth.clone()) {
             None => "sprite".to_string(),
             Some(a) => validate_url_auth(a)?,
@@ -267,7 +331,18 @@ impl Manager {
             }
         };
         let started = match made {
-            Ok(()) => self.start_locked(&rec).await,
+            Ok(()) => {
+                let _admitted = self.admission_lock().await;
+                match self.admit_start() {
+                    Ok(()) => self.start_locked(&rec).await,
+                    // Made, and waits cold until there is room.
+                    Err(_) if req.wait_for_capacity == Some(true) => {
+                        self.set_status(&rec.id, Status::Cold);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = started {
@@ -359,6 +434,7 @@ impl Manager {
         })
         .await?;
         self.serve_inside(rec, inside);
+        *lock(&self.live(&rec.id).error) = None;
         self.set_status(&rec.id, Status::Running);
         self.db.set_last_running(&rec.id, &now_rfc3339())?;
         self.refresh_views(rec);
@@ -436,26 +512,56 @@ impl Manager {
     async fn wake(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
-        if self.status(&rec.id) == Status::Running {
-            return Ok(());
-        }
-        let driver = self.driver.clone();
-        let id = rec.id.clone();
-        let state = blocking(move || driver.state(&id).map_err(ApiError::internal)).await?;
-        match state {
-            SandboxState::Running { .. } => {}
-            SandboxState::Paused => {
+        self.wake_locked(rec).await
+    }
+
+    /// Running again from wherever it is; the caller holds the lifecycle lock.
+    async fn wake_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        match self.status(&rec.id) {
+            Status::Running => return Ok(()),
+            Status::Warm => {
+                // The fast path: thaw the cgroup, no runc involved.
                 let driver = self.driver.clone();
                 let id = rec.id.clone();
-                blocking(move || driver.resume(&id).map_err(ApiError::internal)).await?;
+                let resumed =
+                    blocking(move || driver.resume(&id).map_err(ApiError::internal)).await;
+                match resumed {
+                    Ok(()) => {
+                        tracing::debug!(sprite = %rec.name, "resumed");
+                        self.metrics.woke("warm");
+                        *lock(&self.live(&rec.id).warm_since) = None;
+                        self.set_status(&rec.id, Status::Running);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::warn!(sprite = %rec.name, error = %e, "resume failed; starting it afresh");
+                    }
+                }
             }
-            SandboxState::Stopped | SandboxState::Missing => {
-                tracing::info!(sprite = %rec.name, "waking sprite");
-                self.start_locked(rec).await?;
+            Status::Cold | Status::Error => {}
+        }
+        tracing::info!(sprite = %rec.name, "waking sprite");
+        let _admitted = self.admission_lock().await;
+        self.admit_start()?;
+        match self.start_locked(rec).await {
+            Ok(()) => {
+                self.metrics.woke("cold");
+                *lock(&self.live(&rec.id).error) = None;
+                *lock(&self.live(&rec.id).warm_since) = None;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(sprite = %rec.name, error = %e, "sprite failed to start");
+                // Whatever half-started is taken down; the volume stays.
+                let _ = self.halt(&rec.id, Duration::ZERO, Release::Unmount).await;
+                *lock(&self.live(&rec.id).error) = Some(e.to_string());
+                self.set_status(&rec.id, Status::Error);
+                Err(ApiError::Unavailable(format!(
+                    "sprite {} failed to start: {e}",
+                    rec.name
+                )))
             }
         }
-        self.set_status(&rec.id, Status::Running);
-        Ok(())
     }
 
     /// Open an agent connection for `req`, waking the sprite first. A stale
@@ -465,12 +571,16 @@ impl Manager {
         rec: &SpriteRecord,
         req: &Request,
     ) -> Result<(AgentReader, AgentWriter), ApiError> {
+        // Counted before the wake: the idle tracker never pauses a sprite
+        // that a request is about to use.
+        let activity = self.activity(&rec.id);
         for attempt in 0..2 {
             self.ensure_running(rec).await?;
             match agent_conn::open(&self.socket_path(&rec.id), req).await {
-                Ok(c) => {
+                Ok((mut r, w)) => {
                     self.touch(rec);
-                    return Ok(c);
+                    r.hold(activity);
+                    return Ok((r, w));
                 }
                 Err(AgentError::Connect(e)) if attempt == 0 => {
                     tracing::warn!(sprite = %rec.name, error = %e, "agent unreachable; restarting the sprite");
@@ -543,12 +653,17 @@ impl Manager {
         let _g = live.lifecycle.lock().await;
         self.halt(&rec.id, STOP_GRACE, Release::Unmount).await?;
         self.set_status(&rec.id, Status::Cold);
+        *lock(&live.warm_since) = None;
         Ok(())
     }
 
     /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),
     /// then unmount or destroy the volume.
     async fn halt(&self, id: &str, grace: Duration, release: Release) -> Result<(), ApiError> {
+        // What it used since the last sample, before the counters go.
+        if self.status(id) != Status::Cold {
+            self.meter_one(id).await;
+        }
         self.stop_inside(id);
         let store = self.store.clone();
         let driver = self.driver.clone();
@@ -613,6 +728,10 @@ impl Manager {
                 }
             };
             self.set_status(&rec.id, status);
+            if status == Status::Warm {
+                *lock(&self.live(&rec.id).warm_since) = Some(std::time::Instant::now());
+            }
+            self.load_tasks(&rec)?;
             self.reconcile_checkpoints(&rec).await?;
             if status != Status::Cold {
                 self.resume_inside(&rec).await;
@@ -650,4 +769,19 @@ fn bind_agent_socket(path: &std::path::Path) -> Result<OwnedFd, ApiError> {
     let l = std::os::unix::net::UnixListener::bind(path)
         .map_err(|e| ApiError::internal(format!("binding {}: {e}", path.display())))?;
     Ok(OwnedFd::from(l))
+}
+
+impl Manager {
+    /// Prometheus text: the sprites by status and every metric.
+    pub fn render_metrics(&self) -> String {
+        let mut counts = std::collections::BTreeMap::new();
+        for l in lock(&self.live).values() {
+            *counts.entry(lock(&l.status).as_str()).or_insert(0i64) += 1;
+        }
+        let by: Vec<(&str, i64)> = ["running", "warm", "cold", "error"]
+            .iter()
+            .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
+            .collect();
+        self.metrics.render(&by)
+    }
 }

@@ -10,3 +10,12 @@ pub fn now_rfc3339() -> String {
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
+
+/// A system time as RFC 3339 (whole seconds, UTC).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}

@@ -23,11 +23,18 @@
 //! - `fs`: one filesystem call, answered with [`crate::fs::FsReply`] JSON
 //!   frames; file bytes travel as `STDOUT` frames (read) or `STDIN` frames
 //!   ended by `STDIN_EOF` (write). See [`crate::fs::FsCall`] for each call.
+//! - `service`: a [`ServiceOp`]. `list` → `services`; `get` → `service`;
+//!   `logs` → `logs`; `signal`, `delete` → `done`; `put`, `start`, `stop`,
+//!   `restart` → `service_event` frames (the NDJSON lines of the API) ending
+//!   with a `complete` or `error` event.
+//! - `busy`: one `busy` reply: whether anything keeps the sprite awake
+//!   (sessions whose command still runs).
 //!
 //! Errors the agent can name come as an [`Reply::Error`] frame, then close.
 
 use serde::{Deserialize, Serialize};
 
+use crate::service::{Service, ServiceEvent, ServiceSpec};
 use crate::sprite::SessionInfo;
 
 pub const STDIN: u8 = 0x00;
@@ -60,6 +67,51 @@ pub enum Request {
     },
     Ping,
     Fs(crate::fs::FsRequest),
+    Service(ServiceOp),
+    Busy,
+}
+
+/// What to do with the sprite's services.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ServiceOp {
+    List,
+    Get {
+        name: String,
+    },
+    /// Create or replace, then start; stream its events for `stream_ms`.
+    Put {
+        name: String,
+        spec: ServiceSpec,
+        stream_ms: u64,
+    },
+    Start {
+        name: String,
+        stream_ms: u64,
+    },
+    /// SIGTERM, SIGKILL after `timeout_ms`. Sticky: stays stopped across
+    /// restarts of the sprite until started again.
+    Stop {
+        name: String,
+        timeout_ms: u64,
+    },
+    Restart {
+        name: String,
+        timeout_ms: u64,
+        stream_ms: u64,
+    },
+    Signal {
+        name: String,
+        signal: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// The last `lines` lines of its output.
+    Logs {
+        name: String,
+        lines: usize,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -140,8 +192,25 @@ pub enum Reply {
     Pong {
         version: String,
     },
+    Services {
+        services: Vec<Service>,
+    },
+    Service {
+        service: Box<Service>,
+    },
+    ServiceEvent {
+        event: Box<ServiceEvent>,
+    },
+    Logs {
+        text: String,
+    },
+    Done,
+    Busy {
+        /// Sessions whose command still runs (attached or not).
+        running_sessions: u32,
+    },
     Error {
-        /// `not_found`, `bad_request`, `internal`.
+        /// `not_found`, `bad_request`, `conflict`, `internal`.
         code: String,
         message: String,
     },

@@ -7,7 +7,11 @@ pub mod error;
 pub mod exec;
 pub mod fs;
 pub mod name;
+pub mod service;
 pub mod sprite;
+pub mod task;
+pub mod token;
+pub mod usage;
 
 /// Value of the `Sprite-Version` response header. The Go SDK picks its session
 /// attach form from it; anything newer than `0.0.1-rc29` selects the modern one.

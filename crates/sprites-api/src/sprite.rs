@@ -9,6 +9,9 @@ pub enum Status {
     Cold,
     Warm,
     Running,
+    /// It could not be started (e.g. a broken volume); its data stays, and
+    /// the next request tries again.
+    Error,
 }
 
 impl Status {
@@ -17,6 +20,7 @@ impl Status {
             Status::Cold => "cold",
             Status::Warm => "warm",
             Status::Running => "running",
+            Status::Error => "error",
         }
     }
 }
@@ -93,6 +97,9 @@ pub struct Sprite {
     /// sprited extension: resource limits in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<SpriteConfig>,
+    /// Extension: why the sprite could not be started (status `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /v1/sprites`.

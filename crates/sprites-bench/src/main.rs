@@ -17,6 +17,8 @@ enum Case {
     Exec,
     /// Checkpoint create (1 and 10 GiB volumes), restore and fork.
     Checkpoint,
+    /// Warm and cold wake, and what 200 idle cold sprites cost.
+    Lifecycle,
 }
 
 #[derive(Parser)]
@@ -62,6 +64,10 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn start_daemon() -> anyhow::Result<Daemon> {
+    start_daemon_with(&[])
+}
+
+fn start_daemon_with(extra: &[&str]) -> anyhow::Result<Daemon> {
     let bin = sibling("sprited")?;
     let data = tempfile::Builder::new()
         .prefix("sprited-bench-")
@@ -76,6 +82,7 @@ fn start_daemon() -> anyhow::Result<Daemon> {
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data)
         .args(["--default-image", "tiny"])
+        .args(extra)
         .env("SPRITED_TOKEN", &token)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -395,6 +402,151 @@ async fn checkpoint_cases(
     Ok(())
 }
 
+async fn status(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<String> {
+    let v: serde_json::Value = http
+        .get(format!("{}/v1/sprites/{name}", d.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(v["status"].as_str().unwrap_or("").to_string())
+}
+
+async fn wait_status(
+    http: &reqwest::Client,
+    d: &Daemon,
+    name: &str,
+    want: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(http, d, name).await? != want {
+        if Instant::now() > deadline {
+            bail!("{name} never became {want}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Ok(f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn lifecycle_cases(
+    http: &reqwest::Client,
+    state: &Path,
+    bundle: &str,
+    runs: usize,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let d = start_daemon_with(&["--idle-warm", "500ms", "--idle-cold", "500ms"])?;
+    create(http, &d, "life").await?;
+    exec_true(&d, "life").await?;
+
+    // Warm → first exec, vs bare runc resume + exec of a paused container.
+    let base_id = "bench-base-warm";
+    runc(state, &["run", "-d", "--bundle", bundle, base_id])?;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        exec_true(&d, "life").await?;
+        wait_status(http, &d, "life", "warm").await?;
+        let t = Instant::now();
+        exec_true(&d, "life").await?;
+        ours.push(ms(t.elapsed()));
+        runc(state, &["pause", base_id])?;
+        let t = Instant::now();
+        runc(state, &["resume", base_id])?;
+        runc(state, &["exec", base_id, "true"])?;
+        base.push(ms(t.elapsed()));
+    }
+    runc(state, &["delete", "-f", base_id])?;
+    rows.push(Row {
+        case: "warm → first exec returns",
+        ours,
+        base,
+        target: "< 10 ms, aim < 3 ms (public service 100-500 ms); baseline = runc resume + exec",
+    });
+
+    // Cold → first exec, vs bare runc run + exec.
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for i in 0..runs.min(20) {
+        wait_status(http, &d, "life", "cold").await?;
+        let t = Instant::now();
+        exec_true(&d, "life").await?;
+        ours.push(ms(t.elapsed()));
+        let id = format!("bench-base-cold-{i}");
+        let t = Instant::now();
+        runc(state, &["run", "-d", "--bundle", bundle, &id])?;
+        runc(state, &["exec", &id, "true"])?;
+        base.push(ms(t.elapsed()));
+        runc(state, &["delete", "-f", &id])?;
+    }
+    rows.push(Row {
+        case: "cold → first exec returns",
+        ours,
+        base,
+        target: "< 300 ms, aim < 100 ms (public service 1-2 s); baseline = bare runc run + exec",
+    });
+
+    // 200 idle cold sprites.
+    let pid = d.child.id();
+    let rss_before = rss_kib(pid);
+    for i in 0..200 {
+        create(http, &d, &format!("idle-{i}")).await?;
+    }
+    for i in 0..200 {
+        wait_status(http, &d, &format!("idle-{i}"), "cold").await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let sprites_dir = d.data.join("sprites");
+    let mounted = mounts
+        .lines()
+        .filter(|l| l.contains(sprites_dir.to_str().unwrap_or("?")))
+        .count();
+    let runc_states = std::fs::read_dir(d.data.join("runc"))
+        .map(|e| e.count())
+        .unwrap_or(0);
+    let ticks_per_s = 100.0;
+    let c0 = cpu_ticks(pid)?;
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let cpu = (cpu_ticks(pid)? - c0) as f64 / ticks_per_s / window.as_secs_f64() * 100.0;
+    notes.push(format!(
+        "\n200 idle cold sprites (tiny): sandboxes left {} (runc state dirs), mounts under sprites/ {}, \
+         daemon RSS {:.1} MiB (was {:.1} MiB with 1 sprite), daemon CPU {:.2} % of one core over {} s",
+        runc_states,
+        mounted,
+        rss_kib(pid) as f64 / 1024.0,
+        rss_before as f64 / 1024.0,
+        cpu,
+        window.as_secs()
+    ));
+    for i in 0..200 {
+        delete(http, &d, &format!("idle-{i}")).await?;
+    }
+    delete(http, &d, "life").await?;
+    Ok(())
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -493,8 +645,15 @@ async fn main() -> anyhow::Result<()> {
     if matches!(args.case, Case::All | Case::Checkpoint) {
         checkpoint_cases(&http, &d, &state, &bundle_s, args.runs, &mut rows).await?;
     }
+    let mut notes = Vec::new();
+    if matches!(args.case, Case::All | Case::Lifecycle) {
+        lifecycle_cases(&http, &state, &bundle_s, args.runs, &mut rows, &mut notes).await?;
+    }
     delete(&http, &d, "warmup").await?;
     println!("runs per case: {}", args.runs);
     print(&mut rows);
+    for n in notes {
+        println!("{n}");
+    }
     Ok(())
 }

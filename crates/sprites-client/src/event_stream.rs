@@ -1,13 +1,16 @@
-//! NDJSON event streams of long operations (checkpoint create and restore):
-//! `info` lines while the work goes on, then one `complete` or `error` line.
-//! The HTTP status is 200 before the work starts, so a failure arrives as an
-//! `error` line, not as a status.
+//! NDJSON event streams of long operations (checkpoint create and restore:
+//! `info` lines while the work goes on; service create/start/stop: the
+//! service's events), then one `complete` or `error` line. The HTTP status is
+//! 200 before the work starts, so a failure arrives as an `error` line, not
+//! as a status.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use sprites_api::service::ServiceEvent;
 use sprites_api::sprite::StreamEvent;
 
 use crate::error::Error;
@@ -22,14 +25,35 @@ const MAX_LINE_BYTES: usize = 1 << 20;
 /// `complete` or `error` line. Read them with [`EventStream::next_event`] or
 /// as a [`Stream`]; [`EventStream::finish`] reads the rest and answers the
 /// outcome.
-pub struct EventStream {
+pub struct EventStream<T = StreamEvent> {
     body: BodyStream,
-    lines: LineDecoder,
+    lines: LineDecoder<T>,
     eof: bool,
     done: bool,
 }
 
-impl std::fmt::Debug for EventStream {
+/// An event that may end its stream.
+pub trait Event: DeserializeOwned {
+    /// Whether this is the `complete` or `error` line.
+    fn is_terminal(&self) -> bool;
+}
+
+impl Event for StreamEvent {
+    fn is_terminal(&self) -> bool {
+        matches!(self.kind.as_str(), "complete" | "error")
+    }
+}
+
+impl Event for ServiceEvent {
+    fn is_terminal(&self) -> bool {
+        matches!(self.kind.as_str(), "complete" | "error")
+    }
+}
+
+/// The events of a service create, start, stop or restart.
+pub type ServiceEvents = EventStream<ServiceEvent>;
+
+impl<T> std::fmt::Debug for EventStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventStream")
             .field("done", &self.done)
@@ -46,7 +70,7 @@ pub struct Completion {
     pub info: Vec<String>,
 }
 
-impl EventStream {
+impl<T: Event> EventStream<T> {
     pub(crate) fn new(resp: reqwest::Response) -> Self {
         Self::from_body(Box::pin(resp.bytes_stream()))
     }
@@ -62,34 +86,11 @@ impl EventStream {
 
     /// The next event; `None` after the `complete` or `error` line (or after
     /// an `Err`). A body that ends before either is [`Error::Protocol`].
-    pub async fn next_event(&mut self) -> Option<Result<StreamEvent, Error>> {
+    pub async fn next_event(&mut self) -> Option<Result<T, Error>> {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
-    /// Read to the end: the [`Completion`] on a `complete` line; an `error`
-    /// line is [`Error::Operation`] with the server's message.
-    pub async fn finish(self) -> Result<Completion, Error> {
-        self.finish_with(|_| {}).await
-    }
-
-    /// [`EventStream::finish`], showing each event to `observe` first (to
-    /// print progress as it comes).
-    pub async fn finish_with(
-        mut self,
-        mut observe: impl FnMut(&StreamEvent),
-    ) -> Result<Completion, Error> {
-        let mut fold = Fold::default();
-        while let Some(event) = self.next_event().await {
-            let event = event?;
-            observe(&event);
-            if let Some(outcome) = fold.push(event) {
-                return outcome;
-            }
-        }
-        Err(ended_early())
-    }
-
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<StreamEvent, Error>>> {
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Error>>> {
         loop {
             if self.done {
                 return Poll::Ready(None);
@@ -102,7 +103,7 @@ impl EventStream {
             };
             match next {
                 Ok(Some(event)) => {
-                    self.done = is_terminal(&event);
+                    self.done = event.is_terminal();
                     return Poll::Ready(Some(Ok(event)));
                 }
                 Ok(None) if self.eof => return Poll::Ready(Some(Err(self.fail(ended_early())))),
@@ -128,8 +129,60 @@ impl EventStream {
     }
 }
 
-impl Stream for EventStream {
-    type Item = Result<StreamEvent, Error>;
+impl EventStream<StreamEvent> {
+    /// Read to the end: the [`Completion`] on a `complete` line; an `error`
+    /// line is [`Error::Operation`] with the server's message.
+    pub async fn finish(self) -> Result<Completion, Error> {
+        self.finish_with(|_| {}).await
+    }
+
+    /// [`EventStream::finish`], showing each event to `observe` first (to
+    /// print progress as it comes).
+    pub async fn finish_with(
+        mut self,
+        mut observe: impl FnMut(&StreamEvent),
+    ) -> Result<Completion, Error> {
+        let mut fold = Fold::default();
+        while let Some(event) = self.next_event().await {
+            let event = event?;
+            observe(&event);
+            if let Some(outcome) = fold.push(event) {
+                return outcome;
+            }
+        }
+        Err(ended_early())
+    }
+}
+
+impl EventStream<ServiceEvent> {
+    /// Read to the end: every event up to the `complete` line; an `error`
+    /// line is [`Error::Operation`] with its message.
+    pub async fn collect_events(mut self) -> Result<Vec<ServiceEvent>, Error> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next_event().await {
+            let event = event?;
+            match event.kind.as_str() {
+                "complete" => {
+                    events.push(event);
+                    return Ok(events);
+                }
+                "error" => {
+                    return Err(Error::Operation(
+                        event
+                            .data
+                            .filter(|m| !m.trim().is_empty())
+                            .unwrap_or_else(|| "the service operation failed".into()),
+                    ))
+                }
+                _ => events.push(event),
+            }
+        }
+        Err(ended_early())
+    }
+}
+
+impl<T: Event + Unpin> Stream for EventStream<T> {
+    type Item = Result<T, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.poll_event(cx)
@@ -143,10 +196,6 @@ pub fn event_text(event: &StreamEvent) -> Option<String> {
         Some(serde_json::Value::Null) | None => None,
         Some(other) => Some(other.to_string()),
     }
-}
-
-fn is_terminal(event: &StreamEvent) -> bool {
-    matches!(event.kind.as_str(), "complete" | "error")
 }
 
 fn ended_early() -> Error {
@@ -187,14 +236,25 @@ impl Fold {
     }
 }
 
-/// Splits the body into lines and parses each as a [`StreamEvent`].
-#[derive(Debug, Default)]
-struct LineDecoder {
+/// Splits the body into lines and parses each as an event.
+#[derive(Debug)]
+struct LineDecoder<T> {
     buf: BytesMut,
     line_no: usize,
+    _event: std::marker::PhantomData<fn() -> T>,
 }
 
-impl LineDecoder {
+impl<T> Default for LineDecoder<T> {
+    fn default() -> Self {
+        LineDecoder {
+            buf: BytesMut::new(),
+            line_no: 0,
+            _event: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> LineDecoder<T> {
     fn push(&mut self, chunk: &[u8]) -> Result<(), Error> {
         self.buf.extend_from_slice(chunk);
         if self.buf.len() > MAX_LINE_BYTES && !self.buf.contains(&b'\n') {
@@ -207,7 +267,7 @@ impl LineDecoder {
     }
 
     /// The next complete non-blank line's event, if one is buffered.
-    fn next_event(&mut self) -> Result<Option<StreamEvent>, Error> {
+    fn next_event(&mut self) -> Result<Option<T>, Error> {
         while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
             let line = self.buf.split_to(end + 1);
             if let Some(event) = self.parse(&line[..end])? {
@@ -218,7 +278,7 @@ impl LineDecoder {
     }
 
     /// What is left once the body has ended.
-    fn finish(&mut self) -> Result<Option<StreamEvent>, Error> {
+    fn finish(&mut self) -> Result<Option<T>, Error> {
         if let Some(event) = self.next_event()? {
             return Ok(Some(event));
         }
@@ -226,7 +286,7 @@ impl LineDecoder {
         self.parse(&rest)
     }
 
-    fn parse(&mut self, line: &[u8]) -> Result<Option<StreamEvent>, Error> {
+    fn parse(&mut self, line: &[u8]) -> Result<Option<T>, Error> {
         self.line_no += 1;
         if line.trim_ascii().is_empty() {
             return Ok(None);
@@ -364,7 +424,7 @@ mod tests {
 
     #[test]
     fn an_endless_line_is_refused() {
-        let mut lines = LineDecoder::default();
+        let mut lines: LineDecoder<StreamEvent> = LineDecoder::default();
         let big = vec![b'x'; MAX_LINE_BYTES + 1];
         assert!(matches!(lines.push(&big), Err(Error::Protocol(_))));
     }

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod account;
 mod checkpoints;
 mod child;
 mod client;
@@ -25,14 +26,16 @@ mod event_stream;
 mod exec;
 mod fs;
 mod http_exec;
+mod services;
 mod sessions;
 mod sprites;
 
+pub use account::Range;
 pub use checkpoints::{checkpoint_id_in, CheckpointOutcome};
 pub use child::{ExecChild, ExecEvent, ExecStdin};
 pub use client::Client;
 pub use error::Error;
-pub use event_stream::{event_text, Completion, EventStream};
+pub use event_stream::{event_text, Completion, Event, EventStream, ServiceEvents};
 pub use exec::{Command, Output, TtySize};
 pub use fs::{FileStream, Filesystem, WriteOptions, MODE_HEADER};
 pub use http_exec::HttpExec;
@@ -45,9 +48,13 @@ pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSourc
 pub use sprites_api::fs::{
     ChangeResponse, DeleteResponse, FileKind, FsEntry, ListResponse, PathBytes, WriteResponse,
 };
+pub use sprites_api::service::{Service, ServiceEvent, ServiceSpec, ServiceState};
 pub use sprites_api::sprite::{
     CreateSpriteRequest, SessionInfo, Sprite, SpriteConfig, SpriteList, Status, StreamEvent,
     UpdateSpriteRequest, UrlSettings,
 };
+pub use sprites_api::task::Task;
+pub use sprites_api::token::{NewToken, TokenInfo};
+pub use sprites_api::usage::{Amounts, Cost, OrgUsage, UsageReport};
 
 pub use reqwest::Body;

@@ -10,7 +10,9 @@ mod exec;
 mod info;
 mod list;
 mod login;
+mod services;
 mod sessions;
+mod usage;
 mod use_sprite;
 
 use std::path::PathBuf;
@@ -37,6 +39,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Sessions { command } => sessions::run(&ctx, command).await,
         Command::Checkpoint { command } => checkpoint::run(&ctx, command).await,
         Command::Restore(args) => checkpoint::restore(&ctx, args).await,
+        Command::Services { command } => services::run(&ctx, command).await,
+        Command::Usage(args) => usage::run(&ctx, args).await,
+        Command::Tokens { command } => usage::tokens(&ctx, command).await,
         Command::Destroy(args) => destroy::run(&ctx, args).await,
         Command::Api(args) => api::run(&ctx, args).await,
     }

@@ -91,13 +91,23 @@ async fn start(
     rec: &SpriteRecord,
     req: AgentRequest,
 ) -> Result<(AgentReader, AgentWriter, Reply), ApiError> {
+    let started = std::time::Instant::now();
+    let is_exec = matches!(req, AgentRequest::Exec(_));
     let (mut r, w) = state.manager.open(rec, &req).await?;
     let first = r
         .reply()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     match first {
-        Reply::SessionInfo { .. } => Ok((r, w, first)),
+        Reply::SessionInfo { .. } => {
+            if is_exec {
+                state
+                    .manager
+                    .metrics
+                    .exec_started(started.elapsed().as_secs_f64());
+            }
+            Ok((r, w, first))
+        }
         Reply::Error { code, message } => Err(agent_error(&code, message)),
         other => Err(ApiError::Internal(format!(
             "agent answered {other:?} to an exec"

@@ -4,7 +4,11 @@ pub mod checkpoints;
 mod exec;
 mod fs;
 mod query;
+pub mod services;
 mod sprites;
+pub mod tasks;
+mod tokens;
+mod usage;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
@@ -61,17 +65,73 @@ pub fn router(state: AppState) -> Router {
         .route("/sprites/{name}/fs/chmod", post(fs::chmod))
         .route("/sprites/{name}/fs/chown", post(fs::chown))
         .route("/sprites/{name}/fs/mkdir", post(fs::mkdir))
+        .route("/sprites/{name}/services", get(services::list))
+        .route(
+            "/sprites/{name}/services/signal",
+            post(services::signal)
+                .get(services::signal_named_get)
+                .put(services::signal_named_put)
+                .delete(services::signal_named_delete),
+        )
+        .route(
+            "/sprites/{name}/services/{svc}",
+            get(services::get)
+                .put(services::put)
+                .delete(services::delete),
+        )
+        .route(
+            "/sprites/{name}/services/{svc}/start",
+            post(services::start),
+        )
+        .route("/sprites/{name}/services/{svc}/stop", post(services::stop))
+        .route(
+            "/sprites/{name}/services/{svc}/restart",
+            post(services::restart),
+        )
+        .route("/sprites/{name}/services/{svc}/logs", get(services::logs))
+        .route(
+            "/sprites/{name}/tasks",
+            get(tasks::list).post(tasks::create),
+        )
+        .route(
+            "/sprites/{name}/tasks/{task}",
+            axum::routing::put(tasks::update).delete(tasks::delete),
+        )
+        .route("/sprites/{name}/usage", get(usage::sprite))
+        .route("/usage", get(usage::org))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,
         ));
+    let metrics =
+        Router::new()
+            .route("/metrics", get(metrics))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::auth::require_token,
+            ));
     Router::new()
         .nest("/v1", v1)
+        .merge(metrics)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(middleware::map_response(version_header))
         .with_state(state)
+}
+
+/// Prometheus text exposition.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.manager.render_metrics(),
+    )
+        .into_response()
 }
 
 pub(crate) async fn version_header(mut res: Response) -> Response {

@@ -76,10 +76,7 @@ impl Query {
 }
 
 pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(std::time::Duration::from_secs(secs));
-    }
-    humantime::parse_duration(v).ok()
+    sprites_api::service::parse_duration(v).or_else(|| humantime::parse_duration(v).ok())
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
             storage_gb: Some(rec.limits.storage_gb),
             region: None,
         }),
+        error: state.manager.error_of(&rec.id),
     }
 }
 

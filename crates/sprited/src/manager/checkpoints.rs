@@ -142,6 +142,7 @@ impl Manager {
             ),
         );
         tracing::info!(sprite = %rec.name, checkpoint = %id, frozen_ms = ms(stats.frozen_for), total_ms = ms(stats.total), "checkpoint created");
+        self.metrics.checkpointed(stats.total.as_secs_f64());
         self.refresh_views(rec);
         Ok(record)
     }

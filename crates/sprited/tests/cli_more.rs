@@ -1,5 +1,6 @@
-//! `sprite checkpoint ...`, `sprite restore` and `sprite create --from`
-//! against the real daemon, as a user types them: the server found through
+//! `sprite checkpoint ...`, `sprite restore`, `sprite create --from`,
+//! `sprite usage`, `sprite tokens` and `sprite services` against the real
+//! daemon, as a user types them: the server found through
 //! `SPRITES_API_URL`/`SPRITE_TOKEN`, the sprite through `-s` or `.sprite`.
 
 mod common;
@@ -139,4 +140,47 @@ fn checkpoint_restore_and_fork_through_the_cli() {
     cli.fails(&["restore", "1"], 2);
     let list = text(&cli.run(&["list"]).stdout);
     assert!(!list.contains("exp2"), "no failed fork was created: {list}");
+}
+
+#[test]
+fn usage_and_tokens_through_the_cli() {
+    let d = Daemon::start_with(&["--meter-interval", "1s"]);
+    let mut cli = Cli::new(&d);
+    cli.ok(&["create", "acct", "--skip-console"]);
+    cli.ok(&["exec", "-s", "acct", "--", "true"]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+
+    let one = cli.ok(&["usage", "-s", "acct", "--since", "1h"]);
+    assert!(one.starts_with("acct from "), "{one}");
+    for want in ["RESOURCE", "cpu", "ram", "hot storage", "total"] {
+        assert!(one.contains(want), "{want}: {one}");
+    }
+    let all = cli.ok(&["usage", "--all", "--since", "7d"]);
+    assert!(all.contains("acct") && all.contains("COST USD"), "{all}");
+    cli.fails(&["usage", "-s", "nope"], 1);
+
+    let secret = cli.ok(&["tokens", "create", "--name", "laptop"]);
+    let secret = secret.trim().to_string();
+    assert!(secret.starts_with("spr_"), "{secret}");
+    let list = cli.ok(&["tokens", "list"]);
+    let id = list
+        .lines()
+        .find(|l| l.contains("laptop"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("laptop is listed: {list}"))
+        .to_string();
+    assert!(!list.contains(&secret));
+
+    // The new token works, and fails once revoked.
+    let admin = std::mem::replace(&mut cli.token, secret);
+    cli.ok(&["list"]);
+    let as_admin = Cli {
+        home: tempfile::tempdir().expect("home"),
+        cwd: tempfile::tempdir().expect("cwd"),
+        url: cli.url.clone(),
+        token: admin,
+    };
+    as_admin.ok(&["tokens", "revoke", &id]);
+    let err = cli.fails(&["list"], 1);
+    assert!(err.contains("token") || err.contains("401"), "{err}");
 }

@@ -1,0 +1,158 @@
+//! Scale to zero: a running sprite with nothing to do is paused (warm:
+//! every process frozen by the cgroup freezer, memory kept, no CPU) after
+//! `idle_warm`, and stopped (cold: no process, no memory, volume unmounted)
+//! after `idle_cold` more. Any request wakes it again.
+//!
+//! What keeps a sprite awake: activities in flight (exec and console
+//! connections, in-sprite API calls, proxied connections; see
+//! [`super::Activity`]), sessions whose command still runs inside (asked of
+//! the agent just before pausing), and unexpired tasks.
+//!
+//! Races with requests: a request counts its activity *before* it looks at
+//! the status; the tracker marks the sprite warm *before* it looks at the
+//! activity count (both sequentially consistent). So either the tracker sees
+//! the request and backs off, or the request sees `warm` and wakes the
+//! sprite through the lifecycle lock, after the pause.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sprites_api::agent::{Reply, Request};
+use sprites_api::sprite::Status;
+
+use super::{blocking, lock, Live, Manager, Release, STOP_GRACE};
+use crate::agent_conn;
+use crate::error::ApiError;
+
+/// How long the tracker waits for the agent's answer to "are you busy?".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Manager {
+    /// Runs the idle tracker for as long as the manager lives.
+    pub fn spawn_idle_tracker(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let shortest = self.cfg.idle_warm.min(self.cfg.idle_cold);
+        let tick = (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(m) = me.upgrade() else { break };
+                m.idle_pass();
+            }
+        });
+    }
+
+    /// One look at every sprite; the slow parts run in tasks of their own.
+    fn idle_pass(self: &Arc<Self>) {
+        let now = Instant::now();
+        let entries: Vec<(String, Arc<Live>)> = lock(&self.live)
+            .iter()
+            .map(|(id, l)| (id.clone(), l.clone()))
+            .collect();
+        for (id, live) in entries {
+            let status = *lock(&live.status);
+            match status {
+                Status::Running => {
+                    let idle_for = now.saturating_duration_since(*lock(&live.last_activity));
+                    if live.active.load(Ordering::SeqCst) == 0
+                        && idle_for >= self.cfg.idle_warm
+                        && !self.has_tasks(&live)
+                    {
+                        let m = self.clone();
+                        tokio::spawn(async move { m.pause_idle(&id, &live).await });
+                    }
+                }
+                Status::Warm => {
+                    let since = *lock(&live.warm_since);
+                    if since.is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.idle_cold)
+                    {
+                        let m = self.clone();
+                        tokio::spawn(async move { m.stop_idle(&id, &live).await });
+                    }
+                }
+                Status::Cold | Status::Error => {}
+            }
+        }
+    }
+
+    /// Running → warm, unless something turned up meanwhile.
+    async fn pause_idle(&self, id: &str, live: &Arc<Live>) {
+        let Ok(_g) = live.lifecycle.try_lock() else {
+            return;
+        };
+        if *lock(&live.status) != Status::Running {
+            return;
+        }
+        match self.running_sessions(id).await {
+            Ok(0) => {}
+            Ok(_) => {
+                // A session's command still runs (detached or not): awake.
+                *lock(&live.last_activity) = Instant::now();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(id, error = %e, "cannot ask the agent whether it is busy; not pausing");
+                *lock(&live.last_activity) = Instant::now();
+                return;
+            }
+        }
+        *lock(&live.status) = Status::Warm;
+        if live.active.load(Ordering::SeqCst) > 0 || self.has_tasks(live) {
+            *lock(&live.status) = Status::Running;
+            return;
+        }
+        let driver = self.driver.clone();
+        let sid = id.to_string();
+        match blocking(move || driver.pause(&sid).map_err(ApiError::internal)).await {
+            Ok(()) => {
+                *lock(&live.warm_since) = Some(Instant::now());
+                tracing::info!(id, "idle: sprite is warm (paused)");
+                self.metrics.hibernated("warm");
+            }
+            Err(e) => {
+                tracing::warn!(id, error = %e, "pausing an idle sprite failed");
+                *lock(&live.status) = Status::Running;
+                *lock(&live.last_activity) = Instant::now();
+            }
+        }
+    }
+
+    /// Warm → cold: processes stopped, memory freed, volume unmounted.
+    async fn stop_idle(&self, id: &str, live: &Arc<Live>) {
+        let Ok(_g) = live.lifecycle.try_lock() else {
+            return;
+        };
+        if *lock(&live.status) != Status::Warm || live.active.load(Ordering::SeqCst) > 0 {
+            // Someone is waking it (and waits for this lock).
+            return;
+        }
+        match self.halt(id, STOP_GRACE, Release::Unmount).await {
+            Ok(()) => {
+                tracing::info!(id, "idle: sprite is cold (stopped)");
+                self.metrics.hibernated("cold");
+            }
+            Err(e) => tracing::warn!(id, error = %e, "stopping an idle sprite failed"),
+        }
+        *lock(&live.warm_since) = None;
+        *lock(&live.status) = Status::Cold;
+    }
+
+    /// Sessions whose command still runs inside, as the agent counts them.
+    async fn running_sessions(&self, id: &str) -> Result<u32, String> {
+        let ask = async {
+            let (mut r, _w) = agent_conn::open(&self.socket_path(id), &Request::Busy)
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.reply().await.map_err(|e| e.to_string())? {
+                Reply::Busy { running_sessions } => Ok(running_sessions),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        };
+        tokio::time::timeout(BUSY_TIMEOUT, ask)
+            .await
+            .map_err(|_| "the agent did not answer in time".to_string())?
+    }
+}

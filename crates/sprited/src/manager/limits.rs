@@ -1,0 +1,110 @@
+//! Limits from the config: how many sprites may exist, how many may run
+//! (or be warm) at once, how many may be created per minute. Each is
+//! refused with the Sprites error codes and the rate-limit fields.
+
+use std::time::{Duration, Instant};
+
+use sprites_api::error::{
+    CONCURRENT_SPRITE_LIMIT_EXCEEDED, SPRITE_CREATION_RATE_LIMITED, SPRITE_LIMIT_EXCEEDED,
+};
+use sprites_api::sprite::Status;
+
+use super::{lock, Manager};
+use crate::error::{ApiError, Limit};
+
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// What a caller refused for lack of room is told to wait: sprites go warm
+/// and cold on their own, freeing room.
+const CAPACITY_RETRY: Duration = Duration::from_secs(10);
+
+impl Manager {
+    /// The create rate and the number of sprites; counts this create.
+    pub(super) fn admit_create(&self) -> Result<(), ApiError> {
+        let max = self.cfg.max_sprites;
+        if max > 0 {
+            let count = self.db.all()?.len() as u64;
+            if count >= max {
+                return Err(ApiError::limited(Limit {
+                    code: SPRITE_LIMIT_EXCEEDED,
+                    message: format!(
+                        "this server allows {max} sprites and has {count}; destroy one first"
+                    ),
+                    limit: max,
+                    window_seconds: None,
+                    retry_after_seconds: None,
+                    current_count: count,
+                }));
+            }
+        }
+        let rate = self.cfg.create_rate_per_minute;
+        if rate == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut recent = lock(&self.recent_creates);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            recent.pop_front();
+        }
+        let count = recent.len() as u64;
+        if count >= rate {
+            let oldest = recent.front().copied().unwrap_or(now);
+            let wait = RATE_WINDOW.saturating_sub(now.duration_since(oldest));
+            let retry = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(ApiError::limited(Limit {
+                code: SPRITE_CREATION_RATE_LIMITED,
+                message: format!(
+                    "at most {rate} sprites may be created per minute; retry in {retry} s"
+                ),
+                limit: rate,
+                window_seconds: Some(RATE_WINDOW.as_secs()),
+                retry_after_seconds: Some(retry.max(1)),
+                current_count: count,
+            }));
+        }
+        recent.push_back(now);
+        Ok(())
+    }
+
+    /// Held across [`Manager::admit_start`] and the start it admits, when a
+    /// running limit is set (starts are then one at a time).
+    pub(super) async fn admission_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.cfg.max_running == 0 {
+            return None;
+        }
+        Some(self.admission.lock().await)
+    }
+
+    /// Whether one more sprite may start.
+    pub(super) fn admit_start(&self) -> Result<(), ApiError> {
+        let max = self.cfg.max_running;
+        if max == 0 {
+            return Ok(());
+        }
+        let awake = self.awake_count();
+        if awake < max {
+            return Ok(());
+        }
+        Err(ApiError::limited(Limit {
+            code: CONCURRENT_SPRITE_LIMIT_EXCEEDED,
+            message: format!(
+                "{awake} sprites are running or warm, the most this server runs at once; \
+                 the sprite stays cold until one goes idle"
+            ),
+            limit: max,
+            window_seconds: None,
+            retry_after_seconds: Some(CAPACITY_RETRY.as_secs()),
+            current_count: awake,
+        }))
+    }
+
+    /// Sprites holding memory: running or warm.
+    pub fn awake_count(&self) -> u64 {
+        lock(&self.live)
+            .values()
+            .filter(|l| matches!(*lock(&l.status), Status::Running | Status::Warm))
+            .count() as u64
+    }
+}

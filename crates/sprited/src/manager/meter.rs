@@ -1,0 +1,143 @@
+//! Metering: every `meter_interval` each sprite's CPU time (from its cgroup's
+//! counter), memory (sampled, integrated over time) and hot storage (the
+//! allocated bytes of its volume and checkpoints, integrated) are booked
+//! into per-minute rows. A cold sprite accrues only storage.
+//!
+//! Each round of samples and the point the meter stands at are written in
+//! one transaction, and each sample covers the time since the previous one:
+//! a restart of the daemon continues from the last committed sample and
+//! counts nothing twice. A sprite that stops (cold, restore, destroy) gets a
+//! last sample first, so nothing it used between samples is lost.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sprites_api::sprite::Status;
+
+use super::{blocking, lock, Manager};
+use crate::db::{Usage, UsageSample};
+use crate::error::ApiError;
+
+/// The longest gap one sample books (a daemon down for a day books at most
+/// this much memory and storage time for it).
+const MAX_GAP: Duration = Duration::from_secs(3600);
+
+const GB: f64 = 1e9;
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Manager {
+    /// Samples every sprite every `meter_interval` for as long as the
+    /// manager lives.
+    pub fn spawn_meter(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let interval = self.cfg.meter_interval;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(m) = me.upgrade() else { break };
+                if let Err(e) = m.meter_all().await {
+                    tracing::warn!(error = %e, "metering failed");
+                }
+            }
+        });
+    }
+
+    async fn meter_all(self: &Arc<Self>) -> Result<(), ApiError> {
+        let me = self.clone();
+        blocking(move || {
+            let records = me.db.all()?;
+            let _g = lock(&me.meter_lock);
+            let samples: Vec<UsageSample> = records
+                .iter()
+                .filter_map(|r| me.sample(&r.id, &r.name).ok())
+                .collect();
+            me.db.record_usage(&samples)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A last sample of one sprite, before it stops or goes.
+    pub(super) async fn meter_one(&self, id: &str) {
+        let Some(me) = self.arc() else { return };
+        let id = id.to_string();
+        let done = blocking(move || {
+            let Some(rec) = me.db.get_by_id(&id)? else {
+                return Ok(());
+            };
+            let _g = lock(&me.meter_lock);
+            let sample = me.sample(&rec.id, &rec.name)?;
+            me.db.record_usage(&[sample])?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "metering a stopping sprite");
+        }
+    }
+
+    /// What the sprite used since its last sample. The caller holds the
+    /// meter lock until the sample is recorded.
+    fn sample(&self, id: &str, name: &str) -> Result<UsageSample, ApiError> {
+        let now = SystemTime::now();
+        let now_ms = unix_ms(now);
+        let prev = self.db.meter_state(id)?;
+        let running = matches!(self.status(id), Status::Running | Status::Warm);
+        let stats = if running {
+            self.driver.stats(id).ok()
+        } else {
+            None
+        };
+        let elapsed = prev
+            .map(|(ms, _, _)| Duration::from_millis(now_ms.saturating_sub(ms).max(0) as u64))
+            .unwrap_or_default()
+            .min(MAX_GAP)
+            .as_secs_f64();
+        let cpu_ns = stats.map(|s| s.cpu_usage_ns).unwrap_or(0);
+        let cpu_delta_ns = match (prev, stats) {
+            // The counter went back: the sandbox started anew since.
+            (Some((_, last, true)), Some(s)) if s.cpu_usage_ns >= last => s.cpu_usage_ns - last,
+            (_, Some(s)) => s.cpu_usage_ns,
+            (_, None) => 0,
+        };
+        let ram = stats.map(|s| s.memory_bytes as f64).unwrap_or(0.0);
+        match stats {
+            Some(s) => self
+                .metrics
+                .sampled(name, s.cpu_usage_ns as f64 / 1e9, s.memory_bytes),
+            None => self.metrics.forget(name),
+        }
+        let hot = self.hot_bytes(id) as f64;
+        Ok(UsageSample {
+            sprite_id: id.to_string(),
+            sprite_name: name.to_string(),
+            minute: now_ms / 60_000,
+            usage: Usage {
+                cpu_seconds: cpu_delta_ns as f64 / 1e9,
+                ram_gb_seconds: ram / GB * elapsed,
+                hot_storage_gb_seconds: hot / GB * elapsed,
+                cold_storage_gb_hours: 0.0,
+            },
+            sampled_unix_ms: now_ms,
+            cpu_ns,
+            running: stats.is_some(),
+        })
+    }
+
+    /// Allocated bytes of the sprite's volume and checkpoints.
+    fn hot_bytes(&self, id: &str) -> u64 {
+        let volume = self
+            .store
+            .volume_usage(id)
+            .map(|u| u.allocated_bytes)
+            .unwrap_or(0);
+        volume + self.store.checkpoints_allocated_bytes(id).unwrap_or(0)
+    }
+}

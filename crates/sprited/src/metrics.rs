@@ -1,0 +1,187 @@
+//! Prometheus metrics at `GET /metrics` (bearer token as for the API):
+//! sprites by status, wakes, hibernations, exec count and start latency,
+//! checkpoint durations, and each sprite's CPU and memory as last sampled.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn label(k: &str, v: &str) -> Labels {
+    vec![(k.to_string(), v.to_string())]
+}
+
+pub struct Metrics {
+    registry: Registry,
+    sprites: Family<Labels, Gauge>,
+    wakes: Family<Labels, Counter>,
+    hibernations: Family<Labels, Counter>,
+    execs: Counter,
+    exec_start: Histogram,
+    checkpoint_seconds: Histogram,
+    sprite_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    sprite_memory: Family<Labels, Gauge>,
+    /// name → (cpu seconds, memory bytes), from the meter.
+    last: Mutex<HashMap<String, (f64, i64)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sprited");
+        let sprites = Family::<Labels, Gauge>::default();
+        registry.register("sprites", "Sprites by status", sprites.clone());
+        let wakes = Family::<Labels, Counter>::default();
+        registry.register(
+            "wakes",
+            "Sprites woken, by the state they left",
+            wakes.clone(),
+        );
+        let hibernations = Family::<Labels, Counter>::default();
+        registry.register(
+            "hibernations",
+            "Idle sprites paused (warm) or stopped (cold)",
+            hibernations.clone(),
+        );
+        let execs = Counter::default();
+        registry.register("execs", "Commands started", execs.clone());
+        // 0.5 ms .. ~8 s
+        let exec_start = Histogram::new(exponential_buckets(0.0005, 2.0, 15));
+        registry.register(
+            "exec_start_seconds",
+            "From an exec request to its command running (waking included)",
+            exec_start.clone(),
+        );
+        let checkpoint_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "checkpoint_seconds",
+            "Duration of checkpoint creates",
+            checkpoint_seconds.clone(),
+        );
+        let sprite_cpu = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "sprite_cpu_seconds",
+            "CPU time of a sprite's processes since it started, as last sampled",
+            sprite_cpu.clone(),
+        );
+        let sprite_memory = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sprite_memory_bytes",
+            "Memory of a sprite, as last sampled",
+            sprite_memory.clone(),
+        );
+        Metrics {
+            registry,
+            sprites,
+            wakes,
+            hibernations,
+            execs,
+            exec_start,
+            checkpoint_seconds,
+            sprite_cpu,
+            sprite_memory,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn woke(&self, from: &str) {
+        self.wakes.get_or_create(&label("from", from)).inc();
+    }
+
+    pub fn hibernated(&self, to: &str) {
+        self.hibernations.get_or_create(&label("to", to)).inc();
+    }
+
+    pub fn exec_started(&self, seconds: f64) {
+        self.execs.inc();
+        self.exec_start.observe(seconds);
+    }
+
+    pub fn checkpointed(&self, seconds: f64) {
+        self.checkpoint_seconds.observe(seconds);
+    }
+
+    /// The meter's last sample of a running sprite.
+    pub fn sampled(&self, name: &str, cpu_seconds: f64, memory_bytes: u64) {
+        if let Ok(mut last) = self.last.lock() {
+            last.insert(
+                name.to_string(),
+                (cpu_seconds, i64::try_from(memory_bytes).unwrap_or(i64::MAX)),
+            );
+        }
+    }
+
+    /// The sprite stopped or went: no more samples of it.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            last.remove(name);
+        }
+    }
+
+    /// The text exposition, with the sprite counts as given.
+    pub fn render(&self, by_status: &[(&str, i64)]) -> String {
+        self.sprites.clear();
+        for (status, n) in by_status {
+            self.sprites.get_or_create(&label("status", status)).set(*n);
+        }
+        self.sprite_cpu.clear();
+        self.sprite_memory.clear();
+        if let Ok(last) = self.last.lock() {
+            for (name, (cpu, mem)) in last.iter() {
+                self.sprite_cpu
+                    .get_or_create(&label("sprite", name))
+                    .set(*cpu);
+                self.sprite_memory
+                    .get_or_create(&label("sprite", name))
+                    .set(*mem);
+            }
+        }
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.woke("cold");
+        m.hibernated("warm");
+        m.exec_started(0.002);
+        m.checkpointed(0.04);
+        m.sampled("demo", 1.5, 1024);
+        let text = m.render(&[("running", 2), ("cold", 1)]);
+        for want in [
+            "sprited_sprites{status=\"running\"} 2",
+            "sprited_wakes_total{from=\"cold\"} 1",
+            "sprited_hibernations_total{to=\"warm\"} 1",
+            "sprited_execs_total 1",
+            "sprited_exec_start_seconds_count 1",
+            "sprited_checkpoint_seconds_count 1",
+            "sprited_sprite_cpu_seconds{sprite=\"demo\"} 1.5",
+            "sprited_sprite_memory_bytes{sprite=\"demo\"} 1024",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        m.forget("demo");
+        assert!(!m.render(&[]).contains("demo"));
+    }
+}
