@@ -1,5 +1,7 @@
 //! Benchmarks: sprited vs bare runc, side by side in one run.
 
+mod files;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +21,8 @@ enum Case {
     Checkpoint,
     /// Warm and cold wake, and what 200 idle cold sprites cost.
     Lifecycle,
+    /// A 1 GiB file through the filesystem API vs through `cat` in an exec.
+    Files,
 }
 
 #[derive(Parser)]
@@ -648,6 +652,9 @@ async fn main() -> anyhow::Result<()> {
     let mut notes = Vec::new();
     if matches!(args.case, Case::All | Case::Lifecycle) {
         lifecycle_cases(&http, &state, &bundle_s, args.runs, &mut rows, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Files) {
+        files::cases(&http, &d, args.runs, &mut rows, &mut notes).await?;
     }
     delete(&http, &d, "warmup").await?;
     println!("runs per case: {}", args.runs);

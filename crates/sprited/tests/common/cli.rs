@@ -24,8 +24,8 @@ pub fn cli_bin() -> PathBuf {
 pub struct Cli {
     pub home: tempfile::TempDir,
     pub cwd: tempfile::TempDir,
-    url: String,
-    token: String,
+    pub url: String,
+    pub token: String,
 }
 
 impl Cli {
