@@ -186,7 +186,9 @@ fn temp_beside(local: &Path) -> PathBuf {
 }
 
 /// Download a sprite directory tree to `local` (made if missing).
-/// Symlinks are made again as symlinks; other special files are skipped.
+/// Symlinks are made again as symlinks, after everything else, and nothing
+/// is written below one: a listing cannot make the copy write through a
+/// link to elsewhere on this machine. Other special files are skipped.
 pub async fn download_tree(fs: &Filesystem, remote: &Path, local: &Path) -> Result<Moved> {
     let listing = fs
         .list_recursive(remote)
@@ -194,6 +196,7 @@ pub async fn download_tree(fs: &Filesystem, remote: &Path, local: &Path) -> Resu
         .with_context(|| format!("listing {}", remote.display()))?;
     std::fs::create_dir_all(local).with_context(|| format!("making {}", local.display()))?;
     let mut moved = Moved::default();
+    let mut links: Vec<(PathBuf, String)> = Vec::new();
     for e in listing.entries {
         let rel = PathBuf::from(OsStr::from_bytes(e.raw_name().as_bytes()));
         if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
@@ -202,6 +205,9 @@ pub async fn download_tree(fs: &Filesystem, remote: &Path, local: &Path) -> Resu
                 e.name
             );
         }
+        if links.iter().any(|(l, _)| rel.starts_with(l)) {
+            bail!("the sprite listed {:?} below a symlink", e.name);
+        }
         let target = local.join(&rel);
         let source = PathBuf::from(OsStr::from_bytes(e.raw_path().as_bytes()));
         match e.kind {
@@ -209,16 +215,20 @@ pub async fn download_tree(fs: &Filesystem, remote: &Path, local: &Path) -> Resu
                 .with_context(|| format!("making {}", target.display()))?,
             FileKind::File => moved.add(download_file(fs, &source, &target).await?),
             FileKind::Symlink => {
-                if let Some(to) = &e.link_target {
-                    let _ = std::fs::remove_file(&target);
-                    std::os::unix::fs::symlink(to, &target)
-                        .with_context(|| format!("making {}", target.display()))?;
+                if let Some(to) = e.link_target {
+                    links.push((rel, to));
                 }
             }
             FileKind::Other => {
                 eprintln!("sprite: skipping {} (not a file or directory)", e.path);
             }
         }
+    }
+    for (rel, to) in links {
+        let target = local.join(&rel);
+        let _ = std::fs::remove_file(&target);
+        std::os::unix::fs::symlink(&to, &target)
+            .with_context(|| format!("making {}", target.display()))?;
     }
     Ok(moved)
 }

@@ -93,6 +93,11 @@ fn cp_both_ways_and_exec_file() {
         std::fs::read_to_string(here.join("back/css/a.css")).expect("back css"),
         "b{}\n"
     );
+    // Symlinks come back as symlinks.
+    cli.ok(&["exec", "--", "ln", "-s", "index.html", "www/home.html"]);
+    cli.ok(&["cp", "-r", ":www", "back2"]);
+    let link = std::fs::read_link(here.join("back2/home.html")).expect("a symlink");
+    assert_eq!(link, std::path::Path::new("index.html"));
     let err = cli.fails(&["cp", ":www", "again"], 1);
     assert!(err.contains("is a directory (use -r)"), "{err}");
 

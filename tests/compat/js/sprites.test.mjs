@@ -1,7 +1,7 @@
 // The official JS SDK (@fly/sprites from npm), unchanged, against sprited:
 // sprites, exec (spawn, exec, execFile), sessions, checkpoints.
-// Services and network policy are not in sprited yet (issue 4): their
-// tests come with those features.
+// Services (the daemon relays them; the agent's supervisor is not in yet)
+// and network policy (not in sprited) get their tests with those features.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -158,5 +158,5 @@ test('a wrong token is refused', async () => {
   await assert.rejects(bad.listSprites(), e => e instanceof APIError && e.statusCode === 401);
 });
 
-test.todo('services (create, list, start, stop, logs): not in sprited yet (issue 4)');
+test.todo('services (create, list, start, stop, logs): waiting for the agent\'s service supervisor');
 test.todo('network policy (get, update): not in sprited yet');
