@@ -10,7 +10,10 @@ use tokio::net::UnixStream;
 use crate::attach;
 use crate::fs;
 use crate::kill;
+use crate::ports;
 use crate::registry::Sessions;
+use crate::relay;
+use crate::services::{self, Services};
 use crate::wire::{self, ReadError};
 
 /// How long a new connection may take to send its request.
@@ -18,7 +21,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serve one connection to its end. Never fails: errors the peer can be told
 /// about are answered with an `error` frame, then the connection is closed.
-pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>) {
+pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>, services: Arc<Services>) {
     let (mut rd, mut wr) = stream.into_split();
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut rd)).await {
         Ok(Ok(Some(r))) => r,
@@ -59,14 +62,9 @@ pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>) {
             };
             let _ = wire::write_json(&mut wr, &busy).await;
         }
-        Request::Service(_) => {
-            // Replaced by the service supervisor (in progress on its branch).
-            let reply = Reply::Error {
-                code: "internal".into(),
-                message: "services are not available in this agent build".into(),
-            };
-            let _ = wire::write_json(&mut wr, &reply).await;
-        }
+        Request::Service(op) => services::serve(&services, op, &mut wr).await,
+        Request::Connect { host, port } => relay::connect(rd, wr, &host, port).await,
+        Request::WatchPorts => ports::watch(rd, wr).await,
         Request::Exec(req) => attach::exec(rd, wr, &sessions, req).await,
         Request::Attach { id } => attach::attach(rd, wr, &sessions, id).await,
         Request::Fs(req) => fs::serve(rd, wr, &sessions, req).await,

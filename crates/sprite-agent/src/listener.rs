@@ -16,6 +16,7 @@ use crate::cli::ListenOn;
 use crate::connection;
 use crate::log::log;
 use crate::registry::Sessions;
+use crate::services::Services;
 
 /// Get the listening socket. Must run inside the runtime.
 pub fn open(on: &ListenOn) -> io::Result<UnixListener> {
@@ -79,11 +80,15 @@ fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Accept connections forever.
-pub async fn serve(listener: UnixListener, sessions: Arc<Sessions>) {
+pub async fn serve(listener: UnixListener, sessions: Arc<Sessions>, services: Arc<Services>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection::serve(stream, sessions.clone()));
+                tokio::spawn(connection::serve(
+                    stream,
+                    sessions.clone(),
+                    services.clone(),
+                ));
             }
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning.

@@ -10,11 +10,14 @@ mod hosts;
 mod kill;
 mod listener;
 mod log;
+mod ports;
 mod pty;
 mod pump;
 mod reaper;
 mod registry;
+mod relay;
 mod scrollback;
+mod services;
 mod session;
 mod shutdown;
 mod signame;
@@ -118,12 +121,18 @@ async fn serve(on: ListenOn, pid1: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sessions = registry::Sessions::new(reaper);
+    let sessions = registry::Sessions::new(reaper.clone());
+    // After the listener: the daemon's connections are accepted while the
+    // services start in the background.
+    let services = services::Services::boot(reaper, &services::state_dir());
     tokio::select! {
-        _ = listener::serve(listener, sessions.clone()) => {}
+        _ = listener::serve(listener, sessions.clone(), services.clone()) => {}
         why = stop.wait() => log!("{why}: stopping"),
     }
-    shutdown::stop_everything(&sessions, pid1).await;
+    tokio::join!(
+        services.shutdown(shutdown::GRACE),
+        shutdown::stop_everything(&sessions, pid1)
+    );
     if let ListenOn::Path(path) = &on {
         let _ = std::fs::remove_file(path);
     }

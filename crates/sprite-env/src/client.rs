@@ -7,7 +7,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request, Response};
+pub use hyper::Method;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -45,27 +46,63 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| Error::BadAnswer(format!("GET {path}: {e}")))
     }
 
+    /// `GET path`, answer as text (invalid UTF-8 replaced).
+    pub async fn get_text(&self, path: &str) -> Result<String, Error> {
+        let answer = self.send(Method::GET, path, None, "text/plain").await?;
+        let body = self.read_all(answer).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A request whose answer has no content that matters (`204`).
+    pub async fn call<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), Error> {
+        let json = body.map(encode).transpose()?;
+        let answer = self.send(method, path, json, "application/json").await?;
+        self.read_all(answer).await?;
+        Ok(())
+    }
+
     /// `POST path` with a JSON body, answered by NDJSON: `each` sees every
     /// line's value as soon as it arrives.
     pub async fn post_ndjson<B, T>(
         &self,
         path: &str,
         body: &B,
+        each: impl FnMut(T) -> Result<(), Error>,
+    ) -> Result<(), Error>
+    where
+        B: Serialize,
+        T: DeserializeOwned,
+    {
+        self.ndjson(Method::POST, path, Some(body), each).await
+    }
+
+    /// `method path` with an optional JSON body, answered by NDJSON: `each`
+    /// sees every line's value as soon as it arrives.
+    pub async fn ndjson<B, T>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
         mut each: impl FnMut(T) -> Result<(), Error>,
     ) -> Result<(), Error>
     where
         B: Serialize,
         T: DeserializeOwned,
     {
-        let json = serde_json::to_vec(body)
-            .map_err(|e| Error::BadAnswer(format!("encoding the request: {e}")))?;
+        let json = body.map(encode).transpose()?;
+        let what = format!("{method} {path}");
         let answer = self
-            .send(Method::POST, path, Some(json), "application/x-ndjson")
+            .send(method, path, json, "application/x-ndjson")
             .await?;
         let mut handle = |line: &[u8]| -> Result<(), Error> {
             let value = serde_json::from_slice(line).map_err(|e| {
                 Error::BadAnswer(format!(
-                    "POST {path}: {e} in line {:?}",
+                    "{what}: {e} in line {:?}",
                     String::from_utf8_lossy(line)
                 ))
             })?;
@@ -73,7 +110,7 @@ impl Client {
         };
         let flatten = |e: LineError<Error>| match e {
             LineError::Handler(e) => e,
-            LineError::TooLong => Error::BadAnswer(format!("POST {path}: a line without end")),
+            LineError::TooLong => Error::BadAnswer(format!("{what}: a line without end")),
         };
         let mut lines = Lines::default();
         let mut body = answer.into_body();
@@ -147,4 +184,8 @@ impl Client {
             reason: e.to_string(),
         }
     }
+}
+
+fn encode<B: Serialize>(body: &B) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(body).map_err(|e| Error::BadAnswer(format!("encoding the request: {e}")))
 }

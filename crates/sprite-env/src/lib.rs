@@ -8,6 +8,7 @@ pub mod client;
 pub mod error;
 pub mod ndjson;
 pub mod progress;
+pub mod services;
 pub mod table;
 
 use std::ffi::OsString;
@@ -94,11 +95,12 @@ async fn dispatch(cli: Cli, io: &mut Streams<'_>) -> Result<(), Error> {
     let client = Client::new(cli.socket);
     match cli.command {
         Command::Checkpoints { command } => checkpoints::run(&client, command, io).await,
+        Command::Services { command } => services::run(&client, command, io).await,
     }
 }
 
 /// Die quietly of SIGPIPE when the reader of our output goes away
-/// (`sprite-env checkpoints list | head -1`), as other command-line tools do.
+/// (`sprite-env services list | head -1`), as other command-line tools do.
 /// Sockets are unaffected: Rust sends with MSG_NOSIGNAL.
 fn restore_sigpipe() {
     use nix::sys::signal::{signal, SigHandler, Signal};

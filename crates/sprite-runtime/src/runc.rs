@@ -147,7 +147,11 @@ impl Runc {
         let raw = fd.as_raw_fd();
 
         let mut cmd = self.command();
-        cmd.args(["run", "--detach", "--bundle"])
+        // No session keyring per sandbox: every sprite's root is the same
+        // host uid, and the kernel's per-uid key quota (200 by default)
+        // would cap a host at 200 running sprites. The keyring syscalls are
+        // denied by the seccomp filter, so nothing inside can use one anyway.
+        cmd.args(["run", "--detach", "--no-new-keyring", "--bundle"])
             .arg(&spec.bundle_dir)
             .arg("--pid-file")
             .arg(spec.bundle_dir.join(INIT_PID_FILE))

@@ -244,11 +244,16 @@ impl Store {
             });
         }
         let mut free = self.pool_free_bytes()?;
-        if free < CHECKPOINT_RESERVE_BYTES {
-            // Space of files removed a moment ago is freed in the background
-            // (XFS inode GC); a sync settles it before refusing.
+        // Space of files removed a moment ago is freed in the background
+        // (XFS inode GC and deferred frees); a sync and a short wait settle
+        // it before refusing.
+        let settle = Instant::now() + Duration::from_secs(1);
+        while free < CHECKPOINT_RESERVE_BYTES && Instant::now() < settle {
             self.sync_pool()?;
             free = self.pool_free_bytes()?;
+            if free < CHECKPOINT_RESERVE_BYTES {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         if free < CHECKPOINT_RESERVE_BYTES {
             return Err(StoreError::NoSpace {

@@ -2,29 +2,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{collect, Daemon};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Poll a shell condition in the sprite until it prints `want`.
-async fn eventually(api: &common::Api, name: &str, script: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = api.exec(name, &["sh", "-c", script]).await;
-        if out.out() == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{script}: wanted {want:?}, got {:?} / {:?}",
-            out.out(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_restore_delete_and_fork() {
@@ -93,20 +75,10 @@ async fn checkpoint_restore_delete_and_fork() {
     api.sh("ck", "echo three > /home/sprite/f").await;
 
     // The checkpoints are visible read-only inside.
-    eventually(
-        &api,
-        "ck",
-        "cat /.sprite/checkpoints/v0/home/sprite/f",
-        "one\n",
-    )
-    .await;
-    eventually(
-        &api,
-        "ck",
-        "cat /.sprite/checkpoints/v1/home/sprite/f",
-        "two\n",
-    )
-    .await;
+    api.eventually("ck", "cat /.sprite/checkpoints/v0/home/sprite/f", "one\n")
+        .await;
+    api.eventually("ck", "cat /.sprite/checkpoints/v1/home/sprite/f", "two\n")
+        .await;
     let w = api
         .exec(
             "ck",
@@ -211,7 +183,8 @@ async fn checkpoint_restore_delete_and_fork() {
         .await
         .expect("delete again");
     assert_eq!(r.status(), 404);
-    eventually(&api, "ck", "ls /.sprite/checkpoints", "v0\n").await;
+    api.eventually("ck", "ls /.sprite/checkpoints", "v0\n")
+        .await;
     assert_eq!(api.checkpoint("ck", Some("after delete")).await, "v2");
 
     // Fork from a checkpoint of another sprite.
@@ -297,20 +270,14 @@ async fn newest_five_are_visible_and_restores_serialise() {
         .await;
         assert_eq!(api.checkpoint("many", None).await, format!("v{i}"));
     }
-    eventually(
-        &api,
+    api.eventually(
         "many",
         "ls /.sprite/checkpoints | tr '\\n' ' '",
         "v2 v3 v4 v5 v6 ",
     )
     .await;
-    eventually(
-        &api,
-        "many",
-        "cat /.sprite/checkpoints/v2/home/sprite/n",
-        "2\n",
-    )
-    .await;
+    api.eventually("many", "cat /.sprite/checkpoints/v2/home/sprite/n", "2\n")
+        .await;
 
     // Two restores at once: both complete, one after the other, and the
     // filesystem is wholly one checkpoint or the other.
@@ -324,8 +291,7 @@ async fn newest_five_are_visible_and_restores_serialise() {
     );
 
     // The views come back after the restart of a restore.
-    eventually(
-        &api,
+    api.eventually(
         "many",
         "ls /.sprite/checkpoints | tr '\\n' ' '",
         "v2 v3 v4 v5 v6 ",

@@ -184,3 +184,46 @@ fn usage_and_tokens_through_the_cli() {
     let err = cli.fails(&["list"], 1);
     assert!(err.contains("token") || err.contains("401"), "{err}");
 }
+
+#[test]
+fn services_through_the_cli() {
+    let d = Daemon::start();
+    let cli = Cli::new(&d);
+    cli.ok(&["create", "svc", "--skip-console"]);
+    let out = cli.ok(&[
+        "services",
+        "create",
+        "-s",
+        "svc",
+        "web",
+        "--watch",
+        "1",
+        "--env",
+        "WHO=cli",
+        "--",
+        "sh",
+        "-c",
+        "echo hello $WHO; sleep 1000",
+    ]);
+    assert!(
+        out.contains("[started]") || out.contains("started"),
+        "{out}"
+    );
+    assert!(out.contains("hello cli"), "{out}");
+    let list = cli.ok(&["services", "list", "-s", "svc"]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("web"))
+        .unwrap_or_else(|| panic!("web is listed: {list}"));
+    assert!(row.contains("running"), "{list}");
+    let logs = cli.ok(&["services", "logs", "-s", "svc", "web", "-n", "5"]);
+    assert!(logs.contains("hello cli"), "{logs}");
+    let stopped = cli.ok(&["services", "stop", "-s", "svc", "web", "--timeout", "2"]);
+    assert!(stopped.contains("stopped"), "{stopped}");
+    let err = cli.fails(&["services", "stop", "-s", "svc", "web"], 1);
+    assert!(err.contains("web"), "{err}");
+    cli.ok(&["services", "start", "-s", "svc", "web", "--watch", "0"]);
+    cli.ok(&["services", "delete", "-s", "svc", "web"]);
+    let err = cli.fails(&["services", "logs", "-s", "svc", "web"], 1);
+    assert!(err.contains("no service named web"), "{err}");
+}

@@ -382,3 +382,26 @@ async fn a_session_attached_through_warm_sees_its_output() {
     // A new exec after the pause works as ever.
     assert_eq!(api.sh("att", "echo back").await, "back\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_of_warm_and_cold_sprites() {
+    let d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "2s"]);
+    let api = d.client();
+    api.create("ck").await;
+    api.sh("ck", "echo one > /home/sprite/f").await;
+    wait_status(&api, "ck", "warm", Duration::from_secs(10)).await;
+    assert_eq!(api.checkpoint("ck", Some("warm")).await, "v0");
+    api.sh("ck", "echo two > /home/sprite/f").await;
+    wait_status(&api, "ck", "warm", Duration::from_secs(10)).await;
+    wait_status(&api, "ck", "cold", Duration::from_secs(10)).await;
+    assert_eq!(api.checkpoint("ck", Some("cold")).await, "v1");
+    assert_eq!(
+        status(&api, "ck").await,
+        "cold",
+        "a checkpoint woke a cold sprite"
+    );
+    api.restore("ck", "v0").await;
+    assert_eq!(api.sh("ck", "cat /home/sprite/f").await, "one\n");
+    api.restore("ck", "v1").await;
+    assert_eq!(api.sh("ck", "cat /home/sprite/f").await, "two\n");
+}

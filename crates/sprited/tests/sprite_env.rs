@@ -6,28 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Api, Daemon, Output};
+use common::{Daemon, Output};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Poll `script` in the sprite until it prints `want`.
-async fn eventually(api: &Api, name: &str, script: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = api.exec(name, &["sh", "-c", script]).await;
-        if out.out() == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{script}: wanted {want:?}, got {:?} / {:?}",
-            out.out(),
-            stderr(&out)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +122,8 @@ async fn checkpoints_from_inside_the_sprite() {
         started.elapsed(),
         out.out()
     );
-    eventually(&api, "inside", "cat /home/sprite/f", "one\n").await;
+    api.eventually("inside", "cat /home/sprite/f", "one\n")
+        .await;
     let after = api
         .exec("inside", &["sprite-env", "checkpoints", "info", "v0"])
         .await;

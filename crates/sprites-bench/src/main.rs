@@ -1,7 +1,5 @@
 //! Benchmarks: sprited vs bare runc, side by side in one run.
 
-mod files;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +10,9 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+mod files;
+mod urls;
+
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Case {
     All,
@@ -21,6 +22,10 @@ enum Case {
     Checkpoint,
     /// Warm and cold wake, and what 200 idle cold sprites cost.
     Lifecycle,
+    /// The daemon's CPU while it meters 200 running sprites.
+    Meter,
+    /// Sprite URL throughput and latency vs a direct connection (wrk).
+    Urls,
     /// A 1 GiB file through the filesystem API vs through `cat` in an exec.
     Files,
 }
@@ -551,6 +556,49 @@ async fn lifecycle_cases(
     Ok(())
 }
 
+/// Daemon CPU over a window, in % of one core.
+async fn daemon_cpu(pid: u32, window: Duration) -> anyhow::Result<f64> {
+    let c0 = cpu_ticks(pid)?;
+    tokio::time::sleep(window).await;
+    Ok((cpu_ticks(pid)? - c0) as f64 / 100.0 / window.as_secs_f64() * 100.0)
+}
+
+/// Daemon CPU with `n` idle running sprites, metered every `interval`.
+async fn cpu_with_sprites(
+    http: &reqwest::Client,
+    n: usize,
+    interval: &str,
+    window: Duration,
+) -> anyhow::Result<f64> {
+    let d = start_daemon_with(&["--idle-warm", "1h", "--meter-interval", interval])?;
+    for i in 0..n {
+        create(http, &d, &format!("m-{i}")).await?;
+    }
+    // Let creation settle before measuring.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let cpu = daemon_cpu(d.child.id(), window).await?;
+    for i in 0..n {
+        delete(http, &d, &format!("m-{i}")).await?;
+    }
+    Ok(cpu)
+}
+
+async fn meter_case(http: &reqwest::Client, notes: &mut Vec<String>) -> anyhow::Result<()> {
+    const N: usize = 200;
+    let window = Duration::from_secs(30);
+    let metered = cpu_with_sprites(http, N, "5s", window).await?;
+    // The same with metering so rare it never runs in the window.
+    let unmetered = cpu_with_sprites(http, N, "1h", window).await?;
+    notes.push(format!(
+        "\nmetering {N} running sprites every 5 s: daemon CPU {metered:.2} % of one core \
+         (same daemon with metering off: {unmetered:.2} %; sampling overhead {:.2} %, target < 1 %), \
+         over {} s",
+        metered - unmetered,
+        window.as_secs()
+    ));
+    Ok(())
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -652,6 +700,12 @@ async fn main() -> anyhow::Result<()> {
     let mut notes = Vec::new();
     if matches!(args.case, Case::All | Case::Lifecycle) {
         lifecycle_cases(&http, &state, &bundle_s, args.runs, &mut rows, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Meter) {
+        meter_case(&http, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Urls) {
+        urls::urls_case(&http, &d, &mut notes).await?;
     }
     if matches!(args.case, Case::All | Case::Files) {
         files::cases(&http, &d, args.runs, &mut rows, &mut notes).await?;

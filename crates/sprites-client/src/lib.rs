@@ -26,6 +26,7 @@ mod event_stream;
 mod exec;
 mod fs;
 mod http_exec;
+mod ports;
 mod services;
 mod sessions;
 mod sprites;
@@ -39,8 +40,10 @@ pub use event_stream::{event_text, Completion, Event, EventStream, ServiceEvents
 pub use exec::{Command, Output, TtySize};
 pub use fs::{FileStream, Filesystem, WriteOptions, MODE_HEADER};
 pub use http_exec::HttpExec;
+pub use ports::{PortWatch, ProxyStream};
 pub use sessions::{parse_ndjson, KillOptions};
 pub use sprites::{ListOptions, SpriteHandle, MAX_PAGE_SIZE};
+pub use sprites_api::port::{ListeningPort, PortEvent};
 
 /// The wire types, re-exported so that callers need not name `sprites-api`.
 pub use sprites_api;

@@ -44,6 +44,9 @@ impl Drop for TempDir {
     }
 }
 
+/// Names the agent's state directory (services, logs); `/.sprite` if unset.
+pub const STATE_DIR_ENV: &str = "SPRITE_AGENT_STATE_DIR";
+
 /// A running agent, stopped (by its pid) on drop.
 pub struct Agent {
     child: Child,
@@ -52,13 +55,27 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Start an agent that binds its own socket (`--listen`).
+    /// Start an agent that binds its own socket (`--listen`), with its
+    /// state in its own temp dir.
     pub fn start() -> Agent {
         let dir = TempDir::new("agent");
+        let state = dir.path().join("state");
+        Agent::start_in(dir, &state)
+    }
+
+    /// Start an agent whose state (service definitions and logs) lives in
+    /// `state`, which outlives it: a later agent on the same dir is the
+    /// same sprite booting again.
+    pub fn start_with_state(state: &Path) -> Agent {
+        Agent::start_in(TempDir::new("agent"), state)
+    }
+
+    fn start_in(dir: TempDir, state: &Path) -> Agent {
         let socket = dir.path().join("agent.sock");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sprite-agent"));
         cmd.arg("--listen")
             .arg(&socket)
+            .env(STATE_DIR_ENV, state)
             .env_remove("SPRITE_AGENT_FD");
         Agent::launch(cmd, socket, dir)
     }
@@ -73,7 +90,8 @@ impl Agent {
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         let fd = listener.as_raw_fd();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sprite-agent"));
-        cmd.env("SPRITE_AGENT_FD", "3");
+        cmd.env("SPRITE_AGENT_FD", "3")
+            .env(STATE_DIR_ENV, dir.path().join("state"));
         // SAFETY: runs in the forked child before exec and only calls
         // dup2/fcntl, which are async-signal-safe, on an fd that is open.
         unsafe {
@@ -117,6 +135,14 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL the agent (by its pid) and wait for it: no clean-up runs,
+    /// as when a sprite goes cold.
+    pub fn kill(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
     }
 
     pub fn connect(&self) -> Conn {
@@ -164,6 +190,9 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);

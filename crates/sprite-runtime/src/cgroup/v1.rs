@@ -16,12 +16,18 @@ use crate::sandbox::{validate_id, SandboxStats};
 pub struct V1 {
     /// Parent of every sandbox's cgroup, relative to the daemon's.
     pub parent: String,
+    /// The hierarchies, found once: the daemon's cgroups and the cgroup
+    /// mounts do not move while it runs, and reading `/proc/self/mountinfo`
+    /// (hundreds of lines with hundreds of sprites) for every stats call
+    /// made metering quadratic.
+    found: std::sync::OnceLock<Vec<Hierarchy>>,
 }
 
 impl Default for V1 {
     fn default() -> Self {
         V1 {
             parent: "sprited".to_string(),
+            found: std::sync::OnceLock::new(),
         }
     }
 }
@@ -107,10 +113,17 @@ fn is_controller_option(o: &str) -> bool {
 
 impl V1 {
     fn current_hierarchies(&self) -> Result<Vec<Hierarchy>> {
+        if let Some(found) = self.found.get() {
+            return Ok(found.clone());
+        }
         let path = Path::new("/proc/self/mountinfo");
         let mountinfo =
             std::fs::read_to_string(path).map_err(|e| RuntimeError::io("read", path, e))?;
-        Ok(hierarchies(&mountinfo, &own_cgroups()?))
+        let found = hierarchies(&mountinfo, &own_cgroups()?);
+        if !found.is_empty() {
+            let _ = self.found.set(found.clone());
+        }
+        Ok(found)
     }
 
     fn dir_for(&self, controller: &str, id: &str) -> Result<PathBuf> {

@@ -29,13 +29,18 @@ impl Default for V2 {
     }
 }
 
-/// The daemon's cgroup as a v2 path ("/a/b"), without the `daemon` leaf.
+/// The daemon's cgroup as a v2 path ("/a/b"), without the `daemon` leaf;
+/// found once (it does not move while the daemon runs).
 fn base_cgroup() -> Result<PathBuf> {
+    static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(b) = BASE.get() {
+        return Ok(b.clone());
+    }
     let own = own_cgroups()?
         .into_iter()
         .find(|c| c.hierarchy == 0)
         .ok_or_else(|| RuntimeError::Cgroup("no v2 entry in /proc/self/cgroup".into()))?;
-    Ok(base_of(&own.path))
+    Ok(BASE.get_or_init(|| base_of(&own.path)).clone())
 }
 
 fn base_of(own: &Path) -> PathBuf {

@@ -3,6 +3,8 @@
 pub mod checkpoints;
 mod exec;
 mod fs;
+mod ports;
+mod proxy;
 mod query;
 pub mod services;
 mod sprites;
@@ -97,6 +99,8 @@ pub fn router(state: AppState) -> Router {
             "/sprites/{name}/tasks/{task}",
             axum::routing::put(tasks::update).delete(tasks::delete),
         )
+        .route("/sprites/{name}/proxy", get(proxy::proxy))
+        .route("/sprites/{name}/ports/watch", get(ports::watch))
         .route("/sprites/{name}/usage", get(usage::sprite))
         .route("/usage", get(usage::org))
         .route("/tokens", post(tokens::create).get(tokens::list))
@@ -119,6 +123,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(middleware::map_response(version_header))
+        // Outermost: a sprite URL's host never reaches the API's routes.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::urls::dispatch,
+        ))
         .with_state(state)
 }
 

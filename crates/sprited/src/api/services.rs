@@ -109,19 +109,31 @@ pub async fn put_for(
     Ok(ndjson(m.service_events(&rec, op).await?))
 }
 
+/// A service operation answered with events, built from the query.
+async fn events_for(
+    m: Arc<Manager>,
+    name: &str,
+    raw: Option<&str>,
+    op: impl FnOnce(&Query) -> Result<ServiceOp, ApiError>,
+) -> Result<Response, ApiError> {
+    let rec = m.get(name)?;
+    let op = op(&Query::parse(raw))?;
+    Ok(ndjson(m.service_events(&rec, op).await?))
+}
+
 pub async fn start_for(
     m: Arc<Manager>,
     name: &str,
     svc: &str,
     raw: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let rec = m.get(name)?;
-    let q = Query::parse(raw);
-    let op = ServiceOp::Start {
-        name: checked(svc)?,
-        stream_ms: stream_ms(&q)?,
-    };
-    Ok(ndjson(m.service_events(&rec, op).await?))
+    events_for(m, name, raw, |q| {
+        Ok(ServiceOp::Start {
+            name: checked(svc)?,
+            stream_ms: stream_ms(q)?,
+        })
+    })
+    .await
 }
 
 pub async fn stop_for(
@@ -130,13 +142,13 @@ pub async fn stop_for(
     svc: &str,
     raw: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let rec = m.get(name)?;
-    let q = Query::parse(raw);
-    let op = ServiceOp::Stop {
-        name: checked(svc)?,
-        timeout_ms: timeout_ms(&q)?,
-    };
-    Ok(ndjson(m.service_events(&rec, op).await?))
+    events_for(m, name, raw, |q| {
+        Ok(ServiceOp::Stop {
+            name: checked(svc)?,
+            timeout_ms: timeout_ms(q)?,
+        })
+    })
+    .await
 }
 
 pub async fn restart_for(
@@ -145,14 +157,14 @@ pub async fn restart_for(
     svc: &str,
     raw: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let rec = m.get(name)?;
-    let q = Query::parse(raw);
-    let op = ServiceOp::Restart {
-        name: checked(svc)?,
-        timeout_ms: timeout_ms(&q)?,
-        stream_ms: stream_ms(&q)?,
-    };
-    Ok(ndjson(m.service_events(&rec, op).await?))
+    events_for(m, name, raw, |q| {
+        Ok(ServiceOp::Restart {
+            name: checked(svc)?,
+            timeout_ms: timeout_ms(q)?,
+            stream_ms: stream_ms(q)?,
+        })
+    })
+    .await
 }
 
 pub async fn delete_for(m: Arc<Manager>, name: &str, svc: &str) -> Result<StatusCode, ApiError> {

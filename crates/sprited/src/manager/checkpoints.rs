@@ -101,6 +101,13 @@ impl Manager {
         }
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
+        // A warm sprite's tasks are frozen by the cgroup freezer, possibly
+        // inside a write: freezing its filesystem could then wait for ever.
+        // Thaw it first (it goes warm again when idle). A cold one has no
+        // mounted filesystem: its image is cloned as it is.
+        if self.status(&rec.id) == Status::Warm {
+            self.wake_locked(rec).await?;
+        }
         // The number is taken for good only when the checkpoint is recorded
         // (one transaction, after the image is complete): a checkpoint that
         // failed or was cut short by a crash leaves no gap and no trace.

@@ -308,6 +308,24 @@ impl Api {
         out.out()
     }
 
+    /// Poll `sh -c script` in the sprite until it prints `want` (20 s at most).
+    pub async fn eventually(&self, name: &str, script: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.exec(name, &["sh", "-c", script]).await;
+            if out.out() == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{script}: wanted {want:?}, got {:?} / {:?}",
+                out.out(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The sprite's internal id (its directories are named by it).
     pub async fn id_of(&self, name: &str) -> String {
         self.get_json(&format!("/v1/sprites/{name}")).await["id"]
