@@ -1,7 +1,6 @@
 // The official JS SDK (@fly/sprites from npm), unchanged, against sprited:
-// sprites, exec (spawn, exec, execFile), sessions, checkpoints.
-// Services (the daemon relays them; the agent's supervisor is not in yet)
-// and network policy (not in sprited) get their tests with those features.
+// sprites, exec (spawn, exec, execFile), sessions, checkpoints, services.
+// Network policy is not in sprited yet: its test comes with the feature.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -158,5 +157,37 @@ test('a wrong token is refused', async () => {
   await assert.rejects(bad.listSprites(), e => e instanceof APIError && e.statusCode === 401);
 });
 
-test.todo('services (create, list, start, stop, logs): waiting for the agent\'s service supervisor');
+test('services: create (streamed), list, get, signal, stop, start, delete', async () => {
+  await withSprite('js-svc', async sprite => {
+    const created = [];
+    for await (const ev of await sprite.createService(
+      'js-web',
+      { cmd: 'sh', args: ['-c', 'echo up; exec sleep 1000'], env: { X: '1' } },
+      '1s',
+    )) {
+      created.push(ev);
+    }
+    assert.equal(created[0]?.type, 'started', JSON.stringify(created));
+    assert.equal(created.at(-1)?.type, 'complete', JSON.stringify(created));
+    assert.ok(created.some(e => e.type === 'stdout' && String(e.data).includes('up')), JSON.stringify(created));
+    assert.deepEqual((await sprite.listServices()).map(s => s.name), ['js-web']);
+    const svc = await sprite.getService('js-web');
+    assert.deepEqual([svc.cmd, svc.env, svc.state?.status], ['sh', { X: '1' }, 'running']);
+    assert.ok(svc.state.pid > 0);
+    await sprite.signalService('js-web', 'SIGCONT');
+
+    const stopped = [];
+    for await (const ev of await sprite.stopService('js-web', '2s')) stopped.push(ev);
+    assert.ok(stopped.some(e => e.type === 'stopped'), JSON.stringify(stopped));
+    assert.equal((await sprite.getService('js-web')).state.status, 'stopped');
+    const started = [];
+    for await (const ev of await sprite.startService('js-web', '500ms')) started.push(ev);
+    assert.equal(started.at(-1)?.type, 'complete', JSON.stringify(started));
+    assert.equal((await sprite.getService('js-web')).state.status, 'running');
+
+    await sprite.deleteService('js-web');
+    assert.deepEqual(await sprite.listServices(), []);
+  });
+});
+
 test.todo('network policy (get, update): not in sprited yet');
