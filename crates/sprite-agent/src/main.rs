@@ -5,6 +5,7 @@ mod attach;
 mod cli;
 mod connection;
 mod fds;
+mod fs;
 mod hosts;
 mod kill;
 mod listener;
@@ -34,6 +35,12 @@ use crate::log::log;
 fn main() -> ExitCode {
     if let Some(args) = cli::sprite_env_args(std::env::args_os().collect()) {
         return sprite_env::main(args);
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == fs::WORKER_ARG)
+    {
+        return fs::worker_main();
     }
     let args = std::env::args().skip(1);
     let fd_env = std::env::var(cli::LISTEN_FD_ENV).ok();

@@ -46,6 +46,11 @@ impl Sessions {
         })
     }
 
+    /// The reaper, for other children of the agent (filesystem workers).
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<u32, Arc<Session>>> {
         // Every update is one insert or remove: a poisoned map is still whole.
         self.map.lock().unwrap_or_else(|p| p.into_inner())

@@ -32,6 +32,7 @@ struct PasswdEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct GroupEntry {
+    name: String,
     gid: u32,
     members: Vec<String>,
 }
@@ -96,6 +97,16 @@ impl UserDb {
             },
         };
         Ok(self.account(entry))
+    }
+
+    /// The uid of a user name.
+    pub fn uid_of(&self, name: &str) -> Option<u32> {
+        self.by_name(name).map(|e| e.uid)
+    }
+
+    /// The gid of a group name.
+    pub fn gid_of(&self, name: &str) -> Option<u32> {
+        self.groups.iter().find(|g| g.name == name).map(|g| g.gid)
     }
 
     fn by_name(&self, name: &str) -> Option<&PasswdEntry> {
@@ -173,6 +184,7 @@ fn parse_group_line(line: &str) -> Option<GroupEntry> {
         return None;
     }
     Some(GroupEntry {
+        name: f[0].to_string(),
         gid: f[2].parse().ok()?,
         members: f[3]
             .split(',')
@@ -250,6 +262,15 @@ staff:x:50:bob
     }
 
     #[test]
+    fn names_map_to_ids() {
+        let db = UserDb::parse(PASSWD, GROUP);
+        assert_eq!(db.uid_of("sprite"), Some(1000));
+        assert_eq!(db.gid_of("sudo"), Some(27));
+        assert_eq!(db.gid_of("nope"), None);
+        assert_eq!(db.uid_of("nope"), None);
+    }
+
+    #[test]
     fn malformed_lines_are_skipped() {
         assert_eq!(parse_passwd_line("a:b:c"), None);
         assert_eq!(parse_passwd_line("#x:x:0:0::/:/bin/sh"), None);
@@ -257,6 +278,7 @@ staff:x:50:bob
         assert_eq!(
             parse_group_line("g:x:7:a, b,,c\r"),
             Some(GroupEntry {
+                name: "g".into(),
                 gid: 7,
                 members: vec!["a".into(), "b".into(), "c".into()]
             })

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, sh, Agent, Run};
-use sprites_api::agent::{ExecRequest, Reply, Request};
+use sprites_api::agent::{ExecRequest, Reply, Request, STDOUT};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -239,9 +239,16 @@ fn orphaned_grandchildren_are_reaped() {
 #[test]
 fn kill_sees_the_exit_while_a_client_stalls_the_output() {
     let agent = Agent::start();
-    // The client never reads: output backs up into the command.
+    // The client reads the first output, then no more: the rest backs up
+    // into the command. (Killing before `yes` ran at all would leave no
+    // output to check on a busy machine.)
     let mut c = agent.request(&Request::Exec(common::cmd(&["yes", "spam"])));
     let (id, _) = c.session_info();
+    let mut run = empty_run();
+    match c.frame() {
+        Some((STDOUT, first)) => run.stdout = first,
+        other => panic!("expected output first, got {other:?}"),
+    }
     let events = kill_events(&agent, id, "SIGTERM", 20_000);
     assert_eq!(
         events,
@@ -254,7 +261,6 @@ fn kill_sees_the_exit_while_a_client_stalls_the_output() {
         ]
     );
     // The stalled client still gets all the output and then the exit.
-    let mut run = empty_run();
     c.collect_output(&mut run);
     assert_eq!(run.exit, Some(143));
     assert!(run.out().starts_with("spam\nspam\n"));

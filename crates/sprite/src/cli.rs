@@ -62,6 +62,8 @@ pub enum Command {
     /// Open an interactive shell in the sprite (Ctrl+\ detaches)
     #[command(visible_alias = "c")]
     Console,
+    /// Copy files between this machine and a sprite (SPRITE:PATH or :PATH)
+    Cp(CpArgs),
     /// List, attach to, or kill exec sessions
     Sessions {
         #[command(subcommand)]
@@ -164,6 +166,10 @@ pub struct ExecArgs {
     /// Use the plain HTTP exec endpoint instead of a WebSocket
     #[arg(long, conflicts_with = "tty")]
     pub http_post: bool,
+    /// Upload a local file first: LOCAL:REMOTE (REMOTE relative to --dir,
+    /// else the home; without :REMOTE the file keeps its name); repeatable
+    #[arg(long = "file", value_name = "LOCAL:REMOTE", value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub files: Vec<std::ffi::OsString>,
     /// The command and its arguments
     #[arg(
         required = true,
@@ -172,6 +178,36 @@ pub struct ExecArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sprite cp ./a.txt demo:/home/sprite/a.txt    upload
+  sprite cp demo:/etc/hostname ./h             download
+  sprite cp -r ./site :www                     a directory, to the sprite of -s or .sprite
+  tar c . | sprite cp - :backup.tar            stdin to a file (and - as DEST: stdout)")]
+pub struct CpArgs {
+    /// Copy directories and what is in them
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Permission bits of an uploaded file, e.g. 0755 (default: the local file's)
+    #[arg(long, value_parser = octal_mode)]
+    pub mode: Option<u32>,
+    /// Act as this user inside the sprite (a name or uid; default: sprite)
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// What to copy: a local path, - (stdin), or SPRITE:PATH / :PATH
+    #[arg(value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub source: std::ffi::OsString,
+    /// Where to: a local path, - (stdout), or SPRITE:PATH / :PATH
+    #[arg(value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub dest: std::ffi::OsString,
+}
+
+/// An octal mode argument.
+fn octal_mode(arg: &str) -> Result<u32, String> {
+    sprites_client::sprites_api::fs::parse_mode(arg)
 }
 
 #[derive(Debug, Subcommand)]
@@ -442,6 +478,45 @@ mod tests {
         let cli = parse(&["info", "--sprite", "b", "-o", "acme"]);
         assert_eq!(cli.global.sprite.as_deref(), Some("b"));
         assert_eq!(cli.global.org.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn cp_and_exec_files() {
+        let cli = parse(&[
+            "cp",
+            "-r",
+            "--mode",
+            "0755",
+            "./site",
+            "demo:/srv",
+            "-s",
+            "x",
+        ]);
+        let Command::Cp(args) = cli.command else {
+            panic!("not cp")
+        };
+        assert!(args.recursive);
+        assert_eq!(args.mode, Some(0o755));
+        assert_eq!(
+            (args.source.to_str(), args.dest.to_str()),
+            (Some("./site"), Some("demo:/srv"))
+        );
+        assert!(Cli::try_parse_from(["sprite", "cp", "--mode", "999", "a", ":b"]).is_err());
+        assert!(Cli::try_parse_from(["sprite", "cp", "a"]).is_err());
+        let cli = parse(&[
+            "exec",
+            "--file",
+            "a.sh:/tmp/a.sh",
+            "--file",
+            "b",
+            "sh",
+            "/tmp/a.sh",
+        ]);
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.files, ["a.sh:/tmp/a.sh", "b"]);
+        assert_eq!(args.command, ["sh", "/tmp/a.sh"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod sprite_file;
 mod terminal;
 #[cfg(test)]
 mod test_dir;
+mod transfer;
 
 use std::process::ExitCode;
 

@@ -93,8 +93,10 @@ fn frame_header(kind: u8, len: usize) -> [u8; agent::HEADER_LEN] {
 }
 
 impl AgentReader {
-    /// The next frame, or `None` when the agent closed the connection.
-    pub async fn next(&mut self) -> Result<Option<Frame>, AgentError> {
+    /// The next frame undecoded, `(kind, payload)`, or `None` when the
+    /// agent closed the connection. For conversations whose JSON frames are
+    /// not [`Reply`]s (the filesystem calls).
+    pub async fn next_raw(&mut self) -> Result<Option<(u8, Vec<u8>)>, AgentError> {
         let mut h = [0u8; agent::HEADER_LEN];
         match self.r.read_exact(&mut h).await {
             Ok(_) => {}
@@ -104,6 +106,14 @@ impl AgentReader {
         let (kind, len) = agent::parse_header(h).map_err(AgentError::Protocol)?;
         let mut payload = vec![0u8; len];
         self.r.read_exact(&mut payload).await?;
+        Ok(Some((kind, payload)))
+    }
+
+    /// The next frame, or `None` when the agent closed the connection.
+    pub async fn next(&mut self) -> Result<Option<Frame>, AgentError> {
+        let Some((kind, payload)) = self.next_raw().await? else {
+            return Ok(None);
+        };
         let frame = match kind {
             agent::STDOUT => Frame::Stdout(payload.into()),
             agent::STDERR => Frame::Stderr(payload.into()),

@@ -5,87 +5,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
+use common::cli::{text, Cli};
 use common::Daemon;
-
-fn cli_bin() -> PathBuf {
-    let p = Path::new(common::BIN)
-        .parent()
-        .expect("target dir")
-        .join("sprite");
-    assert!(
-        p.is_file(),
-        "the sprite CLI is not built at {}",
-        p.display()
-    );
-    p
-}
-
-/// The CLI with its own home and working directory, pointed at `d` by the
-/// environment only (no saved login).
-struct Cli {
-    home: tempfile::TempDir,
-    cwd: tempfile::TempDir,
-    url: String,
-    token: String,
-}
-
-impl Cli {
-    fn new(d: &Daemon) -> Cli {
-        Cli {
-            home: tempfile::tempdir().expect("home"),
-            cwd: tempfile::tempdir().expect("cwd"),
-            url: d.url.clone(),
-            token: d.token.clone(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(cli_bin())
-            .args(args)
-            .current_dir(self.cwd.path())
-            .env("HOME", self.home.path())
-            .env("SPRITES_API_URL", &self.url)
-            .env("SPRITE_TOKEN", &self.token)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run sprite")
-    }
-
-    /// Run and insist on success; answers stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "sprite {args:?} failed with {:?}: {}{}",
-            o.status,
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
-    /// Run and insist on failure with `code`; answers stderr.
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "sprite {args:?}: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        let stderr = text(&o.stderr);
-        assert!(stderr.starts_with("error: "), "sprite {args:?}: {stderr}");
-        stderr
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// The row of checkpoint `id` in `sprite checkpoint list` output.
 fn row<'a>(list: &'a str, id: &str) -> Option<&'a str> {

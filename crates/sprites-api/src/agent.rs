@@ -20,6 +20,9 @@
 //! - `kill`: `signal`, then `exited` or `killed`, then `complete`; or one
 //!   `error`.
 //! - `ping`: one `pong`.
+//! - `fs`: one filesystem call, answered with [`crate::fs::FsReply`] JSON
+//!   frames; file bytes travel as `STDOUT` frames (read) or `STDIN` frames
+//!   ended by `STDIN_EOF` (write). See [`crate::fs::FsCall`] for each call.
 //! - `service`: a [`ServiceOp`]. `list` → `services`; `get` → `service`;
 //!   `logs` → `logs`; `signal`, `delete` → `done`; `put`, `start`, `stop`,
 //!   `restart` → `service_event` frames (the NDJSON lines of the API) ending
@@ -69,6 +72,7 @@ pub enum Request {
         timeout_ms: u64,
     },
     Ping,
+    Fs(crate::fs::FsRequest),
     Service(ServiceOp),
     Busy,
     /// Relay a TCP connection to `host:port` inside the sprite (`host` is

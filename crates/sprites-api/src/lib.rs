@@ -5,6 +5,7 @@ pub mod agent;
 pub mod checkpoint;
 pub mod error;
 pub mod exec;
+pub mod fs;
 pub mod name;
 pub mod port;
 pub mod service;

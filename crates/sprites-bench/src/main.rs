@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+mod files;
 mod urls;
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -25,6 +26,8 @@ enum Case {
     Meter,
     /// Sprite URL throughput and latency vs a direct connection (wrk).
     Urls,
+    /// A 1 GiB file through the filesystem API vs through `cat` in an exec.
+    Files,
 }
 
 #[derive(Parser)]
@@ -703,6 +706,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.case, Case::All | Case::Urls) {
         urls::urls_case(&http, &d, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Files) {
+        files::cases(&http, &d, args.runs, &mut rows, &mut notes).await?;
     }
     delete(&http, &d, "warmup").await?;
     println!("runs per case: {}", args.runs);

@@ -24,6 +24,7 @@ mod client;
 mod error;
 mod event_stream;
 mod exec;
+mod fs;
 mod http_exec;
 mod ports;
 mod services;
@@ -37,6 +38,7 @@ pub use client::Client;
 pub use error::Error;
 pub use event_stream::{event_text, Completion, Event, EventStream, ServiceEvents};
 pub use exec::{Command, Output, TtySize};
+pub use fs::{FileStream, Filesystem, WriteOptions, MODE_HEADER};
 pub use http_exec::HttpExec;
 pub use ports::{PortWatch, ProxyStream};
 pub use sessions::{parse_ndjson, KillOptions};
@@ -46,6 +48,9 @@ pub use sprites_api::port::{ListeningPort, PortEvent};
 /// The wire types, re-exported so that callers need not name `sprites-api`.
 pub use sprites_api;
 pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSource};
+pub use sprites_api::fs::{
+    ChangeResponse, DeleteResponse, FileKind, FsEntry, ListResponse, PathBytes, WriteResponse,
+};
 pub use sprites_api::service::{Service, ServiceEvent, ServiceSpec, ServiceState};
 pub use sprites_api::sprite::{
     CreateSpriteRequest, SessionInfo, Sprite, SpriteConfig, SpriteList, Status, StreamEvent,

@@ -7,14 +7,16 @@ use futures_util::stream;
 use sprites_client::{Body, Command, ExecEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{console as console_cmd, sprite_error, Context};
+use super::{console as console_cmd, cp, sprite_error, Context};
 use crate::cli::ExecArgs;
 use crate::console;
 use crate::terminal;
+use crate::transfer;
 
 pub async fn run(ctx: &Context, args: ExecArgs) -> Result<i32> {
     let sprite = ctx.sprite()?;
     let env = split_env(&args.env)?;
+    upload_files(&sprite, &args).await?;
     let Some((program, rest)) = args.command.split_first() else {
         bail!("no command given");
     };
@@ -48,6 +50,25 @@ pub async fn run(ctx: &Context, args: ExecArgs) -> Result<i32> {
         .await
         .map_err(|e| sprite_error(e, sprite.name()))?;
     console_cmd::finish(sprite.name(), console::run(child, forward_stdin).await?)
+}
+
+/// `--file LOCAL:REMOTE`: uploads before the command runs, relative paths
+/// in the sprite taken from `--dir` (else the home).
+async fn upload_files(sprite: &sprites_client::SpriteHandle, args: &ExecArgs) -> Result<()> {
+    if args.files.is_empty() {
+        return Ok(());
+    }
+    let mut fs = sprite.fs();
+    if let Some(dir) = &args.dir {
+        fs = fs.working_dir(dir);
+    }
+    for spec in &args.files {
+        let (local, remote) = cp::file_spec(spec)?;
+        transfer::upload_file(&fs, &local, &remote, None)
+            .await
+            .map_err(|e| transfer::explain(e, sprite.name()))?;
+    }
+    Ok(())
 }
 
 /// Over `POST …/exec`: stdin streams up as the body, output streams down.

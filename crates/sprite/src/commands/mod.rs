@@ -3,6 +3,7 @@
 mod api;
 mod checkpoint;
 mod console;
+mod cp;
 mod create;
 mod destroy;
 mod exec;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Info => info::run(&ctx).await,
         Command::Exec(args) => exec::run(&ctx, args).await,
         Command::Console => console::run(&ctx).await,
+        Command::Cp(args) => cp::run(&ctx, args).await,
         Command::Sessions { command } => sessions::run(&ctx, command).await,
         Command::Checkpoint { command } => checkpoint::run(&ctx, command).await,
         Command::Restore(args) => checkpoint::restore(&ctx, args).await,

@@ -2,6 +2,7 @@
 
 pub mod checkpoints;
 mod exec;
+mod fs;
 mod ports;
 mod proxy;
 mod query;
@@ -15,7 +16,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 pub(crate) use sprites::run_to_completion;
@@ -53,6 +54,19 @@ pub fn router(state: AppState) -> Router {
             "/sprites/{name}/checkpoints/{id}/restore",
             post(checkpoints::restore),
         )
+        .route("/sprites/{name}/fs/read", get(fs::read))
+        .route("/sprites/{name}/fs/write", put(fs::write))
+        .route("/sprites/{name}/fs/list", get(fs::list))
+        .route("/sprites/{name}/fs/stat", get(fs::stat))
+        .route(
+            "/sprites/{name}/fs/delete",
+            axum::routing::delete(fs::delete),
+        )
+        .route("/sprites/{name}/fs/rename", post(fs::rename))
+        .route("/sprites/{name}/fs/copy", post(fs::copy))
+        .route("/sprites/{name}/fs/chmod", post(fs::chmod))
+        .route("/sprites/{name}/fs/chown", post(fs::chown))
+        .route("/sprites/{name}/fs/mkdir", post(fs::mkdir))
         .route("/sprites/{name}/services", get(services::list))
         .route(
             "/sprites/{name}/services/signal",

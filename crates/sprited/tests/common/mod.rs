@@ -2,6 +2,8 @@
 //! helpers that speak the wire protocol directly (reqwest + tungstenite).
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,87 @@
+// A real sprited for the JS SDK tests, as conftest.py starts one for the
+// Python SDK: debug build, tiny image, its own port, token and data dir
+// under /var/tmp, stopped by its pid and purged afterwards.
+
+import { spawn, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, openSync, closeSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..', '..');
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+
+function binary(name) {
+  for (const profile of ['debug', 'release']) {
+    const p = path.join(TARGET, profile, name);
+    if (existsSync(p)) return p;
+  }
+  throw new Error(`${name} is not built under ${TARGET}: run scripts/build.sh first`);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+export async function startDaemon() {
+  const sprited = binary('sprited');
+  const dataDir = mkdtempSync('/var/tmp/sprited-compat-js-');
+  const logPath = `${dataDir}.log`;
+  const port = await freePort();
+  const token = randomBytes(16).toString('hex');
+  const url = `http://127.0.0.1:${port}`;
+  const log = openSync(logPath, 'a');
+  const proc = spawn(
+    sprited,
+    ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--default-image', 'tiny'],
+    { env: { ...process.env, SPRITED_TOKEN: token, RUST_LOG: 'info' }, stdio: ['ignore', log, log] },
+  );
+  closeSync(log);
+  let exited = null;
+  const exit = new Promise(resolve => proc.once('exit', code => { exited = code; resolve(code); }));
+
+  const stop = async () => {
+    if (exited === null) {
+      proc.kill('SIGTERM');
+      const killed = await Promise.race([exit.then(() => true), sleep(10_000).then(() => false)]);
+      if (!killed) {
+        proc.kill('SIGKILL');
+        await exit;
+      }
+    }
+    try {
+      execFileSync(sprited, ['purge', '--data-dir', dataDir], { stdio: 'ignore' });
+    } finally {
+      rmSync(logPath, { force: true });
+    }
+  };
+
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (exited !== null) {
+      await stop().catch(() => {});
+      throw new Error(`sprited exited with ${exited} before it served`);
+    }
+    try {
+      const r = await fetch(`${url}/v1/sprites`, { headers: { Authorization: `Bearer ${token}` } });
+      if (r.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop().catch(() => {});
+      throw new Error('sprited did not come up in 120 s');
+    }
+    await sleep(100);
+  }
+  return { url, token, stop };
+}

@@ -1,0 +1,193 @@
+// The official JS SDK (@fly/sprites from npm), unchanged, against sprited:
+// sprites, exec (spawn, exec, execFile), sessions, checkpoints, services.
+// Network policy is not in sprited yet: its test comes with the feature.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { SpritesClient, ExecError, APIError } from '@fly/sprites';
+import { startDaemon } from './daemon.mjs';
+
+let daemon;
+let client;
+
+before(async () => {
+  daemon = await startDaemon();
+  client = new SpritesClient(daemon.token, { baseURL: daemon.url });
+});
+
+after(async () => {
+  await daemon?.stop();
+});
+
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+async function withSprite(name, fn) {
+  const sprite = await client.createSprite(name);
+  try {
+    return await fn(sprite);
+  } finally {
+    await client.deleteSprite(name).catch(() => {});
+  }
+}
+
+function collect(stream) {
+  const chunks = [];
+  stream.on('data', c => chunks.push(c));
+  return () => Buffer.concat(chunks).toString();
+}
+
+test('create, get, list, update, delete', async () => {
+  const s = await client.createSprite('js-crud');
+  assert.equal(s.name, 'js-crud');
+  assert.equal(s.status, 'running');
+  const got = await client.getSprite('js-crud');
+  assert.equal(got.id, s.id);
+  assert.ok(got.createdAt instanceof Date);
+  const page = await client.listSprites({ prefix: 'js-cr' });
+  assert.deepEqual(page.sprites.map(x => x.name), ['js-crud']);
+  const all = await client.listAllSprites('js-');
+  assert.ok(all.some(x => x.name === 'js-crud'));
+  const updated = await client.updateSprite('js-crud', { labels: ['a', 'b'] });
+  assert.deepEqual(updated.labels, ['a', 'b']);
+  await client.deleteSprite('js-crud');
+  await assert.rejects(client.getSprite('js-crud'), e => e instanceof APIError && e.statusCode === 404);
+});
+
+// Not execFileHTTP: it takes every chunk the HTTP client hands it as one
+// frame, and fetch joins chunks that arrive together (the SDK's own docs
+// say so), so the exit frame is lost behind the last output.
+test('exec: execFile, exec, spawn with stdin', async () => {
+  await withSprite('js-exec', async sprite => {
+    const r = await sprite.execFile('sh', ['-c', 'echo out; echo err >&2']);
+    assert.deepEqual([r.stdout, r.stderr, r.exitCode], ['out\n', 'err\n', 0]);
+    assert.equal((await sprite.exec('echo hello world')).stdout, 'hello world\n');
+    const env = await sprite.execFile('sh', ['-c', 'echo $GREETING in $(pwd)'], {
+      env: { GREETING: 'hi' },
+      cwd: '/tmp',
+    });
+    assert.equal(env.stdout, 'hi in /tmp\n');
+    await assert.rejects(
+      sprite.execFile('sh', ['-c', 'echo partial; exit 3']),
+      e => e instanceof ExecError && e.exitCode === 3 && e.stdout === 'partial\n',
+    );
+    // Commands that end at once never lose their output.
+    for (let i = 0; i < 20; i++) {
+      assert.equal((await sprite.execFile('echo', [String(i)])).stdout, `${i}\n`);
+    }
+
+    const cmd = sprite.spawn('sh', ['-c', 'tr a-z A-Z; echo done >&2']);
+    const out = collect(cmd.stdout);
+    const err = collect(cmd.stderr);
+    cmd.on('spawn', () => {
+      cmd.stdin.write('streamed ');
+      cmd.stdin.end('input\n');
+    });
+    assert.equal(await cmd.wait(), 0);
+    assert.equal(out(), 'STREAMED INPUT\n');
+    assert.equal(err(), 'done\n');
+  });
+});
+
+test('sessions: a TTY session outlives its client, is listed, re-attached and killed', async () => {
+  await withSprite('js-sess', async sprite => {
+    const first = sprite.createSession('sh', ['-c', 'echo started; exec sleep 120']);
+    const info = await new Promise((resolve, reject) => {
+      first.on('message', m => m?.type === 'session_info' && resolve(m));
+      first.on('error', reject);
+    });
+    assert.equal(info.tty, true);
+    const seen = collect(first.stdout);
+    for (let i = 0; i < 100 && !seen().includes('started'); i++) await sleep(50);
+    assert.ok(seen().includes('started'), seen());
+
+    const id = String(info.session_id);
+    const sessions = await sprite.listSessions();
+    const mine = sessions.find(s => String(s.id) === id);
+    assert.ok(mine, JSON.stringify(sessions));
+    assert.equal(mine.tty, true);
+
+    // Leave without ending it: the session keeps running.
+    first.wsCmd.close();
+    await sleep(300);
+    assert.ok((await sprite.listSessions()).some(s => String(s.id) === id));
+
+    const again = sprite.attachSession(id);
+    const replay = collect(again.stdout);
+    const exited = new Promise(resolve => again.on('exit', resolve));
+    for (let i = 0; i < 100 && !replay().includes('started'); i++) await sleep(50);
+    assert.ok(replay().includes('started'), `scrollback on attach: ${replay()}`);
+
+    const events = [];
+    for await (const ev of await sprite.killSession(id, 'SIGTERM', '5s')) events.push(ev);
+    assert.equal(events.at(-1)?.type, 'complete', JSON.stringify(events));
+    assert.ok(events.some(e => e.type === 'signal'), JSON.stringify(events));
+    await exited;
+    await assert.rejects(sprite.killSession(id), e => e instanceof APIError && e.statusCode === 410);
+  });
+});
+
+async function drain(stream) {
+  const msgs = [];
+  let m;
+  while ((m = await stream.next()) !== null) msgs.push(m);
+  return msgs;
+}
+
+test('checkpoints: create, list, get, restore', async () => {
+  await withSprite('js-ckpt', async sprite => {
+    await sprite.execFile('sh', ['-c', 'echo clean > /home/sprite/state']);
+    const made = await drain(await sprite.createCheckpoint('js clean'));
+    assert.equal(made.at(-1)?.type, 'complete', JSON.stringify(made));
+    const list = await sprite.listCheckpoints();
+    assert.deepEqual(list.map(c => c.id), ['v0']);
+    const cp = await sprite.getCheckpoint('v0');
+    assert.equal(cp.comment, 'js clean');
+    assert.ok(cp.createTime instanceof Date && !Number.isNaN(cp.createTime.getTime()));
+
+    await sprite.execFile('sh', ['-c', 'echo broken > /home/sprite/state']);
+    const restored = await drain(await sprite.restoreCheckpoint('v0'));
+    assert.equal(restored.at(-1)?.type, 'complete', JSON.stringify(restored));
+    assert.equal((await sprite.execFile('cat', ['/home/sprite/state'])).stdout, 'clean\n');
+    await assert.rejects(sprite.getCheckpoint('v9'), /not found/i);
+  });
+});
+
+test('a wrong token is refused', async () => {
+  const bad = new SpritesClient('not-the-token', { baseURL: daemon.url });
+  await assert.rejects(bad.listSprites(), e => e instanceof APIError && e.statusCode === 401);
+});
+
+test('services: create (streamed), list, get, signal, stop, start, delete', async () => {
+  await withSprite('js-svc', async sprite => {
+    const created = [];
+    for await (const ev of await sprite.createService(
+      'js-web',
+      { cmd: 'sh', args: ['-c', 'echo up; exec sleep 1000'], env: { X: '1' } },
+      '1s',
+    )) {
+      created.push(ev);
+    }
+    assert.equal(created[0]?.type, 'started', JSON.stringify(created));
+    assert.equal(created.at(-1)?.type, 'complete', JSON.stringify(created));
+    assert.ok(created.some(e => e.type === 'stdout' && String(e.data).includes('up')), JSON.stringify(created));
+    assert.deepEqual((await sprite.listServices()).map(s => s.name), ['js-web']);
+    const svc = await sprite.getService('js-web');
+    assert.deepEqual([svc.cmd, svc.env, svc.state?.status], ['sh', { X: '1' }, 'running']);
+    assert.ok(svc.state.pid > 0);
+    await sprite.signalService('js-web', 'SIGCONT');
+
+    const stopped = [];
+    for await (const ev of await sprite.stopService('js-web', '2s')) stopped.push(ev);
+    assert.ok(stopped.some(e => e.type === 'stopped'), JSON.stringify(stopped));
+    assert.equal((await sprite.getService('js-web')).state.status, 'stopped');
+    const started = [];
+    for await (const ev of await sprite.startService('js-web', '500ms')) started.push(ev);
+    assert.equal(started.at(-1)?.type, 'complete', JSON.stringify(started));
+    assert.equal((await sprite.getService('js-web')).state.status, 'running');
+
+    await sprite.deleteService('js-web');
+    assert.deepEqual(await sprite.listServices(), []);
+  });
+});
+
+test.todo('network policy (get, update): not in sprited yet');
