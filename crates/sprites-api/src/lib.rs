@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod exec;
 pub mod name;
+pub mod policy;
 pub mod service;
 pub mod sprite;
 pub mod task;

@@ -2,6 +2,7 @@
 
 pub mod checkpoints;
 mod exec;
+mod policy;
 mod query;
 pub mod services;
 mod sprites;
@@ -82,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sprites/{name}/tasks/{task}",
             axum::routing::put(tasks::update).delete(tasks::delete),
+        )
+        .route(
+            "/sprites/{name}/policy/network",
+            get(policy::get_network).post(policy::set_network),
         )
         .route("/sprites/{name}/usage", get(usage::sprite))
         .route("/usage", get(usage::org))
