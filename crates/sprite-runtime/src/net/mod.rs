@@ -9,7 +9,7 @@
 //! the default gateways; pasta runs with no port forwarding in either
 //! direction and without mapping the gateway to the host, so the host is not
 //! reachable through it either. The sandbox's root has no CAP_NET_ADMIN and
-//! cannot change the rules. The `policy` chain and the `allow`/`deny` sets
+//! cannot change the rules. The `egress_policy` chain and the `allow`/`deny` sets
 //! belong to the daemon's egress policy (see [`nft::policy_script`]).
 
 pub mod host;

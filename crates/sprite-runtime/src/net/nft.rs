@@ -3,8 +3,8 @@
 //! ```text
 //! table inet sprite
 //!   output (hook): lo → accept; @blocked4/@blocked6 → reject; @deny4/@deny6 → drop;
-//!                  then the `policy` chain
-//!   policy: empty (open egress) or "@allow4/@allow6 → accept, else drop"
+//!                  then the `egress_policy` chain
+//!   egress_policy: empty (open egress) or "@allow4/@allow6 → accept, else drop"
 //! ```
 //! `allow*` and `deny*` are filled by the daemon's DNS resolver with the
 //! addresses it answered for allowed names and found for denied ones.
@@ -45,7 +45,7 @@ pub fn base_script(blocked: &[IpNet]) -> String {
          \x20 set allow6 {{ type ipv6_addr; }}\n\
          \x20 set deny4 {{ type ipv4_addr; }}\n\
          \x20 set deny6 {{ type ipv6_addr; }}\n\
-         \x20 chain policy {{ }}\n\
+         \x20 chain egress_policy {{ }}\n\
          \x20 chain output {{\n\
          \x20   type filter hook output priority 0; policy accept;\n\
          \x20   oif \"lo\" accept\n\
@@ -53,7 +53,7 @@ pub fn base_script(blocked: &[IpNet]) -> String {
          \x20   ip6 daddr @blocked6 reject with icmpv6 admin-prohibited\n\
          \x20   ip daddr @deny4 reject with icmp admin-prohibited\n\
          \x20   ip6 daddr @deny6 reject with icmpv6 admin-prohibited\n\
-         \x20   jump policy\n\
+         \x20   jump egress_policy\n\
          \x20 }}\n\
          }}\n",
         elements(&v4),
@@ -65,7 +65,7 @@ pub fn base_script(blocked: &[IpNet]) -> String {
 /// sets; the sets are emptied (the resolver fills them again).
 pub fn policy_script(restrictive: bool, deny: &[IpAddr]) -> String {
     let mut s = format!(
-        "flush chain inet {TABLE} policy\n\
+        "flush chain inet {TABLE} egress_policy\n\
          flush set inet {TABLE} allow4\n\
          flush set inet {TABLE} allow6\n\
          flush set inet {TABLE} deny4\n\
@@ -73,9 +73,9 @@ pub fn policy_script(restrictive: bool, deny: &[IpAddr]) -> String {
     );
     if restrictive {
         s.push_str(&format!(
-            "add rule inet {TABLE} policy ip daddr @allow4 accept\n\
-             add rule inet {TABLE} policy ip6 daddr @allow6 accept\n\
-             add rule inet {TABLE} policy reject with icmpx admin-prohibited\n"
+            "add rule inet {TABLE} egress_policy ip daddr @allow4 accept\n\
+             add rule inet {TABLE} egress_policy ip6 daddr @allow6 accept\n\
+             add rule inet {TABLE} egress_policy reject with icmpx admin-prohibited\n"
         ));
     }
     s.push_str(&add_script("deny", deny));
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn restrictive_policy_ends_in_reject() {
         let s = policy_script(true, &["192.0.2.9".parse().unwrap()]);
-        assert!(s.contains("policy reject"));
+        assert!(s.contains("egress_policy reject"));
         assert!(s.contains("add element inet sprite deny4 { 192.0.2.9 }"));
         assert!(!policy_script(false, &[]).contains("reject"));
     }

@@ -48,9 +48,15 @@ pub fn start(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
 
 /// The pid in `pid_file` if that process is still a pasta.
 pub fn running(pid_file: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // passt re-executes itself as `passt.avx2` where the CPU has AVX2.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "pasta" || comm.trim() == "passt").then_some(pid)
+    let comm = comm.trim();
+    (comm.starts_with("pasta") || comm.starts_with("passt")).then_some(pid)
 }
 
 /// Ends the pasta of `pid_file` (it would keep the namespace alive: pasta

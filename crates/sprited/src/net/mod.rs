@@ -96,8 +96,7 @@ impl Network {
         sprite_dir: &Path,
         policy: &NetworkPolicy,
     ) -> Result<(), ApiError> {
-        let policy =
-            policy::validate(policy).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let policy = policy::validate(policy).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let json = serde_json::to_string(&policy).map_err(ApiError::internal)?;
         self.db.set_network_policy(id, &json)?;
         self.write_files(sprite_dir, &policy)?;

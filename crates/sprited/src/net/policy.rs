@@ -116,9 +116,11 @@ fn expanded(policy: &NetworkPolicy) -> Vec<(String, PolicyAction)> {
     for rule in &policy.rules {
         match (&rule.domain, rule.action, &rule.include) {
             (Some(d), Some(a), _) => out.push((normalise(d), a)),
-            (_, _, Some(inc)) if inc == "defaults" => {
-                out.extend(DEFAULTS.iter().map(|d| (d.to_string(), PolicyAction::Allow)))
-            }
+            (_, _, Some(inc)) if inc == "defaults" => out.extend(
+                DEFAULTS
+                    .iter()
+                    .map(|d| (d.to_string(), PolicyAction::Allow)),
+            ),
             _ => {}
         }
     }
@@ -192,7 +194,10 @@ mod tests {
 
     #[test]
     fn deny_wins_a_tie_and_defaults_expand() {
-        let pol = p(vec![PolicyRule::allow("a.test"), PolicyRule::deny("a.test")]);
+        let pol = p(vec![
+            PolicyRule::allow("a.test"),
+            PolicyRule::deny("a.test"),
+        ]);
         assert!(!allows(&pol, "a.test"));
         assert_eq!(denied_names(&pol), vec!["a.test".to_string()]);
         let pol = p(vec![PolicyRule::include_defaults(), PolicyRule::deny("*")]);
