@@ -88,6 +88,13 @@ pub enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Show the sprite's URL and who may open it; `url update --auth` changes that
+    Url {
+        #[command(subcommand)]
+        command: Option<UrlCommand>,
+    },
+    /// Forward local ports into the sprite: `3000` or `LOCAL:REMOTE`
+    Proxy(ProxyArgs),
     /// Destroy the sprite and everything in it
     Destroy(DestroyArgs),
     /// Authenticated GET of an API path; prints the answer
@@ -291,6 +298,40 @@ fn since(arg: &str) -> Result<std::time::Duration, String> {
         _ => return Err(format!("{arg:?} is not like 7d, 24h or 30m")),
     };
     Ok(std::time::Duration::from_secs(secs))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UrlCommand {
+    /// Change who may open the URL
+    Update {
+        /// sprite: a token or login is needed; public: anyone; private: no URL
+        #[arg(long, value_parser = ["sprite", "public", "private"])]
+        auth: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// `PORT` (same port locally and in the sprite) or `LOCAL:REMOTE`
+    #[arg(required = true, value_parser = port_pair)]
+    pub ports: Vec<(u16, u16)>,
+    /// Local address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+}
+
+/// `3000` → (3000, 3000); `8000:3000` → (8000, 3000).
+pub fn port_pair(s: &str) -> Result<(u16, u16), String> {
+    let parse = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+    };
+    match s.split_once(':') {
+        Some((l, r)) => Ok((parse(l)?, parse(r)?)),
+        None => parse(s).map(|p| (p, p)),
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod net;
 pub mod time;
 pub mod tokens;
+pub mod urls;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub struct AppState {
     pub token: auth::Token,
     pub tokens: Arc<tokens::Tokens>,
     pub manager: Arc<manager::Manager>,
+    pub urls: Arc<urls::Urls>,
 }
 
 pub fn store_options(cfg: &Config) -> StoreOptions {
@@ -179,10 +181,12 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     manager.spawn_meter();
     let tokens =
         Arc::new(tokens::Tokens::load(manager.db.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let urls = Arc::new(urls::Urls::open(&cfg.data_dir)?);
     Ok(AppState {
         token,
         tokens,
         manager,
+        urls,
     })
 }
 
@@ -193,7 +197,9 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(%addr, data_dir = %state.manager.cfg.data_dir.display(), "sprited listening");
-    axum::serve(listener, api::router(state))
+    // The peer address feeds sprite URLs' X-Forwarded-For.
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

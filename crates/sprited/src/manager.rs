@@ -10,6 +10,7 @@ pub mod checkpoints;
 pub mod idle;
 pub mod limits;
 pub mod meter;
+pub mod relay;
 pub mod services;
 pub mod tasks;
 
@@ -135,12 +136,13 @@ fn image_has_setuid_tools(image: &str) -> bool {
     image == "standard"
 }
 
-/// `url_settings.auth`: `sprite` (a token is needed) or `public`.
+/// `url_settings.auth`: `sprite` (a token is needed), `public`, or
+/// `private` (no URL: only the API's proxy endpoint reaches it).
 pub fn validate_url_auth(auth: String) -> Result<String, ApiError> {
     match auth.as_str() {
-        "sprite" | "public" => Ok(auth),
+        "sprite" | "public" | "private" => Ok(auth),
         _ => Err(ApiError::BadRequest(format!(
-            "url_settings.auth must be \"sprite\" or \"public\", not {auth:?}"
+            "url_settings.auth must be \"sprite\", \"public\" or \"private\", not {auth:?}"
         ))),
     }
 }

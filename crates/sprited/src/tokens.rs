@@ -51,6 +51,23 @@ impl Tokens {
             .unwrap_or(false)
     }
 
+    /// The id of a live token (a login session names its token by id).
+    pub fn id_of(&self, candidate: &str) -> Option<String> {
+        if !candidate.starts_with(PREFIX) {
+            return None;
+        }
+        let h = hash(candidate);
+        self.valid.read().ok()?.get(&h).cloned()
+    }
+
+    /// Whether the token with this id is still live.
+    pub fn is_live_id(&self, id: &str) -> bool {
+        self.valid
+            .read()
+            .map(|v| v.values().any(|t| t == id))
+            .unwrap_or(false)
+    }
+
     pub fn create(&self, name: Option<String>) -> Result<NewToken, ApiError> {
         let name = name.unwrap_or_else(|| "token".into());
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {

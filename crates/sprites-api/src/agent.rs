@@ -26,6 +26,12 @@
 //!   with a `complete` or `error` event.
 //! - `busy`: one `busy` reply: whether anything keeps the sprite awake
 //!   (sessions whose command still runs).
+//! - `connect`: the agent connects to a loopback TCP port inside the sprite
+//!   and answers `connected` (or an `error`, code `connection_refused` when
+//!   nothing listens); from then on the connection carries raw bytes both
+//!   ways, unframed, and a shutdown of either side's writing is passed on.
+//! - `watch_ports`: a `ports` reply with the listening TCP ports, then
+//!   another each time the set changes, until the daemon hangs up.
 //!
 //! Errors the agent can name come as an [`Reply::Error`] frame, then close.
 
@@ -65,6 +71,13 @@ pub enum Request {
     Ping,
     Service(ServiceOp),
     Busy,
+    /// Relay a TCP connection to `host:port` inside the sprite (`host` is
+    /// a loopback name or address; see `crate::port::loopback_target`).
+    Connect {
+        host: String,
+        port: u16,
+    },
+    WatchPorts,
 }
 
 /// What to do with the sprite's services.
@@ -201,6 +214,14 @@ pub enum Reply {
         text: String,
     },
     Done,
+    /// connect: the TCP connection is made; raw bytes follow.
+    Connected {
+        target: String,
+    },
+    /// watch_ports: every TCP port listened on inside.
+    Ports {
+        ports: Vec<crate::port::ListeningPort>,
+    },
     Busy {
         /// Sessions whose command still runs (attached or not).
         running_sessions: u32,

@@ -10,6 +10,8 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+mod urls;
+
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Case {
     All,
@@ -21,6 +23,8 @@ enum Case {
     Lifecycle,
     /// The daemon's CPU while it meters 200 running sprites.
     Meter,
+    /// Sprite URL throughput and latency vs a direct connection (wrk).
+    Urls,
 }
 
 #[derive(Parser)]
@@ -696,6 +700,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.case, Case::All | Case::Meter) {
         meter_case(&http, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Urls) {
+        urls::urls_case(&http, &d, &mut notes).await?;
     }
     delete(&http, &d, "warmup").await?;
     println!("runs per case: {}", args.runs);

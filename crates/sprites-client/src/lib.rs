@@ -25,6 +25,7 @@ mod error;
 mod event_stream;
 mod exec;
 mod http_exec;
+mod ports;
 mod services;
 mod sessions;
 mod sprites;
@@ -37,8 +38,10 @@ pub use error::Error;
 pub use event_stream::{event_text, Completion, Event, EventStream, ServiceEvents};
 pub use exec::{Command, Output, TtySize};
 pub use http_exec::HttpExec;
+pub use ports::{PortWatch, ProxyStream};
 pub use sessions::{parse_ndjson, KillOptions};
 pub use sprites::{ListOptions, SpriteHandle, MAX_PAGE_SIZE};
+pub use sprites_api::port::{ListeningPort, PortEvent};
 
 /// The wire types, re-exported so that callers need not name `sprites-api`.
 pub use sprites_api;

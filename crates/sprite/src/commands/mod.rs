@@ -9,8 +9,10 @@ mod exec;
 mod info;
 mod list;
 mod login;
+mod proxy;
 mod services;
 mod sessions;
+mod url;
 mod usage;
 mod use_sprite;
 
@@ -40,6 +42,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Services { command } => services::run(&ctx, command).await,
         Command::Usage(args) => usage::run(&ctx, args).await,
         Command::Tokens { command } => usage::tokens(&ctx, command).await,
+        Command::Url { command } => url::run(&ctx, command).await,
+        Command::Proxy(args) => proxy::run(&ctx, args).await,
         Command::Destroy(args) => destroy::run(&ctx, args).await,
         Command::Api(args) => api::run(&ctx, args).await,
     }

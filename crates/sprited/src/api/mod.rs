@@ -3,6 +3,8 @@
 pub mod checkpoints;
 mod exec;
 mod policy;
+mod ports;
+mod proxy;
 mod query;
 pub mod services;
 mod sprites;
@@ -88,6 +90,8 @@ pub fn router(state: AppState) -> Router {
             "/sprites/{name}/policy/network",
             get(policy::get_network).post(policy::set_network),
         )
+        .route("/sprites/{name}/proxy", get(proxy::proxy))
+        .route("/sprites/{name}/ports/watch", get(ports::watch))
         .route("/sprites/{name}/usage", get(usage::sprite))
         .route("/usage", get(usage::org))
         .route("/tokens", post(tokens::create).get(tokens::list))
@@ -110,6 +114,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(middleware::map_response(version_header))
+        // Outermost: a sprite URL's host never reaches the API's routes.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::urls::dispatch,
+        ))
         .with_state(state)
 }
 

@@ -1,0 +1,69 @@
+//! `GET /v1/sprites/{name}/ports/watch` (WebSocket): `port_list` with the
+//! TCP ports listened on inside, then `port_opened`/`port_closed` as they
+//! change. The agent reads them from the sprite's own `/proc/net/tcp*`.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use sprites_api::agent::{Reply, Request as AgentRequest};
+use sprites_api::port::{diff, ListeningPort, PortEvent};
+
+use crate::agent_conn::{AgentReader, AgentWriter, Frame};
+use crate::error::ApiError;
+use crate::AppState;
+
+pub async fn watch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let rec = state.manager.get(&name)?;
+    let (r, w) = state.manager.open(&rec, &AgentRequest::WatchPorts).await?;
+    Ok(ws.on_upgrade(move |socket| run(socket, r, w)))
+}
+
+/// The port events of an agent `watch_ports` conversation, as a stream of
+/// batches: the first is one `port_list`.
+pub async fn next_events(
+    r: &mut AgentReader,
+    last: &mut Option<Vec<ListeningPort>>,
+) -> Option<Vec<PortEvent>> {
+    match r.next().await {
+        Ok(Some(Frame::Reply(Reply::Ports { ports }))) => {
+            let events = match last.as_ref() {
+                None => vec![PortEvent::PortList {
+                    ports: ports.clone(),
+                }],
+                Some(old) => diff(old, &ports),
+            };
+            *last = Some(ports);
+            Some(events)
+        }
+        _ => None,
+    }
+}
+
+async fn run(ws: WebSocket, mut r: AgentReader, w: AgentWriter) {
+    let _w = w;
+    let (mut tx, mut rx) = ws.split();
+    let mut last = None;
+    loop {
+        tokio::select! {
+            batch = next_events(&mut r, &mut last) => {
+                let Some(batch) = batch else { break };
+                for ev in batch {
+                    let text = serde_json::to_string(&ev).unwrap_or_default();
+                    if tx.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            m = rx.next() => match m {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            }
+        }
+    }
+    let _ = tx.send(Message::Close(None)).await;
+}

@@ -1,0 +1,628 @@
+//! Sprite URLs, the TCP proxy endpoint and the port watch, through a real
+//! daemon: busybox httpd (with a CGI that echoes what it received) and nc
+//! servers inside tiny sprites; traffic only on loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const DOMAIN: &str = "sprites.localhost";
+
+/// A web root with a page, an echo-the-request CGI, a streaming CGI and a
+/// CGI that counts the bytes of an upload; httpd on `port`.
+async fn serve_web(api: &common::Api, name: &str, port: u16) {
+    let script = format!(
+        r#"mkdir -p /tmp/srv/cgi-bin && echo "hello from {name}" > /tmp/srv/index.html &&
+printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\nenv | sort\n' > /tmp/srv/cgi-bin/h &&
+printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\nfor i in 1 2 3; do echo tick$i; sleep 1; done\n' > /tmp/srv/cgi-bin/slow &&
+printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\nwc -c | tr -d " "\n' > /tmp/srv/cgi-bin/count &&
+chmod +x /tmp/srv/cgi-bin/*;
+setsid busybox httpd -f -p {port} -h /tmp/srv >/dev/null 2>&1 < /dev/null & echo $! > /tmp/httpd.pid; sleep 0.3"#
+    );
+    api.sh(name, &script).await;
+}
+
+/// A client that resolves `*.sprites.localhost` to the daemon.
+fn url_client(d: &Daemon, names: &[&str]) -> reqwest::Client {
+    let addr: SocketAddr = d.addr.parse().expect("addr");
+    let mut b = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    for n in names {
+        b = b.resolve(&format!("{n}.{DOMAIN}"), addr);
+    }
+    b.build().expect("client")
+}
+
+fn url(d: &Daemon, name: &str, path: &str) -> String {
+    let port = d.addr.rsplit(':').next().expect("port");
+    format!("http://{name}.{DOMAIN}:{port}{path}")
+}
+
+async fn set_auth(api: &common::Api, name: &str, auth: &str) {
+    let r = api
+        .req(reqwest::Method::PUT, &format!("/v1/sprites/{name}"))
+        .json(&serde_json::json!({"url_settings": {"auth": auth}}))
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+}
+
+/// Send raw bytes, read until the server closes.
+async fn raw(d: &Daemon, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(&d.addr)
+        .await
+        .expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn url_auth_modes_login_and_the_token_never_reaches_the_sprite() {
+    let d = Daemon::start();
+    let api = d.client();
+    let sprite = api.create("web").await;
+    assert_eq!(sprite["url_settings"]["auth"], "sprite");
+    assert_eq!(sprite["url"], url(&d, "web", ""));
+    serve_web(&api, "web", 8080).await;
+    let c = url_client(&d, &["web"]);
+
+    // No token: 401 (a login page for browsers); a wrong one: 401.
+    let r = c.get(url(&d, "web", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(url(&d, "web", "/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+    assert!(r
+        .text()
+        .await
+        .expect("body")
+        .contains("<form method=\"post\" action=\"/__sprite/login\""));
+    let r = c
+        .get(url(&d, "web", "/"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+
+    // The admin token and an API token both work.
+    let r = c
+        .get(url(&d, "web", "/"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "hello from web\n");
+    let tok = api
+        .req(reqwest::Method::POST, "/v1/tokens")
+        .json(&serde_json::json!({"name": "url"}))
+        .send()
+        .await
+        .expect("token")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    let api_token = tok["token"].as_str().expect("token").to_string();
+    let r = c
+        .get(url(&d, "web", "/"))
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+
+    // What the sprite's server sees: no token, no session cookie, the
+    // forwarding headers set by the daemon (the client's are replaced).
+    let env = c
+        .get(url(&d, "web", "/cgi-bin/h?q=1"))
+        .bearer_auth(&d.token)
+        .header("cookie", "a=1; sprite_session=zzz; b=2")
+        .header("x-forwarded-for", "6.6.6.6")
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(!env.contains(&d.token), "token leaked:\n{env}");
+    assert!(!env.contains("HTTP_AUTHORIZATION"), "{env}");
+    assert!(!env.contains("sprite_session"), "{env}");
+    assert!(env.contains("HTTP_COOKIE=a=1; b=2"), "{env}");
+    assert!(env.contains("HTTP_X_FORWARDED_FOR=127.0.0.1\n"), "{env}");
+    assert!(env.contains("HTTP_X_FORWARDED_PROTO=http"), "{env}");
+    assert!(
+        env.contains(&format!("HTTP_X_FORWARDED_HOST=web.{DOMAIN}")),
+        "{env}"
+    );
+    assert!(env.contains(&format!("HTTP_HOST=web.{DOMAIN}")), "{env}");
+    assert!(env.contains("QUERY_STRING=q=1"), "{env}");
+
+    // Browser login: a bad token is refused; a good one becomes a signed
+    // HttpOnly cookie that is not the token, and that cookie is enough.
+    let r = c
+        .get(url(&d, "web", "/__sprite/login?token=nope"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(url(&d, "web", "/__sprite/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={api_token}&next=%2Fcgi-bin%2Fh"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/cgi-bin/h");
+    let set = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    assert!(!set.contains(&api_token[4..]), "the cookie holds the token");
+    let cookie = set.split(';').next().expect("pair").to_string();
+    let env = c
+        .get(url(&d, "web", "/cgi-bin/h"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(env.contains("REQUEST_METHOD=GET"), "{env}");
+    assert!(!env.contains("sprite_session"), "{env}");
+    // A session of another sprite's name, or a tampered one, is refused.
+    let tampered = cookie.replace("v1.", "v1.9");
+    let r = c
+        .get(url(&d, "web", "/"))
+        .header("cookie", &tampered)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+    // Revoking the token ends its sessions.
+    let r = api
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/tokens/{}", tok["id"].as_str().expect("id")),
+        )
+        .send()
+        .await
+        .expect("revoke");
+    assert!(r.status().is_success());
+    let r = c
+        .get(url(&d, "web", "/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+    // The admin token logs in by GET too.
+    let r = c
+        .get(url(
+            &d,
+            "web",
+            &format!("/__sprite/login?token={}", d.token),
+        ))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+
+    // public: open to anyone; private: no URL at all.
+    set_auth(&api, "web", "public").await;
+    let r = c.get(url(&d, "web", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    let env = c
+        .get(url(&d, "web", "/cgi-bin/h"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(!env.contains(&d.token), "token leaked on a public sprite");
+    set_auth(&api, "web", "private").await;
+    let r = c
+        .get(url(&d, "web", "/"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    let r = api
+        .req(reqwest::Method::PUT, "/v1/sprites/web")
+        .json(&serde_json::json!({"url_settings": {"auth": "open"}}))
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(r.status(), 400);
+
+    // Keep-alive: many requests on one client connection all answer.
+    set_auth(&api, "web", "public").await;
+    for _ in 0..50 {
+        let r = c.get(url(&d, "web", "/")).send().await.expect("get");
+        assert_eq!(r.status(), 200);
+        r.bytes().await.expect("body");
+    }
+    api.delete("web").await;
+}
+
+#[tokio::test]
+async fn host_tricks_never_serve_another_sprites_content() {
+    let d = Daemon::start();
+    let api = d.client();
+    for n in ["aa", "bb"] {
+        api.create(n).await;
+        set_auth(&api, n, "public").await;
+        serve_web(&api, n, 8080).await;
+    }
+    let get = |target: &str, host: &[u8]| {
+        let mut r = format!("GET {target} HTTP/1.1\r\nHost: ").into_bytes();
+        r.extend_from_slice(host);
+        r.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        r
+    };
+    let port = d.addr.rsplit(':').next().expect("port").to_string();
+    let ok = raw(&d, &get("/", format!("aa.{DOMAIN}:{port}").as_bytes())).await;
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.contains("hello from aa"),
+        "{ok}"
+    );
+    let upper = raw(
+        &d,
+        &get("/", format!("AA.SPRITES.LOCALHOST:{port}").as_bytes()),
+    )
+    .await;
+    assert!(upper.contains("hello from aa"), "{upper}");
+    // Absolute form: routed by its authority, and refused when the Host
+    // header names another.
+    let abs = raw(
+        &d,
+        &get(
+            &format!("http://bb.{DOMAIN}/"),
+            format!("bb.{DOMAIN}").as_bytes(),
+        ),
+    )
+    .await;
+    assert!(abs.contains("hello from bb"), "{abs}");
+    let mixed = raw(
+        &d,
+        &get(
+            &format!("http://bb.{DOMAIN}/"),
+            format!("aa.{DOMAIN}").as_bytes(),
+        ),
+    )
+    .await;
+    assert!(
+        mixed.starts_with("HTTP/1.1 400") && !mixed.contains("hello"),
+        "{mixed}"
+    );
+    let to_api = raw(&d, &get(&format!("http://bb.{DOMAIN}/"), b"127.0.0.1")).await;
+    assert!(
+        to_api.starts_with("HTTP/1.1 400") && !to_api.contains("hello"),
+        "{to_api}"
+    );
+    for host in [
+        format!("aa.{DOMAIN}.").into_bytes(),
+        format!("x.aa.{DOMAIN}").into_bytes(),
+        format!("xn--a-0fa.{DOMAIN}").into_bytes(),
+        "\u{0430}a.sprites.localhost".as_bytes().to_vec(), // Cyrillic а
+        format!("a_a.{DOMAIN}").into_bytes(),
+    ] {
+        let r = raw(&d, &get("/", &host)).await;
+        assert!(
+            r.starts_with("HTTP/1.1 400") && !r.contains("hello"),
+            "{}: {r}",
+            String::from_utf8_lossy(&host)
+        );
+    }
+    let none = raw(&d, &get("/", format!("cc.{DOMAIN}").as_bytes())).await;
+    assert!(none.starts_with("HTTP/1.1 404"), "{none}");
+    // `..` is the sprite's business: passed as it is, never used to route.
+    let dots = raw(
+        &d,
+        &get("/cgi-bin/../cgi-bin/h", format!("aa.{DOMAIN}").as_bytes()),
+    )
+    .await;
+    assert!(!dots.contains("hello from bb"), "{dots}");
+    let dots = raw(
+        &d,
+        &get("/../bb/cgi-bin/h", format!("aa.{DOMAIN}").as_bytes()),
+    )
+    .await;
+    assert!(!dots.contains("hello from bb"), "{dots}");
+    // Other hosts still reach the API.
+    let api_res = raw(&d, &get("/v1/sprites", b"127.0.0.1")).await;
+    assert!(api_res.starts_with("HTTP/1.1 401"), "{api_res}");
+    for n in ["aa", "bb"] {
+        api.delete(n).await;
+    }
+}
+
+#[tokio::test]
+async fn streaming_upgrades_uploads_and_502() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("st").await;
+    set_auth(&api, "st", "public").await;
+    let c = url_client(&d, &["st"]);
+
+    // Nothing listening: a clear 502.
+    let r = c.get(url(&d, "st", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("Nothing is listening on port 8080 in sprite st"),
+        "{body}"
+    );
+
+    serve_web(&api, "st", 8080).await;
+    // Streaming: the first line arrives long before the last.
+    let t = Instant::now();
+    let mut r = c
+        .get(url(&d, "st", "/cgi-bin/slow"))
+        .send()
+        .await
+        .expect("get");
+    let first = r.chunk().await.expect("chunk").expect("some");
+    let first_at = t.elapsed();
+    assert!(String::from_utf8_lossy(&first).contains("tick1"));
+    let mut rest = Vec::new();
+    while let Some(ch) = r.chunk().await.expect("chunk") {
+        rest.extend_from_slice(&ch);
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("tick3"));
+    assert!(
+        first_at < Duration::from_millis(1500) && t.elapsed() >= Duration::from_secs(2),
+        "{first_at:?} {:?}",
+        t.elapsed()
+    );
+
+    // A 100 MiB upload streams through; the daemon's memory stays flat.
+    let pid = d.pid().expect("pid");
+    let before = common::rss_kib(pid);
+    let total: usize = 100 << 20;
+    let chunks = futures_util::stream::iter(
+        (0..total / (1 << 20))
+            .map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 1 << 20]))),
+    );
+    let r = c
+        .post(url(&d, "st", "/cgi-bin/count"))
+        .header("content-length", total.to_string())
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body").trim(), total.to_string());
+    let after = common::rss_kib(pid);
+    assert!(
+        after < before + 40 * 1024,
+        "daemon RSS grew from {before} to {after} KiB"
+    );
+
+    // An upgrade: a raw server inside answers 101, then echoes.
+    api.sh(
+        "st",
+        r#"printf '#!/bin/sh\nwhile read -r l; do l=$(echo "$l" | tr -d "\\r"); [ -z "$l" ] && break; done\nprintf "HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: echo\\r\\nConnection: Upgrade\\r\\n\\r\\n"\nexec cat\n' > /tmp/srv/up.sh && chmod +x /tmp/srv/up.sh;
+kill $(cat /tmp/httpd.pid); sleep 0.2;
+setsid nc -ll -p 8080 -e /tmp/srv/up.sh >/dev/null 2>&1 </dev/null & sleep 0.3"#,
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(&d.addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: st.{DOMAIN}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.expect("head");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for msg in [&b"ping one\n"[..], b"ping two\n"] {
+        s.write_all(msg).await.expect("write");
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(got, msg);
+    }
+    drop(s);
+    api.delete("st").await;
+}
+
+#[tokio::test]
+async fn urls_wake_warm_and_cold_sprites() {
+    let d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "3s"]);
+    let api = d.client();
+    api.create("zz").await;
+    set_auth(&api, "zz", "public").await;
+    serve_web(&api, "zz", 8080).await;
+    let c = url_client(&d, &["zz"]);
+    wait_status(&api, "zz", "warm").await;
+    let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "hello from zz\n");
+    assert_eq!(api.get_json("/v1/sprites/zz").await["status"], "running");
+    wait_status(&api, "zz", "cold").await;
+    // Cold: the request starts it and is answered (the server inside was a
+    // process of the old boot, so the answer says nothing listens).
+    let t = Instant::now();
+    let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 502);
+    assert!(r
+        .text()
+        .await
+        .expect("body")
+        .contains("Nothing is listening on port 8080"));
+    eprintln!("cold URL request answered in {:?}", t.elapsed());
+    assert_eq!(api.get_json("/v1/sprites/zz").await["status"], "running");
+    api.delete("zz").await;
+}
+
+#[tokio::test]
+async fn proxy_endpoint_and_ports_watch() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("px").await;
+
+    // Watch: the list first, then a port opening and closing.
+    let mut watch = api.ws("/v1/sprites/px/ports/watch").await.expect("watch");
+    let first = next_text(&mut watch).await;
+    assert_eq!(first["type"], "port_list", "{first}");
+    assert!(first["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .all(|p| p["port"] != 7000));
+    api.sh("px", "setsid nc -ll -p 7000 -e /bin/cat >/dev/null 2>&1 </dev/null & echo $! > /tmp/nc.pid; sleep 0.2").await;
+    let opened = next_text(&mut watch).await;
+    assert_eq!(opened["type"], "port_opened", "{opened}");
+    assert_eq!(opened["port"], 7000);
+    // The owner is named when the agent may read its fds (same user).
+    assert!(opened.get("pid").is_some(), "{opened}");
+
+    // The proxy endpoint: raw bytes to the echo server.
+    let mut ws = api.ws("/v1/sprites/px/proxy").await.expect("proxy");
+    ws.send(Message::Text(r#"{"host":"localhost","port":7000}"#.into()))
+        .await
+        .expect("init");
+    let hello = next_text(&mut ws).await;
+    assert_eq!(
+        hello,
+        serde_json::json!({"status":"connected","target":"localhost:7000"})
+    );
+    ws.send(Message::Binary(b"through the proxy\n".to_vec().into()))
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    while got.len() < 18 {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Binary(b))) => got.extend_from_slice(&b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, b"through the proxy\n");
+    drop(ws);
+
+    // Only the sprite itself; nothing listening closes with 1011.
+    for (init, why) in [
+        (r#"{"host":"10.0.0.1","port":22}"#, "not in this sprite"),
+        (
+            r#"{"host":"localhost","port":7999}"#,
+            "nothing listens on port 7999",
+        ),
+    ] {
+        let mut ws = api.ws("/v1/sprites/px/proxy").await.expect("proxy");
+        ws.send(Message::Text(init.into())).await.expect("init");
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 1011);
+                assert!(f.reason.contains(why), "{}", f.reason);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    api.sh("px", "kill $(cat /tmp/nc.pid); sleep 0.1").await;
+    let closed = next_text(&mut watch).await;
+    assert_eq!(closed["type"], "port_closed", "{closed}");
+    assert_eq!(closed["port"], 7000);
+    api.delete("px").await;
+}
+
+async fn wait_status(api: &common::Api, name: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.get_json(&format!("/v1/sprites/{name}")).await["status"] != want {
+        assert!(Instant::now() < deadline, "{name} never became {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn next_text<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a message in time")
+        {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("json"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_service_with_http_port_gets_the_url() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("sv").await;
+    set_auth(&api, "sv", "public").await;
+    api.sh(
+        "sv",
+        "mkdir -p /tmp/www && echo from-service > /tmp/www/index.html",
+    )
+    .await;
+    let r = api
+        .req(reqwest::Method::PUT, "/v1/sprites/sv/services/web")
+        .json(&serde_json::json!({
+            "cmd": "busybox", "args": ["httpd", "-f", "-p", "9090", "-h", "/tmp/www"], "http_port": 9090
+        }))
+        .send()
+        .await
+        .expect("service");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let c = url_client(&d, &["sv"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = c.get(url(&d, "sv", "/")).send().await.expect("get");
+        let status = r.status();
+        let body = r.text().await.expect("body");
+        if status == 200 {
+            assert_eq!(body, "from-service\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.delete("sv").await;
+}
