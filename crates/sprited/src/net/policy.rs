@@ -215,7 +215,7 @@ mod tests {
             ..Default::default()
         }));
         assert!(bad(PolicyRule::allow("a b.com")));
-        assert!(bad(PolicyRule::allow("*.")));
+        assert!(bad(PolicyRule::allow("*.a..b")));
         assert!(bad(PolicyRule {
             domain: Some("x.com".into()),
             action: Some(PolicyAction::Allow),
