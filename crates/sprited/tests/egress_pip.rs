@@ -38,10 +38,18 @@ async fn pip_install_works_under_the_default_allow_list() {
             ],
         )
         .await;
-    assert_eq!(o.out(), "1.16.0\n", "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.out(),
+        "1.16.0\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // A name outside the list does not resolve.
     let o = api
-        .exec("pip", &["bash", "-c", "getent hosts example.com || echo NONE"])
+        .exec(
+            "pip",
+            &["bash", "-c", "getent hosts example.com || echo NONE"],
+        )
         .await;
     assert_eq!(o.out(), "NONE\n");
     api.delete("pip").await;

@@ -59,19 +59,29 @@ pub fn running(pid_file: &Path) -> Option<i32> {
     (comm.starts_with("pasta") || comm.starts_with("passt")).then_some(pid)
 }
 
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
 /// Ends the pasta of `pid_file` (it would keep the namespace alive: pasta
 /// does not notice its namespace's processes are gone) and removes the file.
 pub fn stop(pid_file: &Path) -> Result<()> {
     if let Some(pid) = running(pid_file) {
         let pid = nix::unistd::Pid::from_raw(pid);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..100 {
-            if nix::sys::signal::kill(pid, None).is_err() {
+        // Not our child (it daemonized): it is gone once it is a zombie.
+        let alive = || alive(pid.as_raw());
+        for _ in 0..200 {
+            if !alive() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
-        if nix::sys::signal::kill(pid, None).is_ok() {
+        if alive() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
