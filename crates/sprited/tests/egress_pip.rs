@@ -27,16 +27,25 @@ async fn pip_install_works_under_the_default_allow_list() {
         .expect("policy");
     assert_eq!(r.status(), 204);
 
+    // Where the host itself trusts an extra CA for its registry traffic
+    // (a TLS-inspecting egress proxy), the sprite is given the same bundle.
+    let host_ca = ["PIP_CERT", "SSL_CERT_FILE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+        .and_then(|path| std::fs::read(path).ok())
+        .unwrap_or_default();
+    let cert = if host_ca.is_empty() {
+        ""
+    } else {
+        "--cert /tmp/host-ca.pem"
+    };
+    let script = format!(
+        "cat > /tmp/host-ca.pem && python3 -m venv /tmp/v \
+         && /tmp/v/bin/pip install --no-cache-dir -q {cert} six==1.16.0 \
+         && /tmp/v/bin/python -c 'import six; print(six.__version__)'"
+    );
     let o = api
-        .exec(
-            "pip",
-            &[
-                "bash",
-                "-c",
-                "python3 -m venv /tmp/v && /tmp/v/bin/pip install --no-cache-dir -q six==1.16.0 \
-                 && /tmp/v/bin/python -c 'import six; print(six.__version__)'",
-            ],
-        )
+        .exec_with("pip", &["bash", "-c", &script], "", &host_ca)
         .await;
     assert_eq!(
         o.out(),
