@@ -34,6 +34,8 @@ pub enum RuntimeError {
     },
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
+    #[error("network: {0}")]
+    Network(String),
     #[error("cgroup: {0}")]
     Cgroup(String),
     #[error("sandbox {id:?} did not stop within {waited:?}")]

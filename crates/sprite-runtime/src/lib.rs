@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod cgroup;
 mod driver;
 mod error;
+pub mod net;
 mod runc;
 mod sandbox;
 pub mod seccomp;

@@ -33,6 +33,7 @@ pub struct Runc {
     cgroups: Box<dyn CgroupBackend>,
     no_new_privileges: bool,
     nofile: u64,
+    egress: Option<crate::net::Egress>,
 }
 
 /// `runc state` output (the fields we use).
@@ -53,7 +54,20 @@ impl Runc {
             cgroups: cgroup::backend(),
             no_new_privileges: true,
             nofile: spec::grantable_nofile(),
+            egress: None,
         }
+    }
+
+    /// Gives every sandbox outbound network (pasta behind an nftables
+    /// ruleset, see [`crate::net`]); without it a sandbox has only `lo`.
+    pub fn with_egress(mut self, egress: crate::net::Egress) -> Self {
+        self.egress = Some(egress);
+        self
+    }
+
+    /// The pid file of the pasta serving sandbox `id`.
+    fn pasta_pid_file(&self, id: &str) -> PathBuf {
+        self.state_root.join("pasta").join(format!("{id}.pid"))
     }
 
     /// Whether init gets no_new_privs (default true). It is inherited by
@@ -193,6 +207,21 @@ impl Runc {
     }
 }
 
+impl Runc {
+    fn attach_network(&self, egress: &crate::net::Egress, id: &str, pid: u32) -> Result<()> {
+        let dir = self.state_root.join("pasta");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| RuntimeError::io("mkdir", &dir, e))?;
+        let started = Instant::now();
+        egress.attach(pid, &self.pasta_pid_file(id))?;
+        tracing::debug!(sandbox = %id, elapsed = ?started.elapsed(), "network attached");
+        Ok(())
+    }
+}
+
 impl Driver for Runc {
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
         validate_id(&spec.id)?;
@@ -223,7 +252,17 @@ impl Driver for Runc {
         let started = Instant::now();
         self.spawn_run(spec, listener)?;
         tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc run --detach");
-        protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
+        let init = protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
+        if let Some(egress) = &self.egress {
+            let attached = match init {
+                Some(pid) => self.attach_network(egress, &spec.id, pid),
+                None => Err(RuntimeError::Network("no init pid to attach to".into())),
+            };
+            if let Err(e) = attached {
+                let _ = self.delete(&spec.id);
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
@@ -324,6 +363,7 @@ impl Driver for Runc {
             // Handles running and paused containers alike (kill, thaw, reap).
             self.force_delete(id)?;
         }
+        crate::net::pasta::stop(&self.pasta_pid_file(id))?;
         self.cgroups.remove(id)
     }
 
@@ -451,13 +491,14 @@ pub const AGENT_OOM_SCORE_ADJ: i32 = -998;
 
 /// Lower init's OOM score from the host side: runc 1.1 would write it from
 /// inside the user namespace, where lowering it is not allowed.
-fn protect_init(pid_file: &Path) {
+/// Returns init's pid.
+fn protect_init(pid_file: &Path) -> Option<u32> {
     let pid = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
     let Some(pid) = pid else {
         tracing::warn!(file = %pid_file.display(), "no init pid; OOM score left as is");
-        return;
+        return None;
     };
     let path = format!("/proc/{pid}/oom_score_adj");
     if let Err(e) = std::fs::write(&path, format!("{AGENT_OOM_SCORE_ADJ}\n")) {
@@ -468,4 +509,5 @@ fn protect_init(pid_file: &Path) {
             tracing::warn!(%path, error = %e, "cannot lower the agent's OOM score; agents stay at 0");
         }
     }
+    Some(pid)
 }

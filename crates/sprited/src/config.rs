@@ -38,6 +38,9 @@ pub struct Config {
     pub max_running: u64,
     /// Most creates per minute (0: no limit).
     pub create_rate_per_minute: u64,
+    /// Where sprites' DNS resolvers forward allowed names (default: the
+    /// first nameserver of the host's /etc/resolv.conf).
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 pub const IMAGES: [&str; 2] = ["tiny", "standard"];
@@ -65,6 +68,7 @@ impl Config {
             max_sprites: 0,
             max_running: 0,
             create_rate_per_minute: 0,
+            dns_upstream: None,
         }
     }
 }

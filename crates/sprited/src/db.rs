@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     is_auto INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (sprite_id, id)
 );
+CREATE TABLE IF NOT EXISTS network_policies (
+    sprite_id TEXT PRIMARY KEY,
+    policy TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tasks (
     sprite_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -314,6 +318,10 @@ impl Db {
             params![id],
         )?;
         tx.execute("DELETE FROM tasks WHERE sprite_id = ?1", params![id])?;
+        tx.execute(
+            "DELETE FROM network_policies WHERE sprite_id = ?1",
+            params![id],
+        )?;
         // Usage rows stay: what a destroyed sprite used is still owed.
         tx.execute("DELETE FROM meter_state WHERE sprite_id = ?1", params![id])?;
         tx.commit()?;
@@ -430,6 +438,27 @@ impl Db {
     }
 
     /// Creates or replaces a task.
+    /// The sprite's network policy (JSON), if one was set.
+    pub fn network_policy(&self, sprite_id: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .lock()?
+            .query_row(
+                "SELECT policy FROM network_policies WHERE sprite_id = ?1",
+                params![sprite_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_network_policy(&self, sprite_id: &str, policy: &str) -> Result<(), DbError> {
+        self.lock()?.execute(
+            "INSERT INTO network_policies (sprite_id, policy) VALUES (?1, ?2)
+             ON CONFLICT (sprite_id) DO UPDATE SET policy = excluded.policy",
+            params![sprite_id, policy],
+        )?;
+        Ok(())
+    }
+
     pub fn put_task(
         &self,
         sprite_id: &str,

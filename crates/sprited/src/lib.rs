@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod inside;
 pub mod manager;
 pub mod metrics;
+pub mod net;
 pub mod time;
 pub mod tokens;
 pub mod urls;
@@ -152,9 +153,12 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     let store = Store::open(&cfg.data_dir, store_options(&cfg))
         .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
-    let driver = Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone());
-    let setuid_driver =
-        Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone()).with_no_new_privileges(false);
+    let egress = net::egress(&cfg)?;
+    let driver =
+        Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone()).with_egress(egress.clone());
+    let setuid_driver = Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone())
+        .with_no_new_privileges(false)
+        .with_egress(egress);
     let db = db::Db::open(&cfg.data_dir.join("meta.db")).context("opening meta.db")?;
     let cfg = Arc::new(cfg);
     let manager = manager::Manager::new(

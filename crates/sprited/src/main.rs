@@ -69,6 +69,10 @@ struct Cli {
     /// Most sprite creates per minute (0: no limit).
     #[arg(long, default_value_t = 0, global = true)]
     create_rate: u64,
+    /// Upstream DNS server (`ip:port`) of the sprites' resolvers (default:
+    /// the first nameserver in /etc/resolv.conf).
+    #[arg(long, global = true)]
+    dns_upstream: Option<SocketAddr>,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -201,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.max_sprites = cli.max_sprites;
     cfg.max_running = cli.max_running;
     cfg.create_rate_per_minute = cli.create_rate;
+    cfg.dns_upstream = cli.dns_upstream;
     cfg.rates = sprites_api::usage::Rates {
         cpu_per_vcpu_hour: cli.rate_cpu_hour,
         ram_per_gb_hour: cli.rate_ram_gb_hour,

@@ -114,6 +114,8 @@ pub struct Manager {
     /// Held while a start is checked against `max_running` and made.
     admission: tokio::sync::Mutex<()>,
     pub metrics: crate::metrics::Metrics,
+    /// Network policies and their enforcement.
+    pub net: crate::net::Network,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -165,8 +167,10 @@ impl Manager {
         setuid_driver: Arc<dyn Driver>,
         agent_bin: PathBuf,
     ) -> Arc<Self> {
+        let db = Arc::new(db);
+        let net = crate::net::Network::new(db.clone(), &cfg);
         Arc::new_cyclic(|me| Manager {
-            db: Arc::new(db),
+            db: db.clone(),
             cfg,
             store,
             driver,
@@ -179,6 +183,7 @@ impl Manager {
             recent_creates: Mutex::new(Default::default()),
             admission: tokio::sync::Mutex::new(()),
             metrics: crate::metrics::Metrics::new(),
+            net,
         })
     }
 
@@ -234,6 +239,11 @@ impl Manager {
         live.active.fetch_add(1, Ordering::SeqCst);
         *lock(&live.last_activity) = std::time::Instant::now();
         Activity { live }
+    }
+
+    /// The sprite's host-side directory.
+    pub fn sprite_dir(&self, id: &str) -> PathBuf {
+        self.store.sprite_dir(id)
     }
 
     pub fn socket_path(&self, id: &str) -> PathBuf {
@@ -400,6 +410,8 @@ impl Manager {
         let id = rec.id.clone();
         let image = rec.image.clone();
         let socket = self.socket_path(&rec.id);
+        let (resolv_conf, policy_dir) = self.net.files(&rec.id, &self.store.sprite_dir(&rec.id))?;
+        let sandbox_driver = driver.clone();
         let inside = blocking(move || {
             // A leftover sandbox (killed processes, host reboot) is cleared by
             // the driver's start; mounts are repaired by the store.
@@ -428,19 +440,56 @@ impl Manager {
                     read_only: true,
                     follow_host_mounts: false,
                 },
+                Bind {
+                    source: policy_dir,
+                    destination: crate::net::POLICY_DIR_IN_SPRITE.into(),
+                    read_only: true,
+                    follow_host_mounts: false,
+                },
+                Bind {
+                    source: resolv_conf,
+                    destination: crate::net::RESOLV_CONF_IN_SPRITE.into(),
+                    read_only: true,
+                    follow_host_mounts: false,
+                },
             ];
-            driver
+            sandbox_driver
                 .start(&spec, listener)
                 .map_err(|e| ApiError::internal(format!("starting the sandbox: {e}")))?;
             Ok(inside)
         })
         .await?;
+        if let Err(e) = self.attach_network(rec, &driver).await {
+            let id = rec.id.clone();
+            let _ = blocking(move || driver.delete(&id).map_err(ApiError::internal)).await;
+            return Err(e);
+        }
         self.serve_inside(rec, inside);
         *lock(&self.live(&rec.id).error) = None;
         self.set_status(&rec.id, Status::Running);
         self.db.set_last_running(&rec.id, &now_rfc3339())?;
         self.refresh_views(rec);
         Ok(())
+    }
+
+    /// Enforce the network policy in a running (or paused) sprite.
+    async fn attach_network(
+        &self,
+        rec: &SpriteRecord,
+        driver: &Arc<dyn Driver>,
+    ) -> Result<(), ApiError> {
+        let (d, id) = (driver.clone(), rec.id.clone());
+        let pid = match blocking(move || d.state(&id).map_err(ApiError::internal)).await? {
+            SandboxState::Running { pid } => pid,
+            _ => {
+                let path = self.store.sprite_dir(&rec.id).join("bundle/init.pid");
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .ok_or_else(|| ApiError::internal("the sandbox has no init pid"))?
+            }
+        };
+        self.net.attach(&rec.id, pid).await
     }
 
     /// Serve `/.sprite/api.sock` for a running sprite (replacing a previous
@@ -667,6 +716,7 @@ impl Manager {
             self.meter_one(id).await;
         }
         self.stop_inside(id);
+        self.net.detach(id);
         let store = self.store.clone();
         let driver = self.driver.clone();
         let views = self.live(id).views.clone();
@@ -736,6 +786,10 @@ impl Manager {
             self.load_tasks(&rec)?;
             self.reconcile_checkpoints(&rec).await?;
             if status != Status::Cold {
+                let driver = self.driver.clone();
+                if let Err(e) = self.attach_network(&rec, &driver).await {
+                    tracing::warn!(sprite = %rec.name, error = %e, "cannot enforce the network policy");
+                }
                 self.resume_inside(&rec).await;
             }
             tracing::info!(sprite = %rec.name, status = status.as_str(), "found sprite");

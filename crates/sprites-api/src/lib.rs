@@ -7,6 +7,7 @@ pub mod error;
 pub mod exec;
 pub mod fs;
 pub mod name;
+pub mod policy;
 pub mod port;
 pub mod service;
 pub mod sprite;

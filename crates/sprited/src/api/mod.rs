@@ -3,6 +3,7 @@
 pub mod checkpoints;
 mod exec;
 mod fs;
+mod policy;
 mod ports;
 mod proxy;
 mod query;
@@ -98,6 +99,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sprites/{name}/tasks/{task}",
             axum::routing::put(tasks::update).delete(tasks::delete),
+        )
+        .route(
+            "/sprites/{name}/policy/network",
+            get(policy::get_network).post(policy::set_network),
         )
         .route("/sprites/{name}/proxy", get(proxy::proxy))
         .route("/sprites/{name}/ports/watch", get(ports::watch))

@@ -1,0 +1,132 @@
+//! The nftables ruleset in a sandbox's network namespace.
+//!
+//! ```text
+//! table inet sprite
+//!   output (hook): lo → accept; @blocked4/@blocked6 → reject; @deny4/@deny6 → drop;
+//!                  then the `egress_policy` chain
+//!   egress_policy: empty (open egress) or "@allow4/@allow6 → accept, else drop"
+//! ```
+//! `allow*` and `deny*` are filled by the daemon's DNS resolver with the
+//! addresses it answered for allowed names and found for denied ones.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// The table's name in every sandbox namespace.
+pub const TABLE: &str = "sprite";
+
+/// Creates (or replaces) the whole table.
+pub fn base_script(blocked: &[IpNet]) -> String {
+    let v4: Vec<String> = blocked
+        .iter()
+        .filter(|n| matches!(n, IpNet::V4(_)))
+        .map(|n| n.to_string())
+        .collect();
+    let v6: Vec<String> = blocked
+        .iter()
+        .filter(|n| matches!(n, IpNet::V6(_)))
+        .map(|n| n.to_string())
+        .collect();
+    let elements = |v: &[String]| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!("elements = {{ {} }}", v.join(", "))
+        }
+    };
+    format!(
+        "table inet {TABLE}\n\
+         delete table inet {TABLE}\n\
+         table inet {TABLE} {{\n\
+         \x20 set blocked4 {{ type ipv4_addr; flags interval; auto-merge; {} }}\n\
+         \x20 set blocked6 {{ type ipv6_addr; flags interval; auto-merge; {} }}\n\
+         \x20 set allow4 {{ type ipv4_addr; }}\n\
+         \x20 set allow6 {{ type ipv6_addr; }}\n\
+         \x20 set deny4 {{ type ipv4_addr; }}\n\
+         \x20 set deny6 {{ type ipv6_addr; }}\n\
+         \x20 chain egress_policy {{ }}\n\
+         \x20 chain output {{\n\
+         \x20   type filter hook output priority 0; policy accept;\n\
+         \x20   oif \"lo\" accept\n\
+         \x20   ip daddr @blocked4 reject with icmp admin-prohibited\n\
+         \x20   ip6 daddr @blocked6 reject with icmpv6 admin-prohibited\n\
+         \x20   ip daddr @deny4 reject with icmp admin-prohibited\n\
+         \x20   ip6 daddr @deny6 reject with icmpv6 admin-prohibited\n\
+         \x20   jump egress_policy\n\
+         \x20 }}\n\
+         }}\n",
+        elements(&v4),
+        elements(&v6),
+    )
+}
+
+/// Replaces the policy: `restrictive` drops everything not in the allow
+/// sets; the sets are emptied (the resolver fills them again).
+pub fn policy_script(restrictive: bool, deny: &[IpAddr]) -> String {
+    let mut s = format!(
+        "flush chain inet {TABLE} egress_policy\n\
+         flush set inet {TABLE} allow4\n\
+         flush set inet {TABLE} allow6\n\
+         flush set inet {TABLE} deny4\n\
+         flush set inet {TABLE} deny6\n"
+    );
+    if restrictive {
+        s.push_str(&format!(
+            "add rule inet {TABLE} egress_policy ip daddr @allow4 accept\n\
+             add rule inet {TABLE} egress_policy ip6 daddr @allow6 accept\n\
+             add rule inet {TABLE} egress_policy reject with icmpx admin-prohibited\n"
+        ));
+    }
+    s.push_str(&add_script("deny", deny));
+    s
+}
+
+/// Adds addresses to the `allow` or `deny` sets (`which` is one of those).
+pub fn add_script(which: &str, ips: &[IpAddr]) -> String {
+    let v4: Vec<String> = ips
+        .iter()
+        .filter(|i| i.is_ipv4())
+        .map(|i| i.to_string())
+        .collect();
+    let v6: Vec<String> = ips
+        .iter()
+        .filter(|i| i.is_ipv6())
+        .map(|i| i.to_string())
+        .collect();
+    let mut s = String::new();
+    if !v4.is_empty() {
+        s.push_str(&format!(
+            "add element inet {TABLE} {which}4 {{ {} }}\n",
+            v4.join(", ")
+        ));
+    }
+    if !v6.is_empty() {
+        s.push_str(&format!(
+            "add element inet {TABLE} {which}6 {{ {} }}\n",
+            v6.join(", ")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_script_lists_blocked_ranges_by_family() {
+        let s = base_script(&["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        assert!(s.contains("set blocked4 { type ipv4_addr; flags interval; auto-merge; elements = { 127.0.0.0/8 } }"));
+        assert!(s.contains("elements = { ::1/128 }"));
+        assert!(s.contains("oif \"lo\" accept"));
+    }
+
+    #[test]
+    fn restrictive_policy_ends_in_reject() {
+        let s = policy_script(true, &["192.0.2.9".parse().unwrap()]);
+        assert!(s.contains("egress_policy reject"));
+        assert!(s.contains("add element inet sprite deny4 { 192.0.2.9 }"));
+        assert!(!policy_script(false, &[]).contains("reject"));
+    }
+}

@@ -1,0 +1,30 @@
+//! `GET`/`POST /v1/sprites/{name}/policy/network`: the sprite's egress
+//! policy (semantics in `crate::net::policy`). POST answers 204 and applies
+//! at once to a running sprite; a cold one gets it at its next start.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use sprites_api::policy::NetworkPolicy;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub async fn get_network(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<NetworkPolicy>, ApiError> {
+    let rec = st.manager.get(&name)?;
+    Ok(Json(st.manager.net.policy(&rec.id)?))
+}
+
+pub async fn set_network(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(policy): Json<NetworkPolicy>,
+) -> Result<StatusCode, ApiError> {
+    let rec = st.manager.get(&name)?;
+    let dir = st.manager.sprite_dir(&rec.id);
+    st.manager.net.set_policy(&rec.id, &dir, &policy).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

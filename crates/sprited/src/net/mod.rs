@@ -1,0 +1,204 @@
+//! Egress for sprites: the sandbox side (pasta behind nftables) lives in
+//! `sprite_runtime::net`; here are the network policy (stored in SQLite,
+//! shown inside at `/.sprite/policy/network.json`) and its enforcement: a
+//! DNS resolver per running sprite ([`dns`]) and the nft sets it fills.
+
+pub mod dns;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use sprite_runtime::net::{nft, run_nft, Egress};
+use sprites_api::policy::NetworkPolicy;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::ApiError;
+
+/// Where a sprite's policy file and resolv.conf are bound inside.
+pub const POLICY_DIR_IN_SPRITE: &str = "/.sprite/policy";
+pub const RESOLV_CONF_IN_SPRITE: &str = "/etc/resolv.conf";
+
+/// The sandbox side of egress for this host.
+pub fn egress(cfg: &Config) -> anyhow::Result<Egress> {
+    let mut extra = Vec::new();
+    if !cfg.listen.ip().is_unspecified() {
+        extra.push(ipnet::IpNet::from(cfg.listen.ip()));
+    }
+    Ok(Egress::from_host(&extra)?)
+}
+
+/// One running sprite's enforcement state.
+pub struct Attached {
+    pub id: String,
+    pid: u32,
+    nft_bin: PathBuf,
+    policy: RwLock<NetworkPolicy>,
+    resolver: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Attached {
+    pub fn policy(&self) -> NetworkPolicy {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Adds addresses to the sprite's `allow` or `deny` sets (before the
+    /// DNS answer goes out, so the first connection already passes).
+    pub async fn add(&self, which: &'static str, ips: &[IpAddr]) {
+        if ips.is_empty() {
+            return;
+        }
+        let script = nft::add_script(which, ips);
+        let (bin, pid) = (self.nft_bin.clone(), self.pid);
+        let done = tokio::task::spawn_blocking(move || run_nft(&bin, pid, &script)).await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(sprite = %self.id, error = %e, "updating the egress sets");
+        }
+    }
+}
+
+/// Policies and resolvers of every sprite.
+pub struct Network {
+    db: Arc<Db>,
+    upstream: Option<SocketAddr>,
+    nft_bin: PathBuf,
+    attached: Mutex<HashMap<String, Arc<Attached>>>,
+}
+
+impl Network {
+    pub fn new(db: Arc<Db>, cfg: &Config) -> Self {
+        Network {
+            db,
+            upstream: cfg.dns_upstream.or_else(dns::host_upstream),
+            nft_bin: "nft".into(),
+            attached: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self, id: &str) -> Result<NetworkPolicy, ApiError> {
+        Ok(self
+            .db
+            .network_policy(id)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default())
+    }
+
+    /// Validates, stores and (if the sprite runs) applies a policy.
+    pub async fn set_policy(
+        &self,
+        id: &str,
+        sprite_dir: &Path,
+        policy: &NetworkPolicy,
+    ) -> Result<(), ApiError> {
+        let policy = policy::validate(policy).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let json = serde_json::to_string(&policy).map_err(ApiError::internal)?;
+        self.db.set_network_policy(id, &json)?;
+        self.write_files(sprite_dir, &policy)?;
+        let attached = self.lock().get(id).cloned();
+        if let Some(a) = attached {
+            *a.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+            self.apply(&a).await?;
+        }
+        Ok(())
+    }
+
+    /// The host files bound into the sprite: `(resolv.conf, policy dir)`.
+    pub fn files(&self, id: &str, sprite_dir: &Path) -> Result<(PathBuf, PathBuf), ApiError> {
+        let policy = self.policy(id)?;
+        self.write_files(sprite_dir, &policy)
+    }
+
+    fn write_files(
+        &self,
+        sprite_dir: &Path,
+        policy: &NetworkPolicy,
+    ) -> Result<(PathBuf, PathBuf), ApiError> {
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            ApiError::internal(format!("{what} {}: {e}", p.display()))
+        };
+        let dir = sprite_dir.join("net");
+        let policy_dir = dir.join("policy");
+        std::fs::create_dir_all(&policy_dir).map_err(|e| io("mkdir", &policy_dir, e))?;
+        let resolv = dir.join("resolv.conf");
+        if !resolv.exists() {
+            std::fs::write(&resolv, format!("nameserver {}\n", dns::RESOLVER))
+                .map_err(|e| io("write", &resolv, e))?;
+        }
+        // Replaced by rename: the sprite sees the directory, so it sees the new file.
+        let body = serde_json::to_vec_pretty(policy).map_err(ApiError::internal)?;
+        let tmp = policy_dir.join(".network.json.tmp");
+        std::fs::write(&tmp, body).map_err(|e| io("write", &tmp, e))?;
+        let file = policy_dir.join("network.json");
+        std::fs::rename(&tmp, &file).map_err(|e| io("rename", &file, e))?;
+        Ok((resolv, policy_dir))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Attached>>> {
+        self.attached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enforces the policy in a running sprite whose init is `pid` (after
+    /// a start, or a daemon restart): nft policy, then the resolver.
+    pub async fn attach(&self, id: &str, pid: u32) -> Result<(), ApiError> {
+        self.detach(id);
+        let a = Arc::new(Attached {
+            id: id.to_string(),
+            pid,
+            nft_bin: self.nft_bin.clone(),
+            policy: RwLock::new(self.policy(id)?),
+            resolver: Mutex::new(None),
+        });
+        self.apply(&a).await?;
+        let sock = tokio::task::spawn_blocking(move || dns::bind_in_netns(pid))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::internal(format!("binding the sprite's resolver: {e}")))?;
+        match self.upstream {
+            Some(up) => {
+                let task = tokio::spawn(dns::serve(sock, a.clone(), up));
+                *a.resolver.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+            }
+            None => tracing::warn!(sprite = %id, "no upstream resolver: DNS fails inside"),
+        }
+        self.lock().insert(id.to_string(), a);
+        Ok(())
+    }
+
+    /// Stops the resolver of a sprite that stops.
+    pub fn detach(&self, id: &str) {
+        if let Some(a) = self.lock().remove(id) {
+            if let Some(t) = a.resolver.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                t.abort();
+            }
+        }
+    }
+
+    /// Rewrites the sprite's policy chain and sets; exact denied names are
+    /// resolved now so that their addresses are blocked before any lookup.
+    async fn apply(&self, a: &Attached) -> Result<(), ApiError> {
+        let pol = a.policy();
+        let restrictive = policy::restrictive(&pol);
+        let mut deny = Vec::new();
+        if let Some(up) = self.upstream {
+            for name in policy::denied_names(&pol) {
+                if let Some(q) = dns::a_query(&name) {
+                    if let Ok(reply) = dns::forward(&q, up).await {
+                        deny.extend(dns::addresses(&reply));
+                    }
+                }
+            }
+        }
+        let script = nft::policy_script(restrictive, &deny);
+        let (bin, pid) = (a.nft_bin.clone(), a.pid);
+        tokio::task::spawn_blocking(move || run_nft(&bin, pid, &script))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::internal(format!("applying the network policy: {e}")))
+    }
+}
