@@ -153,3 +153,21 @@ def test_services(sprite):
     assert sprite.get_service("py-web").state.status == "running"
     sprite.delete_service("py-web")
     assert sprite.list_services() == []
+
+
+def test_network_policy(sprite):
+    from sprites.types import NetworkPolicy, PolicyRule
+    assert sprite.get_network_policy().rules == []
+    sprite.update_network_policy(NetworkPolicy(rules=[
+        PolicyRule(include="defaults"),
+        PolicyRule(domain="example.com", action="allow"),
+        PolicyRule(domain="*", action="deny"),
+    ]))
+    got = sprite.get_network_policy()
+    assert [(r.domain, r.action, r.include) for r in got.rules] == [
+        (None, None, "defaults"), ("example.com", "allow", None), ("*", "deny", None)]
+    # The sprite sees it, read-only.
+    shown = sprite.run("cat", "/.sprite/policy/network.json", capture_output=True)
+    assert b"example.com" in shown.stdout
+    sprite.update_network_policy(NetworkPolicy(rules=[]))
+    assert sprite.get_network_policy().rules == []

@@ -85,6 +85,11 @@ pub enum Command {
     },
     /// What the sprite (or, without -s, every sprite) used and what it costs
     Usage(UsageArgs),
+    /// Show or set the sprite's egress policy
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Create, list or revoke API tokens
     Tokens {
         #[command(subcommand)]
@@ -368,6 +373,26 @@ pub fn port_pair(s: &str) -> Result<(u16, u16), String> {
         Some((l, r)) => Ok((parse(l)?, parse(r)?)),
         None => parse(s).map(|p| (p, p)),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the rules in force (none: open egress)
+    Show,
+    /// Replace the rules: `sprite policy set --include-defaults --allow github.com --deny '*'`
+    Set {
+        /// Allow the package registries and dev hosts of the default list
+        #[arg(long)]
+        include_defaults: bool,
+        /// Domains to allow (`example.com`, `*.example.com`), repeatable
+        #[arg(long)]
+        allow: Vec<String>,
+        /// Domains to deny (`*` for everything not allowed), repeatable
+        #[arg(long)]
+        deny: Vec<String>,
+    },
+    /// Remove every rule: open egress
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]

@@ -227,3 +227,37 @@ fn services_through_the_cli() {
     let err = cli.fails(&["services", "logs", "-s", "svc", "web"], 1);
     assert!(err.contains("no service named web"), "{err}");
 }
+
+#[test]
+fn network_policy_through_the_cli() {
+    let d = Daemon::start();
+    let cli = Cli::new(&d);
+    cli.ok(&["create", "pol", "--skip-console"]);
+    assert_eq!(
+        cli.ok(&["policy", "show", "-s", "pol"]),
+        "no rules: open egress\n"
+    );
+    let set = cli.ok(&[
+        "policy",
+        "set",
+        "-s",
+        "pol",
+        "--include-defaults",
+        "--allow",
+        "example.com",
+        "--deny",
+        "*",
+    ]);
+    assert!(set.contains("example.com"), "{set}");
+    let shown = cli.ok(&["policy", "show", "-s", "pol"]);
+    assert!(
+        shown.contains("include") && shown.contains("deny"),
+        "{shown}"
+    );
+    cli.ok(&["policy", "clear", "-s", "pol"]);
+    assert_eq!(
+        cli.ok(&["policy", "show", "-s", "pol"]),
+        "no rules: open egress\n"
+    );
+    cli.fails(&["policy", "show", "-s", "nope"], 1);
+}

@@ -26,6 +26,7 @@ mod event_stream;
 mod exec;
 mod fs;
 mod http_exec;
+mod policy;
 mod ports;
 mod services;
 mod sessions;
@@ -51,6 +52,7 @@ pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSourc
 pub use sprites_api::fs::{
     ChangeResponse, DeleteResponse, FileKind, FsEntry, ListResponse, PathBytes, WriteResponse,
 };
+pub use sprites_api::policy::{NetworkPolicy, PolicyAction, PolicyRule};
 pub use sprites_api::service::{Service, ServiceEvent, ServiceSpec, ServiceState};
 pub use sprites_api::sprite::{
     CreateSpriteRequest, SessionInfo, Sprite, SpriteConfig, SpriteList, Status, StreamEvent,

@@ -1,6 +1,6 @@
 // The official JS SDK (@fly/sprites from npm), unchanged, against sprited:
-// sprites, exec (spawn, exec, execFile), sessions, checkpoints, services.
-// Network policy is not in sprited yet: its test comes with the feature.
+// sprites, exec (spawn, exec, execFile), sessions, checkpoints, services,
+// network policy.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -191,3 +191,23 @@ test('services: create (streamed), list, get, signal, stop, start, delete', asyn
 });
 
 test.todo('network policy (get, update): not in sprited yet');
+
+test('network policy', async () => {
+  await withSprite('js-policy', async sprite => {
+    const empty = await sprite.getNetworkPolicy();
+    assert.deepEqual(empty.rules ?? [], []);
+    await sprite.updateNetworkPolicy({
+      rules: [
+        { include: 'defaults' },
+        { domain: 'example.com', action: 'allow' },
+        { domain: '*', action: 'deny' },
+      ],
+    });
+    const got = await sprite.getNetworkPolicy();
+    assert.equal(got.rules.length, 3);
+    assert.equal(got.rules[1].domain, 'example.com');
+    assert.equal(got.rules[2].action, 'deny');
+    const shown = await sprite.exec('cat /.sprite/policy/network.json');
+    assert.match(String(shown.stdout), /example\.com/);
+  });
+});

@@ -10,6 +10,7 @@ mod exec;
 mod info;
 mod list;
 mod login;
+mod policy;
 mod proxy;
 mod services;
 mod sessions;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Restore(args) => checkpoint::restore(&ctx, args).await,
         Command::Services { command } => services::run(&ctx, command).await,
         Command::Usage(args) => usage::run(&ctx, args).await,
+        Command::Policy { command } => policy::run(&ctx, command).await,
         Command::Tokens { command } => usage::tokens(&ctx, command).await,
         Command::Url { command } => url::run(&ctx, command).await,
         Command::Proxy(args) => proxy::run(&ctx, args).await,

@@ -1,0 +1,79 @@
+//! `sprite policy show|set|clear`: the sprite's egress policy.
+
+use anyhow::Result;
+use sprites_client::{NetworkPolicy, PolicyAction, PolicyRule};
+
+use super::{sprite_error, table, Context};
+use crate::cli::PolicyCommand;
+
+pub async fn run(ctx: &Context, command: PolicyCommand) -> Result<i32> {
+    let sprite = ctx.sprite()?;
+    let policy = match command {
+        PolicyCommand::Show => {
+            let p = sprite
+                .network_policy()
+                .await
+                .map_err(|e| sprite_error(e, sprite.name()))?;
+            print!("{}", describe(&p));
+            return Ok(0);
+        }
+        PolicyCommand::Set {
+            include_defaults,
+            allow,
+            deny,
+        } => build(include_defaults, &allow, &deny),
+        PolicyCommand::Clear => NetworkPolicy::default(),
+    };
+    sprite
+        .set_network_policy(&policy)
+        .await
+        .map_err(|e| sprite_error(e, sprite.name()))?;
+    print!("{}", describe(&policy));
+    Ok(0)
+}
+
+fn build(include_defaults: bool, allow: &[String], deny: &[String]) -> NetworkPolicy {
+    let mut rules = Vec::new();
+    if include_defaults {
+        rules.push(PolicyRule::include_defaults());
+    }
+    rules.extend(allow.iter().map(PolicyRule::allow));
+    rules.extend(deny.iter().map(PolicyRule::deny));
+    NetworkPolicy { rules }
+}
+
+fn describe(p: &NetworkPolicy) -> String {
+    if p.rules.is_empty() {
+        return "no rules: open egress\n".into();
+    }
+    let rows: Vec<Vec<String>> = p
+        .rules
+        .iter()
+        .map(|r| match (&r.include, &r.domain, r.action) {
+            (Some(inc), _, _) => vec!["include".into(), inc.clone()],
+            (None, Some(d), Some(PolicyAction::Allow)) => vec!["allow".into(), d.clone()],
+            (None, Some(d), Some(PolicyAction::Deny)) => vec!["deny".into(), d.clone()],
+            _ => vec!["?".into(), String::new()],
+        })
+        .collect();
+    table(&["RULE", "DOMAIN"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_rules_in_order() {
+        let p = build(true, &["github.com".into()], &["*".into()]);
+        assert_eq!(p.rules[0], PolicyRule::include_defaults());
+        assert_eq!(p.rules[1], PolicyRule::allow("github.com"));
+        assert_eq!(p.rules[2], PolicyRule::deny("*"));
+        let text = describe(&p);
+        assert!(text.contains("include") && text.contains("github.com") && text.contains("deny"));
+        assert_eq!(
+            describe(&NetworkPolicy::default()),
+            "no rules: open egress\n"
+        );
+    }
+}
