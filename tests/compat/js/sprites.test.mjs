@@ -190,8 +190,6 @@ test('services: create (streamed), list, get, signal, stop, start, delete', asyn
   });
 });
 
-test.todo('network policy (get, update): not in sprited yet');
-
 test('network policy', async () => {
   await withSprite('js-policy', async sprite => {
     const empty = await sprite.getNetworkPolicy();
