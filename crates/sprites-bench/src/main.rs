@@ -167,7 +167,12 @@ async fn ndjson(http: &reqwest::Client, d: &Daemon, path: &str) -> anyhow::Resul
 }
 
 /// Run `sh -c script` in the sprite over HTTP exec, checking it succeeds.
-async fn sh(http: &reqwest::Client, d: &Daemon, name: &str, script: &str) -> anyhow::Result<()> {
+pub(crate) async fn sh(
+    http: &reqwest::Client,
+    d: &Daemon,
+    name: &str,
+    script: &str,
+) -> anyhow::Result<()> {
     let r = http
         .post(format!("{}/v1/sprites/{name}/exec", d.url))
         .query(&[("cmd", "sh"), ("cmd", "-c"), ("cmd", script)])

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::{create, delete, Daemon};
+use crate::{create, delete, sh, Daemon};
 
 /// wrk's requests/s and p50 latency (ms) against `url` (with `host`).
 fn wrk(url: &str, host: Option<&str>) -> anyhow::Result<(f64, f64)> {
@@ -45,17 +45,6 @@ fn parse_ms(v: &str) -> Option<f64> {
     v.strip_suffix('s')
         .and_then(|s| s.parse::<f64>().ok())
         .map(|x| x * 1000.0)
-}
-
-async fn sh(http: &reqwest::Client, d: &Daemon, name: &str, script: &str) -> anyhow::Result<()> {
-    let r = http
-        .post(format!("{}/v1/sprites/{name}/exec", d.url))
-        .query(&[("cmd", "sh"), ("cmd", "-c"), ("cmd", script)])
-        .bearer_auth(&d.token)
-        .send()
-        .await?;
-    r.error_for_status()?.bytes().await?;
-    Ok(())
 }
 
 pub async fn urls_case(
