@@ -326,19 +326,7 @@ async fn start(
     name: &str,
     stream: Duration,
 ) -> Result<(), OpError> {
-    let (unit, steps, events) = {
-        let mut reg = registry(services).await?;
-        let (unit, record) = unmark_stopped(&mut reg, name).await?;
-        warn_about_needs(&reg, &record, &unit);
-        let events = unit.output.subscribe();
-        let steps = unit.order(Command::Start {
-            replace: false,
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
-        });
-        (unit, steps, events)
-    };
-    let steps = steps.ok_or_else(|| no_service(name))?;
-    follow(wr, &unit, steps, events, stream).await
+    start_or_restart(services, wr, name, false, DEFAULT_STOP_TIMEOUT, stream).await
 }
 
 async fn restart(
@@ -348,13 +336,26 @@ async fn restart(
     stop_timeout: Duration,
     stream: Duration,
 ) -> Result<(), OpError> {
+    start_or_restart(services, wr, name, true, stop_timeout, stream).await
+}
+
+/// Clear the sticky stop and start the service; `replace` stops a running
+/// run first (restart), else a running service is left as it is (start).
+async fn start_or_restart(
+    services: &Services,
+    wr: &mut OwnedWriteHalf,
+    name: &str,
+    replace: bool,
+    stop_timeout: Duration,
+    stream: Duration,
+) -> Result<(), OpError> {
     let (unit, steps, events) = {
         let mut reg = registry(services).await?;
         let (unit, record) = unmark_stopped(&mut reg, name).await?;
         warn_about_needs(&reg, &record, &unit);
         let events = unit.output.subscribe();
         let steps = unit.order(Command::Start {
-            replace: true,
+            replace,
             stop_timeout,
         });
         (unit, steps, events)
