@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the tests need root (mounts, namespaces, cgroups): run with sudo" >&2; exit 1; }
 scripts/deps.sh
 PROFILE=debug scripts/build.sh
+tests/s3/setup.sh
 echo "==> cargo fmt --check, cargo clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

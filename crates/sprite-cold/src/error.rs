@@ -1,0 +1,50 @@
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = ColdError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ColdError {
+    /// The object store refused or could not be reached.
+    #[error("object store {store}: {op} {key}: {source}")]
+    Store {
+        store: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// A manifest or chunk the caller asked for is not in the store.
+    #[error("object store {store}: {key} does not exist")]
+    NotFound { store: String, key: String },
+    /// A chunk whose bytes do not match its hash or length, or a manifest
+    /// that does not parse: the store's data is damaged.
+    #[error("corrupt data in the object store: {what}: {why}")]
+    Corrupt { what: String, why: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad object store URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ColdError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        ColdError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The store could not be reached or failed (as opposed to missing or
+    /// damaged data): worth retrying later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ColdError::Store { .. })
+    }
+}

@@ -1,0 +1,277 @@
+//! Moving a whole image file (a sprite's volume or a checkpoint) to and
+//! from the store.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use nix::unistd::{lseek, Whence};
+
+use crate::chunk::{self, Hash, CHUNK_SIZE};
+use crate::error::{ColdError, Result};
+use crate::manifest::{ChunkRef, Manifest};
+use crate::store::ColdStore;
+
+/// What an upload did.
+#[derive(Debug, Clone)]
+pub struct UploadStats {
+    pub manifest: Manifest,
+    /// Chunks with data in the image.
+    pub chunks: u64,
+    /// Of those, chunks the store did not have yet, and their stored bytes.
+    pub chunks_sent: u64,
+    pub bytes_sent: u64,
+    pub elapsed: Duration,
+}
+
+/// What a download did.
+#[derive(Debug, Clone)]
+pub struct DownloadStats {
+    pub chunks: u64,
+    /// Chunks served by the local cache rather than the store.
+    pub from_cache: u64,
+    pub bytes_written: u64,
+    pub elapsed: Duration,
+}
+
+/// Called as chunks are done: (done, total).
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+impl ColdStore {
+    /// Cuts the image at `path` into chunks, sends the store those it lacks,
+    /// then writes manifest `name` naming them all. When this returns, the
+    /// manifest and every chunk it names are durable, so the local image
+    /// may go. The image must not change meanwhile (the sprite is stopped,
+    /// or the image is a checkpoint).
+    pub async fn upload_image(
+        &self,
+        path: &Path,
+        name: &str,
+        progress: Option<Progress<'_>>,
+    ) -> Result<UploadStats> {
+        let started = Instant::now();
+        let _no_gc = self.gc_lock.read().await;
+        let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| ColdError::io("stat", path, e))?
+            .len();
+        let indexes = {
+            let path = path.to_path_buf();
+            let f = file
+                .try_clone()
+                .map_err(|e| ColdError::io("dup", &path, e))?;
+            tokio::task::spawn_blocking(move || {
+                data_chunks(&f, size, CHUNK_SIZE).map_err(|e| ColdError::io("lseek", &path, e))
+            })
+            .await
+            .map_err(|e| ColdError::Other(format!("scan task failed: {e}")))??
+        };
+        let total = indexes.len() as u64;
+
+        // A reader thread hashes chunks in order; sends run concurrently.
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<(u64, Hash, bytes::Bytes)>>(self.concurrency * 2);
+        let reader = {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                for i in indexes {
+                    let off = i * CHUNK_SIZE;
+                    let len = (size - off).min(CHUNK_SIZE) as usize;
+                    let mut buf = vec![0u8; len];
+                    let item = file
+                        .read_exact_at(&mut buf, off)
+                        .map_err(|e| ColdError::io("read", &path, e))
+                        .map(|()| buf);
+                    let item = match item {
+                        Ok(buf) if chunk::is_zero(&buf) => continue,
+                        Ok(buf) => Ok((i, Hash::of(&buf), bytes::Bytes::from(buf))),
+                        Err(e) => Err(e),
+                    };
+                    let stop = item.is_err();
+                    if tx.blocking_send(item).is_err() || stop {
+                        break;
+                    }
+                }
+            })
+        };
+        let items =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+            );
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let sent = std::sync::atomic::AtomicU64::new(0);
+        let sent_bytes = std::sync::atomic::AtomicU64::new(0);
+        let result: Result<Vec<ChunkRef>> = items
+            .map(|item| async {
+                let (index, hash, plain) = item?;
+                let (stored, new) = self.ensure_chunk(hash, plain).await?;
+                if new {
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    sent_bytes.fetch_add(stored, std::sync::atomic::Ordering::Relaxed);
+                }
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if let Some(p) = progress {
+                    p(n, total);
+                }
+                Ok(ChunkRef {
+                    index,
+                    hash: hash.to_hex(),
+                    stored,
+                })
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await;
+        // On an error the channel closes and the reader stops.
+        let refs = result?;
+        reader
+            .await
+            .map_err(|e| ColdError::Other(format!("reader task failed: {e}")))?;
+        let manifest = Manifest::new(size, CHUNK_SIZE, refs);
+        self.put_manifest(name, &manifest).await?;
+        Ok(UploadStats {
+            chunks: manifest.chunks.len() as u64,
+            manifest,
+            chunks_sent: sent.into_inner(),
+            bytes_sent: sent_bytes.into_inner(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Rebuilds the image of manifest `m` at `dest` (created, or replaced
+    /// if it exists): sparse, zeros where no chunk is listed. Each chunk is
+    /// checked against its hash before it is written. Not synced: the
+    /// caller decides when the file must be durable.
+    pub async fn download_image(
+        &self,
+        m: &Manifest,
+        dest: &Path,
+        progress: Option<Progress<'_>>,
+    ) -> Result<DownloadStats> {
+        let started = Instant::now();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dest)
+            .map_err(|e| ColdError::io("create", dest, e))?;
+        file.set_len(m.size)
+            .map_err(|e| ColdError::io("truncate", dest, e))?;
+        let file = Arc::new(file);
+        let total = m.chunks.len() as u64;
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let cached = std::sync::atomic::AtomicU64::new(0);
+        futures_util::stream::iter(m.chunks.iter())
+            .map(|c| {
+                let file = file.clone();
+                let done = &done;
+                let cached = &cached;
+                async move {
+                    let hash = Hash::from_hex(&c.hash)?;
+                    let len = m.chunk_len(c.index);
+                    let off = c.index * m.chunk_size;
+                    let from_cache = self.fetch_and_write(&hash, len, &file, off, dest).await?;
+                    if from_cache {
+                        cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if let Some(p) = progress {
+                        p(n, total);
+                    }
+                    Ok::<_, ColdError>(())
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect::<()>()
+            .await?;
+        Ok(DownloadStats {
+            chunks: total,
+            from_cache: cached.into_inner(),
+            bytes_written: m.data_bytes(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// One chunk into `file` at `off`, checked. A damaged cached copy is
+    /// dropped and the chunk fetched from the store instead; a damaged
+    /// chunk in the store is an error. Returns whether the cache served it.
+    async fn fetch_and_write(
+        &self,
+        hash: &Hash,
+        len: usize,
+        file: &Arc<File>,
+        off: u64,
+        dest: &Path,
+    ) -> Result<bool> {
+        for attempt in 0..2 {
+            let (stored, from_cache) = if attempt == 0 {
+                self.fetch_chunk(hash).await?
+            } else {
+                self.cache.remove(hash);
+                self.fetch_chunk(hash).await?
+            };
+            let h = *hash;
+            let f = file.clone();
+            let path = dest.to_path_buf();
+            let checked = tokio::task::spawn_blocking(move || {
+                let plain = chunk::open(&stored, &h, len)?;
+                f.write_all_at(&plain, off)
+                    .map_err(|e| ColdError::io("write", &path, e))?;
+                Ok::<_, ColdError>(stored)
+            })
+            .await
+            .map_err(|e| ColdError::Other(format!("chunk task failed: {e}")))?;
+            match checked {
+                Ok(stored) => {
+                    if !from_cache {
+                        self.cache.put(hash, &stored);
+                    }
+                    return Ok(from_cache);
+                }
+                Err(ColdError::Corrupt { .. }) if from_cache => {
+                    tracing::warn!(chunk = %hash, "damaged chunk in the local cache; fetching it again");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ColdError::Other(format!("chunk {hash} could not be read")))
+    }
+}
+
+/// Indexes of the chunks that hold any allocated data (the rest are holes).
+fn data_chunks(file: &File, size: u64, chunk: u64) -> std::io::Result<Vec<u64>> {
+    let mut out: Vec<u64> = Vec::new();
+    let mut off: i64 = 0;
+    let size = size as i64;
+    while off < size {
+        let start = match lseek(file.as_raw_fd(), off, Whence::SeekData) {
+            Ok(s) => s,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = match lseek(file.as_raw_fd(), start, Whence::SeekHole) {
+            Ok(e) => e.min(size),
+            Err(nix::errno::Errno::ENXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        if end <= start {
+            break;
+        }
+        let first = start as u64 / chunk;
+        let last = (end as u64 - 1) / chunk;
+        for i in first..=last {
+            if out.last() != Some(&i) {
+                out.push(i);
+            }
+        }
+        off = end;
+    }
+    Ok(out)
+}
