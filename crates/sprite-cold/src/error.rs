@@ -11,7 +11,7 @@ pub enum ColdError {
         op: &'static str,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// A manifest or chunk the caller asked for is not in the store.
     #[error("object store {store}: {key} does not exist")]

@@ -150,7 +150,7 @@ impl ColdStore {
                 store: self.describe.clone(),
                 op,
                 key: key.to_string(),
-                source,
+                source: Box::new(source),
             },
         }
     }
