@@ -148,7 +148,7 @@ fn map_space(e: std::io::Error, op: &'static str, path: &Path) -> StoreError {
 }
 
 /// Renames `tmp` to `target` and makes the rename durable.
-fn publish(tmp: &Path, target: &Path, replace: bool) -> Result<()> {
+pub(crate) fn publish(tmp: &Path, target: &Path, replace: bool) -> Result<()> {
     if replace {
         std::fs::rename(tmp, target).ctx("rename", target)?;
     } else {

@@ -21,6 +21,7 @@
 
 mod checkpoint;
 mod error;
+mod evict;
 mod idshift;
 mod image;
 mod layout;

@@ -41,6 +41,25 @@ pub struct Config {
     /// Where sprites' DNS resolvers forward allowed names (default: the
     /// first nameserver of the host's /etc/resolv.conf).
     pub dns_upstream: Option<SocketAddr>,
+    /// The cold tier: `file:///path` or `s3://bucket/prefix` (default: the
+    /// folder `<data>/objects`).
+    pub object_store: Option<String>,
+    /// A sprite cold for this long leaves local disk for the object store.
+    pub evict_after: std::time::Duration,
+    /// Size cap of the local cache of chunks fetched from or sent to the store.
+    pub chunk_cache_bytes: u64,
+    /// How long one request to a remote object store may take, retries
+    /// included, before it counts as unreachable.
+    pub object_store_timeout: std::time::Duration,
+}
+
+impl Config {
+    /// The object store's URL, the default filled in.
+    pub fn object_store_url(&self) -> String {
+        self.object_store
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("objects").display()))
+    }
 }
 
 pub const IMAGES: [&str; 2] = ["tiny", "standard"];
@@ -69,6 +88,10 @@ impl Config {
             max_running: 0,
             create_rate_per_minute: 0,
             dns_upstream: None,
+            object_store: None,
+            evict_after: std::time::Duration::from_secs(3600),
+            chunk_cache_bytes: 2 << 30,
+            object_store_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

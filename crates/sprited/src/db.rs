@@ -104,6 +104,19 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at TEXT NOT NULL,
     last_used_at TEXT
 );
+CREATE TABLE IF NOT EXISTS cold_sprites (
+    sprite_id TEXT PRIMARY KEY,
+    evicted_at TEXT NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    data_bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cold_checkpoints (
+    sprite_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    data_bytes INTEGER NOT NULL,
+    PRIMARY KEY (sprite_id, id)
+);
 CREATE TABLE IF NOT EXISTS checkpoint_state (
     sprite_id TEXT PRIMARY KEY,
     next_seq INTEGER NOT NULL,
@@ -132,6 +145,17 @@ pub struct UsageRow {
     pub day: i64,
     pub sprite_name: String,
     pub usage: Usage,
+}
+
+/// A copy of an image in object storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColdCopy {
+    /// When it was made (RFC 3339; empty where not recorded).
+    pub at: String,
+    /// Bytes its chunks take in the store (compressed, each chunk once).
+    pub stored_bytes: u64,
+    /// Bytes of data it holds (before compression; holes not counted).
+    pub data_bytes: u64,
 }
 
 /// One checkpoint as recorded.
@@ -318,6 +342,11 @@ impl Db {
             params![id],
         )?;
         tx.execute("DELETE FROM tasks WHERE sprite_id = ?1", params![id])?;
+        tx.execute("DELETE FROM cold_sprites WHERE sprite_id = ?1", params![id])?;
+        tx.execute(
+            "DELETE FROM cold_checkpoints WHERE sprite_id = ?1",
+            params![id],
+        )?;
         tx.execute(
             "DELETE FROM network_policies WHERE sprite_id = ?1",
             params![id],
@@ -566,14 +595,102 @@ impl Db {
             .optional()?)
     }
 
-    /// Removes a checkpoint's record; false when there was none.
+    /// Removes a checkpoint's record (and its cold-tier copy's); false
+    /// when there was none.
     pub fn delete_checkpoint(&self, sprite_id: &str, id: &str) -> Result<bool, DbError> {
-        let conn = self.lock()?;
-        let n = conn.execute(
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "DELETE FROM checkpoints WHERE sprite_id = ?1 AND id = ?2",
             params![sprite_id, id],
         )?;
+        tx.execute(
+            "DELETE FROM cold_checkpoints WHERE sprite_id = ?1 AND id = ?2",
+            params![sprite_id, id],
+        )?;
+        tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Where an evicted sprite's volume is: `Some` while it lives only in
+    /// object storage.
+    pub fn evicted(&self, sprite_id: &str) -> Result<Option<ColdCopy>, DbError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT evicted_at, stored_bytes, data_bytes FROM cold_sprites WHERE sprite_id = ?1",
+                params![sprite_id],
+                |r| {
+                    Ok(ColdCopy {
+                        at: r.get(0)?,
+                        stored_bytes: r.get::<_, i64>(1)? as u64,
+                        data_bytes: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records that the sprite's volume now lives only in object storage.
+    pub fn set_evicted(&self, sprite_id: &str, copy: &ColdCopy) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO cold_sprites (sprite_id, evicted_at, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![sprite_id, copy.at, copy.stored_bytes as i64, copy.data_bytes as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records that the sprite's volume is back on local disk.
+    pub fn set_local(&self, sprite_id: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM cold_sprites WHERE sprite_id = ?1",
+            params![sprite_id],
+        )?;
+        Ok(())
+    }
+
+    /// Checkpoints with a copy in object storage: id → copy.
+    pub fn cold_checkpoints(&self, sprite_id: &str) -> Result<BTreeMap<String, ColdCopy>, DbError> {
+        let conn = self.lock()?;
+        let mut st = conn.prepare(
+            "SELECT id, stored_bytes, data_bytes FROM cold_checkpoints WHERE sprite_id = ?1",
+        )?;
+        let rows = st.query_map(params![sprite_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                ColdCopy {
+                    at: String::new(),
+                    stored_bytes: r.get::<_, i64>(1)? as u64,
+                    data_bytes: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that checkpoint `id` has a durable copy in object storage.
+    pub fn set_cold_checkpoint(
+        &self,
+        sprite_id: &str,
+        id: &str,
+        copy: &ColdCopy,
+    ) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO cold_checkpoints (sprite_id, id, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![sprite_id, id, copy.stored_bytes as i64, copy.data_bytes as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Ids of every sprite the DB knows.
+    pub fn sprite_ids(&self) -> Result<std::collections::BTreeSet<String>, DbError> {
+        let conn = self.lock()?;
+        let mut st = conn.prepare("SELECT id FROM sprites")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The checkpoint the sprite's filesystem derives from (last created or

@@ -73,6 +73,22 @@ struct Cli {
     /// the first nameserver in /etc/resolv.conf).
     #[arg(long, global = true)]
     dns_upstream: Option<SocketAddr>,
+    /// Where evicted sprites' volumes and checkpoints go: `file:///path`
+    /// or `s3://bucket/prefix` (with the AWS_* environment variables,
+    /// AWS_ENDPOINT_URL included). Default: the folder `<data-dir>/objects`.
+    #[arg(long, global = true)]
+    object_store: Option<String>,
+    /// A sprite cold (stopped) for this long leaves local disk: its volume
+    /// and checkpoints go to the object store (`30s`, `1h`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, global = true)]
+    evict_after: std::time::Duration,
+    /// Size cap of the local cache of object-store chunks, in GiB (0: none).
+    #[arg(long, default_value_t = 2.0, global = true)]
+    chunk_cache_gb: f64,
+    /// How long one object-store request may take, retries included,
+    /// before the store counts as unreachable.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
+    object_store_timeout: std::time::Duration,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -206,6 +222,10 @@ async fn main() -> anyhow::Result<()> {
     cfg.max_running = cli.max_running;
     cfg.create_rate_per_minute = cli.create_rate;
     cfg.dns_upstream = cli.dns_upstream;
+    cfg.object_store = cli.object_store;
+    cfg.evict_after = cli.evict_after;
+    cfg.chunk_cache_bytes = (cli.chunk_cache_gb.max(0.0) * (1u64 << 30) as f64) as u64;
+    cfg.object_store_timeout = cli.object_store_timeout;
     cfg.rates = sprites_api::usage::Rates {
         cpu_per_vcpu_hour: cli.rate_cpu_hour,
         ram_per_gb_hour: cli.rate_ram_gb_hour,

@@ -1,0 +1,94 @@
+//! Local copies of a sprite's images going (evicted to the cold tier) and
+//! coming back (rebuilt from it). What moves the bytes lives elsewhere
+//! (`sprite-cold`); this only names the files and swaps them in and out,
+//! the same crash-safe way as everything else here: a dot-temporary,
+//! complete, renamed into place.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::publish;
+use crate::error::{IoContext, Result, StoreError};
+use crate::mountinfo;
+use crate::store::{ensure_dir, Store};
+use crate::validate_name;
+
+impl Store {
+    /// Where a volume is rebuilt before [`Store::install_volume`] (a
+    /// dot-file: start-up removes it if a rebuild never finished).
+    pub fn volume_rebuild_path(&self, id: &str) -> Result<PathBuf> {
+        validate_name(id)?;
+        let dir = self.layout.pool_sprite_dir(id);
+        ensure_dir(&dir, 0o700)?;
+        self.ensure_sprite_dir(id)?;
+        Ok(dir.join(".volume.rebuild"))
+    }
+
+    /// Moves a rebuilt volume into place (replacing any), durably named.
+    pub fn install_volume(&self, id: &str, rebuilt: &std::path::Path) -> Result<()> {
+        validate_name(id)?;
+        publish(rebuilt, &self.layout.volume_image(id), true)
+    }
+
+    /// Where checkpoint `checkpoint` is rebuilt before
+    /// [`Store::install_checkpoint`].
+    pub fn checkpoint_rebuild_path(&self, id: &str, checkpoint: &str) -> Result<PathBuf> {
+        validate_name(id)?;
+        validate_name(checkpoint)?;
+        let dir = self.layout.checkpoints_dir(id);
+        ensure_dir(&self.layout.pool_sprite_dir(id), 0o700)?;
+        ensure_dir(&dir, 0o700)?;
+        Ok(dir.join(format!(".{checkpoint}.rebuild")))
+    }
+
+    pub fn install_checkpoint(
+        &self,
+        id: &str,
+        checkpoint: &str,
+        rebuilt: &std::path::Path,
+    ) -> Result<()> {
+        validate_name(id)?;
+        validate_name(checkpoint)?;
+        publish(rebuilt, &self.layout.checkpoint_image(id, checkpoint), true)
+    }
+
+    /// Deletes the local volume and checkpoint images of a sprite whose
+    /// images are now kept in object storage; its directories stay (they
+    /// mark the sprite as known). Refuses (`Busy`) while anything of the
+    /// sprite is mounted.
+    pub fn release_local(&self, id: &str) -> Result<()> {
+        validate_name(id)?;
+        let sprite_dir = self.layout.sprite_dir(id);
+        if let Some(m) = mountinfo::mounts_under(&mountinfo::read()?, &sprite_dir).first() {
+            return Err(StoreError::Busy(m.clone()));
+        }
+        for name in self.checkpoint_names(id)? {
+            let path = self.layout.checkpoint_image(id, &name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove", &path, e)),
+            }
+        }
+        let volume = self.layout.volume_image(id);
+        match std::fs::remove_file(&volume) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove", &volume, e)),
+        }
+        let dir = self.layout.pool_sprite_dir(id);
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .ctx("fsync", &dir)
+    }
+
+    /// Bytes allocated on local disk to the sprite's volume and checkpoint
+    /// images (extents shared between them counted in full).
+    pub fn local_bytes(&self, id: &str) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let volume = match std::fs::metadata(self.layout.volume_image(id)) {
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        };
+        Ok(volume + self.checkpoints_allocated_bytes(id)?)
+    }
+}
