@@ -167,20 +167,23 @@ impl ColdStore {
         let total = m.chunks.len() as u64;
         let done = std::sync::atomic::AtomicU64::new(0);
         let cached = std::sync::atomic::AtomicU64::new(0);
-        futures_util::stream::iter(m.chunks.iter())
-            .map(|c| {
+        // Owned items: a stream of borrowed ones trips up Send futures.
+        let jobs: Vec<(String, usize, u64)> = m
+            .chunks
+            .iter()
+            .map(|c| (c.hash.clone(), m.chunk_len(c.index), c.index * m.chunk_size))
+            .collect();
+        let (done_ref, cached_ref) = (&done, &cached);
+        futures_util::stream::iter(jobs)
+            .map(|(hash, len, off)| {
                 let file = file.clone();
-                let done = &done;
-                let cached = &cached;
                 async move {
-                    let hash = Hash::from_hex(&c.hash)?;
-                    let len = m.chunk_len(c.index);
-                    let off = c.index * m.chunk_size;
+                    let hash = Hash::from_hex(&hash)?;
                     let from_cache = self.fetch_and_write(&hash, len, &file, off, dest).await?;
                     if from_cache {
-                        cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        cached_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let n = done_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     if let Some(p) = progress {
                         p(n, total);
                     }

@@ -76,9 +76,11 @@ impl Store {
             Err(e) => return Err(StoreError::io("remove", &volume, e)),
         }
         let dir = self.layout.pool_sprite_dir(id);
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .ctx("fsync", &dir)
+        match std::fs::File::open(&dir) {
+            Ok(d) => d.sync_all().ctx("fsync", &dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("open", &dir, e)),
+        }
     }
 
     /// Bytes allocated on local disk to the sprite's volume and checkpoint

@@ -54,8 +54,10 @@ pub enum Command {
     /// List sprites
     #[command(visible_alias = "ls")]
     List(ListArgs),
-    /// Show the details of the sprite
+    /// Show the details of the sprite (where its data lives included)
     Info,
+    /// Stop the sprite and move its volume and checkpoints to object storage now
+    Evict,
     /// Run a command in the sprite
     #[command(visible_alias = "x")]
     Exec(ExecArgs),

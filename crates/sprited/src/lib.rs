@@ -160,6 +160,14 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .with_no_new_privileges(false)
         .with_egress(egress);
     let db = db::Db::open(&cfg.data_dir.join("meta.db")).context("opening meta.db")?;
+    let cold = sprite_cold::ColdStore::open(&sprite_cold::StoreOptions {
+        url: cfg.object_store_url(),
+        cache_dir: cfg.data_dir.join("cache").join("chunks"),
+        cache_bytes: cfg.chunk_cache_bytes,
+        concurrency: 16,
+        request_timeout: cfg.object_store_timeout,
+    })
+    .context("opening the object store")?;
     let cfg = Arc::new(cfg);
     let manager = manager::Manager::new(
         db,
@@ -168,6 +176,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         Arc::new(driver),
         Arc::new(setuid_driver),
         agent,
+        Arc::new(cold),
     );
     manager
         .ensure_image(&cfg.default_image)
@@ -177,6 +186,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .reconcile()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    manager.spawn_cold_sweep();
     manager.spawn_idle_tracker();
     manager.spawn_meter();
     let tokens =

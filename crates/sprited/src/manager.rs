@@ -7,6 +7,7 @@
 //! `sprite-runtime`.
 
 pub mod checkpoints;
+pub mod cold;
 pub mod idle;
 pub mod limits;
 pub mod meter;
@@ -53,6 +54,10 @@ struct Live {
     error: Mutex<Option<String>>,
     /// Tasks that keep it awake: name → expiry.
     tasks: Mutex<std::collections::BTreeMap<String, tasks::Task>>,
+    /// Its volume lives only in object storage (mirrors the DB).
+    evicted: Mutex<bool>,
+    /// When the last eviction attempt failed.
+    evict_failed: Mutex<Option<std::time::Instant>>,
 }
 
 /// Something in flight that keeps a sprite awake (an exec, a session, an
@@ -116,6 +121,8 @@ pub struct Manager {
     pub metrics: crate::metrics::Metrics,
     /// Network policies and their enforcement.
     pub net: crate::net::Network,
+    /// The cold tier: evicted volumes and checkpoints.
+    cold: Arc<sprite_cold::ColdStore>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -166,6 +173,7 @@ impl Manager {
         driver: Arc<dyn Driver>,
         setuid_driver: Arc<dyn Driver>,
         agent_bin: PathBuf,
+        cold: Arc<sprite_cold::ColdStore>,
     ) -> Arc<Self> {
         let db = Arc::new(db);
         let net = crate::net::Network::new(db.clone(), &cfg);
@@ -184,6 +192,7 @@ impl Manager {
             admission: tokio::sync::Mutex::new(()),
             metrics: crate::metrics::Metrics::new(),
             net,
+            cold,
         })
     }
 
@@ -207,6 +216,8 @@ impl Manager {
                     warm_since: Mutex::new(None),
                     error: Mutex::new(None),
                     tasks: Mutex::new(Default::default()),
+                    evicted: Mutex::new(false),
+                    evict_failed: Mutex::new(None),
                 })
             })
             .clone()
@@ -594,6 +605,9 @@ impl Manager {
         tracing::info!(sprite = %rec.name, "waking sprite");
         let _admitted = self.admission_lock().await;
         self.admit_start()?;
+        // An evicted sprite's volume comes back first; if it cannot, the
+        // sprite stays as it was (cold, in the store) and the error says why.
+        self.rehydrate_locked(rec).await?;
         match self.start_locked(rec).await {
             Ok(()) => {
                 self.metrics.woke("cold");
@@ -689,6 +703,15 @@ impl Manager {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rec.id);
         tracing::info!(sprite = %rec.name, "sprite destroyed");
+        // Its copies in the object store go in the background: a slow or
+        // unreachable store must not hold up the destroy.
+        if let Some(me) = self.arc() {
+            let id = rec.id.clone();
+            tokio::spawn(async move {
+                me.forget_cold(&id).await;
+                me.spawn_cold_sweep();
+            });
+        }
         Ok(())
     }
 
@@ -761,7 +784,12 @@ impl Manager {
             self.teardown(id).await?;
         }
         for rec in records {
-            if !self.store.volume_exists(&rec.id) {
+            let evicted = self.db.evicted(&rec.id)?.is_some();
+            *lock(&self.live(&rec.id).evicted) = evicted;
+            if evicted {
+                self.reconcile_cold(&rec).await?;
+            }
+            if !evicted && !self.store.volume_exists(&rec.id) {
                 tracing::warn!(sprite = %rec.name, "forgetting a sprite whose create or destroy never finished");
                 self.teardown(&rec.id).await?;
                 self.db.delete(&rec.id)?;

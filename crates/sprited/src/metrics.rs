@@ -100,6 +100,12 @@ impl Metrics {
         self.wakes.get_or_create(&label("from", from)).inc();
     }
 
+    pub fn evicted(&self) {
+        self.hibernations
+            .get_or_create(&label("to", "object"))
+            .inc();
+    }
+
     pub fn hibernated(&self, to: &str) {
         self.hibernations.get_or_create(&label("to", to)).inc();
     }

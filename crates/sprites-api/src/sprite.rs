@@ -100,6 +100,45 @@ pub struct Sprite {
     /// Extension: why the sprite could not be started (status `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// sprited extension: where the sprite's data lives, and its sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageInfo>,
+}
+
+/// sprited extension: answer of `POST /v1/sprites/{name}/evict`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EvictReport {
+    /// Where the volume is now: `object`.
+    pub location: String,
+    /// Chunks and bytes sent now (the store had the rest already).
+    pub chunks_sent: u64,
+    pub bytes_sent: u64,
+    /// Bytes the sprite's volume takes in the store.
+    pub stored_bytes: u64,
+    pub checkpoints_uploaded: u32,
+    pub elapsed_ms: f64,
+}
+
+/// Where a sprite's volume and checkpoints are kept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StorageInfo {
+    /// `local`: on this host's disk; `object`: evicted, only in object
+    /// storage; `local+object`: local, with checkpoints also in the store.
+    pub location: String,
+    /// The object store (its URL, no credentials).
+    pub object_store: String,
+    /// Bytes on local disk (volume and checkpoint images, allocated).
+    pub local_bytes: u64,
+    /// Bytes in the object store (compressed; chunks shared with other
+    /// images are counted for each that names them).
+    pub object_bytes: u64,
+    /// Data in the evicted volume (before compression, holes excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_data_bytes: Option<u64>,
+    pub checkpoints_local: u32,
+    pub checkpoints_in_object_store: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted_at: Option<String>,
 }
 
 /// `GET /v1/sprites`.

@@ -1,7 +1,9 @@
 //! Sprite CRUD: create, list (with pagination), get, update, delete.
 
 use reqwest::Method;
-use sprites_api::sprite::{CreateSpriteRequest, Sprite, SpriteList, UpdateSpriteRequest};
+use sprites_api::sprite::{
+    CreateSpriteRequest, EvictReport, Sprite, SpriteList, UpdateSpriteRequest,
+};
 
 use crate::client::Client;
 use crate::error::Error;
@@ -87,6 +89,13 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/sprites/{name}/evict` (sprited extension): stop the sprite
+    /// and move its volume and checkpoints to the object store now.
+    pub async fn evict_sprite(&self, name: &str) -> Result<EvictReport, Error> {
+        let url = self.url(&["sprites", name, "evict"]);
+        self.send_json(self.request(Method::POST, url)).await
+    }
+
     /// `DELETE /v1/sprites/{name}`.
     pub async fn delete_sprite(&self, name: &str) -> Result<(), Error> {
         let url = self.url(&["sprites", name]);
@@ -150,6 +159,11 @@ impl SpriteHandle {
 
     pub async fn delete(&self) -> Result<(), Error> {
         self.client.delete_sprite(&self.name).await
+    }
+
+    /// Moves the sprite to object storage now (see [`Client::evict_sprite`]).
+    pub async fn evict(&self) -> Result<EvictReport, Error> {
+        self.client.evict_sprite(&self.name).await
     }
 }
 

@@ -15,6 +15,40 @@ pub async fn run(ctx: &Context) -> Result<i32> {
     Ok(0)
 }
 
+/// `sprite evict`: the sprite leaves local disk for the object store.
+pub async fn evict(ctx: &Context) -> Result<i32> {
+    let sprite = ctx.sprite()?;
+    let r = sprite
+        .evict()
+        .await
+        .map_err(|e| sprite_error(e, sprite.name()))?;
+    println!(
+        "{} is in object storage: {} chunks ({}) sent, {} stored, {} checkpoint(s) uploaded, in {:.0} ms",
+        sprite.name(),
+        r.chunks_sent,
+        bytes(r.bytes_sent),
+        bytes(r.stored_bytes),
+        r.checkpoints_uploaded,
+        r.elapsed_ms
+    );
+    Ok(0)
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 fn describe(s: &Sprite) -> String {
     let mut fields: Vec<(&str, String)> = vec![
         ("Name", s.name.clone()),
@@ -45,6 +79,32 @@ fn describe(s: &Sprite) -> String {
         }
         if let Some(region) = &config.region {
             fields.push(("Region", region.clone()));
+        }
+    }
+    if let Some(st) = &s.storage {
+        let place = match st.location.as_str() {
+            "object" => "object storage (evicted; wakes on the next request)".to_string(),
+            "local+object" => "local disk; checkpoints also in object storage".to_string(),
+            _ => "local disk".to_string(),
+        };
+        fields.push(("Data", place));
+        fields.push(("Local disk", bytes(st.local_bytes)));
+        fields.push((
+            "Object store",
+            format!("{} in {}", bytes(st.object_bytes), st.object_store),
+        ));
+        if let Some(d) = st.volume_data_bytes {
+            fields.push(("Volume data", bytes(d)));
+        }
+        fields.push((
+            "Checkpoints",
+            format!(
+                "{} local, {} in object storage",
+                st.checkpoints_local, st.checkpoints_in_object_store
+            ),
+        ));
+        if let Some(t) = &st.evicted_at {
+            fields.push(("Evicted", t.clone()));
         }
     }
     if !s.labels.is_empty() {
@@ -78,6 +138,10 @@ mod tests {
         assert!(text.starts_with("Name:         demo\n"), "{text}");
         assert!(text.contains("Status:       warm\n"), "{text}");
         assert!(text.contains("URL auth:     public\n"), "{text}");
+        assert!(
+            !text.contains("Data:"),
+            "no storage, no storage lines: {text}"
+        );
         assert!(text.contains("Labels:       a, b\n"), "{text}");
         assert!(!text.contains("Last active"), "{text}");
     }

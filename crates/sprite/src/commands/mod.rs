@@ -36,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Use(args) => use_sprite::run(&ctx, args).await,
         Command::List(args) => list::run(&ctx, args).await,
         Command::Info => info::run(&ctx).await,
+        Command::Evict => info::evict(&ctx).await,
         Command::Exec(args) => exec::run(&ctx, args).await,
         Command::Console => console::run(&ctx).await,
         Command::Cp(args) => cp::run(&ctx, args).await,

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(sprites::delete),
         )
         .route("/sprites/{name}/upgrade", post(sprites::upgrade))
+        .route("/sprites/{name}/evict", post(sprites::evict))
         .route(
             "/sprites/{name}/exec",
             get(exec::exec_or_list).post(exec::http_exec),

@@ -46,6 +46,7 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
             region: None,
         }),
         error: state.manager.error_of(&rec.id),
+        storage: state.manager.storage_info(rec).ok(),
     }
 }
 
@@ -134,6 +135,21 @@ pub async fn delete(
     let m = state.manager.clone();
     run_to_completion(async move { m.destroy(&rec).await }).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Extension: `POST /v1/sprites/{name}/evict` stops the sprite and moves
+/// its volume and checkpoints to the object store now (what `--evict-after`
+/// does to a long-cold sprite). Answers what was sent; any later request
+/// wakes the sprite and brings its volume back.
+pub async fn evict(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<sprites_api::sprite::EvictReport>, ApiError> {
+    let rec = state.manager.get(&name)?;
+    let m = state.manager.clone();
+    Ok(Json(
+        run_to_completion(async move { m.evict(&rec).await }).await?,
+    ))
 }
 
 /// Restart the sprite on the current agent build (its files stay).

@@ -108,6 +108,8 @@ impl Manager {
         if self.status(&rec.id) == Status::Warm {
             self.wake_locked(rec).await?;
         }
+        // An evicted sprite's volume comes back to be cloned.
+        self.rehydrate_locked(rec).await?;
         // The number is taken for good only when the checkpoint is recorded
         // (one transaction, after the image is complete): a checkpoint that
         // failed or was cut short by a crash leaves no gap and no trace.
@@ -168,6 +170,10 @@ impl Manager {
         if self.db.checkpoint(&rec.id, id)?.is_none() {
             return Err(no_checkpoint(rec, id));
         }
+        if !self.store.checkpoint_exists(&rec.id, id) {
+            say(progress, format!("Fetching {id} from object storage..."));
+            self.checkpoint_local(rec, id).await?;
+        }
         say(progress, "Stopping sprite...");
         let t0 = std::time::Instant::now();
         self.halt(&rec.id, Duration::ZERO, Release::Unmount).await?;
@@ -183,6 +189,8 @@ impl Manager {
         if swapped.is_ok() {
             failpoint::hit("restore-swapped");
             self.db.set_current_checkpoint(&rec.id, Some(id))?;
+            // The volume is the checkpoint's clone now, local whatever it was.
+            self.mark_local(rec)?;
         }
         say(progress, "Starting sprite...");
         // Start again whether or not the swap worked: a failed restore must
@@ -229,6 +237,13 @@ impl Manager {
             }
         })
         .await?;
+        if let Err(e) = self
+            .cold
+            .delete_manifest(&super::cold::checkpoint_manifest(&rec.id, id))
+            .await
+        {
+            tracing::warn!(sprite = %rec.name, checkpoint = %id, error = %e, "cannot remove the checkpoint's copy from the object store");
+        }
         tracing::info!(sprite = %rec.name, checkpoint = %id, "checkpoint deleted");
         self.refresh_views(rec);
         Ok(())
@@ -264,6 +279,7 @@ impl Manager {
         if self.db.checkpoint(&source.id, checkpoint)?.is_none() {
             return Err(no_checkpoint(source, checkpoint));
         }
+        self.checkpoint_local(source, checkpoint).await?;
         let store = self.store.clone();
         let (src, ck, dst) = (
             source.id.clone(),
@@ -277,8 +293,10 @@ impl Manager {
     /// background (a few ms of mounts that no request waits for).
     pub(super) fn refresh_views(&self, rec: &SpriteRecord) {
         let names: Vec<String> = match self.db.checkpoints(&rec.id) {
+            // Checkpoints only in object storage are not shown until fetched.
             Ok(list) => list
                 .into_iter()
+                .filter(|c| self.store.checkpoint_exists(&rec.id, &c.id))
                 .take(VISIBLE_CHECKPOINTS)
                 .map(|c| c.id)
                 .collect(),
@@ -318,7 +336,11 @@ impl Manager {
             })
             .await?;
         }
-        for r in rows.iter().filter(|r| !files.contains(&r.id)) {
+        let in_store = self.db.cold_checkpoints(&rec.id)?;
+        for r in rows
+            .iter()
+            .filter(|r| !files.contains(&r.id) && !in_store.contains_key(&r.id))
+        {
             tracing::warn!(sprite = %rec.name, checkpoint = %r.id, "forgetting a checkpoint whose image is gone");
             self.db.delete_checkpoint(&rec.id, &r.id)?;
         }

@@ -73,7 +73,13 @@ impl Manager {
                         tokio::spawn(async move { m.stop_idle(&id, &live).await });
                     }
                 }
-                Status::Cold | Status::Error => {}
+                Status::Cold => {
+                    if self.due_for_eviction(&live, now) {
+                        let m = self.clone();
+                        tokio::spawn(async move { m.evict_idle(&id, &live).await });
+                    }
+                }
+                Status::Error => {}
             }
         }
     }

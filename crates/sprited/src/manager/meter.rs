@@ -1,7 +1,8 @@
 //! Metering: every `meter_interval` each sprite's CPU time (from its cgroup's
 //! counter), memory (sampled, integrated over time) and hot storage (the
 //! allocated bytes of its volume and checkpoints, integrated) are booked
-//! into per-minute rows. A cold sprite accrues only storage.
+//! into per-minute rows, with cold storage (what its images take in the
+//! object store). A cold sprite accrues only storage.
 //!
 //! Each round of samples and the point the meter stands at are written in
 //! one transaction, and each sample covers the time since the previous one:
@@ -115,6 +116,7 @@ impl Manager {
             None => self.metrics.forget(name),
         }
         let hot = self.hot_bytes(id) as f64;
+        let cold = self.cold_bytes(id) as f64;
         Ok(UsageSample {
             sprite_id: id.to_string(),
             sprite_name: name.to_string(),
@@ -123,12 +125,29 @@ impl Manager {
                 cpu_seconds: cpu_delta_ns as f64 / 1e9,
                 ram_gb_seconds: ram / GB * elapsed,
                 hot_storage_gb_seconds: hot / GB * elapsed,
-                cold_storage_gb_hours: 0.0,
+                cold_storage_gb_hours: cold / GB * elapsed / 3600.0,
             },
             sampled_unix_ms: now_ms,
             cpu_ns,
             running: stats.is_some(),
         })
+    }
+
+    /// Bytes the sprite's images take in the object store: an evicted
+    /// volume and every checkpoint with a copy there.
+    fn cold_bytes(&self, id: &str) -> u64 {
+        let volume = self
+            .db
+            .evicted(id)
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.stored_bytes);
+        let checkpoints: u64 = self
+            .db
+            .cold_checkpoints(id)
+            .map(|m| m.values().map(|c| c.stored_bytes).sum())
+            .unwrap_or(0);
+        volume + checkpoints
     }
 
     /// Allocated bytes of the sprite's volume and checkpoints.

@@ -1,0 +1,434 @@
+//! The cold tier in the lifecycle: a sprite cold for `evict_after` leaves
+//! local disk (its volume and checkpoints go to object storage, only its
+//! metadata stays), and comes back when something needs its files.
+//!
+//! Order of an eviction, each step durable before the next:
+//! 1. every checkpoint not yet in the store is uploaded (chunks, then its
+//!    manifest) and recorded (`cold_checkpoints`);
+//! 2. the volume is uploaded the same way;
+//! 3. the DB records the sprite as evicted (`cold_sprites`);
+//! 4. the local images are deleted.
+//!
+//! A crash before 3 leaves the sprite local and whole (the next eviction
+//! redoes the work; chunks already sent are not sent again). A crash
+//! between 3 and 4 leaves local copies that start-up deletes. Coming back
+//! is the mirror: the volume is rebuilt in a dot-file, renamed into place,
+//! and only then recorded local; a crash midway leaves the sprite evicted
+//! and the dot-file is removed at start-up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sprite_cold::ColdError;
+use sprites_api::sprite::{EvictReport, Status, StorageInfo};
+
+use super::{blocking, lock, Manager, Release, STOP_GRACE};
+use crate::db::{ColdCopy, SpriteRecord};
+use crate::error::ApiError;
+use crate::failpoint;
+use crate::time::now_rfc3339;
+
+/// After a failed eviction, how long before the idle tracker tries again.
+const EVICT_RETRY: Duration = Duration::from_secs(300);
+
+pub(crate) fn volume_manifest(id: &str) -> String {
+    format!("sprites/{id}/volume")
+}
+
+pub(crate) fn checkpoint_manifest(id: &str, checkpoint: &str) -> String {
+    format!("sprites/{id}/checkpoints/{checkpoint}")
+}
+
+fn meta_doc(id: &str) -> String {
+    format!("meta/sprites/{id}.json")
+}
+
+/// A cold-tier failure as the API reports it: an unreachable store is 503
+/// (nothing was lost; try again), damaged data 500 with what is damaged.
+pub(crate) fn cold_error(what: &str, e: ColdError) -> ApiError {
+    match e {
+        e if e.is_unavailable() => ApiError::Unavailable(format!(
+            "{what}: the object store cannot be reached ({e}); nothing was lost, try again later"
+        )),
+        e => ApiError::Internal(format!("{what}: {e}")),
+    }
+}
+
+impl Manager {
+    /// Sends a sprite's volume and checkpoints to object storage and frees
+    /// its local disk; a running or warm sprite is stopped first. Evicting
+    /// an evicted sprite does nothing.
+    pub async fn evict(&self, rec: &SpriteRecord) -> Result<EvictReport, ApiError> {
+        let live = self.live(&rec.id);
+        let _g = live.lifecycle.lock().await;
+        if self.status(&rec.id) != Status::Cold {
+            self.halt(&rec.id, STOP_GRACE, Release::Unmount).await?;
+            self.set_status(&rec.id, Status::Cold);
+            *lock(&live.warm_since) = None;
+        }
+        self.evict_locked(rec).await
+    }
+
+    /// The eviction proper; the caller holds the lifecycle lock and the
+    /// sprite is cold.
+    pub(super) async fn evict_locked(&self, rec: &SpriteRecord) -> Result<EvictReport, ApiError> {
+        let t0 = Instant::now();
+        if let Some(copy) = self.db.evicted(&rec.id)? {
+            return Ok(EvictReport {
+                location: "object".into(),
+                chunks_sent: 0,
+                bytes_sent: 0,
+                stored_bytes: copy.stored_bytes,
+                checkpoints_uploaded: 0,
+                elapsed_ms: 0.0,
+            });
+        }
+        let what = format!("evicting sprite {}", rec.name);
+        let (mut chunks_sent, mut bytes_sent, mut uploaded) = (0, 0, 0);
+        let in_store = self.db.cold_checkpoints(&rec.id)?;
+        for c in self.db.checkpoints(&rec.id)? {
+            if in_store.contains_key(&c.id) {
+                continue;
+            }
+            let path = self.store.checkpoint_path(&rec.id, &c.id);
+            let stats = self
+                .cold
+                .upload_image(&path, &checkpoint_manifest(&rec.id, &c.id), None)
+                .await
+                .map_err(|e| cold_error(&what, e))?;
+            self.db.set_cold_checkpoint(
+                &rec.id,
+                &c.id,
+                &ColdCopy {
+                    at: now_rfc3339(),
+                    stored_bytes: stats.manifest.stored_bytes(),
+                    data_bytes: stats.manifest.data_bytes(),
+                },
+            )?;
+            chunks_sent += stats.chunks_sent;
+            bytes_sent += stats.bytes_sent;
+            uploaded += 1;
+        }
+        let halfway = |done: u64, total: u64| {
+            if done == total.div_ceil(2) {
+                failpoint::hit("evict-uploading");
+            }
+        };
+        let stats = self
+            .cold
+            .upload_image(
+                &self.store.volume_path(&rec.id),
+                &volume_manifest(&rec.id),
+                Some(&halfway),
+            )
+            .await
+            .map_err(|e| cold_error(&what, e))?;
+        failpoint::hit("evict-uploaded");
+        // What it takes to know the sprite without this host's disk.
+        let meta = serde_json::json!({
+            "id": rec.id, "name": rec.name, "image": rec.image,
+            "limits": rec.limits, "created_at": rec.created_at,
+            "checkpoints": self.db.checkpoints(&rec.id)?.iter().map(|c| serde_json::json!({
+                "id": c.id, "create_time": c.create_time, "comment": c.comment,
+            })).collect::<Vec<_>>(),
+        });
+        self.cold
+            .put_doc(&meta_doc(&rec.id), meta.to_string().into_bytes())
+            .await
+            .map_err(|e| cold_error(&what, e))?;
+        let copy = ColdCopy {
+            at: now_rfc3339(),
+            stored_bytes: stats.manifest.stored_bytes(),
+            data_bytes: stats.manifest.data_bytes(),
+        };
+        self.db.set_evicted(&rec.id, &copy)?;
+        *lock(&self.live(&rec.id).evicted) = true;
+        failpoint::hit("evict-recorded");
+        let store = self.store.clone();
+        let views = self.live(&rec.id).views.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            let _v = views.lock().unwrap_or_else(|p| p.into_inner());
+            store
+                .release_local(&id)
+                .map_err(|e| ApiError::internal(format!("freeing local disk: {e}")))
+        })
+        .await?;
+        chunks_sent += stats.chunks_sent;
+        bytes_sent += stats.bytes_sent;
+        let elapsed = t0.elapsed();
+        tracing::info!(
+            sprite = %rec.name,
+            chunks = stats.chunks,
+            chunks_sent,
+            bytes_sent,
+            stored_bytes = copy.stored_bytes,
+            checkpoints = uploaded,
+            ms = elapsed.as_secs_f64() * 1e3,
+            "evicted to object storage"
+        );
+        self.metrics.evicted();
+        Ok(EvictReport {
+            location: "object".into(),
+            chunks_sent,
+            bytes_sent,
+            stored_bytes: copy.stored_bytes,
+            checkpoints_uploaded: uploaded,
+            elapsed_ms: elapsed.as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Brings an evicted sprite's volume back to local disk (its
+    /// checkpoints stay in the store until one is needed). The caller holds
+    /// the lifecycle lock. Does nothing for a local sprite.
+    pub(super) async fn rehydrate_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        if self.db.evicted(&rec.id)?.is_none() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let what = format!("bringing sprite {} back from object storage", rec.name);
+        let m = self
+            .cold
+            .get_manifest(&volume_manifest(&rec.id))
+            .await
+            .map_err(|e| cold_error(&what, e))?;
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let tmp = blocking(move || {
+            store
+                .volume_rebuild_path(&id)
+                .map_err(|e| ApiError::internal(format!("preparing the volume: {e}")))
+        })
+        .await?;
+        let halfway = |done: u64, total: u64| {
+            if done == total.div_ceil(2) {
+                failpoint::hit("wake-downloading");
+            }
+        };
+        let stats = match self.cold.download_image(&m, &tmp, Some(&halfway)).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(cold_error(&what, e));
+            }
+        };
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let t = tmp.clone();
+        blocking(move || {
+            // Durable before the DB says the volume is local.
+            std::fs::File::open(&t)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| ApiError::internal(format!("syncing the volume: {e}")))?;
+            store
+                .install_volume(&id, &t)
+                .map_err(|e| ApiError::internal(format!("installing the volume: {e}")))
+        })
+        .await?;
+        self.mark_local(rec)?;
+        tracing::info!(
+            sprite = %rec.name,
+            chunks = stats.chunks,
+            from_cache = stats.from_cache,
+            bytes = stats.bytes_written,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "volume back from object storage"
+        );
+        Ok(())
+    }
+
+    /// Records the sprite's volume as local again. Its manifest in the store
+    /// is stale from now on, so it goes (in the background; the next
+    /// eviction writes a new one, sending only chunks the store lacks).
+    pub(super) fn mark_local(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        if self.db.evicted(&rec.id)?.is_none() {
+            return Ok(());
+        }
+        self.db.set_local(&rec.id)?;
+        *lock(&self.live(&rec.id).evicted) = false;
+        let cold = self.cold.clone();
+        let name = volume_manifest(&rec.id);
+        tokio::spawn(async move {
+            if let Err(e) = cold.delete_manifest(&name).await {
+                tracing::warn!(manifest = %name, error = %e, "cannot remove a stale manifest");
+            }
+        });
+        Ok(())
+    }
+
+    /// Makes sure checkpoint `checkpoint`'s image is on local disk, fetching
+    /// it from the store if only the store has it. The caller holds the
+    /// sprite's lifecycle lock.
+    pub(super) async fn checkpoint_local(
+        &self,
+        rec: &SpriteRecord,
+        checkpoint: &str,
+    ) -> Result<(), ApiError> {
+        if self.store.checkpoint_exists(&rec.id, checkpoint) {
+            return Ok(());
+        }
+        if !self.db.cold_checkpoints(&rec.id)?.contains_key(checkpoint) {
+            return Err(ApiError::internal(format!(
+                "the image of checkpoint {checkpoint} is missing"
+            )));
+        }
+        let what = format!(
+            "fetching checkpoint {checkpoint} of sprite {} from object storage",
+            rec.name
+        );
+        let m = self
+            .cold
+            .get_manifest(&checkpoint_manifest(&rec.id, checkpoint))
+            .await
+            .map_err(|e| cold_error(&what, e))?;
+        let store = self.store.clone();
+        let (id, ck) = (rec.id.clone(), checkpoint.to_string());
+        let tmp = blocking(move || {
+            store
+                .checkpoint_rebuild_path(&id, &ck)
+                .map_err(ApiError::internal)
+        })
+        .await?;
+        if let Err(e) = self.cold.download_image(&m, &tmp, None).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(cold_error(&what, e));
+        }
+        let store = self.store.clone();
+        let (id, ck) = (rec.id.clone(), checkpoint.to_string());
+        blocking(move || {
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| ApiError::internal(format!("syncing the checkpoint: {e}")))?;
+            store
+                .install_checkpoint(&id, &ck, &tmp)
+                .map_err(ApiError::internal)
+        })
+        .await
+    }
+
+    /// Forgets what the store keeps of a destroyed sprite (its chunks go at
+    /// the next garbage collection). An unreachable store only delays this:
+    /// start-up sweeps manifests of sprites that no longer exist.
+    pub(super) async fn forget_cold(&self, id: &str) {
+        let result = async {
+            for name in self.cold.list_manifests(&format!("sprites/{id}/")).await? {
+                self.cold.delete_manifest(&name).await?;
+            }
+            self.cold.delete_doc(&meta_doc(id)).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(id, error = %e, "cannot remove a destroyed sprite's data from the object store; start-up will");
+        }
+    }
+
+    /// Deletes manifests of sprites that no longer exist, then chunks no
+    /// manifest names. Runs at start-up and after destroys, in the background.
+    pub fn spawn_cold_sweep(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.cold_sweep().await {
+                tracing::warn!(error = %e, "object store sweep failed");
+            }
+        });
+    }
+
+    async fn cold_sweep(&self) -> Result<(), ColdError> {
+        let known = self
+            .db
+            .sprite_ids()
+            .map_err(|e| ColdError::Other(e.to_string()))?;
+        for name in self.cold.list_manifests("sprites/").await? {
+            let id = name.split('/').nth(1).unwrap_or_default();
+            if !id.is_empty() && !known.contains(id) {
+                tracing::info!(manifest = %name, "removing the manifest of a destroyed sprite");
+                self.cold.delete_manifest(&name).await?;
+                self.cold.delete_doc(&meta_doc(id)).await?;
+            }
+        }
+        let (chunks, bytes) = self.cold.collect_garbage().await?;
+        if chunks > 0 {
+            tracing::info!(chunks, bytes, "object store: unused chunks removed");
+        }
+        Ok(())
+    }
+
+    /// Start-up: an evicted sprite whose local copies survived a crash
+    /// between recording and deleting them gets them deleted now.
+    pub(super) async fn reconcile_cold(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        if self.db.evicted(&rec.id)?.is_none() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            store
+                .release_local(&id)
+                .map_err(|e| ApiError::internal(format!("freeing local disk: {e}")))
+        })
+        .await
+    }
+
+    /// Whether the idle tracker should evict this cold sprite now.
+    pub(super) fn due_for_eviction(&self, live: &super::Live, now: Instant) -> bool {
+        let since = *lock(&live.last_activity);
+        if now.saturating_duration_since(since) < self.cfg.evict_after {
+            return false;
+        }
+        if lock(&live.evict_failed).is_some_and(|t| now.saturating_duration_since(t) < EVICT_RETRY)
+        {
+            return false;
+        }
+        !*lock(&live.evicted)
+    }
+
+    /// The idle tracker's eviction of a long-cold sprite.
+    pub(super) async fn evict_idle(&self, id: &str, live: &Arc<super::Live>) {
+        let Ok(_g) = live.lifecycle.try_lock() else {
+            return;
+        };
+        if self.status(id) != Status::Cold
+            || live.active.load(std::sync::atomic::Ordering::SeqCst) > 0
+        {
+            return;
+        }
+        let rec = match self.db.get_by_id(id) {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        match self.evict_locked(&rec).await {
+            Ok(_) => {
+                *lock(&live.evict_failed) = None;
+            }
+            Err(e) => {
+                tracing::warn!(sprite = %rec.name, error = %e, "eviction failed; the sprite stays on local disk");
+                *lock(&live.evict_failed) = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Where the sprite's data lives, and how much of it.
+    pub fn storage_info(&self, rec: &SpriteRecord) -> Result<StorageInfo, ApiError> {
+        let evicted = self.db.evicted(&rec.id)?;
+        let cold_cps = self.db.cold_checkpoints(&rec.id)?;
+        let local_cps = self.store.checkpoint_names(&rec.id).unwrap_or_default();
+        let local_bytes = self.store.local_bytes(&rec.id).unwrap_or(0);
+        let object_bytes = evicted.as_ref().map_or(0, |c| c.stored_bytes)
+            + cold_cps.values().map(|c| c.stored_bytes).sum::<u64>();
+        let location = match (evicted.is_some(), cold_cps.is_empty()) {
+            (true, _) => "object",
+            (false, true) => "local",
+            (false, false) => "local+object",
+        };
+        Ok(StorageInfo {
+            location: location.into(),
+            object_store: self.cold.describe().to_string(),
+            local_bytes,
+            object_bytes,
+            volume_data_bytes: evicted.as_ref().map(|c| c.data_bytes),
+            checkpoints_local: local_cps.len() as u32,
+            checkpoints_in_object_store: cold_cps.len() as u32,
+            evicted_at: evicted.map(|c| c.at),
+        })
+    }
+}

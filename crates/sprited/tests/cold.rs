@@ -1,0 +1,417 @@
+//! The cold tier end to end: sprites evicted to object storage (a local
+//! folder, and a real S3 server on loopback), woken by the next request,
+//! their checkpoints listable and restorable meanwhile; and the faults:
+//! the daemon killed mid-upload and mid-download, an unreachable store,
+//! damaged chunks.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::s3::Moto;
+use common::{Api, Daemon};
+
+/// 8 MiB of random data and its checksum.
+const WRITE_BLOB: &str =
+    "head -c 8388608 /dev/urandom > /home/sprite/blob; sync; md5sum /home/sprite/blob";
+const SUM_BLOB: &str = "md5sum /home/sprite/blob";
+
+fn sprite_pool(d: &Daemon, id: &str) -> PathBuf {
+    d.pool_dir().join("sprites").join(id)
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn storage(api: &Api, name: &str) -> serde_json::Value {
+    api.get_json(&format!("/v1/sprites/{name}")).await["storage"].clone()
+}
+
+async fn evict(api: &Api, name: &str) -> reqwest::Response {
+    api.req(reqwest::Method::POST, &format!("/v1/sprites/{name}/evict"))
+        .send()
+        .await
+        .expect("evict request")
+}
+
+async fn evict_ok(api: &Api, name: &str) -> serde_json::Value {
+    let r = evict(api, name).await;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.expect("evict answer");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["location"], "object", "{body}");
+    body
+}
+
+/// An HTTP exec (which wakes the sprite): status and body.
+async fn http_exec(api: &Api, name: &str, cmd: &str) -> (u16, String) {
+    let r = api
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/sprites/{name}/exec?cmd={cmd}"),
+        )
+        .send()
+        .await
+        .expect("exec request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+fn chunk_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(root.join("chunks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(sub.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(f.path());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_cold_sprite_leaves_local_disk_and_comes_back_whole() {
+    let d = Daemon::start_with(&[
+        "--idle-warm",
+        "1s",
+        "--idle-cold",
+        "1s",
+        "--evict-after",
+        "2s",
+        "--meter-interval",
+        "1s",
+    ]);
+    let api = d.client();
+    api.create("sleepy").await;
+    let id = api.id_of("sleepy").await;
+    let sum = api.sh("sleepy", WRITE_BLOB).await;
+    let v0 = api.checkpoint("sleepy", Some("with blob")).await;
+    api.sh("sleepy", "echo later > /home/sprite/later; sync")
+        .await;
+
+    // Idle: warm, cold, then evicted by the idle tracker on its own.
+    d.wait_log("evicted to object storage", Duration::from_secs(60));
+    let pool = sprite_pool(&d, &id);
+    assert!(
+        !pool.join("volume.img").exists(),
+        "the volume left local disk"
+    );
+    assert!(
+        files_in(&pool.join("checkpoints")).is_empty(),
+        "{:?}",
+        files_in(&pool.join("checkpoints"))
+    );
+    let st = storage(&api, "sleepy").await;
+    assert_eq!(st["location"], "object", "{st}");
+    assert_eq!(st["checkpoints_in_object_store"], 1, "{st}");
+    assert_eq!(st["local_bytes"], 0, "{st}");
+    assert!(st["object_bytes"].as_u64().unwrap_or(0) > 8 << 20, "{st}");
+    assert!(
+        st["volume_data_bytes"].as_u64().unwrap_or(0) >= 8 << 20,
+        "{st}"
+    );
+    assert!(d.data_dir.join("objects/chunks").is_dir());
+
+    // `sprite info` says where it is.
+    let cli = common::cli::Cli::new(&d);
+    let info = cli.ok(&["info", "-s", "sleepy"]);
+    assert!(info.contains("object storage (evicted"), "{info}");
+    assert!(info.contains("1 in object storage"), "{info}");
+
+    // Evicted sprites accrue cold storage.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let usage = api.get_json("/v1/sprites/sleepy/usage").await;
+    assert!(
+        usage["usage"]["cold_storage_gb_hours"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{usage}"
+    );
+
+    // Its checkpoints are still listed.
+    let list = api.get_json("/v1/sprites/sleepy/checkpoints").await;
+    assert_eq!(list[0]["id"], v0, "{list}");
+    assert_eq!(list[0]["comment"], "with blob", "{list}");
+
+    // The next request wakes it with every byte in place.
+    assert_eq!(api.sh("sleepy", SUM_BLOB).await, sum);
+    assert_eq!(api.sh("sleepy", "cat /home/sprite/later").await, "later\n");
+    let st = storage(&api, "sleepy").await;
+    assert_eq!(st["location"], "local+object", "{st}");
+    assert!(pool.join("volume.img").exists());
+
+    // A checkpoint only the store has is restored (fetched first).
+    api.restore("sleepy", &v0).await;
+    assert_eq!(api.sh("sleepy", SUM_BLOB).await, sum);
+    let gone = api
+        .sh("sleepy", "cat /home/sprite/later 2>&1 || true")
+        .await;
+    assert!(gone.contains("No such file"), "{gone}");
+    assert!(pool.join("checkpoints").join(format!("{v0}.img")).exists());
+
+    // Destroyed: its manifests leave the store and its chunks are collected.
+    api.delete("sleepy").await;
+    d.wait_log("unused chunks removed", Duration::from_secs(30));
+    let manifests = d.data_dir.join("objects/manifests/sprites").join(&id);
+    assert!(
+        files_in(&manifests).is_empty() && files_in(&manifests.join("checkpoints")).is_empty(),
+        "manifests of a destroyed sprite remain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_chunks_are_stored_once_and_forks_of_evicted_checkpoints_work() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("one").await;
+    api.create("two").await;
+    api.sh("one", "echo one > /home/sprite/who; sync").await;
+    api.sh("two", "echo two > /home/sprite/who; sync").await;
+    let v0 = api.checkpoint("one", None).await;
+
+    let first = evict_ok(&api, "one").await;
+    let second = evict_ok(&api, "two").await;
+    // Both volumes come from one template: most of two's chunks were there.
+    let stored = second["stored_bytes"].as_u64().expect("stored_bytes");
+    let sent = second["bytes_sent"].as_u64().expect("bytes_sent");
+    assert!(
+        sent * 2 < stored,
+        "two's eviction sent {sent} of {stored} bytes: {first} {second}"
+    );
+    // Evicting again sends nothing.
+    let again = evict_ok(&api, "two").await;
+    assert_eq!(again["bytes_sent"], 0, "{again}");
+
+    // A fork of a checkpoint that lives only in the store.
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites")
+        .json(&serde_json::json!({"name": "three", "source": {"sprite": "one", "checkpoint": v0}}))
+        .send()
+        .await
+        .expect("fork");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    assert_eq!(api.sh("three", "cat /home/sprite/who").await, "one\n");
+    assert_eq!(api.sh("two", "cat /home/sprite/who").await, "two\n");
+    assert_eq!(api.sh("one", "cat /home/sprite/who").await, "one\n");
+
+    // A checkpoint of an evicted sprite brings its volume back first.
+    evict_ok(&api, "two").await;
+    let v = api.checkpoint("two", Some("after eviction")).await;
+    assert_eq!(v, "v0");
+    assert_eq!(api.sh("two", "cat /home/sprite/who").await, "two\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_sprites_survive_losing_their_local_disk() {
+    let objects = tempfile::Builder::new()
+        .prefix("sprited-objects-")
+        .tempdir_in("/var/tmp")
+        .expect("store dir");
+    let url = format!("file://{}", objects.path().display());
+    let mut d = Daemon::start_with(&["--object-store", &url]);
+    let api = d.client();
+    api.create("keep").await;
+    let id = api.id_of("keep").await;
+    let sum = api.sh("keep", WRITE_BLOB).await;
+    let v0 = api.checkpoint("keep", None).await;
+    evict_ok(&api, "keep").await;
+
+    // The host's disk is lost: pool files and chunk cache gone.
+    d.kill9();
+    std::fs::remove_dir_all(sprite_pool(&d, &id)).expect("remove pool dir");
+    let _ = std::fs::remove_dir_all(d.data_dir.join("cache"));
+    d.spawn();
+    let api = d.client();
+    assert_eq!(api.sh("keep", SUM_BLOB).await, sum);
+    api.restore("keep", &v0).await;
+    assert_eq!(api.sh("keep", SUM_BLOB).await, sum);
+    assert!(!chunk_files(objects.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_killed_during_upload_and_download_loses_nothing() {
+    let mut d = Daemon::start_with_env(&[], &[("SPRITED_FAILPOINTS", "evict-uploading")]);
+    let api = d.client();
+    api.create("crashy").await;
+    let id = api.id_of("crashy").await;
+    let sum = api.sh("crashy", WRITE_BLOB).await;
+    let pool = sprite_pool(&d, &id);
+
+    // Killed halfway through the upload: still local, whole; evicting
+    // again completes.
+    let mark = d.log_mark();
+    let req = api.req(reqwest::Method::POST, "/v1/sprites/crashy/evict");
+    tokio::spawn(async move {
+        let _ = req.send().await;
+    });
+    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(30));
+    d.kill9();
+    d.env.clear();
+    d.env
+        .push(("SPRITED_FAILPOINTS".into(), "evict-recorded".into()));
+    d.spawn();
+    let api = d.client();
+    assert_eq!(storage(&api, "crashy").await["location"], "local");
+    assert!(pool.join("volume.img").exists());
+    assert_eq!(api.sh("crashy", SUM_BLOB).await, sum);
+
+    // Killed after the eviction was recorded, before local files went:
+    // start-up deletes them, and the sprite is evicted.
+    let mark = d.log_mark();
+    let req = api.req(reqwest::Method::POST, "/v1/sprites/crashy/evict");
+    tokio::spawn(async move {
+        let _ = req.send().await;
+    });
+    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(30));
+    d.kill9();
+    d.env.clear();
+    d.env
+        .push(("SPRITED_FAILPOINTS".into(), "wake-downloading".into()));
+    d.spawn();
+    let api = d.client();
+    assert!(
+        !pool.join("volume.img").exists(),
+        "start-up finished the eviction"
+    );
+    assert_eq!(storage(&api, "crashy").await["location"], "object");
+
+    // Killed halfway through bringing it back: still evicted, no
+    // half-written volume; the next wake completes.
+    let mark = d.log_mark();
+    let req = api.req(reqwest::Method::POST, "/v1/sprites/crashy/exec?cmd=true");
+    tokio::spawn(async move {
+        let _ = req.send().await;
+    });
+    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(30));
+    d.kill9();
+    d.env.clear();
+    d.spawn();
+    let api = d.client();
+    assert_eq!(storage(&api, "crashy").await["location"], "object");
+    assert!(!pool.join("volume.img").exists());
+    assert!(
+        files_in(&pool).iter().all(|f| !f.starts_with('.')),
+        "{:?}",
+        files_in(&pool)
+    );
+    assert_eq!(api.sh("crashy", SUM_BLOB).await, sum);
+    assert_eq!(storage(&api, "crashy").await["location"], "local");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_chunk_is_detected_and_the_sprite_stays_intact() {
+    // No cache: every chunk comes from the store.
+    let d = Daemon::start_with(&["--chunk-cache-gb", "0"]);
+    let api = d.client();
+    api.create("dmg").await;
+    let sum = api.sh("dmg", WRITE_BLOB).await;
+    evict_ok(&api, "dmg").await;
+
+    // Damage every chunk (keep the good bytes to put back).
+    let chunks = chunk_files(&d.data_dir.join("objects"));
+    assert!(!chunks.is_empty());
+    let saved: Vec<(PathBuf, Vec<u8>)> = chunks
+        .iter()
+        .map(|p| (p.clone(), std::fs::read(p).expect("chunk")))
+        .collect();
+    for (p, bytes) in &saved {
+        let mut bad = bytes.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x5a;
+        std::fs::write(p, &bad).expect("damage");
+    }
+    let (status, body) = http_exec(&api, "dmg", "true").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("corrupt data in the object store"), "{body}");
+    assert_eq!(storage(&api, "dmg").await["location"], "object");
+
+    // Truncated, too.
+    for (p, bytes) in &saved {
+        std::fs::write(p, &bytes[..bytes.len() / 3]).expect("truncate");
+    }
+    let (status, body) = http_exec(&api, "dmg", "true").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("corrupt"), "{body}");
+
+    // Repaired: the sprite comes back as it was.
+    for (p, bytes) in &saved {
+        std::fs::write(p, bytes).expect("repair");
+    }
+    assert_eq!(api.sh("dmg", SUM_BLOB).await, sum);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_store_and_one_that_cannot_be_reached() {
+    let moto = Moto::start("sprites");
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d = Daemon::start_with_env(
+        &[
+            "--object-store",
+            "s3://sprites/cold",
+            "--object-store-timeout",
+            "3s",
+            "--chunk-cache-gb",
+            "0",
+        ],
+        &env,
+    );
+    let api = d.client();
+    api.create("s3y").await;
+    let id = api.id_of("s3y").await;
+    let sum = api.sh("s3y", WRITE_BLOB).await;
+    let v0 = api.checkpoint("s3y", None).await;
+    let r = evict_ok(&api, "s3y").await;
+    assert_eq!(r["checkpoints_uploaded"], 1, "{r}");
+    let keys = moto.keys("sprites");
+    assert!(
+        keys.contains(&format!("cold/manifests/sprites/{id}/volume.json")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("cold/chunks/")),
+        "{keys:?}"
+    );
+    assert!(!sprite_pool(&d, &id).join("volume.img").exists());
+
+    // The store stops answering: the wake fails, says so, loses nothing.
+    moto.pause();
+    let (status, body) = http_exec(&api, "s3y", "true").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("object store cannot be reached"), "{body}");
+    moto.resume();
+    assert_eq!(storage(&api, "s3y").await["location"], "object");
+    assert_eq!(api.sh("s3y", SUM_BLOB).await, sum);
+    api.restore("s3y", &v0).await;
+    assert_eq!(api.sh("s3y", SUM_BLOB).await, sum);
+
+    // Unreachable at eviction: the sprite stays local and running fine.
+    moto.pause();
+    let r = evict(&api, "s3y").await;
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("object store cannot be reached"), "{body}");
+    assert!(body.contains("s3://sprites/cold"), "{body}");
+    moto.resume();
+    assert_eq!(storage(&api, "s3y").await["location"], "local+object");
+    assert!(sprite_pool(&d, &id).join("volume.img").exists());
+    assert_eq!(api.sh("s3y", SUM_BLOB).await, sum);
+}
