@@ -63,6 +63,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("damaged data: {0}")]
+    Corrupt(String),
     #[error("uid/gid {id} + shift {shift} overflows on {path}")]
     ShiftOverflow { id: u32, shift: u32, path: PathBuf },
 }

@@ -638,3 +638,58 @@ fn checkpoint_refused_when_the_pool_is_full() {
         .create_checkpoint("s", "v0")
         .expect("checkpoint after freeing space");
 }
+
+#[test]
+fn an_image_exports_the_same_bytes_twice_and_imports_whole_elsewhere() {
+    require_env!();
+    let fx = Fixture::new();
+    let a = fx.open();
+    a.build_image(ImageKind::Tiny, &mut |_| {}).expect("build");
+    let dir = fx.data.parent().expect("parent").to_path_buf();
+    let t1 = dir.join("t1.tar");
+    let t2 = dir.join("t2.tar");
+    a.export_image("tiny", &t1).expect("export");
+    a.export_image("tiny", &t2).expect("export again");
+    assert_eq!(
+        std::fs::read(&t1).unwrap(),
+        std::fs::read(&t2).unwrap(),
+        "deterministic"
+    );
+
+    let other = Fixture::new();
+    let b = other.open();
+    assert!(!b.image_ready("tiny"));
+    let m = b.import_image("tiny", &t1).expect("import");
+    assert!(b.image_ready("tiny"));
+    assert_eq!(m, a.image_manifest("tiny").unwrap());
+    // Owners, modes and links as they were.
+    let rootfs = |s: &Store| s.pool_dir().join("images/tiny/rootfs");
+    for rel in ["bin/sh", "bin/busybox", "etc/passwd", "home/sprite"] {
+        let x = std::fs::symlink_metadata(rootfs(&a).join(rel)).expect("a");
+        let y = std::fs::symlink_metadata(rootfs(&b).join(rel)).expect("b");
+        assert_eq!(
+            (
+                x.uid(),
+                x.gid(),
+                x.mode(),
+                x.len(),
+                x.file_type().is_symlink()
+            ),
+            (
+                y.uid(),
+                y.gid(),
+                y.mode(),
+                y.len(),
+                y.file_type().is_symlink()
+            ),
+            "{rel}"
+        );
+    }
+    // A second import is a no-op; a damaged archive is refused cleanly.
+    b.import_image("tiny", &t1).expect("again");
+    std::fs::write(&t2, b"not a tar").unwrap();
+    let third = Fixture::new();
+    let c = third.open();
+    assert!(c.import_image("tiny", &t2).is_err());
+    assert!(!c.image_ready("tiny"));
+}

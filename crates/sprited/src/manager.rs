@@ -123,6 +123,8 @@ pub struct Manager {
     pub net: crate::net::Network,
     /// The cold tier: evicted volumes and checkpoints.
     cold: Arc<sprite_cold::ColdStore>,
+    /// One base-image upload at a time.
+    image_upload: tokio::sync::Mutex<()>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -193,6 +195,7 @@ impl Manager {
             metrics: crate::metrics::Metrics::new(),
             net,
             cold,
+            image_upload: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -265,19 +268,27 @@ impl Manager {
         self.db.get(name)?.ok_or_else(|| ApiError::no_sprite(name))
     }
 
-    /// Build an image if it is not there yet (once, whoever asks first).
+    /// Make an image ready if it is not yet (once, whoever asks first):
+    /// from the object store if a copy is kept there, else by building it.
     pub async fn ensure_image(&self, name: &str) -> Result<(), ApiError> {
         let kind = image_kind(name)?;
         if self.store.image_ready(name) {
             return Ok(());
         }
         let _g = self.images.lock().await;
+        if self.store.image_ready(name) {
+            return Ok(());
+        }
+        match self.fetch_image(name).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(image = %name, error = %e, "cannot fetch the image from the object store; building it")
+            }
+        }
         let store = self.store.clone();
         let name = name.to_string();
         blocking(move || {
-            if store.image_ready(&name) {
-                return Ok(());
-            }
             tracing::info!(image = %name, "building base image");
             store
                 .build_image(kind, &mut |p| {
@@ -605,8 +616,9 @@ impl Manager {
         tracing::info!(sprite = %rec.name, "waking sprite");
         let _admitted = self.admission_lock().await;
         self.admit_start()?;
-        // An evicted sprite's volume comes back first; if it cannot, the
-        // sprite stays as it was (cold, in the store) and the error says why.
+        // Its image and (when evicted) its volume come back first; if they
+        // cannot, the sprite stays as it was and the error says why.
+        self.ensure_image(&rec.image).await?;
         self.rehydrate_locked(rec).await?;
         match self.start_locked(rec).await {
             Ok(()) => {

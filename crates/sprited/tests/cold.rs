@@ -234,11 +234,19 @@ async fn evicted_sprites_survive_losing_their_local_disk() {
     let v0 = api.checkpoint("keep", None).await;
     evict_ok(&api, "keep").await;
 
-    // The host's disk is lost: pool files and chunk cache gone.
+    // The host's disk is lost: volumes, checkpoints, base images, the
+    // volume template and the chunk cache all gone (the metadata stays).
     d.kill9();
-    std::fs::remove_dir_all(sprite_pool(&d, &id)).expect("remove pool dir");
+    for sub in ["sprites", "images", "templates"] {
+        std::fs::remove_dir_all(d.pool_dir().join(sub)).expect("remove pool contents");
+    }
     let _ = std::fs::remove_dir_all(d.data_dir.join("cache"));
+    assert!(!sprite_pool(&d, &id).exists());
     d.spawn();
+    d.wait_log(
+        "base image brought back from object storage",
+        Duration::from_secs(30),
+    );
     let api = d.client();
     assert_eq!(api.sh("keep", SUM_BLOB).await, sum);
     api.restore("keep", &v0).await;

@@ -5,6 +5,7 @@
 //! into place only when complete (manifest written last), so a crash never
 //! leaves a half-built image that looks ready.
 
+mod archive;
 mod standard;
 mod tiny;
 

@@ -109,6 +109,12 @@ impl Manager {
             bytes_sent += stats.bytes_sent;
             uploaded += 1;
         }
+        // Its base image too, once (shared by every sprite made from it), so
+        // the sprite can come back on a host that lacks the image.
+        let image_manifest = self
+            .keep_image(&rec.image)
+            .await
+            .map_err(|e| cold_error(&what, e))?;
         let halfway = |done: u64, total: u64| {
             if done == total.div_ceil(2) {
                 failpoint::hit("evict-uploading");
@@ -126,7 +132,7 @@ impl Manager {
         failpoint::hit("evict-uploaded");
         // What it takes to know the sprite without this host's disk.
         let meta = serde_json::json!({
-            "id": rec.id, "name": rec.name, "image": rec.image,
+            "id": rec.id, "name": rec.name, "image": rec.image, "image_manifest": image_manifest,
             "limits": rec.limits, "created_at": rec.created_at,
             "checkpoints": self.db.checkpoints(&rec.id)?.iter().map(|c| serde_json::json!({
                 "id": c.id, "create_time": c.create_time, "comment": c.comment,
@@ -176,6 +182,87 @@ impl Manager {
             checkpoints_uploaded: uploaded,
             elapsed_ms: elapsed.as_secs_f64() * 1e3,
         })
+    }
+
+    /// Makes sure the object store keeps base image `name` (as built
+    /// here); answers its manifest's name.
+    async fn keep_image(&self, name: &str) -> Result<String, ColdError> {
+        let built = self
+            .store
+            .image_manifest(name)
+            .map_err(|e| ColdError::Other(format!("image {name}: {e}")))?;
+        let manifest = format!("images/{name}-{}", built.built_at_unix);
+        let _g = self.image_upload.lock().await;
+        if self.cold.has_manifest(&manifest).await? {
+            return Ok(manifest);
+        }
+        let t0 = Instant::now();
+        let tar = self.cfg.data_dir.join("cache").join(format!("{name}.tar"));
+        let store = self.store.clone();
+        let (n, t) = (name.to_string(), tar.clone());
+        tokio::task::spawn_blocking(move || store.export_image(&n, &t))
+            .await
+            .map_err(|e| ColdError::Other(format!("export task failed: {e}")))?
+            .map_err(|e| ColdError::Other(format!("exporting image {name}: {e}")))?;
+        let stats = self.cold.upload_image(&tar, &manifest, None).await;
+        let _ = std::fs::remove_file(&tar);
+        let stats = stats?;
+        tracing::info!(
+            image = %name,
+            chunks = stats.chunks,
+            bytes_sent = stats.bytes_sent,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "base image kept in object storage"
+        );
+        Ok(manifest)
+    }
+
+    /// Makes base image `name` from its copy in the object store, if there
+    /// is one (the newest); false when there is none.
+    pub(super) async fn fetch_image(&self, name: &str) -> Result<bool, ColdError> {
+        let prefix = format!("{name}-");
+        let newest = self
+            .cold
+            .list_manifests("images/")
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                let built: u64 = m
+                    .strip_prefix("images/")?
+                    .strip_prefix(&prefix)?
+                    .parse()
+                    .ok()?;
+                Some((built, m))
+            })
+            .max();
+        let Some((_, manifest)) = newest else {
+            return Ok(false);
+        };
+        let t0 = Instant::now();
+        let m = self.cold.get_manifest(&manifest).await?;
+        let tar = self
+            .cfg
+            .data_dir
+            .join("cache")
+            .join(format!("{name}.fetch.tar"));
+        let fetched = self.cold.download_image(&m, &tar, None).await;
+        let imported = match fetched {
+            Ok(_) => {
+                let store = self.store.clone();
+                let (n, t) = (name.to_string(), tar.clone());
+                tokio::task::spawn_blocking(move || store.import_image(&n, &t))
+                    .await
+                    .map_err(|e| ColdError::Other(format!("import task failed: {e}")))
+                    .and_then(|r| {
+                        r.map_err(|e| ColdError::Other(format!("importing image {name}: {e}")))
+                    })
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&tar);
+        imported?;
+        tracing::info!(image = %name, ms = t0.elapsed().as_secs_f64() * 1e3, "base image brought back from object storage");
+        Ok(true)
     }
 
     /// Brings an evicted sprite's volume back to local disk (its
@@ -237,22 +324,15 @@ impl Manager {
         Ok(())
     }
 
-    /// Records the sprite's volume as local again. Its manifest in the store
-    /// is stale from now on, so it goes (in the background; the next
-    /// eviction writes a new one, sending only chunks the store lacks).
+    /// Records the sprite's volume as local again. Its manifest stays in the
+    /// store, stale, until the next eviction replaces it (deleting it here
+    /// could race with that eviction's new one).
     pub(super) fn mark_local(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
         if self.db.evicted(&rec.id)?.is_none() {
             return Ok(());
         }
         self.db.set_local(&rec.id)?;
         *lock(&self.live(&rec.id).evicted) = false;
-        let cold = self.cold.clone();
-        let name = volume_manifest(&rec.id);
-        tokio::spawn(async move {
-            if let Err(e) = cold.delete_manifest(&name).await {
-                tracing::warn!(manifest = %name, error = %e, "cannot remove a stale manifest");
-            }
-        });
         Ok(())
     }
 

@@ -177,7 +177,13 @@ impl Drop for Daemon {
             .args(["purge", "--data-dir"])
             .arg(&self.data_dir)
             .status();
-        let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
+        let log = self.data_dir.with_extension("log");
+        if std::thread::panicking() {
+            // Kept for the post-mortem of a failed test.
+            eprintln!("daemon log kept at {}", log.display());
+        } else {
+            let _ = std::fs::remove_file(log);
+        }
     }
 }
 
