@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+mod cold;
 mod files;
 mod urls;
 
@@ -28,6 +29,9 @@ enum Case {
     Urls,
     /// A 1 GiB file through the filesystem API vs through `cat` in an exec.
     Files,
+    /// Evict to object storage and wake (10 GiB volume holding 1 GiB), and
+    /// the bytes stored for 20 sprites from one image.
+    Cold,
 }
 
 #[derive(Parser)]
@@ -714,6 +718,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.case, Case::All | Case::Files) {
         files::cases(&http, &d, args.runs, &mut rows, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Cold) {
+        cold::cases(&http, args.runs, &mut rows, &mut notes).await?;
     }
     delete(&http, &d, "warmup").await?;
     println!("runs per case: {}", args.runs);
