@@ -23,6 +23,22 @@ impl Store {
         Ok(dir.join(".volume.rebuild"))
     }
 
+    /// The record of which chunks of a volume being filled from the cold
+    /// tier are local (present while such a fill is unfinished).
+    pub fn volume_state_path(&self, id: &str) -> PathBuf {
+        self.layout.volume_state(id)
+    }
+
+    /// Where the daemon mounts the self-filling view of the volume
+    /// (made if needed; host side only).
+    pub fn lazy_mount_path(&self, id: &str) -> Result<PathBuf> {
+        validate_name(id)?;
+        self.ensure_sprite_dir(id)?;
+        let dir = self.layout.lazy_mount(id);
+        ensure_dir(&dir, 0o700)?;
+        Ok(dir)
+    }
+
     /// Moves a rebuilt volume into place (replacing any), durably named.
     pub fn install_volume(&self, id: &str, rebuilt: &std::path::Path) -> Result<()> {
         validate_name(id)?;
@@ -69,11 +85,12 @@ impl Store {
                 Err(e) => return Err(StoreError::io("remove", &path, e)),
             }
         }
-        let volume = self.layout.volume_image(id);
-        match std::fs::remove_file(&volume) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io("remove", &volume, e)),
+        for file in [self.layout.volume_image(id), self.layout.volume_state(id)] {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove", &file, e)),
+            }
         }
         let dir = self.layout.pool_sprite_dir(id);
         match std::fs::File::open(&dir) {

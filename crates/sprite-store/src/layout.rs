@@ -54,6 +54,11 @@ impl Layout {
         self.pool_sprite_dir(id).join("volume.img")
     }
 
+    /// Which chunks of a volume being filled from the cold tier are local.
+    pub(crate) fn volume_state(&self, id: &str) -> PathBuf {
+        self.pool_sprite_dir(id).join("volume.state")
+    }
+
     pub(crate) fn checkpoints_dir(&self, id: &str) -> PathBuf {
         self.pool_sprite_dir(id).join("checkpoints")
     }
@@ -81,6 +86,10 @@ impl Layout {
     /// Checkpoint images mounted read-only (ext4), below the views.
     pub(crate) fn view_volume_mount(&self, id: &str, checkpoint: &str) -> PathBuf {
         self.sprite_dir(id).join("ckvol").join(checkpoint)
+    }
+    /// Where the daemon serves a volume that fills itself from the cold tier.
+    pub(crate) fn lazy_mount(&self, id: &str) -> PathBuf {
+        self.sprite_dir(id).join("lazy")
     }
     /// Host side of `/.sprite/run` inside the sprite (the in-sprite API socket).
     pub(crate) fn inside_run_dir(&self, id: &str) -> PathBuf {

@@ -22,6 +22,13 @@ impl Store {
     /// and returns the rootfs path. Idempotent: returns at once when both are
     /// mounted, and repairs a half-mounted state.
     pub fn mount_rootfs(&self, id: &str, image: &str) -> Result<PathBuf> {
+        self.mount_rootfs_from(id, image, &self.layout.volume_image(id))
+    }
+
+    /// [`Store::mount_rootfs`] with the volume read from `volume_img`
+    /// instead of the sprite's own `volume.img` (e.g. a file that fills
+    /// itself from the cold tier as it is read).
+    pub fn mount_rootfs_from(&self, id: &str, image: &str, volume_img: &Path) -> Result<PathBuf> {
         validate_name(id)?;
         validate_name(image)?;
         let volume_mnt = self.layout.volume_mount(id);
@@ -37,7 +44,6 @@ impl Store {
         if !self.image_ready(image) {
             return Err(StoreError::ImageMissing(image.to_string()));
         }
-        let volume_img = self.layout.volume_image(id);
         if !volume_img.exists() {
             return Err(StoreError::VolumeMissing(id.to_string()));
         }
@@ -54,7 +60,7 @@ impl Store {
             mount::unmount(&rootfs)?;
         }
         if !volume_mounted {
-            mount::mount_image(&volume_img, &volume_mnt, "ext4")?;
+            mount::mount_image(volume_img, &volume_mnt, "ext4")?;
         }
 
         let (uid, gid) = self.root_ids();
