@@ -22,6 +22,7 @@ pub mod cache;
 mod chunk;
 mod error;
 mod image;
+pub mod lazy;
 mod manifest;
 mod store;
 
@@ -29,5 +30,6 @@ pub use cache::ChunkCache;
 pub use chunk::{Hash, CHUNK_SIZE};
 pub use error::{ColdError, Result};
 pub use image::{DownloadStats, UploadStats};
+pub use lazy::{LazyImage, LazyOptions};
 pub use manifest::{ChunkRef, Manifest};
 pub use store::{ColdStore, StoreOptions};
