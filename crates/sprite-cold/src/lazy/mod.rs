@@ -371,12 +371,23 @@ fn run_filler(vol: &Arc<Volume>, n: usize) -> Result<Phases> {
     }
 }
 
+/// The filler's work yields the CPU to the sprite's own fetches.
+fn lower_priority() {
+    // SAFETY: gettid has no arguments; setpriority only reads its scalar
+    // arguments and applies to this thread alone on Linux.
+    let ret = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    if ret != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "setpriority");
+    }
+}
+
 fn spawn_filler(vol: &Arc<Volume>, n: usize) -> Result<JoinHandle<()>> {
     let vol = vol.clone();
     std::thread::Builder::new()
         .name(format!("sprite-lazy-fill{n}"))
         .spawn(move || {
             fuse::mark_io_flusher();
+            lower_priority();
             while !vol.stopped() && !vol.failed() {
                 let Some(i) = vol.next_for_filler() else {
                     break;

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::chunk::{self, Hash};
 use crate::error::{ColdError, Result};
@@ -34,10 +34,27 @@ pub(crate) enum Asker {
     Filler,
 }
 
+/// After the sprite waited for a chunk, the filler keeps to one fetch in
+/// flight for this long: a boot reads one block after another, each read a
+/// short wait that a busy filler would lengthen several times over.
+const QUIET: Duration = Duration::from_millis(250);
+
 #[derive(Default)]
 struct Traffic {
     demand: usize,
     filler: usize,
+    last_demand: Option<Instant>,
+}
+
+impl Traffic {
+    /// How much longer the filler should hold back, if at all.
+    fn hold_back(&self) -> Option<Duration> {
+        if self.demand > 0 {
+            return Some(QUIET);
+        }
+        let left = QUIET.checked_sub(self.last_demand?.elapsed())?;
+        (!left.is_zero()).then_some(left)
+    }
 }
 
 /// Fetches chunks from the store for threads outside the async runtime.
@@ -276,18 +293,20 @@ impl Volume {
         self.state.set(i)
     }
 
-    /// Demand goes first: while the sprite waits for a chunk, the filler
-    /// keeps at most one fetch of its own in flight.
+    /// Demand goes first: while the sprite waits for chunks (and a short
+    /// while after), the filler keeps at most one fetch of its own in flight.
     fn enter(&self, asker: Asker) {
         let mut t = lock(&self.traffic);
         match asker {
             Asker::Demand => t.demand += 1,
             Asker::Filler => {
-                while t.demand > 0 && t.filler > 0 && !self.stopped() {
+                while t.filler > 0 && !self.stopped() {
+                    let Some(wait) = t.hold_back() else { break };
                     t = self
                         .traffic_changed
-                        .wait(t)
-                        .unwrap_or_else(|p| p.into_inner());
+                        .wait_timeout(t, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
                 t.filler += 1;
             }
@@ -297,7 +316,10 @@ impl Volume {
     fn leave(&self, asker: Asker) {
         let mut t = lock(&self.traffic);
         match asker {
-            Asker::Demand => t.demand -= 1,
+            Asker::Demand => {
+                t.demand -= 1;
+                t.last_demand = Some(Instant::now());
+            }
             Asker::Filler => t.filler -= 1,
         }
         self.traffic_changed.notify_all();
