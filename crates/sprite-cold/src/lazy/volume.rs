@@ -127,6 +127,8 @@ pub(crate) struct Volume {
     fetching: Mutex<HashSet<u64>>,
     changed: Condvar,
     local: AtomicU64,
+    /// Fetches made, failed ones included.
+    fetches: AtomicU64,
     traffic: Mutex<Traffic>,
     traffic_changed: Condvar,
     hints: Mutex<VecDeque<u64>>,
@@ -173,6 +175,7 @@ impl Volume {
             fetching: Mutex::new(HashSet::new()),
             changed: Condvar::new(),
             local: AtomicU64::new(local),
+            fetches: AtomicU64::new(0),
             traffic: Mutex::new(Traffic::default()),
             traffic_changed: Condvar::new(),
             hints: Mutex::new(VecDeque::new()),
@@ -263,6 +266,7 @@ impl Volume {
             }
         }
         self.enter(asker);
+        self.fetches.fetch_add(1, Ordering::Relaxed);
         let got = self.fetch_into_backing(i, &hash);
         self.leave(asker);
         if asker == Asker::Demand {
@@ -511,5 +515,79 @@ impl WriteError {
             WriteError::Fetch => libc::EIO,
             WriteError::Local(e) => e.raw_os_error().unwrap_or(libc::EIO),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    #[test]
+    fn concurrent_demand_for_one_chunk_fetches_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Arc::new(
+            ColdStore::open(&StoreOptions {
+                url: format!("file://{}", dir.path().join("store").display()),
+                cache_dir: dir.path().join("cache"),
+                cache_bytes: 0,
+                concurrency: 4,
+                request_timeout: Duration::from_secs(5),
+            })
+            .unwrap(),
+        );
+        let img = dir.path().join("img");
+        let data: Vec<u8> = (0..3 * crate::CHUNK_SIZE as usize)
+            .map(|i| (i % 251) as u8 | 1)
+            .collect();
+        std::fs::write(&img, &data).unwrap();
+        let m = rt
+            .block_on(store.upload_image(&img, "v", None))
+            .unwrap()
+            .manifest;
+        let backing = dir.path().join("backing");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&backing)
+            .unwrap();
+        file.set_len(m.size).unwrap();
+        let state = StateFile::create(
+            &dir.path().join("state"),
+            &[0; 32],
+            3,
+            "11111111-1111-1111-1111-111111111111",
+        )
+        .unwrap();
+        let source = Source {
+            store,
+            handle: rt.handle().clone(),
+        };
+        let vol = Volume::new(m, file, &backing, state, source).unwrap();
+
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| vol.ensure_local(1, Asker::Demand).unwrap());
+            }
+        });
+        assert_eq!(vol.fetches.load(Ordering::Relaxed), 1);
+        assert_eq!(vol.progress(), (1, 3));
+        let cs = crate::CHUNK_SIZE as usize;
+        // A read across a chunk boundary fetches the other chunk too.
+        assert_eq!(
+            vol.read(cs as u64 - 10, 20).unwrap(),
+            &data[cs - 10..cs + 10]
+        );
+        assert_eq!(
+            vol.fetches.load(Ordering::Relaxed),
+            2,
+            "chunk 0 came on demand"
+        );
     }
 }
