@@ -17,6 +17,10 @@
 //! length; a mismatch is [`ColdError::Corrupt`], never silent corruption.
 //! A local [`cache::ChunkCache`] of compressed chunks (size cap, least
 //! recently used out first) spares refetching what was seen lately.
+//!
+//! A [`LazyImage`] wakes a sprite without waiting for its whole volume: the
+//! image is served through FUSE while its chunks are fetched as they are
+//! touched, and in the background (see [`lazy`]).
 
 pub mod cache;
 mod chunk;

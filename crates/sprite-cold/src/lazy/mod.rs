@@ -4,7 +4,7 @@
 //! are touched, and a background filler fetches the rest.
 //!
 //! Underneath is the real image file (`backing`, sparse) and a small state
-//! file recording which chunks are already in it (see [`state`]). When every
+//! file recording which chunks are already in it (see `state.rs`). When every
 //! chunk is local the backing file is the whole image; after
 //! [`LazyImage::shutdown`] the state file is gone and the backing file is
 //! used like any other volume. After a crash, [`LazyImage::finish_offline`]
@@ -395,7 +395,6 @@ fn spawn_filler(vol: &Arc<Volume>, n: usize) -> Result<JoinHandle<()>> {
                 if vol.ensure_local(i, Asker::Filler).is_err() {
                     break;
                 }
-                vol.start_writeback(i);
             }
         })
         .map_err(|e| ColdError::Other(format!("spawning a thread: {e}")))

@@ -9,9 +9,10 @@
 //! never lands on a chunk that a fetch could still overwrite.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -120,6 +121,10 @@ pub(crate) struct Volume {
     /// Indexes of the listed chunks, in the order the filler takes them.
     order: Vec<u64>,
     backing: File,
+    /// The backing file opened O_DIRECT, for the filler's writes: they
+    /// stay out of the page cache (the loop device caches what the sprite
+    /// reads), and a flush of the sprite does not wait for them.
+    direct: Option<File>,
     backing_path: PathBuf,
     state: StateFile,
     source: Source,
@@ -162,7 +167,14 @@ impl Volume {
                 local += 1;
             }
         }
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(backing_path)
+            .inspect_err(|e| tracing::debug!(error = %e, "no direct I/O on the backing file"))
+            .ok();
         Ok(Volume {
+            direct,
             size: manifest.size,
             chunk_size: manifest.chunk_size,
             remote,
@@ -267,7 +279,7 @@ impl Volume {
         }
         self.enter(asker);
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let got = self.fetch_into_backing(i, &hash);
+        let got = self.fetch_into_backing(i, &hash, asker);
         self.leave(asker);
         if asker == Asker::Demand {
             self.hint_after(i);
@@ -285,13 +297,20 @@ impl Volume {
         got
     }
 
-    fn fetch_into_backing(&self, i: u64, hash: &Hash) -> Result<()> {
+    fn fetch_into_backing(&self, i: u64, hash: &Hash, asker: Asker) -> Result<()> {
         let len = self.manifest.chunk_len(i);
         let plain = self.source.fetch(hash, len)?;
         let off = i * self.chunk_size;
-        self.backing
-            .write_all_at(&plain, off)
-            .map_err(|e| ColdError::io("write", &self.backing_path, e))?;
+        // The sprite waits on a demand fetch: the page cache is quicker.
+        let direct = match &self.direct {
+            Some(f) if asker == Asker::Filler && len.is_multiple_of(PAGE) => Some(f),
+            _ => None,
+        };
+        let written = match direct.map(|f| write_direct(f, &plain, off)) {
+            None | Some(Err(_)) => self.backing.write_all_at(&plain, off),
+            Some(Ok(())) => Ok(()),
+        };
+        written.map_err(|e| ColdError::io("write", &self.backing_path, e))?;
         // The bit follows the bytes: set, no write of the sprite can reach
         // the chunk before it is recorded.
         self.state.set(i)
@@ -376,26 +395,6 @@ impl Volume {
                 .changed
                 .wait(fetching)
                 .unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// Starts writing chunk `i` back to disk now, so a later sync of the
-    /// sprite does not wait for a pile of fetched data.
-    pub(crate) fn start_writeback(&self, i: u64) {
-        let off = (i * self.chunk_size) as libc::off64_t;
-        let len = self.chunk_size as libc::off64_t;
-        // SAFETY: sync_file_range only reads its scalar arguments; the fd
-        // belongs to an open file we own.
-        let ret = unsafe {
-            libc::sync_file_range(
-                self.backing.as_raw_fd(),
-                off,
-                len,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        if ret != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "sync_file_range");
         }
     }
 
@@ -495,6 +494,27 @@ impl Volume {
         }
         Ok(())
     }
+}
+
+const PAGE: usize = 4096;
+
+/// A page-aligned block of memory, as O_DIRECT wants.
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+struct Page([u8; PAGE]);
+
+/// Writes `data` (a whole number of pages) at `off` (page-aligned) through
+/// an O_DIRECT file, from an aligned copy.
+fn write_direct(file: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+    let pages = data.len() / PAGE;
+    let mut buf = vec![Page([0; PAGE]); pages];
+    // SAFETY: `buf` is `pages` contiguous, initialised pages of plain bytes
+    // with no padding; the slice covers exactly them and borrows `buf`
+    // mutably for its lifetime.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), pages * PAGE) };
+    bytes.copy_from_slice(&data[..pages * PAGE]);
+    file.write_all_at(bytes, off)
 }
 
 /// Why a write (or fallocate) failed, for the errno the sprite sees.
