@@ -42,6 +42,45 @@ impl ColdError {
         }
     }
 
+    /// A copy for a second reader of the same failure (the sources of
+    /// store and I/O errors are carried over as text).
+    pub fn duplicate(&self) -> ColdError {
+        match self {
+            ColdError::Store {
+                store,
+                op,
+                key,
+                source,
+            } => ColdError::Store {
+                store: store.clone(),
+                op,
+                key: key.clone(),
+                source: Box::new(object_store::Error::Generic {
+                    store: "cold",
+                    source: source.to_string().into(),
+                }),
+            },
+            ColdError::NotFound { store, key } => ColdError::NotFound {
+                store: store.clone(),
+                key: key.clone(),
+            },
+            ColdError::Corrupt { what, why } => ColdError::Corrupt {
+                what: what.clone(),
+                why: why.clone(),
+            },
+            ColdError::Io { op, path, source } => ColdError::Io {
+                op,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            ColdError::BadUrl { url, why } => ColdError::BadUrl {
+                url: url.clone(),
+                why: why.clone(),
+            },
+            ColdError::Other(s) => ColdError::Other(s.clone()),
+        }
+    }
+
     /// The store could not be reached or failed (as opposed to missing or
     /// damaged data): worth retrying later.
     pub fn is_unavailable(&self) -> bool {

@@ -17,11 +17,16 @@
 //! length; a mismatch is [`ColdError::Corrupt`], never silent corruption.
 //! A local [`cache::ChunkCache`] of compressed chunks (size cap, least
 //! recently used out first) spares refetching what was seen lately.
+//!
+//! A [`LazyImage`] wakes a sprite without waiting for its whole volume: the
+//! image is served through FUSE while its chunks are fetched as they are
+//! touched, and in the background (see [`lazy`]).
 
 pub mod cache;
 mod chunk;
 mod error;
 mod image;
+pub mod lazy;
 mod manifest;
 mod store;
 
@@ -29,5 +34,6 @@ pub use cache::ChunkCache;
 pub use chunk::{Hash, CHUNK_SIZE};
 pub use error::{ColdError, Result};
 pub use image::{DownloadStats, UploadStats};
+pub use lazy::{LazyImage, LazyOptions};
 pub use manifest::{ChunkRef, Manifest};
 pub use store::{ColdStore, StoreOptions};

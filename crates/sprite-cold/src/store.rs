@@ -40,6 +40,8 @@ pub struct ColdStore {
     describe: String,
     pub(crate) cache: ChunkCache,
     pub(crate) concurrency: usize,
+    /// The longest one request may take, retries included.
+    pub(crate) request_timeout: Duration,
     /// Chunks known to be in the store (put or seen by this process), with
     /// their stored sizes.
     known: Mutex<HashMap<Hash, u64>>,
@@ -126,6 +128,7 @@ impl ColdStore {
             describe: opts.url.clone(),
             cache: ChunkCache::open(&opts.cache_dir, opts.cache_bytes)?,
             concurrency: opts.concurrency.max(1),
+            request_timeout: opts.request_timeout,
             known: Mutex::new(HashMap::new()),
             gc_lock: tokio::sync::RwLock::new(()),
         })
