@@ -39,6 +39,33 @@ impl Store {
         Ok(dir)
     }
 
+    /// Whether something is mounted on the sprite's lazy mount point.
+    pub fn lazy_mounted(&self, id: &str) -> Result<bool> {
+        validate_name(id)?;
+        let mnt = self.layout.lazy_mount(id);
+        Ok(mountinfo::mount_at(&mountinfo::read()?, &mnt).is_some())
+    }
+
+    /// Detaches whatever is mounted on the sprite's lazy mount point (a
+    /// self-filling volume whose server is gone). Answers whether there was.
+    pub fn detach_lazy_mount(&self, id: &str) -> Result<bool> {
+        validate_name(id)?;
+        let mnt = self.layout.lazy_mount(id);
+        let mut detached = false;
+        while mountinfo::mount_at(&mountinfo::read()?, &mnt).is_some() {
+            nix::mount::umount2(
+                &mnt,
+                nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::MNT_FORCE,
+            )
+            .map_err(|e| StoreError::Unmount {
+                target: mnt.clone(),
+                errno: e.into(),
+            })?;
+            detached = true;
+        }
+        Ok(detached)
+    }
+
     /// Moves a rebuilt volume into place (replacing any), durably named.
     pub fn install_volume(&self, id: &str, rebuilt: &std::path::Path) -> Result<()> {
         validate_name(id)?;

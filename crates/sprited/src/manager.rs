@@ -58,6 +58,14 @@ struct Live {
     evicted: Mutex<bool>,
     /// When the last eviction attempt failed.
     evict_failed: Mutex<Option<std::time::Instant>>,
+    /// Its volume while it fills itself from the object store (woken from
+    /// eviction, until it next stops). Taken under the lifecycle lock.
+    lazy: tokio::sync::Mutex<Option<sprite_cold::LazyImage>>,
+    /// Set while `lazy` is (for reading without its lock).
+    filling: Mutex<bool>,
+    /// Why the last fill from the object store failed (reported by the
+    /// wake it broke).
+    fill_error: Mutex<Option<sprite_cold::ColdError>>,
 }
 
 /// Something in flight that keeps a sprite awake (an exec, a session, an
@@ -221,6 +229,9 @@ impl Manager {
                     tasks: Mutex::new(Default::default()),
                     evicted: Mutex::new(false),
                     evict_failed: Mutex::new(None),
+                    lazy: tokio::sync::Mutex::new(None),
+                    filling: Mutex::new(false),
+                    fill_error: Mutex::new(None),
                 })
             })
             .clone()
@@ -434,11 +445,21 @@ impl Manager {
         let socket = self.socket_path(&rec.id);
         let (resolv_conf, policy_dir) = self.net.files(&rec.id, &self.store.sprite_dir(&rec.id))?;
         let sandbox_driver = driver.clone();
+        // A volume still filling itself from the object store is read
+        // through its self-filling view.
+        let volume = self
+            .live(&rec.id)
+            .lazy
+            .lock()
+            .await
+            .as_ref()
+            .map(|l| l.image_path())
+            .unwrap_or_else(|| self.store.volume_path(&rec.id));
         let inside = blocking(move || {
             // A leftover sandbox (killed processes, host reboot) is cleared by
             // the driver's start; mounts are repaired by the store.
             let rootfs = store
-                .mount_rootfs(&id, &image)
+                .mount_rootfs_from(&id, &image, &volume)
                 .map_err(|e| ApiError::internal(format!("mounting the volume: {e}")))?;
             let run_dir = store
                 .inside_run_dir(&id)
@@ -616,10 +637,11 @@ impl Manager {
         tracing::info!(sprite = %rec.name, "waking sprite");
         let _admitted = self.admission_lock().await;
         self.admit_start()?;
-        // Its image and (when evicted) its volume come back first; if they
-        // cannot, the sprite stays as it was and the error says why.
+        // Its image first, and an evicted sprite's volume starts filling
+        // itself from the object store (what the boot reads first); if
+        // that cannot start, the sprite stays as it was and the error says why.
         self.ensure_image(&rec.image).await?;
-        self.rehydrate_locked(rec).await?;
+        self.wake_lazily_locked(rec).await?;
         match self.start_locked(rec).await {
             Ok(()) => {
                 self.metrics.woke("cold");
@@ -631,6 +653,14 @@ impl Manager {
                 tracing::error!(sprite = %rec.name, error = %e, "sprite failed to start");
                 // Whatever half-started is taken down; the volume stays.
                 let _ = self.halt(&rec.id, Duration::ZERO, Release::Unmount).await;
+                // A volume that could not be read from the object store is
+                // the cause to report (the sprite stays evicted and intact).
+                if let Some(fill) = lock(&self.live(&rec.id).fill_error).take() {
+                    return Err(cold::cold_error(
+                        &format!("waking sprite {}", rec.name),
+                        fill,
+                    ));
+                }
                 *lock(&self.live(&rec.id).error) = Some(e.to_string());
                 self.set_status(&rec.id, Status::Error);
                 Err(ApiError::Unavailable(format!(
@@ -755,19 +785,35 @@ impl Manager {
         let store = self.store.clone();
         let driver = self.driver.clone();
         let views = self.live(id).views.clone();
-        let id = id.to_string();
+        let sid = id.to_string();
+        let destroy = matches!(release, Release::Destroy);
         blocking(move || {
             driver
-                .stop(&id, grace)
+                .stop(&sid, grace)
                 .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
             let _views = views.lock().unwrap_or_else(|p| p.into_inner());
-            match release {
-                Release::Unmount => store.unmount_rootfs(&id),
-                Release::Destroy => store.destroy_volume(&id),
-            }
-            .map_err(|e| ApiError::internal(format!("releasing the volume: {e}")))
+            store
+                .unmount_rootfs(&sid)
+                .map_err(|e| ApiError::internal(format!("releasing the volume: {e}")))
         })
-        .await
+        .await?;
+        // A volume that was filling itself from the object store is
+        // completed (unless it goes) and becomes a plain local volume.
+        if let Some(e) = self.finish_lazy(id, destroy).await {
+            tracing::warn!(id, error = %e, "the volume could not be completed from the object store; it stays there, and the next wake resumes");
+            *lock(&self.live(id).fill_error) = Some(e);
+        }
+        if destroy {
+            let store = self.store.clone();
+            let id = id.to_string();
+            blocking(move || {
+                store
+                    .destroy_volume(&id)
+                    .map_err(|e| ApiError::internal(format!("releasing the volume: {e}")))
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// After a daemon start: finish what a killed daemon left half done,
@@ -798,6 +844,7 @@ impl Manager {
         for rec in records {
             let evicted = self.db.evicted(&rec.id)?.is_some();
             *lock(&self.live(&rec.id).evicted) = evicted;
+            self.reconcile_lazy(&rec, evicted).await?;
             if evicted {
                 self.reconcile_cold(&rec).await?;
             }

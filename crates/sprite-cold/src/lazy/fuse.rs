@@ -308,7 +308,8 @@ impl Filesystem for VolumeFs {
 /// A mounted [`VolumeFs`] and the thread serving it.
 pub(crate) struct FuseMount {
     mountpoint: PathBuf,
-    ended: mpsc::Receiver<()>,
+    /// In a mutex only so that the mount can be shared between threads.
+    ended: std::sync::Mutex<mpsc::Receiver<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -370,7 +371,7 @@ pub(crate) fn mount(vol: Arc<Volume>, mountpoint: &Path) -> Result<FuseMount> {
     };
     Ok(FuseMount {
         mountpoint: mountpoint.to_path_buf(),
-        ended,
+        ended: std::sync::Mutex::new(ended),
         thread: Some(thread),
     })
 }
@@ -427,7 +428,8 @@ impl FuseMount {
         let Some(thread) = self.thread.take() else {
             return;
         };
-        match self.ended.recv_timeout(wait) {
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        match ended.recv_timeout(wait) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let _ = thread.join();
             }

@@ -108,8 +108,17 @@ impl Manager {
         if self.status(&rec.id) == Status::Warm {
             self.wake_locked(rec).await?;
         }
-        // An evicted sprite's volume comes back to be cloned.
-        self.rehydrate_locked(rec).await?;
+        // A volume still filling itself from the object store is waited
+        // for, and a cold evicted one brought back whole, to be cloned.
+        if *super::lock(&live.filling) {
+            say(
+                progress,
+                "Waiting for the volume to arrive from object storage...",
+            );
+            self.wait_filled(rec).await?;
+        } else {
+            self.rehydrate_locked(rec).await?;
+        }
         // The number is taken for good only when the checkpoint is recorded
         // (one transaction, after the image is complete): a checkpoint that
         // failed or was cut short by a crash leaves no gap and no trace.

@@ -324,6 +324,109 @@ impl Manager {
         Ok(())
     }
 
+    /// Wakes an evicted sprite's volume without waiting for it: it is
+    /// served through a self-filling view (FUSE) that fetches what is read
+    /// first and the rest in the background, so the sprite boots at once.
+    /// The caller holds the lifecycle lock and starts the sprite next.
+    pub(super) async fn wake_lazily_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        if self.db.evicted(&rec.id)?.is_none() {
+            return Ok(());
+        }
+        let live = self.live(&rec.id);
+        let mut lazy = live.lazy.lock().await;
+        if lazy.is_some() {
+            return Ok(());
+        }
+        let what = format!("waking sprite {}", rec.name);
+        let m = self
+            .cold
+            .get_manifest(&volume_manifest(&rec.id))
+            .await
+            .map_err(|e| cold_error(&what, e))?;
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let (backing, state, mnt) = blocking(move || {
+            let backing = store.volume_path(&id);
+            let state = store.volume_state_path(&id);
+            // A whole local copy with no fill in progress is what an
+            // eviction cut short left (identical to the manifest): it goes.
+            if backing.exists() && !state.exists() {
+                store
+                    .release_local(&id)
+                    .map_err(|e| ApiError::internal(format!("freeing local disk: {e}")))?;
+            }
+            store.detach_lazy_mount(&id).map_err(ApiError::internal)?;
+            // Makes the sprite's pool directory if a lost disk took it.
+            store.volume_rebuild_path(&id).map_err(ApiError::internal)?;
+            let mnt = store.lazy_mount_path(&id).map_err(ApiError::internal)?;
+            Ok((backing, state, mnt))
+        })
+        .await?;
+        let t0 = Instant::now();
+        let image = sprite_cold::LazyImage::start(self.cold.clone(), m, backing, state, mnt)
+            .await
+            .map_err(|e| cold_error(&what, e))?;
+        tracing::info!(sprite = %rec.name, ms = t0.elapsed().as_secs_f64() * 1e3, "volume served from object storage while it fills");
+        *lazy = Some(image);
+        *lock(&live.filling) = true;
+        Ok(())
+    }
+
+    /// After the sprite stopped: a volume filling itself from the object
+    /// store is completed and becomes a plain local volume (recorded local
+    /// before its fill record goes, so a crash in between loses nothing);
+    /// with `discard` (the sprite is being destroyed) it is just let go.
+    /// Answers why the fill failed, if it did: then the sprite stays
+    /// evicted with what it has locally, and the next wake resumes.
+    pub(super) async fn finish_lazy(&self, id: &str, discard: bool) -> Option<ColdError> {
+        let live = self.live(id);
+        let taken = live.lazy.lock().await.take();
+        *lock(&live.filling) = false;
+        let Some(image) = taken else {
+            // None in memory; a mount left by a killed daemon may remain.
+            let store = self.store.clone();
+            let id = id.to_string();
+            let _ =
+                blocking(move || store.detach_lazy_mount(&id).map_err(ApiError::internal)).await;
+            return None;
+        };
+        if discard {
+            if let Err(e) = image.shutdown().await {
+                tracing::warn!(id, error = %e, "stopping a self-filling volume");
+            }
+            return None;
+        }
+        let filled = image.wait_complete().await;
+        if filled.is_ok() {
+            if let Some(rec) = self.db.get_by_id(id).ok().flatten() {
+                if let Err(e) = self.mark_local(&rec) {
+                    tracing::warn!(id, error = %e, "recording the volume local");
+                }
+            }
+        }
+        let shut = image.shutdown().await;
+        match (filled, shut) {
+            (Ok(()), Ok(())) => {
+                tracing::info!(id, "volume complete on local disk");
+                None
+            }
+            (Err(e), _) | (Ok(()), Err(e)) => Some(e),
+        }
+    }
+
+    /// Waits until a self-filling volume is whole (a checkpoint clones it).
+    pub(super) async fn wait_filled(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+        let live = self.live(&rec.id);
+        let lazy = live.lazy.lock().await;
+        if let Some(image) = lazy.as_ref() {
+            image
+                .wait_complete()
+                .await
+                .map_err(|e| cold_error(&format!("filling sprite {}'s volume", rec.name), e))?;
+        }
+        Ok(())
+    }
+
     /// Records the sprite's volume as local again. Its manifest stays in the
     /// store, stale, until the next eviction replaces it (deleting it here
     /// could race with that eviction's new one).
@@ -334,6 +437,42 @@ impl Manager {
         self.db.set_local(&rec.id)?;
         *lock(&self.live(&rec.id).evicted) = false;
         Ok(())
+    }
+
+    /// Start-up, for any sprite: a self-filling volume's server died with
+    /// the last daemon. A sprite still running on it is stopped (its volume
+    /// answers nothing any more); an evicted sprite keeps its fill record
+    /// and local part for the next wake to resume; a local one drops a
+    /// stale record.
+    pub(super) async fn reconcile_lazy(
+        &self,
+        rec: &SpriteRecord,
+        evicted: bool,
+    ) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let driver = self.driver.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            if !store.lazy_mounted(&id).map_err(ApiError::internal)? {
+                if !evicted {
+                    let _ = std::fs::remove_file(store.volume_state_path(&id));
+                }
+                return Ok(());
+            }
+            tracing::warn!(sprite = %id, "the daemon died while this sprite's volume filled from object storage; stopping it");
+            driver
+                .stop(&id, Duration::ZERO)
+                .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
+            store
+                .unmount_rootfs(&id)
+                .map_err(|e| ApiError::internal(format!("unmounting: {e}")))?;
+            store.detach_lazy_mount(&id).map_err(ApiError::internal)?;
+            if !evicted {
+                let _ = std::fs::remove_file(store.volume_state_path(&id));
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Makes sure checkpoint `checkpoint`'s image is on local disk, fetching
@@ -442,6 +581,11 @@ impl Manager {
         let store = self.store.clone();
         let id = rec.id.clone();
         blocking(move || {
+            // A fill in progress (record present) holds what the sprite
+            // wrote since its wake: kept for the next wake to resume.
+            if store.volume_state_path(&id).exists() {
+                return Ok(());
+            }
             store
                 .release_local(&id)
                 .map_err(|e| ApiError::internal(format!("freeing local disk: {e}")))
@@ -495,7 +639,9 @@ impl Manager {
         let local_bytes = self.store.local_bytes(&rec.id).unwrap_or(0);
         let object_bytes = evicted.as_ref().map_or(0, |c| c.stored_bytes)
             + cold_cps.values().map(|c| c.stored_bytes).sum::<u64>();
+        let filling = *lock(&self.live(&rec.id).filling);
         let location = match (evicted.is_some(), cold_cps.is_empty()) {
+            (true, _) if filling => "filling",
             (true, _) => "object",
             (false, true) => "local",
             (false, false) => "local+object",
