@@ -220,6 +220,15 @@ async fn identical_chunks_are_stored_once_and_forks_of_evicted_checkpoints_work(
     let v = api.checkpoint("two", Some("after eviction")).await;
     assert_eq!(v, "v0");
     assert_eq!(api.sh("two", "cat /home/sprite/who").await, "two\n");
+
+    // Destroyed while its volume fills itself from the store: nothing of it
+    // stays mounted or on disk.
+    let id = api.id_of("one").await;
+    assert_eq!(storage(&api, "one").await["location"], "filling");
+    api.delete("one").await;
+    assert!(!sprite_pool(&d, &id).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&id), "{mounts}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

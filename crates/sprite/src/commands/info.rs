@@ -85,6 +85,7 @@ fn describe(s: &Sprite) -> String {
         let place = match st.location.as_str() {
             "object" => "object storage (evicted; wakes on the next request)".to_string(),
             "local+object" => "local disk; checkpoints also in object storage".to_string(),
+            "filling" => "object storage, arriving on local disk as it is used".to_string(),
             _ => "local disk".to_string(),
         };
         fields.push(("Data", place));
