@@ -12,7 +12,6 @@ use crate::fs;
 use crate::kill;
 use crate::ports;
 use crate::registry::Sessions;
-use crate::relay;
 use crate::services::{self, Services};
 use crate::wire::{self, ReadError};
 
@@ -63,7 +62,6 @@ pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>, services: Arc<Se
             let _ = wire::write_json(&mut wr, &busy).await;
         }
         Request::Service(op) => services::serve(&services, op, &mut wr).await,
-        Request::Connect { host, port } => relay::connect(rd, wr, &host, port).await,
         Request::WatchPorts => ports::watch(rd, wr).await,
         Request::Exec(req) => attach::exec(rd, wr, &sessions, req).await,
         Request::Attach { id } => attach::attach(rd, wr, &sessions, id).await,

@@ -15,7 +15,6 @@ mod pty;
 mod pump;
 mod reaper;
 mod registry;
-mod relay;
 mod scrollback;
 mod services;
 mod session;
