@@ -487,6 +487,44 @@ async fn urls_wake_warm_and_cold_sprites() {
         .contains("Nothing is listening on port 8080"));
     eprintln!("cold URL request answered in {:?}", t.elapsed());
     assert_eq!(api.get_json("/v1/sprites/zz").await["status"], "running");
+
+    // A service with an http_port comes back with the sprite: the first
+    // request after a cold wake waits for it to listen (here it binds a
+    // second after it starts) and is served.
+    api.sh(
+        "zz",
+        "mkdir -p /home/sprite/www && echo from-service > /home/sprite/www/index.html",
+    )
+    .await;
+    let r = api
+        .req(reqwest::Method::PUT, "/v1/sprites/zz/services/web")
+        .json(&serde_json::json!({
+            "cmd": "sh",
+            "args": ["-c", "sleep 1; exec busybox httpd -f -p 9090 -h /home/sprite/www"],
+            "http_port": 9090
+        }))
+        .send()
+        .await
+        .expect("service");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    wait_status(&api, "zz", "cold").await;
+    let t = Instant::now();
+    let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "from-service\n");
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // A stopped service will not listen: nothing is waited for.
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites/zz/services/web/stop")
+        .send()
+        .await
+        .expect("stop");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let t = Instant::now();
+    let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 502);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     api.delete("zz").await;
 }
 

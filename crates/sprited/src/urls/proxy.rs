@@ -4,17 +4,20 @@
 //! two upgraded streams.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Request, Response, Uri};
-use futures_util::StreamExt;
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
+use super::target::Target;
 use crate::db::SpriteRecord;
 use crate::manager::relay::DialError;
 use crate::manager::{Activity, Manager};
@@ -113,15 +116,41 @@ fn is_upgrade(h: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// How long a request waits for a service that is coming up to listen.
+const SERVICE_START_WAIT: Duration = Duration::from_secs(10);
+/// Longest pause between two tries to reach it.
+const RETRY_EVERY_AT_MOST: Duration = Duration::from_millis(50);
+
+/// A new connection to the target. When nothing listens yet but the
+/// target is the port of a service on its way up (a sprite just woken from
+/// cold starts its services in the background), it is tried again until the
+/// service listens, stops coming up, or [`SERVICE_START_WAIT`] passes.
 async fn connect(
     m: &Arc<Manager>,
     rec: &SpriteRecord,
-    port: u16,
+    target: &Target,
 ) -> Result<SendRequest<Body>, ForwardError> {
-    let stream = m
-        .dial(rec, "localhost", port)
-        .await
-        .map_err(ForwardError::Dial)?;
+    let deadline = Instant::now() + SERVICE_START_WAIT;
+    let mut pause = Duration::from_millis(2);
+    let stream = loop {
+        match m.dial(rec, "localhost", target.port).await {
+            Ok(s) => break s,
+            Err(DialError::Refused(why)) => {
+                let coming = match &target.service {
+                    Some(svc) if Instant::now() < deadline => {
+                        super::target::service_coming(m, rec, svc).await
+                    }
+                    _ => false,
+                };
+                if !coming {
+                    return Err(ForwardError::Dial(DialError::Refused(why)));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_EVERY_AT_MOST);
+            }
+            Err(e) => return Err(ForwardError::Dial(e)),
+        }
+    };
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ForwardError::Upstream(format!("HTTP handshake: {e}")))?;
@@ -131,14 +160,14 @@ async fn connect(
     Ok(sender)
 }
 
-/// Send `req` (its headers already prepared) to `port` inside the sprite;
+/// Send `req` (its headers already prepared) to `target` inside the sprite;
 /// `activity` is held until the response body ends or the upgraded
 /// connection closes.
 pub async fn forward(
     pool: &Arc<Pool>,
     m: &Arc<Manager>,
     rec: &SpriteRecord,
-    port: u16,
+    target: &Target,
     mut req: Request<Body>,
     activity: Activity,
 ) -> Result<Response<Body>, ForwardError> {
@@ -154,7 +183,7 @@ pub async fn forward(
         .parse::<Uri>()
         .map_err(|e| ForwardError::Upstream(format!("request target: {e}")))?;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let key = (rec.id.clone(), port);
+    let key = (rec.id.clone(), target.port);
 
     // An upgraded connection is never reused, so it gets a fresh one.
     let pooled = if upgrade { None } else { pool.take(&key) };
@@ -165,7 +194,7 @@ pub async fn forward(
                 .map_err(|e| ForwardError::Dial(DialError::Unavailable(e)))?;
             s
         }
-        None => connect(m, rec, port).await?,
+        None => connect(m, rec, target).await?,
     };
     let res = match sender.try_send_request(req).await {
         Ok(r) => r,
@@ -173,7 +202,7 @@ pub async fn forward(
             // The pooled connection closed before the request went out:
             // send it on a new one.
             Some(req) => {
-                sender = connect(m, rec, port).await?;
+                sender = connect(m, rec, target).await?;
                 sender
                     .send_request(req)
                     .await
@@ -211,9 +240,37 @@ pub async fn forward(
     }
     let (mut parts, body) = res.into_parts();
     strip_hop_headers(&mut parts.headers, false);
-    let body = body.into_data_stream().map(move |chunk| {
-        let _keep = &activity;
-        chunk
-    });
-    Ok(Response::from_parts(parts, Body::from_stream(body)))
+    let body = Held {
+        body,
+        _activity: activity,
+    };
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The sprite's response body, passed through as it comes (its length
+/// known to the client's connection when the sprite's server sent one),
+/// holding the sprite's activity until it ends.
+struct Held {
+    body: Incoming,
+    _activity: Activity,
+}
+
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
