@@ -461,6 +461,67 @@ setsid nc -ll -p 8080 -e /tmp/srv/up.sh >/dev/null 2>&1 </dev/null & sleep 0.3"#
     api.delete("st").await;
 }
 
+/// A keep-alive HTTP/1.1 server in busybox sh: `nc -ll` runs the script
+/// for each connection, which answers every request on it with its own pid
+/// (so the answers tell which connection served them).
+const KEEP_ALIVE_SERVER: &str = r#"cat > /tmp/ka.sh <<'EOF'
+#!/bin/sh
+while read -r line; do
+  line=$(printf %s "$line" | tr -d '\r')
+  [ -n "$line" ] && continue
+  body="conn $$"
+  printf 'HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n%s' "${#body}" "$body"
+done
+EOF
+chmod +x /tmp/ka.sh
+setsid busybox nc -ll -p 8080 -e /tmp/ka.sh >/dev/null 2>&1 </dev/null & sleep 0.3"#;
+
+#[tokio::test]
+async fn connections_into_the_sprite_are_kept_alive_and_replaced_when_closed() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("ka").await;
+    set_auth(&api, "ka", "public").await;
+    api.sh("ka", KEEP_ALIVE_SERVER).await;
+    let get = |d: &Daemon| {
+        // A new client (and client connection) each time.
+        let c = url_client(d, &["ka"]);
+        let u = url(d, "ka", "/");
+        async move {
+            let r = c.get(u).send().await.expect("get");
+            assert_eq!(r.status(), 200);
+            r.text().await.expect("body")
+        }
+    };
+    // One after another, requests share one connection into the sprite,
+    // whichever client connection they came on.
+    let first = get(&d).await;
+    assert!(first.starts_with("conn "), "{first}");
+    for _ in 0..5 {
+        assert_eq!(get(&d).await, first);
+    }
+    // The sprite's server closes it: the next request gets a new one.
+    let pid = first.trim_start_matches("conn ");
+    api.sh("ka", &format!("kill {pid}")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = get(&d).await;
+    assert!(next.starts_with("conn ") && next != first, "{next}");
+    assert_eq!(get(&d).await, next);
+
+    // A new sprite of the same name is another sprite: nothing of the old
+    // one (its record, its connections) serves its URL.
+    api.delete("ka").await;
+    api.create("ka").await;
+    set_auth(&api, "ka", "public").await;
+    let r = url_client(&d, &["ka"])
+        .get(url(&d, "ka", "/"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 502);
+    api.delete("ka").await;
+}
+
 #[tokio::test]
 async fn urls_wake_warm_and_cold_sprites() {
     let d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "3s"]);
