@@ -260,6 +260,13 @@ impl Db {
         Ok(())
     }
 
+    /// A number that changes whenever anything is written through this
+    /// connection, which every write of the daemon goes through: a cache
+    /// of rows read when it was `g` is current while it is still `g`.
+    pub fn generation(&self) -> Result<u64, DbError> {
+        Ok(self.lock()?.total_changes())
+    }
+
     pub fn get_by_id(&self, id: &str) -> Result<Option<SpriteRecord>, DbError> {
         let conn = self.lock()?;
         // Cached: every sprite URL request looks its sprite up.

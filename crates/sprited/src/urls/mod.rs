@@ -5,6 +5,7 @@
 pub mod host;
 pub mod pages;
 pub mod proxy;
+pub mod records;
 pub mod session;
 pub mod target;
 
@@ -33,6 +34,7 @@ pub struct Urls {
     pub pool: Arc<proxy::Pool>,
     secret: session::Secret,
     targets: target::Targets,
+    records: records::Records,
 }
 
 impl Urls {
@@ -41,6 +43,7 @@ impl Urls {
             pool: Arc::new(proxy::Pool::default()),
             secret: session::Secret::load_or_create(data_dir)?,
             targets: target::Targets::default(),
+            records: records::Records::default(),
         })
     }
 }
@@ -82,7 +85,7 @@ fn token_valid(state: &AppState, t: &str) -> bool {
 
 async fn serve(state: AppState, name: String, mut req: Request) -> Response {
     let host = host_of(&req);
-    let rec = match state.manager.get(&name) {
+    let rec = match state.urls.records.get(&state.manager, &name) {
         Ok(r) if r.url_auth != "private" => r,
         // A private sprite has no URL: the same answer as no sprite.
         _ => return pages::not_found(&host),
