@@ -31,6 +31,9 @@
 //!   (sessions whose command still runs).
 //! - `watch_ports`: a `ports` reply with the listening TCP ports, then
 //!   another each time the set changes, until the daemon hangs up.
+//! - During `exec` and `attach`, `port_opened` and `port_closed` replies
+//!   come between the output frames when a process of the session starts
+//!   or stops listening on a TCP port (polled every 250 ms).
 //!
 //! Errors the agent can name come as an [`Reply::Error`] frame, then close.
 
@@ -211,6 +214,19 @@ pub enum Reply {
     /// watch_ports: every TCP port listened on inside.
     Ports {
         ports: Vec<crate::port::ListeningPort>,
+    },
+    /// exec and attach: a process of the session started listening on a
+    /// TCP port (`pid` is the socket's owner).
+    PortOpened {
+        port: u16,
+        address: String,
+        pid: u32,
+    },
+    /// exec and attach: a port announced by `port_opened` closed.
+    PortClosed {
+        port: u16,
+        address: String,
+        pid: u32,
     },
     Busy {
         /// Sessions whose command still runs (attached or not).
