@@ -177,13 +177,13 @@ impl Network {
             resolver: Mutex::new(None),
         });
         self.apply(&a).await?;
-        let sock = tokio::task::spawn_blocking(move || dns::bind_in_netns(pid))
+        let sockets = tokio::task::spawn_blocking(move || dns::bind_in_netns(pid))
             .await
             .map_err(ApiError::internal)?
             .map_err(|e| ApiError::internal(format!("binding the sprite's resolver: {e}")))?;
         match self.upstream {
             Some(up) => {
-                let task = tokio::spawn(dns::serve(sock, a.clone(), up));
+                let task = tokio::spawn(dns::serve(sockets, a.clone(), up));
                 *a.resolver.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
             }
             None => tracing::warn!(sprite = %id, "no upstream resolver: DNS fails inside"),
