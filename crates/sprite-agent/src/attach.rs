@@ -13,6 +13,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, Mutex};
 
 use crate::log::log;
+use crate::ports::{self, PortTable};
 use crate::registry::{Sessions, StartError, Started};
 use crate::session::{Attachment, Event, Session};
 use crate::signame;
@@ -24,10 +25,13 @@ pub async fn exec(
     rd: OwnedReadHalf,
     mut wr: OwnedWriteHalf,
     sessions: &Arc<Sessions>,
+    ports: &PortTable,
     req: ExecRequest,
 ) {
     match sessions.start(req.clone()).await {
-        Ok(Started::Running(session, attachment)) => serve(rd, wr, session, attachment).await,
+        Ok(Started::Running(session, attachment)) => {
+            serve(rd, wr, session, attachment, ports).await
+        }
         Ok(Started::Failed { message, code }) => {
             let _ = report_failure(&mut wr, &req, &message, code).await;
         }
@@ -42,11 +46,17 @@ pub async fn exec(
 }
 
 /// `attach`: join an existing session.
-pub async fn attach(rd: OwnedReadHalf, mut wr: OwnedWriteHalf, sessions: &Arc<Sessions>, id: u32) {
+pub async fn attach(
+    rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+    sessions: &Arc<Sessions>,
+    ports: &PortTable,
+    id: u32,
+) {
     match sessions.get(id) {
         Some(session) => {
             let attachment = session.attach();
-            serve(rd, wr, session, attachment).await;
+            serve(rd, wr, session, attachment, ports).await;
         }
         None => {
             let reply = wire::not_found(format!("no session {id}"));
@@ -88,6 +98,7 @@ async fn serve(
     mut wr: OwnedWriteHalf,
     session: Arc<Session>,
     att: Attachment,
+    ports: &PortTable,
 ) {
     let client = att.client;
     if wire::write_json(&mut wr, &session.info_reply(att.is_owner))
@@ -95,12 +106,30 @@ async fn serve(
         .is_ok()
     {
         let writer = Mutex::new(wr);
+        // Port events stop with the output: none follows the exit.
         tokio::select! {
             _ = deliver(&writer, att.backlog, att.live) => {}
             _ = receive(&mut rd, &session, &writer) => {}
+            _ = announce_ports(&writer, session.id, ports) => {}
         }
     }
     session.detach(client);
+}
+
+/// `port_opened` and `port_closed` for the ports the session's processes
+/// listen on, while the client is attached; ends only if writing fails.
+async fn announce_ports(writer: &Mutex<OwnedWriteHalf>, leader: u32, ports: &PortTable) {
+    let mut rx = ports.subscribe();
+    let mut reported = Vec::new();
+    while let Some(now) = ports::next(&mut rx).await {
+        for event in ports::session_events(leader, &mut reported, &now) {
+            let mut w = writer.lock().await;
+            if wire::write_json(&mut *w, &event).await.is_err() {
+                return;
+            }
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Send the replay, then live output, until `EXIT` is sent or writing fails.

@@ -10,9 +10,8 @@ use tokio::net::UnixStream;
 use crate::attach;
 use crate::fs;
 use crate::kill;
-use crate::ports;
+use crate::ports::{self, PortTable};
 use crate::registry::Sessions;
-use crate::relay;
 use crate::services::{self, Services};
 use crate::wire::{self, ReadError};
 
@@ -21,7 +20,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serve one connection to its end. Never fails: errors the peer can be told
 /// about are answered with an `error` frame, then the connection is closed.
-pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>, services: Arc<Services>) {
+pub async fn serve(
+    stream: UnixStream,
+    sessions: Arc<Sessions>,
+    services: Arc<Services>,
+    ports: PortTable,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut rd)).await {
         Ok(Ok(Some(r))) => r,
@@ -63,10 +67,9 @@ pub async fn serve(stream: UnixStream, sessions: Arc<Sessions>, services: Arc<Se
             let _ = wire::write_json(&mut wr, &busy).await;
         }
         Request::Service(op) => services::serve(&services, op, &mut wr).await,
-        Request::Connect { host, port } => relay::connect(rd, wr, &host, port).await,
-        Request::WatchPorts => ports::watch(rd, wr).await,
-        Request::Exec(req) => attach::exec(rd, wr, &sessions, req).await,
-        Request::Attach { id } => attach::attach(rd, wr, &sessions, id).await,
+        Request::WatchPorts => ports::watch(rd, wr, &ports).await,
+        Request::Exec(req) => attach::exec(rd, wr, &sessions, &ports, req).await,
+        Request::Attach { id } => attach::attach(rd, wr, &sessions, &ports, id).await,
         Request::Fs(req) => fs::serve(rd, wr, &sessions, req).await,
     }
 }

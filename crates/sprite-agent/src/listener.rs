@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use crate::cli::ListenOn;
 use crate::connection;
 use crate::log::log;
+use crate::ports::PortTable;
 use crate::registry::Sessions;
 use crate::services::Services;
 
@@ -80,7 +81,12 @@ fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Accept connections forever.
-pub async fn serve(listener: UnixListener, sessions: Arc<Sessions>, services: Arc<Services>) {
+pub async fn serve(
+    listener: UnixListener,
+    sessions: Arc<Sessions>,
+    services: Arc<Services>,
+    ports: PortTable,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -88,6 +94,7 @@ pub async fn serve(listener: UnixListener, sessions: Arc<Sessions>, services: Ar
                     stream,
                     sessions.clone(),
                     services.clone(),
+                    ports.clone(),
                 ));
             }
             Err(e) => {

@@ -15,7 +15,6 @@ mod pty;
 mod pump;
 mod reaper;
 mod registry;
-mod relay;
 mod scrollback;
 mod services;
 mod session;
@@ -126,7 +125,7 @@ async fn serve(on: ListenOn, pid1: bool) -> ExitCode {
     // services start in the background.
     let services = services::Services::boot(reaper, &services::state_dir());
     tokio::select! {
-        _ = listener::serve(listener, sessions.clone(), services.clone()) => {}
+        _ = listener::serve(listener, sessions.clone(), services.clone(), ports::PortTable::default()) => {}
         why = stop.wait() => log!("{why}: stopping"),
     }
     tokio::join!(

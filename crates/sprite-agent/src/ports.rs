@@ -1,15 +1,20 @@
-//! `watch_ports`: the TCP ports listened on inside the sprite, read from
+//! The TCP ports listened on inside the sprite, read from
 //! `/proc/net/tcp{,6}` (the agent's network namespace is the sprite's), with
-//! the owning process found through `/proc/<pid>/fd`.
+//! the owning process found through `/proc/<pid>/fd`: one poller shared by
+//! everyone watching (`watch_ports` conversations, exec clients, which get
+//! the ports their session's processes open), running while anyone is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sprites_api::agent::Reply;
 use sprites_api::port::ListeningPort;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
 
 use crate::wire;
 
@@ -18,27 +23,170 @@ const POLL: Duration = Duration::from_millis(250);
 /// `st` of a listening socket in `/proc/net/tcp`.
 const TCP_LISTEN: &str = "0A";
 
-/// Send the port set now and whenever it changes, until the daemon hangs up.
-pub async fn watch(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf) {
-    let mut last: Option<Vec<ListeningPort>> = None;
-    let mut buf = [0u8; 64];
+type Ports = Option<Arc<Vec<ListeningPort>>>;
+
+/// The listening ports, as last read (`None` until the first read after
+/// the poller started).
+#[derive(Clone)]
+pub struct PortTable {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: watch::Sender<Ports>,
+    polling: AtomicBool,
+}
+
+impl Default for PortTable {
+    fn default() -> Self {
+        PortTable {
+            inner: Arc::new(Inner {
+                tx: watch::Sender::new(None),
+                polling: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl PortTable {
+    /// The port set from now on: the current one (or the first read),
+    /// then every change; see [`next`].
+    pub fn subscribe(&self) -> watch::Receiver<Ports> {
+        let mut rx = self.inner.tx.subscribe();
+        // What is there already counts as news to a new watcher.
+        rx.mark_changed();
+        if !self.inner.polling.swap(true, Ordering::SeqCst) {
+            tokio::spawn(poll(self.inner.clone()));
+        }
+        rx
+    }
+}
+
+async fn poll(inner: Arc<Inner>) {
     loop {
         let now = tokio::task::spawn_blocking(listening)
             .await
             .unwrap_or_default();
-        if last.as_ref() != Some(&now) {
-            let reply = Reply::Ports { ports: now.clone() };
-            if wire::write_json(&mut wr, &reply).await.is_err() {
+        inner.tx.send_if_modified(|cur| {
+            if cur.as_deref() == Some(&now) {
+                return false;
+            }
+            *cur = Some(Arc::new(now));
+            true
+        });
+        tokio::time::sleep(POLL).await;
+        if inner.tx.receiver_count() == 0 {
+            // Nobody watches: stop, forgetting the set (a later watcher
+            // starts from a fresh read). One who subscribed meanwhile and
+            // saw the poller running is served on.
+            inner.tx.send_replace(None);
+            inner.polling.store(false, Ordering::SeqCst);
+            if inner.tx.receiver_count() == 0 || inner.polling.swap(true, Ordering::SeqCst) {
                 return;
             }
-            last = Some(now);
         }
+    }
+}
+
+/// The next port set `rx` has not seen. `None` when the poller is gone.
+pub async fn next(rx: &mut watch::Receiver<Ports>) -> Option<Arc<Vec<ListeningPort>>> {
+    loop {
+        rx.changed().await.ok()?;
+        if let Some(ports) = rx.borrow_and_update().clone() {
+            return Some(ports);
+        }
+    }
+}
+
+/// Send the port set now and whenever it changes, until the daemon hangs up.
+pub async fn watch(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf, table: &PortTable) {
+    let mut rx = table.subscribe();
+    let mut buf = [0u8; 64];
+    loop {
         tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+            ports = next(&mut rx) => {
+                let Some(ports) = ports else { return };
+                let reply = Reply::Ports { ports: ports.to_vec() };
+                if wire::write_json(&mut wr, &reply).await.is_err() {
+                    return;
+                }
+            }
             // The daemon sends nothing: a read ends only when it hangs up.
             r = rd.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { return },
         }
     }
+}
+
+/// The port events of one session from one port set to the next: ports
+/// its processes (`leader`, what runs in its session or below it) started
+/// listening on, and those of them that closed. `reported` is what was
+/// announced so far, and is brought up to date.
+pub fn session_events(
+    leader: u32,
+    reported: &mut Vec<ListeningPort>,
+    now: &[ListeningPort],
+) -> Vec<Reply> {
+    let same = |a: &ListeningPort, b: &ListeningPort| a.port == b.port && a.address == b.address;
+    let mut events = Vec::new();
+    reported.retain(|r| {
+        let open = now.iter().any(|n| same(n, r));
+        if !open {
+            events.push(Reply::PortClosed {
+                port: r.port,
+                address: r.address.clone(),
+                pid: r.pid.unwrap_or(0),
+            });
+        }
+        open
+    });
+    for p in now {
+        let Some(pid) = p.pid else { continue };
+        if reported.iter().any(|r| same(r, p)) || !in_session(pid, leader) {
+            continue;
+        }
+        events.push(Reply::PortOpened {
+            port: p.port,
+            address: p.address.clone(),
+            pid,
+        });
+        reported.push(p.clone());
+    }
+    events
+}
+
+/// Whether `pid` is `leader`, runs in its session, or descends from it.
+pub fn in_session(pid: u32, leader: u32) -> bool {
+    let mut p = pid;
+    // Bounded: a process tree deeper than this is not worth following.
+    for _ in 0..128 {
+        if p == leader {
+            return true;
+        }
+        let Some((ppid, sid)) = parent_and_session(p) else {
+            return false;
+        };
+        if sid == leader {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        p = ppid;
+    }
+    false
+}
+
+/// `ppid` and `session` from `/proc/<pid>/stat` (the fields after the
+/// command name, which may itself hold spaces and parentheses).
+fn parent_and_session(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut f = rest.split_whitespace();
+    let _state = f.next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let _pgrp = f.next()?;
+    let sid = f.next()?.parse().ok()?;
+    Some((ppid, sid))
 }
 
 /// Every listening TCP socket, sorted, with its owner where found.
@@ -52,7 +200,8 @@ pub fn listening() -> Vec<ListeningPort> {
     if found.is_empty() {
         return Vec::new();
     }
-    let owners = socket_owners();
+    let wanted: HashSet<u64> = found.iter().map(|(_, inode)| *inode).collect();
+    let owners = socket_owners(&wanted);
     let mut ports: Vec<ListeningPort> = found
         .into_iter()
         .map(|(mut p, inode)| {
@@ -109,34 +258,110 @@ fn parse_v6(hex: &str) -> Option<String> {
     Some(Ipv6Addr::from(bytes).to_string())
 }
 
-/// socket inode → pid, from every process's open files.
-fn socket_owners() -> HashMap<u64, u32> {
+/// socket inode → pid for the `wanted` sockets, from the processes' open
+/// files. The agent is root without CAP_SYS_PTRACE, so other users'
+/// processes are read by a thread that takes on their filesystem identity.
+fn socket_owners(wanted: &HashSet<u64>) -> HashMap<u64, u32> {
     let mut owners = HashMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return owners;
     };
+    let mut others: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let t = target.to_string_lossy();
-            if let Some(inode) = t
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                owners.entry(inode).or_insert(pid);
+        match socket_inodes(pid) {
+            Some(inodes) => {
+                for inode in inodes.into_iter().filter(|i| wanted.contains(i)) {
+                    owners.entry(inode).or_insert(pid);
+                }
+            }
+            None => {
+                if let Some(ids) = single_identity(pid) {
+                    others.entry(ids).or_default().push(pid);
+                }
             }
         }
     }
+    for ((uid, gid), pids) in others {
+        if wanted.iter().all(|i| owners.contains_key(i)) {
+            break;
+        }
+        for (inode, pid) in owners_as(uid, gid, pids, wanted.clone()) {
+            owners.entry(inode).or_insert(pid);
+        }
+    }
     owners
+}
+
+/// The socket inodes among a process's open files; `None` when they
+/// cannot be read (the directory lists, but its links are refused).
+fn socket_inodes(pid: u32) -> Option<Vec<u64>> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut inodes = Vec::new();
+    for fd in fds.flatten() {
+        let target = match std::fs::read_link(fd.path()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return None,
+            // Closed meanwhile.
+            Err(_) => continue,
+        };
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            inodes.push(inode);
+        }
+    }
+    Some(inodes)
+}
+
+/// `(uid, gid)` of a process whose real, effective and saved ids are one
+/// user and one group (the kernel lets that user read its files).
+fn single_identity(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ids = |key: &str| -> Option<Vec<u32>> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..]
+            .split_whitespace()
+            .take(3)
+            .map(|v| v.parse().ok())
+            .collect()
+    };
+    let (u, g) = (ids("Uid:")?, ids("Gid:")?);
+    let one = |v: &[u32]| v.len() == 3 && v.iter().all(|x| *x == v[0]);
+    (one(&u) && one(&g) && u[0] != 0).then(|| (u[0], g[0]))
+}
+
+/// The wanted sockets among `pids`' files, read as `uid:gid`: by a thread
+/// of its own that sets its filesystem ids (which only that thread has)
+/// and ends after the reading.
+fn owners_as(uid: u32, gid: u32, pids: Vec<u32>, wanted: HashSet<u64>) -> Vec<(u64, u32)> {
+    let reader = std::thread::spawn(move || {
+        // SAFETY: setfsgid and setfsuid change the filesystem ids of the
+        // calling thread only (the kernel keeps credentials per thread and
+        // libc passes these two straight through); this thread does
+        // nothing but the reading below and then ends, so no other work
+        // runs with them. Failure leaves root's ids: the reads then fail
+        // as before, and nothing is found.
+        unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+        }
+        let mut found = Vec::new();
+        for pid in pids {
+            for inode in socket_inodes(pid).unwrap_or_default() {
+                if wanted.contains(&inode) {
+                    found.push((inode, pid));
+                }
+            }
+        }
+        found
+    });
+    reader.join().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -155,6 +380,109 @@ mod tests {
         let rows = parse_table(v6, true);
         assert_eq!(rows[0].0.address, "::1");
         assert_eq!(rows[0].0.port, 3000);
+    }
+
+    /// Watchers get the set once and then only changes, and a watcher
+    /// waiting for a change does not keep the agent busy.
+    #[tokio::test]
+    async fn the_table_tells_each_watcher_each_set_once() {
+        let table = PortTable::default();
+        let mut a = table.subscribe();
+        let first = tokio::time::timeout(Duration::from_secs(5), next(&mut a))
+            .await
+            .expect("first set in time")
+            .expect("a set");
+        // A second watcher gets the current set at once.
+        let mut b = table.subscribe();
+        let got = tokio::time::timeout(Duration::from_secs(5), next(&mut b))
+            .await
+            .expect("in time")
+            .expect("a set");
+        assert_eq!(got, first);
+        // A new listener is a change both see.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let mut last = first;
+        for (i, rx) in [&mut a, &mut b].into_iter().enumerate() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let set = tokio::time::timeout_at(deadline, next(rx))
+                    .await
+                    .expect("the new port in time")
+                    .expect("a set");
+                if set.iter().any(|p| p.port == port) {
+                    if i == 0 {
+                        last = set;
+                    }
+                    break;
+                }
+            }
+        }
+        // What comes next is a change, never the same set again (other
+        // programs on this host may open ports meanwhile).
+        if let Ok(Some(set)) = tokio::time::timeout(Duration::from_millis(600), next(&mut a)).await
+        {
+            assert_ne!(set, last, "an unchanged set was sent again");
+        }
+        drop(l);
+    }
+
+    #[test]
+    fn a_sessions_processes_are_those_below_it_or_in_it() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let kid = child.id();
+        assert!(in_session(kid, me), "a child is below its parent");
+        assert!(in_session(me, me));
+        assert!(!in_session(me, kid), "a parent is not below its child");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn session_events_announce_the_sessions_ports_and_their_closing() {
+        let me = std::process::id();
+        let mine = ListeningPort {
+            port: 8123,
+            address: "0.0.0.0".into(),
+            pid: Some(me),
+        };
+        // PID 1's process (not below this test) and an unknown owner.
+        let other = ListeningPort {
+            port: 22,
+            address: "0.0.0.0".into(),
+            pid: Some(1),
+        };
+        let unknown = ListeningPort {
+            port: 53,
+            address: "127.0.0.1".into(),
+            pid: None,
+        };
+        let mut reported = Vec::new();
+        let ev = session_events(me, &mut reported, &[other.clone(), mine.clone(), unknown]);
+        assert_eq!(
+            ev,
+            vec![Reply::PortOpened {
+                port: 8123,
+                address: "0.0.0.0".into(),
+                pid: me
+            }]
+        );
+        // Nothing new: nothing said.
+        assert!(session_events(me, &mut reported, &[mine.clone(), other.clone()]).is_empty());
+        let ev = session_events(me, &mut reported, &[other]);
+        assert_eq!(
+            ev,
+            vec![Reply::PortClosed {
+                port: 8123,
+                address: "0.0.0.0".into(),
+                pid: me
+            }]
+        );
+        assert!(reported.is_empty());
     }
 
     #[test]

@@ -142,37 +142,3 @@ impl AgentReader {
         }
     }
 }
-
-/// Open a `connect` relay: the agent's answer, and on `connected` the Unix
-/// stream that from then on carries the TCP connection's raw bytes. The
-/// answer is read without buffering, so no relayed byte is lost.
-pub async fn connect_tcp(
-    socket: &Path,
-    host: &str,
-    port: u16,
-) -> Result<Result<UnixStream, Reply>, AgentError> {
-    let mut stream = UnixStream::connect(socket)
-        .await
-        .map_err(AgentError::Connect)?;
-    let req = Request::Connect {
-        host: host.to_string(),
-        port,
-    };
-    stream.write_all(&agent::json_frame(&req)).await?;
-    let mut h = [0u8; agent::HEADER_LEN];
-    stream.read_exact(&mut h).await?;
-    let (kind, len) = agent::parse_header(h).map_err(AgentError::Protocol)?;
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).await?;
-    if kind != agent::JSON {
-        return Err(AgentError::Protocol(format!(
-            "expected a reply to connect, got frame kind {kind:#x}"
-        )));
-    }
-    let reply: Reply = serde_json::from_slice(&payload)
-        .map_err(|e| AgentError::Protocol(format!("bad reply: {e}")))?;
-    Ok(match reply {
-        Reply::Connected { .. } => Ok(stream),
-        other => Err(other),
-    })
-}

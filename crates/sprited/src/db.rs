@@ -284,26 +284,29 @@ impl Db {
         Ok(())
     }
 
+    /// A number that changes whenever anything is written through this
+    /// connection, which every write of the daemon goes through: a cache
+    /// of rows read when it was `g` is current while it is still `g`.
+    pub fn generation(&self) -> Result<u64, DbError> {
+        Ok(self.lock()?.total_changes())
+    }
+
     pub fn get_by_id(&self, id: &str) -> Result<Option<SpriteRecord>, DbError> {
         let conn = self.lock()?;
+        // Cached: every sprite URL request looks its sprite up.
         let raw = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM sprites WHERE id = ?1"),
-                params![id],
-                from_row,
-            )
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM sprites WHERE id = ?1"))?
+            .query_row(params![id], from_row)
             .optional()?;
         raw.map(decode).transpose()
     }
 
     pub fn get(&self, name: &str) -> Result<Option<SpriteRecord>, DbError> {
         let conn = self.lock()?;
+        // Cached: every sprite URL request looks its sprite up.
         let raw = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM sprites WHERE name = ?1"),
-                params![name],
-                from_row,
-            )
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM sprites WHERE name = ?1"))?
+            .query_row(params![name], from_row)
             .optional()?;
         raw.map(decode).transpose()
     }

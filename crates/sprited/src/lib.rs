@@ -209,6 +209,13 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %state.manager.cfg.data_dir.display(), "sprited listening");
     // The peer address feeds sprite URLs' X-Forwarded-For.
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Small answers (a proxied response's head and body, exec frames) go
+    // out at once, not after the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -84,14 +84,17 @@ impl FakeInternet {
 
         // Sockets bound inside the namespace, served from this process.
         let path = format!("/run/netns/{ns}");
-        let (udp, tcp) = std::thread::spawn(move || {
+        let (udp, dns_tcp, tcp) = std::thread::spawn(move || {
             let f = std::fs::File::open(&path).unwrap();
             nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let udp = std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(net(2)), 53)).unwrap();
+            let dns = SocketAddr::new(IpAddr::V4(net(2)), 53);
+            let udp = std::net::UdpSocket::bind(dns).unwrap();
+            let dns_tcp = std::net::TcpListener::bind(dns).unwrap();
             let tcp = std::net::TcpListener::bind("0.0.0.0:80").unwrap();
             udp.set_nonblocking(true).unwrap();
+            dns_tcp.set_nonblocking(true).unwrap();
             tcp.set_nonblocking(true).unwrap();
-            (udp, tcp)
+            (udp, dns_tcp, tcp)
         })
         .join()
         .unwrap();
@@ -103,30 +106,32 @@ impl FakeInternet {
                 let Ok((len, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
-                let Ok(q) = Message::from_vec(&buf[..len]) else {
-                    continue;
-                };
-                let mut r = Message::new();
-                r.set_id(q.id())
-                    .set_message_type(MessageType::Response)
-                    .set_recursion_available(true);
-                r.add_queries(q.queries().to_vec());
-                let name = q.queries()[0].name().clone();
-                let addr = match name.to_ascii().trim_end_matches('.') {
-                    "allowed.test" => Some(allowed),
-                    "denied.test" => Some(denied),
-                    _ => None,
-                };
-                match addr {
-                    Some(a) if q.queries()[0].query_type() == hickory_proto::rr::RecordType::A => {
-                        r.add_answer(Record::from_rdata(name, 60, RData::A(A(a))));
-                    }
-                    Some(_) => {}
-                    None => {
-                        r.set_response_code(ResponseCode::NXDomain);
-                    }
+                if let Some(r) = fake_answer(&buf[..len], allowed, denied, false) {
+                    let _ = udp.send_to(&r, peer).await;
                 }
-                let _ = udp.send_to(&r.to_vec().unwrap(), peer).await;
+            }
+        });
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let l = tokio::net::TcpListener::from_std(dns_tcp).unwrap();
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut len = [0u8; 2];
+                    while s.read_exact(&mut len).await.is_ok() {
+                        let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                        if s.read_exact(&mut q).await.is_err() {
+                            return;
+                        }
+                        let Some(r) = fake_answer(&q, allowed, denied, true) else {
+                            return;
+                        };
+                        let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+                        framed.extend_from_slice(&r);
+                        if s.write_all(&framed).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
         });
         tokio::spawn(async move {
@@ -158,6 +163,46 @@ impl FakeInternet {
     fn upstream(&self) -> String {
         format!("{}:53", self.allowed)
     }
+}
+
+/// Addresses of `big.test`: too many for a 512-byte UDP answer.
+const BIG: u8 = 40;
+
+/// The fake internet's DNS: `allowed.test` and `denied.test` have one
+/// address each; `big.test` has [`BIG`], so over UDP its answer is
+/// truncated (TC, no records) and only TCP carries it; anything else is
+/// NXDOMAIN.
+fn fake_answer(query: &[u8], allowed: Ipv4Addr, denied: Ipv4Addr, tcp: bool) -> Option<Vec<u8>> {
+    let q = Message::from_vec(query).ok()?;
+    let question = q.queries().first()?.clone();
+    let mut r = Message::new();
+    r.set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_recursion_available(true);
+    r.add_queries(q.queries().to_vec());
+    let name = question.name().clone();
+    let is_a = question.query_type() == hickory_proto::rr::RecordType::A;
+    let addrs: Vec<Ipv4Addr> = match name.to_ascii().trim_end_matches('.') {
+        "allowed.test" => vec![allowed],
+        "denied.test" => vec![denied],
+        "big.test" if !tcp => {
+            r.set_truncated(true);
+            Vec::new()
+        }
+        "big.test" => (0..BIG)
+            .map(|i| Ipv4Addr::new(10, 213, 250, 100 + i))
+            .collect(),
+        _ => {
+            r.set_response_code(ResponseCode::NXDomain);
+            Vec::new()
+        }
+    };
+    if is_a {
+        for a in addrs {
+            r.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A(a))));
+        }
+    }
+    r.to_vec().ok()
 }
 
 impl Drop for FakeInternet {
@@ -415,4 +460,95 @@ async fn network_policy_is_enforced_by_name_and_address() {
         .unwrap();
     assert_eq!(r.status(), 400);
     api.delete("pol").await;
+}
+
+/// The host pid of a running sprite's init (from runc's state).
+fn init_pid(d: &Daemon, id: &str) -> u32 {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(d.data_dir.join("runc"))
+        .args(["state", id])
+        .output()
+        .expect("runc state");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state json");
+    v["pid"].as_u64().expect("pid") as u32
+}
+
+/// DNS queries over one TCP connection to the sprite's resolver, made in
+/// the sprite's network namespace (so its nft rules apply); the answers.
+fn tcp_queries(pid: u32, names: &[&str]) -> Vec<Message> {
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RecordType};
+    use std::io::{Read, Write};
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let mut s = std::net::TcpStream::connect("127.0.0.53:53").expect("resolver over TCP");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut answers = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let mut m = Message::new();
+            m.set_id(i as u16 + 1)
+                .set_recursion_desired(true)
+                .add_query(Query::query(Name::from_ascii(n).unwrap(), RecordType::A));
+            let q = m.to_vec().unwrap();
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            s.write_all(&framed).unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut r).unwrap();
+            let r = Message::from_vec(&r).unwrap();
+            assert_eq!(r.id(), i as u16 + 1);
+            answers.push(r);
+        }
+        answers
+    })
+    .join()
+    .unwrap()
+}
+
+fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            Some(RData::A(a)) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolver_answers_over_tcp_with_the_same_policy() {
+    let net = FakeInternet::start().await;
+    let d = Daemon::start_with(&["--dns-upstream", &net.upstream()]);
+    let api = d.client();
+    api.create("tcpdns").await;
+    set_policy(
+        &api,
+        "tcpdns",
+        json!({"rules": [
+            {"domain": "allowed.test", "action": "allow"},
+            {"domain": "big.test", "action": "allow"},
+            {"domain": "*", "action": "deny"}
+        ]}),
+    )
+    .await;
+    let pid = init_pid(&d, &api.id_of("tcpdns").await);
+    let answers = tcp_queries(pid, &["allowed.test", "denied.test", "big.test"]);
+    // Allowed: the upstream's answer.
+    assert_eq!(a_records(&answers[0]), vec![net.allowed]);
+    // Denied: NXDOMAIN, as over UDP.
+    assert_eq!(answers[1].response_code(), ResponseCode::NXDomain);
+    assert!(a_records(&answers[1]).is_empty());
+    // Too big for UDP upstream: asked again over TCP, whole.
+    assert!(!answers[2].truncated());
+    assert_eq!(a_records(&answers[2]).len(), usize::from(BIG));
+    // Over UDP, the sprite's own tools resolve as before.
+    let (ok, out) = try_sh(&api, "tcpdns", "nslookup allowed.test").await;
+    assert!(ok && out.contains(&net.allowed.to_string()), "{out}");
+    api.delete("tcpdns").await;
 }

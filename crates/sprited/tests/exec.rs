@@ -247,3 +247,91 @@ async fn exec_end_to_end() {
 
     api.delete("ex").await;
 }
+
+/// The next text frame of an exec stream; stdout that comes on the way is
+/// added to `stdout`.
+async fn next_text<S>(ws: &mut S, what: &str, stdout: &mut Vec<u8>) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("json"),
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                if let Some(data) = b.strip_prefix(&[1u8]) {
+                    stdout.extend_from_slice(data);
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_announces_the_ports_its_session_listens_on() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("po").await;
+    // A listener of another session (detached with setsid) is not this
+    // exec's business.
+    api.sh(
+        "po",
+        "setsid busybox nc -ll -p 9999 -e /bin/cat >/dev/null 2>&1 </dev/null & sleep 0.3",
+    )
+    .await;
+
+    let mut ws = api
+        .ws("/v1/sprites/po/exec?cmd=sh&cmd=-c&cmd=busybox%20nc%20-l%20-p%208123%20%3E%2Fdev%2Fnull%3B%20echo%20done%3B%20sleep%201")
+        .await
+        .expect("ws");
+    let mut skipped = Vec::new();
+    let info = next_text(&mut ws, "session_info", &mut skipped).await;
+    assert_eq!(info["type"], "session_info", "{info}");
+    let opened = next_text(&mut ws, "port_opened", &mut skipped).await;
+    assert_eq!(opened["type"], "port_opened", "{opened}");
+    assert_eq!(opened["port"], 8123, "{opened}");
+    // busybox nc listens on every address, IPv6 included.
+    assert!(
+        opened["address"] == "::" || opened["address"] == "0.0.0.0",
+        "{opened}"
+    );
+    let pid = opened["pid"].as_u64().expect("pid");
+    assert!(pid > 1, "{opened}");
+
+    // The listener goes: port_closed, with the pid it was opened by, then
+    // the command's output and exit.
+    api.sh("po", &format!("kill {pid}")).await;
+    let closed = next_text(&mut ws, "port_closed", &mut skipped).await;
+    assert_eq!(closed["type"], "port_closed", "{closed}");
+    assert_eq!(closed["port"], 8123, "{closed}");
+    assert_eq!(closed["pid"], pid, "{closed}");
+    let rest = collect(&mut ws).await;
+    // Output that came before port_closed, then the rest.
+    let mut out = skipped.clone();
+    out.extend_from_slice(&rest.stdout);
+    assert_eq!(String::from_utf8_lossy(&out), "done\n", "{rest:?}");
+    assert_eq!(rest.code, Some(0));
+    assert!(
+        !rest.texts.iter().any(|t| t.contains("9999")),
+        "{:?}",
+        rest.texts
+    );
+
+    // TTY mode too (the command's own listener, as a text frame).
+    let mut ws = api
+        .ws("/v1/sprites/po/exec?cmd=busybox&cmd=nc&cmd=-l&cmd=-p&cmd=8124&tty=true")
+        .await
+        .expect("tty ws");
+    let _info = next_text(&mut ws, "session_info", &mut skipped).await;
+    let opened = next_text(&mut ws, "port_opened", &mut skipped).await;
+    assert_eq!(
+        (&opened["type"], &opened["port"]),
+        (&Value::from("port_opened"), &Value::from(8124)),
+        "{opened}"
+    );
+    drop(ws);
+    api.delete("po").await;
+}

@@ -461,6 +461,67 @@ setsid nc -ll -p 8080 -e /tmp/srv/up.sh >/dev/null 2>&1 </dev/null & sleep 0.3"#
     api.delete("st").await;
 }
 
+/// A keep-alive HTTP/1.1 server in busybox sh: `nc -ll` runs the script
+/// for each connection, which answers every request on it with its own pid
+/// (so the answers tell which connection served them).
+const KEEP_ALIVE_SERVER: &str = r#"cat > /tmp/ka.sh <<'EOF'
+#!/bin/sh
+while read -r line; do
+  line=$(printf %s "$line" | tr -d '\r')
+  [ -n "$line" ] && continue
+  body="conn $$"
+  printf 'HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n%s' "${#body}" "$body"
+done
+EOF
+chmod +x /tmp/ka.sh
+setsid busybox nc -ll -p 8080 -e /tmp/ka.sh >/dev/null 2>&1 </dev/null & sleep 0.3"#;
+
+#[tokio::test]
+async fn connections_into_the_sprite_are_kept_alive_and_replaced_when_closed() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("ka").await;
+    set_auth(&api, "ka", "public").await;
+    api.sh("ka", KEEP_ALIVE_SERVER).await;
+    let get = |d: &Daemon| {
+        // A new client (and client connection) each time.
+        let c = url_client(d, &["ka"]);
+        let u = url(d, "ka", "/");
+        async move {
+            let r = c.get(u).send().await.expect("get");
+            assert_eq!(r.status(), 200);
+            r.text().await.expect("body")
+        }
+    };
+    // One after another, requests share one connection into the sprite,
+    // whichever client connection they came on.
+    let first = get(&d).await;
+    assert!(first.starts_with("conn "), "{first}");
+    for _ in 0..5 {
+        assert_eq!(get(&d).await, first);
+    }
+    // The sprite's server closes it: the next request gets a new one.
+    let pid = first.trim_start_matches("conn ");
+    api.sh("ka", &format!("kill {pid}")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = get(&d).await;
+    assert!(next.starts_with("conn ") && next != first, "{next}");
+    assert_eq!(get(&d).await, next);
+
+    // A new sprite of the same name is another sprite: nothing of the old
+    // one (its record, its connections) serves its URL.
+    api.delete("ka").await;
+    api.create("ka").await;
+    set_auth(&api, "ka", "public").await;
+    let r = url_client(&d, &["ka"])
+        .get(url(&d, "ka", "/"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 502);
+    api.delete("ka").await;
+}
+
 #[tokio::test]
 async fn urls_wake_warm_and_cold_sprites() {
     let d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "3s"]);
@@ -487,6 +548,44 @@ async fn urls_wake_warm_and_cold_sprites() {
         .contains("Nothing is listening on port 8080"));
     eprintln!("cold URL request answered in {:?}", t.elapsed());
     assert_eq!(api.get_json("/v1/sprites/zz").await["status"], "running");
+
+    // A service with an http_port comes back with the sprite: the first
+    // request after a cold wake waits for it to listen (here it binds a
+    // second after it starts) and is served.
+    api.sh(
+        "zz",
+        "mkdir -p /home/sprite/www && echo from-service > /home/sprite/www/index.html",
+    )
+    .await;
+    let r = api
+        .req(reqwest::Method::PUT, "/v1/sprites/zz/services/web")
+        .json(&serde_json::json!({
+            "cmd": "sh",
+            "args": ["-c", "sleep 1; exec busybox httpd -f -p 9090 -h /home/sprite/www"],
+            "http_port": 9090
+        }))
+        .send()
+        .await
+        .expect("service");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    wait_status(&api, "zz", "cold").await;
+    let t = Instant::now();
+    let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "from-service\n");
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // A stopped service will not listen: nothing is waited for.
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites/zz/services/web/stop")
+        .send()
+        .await
+        .expect("stop");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let t = Instant::now();
+    let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
+    assert_eq!(r.status(), 502);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     api.delete("zz").await;
 }
 

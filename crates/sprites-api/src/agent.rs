@@ -29,12 +29,11 @@
 //!   with a `complete` or `error` event.
 //! - `busy`: one `busy` reply: whether anything keeps the sprite awake
 //!   (sessions whose command still runs).
-//! - `connect`: the agent connects to a loopback TCP port inside the sprite
-//!   and answers `connected` (or an `error`, code `connection_refused` when
-//!   nothing listens); from then on the connection carries raw bytes both
-//!   ways, unframed, and a shutdown of either side's writing is passed on.
 //! - `watch_ports`: a `ports` reply with the listening TCP ports, then
 //!   another each time the set changes, until the daemon hangs up.
+//! - During `exec` and `attach`, `port_opened` and `port_closed` replies
+//!   come between the output frames when a process of the session starts
+//!   or stops listening on a TCP port (polled every 250 ms).
 //!
 //! Errors the agent can name come as an [`Reply::Error`] frame, then close.
 
@@ -75,12 +74,6 @@ pub enum Request {
     Fs(crate::fs::FsRequest),
     Service(ServiceOp),
     Busy,
-    /// Relay a TCP connection to `host:port` inside the sprite (`host` is
-    /// a loopback name or address; see `crate::port::loopback_target`).
-    Connect {
-        host: String,
-        port: u16,
-    },
     WatchPorts,
 }
 
@@ -218,13 +211,22 @@ pub enum Reply {
         text: String,
     },
     Done,
-    /// connect: the TCP connection is made; raw bytes follow.
-    Connected {
-        target: String,
-    },
     /// watch_ports: every TCP port listened on inside.
     Ports {
         ports: Vec<crate::port::ListeningPort>,
+    },
+    /// exec and attach: a process of the session started listening on a
+    /// TCP port (`pid` is the socket's owner).
+    PortOpened {
+        port: u16,
+        address: String,
+        pid: u32,
+    },
+    /// exec and attach: a port announced by `port_opened` closed.
+    PortClosed {
+        port: u16,
+        address: String,
+        pid: u32,
     },
     Busy {
         /// Sessions whose command still runs (attached or not).

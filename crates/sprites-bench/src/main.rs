@@ -714,7 +714,7 @@ async fn main() -> anyhow::Result<()> {
         meter_case(&http, &mut notes).await?;
     }
     if matches!(args.case, Case::All | Case::Urls) {
-        urls::urls_case(&http, &d, &mut notes).await?;
+        urls::urls_case(&http, &d, args.runs, &mut rows, &mut notes).await?;
     }
     if matches!(args.case, Case::All | Case::Files) {
         files::cases(&http, &d, args.runs, &mut rows, &mut notes).await?;

@@ -1,26 +1,30 @@
-//! `urls`: a sprite URL vs a direct loopback connection to the same server
-//! (busybox httpd, same small page, same wrk run), and a request to a
-//! sprite woken from cold by its URL.
+//! `urls`: a sprite URL vs a direct loopback connection to the very same
+//! server (wrk run from inside the sprite's network namespace, so the
+//! server, its cgroup and its CPU limit are the same both ways), rounds
+//! alternating between the two; for a server that closes every connection
+//! (busybox httpd) and one that keeps them alive (python3's http.server on
+//! HTTP/1.1). Then the first request to a cold and to a warm sprite, whose
+//! server is a service with an `http_port`, vs the same request to it
+//! running.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use crate::{create, delete, sh, Daemon};
+use crate::{cpu_ticks, create_json, delete, ms, sh, start_daemon_with, wait_status, Daemon, Row};
 
-/// wrk's requests/s and p50 latency (ms) against `url` (with `host`).
-fn wrk(url: &str, host: Option<&str>) -> anyhow::Result<(f64, f64)> {
-    let mut c = Command::new("wrk");
-    c.args(["-t1", "-c8", "-d5s", "--latency"]);
-    if let Some(h) = host {
-        c.args(["-H", &format!("Host: {h}")]);
-    }
-    let out = c
-        .arg(url)
-        .output()
-        .context("running wrk (scripts/deps.sh installs it)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
+/// Seconds of each wrk run.
+const WRK_SECONDS: u32 = 3;
+
+/// One wrk run: requests/s, p50 latency (ms), requests completed.
+struct Wrk {
+    rps: f64,
+    p50: f64,
+    requests: u64,
+}
+
+fn parse_wrk(text: &str) -> anyhow::Result<Wrk> {
     let rps = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -29,9 +33,15 @@ fn wrk(url: &str, host: Option<&str>) -> anyhow::Result<(f64, f64)> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("50%"))
         .and_then(|v| parse_ms(v.trim()));
-    match (rps, p50) {
-        (Some(r), Some(p)) => Ok((r, p)),
-        _ => bail!("cannot read wrk's output:\n{text}"),
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    let errors = text.lines().any(|l| l.contains("Non-2xx or 3xx responses"));
+    match (rps, p50, requests) {
+        (Some(rps), Some(p50), Some(requests)) if !errors => Ok(Wrk { rps, p50, requests }),
+        _ => bail!("wrk failed or saw errors:\n{text}"),
     }
 }
 
@@ -47,75 +57,269 @@ fn parse_ms(v: &str) -> Option<f64> {
         .map(|x| x * 1000.0)
 }
 
-pub async fn urls_case(
-    http: &reqwest::Client,
-    d: &Daemon,
-    notes: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    let name = "urlbench";
-    create(http, d, name).await?;
+/// `wrk` against `url`, optionally from inside the network namespace of
+/// process `netns_of` and with a `Host` header.
+fn wrk(url: &str, host: Option<&str>, netns_of: Option<u32>) -> anyhow::Result<Wrk> {
+    let mut c = match netns_of {
+        Some(pid) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/proc/{pid}/ns/net")).arg("wrk");
+            c
+        }
+        None => Command::new("wrk"),
+    };
+    c.args(["-t1", "-c8", &format!("-d{WRK_SECONDS}s"), "--latency"]);
+    if let Some(h) = host {
+        c.args(["-H", &format!("Host: {h}")]);
+    }
+    let out = c
+        .arg(url)
+        .output()
+        .context("running wrk (scripts/deps.sh installs it) and nsenter")?;
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The sprite's id, from the API.
+async fn sprite_id(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<String> {
+    let v: serde_json::Value = http
+        .get(format!("{}/v1/sprites/{name}", d.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    v["id"].as_str().map(String::from).context("sprite id")
+}
+
+/// The host pid of a running sprite's init, from runc's state.
+fn init_pid(d: &Daemon, id: &str) -> anyhow::Result<u32> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(d.data.join("runc"))
+        .args(["state", id])
+        .output()
+        .context("runc state")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("runc state {id}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    v["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .context("runc state has no pid")
+}
+
+async fn make_public(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<()> {
     http.put(format!("{}/v1/sprites/{name}", d.url))
         .bearer_auth(&d.token)
         .json(&serde_json::json!({"url_settings": {"auth": "public"}}))
         .send()
         .await?
         .error_for_status()?;
-    sh(
+    Ok(())
+}
+
+/// python3's http.server as one would run it behind a proxy: HTTP/1.1 (the
+/// module's command line speaks 1.0 and closes every connection) with
+/// Nagle's algorithm off (it writes a response's head and body separately).
+const PY_SERVER: &str = r#"import functools, http.server
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), functools.partial(H, directory="/tmp/srv")).serve_forever()
+"#;
+
+/// A server inside a sprite, measured through the URL and directly.
+struct Server {
+    label: &'static str,
+    sprite: &'static str,
+    image: &'static str,
+    start: String,
+}
+
+/// Medians of alternating rounds: (direct, URL, daemon CPU µs per URL request).
+async fn measure(
+    http: &reqwest::Client,
+    d: &Daemon,
+    s: &Server,
+    rounds: usize,
+) -> anyhow::Result<(Wrk, Wrk, f64)> {
+    eprintln!("urls: {} (image {})", s.label, s.image);
+    create_json(
         http,
         d,
-        name,
-        "mkdir -p /tmp/srv && echo ok > /tmp/srv/index.html; \
-         setsid busybox httpd -f -p 8080 -h /tmp/srv >/dev/null 2>&1 </dev/null & sleep 0.3",
+        serde_json::json!({"name": s.sprite, "image": s.image}),
     )
     .await?;
-    // The same server on the host's loopback, same page.
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("index.html"), "ok\n")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut direct = Command::new("busybox")
-        .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("busybox httpd")?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    make_public(http, d, s.sprite).await?;
+    sh(http, d, s.sprite, &s.start).await?;
+    let pid = init_pid(d, &sprite_id(http, d, s.sprite).await?)?;
+    let daemon_port = d.url.rsplit(':').next().unwrap_or("80");
+    let host = format!("{}.sprites.localhost:{daemon_port}", s.sprite);
+    let direct_url = "http://127.0.0.1:8080/";
+    let url = format!("{}/", d.url);
+    // Warm-up: the server's first answers, the daemon's pool.
+    wrk(direct_url, None, Some(pid))?;
+    wrk(&url, Some(&host), None)?;
+    let (mut b_rps, mut b_p50, mut o_rps, mut o_p50, mut cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first, so neither always runs on a warmer machine.
+        for direct in [round % 2 == 0, round % 2 != 0] {
+            if direct {
+                let w = wrk(direct_url, None, Some(pid))?;
+                b_rps.push(w.rps);
+                b_p50.push(w.p50);
+            } else {
+                let t0 = cpu_ticks(d.child.id())?;
+                let w = wrk(&url, Some(&host), None)?;
+                let ticks = cpu_ticks(d.child.id())? - t0;
+                // 100 ticks per second.
+                cpu.push(ticks as f64 * 10_000.0 / w.requests.max(1) as f64);
+                o_rps.push(w.rps);
+                o_p50.push(w.p50);
+            }
+        }
+    }
+    delete(http, d, s.sprite).await?;
+    let direct = Wrk {
+        rps: median(&mut b_rps),
+        p50: median(&mut b_p50),
+        requests: 0,
+    };
+    let ours = Wrk {
+        rps: median(&mut o_rps),
+        p50: median(&mut o_p50),
+        requests: 0,
+    };
+    Ok((direct, ours, median(&mut cpu)))
+}
+
+pub async fn urls_case(
+    http: &reqwest::Client,
+    d: &Daemon,
+    runs: usize,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let rounds = runs.clamp(1, 5);
+    let servers = [
+        Server {
+            label: "busybox httpd (closes every connection)",
+            sprite: "urlbench-busybox",
+            image: "tiny",
+            start: "mkdir -p /tmp/srv && echo ok > /tmp/srv/index.html; \
+                    setsid busybox httpd -f -p 8080 -h /tmp/srv >/dev/null 2>&1 </dev/null & sleep 0.3"
+                .into(),
+        },
+        Server {
+            label: "python3 http.server (HTTP/1.1, keep-alive)",
+            sprite: "urlbench-python",
+            image: "standard",
+            start: format!(
+                "mkdir -p /tmp/srv && echo ok > /tmp/srv/index.html && cat > /tmp/srv.py <<'EOF'\n{PY_SERVER}EOF\n\
+                 setsid python3 /tmp/srv.py >/dev/null 2>&1 </dev/null & \
+                 for i in $(seq 50); do python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8080))' 2>/dev/null && break; sleep 0.1; done"
+            ),
+        },
+    ];
+    notes.push(format!(
+        "\n| URL vs direct (wrk -t1 -c8 -d{WRK_SECONDS}s, 3-byte page, median of {rounds} alternating rounds; \
+         direct = wrk in the sprite's network namespace, same server) | direct | URL | ratio | p50 direct | p50 URL | added p50 | daemon CPU per URL request | target |"
+    ));
+    notes.push("|---|---|---|---|---|---|---|---|---|".into());
+    for s in &servers {
+        let (b, o, cpu) = measure(http, d, s, rounds).await?;
+        notes.push(format!(
+            "| {} | {:.0} req/s | {:.0} req/s | {:.0} % | {:.2} ms | {:.2} ms | {:+.2} ms | {cpu:.0} µs | ≥ 80 %, < 1 ms added p50 |",
+            s.label,
+            b.rps,
+            o.rps,
+            100.0 * o.rps / b.rps,
+            b.p50,
+            o.p50,
+            o.p50 - b.p50,
+        ));
+    }
+    wake_cases(http, runs, rows).await
+}
+
+/// One GET through the sprite's URL on a fresh connection; its time in ms.
+async fn timed_get(url: &str, host: &str) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let t = Instant::now();
+    let r = client.get(url).header("host", host).send().await?;
+    let status = r.status();
+    let body = r.text().await?;
+    let took = ms(t.elapsed());
+    if status != 200 || body != "ok\n" {
+        bail!("URL request: {status} {body}");
+    }
+    Ok(took)
+}
+
+/// The first request to a cold and to a warm sprite vs the same request to
+/// it running; its server is a service with an `http_port`, which comes
+/// back when the sprite is woken from cold.
+async fn wake_cases(
+    http: &reqwest::Client,
+    runs: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let d = start_daemon_with(&["--idle-warm", "500ms", "--idle-cold", "500ms"])?;
+    let name = "urlwake";
+    create_json(http, &d, serde_json::json!({"name": name})).await?;
+    make_public(http, &d, name).await?;
+    sh(
+        http,
+        &d,
+        name,
+        "mkdir -p /home/sprite/www && echo ok > /home/sprite/www/index.html",
+    )
+    .await?;
+    http.put(format!("{}/v1/sprites/{name}/services/web", d.url))
+        .bearer_auth(&d.token)
+        .json(&serde_json::json!({
+            "cmd": "busybox",
+            "args": ["httpd", "-f", "-p", "8080", "-h", "/home/sprite/www"],
+            "http_port": 8080
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
     let daemon_port = d.url.rsplit(':').next().unwrap_or("80");
     let host = format!("{name}.sprites.localhost:{daemon_port}");
-    let base = wrk(&format!("http://127.0.0.1:{port}/"), None);
-    let ours = wrk(&format!("{}/", d.url), Some(&host));
-    let _ = direct.kill();
-    let _ = direct.wait();
-    let ((b_rps, b_p50), (o_rps, o_p50)) = (base?, ours?);
-    notes.push(
-        "\n| URL (wrk -t1 -c8 -d5s, busybox httpd, 3-byte page) | requests/s | p50 | target |"
-            .into(),
-    );
-    notes.push("|---|---|---|---|".into());
-    notes.push(format!(
-        "| direct loopback | {b_rps:.0} | {b_p50:.2} ms | |"
-    ));
-    notes.push(format!(
-        "| sprite URL | {o_rps:.0} ({:.0} % of direct) | {o_p50:.2} ms (+{:.2} ms) | ≥ 80 %, < 1 ms added p50 |",
-        100.0 * o_rps / b_rps,
-        o_p50 - b_p50
-    ));
-
-    // One request on its own (the cold-wake latency is printed by the
-    // `urls_wake_warm_and_cold_sprites` test, which has short idle timers).
-    let t = Instant::now();
-    let r = http
-        .get(format!("{}/", d.url))
-        .header("host", &host)
-        .send()
-        .await?;
-    let _ = r.bytes().await?;
-    notes.push(format!(
-        "single URL request on a running sprite: {:.2} ms",
-        t.elapsed().as_secs_f64() * 1000.0
-    ));
-    delete(http, d, name).await?;
+    let url = format!("{}/", d.url);
+    let (mut cold, mut warm, mut running) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs.min(20) {
+        wait_status(http, &d, name, "cold").await?;
+        cold.push(timed_get(&url, &host).await?);
+        running.push(timed_get(&url, &host).await?);
+        wait_status(http, &d, name, "warm").await?;
+        warm.push(timed_get(&url, &host).await?);
+        running.push(timed_get(&url, &host).await?);
+    }
+    delete(http, &d, name).await?;
+    rows.push(Row {
+        case: "URL request to a cold sprite (its server a service)",
+        ours: cold,
+        base: running.clone(),
+        target: "cold → first exec's < 100 ms plus the server's start; baseline = the same request, sprite running",
+    });
+    rows.push(Row {
+        case: "URL request to a warm sprite",
+        ours: warm,
+        base: running,
+        target: "< 10 ms, aim < 3 ms; baseline = the same request, sprite running",
+    });
     Ok(())
 }

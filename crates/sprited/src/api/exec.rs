@@ -1,7 +1,10 @@
 //! Exec: WebSocket (non-TTY framing and TTY mode), HTTP POST, sessions list,
 //! attach and kill. The daemon is a relay: one agent connection per client
 //! connection, both directions pumped concurrently with backpressure, so
-//! nothing is buffered beyond a frame.
+//! nothing is buffered beyond a frame. WebSocket clients also get
+//! `port_opened`/`port_closed` text frames (both modes) when the session's
+//! processes start or stop listening on a TCP port; HTTP exec has no place
+//! for them.
 
 use std::sync::Arc;
 
@@ -207,6 +210,10 @@ fn session_info_text(info: &Reply) -> Option<String> {
     .ok()
 }
 
+fn port_text(m: TextMessage) -> String {
+    serde_json::to_string(&m).unwrap_or_default()
+}
+
 /// Exit status reported for a command whose sprite stopped under it
 /// (128 + SIGKILL, as a shell reports it).
 const KILLED_EXIT: i32 = 137;
@@ -258,6 +265,12 @@ async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: 
                         code: 1011,
                         reason: message.chars().take(120).collect::<String>().into(),
                     }
+                }
+                Ok(Some(Frame::Reply(Reply::PortOpened { port, address, pid }))) => {
+                    Message::Text(port_text(TextMessage::PortOpened { port, address, pid }).into())
+                }
+                Ok(Some(Frame::Reply(Reply::PortClosed { port, address, pid }))) => {
+                    Message::Text(port_text(TextMessage::PortClosed { port, address, pid }).into())
                 }
                 Ok(Some(Frame::Reply(_))) => continue,
                 Ok(None) => {

@@ -1,13 +1,12 @@
-//! TCP connections into a sprite, relayed by its agent (sprite URLs, the
-//! proxy endpoint): wake the sprite, then ask the agent to connect.
+//! TCP connections into a sprite (sprite URLs, the proxy endpoint): wake
+//! the sprite, then connect from a socket made in its network namespace.
 
 use std::sync::Arc;
 
-use sprites_api::agent::Reply;
-use tokio::net::UnixStream;
+use sprites_api::port::loopback_target;
+use tokio::net::TcpStream;
 
 use super::{Manager, Status};
-use crate::agent_conn::{self, AgentError};
 use crate::db::SpriteRecord;
 use crate::error::ApiError;
 
@@ -17,10 +16,10 @@ pub enum DialError {
     /// Nothing listens on that port inside.
     #[error("{0}")]
     Refused(String),
-    /// The agent would not connect there (not a loopback target).
+    /// Not a target inside the sprite (only its loopback is).
     #[error("{0}")]
     Rejected(String),
-    /// The sprite could not be woken or its agent reached.
+    /// The sprite could not be woken or its network reached.
     #[error("{0}")]
     Unavailable(#[from] ApiError),
 }
@@ -34,42 +33,62 @@ impl Manager {
         Ok(())
     }
 
-    /// A TCP connection to `host:port` inside the sprite, woken first. The
-    /// caller holds an [`super::Activity`] for as long as it uses it.
+    /// A TCP connection to `host:port` inside the sprite (`host` a loopback
+    /// name or address), woken first. The caller holds an
+    /// [`super::Activity`] for as long as it uses it.
     pub async fn dial(
         self: &Arc<Self>,
         rec: &SpriteRecord,
         host: &str,
         port: u16,
-    ) -> Result<UnixStream, DialError> {
+    ) -> Result<TcpStream, DialError> {
+        let Some(ips) = loopback_target(host) else {
+            return Err(DialError::Rejected(format!(
+                "{host:?} is not this sprite: only localhost, 127.0.0.1 and ::1 can be reached"
+            )));
+        };
         for attempt in 0..2 {
             self.wake_for_traffic(rec).await?;
-            match agent_conn::connect_tcp(&self.socket_path(&rec.id), host, port).await {
-                Ok(Ok(stream)) => return Ok(stream),
-                Ok(Err(Reply::Error { code, message })) => {
-                    return Err(if code == "connection_refused" {
-                        DialError::Refused(message)
-                    } else if code == "bad_request" {
-                        DialError::Rejected(message)
-                    } else {
-                        DialError::Unavailable(ApiError::Unavailable(message))
-                    })
+            let ns = self.net.namespace(&rec.id).ok_or_else(|| {
+                ApiError::Unavailable(format!("sprite {} has no network to reach", rec.name))
+            })?;
+            let mut last = None;
+            for ip in &ips {
+                match ns.connect(*ip, port).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(e),
                 }
-                Ok(Err(other)) => {
-                    return Err(DialError::Unavailable(ApiError::internal(format!(
-                        "unexpected agent reply to connect: {other:?}"
-                    ))))
-                }
-                Err(AgentError::Connect(e)) if attempt == 0 => {
-                    tracing::warn!(sprite = %rec.name, error = %e, "agent unreachable; restarting the sprite");
-                    self.set_status(&rec.id, Status::Cold);
-                }
-                Err(e) => return Err(DialError::Unavailable(ApiError::Unavailable(e.to_string()))),
             }
+            let refused = last
+                .as_ref()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+            // A sandbox that died under us refuses everything: noticed by
+            // its agent being gone, and repaired once.
+            if refused && attempt == 0 && !self.agent_listens(rec).await {
+                tracing::warn!(sprite = %rec.name, "agent unreachable; restarting the sprite");
+                self.set_status(&rec.id, Status::Cold);
+                continue;
+            }
+            return Err(match last {
+                Some(_) if refused => {
+                    DialError::Refused(format!("nothing listens on port {port} in the sprite"))
+                }
+                Some(e) => DialError::Unavailable(ApiError::Unavailable(format!(
+                    "connecting to port {port} in the sprite: {e}"
+                ))),
+                None => DialError::Rejected(format!("no address for {host:?}")),
+            });
         }
         Err(DialError::Unavailable(ApiError::Unavailable(format!(
             "sprite {} did not come up",
             rec.name
         ))))
+    }
+
+    /// Whether the sprite's agent accepts connections.
+    async fn agent_listens(&self, rec: &SpriteRecord) -> bool {
+        tokio::net::UnixStream::connect(self.socket_path(&rec.id))
+            .await
+            .is_ok()
     }
 }

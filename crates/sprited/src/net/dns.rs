@@ -1,8 +1,9 @@
-//! The per-sprite DNS resolver: a UDP socket bound at [`RESOLVER`] inside
-//! the sprite's network namespace (the daemon binds it from a thread that
-//! entered the namespace; the socket stays there), served by the daemon.
-//! Allowed names are forwarded to the upstream resolver; denied ones get
-//! NXDOMAIN. The addresses answered feed the sprite's nft sets.
+//! The per-sprite DNS resolver: a UDP socket and a TCP listener bound at
+//! [`RESOLVER`] inside the sprite's network namespace (the daemon binds them
+//! from a thread that entered the namespace; sockets stay where they were
+//! made), served by the daemon. Allowed names are forwarded to the upstream
+//! resolver; denied ones get NXDOMAIN, over either transport. The addresses
+//! answered feed the sprite's nft sets.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::RData;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::policy;
 use super::Attached;
@@ -17,24 +20,55 @@ use super::Attached;
 /// Where a sprite's `/etc/resolv.conf` points.
 pub const RESOLVER: &str = "127.0.0.53";
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// TCP connections one sprite may hold open to its resolver (each is a
+/// socket of the daemon's).
+const MAX_TCP_CLIENTS: usize = 32;
+/// A TCP client quiet for this long is disconnected (RFC 7766 suggests
+/// seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Largest DNS message over UDP (with EDNS) or TCP.
+const MAX_MESSAGE: usize = 65535;
 
-/// Binds UDP port 53 at [`RESOLVER`] in the network namespace of `pid`.
-pub fn bind_in_netns(pid: u32) -> std::io::Result<UdpSocket> {
+/// How a query reached the resolver.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The resolver's sockets in a sprite's namespace.
+pub struct Sockets {
+    pub udp: UdpSocket,
+    pub tcp: std::net::TcpListener,
+}
+
+/// Binds port 53 (UDP and TCP) at [`RESOLVER`] in the network namespace of
+/// `pid`.
+pub fn bind_in_netns(pid: u32) -> std::io::Result<Sockets> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
     std::thread::spawn(move || {
         // Only this short-lived thread enters the namespace.
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(std::io::Error::from)?;
-        let sock = UdpSocket::bind((RESOLVER, 53))?;
-        sock.set_nonblocking(true)?;
-        Ok(sock)
+        let udp = UdpSocket::bind((RESOLVER, 53))?;
+        udp.set_nonblocking(true)?;
+        let tcp = std::net::TcpListener::bind((RESOLVER, 53))?;
+        tcp.set_nonblocking(true)?;
+        Ok(Sockets { udp, tcp })
     })
     .join()
     .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
 }
 
-/// Serves queries on `sock` until aborted.
-pub async fn serve(sock: UdpSocket, sprite: Arc<Attached>, upstream: SocketAddr) {
+/// Serves queries on both sockets until aborted.
+pub async fn serve(sockets: Sockets, sprite: Arc<Attached>, upstream: SocketAddr) {
+    tokio::join!(
+        serve_udp(sockets.udp, sprite.clone(), upstream),
+        serve_tcp(sockets.tcp, sprite, upstream)
+    );
+}
+
+async fn serve_udp(sock: UdpSocket, sprite: Arc<Attached>, upstream: SocketAddr) {
     let sock = match tokio::net::UdpSocket::from_std(sock) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -42,7 +76,7 @@ pub async fn serve(sock: UdpSocket, sprite: Arc<Attached>, upstream: SocketAddr)
             return;
         }
     };
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -56,14 +90,88 @@ pub async fn serve(sock: UdpSocket, sprite: Arc<Attached>, upstream: SocketAddr)
         let sock = sock.clone();
         let sprite = sprite.clone();
         tokio::spawn(async move {
-            if let Some(reply) = answer(&sprite, &query, upstream).await {
+            if let Some(reply) = answer(&sprite, &query, upstream, Transport::Udp).await {
                 let _ = sock.send_to(&reply, peer).await;
             }
         });
     }
 }
 
-async fn answer(sprite: &Attached, query: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
+async fn serve_tcp(listener: std::net::TcpListener, sprite: Arc<Attached>, upstream: SocketAddr) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "resolver listener");
+            return;
+        }
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CLIENTS));
+    loop {
+        // A client beyond the limit waits in the backlog for a slot.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "resolver accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let sprite = sprite.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            serve_tcp_client(stream, &sprite, upstream).await;
+        });
+    }
+}
+
+/// Length-prefixed queries on one connection, answered in order, until the
+/// client closes it or stays quiet for [`TCP_IDLE`].
+async fn serve_tcp_client(mut stream: TcpStream, sprite: &Attached, upstream: SocketAddr) {
+    loop {
+        let query = match tokio::time::timeout(TCP_IDLE, read_message(&mut stream)).await {
+            Ok(Ok(Some(q))) => q,
+            _ => return,
+        };
+        let Some(reply) = answer(sprite, &query, upstream, Transport::Tcp).await else {
+            return;
+        };
+        if write_message(&mut stream, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One length-prefixed DNS message; `None` at a clean end of the stream.
+async fn read_message(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut msg).await?;
+    Ok(Some(msg))
+}
+
+async fn write_message(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let len =
+        u16::try_from(msg.len()).map_err(|_| std::io::Error::other("a DNS message over 64 KiB"))?;
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    stream.write_all(&framed).await
+}
+
+async fn answer(
+    sprite: &Attached,
+    query: &[u8],
+    upstream: SocketAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
     let msg = Message::from_vec(query).ok()?;
     let name = msg.queries().first()?.name().to_ascii();
     let pol = sprite.policy();
@@ -71,13 +179,13 @@ async fn answer(sprite: &Attached, query: &[u8], upstream: SocketAddr) -> Option
         tracing::debug!(sprite = %sprite.id, %name, "denied name");
         if !policy::restrictive(&pol) {
             // Open egress: the denied name's addresses must be blocked too.
-            if let Ok(reply) = forward(query, upstream).await {
+            if let Ok(reply) = forward_as(query, upstream, transport).await {
                 sprite.add("deny", &addresses(&reply)).await;
             }
         }
         return refuse(&msg, ResponseCode::NXDomain);
     }
-    match forward(query, upstream).await {
+    match forward_as(query, upstream, transport).await {
         Ok(reply) => {
             if policy::restrictive(&pol) {
                 sprite.add("allow", &addresses(&reply)).await;
@@ -91,7 +199,47 @@ async fn answer(sprite: &Attached, query: &[u8], upstream: SocketAddr) -> Option
     }
 }
 
-/// Sends `query` to `upstream` and returns its answer.
+/// The upstream's answer, as the client's transport can carry it: over
+/// UDP as it comes (a truncated answer tells the client to ask again over
+/// TCP); for a TCP client whole, asking the upstream over TCP when its UDP
+/// answer was truncated.
+pub async fn forward_as(
+    query: &[u8],
+    upstream: SocketAddr,
+    transport: Transport,
+) -> std::io::Result<Vec<u8>> {
+    let reply = forward(query, upstream).await?;
+    if transport == Transport::Tcp && truncated(&reply) {
+        return forward_tcp(query, upstream).await;
+    }
+    Ok(reply)
+}
+
+/// Whether a DNS message has the TC (truncated) flag.
+pub fn truncated(msg: &[u8]) -> bool {
+    msg.get(2).is_some_and(|flags| flags & 0x02 != 0)
+}
+
+/// Sends `query` to `upstream` over TCP and returns its answer.
+pub async fn forward_tcp(query: &[u8], upstream: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let exchange = async {
+        let mut s = TcpStream::connect(upstream).await?;
+        write_message(&mut s, query).await?;
+        read_message(&mut s)
+            .await?
+            .ok_or_else(|| std::io::Error::other("the upstream resolver closed the connection"))
+    };
+    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer from the upstream resolver over TCP",
+            )
+        })?
+}
+
+/// Sends `query` to `upstream` over UDP and returns its answer.
 pub async fn forward(query: &[u8], upstream: SocketAddr) -> std::io::Result<Vec<u8>> {
     let bind: SocketAddr = if upstream.is_ipv4() {
         "0.0.0.0:0".parse().map_err(std::io::Error::other)?
@@ -100,7 +248,7 @@ pub async fn forward(query: &[u8], upstream: SocketAddr) -> std::io::Result<Vec<
     };
     let sock = tokio::net::UdpSocket::bind(bind).await?;
     sock.connect(upstream).await?;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; MAX_MESSAGE];
     for _ in 0..2 {
         sock.send(query).await?;
         if let Ok(n) = tokio::time::timeout(UPSTREAM_TIMEOUT, sock.recv(&mut buf)).await {

@@ -1,9 +1,12 @@
 //! Egress for sprites: the sandbox side (pasta behind nftables) lives in
 //! `sprite_runtime::net`; here are the network policy (stored in SQLite,
 //! shown inside at `/.sprite/policy/network.json`) and its enforcement: a
-//! DNS resolver per running sprite ([`dns`]) and the nft sets it fills.
+//! DNS resolver per running sprite ([`dns`]) and the nft sets it fills; and
+//! the way into a running sprite's network namespace ([`netns`]), which its
+//! URL and the proxy endpoint connect through.
 
 pub mod dns;
+pub mod netns;
 pub mod policy;
 
 use std::collections::HashMap;
@@ -69,6 +72,9 @@ pub struct Network {
     upstream: Option<SocketAddr>,
     nft_bin: PathBuf,
     attached: Mutex<HashMap<String, Arc<Attached>>>,
+    /// The network namespaces of running sprites.
+    namespaces: Mutex<HashMap<String, Arc<netns::Namespace>>>,
+    sockets: Arc<netns::SocketMaker>,
 }
 
 impl Network {
@@ -78,7 +84,18 @@ impl Network {
             upstream: cfg.dns_upstream.or_else(dns::host_upstream),
             nft_bin: "nft".into(),
             attached: Mutex::new(HashMap::new()),
+            namespaces: Mutex::new(HashMap::new()),
+            sockets: Arc::default(),
         }
+    }
+
+    /// The network namespace of a running sprite, to connect to its ports.
+    pub fn namespace(&self, id: &str) -> Option<Arc<netns::Namespace>> {
+        self.lock_namespaces().get(id).cloned()
+    }
+
+    fn lock_namespaces(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<netns::Namespace>>> {
+        self.namespaces.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn policy(&self, id: &str) -> Result<NetworkPolicy, ApiError> {
@@ -144,9 +161,14 @@ impl Network {
     }
 
     /// Enforces the policy in a running sprite whose init is `pid` (after
-    /// a start, or a daemon restart): nft policy, then the resolver.
+    /// a start, or a daemon restart): nft policy, then the resolver. The
+    /// namespace is kept first, so that the sprite's ports are reachable
+    /// even where its policy cannot be applied.
     pub async fn attach(&self, id: &str, pid: u32) -> Result<(), ApiError> {
         self.detach(id);
+        let ns = netns::Namespace::of_pid(pid, self.sockets.clone())
+            .map_err(|e| ApiError::internal(format!("the sprite's network namespace: {e}")))?;
+        self.lock_namespaces().insert(id.to_string(), Arc::new(ns));
         let a = Arc::new(Attached {
             id: id.to_string(),
             pid,
@@ -155,13 +177,13 @@ impl Network {
             resolver: Mutex::new(None),
         });
         self.apply(&a).await?;
-        let sock = tokio::task::spawn_blocking(move || dns::bind_in_netns(pid))
+        let sockets = tokio::task::spawn_blocking(move || dns::bind_in_netns(pid))
             .await
             .map_err(ApiError::internal)?
             .map_err(|e| ApiError::internal(format!("binding the sprite's resolver: {e}")))?;
         match self.upstream {
             Some(up) => {
-                let task = tokio::spawn(dns::serve(sock, a.clone(), up));
+                let task = tokio::spawn(dns::serve(sockets, a.clone(), up));
                 *a.resolver.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
             }
             None => tracing::warn!(sprite = %id, "no upstream resolver: DNS fails inside"),
@@ -170,8 +192,9 @@ impl Network {
         Ok(())
     }
 
-    /// Stops the resolver of a sprite that stops.
+    /// Stops the resolver of a sprite that stops and lets its namespace go.
     pub fn detach(&self, id: &str) {
+        self.lock_namespaces().remove(id);
         if let Some(a) = self.lock().remove(id) {
             if let Some(t) = a.resolver.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 t.abort();

@@ -5,30 +5,25 @@
 pub mod host;
 pub mod pages;
 pub mod proxy;
+pub mod records;
 pub mod session;
+pub mod target;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sprites_api::agent::{Reply, ServiceOp};
 
 use crate::db::SpriteRecord;
 use crate::manager::relay::DialError;
-use crate::manager::Manager;
 use crate::AppState;
 use host::Route;
 
-/// The port a sprite URL reaches when no service names one.
-pub const DEFAULT_PORT: u16 = 8080;
-/// How long the port found from the services is trusted.
-const PORT_TTL: Duration = Duration::from_secs(5);
 /// Largest login form.
 const LOGIN_BODY_LIMIT: usize = 16 << 10;
 const LOGIN_PATH: &str = "/__sprite/login";
@@ -38,8 +33,8 @@ const LOGOUT_PATH: &str = "/__sprite/logout";
 pub struct Urls {
     pub pool: Arc<proxy::Pool>,
     secret: session::Secret,
-    /// sprite id → (when found, port).
-    ports: Mutex<HashMap<String, (Instant, u16)>>,
+    targets: target::Targets,
+    records: records::Records,
 }
 
 impl Urls {
@@ -47,35 +42,9 @@ impl Urls {
         Ok(Urls {
             pool: Arc::new(proxy::Pool::default()),
             secret: session::Secret::load_or_create(data_dir)?,
-            ports: Mutex::new(HashMap::new()),
+            targets: target::Targets::default(),
+            records: records::Records::default(),
         })
-    }
-
-    /// 8080, or the `http_port` of a service (asked of the agent, which
-    /// wakes the sprite; remembered for a few seconds).
-    async fn target_port(&self, m: &Arc<Manager>, rec: &SpriteRecord) -> u16 {
-        if let Some((at, port)) = self.lock_ports().get(&rec.id) {
-            if at.elapsed() < PORT_TTL {
-                return *port;
-            }
-        }
-        let port = match m
-            .ask(rec, &sprites_api::agent::Request::Service(ServiceOp::List))
-            .await
-        {
-            Ok(Reply::Services { services }) => services
-                .iter()
-                .find_map(|s| s.http_port)
-                .unwrap_or(DEFAULT_PORT),
-            _ => DEFAULT_PORT,
-        };
-        self.lock_ports()
-            .insert(rec.id.clone(), (Instant::now(), port));
-        port
-    }
-
-    fn lock_ports(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u16)>> {
-        self.ports.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -116,7 +85,7 @@ fn token_valid(state: &AppState, t: &str) -> bool {
 
 async fn serve(state: AppState, name: String, mut req: Request) -> Response {
     let host = host_of(&req);
-    let rec = match state.manager.get(&name) {
+    let rec = match state.urls.records.get(&state.manager, &name) {
         Ok(r) if r.url_auth != "private" => r,
         // A private sprite has no URL: the same answer as no sprite.
         _ => return pages::not_found(&host),
@@ -157,11 +126,20 @@ async fn serve(state: AppState, name: String, mut req: Request) -> Response {
 
     // Counted before the wake, held to the end of the response.
     let activity = state.manager.activity(&rec.id);
-    let port = state.urls.target_port(&state.manager, &rec).await;
-    match proxy::forward(&state.urls.pool, &state.manager, &rec, port, req, activity).await {
+    let target = state.urls.targets.find(&state.manager, &rec).await;
+    match proxy::forward(
+        &state.urls.pool,
+        &state.manager,
+        &rec,
+        &target,
+        req,
+        activity,
+    )
+    .await
+    {
         Ok(res) => res,
         Err(proxy::ForwardError::Dial(DialError::Refused(_))) => {
-            pages::nothing_listens(html_wanted, &rec.name, port)
+            pages::nothing_listens(html_wanted, &rec.name, target.port)
         }
         Err(proxy::ForwardError::Dial(e)) => pages::unavailable(&rec.name, &e.to_string()),
         Err(proxy::ForwardError::Upstream(e)) => pages::unavailable(&rec.name, &e),
