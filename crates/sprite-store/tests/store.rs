@@ -645,6 +645,21 @@ fn an_image_exports_the_same_bytes_twice_and_imports_whole_elsewhere() {
     let fx = Fixture::new();
     let a = fx.open();
     a.build_image(ImageKind::Tiny, &mut |_| {}).expect("build");
+    // Device nodes and a fifo, as a Debian rootfs has in /dev.
+    let adev = a.pool_dir().join("images/tiny/rootfs/dev");
+    std::fs::create_dir_all(&adev).unwrap();
+    nix::sys::stat::mknod(
+        &adev.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &adev.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     let dir = fx.data.parent().expect("parent").to_path_buf();
     let t1 = dir.join("t1.tar");
     let t2 = dir.join("t2.tar");
@@ -664,6 +679,16 @@ fn an_image_exports_the_same_bytes_twice_and_imports_whole_elsewhere() {
     assert_eq!(m, a.image_manifest("tiny").unwrap());
     // Owners, modes and links as they were.
     let rootfs = |s: &Store| s.pool_dir().join("images/tiny/rootfs");
+    let null = std::fs::symlink_metadata(rootfs(&b).join("dev/null")).expect("dev/null");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(null.file_type().is_char_device(), "a device node stays one");
+    assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+    let src_null = std::fs::symlink_metadata(adev.join("null")).unwrap();
+    assert_eq!((null.mode(), null.uid()), (src_null.mode(), src_null.uid()));
+    assert!(std::fs::symlink_metadata(rootfs(&b).join("dev/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     for rel in ["bin/sh", "bin/busybox", "etc/passwd", "home/sprite"] {
         let x = std::fs::symlink_metadata(rootfs(&a).join(rel)).expect("a");
         let y = std::fs::symlink_metadata(rootfs(&b).join(rel)).expect("b");

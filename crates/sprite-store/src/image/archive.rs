@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::error::{IoContext, Result, StoreError};
@@ -58,7 +59,15 @@ impl Store {
             ar.set_preserve_ownerships(true);
             ar.set_preserve_mtime(true);
             ar.set_overwrite(false);
-            ar.unpack(&tmp).ctx("unpack", archive)?;
+            for entry in ar.entries().ctx("unpack", archive)? {
+                let mut entry = entry.ctx("unpack", archive)?;
+                let kind = entry.header().entry_type();
+                if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+                    make_node(&entry, &tmp)?;
+                } else {
+                    entry.unpack_in(&tmp).ctx("unpack", archive)?;
+                }
+            }
             let m: ImageManifest = serde_json::from_slice(
                 &std::fs::read(tmp.join("manifest.json")).ctx("read", &tmp)?,
             )
@@ -87,6 +96,58 @@ impl Store {
     }
 }
 
+/// A device node or fifo of the archive, made under `dest` (the tar crate
+/// would make an empty file).
+fn make_node<R: std::io::Read>(entry: &tar::Entry<'_, R>, dest: &Path) -> Result<()> {
+    use std::path::Component;
+    let h = entry.header();
+    let bad = |why: &str| StoreError::Corrupt(format!("image archive: {why}"));
+    let rel = entry.path().map_err(|e| bad(&e.to_string()))?.into_owned();
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(bad(&format!("unsafe path {}", rel.display())));
+    }
+    let target = dest.join(&rel);
+    let kind = if h.entry_type().is_character_special() {
+        nix::sys::stat::SFlag::S_IFCHR
+    } else if h.entry_type().is_block_special() {
+        nix::sys::stat::SFlag::S_IFBLK
+    } else {
+        nix::sys::stat::SFlag::S_IFIFO
+    };
+    let num = |v: std::io::Result<Option<u32>>| v.ok().flatten().unwrap_or(0) as u64;
+    let dev = nix::sys::stat::makedev(num(h.device_major()), num(h.device_minor()));
+    let mode = h.mode().map_err(|e| bad(&e.to_string()))?;
+    nix::sys::stat::mknod(
+        &target,
+        kind,
+        nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777),
+        dev,
+    )
+    .ctx("mknod", &target)?;
+    let (uid, gid) = (
+        h.uid().map_err(|e| bad(&e.to_string()))?,
+        h.gid().map_err(|e| bad(&e.to_string()))?,
+    );
+    nix::unistd::fchownat(
+        None,
+        &target,
+        Some(nix::unistd::Uid::from_raw(uid as u32)),
+        Some(nix::unistd::Gid::from_raw(gid as u32)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ctx("chown", &target)?;
+    // mknod's mode went through the umask.
+    std::fs::set_permissions(
+        &target,
+        std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+    )
+    .ctx("chmod", &target)?;
+    Ok(())
+}
+
 fn append_sorted<W: Write>(tar: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Result<()> {
     let dir = root.join(rel);
     let mut entries: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
@@ -98,9 +159,29 @@ fn append_sorted<W: Write>(tar: &mut tar::Builder<W>, root: &Path, rel: &Path) -
     for name in entries {
         let rel = rel.join(&name);
         let path = root.join(&rel);
+        let meta = std::fs::symlink_metadata(&path).ctx("stat", &path)?;
+        let ft = meta.file_type();
+        if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            // Device nodes and fifos by hand: the tar crate names them by
+            // their absolute source path.
+            let mut h = tar::Header::new_gnu();
+            h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            h.set_size(0);
+            let rdev = meta.rdev();
+            h.set_device_major(nix::sys::stat::major(rdev) as u32)
+                .ctx("archive", &path)?;
+            h.set_device_minor(nix::sys::stat::minor(rdev) as u32)
+                .ctx("archive", &path)?;
+            tar.append_data(&mut h, &rel, std::io::empty())
+                .ctx("archive", &path)?;
+            continue;
+        }
+        if ft.is_socket() {
+            // Cannot be archived, and means nothing in a stopped image.
+            continue;
+        }
         tar.append_path_with_name(&path, &rel)
             .ctx("archive", &path)?;
-        let meta = std::fs::symlink_metadata(&path).ctx("stat", &path)?;
         if meta.is_dir() {
             append_sorted(tar, root, &rel)?;
         }
