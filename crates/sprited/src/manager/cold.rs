@@ -292,23 +292,14 @@ impl Manager {
                 failpoint::hit("wake-downloading");
             }
         };
-        let stats = match self.cold.download_image(&m, &tmp, Some(&halfway)).await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(cold_error(&what, e));
-            }
-        };
+        let stats = self
+            .download_synced(&m, &tmp, Some(&halfway), &what)
+            .await?;
         let store = self.store.clone();
         let id = rec.id.clone();
-        let t = tmp.clone();
         blocking(move || {
-            // Durable before the DB says the volume is local.
-            std::fs::File::open(&t)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| ApiError::internal(format!("syncing the volume: {e}")))?;
             store
-                .install_volume(&id, &t)
+                .install_volume(&id, &tmp)
                 .map_err(|e| ApiError::internal(format!("installing the volume: {e}")))
         })
         .await?;
@@ -322,6 +313,32 @@ impl Manager {
             "volume back from object storage"
         );
         Ok(())
+    }
+
+    /// Rebuilds manifest `m`'s image at `tmp`, synced (durable before anything
+    /// records it local); a failed download leaves no file behind.
+    async fn download_synced(
+        &self,
+        m: &sprite_cold::Manifest,
+        tmp: &std::path::Path,
+        progress: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
+        what: &str,
+    ) -> Result<sprite_cold::DownloadStats, ApiError> {
+        let stats = match self.cold.download_image(m, tmp, progress).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(tmp);
+                return Err(cold_error(what, e));
+            }
+        };
+        let t = tmp.to_path_buf();
+        blocking(move || {
+            std::fs::File::open(&t)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| ApiError::internal(format!("syncing {}: {e}", t.display())))
+        })
+        .await?;
+        Ok(stats)
     }
 
     /// Wakes an evicted sprite's volume without waiting for it: it is
@@ -508,16 +525,10 @@ impl Manager {
                 .map_err(ApiError::internal)
         })
         .await?;
-        if let Err(e) = self.cold.download_image(&m, &tmp, None).await {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(cold_error(&what, e));
-        }
+        self.download_synced(&m, &tmp, None, &what).await?;
         let store = self.store.clone();
         let (id, ck) = (rec.id.clone(), checkpoint.to_string());
         blocking(move || {
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| ApiError::internal(format!("syncing the checkpoint: {e}")))?;
             store
                 .install_checkpoint(&id, &ck, &tmp)
                 .map_err(ApiError::internal)
