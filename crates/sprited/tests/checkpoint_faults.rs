@@ -76,19 +76,6 @@ fn restart_with(d: &mut Daemon, failpoints: &[&str]) {
     d.spawn();
 }
 
-/// Start `path` as a POST in the background: the daemon will stop dead in
-/// the middle of it.
-fn post_in_background(d: &Daemon, api: &common::Api, path: &str) {
-    let mark = d.log_mark();
-    let req = api
-        .req(reqwest::Method::POST, path)
-        .json(&serde_json::json!({}));
-    tokio::spawn(async move {
-        let _ = req.send().await;
-    });
-    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(20));
-}
-
 async fn with_deadline<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), f)
         .await
@@ -105,7 +92,7 @@ async fn daemon_killed_in_the_middle_of_a_checkpoint() {
     let ckdir = d.pool_dir().join("sprites").join(&id).join("checkpoints");
 
     // Killed with the volume frozen, before the clone.
-    post_in_background(&d, &api, "/v1/sprites/ck/checkpoint");
+    common::post_in_background(&d, &api, "/v1/sprites/ck/checkpoint");
     restart_with(&mut d, &["checkpoint-saved"]);
     let api = d.client();
     // Not frozen any more: writes go through; the checkpoint is absent.
@@ -127,7 +114,7 @@ async fn daemon_killed_in_the_middle_of_a_checkpoint() {
 
     // Killed after the image was saved, before it was recorded: after the
     // restart it is absent too, and its image is gone.
-    post_in_background(&d, &api, "/v1/sprites/ck/checkpoint");
+    common::post_in_background(&d, &api, "/v1/sprites/ck/checkpoint");
     restart_with(&mut d, &[]);
     let api = d.client();
     assert_eq!(
@@ -163,7 +150,7 @@ async fn daemon_killed_in_the_middle_of_a_restore() {
     let id = api.id_of("rs").await;
 
     // Killed after the sprite stopped, before the swap: the old state.
-    post_in_background(&d, &api, "/v1/sprites/rs/checkpoints/v0/restore");
+    common::post_in_background(&d, &api, "/v1/sprites/rs/checkpoints/v0/restore");
     restart_with(&mut d, &["restore-swapped"]);
     let api = d.client();
     let state = with_deadline(
@@ -180,7 +167,7 @@ async fn daemon_killed_in_the_middle_of_a_restore() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // Killed after the swap, before the sprite started: the restored state.
-    post_in_background(&d, &api, "/v1/sprites/rs/checkpoints/v0/restore");
+    common::post_in_background(&d, &api, "/v1/sprites/rs/checkpoints/v0/restore");
     restart_with(&mut d, &[]);
     let api = d.client();
     let state = with_deadline(

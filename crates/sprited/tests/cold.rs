@@ -277,12 +277,7 @@ async fn the_daemon_killed_during_upload_and_download_loses_nothing() {
 
     // Killed halfway through the upload: still local, whole; evicting
     // again completes.
-    let mark = d.log_mark();
-    let req = api.req(reqwest::Method::POST, "/v1/sprites/crashy/evict");
-    tokio::spawn(async move {
-        let _ = req.send().await;
-    });
-    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(30));
+    common::post_in_background(&d, &api, "/v1/sprites/crashy/evict");
     d.kill9();
     d.env.clear();
     d.env
@@ -295,12 +290,7 @@ async fn the_daemon_killed_during_upload_and_download_loses_nothing() {
 
     // Killed after the eviction was recorded, before local files went:
     // start-up deletes them, and the sprite is evicted.
-    let mark = d.log_mark();
-    let req = api.req(reqwest::Method::POST, "/v1/sprites/crashy/evict");
-    tokio::spawn(async move {
-        let _ = req.send().await;
-    });
-    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(30));
+    common::post_in_background(&d, &api, "/v1/sprites/crashy/evict");
     d.kill9();
     d.env.clear();
     d.env
@@ -316,14 +306,7 @@ async fn the_daemon_killed_during_upload_and_download_loses_nothing() {
     // Killed halfway through bringing the volume back whole (what a
     // checkpoint of a cold evicted sprite does): still evicted, no
     // half-written file, no checkpoint.
-    let mark = d.log_mark();
-    let req = api
-        .req(reqwest::Method::POST, "/v1/sprites/crashy/checkpoint")
-        .json(&serde_json::json!({}));
-    tokio::spawn(async move {
-        let _ = req.send().await;
-    });
-    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(30));
+    common::post_in_background(&d, &api, "/v1/sprites/crashy/checkpoint");
     d.kill9();
     d.env.clear();
     d.spawn();

@@ -459,3 +459,16 @@ pub fn rss_kib(pid: u32) -> u64 {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Start `path` as a POST in the background: the daemon will stop dead in
+/// the middle of it.
+pub fn post_in_background(d: &Daemon, api: &Api, path: &str) {
+    let mark = d.log_mark();
+    let req = api
+        .req(reqwest::Method::POST, path)
+        .json(&serde_json::json!({}));
+    tokio::spawn(async move {
+        let _ = req.send().await;
+    });
+    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(20));
+}
