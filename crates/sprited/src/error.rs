@@ -1,74 +1,89 @@
-//! The one mapping from failures to HTTP status codes and the Sprites error
-//! JSON (`{"error": code, "message": ...}`).
+//! What the daemon's domain layer (the manager, the network, the tokens) can
+//! fail with. Typed, with the source error kept: nothing here knows HTTP.
+//! The one mapping to statuses and the Sprites error JSON is at the edge,
+//! in `api::error` (`From<Error> for ApiError`).
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use sprites_api::error::ErrorBody;
+use sprite_cold::ColdError;
+use sprite_runtime::RuntimeError;
+use sprite_store::StoreError;
+
+use crate::agent_conn::AgentError;
+use crate::db::DbError;
+
+pub use crate::api::error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("missing or invalid token")]
-    Unauthorized,
+pub enum Error {
+    /// No sprite of that name.
+    #[error("no sprite named {0}")]
+    NoSprite(String),
+    /// Something else the request names does not exist (a checkpoint, a
+    /// task, a token).
     #[error("{0}")]
     NotFound(String),
+    /// The request asks for what cannot be (a bad name, a limit out of
+    /// range, an unknown image).
+    #[error("{0}")]
+    Invalid(String),
+    /// It cannot be done in the state things are in (a name taken, the
+    /// current checkpoint deleted).
     #[error("{0}")]
     Conflict(String),
+    /// It existed and has ended.
     #[error("{0}")]
     Gone(String),
+    /// A body or a value larger than the daemon takes.
     #[error("{0}")]
-    PayloadTooLarge(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    InsufficientStorage(String),
-    /// A limit was hit: 429 with the rate-limit fields and headers.
+    TooLarge(String),
+    /// A limit was hit (a rate, a count): waiting may help.
     #[error("{0}")]
     Limited(Box<Limit>),
+    /// The sprite cannot be reached or brought up now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The storage pool (volumes, images, checkpoints) failed.
+    #[error("{context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: StoreError,
+    },
+    /// The sandbox driver failed.
+    #[error("{context}: {source}")]
+    Runtime {
+        context: String,
+        #[source]
+        source: RuntimeError,
+    },
+    /// The cold tier (object storage) failed.
+    #[error("{context}: {source}")]
+    Cold {
+        context: String,
+        #[source]
+        source: ColdError,
+    },
+    /// The conversation with the sprite's agent broke.
+    #[error(transparent)]
+    AgentConn(#[from] AgentError),
+    /// The agent answered with an error of its own.
+    #[error("{message}")]
+    Agent { code: String, message: String },
+    /// The metadata database failed.
+    #[error("metadata database: {0}")]
+    Db(#[from] DbError),
+    /// A file or socket of the daemon's own failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task of the daemon's own died (a panic in a worker).
+    #[error("worker failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
+    /// An invariant of the daemon's own does not hold.
     #[error("{0}")]
     Internal(String),
-}
-
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Gone(_) => StatusCode::GONE,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::Gone(_) => "gone",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::InsufficientStorage(_) => "insufficient_storage",
-            ApiError::Limited(l) => l.code,
-            ApiError::Internal(_) => "internal_error",
-        }
-    }
-
-    pub fn no_sprite(name: &str) -> Self {
-        ApiError::NotFound(format!("no sprite named {name}"))
-    }
-
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        ApiError::Internal(e.to_string())
-    }
 }
 
 /// What a limit error carries.
@@ -83,62 +98,36 @@ pub struct Limit {
     pub current_count: u64,
 }
 
-impl ApiError {
-    pub fn limited(l: Limit) -> Self {
-        ApiError::Limited(Box::new(l))
-    }
-}
-
 impl std::fmt::Display for Limit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        }
-        let mut body = ErrorBody::new(self.code(), self.to_string());
-        let mut headers = axum::http::HeaderMap::new();
-        if let ApiError::Limited(l) = &self {
-            body.limit = Some(l.limit);
-            body.window_seconds = l.window_seconds;
-            body.retry_after_seconds = l.retry_after_seconds;
-            body.current_count = Some(l.current_count);
-            let mut set = |k: &'static str, v: u64| {
-                if let Ok(v) = axum::http::HeaderValue::from_str(&v.to_string()) {
-                    headers.insert(k, v);
-                }
-            };
-            set("x-ratelimit-limit", l.limit);
-            set(
-                "x-ratelimit-remaining",
-                l.limit.saturating_sub(l.current_count),
-            );
-            if let Some(r) = l.retry_after_seconds {
-                set("retry-after", r);
-                set("x-ratelimit-reset", r);
-            }
-        }
-        (status, headers, Json(body)).into_response()
+impl Error {
+    pub fn limited(l: Limit) -> Self {
+        Error::Limited(Box::new(l))
+    }
+
+    pub fn store(context: impl Into<String>) -> impl FnOnce(StoreError) -> Error {
+        let context = context.into();
+        move |source| Error::Store { context, source }
+    }
+
+    pub fn runtime(context: impl Into<String>) -> impl FnOnce(RuntimeError) -> Error {
+        let context = context.into();
+        move |source| Error::Runtime { context, source }
+    }
+
+    pub fn cold(context: impl Into<String>) -> impl FnOnce(ColdError) -> Error {
+        let context = context.into();
+        move |source| Error::Cold { context, source }
+    }
+
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
     }
 }
 
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!("request body too large: {}", r.body_text()))
-        } else {
-            ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
-        }
-    }
-}
-
-impl From<crate::db::DbError> for ApiError {
-    fn from(e: crate::db::DbError) -> Self {
-        ApiError::Internal(format!("metadata database: {e}"))
-    }
-}
+pub type Result<T, E = Error> = std::result::Result<T, E>;

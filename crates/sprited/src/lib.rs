@@ -181,16 +181,15 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     manager
         .ensure_image(&cfg.default_image)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .context("preparing the default image")?;
     manager
         .reconcile()
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .context("reconciling sprites with what runs")?;
     manager.spawn_cold_sweep();
     manager.spawn_idle_tracker();
     manager.spawn_meter();
-    let tokens =
-        Arc::new(tokens::Tokens::load(manager.db.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let tokens = Arc::new(tokens::Tokens::load(manager.db.clone()).context("loading API tokens")?);
     let urls = Arc::new(urls::Urls::open(&cfg.data_dir)?);
     Ok(AppState {
         token,

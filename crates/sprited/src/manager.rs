@@ -30,7 +30,7 @@ use sprites_api::sprite::{CreateSpriteRequest, Status};
 use crate::agent_conn::{self, AgentError, AgentReader, AgentWriter};
 use crate::config::{Config, IMAGES};
 use crate::db::{Db, DbError, Limits, SpriteRecord};
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::time::now_rfc3339;
 
 /// What the daemon keeps in memory about one sprite.
@@ -135,14 +135,12 @@ pub struct Manager {
     image_upload: tokio::sync::Mutex<()>,
 }
 
-async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+async fn blocking<T, F>(f: F) -> Result<T, Error>
 where
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce() -> Result<T, Error> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(f).await?
 }
 
 /// `standard` gives the `sprite` user passwordless sudo, which needs setuid
@@ -155,20 +153,20 @@ fn image_has_setuid_tools(image: &str) -> bool {
 
 /// `url_settings.auth`: `sprite` (a token is needed), `public`, or
 /// `private` (no URL: only the API's proxy endpoint reaches it).
-pub fn validate_url_auth(auth: String) -> Result<String, ApiError> {
+pub fn validate_url_auth(auth: String) -> Result<String, Error> {
     match auth.as_str() {
         "sprite" | "public" | "private" => Ok(auth),
-        _ => Err(ApiError::BadRequest(format!(
+        _ => Err(Error::Invalid(format!(
             "url_settings.auth must be \"sprite\", \"public\" or \"private\", not {auth:?}"
         ))),
     }
 }
 
-pub fn image_kind(name: &str) -> Result<ImageKind, ApiError> {
+pub fn image_kind(name: &str) -> Result<ImageKind, Error> {
     match name {
         "tiny" => Ok(ImageKind::Tiny),
         "standard" => Ok(ImageKind::Standard),
-        other => Err(ApiError::BadRequest(format!(
+        other => Err(Error::Invalid(format!(
             "unknown image {other:?}; known images: {}",
             IMAGES.join(", ")
         ))),
@@ -275,13 +273,15 @@ impl Manager {
         self.store.sprite_dir(id).join(SOCKET_NAME)
     }
 
-    pub fn get(&self, name: &str) -> Result<SpriteRecord, ApiError> {
-        self.db.get(name)?.ok_or_else(|| ApiError::no_sprite(name))
+    pub fn get(&self, name: &str) -> Result<SpriteRecord, Error> {
+        self.db
+            .get(name)?
+            .ok_or_else(|| Error::NoSprite(name.to_string()))
     }
 
     /// Make an image ready if it is not yet (once, whoever asks first):
     /// from the object store if a copy is kept there, else by building it.
-    pub async fn ensure_image(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn ensure_image(&self, name: &str) -> Result<(), Error> {
         let kind = image_kind(name)?;
         if self.store.image_ready(name) {
             return Ok(());
@@ -306,13 +306,13 @@ impl Manager {
                     tracing::info!(image = %name, phase = %p.phase, "image build progress");
                 })
                 .map(|_| ())
-                .map_err(|e| ApiError::internal(format!("building image {name}: {e}")))
+                .map_err(Error::store(format!("building image {name}")))
         })
         .await
     }
 
-    pub async fn create(&self, req: CreateSpriteRequest) -> Result<SpriteRecord, ApiError> {
-        sprites_api::name::validate(&req.name).map_err(ApiError::BadRequest)?;
+    pub async fn create(&self, req: CreateSpriteRequest) -> Result<SpriteRecord, Error> {
+        sprites_api::name::validate(&req.name).map_err(Error::Invalid)?;
         let fork = match &req.source {
             None => None,
             Some(src) => Some(self.fork_source(src, req.image.as_deref())?),
@@ -353,9 +353,7 @@ impl Manager {
         match self.db.insert(&rec) {
             Ok(()) => {}
             Err(DbError::Duplicate(n)) => {
-                return Err(ApiError::BadRequest(format!(
-                    "a sprite named {n} already exists"
-                )))
+                return Err(Error::Invalid(format!("a sprite named {n} already exists")))
             }
             Err(e) => return Err(e.into()),
         }
@@ -370,7 +368,7 @@ impl Manager {
                 blocking(move || {
                     store
                         .create_volume_sized(&id, bytes)
-                        .map_err(|e| ApiError::internal(format!("creating the volume: {e}")))
+                        .map_err(Error::store("creating the volume"))
                 })
                 .await
             }
@@ -400,27 +398,27 @@ impl Manager {
         self.get(&rec.name)
     }
 
-    fn limits_for(&self, req: &CreateSpriteRequest) -> Result<Limits, ApiError> {
+    fn limits_for(&self, req: &CreateSpriteRequest) -> Result<Limits, Error> {
         let c = req.config.clone().unwrap_or_default();
         let cpus = c.cpus.unwrap_or(self.cfg.default_cpus);
         let host_cpus = std::thread::available_parallelism()
             .map(|n| n.get() as f64)
             .unwrap_or(1.0);
         if !(cpus > 0.0 && cpus <= host_cpus.max(1.0) * 4.0) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "config.cpus must be above 0 and at most {}",
                 host_cpus * 4.0
             )));
         }
         let ram_mb = c.ram_mb.unwrap_or(self.cfg.default_ram_mb);
         if !(64..=1 << 20).contains(&ram_mb) {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "config.ram_mb must be between 64 and 1048576".into(),
             ));
         }
         let storage_gb = c.storage_gb.unwrap_or(self.cfg.default_storage_gb);
         if !(1..=MAX_STORAGE_GB).contains(&storage_gb) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "config.storage_gb must be between 1 and {MAX_STORAGE_GB}"
             )));
         }
@@ -432,7 +430,7 @@ impl Manager {
     }
 
     /// Start the sandbox; the caller holds the lifecycle lock.
-    async fn start_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    async fn start_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let store = self.store.clone();
         let driver = if image_has_setuid_tools(&rec.image) {
             self.setuid_driver.clone()
@@ -460,10 +458,10 @@ impl Manager {
             // the driver's start; mounts are repaired by the store.
             let rootfs = store
                 .mount_rootfs_from(&id, &image, &volume)
-                .map_err(|e| ApiError::internal(format!("mounting the volume: {e}")))?;
+                .map_err(Error::store("mounting the volume"))?;
             let run_dir = store
                 .inside_run_dir(&id)
-                .map_err(|e| ApiError::internal(format!("preparing /.sprite/run: {e}")))?;
+                .map_err(Error::store("preparing /.sprite/run"))?;
             let inside = bind_inside_socket(&run_dir.join(INSIDE_SOCKET))?;
             let listener = bind_agent_socket(&socket)?;
             let mut spec = SandboxSpec {
@@ -498,13 +496,18 @@ impl Manager {
             ];
             sandbox_driver
                 .start(&spec, listener)
-                .map_err(|e| ApiError::internal(format!("starting the sandbox: {e}")))?;
+                .map_err(Error::runtime("starting the sandbox"))?;
             Ok(inside)
         })
         .await?;
         if let Err(e) = self.attach_network(rec, &driver).await {
             let id = rec.id.clone();
-            let _ = blocking(move || driver.delete(&id).map_err(ApiError::internal)).await;
+            let _ = blocking(move || {
+                driver
+                    .delete(&id)
+                    .map_err(Error::runtime("removing the sandbox"))
+            })
+            .await;
             return Err(e);
         }
         self.serve_inside(rec, inside);
@@ -520,16 +523,21 @@ impl Manager {
         &self,
         rec: &SpriteRecord,
         driver: &Arc<dyn Driver>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let (d, id) = (driver.clone(), rec.id.clone());
-        let pid = match blocking(move || d.state(&id).map_err(ApiError::internal)).await? {
+        let pid = match blocking(move || {
+            d.state(&id)
+                .map_err(Error::runtime("reading the sandbox state"))
+        })
+        .await?
+        {
             SandboxState::Running { pid } => pid,
             _ => {
                 let path = self.store.sprite_dir(&rec.id).join("bundle/init.pid");
                 std::fs::read_to_string(&path)
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
-                    .ok_or_else(|| ApiError::internal("the sandbox has no init pid"))?
+                    .ok_or_else(|| Error::Internal("the sandbox has no init pid".into()))?
             }
         };
         self.net.attach(&rec.id, pid).await
@@ -592,7 +600,7 @@ impl Manager {
     /// Make sure the sprite runs; wakes it when it is cold or paused.
     /// The wake runs in a task of its own, so that a client hanging up
     /// cannot cancel it halfway through a start.
-    pub async fn ensure_running(self: &Arc<Self>, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub async fn ensure_running(self: &Arc<Self>, rec: &SpriteRecord) -> Result<(), Error> {
         if self.status(&rec.id) == Status::Running {
             return Ok(());
         }
@@ -600,25 +608,29 @@ impl Manager {
         let rec = rec.clone();
         tokio::spawn(async move { this.wake(&rec).await })
             .await
-            .map_err(|e| ApiError::internal(format!("wake task failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("wake task failed: {e}")))?
     }
 
-    async fn wake(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    async fn wake(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
         self.wake_locked(rec).await
     }
 
     /// Running again from wherever it is; the caller holds the lifecycle lock.
-    async fn wake_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    async fn wake_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
         match self.status(&rec.id) {
             Status::Running => return Ok(()),
             Status::Warm => {
                 // The fast path: thaw the cgroup, no runc involved.
                 let driver = self.driver.clone();
                 let id = rec.id.clone();
-                let resumed =
-                    blocking(move || driver.resume(&id).map_err(ApiError::internal)).await;
+                let resumed = blocking(move || {
+                    driver
+                        .resume(&id)
+                        .map_err(Error::runtime("resuming the sandbox"))
+                })
+                .await;
                 match resumed {
                     Ok(()) => {
                         tracing::debug!(sprite = %rec.name, "resumed");
@@ -663,7 +675,7 @@ impl Manager {
                 }
                 *lock(&self.live(&rec.id).error) = Some(e.to_string());
                 self.set_status(&rec.id, Status::Error);
-                Err(ApiError::Unavailable(format!(
+                Err(Error::Unavailable(format!(
                     "sprite {} failed to start: {e}",
                     rec.name
                 )))
@@ -677,7 +689,7 @@ impl Manager {
         self: &Arc<Self>,
         rec: &SpriteRecord,
         req: &Request,
-    ) -> Result<(AgentReader, AgentWriter), ApiError> {
+    ) -> Result<(AgentReader, AgentWriter), Error> {
         // Counted before the wake: the idle tracker never pauses a sprite
         // that a request is about to use.
         let activity = self.activity(&rec.id);
@@ -693,25 +705,21 @@ impl Manager {
                     tracing::warn!(sprite = %rec.name, error = %e, "agent unreachable; restarting the sprite");
                     self.set_status(&rec.id, Status::Cold);
                 }
-                Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+                Err(e) => return Err(Error::Unavailable(e.to_string())),
             }
         }
-        Err(ApiError::Unavailable(format!(
+        Err(Error::Unavailable(format!(
             "sprite {} did not come up",
             rec.name
         )))
     }
 
     /// A request-reply exchange with the agent.
-    pub async fn ask(
-        self: &Arc<Self>,
-        rec: &SpriteRecord,
-        req: &Request,
-    ) -> Result<Reply, ApiError> {
+    pub async fn ask(self: &Arc<Self>, rec: &SpriteRecord, req: &Request) -> Result<Reply, Error> {
         let (mut r, _w) = self.open(rec, req).await?;
         r.reply()
             .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))
+            .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
     /// Note activity. The DB write happens off the request path and at most
@@ -735,7 +743,7 @@ impl Manager {
         });
     }
 
-    pub async fn destroy(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub async fn destroy(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
         self.teardown(&rec.id).await?;
@@ -759,12 +767,12 @@ impl Manager {
 
     /// Remove whatever exists of a sprite's sandbox and volume; the caller
     /// holds the lifecycle lock (or, at start-up, nothing else runs).
-    async fn teardown(&self, id: &str) -> Result<(), ApiError> {
+    async fn teardown(&self, id: &str) -> Result<(), Error> {
         self.halt(id, Duration::ZERO, Release::Destroy).await
     }
 
     /// Stop a sprite's processes and unmount its volume (it stays, cold).
-    pub async fn stop(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub async fn stop(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
         self.halt(&rec.id, STOP_GRACE, Release::Unmount).await?;
@@ -775,7 +783,7 @@ impl Manager {
 
     /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),
     /// then unmount or destroy the volume.
-    async fn halt(&self, id: &str, grace: Duration, release: Release) -> Result<(), ApiError> {
+    async fn halt(&self, id: &str, grace: Duration, release: Release) -> Result<(), Error> {
         // What it used since the last sample, before the counters go.
         if self.status(id) != Status::Cold {
             self.meter_one(id).await;
@@ -790,11 +798,11 @@ impl Manager {
         blocking(move || {
             driver
                 .stop(&sid, grace)
-                .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
+                .map_err(Error::runtime("stopping the sandbox"))?;
             let _views = views.lock().unwrap_or_else(|p| p.into_inner());
             store
                 .unmount_rootfs(&sid)
-                .map_err(|e| ApiError::internal(format!("releasing the volume: {e}")))
+                .map_err(Error::store("releasing the volume"))
         })
         .await?;
         // A volume that was filling itself from the object store is
@@ -809,7 +817,7 @@ impl Manager {
             blocking(move || {
                 store
                     .destroy_volume(&id)
-                    .map_err(|e| ApiError::internal(format!("releasing the volume: {e}")))
+                    .map_err(Error::store("releasing the volume"))
             })
             .await?;
         }
@@ -823,17 +831,13 @@ impl Manager {
     /// volume, then the row. So a row without a volume is a create or destroy
     /// that never finished (nothing of the user's is in it), and a volume
     /// without a row is the same from the other side.
-    pub async fn reconcile(&self) -> Result<(), ApiError> {
+    pub async fn reconcile(&self) -> Result<(), Error> {
         let store = self.store.clone();
-        blocking(move || {
-            store
-                .recover()
-                .map_err(|e| ApiError::internal(format!("recovering storage: {e}")))
-        })
-        .await?;
+        blocking(move || store.recover().map_err(Error::store("recovering storage"))).await?;
         let records = self.db.all()?;
         let store = self.store.clone();
-        let volumes = blocking(move || store.volume_ids().map_err(ApiError::internal)).await?;
+        let volumes =
+            blocking(move || store.volume_ids().map_err(Error::store("listing volumes"))).await?;
         for id in volumes
             .iter()
             .filter(|v| !records.iter().any(|r| &r.id == *v))
@@ -856,7 +860,12 @@ impl Manager {
             }
             let driver = self.driver.clone();
             let id = rec.id.clone();
-            let state = blocking(move || driver.state(&id).map_err(ApiError::internal)).await;
+            let state = blocking(move || {
+                driver
+                    .state(&id)
+                    .map_err(Error::runtime("reading the sandbox state"))
+            })
+            .await;
             let status = match state {
                 Ok(SandboxState::Running { .. }) => Status::Running,
                 Ok(SandboxState::Paused) => Status::Warm,
@@ -887,30 +896,27 @@ impl Manager {
 
 /// Bind the in-sprite API socket; anyone inside may connect (it is their
 /// sprite), nobody outside sees the directory.
-fn bind_inside_socket(
-    path: &std::path::Path,
-) -> Result<std::os::unix::net::UnixListener, ApiError> {
+fn bind_inside_socket(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, Error> {
     use std::os::unix::fs::PermissionsExt;
     let fd = bind_agent_socket(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| ApiError::internal(format!("chmod {}: {e}", path.display())))?;
+        .map_err(Error::io(format!("chmod {}", path.display())))?;
     let l = std::os::unix::net::UnixListener::from(fd);
-    l.set_nonblocking(true)
-        .map_err(|e| ApiError::internal(format!("socket: {e}")))?;
+    l.set_nonblocking(true).map_err(Error::io("socket"))?;
     Ok(l)
 }
 
 /// Bind the agent's listening socket in the sprite's host-side directory
 /// (made by the store), which the sprite never sees: the agent gets the fd,
 /// not the path.
-fn bind_agent_socket(path: &std::path::Path) -> Result<OwnedFd, ApiError> {
+fn bind_agent_socket(path: &std::path::Path) -> Result<OwnedFd, Error> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ApiError::internal(format!("removing old socket: {e}"))),
+        Err(e) => return Err(Error::io("removing old socket")(e)),
     }
     let l = std::os::unix::net::UnixListener::bind(path)
-        .map_err(|e| ApiError::internal(format!("binding {}: {e}", path.display())))?;
+        .map_err(Error::io(format!("binding {}", path.display())))?;
     Ok(OwnedFd::from(l))
 }
 

@@ -10,7 +10,7 @@ use rand::RngCore;
 use sprites_api::token::{NewToken, TokenInfo};
 
 use crate::db::Db;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::time::now_rfc3339;
 
 /// Prefix of the tokens made here (the admin token has none).
@@ -27,7 +27,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn load(db: Arc<Db>) -> Result<Tokens, ApiError> {
+    pub fn load(db: Arc<Db>) -> Result<Tokens, Error> {
         let valid = db
             .tokens()?
             .into_iter()
@@ -68,10 +68,10 @@ impl Tokens {
             .unwrap_or(false)
     }
 
-    pub fn create(&self, name: Option<String>) -> Result<NewToken, ApiError> {
+    pub fn create(&self, name: Option<String>) -> Result<NewToken, Error> {
         let name = name.unwrap_or_else(|| "token".into());
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "token name must be 1-100 printable characters".into(),
             ));
         }
@@ -97,7 +97,7 @@ impl Tokens {
         })
     }
 
-    pub fn list(&self) -> Result<Vec<TokenInfo>, ApiError> {
+    pub fn list(&self) -> Result<Vec<TokenInfo>, Error> {
         Ok(self
             .db
             .tokens()?
@@ -111,12 +111,12 @@ impl Tokens {
     }
 
     /// Revokes a token: it fails from the moment this returns.
-    pub fn revoke(&self, id: &str) -> Result<(), ApiError> {
+    pub fn revoke(&self, id: &str) -> Result<(), Error> {
         if let Ok(mut v) = self.valid.write() {
             v.retain(|_, tid| tid != id);
         }
         if !self.db.delete_token(id)? {
-            return Err(ApiError::NotFound(format!("no token with id {id}")));
+            return Err(Error::NotFound(format!("no token with id {id}")));
         }
         tracing::info!(token_id = %id, "API token revoked");
         Ok(())

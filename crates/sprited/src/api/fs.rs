@@ -55,6 +55,12 @@ impl From<ApiError> for FsApiError {
     }
 }
 
+impl From<crate::error::Error> for FsApiError {
+    fn from(e: crate::error::Error) -> Self {
+        FsApiError::Api(e.into())
+    }
+}
+
 impl From<AgentError> for FsApiError {
     fn from(e: AgentError) -> Self {
         FsApiError::Api(ApiError::Unavailable(e.to_string()))

@@ -1,6 +1,7 @@
 //! The `/v1` HTTP and WebSocket API.
 
 pub mod checkpoints;
+pub mod error;
 mod exec;
 mod fs;
 mod policy;

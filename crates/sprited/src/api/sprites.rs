@@ -169,14 +169,14 @@ pub async fn upgrade(
 
 /// Run a lifecycle change in a task of its own: a client that hangs up must
 /// not cancel it halfway (a row without a volume, a volume without a row).
-pub(crate) async fn run_to_completion<T, F>(work: F) -> Result<T, ApiError>
+pub(crate) async fn run_to_completion<T, F>(work: F) -> Result<T, crate::error::Error>
 where
-    F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    F: std::future::Future<Output = Result<T, crate::error::Error>> + Send + 'static,
     T: Send + 'static,
 {
     tokio::spawn(work)
         .await
-        .map_err(|e| ApiError::internal(format!("lifecycle task failed: {e}")))?
+        .map_err(|e| crate::error::Error::Internal(format!("lifecycle task failed: {e}")))?
 }
 
 #[cfg(test)]

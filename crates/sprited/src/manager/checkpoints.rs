@@ -14,7 +14,7 @@ use sprites_api::checkpoint::{Checkpoint, ForkSource};
 
 use super::{blocking, Manager, Release};
 use crate::db::{CheckpointRecord, SpriteRecord};
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::failpoint;
 use crate::time::now_rfc3339;
 use sprites_api::sprite::Status;
@@ -29,20 +29,8 @@ fn say(progress: &Progress, msg: impl Into<String>) {
     let _ = progress.send(msg.into());
 }
 
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NoSpace { .. } => ApiError::InsufficientStorage(format!(
-            "checkpoint failed: {e}; delete checkpoints or sprites to free space"
-        )),
-        StoreError::CheckpointMissing { checkpoint, .. } => {
-            ApiError::NotFound(format!("no checkpoint {checkpoint}"))
-        }
-        other => ApiError::internal(other),
-    }
-}
-
-fn no_checkpoint(rec: &SpriteRecord, id: &str) -> ApiError {
-    ApiError::NotFound(format!("sprite {} has no checkpoint {id}", rec.name))
+fn no_checkpoint(rec: &SpriteRecord, id: &str) -> Error {
+    Error::NotFound(format!("sprite {} has no checkpoint {id}", rec.name))
 }
 
 impl Manager {
@@ -58,7 +46,7 @@ impl Manager {
         }
     }
 
-    pub fn list_checkpoints(&self, rec: &SpriteRecord) -> Result<Vec<Checkpoint>, ApiError> {
+    pub fn list_checkpoints(&self, rec: &SpriteRecord) -> Result<Vec<Checkpoint>, Error> {
         let current = self.db.current_checkpoint(&rec.id)?;
         Ok(self
             .db
@@ -70,7 +58,7 @@ impl Manager {
 
     /// The checkpoint `id` of the sprite, 404 if there is none (or the id
     /// is not one at all).
-    pub fn checkpoint(&self, rec: &SpriteRecord, id: &str) -> Result<Checkpoint, ApiError> {
+    pub fn checkpoint(&self, rec: &SpriteRecord, id: &str) -> Result<Checkpoint, Error> {
         if sprites_api::checkpoint::parse_id(id).is_none() {
             return Err(no_checkpoint(rec, id));
         }
@@ -89,12 +77,12 @@ impl Manager {
         rec: &SpriteRecord,
         comment: Option<String>,
         progress: &Progress,
-    ) -> Result<CheckpointRecord, ApiError> {
+    ) -> Result<CheckpointRecord, Error> {
         if comment
             .as_ref()
             .is_some_and(|c| c.len() > sprites_api::checkpoint::MAX_COMMENT_BYTES)
         {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "comment is longer than {} bytes",
                 sprites_api::checkpoint::MAX_COMMENT_BYTES
             )));
@@ -131,7 +119,7 @@ impl Manager {
         let stats = match blocking(move || {
             store
                 .create_checkpoint_with(&sprite, &ck, &|| failpoint::hit("checkpoint-frozen"))
-                .map_err(store_error)
+                .map_err(Error::store("checkpoint failed"))
         })
         .await
         {
@@ -173,7 +161,7 @@ impl Manager {
         rec: &SpriteRecord,
         id: &str,
         progress: &Progress,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
         if self.db.checkpoint(&rec.id, id)?.is_none() {
@@ -192,8 +180,12 @@ impl Manager {
         say(progress, format!("Restoring filesystem from {id}..."));
         let store = self.store.clone();
         let (sprite, ck) = (rec.id.clone(), id.to_string());
-        let swapped =
-            blocking(move || store.restore_checkpoint(&sprite, &ck).map_err(store_error)).await;
+        let swapped = blocking(move || {
+            store
+                .restore_checkpoint(&sprite, &ck)
+                .map_err(Error::store("restore failed"))
+        })
+        .await;
         let swapped_at = t0.elapsed();
         if swapped.is_ok() {
             failpoint::hit("restore-swapped");
@@ -220,14 +212,14 @@ impl Manager {
 
     /// Deletes a checkpoint and frees its space. The one the sprite stands
     /// on (last created or restored) is refused with 409.
-    pub async fn delete_checkpoint(&self, rec: &SpriteRecord, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_checkpoint(&self, rec: &SpriteRecord, id: &str) -> Result<(), Error> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
         if self.db.checkpoint(&rec.id, id)?.is_none() {
             return Err(no_checkpoint(rec, id));
         }
         if self.db.current_checkpoint(&rec.id)?.as_deref() == Some(id) {
-            return Err(ApiError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "checkpoint {id} is the one sprite {} currently stands on (its last created or restored); it cannot be deleted",
                 rec.name
             )));
@@ -242,7 +234,7 @@ impl Manager {
             let _v = views.lock().unwrap_or_else(|p| p.into_inner());
             match store.delete_checkpoint(&sprite, &ck) {
                 Ok(()) | Err(StoreError::CheckpointMissing { .. }) => Ok(()),
-                Err(e) => Err(store_error(e)),
+                Err(e) => Err(Error::store("deleting the checkpoint")(e)),
             }
         })
         .await?;
@@ -263,11 +255,11 @@ impl Manager {
         &self,
         src: &ForkSource,
         image: Option<&str>,
-    ) -> Result<(SpriteRecord, String), ApiError> {
+    ) -> Result<(SpriteRecord, String), Error> {
         let source = self.get(&src.sprite)?;
         let checkpoint = self.checkpoint(&source, &src.checkpoint)?;
         if let Some(image) = image.filter(|i| *i != source.image) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "a fork runs on its source's image ({}), not {image}",
                 source.image
             )));
@@ -282,7 +274,7 @@ impl Manager {
         source: &SpriteRecord,
         checkpoint: &str,
         new_id: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let live = self.live(&source.id);
         let _g = live.lifecycle.lock().await;
         if self.db.checkpoint(&source.id, checkpoint)?.is_none() {
@@ -295,7 +287,12 @@ impl Manager {
             checkpoint.to_string(),
             new_id.to_string(),
         );
-        blocking(move || store.fork_volume(&src, &ck, &dst).map_err(store_error)).await
+        blocking(move || {
+            store
+                .fork_volume(&src, &ck, &dst)
+                .map_err(Error::store("fork failed"))
+        })
+        .await
     }
 
     /// Shows the newest checkpoints inside the running sprite, in the
@@ -328,11 +325,15 @@ impl Manager {
     /// Start-up: the records and the images must agree. An image without a
     /// record is a checkpoint that was never completed (or a delete that
     /// was): removed. A record without an image cannot be restored: dropped.
-    pub(super) async fn reconcile_checkpoints(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub(super) async fn reconcile_checkpoints(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let store = self.store.clone();
         let id = rec.id.clone();
-        let files =
-            blocking(move || store.checkpoint_names(&id).map_err(ApiError::internal)).await?;
+        let files = blocking(move || {
+            store
+                .checkpoint_names(&id)
+                .map_err(Error::store("listing checkpoints"))
+        })
+        .await?;
         let rows = self.db.checkpoints(&rec.id)?;
         for f in files.iter().filter(|f| !rows.iter().any(|r| &r.id == *f)) {
             tracing::warn!(sprite = %rec.name, checkpoint = %f, "removing an unrecorded checkpoint image");
@@ -341,7 +342,7 @@ impl Manager {
             blocking(move || {
                 store
                     .delete_checkpoint(&id, &ck)
-                    .map_err(ApiError::internal)
+                    .map_err(Error::store("removing an unrecorded checkpoint image"))
             })
             .await?;
         }
@@ -364,7 +365,7 @@ impl Manager {
         let bound = blocking(move || {
             let dir = store
                 .inside_run_dir(&id)
-                .map_err(|e| ApiError::internal(format!("preparing /.sprite/run: {e}")))?;
+                .map_err(Error::store("preparing /.sprite/run"))?;
             super::bind_inside_socket(&dir.join(super::INSIDE_SOCKET))
         })
         .await;

@@ -24,7 +24,7 @@ use sprites_api::sprite::{EvictReport, Status, StorageInfo};
 
 use super::{blocking, lock, Manager, Release, STOP_GRACE};
 use crate::db::{ColdCopy, SpriteRecord};
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::failpoint;
 use crate::time::now_rfc3339;
 
@@ -43,14 +43,12 @@ fn meta_doc(id: &str) -> String {
     format!("meta/sprites/{id}.json")
 }
 
-/// A cold-tier failure as the API reports it: an unreachable store is 503
-/// (nothing was lost; try again), damaged data 500 with what is damaged.
-pub(crate) fn cold_error(what: &str, e: ColdError) -> ApiError {
-    match e {
-        e if e.is_unavailable() => ApiError::Unavailable(format!(
-            "{what}: the object store cannot be reached ({e}); nothing was lost, try again later"
-        )),
-        e => ApiError::Internal(format!("{what}: {e}")),
+/// A cold-tier failure with what was being done (statuses are the API
+/// edge's: an unreachable store is "try again", damaged data is not).
+pub(crate) fn cold_error(what: &str, e: ColdError) -> Error {
+    Error::Cold {
+        context: what.to_string(),
+        source: e,
     }
 }
 
@@ -58,7 +56,7 @@ impl Manager {
     /// Sends a sprite's volume and checkpoints to object storage and frees
     /// its local disk; a running or warm sprite is stopped first. Evicting
     /// an evicted sprite does nothing.
-    pub async fn evict(&self, rec: &SpriteRecord) -> Result<EvictReport, ApiError> {
+    pub async fn evict(&self, rec: &SpriteRecord) -> Result<EvictReport, Error> {
         let live = self.live(&rec.id);
         let _g = live.lifecycle.lock().await;
         if self.status(&rec.id) != Status::Cold {
@@ -71,7 +69,7 @@ impl Manager {
 
     /// The eviction proper; the caller holds the lifecycle lock and the
     /// sprite is cold.
-    pub(super) async fn evict_locked(&self, rec: &SpriteRecord) -> Result<EvictReport, ApiError> {
+    pub(super) async fn evict_locked(&self, rec: &SpriteRecord) -> Result<EvictReport, Error> {
         let t0 = Instant::now();
         if let Some(copy) = self.db.evicted(&rec.id)? {
             return Ok(EvictReport {
@@ -157,7 +155,7 @@ impl Manager {
             let _v = views.lock().unwrap_or_else(|p| p.into_inner());
             store
                 .release_local(&id)
-                .map_err(|e| ApiError::internal(format!("freeing local disk: {e}")))
+                .map_err(Error::store("freeing local disk"))
         })
         .await?;
         chunks_sent += stats.chunks_sent;
@@ -268,7 +266,7 @@ impl Manager {
     /// Brings an evicted sprite's volume back to local disk (its
     /// checkpoints stay in the store until one is needed). The caller holds
     /// the lifecycle lock. Does nothing for a local sprite.
-    pub(super) async fn rehydrate_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub(super) async fn rehydrate_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
         if self.db.evicted(&rec.id)?.is_none() {
             return Ok(());
         }
@@ -284,7 +282,7 @@ impl Manager {
         let tmp = blocking(move || {
             store
                 .volume_rebuild_path(&id)
-                .map_err(|e| ApiError::internal(format!("preparing the volume: {e}")))
+                .map_err(Error::store("preparing the volume"))
         })
         .await?;
         let halfway = |done: u64, total: u64| {
@@ -300,7 +298,7 @@ impl Manager {
         blocking(move || {
             store
                 .install_volume(&id, &tmp)
-                .map_err(|e| ApiError::internal(format!("installing the volume: {e}")))
+                .map_err(Error::store("installing the volume"))
         })
         .await?;
         self.mark_local(rec)?;
@@ -323,7 +321,7 @@ impl Manager {
         tmp: &std::path::Path,
         progress: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
         what: &str,
-    ) -> Result<sprite_cold::DownloadStats, ApiError> {
+    ) -> Result<sprite_cold::DownloadStats, Error> {
         let stats = match self.cold.download_image(m, tmp, progress).await {
             Ok(s) => s,
             Err(e) => {
@@ -335,7 +333,7 @@ impl Manager {
         blocking(move || {
             std::fs::File::open(&t)
                 .and_then(|f| f.sync_data())
-                .map_err(|e| ApiError::internal(format!("syncing {}: {e}", t.display())))
+                .map_err(Error::io(format!("syncing {}", t.display())))
         })
         .await?;
         Ok(stats)
@@ -345,7 +343,7 @@ impl Manager {
     /// served through a self-filling view (FUSE) that fetches what is read
     /// first and the rest in the background, so the sprite boots at once.
     /// The caller holds the lifecycle lock and starts the sprite next.
-    pub(super) async fn wake_lazily_locked(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub(super) async fn wake_lazily_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
         if self.db.evicted(&rec.id)?.is_none() {
             return Ok(());
         }
@@ -370,12 +368,18 @@ impl Manager {
             if backing.exists() && !state.exists() {
                 store
                     .release_local(&id)
-                    .map_err(|e| ApiError::internal(format!("freeing local disk: {e}")))?;
+                    .map_err(Error::store("freeing local disk"))?;
             }
-            store.detach_lazy_mount(&id).map_err(ApiError::internal)?;
+            store
+                .detach_lazy_mount(&id)
+                .map_err(Error::store("detaching the lazy volume"))?;
             // Makes the sprite's pool directory if a lost disk took it.
-            store.volume_rebuild_path(&id).map_err(ApiError::internal)?;
-            let mnt = store.lazy_mount_path(&id).map_err(ApiError::internal)?;
+            store
+                .volume_rebuild_path(&id)
+                .map_err(Error::store("preparing the volume"))?;
+            let mnt = store
+                .lazy_mount_path(&id)
+                .map_err(Error::store("preparing the lazy volume"))?;
             Ok((backing, state, mnt))
         })
         .await?;
@@ -403,8 +407,12 @@ impl Manager {
             // None in memory; a mount left by a killed daemon may remain.
             let store = self.store.clone();
             let id = id.to_string();
-            let _ =
-                blocking(move || store.detach_lazy_mount(&id).map_err(ApiError::internal)).await;
+            let _ = blocking(move || {
+                store
+                    .detach_lazy_mount(&id)
+                    .map_err(Error::store("detaching the lazy volume"))
+            })
+            .await;
             return None;
         };
         if discard {
@@ -432,7 +440,7 @@ impl Manager {
     }
 
     /// Waits until a self-filling volume is whole (a checkpoint clones it).
-    pub(super) async fn wait_filled(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub(super) async fn wait_filled(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let live = self.live(&rec.id);
         let lazy = live.lazy.lock().await;
         if let Some(image) = lazy.as_ref() {
@@ -447,7 +455,7 @@ impl Manager {
     /// Records the sprite's volume as local again. Its manifest stays in the
     /// store, stale, until the next eviction replaces it (deleting it here
     /// could race with that eviction's new one).
-    pub(super) fn mark_local(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub(super) fn mark_local(&self, rec: &SpriteRecord) -> Result<(), Error> {
         if self.db.evicted(&rec.id)?.is_none() {
             return Ok(());
         }
@@ -465,12 +473,15 @@ impl Manager {
         &self,
         rec: &SpriteRecord,
         evicted: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let store = self.store.clone();
         let driver = self.driver.clone();
         let id = rec.id.clone();
         blocking(move || {
-            if !store.lazy_mounted(&id).map_err(ApiError::internal)? {
+            if !store
+                .lazy_mounted(&id)
+                .map_err(Error::store("reading the mount table"))?
+            {
                 if !evicted {
                     let _ = std::fs::remove_file(store.volume_state_path(&id));
                 }
@@ -479,11 +490,13 @@ impl Manager {
             tracing::warn!(sprite = %id, "the daemon died while this sprite's volume filled from object storage; stopping it");
             driver
                 .stop(&id, Duration::ZERO)
-                .map_err(|e| ApiError::internal(format!("stopping the sandbox: {e}")))?;
+                .map_err(Error::runtime("stopping the sandbox"))?;
             store
                 .unmount_rootfs(&id)
-                .map_err(|e| ApiError::internal(format!("unmounting: {e}")))?;
-            store.detach_lazy_mount(&id).map_err(ApiError::internal)?;
+                .map_err(Error::store("unmounting"))?;
+            store
+                .detach_lazy_mount(&id)
+                .map_err(Error::store("detaching the lazy volume"))?;
             if !evicted {
                 let _ = std::fs::remove_file(store.volume_state_path(&id));
             }
@@ -499,12 +512,12 @@ impl Manager {
         &self,
         rec: &SpriteRecord,
         checkpoint: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         if self.store.checkpoint_exists(&rec.id, checkpoint) {
             return Ok(());
         }
         if !self.db.cold_checkpoints(&rec.id)?.contains_key(checkpoint) {
-            return Err(ApiError::internal(format!(
+            return Err(Error::Internal(format!(
                 "the image of checkpoint {checkpoint} is missing"
             )));
         }
@@ -522,7 +535,7 @@ impl Manager {
         let tmp = blocking(move || {
             store
                 .checkpoint_rebuild_path(&id, &ck)
-                .map_err(ApiError::internal)
+                .map_err(Error::store("preparing the checkpoint"))
         })
         .await?;
         self.download_synced(&m, &tmp, None, &what).await?;
@@ -531,7 +544,7 @@ impl Manager {
         blocking(move || {
             store
                 .install_checkpoint(&id, &ck, &tmp)
-                .map_err(ApiError::internal)
+                .map_err(Error::store("installing the checkpoint"))
         })
         .await
     }
@@ -585,7 +598,7 @@ impl Manager {
 
     /// Start-up: an evicted sprite whose local copies survived a crash
     /// between recording and deleting them gets them deleted now.
-    pub(super) async fn reconcile_cold(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub(super) async fn reconcile_cold(&self, rec: &SpriteRecord) -> Result<(), Error> {
         if self.db.evicted(&rec.id)?.is_none() {
             return Ok(());
         }
@@ -599,7 +612,7 @@ impl Manager {
             }
             store
                 .release_local(&id)
-                .map_err(|e| ApiError::internal(format!("freeing local disk: {e}")))
+                .map_err(Error::store("freeing local disk"))
         })
         .await
     }
@@ -643,7 +656,7 @@ impl Manager {
     }
 
     /// Where the sprite's data lives, and how much of it.
-    pub fn storage_info(&self, rec: &SpriteRecord) -> Result<StorageInfo, ApiError> {
+    pub fn storage_info(&self, rec: &SpriteRecord) -> Result<StorageInfo, Error> {
         let evicted = self.db.evicted(&rec.id)?;
         let cold_cps = self.db.cold_checkpoints(&rec.id)?;
         let local_cps = self.store.checkpoint_names(&rec.id).unwrap_or_default();

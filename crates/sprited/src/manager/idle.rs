@@ -23,7 +23,7 @@ use sprites_api::sprite::Status;
 
 use super::{blocking, lock, Live, Manager, Release, STOP_GRACE};
 use crate::agent_conn;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// How long the tracker waits for the agent's answer to "are you busy?".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -112,7 +112,13 @@ impl Manager {
         }
         let driver = self.driver.clone();
         let sid = id.to_string();
-        match blocking(move || driver.pause(&sid).map_err(ApiError::internal)).await {
+        match blocking(move || {
+            driver
+                .pause(&sid)
+                .map_err(Error::runtime("pausing the sandbox"))
+        })
+        .await
+        {
             Ok(()) => {
                 *lock(&live.warm_since) = Some(Instant::now());
                 tracing::info!(id, "idle: sprite is warm (paused)");

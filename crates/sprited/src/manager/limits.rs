@@ -10,7 +10,7 @@ use sprites_api::error::{
 use sprites_api::sprite::Status;
 
 use super::{lock, Manager};
-use crate::error::{ApiError, Limit};
+use crate::error::{Error, Limit};
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// What a caller refused for lack of room is told to wait: sprites go warm
@@ -19,12 +19,12 @@ const CAPACITY_RETRY: Duration = Duration::from_secs(10);
 
 impl Manager {
     /// The create rate and the number of sprites; counts this create.
-    pub(super) fn admit_create(&self) -> Result<(), ApiError> {
+    pub(super) fn admit_create(&self) -> Result<(), Error> {
         let max = self.cfg.max_sprites;
         if max > 0 {
             let count = self.db.all()?.len() as u64;
             if count >= max {
-                return Err(ApiError::limited(Limit {
+                return Err(Error::limited(Limit {
                     code: SPRITE_LIMIT_EXCEEDED,
                     message: format!(
                         "this server allows {max} sprites and has {count}; destroy one first"
@@ -53,7 +53,7 @@ impl Manager {
             let oldest = recent.front().copied().unwrap_or(now);
             let wait = RATE_WINDOW.saturating_sub(now.duration_since(oldest));
             let retry = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(ApiError::limited(Limit {
+            return Err(Error::limited(Limit {
                 code: SPRITE_CREATION_RATE_LIMITED,
                 message: format!(
                     "at most {rate} sprites may be created per minute; retry in {retry} s"
@@ -78,7 +78,7 @@ impl Manager {
     }
 
     /// Whether one more sprite may start.
-    pub(super) fn admit_start(&self) -> Result<(), ApiError> {
+    pub(super) fn admit_start(&self) -> Result<(), Error> {
         let max = self.cfg.max_running;
         if max == 0 {
             return Ok(());
@@ -87,7 +87,7 @@ impl Manager {
         if awake < max {
             return Ok(());
         }
-        Err(ApiError::limited(Limit {
+        Err(Error::limited(Limit {
             code: CONCURRENT_SPRITE_LIMIT_EXCEEDED,
             message: format!(
                 "{awake} sprites are running or warm, the most this server runs at once; \

@@ -17,7 +17,7 @@ use sprites_api::sprite::Status;
 
 use super::{blocking, lock, Manager};
 use crate::db::{Usage, UsageSample};
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The longest gap one sample books (a daemon down for a day books at most
 /// this much memory and storage time for it).
@@ -50,7 +50,7 @@ impl Manager {
         });
     }
 
-    async fn meter_all(self: &Arc<Self>) -> Result<(), ApiError> {
+    async fn meter_all(self: &Arc<Self>) -> Result<(), Error> {
         let me = self.clone();
         blocking(move || {
             let records = me.db.all()?;
@@ -86,7 +86,7 @@ impl Manager {
 
     /// What the sprite used since its last sample. The caller holds the
     /// meter lock until the sample is recorded.
-    fn sample(&self, id: &str, name: &str) -> Result<UsageSample, ApiError> {
+    fn sample(&self, id: &str, name: &str) -> Result<UsageSample, Error> {
         let now = SystemTime::now();
         let now_ms = unix_ms(now);
         let prev = self.db.meter_state(id)?;

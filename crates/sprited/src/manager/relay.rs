@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 use super::{Manager, Status};
 use crate::db::SpriteRecord;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Why no connection was made.
 #[derive(Debug, thiserror::Error)]
@@ -21,13 +21,13 @@ pub enum DialError {
     Rejected(String),
     /// The sprite could not be woken or its network reached.
     #[error("{0}")]
-    Unavailable(#[from] ApiError),
+    Unavailable(#[from] Error),
 }
 
 impl Manager {
     /// Running, and its activity recorded: what a URL request needs before
     /// it uses a pooled connection.
-    pub async fn wake_for_traffic(self: &Arc<Self>, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub async fn wake_for_traffic(self: &Arc<Self>, rec: &SpriteRecord) -> Result<(), Error> {
         self.ensure_running(rec).await?;
         self.touch(rec);
         Ok(())
@@ -50,7 +50,7 @@ impl Manager {
         for attempt in 0..2 {
             self.wake_for_traffic(rec).await?;
             let ns = self.net.namespace(&rec.id).ok_or_else(|| {
-                ApiError::Unavailable(format!("sprite {} has no network to reach", rec.name))
+                Error::Unavailable(format!("sprite {} has no network to reach", rec.name))
             })?;
             let mut last = None;
             for ip in &ips {
@@ -73,13 +73,13 @@ impl Manager {
                 Some(_) if refused => {
                     DialError::Refused(format!("nothing listens on port {port} in the sprite"))
                 }
-                Some(e) => DialError::Unavailable(ApiError::Unavailable(format!(
+                Some(e) => DialError::Unavailable(Error::Unavailable(format!(
                     "connecting to port {port} in the sprite: {e}"
                 ))),
                 None => DialError::Rejected(format!("no address for {host:?}")),
             });
         }
-        Err(DialError::Unavailable(ApiError::Unavailable(format!(
+        Err(DialError::Unavailable(Error::Unavailable(format!(
             "sprite {} did not come up",
             rec.name
         ))))

@@ -8,15 +8,13 @@ use sprites_api::service::ServiceEvent;
 use super::Manager;
 use crate::agent_conn::{AgentReader, AgentWriter, Frame};
 use crate::db::SpriteRecord;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// An agent error code as the API's error.
-pub fn agent_error(code: &str, message: String) -> ApiError {
-    match code {
-        "not_found" => ApiError::NotFound(message),
-        "conflict" => ApiError::Conflict(message),
-        "bad_request" => ApiError::BadRequest(message),
-        _ => ApiError::Internal(message),
+pub fn agent_error(code: &str, message: String) -> Error {
+    Error::Agent {
+        code: code.to_string(),
+        message,
     }
 }
 
@@ -81,7 +79,7 @@ impl Manager {
         self: &Arc<Self>,
         rec: &SpriteRecord,
         op: ServiceOp,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, Error> {
         match self.ask(rec, &Request::Service(op)).await? {
             Reply::Error { code, message } => Err(agent_error(&code, message)),
             other => Ok(other),
@@ -94,7 +92,7 @@ impl Manager {
         self: &Arc<Self>,
         rec: &SpriteRecord,
         op: ServiceOp,
-    ) -> Result<EventStream, ApiError> {
+    ) -> Result<EventStream, Error> {
         let (mut reader, writer) = self.open(rec, &Request::Service(op)).await?;
         loop {
             match reader.next().await {
@@ -112,11 +110,11 @@ impl Manager {
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
-                    return Err(ApiError::Unavailable(
+                    return Err(Error::Unavailable(
                         "the sprite's agent closed the connection".into(),
                     ))
                 }
-                Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+                Err(e) => return Err(Error::Unavailable(e.to_string())),
             }
         }
     }

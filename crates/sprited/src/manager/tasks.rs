@@ -8,7 +8,7 @@ use sprites_api::task::Task as TaskJson;
 
 use super::{lock, Live, Manager};
 use crate::db::SpriteRecord;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::time::{now_rfc3339, rfc3339};
 
 #[derive(Debug, Clone)]
@@ -31,9 +31,9 @@ fn json(name: &str, t: &Task) -> TaskJson {
     }
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+fn check_name(name: &str) -> Result<(), Error> {
     sprites_api::service::validate_name(name)
-        .map_err(|e| ApiError::BadRequest(e.replace("service", "task")))
+        .map_err(|e| Error::Invalid(e.replace("service", "task")))
 }
 
 impl Manager {
@@ -46,7 +46,7 @@ impl Manager {
     }
 
     /// Start-up: tasks from the DB (unexpired ones).
-    pub(super) fn load_tasks(&self, rec: &SpriteRecord) -> Result<(), ApiError> {
+    pub(super) fn load_tasks(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let now = unix_ms(SystemTime::now());
         let live = self.live(&rec.id);
         let mut tasks = lock(&live.tasks);
@@ -78,12 +78,12 @@ impl Manager {
         rec: &SpriteRecord,
         name: &str,
         expire: Duration,
-    ) -> Result<TaskJson, ApiError> {
+    ) -> Result<TaskJson, Error> {
         check_name(name)?;
         let live = self.live(&rec.id);
         self.has_tasks(&live);
         if lock(&live.tasks).contains_key(name) {
-            return Err(ApiError::Conflict(format!("a task named {name} exists")));
+            return Err(Error::Conflict(format!("a task named {name} exists")));
         }
         self.save_task(rec, &live, name, now_rfc3339(), expire)
     }
@@ -94,21 +94,21 @@ impl Manager {
         rec: &SpriteRecord,
         name: &str,
         expire: Duration,
-    ) -> Result<TaskJson, ApiError> {
+    ) -> Result<TaskJson, Error> {
         let live = self.live(&rec.id);
         self.has_tasks(&live);
         let started = lock(&live.tasks)
             .get(name)
             .map(|t| t.started_at.clone())
-            .ok_or_else(|| ApiError::NotFound(format!("no task named {name}")))?;
+            .ok_or_else(|| Error::NotFound(format!("no task named {name}")))?;
         self.save_task(rec, &live, name, started, expire)
     }
 
-    pub fn delete_task(&self, rec: &SpriteRecord, name: &str) -> Result<(), ApiError> {
+    pub fn delete_task(&self, rec: &SpriteRecord, name: &str) -> Result<(), Error> {
         let live = self.live(&rec.id);
         self.has_tasks(&live);
         if lock(&live.tasks).remove(name).is_none() {
-            return Err(ApiError::NotFound(format!("no task named {name}")));
+            return Err(Error::NotFound(format!("no task named {name}")));
         }
         self.db.delete_task(&rec.id, name)?;
         Ok(())
@@ -121,7 +121,7 @@ impl Manager {
         name: &str,
         started_at: String,
         expire: Duration,
-    ) -> Result<TaskJson, ApiError> {
+    ) -> Result<TaskJson, Error> {
         let task = Task {
             started_at,
             expires: SystemTime::now() + expire,

@@ -19,7 +19,7 @@ use sprites_api::policy::NetworkPolicy;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Where a sprite's policy file and resolv.conf are bound inside.
 pub const POLICY_DIR_IN_SPRITE: &str = "/.sprite/policy";
@@ -98,7 +98,7 @@ impl Network {
         self.namespaces.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn policy(&self, id: &str) -> Result<NetworkPolicy, ApiError> {
+    pub fn policy(&self, id: &str) -> Result<NetworkPolicy, Error> {
         Ok(self
             .db
             .network_policy(id)?
@@ -112,9 +112,10 @@ impl Network {
         id: &str,
         sprite_dir: &Path,
         policy: &NetworkPolicy,
-    ) -> Result<(), ApiError> {
-        let policy = policy::validate(policy).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let json = serde_json::to_string(&policy).map_err(ApiError::internal)?;
+    ) -> Result<(), Error> {
+        let policy = policy::validate(policy).map_err(|e| Error::Invalid(e.to_string()))?;
+        let json = serde_json::to_string(&policy)
+            .map_err(|e| Error::Internal(format!("encoding the policy: {e}")))?;
         self.db.set_network_policy(id, &json)?;
         self.write_files(sprite_dir, &policy)?;
         let attached = self.lock().get(id).cloned();
@@ -126,7 +127,7 @@ impl Network {
     }
 
     /// The host files bound into the sprite: `(resolv.conf, policy dir)`.
-    pub fn files(&self, id: &str, sprite_dir: &Path) -> Result<(PathBuf, PathBuf), ApiError> {
+    pub fn files(&self, id: &str, sprite_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
         let policy = self.policy(id)?;
         self.write_files(sprite_dir, &policy)
     }
@@ -135,9 +136,9 @@ impl Network {
         &self,
         sprite_dir: &Path,
         policy: &NetworkPolicy,
-    ) -> Result<(PathBuf, PathBuf), ApiError> {
+    ) -> Result<(PathBuf, PathBuf), Error> {
         let io = |what: &str, p: &Path, e: std::io::Error| {
-            ApiError::internal(format!("{what} {}: {e}", p.display()))
+            Error::io(format!("{what} {}", p.display()))(e)
         };
         let dir = sprite_dir.join("net");
         let policy_dir = dir.join("policy");
@@ -148,7 +149,8 @@ impl Network {
                 .map_err(|e| io("write", &resolv, e))?;
         }
         // Replaced by rename: the sprite sees the directory, so it sees the new file.
-        let body = serde_json::to_vec_pretty(policy).map_err(ApiError::internal)?;
+        let body = serde_json::to_vec_pretty(policy)
+            .map_err(|e| Error::Internal(format!("encoding the policy: {e}")))?;
         let tmp = policy_dir.join(".network.json.tmp");
         std::fs::write(&tmp, body).map_err(|e| io("write", &tmp, e))?;
         let file = policy_dir.join("network.json");
@@ -164,10 +166,10 @@ impl Network {
     /// a start, or a daemon restart): nft policy, then the resolver. The
     /// namespace is kept first, so that the sprite's ports are reachable
     /// even where its policy cannot be applied.
-    pub async fn attach(&self, id: &str, pid: u32) -> Result<(), ApiError> {
+    pub async fn attach(&self, id: &str, pid: u32) -> Result<(), Error> {
         self.detach(id);
         let ns = netns::Namespace::of_pid(pid, self.sockets.clone())
-            .map_err(|e| ApiError::internal(format!("the sprite's network namespace: {e}")))?;
+            .map_err(Error::io("the sprite's network namespace"))?;
         self.lock_namespaces().insert(id.to_string(), Arc::new(ns));
         let a = Arc::new(Attached {
             id: id.to_string(),
@@ -178,9 +180,8 @@ impl Network {
         });
         self.apply(&a).await?;
         let sockets = tokio::task::spawn_blocking(move || dns::bind_in_netns(pid))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::internal(format!("binding the sprite's resolver: {e}")))?;
+            .await?
+            .map_err(Error::io("binding the sprite's resolver"))?;
         match self.upstream {
             Some(up) => {
                 let task = tokio::spawn(dns::serve(sockets, a.clone(), up));
@@ -204,7 +205,7 @@ impl Network {
 
     /// Rewrites the sprite's policy chain and sets; exact denied names are
     /// resolved now so that their addresses are blocked before any lookup.
-    async fn apply(&self, a: &Attached) -> Result<(), ApiError> {
+    async fn apply(&self, a: &Attached) -> Result<(), Error> {
         let pol = a.policy();
         let restrictive = policy::restrictive(&pol);
         let mut deny = Vec::new();
@@ -220,8 +221,7 @@ impl Network {
         let script = nft::policy_script(restrictive, &deny);
         let (bin, pid) = (a.nft_bin.clone(), a.pid);
         tokio::task::spawn_blocking(move || run_nft(&bin, pid, &script))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::internal(format!("applying the network policy: {e}")))
+            .await?
+            .map_err(Error::runtime("applying the network policy"))
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::db::SpriteRecord;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::manager::Manager;
 
 /// Most names kept (all are dropped at the next write anyway).
@@ -22,7 +22,7 @@ pub struct Records {
 }
 
 impl Records {
-    pub fn get(&self, m: &Manager, name: &str) -> Result<Arc<SpriteRecord>, ApiError> {
+    pub fn get(&self, m: &Manager, name: &str) -> Result<Arc<SpriteRecord>, Error> {
         // Read before the row: a write in between makes the entry stale at
         // once, never current with an old row.
         let generation = m.db.generation()?;
