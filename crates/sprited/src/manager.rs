@@ -13,12 +13,12 @@ pub mod limits;
 pub mod meter;
 pub mod relay;
 pub mod services;
+mod slot;
 pub mod tasks;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -27,60 +27,14 @@ use sprite_store::{ImageKind, Store};
 use sprites_api::agent::{Reply, Request, SOCKET_NAME};
 use sprites_api::sprite::{CreateSpriteRequest, Status};
 
+pub use slot::Activity;
+use slot::SpriteSlot;
+
 use crate::agent_conn::{self, AgentError, AgentReader, AgentWriter};
 use crate::config::{Config, IMAGES};
 use crate::db::{Db, DbError, Limits, SpriteRecord};
 use crate::error::Error;
 use crate::time::now_rfc3339;
-
-/// What the daemon keeps in memory about one sprite.
-struct Live {
-    lifecycle: tokio::sync::Mutex<()>,
-    status: Mutex<Status>,
-    /// When activity was last written to the DB.
-    persisted: Mutex<Option<std::time::Instant>>,
-    /// Serialises mounting and unmounting the checkpoint views, which run
-    /// beside the lifecycle (never on a request's path).
-    views: Arc<Mutex<()>>,
-    /// The in-sprite API server (`/.sprite/api.sock`) while the sprite runs.
-    inside: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Requests and connections in flight that keep the sprite awake.
-    active: AtomicUsize,
-    /// When the last activity started or ended.
-    last_activity: Mutex<std::time::Instant>,
-    /// When the sprite was paused (warm).
-    warm_since: Mutex<Option<std::time::Instant>>,
-    /// Why the last start failed (status `error`).
-    error: Mutex<Option<String>>,
-    /// Tasks that keep it awake: name → expiry.
-    tasks: Mutex<std::collections::BTreeMap<String, tasks::Task>>,
-    /// Its volume lives only in object storage (mirrors the DB).
-    evicted: Mutex<bool>,
-    /// When the last eviction attempt failed.
-    evict_failed: Mutex<Option<std::time::Instant>>,
-    /// Its volume while it fills itself from the object store (woken from
-    /// eviction, until it next stops). Taken under the lifecycle lock.
-    lazy: tokio::sync::Mutex<Option<sprite_cold::LazyImage>>,
-    /// Set while `lazy` is (for reading without its lock).
-    filling: Mutex<bool>,
-    /// Why the last fill from the object store failed (reported by the
-    /// wake it broke).
-    fill_error: Mutex<Option<sprite_cold::ColdError>>,
-}
-
-/// Something in flight that keeps a sprite awake (an exec, a session, an
-/// in-sprite API call, a proxied connection). Counted from before the
-/// sprite is woken until it is dropped.
-pub struct Activity {
-    live: Arc<Live>,
-}
-
-impl Drop for Activity {
-    fn drop(&mut self) {
-        *lock(&self.live.last_activity) = std::time::Instant::now();
-        self.live.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -117,7 +71,8 @@ pub struct Manager {
     /// setuid programs (`sudo` in `standard`).
     setuid_driver: Arc<dyn Driver>,
     agent_bin: PathBuf,
-    live: Mutex<HashMap<String, Arc<Live>>>,
+    /// Every sprite's in-memory state, by id.
+    slots: Mutex<HashMap<String, Arc<SpriteSlot>>>,
     images: tokio::sync::Mutex<()>,
     me: Weak<Manager>,
     /// One sample of a sprite at a time (rounds and last samples).
@@ -192,7 +147,7 @@ impl Manager {
             driver,
             setuid_driver,
             agent_bin,
-            live: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
             images: tokio::sync::Mutex::new(()),
             me: me.clone(),
             meter_lock: Mutex::new(()),
@@ -210,58 +165,29 @@ impl Manager {
         self.me.upgrade()
     }
 
-    fn live(&self, id: &str) -> Arc<Live> {
-        let mut map = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(Live {
-                    lifecycle: tokio::sync::Mutex::new(()),
-                    status: Mutex::new(Status::Cold),
-                    persisted: Mutex::new(None),
-                    views: Arc::new(Mutex::new(())),
-                    inside: Mutex::new(None),
-                    active: AtomicUsize::new(0),
-                    last_activity: Mutex::new(std::time::Instant::now()),
-                    warm_since: Mutex::new(None),
-                    error: Mutex::new(None),
-                    tasks: Mutex::new(Default::default()),
-                    evicted: Mutex::new(false),
-                    evict_failed: Mutex::new(None),
-                    lazy: tokio::sync::Mutex::new(None),
-                    filling: Mutex::new(false),
-                    fill_error: Mutex::new(None),
-                })
-            })
+    fn slot(&self, id: &str) -> Arc<SpriteSlot> {
+        lock(&self.slots)
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(SpriteSlot::new()))
             .clone()
     }
 
     pub fn status(&self, id: &str) -> Status {
-        *self
-            .live(id)
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.slot(id).status()
     }
 
     fn set_status(&self, id: &str, s: Status) {
-        *self
-            .live(id)
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = s;
+        self.slot(id).state().status = s;
     }
 
     /// Why the sprite's last start failed, while its status is `error`.
     pub fn error_of(&self, id: &str) -> Option<String> {
-        lock(&self.live(id).error).clone()
+        self.slot(id).state().error.clone()
     }
 
     /// Start counting an activity on the sprite (before waking it).
     pub fn activity(&self, id: &str) -> Activity {
-        let live = self.live(id);
-        live.active.fetch_add(1, Ordering::SeqCst);
-        *lock(&live.last_activity) = std::time::Instant::now();
-        Activity { live }
+        Activity::begin(self.slot(id))
     }
 
     /// The sprite's host-side directory.
@@ -357,8 +283,8 @@ impl Manager {
             }
             Err(e) => return Err(e.into()),
         }
-        let live = self.live(&rec.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
         let made = match &fork {
             Some((src, checkpoint)) => self.fork_volume(src, checkpoint, &rec.id).await,
             None => {
@@ -446,12 +372,9 @@ impl Manager {
         // A volume still filling itself from the object store is read
         // through its self-filling view.
         let volume = self
-            .live(&rec.id)
-            .lazy
-            .lock()
-            .await
-            .as_ref()
-            .map(|l| l.image_path())
+            .slot(&rec.id)
+            .cold
+            .filling_image_path()
             .unwrap_or_else(|| self.store.volume_path(&rec.id));
         let inside = blocking(move || {
             // A leftover sandbox (killed processes, host reboot) is cleared by
@@ -511,7 +434,7 @@ impl Manager {
             return Err(e);
         }
         self.serve_inside(rec, inside);
-        *lock(&self.live(&rec.id).error) = None;
+        self.slot(&rec.id).state().error = None;
         self.set_status(&rec.id, Status::Running);
         self.db.set_last_running(&rec.id, &now_rfc3339())?;
         self.refresh_views(rec);
@@ -554,20 +477,14 @@ impl Manager {
                 return;
             }
         };
-        let live = self.live(&rec.id);
-        let old = live
-            .inside
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(handle);
+        let old = self.slot(&rec.id).state().inside.replace(handle);
         if let Some(old) = old {
             old.abort();
         }
     }
 
     fn stop_inside(&self, id: &str) {
-        let live = self.live(id);
-        let old = live.inside.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let old = self.slot(id).state().inside.take();
         if let Some(old) = old {
             old.abort();
         }
@@ -612,8 +529,8 @@ impl Manager {
     }
 
     async fn wake(&self, rec: &SpriteRecord) -> Result<(), Error> {
-        let live = self.live(&rec.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
         self.wake_locked(rec).await
     }
 
@@ -635,7 +552,7 @@ impl Manager {
                     Ok(()) => {
                         tracing::debug!(sprite = %rec.name, "resumed");
                         self.metrics.woke("warm");
-                        *lock(&self.live(&rec.id).warm_since) = None;
+                        self.slot(&rec.id).state().warm_since = None;
                         self.set_status(&rec.id, Status::Running);
                         return Ok(());
                     }
@@ -657,8 +574,8 @@ impl Manager {
         match self.start_locked(rec).await {
             Ok(()) => {
                 self.metrics.woke("cold");
-                *lock(&self.live(&rec.id).error) = None;
-                *lock(&self.live(&rec.id).warm_since) = None;
+                self.slot(&rec.id).state().error = None;
+                self.slot(&rec.id).state().warm_since = None;
                 Ok(())
             }
             Err(e) => {
@@ -667,13 +584,13 @@ impl Manager {
                 let _ = self.halt(&rec.id, Duration::ZERO, Release::Unmount).await;
                 // A volume that could not be read from the object store is
                 // the cause to report (the sprite stays evicted and intact).
-                if let Some(fill) = lock(&self.live(&rec.id).fill_error).take() {
+                if let Some(fill) = self.slot(&rec.id).cold.take_fill_error() {
                     return Err(cold::cold_error(
                         &format!("waking sprite {}", rec.name),
                         fill,
                     ));
                 }
-                *lock(&self.live(&rec.id).error) = Some(e.to_string());
+                self.slot(&rec.id).state().error = Some(e.to_string());
                 self.set_status(&rec.id, Status::Error);
                 Err(Error::Unavailable(format!(
                     "sprite {} failed to start: {e}",
@@ -725,14 +642,17 @@ impl Manager {
     /// Note activity. The DB write happens off the request path and at most
     /// every few seconds per sprite: exec latency must not pay for an fsync.
     fn touch(&self, rec: &SpriteRecord) {
-        let live = self.live(&rec.id);
         let now = std::time::Instant::now();
         {
-            let mut last = live.persisted.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| now.duration_since(t) < ACTIVITY_PERSIST_EVERY) {
+            let slot = self.slot(&rec.id);
+            let mut state = slot.state();
+            if state
+                .persisted
+                .is_some_and(|t| now.duration_since(t) < ACTIVITY_PERSIST_EVERY)
+            {
                 return;
             }
-            *last = Some(now);
+            state.persisted = Some(now);
         }
         let db = self.db.clone();
         let id = rec.id.clone();
@@ -744,14 +664,11 @@ impl Manager {
     }
 
     pub async fn destroy(&self, rec: &SpriteRecord) -> Result<(), Error> {
-        let live = self.live(&rec.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
         self.teardown(&rec.id).await?;
         self.db.delete(&rec.id)?;
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&rec.id);
+        lock(&self.slots).remove(&rec.id);
         tracing::info!(sprite = %rec.name, "sprite destroyed");
         // Its copies in the object store go in the background: a slow or
         // unreachable store must not hold up the destroy.
@@ -773,11 +690,11 @@ impl Manager {
 
     /// Stop a sprite's processes and unmount its volume (it stays, cold).
     pub async fn stop(&self, rec: &SpriteRecord) -> Result<(), Error> {
-        let live = self.live(&rec.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
         self.halt(&rec.id, STOP_GRACE, Release::Unmount).await?;
         self.set_status(&rec.id, Status::Cold);
-        *lock(&live.warm_since) = None;
+        slot.state().warm_since = None;
         Ok(())
     }
 
@@ -792,7 +709,7 @@ impl Manager {
         self.net.detach(id);
         let store = self.store.clone();
         let driver = self.driver.clone();
-        let views = self.live(id).views.clone();
+        let views = self.slot(id).views.clone();
         let sid = id.to_string();
         let destroy = matches!(release, Release::Destroy);
         blocking(move || {
@@ -809,7 +726,7 @@ impl Manager {
         // completed (unless it goes) and becomes a plain local volume.
         if let Some(e) = self.finish_lazy(id, destroy).await {
             tracing::warn!(id, error = %e, "the volume could not be completed from the object store; it stays there, and the next wake resumes");
-            *lock(&self.live(id).fill_error) = Some(e);
+            self.slot(id).cold.record_fill_error(e);
         }
         if destroy {
             let store = self.store.clone();
@@ -847,7 +764,7 @@ impl Manager {
         }
         for rec in records {
             let evicted = self.db.evicted(&rec.id)?.is_some();
-            *lock(&self.live(&rec.id).evicted) = evicted;
+            self.slot(&rec.id).cold.set_evicted(evicted);
             self.reconcile_lazy(&rec, evicted).await?;
             if evicted {
                 self.reconcile_cold(&rec).await?;
@@ -877,7 +794,7 @@ impl Manager {
             };
             self.set_status(&rec.id, status);
             if status == Status::Warm {
-                *lock(&self.live(&rec.id).warm_since) = Some(std::time::Instant::now());
+                self.slot(&rec.id).state().warm_since = Some(std::time::Instant::now());
             }
             self.load_tasks(&rec)?;
             self.reconcile_checkpoints(&rec).await?;
@@ -924,8 +841,8 @@ impl Manager {
     /// Prometheus text: the sprites by status and every metric.
     pub fn render_metrics(&self) -> String {
         let mut counts = std::collections::BTreeMap::new();
-        for l in lock(&self.live).values() {
-            *counts.entry(lock(&l.status).as_str()).or_insert(0i64) += 1;
+        for l in lock(&self.slots).values() {
+            *counts.entry(l.state().status.as_str()).or_insert(0i64) += 1;
         }
         let by: Vec<(&str, i64)> = ["running", "warm", "cold", "error"]
             .iter()

@@ -87,8 +87,8 @@ impl Manager {
                 sprites_api::checkpoint::MAX_COMMENT_BYTES
             )));
         }
-        let live = self.live(&rec.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
         // A warm sprite's tasks are frozen by the cgroup freezer, possibly
         // inside a write: freezing its filesystem could then wait for ever.
         // Thaw it first (it goes warm again when idle). A cold one has no
@@ -98,7 +98,7 @@ impl Manager {
         }
         // A volume still filling itself from the object store is waited
         // for, and a cold evicted one brought back whole, to be cloned.
-        if *super::lock(&live.filling) {
+        if slot.cold.is_filling() {
             say(
                 progress,
                 "Waiting for the volume to arrive from object storage...",
@@ -162,8 +162,8 @@ impl Manager {
         id: &str,
         progress: &Progress,
     ) -> Result<(), Error> {
-        let live = self.live(&rec.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
         if self.db.checkpoint(&rec.id, id)?.is_none() {
             return Err(no_checkpoint(rec, id));
         }
@@ -213,8 +213,8 @@ impl Manager {
     /// Deletes a checkpoint and frees its space. The one the sprite stands
     /// on (last created or restored) is refused with 409.
     pub async fn delete_checkpoint(&self, rec: &SpriteRecord, id: &str) -> Result<(), Error> {
-        let live = self.live(&rec.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
         if self.db.checkpoint(&rec.id, id)?.is_none() {
             return Err(no_checkpoint(rec, id));
         }
@@ -228,7 +228,7 @@ impl Manager {
         // which start-up removes.
         self.db.delete_checkpoint(&rec.id, id)?;
         let store = self.store.clone();
-        let views = live.views.clone();
+        let views = slot.views.clone();
         let (sprite, ck) = (rec.id.clone(), id.to_string());
         blocking(move || {
             let _v = views.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,8 +275,8 @@ impl Manager {
         checkpoint: &str,
         new_id: &str,
     ) -> Result<(), Error> {
-        let live = self.live(&source.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&source.id);
+        let _g = slot.lifecycle.lock().await;
         if self.db.checkpoint(&source.id, checkpoint)?.is_none() {
             return Err(no_checkpoint(source, checkpoint));
         }
@@ -312,7 +312,7 @@ impl Manager {
             }
         };
         let store = self.store.clone();
-        let views = self.live(&rec.id).views.clone();
+        let views = self.slot(&rec.id).views.clone();
         let (id, image, name) = (rec.id.clone(), rec.image.clone(), rec.name.clone());
         tokio::task::spawn_blocking(move || {
             let _v = views.lock().unwrap_or_else(|p| p.into_inner());

@@ -16,13 +16,15 @@
 //! and only then recorded local; a crash midway leaves the sprite evicted
 //! and the dot-file is removed at start-up.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sprite_cold::ColdError;
+use sprite_cold::{ColdError, LazyImage};
 use sprites_api::sprite::{EvictReport, Status, StorageInfo};
 
-use super::{blocking, lock, Manager, Release, STOP_GRACE};
+use super::slot::SpriteSlot;
+use super::{blocking, Manager, Release, STOP_GRACE};
 use crate::db::{ColdCopy, SpriteRecord};
 use crate::error::Error;
 use crate::failpoint;
@@ -30,6 +32,68 @@ use crate::time::now_rfc3339;
 
 /// After a failed eviction, how long before the idle tracker tries again.
 const EVICT_RETRY: Duration = Duration::from_secs(300);
+
+/// A sprite's volume as the cold tier sees it, in memory: whether it lives
+/// only in object storage (the DB's `cold_sprites` row is the durable
+/// truth; this mirrors it for the idle tracker), and the self-filling image
+/// of an evicted sprite woken since. Changed under the lifecycle lock; read
+/// without it.
+#[derive(Default)]
+pub(crate) struct ColdVolume {
+    state: Mutex<ColdState>,
+}
+
+#[derive(Default)]
+struct ColdState {
+    evicted: bool,
+    /// When the last eviction attempt failed.
+    evict_failed: Option<Instant>,
+    /// The volume while it fills itself from the object store (from a
+    /// wake until the sprite next stops).
+    fill: Option<Arc<LazyImage>>,
+    /// Why the last fill failed (reported by the wake it broke).
+    fill_error: Option<ColdError>,
+}
+
+impl ColdVolume {
+    fn lock(&self) -> MutexGuard<'_, ColdState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn is_evicted(&self) -> bool {
+        self.lock().evicted
+    }
+
+    pub(super) fn set_evicted(&self, evicted: bool) {
+        self.lock().evicted = evicted;
+    }
+
+    pub(super) fn is_filling(&self) -> bool {
+        self.lock().fill.is_some()
+    }
+
+    /// The image a start mounts while the volume fills, if it does.
+    pub(super) fn filling_image_path(&self) -> Option<PathBuf> {
+        self.lock().fill.as_ref().map(|f| f.image_path())
+    }
+
+    pub(super) fn record_fill_error(&self, e: ColdError) {
+        self.lock().fill_error = Some(e);
+    }
+
+    pub(super) fn take_fill_error(&self) -> Option<ColdError> {
+        self.lock().fill_error.take()
+    }
+
+    /// Not evicted, and no eviction failed within `EVICT_RETRY`.
+    fn may_evict(&self, now: Instant) -> bool {
+        let s = self.lock();
+        let failed_lately = s
+            .evict_failed
+            .is_some_and(|t| now.saturating_duration_since(t) < EVICT_RETRY);
+        !s.evicted && !failed_lately
+    }
+}
 
 pub(crate) fn volume_manifest(id: &str) -> String {
     format!("sprites/{id}/volume")
@@ -57,12 +121,12 @@ impl Manager {
     /// its local disk; a running or warm sprite is stopped first. Evicting
     /// an evicted sprite does nothing.
     pub async fn evict(&self, rec: &SpriteRecord) -> Result<EvictReport, Error> {
-        let live = self.live(&rec.id);
-        let _g = live.lifecycle.lock().await;
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
         if self.status(&rec.id) != Status::Cold {
             self.halt(&rec.id, STOP_GRACE, Release::Unmount).await?;
             self.set_status(&rec.id, Status::Cold);
-            *lock(&live.warm_since) = None;
+            slot.state().warm_since = None;
         }
         self.evict_locked(rec).await
     }
@@ -146,10 +210,10 @@ impl Manager {
             data_bytes: stats.manifest.data_bytes(),
         };
         self.db.set_evicted(&rec.id, &copy)?;
-        *lock(&self.live(&rec.id).evicted) = true;
+        self.slot(&rec.id).cold.set_evicted(true);
         failpoint::hit("evict-recorded");
         let store = self.store.clone();
-        let views = self.live(&rec.id).views.clone();
+        let views = self.slot(&rec.id).views.clone();
         let id = rec.id.clone();
         blocking(move || {
             let _v = views.lock().unwrap_or_else(|p| p.into_inner());
@@ -344,12 +408,8 @@ impl Manager {
     /// first and the rest in the background, so the sprite boots at once.
     /// The caller holds the lifecycle lock and starts the sprite next.
     pub(super) async fn wake_lazily_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
-        if self.db.evicted(&rec.id)?.is_none() {
-            return Ok(());
-        }
-        let live = self.live(&rec.id);
-        let mut lazy = live.lazy.lock().await;
-        if lazy.is_some() {
+        let slot = self.slot(&rec.id);
+        if !slot.cold.is_evicted() || slot.cold.is_filling() {
             return Ok(());
         }
         let what = format!("waking sprite {}", rec.name);
@@ -388,8 +448,7 @@ impl Manager {
             .await
             .map_err(|e| cold_error(&what, e))?;
         tracing::info!(sprite = %rec.name, ms = t0.elapsed().as_secs_f64() * 1e3, "volume served from object storage while it fills");
-        *lazy = Some(image);
-        *lock(&live.filling) = true;
+        slot.cold.lock().fill = Some(Arc::new(image));
         Ok(())
     }
 
@@ -400,9 +459,7 @@ impl Manager {
     /// Answers why the fill failed, if it did: then the sprite stays
     /// evicted with what it has locally, and the next wake resumes.
     pub(super) async fn finish_lazy(&self, id: &str, discard: bool) -> Option<ColdError> {
-        let live = self.live(id);
-        let taken = live.lazy.lock().await.take();
-        *lock(&live.filling) = false;
+        let taken = self.slot(id).cold.lock().fill.take();
         let Some(image) = taken else {
             // None in memory; a mount left by a killed daemon may remain.
             let store = self.store.clone();
@@ -414,6 +471,15 @@ impl Manager {
             })
             .await;
             return None;
+        };
+        // Taken under the lifecycle lock, which every other user of the
+        // image holds while it uses it: this is the last reference.
+        let image = match Arc::try_unwrap(image) {
+            Ok(image) => image,
+            Err(_) => {
+                tracing::error!(id, "a self-filling volume is still in use as it stops");
+                return None;
+            }
         };
         if discard {
             if let Err(e) = image.shutdown().await {
@@ -441,9 +507,8 @@ impl Manager {
 
     /// Waits until a self-filling volume is whole (a checkpoint clones it).
     pub(super) async fn wait_filled(&self, rec: &SpriteRecord) -> Result<(), Error> {
-        let live = self.live(&rec.id);
-        let lazy = live.lazy.lock().await;
-        if let Some(image) = lazy.as_ref() {
+        let fill = self.slot(&rec.id).cold.lock().fill.clone();
+        if let Some(image) = fill {
             image
                 .wait_complete()
                 .await
@@ -460,7 +525,7 @@ impl Manager {
             return Ok(());
         }
         self.db.set_local(&rec.id)?;
-        *lock(&self.live(&rec.id).evicted) = false;
+        self.slot(&rec.id).cold.set_evicted(false);
         Ok(())
     }
 
@@ -618,26 +683,20 @@ impl Manager {
     }
 
     /// Whether the idle tracker should evict this cold sprite now.
-    pub(super) fn due_for_eviction(&self, live: &super::Live, now: Instant) -> bool {
-        let since = *lock(&live.last_activity);
+    pub(super) fn due_for_eviction(&self, slot: &SpriteSlot, now: Instant) -> bool {
+        let since = slot.state().last_activity;
         if now.saturating_duration_since(since) < self.cfg.evict_after {
             return false;
         }
-        if lock(&live.evict_failed).is_some_and(|t| now.saturating_duration_since(t) < EVICT_RETRY)
-        {
-            return false;
-        }
-        !*lock(&live.evicted)
+        slot.cold.may_evict(now)
     }
 
     /// The idle tracker's eviction of a long-cold sprite.
-    pub(super) async fn evict_idle(&self, id: &str, live: &Arc<super::Live>) {
-        let Ok(_g) = live.lifecycle.try_lock() else {
+    pub(super) async fn evict_idle(&self, id: &str, slot: &Arc<SpriteSlot>) {
+        let Ok(_g) = slot.lifecycle.try_lock() else {
             return;
         };
-        if self.status(id) != Status::Cold
-            || live.active.load(std::sync::atomic::Ordering::SeqCst) > 0
-        {
+        if self.status(id) != Status::Cold || slot.active() > 0 {
             return;
         }
         let rec = match self.db.get_by_id(id) {
@@ -646,11 +705,11 @@ impl Manager {
         };
         match self.evict_locked(&rec).await {
             Ok(_) => {
-                *lock(&live.evict_failed) = None;
+                slot.cold.lock().evict_failed = None;
             }
             Err(e) => {
                 tracing::warn!(sprite = %rec.name, error = %e, "eviction failed; the sprite stays on local disk");
-                *lock(&live.evict_failed) = Some(Instant::now());
+                slot.cold.lock().evict_failed = Some(Instant::now());
             }
         }
     }
@@ -663,7 +722,7 @@ impl Manager {
         let local_bytes = self.store.local_bytes(&rec.id).unwrap_or(0);
         let object_bytes = evicted.as_ref().map_or(0, |c| c.stored_bytes)
             + cold_cps.values().map(|c| c.stored_bytes).sum::<u64>();
-        let filling = *lock(&self.live(&rec.id).filling);
+        let filling = self.slot(&rec.id).cold.is_filling();
         let location = match (evicted.is_some(), cold_cps.is_empty()) {
             (true, _) if filling => "filling",
             (true, _) => "object",

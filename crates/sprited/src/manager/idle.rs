@@ -14,14 +14,14 @@
 //! the request and backs off, or the request sees `warm` and wakes the
 //! sprite through the lifecycle lock, after the pause.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sprites_api::agent::{Reply, Request};
 use sprites_api::sprite::Status;
 
-use super::{blocking, lock, Live, Manager, Release, STOP_GRACE};
+use super::slot::SpriteSlot;
+use super::{blocking, lock, Manager, Release, STOP_GRACE};
 use crate::agent_conn;
 use crate::error::Error;
 
@@ -48,35 +48,35 @@ impl Manager {
     /// One look at every sprite; the slow parts run in tasks of their own.
     fn idle_pass(self: &Arc<Self>) {
         let now = Instant::now();
-        let entries: Vec<(String, Arc<Live>)> = lock(&self.live)
+        let entries: Vec<(String, Arc<SpriteSlot>)> = lock(&self.slots)
             .iter()
             .map(|(id, l)| (id.clone(), l.clone()))
             .collect();
-        for (id, live) in entries {
-            let status = *lock(&live.status);
+        for (id, slot) in entries {
+            let status = slot.state().status;
             match status {
                 Status::Running => {
-                    let idle_for = now.saturating_duration_since(*lock(&live.last_activity));
-                    if live.active.load(Ordering::SeqCst) == 0
+                    let idle_for = now.saturating_duration_since(slot.state().last_activity);
+                    if slot.active() == 0
                         && idle_for >= self.cfg.idle_warm
-                        && !self.has_tasks(&live)
+                        && !self.has_tasks(&slot)
                     {
                         let m = self.clone();
-                        tokio::spawn(async move { m.pause_idle(&id, &live).await });
+                        tokio::spawn(async move { m.pause_idle(&id, &slot).await });
                     }
                 }
                 Status::Warm => {
-                    let since = *lock(&live.warm_since);
+                    let since = slot.state().warm_since;
                     if since.is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.idle_cold)
                     {
                         let m = self.clone();
-                        tokio::spawn(async move { m.stop_idle(&id, &live).await });
+                        tokio::spawn(async move { m.stop_idle(&id, &slot).await });
                     }
                 }
                 Status::Cold => {
-                    if self.due_for_eviction(&live, now) {
+                    if self.due_for_eviction(&slot, now) {
                         let m = self.clone();
-                        tokio::spawn(async move { m.evict_idle(&id, &live).await });
+                        tokio::spawn(async move { m.evict_idle(&id, &slot).await });
                     }
                 }
                 Status::Error => {}
@@ -85,29 +85,29 @@ impl Manager {
     }
 
     /// Running → warm, unless something turned up meanwhile.
-    async fn pause_idle(&self, id: &str, live: &Arc<Live>) {
-        let Ok(_g) = live.lifecycle.try_lock() else {
+    async fn pause_idle(&self, id: &str, slot: &Arc<SpriteSlot>) {
+        let Ok(_g) = slot.lifecycle.try_lock() else {
             return;
         };
-        if *lock(&live.status) != Status::Running {
+        if slot.state().status != Status::Running {
             return;
         }
         match self.running_sessions(id).await {
             Ok(0) => {}
             Ok(_) => {
                 // A session's command still runs (detached or not): awake.
-                *lock(&live.last_activity) = Instant::now();
+                slot.state().last_activity = Instant::now();
                 return;
             }
             Err(e) => {
                 tracing::warn!(id, error = %e, "cannot ask the agent whether it is busy; not pausing");
-                *lock(&live.last_activity) = Instant::now();
+                slot.state().last_activity = Instant::now();
                 return;
             }
         }
-        *lock(&live.status) = Status::Warm;
-        if live.active.load(Ordering::SeqCst) > 0 || self.has_tasks(live) {
-            *lock(&live.status) = Status::Running;
+        slot.state().status = Status::Warm;
+        if slot.active() > 0 || self.has_tasks(slot) {
+            slot.state().status = Status::Running;
             return;
         }
         let driver = self.driver.clone();
@@ -120,24 +120,24 @@ impl Manager {
         .await
         {
             Ok(()) => {
-                *lock(&live.warm_since) = Some(Instant::now());
+                slot.state().warm_since = Some(Instant::now());
                 tracing::info!(id, "idle: sprite is warm (paused)");
                 self.metrics.hibernated("warm");
             }
             Err(e) => {
                 tracing::warn!(id, error = %e, "pausing an idle sprite failed");
-                *lock(&live.status) = Status::Running;
-                *lock(&live.last_activity) = Instant::now();
+                slot.state().status = Status::Running;
+                slot.state().last_activity = Instant::now();
             }
         }
     }
 
     /// Warm → cold: processes stopped, memory freed, volume unmounted.
-    async fn stop_idle(&self, id: &str, live: &Arc<Live>) {
-        let Ok(_g) = live.lifecycle.try_lock() else {
+    async fn stop_idle(&self, id: &str, slot: &Arc<SpriteSlot>) {
+        let Ok(_g) = slot.lifecycle.try_lock() else {
             return;
         };
-        if *lock(&live.status) != Status::Warm || live.active.load(Ordering::SeqCst) > 0 {
+        if slot.state().status != Status::Warm || slot.active() > 0 {
             // Someone is waking it (and waits for this lock).
             return;
         }
@@ -148,8 +148,8 @@ impl Manager {
             }
             Err(e) => tracing::warn!(id, error = %e, "stopping an idle sprite failed"),
         }
-        *lock(&live.warm_since) = None;
-        *lock(&live.status) = Status::Cold;
+        slot.state().warm_since = None;
+        slot.state().status = Status::Cold;
     }
 
     /// Sessions whose command still runs inside, as the agent counts them.

@@ -102,9 +102,9 @@ impl Manager {
 
     /// Sprites holding memory: running or warm.
     pub fn awake_count(&self) -> u64 {
-        lock(&self.live)
+        lock(&self.slots)
             .values()
-            .filter(|l| matches!(*lock(&l.status), Status::Running | Status::Warm))
+            .filter(|l| matches!(l.state().status, Status::Running | Status::Warm))
             .count() as u64
     }
 }

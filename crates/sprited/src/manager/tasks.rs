@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sprites_api::task::Task as TaskJson;
 
-use super::{lock, Live, Manager};
+use super::slot::SpriteSlot;
+use super::Manager;
 use crate::db::SpriteRecord;
 use crate::error::Error;
 use crate::time::{now_rfc3339, rfc3339};
@@ -38,9 +39,10 @@ fn check_name(name: &str) -> Result<(), Error> {
 
 impl Manager {
     /// Whether an unexpired task holds the sprite awake (expired ones go).
-    pub(super) fn has_tasks(&self, live: &Live) -> bool {
+    pub(super) fn has_tasks(&self, slot: &SpriteSlot) -> bool {
         let now = SystemTime::now();
-        let mut tasks = lock(&live.tasks);
+        let mut state = slot.state();
+        let tasks = &mut state.tasks;
         tasks.retain(|_, t| t.expires > now);
         !tasks.is_empty()
     }
@@ -48,8 +50,9 @@ impl Manager {
     /// Start-up: tasks from the DB (unexpired ones).
     pub(super) fn load_tasks(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let now = unix_ms(SystemTime::now());
-        let live = self.live(&rec.id);
-        let mut tasks = lock(&live.tasks);
+        let slot = self.slot(&rec.id);
+        let mut state = slot.state();
+        let tasks = &mut state.tasks;
         for (name, started_at, expires_ms) in self.db.tasks(&rec.id)? {
             if expires_ms > now {
                 let expires = UNIX_EPOCH + Duration::from_millis(expires_ms as u64);
@@ -66,9 +69,10 @@ impl Manager {
     }
 
     pub fn list_tasks(&self, rec: &SpriteRecord) -> Vec<TaskJson> {
-        let live = self.live(&rec.id);
-        self.has_tasks(&live);
-        let tasks = lock(&live.tasks);
+        let slot = self.slot(&rec.id);
+        self.has_tasks(&slot);
+        let state = slot.state();
+        let tasks = &state.tasks;
         tasks.iter().map(|(n, t)| json(n, t)).collect()
     }
 
@@ -80,12 +84,12 @@ impl Manager {
         expire: Duration,
     ) -> Result<TaskJson, Error> {
         check_name(name)?;
-        let live = self.live(&rec.id);
-        self.has_tasks(&live);
-        if lock(&live.tasks).contains_key(name) {
+        let slot = self.slot(&rec.id);
+        self.has_tasks(&slot);
+        if slot.state().tasks.contains_key(name) {
             return Err(Error::Conflict(format!("a task named {name} exists")));
         }
-        self.save_task(rec, &live, name, now_rfc3339(), expire)
+        self.save_task(rec, &slot, name, now_rfc3339(), expire)
     }
 
     /// Extends (or shortens) a running task; 404 if there is none.
@@ -95,19 +99,21 @@ impl Manager {
         name: &str,
         expire: Duration,
     ) -> Result<TaskJson, Error> {
-        let live = self.live(&rec.id);
-        self.has_tasks(&live);
-        let started = lock(&live.tasks)
+        let slot = self.slot(&rec.id);
+        self.has_tasks(&slot);
+        let started = slot
+            .state()
+            .tasks
             .get(name)
             .map(|t| t.started_at.clone())
             .ok_or_else(|| Error::NotFound(format!("no task named {name}")))?;
-        self.save_task(rec, &live, name, started, expire)
+        self.save_task(rec, &slot, name, started, expire)
     }
 
     pub fn delete_task(&self, rec: &SpriteRecord, name: &str) -> Result<(), Error> {
-        let live = self.live(&rec.id);
-        self.has_tasks(&live);
-        if lock(&live.tasks).remove(name).is_none() {
+        let slot = self.slot(&rec.id);
+        self.has_tasks(&slot);
+        if slot.state().tasks.remove(name).is_none() {
             return Err(Error::NotFound(format!("no task named {name}")));
         }
         self.db.delete_task(&rec.id, name)?;
@@ -117,7 +123,7 @@ impl Manager {
     fn save_task(
         &self,
         rec: &SpriteRecord,
-        live: &Live,
+        slot: &SpriteSlot,
         name: &str,
         started_at: String,
         expire: Duration,
@@ -128,9 +134,9 @@ impl Manager {
         };
         self.db
             .put_task(&rec.id, name, &task.started_at, unix_ms(task.expires))?;
-        *lock(&live.last_activity) = std::time::Instant::now();
+        slot.state().last_activity = std::time::Instant::now();
         let out = json(name, &task);
-        lock(&live.tasks).insert(name.to_string(), task);
+        slot.state().tasks.insert(name.to_string(), task);
         Ok(out)
     }
 }

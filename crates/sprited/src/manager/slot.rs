@@ -1,0 +1,106 @@
+//! What the daemon keeps in memory about one sprite: one lifecycle lock,
+//! one state behind one mutex, one activity counter, and its volume as the
+//! cold tier sees it. The DB holds what must outlive the daemon; this holds
+//! what a running daemon needs without a round trip to it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use sprites_api::sprite::Status;
+
+use super::cold::ColdVolume;
+use super::tasks::Task;
+
+pub(crate) struct SpriteSlot {
+    /// Start, stop, destroy, checkpoint, restore, pause and eviction of
+    /// this sprite take it: they never interleave, while different sprites
+    /// proceed in parallel. Reads never wait on it.
+    pub(super) lifecycle: tokio::sync::Mutex<()>,
+    state: Mutex<SpriteState>,
+    /// Requests and connections in flight that keep the sprite awake (see
+    /// [`Activity`]). An atomic apart from `state`: the idle tracker and a
+    /// request meet through it and the status in Dekker's order.
+    active: AtomicUsize,
+    /// Serialises mounting and unmounting the checkpoint views, which run
+    /// beside the lifecycle (never on a request's path).
+    pub(super) views: Arc<Mutex<()>>,
+    /// Its volume as the cold tier sees it (evicted, filling).
+    pub(super) cold: ColdVolume,
+}
+
+/// What changes as the sprite lives, read and written under one lock
+/// (never held across an await).
+pub(crate) struct SpriteState {
+    pub status: Status,
+    /// Why the last start failed (status `error`).
+    pub error: Option<String>,
+    /// When the sprite was paused (warm).
+    pub warm_since: Option<Instant>,
+    /// When the last activity started or ended.
+    pub last_activity: Instant,
+    /// When activity was last written to the DB.
+    pub persisted: Option<Instant>,
+    /// Tasks that keep it awake: name → expiry.
+    pub tasks: BTreeMap<String, Task>,
+    /// The in-sprite API server (`/.sprite/api.sock`) while the sprite runs.
+    pub inside: Option<tokio::task::AbortHandle>,
+}
+
+impl SpriteSlot {
+    pub(super) fn new() -> SpriteSlot {
+        SpriteSlot {
+            lifecycle: tokio::sync::Mutex::new(()),
+            state: Mutex::new(SpriteState {
+                status: Status::Cold,
+                error: None,
+                warm_since: None,
+                last_activity: Instant::now(),
+                persisted: None,
+                tasks: BTreeMap::new(),
+                inside: None,
+            }),
+            active: AtomicUsize::new(0),
+            views: Arc::new(Mutex::new(())),
+            cold: ColdVolume::default(),
+        }
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, SpriteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn status(&self) -> Status {
+        self.state().status
+    }
+
+    /// Activities in flight.
+    pub(super) fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+}
+
+/// Something in flight that keeps a sprite awake (an exec, a session, an
+/// in-sprite API call, a proxied connection). Counted from before the
+/// sprite is woken until it is dropped.
+pub struct Activity {
+    slot: Arc<SpriteSlot>,
+}
+
+impl Activity {
+    /// Counted before the caller reads the status (Dekker's order with the
+    /// idle tracker, which writes `warm` before it reads the count).
+    pub(super) fn begin(slot: Arc<SpriteSlot>) -> Activity {
+        slot.active.fetch_add(1, Ordering::SeqCst);
+        slot.state().last_activity = Instant::now();
+        Activity { slot }
+    }
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        self.slot.state().last_activity = Instant::now();
+        self.slot.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
