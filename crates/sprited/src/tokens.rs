@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use rand::RngCore;
 use sprites_api::token::{NewToken, TokenInfo};
 
-use crate::db::Db;
+use crate::db::{Db, TokenRow};
 use crate::error::Error;
 use crate::time::now_rfc3339;
 
@@ -28,11 +28,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn load(db: Arc<Db>) -> Result<Tokens, Error> {
-        let valid = db
-            .tokens()?
-            .into_iter()
-            .map(|(id, _, hash, _)| (hash, id))
-            .collect();
+        let valid = db.tokens()?.into_iter().map(|t| (t.hash, t.id)).collect();
         Ok(Tokens {
             db,
             valid: RwLock::new(valid),
@@ -81,18 +77,21 @@ impl Tokens {
             "{PREFIX}{}",
             raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let id = uuid::Uuid::new_v4().to_string();
-        let created_at = now_rfc3339();
-        let h = hash(&token);
-        self.db.insert_token(&id, &name, &h, &created_at)?;
-        if let Ok(mut v) = self.valid.write() {
-            v.insert(h, id.clone());
-        }
-        tracing::info!(token_id = %id, name = %name, "API token created");
-        Ok(NewToken {
-            id,
+        let row = TokenRow {
+            id: uuid::Uuid::new_v4().to_string(),
             name,
-            created_at,
+            hash: hash(&token),
+            created_at: now_rfc3339(),
+        };
+        self.db.insert_token(&row)?;
+        if let Ok(mut v) = self.valid.write() {
+            v.insert(row.hash, row.id.clone());
+        }
+        tracing::info!(token_id = %row.id, name = %row.name, "API token created");
+        Ok(NewToken {
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at,
             token,
         })
     }
@@ -102,10 +101,10 @@ impl Tokens {
             .db
             .tokens()?
             .into_iter()
-            .map(|(id, name, _, created_at)| TokenInfo {
-                id,
-                name,
-                created_at,
+            .map(|t| TokenInfo {
+                id: t.id,
+                name: t.name,
+                created_at: t.created_at,
             })
             .collect())
     }
@@ -140,7 +139,7 @@ mod tests {
         let stored = db.tokens().expect("tokens");
         assert!(stored
             .iter()
-            .all(|(_, _, h, _)| h != &t.token && !h.contains(&t.token[4..])));
+            .all(|s| s.hash != t.token && !s.hash.contains(&t.token[4..])));
         assert!(Tokens::load(db.clone()).expect("reload").check(&t.token));
         tokens.revoke(&t.id).expect("revoke");
         assert!(!tokens.check(&t.token));

@@ -97,14 +97,16 @@ impl Manager {
             None
         };
         let elapsed = prev
-            .map(|(ms, _, _)| Duration::from_millis(now_ms.saturating_sub(ms).max(0) as u64))
+            .map(|p| Duration::from_millis(now_ms.saturating_sub(p.sampled_unix_ms).max(0) as u64))
             .unwrap_or_default()
             .min(MAX_GAP)
             .as_secs_f64();
         let cpu_ns = stats.map(|s| s.cpu_usage_ns).unwrap_or(0);
         let cpu_delta_ns = match (prev, stats) {
             // The counter went back: the sandbox started anew since.
-            (Some((_, last, true)), Some(s)) if s.cpu_usage_ns >= last => s.cpu_usage_ns - last,
+            (Some(p), Some(s)) if p.running && s.cpu_usage_ns >= p.cpu_ns => {
+                s.cpu_usage_ns - p.cpu_ns
+            }
             (_, Some(s)) => s.cpu_usage_ns,
             (_, None) => 0,
         };

@@ -53,13 +53,13 @@ impl Manager {
         let slot = self.slot(&rec.id);
         let mut state = slot.state();
         let tasks = &mut state.tasks;
-        for (name, started_at, expires_ms) in self.db.tasks(&rec.id)? {
-            if expires_ms > now {
-                let expires = UNIX_EPOCH + Duration::from_millis(expires_ms as u64);
+        for t in self.db.tasks(&rec.id)? {
+            if t.expires_unix_ms > now {
+                let expires = UNIX_EPOCH + Duration::from_millis(t.expires_unix_ms as u64);
                 tasks.insert(
-                    name,
+                    t.name,
                     Task {
-                        started_at,
+                        started_at: t.started_at,
                         expires,
                     },
                 );

@@ -1,0 +1,94 @@
+//! The cold tier's tables: `cold_sprites` (volumes that live only in object
+//! storage) and `cold_checkpoints` (checkpoints with a copy there).
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{Db, DbError};
+
+/// A copy of an image in object storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColdCopy {
+    /// When it was made (RFC 3339; empty where not recorded).
+    pub at: String,
+    /// Bytes its chunks take in the store (compressed, each chunk once).
+    pub stored_bytes: u64,
+    /// Bytes of data it holds (before compression; holes not counted).
+    pub data_bytes: u64,
+}
+
+impl Db {
+    /// Where an evicted sprite's volume is: `Some` while it lives only in
+    /// object storage.
+    pub fn evicted(&self, sprite_id: &str) -> Result<Option<ColdCopy>, DbError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT evicted_at, stored_bytes, data_bytes FROM cold_sprites WHERE sprite_id = ?1",
+                params![sprite_id],
+                |r| {
+                    Ok(ColdCopy {
+                        at: r.get(0)?,
+                        stored_bytes: r.get::<_, i64>(1)? as u64,
+                        data_bytes: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records that the sprite's volume now lives only in object storage.
+    pub fn set_evicted(&self, sprite_id: &str, copy: &ColdCopy) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO cold_sprites (sprite_id, evicted_at, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![sprite_id, copy.at, copy.stored_bytes as i64, copy.data_bytes as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records that the sprite's volume is back on local disk.
+    pub fn set_local(&self, sprite_id: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM cold_sprites WHERE sprite_id = ?1",
+            params![sprite_id],
+        )?;
+        Ok(())
+    }
+
+    /// Checkpoints with a copy in object storage: id → copy.
+    pub fn cold_checkpoints(&self, sprite_id: &str) -> Result<BTreeMap<String, ColdCopy>, DbError> {
+        let conn = self.lock()?;
+        let mut st = conn.prepare(
+            "SELECT id, stored_bytes, data_bytes FROM cold_checkpoints WHERE sprite_id = ?1",
+        )?;
+        let rows = st.query_map(params![sprite_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                ColdCopy {
+                    at: String::new(),
+                    stored_bytes: r.get::<_, i64>(1)? as u64,
+                    data_bytes: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that checkpoint `id` has a durable copy in object storage.
+    pub fn set_cold_checkpoint(
+        &self,
+        sprite_id: &str,
+        id: &str,
+        copy: &ColdCopy,
+    ) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO cold_checkpoints (sprite_id, id, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![sprite_id, id, copy.stored_bytes as i64, copy.data_bytes as i64],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! The schema's history. `PRAGMA user_version` is the number of migrations
+//! a database has had; opening it applies the missing ones in order, each
+//! in its own transaction that also bumps the version, so a crash leaves
+//! the database at one version or the next, never between.
+//!
+//! Append only: a released migration is never edited (data dirs out there
+//! have had it), a change of schema is a new migration at the end.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::DbError;
+
+/// One step of the schema.
+struct Migration {
+    /// What it changes, for the log.
+    what: &'static str,
+    sql: &'static str,
+}
+
+/// In order: the database at version `n` has had the first `n`.
+const MIGRATIONS: &[Migration] = &[Migration {
+    what: "the schema of the releases before schema versions",
+    sql: V1,
+}];
+
+/// The schema version this build writes (and the newest it opens).
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// Version 1 is the schema as it stood when versions came in, statement for
+/// statement: a data dir from then is at user_version 0 with these tables
+/// already made, and `IF NOT EXISTS` makes applying it there a no-op.
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS sprites (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    url_auth TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    limits TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_running_at TEXT,
+    last_active_at TEXT
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    sprite_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    create_time TEXT NOT NULL,
+    source_id TEXT,
+    comment TEXT,
+    is_auto INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (sprite_id, id)
+);
+CREATE TABLE IF NOT EXISTS network_policies (
+    sprite_id TEXT PRIMARY KEY,
+    policy TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    sprite_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    expires_unix_ms INTEGER NOT NULL,
+    PRIMARY KEY (sprite_id, name)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    sprite_id TEXT NOT NULL,
+    sprite_name TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    cpu_seconds REAL NOT NULL DEFAULT 0,
+    ram_gb_seconds REAL NOT NULL DEFAULT 0,
+    hot_gb_seconds REAL NOT NULL DEFAULT 0,
+    cold_gb_hours REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (sprite_id, minute)
+);
+CREATE TABLE IF NOT EXISTS meter_state (
+    sprite_id TEXT PRIMARY KEY,
+    sampled_unix_ms INTEGER NOT NULL,
+    cpu_ns INTEGER NOT NULL,
+    running INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    last_used_at TEXT
+);
+CREATE TABLE IF NOT EXISTS cold_sprites (
+    sprite_id TEXT PRIMARY KEY,
+    evicted_at TEXT NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    data_bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cold_checkpoints (
+    sprite_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    data_bytes INTEGER NOT NULL,
+    PRIMARY KEY (sprite_id, id)
+);
+CREATE TABLE IF NOT EXISTS checkpoint_state (
+    sprite_id TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL,
+    current TEXT
+);
+";
+
+fn version(conn: &Connection) -> Result<u32, DbError> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+/// Refuses a database from a newer sprited: its schema may mean things
+/// this build would misread or undo.
+pub(super) fn check_known(conn: &Connection) -> Result<(), DbError> {
+    match version(conn)? {
+        found if found > LATEST => Err(DbError::TooNew {
+            found,
+            known: LATEST,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Applies the migrations the database has not had. The version is read
+/// again inside each write transaction: two processes opening the file at
+/// once apply each migration once.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), DbError> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        check_known(&tx)?;
+        let at = version(&tx)?;
+        let Some(m) = MIGRATIONS.get(at as usize) else {
+            return Ok(());
+        };
+        tx.execute_batch(m.sql)?;
+        tx.pragma_update(None, "user_version", at + 1)?;
+        tx.commit()?;
+        tracing::info!(version = at + 1, what = m.what, "metadata schema migrated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    /// A `meta.db` written by the last release without schema versions
+    /// (see `tests/fixtures/upgrade-c2f2e72/README.md`).
+    const UNVERSIONED: &[u8] = include_bytes!("../../tests/fixtures/upgrade-c2f2e72/meta.db");
+
+    fn user_version(path: &std::path::Path) -> u32 {
+        let conn = Connection::open(path).expect("open");
+        version(&conn).expect("version")
+    }
+
+    /// Every table and index as SQLite records it: what a schema is.
+    fn schema(path: &std::path::Path) -> Vec<(String, String)> {
+        let conn = Connection::open(path).expect("open");
+        let mut st = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .expect("prepare");
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query");
+        rows.collect::<Result<_, _>>().expect("rows")
+    }
+
+    #[test]
+    fn a_new_database_gets_the_latest_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        Db::open(&path).expect("open");
+        assert_eq!(user_version(&path), LATEST);
+        // Opening again applies nothing and changes nothing.
+        let before = schema(&path);
+        Db::open(&path).expect("reopen");
+        assert_eq!(user_version(&path), LATEST);
+        assert_eq!(schema(&path), before);
+    }
+
+    #[test]
+    fn an_unversioned_database_from_the_last_release_migrates_with_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        std::fs::write(&path, UNVERSIONED).expect("write");
+        assert_eq!(user_version(&path), 0);
+
+        let db = Db::open(&path).expect("open");
+        assert_eq!(user_version(&path), LATEST);
+        let names: Vec<_> = db.all().expect("all").into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["alpha", "alpha-fork", "beta"]);
+        let alpha = db.get("alpha").expect("get").expect("alpha");
+        assert_eq!(alpha.labels, ["blue", "team-a"]);
+        assert_eq!(alpha.limits.storage_gb, 1);
+        assert_eq!(alpha.environment["GREETING"], "hello");
+        let cks: Vec<_> = db
+            .checkpoints(&alpha.id)
+            .expect("checkpoints")
+            .into_iter()
+            .map(|c| (c.id, c.comment))
+            .collect();
+        assert_eq!(
+            cks,
+            [
+                ("v1".to_string(), Some("second draft".to_string())),
+                ("v0".to_string(), Some("first draft".to_string()))
+            ]
+        );
+        assert_eq!(db.next_checkpoint_seq(&alpha.id).expect("seq"), 2);
+        let beta = db.get("beta").expect("get").expect("beta");
+        assert_eq!(beta.url_auth, "public");
+        assert!(db.network_policy(&beta.id).expect("policy").is_some());
+        let tokens: Vec<_> = db
+            .tokens()
+            .expect("tokens")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(tokens, ["ci"]);
+        assert!(!db
+            .usage(None, 0, i64::MAX, false)
+            .expect("usage")
+            .is_empty());
+        assert!(db.meter_state(&beta.id).expect("meter").is_some());
+        drop(db);
+
+        // Migrated, it is the schema a new database gets.
+        let fresh = dir.path().join("fresh.db");
+        Db::open(&fresh).expect("fresh");
+        assert_eq!(schema(&path), schema(&fresh));
+    }
+
+    #[test]
+    fn a_database_from_a_newer_sprited_is_refused_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        let conn = Connection::open(&path).expect("create");
+        conn.pragma_update(None, "user_version", LATEST + 1)
+            .expect("set version");
+        conn.execute_batch("CREATE TABLE from_the_future (x TEXT)")
+            .expect("table");
+        drop(conn);
+        let before = std::fs::read(&path).expect("read");
+
+        let err = Db::open(&path).err().expect("a newer database was opened");
+        assert!(
+            matches!(err, DbError::TooNew { found, known } if found == LATEST + 1 && known == LATEST),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer sprited"), "{err}");
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+        assert_eq!(user_version(&path), LATEST + 1);
+    }
+}

@@ -1,0 +1,78 @@
+//! SQLite metadata (`<data>/meta.db`): which sprites exist and everything
+//! the daemon keeps about them outside their volumes. The volume is the
+//! truth for a sprite's files; this is the truth for which sprites exist.
+//!
+//! One module per table group, each adding its methods to [`Db`]; the
+//! schema's history is [`migrations`], applied in order when the file is
+//! opened. A file written by a newer sprited (a schema version this build
+//! does not know) is refused, never opened.
+
+mod checkpoints;
+mod cold;
+mod migrations;
+mod network;
+mod sprites;
+mod tasks;
+mod tokens;
+mod usage;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+pub use checkpoints::CheckpointRecord;
+pub use cold::ColdCopy;
+pub use migrations::LATEST as SCHEMA_VERSION;
+pub use sprites::{Limits, SpriteRecord};
+pub use tasks::TaskRow;
+pub use tokens::TokenRow;
+pub use usage::{MeterState, Usage, UsageRow, UsageSample};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored JSON is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("a sprite named {0} already exists")]
+    Duplicate(String),
+    #[error("the database lock is poisoned")]
+    Poisoned,
+    #[error(
+        "the metadata database has schema version {found} but this sprited knows versions up \
+         to {known}: it was written by a newer sprited; run that release (or a newer one) on it"
+    )]
+    TooNew { found: u32, known: u32 },
+}
+
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    /// Opens (or creates) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Refused before anything is written to it, the journal mode included.
+        migrations::check_known(&conn)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        migrations::migrate(&mut conn)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, DbError> {
+        self.conn.lock().map_err(|_| DbError::Poisoned)
+    }
+
+    /// A number that changes whenever anything is written through this
+    /// connection, which every write of the daemon goes through: a cache
+    /// of rows read when it was `g` is current while it is still `g`.
+    pub fn generation(&self) -> Result<u64, DbError> {
+        Ok(self.lock()?.total_changes())
+    }
+}

@@ -1,0 +1,47 @@
+//! The `tokens` table: API tokens beside the admin one, stored hashed.
+
+use rusqlite::params;
+
+use super::{Db, DbError};
+
+/// One API token as stored: its hash, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub hash: String,
+    pub created_at: String,
+}
+
+impl Db {
+    pub fn insert_token(&self, t: &TokenRow) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![t.id, t.name, t.hash, t.created_at],
+        )?;
+        Ok(())
+    }
+
+    /// Every token, oldest first.
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, hash, created_at FROM tokens ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TokenRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                hash: r.get(2)?,
+                created_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// False when there was no such token.
+    pub fn delete_token(&self, id: &str) -> Result<bool, DbError> {
+        let conn = self.lock()?;
+        Ok(conn.execute("DELETE FROM tokens WHERE id = ?1", params![id])? > 0)
+    }
+}
