@@ -236,3 +236,143 @@ fn kill_event(reply: Reply) -> KillEvent {
         other => KillEvent::Other(serde_json::to_value(&other).unwrap_or_default()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sprites_api::agent::{self, ExecRequest, Request};
+    use tokio::io::AsyncWriteExt;
+
+    use super::super::tests::{fake, read_frame};
+    use super::*;
+
+    fn info(tty: bool) -> Reply {
+        Reply::SessionInfo {
+            session_id: 7,
+            command: "sh".into(),
+            workdir: "/".into(),
+            created: "2025-01-01T00:00:00Z".into(),
+            cols: 80,
+            rows: 24,
+            is_owner: true,
+            tty,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exec_session_is_typed_both_ways() {
+        let (conv, mut agent) = fake(&Request::Exec(ExecRequest::default())).await;
+        let mut out = agent::json_frame(&info(true));
+        out.extend(agent::frame(agent::STDOUT, b"out"));
+        out.extend(agent::json_frame(&Reply::PortOpened {
+            port: 8080,
+            address: "0.0.0.0".into(),
+            pid: 42,
+        }));
+        // Not an exec reply: skipped.
+        out.extend(agent::json_frame(&Reply::Pong {
+            version: "x".into(),
+        }));
+        out.extend(agent::frame(agent::STDERR, b"err"));
+        out.extend(agent::json_frame(&Reply::PortClosed {
+            port: 8080,
+            address: "0.0.0.0".into(),
+            pid: 42,
+        }));
+        out.extend(agent::exit_frame(3));
+        agent.write_all(&out).await.expect("write");
+
+        let ExecSession {
+            start,
+            mut events,
+            mut input,
+        } = ExecSession::begin(conv).await.expect("session");
+        assert_eq!((start.session_id, start.tty), (7, true));
+        let mut got = Vec::new();
+        while let Some(e) = events.next().await.expect("event") {
+            let last = matches!(e, SessionEvent::Exit(_));
+            got.push(e);
+            if last {
+                break;
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                SessionEvent::Stdout(Bytes::from_static(b"out")),
+                SessionEvent::PortOpened {
+                    port: 8080,
+                    address: "0.0.0.0".into(),
+                    pid: 42,
+                },
+                SessionEvent::Stderr(Bytes::from_static(b"err")),
+                SessionEvent::PortClosed {
+                    port: 8080,
+                    address: "0.0.0.0".into(),
+                    pid: 42,
+                },
+                SessionEvent::Exit(3),
+            ]
+        );
+
+        input.stdin(b"in").await.expect("stdin");
+        input.resize(100, 30).await.expect("resize");
+        input.signal("SIGINT".into()).await.expect("signal");
+        input.eof().await.expect("eof");
+        assert_eq!(
+            read_frame(&mut agent).await,
+            Some((agent::STDIN, b"in".to_vec()))
+        );
+        for want in [
+            Control::Resize {
+                cols: 100,
+                rows: 30,
+            },
+            Control::Signal {
+                signal: "SIGINT".into(),
+            },
+        ] {
+            let (kind, body) = read_frame(&mut agent).await.expect("control");
+            assert_eq!(kind, agent::JSON);
+            let got: Control = serde_json::from_slice(&body).expect("control");
+            assert_eq!(got, want);
+        }
+        assert_eq!(
+            read_frame(&mut agent).await,
+            Some((agent::STDIN_EOF, vec![]))
+        );
+
+        // The agent's hang-up without an exit: the end of the events.
+        drop(agent);
+        assert_eq!(events.next().await.expect("clean end"), None);
+    }
+
+    #[tokio::test]
+    async fn a_kill_reports_its_steps_up_to_the_last() {
+        let req = Request::Kill {
+            id: 7,
+            signal: "SIGTERM".into(),
+            timeout_ms: 10,
+        };
+        let (conv, mut agent) = fake(&req).await;
+        let mut out = agent::json_frame(&Reply::Signal {
+            signal: "SIGTERM".into(),
+        });
+        out.extend(agent::json_frame(&Reply::Exited { exit_code: 143 }));
+        out.extend(agent::json_frame(&Reply::Complete { exit_code: 143 }));
+        out.extend(agent::json_frame(&Reply::Done));
+        agent.write_all(&out).await.expect("write");
+        let mut progress = KillProgress::begin(conv).await.expect("progress");
+        let mut got = Vec::new();
+        while let Some(e) = progress.next().await {
+            got.push(e);
+        }
+        assert_eq!(
+            got,
+            [
+                KillEvent::Signal("SIGTERM".into()),
+                KillEvent::Exited(143),
+                KillEvent::Complete(143),
+            ]
+        );
+    }
+}

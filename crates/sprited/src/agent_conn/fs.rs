@@ -114,3 +114,91 @@ impl FsUpload {
         self.writer.send_eof().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sprites_api::agent::Request;
+    use sprites_api::fs::{FsCall, FsRequest, MkdirParents, PathBytes};
+    use tokio::io::AsyncWriteExt;
+
+    use super::super::tests::{fake, read_frame};
+    use super::*;
+
+    fn request(call: FsCall) -> Request {
+        Request::Fs(FsRequest {
+            user: None,
+            working_dir: None,
+            call,
+        })
+    }
+
+    fn done() -> FsReply {
+        FsReply::Done {
+            path: PathBytes::from("/f"),
+            dest: None,
+            size: 3,
+            mode: 0o644,
+            count: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_is_replies_and_bytes() {
+        let call = FsCall::Read {
+            path: PathBytes::from("/f"),
+        };
+        let (conv, mut agent) = fake(&request(call)).await;
+        let opened = FsReply::Opened {
+            path: PathBytes::from("/f"),
+            size: Some(3),
+            mode: 0o644,
+        };
+        let mut out = agent::json_frame(&opened);
+        out.extend(agent::frame(agent::STDOUT, b"abc"));
+        out.extend(agent::json_frame(&done()));
+        agent.write_all(&out).await.expect("write");
+        drop(agent);
+        let mut session = FsSession::from(conv);
+        assert_eq!(session.answer().await.expect("answer"), opened);
+        assert!(matches!(
+            session.next().await.expect("data"),
+            Some(FsEvent::Data(b)) if b.as_ref() == b"abc"
+        ));
+        assert!(matches!(
+            session.next().await.expect("done"),
+            Some(FsEvent::Reply(FsReply::Done { .. }))
+        ));
+        assert!(session.next().await.expect("end").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_upload_sends_stdin_frames_and_ends_with_done() {
+        let call = FsCall::Write {
+            path: PathBytes::from("/f"),
+            mode: None,
+            mkdir_parents: MkdirParents::All,
+        };
+        let (conv, mut agent) = fake(&request(call)).await;
+        let (mut replies, mut upload) = FsSession::from(conv).split();
+        upload.data(b"abc").await.expect("data");
+        upload.end().await.expect("end");
+        assert_eq!(
+            read_frame(&mut agent).await,
+            Some((agent::STDIN, b"abc".to_vec()))
+        );
+        assert_eq!(
+            read_frame(&mut agent).await,
+            Some((agent::STDIN_EOF, vec![]))
+        );
+        agent
+            .write_all(&agent::json_frame(&done()))
+            .await
+            .expect("write");
+        assert_eq!(replies.outcome().await.expect("outcome"), done());
+        drop(agent);
+        assert!(matches!(
+            replies.outcome().await,
+            Err(AgentError::Protocol(_))
+        ));
+    }
+}

@@ -105,19 +105,24 @@ pub async fn open(socket: &Path, req: &Request) -> Result<Conversation, AgentErr
     let stream = UnixStream::connect(socket)
         .await
         .map_err(AgentError::Connect)?;
-    let (r, w) = stream.into_split();
-    let mut writer = Writer { w };
-    writer.send_json(req).await?;
-    Ok(Conversation {
-        reader: Reader {
-            r: BufReader::with_capacity(64 * 1024, r),
-            _hold: None,
-        },
-        writer,
-    })
+    Conversation::start(stream, req).await
 }
 
 impl Conversation {
+    /// Send `req` on a connected stream.
+    async fn start(stream: UnixStream, req: &Request) -> Result<Conversation, AgentError> {
+        let (r, w) = stream.into_split();
+        let mut writer = Writer { w };
+        writer.send_json(req).await?;
+        Ok(Conversation {
+            reader: Reader {
+                r: BufReader::with_capacity(64 * 1024, r),
+                _hold: None,
+            },
+            writer,
+        })
+    }
+
     /// Keep `token` alive as long as what reads the agent's answers (the
     /// session's event half when it is split).
     pub fn hold(&mut self, token: impl Send + Sync + 'static) {
@@ -210,5 +215,95 @@ impl Reader {
             ))),
             None => Err(AgentError::Closed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn agent_codes_map_to_statuses() {
+        let refused = |code| AgentError::Refused {
+            code,
+            message: "m".into(),
+        };
+        for (e, status) in [
+            (refused(AgentErrorCode::NotFound), StatusCode::NOT_FOUND),
+            (refused(AgentErrorCode::BadRequest), StatusCode::BAD_REQUEST),
+            (refused(AgentErrorCode::Conflict), StatusCode::CONFLICT),
+            (
+                refused(AgentErrorCode::Internal),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                AgentError::Unexpected("u".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (AgentError::Closed, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                AgentError::Protocol("p".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ] {
+            assert_eq!(ApiError::from(e).status(), status);
+        }
+    }
+
+    /// A conversation with a fake agent on the other end of a socket pair:
+    /// what the daemon sent first (the request) is read off already.
+    pub(super) async fn fake(req: &Request) -> (Conversation, UnixStream) {
+        let (ours, mut agent) = UnixStream::pair().expect("socket pair");
+        let conv = Conversation::start(ours, req).await.expect("request sent");
+        let (kind, body) = read_frame(&mut agent).await.expect("the request");
+        assert_eq!(kind, agent::JSON);
+        let sent: Request = serde_json::from_slice(&body).expect("a request");
+        assert_eq!(&sent, req);
+        (conv, agent)
+    }
+
+    /// One frame as the agent reads it.
+    pub(super) async fn read_frame(s: &mut UnixStream) -> Option<(u8, Vec<u8>)> {
+        let mut h = [0u8; agent::HEADER_LEN];
+        s.read_exact(&mut h).await.ok()?;
+        let (kind, len) = agent::parse_header(h).ok()?;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.ok()?;
+        Some((kind, body))
+    }
+
+    #[tokio::test]
+    async fn answers_are_typed_and_refusals_are_errors() {
+        let (conv, mut agent) = fake(&Request::Sessions).await;
+        let refusal = Reply::Error {
+            code: AgentErrorCode::Conflict,
+            message: "busy".into(),
+        };
+        agent
+            .write_all(&agent::json_frame(&refusal))
+            .await
+            .expect("write");
+        match exec::session_list(conv).await {
+            Err(AgentError::Refused {
+                code: AgentErrorCode::Conflict,
+                message,
+            }) => assert_eq!(message, "busy"),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+
+        let (conv, mut agent) = fake(&Request::Sessions).await;
+        agent
+            .write_all(&agent::json_frame(&Reply::Sessions { sessions: vec![] }))
+            .await
+            .expect("write");
+        assert!(exec::session_list(conv).await.expect("a list").is_empty());
+
+        let (conv, agent) = fake(&Request::Busy).await;
+        drop(agent);
+        assert!(matches!(
+            exec::running_sessions(conv).await,
+            Err(AgentError::Closed)
+        ));
     }
 }
