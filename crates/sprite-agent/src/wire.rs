@@ -3,7 +3,7 @@
 use std::io;
 
 use serde::Serialize;
-use sprites_api::agent::{self, Reply, HEADER_LEN};
+use sprites_api::agent::{self, AgentErrorCode, Reply, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// One received frame.
@@ -68,7 +68,7 @@ pub async fn write_exit<W: AsyncWrite + Unpin>(w: &mut W, code: i32) -> io::Resu
 /// The error reply for a request the agent could not make sense of.
 pub fn bad_request(message: impl Into<String>) -> Reply {
     Reply::Error {
-        code: "bad_request".into(),
+        code: AgentErrorCode::BadRequest,
         message: message.into(),
     }
 }
@@ -76,7 +76,7 @@ pub fn bad_request(message: impl Into<String>) -> Reply {
 /// The error reply for an id the agent does not know.
 pub fn not_found(message: impl Into<String>) -> Reply {
     Reply::Error {
-        code: "not_found".into(),
+        code: AgentErrorCode::NotFound,
         message: message.into(),
     }
 }
@@ -84,7 +84,7 @@ pub fn not_found(message: impl Into<String>) -> Reply {
 /// The error reply for a failure of the agent itself.
 pub fn internal(message: impl Into<String>) -> Reply {
     Reply::Error {
-        code: "internal".into(),
+        code: AgentErrorCode::Internal,
         message: message.into(),
     }
 }

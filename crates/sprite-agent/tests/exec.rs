@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{cmd, sh, Agent};
-use sprites_api::agent::{Control, ExecRequest, Reply, Request, STDIN, STDIN_EOF};
+use sprites_api::agent::{AgentErrorCode, Control, ExecRequest, Reply, Request, STDIN, STDIN_EOF};
 
 #[test]
 fn echo_round_trip() {
@@ -235,7 +235,7 @@ fn environment_and_directory() {
         ..cmd(&["true"])
     });
     match run.info {
-        Reply::Error { code, .. } => assert_eq!(code, "bad_request"),
+        Reply::Error { code, .. } => assert_eq!(code, AgentErrorCode::BadRequest),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -257,7 +257,13 @@ fn runs_as_another_user() {
         user: Some("no-such-user-xyz".into()),
         ..cmd(&["true"])
     });
-    assert!(matches!(run.info, Reply::Error { ref code, .. } if code == "bad_request"));
+    assert!(matches!(
+        run.info,
+        Reply::Error {
+            code: AgentErrorCode::BadRequest,
+            ..
+        }
+    ));
 }
 
 #[test]

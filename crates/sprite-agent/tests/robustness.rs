@@ -4,12 +4,12 @@
 mod common;
 
 use common::{sh, Agent};
-use sprites_api::agent::{Reply, Request, JSON, STDIN};
+use sprites_api::agent::{AgentErrorCode, Reply, Request, JSON, STDIN};
 
 fn assert_bad_request(reply: Reply) {
     match reply {
         Reply::Error { code, message } => {
-            assert_eq!(code, "bad_request");
+            assert_eq!(code, AgentErrorCode::BadRequest);
             assert!(!message.is_empty());
         }
         other => panic!("expected bad_request, got {other:?}"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{eventually, Agent, TempDir};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use sprites_api::agent::{Reply, Request, ServiceOp, JSON};
+use sprites_api::agent::{AgentErrorCode, Reply, Request, ServiceOp, JSON};
 use sprites_api::service::{Service, ServiceEvent, ServiceSpec};
 
 fn spec(cmd: &str, args: &[&str]) -> ServiceSpec {
@@ -53,10 +53,10 @@ fn events(agent: &Agent, op: ServiceOp) -> Vec<ServiceEvent> {
 }
 
 /// The error code and message of a refused op (one reply, then close).
-fn refused(agent: &Agent, op: ServiceOp) -> (String, String) {
+fn refused(agent: &Agent, op: ServiceOp) -> (AgentErrorCode, String) {
     let got = replies(agent, op);
     match got.as_slice() {
-        [Reply::Error { code, message }] => (code.clone(), message.clone()),
+        [Reply::Error { code, message }] => (*code, message.clone()),
         other => panic!("expected one error reply, got {other:?}"),
     }
 }
@@ -82,7 +82,10 @@ fn put(agent: &Agent, name: &str, spec: ServiceSpec, stream_ms: u64) -> Vec<Serv
 fn try_get(agent: &Agent, name: &str) -> Option<Service> {
     match one(agent, ServiceOp::Get { name: name.into() }) {
         Reply::Service { service } => Some(*service),
-        Reply::Error { code, .. } if code == "not_found" => None,
+        Reply::Error {
+            code: AgentErrorCode::NotFound,
+            ..
+        } => None,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -292,11 +295,11 @@ fn lifecycle_start_stop_signal_restart_delete() {
     );
     assert_eq!(signal("svc", "HUP"), [Reply::Done]);
     let code = |r: Vec<Reply>| match r.as_slice() {
-        [Reply::Error { code, .. }] => code.clone(),
+        [Reply::Error { code, .. }] => *code,
         other => panic!("{other:?}"),
     };
-    assert_eq!(code(signal("svc", "SIGNOPE")), "bad_request");
-    assert_eq!(code(signal("ghost", "HUP")), "not_found");
+    assert_eq!(code(signal("svc", "SIGNOPE")), AgentErrorCode::BadRequest);
+    assert_eq!(code(signal("ghost", "HUP")), AgentErrorCode::NotFound);
 
     let evs = stop(&agent, "svc", 5000);
     assert_eq!(kinds(&evs), ["stopping", "stopped", "complete"], "{evs:?}");
@@ -311,8 +314,8 @@ fn lifecycle_start_stop_signal_restart_delete() {
             timeout_ms: 0,
         },
     );
-    assert_eq!(c, "conflict", "{m}");
-    assert_eq!(code(signal("svc", "HUP")), "conflict");
+    assert_eq!(c, AgentErrorCode::Conflict, "{m}");
+    assert_eq!(code(signal("svc", "HUP")), AgentErrorCode::Conflict);
     assert!(logs(&agent, "svc", 5).contains("[sprite] stopped (exit code 143)"));
 
     // Restart of a stopped service starts it; of a running one replaces it.
@@ -352,7 +355,7 @@ fn lifecycle_start_stop_signal_restart_delete() {
     assert!(try_get(&agent, "svc").is_none());
     assert!(!Path::new(&log_path).exists(), "its log goes with it");
     let (c, _) = refused(&agent, ServiceOp::Delete { name: "svc".into() });
-    assert_eq!(c, "not_found");
+    assert_eq!(c, AgentErrorCode::NotFound);
     let (c, _) = refused(
         &agent,
         ServiceOp::Logs {
@@ -360,7 +363,7 @@ fn lifecycle_start_stop_signal_restart_delete() {
             lines: 1,
         },
     );
-    assert_eq!(c, "not_found");
+    assert_eq!(c, AgentErrorCode::NotFound);
     let (c, _) = refused(
         &agent,
         ServiceOp::Start {
@@ -368,7 +371,7 @@ fn lifecycle_start_stop_signal_restart_delete() {
             stream_ms: 0,
         },
     );
-    assert_eq!(c, "not_found");
+    assert_eq!(c, AgentErrorCode::NotFound);
     assert!(list(&agent).is_empty());
 }
 
@@ -413,17 +416,17 @@ fn bad_definitions_are_refused() {
         stream_ms: 0,
     };
     let (c, m) = refused(&agent, put_op("../x", spec("sleep", &["1"])));
-    assert_eq!(c, "bad_request", "{m}");
+    assert_eq!(c, AgentErrorCode::BadRequest, "{m}");
     let (c, m) = refused(&agent, put_op("x", spec("", &[])));
-    assert_eq!(c, "bad_request", "{m}");
+    assert_eq!(c, AgentErrorCode::BadRequest, "{m}");
     let (c, m) = refused(
         &agent,
         put_op("x", needing(spec("sleep", &["1"]), &["nope"])),
     );
-    assert_eq!(c, "bad_request", "{m}");
+    assert_eq!(c, AgentErrorCode::BadRequest, "{m}");
     assert!(m.contains("nope"), "{m}");
     let (c, _) = refused(&agent, put_op("x", needing(spec("sleep", &["1"]), &["x"])));
-    assert_eq!(c, "bad_request");
+    assert_eq!(c, AgentErrorCode::BadRequest);
     assert!(list(&agent).is_empty(), "nothing refused was kept");
 
     put(&agent, "db", spec("sleep", &["300"]), 0);
@@ -433,11 +436,14 @@ fn bad_definitions_are_refused() {
         put_op("db", needing(spec("sleep", &["300"]), &["api"])),
     );
     assert_eq!(
-        (c.as_str(), m.as_str()),
-        ("bad_request", "needs would form a cycle: db -> api -> db")
+        (c, m.as_str()),
+        (
+            AgentErrorCode::BadRequest,
+            "needs would form a cycle: db -> api -> db"
+        )
     );
     let (c, m) = refused(&agent, ServiceOp::Delete { name: "db".into() });
-    assert_eq!(c, "conflict", "{m}");
+    assert_eq!(c, AgentErrorCode::Conflict, "{m}");
     assert!(m.contains("api"), "{m}");
 
     // One service with an http_port at most.
@@ -448,7 +454,7 @@ fn bad_definitions_are_refused() {
     let mut other = web.clone();
     other.http_port = Some(9090);
     let (c, m) = refused(&agent, put_op("web2", other));
-    assert_eq!(c, "conflict", "{m}");
+    assert_eq!(c, AgentErrorCode::Conflict, "{m}");
     assert!(try_get(&agent, "web2").is_none());
     assert_eq!(get(&agent, "web").http_port, Some(8080));
 }
@@ -658,7 +664,7 @@ fn stop_is_sticky_across_an_agent_kill() {
             timeout_ms: 0,
         },
     );
-    assert_eq!(c, "conflict");
+    assert_eq!(c, AgentErrorCode::Conflict);
 
     // Start clears the mark, for the next boot too.
     let evs = events(

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, sh, Agent, Run};
-use sprites_api::agent::{ExecRequest, Reply, Request, STDOUT};
+use sprites_api::agent::{AgentErrorCode, ExecRequest, Reply, Request, STDOUT};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -95,11 +95,23 @@ fn kill_escalates_to_sigkill_and_unknown_ids_are_not_found() {
 
     let events = kill_events(&agent, 999_999_999, "TERM", 100);
     assert!(
-        matches!(events.as_slice(), [Reply::Error { code, .. }] if code == "not_found"),
+        matches!(
+            events.as_slice(),
+            [Reply::Error {
+                code: AgentErrorCode::NotFound,
+                ..
+            }]
+        ),
         "{events:?}"
     );
     let mut c = agent.request(&Request::Attach { id: 999_999_999 });
-    assert!(matches!(c.reply(), Reply::Error { code, .. } if code == "not_found"));
+    assert!(matches!(
+        c.reply(),
+        Reply::Error {
+            code: AgentErrorCode::NotFound,
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -62,12 +62,9 @@ pub enum Error {
         #[source]
         source: ColdError,
     },
-    /// The conversation with the sprite's agent broke.
+    /// The sprite's agent refused, or could not be talked to.
     #[error(transparent)]
-    AgentConn(#[from] AgentError),
-    /// The agent answered with an error of its own.
-    #[error("{message}")]
-    Agent { code: String, message: String },
+    Agent(#[from] AgentError),
     /// The metadata database failed.
     #[error("metadata database: {0}")]
     Db(#[from] DbError),

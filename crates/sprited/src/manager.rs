@@ -6,6 +6,7 @@
 //! daemon never touches mounts or runc itself: it asks `sprite-store` and
 //! `sprite-runtime`.
 
+mod agent;
 pub mod checkpoints;
 pub mod cold;
 pub mod idle;
@@ -24,13 +25,13 @@ use std::time::Duration;
 
 use sprite_runtime::{Bind, Driver, IdMap, Limits as RtLimits, SandboxSpec, SandboxState};
 use sprite_store::{ImageKind, Store};
-use sprites_api::agent::{Reply, Request, SOCKET_NAME};
+use sprites_api::agent::{Request, SOCKET_NAME};
 use sprites_api::sprite::{CreateSpriteRequest, Status};
 
 pub use slot::Activity;
 use slot::SpriteSlot;
 
-use crate::agent_conn::{self, AgentError, AgentReader, AgentWriter};
+use crate::agent_conn::{self, AgentError, Conversation};
 use crate::config::{Config, IMAGES};
 use crate::db::{Db, DbError, Limits, SpriteRecord};
 use crate::error::Error;
@@ -600,43 +601,37 @@ impl Manager {
         }
     }
 
-    /// Open an agent connection for `req`, waking the sprite first. A stale
-    /// "running" (the sandbox died under us) is noticed and repaired once.
-    pub async fn open(
+    /// Open an agent conversation for `req`, waking the sprite first; it
+    /// keeps the sprite awake while it lasts. A stale "running" (the
+    /// sandbox died under us) is noticed and repaired once. The typed
+    /// sessions built on it are in `manager/agent.rs`.
+    async fn open(
         self: &Arc<Self>,
         rec: &SpriteRecord,
         req: &Request,
-    ) -> Result<(AgentReader, AgentWriter), Error> {
+    ) -> Result<Conversation, Error> {
         // Counted before the wake: the idle tracker never pauses a sprite
         // that a request is about to use.
         let activity = self.activity(&rec.id);
         for attempt in 0..2 {
             self.ensure_running(rec).await?;
             match agent_conn::open(&self.socket_path(&rec.id), req).await {
-                Ok((mut r, w)) => {
+                Ok(mut conv) => {
                     self.touch(rec);
-                    r.hold(activity);
-                    return Ok((r, w));
+                    conv.hold(activity);
+                    return Ok(conv);
                 }
                 Err(AgentError::Connect(e)) if attempt == 0 => {
                     tracing::warn!(sprite = %rec.name, error = %e, "agent unreachable; restarting the sprite");
                     self.set_status(&rec.id, Status::Cold);
                 }
-                Err(e) => return Err(Error::Unavailable(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
         }
         Err(Error::Unavailable(format!(
             "sprite {} did not come up",
             rec.name
         )))
-    }
-
-    /// A request-reply exchange with the agent.
-    pub async fn ask(self: &Arc<Self>, rec: &SpriteRecord, req: &Request) -> Result<Reply, Error> {
-        let (mut r, _w) = self.open(rec, req).await?;
-        r.reply()
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
     /// Note activity. The DB write happens off the request path and at most

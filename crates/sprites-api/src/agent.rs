@@ -35,7 +35,8 @@
 //!   come between the output frames when a process of the session starts
 //!   or stops listening on a TCP port (polled every 250 ms).
 //!
-//! Errors the agent can name come as an [`Reply::Error`] frame, then close.
+//! Errors the agent can name come as an [`Reply::Error`] frame (its code an
+//! [`AgentErrorCode`]), then close.
 
 use serde::{Deserialize, Serialize};
 
@@ -233,10 +234,28 @@ pub enum Reply {
         running_sessions: u32,
     },
     Error {
-        /// `not_found`, `bad_request`, `conflict`, `internal`.
-        code: String,
+        code: AgentErrorCode,
         message: String,
     },
+}
+
+/// Why the agent refused a request: the `code` of [`Reply::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentErrorCode {
+    /// A session or service the agent does not know.
+    NotFound,
+    /// A request the agent cannot make sense of: a malformed frame, a bad
+    /// signal name or service definition.
+    BadRequest,
+    /// A request at odds with the current state: a second `http_port`, a
+    /// stop or signal of a service that is not running, a delete of a
+    /// service others need.
+    Conflict,
+    /// The agent itself failed. A code this build does not know reads as
+    /// this one too (a sprite still running an older or newer agent).
+    #[serde(other)]
+    Internal,
 }
 
 /// Encode one frame.
@@ -319,5 +338,36 @@ mod tests {
         })
         .expect("json");
         assert!(k.contains(r#""op":"kill""#));
+    }
+
+    #[test]
+    fn error_codes_keep_their_wire_names() {
+        for (code, name) in [
+            (AgentErrorCode::NotFound, "not_found"),
+            (AgentErrorCode::BadRequest, "bad_request"),
+            (AgentErrorCode::Conflict, "conflict"),
+            (AgentErrorCode::Internal, "internal"),
+        ] {
+            let reply = Reply::Error {
+                code,
+                message: "m".into(),
+            };
+            let json = serde_json::to_string(&reply).expect("json");
+            assert_eq!(
+                json,
+                format!(r#"{{"type":"error","code":"{name}","message":"m"}}"#)
+            );
+            assert_eq!(serde_json::from_str::<Reply>(&json).expect("parse"), reply);
+        }
+        let unknown: Reply =
+            serde_json::from_str(r#"{"type":"error","code":"teapot","message":"m"}"#)
+                .expect("an unknown code parses");
+        assert!(matches!(
+            unknown,
+            Reply::Error {
+                code: AgentErrorCode::Internal,
+                ..
+            }
+        ));
     }
 }

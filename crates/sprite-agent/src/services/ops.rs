@@ -19,7 +19,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sprites_api::agent::{Reply, ServiceOp, MAX_FRAME};
+use sprites_api::agent::{AgentErrorCode, Reply, ServiceOp, MAX_FRAME};
 use sprites_api::service::{validate_name, ServiceEvent, ServiceSpec};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -55,15 +55,12 @@ enum OpError {
 impl OpError {
     fn reply(self) -> Reply {
         let (code, message) = match self {
-            OpError::NotFound(m) => ("not_found", m),
-            OpError::BadRequest(m) => ("bad_request", m),
-            OpError::Conflict(m) => ("conflict", m),
-            OpError::Internal(m) => ("internal", m),
+            OpError::NotFound(m) => (AgentErrorCode::NotFound, m),
+            OpError::BadRequest(m) => (AgentErrorCode::BadRequest, m),
+            OpError::Conflict(m) => (AgentErrorCode::Conflict, m),
+            OpError::Internal(m) => (AgentErrorCode::Internal, m),
         };
-        Reply::Error {
-            code: code.into(),
-            message,
-        }
+        Reply::Error { code, message }
     }
 }
 

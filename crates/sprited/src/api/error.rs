@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sprites_api::error::ErrorBody;
 
+use sprites_api::agent::AgentErrorCode;
+
+use crate::agent_conn::AgentError;
 use crate::error::{Error, Limit};
 
 #[derive(Debug, thiserror::Error)]
@@ -129,13 +132,20 @@ impl From<crate::db::DbError> for ApiError {
     }
 }
 
-/// Errno-like codes the agent names, as statuses.
-fn agent_status(code: &str, message: String) -> ApiError {
-    match code {
-        "not_found" => ApiError::NotFound(message),
-        "conflict" => ApiError::Conflict(message),
-        "bad_request" => ApiError::BadRequest(message),
-        _ => ApiError::Internal(message),
+/// What the agent refused keeps its meaning; an agent that cannot be
+/// talked to is unavailable.
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Refused { code, message } => match code {
+                AgentErrorCode::NotFound => ApiError::NotFound(message),
+                AgentErrorCode::BadRequest => ApiError::BadRequest(message),
+                AgentErrorCode::Conflict => ApiError::Conflict(message),
+                AgentErrorCode::Internal => ApiError::Internal(message),
+            },
+            AgentError::Unexpected(message) => ApiError::Internal(message),
+            other => ApiError::Unavailable(other.to_string()),
+        }
     }
 }
 
@@ -152,7 +162,8 @@ impl From<Error> for ApiError {
             Error::Gone(_) => ApiError::Gone(message),
             Error::TooLarge(_) => ApiError::PayloadTooLarge(message),
             Error::Limited(l) => ApiError::Limited(l),
-            Error::Unavailable(_) | Error::AgentConn(_) => ApiError::Unavailable(message),
+            Error::Unavailable(_) => ApiError::Unavailable(message),
+            Error::Agent(e) => e.into(),
             Error::Store {
                 context,
                 source: source @ sprite_store::StoreError::NoSpace { .. },
@@ -169,7 +180,6 @@ impl From<Error> for ApiError {
                     "{context}: the object store cannot be reached ({source}); nothing was lost, try again later"
                 ))
             }
-            Error::Agent { code, message } => agent_status(&code, message),
             e @ (Error::Store { .. }
             | Error::Runtime { .. }
             | Error::Cold { .. }

@@ -17,13 +17,13 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use sprites_api::agent::{Control, ExecRequest, Reply, Request as AgentRequest};
+use sprites_api::agent::ExecRequest;
 use sprites_api::exec::{self as wire, TextMessage};
 use sprites_api::sprite::{SessionList, StreamEvent};
 use tokio::sync::Mutex;
 
 use super::query::{parse_duration, Query};
-use crate::agent_conn::{AgentReader, AgentWriter, Frame};
+use crate::agent_conn::exec::{ExecSession, KillEvent, SessionEvent, SessionStart};
 use crate::db::SpriteRecord;
 use crate::error::ApiError;
 use crate::time::now_rfc3339;
@@ -80,42 +80,19 @@ fn exec_request(q: &Query, rec: &SpriteRecord, state: &AppState) -> Result<ExecR
     })
 }
 
-fn agent_error(code: &str, message: String) -> ApiError {
-    match code {
-        "not_found" => ApiError::NotFound(message),
-        "bad_request" => ApiError::BadRequest(message),
-        _ => ApiError::Internal(message),
-    }
-}
-
-/// Open an exec or attach on the agent and read its `session_info`.
+/// Start a command on the agent (the session has started when this returns).
 async fn start(
     state: &AppState,
     rec: &SpriteRecord,
-    req: AgentRequest,
-) -> Result<(AgentReader, AgentWriter, Reply), ApiError> {
+    req: ExecRequest,
+) -> Result<ExecSession, ApiError> {
     let started = std::time::Instant::now();
-    let is_exec = matches!(req, AgentRequest::Exec(_));
-    let (mut r, w) = state.manager.open(rec, &req).await?;
-    let first = r
-        .reply()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    match first {
-        Reply::SessionInfo { .. } => {
-            if is_exec {
-                state
-                    .manager
-                    .metrics
-                    .exec_started(started.elapsed().as_secs_f64());
-            }
-            Ok((r, w, first))
-        }
-        Reply::Error { code, message } => Err(agent_error(&code, message)),
-        other => Err(ApiError::Internal(format!(
-            "agent answered {other:?} to an exec"
-        ))),
-    }
+    let session = state.manager.exec(rec, req).await?;
+    state
+        .manager
+        .metrics
+        .exec_started(started.elapsed().as_secs_f64());
+    Ok(session)
 }
 
 fn is_upgrade(req: &Request) -> bool {
@@ -144,9 +121,8 @@ pub async fn exec_or_list(
         .map_err(|e| ApiError::BadRequest(format!("bad WebSocket upgrade: {e}")))?;
     let q = Query::parse(raw.as_deref());
     let ereq = exec_request(&q, &rec, &state)?;
-    let tty = ereq.tty;
-    let (r, w, info) = start(&state, &rec, AgentRequest::Exec(ereq)).await?;
-    Ok(upgrade(ws, r, w, info, tty))
+    let session = start(&state, &rec, ereq).await?;
+    Ok(upgrade(ws, session))
 }
 
 /// `GET /v1/sprites/{name}/exec/{id}` (WebSocket): re-attach to a session.
@@ -157,9 +133,8 @@ pub async fn attach(
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
     let id = session_id(&id)?;
-    let (r, w, info) = start(&state, &rec, AgentRequest::Attach { id }).await?;
-    let tty = matches!(info, Reply::SessionInfo { tty: true, .. });
-    Ok(upgrade(ws, r, w, info, tty))
+    let session = state.manager.attach(&rec, id).await?;
+    Ok(upgrade(ws, session))
 }
 
 fn session_id(raw: &str) -> Result<u32, ApiError> {
@@ -167,16 +142,10 @@ fn session_id(raw: &str) -> Result<u32, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no session {raw}")))
 }
 
-fn upgrade(
-    ws: WebSocketUpgrade,
-    r: AgentReader,
-    w: AgentWriter,
-    info: Reply,
-    tty: bool,
-) -> Response {
+fn upgrade(ws: WebSocketUpgrade, session: ExecSession) -> Response {
     let mut res = ws
         .max_message_size(16 << 20)
-        .on_upgrade(move |socket| relay(socket, r, w, info, tty));
+        .on_upgrade(move |socket| relay(socket, session));
     res.headers_mut().insert(
         "x-sprite-capabilities",
         HeaderValue::from_static(wire::CAPABILITIES),
@@ -184,28 +153,15 @@ fn upgrade(
     res
 }
 
-fn session_info_text(info: &Reply) -> Option<String> {
-    let Reply::SessionInfo {
-        session_id,
-        command,
-        created,
-        cols,
-        rows,
-        is_owner,
-        tty,
-        ..
-    } = info
-    else {
-        return None;
-    };
+fn session_info_text(start: SessionStart) -> Option<String> {
     serde_json::to_string(&TextMessage::SessionInfo {
-        session_id: *session_id,
-        command: command.clone(),
-        created: created.clone(),
-        cols: *cols,
-        rows: *rows,
-        is_owner: *is_owner,
-        tty: *tty,
+        session_id: start.session_id,
+        command: start.command,
+        created: start.created,
+        cols: start.cols,
+        rows: start.rows,
+        is_owner: start.is_owner,
+        tty: start.tty,
     })
     .ok()
 }
@@ -228,21 +184,27 @@ fn prefixed(id: u8, data: &[u8]) -> Bytes {
 /// Pump a WebSocket client and an agent session into each other until the
 /// command exits (then close at once) or the client goes (the agent keeps
 /// the session, detached).
-async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: Reply, tty: bool) {
+async fn relay(socket: WebSocket, session: ExecSession) {
+    let ExecSession {
+        start,
+        events: mut r,
+        input: mut w,
+    } = session;
+    let tty = start.tty;
     let (mut tx, mut rx) = socket.split();
     let to_client = async move {
-        if let Some(text) = session_info_text(&info) {
+        if let Some(text) = session_info_text(start) {
             if tx.send(Message::Text(text.into())).await.is_err() {
                 return;
             }
         }
         let close = loop {
             let msg = match r.next().await {
-                Ok(Some(Frame::Stdout(b))) if tty => Message::Binary(b),
-                Ok(Some(Frame::Stdout(b))) => Message::Binary(prefixed(wire::STDOUT, &b)),
-                Ok(Some(Frame::Stderr(b))) if tty => Message::Binary(b),
-                Ok(Some(Frame::Stderr(b))) => Message::Binary(prefixed(wire::STDERR, &b)),
-                Ok(Some(Frame::Exit(code))) => {
+                Ok(Some(SessionEvent::Stdout(b))) if tty => Message::Binary(b),
+                Ok(Some(SessionEvent::Stdout(b))) => Message::Binary(prefixed(wire::STDOUT, &b)),
+                Ok(Some(SessionEvent::Stderr(b))) if tty => Message::Binary(b),
+                Ok(Some(SessionEvent::Stderr(b))) => Message::Binary(prefixed(wire::STDERR, &b)),
+                Ok(Some(SessionEvent::Exit(code))) => {
                     let exit = if tty {
                         Message::Text(
                             serde_json::to_string(&TextMessage::Exit { exit_code: code })
@@ -260,19 +222,18 @@ async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: 
                         reason: "exited".into(),
                     };
                 }
-                Ok(Some(Frame::Reply(Reply::Error { message, .. }))) => {
+                Ok(Some(SessionEvent::Failed(message))) => {
                     break CloseFrame {
                         code: 1011,
                         reason: message.chars().take(120).collect::<String>().into(),
                     }
                 }
-                Ok(Some(Frame::Reply(Reply::PortOpened { port, address, pid }))) => {
+                Ok(Some(SessionEvent::PortOpened { port, address, pid })) => {
                     Message::Text(port_text(TextMessage::PortOpened { port, address, pid }).into())
                 }
-                Ok(Some(Frame::Reply(Reply::PortClosed { port, address, pid }))) => {
+                Ok(Some(SessionEvent::PortClosed { port, address, pid })) => {
                     Message::Text(port_text(TextMessage::PortClosed { port, address, pid }).into())
                 }
-                Ok(Some(Frame::Reply(_))) => continue,
                 Ok(None) => {
                     // The agent went away without an exit: the sprite was
                     // stopped (a restore, a destroy) and took the command
@@ -324,21 +285,16 @@ async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: 
                 continue;
             }
             let sent = match msg {
-                Message::Binary(b) if tty => w.send_stdin(&b).await,
+                Message::Binary(b) if tty => w.stdin(&b).await,
                 Message::Binary(b) => match b.first() {
-                    Some(&wire::STDIN) => w.send_stdin(&b[1..]).await,
-                    Some(&wire::STDIN_EOF) => w.send_eof().await,
+                    Some(&wire::STDIN) => w.stdin(&b[1..]).await,
+                    Some(&wire::STDIN_EOF) => w.eof().await,
                     _ => Ok(()),
                 },
                 Message::Text(t) => match serde_json::from_str::<TextMessage>(t.as_str()) {
-                    Ok(TextMessage::Resize { cols, rows }) => {
-                        w.send_json(&Control::Resize { cols, rows }).await
-                    }
+                    Ok(TextMessage::Resize { cols, rows }) => w.resize(cols, rows).await,
                     Ok(TextMessage::Signal { signal }) => {
-                        w.send_json(&Control::Signal {
-                            signal: wire::signal_name(&signal),
-                        })
-                        .await
+                        w.signal(wire::signal_name(&signal)).await
                     }
                     _ => Ok(()),
                 },
@@ -365,16 +321,9 @@ async fn relay(socket: WebSocket, mut r: AgentReader, mut w: AgentWriter, info: 
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn list_sessions(state: &AppState, rec: &SpriteRecord) -> Result<Response, ApiError> {
-    match state.manager.ask(rec, &AgentRequest::Sessions).await? {
-        Reply::Sessions { sessions } => {
-            let count = sessions.len();
-            Ok(Json(SessionList { sessions, count }).into_response())
-        }
-        Reply::Error { code, message } => Err(agent_error(&code, message)),
-        other => Err(ApiError::Internal(format!(
-            "agent answered {other:?} to a session list"
-        ))),
-    }
+    let sessions = state.manager.sessions(rec).await?;
+    let count = sessions.len();
+    Ok(Json(SessionList { sessions, count }).into_response())
 }
 
 /// `POST /v1/sprites/{name}/exec`: body is stdin, answer is the non-TTY
@@ -395,8 +344,12 @@ pub async fn http_exec(
     let mut ereq = exec_request(&q, &rec, &state)?;
     ereq.stdin = q.bool("stdin")?.unwrap_or(false);
     let with_stdin = ereq.stdin;
-    let (r, w, _info) = start(&state, &rec, AgentRequest::Exec(ereq)).await?;
-    // The writer lives as long as either the stdin pump or the response
+    let ExecSession {
+        events: r,
+        input: w,
+        ..
+    } = start(&state, &rec, ereq).await?;
+    // The input lives as long as either the stdin pump or the response
     // stream: dropping it would tell the agent the client left.
     let w = Arc::new(Mutex::new(w));
     if with_stdin {
@@ -405,26 +358,32 @@ pub async fn http_exec(
             let mut data = body.into_data_stream();
             while let Some(chunk) = data.next().await {
                 let Ok(chunk) = chunk else { return };
-                if w.lock().await.send_stdin(&chunk).await.is_err() {
+                if w.lock().await.stdin(&chunk).await.is_err() {
                     return;
                 }
             }
-            let _ = w.lock().await.send_eof().await;
+            let _ = w.lock().await.eof().await;
         });
     }
     let stream = futures_util::stream::unfold(Some((r, w)), |st| async move {
         let (mut r, w) = st?;
         loop {
             let out = match r.next().await {
-                Ok(Some(Frame::Stdout(b))) => prefixed(wire::STDOUT, &b),
-                Ok(Some(Frame::Stderr(b))) => prefixed(wire::STDERR, &b),
-                Ok(Some(Frame::Exit(code))) => {
+                Ok(Some(SessionEvent::Stdout(b))) => prefixed(wire::STDOUT, &b),
+                Ok(Some(SessionEvent::Stderr(b))) => prefixed(wire::STDERR, &b),
+                Ok(Some(SessionEvent::Exit(code))) => {
                     return Some((
                         Ok::<_, std::io::Error>(prefixed(wire::EXIT, &[wire::exit_byte(code)])),
                         None,
                     ))
                 }
-                Ok(Some(Frame::Reply(_))) => continue,
+                // No place for port events here; an agent's failure is
+                // followed by its hang-up.
+                Ok(Some(
+                    SessionEvent::PortOpened { .. }
+                    | SessionEvent::PortClosed { .. }
+                    | SessionEvent::Failed(_),
+                )) => continue,
                 Ok(None) => {
                     // The sprite stopped under the command: killed.
                     return Some((
@@ -487,36 +446,13 @@ pub async fn kill(
             )))
         }
     };
-    let req = AgentRequest::Kill {
-        id,
-        signal,
-        timeout_ms: timeout.as_millis() as u64,
-    };
-    let (mut r, w) = state.manager.open(&rec, &req).await?;
-    let first = r
-        .reply()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    if let Reply::Error { code, message } = &first {
-        return Err(if code == "not_found" {
-            ApiError::Gone(format!("session {id} is already gone"))
-        } else {
-            agent_error(code, message.clone())
-        });
-    }
-    let stream = futures_util::stream::unfold(Some((r, w, Some(first))), |st| async move {
-        let (mut r, w, pending) = st?;
-        let reply = match pending {
-            Some(p) => p,
-            None => match r.reply().await {
-                Ok(rep) => rep,
-                Err(_) => return None,
-            },
-        };
-        let done = matches!(reply, Reply::Complete { .. } | Reply::Error { .. });
-        let line = kill_event(reply);
-        let next = if done { None } else { Some((r, w, None)) };
-        Some((Ok::<_, std::io::Error>(line), next))
+    let progress = state
+        .manager
+        .kill(&rec, id, signal, timeout.as_millis() as u64)
+        .await?;
+    let stream = futures_util::stream::unfold(progress, |mut progress| async move {
+        let line = kill_event(progress.next().await?);
+        Some((Ok::<_, std::io::Error>(line), progress))
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -525,7 +461,7 @@ pub async fn kill(
         .into_response())
 }
 
-fn kill_event(reply: Reply) -> Bytes {
+fn kill_event(event: KillEvent) -> Bytes {
     let mut ev = StreamEvent {
         kind: String::new(),
         data: None,
@@ -534,32 +470,32 @@ fn kill_event(reply: Reply) -> Bytes {
         message: None,
         time: Some(now_rfc3339()),
     };
-    match reply {
-        Reply::Signal { signal } => {
+    match event {
+        KillEvent::Signal(signal) => {
             ev.kind = "signal".into();
             ev.message = Some(format!("sent {signal}"));
             ev.data = Some(serde_json::Value::String(signal));
         }
-        Reply::Exited { exit_code } => {
+        KillEvent::Exited(exit_code) => {
             ev.kind = "exited".into();
             ev.exit_code = Some(exit_code);
         }
-        Reply::Killed => {
+        KillEvent::Killed => {
             ev.kind = "killed".into();
             ev.message = Some("did not exit in time; sent SIGKILL".into());
         }
-        Reply::Complete { exit_code } => {
+        KillEvent::Complete(exit_code) => {
             ev.kind = "complete".into();
             ev.exit_code = Some(exit_code);
         }
-        Reply::Error { message, .. } => {
+        KillEvent::Failed(message) => {
             ev.kind = "error".into();
             ev.error = Some(message.clone());
             ev.message = Some(message);
         }
-        other => {
+        KillEvent::Other(reply) => {
             ev.kind = "info".into();
-            ev.data = serde_json::to_value(&other).ok();
+            ev.data = Some(reply);
         }
     }
     let mut line = serde_json::to_vec(&ev).unwrap_or_default();

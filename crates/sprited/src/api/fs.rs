@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use sprites_api::agent::{self, Request as AgentRequest};
 use sprites_api::fs::{
     self as wire, ChangeResponse, ChmodRequest, ChownRequest, CopyRequest, FsCall, FsEntry,
     FsErrorBody, FsReply, FsRequest, MkdirParents, MkdirRequest, PathBytes, RenameRequest, RunAs,
@@ -26,7 +25,8 @@ use sprites_api::fs::{
 };
 
 use super::query::Query;
-use crate::agent_conn::{AgentError, AgentReader, AgentWriter};
+use crate::agent_conn::fs::{FsEvent, FsSession};
+use crate::agent_conn::AgentError;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -63,7 +63,7 @@ impl From<crate::error::Error> for FsApiError {
 
 impl From<AgentError> for FsApiError {
     fn from(e: AgentError) -> Self {
-        FsApiError::Api(ApiError::Unavailable(e.to_string()))
+        FsApiError::Api(e.into())
     }
 }
 
@@ -115,38 +115,15 @@ fn invalid(message: impl Into<String>) -> FsApiError {
     fs_error("EINVAL".into(), message.into(), PathBytes::default())
 }
 
-/// What an agent sends during a filesystem call.
-enum Incoming {
-    Data(Bytes),
-    Reply(FsReply),
-}
-
-async fn next(r: &mut AgentReader) -> Result<Option<Incoming>, AgentError> {
-    match r.next_raw().await? {
-        None => Ok(None),
-        Some((agent::STDOUT, data)) => Ok(Some(Incoming::Data(data.into()))),
-        Some((agent::JSON, json)) => serde_json::from_slice(&json)
-            .map(|r| Some(Incoming::Reply(r)))
-            .map_err(|e| AgentError::Protocol(format!("bad filesystem reply: {e}"))),
-        Some((kind, _)) => Err(AgentError::Protocol(format!(
-            "unexpected frame kind {kind:#x} in a filesystem call"
-        ))),
-    }
-}
-
 /// The first reply: what the call's answer starts with, or its error.
-async fn first_reply(r: &mut AgentReader) -> FsResult<FsReply> {
-    match next(r).await? {
-        Some(Incoming::Reply(FsReply::Error {
+async fn first_reply(session: &mut FsSession) -> FsResult<FsReply> {
+    match session.answer().await? {
+        FsReply::Error {
             code,
             message,
             path,
-        })) => Err(fs_error(code, message, path)),
-        Some(Incoming::Reply(reply)) => Ok(reply),
-        Some(Incoming::Data(_)) => {
-            Err(AgentError::Protocol("data before the answer".into()).into())
-        }
-        None => Err(AgentError::Protocol("the agent closed the connection".into()).into()),
+        } => Err(fs_error(code, message, path)),
+        reply => Ok(reply),
     }
 }
 
@@ -157,14 +134,14 @@ async fn start(
     run_as: &RunAs,
     working_dir: Option<PathBytes>,
     call: FsCall,
-) -> FsResult<(AgentReader, AgentWriter)> {
+) -> FsResult<FsSession> {
     let rec = state.manager.get(name)?;
-    let req = AgentRequest::Fs(FsRequest {
+    let req = FsRequest {
         user: run_as.user(),
         working_dir,
         call,
-    });
-    Ok(state.manager.open(&rec, &req).await?)
+    };
+    Ok(state.manager.fs(&rec, req).await?)
 }
 
 /// The query string of a call.
@@ -215,7 +192,7 @@ pub async fn read(
 ) -> FsResult {
     let q = FsQuery::new(raw);
     let path = q.required_path("path")?;
-    let (mut r, w) = start(
+    let mut session = start(
         &state,
         &name,
         &q.run_as()?,
@@ -223,22 +200,22 @@ pub async fn read(
         FsCall::Read { path },
     )
     .await?;
-    let (size, mode) = match first_reply(&mut r).await? {
+    let (size, mode) = match first_reply(&mut session).await? {
         FsReply::Opened { size, mode, .. } => (size, mode),
         other => return Err(unexpected(&other)),
     };
-    // The writer stays open until the stream ends: closing it would tell
+    // The session stays open until the stream ends: closing it would tell
     // the agent the client left.
-    let stream = futures_util::stream::unfold(Some((r, w)), |st| async move {
-        let (mut r, w) = st?;
+    let stream = futures_util::stream::unfold(Some(session), |st| async move {
+        let mut session = st?;
         loop {
-            return match next(&mut r).await {
-                Ok(Some(Incoming::Data(b))) => Some((Ok(b), Some((r, w)))),
-                Ok(Some(Incoming::Reply(FsReply::Done { .. }))) => None,
-                Ok(Some(Incoming::Reply(FsReply::Error { message, .. }))) => {
+            return match session.next().await {
+                Ok(Some(FsEvent::Data(b))) => Some((Ok(b), Some(session))),
+                Ok(Some(FsEvent::Reply(FsReply::Done { .. }))) => None,
+                Ok(Some(FsEvent::Reply(FsReply::Error { message, .. }))) => {
                     Some((Err(std::io::Error::other(message)), None))
                 }
-                Ok(Some(Incoming::Reply(_))) => continue,
+                Ok(Some(FsEvent::Reply(_))) => continue,
                 Ok(None) => Some((
                     Err(std::io::Error::other("the sprite ended the file early")),
                     None,
@@ -285,30 +262,17 @@ pub async fn write(
         mode,
         mkdir_parents,
     };
-    let (mut r, mut w) = start(&state, &name, &q.run_as()?, q.working_dir(), call).await?;
-    match first_reply(&mut r).await? {
+    let mut session = start(&state, &name, &q.run_as()?, q.working_dir(), call).await?;
+    match first_reply(&mut session).await? {
         FsReply::Opened { .. } => {}
         other => return Err(unexpected(&other)),
     }
+    let (mut replies, mut w) = session.split();
     // The agent's answer is read beside the upload: it may fail (a full
     // disk) while bytes are still coming.
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let outcome = loop {
-            match next(&mut r).await {
-                Ok(Some(Incoming::Reply(
-                    reply @ (FsReply::Done { .. } | FsReply::Error { .. }),
-                ))) => break Ok(reply),
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    break Err(AgentError::Protocol(
-                        "the agent closed the connection during the upload".into(),
-                    ))
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        let _ = done_tx.send(outcome);
+        let _ = done_tx.send(replies.outcome().await);
     });
     let mut data = body.into_data_stream();
     let mut frame = bytes::BytesMut::with_capacity(UPLOAD_FRAME);
@@ -325,7 +289,7 @@ pub async fn write(
                 Some(Ok(c)) => {
                     frame.extend_from_slice(&c);
                     if frame.len() >= UPLOAD_FRAME {
-                        if w.send_stdin(&frame).await.is_err() {
+                        if w.data(&frame).await.is_err() {
                             break;
                         }
                         frame.clear();
@@ -337,8 +301,8 @@ pub async fn write(
                     return Err(ApiError::BadRequest(format!("the upload broke off: {e}")).into());
                 }
                 None => {
-                    if w.send_stdin(&frame).await.is_ok() {
-                        let _ = w.send_eof().await;
+                    if w.data(&frame).await.is_ok() {
+                        let _ = w.end().await;
                     }
                     break;
                 }
@@ -383,12 +347,17 @@ pub async fn list(
         recursive: q.flag("recursive")?.unwrap_or(false),
         pattern: q.q.get("pattern").map(String::from),
     };
-    let (mut r, w) = start(&state, &name, &q.run_as()?, q.working_dir(), call).await?;
-    let first = first_reply(&mut r).await?;
-    Ok(json_stream(r, w, first, "entries", |reply| match reply {
-        FsReply::Entries { entries } => Some(entries.iter().map(to_json).collect()),
-        _ => None,
-    }))
+    let mut session = start(&state, &name, &q.run_as()?, q.working_dir(), call).await?;
+    let first = first_reply(&mut session).await?;
+    Ok(json_stream(
+        session,
+        first,
+        "entries",
+        |reply| match reply {
+            FsReply::Entries { entries } => Some(entries.iter().map(to_json).collect()),
+            _ => None,
+        },
+    ))
 }
 
 /// `GET fs/stat?path=&workingDir=` (extension): the path's own entry,
@@ -402,8 +371,8 @@ pub async fn stat(
     let call = FsCall::Stat {
         path: q.required_path("path")?,
     };
-    let (mut r, _w) = start(&state, &name, &q.run_as()?, q.working_dir(), call).await?;
-    match first_reply(&mut r).await? {
+    let mut session = start(&state, &name, &q.run_as()?, q.working_dir(), call).await?;
+    match first_reply(&mut session).await? {
         FsReply::Entries { mut entries } if entries.len() == 1 => {
             let e: FsEntry = entries.remove(0);
             Ok(Json(e).into_response())
@@ -423,12 +392,17 @@ pub async fn delete(
         path: q.required_path("path")?,
         recursive: q.flag("recursive")?.unwrap_or(false),
     };
-    let (mut r, w) = start(&state, &name, &q.run_as()?, q.working_dir(), call).await?;
-    let first = first_reply(&mut r).await?;
-    Ok(json_stream(r, w, first, "deleted", |reply| match reply {
-        FsReply::Deleted { paths } => Some(paths.iter().map(|p| to_json(&p.lossy())).collect()),
-        _ => None,
-    }))
+    let mut session = start(&state, &name, &q.run_as()?, q.working_dir(), call).await?;
+    let first = first_reply(&mut session).await?;
+    Ok(json_stream(
+        session,
+        first,
+        "deleted",
+        |reply| match reply {
+            FsReply::Deleted { paths } => Some(paths.iter().map(|p| to_json(&p.lossy())).collect()),
+            _ => None,
+        },
+    ))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -438,22 +412,19 @@ fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 /// Stream `{"<key>":[items...],"path":...,"count":N}` from the agent's
 /// batches, ending at its `done`; `items` turns a batch into JSON values.
 fn json_stream(
-    r: AgentReader,
-    w: AgentWriter,
+    session: FsSession,
     first: FsReply,
     key: &'static str,
     items: fn(&FsReply) -> Option<Vec<Vec<u8>>>,
 ) -> Response {
     struct St {
-        r: AgentReader,
-        _w: AgentWriter,
+        session: FsSession,
         pending: Option<FsReply>,
         started: bool,
         any: bool,
     }
     let st = St {
-        r,
-        _w: w,
+        session,
         pending: Some(first),
         started: false,
         any: false,
@@ -467,9 +438,9 @@ fn json_stream(
         }
         let reply = match st.pending.take() {
             Some(p) => p,
-            None => match next(&mut st.r).await {
-                Ok(Some(Incoming::Reply(reply))) => reply,
-                Ok(Some(Incoming::Data(_))) => {
+            None => match st.session.next().await {
+                Ok(Some(FsEvent::Reply(reply))) => reply,
+                Ok(Some(FsEvent::Data(_))) => {
                     return Some((Err(std::io::Error::other("unexpected data")), None))
                 }
                 Ok(None) => {
@@ -525,8 +496,8 @@ async fn change(
     working_dir: Option<PathBytes>,
     call: FsCall,
 ) -> FsResult {
-    let (mut r, _w) = start(state, name, run_as, working_dir, call).await?;
-    match first_reply(&mut r).await? {
+    let mut session = start(state, name, run_as, working_dir, call).await?;
+    match first_reply(&mut session).await? {
         FsReply::Done {
             path, dest, count, ..
         } => Ok(Json(ChangeResponse {

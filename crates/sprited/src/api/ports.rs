@@ -6,10 +6,9 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use sprites_api::agent::{Reply, Request as AgentRequest};
 use sprites_api::port::{diff, ListeningPort, PortEvent};
 
-use crate::agent_conn::{AgentReader, AgentWriter, Frame};
+use crate::agent_conn::ports::PortWatch;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -19,38 +18,33 @@ pub async fn watch(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
-    let (r, w) = state.manager.open(&rec, &AgentRequest::WatchPorts).await?;
-    Ok(ws.on_upgrade(move |socket| run(socket, r, w)))
+    let watch = state.manager.watch_ports(&rec).await?;
+    Ok(ws.on_upgrade(move |socket| run(socket, watch)))
 }
 
-/// The port events of an agent `watch_ports` conversation, as a stream of
-/// batches: the first is one `port_list`.
+/// The port events of a port watch, as a stream of batches: the first is
+/// one `port_list`.
 pub async fn next_events(
-    r: &mut AgentReader,
+    watch: &mut PortWatch,
     last: &mut Option<Vec<ListeningPort>>,
 ) -> Option<Vec<PortEvent>> {
-    match r.next().await {
-        Ok(Some(Frame::Reply(Reply::Ports { ports }))) => {
-            let events = match last.as_ref() {
-                None => vec![PortEvent::PortList {
-                    ports: ports.clone(),
-                }],
-                Some(old) => diff(old, &ports),
-            };
-            *last = Some(ports);
-            Some(events)
-        }
-        _ => None,
-    }
+    let ports = watch.next().await?;
+    let events = match last.as_ref() {
+        None => vec![PortEvent::PortList {
+            ports: ports.clone(),
+        }],
+        Some(old) => diff(old, &ports),
+    };
+    *last = Some(ports);
+    Some(events)
 }
 
-async fn run(ws: WebSocket, mut r: AgentReader, w: AgentWriter) {
-    let _w = w;
+async fn run(ws: WebSocket, mut watch: PortWatch) {
     let (mut tx, mut rx) = ws.split();
     let mut last = None;
     loop {
         tokio::select! {
-            batch = next_events(&mut r, &mut last) => {
+            batch = next_events(&mut watch, &mut last) => {
                 let Some(batch) = batch else { break };
                 for ev in batch {
                     let text = serde_json::to_string(&ev).unwrap_or_default();

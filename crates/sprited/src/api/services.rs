@@ -10,12 +10,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sprites_api::agent::{Reply, ServiceOp};
+use sprites_api::agent::ServiceOp;
 use sprites_api::service::{validate_name, Service, ServiceSpec, SignalRequest};
 
 use super::query::Query;
+use crate::agent_conn::services::ServiceEvents;
 use crate::error::ApiError;
-use crate::manager::services::EventStream;
 use crate::manager::Manager;
 use crate::AppState;
 
@@ -46,7 +46,7 @@ fn timeout_ms(q: &Query) -> Result<u64, ApiError> {
 }
 
 /// The events of a service operation as NDJSON.
-fn ndjson(events: EventStream) -> Response {
+fn ndjson(events: ServiceEvents) -> Response {
     let stream = futures_util::stream::unfold((Some(events), true), |(ev, first)| async move {
         let mut ev = ev?;
         let next = if first {
@@ -71,19 +71,13 @@ fn ndjson(events: EventStream) -> Response {
 
 pub async fn list_for(m: Arc<Manager>, name: &str) -> Result<Json<Vec<Service>>, ApiError> {
     let rec = m.get(name)?;
-    match m.service_call(&rec, ServiceOp::List).await? {
-        Reply::Services { services } => Ok(Json(services)),
-        other => Err(unexpected(other)),
-    }
+    Ok(Json(m.services(&rec).await?))
 }
 
 pub async fn get_for(m: Arc<Manager>, name: &str, svc: &str) -> Result<Json<Service>, ApiError> {
     let rec = m.get(name)?;
     let svc = checked(svc)?;
-    match m.service_call(&rec, ServiceOp::Get { name: svc }).await? {
-        Reply::Service { service } => Ok(Json(*service)),
-        other => Err(unexpected(other)),
-    }
+    Ok(Json(m.service(&rec, svc).await?))
 }
 
 pub async fn put_for(
@@ -199,20 +193,8 @@ pub async fn logs_for(
     let lines = q
         .number::<usize>("lines", 1..=MAX_LOG_LINES)?
         .unwrap_or(DEFAULT_LOG_LINES);
-    let op = ServiceOp::Logs {
-        name: checked(svc)?,
-        lines,
-    };
-    match m.service_call(&rec, op).await? {
-        Reply::Logs { text } => {
-            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
-        }
-        other => Err(unexpected(other)),
-    }
-}
-
-fn unexpected(r: Reply) -> ApiError {
-    ApiError::internal(format!("unexpected answer from the agent: {r:?}"))
+    let text = m.service_logs(&rec, checked(svc)?, lines).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 pub async fn list(

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sprites_api::agent::{Reply, Request};
+use sprites_api::agent::Request;
 use sprites_api::sprite::Status;
 
 use super::slot::SpriteSlot;
@@ -155,13 +155,12 @@ impl Manager {
     /// Sessions whose command still runs inside, as the agent counts them.
     async fn running_sessions(&self, id: &str) -> Result<u32, String> {
         let ask = async {
-            let (mut r, _w) = agent_conn::open(&self.socket_path(id), &Request::Busy)
+            let conv = agent_conn::open(&self.socket_path(id), &Request::Busy)
                 .await
                 .map_err(|e| e.to_string())?;
-            match r.reply().await.map_err(|e| e.to_string())? {
-                Reply::Busy { running_sessions } => Ok(running_sessions),
-                other => Err(format!("unexpected answer {other:?}")),
-            }
+            agent_conn::exec::running_sessions(conv)
+                .await
+                .map_err(|e| e.to_string())
         };
         tokio::time::timeout(BUSY_TIMEOUT, ask)
             .await

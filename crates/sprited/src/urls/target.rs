@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sprites_api::agent::{Reply, Request, ServiceOp};
-
 use crate::db::SpriteRecord;
 use crate::manager::Manager;
 
@@ -39,8 +37,8 @@ impl Targets {
                 return t.clone();
             }
         }
-        let target = match m.ask(rec, &Request::Service(ServiceOp::List)).await {
-            Ok(Reply::Services { services }) => services
+        let target = match m.services(rec).await {
+            Ok(services) => services
                 .iter()
                 .find_map(|s| {
                     s.http_port.map(|port| Target {
@@ -71,11 +69,8 @@ impl Targets {
 /// server may not have bound yet) or waiting to be restarted. A stopped or
 /// failed service, or one that is gone, will not answer.
 pub async fn service_coming(m: &Arc<Manager>, rec: &SpriteRecord, service: &str) -> bool {
-    let get = Request::Service(ServiceOp::Get {
-        name: service.to_string(),
-    });
-    match m.ask(rec, &get).await {
-        Ok(Reply::Service { service }) => service.state.is_some_and(|s| {
+    match m.service(rec, service.to_string()).await {
+        Ok(service) => service.state.is_some_and(|s| {
             matches!(s.status.as_str(), "starting" | "running") || s.next_restart_at.is_some()
         }),
         _ => false,
