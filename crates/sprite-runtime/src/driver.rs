@@ -1,19 +1,33 @@
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::RuntimeError;
 use crate::sandbox::{SandboxSpec, SandboxState, SandboxStats};
 
-/// An isolation driver: starts a sprite's init (the agent) in its sandbox
-/// and controls its lifetime. Sandboxes outlive the daemon process: every
-/// method works on a sandbox started by an earlier daemon.
+/// An isolation driver: starts a sprite's init (the agent) in its sandbox,
+/// controls its lifetime, and answers what the daemon needs to know of it.
+/// Sandboxes outlive the daemon process: every method works on a sandbox
+/// started by an earlier daemon. Everything a sandbox is made of (rootfs,
+/// binds, limits, whether init gets no_new_privs) comes in its
+/// [`SandboxSpec`]; what is the same for every sandbox of a host (state
+/// dir, cgroup backend, [`EgressHook`]) is given to the driver when it is
+/// made.
 pub trait Driver: Send + Sync {
     /// Starts the sandbox with `listener` (the agent's listening socket) as
-    /// fd 3 of its init, and returns once init runs. A stopped leftover of
-    /// the same id (e.g. after a reboot) is replaced.
+    /// fd 3 of its init, attaches its egress (see [`EgressHook`]), and
+    /// returns once init runs. A stopped leftover of the same id (e.g. after
+    /// a reboot) is replaced.
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<(), RuntimeError>;
 
     fn state(&self, id: &str) -> Result<SandboxState, RuntimeError>;
+
+    /// The host pid of the sandbox's init while it runs or is paused.
+    fn init_pid(&self, id: &str) -> Result<u32, RuntimeError>;
+
+    /// The sandbox's network namespace while it runs or is paused: a path
+    /// that opens it (for `setns`, `nsenter --net=`).
+    fn netns(&self, id: &str) -> Result<PathBuf, RuntimeError>;
 
     /// SIGTERM to init, SIGKILL after `grace`, then removes the container:
     /// afterwards the state is `Missing`. Idempotent.
@@ -22,11 +36,36 @@ pub trait Driver: Send + Sync {
     /// Freezes every process of the sandbox (cgroup freezer).
     fn pause(&self, id: &str) -> Result<(), RuntimeError>;
 
+    /// Thaws what [`Driver::pause`] froze.
     fn resume(&self, id: &str) -> Result<(), RuntimeError>;
 
-    /// Removes the container (killing what still runs) and its cgroups. Idempotent.
+    /// Removes the container (killing what still runs), its egress and its
+    /// cgroups. Idempotent.
     fn delete(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// CPU time and memory of the sandbox's cgroup, for metering.
     fn stats(&self, id: &str) -> Result<SandboxStats, RuntimeError>;
+}
+
+/// Outbound network for sandboxes, handed to a driver when it is made and
+/// called by it: [`EgressHook::attach`] once the sandbox's namespaces exist
+/// and before anything inside can use the network, [`EgressHook::detach`]
+/// whenever the sandbox is deleted. The hook decides what egress is
+/// ([`crate::net::Egress`]: nftables, then pasta); the driver decides when,
+/// because the moment depends on the mechanism: runc makes the network
+/// namespace in `runc run`, with only `lo` in it until pasta attaches, while
+/// a sandbox with its own network stack (gVisor's netstack) takes the
+/// namespace's interfaces when it is created, so egress must be there
+/// before. Called from inside the driver, egress costs a start nothing it
+/// did not cost before, and no path that removes a sandbox can leave its
+/// egress behind.
+pub trait EgressHook: Send + Sync + std::fmt::Debug {
+    /// Gives sandbox `id` outbound network; `init_pid` is a process in its
+    /// network and user namespaces (`/proc/<pid>/ns/{net,user}`). A failure
+    /// fails the start, and the driver removes the sandbox.
+    fn attach(&self, id: &str, init_pid: u32) -> Result<(), RuntimeError>;
+
+    /// Ends what `attach` started for `id` (nothing when there is none).
+    /// Idempotent.
+    fn detach(&self, id: &str) -> Result<(), RuntimeError>;
 }

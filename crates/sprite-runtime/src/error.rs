@@ -11,6 +11,8 @@ pub enum RuntimeError {
     NotFound(String),
     #[error("sandbox {0:?} is already running")]
     AlreadyRunning(String),
+    #[error("sandbox {0:?} is not running")]
+    NotRunning(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

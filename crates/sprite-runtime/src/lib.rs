@@ -1,18 +1,23 @@
 //! Isolation for sprites: one [`Driver`] trait, implemented by [`Runc`]
 //! (an OCI bundle written with `oci-spec` and run by the `runc` CLI), plus
-//! cgroup v1/v2 handling and statistics. Knows paths, not the DB or HTTP.
+//! cgroup v1/v2 handling and statistics, and the [`EgressHook`] a driver
+//! calls to give its sandboxes outbound network ([`net::Egress`]). Knows
+//! paths, not the DB or HTTP. With the `fake` feature, `fake::FakeDriver`
+//! keeps sandboxes in memory, for unit tests of what drives a driver.
 
 pub mod bundle;
 pub mod cgroup;
 mod driver;
 mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod net;
 mod runc;
 mod sandbox;
 pub mod seccomp;
 pub mod spec;
 
-pub use driver::Driver;
+pub use driver::{Driver, EgressHook};
 pub use error::RuntimeError;
 pub use runc::Runc;
 pub use sandbox::{

@@ -10,12 +10,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::cgroup::{self, CgroupBackend};
-use crate::driver::Driver;
+use crate::driver::{Driver, EgressHook};
 use crate::error::{Result, RuntimeError};
 use crate::sandbox::{validate_id, SandboxSpec, SandboxState, SandboxStats, AGENT_FD};
 use crate::{bundle, spec};
@@ -31,9 +32,8 @@ pub struct Runc {
     state_root: PathBuf,
     runc_bin: PathBuf,
     cgroups: Box<dyn CgroupBackend>,
-    no_new_privileges: bool,
     nofile: u64,
-    egress: Option<crate::net::Egress>,
+    egress: Option<Arc<dyn EgressHook>>,
 }
 
 /// `runc state` output (the fields we use).
@@ -52,30 +52,17 @@ impl Runc {
             state_root,
             runc_bin,
             cgroups: cgroup::backend(),
-            no_new_privileges: true,
             nofile: spec::grantable_nofile(),
             egress: None,
         }
     }
 
-    /// Gives every sandbox outbound network (pasta behind an nftables
-    /// ruleset, see [`crate::net`]); without it a sandbox has only `lo`.
-    pub fn with_egress(mut self, egress: crate::net::Egress) -> Self {
+    /// Gives every sandbox outbound network (e.g. [`crate::net::Egress`]:
+    /// pasta behind an nftables ruleset), attached right after `runc run`,
+    /// while the new network namespace has only `lo`, and detached on
+    /// every delete. Without it a sandbox has only `lo`.
+    pub fn with_egress(mut self, egress: Arc<dyn EgressHook>) -> Self {
         self.egress = Some(egress);
-        self
-    }
-
-    /// The pid file of the pasta serving sandbox `id`.
-    fn pasta_pid_file(&self, id: &str) -> PathBuf {
-        self.state_root.join("pasta").join(format!("{id}.pid"))
-    }
-
-    /// Whether init gets no_new_privs (default true). It is inherited by
-    /// every process of the sandbox and disables setuid binaries (sudo):
-    /// turn it off where sudo must work; the user namespace, the capability
-    /// bounding set and seccomp still bound what root inside can do.
-    pub fn with_no_new_privileges(mut self, on: bool) -> Self {
-        self.no_new_privileges = on;
         self
     }
 
@@ -208,17 +195,23 @@ impl Runc {
 }
 
 impl Runc {
-    fn attach_network(&self, egress: &crate::net::Egress, id: &str, pid: u32) -> Result<()> {
-        let dir = self.state_root.join("pasta");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| RuntimeError::io("mkdir", &dir, e))?;
-        let started = Instant::now();
-        egress.attach(pid, &self.pasta_pid_file(id))?;
-        tracing::debug!(sandbox = %id, elapsed = ?started.elapsed(), "network attached");
-        Ok(())
+    /// `runc state` of `id`; `None` when runc does not know it.
+    fn runc_state(&self, id: &str) -> Result<Option<RuncState>> {
+        validate_id(id)?;
+        if !self.known(id) {
+            return Ok(None);
+        }
+        let output = match self.run(&["state", id]) {
+            Ok(o) => o,
+            Err(_) if !self.known(id) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        serde_json::from_slice(&output.stdout)
+            .map(Some)
+            .map_err(|source| RuntimeError::Json {
+                what: format!("runc state {id}"),
+                source,
+            })
     }
 }
 
@@ -244,7 +237,6 @@ impl Driver for Runc {
             spec,
             &spec::SpecOptions {
                 cgroups_path: self.cgroups.cgroups_path(&spec.id)?,
-                no_new_privileges: self.no_new_privileges,
                 nofile: self.nofile,
             },
         )?;
@@ -255,7 +247,7 @@ impl Driver for Runc {
         let init = protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
         if let Some(egress) = &self.egress {
             let attached = match init {
-                Some(pid) => self.attach_network(egress, &spec.id, pid),
+                Some(pid) => egress.attach(&spec.id, pid),
                 None => Err(RuntimeError::Network("no init pid to attach to".into())),
             };
             if let Err(e) = attached {
@@ -267,20 +259,9 @@ impl Driver for Runc {
     }
 
     fn state(&self, id: &str) -> Result<SandboxState> {
-        validate_id(id)?;
-        if !self.known(id) {
+        let Some(state) = self.runc_state(id)? else {
             return Ok(SandboxState::Missing);
-        }
-        let output = match self.run(&["state", id]) {
-            Ok(o) => o,
-            Err(_) if !self.known(id) => return Ok(SandboxState::Missing),
-            Err(e) => return Err(e),
         };
-        let state: RuncState =
-            serde_json::from_slice(&output.stdout).map_err(|source| RuntimeError::Json {
-                what: format!("runc state {id}"),
-                source,
-            })?;
         Ok(match state.status.as_str() {
             "running" => match u32::try_from(state.pid) {
                 Ok(pid) if pid > 0 => SandboxState::Running { pid },
@@ -291,6 +272,22 @@ impl Driver for Runc {
             // mid-start; like "stopped", it is removed by the next start/stop.
             _ => SandboxState::Stopped,
         })
+    }
+
+    fn init_pid(&self, id: &str) -> Result<u32> {
+        let Some(state) = self.runc_state(id)? else {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        };
+        // runc reports init's pid for a paused container too.
+        match (state.status.as_str(), u32::try_from(state.pid)) {
+            ("running" | "paused", Ok(pid)) if pid > 0 => Ok(pid),
+            _ => Err(RuntimeError::NotRunning(id.to_string())),
+        }
+    }
+
+    fn netns(&self, id: &str) -> Result<PathBuf> {
+        // runc puts init in the sandbox's network namespace.
+        self.init_pid(id).map(crate::net::netns_of)
     }
 
     fn stop(&self, id: &str, grace: Duration) -> Result<()> {
@@ -363,7 +360,9 @@ impl Driver for Runc {
             // Handles running and paused containers alike (kill, thaw, reap).
             self.force_delete(id)?;
         }
-        crate::net::pasta::stop(&self.pasta_pid_file(id))?;
+        if let Some(egress) = &self.egress {
+            egress.detach(id)?;
+        }
         self.cgroups.remove(id)
     }
 

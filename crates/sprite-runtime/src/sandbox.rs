@@ -35,6 +35,11 @@ pub struct SandboxSpec {
     pub id_map: Option<IdMap>,
     /// Host directories bound into the sandbox.
     pub binds: Vec<Bind>,
+    /// no_new_privs on init, inherited by every process of the sandbox: it
+    /// disables setuid binaries (sudo). Turn it off only where sudo must
+    /// work; the user namespace, the capability bounding set and seccomp
+    /// still bound what root inside can do.
+    pub no_new_privileges: bool,
 }
 
 /// A host directory bound into a sandbox (never executable or setuid).
@@ -52,7 +57,7 @@ pub struct Bind {
 
 impl SandboxSpec {
     /// A spec with the defaults: hostname = id, init = the agent, default
-    /// limits, ids 0..65536 mapped from host 100000.
+    /// limits, ids 0..65536 mapped from host 100000, no_new_privs on.
     pub fn new(
         id: impl Into<String>,
         rootfs: impl Into<PathBuf>,
@@ -73,6 +78,7 @@ impl SandboxSpec {
             limits: Limits::default(),
             id_map: Some(IdMap::default()),
             binds: Vec::new(),
+            no_new_privileges: true,
         }
     }
 }

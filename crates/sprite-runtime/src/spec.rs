@@ -71,9 +71,6 @@ pub const READONLY_PATHS: [&str; 5] = [
 pub struct SpecOptions {
     /// `linux.cgroupsPath`, as the cgroup backend wants it.
     pub cgroups_path: PathBuf,
-    /// Set no_new_privs on init (inherited by everything in the sandbox; it
-    /// makes setuid binaries such as sudo ineffective).
-    pub no_new_privileges: bool,
     /// RLIMIT_NOFILE (soft and hard) of init; see [`grantable_nofile`].
     pub nofile: u64,
 }
@@ -136,7 +133,7 @@ pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
             .hard(opts.nofile)
             .soft(opts.nofile)
             .build()?])
-        .no_new_privileges(opts.no_new_privileges)
+        .no_new_privileges(sandbox.no_new_privileges)
         .build()?;
 
     let mut namespaces = Vec::new();
@@ -430,9 +427,16 @@ mod tests {
     fn opts() -> SpecOptions {
         SpecOptions {
             cgroups_path: PathBuf::from("sprited/t1"),
-            no_new_privileges: true,
             nofile: NOFILE,
         }
+    }
+
+    #[test]
+    fn no_new_privileges_comes_from_the_sandbox_spec() {
+        let mut s = sandbox();
+        s.no_new_privileges = false;
+        let json = serde_json::to_value(build(&s, &opts()).expect("spec")).expect("json");
+        assert_eq!(json["process"]["noNewPrivileges"], false);
     }
 
     #[test]

@@ -7,10 +7,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sprite_runtime::{Driver, IdMap, Limits, Runc, RuntimeError, SandboxSpec, SandboxState};
+use sprite_runtime::{
+    Driver, EgressHook, IdMap, Limits, Runc, RuntimeError, SandboxSpec, SandboxState,
+};
 use sprite_store::{ImageKind, Store, StoreOptions};
 
 const SHIFT: u32 = 100_000;
@@ -511,4 +513,116 @@ fn rootfs_held_by_a_running_sandbox_is_not_mounted_twice() {
     env.store
         .mount_rootfs(&spec.id, "tiny")
         .expect("mount once the sandbox is gone");
+}
+
+/// An egress hook that records what the driver asks of it, and can refuse.
+#[derive(Debug, Default)]
+struct RecordingEgress {
+    events: Mutex<Vec<String>>,
+    refuse: Mutex<bool>,
+}
+
+impl RecordingEgress {
+    fn events(&self) -> Vec<String> {
+        self.events.lock().expect("events").clone()
+    }
+}
+
+impl EgressHook for RecordingEgress {
+    fn attach(&self, id: &str, init_pid: u32) -> Result<(), RuntimeError> {
+        // Called while init runs, inside the sandbox's own namespace.
+        let alive = Path::new(&format!("/proc/{init_pid}")).exists();
+        let own = link(format!("/proc/{init_pid}/ns/net")) != link("/proc/self/ns/net");
+        self.events
+            .lock()
+            .expect("events")
+            .push(format!("attach {id} alive={alive} own_netns={own}"));
+        if *self.refuse.lock().expect("refuse") {
+            return Err(RuntimeError::Network("refused by the test".into()));
+        }
+        Ok(())
+    }
+
+    fn detach(&self, id: &str) -> Result<(), RuntimeError> {
+        self.events
+            .lock()
+            .expect("events")
+            .push(format!("detach {id}"));
+        Ok(())
+    }
+}
+
+#[test]
+fn what_a_driver_tells_of_its_sandboxes_and_when_it_calls_egress() {
+    require_env!();
+    let mut env = Env::new();
+    let egress = Arc::new(RecordingEgress::default());
+    env.runc = Runc::new(
+        env.store.data_dir().join("runc"),
+        which("runc").expect("runc"),
+    )
+    .with_egress(egress.clone());
+
+    // no_new_privs comes from the spec (off: setuid works, as sudo needs).
+    let mut spec = env.sandbox("facts");
+    spec.no_new_privileges = false;
+    let id = spec.id.clone();
+    env.start(&spec).expect("start");
+    let pid = env.running_pid(&id);
+    assert_eq!(status_field(pid, "NoNewPrivs"), "0");
+    assert_eq!(
+        egress.events(),
+        [format!("attach {id} alive=true own_netns=true")]
+    );
+
+    // Init's pid and network namespace, running and paused alike.
+    let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    assert_eq!(env.runc.init_pid(&id).expect("init pid"), pid);
+    assert_eq!(env.runc.netns(&id).expect("netns"), netns);
+    assert_ne!(link(&netns), link("/proc/self/ns/net"));
+    env.runc.pause(&id).expect("pause");
+    assert_eq!(env.runc.init_pid(&id).expect("paused init pid"), pid);
+    assert_eq!(env.runc.netns(&id).expect("paused netns"), netns);
+    env.runc.resume(&id).expect("resume");
+
+    // Init dead behind runc's back: no pid to give.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill init");
+    wait_for("init to die", || {
+        env.runc
+            .state(&id)
+            .is_ok_and(|s| s == SandboxState::Stopped)
+    });
+    assert!(matches!(
+        env.runc.init_pid(&id),
+        Err(RuntimeError::NotRunning(_))
+    ));
+
+    // Every removal detaches egress.
+    env.runc.stop(&id, Duration::ZERO).expect("stop");
+    assert_eq!(egress.events().last(), Some(&format!("detach {id}")));
+    assert!(matches!(
+        env.runc.init_pid(&id),
+        Err(RuntimeError::NotFound(_))
+    ));
+    assert!(matches!(
+        env.runc.netns(&id),
+        Err(RuntimeError::NotFound(_))
+    ));
+
+    // An egress that cannot attach fails the start, and nothing is left.
+    *egress.refuse.lock().expect("refuse") = true;
+    let spec = env.sandbox("nonet");
+    match env.start(&spec) {
+        Err(RuntimeError::Network(why)) => assert!(why.contains("refused"), "{why}"),
+        other => panic!("expected the egress error, got {other:?}"),
+    }
+    assert_eq!(
+        env.runc.state(&spec.id).expect("state"),
+        SandboxState::Missing
+    );
+    assert_eq!(egress.events().last(), Some(&format!("detach {}", spec.id)));
 }

@@ -16,8 +16,6 @@ use rand::RngCore;
 use crate::error::ApiError;
 use crate::AppState;
 
-pub const TOKEN_FILE: &str = "admin.token";
-
 /// A secret that never prints itself.
 #[derive(Clone)]
 pub struct Token(String);
@@ -49,14 +47,14 @@ impl Token {
     }
 }
 
-/// The admin token: `SPRITED_TOKEN` if set, else the token file, else a new
-/// random one written to the token file with mode 0600.
-pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Result<Token> {
+/// The admin token: `SPRITED_TOKEN` if set, else the token file `path`
+/// (see [`crate::layout::DataDir::admin_token`]), else a new random one
+/// written to it with mode 0600.
+pub fn load_or_create(path: &Path, from_env: Option<String>) -> anyhow::Result<Token> {
     if let Some(t) = from_env.filter(|t| !t.trim().is_empty()) {
         return Ok(Token(t.trim().to_string()));
     }
-    let path = data_dir.join(TOKEN_FILE);
-    match fs::read_to_string(&path) {
+    match fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => return Ok(Token(s.trim().to_string())),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -65,7 +63,7 @@ pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Resu
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
+    let tmp = crate::layout::temp_beside(path);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -75,7 +73,7 @@ pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Resu
     f.write_all(token.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()?;
-    fs::rename(&tmp, &path)?;
+    fs::rename(&tmp, path)?;
     tracing::info!(path = %path.display(), "generated a new admin token");
     Ok(Token(token))
 }
@@ -105,16 +103,14 @@ mod tests {
     #[test]
     fn token_file_is_created_once_with_mode_0600() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let t1 = load_or_create(dir.path(), None).expect("create");
-        let t2 = load_or_create(dir.path(), None).expect("reload");
+        let path = crate::layout::DataDir::new(dir.path()).admin_token();
+        let t1 = load_or_create(&path, None).expect("create");
+        let t2 = load_or_create(&path, None).expect("reload");
         assert_eq!(t1.expose(), t2.expose());
         assert_eq!(t1.expose().len(), 64);
-        let mode = fs::metadata(dir.path().join(TOKEN_FILE))
-            .expect("stat")
-            .permissions()
-            .mode();
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let env = load_or_create(dir.path(), Some("from-env".into())).expect("env");
+        let env = load_or_create(&path, Some("from-env".into())).expect("env");
         assert_eq!(env.expose(), "from-env");
         assert!(!format!("{env:?}").contains("from-env"));
     }

@@ -58,7 +58,12 @@ impl Config {
     pub fn object_store_url(&self) -> String {
         self.object_store
             .clone()
-            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("objects").display()))
+            .unwrap_or_else(|| format!("file://{}", self.layout().default_objects().display()))
+    }
+
+    /// The data dir's parts, by name.
+    pub fn layout(&self) -> crate::layout::DataDir {
+        crate::layout::DataDir::new(&self.data_dir)
     }
 }
 

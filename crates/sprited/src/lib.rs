@@ -8,9 +8,11 @@ pub mod db;
 pub mod error;
 pub mod failpoint;
 pub mod inside;
+pub mod layout;
 pub mod manager;
 pub mod metrics;
 pub mod net;
+mod purge;
 pub mod time;
 pub mod tokens;
 pub mod urls;
@@ -24,6 +26,7 @@ use sprite_runtime::Runc;
 use sprite_store::{Store, StoreOptions};
 
 pub use config::Config;
+pub use purge::purge;
 
 /// Shared by every request handler.
 #[derive(Clone)]
@@ -124,12 +127,11 @@ pub fn is_static_executable(path: &Path) -> bool {
     })
 }
 
-/// Copy the agent into the data dir under a content-named file, so that a
-/// rebuild never changes the binary under a running sprite.
-fn install_agent(src: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
+/// Copy the agent into `dir` (the data dir's `bin/`) under a content-named
+/// file, so that a rebuild never changes the binary under a running sprite.
+fn install_agent(src: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-    let dir = data_dir.join("bin");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let digest = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x100000001b3)
     });
@@ -143,26 +145,29 @@ fn install_agent(src: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dst)
 }
 
+/// The sandbox driver of this host: runc, its state in the data dir, with
+/// egress for every sandbox.
+fn driver(cfg: &Config) -> anyhow::Result<Runc> {
+    let egress = net::egress(cfg)?;
+    Ok(Runc::new(cfg.layout().runc_state(), cfg.runc_bin.clone()).with_egress(Arc::new(egress)))
+}
+
 /// Everything `serve` needs, opened: data dir, pool, DB, token, runtime.
 pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let token = auth::load_or_create(&cfg.data_dir, token_env)?;
+    let dirs = cfg.layout();
+    let token = auth::load_or_create(&dirs.admin_token(), token_env)?;
     let agent = find_agent(cfg.agent_bin.as_deref())?;
-    let agent = install_agent(&agent, &cfg.data_dir)?;
+    let agent = install_agent(&agent, &dirs.bin_dir())?;
     let store = Store::open(&cfg.data_dir, store_options(&cfg))
         .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
-    let egress = net::egress(&cfg)?;
-    let driver =
-        Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone()).with_egress(egress.clone());
-    let setuid_driver = Runc::new(cfg.data_dir.join("runc"), cfg.runc_bin.clone())
-        .with_no_new_privileges(false)
-        .with_egress(egress);
-    let db = db::Db::open(&cfg.data_dir.join("meta.db")).context("opening meta.db")?;
+    let driver = driver(&cfg)?;
+    let db = db::Db::open(&dirs.meta_db()).context("opening meta.db")?;
     let cold = sprite_cold::ColdStore::open(&sprite_cold::StoreOptions {
         url: cfg.object_store_url(),
-        cache_dir: cfg.data_dir.join("cache").join("chunks"),
+        cache_dir: dirs.chunk_cache(),
         cache_bytes: cfg.chunk_cache_bytes,
         concurrency: 16,
         request_timeout: cfg.object_store_timeout,
@@ -174,7 +179,6 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         cfg.clone(),
         Arc::new(store),
         Arc::new(driver),
-        Arc::new(setuid_driver),
         agent,
         Arc::new(cold),
     );
@@ -190,7 +194,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     manager.spawn_idle_tracker();
     manager.spawn_meter();
     let tokens = Arc::new(tokens::Tokens::load(manager.db.clone()).context("loading API tokens")?);
-    let urls = Arc::new(urls::Urls::open(&cfg.data_dir)?);
+    let urls = Arc::new(urls::Urls::open(&dirs.url_session_key())?);
     Ok(AppState {
         token,
         tokens,

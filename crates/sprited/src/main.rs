@@ -158,52 +158,6 @@ fn build_images(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn purge(cfg: &Config) -> anyhow::Result<()> {
-    use sprite_runtime::Driver;
-    let dir = &cfg.data_dir;
-    let driver = sprite_runtime::Runc::new(dir.join("runc"), cfg.runc_bin.clone());
-    if !dir.exists() {
-        remove_parent_cgroups(&driver);
-        return Ok(());
-    }
-    // Every sandbox runc knows of, and every sprite dir: a sandbox whose
-    // sprite dir is gone (an interrupted create) must not be left running.
-    let mut ids = std::collections::BTreeSet::new();
-    for sub in ["runc", "sprites"] {
-        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
-            ids.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned()),
-            );
-        }
-    }
-    // A volume left frozen (a daemon killed mid-checkpoint) holds its
-    // writers unkillable: thaw before stopping anything.
-    sprite_store::thaw_all(dir).context("thawing volumes")?;
-    for id in ids {
-        // stop ends with the container removed (runc delete).
-        if let Err(err) = driver.stop(&id, std::time::Duration::ZERO) {
-            eprintln!("sprite {id}: {err}");
-        }
-    }
-    remove_parent_cgroups(&driver);
-    sprite_store::unmount_all(dir).context("unmounting")?;
-    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    Ok(())
-}
-
-/// The parent cgroups (`sprited/`) go once no daemon uses them: rmdir of a
-/// cgroup that still has children fails, which is what we want.
-fn remove_parent_cgroups(driver: &sprite_runtime::Runc) {
-    if let Ok(dirs) = driver.cgroup_dirs("probe") {
-        for parent in dirs.iter().filter_map(|d| d.parent()) {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -237,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&cfg.data_dir)?;
             tokio::task::spawn_blocking(move || build_images(&cfg, &names)).await?
         }
-        Command::Purge => purge(&cfg),
+        Command::Purge => sprited::purge(&cfg),
         Command::Serve => {
             let token = std::env::var("SPRITED_TOKEN").ok();
             let state = sprited::open(cfg, token).await?;

@@ -16,6 +16,8 @@ pub mod relay;
 pub mod services;
 mod slot;
 pub mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -67,10 +69,9 @@ pub struct Manager {
     pub db: Arc<Db>,
     pub cfg: Arc<Config>,
     store: Arc<Store>,
+    /// Runs the sandboxes; whatever the manager needs to know of one
+    /// (state, init, network namespace) it asks this.
     driver: Arc<dyn Driver>,
-    /// Starts sandboxes without no_new_privs, for images whose users need
-    /// setuid programs (`sudo` in `standard`).
-    setuid_driver: Arc<dyn Driver>,
     agent_bin: PathBuf,
     /// Every sprite's in-memory state, by id.
     slots: Mutex<HashMap<String, Arc<SpriteSlot>>>,
@@ -100,9 +101,9 @@ where
 }
 
 /// `standard` gives the `sprite` user passwordless sudo, which needs setuid
-/// to work, so its sandboxes run without no_new_privs. Root inside is still
-/// an unprivileged uid outside (user namespace), with 12 capabilities and the
-/// seccomp filter, so setuid only reaches what sudo grants by design.
+/// to work, so its sandboxes' specs turn no_new_privs off. Root inside is
+/// still an unprivileged uid outside (user namespace), with 12 capabilities
+/// and the seccomp filter, so setuid only reaches what sudo grants by design.
 fn image_has_setuid_tools(image: &str) -> bool {
     image == "standard"
 }
@@ -135,7 +136,6 @@ impl Manager {
         cfg: Arc<Config>,
         store: Arc<Store>,
         driver: Arc<dyn Driver>,
-        setuid_driver: Arc<dyn Driver>,
         agent_bin: PathBuf,
         cold: Arc<sprite_cold::ColdStore>,
     ) -> Arc<Self> {
@@ -146,7 +146,6 @@ impl Manager {
             cfg,
             store,
             driver,
-            setuid_driver,
             agent_bin,
             slots: Mutex::new(HashMap::new()),
             images: tokio::sync::Mutex::new(()),
@@ -359,11 +358,7 @@ impl Manager {
     /// Start the sandbox; the caller holds the lifecycle lock.
     async fn start_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let store = self.store.clone();
-        let driver = if image_has_setuid_tools(&rec.image) {
-            self.setuid_driver.clone()
-        } else {
-            self.driver.clone()
-        };
+        let driver = self.driver.clone();
         let spec_base = self.spec_for(rec);
         let id = rec.id.clone();
         let image = rec.image.clone();
@@ -424,7 +419,7 @@ impl Manager {
             Ok(inside)
         })
         .await?;
-        if let Err(e) = self.attach_network(rec, &driver).await {
+        if let Err(e) = self.attach_network(rec).await {
             let id = rec.id.clone();
             let _ = blocking(move || {
                 driver
@@ -442,29 +437,18 @@ impl Manager {
         Ok(())
     }
 
-    /// Enforce the network policy in a running (or paused) sprite.
-    async fn attach_network(
-        &self,
-        rec: &SpriteRecord,
-        driver: &Arc<dyn Driver>,
-    ) -> Result<(), Error> {
-        let (d, id) = (driver.clone(), rec.id.clone());
-        let pid = match blocking(move || {
-            d.state(&id)
-                .map_err(Error::runtime("reading the sandbox state"))
+    /// Enforce the network policy in a running (or paused) sprite, in the
+    /// network namespace its driver reports. (Egress itself, the sandbox's
+    /// way out, is attached by the driver as it starts the sandbox.)
+    async fn attach_network(&self, rec: &SpriteRecord) -> Result<(), Error> {
+        let (driver, id) = (self.driver.clone(), rec.id.clone());
+        let netns = blocking(move || {
+            driver
+                .netns(&id)
+                .map_err(Error::runtime("the sandbox's network namespace"))
         })
-        .await?
-        {
-            SandboxState::Running { pid } => pid,
-            _ => {
-                let path = self.store.sprite_dir(&rec.id).join("bundle/init.pid");
-                std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .ok_or_else(|| Error::Internal("the sandbox has no init pid".into()))?
-            }
-        };
-        self.net.attach(&rec.id, pid).await
+        .await?;
+        self.net.attach(&rec.id, &netns).await
     }
 
     /// Serve `/.sprite/api.sock` for a running sprite (replacing a previous
@@ -512,6 +496,7 @@ impl Manager {
                 size: 65536,
             }),
             binds: Vec::new(),
+            no_new_privileges: !image_has_setuid_tools(&rec.image),
         }
     }
 
@@ -794,8 +779,7 @@ impl Manager {
             self.load_tasks(&rec)?;
             self.reconcile_checkpoints(&rec).await?;
             if status != Status::Cold {
-                let driver = self.driver.clone();
-                if let Err(e) = self.attach_network(&rec, &driver).await {
+                if let Err(e) = self.attach_network(&rec).await {
                     tracing::warn!(sprite = %rec.name, error = %e, "cannot enforce the network policy");
                 }
                 self.resume_inside(&rec).await;

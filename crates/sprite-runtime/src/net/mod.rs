@@ -16,47 +16,91 @@ pub mod host;
 pub mod nft;
 pub mod pasta;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use ipnet::IpNet;
 
+use crate::driver::EgressHook;
 use crate::error::{Result, RuntimeError};
+use crate::sandbox::validate_id;
 
-/// How sandboxes get outbound network.
+/// How sandboxes get outbound network: the [`EgressHook`] the daemon
+/// hands its driver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Egress {
     pub pasta_bin: PathBuf,
     pub nft_bin: PathBuf,
     /// Destinations dropped in every sandbox (see [`host::blocked_destinations`]).
     pub blocked: Vec<IpNet>,
+    /// Where each sandbox's pasta pid file is kept (`<id>.pid`): pasta
+    /// outlives the daemon with its sandbox, and is ended by this file.
+    pub pid_dir: PathBuf,
 }
 
 impl Egress {
-    /// pasta and nft from `PATH`, blocking the host's current addresses.
-    pub fn from_host(extra_blocked: &[IpNet]) -> Result<Self> {
+    /// pasta and nft from `PATH`, blocking the host's current addresses;
+    /// pid files in `pid_dir`.
+    pub fn from_host(pid_dir: PathBuf, extra_blocked: &[IpNet]) -> Result<Self> {
         let mut blocked = host::blocked_destinations()?;
         blocked.extend_from_slice(extra_blocked);
         Ok(Egress {
             pasta_bin: "pasta".into(),
             nft_bin: "nft".into(),
             blocked,
+            pid_dir,
         })
     }
 
-    /// Installs the ruleset in the namespace of `pid`, then attaches pasta
-    /// (its pid written to `pasta_pid_file`).
-    pub fn attach(&self, pid: u32, pasta_pid_file: &Path) -> Result<()> {
-        run_nft(&self.nft_bin, pid, &nft::base_script(&self.blocked))?;
-        pasta::start(&self.pasta_bin, pid, pasta_pid_file)
+    /// The pid file of the pasta serving sandbox `id`.
+    fn pid_file(&self, id: &str) -> PathBuf {
+        self.pid_dir.join(format!("{id}.pid"))
     }
 }
 
-/// Runs an nft script inside the network namespace of `pid`.
-pub fn run_nft(nft_bin: &Path, pid: u32, script: &str) -> Result<()> {
+impl EgressHook for Egress {
+    /// Installs the ruleset in the network namespace of `init_pid`, then
+    /// attaches pasta.
+    fn attach(&self, id: &str, init_pid: u32) -> Result<()> {
+        validate_id(id)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.pid_dir)
+            .map_err(|e| RuntimeError::io("mkdir", &self.pid_dir, e))?;
+        let started = Instant::now();
+        run_nft(
+            &self.nft_bin,
+            &netns_of(init_pid),
+            &nft::base_script(&self.blocked),
+        )?;
+        pasta::start(&self.pasta_bin, init_pid, &self.pid_file(id))?;
+        tracing::debug!(sandbox = %id, elapsed = ?started.elapsed(), "network attached");
+        Ok(())
+    }
+
+    /// Ends the sandbox's pasta: it does not notice its namespace dying.
+    fn detach(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        pasta::stop(&self.pid_file(id))
+    }
+}
+
+/// The network namespace of process `pid`.
+pub fn netns_of(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/ns/net"))
+}
+
+/// Runs an nft script inside the network namespace `netns` (a path that
+/// opens it, e.g. [`netns_of`]).
+pub fn run_nft(nft_bin: &Path, netns: &Path, script: &str) -> Result<()> {
     use std::io::Write;
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/proc/{pid}/ns/net"))
+    let mut net = std::ffi::OsString::from("--net=");
+    net.push(netns);
+    cmd.arg(net)
         .arg("--")
         .arg(nft_bin)
         .args(["-f", "-"])
@@ -78,7 +122,8 @@ pub fn run_nft(nft_bin: &Path, pid: u32, script: &str) -> Result<()> {
         Ok(())
     } else {
         Err(RuntimeError::Network(format!(
-            "nft in the namespace of {pid} failed ({}): {}",
+            "nft in the network namespace {} failed ({}): {}",
+            netns.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )))

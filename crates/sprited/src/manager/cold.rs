@@ -259,7 +259,7 @@ impl Manager {
             return Ok(manifest);
         }
         let t0 = Instant::now();
-        let tar = self.cfg.data_dir.join("cache").join(format!("{name}.tar"));
+        let tar = self.cfg.layout().image_export(name);
         let store = self.store.clone();
         let (n, t) = (name.to_string(), tar.clone());
         tokio::task::spawn_blocking(move || store.export_image(&n, &t))
@@ -302,11 +302,7 @@ impl Manager {
         };
         let t0 = Instant::now();
         let m = self.cold.get_manifest(&manifest).await?;
-        let tar = self
-            .cfg
-            .data_dir
-            .join("cache")
-            .join(format!("{name}.fetch.tar"));
+        let tar = self.cfg.layout().image_fetch(name);
         let fetched = self.cold.download_image(&m, &tar, None).await;
         let imported = match fetched {
             Ok(_) => {

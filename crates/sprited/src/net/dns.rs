@@ -42,10 +42,10 @@ pub struct Sockets {
     pub tcp: std::net::TcpListener,
 }
 
-/// Binds port 53 (UDP and TCP) at [`RESOLVER`] in the network namespace of
-/// `pid`.
-pub fn bind_in_netns(pid: u32) -> std::io::Result<Sockets> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+/// Binds port 53 (UDP and TCP) at [`RESOLVER`] in the network namespace
+/// `netns` (a path that opens it).
+pub fn bind_in_netns(netns: &std::path::Path) -> std::io::Result<Sockets> {
+    let ns = std::fs::File::open(netns)?;
     std::thread::spawn(move || {
         // Only this short-lived thread enters the namespace.
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)

@@ -25,19 +25,21 @@ use crate::error::Error;
 pub const POLICY_DIR_IN_SPRITE: &str = "/.sprite/policy";
 pub const RESOLV_CONF_IN_SPRITE: &str = "/etc/resolv.conf";
 
-/// The sandbox side of egress for this host.
+/// The sandbox side of egress for this host, handed to the driver, which
+/// attaches it to every sandbox it starts (see `sprite_runtime::EgressHook`).
 pub fn egress(cfg: &Config) -> anyhow::Result<Egress> {
     let mut extra = Vec::new();
     if !cfg.listen.ip().is_unspecified() {
         extra.push(ipnet::IpNet::from(cfg.listen.ip()));
     }
-    Ok(Egress::from_host(&extra)?)
+    Ok(Egress::from_host(cfg.layout().pasta_pids(), &extra)?)
 }
 
 /// One running sprite's enforcement state.
 pub struct Attached {
     pub id: String,
-    pid: u32,
+    /// The sprite's network namespace (a path that opens it).
+    netns: PathBuf,
     nft_bin: PathBuf,
     policy: RwLock<NetworkPolicy>,
     resolver: Mutex<Option<tokio::task::AbortHandle>>,
@@ -58,8 +60,8 @@ impl Attached {
             return;
         }
         let script = nft::add_script(which, ips);
-        let (bin, pid) = (self.nft_bin.clone(), self.pid);
-        let done = tokio::task::spawn_blocking(move || run_nft(&bin, pid, &script)).await;
+        let (bin, netns) = (self.nft_bin.clone(), self.netns.clone());
+        let done = tokio::task::spawn_blocking(move || run_nft(&bin, &netns, &script)).await;
         if let Ok(Err(e)) = done {
             tracing::warn!(sprite = %self.id, error = %e, "updating the egress sets");
         }
@@ -162,24 +164,25 @@ impl Network {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Enforces the policy in a running sprite whose init is `pid` (after
-    /// a start, or a daemon restart): nft policy, then the resolver. The
-    /// namespace is kept first, so that the sprite's ports are reachable
-    /// even where its policy cannot be applied.
-    pub async fn attach(&self, id: &str, pid: u32) -> Result<(), Error> {
+    /// Enforces the policy in a running sprite whose network namespace is
+    /// `netns` (after a start, or a daemon restart): nft policy, then the
+    /// resolver. The namespace is kept first, so that the sprite's ports
+    /// are reachable even where its policy cannot be applied.
+    pub async fn attach(&self, id: &str, netns: &Path) -> Result<(), Error> {
         self.detach(id);
-        let ns = netns::Namespace::of_pid(pid, self.sockets.clone())
+        let ns = netns::Namespace::open(netns, self.sockets.clone())
             .map_err(Error::io("the sprite's network namespace"))?;
         self.lock_namespaces().insert(id.to_string(), Arc::new(ns));
         let a = Arc::new(Attached {
             id: id.to_string(),
-            pid,
+            netns: netns.to_path_buf(),
             nft_bin: self.nft_bin.clone(),
             policy: RwLock::new(self.policy(id)?),
             resolver: Mutex::new(None),
         });
         self.apply(&a).await?;
-        let sockets = tokio::task::spawn_blocking(move || dns::bind_in_netns(pid))
+        let path = netns.to_path_buf();
+        let sockets = tokio::task::spawn_blocking(move || dns::bind_in_netns(&path))
             .await?
             .map_err(Error::io("binding the sprite's resolver"))?;
         match self.upstream {
@@ -219,8 +222,8 @@ impl Network {
             }
         }
         let script = nft::policy_script(restrictive, &deny);
-        let (bin, pid) = (a.nft_bin.clone(), a.pid);
-        tokio::task::spawn_blocking(move || run_nft(&bin, pid, &script))
+        let (bin, netns) = (a.nft_bin.clone(), a.netns.clone());
+        tokio::task::spawn_blocking(move || run_nft(&bin, &netns, &script))
             .await?
             .map_err(Error::runtime("applying the network policy"))
     }

@@ -99,9 +99,9 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// The namespace of process `pid` (the sprite's init).
-    pub fn of_pid(pid: u32, maker: Arc<SocketMaker>) -> io::Result<Namespace> {
-        let f = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    /// The namespace that `path` opens (as the sprite's driver reports it).
+    pub fn open(path: &std::path::Path, maker: Arc<SocketMaker>) -> io::Result<Namespace> {
+        let f = std::fs::File::open(path)?;
         Ok(Namespace {
             ns: Arc::new(OwnedFd::from(f)),
             maker,
@@ -177,7 +177,8 @@ mod tests {
         });
         let (tid, port) = rx.recv().expect("namespace thread");
         // The thread's namespace, by its task id.
-        let ns = Namespace::of_pid(tid, Arc::default()).expect("ns");
+        let path = std::path::PathBuf::from(format!("/proc/{tid}/ns/net"));
+        let ns = Namespace::open(&path, Arc::default()).expect("ns");
         let inside = ns.connect("127.0.0.1".parse().expect("ip"), port).await;
         assert!(inside.is_ok(), "{inside:?}");
         // The host's loopback listener is not there.

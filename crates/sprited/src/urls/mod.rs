@@ -38,10 +38,11 @@ pub struct Urls {
 }
 
 impl Urls {
-    pub fn open(data_dir: &std::path::Path) -> anyhow::Result<Urls> {
+    /// `session_key`: the file of the key signing logins.
+    pub fn open(session_key: &std::path::Path) -> anyhow::Result<Urls> {
         Ok(Urls {
             pool: Arc::new(proxy::Pool::default()),
-            secret: session::Secret::load_or_create(data_dir)?,
+            secret: session::Secret::load_or_create(session_key)?,
             targets: target::Targets::default(),
             records: records::Records::default(),
         })

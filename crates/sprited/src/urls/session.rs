@@ -16,7 +16,6 @@ use crate::AppState;
 pub const COOKIE: &str = "sprite_session";
 /// How long a login lasts.
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
-const KEY_FILE: &str = "url-session.key";
 const ADMIN: &str = "admin";
 
 /// The signing secret; never printed.
@@ -29,17 +28,17 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// Load the key file, or make one.
-    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Secret> {
-        let path = data_dir.join(KEY_FILE);
-        if let Ok(b) = std::fs::read(&path) {
+    /// Load the key file `path` (see
+    /// [`crate::layout::DataDir::url_session_key`]), or make one.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<Secret> {
+        if let Ok(b) = std::fs::read(path) {
             if let Ok(k) = <[u8; 32]>::try_from(b.as_slice()) {
                 return Ok(Secret(k));
             }
         }
         let mut k = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut k);
-        let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
+        let tmp = crate::layout::temp_beside(path);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -48,7 +47,7 @@ impl Secret {
             .open(&tmp)?;
         f.write_all(&k)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, path)?;
         Ok(Secret(k))
     }
 
