@@ -42,8 +42,9 @@ struct Live {
     /// Serialises mounting and unmounting the checkpoint views, which run
     /// beside the lifecycle (never on a request's path).
     views: Arc<Mutex<()>>,
-    /// The in-sprite API server (`/.sprite/api.sock`) while the sprite runs.
-    inside: Mutex<Option<tokio::task::AbortHandle>>,
+    /// While the sprite runs, its API socket is served until this is
+    /// dropped (see [`SpriteSocket`]).
+    socket: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Requests and connections in flight that keep the sprite awake.
     active: AtomicUsize,
     /// When the last activity started or ended.
@@ -99,6 +100,17 @@ const MAX_STORAGE_GB: u64 = 1024;
 const INSIDE_RUN_DIR: &str = "/.sprite/run";
 const INSIDE_SOCKET: &str = "api.sock";
 
+/// A running sprite's API socket (`/.sprite/run/api.sock`), bound by the
+/// manager and handed to whoever serves it (the API layer), which serves it
+/// until `stopped` ends: when the sprite stops, or a new socket replaces it.
+pub struct SpriteSocket {
+    /// The sprite it belongs to: only that sprite can reach the socket.
+    pub name: String,
+    /// Bound and non-blocking.
+    pub listener: std::os::unix::net::UnixListener,
+    pub stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
 /// How long a stopping sprite's processes get between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -133,6 +145,10 @@ pub struct Manager {
     cold: Arc<sprite_cold::ColdStore>,
     /// One base-image upload at a time.
     image_upload: tokio::sync::Mutex<()>,
+    /// Where running sprites' API sockets go to be served.
+    sockets: tokio::sync::mpsc::UnboundedSender<SpriteSocket>,
+    /// Their other end, until whoever serves them takes it.
+    to_serve: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SpriteSocket>>>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -186,6 +202,7 @@ impl Manager {
         cold: Arc<sprite_cold::ColdStore>,
     ) -> Arc<Self> {
         let db = Arc::new(db);
+        let (sockets, to_serve) = tokio::sync::mpsc::unbounded_channel();
         let net = crate::net::Network::new(db.clone(), &cfg);
         Arc::new_cyclic(|me| Manager {
             db: db.clone(),
@@ -204,7 +221,15 @@ impl Manager {
             net,
             cold,
             image_upload: tokio::sync::Mutex::new(()),
+            sockets,
+            to_serve: Mutex::new(Some(to_serve)),
         })
+    }
+
+    /// Running sprites' API sockets, each as it is bound, for the API layer
+    /// to serve (the first caller gets them).
+    pub fn take_sockets(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<SpriteSocket>> {
+        lock(&self.to_serve).take()
     }
 
     /// This manager as an `Arc` (it is only ever made as one).
@@ -221,7 +246,7 @@ impl Manager {
                     status: Mutex::new(Status::Cold),
                     persisted: Mutex::new(None),
                     views: Arc::new(Mutex::new(())),
-                    inside: Mutex::new(None),
+                    socket: Mutex::new(None),
                     active: AtomicUsize::new(0),
                     last_activity: Mutex::new(std::time::Instant::now()),
                     warm_since: Mutex::new(None),
@@ -507,7 +532,7 @@ impl Manager {
             let _ = blocking(move || driver.delete(&id).map_err(ApiError::internal)).await;
             return Err(e);
         }
-        self.serve_inside(rec, inside);
+        self.hand_over_socket(rec, inside);
         *lock(&self.live(&rec.id).error) = None;
         self.set_status(&rec.id, Status::Running);
         self.db.set_last_running(&rec.id, &now_rfc3339())?;
@@ -535,34 +560,23 @@ impl Manager {
         self.net.attach(&rec.id, pid).await
     }
 
-    /// Serve `/.sprite/api.sock` for a running sprite (replacing a previous
-    /// server of it).
-    fn serve_inside(&self, rec: &SpriteRecord, listener: std::os::unix::net::UnixListener) {
-        let Some(me) = self.arc() else { return };
-        let handle = match crate::inside::serve(me, rec.name.clone(), listener) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(sprite = %rec.name, error = %e, "cannot serve the in-sprite API");
-                return;
-            }
+    /// Hand a running sprite's bound API socket over to be served
+    /// (replacing, and so stopping, a previous server of it).
+    fn hand_over_socket(&self, rec: &SpriteRecord, listener: std::os::unix::net::UnixListener) {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        *lock(&self.live(&rec.id).socket) = Some(stop);
+        let socket = SpriteSocket {
+            name: rec.name.clone(),
+            listener,
+            stopped,
         };
-        let live = self.live(&rec.id);
-        let old = live
-            .inside
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(handle);
-        if let Some(old) = old {
-            old.abort();
+        if self.sockets.send(socket).is_err() {
+            tracing::warn!(sprite = %rec.name, "nothing serves the in-sprite API");
         }
     }
 
-    fn stop_inside(&self, id: &str) {
-        let live = self.live(id);
-        let old = live.inside.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(old) = old {
-            old.abort();
-        }
+    fn stop_serving_socket(&self, id: &str) {
+        lock(&self.live(id).socket).take();
     }
 
     fn spec_for(&self, rec: &SpriteRecord) -> SandboxSpec {
@@ -780,7 +794,7 @@ impl Manager {
         if self.status(id) != Status::Cold {
             self.meter_one(id).await;
         }
-        self.stop_inside(id);
+        self.stop_serving_socket(id);
         self.net.detach(id);
         let store = self.store.clone();
         let driver = self.driver.clone();
