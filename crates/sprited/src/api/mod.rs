@@ -1,16 +1,16 @@
 //! The `/v1` HTTP and WebSocket API.
 
-pub mod checkpoints;
+mod checkpoints;
 mod exec;
 mod fs;
-pub mod in_sprite;
+pub(crate) mod in_sprite;
 mod policy;
 mod ports;
 mod proxy;
 mod query;
-pub mod services;
+mod services;
 mod sprites;
-pub mod tasks;
+mod tasks;
 mod tokens;
 mod usage;
 
