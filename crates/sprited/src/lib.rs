@@ -7,7 +7,6 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod failpoint;
-pub mod inside;
 pub mod layout;
 pub mod manager;
 pub mod metrics;
@@ -35,6 +34,14 @@ pub struct AppState {
     pub tokens: Arc<tokens::Tokens>,
     pub manager: Arc<manager::Manager>,
     pub urls: Arc<urls::Urls>,
+}
+
+/// Handlers that need only the manager take it alone, so that the in-sprite
+/// API (whose state is not this) can share them.
+impl axum::extract::FromRef<AppState> for Arc<manager::Manager> {
+    fn from_ref(state: &AppState) -> Self {
+        state.manager.clone()
+    }
 }
 
 pub fn store_options(cfg: &Config) -> StoreOptions {
@@ -182,6 +189,9 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         agent,
         Arc::new(cold),
     );
+    if let Some(sockets) = manager.take_sockets() {
+        api::in_sprite::serve_sockets(&manager, sockets);
+    }
     manager
         .ensure_image(&cfg.default_image)
         .await

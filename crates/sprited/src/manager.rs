@@ -56,6 +56,17 @@ const MAX_STORAGE_GB: u64 = 1024;
 const INSIDE_RUN_DIR: &str = "/.sprite/run";
 const INSIDE_SOCKET: &str = "api.sock";
 
+/// A running sprite's API socket (`/.sprite/run/api.sock`), bound by the
+/// manager and handed to whoever serves it (the API layer), which serves it
+/// until `stopped` ends: when the sprite stops, or a new socket replaces it.
+pub struct SpriteSocket {
+    /// The sprite it belongs to: only that sprite can reach the socket.
+    pub name: String,
+    /// Bound and non-blocking.
+    pub listener: std::os::unix::net::UnixListener,
+    pub stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
 /// How long a stopping sprite's processes get between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -90,6 +101,10 @@ pub struct Manager {
     cold: Arc<sprite_cold::ColdStore>,
     /// One base-image upload at a time.
     image_upload: tokio::sync::Mutex<()>,
+    /// Where running sprites' API sockets go to be served.
+    sockets: tokio::sync::mpsc::UnboundedSender<SpriteSocket>,
+    /// Their other end, until whoever serves them takes it.
+    to_serve: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SpriteSocket>>>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, Error>
@@ -140,6 +155,7 @@ impl Manager {
         cold: Arc<sprite_cold::ColdStore>,
     ) -> Arc<Self> {
         let db = Arc::new(db);
+        let (sockets, to_serve) = tokio::sync::mpsc::unbounded_channel();
         let net = crate::net::Network::new(db.clone(), &cfg);
         Arc::new_cyclic(|me| Manager {
             db: db.clone(),
@@ -157,7 +173,15 @@ impl Manager {
             net,
             cold,
             image_upload: tokio::sync::Mutex::new(()),
+            sockets,
+            to_serve: Mutex::new(Some(to_serve)),
         })
+    }
+
+    /// Running sprites' API sockets, each as it is bound, for the API layer
+    /// to serve (the first caller gets them).
+    pub fn take_sockets(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<SpriteSocket>> {
+        lock(&self.to_serve).take()
     }
 
     /// This manager as an `Arc` (it is only ever made as one).
@@ -429,7 +453,7 @@ impl Manager {
             .await;
             return Err(e);
         }
-        self.serve_inside(rec, inside);
+        self.hand_over_socket(rec, inside);
         self.slot(&rec.id).state().error = None;
         self.set_status(&rec.id, Status::Running);
         self.db.set_last_running(&rec.id, &now_rfc3339())?;
@@ -451,28 +475,23 @@ impl Manager {
         self.net.attach(&rec.id, &netns).await
     }
 
-    /// Serve `/.sprite/api.sock` for a running sprite (replacing a previous
-    /// server of it).
-    fn serve_inside(&self, rec: &SpriteRecord, listener: std::os::unix::net::UnixListener) {
-        let Some(me) = self.arc() else { return };
-        let handle = match crate::inside::serve(me, rec.name.clone(), listener) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(sprite = %rec.name, error = %e, "cannot serve the in-sprite API");
-                return;
-            }
+    /// Hand a running sprite's bound API socket over to be served
+    /// (replacing, and so stopping, a previous server of it).
+    fn hand_over_socket(&self, rec: &SpriteRecord, listener: std::os::unix::net::UnixListener) {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        self.slot(&rec.id).state().socket = Some(stop);
+        let socket = SpriteSocket {
+            name: rec.name.clone(),
+            listener,
+            stopped,
         };
-        let old = self.slot(&rec.id).state().inside.replace(handle);
-        if let Some(old) = old {
-            old.abort();
+        if self.sockets.send(socket).is_err() {
+            tracing::warn!(sprite = %rec.name, "nothing serves the in-sprite API");
         }
     }
 
-    fn stop_inside(&self, id: &str) {
-        let old = self.slot(id).state().inside.take();
-        if let Some(old) = old {
-            old.abort();
-        }
+    fn stop_serving_socket(&self, id: &str) {
+        self.slot(id).state().socket.take();
     }
 
     fn spec_for(&self, rec: &SpriteRecord) -> SandboxSpec {
@@ -685,7 +704,7 @@ impl Manager {
         if self.status(id) != Status::Cold {
             self.meter_one(id).await;
         }
-        self.stop_inside(id);
+        self.stop_serving_socket(id);
         self.net.detach(id);
         let store = self.store.clone();
         let driver = self.driver.clone();

@@ -1,5 +1,5 @@
 //! Checkpoint endpoints, shared by the API (`/v1/sprites/{name}/...`) and
-//! the in-sprite socket (`/v1/checkpoints...`, see `crate::inside`).
+//! the in-sprite socket (`/v1/checkpoints...`, see [`super::in_sprite`]).
 //!
 //! Create and restore answer `application/x-ndjson`: `info` lines as the
 //! work proceeds, then `complete` or `error`. The work runs in a task of its
@@ -16,11 +16,11 @@ use axum::Json;
 use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest};
 use sprites_api::sprite::StreamEvent;
 
+use super::Sprite;
 use crate::error::ApiError;
 use crate::manager::checkpoints::Progress;
 use crate::manager::Manager;
 use crate::time::now_rfc3339;
-use crate::AppState;
 
 fn event(kind: &str, data: Option<String>, error: Option<String>) -> Bytes {
     let ev = StreamEvent {
@@ -53,43 +53,6 @@ pub fn parse_create_body(body: &[u8]) -> Result<Option<String>, ApiError> {
         )));
     }
     Ok(req.comment)
-}
-
-pub fn create_for(m: Arc<Manager>, name: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let rec = m.get(name)?;
-    let comment = parse_create_body(body)?;
-    Ok(stream_op(move |progress| async move {
-        let c = m.create_checkpoint(&rec, comment, &progress).await?;
-        Ok(format!("Checkpoint {} created", c.id))
-    }))
-}
-
-pub fn restore_for(m: Arc<Manager>, name: &str, id: &str) -> Result<Response, ApiError> {
-    let rec = m.get(name)?;
-    // Unknown ids are a plain 404, before any streaming.
-    let id = m.checkpoint(&rec, id)?.id;
-    Ok(stream_op(move |progress| async move {
-        m.restore_checkpoint(&rec, &id, &progress).await?;
-        Ok(format!("Restored to checkpoint {id}"))
-    }))
-}
-
-pub fn list_for(m: &Manager, name: &str) -> Result<Json<Vec<Checkpoint>>, ApiError> {
-    let rec = m.get(name)?;
-    Ok(Json(m.list_checkpoints(&rec)?))
-}
-
-pub fn get_for(m: &Manager, name: &str, id: &str) -> Result<Json<Checkpoint>, ApiError> {
-    let rec = m.get(name)?;
-    Ok(Json(m.checkpoint(&rec, id)?))
-}
-
-pub async fn delete_for(m: Arc<Manager>, name: &str, id: &str) -> Result<StatusCode, ApiError> {
-    let rec = m.get(name)?;
-    m.checkpoint(&rec, id)?;
-    let id = id.to_string();
-    super::run_to_completion(async move { m.delete_checkpoint(&rec, &id).await }).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Runs `work` in its own task; the response streams its progress lines as
@@ -125,38 +88,58 @@ where
         .into_response()
 }
 
+/// The `{id}` segment of a checkpoint's path.
+#[derive(serde::Deserialize)]
+pub struct CheckpointId {
+    id: String,
+}
+
 pub async fn create(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create_for(state.manager, &name, &body)
-}
-
-pub async fn list(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Vec<Checkpoint>>, ApiError> {
-    list_for(&state.manager, &name)
-}
-
-pub async fn get(
-    State(state): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
-) -> Result<Json<Checkpoint>, ApiError> {
-    get_for(&state.manager, &name, &id)
+    let comment = parse_create_body(&body)?;
+    Ok(stream_op(move |progress| async move {
+        let c = m.create_checkpoint(&rec, comment, &progress).await?;
+        Ok(format!("Checkpoint {} created", c.id))
+    }))
 }
 
 pub async fn restore(
-    State(state): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    Path(CheckpointId { id }): Path<CheckpointId>,
 ) -> Result<Response, ApiError> {
-    restore_for(state.manager, &name, &id)
+    // Unknown ids are a plain 404, before any streaming.
+    let id = m.checkpoint(&rec, &id)?.id;
+    Ok(stream_op(move |progress| async move {
+        m.restore_checkpoint(&rec, &id, &progress).await?;
+        Ok(format!("Restored to checkpoint {id}"))
+    }))
+}
+
+pub async fn list(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+) -> Result<Json<Vec<Checkpoint>>, ApiError> {
+    Ok(Json(m.list_checkpoints(&rec)?))
+}
+
+pub async fn get(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    Path(CheckpointId { id }): Path<CheckpointId>,
+) -> Result<Json<Checkpoint>, ApiError> {
+    Ok(Json(m.checkpoint(&rec, &id)?))
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    Path(CheckpointId { id }): Path<CheckpointId>,
 ) -> Result<StatusCode, ApiError> {
-    delete_for(state.manager, &name, &id).await
+    m.checkpoint(&rec, &id)?;
+    super::run_to_completion(async move { m.delete_checkpoint(&rec, &id).await }).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -68,14 +68,6 @@ impl ApiError {
             ApiError::Internal(_) => "internal_error",
         }
     }
-
-    pub fn no_sprite(name: &str) -> Self {
-        ApiError::NotFound(format!("no sprite named {name}"))
-    }
-
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        ApiError::Internal(e.to_string())
-    }
 }
 
 impl ApiError {

@@ -1,20 +1,24 @@
 //! The `/v1` HTTP and WebSocket API.
 
-pub mod checkpoints;
+mod checkpoints;
 pub mod error;
 mod exec;
 mod fs;
+pub(crate) mod in_sprite;
 mod policy;
 mod ports;
 mod proxy;
 mod query;
-pub mod services;
+mod services;
 mod sprites;
-pub mod tasks;
+mod tasks;
 mod tokens;
 mod usage;
 
-use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -23,7 +27,9 @@ use axum::Router;
 
 pub(crate) use sprites::run_to_completion;
 
+use crate::db::SpriteRecord;
 use crate::error::ApiError;
+use crate::manager::Manager;
 use crate::AppState;
 
 /// JSON bodies of the control API are small; exec stdin streams separately.
@@ -47,16 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sprites/{name}/exec/{id}", get(exec::attach))
         .route("/sprites/{name}/exec/{id}/kill", post(exec::kill))
         .route("/sprites/{name}/control", get(no_control))
-        .route("/sprites/{name}/checkpoint", post(checkpoints::create))
-        .route("/sprites/{name}/checkpoints", get(checkpoints::list))
-        .route(
-            "/sprites/{name}/checkpoints/{id}",
-            get(checkpoints::get).delete(checkpoints::delete),
-        )
-        .route(
-            "/sprites/{name}/checkpoints/{id}/restore",
-            post(checkpoints::restore),
-        )
+        .nest("/sprites/{name}", sprite_routes())
         .route("/sprites/{name}/fs/read", get(fs::read))
         .route("/sprites/{name}/fs/write", put(fs::write))
         .route("/sprites/{name}/fs/list", get(fs::list))
@@ -70,38 +67,6 @@ pub fn router(state: AppState) -> Router {
         .route("/sprites/{name}/fs/chmod", post(fs::chmod))
         .route("/sprites/{name}/fs/chown", post(fs::chown))
         .route("/sprites/{name}/fs/mkdir", post(fs::mkdir))
-        .route("/sprites/{name}/services", get(services::list))
-        .route(
-            "/sprites/{name}/services/signal",
-            post(services::signal)
-                .get(services::signal_named_get)
-                .put(services::signal_named_put)
-                .delete(services::signal_named_delete),
-        )
-        .route(
-            "/sprites/{name}/services/{svc}",
-            get(services::get)
-                .put(services::put)
-                .delete(services::delete),
-        )
-        .route(
-            "/sprites/{name}/services/{svc}/start",
-            post(services::start),
-        )
-        .route("/sprites/{name}/services/{svc}/stop", post(services::stop))
-        .route(
-            "/sprites/{name}/services/{svc}/restart",
-            post(services::restart),
-        )
-        .route("/sprites/{name}/services/{svc}/logs", get(services::logs))
-        .route(
-            "/sprites/{name}/tasks",
-            get(tasks::list).post(tasks::create),
-        )
-        .route(
-            "/sprites/{name}/tasks/{task}",
-            axum::routing::put(tasks::update).delete(tasks::delete),
-        )
         .route(
             "/sprites/{name}/policy/network",
             get(policy::get_network).post(policy::set_network),
@@ -136,6 +101,69 @@ pub fn router(state: AppState) -> Router {
             crate::urls::dispatch,
         ))
         .with_state(state)
+}
+
+/// A sprite's checkpoints, services and tasks: served at
+/// `/v1/sprites/{name}` by this API and at `/v1` on the sprite's own socket
+/// ([`in_sprite`]), the handlers finding the sprite with [`Sprite`].
+fn sprite_routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Sprite: FromRequestParts<S>,
+    Arc<Manager>: FromRef<S>,
+{
+    Router::new()
+        .route("/checkpoint", post(checkpoints::create))
+        .route("/checkpoints", get(checkpoints::list))
+        .route(
+            "/checkpoints/{id}",
+            get(checkpoints::get).delete(checkpoints::delete),
+        )
+        .route("/checkpoints/{id}/restore", post(checkpoints::restore))
+        .route("/services", get(services::list))
+        .route(
+            "/services/signal",
+            post(services::signal)
+                .get(services::get)
+                .put(services::put)
+                .delete(services::delete),
+        )
+        .route(
+            "/services/{svc}",
+            get(services::get)
+                .put(services::put)
+                .delete(services::delete),
+        )
+        .route("/services/{svc}/start", post(services::start))
+        .route("/services/{svc}/stop", post(services::stop))
+        .route("/services/{svc}/restart", post(services::restart))
+        .route("/services/{svc}/logs", get(services::logs))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/{task}", put(tasks::update).delete(tasks::delete))
+}
+
+/// The sprite a request acts on. The handlers shared by this router and
+/// the in-sprite one take it: here it is the `{name}` path segment; on a
+/// sprite's socket, the sprite whose socket it is ([`in_sprite`]).
+pub struct Sprite(pub SpriteRecord);
+
+impl FromRequestParts<AppState> for Sprite {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let Path(Named { name }) = Path::<Named>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        state
+            .manager
+            .get(&name)
+            .map(Sprite)
+            .map_err(|e| ApiError::from(e).into_response())
+    }
 }
 
 /// Prometheus text exposition.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,10 +15,11 @@ use sprites_api::agent::ServiceOp;
 use sprites_api::service::{validate_name, Service, ServiceSpec, SignalRequest};
 
 use super::query::Query;
+use super::Sprite;
 use crate::agent_conn::services::ServiceEvents;
+use crate::db::SpriteRecord;
 use crate::error::ApiError;
 use crate::manager::Manager;
-use crate::AppState;
 
 /// Longest a create/start may stream the service's output.
 const MAX_STREAM: Duration = Duration::from_secs(300);
@@ -69,32 +71,56 @@ fn ndjson(events: ServiceEvents) -> Response {
         .into_response()
 }
 
-pub async fn list_for(m: Arc<Manager>, name: &str) -> Result<Json<Vec<Service>>, ApiError> {
-    let rec = m.get(name)?;
+/// The service a route names: its `{svc}` segment, or `signal` on the
+/// fixed `/services/signal` path, where a service may still be named
+/// `signal`: the methods other than POST on that path act on it.
+pub struct ServiceName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ServiceName {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            svc: Option<String>,
+        }
+        let Path(Named { svc }) = Path::<Named>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(ServiceName(svc.unwrap_or_else(|| "signal".into())))
+    }
+}
+
+pub async fn list(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+) -> Result<Json<Vec<Service>>, ApiError> {
     Ok(Json(m.services(&rec).await?))
 }
 
-pub async fn get_for(m: Arc<Manager>, name: &str, svc: &str) -> Result<Json<Service>, ApiError> {
-    let rec = m.get(name)?;
-    let svc = checked(svc)?;
+pub async fn get(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    ServiceName(svc): ServiceName,
+) -> Result<Json<Service>, ApiError> {
+    let svc = checked(&svc)?;
     Ok(Json(m.service(&rec, svc).await?))
 }
 
-pub async fn put_for(
-    m: Arc<Manager>,
-    name: &str,
-    svc: &str,
-    raw: Option<&str>,
-    body: &[u8],
+pub async fn put(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    ServiceName(svc): ServiceName,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let rec = m.get(name)?;
-    let svc = checked(svc)?;
-    let spec: ServiceSpec = serde_json::from_slice(body)
+    let svc = checked(&svc)?;
+    let spec: ServiceSpec = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid service definition: {e}")))?;
     if spec.cmd.trim().is_empty() {
         return Err(ApiError::BadRequest("cmd must not be empty".into()));
     }
-    let q = Query::parse(raw);
+    let q = Query::parse(raw.as_deref());
     let op = ServiceOp::Put {
         name: svc,
         spec,
@@ -104,56 +130,55 @@ pub async fn put_for(
 }
 
 /// A service operation answered with events, built from the query.
-async fn events_for(
-    m: Arc<Manager>,
-    name: &str,
+async fn events(
+    m: &Arc<Manager>,
+    rec: &SpriteRecord,
     raw: Option<&str>,
     op: impl FnOnce(&Query) -> Result<ServiceOp, ApiError>,
 ) -> Result<Response, ApiError> {
-    let rec = m.get(name)?;
     let op = op(&Query::parse(raw))?;
-    Ok(ndjson(m.service_events(&rec, op).await?))
+    Ok(ndjson(m.service_events(rec, op).await?))
 }
 
-pub async fn start_for(
-    m: Arc<Manager>,
-    name: &str,
-    svc: &str,
-    raw: Option<&str>,
+pub async fn start(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    ServiceName(svc): ServiceName,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    events_for(m, name, raw, |q| {
+    events(&m, &rec, raw.as_deref(), |q| {
         Ok(ServiceOp::Start {
-            name: checked(svc)?,
+            name: checked(&svc)?,
             stream_ms: stream_ms(q)?,
         })
     })
     .await
 }
 
-pub async fn stop_for(
-    m: Arc<Manager>,
-    name: &str,
-    svc: &str,
-    raw: Option<&str>,
+pub async fn stop(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    ServiceName(svc): ServiceName,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    events_for(m, name, raw, |q| {
+    events(&m, &rec, raw.as_deref(), |q| {
         Ok(ServiceOp::Stop {
-            name: checked(svc)?,
+            name: checked(&svc)?,
             timeout_ms: timeout_ms(q)?,
         })
     })
     .await
 }
 
-pub async fn restart_for(
-    m: Arc<Manager>,
-    name: &str,
-    svc: &str,
-    raw: Option<&str>,
+pub async fn restart(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    ServiceName(svc): ServiceName,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    events_for(m, name, raw, |q| {
+    events(&m, &rec, raw.as_deref(), |q| {
         Ok(ServiceOp::Restart {
-            name: checked(svc)?,
+            name: checked(&svc)?,
             timeout_ms: timeout_ms(q)?,
             stream_ms: stream_ms(q)?,
         })
@@ -161,18 +186,24 @@ pub async fn restart_for(
     .await
 }
 
-pub async fn delete_for(m: Arc<Manager>, name: &str, svc: &str) -> Result<StatusCode, ApiError> {
-    let rec = m.get(name)?;
+pub async fn delete(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    ServiceName(svc): ServiceName,
+) -> Result<StatusCode, ApiError> {
     let op = ServiceOp::Delete {
-        name: checked(svc)?,
+        name: checked(&svc)?,
     };
     m.service_call(&rec, op).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn signal_for(m: Arc<Manager>, name: &str, body: &[u8]) -> Result<StatusCode, ApiError> {
-    let rec = m.get(name)?;
-    let req: SignalRequest = serde_json::from_slice(body)
+pub async fn signal(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let req: SignalRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
     let op = ServiceOp::Signal {
         name: checked(&req.name)?,
@@ -182,112 +213,59 @@ pub async fn signal_for(m: Arc<Manager>, name: &str, body: &[u8]) -> Result<Stat
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn logs_for(
-    m: Arc<Manager>,
-    name: &str,
-    svc: &str,
-    raw: Option<&str>,
+pub async fn logs(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    ServiceName(svc): ServiceName,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let rec = m.get(name)?;
-    let q = Query::parse(raw);
+    let q = Query::parse(raw.as_deref());
     let lines = q
         .number::<usize>("lines", 1..=MAX_LOG_LINES)?
         .unwrap_or(DEFAULT_LOG_LINES);
-    let text = m.service_logs(&rec, checked(svc)?, lines).await?;
+    let text = m.service_logs(&rec, checked(&svc)?, lines).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-pub async fn list(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Vec<Service>>, ApiError> {
-    list_for(s.manager, &name).await
-}
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
 
-pub async fn get(
-    State(s): State<AppState>,
-    Path((name, svc)): Path<(String, String)>,
-) -> Result<Json<Service>, ApiError> {
-    get_for(s.manager, &name, &svc).await
-}
+    async fn named(super::ServiceName(svc): super::ServiceName) -> String {
+        svc
+    }
 
-pub async fn put(
-    State(s): State<AppState>,
-    Path((name, svc)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    put_for(s.manager, &name, &svc, raw.as_deref(), &body).await
-}
-
-pub async fn delete(
-    State(s): State<AppState>,
-    Path((name, svc)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    delete_for(s.manager, &name, &svc).await
-}
-
-pub async fn start(
-    State(s): State<AppState>,
-    Path((name, svc)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    start_for(s.manager, &name, &svc, raw.as_deref()).await
-}
-
-pub async fn stop(
-    State(s): State<AppState>,
-    Path((name, svc)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    stop_for(s.manager, &name, &svc, raw.as_deref()).await
-}
-
-pub async fn restart(
-    State(s): State<AppState>,
-    Path((name, svc)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    restart_for(s.manager, &name, &svc, raw.as_deref()).await
-}
-
-pub async fn signal(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<StatusCode, ApiError> {
-    signal_for(s.manager, &name, &body).await
-}
-
-pub async fn logs(
-    State(s): State<AppState>,
-    Path((name, svc)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    logs_for(s.manager, &name, &svc, raw.as_deref()).await
-}
-
-/// `/services/signal` is a fixed path; a service may still be named
-/// `signal`: the other methods on that path act on it.
-pub async fn signal_named_get(
-    s: State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Service>, ApiError> {
-    get_for(s.0.manager, &name, "signal").await
-}
-
-pub async fn signal_named_put(
-    s: State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    put_for(s.0.manager, &name, "signal", raw.as_deref(), &body).await
-}
-
-pub async fn signal_named_delete(
-    s: State<AppState>,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    delete_for(s.0.manager, &name, "signal").await
+    /// The fixed `/services/signal` path names the service `signal`, on
+    /// both routers' shapes; elsewhere the `{svc}` segment names it.
+    #[tokio::test]
+    async fn the_signal_path_names_the_service_signal() {
+        let app = axum::Router::new()
+            .route("/v1/sprites/{name}/services/signal", get(named))
+            .route("/v1/sprites/{name}/services/{svc}", get(named))
+            .route("/v1/services/signal", get(named))
+            .route("/v1/services/{svc}", get(named));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        for (path, want) in [
+            ("/v1/sprites/s/services/signal", "signal"),
+            ("/v1/sprites/s/services/web", "web"),
+            ("/v1/services/signal", "signal"),
+            ("/v1/services/web", "web"),
+        ] {
+            let res = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(res.text().await.expect("body"), want, "{path}");
+        }
+        server.abort();
+    }
 }

@@ -1,4 +1,7 @@
-//! Task endpoints (in-sprite `/v1/tasks`, and `/v1/sprites/{name}/tasks`).
+//! Task endpoints, shared by the API (`/v1/sprites/{name}/tasks`) and the
+//! in-sprite socket (`/v1/tasks`).
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -6,28 +9,35 @@ use axum::http::StatusCode;
 use axum::Json;
 use sprites_api::task::{parse_expire, Task, TaskList, TaskRequest};
 
+use super::Sprite;
 use crate::error::ApiError;
 use crate::manager::Manager;
-use crate::AppState;
 
 fn body(raw: &[u8]) -> Result<TaskRequest, ApiError> {
     serde_json::from_slice(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
 }
 
-pub fn list_for(m: &Manager, name: &str) -> Result<Json<TaskList>, ApiError> {
-    let rec = m.get(name)?;
+/// The `{task}` segment of a task's path.
+#[derive(serde::Deserialize)]
+pub struct TaskName {
+    task: String,
+}
+
+pub async fn list(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+) -> Result<Json<TaskList>, ApiError> {
     Ok(Json(TaskList {
         tasks: m.list_tasks(&rec),
     }))
 }
 
-pub fn create_for(
-    m: &Manager,
-    name: &str,
-    raw: &[u8],
+pub async fn create(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    raw: Bytes,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
-    let rec = m.get(name)?;
-    let req = body(raw)?;
+    let req = body(&raw)?;
     let task = req
         .name
         .as_deref()
@@ -39,44 +49,21 @@ pub fn create_for(
     ))
 }
 
-pub fn update_for(m: &Manager, name: &str, task: &str, raw: &[u8]) -> Result<Json<Task>, ApiError> {
-    let rec = m.get(name)?;
-    let expire = parse_expire(&body(raw)?.expire).map_err(ApiError::BadRequest)?;
-    Ok(Json(m.update_task(&rec, task, expire)?))
-}
-
-pub fn delete_for(m: &Manager, name: &str, task: &str) -> Result<StatusCode, ApiError> {
-    let rec = m.get(name)?;
-    m.delete_task(&rec, task)?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub async fn list(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<TaskList>, ApiError> {
-    list_for(&s.manager, &name)
-}
-
-pub async fn create(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    raw: Bytes,
-) -> Result<(StatusCode, Json<Task>), ApiError> {
-    create_for(&s.manager, &name, &raw)
-}
-
 pub async fn update(
-    State(s): State<AppState>,
-    Path((name, task)): Path<(String, String)>,
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    Path(TaskName { task }): Path<TaskName>,
     raw: Bytes,
 ) -> Result<Json<Task>, ApiError> {
-    update_for(&s.manager, &name, &task, &raw)
+    let expire = parse_expire(&body(&raw)?.expire).map_err(ApiError::BadRequest)?;
+    Ok(Json(m.update_task(&rec, &task, expire)?))
 }
 
 pub async fn delete(
-    State(s): State<AppState>,
-    Path((name, task)): Path<(String, String)>,
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    Path(TaskName { task }): Path<TaskName>,
 ) -> Result<StatusCode, ApiError> {
-    delete_for(&s.manager, &name, &task)
+    m.delete_task(&rec, &task)?;
+    Ok(StatusCode::NO_CONTENT)
 }

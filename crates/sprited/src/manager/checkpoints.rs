@@ -370,7 +370,7 @@ impl Manager {
         })
         .await;
         match bound {
-            Ok(l) => self.serve_inside(rec, l),
+            Ok(l) => self.hand_over_socket(rec, l),
             Err(e) => {
                 tracing::warn!(sprite = %rec.name, error = %e, "cannot serve the in-sprite API")
             }

@@ -44,8 +44,9 @@ pub(crate) struct SpriteState {
     pub persisted: Option<Instant>,
     /// Tasks that keep it awake: name → expiry.
     pub tasks: BTreeMap<String, Task>,
-    /// The in-sprite API server (`/.sprite/api.sock`) while the sprite runs.
-    pub inside: Option<tokio::task::AbortHandle>,
+    /// While the sprite runs, its API socket is served until this is
+    /// dropped (see [`super::SpriteSocket`]).
+    pub socket: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl SpriteSlot {
@@ -59,7 +60,7 @@ impl SpriteSlot {
                 last_activity: Instant::now(),
                 persisted: None,
                 tasks: BTreeMap::new(),
-                inside: None,
+                socket: None,
             }),
             active: AtomicUsize::new(0),
             views: Arc::new(Mutex::new(())),
