@@ -704,6 +704,10 @@ impl Manager {
         if self.status(id) != Status::Cold {
             self.meter_one(id).await;
         }
+        // From here on it is not running: a request that arrives now wakes
+        // it through the lifecycle lock (after whatever holds it, a restore
+        // say), rather than reaching an agent that is being killed.
+        self.set_status(id, Status::Cold);
         self.stop_serving_socket(id);
         self.net.detach(id);
         let store = self.store.clone();
