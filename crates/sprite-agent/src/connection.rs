@@ -7,12 +7,12 @@ use sprites_api::agent::{Reply, Request, JSON};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 
-use crate::attach;
 use crate::fs;
-use crate::kill;
 use crate::ports::{self, PortTable};
-use crate::registry::Sessions;
 use crate::services::{self, Services};
+use crate::session::attach;
+use crate::session::kill;
+use crate::session::registry::Sessions;
 use crate::wire::{self, ReadError};
 
 /// How long a new connection may take to send its request.

@@ -16,8 +16,8 @@ use crate::cli::ListenOn;
 use crate::connection;
 use crate::log::log;
 use crate::ports::PortTable;
-use crate::registry::Sessions;
 use crate::services::Services;
+use crate::session::registry::Sessions;
 
 /// Get the listening socket. Must run inside the runtime.
 pub fn open(on: &ListenOn) -> io::Result<UnixListener> {

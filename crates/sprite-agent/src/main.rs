@@ -1,26 +1,17 @@
 //! `sprite-agent`: PID 1 inside every sprite, and the in-sprite CLI
 //! `sprite-env` when called by that name. See README.md.
 
-mod attach;
 mod cli;
 mod connection;
 mod fds;
 mod fs;
 mod hosts;
-mod kill;
 mod listener;
 mod log;
 mod ports;
-mod pty;
-mod pump;
-mod reaper;
-mod registry;
-mod scrollback;
 mod services;
 mod session;
 mod shutdown;
-mod signame;
-mod spawn;
 mod timestamp;
 mod user;
 mod wire;
@@ -99,7 +90,7 @@ fn run(on: ListenOn) -> ExitCode {
 
 async fn serve(on: ListenOn, pid1: bool) -> ExitCode {
     // The reaper first: no child may exist before SIGCHLD is handled.
-    let reaper = match reaper::Reaper::start() {
+    let reaper = match session::reaper::Reaper::start() {
         Ok(r) => r,
         Err(e) => {
             log!("SIGCHLD handler: {e}");
@@ -120,7 +111,7 @@ async fn serve(on: ListenOn, pid1: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sessions = registry::Sessions::new(reaper.clone());
+    let sessions = session::registry::Sessions::new(reaper.clone());
     // After the listener: the daemon's connections are accepted while the
     // services start in the background.
     let services = services::Services::boot(reaper, &services::state_dir());

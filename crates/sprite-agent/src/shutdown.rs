@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
 
 use crate::log::log;
-use crate::registry::Sessions;
+use crate::session::registry::Sessions;
 
 /// How long processes get between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(3);

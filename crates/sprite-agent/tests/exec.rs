@@ -154,7 +154,7 @@ fn large_stdin_streams_through_with_flat_memory() {
         let (peak, done, pid) = (peak.clone(), done.clone(), agent.pid());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
-                peak.fetch_max(common::rss_kib(pid), Ordering::SeqCst);
+                peak.fetch_max(sprites_test_support::rss_kib(pid), Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(10));
             }
         })

@@ -329,6 +329,18 @@ fn lifecycle_start_stop_signal_restart_delete() {
     );
     assert_eq!(kinds(&evs), ["started", "complete"], "{evs:?}");
     let pid2 = pid_of(&agent, "svc");
+    // Its `ready` first: printed during the next restart's window, it would
+    // be streamed as that restart's output.
+    let readies = || {
+        logs(&agent, "svc", 50)
+            .lines()
+            .filter(|l| *l == "ready")
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || (readies() >= 2).then_some(())).is_some(),
+        "the restarted service said ready"
+    );
     let evs = events(
         &agent,
         ServiceOp::Restart {

@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::TempDir;
 use sprites_api::checkpoint::Checkpoint;
-use tokio::sync::{mpsc, oneshot};
+use sprites_test_support::unix_http::UnixHttpServer;
+use tokio::sync::mpsc;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_sprite-agent");
 
@@ -42,32 +43,13 @@ fn text(bytes: &[u8]) -> String {
 
 /// The in-sprite API, just enough of it: a list, and a restore that says
 /// one line and then keeps the stream open (the sprite restarts under the
-/// caller), on a socket in `dir`. Stops when the returned sender drops.
-fn serve(socket: PathBuf) -> oneshot::Sender<()> {
-    let app = Router::new()
-        .route("/v1/checkpoints", get(list))
-        .route("/v1/checkpoints/{id}/restore", post(restore));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (ready, is_ready) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
-            ready.send(()).expect("ready");
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-    });
-    is_ready
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server up");
-    stop
+/// caller).
+fn serve() -> UnixHttpServer {
+    UnixHttpServer::start(
+        Router::new()
+            .route("/v1/checkpoints", get(list))
+            .route("/v1/checkpoints/{id}/restore", post(restore)),
+    )
 }
 
 async fn list(headers: HeaderMap) -> Json<Vec<Checkpoint>> {
@@ -104,19 +86,15 @@ async fn restore() -> Response {
 #[test]
 fn called_sprite_env_lists_checkpoints() {
     let dir = TempDir::new("env-list");
-    let socket = dir.path().join("api.sock");
-    let _server = serve(socket.clone());
-    let out = run(
-        &sprite_env_in(dir.path()),
-        &["checkpoints", "list"],
-        &socket,
-    );
+    let server = serve();
+    let socket = server.socket();
+    let out = run(&sprite_env_in(dir.path()), &["checkpoints", "list"], socket);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
         "  ID  CREATED               COMMENT\n* v0  2026-01-05T10:30:00Z  host=sprite\n"
     );
-    let out = run(Path::new(AGENT), &["env", "checkpoints", "list"], &socket);
+    let out = run(Path::new(AGENT), &["env", "checkpoints", "list"], socket);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("* v0"));
 }
@@ -124,11 +102,11 @@ fn called_sprite_env_lists_checkpoints() {
 #[test]
 fn restore_output_arrives_before_the_caller_is_killed() {
     let dir = TempDir::new("env-restore");
-    let socket = dir.path().join("api.sock");
-    let _server = serve(socket.clone());
+    let server = serve();
+    let socket = server.socket();
     let mut child = Command::new(sprite_env_in(dir.path()))
         .args(["checkpoints", "restore", "v0"])
-        .env("SPRITE_API_SOCK", &socket)
+        .env("SPRITE_API_SOCK", socket)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -2,11 +2,12 @@
 //! S3-compatible server (moto, started on loopback by each test).
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sprite_cold::{ColdError, ColdStore, Hash, StoreOptions, CHUNK_SIZE};
+use sprites_test_support::free_port;
+use sprites_test_support::s3::Moto;
 
 fn opts(url: String, cache: &Path, cache_bytes: u64) -> StoreOptions {
     StoreOptions {
@@ -203,78 +204,17 @@ fn bad_urls_are_refused_clearly() {
 
 // --- S3 --------------------------------------------------------------------
 
-/// moto in server mode on a free loopback port; stopped (by PID) on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-fn moto_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("SPRITED_MOTO_SERVER") {
-        return PathBuf::from(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/s3/.venv/bin/moto_server");
-    assert!(
-        p.exists(),
-        "the S3 tests need moto's server: run tests/s3/setup.sh (scripts/test.sh does), \
-         or set SPRITED_MOTO_SERVER; not found at {}",
-        p.display()
-    );
-    p
-}
-
-impl Moto {
-    fn start(bucket: &str) -> Moto {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let child = Command::new(moto_binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto_server");
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let made = Command::new("curl")
-                .args(["-sf", "-X", "PUT", &format!("{}/{bucket}", moto.endpoint)])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if made {
-                break;
-            }
-            assert!(Instant::now() < deadline, "moto_server did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    fn env(&self) {
-        std::env::set_var("AWS_ENDPOINT_URL", &self.endpoint);
-        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-        std::env::set_var("AWS_ALLOW_HTTP", "true");
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Points `object_store` (through the environment) at `moto`.
+fn use_moto(moto: &Moto) {
+    for (k, v) in moto.env() {
+        std::env::set_var(k, v);
     }
 }
 
 #[test]
 fn an_s3_store_and_an_unreachable_one() {
     let moto = Moto::start("cold");
-    moto.env();
+    use_moto(&moto);
     let dir = tempfile::tempdir().unwrap();
     let store = ColdStore::open(&opts(
         "s3://cold/some/prefix".into(),
@@ -285,10 +225,7 @@ fn an_s3_store_and_an_unreachable_one() {
     rt().block_on(exercise(&store, dir.path()));
 
     // Nothing listens: the error says which store and fails in bounded time.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = free_port();
     std::env::set_var("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{closed}"));
     let mut o = opts("s3://cold".into(), &dir.path().join("cache2"), 0);
     o.request_timeout = Duration::from_secs(2);

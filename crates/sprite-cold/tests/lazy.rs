@@ -463,10 +463,7 @@ fn an_unreachable_store_fails_reads_in_bounded_time() {
     let rt = rt();
     let fx = Fixture::new(&rt, 64 * MIB, 1, MIB as usize);
     // An S3 store on a loopback port nothing listens on.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = sprites_test_support::free_port();
     std::env::set_var("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{closed}"));
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");

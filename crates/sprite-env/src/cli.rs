@@ -222,7 +222,7 @@ fn service_name(raw: &str) -> Result<String, String> {
 
 /// Durations as the API takes them (`5s`, `500ms`, `2m`, or seconds).
 fn duration(raw: &str) -> Result<String, String> {
-    match sprites_api::service::parse_duration(raw) {
+    match sprites_api::duration::parse_duration(raw) {
         Some(_) => Ok(raw.trim().to_string()),
         None => Err("durations look like 5s, 500ms, 2m or a number of seconds".to_string()),
     }

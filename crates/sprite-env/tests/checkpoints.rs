@@ -1,8 +1,9 @@
 //! `sprite-env checkpoints ...` against a real HTTP server on a Unix socket
 //! that serves canned answers the way the daemon's in-sprite API does.
 
+mod common;
+
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest};
 use sprites_api::error::ErrorBody;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 
 /// What the server saw and what the client printed, shared with handlers.
 #[derive(Clone, Default)]
@@ -37,91 +38,22 @@ impl Seen {
     }
 }
 
-/// A server on a socket in a temp dir, stopped on drop.
-struct Server {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    seen: Seen,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The fake in-sprite API of this file's routes.
+type Server = common::FakeApi<Seen>;
 
 impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("api.sock");
-        let seen = Seen::default();
-        let app = routes(seen.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready, is_ready) = std::sync::mpsc::channel();
-        let path = socket.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-                ready.send(()).expect("ready");
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("serve");
-            });
-        });
-        is_ready
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server up");
-        Server {
-            _dir: dir,
-            socket,
-            seen,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
     /// Run `sprite-env ARGS` against this server: (status, stdout, stderr).
     fn run(&self, args: &[&str]) -> (u8, String, String) {
         let mut out = Printed {
             text: Vec::new(),
             first_line: self.seen.first_line_printed.clone(),
         };
-        let mut err = Vec::new();
-        let socket = self.socket.to_string_lossy().into_owned();
-        let argv = ["sprite-env", "--socket", &socket]
-            .into_iter()
-            .chain(args.iter().copied());
-        let code = sprite_env::run(
-            argv,
-            &mut sprite_env::Streams {
-                out: &mut out,
-                err: &mut err,
-            },
-        );
-        (
-            code,
-            String::from_utf8_lossy(&out.text).into_owned(),
-            String::from_utf8_lossy(&err).into_owned(),
-        )
+        let (code, err) = self.sprite_env(args, &mut out);
+        (code, String::from_utf8_lossy(&out.text).into_owned(), err)
     }
 
     fn requests(&self) -> Vec<String> {
         self.seen.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -290,7 +222,7 @@ async fn restore(State(seen): State<Seen>, Path(id): Path<String>, headers: Head
 
 #[test]
 fn list_prints_a_table_and_json() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, err) = server.run(&["checkpoints", "list"]);
     assert_eq!((code, err.as_str()), (0, ""));
     assert_eq!(
@@ -314,7 +246,7 @@ fn list_prints_a_table_and_json() {
 
 #[test]
 fn info_and_unknown_ids() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, _) = server.run(&["checkpoints", "info", "v2"]);
     assert_eq!(code, 0);
     assert_eq!(
@@ -331,7 +263,7 @@ fn info_and_unknown_ids() {
 
 #[test]
 fn create_streams_progress_then_completes() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, err) = server.run(&["checkpoints", "create", "--comment", "before upgrade"]);
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
     assert_eq!(out, "freezing\n{\"files\":3}\ncheckpoint v3 created\n");
@@ -348,7 +280,7 @@ fn create_streams_progress_then_completes() {
 
 #[test]
 fn create_failures() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, err) = server.run(&["checkpoints", "create", "-c", "fail"]);
     assert_eq!(code, 1);
     assert_eq!(out, "freezing\n");
@@ -369,7 +301,7 @@ fn create_failures() {
 
 #[test]
 fn restore_prints_each_line_as_it_arrives() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let started = std::time::Instant::now();
     let (code, out, err) = server.run(&["checkpoints", "restore", "v1"]);
     assert_eq!(code, 0, "{err}");

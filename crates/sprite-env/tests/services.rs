@@ -1,9 +1,9 @@
 //! `sprite-env services ...` against a real HTTP server on a Unix socket
 //! that answers the way the daemon's in-sprite API does.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
@@ -13,7 +13,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sprites_api::error::ErrorBody;
 use sprites_api::service::{Service, ServiceSpec, ServiceState, SignalRequest};
-use tokio::sync::oneshot;
 
 /// What the server saw: `METHOD uri host` of each request, and bodies.
 #[derive(Clone, Default)]
@@ -41,71 +40,15 @@ impl Seen {
     }
 }
 
-struct Server {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    seen: Seen,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The fake in-sprite API of this file's routes.
+type Server = common::FakeApi<Seen>;
 
 impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("api.sock");
-        let seen = Seen::default();
-        let app = routes(seen.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready, is_ready) = std::sync::mpsc::channel();
-        let path = socket.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-                ready.send(()).expect("ready");
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("serve");
-            });
-        });
-        is_ready
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server up");
-        Server {
-            _dir: dir,
-            socket,
-            seen,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
     /// Run `sprite-env ARGS` against this server: (status, stdout, stderr).
     fn run(&self, args: &[&str]) -> (u8, String, String) {
         let mut out = Vec::new();
-        let mut err = Vec::new();
-        let socket = self.socket.to_string_lossy().into_owned();
-        let argv = ["sprite-env", "--socket", &socket]
-            .into_iter()
-            .chain(args.iter().copied());
-        let code = sprite_env::run(
-            argv,
-            &mut sprite_env::Streams {
-                out: &mut out,
-                err: &mut err,
-            },
-        );
-        (
-            code,
-            String::from_utf8_lossy(&out).into_owned(),
-            String::from_utf8_lossy(&err).into_owned(),
-        )
+        let (code, err) = self.sprite_env(args, &mut out);
+        (code, String::from_utf8_lossy(&out).into_owned(), err)
     }
 
     fn requests(&self) -> Vec<String> {
@@ -114,17 +57,6 @@ impl Server {
 
     fn bodies(&self) -> Vec<String> {
         std::mem::take(&mut *self.seen.bodies.lock().unwrap())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -376,7 +308,7 @@ async fn logs(
 
 #[test]
 fn create_sends_the_definition_and_streams_output() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, err) = server.run(&[
         "services",
         "create",
@@ -425,7 +357,7 @@ fn create_sends_the_definition_and_streams_output() {
 
 #[test]
 fn create_reports_exits_and_failures() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, err) = server.run(&["services", "create", "once", "--", "sh", "-c", "exit 3"]);
     assert_eq!(code, 0, "the service exited, the create worked: {err}");
     assert_eq!(out, "bye\n");
@@ -454,7 +386,7 @@ fn create_reports_exits_and_failures() {
 
 #[test]
 fn list_and_get() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, err) = server.run(&["services", "list"]);
     assert_eq!((code, err.as_str()), (0, ""));
     assert_eq!(
@@ -492,7 +424,7 @@ fn list_and_get() {
 
 #[test]
 fn start_stop_restart() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, err) = server.run(&["services", "start", "web", "--duration", "1s"]);
     assert_eq!((code, out.as_str()), (0, ""));
     assert_eq!(err, "web: already running (pid 42)\n");
@@ -536,7 +468,7 @@ fn start_stop_restart() {
 
 #[test]
 fn signal_delete_logs() {
-    let server = Server::start();
+    let server = Server::start(routes);
     let (code, out, err) = server.run(&["services", "signal", "web", "HUP"]);
     assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
     assert_eq!(server.bodies(), [r#"{"name":"web","signal":"HUP"}"#]);

@@ -9,9 +9,10 @@
 //! A checkpoint of a mounted volume freezes the filesystem (every dirty
 //! block reaches the image and the journal is emptied), clones the image,
 //! and thaws, so the clone is a clean filesystem whatever the sprite was
-//! doing. The freeze is held by a guard: a frozen filesystem is never left
-//! behind by an error, and [`Store::recover`] thaws what a killed process
-//! left frozen. The cost is one FICLONE, independent of the volume's size.
+//! doing. The freeze is held by a guard (see `freeze`): a frozen filesystem
+//! is never left behind by an error, and [`Store::recover`] thaws what a
+//! killed process left frozen. The cost is one FICLONE, independent of the
+//! volume's size.
 //!
 //! Every file appears under its final name by a rename after an fsync, so
 //! a crash leaves either the complete file or a temporary one.
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{renameat2, RenameFlags};
 
 use crate::error::{IoContext, Result, StoreError};
+use crate::freeze::{thaw, Frozen};
 use crate::store::{ensure_dir, Store};
 use crate::{mountinfo, reflink, validate_name};
 
@@ -32,10 +34,6 @@ use crate::{mountinfo, reflink, validate_name};
 /// itself needs only metadata, but the sprite's next writes after it are
 /// copied on write, and a pool that runs dry fails those inside the sprite.
 pub const CHECKPOINT_RESERVE_BYTES: u64 = 64 << 20;
-
-/// `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)` from `<linux/fs.h>`.
-const FIFREEZE: libc::c_ulong = 0xC004_5877;
-const FITHAW: libc::c_ulong = 0xC004_5878;
 
 /// What taking a checkpoint cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,68 +43,6 @@ pub struct CheckpointStats {
     pub frozen_for: Duration,
     /// The whole operation, fsyncs included.
     pub total: Duration,
-}
-
-/// A frozen filesystem; thawed when dropped.
-struct Frozen {
-    dir: File,
-    path: PathBuf,
-}
-
-impl Frozen {
-    fn freeze(path: &Path) -> Result<Frozen> {
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(path)
-            .ctx("open", path)?;
-        // SAFETY: FIFREEZE takes no argument memory; the fd is open.
-        let ret = unsafe { libc::ioctl(dir.as_raw_fd(), FIFREEZE, 0) };
-        if ret < 0 {
-            return Err(StoreError::io(
-                "FIFREEZE",
-                path,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(Frozen {
-            dir,
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Err(e) = thaw_fd(&self.dir) {
-            tracing::error!(path = %self.path.display(), error = %e, "thawing a frozen volume failed");
-        }
-    }
-}
-
-/// FITHAW; `Ok(false)` when the filesystem was not frozen.
-fn thaw_fd(dir: &File) -> std::io::Result<bool> {
-    // SAFETY: FITHAW takes no argument memory; the fd is open.
-    let ret = unsafe { libc::ioctl(dir.as_raw_fd(), FITHAW, 0) };
-    if ret == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EINVAL) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
-}
-
-/// Thaws the filesystem mounted at `path` if it is frozen.
-pub(crate) fn thaw(path: &Path) -> Result<bool> {
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)
-        .ctx("open", path)?;
-    thaw_fd(&dir).map_err(|e| StoreError::io("FITHAW", path, e))
 }
 
 fn no_space(e: &std::io::Error) -> bool {

@@ -55,7 +55,7 @@ pub fn thaw_all(dir: &Path) -> Result<()> {
         .iter()
         .filter(|m| m.fs_type == "ext4" && m.mount_point.starts_with(dir))
     {
-        if let Ok(true) = crate::checkpoint::thaw(&m.mount_point) {
+        if let Ok(true) = crate::freeze::thaw(&m.mount_point) {
             tracing::warn!(mount = %m.mount_point.display(), "thawed a frozen volume");
         }
     }

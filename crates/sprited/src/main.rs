@@ -38,13 +38,13 @@ struct Cli {
     pool_size_gb: u64,
     /// A running sprite with no activity for this long is paused: warm
     /// (`2s`, `30s`, `10m`).
-    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "30s", value_parser = flag_duration, global = true)]
     idle_warm: std::time::Duration,
     /// A warm sprite is stopped after this long: cold (no process, no memory).
-    #[arg(long, default_value = "10m", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "10m", value_parser = flag_duration, global = true)]
     idle_cold: std::time::Duration,
     /// How often CPU, memory and storage of every sprite are sampled.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "5s", value_parser = flag_duration, global = true)]
     meter_interval: std::time::Duration,
     /// Price of a vCPU-hour, in USD (the public service's by default).
     #[arg(long, default_value_t = 0.07, global = true)]
@@ -80,14 +80,14 @@ struct Cli {
     object_store: Option<String>,
     /// A sprite cold (stopped) for this long leaves local disk: its volume
     /// and checkpoints go to the object store (`30s`, `1h`).
-    #[arg(long, default_value = "1h", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "1h", value_parser = flag_duration, global = true)]
     evict_after: std::time::Duration,
     /// Size cap of the local cache of object-store chunks, in GiB (0: none).
     #[arg(long, default_value_t = 2.0, global = true)]
     chunk_cache_gb: f64,
     /// How long one object-store request may take, retries included,
     /// before the store counts as unreachable.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "30s", value_parser = flag_duration, global = true)]
     object_store_timeout: std::time::Duration,
     /// Log as JSON lines.
     #[arg(long, global = true)]
@@ -110,8 +110,9 @@ enum Command {
     Purge,
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    sprites_api::service::parse_duration(s)
+/// A duration flag: any form `sprites_api` parses, but not zero.
+fn flag_duration(s: &str) -> Result<std::time::Duration, String> {
+    sprites_api::duration::parse_duration(s)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{s:?} is not a duration like 2s, 30s or 10m"))
 }

@@ -5,23 +5,10 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::cli::{cli_bin, text};
 use common::Daemon;
-
-fn cli_bin() -> PathBuf {
-    let p = Path::new(common::BIN)
-        .parent()
-        .expect("target dir")
-        .join("sprite");
-    assert!(
-        p.is_file(),
-        "the sprite CLI is not built at {}",
-        p.display()
-    );
-    p
-}
 
 struct Cli {
     home: tempfile::TempDir,
@@ -92,10 +79,6 @@ impl Cli {
         drop(input);
         text(&o.stdout)
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

@@ -3,31 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::cli::cli_bin;
 use common::Daemon;
-
-fn cli_bin() -> PathBuf {
-    let p = Path::new(common::BIN)
-        .parent()
-        .expect("target dir")
-        .join("sprite");
-    assert!(
-        p.is_file(),
-        "the sprite CLI is not built at {}",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use sprites_test_support::free_port;
+use sprites_test_support::ready::connect_when_listening;
 
 /// Kills the `sprite proxy` process (by its pid) when the test ends.
 struct Proc(std::process::Child);
@@ -92,16 +74,9 @@ async fn sprite_url_and_sprite_proxy() {
         .spawn()
         .expect("sprite proxy");
     let _proxy = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut conn = loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", local)).await {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("sprite proxy never listened: {e}"),
-        }
-    };
+    // An echo: a self-connection would pass for the proxy, so it must not count.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], local));
+    let mut conn = connect_when_listening(addr, Duration::from_secs(20)).await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for msg in [&b"one\n"[..], b"two two\n"] {
         conn.write_all(msg).await.expect("write");

@@ -9,8 +9,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::s3::Moto;
 use common::{Api, Daemon};
+use sprites_test_support::s3::Moto;
 
 /// 8 MiB of random data and its checksum.
 const WRITE_BLOB: &str =

@@ -5,10 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{collect, rss_kib, Daemon};
+use common::{collect, Daemon};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::Value;
+use sprites_test_support::rss_kib;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

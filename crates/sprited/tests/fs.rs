@@ -8,11 +8,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{rss_kib, Api, Daemon};
+use common::{Api, Daemon};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sprites_api::fs::percent_encode;
+use sprites_test_support::rss_kib;
 
 /// Filesystem calls on one sprite.
 struct Fs<'a> {

@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::{rss_kib, Daemon};
+use common::Daemon;
 use futures_util::StreamExt;
 use sprites_client::{Client, CreateSpriteRequest, WriteOptions};
+use sprites_test_support::rss_kib;
 use tokio::io::{AsyncReadExt, AsyncWrite};
 
 /// Counts and checks what it is given: every byte must be `b'x'`.

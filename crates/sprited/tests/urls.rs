@@ -400,7 +400,7 @@ async fn streaming_upgrades_uploads_and_502() {
 
     // A 100 MiB upload streams through; the daemon's memory stays flat.
     let pid = d.pid().expect("pid");
-    let before = common::rss_kib(pid);
+    let before = sprites_test_support::rss_kib(pid);
     let total: usize = 100 << 20;
     let chunks = futures_util::stream::iter(
         (0..total / (1 << 20))
@@ -415,7 +415,7 @@ async fn streaming_upgrades_uploads_and_502() {
         .expect("upload");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body").trim(), total.to_string());
-    let after = common::rss_kib(pid);
+    let after = sprites_test_support::rss_kib(pid);
     assert!(
         after < before + 40 * 1024,
         "daemon RSS grew from {before} to {after} KiB"

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod checkpoint;
+pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod fs;

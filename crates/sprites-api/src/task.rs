@@ -36,7 +36,7 @@ pub fn parse_expire(v: &serde_json::Value) -> Result<std::time::Duration, String
             .as_f64()
             .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 1e9)
             .map(std::time::Duration::from_secs_f64),
-        serde_json::Value::String(s) => crate::service::parse_duration(s),
+        serde_json::Value::String(s) => crate::duration::parse_duration(s),
         _ => None,
     }
     .ok_or_else(|| "expire must be a number of seconds or a duration like \"10m\"".to_string())?;

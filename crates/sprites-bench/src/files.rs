@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
+use sprites_test_support::rss_kib;
 
-use super::{create, delete, ms, rss_kib, Daemon, Row};
+use super::{create, delete, ms, Daemon, Row};
 
 const CHUNK: usize = 1 << 20;
 const CHUNKS: usize = 1024;
@@ -36,23 +37,11 @@ async fn drain(r: reqwest::Response) -> anyhow::Result<u64> {
 fn exec_url(d: &Daemon, name: &str, script: &str, stdin: bool) -> String {
     let mut url = format!("{}/v1/sprites/{name}/exec?cmd=sh&cmd=-c", d.url);
     url.push_str("&cmd=");
-    url.push_str(&percent(script));
+    url.push_str(&sprites_api::fs::percent_encode(script.as_bytes()));
     if stdin {
         url.push_str("&stdin=true");
     }
     url
-}
-
-/// Percent-encode a query value.
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub async fn cases(

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
+use sprites_test_support::ready;
+use sprites_test_support::{free_port, rss_kib};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -86,9 +88,7 @@ fn start_daemon_with(extra: &[&str]) -> anyhow::Result<Daemon> {
         .prefix("sprited-bench-")
         .tempdir_in("/var/tmp")?
         .keep();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_port();
     let token = format!("bench-{}", std::process::id());
     let log = std::fs::File::create(data.with_extension("log"))?;
     let child = Command::new(&bin)
@@ -102,19 +102,24 @@ fn start_daemon_with(extra: &[&str]) -> anyhow::Result<Daemon> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?;
-    let d = Daemon {
+    let mut d = Daemon {
         child,
         bin,
         data,
         url: format!("http://127.0.0.1:{port}"),
         token,
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("sprited did not come up");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    // Ready when this sprited answers (a header only it sets), not when a
+    // connect succeeds.
+    let addr = format!("127.0.0.1:{port}");
+    let auth = format!("Bearer {}", d.token);
+    let ready = ready::wait_ready(&mut d.child, Duration::from_secs(120), || {
+        let auth = [("authorization", auth.as_str())];
+        ready::http_answer(&addr, "GET /v1/sprites", &auth, "sprite-version").map(|_| ())
+    });
+    if let Err(e) = ready {
+        let log = std::fs::read_to_string(d.data.with_extension("log")).unwrap_or_default();
+        bail!("sprited on {addr}: {e}; its log:\n{log}");
     }
     Ok(d)
 }
@@ -453,18 +458,6 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let after = stat.rsplit_once(')').context("stat")?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     Ok(f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn lifecycle_cases(

@@ -33,7 +33,7 @@ use sprites_api::fs::{FsReply, FsRequest, PathBytes};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::log::log;
-use crate::registry::Sessions;
+use crate::session::registry::Sessions;
 use crate::user::{Account, UserDb};
 use crate::wire;
 

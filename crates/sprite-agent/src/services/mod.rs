@@ -36,7 +36,7 @@ use sprites_api::service::{Service, ServiceSpec};
 use tokio::sync::{watch, Mutex, OwnedMutexGuard};
 
 use crate::log::log;
-use crate::reaper::Reaper;
+use crate::session::reaper::Reaper;
 
 pub use ops::serve;
 

@@ -30,7 +30,7 @@ use super::output::{now_ms, Tagged};
 use super::store::Record;
 use super::supervisor::{Command, Status, Step, Unit};
 use super::{finish, logs, needs, warn_about_needs, Entry, Registry, Services};
-use crate::signame;
+use crate::session::signame;
 use crate::wire;
 
 /// Stop timeout when the request gives none (0).

@@ -19,8 +19,8 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::log::log;
-use crate::reaper::ExitReceiver;
 use crate::services::logs::LogFile;
+use crate::session::reaper::ExitReceiver;
 
 const READ_CHUNK: usize = 64 * 1024;
 /// A partial line is let out after this long without more output.

@@ -34,9 +34,9 @@ use sprites_api::service::{ServiceEvent, ServiceSpec, ServiceState};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::reaper::Reaper;
 use crate::services::output::{self, now_ms, Output};
-use crate::spawn::{self, ChildIo, Plan};
+use crate::session::reaper::Reaper;
+use crate::session::spawn::{self, ChildIo, Plan};
 use crate::timestamp::rfc3339;
 use crate::user::UserDb;
 

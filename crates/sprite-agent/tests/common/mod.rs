@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use sprites_api::agent::{
     self, ExecRequest, Reply, Request, EXIT, HEADER_LEN, JSON, STDERR, STDOUT,
 };
+use sprites_test_support::ready::wait_ready;
 
 /// A directory removed on drop.
 pub struct TempDir(PathBuf);
@@ -117,18 +118,20 @@ impl Agent {
             .stdin(Stdio::null())
             .spawn()
             .expect("start sprite-agent");
-        let agent = Agent {
+        let mut agent = Agent {
             child,
             socket,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if UnixStream::connect(&agent.socket).is_ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "agent never listened");
-            std::thread::sleep(Duration::from_millis(10));
+        // A Unix socket cannot connect to itself: a connect is an answer.
+        let socket = agent.socket.clone();
+        let ready = wait_ready(&mut agent.child, Duration::from_secs(20), || {
+            UnixStream::connect(&socket)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = ready {
+            panic!("sprite-agent on {}: {e}", socket.display());
         }
         agent
     }
@@ -175,17 +178,8 @@ impl Agent {
 
     /// Resident memory of the agent, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        rss_kib(self.pid())
+        sprites_test_support::rss_kib(self.pid())
     }
-}
-
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 impl Drop for Agent {

@@ -18,11 +18,12 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use sprites_api::agent::ExecRequest;
+use sprites_api::duration::parse_duration;
 use sprites_api::exec::{self as wire, TextMessage};
 use sprites_api::sprite::{SessionList, StreamEvent};
 use tokio::sync::Mutex;
 
-use super::query::{parse_duration, Query};
+use super::query::Query;
 use crate::agent_conn::exec::{ExecSession, KillEvent, SessionEvent, SessionStart};
 use crate::db::SpriteRecord;
 use crate::error::ApiError;

@@ -1,6 +1,8 @@
 //! Query strings with repeated keys (`cmd=a&cmd=b`), which serde's
 //! urlencoded deserializer cannot express.
 
+use sprites_api::duration::parse_duration;
+
 use crate::error::ApiError;
 
 pub struct Query(Vec<(String, String)>);
@@ -73,10 +75,6 @@ impl Query {
             }),
         }
     }
-}
-
-pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
-    sprites_api::service::parse_duration(v).or_else(|| humantime::parse_duration(v).ok())
 }
 
 #[cfg(test)]

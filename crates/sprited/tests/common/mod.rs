@@ -3,15 +3,14 @@
 #![allow(dead_code)]
 
 pub mod cli;
-pub mod s3;
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use sprites_test_support::ready;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -28,12 +27,8 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+/// How long the daemon may take to answer (it builds the tiny image first).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Daemon {
     pub fn start() -> Daemon {
@@ -52,7 +47,7 @@ impl Daemon {
             .expect("temp data dir")
             .keep();
         let token = format!("test-token-{}", std::process::id());
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", sprites_test_support::free_port());
         let mut d = Daemon {
             child: None,
             url: format!("http://{addr}"),
@@ -93,23 +88,17 @@ impl Daemon {
         self.wait_ready();
     }
 
+    /// Ready when this daemon answers an API request: a header only sprited
+    /// sets, whatever the status (a test may change the token).
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("sprited exited with {status}; log:\n{}", self.log());
-                }
-            }
-            if std::net::TcpStream::connect(&self.addr).is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sprited did not come up; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let (addr, auth) = (self.addr.clone(), format!("Bearer {}", self.token));
+        let child = self.child.as_mut().expect("a daemon just spawned");
+        let ready = ready::wait_ready(child, START_TIMEOUT, || {
+            let auth = [("authorization", auth.as_str())];
+            ready::http_answer(&addr, "GET /v1/sprites", &auth, "sprite-version").map(|_| ())
+        });
+        if let Err(e) = ready {
+            panic!("sprited on {addr}: {e}; its log:\n{}", self.log());
         }
     }
 
@@ -276,7 +265,7 @@ impl Api {
     pub async fn exec_with(&self, name: &str, argv: &[&str], extra: &str, stdin: &[u8]) -> Output {
         let mut q: Vec<String> = argv
             .iter()
-            .map(|a| format!("cmd={}", urlencode(a)))
+            .map(|a| format!("cmd={}", sprites_api::fs::percent_encode(a.as_bytes())))
             .collect();
         q.push("stdin=true".into());
         let mut path = format!("/v1/sprites/{name}/exec?{}", q.join("&"));
@@ -430,30 +419,6 @@ where
         }
     }
     out
-}
-
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// VmRSS of a process in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 pub fn exists(p: &Path) -> bool {

@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 
 use sprites_api::agent::ExecRequest;
 
-use crate::pty;
-use crate::reaper::{ExitReceiver, Reaper};
+use crate::session::pty;
+use crate::session::reaper::{ExitReceiver, Reaper};
 use crate::user::{Account, UserDb};
 
 /// `PATH` every command starts with.

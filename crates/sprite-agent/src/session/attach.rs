@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::log::log;
 use crate::ports::{self, PortTable};
-use crate::registry::{Sessions, StartError, Started};
+use crate::session::registry::{Sessions, StartError, Started};
+use crate::session::signame;
 use crate::session::{Attachment, Event, Session};
-use crate::signame;
 use crate::timestamp::rfc3339;
 use crate::wire::{self, ReadError};
 

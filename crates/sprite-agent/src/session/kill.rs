@@ -8,8 +8,8 @@ use nix::sys::signal::Signal;
 use sprites_api::agent::Reply;
 use tokio::net::unix::OwnedWriteHalf;
 
-use crate::registry::Sessions;
-use crate::signame;
+use crate::session::registry::Sessions;
+use crate::session::signame;
 use crate::wire;
 
 /// Longest wait honoured, whatever the request says.

@@ -17,9 +17,9 @@ use tokio::net::unix::pipe;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::pty::Master;
-use crate::registry::Sessions;
-use crate::scrollback::Chunk;
+use crate::session::pty::Master;
+use crate::session::registry::Sessions;
+use crate::session::scrollback::Chunk;
 use crate::session::Session;
 
 /// Largest chunk read at once (and so the largest output frame).

@@ -9,11 +9,11 @@ use sprites_api::agent::ExecRequest;
 use sprites_api::sprite::SessionInfo;
 use tokio::net::unix::pipe;
 
-use crate::pty::Master;
-use crate::pump::{self, Source};
-use crate::reaper::Reaper;
+use crate::session::pty::Master;
+use crate::session::pump::{self, Source};
+use crate::session::reaper::Reaper;
+use crate::session::spawn::{self, ChildIo, Plan};
 use crate::session::{Attachment, Input, Session, Spec};
-use crate::spawn::{self, ChildIo, Plan};
 use crate::user::UserDb;
 
 /// Outcome of an exec request that was well formed.

@@ -4,11 +4,21 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::port::free_port;
+use crate::ready::{http_answer, wait_ready};
+
+/// How long moto may take to start (a Python server: about a second here).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// A header moto puts on every answer.
+const MOTO_HEADER: &str = "x-amzn-requestid";
 
 pub struct Moto {
     child: Child,
     pub endpoint: String,
+    /// moto's stdout and stderr, shown when it fails to start.
+    log: tempfile::NamedTempFile,
 }
 
 fn binary() -> PathBuf {
@@ -26,44 +36,38 @@ fn binary() -> PathBuf {
 }
 
 impl Moto {
-    /// Starts moto and makes `bucket` in it.
+    /// Starts moto and makes `bucket` in it: ready once moto itself answers
+    /// that request.
     pub fn start(bucket: &str) -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("a file for moto's log");
+        let out = log.reopen().expect("moto's log");
+        let err = log.reopen().expect("moto's log");
         let child = Command::new(binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("starting moto_server");
-        let moto = Moto {
+        let mut moto = Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
+            log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !moto.curl(&["-X", "PUT", &format!("/{bucket}")]) {
-            assert!(Instant::now() < deadline, "moto_server did not come up");
-            std::thread::sleep(Duration::from_millis(100));
+        let addr = format!("127.0.0.1:{port}");
+        let made = wait_ready(&mut moto.child, START_TIMEOUT, || {
+            let put = format!("PUT /{bucket}");
+            match http_answer(&addr, &put, &[], MOTO_HEADER)?.status {
+                200 => Ok(()),
+                status => Err(format!("{put} answered {status}")),
+            }
+        });
+        if let Err(e) = made {
+            let log = std::fs::read_to_string(moto.log.path()).unwrap_or_default();
+            panic!("moto_server on {addr}: {e}; its log:\n{log}");
         }
         moto
-    }
-
-    fn curl(&self, args: &[&str]) -> bool {
-        let mut a: Vec<String> = vec!["-sf".into(), "-o".into(), "/dev/null".into()];
-        for x in args {
-            a.push(if x.starts_with('/') {
-                format!("{}{x}", self.endpoint)
-            } else {
-                x.to_string()
-            });
-        }
-        Command::new("curl")
-            .args(&a)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
     }
 
     /// Keys in `bucket` (as the S3 ListObjects API lists them, first 1000).
@@ -80,7 +84,8 @@ impl Moto {
             .collect()
     }
 
-    /// The environment a daemon needs to use this server.
+    /// The environment a client (the daemon, `object_store`) needs to use
+    /// this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),

@@ -1,3 +1,11 @@
+//! Sessions: the commands the agent runs and the clients attached to them.
+//!
+//! This module is one session (below); its parts are the submodules:
+//! `registry` (sessions by id, starting one), `spawn` and `pty` (request to
+//! child), `reaper` (the one `waitpid` loop), `pump` and `scrollback` (the
+//! output), `attach` (a client streaming a session), `kill` and `signame`
+//! (signalling one).
+//!
 //! One running command and the clients attached to it.
 //!
 //! A session's output is read by its pump (see `pump`) and published here:
@@ -10,6 +18,16 @@
 //! Publishing a chunk and attaching both happen under the state lock, so a
 //! chunk reaches a new client either through the replay or live, never both
 //! and never neither.
+
+pub mod attach;
+pub mod kill;
+pub mod pty;
+pub mod pump;
+pub mod reaper;
+pub mod registry;
+pub mod scrollback;
+pub mod signame;
+pub mod spawn;
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,8 +42,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
-use crate::pty::Master;
-use crate::scrollback::{Chunk, Scrollback, DEFAULT_CAPACITY};
+use self::pty::Master;
+use self::scrollback::{Chunk, Scrollback, DEFAULT_CAPACITY};
 use crate::timestamp::rfc3339;
 
 /// Chunks queued toward one client before the session waits for it.
