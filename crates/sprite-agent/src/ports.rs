@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sprites_api::agent::Reply;
-use sprites_api::port::ListeningPort;
+use sprites_api::port::{ListeningPort, SessionPort};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
@@ -131,11 +131,11 @@ pub fn session_events(
     reported.retain(|r| {
         let open = now.iter().any(|n| same(n, r));
         if !open {
-            events.push(Reply::PortClosed {
+            events.push(Reply::PortClosed(SessionPort {
                 port: r.port,
                 address: r.address.clone(),
                 pid: r.pid.unwrap_or(0),
-            });
+            }));
         }
         open
     });
@@ -144,11 +144,11 @@ pub fn session_events(
         if reported.iter().any(|r| same(r, p)) || !in_session(pid, leader) {
             continue;
         }
-        events.push(Reply::PortOpened {
+        events.push(Reply::PortOpened(SessionPort {
             port: p.port,
             address: p.address.clone(),
             pid,
-        });
+        }));
         reported.push(p.clone());
     }
     events
@@ -465,22 +465,22 @@ mod tests {
         let ev = session_events(me, &mut reported, &[other.clone(), mine.clone(), unknown]);
         assert_eq!(
             ev,
-            vec![Reply::PortOpened {
+            vec![Reply::PortOpened(SessionPort {
                 port: 8123,
                 address: "0.0.0.0".into(),
                 pid: me
-            }]
+            })]
         );
         // Nothing new: nothing said.
         assert!(session_events(me, &mut reported, &[mine.clone(), other.clone()]).is_empty());
         let ev = session_events(me, &mut reported, &[other]);
         assert_eq!(
             ev,
-            vec![Reply::PortClosed {
+            vec![Reply::PortClosed(SessionPort {
                 port: 8123,
                 address: "0.0.0.0".into(),
                 pid: me
-            }]
+            })]
         );
         assert!(reported.is_empty());
     }

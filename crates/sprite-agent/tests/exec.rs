@@ -9,20 +9,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{cmd, sh, Agent};
-use sprites_api::agent::{AgentErrorCode, Control, ExecRequest, Reply, Request, STDIN, STDIN_EOF};
+use sprites_api::agent::{
+    AgentErrorCode, Control, ExecRequest, Reply, Request, SessionStarted, STDIN, STDIN_EOF,
+};
 
 #[test]
 fn echo_round_trip() {
     let agent = Agent::start();
     let run = agent.run(cmd(&["echo", "hello", "world"]));
     match &run.info {
-        Reply::SessionInfo {
+        Reply::SessionInfo(SessionStarted {
             session_id,
             command,
             is_owner,
             tty,
             ..
-        } => {
+        }) => {
             assert!(*session_id > 0);
             assert_eq!(command, "echo hello world");
             assert!(*is_owner);
@@ -282,12 +284,12 @@ fn tty_mode_has_a_terminal_of_the_requested_size() {
     assert_eq!(run.exit, Some(0));
     assert!(matches!(
         run.info,
-        Reply::SessionInfo {
+        Reply::SessionInfo(SessionStarted {
             tty: true,
             rows: 33,
             cols: 111,
             ..
-        }
+        })
     ));
 }
 

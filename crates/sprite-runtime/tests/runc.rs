@@ -164,21 +164,8 @@ impl Drop for Env {
                 eprintln!("cleanup: delete {id}: {e}");
             }
         }
-        let Some(dir) = self.dir.take() else { return };
-        if let Err(e) = sprite_store::unmount_all(dir.path()) {
-            eprintln!("cleanup: {e}");
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sprite_store::loop_devices_under(dir.path()).is_empty() && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mounted = sprite_store::mountinfo::read()
-            .map(|m| !sprite_store::mountinfo::mounts_under(&m, dir.path()).is_empty())
-            .unwrap_or(true);
-        if mounted {
-            eprintln!("cleanup: mounts remain under {}", dir.path().display());
-            std::mem::forget(dir);
+        if let Some(dir) = self.dir.take() {
+            sprites_test_support::pool::remove_pool_dir(dir);
         }
     }
 }

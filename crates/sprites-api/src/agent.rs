@@ -166,20 +166,25 @@ pub enum Control {
     Signal { signal: String },
 }
 
+/// exec and attach: the session the connection is on, its first reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionStarted {
+    pub session_id: u32,
+    pub command: String,
+    pub workdir: String,
+    pub created: String,
+    pub cols: u16,
+    pub rows: u16,
+    /// Whether this connection owns the session (the one that started it).
+    pub is_owner: bool,
+    pub tty: bool,
+}
+
 /// agent → daemon JSON frames.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
-    SessionInfo {
-        session_id: u32,
-        command: String,
-        workdir: String,
-        created: String,
-        cols: u16,
-        rows: u16,
-        is_owner: bool,
-        tty: bool,
-    },
+    SessionInfo(SessionStarted),
     Sessions {
         sessions: Vec<SessionInfo>,
     },
@@ -217,18 +222,10 @@ pub enum Reply {
         ports: Vec<crate::port::ListeningPort>,
     },
     /// exec and attach: a process of the session started listening on a
-    /// TCP port (`pid` is the socket's owner).
-    PortOpened {
-        port: u16,
-        address: String,
-        pid: u32,
-    },
+    /// TCP port.
+    PortOpened(crate::port::SessionPort),
     /// exec and attach: a port announced by `port_opened` closed.
-    PortClosed {
-        port: u16,
-        address: String,
-        pid: u32,
-    },
+    PortClosed(crate::port::SessionPort),
     Busy {
         /// Sessions whose command still runs (attached or not).
         running_sessions: u32,

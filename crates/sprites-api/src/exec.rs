@@ -40,16 +40,8 @@ pub enum TextMessage {
         is_owner: bool,
         tty: bool,
     },
-    PortOpened {
-        port: u16,
-        address: String,
-        pid: u32,
-    },
-    PortClosed {
-        port: u16,
-        address: String,
-        pid: u32,
-    },
+    PortOpened(crate::port::SessionPort),
+    PortClosed(crate::port::SessionPort),
 }
 
 /// Map an exit status to the one byte the non-TTY framing carries.

@@ -36,6 +36,16 @@ pub struct ProxyConnected {
     pub target: String,
 }
 
+/// A TCP port a process of an exec session started or stopped listening
+/// on (`pid` is the socket's owner): the payload of the agent's and the
+/// exec stream's `port_opened` and `port_closed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionPort {
+    pub port: u16,
+    pub address: String,
+    pub pid: u32,
+}
+
 /// Text frames of `/ports/watch` (and the exec stream's port frames).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]

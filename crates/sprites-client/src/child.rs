@@ -518,11 +518,11 @@ mod tests {
         let event = decode(port, &mut tty).expect("event");
         assert_eq!(
             event.text_message(),
-            Some(TextMessage::PortOpened {
+            Some(TextMessage::PortOpened(sprites_api::port::SessionPort {
                 port: 8080,
                 address: "0.0.0.0".into(),
                 pid: 9
-            })
+            }))
         );
 
         let junk = decode(Message::text("not json"), &mut tty);

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sprites_api::agent::{Control, ExecRequest, Reply, JSON, STDERR, STDIN, STDIN_EOF, STDOUT};
+use sprites_api::agent::{
+    Control, ExecRequest, Reply, SessionStarted, JSON, STDERR, STDIN, STDIN_EOF, STDOUT,
+};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, Mutex};
 
@@ -73,7 +75,7 @@ async fn report_failure(
     message: &str,
     code: i32,
 ) -> std::io::Result<()> {
-    let info = Reply::SessionInfo {
+    let info = Reply::SessionInfo(SessionStarted {
         session_id: 0,
         command: req.cmd.join(" "),
         workdir: req.dir.clone().unwrap_or_default(),
@@ -82,7 +84,7 @@ async fn report_failure(
         rows: req.rows,
         is_owner: true,
         tty: req.tty,
-    };
+    });
     wire::write_json(wr, &info).await?;
     if req.tty {
         let text = message.replace('\n', "\r\n");

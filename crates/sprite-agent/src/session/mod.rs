@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use sprites_api::agent::Reply;
+use sprites_api::agent::{Reply, SessionStarted};
 use sprites_api::sprite::SessionInfo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
@@ -216,7 +216,7 @@ impl Session {
     /// The `session_info` frame for a client.
     pub fn info_reply(&self, is_owner: bool) -> Reply {
         let st = self.state();
-        Reply::SessionInfo {
+        Reply::SessionInfo(SessionStarted {
             session_id: self.id,
             command: self.command.clone(),
             workdir: self.workdir.clone(),
@@ -225,7 +225,7 @@ impl Session {
             rows: st.rows,
             is_owner,
             tty: self.tty,
-        }
+        })
     }
 
     /// The entry in a `sessions` listing.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sprites_api::agent::{
-    self, ExecRequest, Reply, Request, EXIT, HEADER_LEN, JSON, STDERR, STDOUT,
+    self, ExecRequest, Reply, Request, SessionStarted, EXIT, HEADER_LEN, JSON, STDERR, STDOUT,
 };
 use sprites_test_support::ready::wait_ready;
 
@@ -232,11 +232,11 @@ impl Conn {
     /// Read the `session_info` reply; returns the session id and is_owner.
     pub fn session_info(&mut self) -> (u32, bool) {
         match self.reply() {
-            Reply::SessionInfo {
+            Reply::SessionInfo(SessionStarted {
                 session_id,
                 is_owner,
                 ..
-            } => (session_id, is_owner),
+            }) => (session_id, is_owner),
             other => panic!("expected session_info, got {other:?}"),
         }
     }

@@ -8,23 +8,13 @@
 
 use bytes::Bytes;
 use sprites_api::agent::{Control, Reply};
+use sprites_api::port::SessionPort;
 use sprites_api::sprite::SessionInfo;
 
 use super::{unexpected, AgentError, Conversation, Frame, Reader, Writer};
 
 /// What the agent says about a session when it starts or is attached.
-#[derive(Debug, Clone)]
-pub struct SessionStart {
-    pub session_id: u32,
-    pub command: String,
-    pub workdir: String,
-    pub created: String,
-    pub cols: u16,
-    pub rows: u16,
-    /// Whether this connection owns the session (the one that started it).
-    pub is_owner: bool,
-    pub tty: bool,
-}
+pub use sprites_api::agent::SessionStarted as SessionStart;
 
 /// An exec or attach session: its start, what it sends, what it takes.
 pub struct ExecSession {
@@ -39,25 +29,7 @@ impl ExecSession {
     pub async fn begin(conv: Conversation) -> Result<ExecSession, AgentError> {
         let Conversation { mut reader, writer } = conv;
         let start = match reader.reply().await? {
-            Reply::SessionInfo {
-                session_id,
-                command,
-                workdir,
-                created,
-                cols,
-                rows,
-                is_owner,
-                tty,
-            } => SessionStart {
-                session_id,
-                command,
-                workdir,
-                created,
-                cols,
-                rows,
-                is_owner,
-                tty,
-            },
+            Reply::SessionInfo(start) => start,
             Reply::Error { code, message } => return Err(AgentError::Refused { code, message }),
             other => return Err(unexpected(&other, "an exec")),
         };
@@ -79,17 +51,9 @@ pub enum SessionEvent {
     Exit(i32),
     /// A process of the session started listening on a TCP port (`pid` is
     /// the socket's owner).
-    PortOpened {
-        port: u16,
-        address: String,
-        pid: u32,
-    },
+    PortOpened(SessionPort),
     /// A port announced by `PortOpened` closed.
-    PortClosed {
-        port: u16,
-        address: String,
-        pid: u32,
-    },
+    PortClosed(SessionPort),
     /// The agent gave up on the session; it closes the connection next.
     Failed(String),
 }
@@ -111,12 +75,8 @@ impl SessionEvents {
                 Some(Frame::Stdout(b)) => SessionEvent::Stdout(b),
                 Some(Frame::Stderr(b)) => SessionEvent::Stderr(b),
                 Some(Frame::Exit(code)) => SessionEvent::Exit(code),
-                Some(Frame::Reply(Reply::PortOpened { port, address, pid })) => {
-                    SessionEvent::PortOpened { port, address, pid }
-                }
-                Some(Frame::Reply(Reply::PortClosed { port, address, pid })) => {
-                    SessionEvent::PortClosed { port, address, pid }
-                }
+                Some(Frame::Reply(Reply::PortOpened(p))) => SessionEvent::PortOpened(p),
+                Some(Frame::Reply(Reply::PortClosed(p))) => SessionEvent::PortClosed(p),
                 Some(Frame::Reply(Reply::Error { message, .. })) => SessionEvent::Failed(message),
                 // Nothing else belongs here; skipped as the agent may grow.
                 Some(Frame::Reply(_)) => continue,
@@ -246,7 +206,7 @@ mod tests {
     use super::*;
 
     fn info(tty: bool) -> Reply {
-        Reply::SessionInfo {
+        Reply::SessionInfo(SessionStart {
             session_id: 7,
             command: "sh".into(),
             workdir: "/".into(),
@@ -255,7 +215,7 @@ mod tests {
             rows: 24,
             is_owner: true,
             tty,
-        }
+        })
     }
 
     #[tokio::test]
@@ -263,21 +223,18 @@ mod tests {
         let (conv, mut agent) = fake(&Request::Exec(ExecRequest::default())).await;
         let mut out = agent::json_frame(&info(true));
         out.extend(agent::frame(agent::STDOUT, b"out"));
-        out.extend(agent::json_frame(&Reply::PortOpened {
+        let port = SessionPort {
             port: 8080,
             address: "0.0.0.0".into(),
             pid: 42,
-        }));
+        };
+        out.extend(agent::json_frame(&Reply::PortOpened(port.clone())));
         // Not an exec reply: skipped.
         out.extend(agent::json_frame(&Reply::Pong {
             version: "x".into(),
         }));
         out.extend(agent::frame(agent::STDERR, b"err"));
-        out.extend(agent::json_frame(&Reply::PortClosed {
-            port: 8080,
-            address: "0.0.0.0".into(),
-            pid: 42,
-        }));
+        out.extend(agent::json_frame(&Reply::PortClosed(port.clone())));
         out.extend(agent::exit_frame(3));
         agent.write_all(&out).await.expect("write");
 
@@ -299,17 +256,9 @@ mod tests {
             got,
             [
                 SessionEvent::Stdout(Bytes::from_static(b"out")),
-                SessionEvent::PortOpened {
-                    port: 8080,
-                    address: "0.0.0.0".into(),
-                    pid: 42,
-                },
+                SessionEvent::PortOpened(port.clone()),
                 SessionEvent::Stderr(Bytes::from_static(b"err")),
-                SessionEvent::PortClosed {
-                    port: 8080,
-                    address: "0.0.0.0".into(),
-                    pid: 42,
-                },
+                SessionEvent::PortClosed(port),
                 SessionEvent::Exit(3),
             ]
         );

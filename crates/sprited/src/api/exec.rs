@@ -229,11 +229,11 @@ async fn relay(socket: WebSocket, session: ExecSession) {
                         reason: message.chars().take(120).collect::<String>().into(),
                     }
                 }
-                Ok(Some(SessionEvent::PortOpened { port, address, pid })) => {
-                    Message::Text(port_text(TextMessage::PortOpened { port, address, pid }).into())
+                Ok(Some(SessionEvent::PortOpened(p))) => {
+                    Message::Text(port_text(TextMessage::PortOpened(p)).into())
                 }
-                Ok(Some(SessionEvent::PortClosed { port, address, pid })) => {
-                    Message::Text(port_text(TextMessage::PortClosed { port, address, pid }).into())
+                Ok(Some(SessionEvent::PortClosed(p))) => {
+                    Message::Text(port_text(TextMessage::PortClosed(p)).into())
                 }
                 Ok(None) => {
                     // The agent went away without an exit: the sprite was
@@ -381,8 +381,8 @@ pub async fn http_exec(
                 // No place for port events here; an agent's failure is
                 // followed by its hang-up.
                 Ok(Some(
-                    SessionEvent::PortOpened { .. }
-                    | SessionEvent::PortClosed { .. }
+                    SessionEvent::PortOpened(_)
+                    | SessionEvent::PortClosed(_)
                     | SessionEvent::Failed(_),
                 )) => continue,
                 Ok(None) => {

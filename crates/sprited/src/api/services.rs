@@ -17,7 +17,6 @@ use sprites_api::service::{validate_name, Service, ServiceSpec, SignalRequest};
 use super::query::Query;
 use super::Sprite;
 use crate::agent_conn::services::ServiceEvents;
-use crate::db::SpriteRecord;
 use crate::error::ApiError;
 use crate::manager::Manager;
 
@@ -129,61 +128,58 @@ pub async fn put(
     Ok(ndjson(m.service_events(&rec, op).await?))
 }
 
-/// A service operation answered with events, built from the query.
-async fn events(
-    m: &Arc<Manager>,
-    rec: &SpriteRecord,
-    raw: Option<&str>,
-    op: impl FnOnce(&Query) -> Result<ServiceOp, ApiError>,
-) -> Result<Response, ApiError> {
-    let op = op(&Query::parse(raw))?;
-    Ok(ndjson(m.service_events(rec, op).await?))
+/// A service action's target and options: the service the route names
+/// (checked) and the query.
+pub struct Action {
+    name: String,
+    q: Query,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Action {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let ServiceName(svc) = ServiceName::from_request_parts(parts, state).await?;
+        let name = checked(&svc).map_err(IntoResponse::into_response)?;
+        Ok(Action {
+            name,
+            q: Query::parse(parts.uri.query()),
+        })
+    }
 }
 
 pub async fn start(
     State(m): State<Arc<Manager>>,
     Sprite(rec): Sprite,
-    ServiceName(svc): ServiceName,
-    RawQuery(raw): RawQuery,
+    Action { name, q }: Action,
 ) -> Result<Response, ApiError> {
-    events(&m, &rec, raw.as_deref(), |q| {
-        Ok(ServiceOp::Start {
-            name: checked(&svc)?,
-            stream_ms: stream_ms(q)?,
-        })
-    })
-    .await
+    let stream_ms = stream_ms(&q)?;
+    let op = ServiceOp::Start { name, stream_ms };
+    Ok(ndjson(m.service_events(&rec, op).await?))
 }
 
 pub async fn stop(
     State(m): State<Arc<Manager>>,
     Sprite(rec): Sprite,
-    ServiceName(svc): ServiceName,
-    RawQuery(raw): RawQuery,
+    Action { name, q }: Action,
 ) -> Result<Response, ApiError> {
-    events(&m, &rec, raw.as_deref(), |q| {
-        Ok(ServiceOp::Stop {
-            name: checked(&svc)?,
-            timeout_ms: timeout_ms(q)?,
-        })
-    })
-    .await
+    let timeout_ms = timeout_ms(&q)?;
+    let op = ServiceOp::Stop { name, timeout_ms };
+    Ok(ndjson(m.service_events(&rec, op).await?))
 }
 
 pub async fn restart(
     State(m): State<Arc<Manager>>,
     Sprite(rec): Sprite,
-    ServiceName(svc): ServiceName,
-    RawQuery(raw): RawQuery,
+    Action { name, q }: Action,
 ) -> Result<Response, ApiError> {
-    events(&m, &rec, raw.as_deref(), |q| {
-        Ok(ServiceOp::Restart {
-            name: checked(&svc)?,
-            timeout_ms: timeout_ms(q)?,
-            stream_ms: stream_ms(q)?,
-        })
-    })
-    .await
+    let (timeout_ms, stream_ms) = (timeout_ms(&q)?, stream_ms(&q)?);
+    let op = ServiceOp::Restart {
+        name,
+        timeout_ms,
+        stream_ms,
+    };
+    Ok(ndjson(m.service_events(&rec, op).await?))
 }
 
 pub async fn delete(

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sprite_runtime::fake::{Call, FakeDriver, Op};
 use sprite_runtime::{RuntimeError, SandboxState};
@@ -148,23 +148,8 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let Some(dir) = self.dir.take() else { return };
-        if let Err(e) = sprite_store::unmount_all(dir.path()) {
-            eprintln!("cleanup: {e}");
-        }
-        // Loop devices clear themselves once unmounted; give them a moment.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sprite_store::loop_devices_under(dir.path()).is_empty() && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mounted = sprite_store::mountinfo::read()
-            .map(|m| !sprite_store::mountinfo::mounts_under(&m, dir.path()).is_empty())
-            .unwrap_or(true);
-        if mounted {
-            // Never delete through a mount; leave the directory behind instead.
-            eprintln!("cleanup: mounts remain under {}", dir.path().display());
-            std::mem::forget(dir);
+        if let Some(dir) = self.dir.take() {
+            sprites_test_support::pool::remove_pool_dir(dir);
         }
     }
 }
