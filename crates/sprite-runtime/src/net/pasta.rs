@@ -15,7 +15,33 @@ use crate::error::{Result, RuntimeError};
 ///   (pasta's default would forward every port bound on the host);
 /// - `--no-map-gw`: the gateway address is not the host's loopback;
 /// - `--runas 0`: as plain root pasta hangs here dropping to `nobody`.
+///
+/// `runc run --detach` returns as soon as init was told to start, which can
+/// be before init (`runc init`, made undumpable and exec'd in the host's
+/// user namespace) has exec'd the agent. Until then pasta, which drops
+/// CAP_SYS_PTRACE before it opens the namespaces, is refused them
+/// ("Permission denied"): that is retried for a short while, anything else
+/// is final.
 pub fn start(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
+    let deadline = std::time::Instant::now() + UNTIL_EXEC;
+    loop {
+        match start_once(pasta_bin, pid, pid_file) {
+            Err(RuntimeError::Network(why))
+                if why.contains("Permission denied") && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(pid, why, "pasta: init has not exec'd yet; retrying");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long a sandbox's init may take to exec its program before pasta
+/// gives up on it.
+const UNTIL_EXEC: Duration = Duration::from_secs(2);
+
+fn start_once(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
     let _ = std::fs::remove_file(pid_file);
     let out = Command::new(pasta_bin)
         .arg("--config-net")
@@ -89,5 +115,60 @@ pub fn stop(pid_file: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(RuntimeError::io("remove", pid_file, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    /// Stands in for `runc init` between `runc run` returning and its exec:
+    /// a process exec'd in the host's user namespace, undumpable, that has
+    /// moved into user and network namespaces of its own; after 300 ms it
+    /// becomes dumpable (as an exec makes it). pasta must attach then.
+    const NOT_YET_EXECD: &str = "
+import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(4, 0) == 0
+assert libc.unshare(0x10000000 | 0x40000000) == 0
+open('/proc/self/uid_map', 'w').write('0 0 1')
+print('ready', flush=True)
+time.sleep(0.3)
+assert libc.prctl(4, 1) == 0
+time.sleep(30)
+";
+
+    #[test]
+    fn attaches_to_an_init_that_execs_after_run_returned() {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "this test needs root (pasta joins another process's namespaces)"
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", NOT_YET_EXECD])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed");
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            std::io::BufReader::new(out)
+                .read_line(&mut line)
+                .expect("read");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pid_file = dir.path().join("pasta.pid");
+        let started = if line.trim() == "ready" {
+            super::start(std::path::Path::new("pasta"), child.id(), &pid_file)
+        } else {
+            Ok(())
+        };
+        let attached = super::running(&pid_file);
+        let _ = super::stop(&pid_file);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(line.trim(), "ready", "the stand-in did not start");
+        started.expect("pasta attaches once init is dumpable");
+        assert!(attached.is_some(), "pasta runs");
     }
 }
