@@ -269,3 +269,49 @@ async fn control_api_end_to_end() {
     let all: Value = api.get_json("/v1/sprites").await;
     assert_eq!(all["sprites"], json!([]));
 }
+
+/// Every endpoint that takes a JSON body answers a body that does not parse
+/// (or does not match the request's type) with 400 in the Sprites error
+/// format, never axum's own 422 `text/plain`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_json_endpoint_refuses_a_bad_body_with_a_400() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("bodies").await;
+    let s = "/v1/sprites/bodies";
+    let cases = [
+        (Method::POST, "/v1/sprites".to_string(), r#"{"name": 7}"#),
+        (Method::PUT, s.to_string(), "not json"),
+        (
+            Method::POST,
+            format!("{s}/policy/network"),
+            r#"{"rules":[{"domain":"x.com","action":"maybe"}]}"#,
+        ),
+        (Method::POST, format!("{s}/checkpoint"), "{"),
+        (Method::POST, format!("{s}/exec/1/kill"), "[1]"),
+        (Method::PUT, format!("{s}/services/web"), r#"{"cmd": 1}"#),
+        (Method::POST, format!("{s}/services/signal"), "nope"),
+        (Method::POST, format!("{s}/tasks"), "{]"),
+        (Method::PUT, format!("{s}/tasks/t"), "x"),
+        (Method::POST, format!("{s}/fs/rename"), "{"),
+        (Method::POST, "/v1/tokens".to_string(), r#"{"name": []}"#),
+    ];
+    for (method, path, body) in cases {
+        let r = api
+            .req(method.clone(), &path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let json = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        assert!(json, "{method} {path}: not a JSON answer");
+        let (status, err) = error_of(r).await;
+        assert_eq!(status, 400, "{method} {path}: {err}");
+        assert_eq!(err["error"], "bad_request", "{method} {path}: {err}");
+    }
+}

@@ -16,6 +16,7 @@ use axum::Json;
 use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest};
 use sprites_api::sprite::StreamEvent;
 
+use super::body::OptionalJsonBody;
 use super::Sprite;
 use crate::error::ApiError;
 use crate::manager::checkpoints::Progress;
@@ -36,12 +37,8 @@ fn event(kind: &str, data: Option<String>, error: Option<String>) -> Bytes {
     line.into()
 }
 
-pub fn parse_create_body(body: &[u8]) -> Result<Option<String>, ApiError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(None);
-    }
-    let req: CreateCheckpointRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+/// The comment a checkpoint is asked for, if it is not too long.
+fn checked_comment(req: CreateCheckpointRequest) -> Result<Option<String>, ApiError> {
     if req
         .comment
         .as_ref()
@@ -97,9 +94,9 @@ pub struct CheckpointId {
 pub async fn create(
     State(m): State<Arc<Manager>>,
     Sprite(rec): Sprite,
-    body: Bytes,
+    OptionalJsonBody(req): OptionalJsonBody<CreateCheckpointRequest>,
 ) -> Result<Response, ApiError> {
-    let comment = parse_create_body(&body)?;
+    let comment = checked_comment(req)?;
     Ok(stream_op(move |progress| async move {
         let c = m.create_checkpoint(&rec, comment, &progress).await?;
         Ok(format!("Checkpoint {} created", c.id))

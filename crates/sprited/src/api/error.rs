@@ -108,16 +108,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!("request body too large: {}", r.body_text()))
-        } else {
-            ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
-        }
-    }
-}
-
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         Error::Db(e).into()

@@ -23,6 +23,7 @@ use sprites_api::exec::{self as wire, TextMessage};
 use sprites_api::sprite::{SessionList, StreamEvent};
 use tokio::sync::Mutex;
 
+use super::body::OptionalJsonBody;
 use super::query::Query;
 use crate::agent_conn::exec::{ExecSession, KillEvent, SessionEvent, SessionStart};
 use crate::db::SpriteRecord;
@@ -405,7 +406,7 @@ pub async fn http_exec(
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct KillBody {
+pub struct KillBody {
     signal: Option<String>,
     timeout: Option<serde_json::Value>,
 }
@@ -415,17 +416,11 @@ pub async fn kill(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
-    body: Bytes,
+    OptionalJsonBody(b): OptionalJsonBody<KillBody>,
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
     let id = session_id(&id)?;
     let q = Query::parse(raw.as_deref());
-    let b: KillBody = if body.iter().all(|c| c.is_ascii_whitespace()) {
-        KillBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
     let signal = wire::signal_name(
         q.get("signal")
             .map(String::from)

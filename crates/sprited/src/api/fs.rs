@@ -484,8 +484,7 @@ fn json_stream(
 }
 
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> FsResult<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")).into())
+    Ok(super::body::parse(body)?)
 }
 
 /// A call whose whole answer is the agent's `done`.

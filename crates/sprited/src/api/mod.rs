@@ -1,5 +1,6 @@
 //! The `/v1` HTTP and WebSocket API.
 
+mod body;
 mod checkpoints;
 pub mod error;
 mod exec;

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use sprites_api::policy::NetworkPolicy;
 
+use super::body::JsonBody;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -21,7 +22,7 @@ pub async fn get_network(
 pub async fn set_network(
     State(st): State<AppState>,
     Path(name): Path<String>,
-    Json(policy): Json<NetworkPolicy>,
+    JsonBody(policy): JsonBody<NetworkPolicy>,
 ) -> Result<StatusCode, ApiError> {
     let rec = st.manager.get(&name)?;
     let dir = st.manager.sprite_dir(&rec.id);

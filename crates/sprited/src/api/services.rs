@@ -14,6 +14,7 @@ use axum::Json;
 use sprites_api::agent::ServiceOp;
 use sprites_api::service::{validate_name, Service, ServiceSpec, SignalRequest};
 
+use super::body::JsonBody;
 use super::query::Query;
 use super::Sprite;
 use crate::agent_conn::services::ServiceEvents;
@@ -111,11 +112,9 @@ pub async fn put(
     Sprite(rec): Sprite,
     ServiceName(svc): ServiceName,
     RawQuery(raw): RawQuery,
-    body: Bytes,
+    JsonBody(spec): JsonBody<ServiceSpec>,
 ) -> Result<Response, ApiError> {
     let svc = checked(&svc)?;
-    let spec: ServiceSpec = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid service definition: {e}")))?;
     if spec.cmd.trim().is_empty() {
         return Err(ApiError::BadRequest("cmd must not be empty".into()));
     }
@@ -197,10 +196,8 @@ pub async fn delete(
 pub async fn signal(
     State(m): State<Arc<Manager>>,
     Sprite(rec): Sprite,
-    body: Bytes,
+    JsonBody(req): JsonBody<SignalRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let req: SignalRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
     let op = ServiceOp::Signal {
         name: checked(&req.name)?,
         signal: req.signal,

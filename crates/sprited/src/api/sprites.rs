@@ -1,6 +1,5 @@
 //! Sprite CRUD: create, list (prefix + pagination), get, update, delete.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -10,6 +9,7 @@ use sprites_api::sprite::{
     CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest, UrlSettings,
 };
 
+use super::body::JsonBody;
 use super::query::Query;
 use crate::db::SpriteRecord;
 use crate::error::ApiError;
@@ -52,9 +52,8 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
 
 pub async fn create(
     State(state): State<AppState>,
-    body: Result<Json<CreateSpriteRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<CreateSpriteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(req) = body?;
     let m = state.manager.clone();
     let rec = run_to_completion(async move { m.create(req).await }).await?;
     Ok((StatusCode::CREATED, Json(to_api(&state, &rec))))
@@ -109,9 +108,8 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<Json<UpdateSpriteRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<UpdateSpriteRequest>,
 ) -> Result<Json<Sprite>, ApiError> {
-    let Json(req) = body?;
     let mut rec = state.manager.get(&name)?;
     if let Some(auth) = req.url_settings.and_then(|u| u.auth) {
         rec.url_auth = crate::manager::validate_url_auth(auth)?;

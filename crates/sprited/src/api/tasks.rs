@@ -3,19 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use sprites_api::task::{parse_expire, Task, TaskList, TaskRequest};
 
+use super::body::JsonBody;
 use super::Sprite;
 use crate::error::ApiError;
 use crate::manager::Manager;
-
-fn body(raw: &[u8]) -> Result<TaskRequest, ApiError> {
-    serde_json::from_slice(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
-}
 
 /// The `{task}` segment of a task's path.
 #[derive(serde::Deserialize)]
@@ -35,9 +31,8 @@ pub async fn list(
 pub async fn create(
     State(m): State<Arc<Manager>>,
     Sprite(rec): Sprite,
-    raw: Bytes,
+    JsonBody(req): JsonBody<TaskRequest>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
-    let req = body(&raw)?;
     let task = req
         .name
         .as_deref()
@@ -53,9 +48,9 @@ pub async fn update(
     State(m): State<Arc<Manager>>,
     Sprite(rec): Sprite,
     Path(TaskName { task }): Path<TaskName>,
-    raw: Bytes,
+    JsonBody(req): JsonBody<TaskRequest>,
 ) -> Result<Json<Task>, ApiError> {
-    let expire = parse_expire(&body(&raw)?.expire).map_err(ApiError::BadRequest)?;
+    let expire = parse_expire(&req.expire).map_err(ApiError::BadRequest)?;
     Ok(Json(m.update_task(&rec, &task, expire)?))
 }
 

@@ -1,24 +1,18 @@
 //! `POST|GET /v1/tokens`, `DELETE /v1/tokens/{id}` (extension).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use sprites_api::token::{CreateTokenRequest, NewToken, TokenList};
 
+use super::body::OptionalJsonBody;
 use crate::error::ApiError;
 use crate::AppState;
 
 pub async fn create(
     State(s): State<AppState>,
-    body: Bytes,
+    OptionalJsonBody(req): OptionalJsonBody<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
-    let req: CreateTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateTokenRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
-    };
     Ok((StatusCode::CREATED, Json(s.tokens.create(req.name)?)))
 }
 
