@@ -523,7 +523,7 @@ impl Manager {
     /// The wake runs in a task of its own, so that a client hanging up
     /// cannot cancel it halfway through a start.
     pub async fn ensure_running(self: &Arc<Self>, rec: &SpriteRecord) -> Result<(), Error> {
-        if self.status(&rec.id) == Status::Running {
+        if self.slot(&rec.id).usable() {
             return Ok(());
         }
         let this = self.clone();
@@ -704,10 +704,17 @@ impl Manager {
         if self.status(id) != Status::Cold {
             self.meter_one(id).await;
         }
-        // From here on it is not running: a request that arrives now wakes
-        // it through the lifecycle lock (after whatever holds it, a restore
-        // say), rather than reaching an agent that is being killed.
-        self.set_status(id, Status::Cold);
+        // From here on a request waits for the lifecycle lock (after the
+        // stop, the restore, ... that holds it) and wakes the sprite, rather
+        // than reaching an agent that is being killed.
+        let slot = self.slot(id);
+        slot.state().halting = true;
+        let halted = self.halt_locked(id, grace, release).await;
+        slot.state().halting = false;
+        halted
+    }
+
+    async fn halt_locked(&self, id: &str, grace: Duration, release: Release) -> Result<(), Error> {
         self.stop_serving_socket(id);
         self.net.detach(id);
         let store = self.store.clone();

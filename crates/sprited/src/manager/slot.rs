@@ -34,6 +34,9 @@ pub(crate) struct SpriteSlot {
 /// (never held across an await).
 pub(crate) struct SpriteState {
     pub status: Status,
+    /// Its sandbox is being stopped (a stop, a restore, a destroy): what
+    /// comes in waits for the lifecycle lock instead of using it.
+    pub halting: bool,
     /// Why the last start failed (status `error`).
     pub error: Option<String>,
     /// When the sprite was paused (warm).
@@ -55,6 +58,7 @@ impl SpriteSlot {
             lifecycle: tokio::sync::Mutex::new(()),
             state: Mutex::new(SpriteState {
                 status: Status::Cold,
+                halting: false,
                 error: None,
                 warm_since: None,
                 last_activity: Instant::now(),
@@ -74,6 +78,12 @@ impl SpriteSlot {
 
     pub(super) fn status(&self) -> Status {
         self.state().status
+    }
+
+    /// Running, and not being stopped: a request may go straight to it.
+    pub(super) fn usable(&self) -> bool {
+        let s = self.state();
+        s.status == Status::Running && !s.halting
     }
 
     /// Activities in flight.
