@@ -12,7 +12,9 @@ pub struct Config {
     /// The static `sprite-agent` binary; found next to `sprited` when unset.
     pub agent_bin: Option<PathBuf>,
     pub runc_bin: PathBuf,
-    pub default_cpus: f64,
+    /// CPUs of a sprite whose create names none (a whole number: the API
+    /// has no fractions).
+    pub default_cpus: u32,
     pub default_ram_mb: u64,
     pub default_storage_gb: u64,
     pub pids_limit: u64,
@@ -21,6 +23,8 @@ pub struct Config {
     /// Host uid/gid that is root inside every sprite (user namespace).
     pub uid_shift: Option<u32>,
     pub url_domain: String,
+    /// The one region this host is (`primary_region` of every sprite).
+    pub region: String,
     /// How long a non-TTY command outlives a dropped client unless the
     /// request says otherwise.
     pub non_tty_linger: std::time::Duration,
@@ -69,6 +73,9 @@ impl Config {
 
 pub const IMAGES: [&str; 2] = ["tiny", "standard"];
 
+/// The region a host reports when its operator names none.
+pub const DEFAULT_REGION: &str = "local";
+
 impl Config {
     pub fn with_defaults(listen: SocketAddr, data_dir: PathBuf) -> Self {
         Config {
@@ -77,13 +84,14 @@ impl Config {
             default_image: "standard".into(),
             agent_bin: None,
             runc_bin: PathBuf::from("runc"),
-            default_cpus: 1.0,
+            default_cpus: 1,
             default_ram_mb: 1024,
             default_storage_gb: 10,
             pids_limit: 1024,
             pool_size_gb: 256,
             uid_shift: Some(100_000),
             url_domain: "sprites.localhost".into(),
+            region: DEFAULT_REGION.into(),
             non_tty_linger: std::time::Duration::from_secs(10),
             idle_warm: std::time::Duration::from_secs(30),
             idle_cold: std::time::Duration::from_secs(600),

@@ -23,9 +23,9 @@ struct Cli {
     /// The static sprite-agent binary (default: found beside sprited).
     #[arg(long, global = true)]
     agent_bin: Option<PathBuf>,
-    /// Default CPU limit of a sprite.
-    #[arg(long, default_value_t = 1.0, global = true)]
-    default_cpus: f64,
+    /// Default CPU limit of a sprite (a whole number of CPUs).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    default_cpus: u32,
     /// Default memory limit of a sprite, in MiB.
     #[arg(long, default_value_t = 1024, global = true)]
     default_ram_mb: u64,
@@ -89,6 +89,10 @@ struct Cli {
     /// before the store counts as unreachable.
     #[arg(long, default_value = "30s", value_parser = flag_duration, global = true)]
     object_store_timeout: std::time::Duration,
+    /// The region this host is: every sprite's `primary_region` (a create
+    /// may name any region; the sprite runs here).
+    #[arg(long, default_value = sprited::config::DEFAULT_REGION, value_parser = parse_region, global = true)]
+    region: String,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -108,6 +112,19 @@ enum Command {
     },
     /// Stop every sprite of the data dir, unmount everything and delete it.
     Purge,
+}
+
+fn parse_region(s: &str) -> Result<String, String> {
+    let ok = (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a region name: 1 to 63 lowercase letters, digits and dashes"
+        ))
+    }
 }
 
 /// A duration flag: any form `sprites_api` parses, but not zero.
@@ -167,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.default_image = cli.default_image;
     cfg.agent_bin = cli.agent_bin;
     cfg.default_cpus = cli.default_cpus;
+    cfg.region = cli.region;
     cfg.default_ram_mb = cli.default_ram_mb;
     cfg.pids_limit = cli.pids_limit;
     cfg.pool_size_gb = cli.pool_size_gb;

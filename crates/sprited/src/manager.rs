@@ -352,12 +352,12 @@ impl Manager {
         let c = req.config.clone().unwrap_or_default();
         let cpus = c.cpus.unwrap_or(self.cfg.default_cpus);
         let host_cpus = std::thread::available_parallelism()
-            .map(|n| n.get() as f64)
-            .unwrap_or(1.0);
-        if !(cpus > 0.0 && cpus <= host_cpus.max(1.0) * 4.0) {
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        let max_cpus = host_cpus.max(1).saturating_mul(4);
+        if !(1..=max_cpus).contains(&cpus) {
             return Err(Error::Invalid(format!(
-                "config.cpus must be above 0 and at most {}",
-                host_cpus * 4.0
+                "config.cpus must be a whole number from 1 to {max_cpus}"
             )));
         }
         let ram_mb = c.ram_mb.unwrap_or(self.cfg.default_ram_mb);
@@ -373,7 +373,7 @@ impl Manager {
             )));
         }
         Ok(Limits {
-            cpus,
+            cpus: f64::from(cpus),
             ram_mb,
             storage_gb,
         })

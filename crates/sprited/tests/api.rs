@@ -17,7 +17,7 @@ async fn error_of(r: reqwest::Response) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_api_end_to_end() {
-    let d = Daemon::start();
+    let d = Daemon::start_with(&["--region", "home-1"]);
     let api = d.client();
 
     // Authentication: missing and wrong tokens are 401 in the error format.
@@ -144,6 +144,67 @@ async fn control_api_end_to_end() {
     assert_eq!(
         upd["url_settings"]["auth"], "public",
         "partial update keeps auth"
+    );
+
+    // The sprite object as the SDKs declare it (Go: `CPUs int`): whole
+    // CPUs, the environment given at create, the host's one region, in
+    // every answer that carries it.
+    let typed: Value = api
+        .req(Method::POST, "/v1/sprites")
+        .json(&json!({
+            "name": "typed",
+            "config": {"cpus": 2.0, "ram_mb": 256, "region": "ord"},
+            "environment": {"GREETING": "hi"},
+        }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let put: Value = api
+        .req(Method::PUT, "/v1/sprites/typed")
+        .json(&json!({"labels": ["t"]}))
+        .send()
+        .await
+        .expect("put")
+        .json()
+        .await
+        .expect("json");
+    let listed: Value = api.get_json("/v1/sprites?prefix=typed").await;
+    for (what, s) in [
+        ("create", &typed),
+        ("get", &api.get_json("/v1/sprites/typed").await),
+        ("put", &put),
+        ("list", &listed["sprites"][0]),
+    ] {
+        assert_eq!(
+            s["config"],
+            json!({"cpus": 2, "ram_mb": 256, "storage_gb": 10, "region": "home-1"}),
+            "{what}: {s}"
+        );
+        assert!(
+            s["config"]["cpus"].is_u64(),
+            "{what}: cpus is an integer: {s}"
+        );
+        assert_eq!(s["primary_region"], "home-1", "{what}: {s}");
+        assert_eq!(s["environment"], json!({"GREETING": "hi"}), "{what}: {s}");
+    }
+    assert_eq!(api.sh("typed", "echo $GREETING").await, "hi\n");
+    api.delete("typed").await;
+    let r = api
+        .req(Method::POST, "/v1/sprites")
+        .json(&json!({"name": "half", "config": {"cpus": 0.5}}))
+        .send()
+        .await
+        .expect("create");
+    let (status, body) = error_of(r).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("whole number of CPUs")),
+        "{body}"
     );
 
     let page: Value = api.get_json("/v1/sprites?prefix=beta-&max_results=2").await;

@@ -141,7 +141,7 @@ async fn sprites_are_isolated_and_limited() {
     // sprite live on.
     let r = api
         .req(reqwest::Method::POST, "/v1/sprites")
-        .json(&json!({"name": "hog", "config": {"ram_mb": 64, "cpus": 0.5}}))
+        .json(&json!({"name": "hog", "config": {"ram_mb": 64, "cpus": 2}}))
         .send()
         .await
         .expect("create hog");
@@ -151,8 +151,8 @@ async fn sprites_are_isolated_and_limited() {
     let o = api.exec("hog", &["sh", "-c", limits]).await;
     assert_eq!(
         o.out(),
-        format!("{}\n50000\n", 64 << 20),
-        "ram_mb and cpus 0.5 are the limits"
+        format!("{}\n200000\n", 64 << 20),
+        "ram_mb and cpus 2 are the limits"
     );
     let agent_started = api.exec("hog", &sh(AGENT_START_TIME)).await.out();
     let o = api

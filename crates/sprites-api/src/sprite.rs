@@ -31,16 +31,43 @@ pub struct UrlSettings {
     pub auth: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SpriteConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
+    /// A whole number of CPUs, as every SDK declares it (`CPUs int` in Go).
+    /// A request may write it `2.0`; a fraction is refused.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_cpus"
+    )]
+    pub cpus: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_gb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+}
+
+/// Reads `cpus` as a whole number, taking `2.0` for `2` (JSON has one number
+/// type, and some encoders write every number with a point) and refusing a
+/// fraction in words a user can act on.
+fn whole_cpus<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return u32::try_from(u)
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("{u} CPUs is more than any host has")));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f) => Ok(Some(f as u32)),
+        _ => Err(D::Error::custom(format!(
+            "cpus must be a whole number of CPUs (1, 2, ...), not {n}"
+        ))),
+    }
 }
 
 /// `POST /v1/sprites`. `image` is sprited's extension (`tiny` | `standard`).
@@ -85,6 +112,12 @@ pub struct Sprite {
     pub url: String,
     pub url_settings: UrlSettings,
     pub labels: Vec<String>,
+    /// The environment given at create, which every command sees.
+    #[serde(default)]
+    pub environment: std::collections::BTreeMap<String, String>,
+    /// Where the sprite runs: the host's region (one host, one region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_region: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(default)]
@@ -94,7 +127,7 @@ pub struct Sprite {
     /// sprited extension: the base image the sprite was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// sprited extension: resource limits in force.
+    /// Resource limits in force, and the region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<SpriteConfig>,
     /// Extension: why the sprite could not be started (status `error`).
@@ -185,4 +218,56 @@ pub struct StreamEvent {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> Result<SpriteConfig, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn cpus_are_whole_numbers_on_the_wire() {
+        let c = SpriteConfig {
+            ram_mb: Some(1024),
+            cpus: Some(2),
+            storage_gb: Some(10),
+            region: Some("local".into()),
+        };
+        let text = serde_json::to_string(&c).expect("json");
+        assert!(text.contains(r#""cpus":2,"#), "{text}");
+        assert_eq!(config(r#"{"cpus":2}"#).expect("int").cpus, Some(2));
+        assert_eq!(config(r#"{"cpus":2.0}"#).expect("2.0").cpus, Some(2));
+        assert_eq!(config(r#"{"cpus":null}"#).expect("null").cpus, None);
+        assert_eq!(config("{}").expect("absent").cpus, None);
+        for bad in [
+            r#"{"cpus":0.5}"#,
+            r#"{"cpus":-1}"#,
+            r#"{"cpus":"2"}"#,
+            r#"{"cpus":1e12}"#,
+        ] {
+            assert!(config(bad).is_err(), "{bad} must be refused");
+        }
+        let e = config(r#"{"cpus":1.5}"#).expect_err("fraction");
+        assert!(e.to_string().contains("whole number of CPUs"), "{e}");
+    }
+
+    #[test]
+    fn the_sprite_object_carries_environment_and_region() {
+        let s: Sprite = serde_json::from_value(serde_json::json!({
+            "id": "s1", "name": "a", "organization": "local", "status": "running",
+            "url": "http://a", "url_settings": {}, "labels": [],
+            "created_at": "2026-01-05T10:30:00Z", "updated_at": "2026-01-05T10:30:00Z",
+        }))
+        .expect("an answer without the new fields still reads");
+        assert!(s.environment.is_empty());
+        let mut s = s;
+        s.environment.insert("A".into(), "b".into());
+        s.primary_region = Some("local".into());
+        let v = serde_json::to_value(&s).expect("json");
+        assert_eq!(v["environment"], serde_json::json!({"A": "b"}));
+        assert_eq!(v["primary_region"], "local");
+    }
 }

@@ -34,6 +34,8 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
             auth: Some(rec.url_auth.clone()),
         },
         labels: rec.labels.clone(),
+        environment: rec.environment.clone(),
+        primary_region: Some(state.manager.cfg.region.clone()),
         created_at: rec.created_at.clone(),
         updated_at: rec.updated_at.clone(),
         last_running_at: rec.last_running_at.clone(),
@@ -41,13 +43,21 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
         image: Some(rec.image.clone()),
         config: Some(SpriteConfig {
             ram_mb: Some(rec.limits.ram_mb),
-            cpus: Some(rec.limits.cpus),
+            cpus: Some(whole_cpus(rec.limits.cpus)),
             storage_gb: Some(rec.limits.storage_gb),
-            region: None,
+            // A create may name any region; the sprite runs in this host's.
+            region: Some(state.manager.cfg.region.clone()),
         }),
         error: state.manager.error_of(&rec.id),
         storage: state.manager.storage_info(rec).ok(),
     }
+}
+
+/// The CPU limit as the API states it. Sprites made before the API took
+/// whole numbers only may have a fraction: they are shown rounded up (the
+/// cgroup keeps the fraction).
+fn whole_cpus(cpus: f64) -> u32 {
+    cpus.ceil().clamp(1.0, u32::MAX as f64) as u32
 }
 
 pub async fn create(
@@ -186,5 +196,14 @@ mod tests {
         let t = encode_token("my-sprite-9");
         assert_eq!(decode_token(&t).expect("decode"), "my-sprite-9");
         assert!(decode_token("!!!").is_err());
+    }
+
+    #[test]
+    fn cpus_are_stated_whole() {
+        assert_eq!(whole_cpus(1.0), 1);
+        assert_eq!(whole_cpus(4.0), 4);
+        // A fraction recorded before the API took whole numbers only.
+        assert_eq!(whole_cpus(0.5), 1);
+        assert_eq!(whole_cpus(1.5), 2);
     }
 }
