@@ -28,6 +28,8 @@ async fn exec_end_to_end() {
     let info: Value = serde_json::from_str(o.texts.first().expect("session_info")).expect("json");
     assert_eq!(info["type"], "session_info");
     assert_eq!(info["tty"], false);
+    // A string, as the Go SDK decodes it.
+    assert!(info["session_id"].is_string(), "{info}");
 
     // The last output of a command that exits at once is never lost.
     for i in 0..200 {
@@ -153,7 +155,10 @@ async fn exec_end_to_end() {
         Message::Text(t) => serde_json::from_str(&t).expect("json"),
         other => panic!("expected session_info, got {other:?}"),
     };
-    let id = info["session_id"].as_u64().expect("session id");
+    let id = info["session_id"]
+        .as_str()
+        .expect("session id is a string")
+        .to_string();
     ws.send(Message::Binary(b"echo marker-$((6*7))\n".to_vec().into()))
         .await
         .expect("input");
@@ -169,7 +174,7 @@ async fn exec_end_to_end() {
         .as_array()
         .expect("array")
         .iter()
-        .any(|s| s["id"].as_str() == Some(id.to_string().as_str()) && s["tty"] == true);
+        .any(|s| s["id"].as_str() == Some(id.as_str()) && s["tty"] == true);
     assert!(listed, "session {id} in {sessions}");
     let mut ws = api
         .ws(&format!("/v1/sprites/ex/exec/{id}"))

@@ -32,7 +32,11 @@ pub enum TextMessage {
         exit_code: i32,
     },
     SessionInfo {
-        session_id: u32,
+        /// A string, as the hosted service writes it and the Go SDK reads
+        /// it (`"session_id":"1696"`); a number from an older server reads
+        /// too.
+        #[serde(deserialize_with = "string_or_number")]
+        session_id: String,
         command: String,
         created: String,
         cols: u16,
@@ -42,6 +46,20 @@ pub enum TextMessage {
     },
     PortOpened(crate::port::SessionPort),
     PortClosed(crate::port::SessionPort),
+}
+
+/// An id written as a string or, by older servers, as a number.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::Text(s) => s,
+        Id::Number(n) => n.to_string(),
+    })
 }
 
 /// Map an exit status to the one byte the non-TTY framing carries.
@@ -76,6 +94,26 @@ mod tests {
         );
         let exit = serde_json::to_string(&TextMessage::Exit { exit_code: 3 }).expect("json");
         assert_eq!(exit, r#"{"type":"exit","exit_code":3}"#);
+    }
+
+    #[test]
+    fn session_ids_are_strings_on_the_wire() {
+        let info = TextMessage::SessionInfo {
+            session_id: "47".into(),
+            command: "sh".into(),
+            created: "2026-01-05T10:30:00Z".into(),
+            cols: 80,
+            rows: 24,
+            is_owner: true,
+            tty: false,
+        };
+        let text = serde_json::to_string(&info).expect("json");
+        assert!(text.contains(r#""session_id":"47""#), "{text}");
+        let old = text.replace(r#""47""#, "47");
+        assert_eq!(
+            serde_json::from_str::<TextMessage>(&old).expect("a number reads"),
+            info
+        );
     }
 
     #[test]

@@ -533,7 +533,7 @@ mod tests {
     fn session_info_sets_the_mode() {
         let mut tty = true;
         let info = Message::text(
-            r#"{"type":"session_info","session_id":12,"command":"sh","created":"x","cols":80,"rows":24,"is_owner":true,"tty":false}"#,
+            r#"{"type":"session_info","session_id":"12","command":"sh","created":"x","cols":80,"rows":24,"is_owner":true,"tty":false}"#,
         );
         assert!(matches!(decode(info, &mut tty), Some(ExecEvent::Text(_))));
         assert!(!tty);

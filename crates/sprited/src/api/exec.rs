@@ -157,7 +157,7 @@ fn upgrade(ws: WebSocketUpgrade, session: ExecSession) -> Response {
 
 fn session_info_text(start: SessionStart) -> Option<String> {
     serde_json::to_string(&TextMessage::SessionInfo {
-        session_id: start.session_id,
+        session_id: start.session_id.to_string(),
         command: start.command,
         created: start.created,
         cols: start.cols,
