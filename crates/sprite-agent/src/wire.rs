@@ -81,6 +81,14 @@ pub fn not_found(message: impl Into<String>) -> Reply {
     }
 }
 
+/// The error reply for a session that existed and has ended.
+pub fn gone(message: impl Into<String>) -> Reply {
+    Reply::Error {
+        code: AgentErrorCode::Gone,
+        message: message.into(),
+    }
+}
+
 /// The error reply for a failure of the agent itself.
 pub fn internal(message: impl Into<String>) -> Reply {
     Reply::Error {

@@ -92,6 +92,32 @@ fn kill_escalates_to_sigkill_and_unknown_ids_are_not_found() {
     let mut run = empty_run();
     c.collect_output(&mut run);
     assert_eq!(run.exit, Some(137));
+    // Killed again: it existed and has ended, which is not "unknown".
+    let events = kill_events(&agent, id, "TERM", 100);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Reply::Error {
+                code: AgentErrorCode::Gone,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+    // And after the agent has forgotten the session, which it does as soon
+    // as the exit is delivered.
+    std::thread::sleep(Duration::from_millis(500));
+    let events = kill_events(&agent, id, "TERM", 100);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Reply::Error {
+                code: AgentErrorCode::Gone,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
 
     let events = kill_events(&agent, 999_999_999, "TERM", 100);
     assert!(

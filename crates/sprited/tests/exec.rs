@@ -213,13 +213,17 @@ async fn exec_end_to_end() {
         .send()
         .await
         .expect("kill again");
-    assert_eq!(r.status(), 410);
-    let r = api
-        .req(Method::POST, "/v1/sprites/ex/exec/abc/kill")
-        .send()
-        .await
-        .expect("kill bad id");
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 410, "a session that ended is gone");
+    for never in ["999999999", "abc"] {
+        let r = api
+            .req(Method::POST, &format!("/v1/sprites/ex/exec/{never}/kill"))
+            .send()
+            .await
+            .expect("kill unknown id");
+        assert_eq!(r.status(), 404, "session {never} never existed");
+        let body: Value = r.json().await.expect("the Sprites error format");
+        assert_eq!(body["error"], "not_found", "{body}");
+    }
 
     // A client that disconnects mid-exec: the daemon lives on, the command
     // is ended after max_run_after_disconnect, and the sprite still works.

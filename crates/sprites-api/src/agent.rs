@@ -242,6 +242,8 @@ pub enum Reply {
 pub enum AgentErrorCode {
     /// A session or service the agent does not know.
     NotFound,
+    /// A session that existed and has ended.
+    Gone,
     /// A request the agent cannot make sense of: a malformed frame, a bad
     /// signal name or service definition.
     BadRequest,

@@ -25,7 +25,12 @@ pub async fn kill(
     timeout_ms: u64,
 ) -> std::io::Result<()> {
     let Some(session) = sessions.get(id).filter(|s| s.is_live()) else {
-        return wire::write_json(wr, &wire::not_found(format!("no running session {id}"))).await;
+        let reply = if sessions.has_ended(id) {
+            wire::gone(format!("session {id} has already ended"))
+        } else {
+            wire::not_found(format!("no session {id}"))
+        };
+        return wire::write_json(wr, &reply).await;
     };
     let sig = match signame::parse(signal) {
         Ok(s) => s,

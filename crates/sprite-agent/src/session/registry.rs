@@ -1,7 +1,7 @@
 //! The agent's sessions, by id (the pid of the command, which leads its own
 //! process group): starting them and finding them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,13 +35,20 @@ pub enum StartError {
 
 pub struct Sessions {
     map: Mutex<HashMap<u32, Arc<Session>>>,
+    /// Ids of the sessions that ended since the agent started, oldest
+    /// first, so that a kill can tell "ended" from "never was".
+    ended: Mutex<VecDeque<u32>>,
     reaper: Reaper,
 }
+
+/// How many ended session ids are remembered.
+const ENDED_REMEMBERED: usize = 4096;
 
 impl Sessions {
     pub fn new(reaper: Reaper) -> Arc<Sessions> {
         Arc::new(Sessions {
             map: Mutex::new(HashMap::new()),
+            ended: Mutex::new(VecDeque::new()),
             reaper,
         })
     }
@@ -54,6 +61,11 @@ impl Sessions {
     fn map(&self) -> MutexGuard<'_, HashMap<u32, Arc<Session>>> {
         // Every update is one insert or remove: a poisoned map is still whole.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ended(&self) -> MutexGuard<'_, VecDeque<u32>> {
+        // Likewise: one push, pop or removal per update.
+        self.ended.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Start a command as a new session, with the caller attached as owner.
@@ -101,6 +113,8 @@ impl Sessions {
         };
         let session = Session::new(spec, input, master);
         let attachment = session.attach();
+        // A pid is reused once its process is gone: the id is live again.
+        self.ended().retain(|&id| id != session.id);
         self.map().insert(session.id, session.clone());
         // The exit code is recorded as soon as the reaper has it, even while
         // the pump waits for a slow client: `kill` must see the exit.
@@ -118,7 +132,8 @@ impl Sessions {
         self.map().get(&id).cloned()
     }
 
-    /// Forget a session (only this one: its pid may have been reused).
+    /// Forget a session (only this one: its pid may have been reused),
+    /// remembering that its id has ended.
     pub fn remove(&self, session: &Arc<Session>) {
         let mut map = self.map();
         if map
@@ -126,7 +141,19 @@ impl Sessions {
             .is_some_and(|s| Arc::ptr_eq(s, session))
         {
             map.remove(&session.id);
+            let mut ended = self.ended();
+            if ended.len() == ENDED_REMEMBERED {
+                ended.pop_front();
+            }
+            ended.push_back(session.id);
         }
+    }
+
+    /// Whether `id` was a session whose process has exited (still kept
+    /// for its output, or forgotten since).
+    pub fn has_ended(&self, id: u32) -> bool {
+        let kept = self.map().get(&id).map(|s| !s.is_live());
+        kept.unwrap_or_else(|| self.ended().contains(&id))
     }
 
     /// Sessions whose process still runs, oldest first.

@@ -211,6 +211,7 @@ mod tests {
         };
         for (e, status) in [
             (refused(AgentErrorCode::NotFound), StatusCode::NOT_FOUND),
+            (refused(AgentErrorCode::Gone), StatusCode::GONE),
             (refused(AgentErrorCode::BadRequest), StatusCode::BAD_REQUEST),
             (refused(AgentErrorCode::Conflict), StatusCode::CONFLICT),
             (

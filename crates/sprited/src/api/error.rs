@@ -121,6 +121,7 @@ impl From<AgentError> for ApiError {
         match e {
             AgentError::Refused { code, message } => match code {
                 AgentErrorCode::NotFound => ApiError::NotFound(message),
+                AgentErrorCode::Gone => ApiError::Gone(message),
                 AgentErrorCode::BadRequest => ApiError::BadRequest(message),
                 AgentErrorCode::Conflict => ApiError::Conflict(message),
                 AgentErrorCode::Internal => ApiError::Internal(message),

@@ -12,7 +12,6 @@ use super::Manager;
 use crate::agent_conn::exec::{self, ExecSession, KillProgress};
 use crate::agent_conn::fs::FsSession;
 use crate::agent_conn::ports::PortWatch;
-use crate::agent_conn::AgentError;
 use crate::db::SpriteRecord;
 use crate::error::Error;
 
@@ -43,8 +42,8 @@ impl Manager {
         Ok(exec::session_list(conv).await?)
     }
 
-    /// Signal session `id`, SIGKILL after `timeout_ms`; a session the agent
-    /// does not know is gone.
+    /// Signal session `id`, SIGKILL after `timeout_ms`. The agent tells a
+    /// session that has ended (gone) from one it never had (not found).
     pub async fn kill(
         self: &Arc<Self>,
         rec: &SpriteRecord,
@@ -58,13 +57,7 @@ impl Manager {
             timeout_ms,
         };
         let conv = self.open(rec, &req).await?;
-        KillProgress::begin(conv).await.map_err(|e| match e {
-            AgentError::Refused {
-                code: sprites_api::agent::AgentErrorCode::NotFound,
-                ..
-            } => Error::Gone(format!("session {id} is already gone")),
-            other => other.into(),
-        })
+        Ok(KillProgress::begin(conv).await?)
     }
 
     /// Start a filesystem call.
