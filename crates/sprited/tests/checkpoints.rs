@@ -250,6 +250,60 @@ async fn checkpoint_restore_delete_and_fork() {
         "a failed fork left a sprite behind"
     );
 
+    // The list's filters, as the SDKs send them: `history=vN` is vN's
+    // branch (what it descends from, what descends from it), automatic
+    // checkpoints only with `includeAuto=true`. Now v0 ← v2 ← v3, and a
+    // restore to v0 then v0 ← v4.
+    assert_eq!(api.checkpoint("ck", None).await, "v3");
+    api.restore("ck", "v0").await;
+    assert_eq!(api.checkpoint("ck", None).await, "v4");
+    let listed = |query: &'static str| {
+        let api = &api;
+        async move {
+            let r = api
+                .req(
+                    reqwest::Method::GET,
+                    &format!("/v1/sprites/ck/checkpoints{query}"),
+                )
+                .send()
+                .await
+                .expect("list");
+            let status = r.status().as_u16();
+            let json = r.headers()["content-type"] == "application/json";
+            let body: serde_json::Value = r.json().await.expect("a JSON answer");
+            let ids: Vec<String> = body
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c["id"].as_str())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (status, json, ids, body)
+        }
+    };
+    for (query, want) in [
+        ("", vec!["v4", "v3", "v2", "v0"]),
+        ("?includeAuto=true", vec!["v4", "v3", "v2", "v0"]),
+        ("?history=v2", vec!["v3", "v2", "v0"]),
+        ("?history=v4&includeAuto=true", vec!["v4", "v0"]),
+        ("?history=v0", vec!["v4", "v3", "v2", "v0"]),
+    ] {
+        let (status, json, ids, body) = listed(query).await;
+        assert_eq!((status, json), (200, true), "{query}: {body}");
+        assert_eq!(ids, want, "{query}: {body}");
+    }
+    for (query, status) in [
+        ("?history=v1", 404),
+        ("?history=v77", 404),
+        ("?includeAuto=maybe", 400),
+    ] {
+        let (got, json, _, body) = listed(query).await;
+        assert_eq!((got, json), (status, true), "{query}: {body}");
+        assert!(body["message"].is_string(), "{query}: {body}");
+    }
+
     // Destroying a sprite frees all of its checkpoints; its forks live on.
     api.delete("ck").await;
     assert!(!image("v0").exists());

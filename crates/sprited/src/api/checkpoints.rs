@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,7 +19,7 @@ use sprites_api::sprite::StreamEvent;
 use super::body::OptionalJsonBody;
 use super::Sprite;
 use crate::error::ApiError;
-use crate::manager::checkpoints::Progress;
+use crate::manager::checkpoints::{CheckpointFilter, Progress};
 use crate::manager::Manager;
 use crate::time::now_rfc3339;
 
@@ -116,11 +116,18 @@ pub async fn restore(
     }))
 }
 
+/// `?history=vN` (vN's branch) and `?includeAuto=true`, as the SDKs send them.
 pub async fn list(
     State(m): State<Arc<Manager>>,
     Sprite(rec): Sprite,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<Checkpoint>>, ApiError> {
-    Ok(Json(m.list_checkpoints(&rec)?))
+    let q = super::query::Query::parse(raw.as_deref());
+    let filter = CheckpointFilter {
+        history: q.get("history").filter(|h| !h.is_empty()).map(String::from),
+        include_auto: q.bool("includeAuto")?.unwrap_or(false),
+    };
+    Ok(Json(m.list_checkpoints(&rec, &filter)?))
 }
 
 pub async fn get(

@@ -7,6 +7,7 @@
 //! restore swaps the whole volume image in one rename while the sprite is
 //! stopped, so the volume is the old one or the restored one, never a mix.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sprite_store::StoreError;
@@ -29,6 +30,54 @@ fn say(progress: &Progress, msg: impl Into<String>) {
     let _ = progress.send(msg.into());
 }
 
+/// Which checkpoints a list shows (`?history=vN&includeAuto=true`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointFilter {
+    /// Only `vN`'s branch: `vN`, the checkpoints it descends from and those
+    /// descended from it (through `source_id`, as far as they are kept).
+    pub history: Option<String>,
+    /// Automatic checkpoints too; they are hidden otherwise.
+    pub include_auto: bool,
+}
+
+impl CheckpointFilter {
+    /// The checkpoints of `all` (in their order) that the filter lets through.
+    pub fn apply(&self, all: Vec<Checkpoint>) -> Vec<Checkpoint> {
+        let source: HashMap<&str, &str> = all
+            .iter()
+            .filter_map(|c| Some((c.id.as_str(), c.source_id.as_deref()?)))
+            .collect();
+        // The ids `id` descends from, nearest first; a loop cannot happen
+        // (a source is always older) but would end at a repeat.
+        let ancestors = |id: &str| {
+            let mut seen = HashSet::new();
+            let mut at = id;
+            while let Some(&up) = source.get(at) {
+                if !seen.insert(up) {
+                    break;
+                }
+                at = up;
+            }
+            seen
+        };
+        let branch = self.history.as_deref().map(|h| (h, ancestors(h)));
+        let keep: Vec<bool> = all
+            .iter()
+            .map(|c| {
+                let auto_ok = self.include_auto || c.is_auto != Some(true);
+                let branch_ok = branch.as_ref().is_none_or(|(h, above)| {
+                    c.id == *h || above.contains(c.id.as_str()) || ancestors(&c.id).contains(h)
+                });
+                auto_ok && branch_ok
+            })
+            .collect();
+        all.into_iter()
+            .zip(keep)
+            .filter_map(|(c, k)| k.then_some(c))
+            .collect()
+    }
+}
+
 fn no_checkpoint(rec: &SpriteRecord, id: &str) -> Error {
     Error::NotFound(format!("sprite {} has no checkpoint {id}", rec.name))
 }
@@ -46,14 +95,24 @@ impl Manager {
         }
     }
 
-    pub fn list_checkpoints(&self, rec: &SpriteRecord) -> Result<Vec<Checkpoint>, Error> {
+    /// The sprite's checkpoints that `filter` lets through; a history of a
+    /// checkpoint that does not exist is a 404.
+    pub fn list_checkpoints(
+        &self,
+        rec: &SpriteRecord,
+        filter: &CheckpointFilter,
+    ) -> Result<Vec<Checkpoint>, Error> {
+        if let Some(id) = &filter.history {
+            self.checkpoint(rec, id)?;
+        }
         let current = self.db.current_checkpoint(&rec.id)?;
-        Ok(self
+        let all = self
             .db
             .checkpoints(&rec.id)?
             .iter()
             .map(|c| self.checkpoint_json(c, current.as_deref()))
-            .collect())
+            .collect();
+        Ok(filter.apply(all))
     }
 
     /// The checkpoint `id` of the sprite, 404 if there is none (or the id
@@ -381,4 +440,66 @@ impl Manager {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(id: &str, source: Option<&str>, auto: bool) -> Checkpoint {
+        Checkpoint {
+            id: id.into(),
+            create_time: "2026-01-05T10:30:00Z".into(),
+            source_id: source.map(String::from),
+            comment: None,
+            is_auto: Some(auto),
+            is_current: Some(false),
+        }
+    }
+
+    /// v0 ← v1 ← v2; a restore to v0, then v0 ← v3 ← v4 (automatic); v5
+    /// was taken on v9, since deleted. Newest first, as the list answers.
+    fn tree() -> Vec<Checkpoint> {
+        vec![
+            cp("v5", Some("v9"), false),
+            cp("v4", Some("v3"), true),
+            cp("v3", Some("v0"), false),
+            cp("v2", Some("v1"), false),
+            cp("v1", Some("v0"), false),
+            cp("v0", None, false),
+        ]
+    }
+
+    fn ids(filter: CheckpointFilter) -> Vec<String> {
+        filter.apply(tree()).into_iter().map(|c| c.id).collect()
+    }
+
+    fn history(id: &str, include_auto: bool) -> CheckpointFilter {
+        CheckpointFilter {
+            history: Some(id.into()),
+            include_auto,
+        }
+    }
+
+    #[test]
+    fn automatic_checkpoints_are_hidden_unless_asked_for() {
+        assert_eq!(
+            ids(CheckpointFilter::default()),
+            ["v5", "v3", "v2", "v1", "v0"]
+        );
+        let all = CheckpointFilter {
+            history: None,
+            include_auto: true,
+        };
+        assert_eq!(ids(all), ["v5", "v4", "v3", "v2", "v1", "v0"]);
+    }
+
+    #[test]
+    fn history_is_the_branch_through_a_checkpoint() {
+        assert_eq!(ids(history("v1", false)), ["v2", "v1", "v0"]);
+        assert_eq!(ids(history("v3", false)), ["v3", "v0"]);
+        assert_eq!(ids(history("v3", true)), ["v4", "v3", "v0"]);
+        assert_eq!(ids(history("v0", false)), ["v3", "v2", "v1", "v0"]);
+        assert_eq!(ids(history("v5", false)), ["v5"]);
+    }
 }
