@@ -49,6 +49,10 @@ impl FromRequestParts<InSprite> for Sprite {
     }
 }
 
+/// Bodies sent from inside a sprite are small (a checkpoint comment, a
+/// service definition).
+const IN_SPRITE_BODY_LIMIT: usize = 64 << 10;
+
 fn router(state: InSprite) -> Router {
     Router::new()
         .nest("/v1", super::sprite_routes())
@@ -56,7 +60,10 @@ fn router(state: InSprite) -> Router {
         .route("/v1/checkpoints", post(checkpoints::create))
         .fallback(super::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), busy))
-        .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
+        .layer(axum::extract::DefaultBodyLimit::max(IN_SPRITE_BODY_LIMIT))
+        .layer(axum::Extension(super::body::BodyLimit(
+            IN_SPRITE_BODY_LIMIT,
+        )))
         .layer(axum::middleware::map_response(super::version_header))
         .with_state(state)
 }

@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::Extension(body::BodyLimit(JSON_BODY_LIMIT)))
         .layer(middleware::map_response(version_header))
         // Outermost: a sprite URL's host never reaches the API's routes.
         .layer(middleware::from_fn_with_state(
