@@ -175,6 +175,9 @@ async fn activity_keeps_a_sprite_awake() {
     // A task keeps it awake until it expires (the task API does not wake it,
     // an exec does).
     api.sh("busy", "true").await;
+    // The task expires 3 s after the daemon made it, so no earlier than 3 s
+    // from here (the requests below take time of their own).
+    let created = Instant::now();
     let r = api
         .req(reqwest::Method::POST, "/v1/sprites/busy/tasks")
         .json(&serde_json::json!({"name": "job", "expire": 3}))
@@ -204,13 +207,12 @@ async fn activity_keeps_a_sprite_awake() {
     }
     let list = api.get_json("/v1/sprites/busy/tasks").await;
     assert_eq!(list["tasks"][0]["name"], "job", "{list}");
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(2500) {
+    while created.elapsed() < Duration::from_millis(2500) {
         assert_eq!(status(&api, "busy").await, "running", "paused under a task");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_status(&api, "busy", "warm", Duration::from_secs(5)).await;
-    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(created.elapsed() >= Duration::from_secs(3));
     assert_eq!(
         api.get_json("/v1/sprites/busy/tasks").await["tasks"],
         serde_json::json!([])
