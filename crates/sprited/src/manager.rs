@@ -13,6 +13,7 @@ pub mod idle;
 pub mod limits;
 pub mod meter;
 pub mod relay;
+pub mod resources;
 pub mod services;
 mod slot;
 pub mod tasks;
@@ -44,6 +45,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 const ACTIVITY_PERSIST_EVERY: Duration = Duration::from_secs(5);
+
+/// The RAM a sprite may be given, in MiB (on create and in its resources
+/// policy).
+pub(crate) const RAM_MB: std::ops::RangeInclusive<u64> = 64..=1 << 20;
 
 /// Largest volume a sprite may ask for (volumes are sparse: only what is
 /// written takes space).
@@ -361,10 +366,12 @@ impl Manager {
             )));
         }
         let ram_mb = c.ram_mb.unwrap_or(self.cfg.default_ram_mb);
-        if !(64..=1 << 20).contains(&ram_mb) {
-            return Err(Error::Invalid(
-                "config.ram_mb must be between 64 and 1048576".into(),
-            ));
+        if !RAM_MB.contains(&ram_mb) {
+            return Err(Error::Invalid(format!(
+                "config.ram_mb must be between {} and {}",
+                RAM_MB.start(),
+                RAM_MB.end()
+            )));
         }
         let storage_gb = c.storage_gb.unwrap_or(self.cfg.default_storage_gb);
         if !(1..=MAX_STORAGE_GB).contains(&storage_gb) {
@@ -695,6 +702,16 @@ impl Manager {
         self.set_status(&rec.id, Status::Cold);
         slot.state().warm_since = None;
         Ok(())
+    }
+
+    /// Stop the sprite's processes and start it again from its record as
+    /// stored now (so a changed RAM limit applies); its files stay.
+    pub async fn restart(self: &Arc<Self>, name: &str) -> Result<SpriteRecord, Error> {
+        let rec = self.get(name)?;
+        self.stop(&rec).await?;
+        let rec = self.get(name)?;
+        self.ensure_running(&rec).await?;
+        Ok(rec)
     }
 
     /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),

@@ -348,6 +348,11 @@ async fn every_json_endpoint_refuses_a_bad_body_with_a_400() {
             format!("{s}/policy/network"),
             r#"{"rules":[{"domain":"x.com","action":"maybe"}]}"#,
         ),
+        (
+            Method::POST,
+            format!("{s}/policy/resources"),
+            r#"{"memory":{"limit_mb":"lots"}}"#,
+        ),
         (Method::POST, format!("{s}/checkpoint"), "{"),
         (Method::POST, format!("{s}/exec/1/kill"), "[1]"),
         (Method::PUT, format!("{s}/services/web"), r#"{"cmd": 1}"#),

@@ -1,4 +1,6 @@
-//! Network (egress) policy: `GET`/`POST /v1/sprites/{name}/policy/network`.
+//! A sprite's policies: network (egress), `GET`/`POST
+//! /v1/sprites/{name}/policy/network`, and resources (memory),
+//! `GET`/`POST`/`DELETE /v1/sprites/{name}/policy/resources`.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,4 +50,21 @@ impl PolicyRule {
 pub enum PolicyAction {
     Allow,
     Deny,
+}
+
+/// `{memory: {limit_mb, autoscale}}`: the sprite's memory limit. A POST
+/// without `memory` asks for no policy of its own (the server's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcesPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryPolicy {
+    pub limit_mb: u64,
+    /// Growing the limit under pressure: sprited has none, so it is always
+    /// `false` in an answer and `true` is refused.
+    #[serde(default)]
+    pub autoscale: bool,
 }

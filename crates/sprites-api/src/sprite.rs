@@ -152,6 +152,15 @@ pub struct EvictReport {
     pub elapsed_ms: f64,
 }
 
+/// Answer of `POST /v1/sprites/{name}/restart`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestartReport {
+    pub sprite_name: String,
+    /// The sprite's id (what runs it here is the sprite's own sandbox).
+    pub machine_id: String,
+    pub message: String,
+}
+
 /// Where a sprite's volume and checkpoints are kept.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StorageInfo {

@@ -1,6 +1,6 @@
 // The official JS SDK (@fly/sprites from npm), unchanged, against sprited:
 // sprites, exec (spawn, exec, execFile), sessions, checkpoints, services,
-// network policy.
+// network and resources policy, restart.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -207,5 +207,45 @@ test('network policy', async () => {
     assert.equal(got.rules[2].action, 'deny');
     const shown = await sprite.exec('cat /.sprite/policy/network.json');
     assert.match(String(shown.stdout), /example\.com/);
+  });
+});
+
+// The cgroup's memory limit inside the sprite, in bytes (cgroup v1 or v2).
+const MEMORY_LIMIT = 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max';
+
+test('restart: processes stopped, files kept', async () => {
+  await withSprite('js-restart', async sprite => {
+    await sprite.execFile('sh', ['-c', 'echo kept > /home/sprite/f; setsid sleep 1000 </dev/null >/dev/null 2>&1 &']);
+    // `100[0]` keeps the checking script's own command line from matching.
+    const sleeping = "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q 'sleep 100[0]' && echo alive || echo gone";
+    assert.equal((await sprite.execFile('sh', ['-c', sleeping])).stdout, 'alive\n');
+    assert.ok(sprite.id);
+    const r = await client.restartSprite('js-restart');
+    assert.deepEqual(r, { spriteName: 'js-restart', machineId: sprite.id, message: r.message });
+    assert.ok(r.message.length > 0);
+    assert.equal((await sprite.execFile('sh', ['-c', sleeping])).stdout, 'gone\n');
+    assert.equal((await sprite.execFile('cat', ['/home/sprite/f'])).stdout, 'kept\n');
+    const again = await sprite.restart();
+    assert.equal(again.machineId, sprite.id);
+    await assert.rejects(client.restartSprite('js-no-such'), e => e instanceof APIError && e.statusCode === 404);
+  });
+});
+
+test('resources policy: get, update, delete; the limit applies at the next start', async () => {
+  await withSprite('js-resources', async sprite => {
+    const limit = async () => (await sprite.execFile('sh', ['-c', MEMORY_LIMIT])).stdout;
+    assert.deepEqual(await sprite.getResourcesPolicy(), { memory: { limitMB: 1024, autoscale: false } });
+    await sprite.updateResourcesPolicy({ memory: { limitMB: 256 } });
+    assert.deepEqual(await sprite.getResourcesPolicy(), { memory: { limitMB: 256, autoscale: false } });
+    await sprite.restart();
+    assert.equal(await limit(), `${256 * 1024 * 1024}\n`);
+    await assert.rejects(
+      sprite.updateResourcesPolicy({ memory: { limitMB: 512, autoscale: true } }),
+      /status 400.*autoscale/,
+    );
+    await sprite.deleteResourcesPolicy();
+    assert.deepEqual(await sprite.getResourcesPolicy(), { memory: { limitMB: 1024, autoscale: false } });
+    await sprite.restart();
+    assert.equal(await limit(), `${1024 * 1024 * 1024}\n`);
   });
 });

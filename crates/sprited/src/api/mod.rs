@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sprites/{name}/upgrade", post(sprites::upgrade))
         .route("/sprites/{name}/evict", post(sprites::evict))
+        .route("/sprites/{name}/restart", post(sprites::restart))
         .route(
             "/sprites/{name}/exec",
             get(exec::exec_or_list).post(exec::http_exec),
@@ -71,6 +72,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sprites/{name}/policy/network",
             get(policy::get_network).post(policy::set_network),
+        )
+        .route(
+            "/sprites/{name}/policy/resources",
+            get(policy::get_resources)
+                .post(policy::set_resources)
+                .delete(policy::delete_resources),
         )
         .route("/sprites/{name}/proxy", get(proxy::proxy))
         .route("/sprites/{name}/ports/watch", get(ports::watch))

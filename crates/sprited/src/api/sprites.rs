@@ -175,6 +175,21 @@ pub async fn upgrade(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/sprites/{name}/restart`: its processes stopped and started
+/// again (its files stay; a changed resources policy applies).
+pub async fn restart(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<sprites_api::sprite::RestartReport>, ApiError> {
+    let m = state.manager.clone();
+    let rec = run_to_completion(async move { m.restart(&name).await }).await?;
+    Ok(Json(sprites_api::sprite::RestartReport {
+        message: format!("sprite {} restarted", rec.name),
+        sprite_name: rec.name,
+        machine_id: rec.id,
+    }))
+}
+
 /// Run a lifecycle change in a task of its own: a client that hangs up must
 /// not cancel it halfway (a row without a volume, a volume without a row).
 pub(crate) async fn run_to_completion<T, F>(work: F) -> Result<T, crate::error::Error>

@@ -127,6 +127,16 @@ impl Db {
         Ok(())
     }
 
+    /// Store the sprite's limits (read at its next start).
+    pub fn set_limits(&self, id: &str, limits: &Limits, updated_at: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE sprites SET limits = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, serde_json::to_string(limits)?, updated_at],
+        )?;
+        Ok(())
+    }
+
     /// Record when the sprite last started running.
     pub fn set_last_running(&self, id: &str, at: &str) -> Result<(), DbError> {
         let conn = self.lock()?;

@@ -1,0 +1,166 @@
+//! `POST /v1/sprites/{name}/restart` and the resources policy
+//! (`/v1/sprites/{name}/policy/resources`), as the JS SDK calls them.
+
+mod common;
+
+use common::Daemon;
+use reqwest::Method;
+use serde_json::json;
+
+/// Inside the sprite: its cgroup's memory limit in bytes (v1 or v2).
+const MEMORY_LIMIT: &str =
+    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max";
+
+/// The agent's start time (jiffies since boot): it changes on a restart.
+const AGENT_START_TIME: &str = "cut -d' ' -f22 /proc/1/stat";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_stops_processes_and_keeps_files() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("rs").await;
+    let id = api.id_of("rs").await;
+    api.sh("rs", "echo kept > /home/sprite/f; sync").await;
+    api.sh("rs", "setsid sleep 1000 </dev/null >/dev/null 2>&1 &")
+        .await;
+    // Process ids start over in a new sandbox, so look for the command;
+    // `100[0]` keeps this script's own command line from matching.
+    let sleeping = "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q 'sleep 100[0]' && echo alive || echo gone";
+    assert_eq!(
+        api.sh("rs", sleeping).await,
+        "alive\n",
+        "before the restart"
+    );
+    let started = api.sh("rs", AGENT_START_TIME).await;
+
+    let r = api
+        .req(Method::POST, "/v1/sprites/rs/restart")
+        .send()
+        .await
+        .expect("restart");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["sprite_name"], "rs", "{body}");
+    assert_eq!(body["machine_id"], id.as_str(), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        api.get_json("/v1/sprites/rs").await["status"],
+        "running",
+        "running again at once"
+    );
+
+    assert_ne!(api.sh("rs", AGENT_START_TIME).await, started, "same agent");
+    assert_eq!(
+        api.sh("rs", sleeping).await,
+        "gone\n",
+        "the old process survived the restart"
+    );
+    assert_eq!(api.sh("rs", "cat /home/sprite/f").await, "kept\n");
+
+    let r = api
+        .req(Method::POST, "/v1/sprites/nope/restart")
+        .send()
+        .await
+        .expect("restart unknown");
+    assert_eq!(r.status(), 404);
+    let err: serde_json::Value = r.json().await.expect("error json");
+    assert!(err["error"].is_string(), "{err}");
+    api.delete("rs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_policy_sets_the_memory_limit_at_the_next_start() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("mem").await;
+    let path = "/v1/sprites/mem/policy/resources";
+    let policy = api.get_json(path).await;
+    assert_eq!(
+        policy,
+        json!({"memory": {"limit_mb": 1024, "autoscale": false}}),
+        "the default RAM"
+    );
+    assert_eq!(
+        api.sh("mem", MEMORY_LIMIT).await,
+        format!("{}\n", 1024u64 << 20)
+    );
+
+    let post = |body: serde_json::Value| api.req(Method::POST, path).json(&body).send();
+    let r = post(json!({"memory": {"limit_mb": 256}}))
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        api.get_json(path).await,
+        json!({"memory": {"limit_mb": 256, "autoscale": false}})
+    );
+    assert_eq!(
+        api.get_json("/v1/sprites/mem").await["config"]["ram_mb"],
+        256
+    );
+    // Until the next start, the sandbox keeps the limit it started with.
+    assert_eq!(
+        api.sh("mem", MEMORY_LIMIT).await,
+        format!("{}\n", 1024u64 << 20)
+    );
+    let r = api
+        .req(Method::POST, "/v1/sprites/mem/restart")
+        .send()
+        .await
+        .expect("restart");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        api.sh("mem", MEMORY_LIMIT).await,
+        format!("{}\n", 256u64 << 20)
+    );
+
+    // Refused, each a 400 in the Sprites error format, the policy unchanged.
+    for bad in [
+        json!({"memory": {"limit_mb": 512, "autoscale": true}}),
+        json!({"memory": {"limit_mb": 8}}),
+        json!({"memory": {"limit_mb": "lots"}}),
+        json!({"memory": {"limit_mb": 256.5}}),
+    ] {
+        let r = post(bad.clone()).await.expect("post");
+        assert_eq!(r.status(), 400, "{bad}");
+        let err: serde_json::Value = r.json().await.expect("error json");
+        assert_eq!(err["error"], "bad_request", "{bad}: {err}");
+    }
+    let r = post(json!({"memory": {"limit_mb": 512, "autoscale": true}}))
+        .await
+        .expect("post");
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("autoscale")),
+        "{err}"
+    );
+    assert_eq!(api.get_json(path).await["memory"]["limit_mb"], 256);
+
+    // DELETE: back to the daemon's default, at the next start.
+    let r = api.req(Method::DELETE, path).send().await.expect("delete");
+    assert_eq!(r.status(), 204);
+    assert_eq!(api.get_json(path).await["memory"]["limit_mb"], 1024);
+    let r = api
+        .req(Method::POST, "/v1/sprites/mem/restart")
+        .send()
+        .await
+        .expect("restart");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        api.sh("mem", MEMORY_LIMIT).await,
+        format!("{}\n", 1024u64 << 20)
+    );
+
+    let r = api
+        .req(Method::GET, "/v1/sprites/nope/policy/resources")
+        .send()
+        .await
+        .expect("get unknown");
+    assert_eq!(r.status(), 404);
+    api.delete("mem").await;
+}
