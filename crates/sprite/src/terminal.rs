@@ -85,6 +85,15 @@ pub fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         restore();
+        // `println!` to a reader that went away: end quietly (see
+        // `stdout_gone`).
+        let printing = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("failed printing to stdout"));
+        if printing && crate::stdout_gone() {
+            std::process::exit(crate::STDOUT_GONE.into());
+        }
         default(info);
     }));
 }
