@@ -120,7 +120,7 @@ fn logs(agent: &Agent, name: &str, lines: usize) -> String {
             lines,
         },
     ) {
-        Reply::Logs { text } => text,
+        Reply::Logs { text, .. } => text,
         other => panic!("unexpected {other:?}"),
     }
 }

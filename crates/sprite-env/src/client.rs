@@ -46,13 +46,6 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| Error::BadAnswer(format!("GET {path}: {e}")))
     }
 
-    /// `GET path`, answer as text (invalid UTF-8 replaced).
-    pub async fn get_text(&self, path: &str) -> Result<String, Error> {
-        let answer = self.send(Method::GET, path, None, "text/plain").await?;
-        let body = self.read_all(answer).await?;
-        Ok(String::from_utf8_lossy(&body).into_owned())
-    }
-
     /// A request whose answer has no content that matters (`204`).
     pub async fn call<B: Serialize>(
         &self,

@@ -122,12 +122,27 @@ async fn delete(client: &Client, args: ServiceNameArgs, io: &mut Streams<'_>) ->
 }
 
 async fn logs(client: &Client, args: ServiceLogsArgs, io: &mut Streams<'_>) -> Result<(), Error> {
-    let text = client
-        .get_text(&format!("{}/logs?lines={}", path(&args.name), args.lines))
+    // One message per line of the log (its text, newline included), then
+    // `complete`: the lines go to stdout as they were before, both streams
+    // of the service together, as the log keeps them.
+    let url = format!("{}/logs?lines={}", path(&args.name), args.lines);
+    let mut failed = None;
+    client
+        .ndjson(Method::GET, &url, None::<&()>, |event: ServiceEvent| {
+            match event.kind.as_str() {
+                "stdout" | "stderr" => write!(io.out, "{}", event.data.as_deref().unwrap_or(""))?,
+                "error" => failed = event.data,
+                _ => {}
+            }
+            Ok(())
+        })
         .await
         .map_err(|e| no_service(e, &args.name))?;
-    write!(io.out, "{text}")?;
-    Ok(())
+    io.out.flush()?;
+    match failed {
+        Some(message) => Err(Error::Failed(message)),
+        None => Ok(()),
+    }
 }
 
 async fn list(client: &Client, args: ListArgs, io: &mut Streams<'_>) -> Result<(), Error> {

@@ -301,7 +301,23 @@ async fn logs(
 ) -> Response {
     seen.record(&method, &uri, &headers, b"");
     match svc.as_str() {
-        "web" => format!("one\ntwo ({})\n", q.unwrap_or_default()).into_response(),
+        "web" => {
+            // The endpoint's NDJSON: a line per log line, then `complete`.
+            let line = |kind: &str, data: Option<String>| {
+                let mut v = serde_json::json!({"type": kind, "timestamp": 1});
+                if let Some(d) = data {
+                    v["data"] = d.into();
+                }
+                format!("{v}\n")
+            };
+            let body = [
+                line("stdout", Some("one\n".into())),
+                line("stdout", Some(format!("two ({})\n", q.unwrap_or_default()))),
+                line("complete", None),
+            ]
+            .concat();
+            ([("content-type", "application/x-ndjson")], body).into_response()
+        }
         _ => not_found(&svc),
     }
 }

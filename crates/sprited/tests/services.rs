@@ -221,7 +221,17 @@ async fn services_live_through_warm_and_cold() {
         .await
         .expect("logs");
     assert_eq!(logs.status(), 200);
-    assert!(logs.text().await.expect("text").contains("started"));
+    let text = logs.text().await.expect("text");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["data"].as_str().is_some_and(|d| d.contains("started"))),
+        "{text}"
+    );
     let r = api
         .req(reqwest::Method::POST, "/v1/sprites/svc/services/signal")
         .json(&serde_json::json!({"name": "after", "signal": "SIGTERM"}))
@@ -405,8 +415,39 @@ async fn services_through_the_api() {
     .await;
     assert_eq!(code, 404);
 
-    let (code, text) = status_code(&api, M::GET, &format!("{base}/web/logs?lines=1"), None).await;
-    assert_eq!((code, text.as_str()), (200, "hello\n"));
+    // Logs: NDJSON, the messages of the create stream (what the SDKs
+    // parse): one `stdout` per line, then `complete` with the log's files.
+    let r = api
+        .req(M::GET, &format!("{base}/web/logs?lines=1"))
+        .send()
+        .await
+        .expect("logs");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let text = r.text().await.expect("body");
+    assert!(text.ends_with('\n'), "{text:?}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+        .collect();
+    assert_eq!(types(&lines), ["stdout", "complete"], "{text}");
+    assert_eq!(lines[0]["data"], "hello\n");
+    for l in &lines {
+        assert!(l["timestamp"].as_i64().is_some_and(|t| t > 0), "{l}");
+        assert!(l.get("exit_code").is_none(), "{l}");
+    }
+    assert!(lines[0].get("log_files").is_none(), "{text}");
+    assert_eq!(lines[1]["log_files"]["stdout"], "/.sprite/logs/web.log");
+    assert_eq!(lines[1]["log_files"]["stderr"], "/.sprite/logs/web.log");
+    let (_, lines) = ndjson(&api, M::GET, &format!("{base}/web/logs?lines=3"), None).await;
+    // At most 3 lines of the log (the supervisor's notes, then `hello`).
+    let (last, log) = lines.split_last().expect("complete");
+    assert_eq!(last["type"], "complete", "{lines:?}");
+    assert!((1..=3).contains(&log.len()), "{lines:?}");
+    assert!(log.iter().all(|l| l["type"] == "stdout"), "{lines:?}");
+    assert_eq!(log[log.len() - 1]["data"], "hello\n");
+    let (code, _) = status_code(&api, M::GET, &format!("{base}/web/logs?lines=0"), None).await;
+    assert_eq!(code, 400);
 
     // Stop, and stop again.
     let (code, lines) = ndjson(&api, M::POST, &format!("{base}/web/stop?timeout=2s"), None).await;

@@ -215,6 +215,9 @@ pub enum Reply {
     },
     Logs {
         text: String,
+        /// The files the log is kept in, by stream (`stdout`, `stderr`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_files: Option<std::collections::BTreeMap<String, String>>,
     },
     Done,
     /// watch_ports: every TCP port listened on inside.

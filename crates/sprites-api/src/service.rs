@@ -62,7 +62,8 @@ pub struct ServiceState {
 }
 
 /// One line of the NDJSON streams of create/start/stop: `started`,
-/// `stdout`, `stderr`, `exit`, `error`, `stopping`, `stopped`, `complete`.
+/// `stdout`, `stderr`, `exit`, `error`, `stopping`, `stopped`, `complete`;
+/// and of `GET .../logs` (see [`log_events`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServiceEvent {
     #[serde(rename = "type")]
@@ -75,6 +76,45 @@ pub struct ServiceEvent {
     pub timestamp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_files: Option<BTreeMap<String, String>>,
+}
+
+/// The answer of `GET .../services/{svc}/logs` as NDJSON messages: one
+/// `stdout` per line of the log, its `data` the line with its newline (so
+/// the `data` joined are the log's text), then `complete` with the log's
+/// files. The log keeps stdout and stderr in one file without telling them
+/// apart, and without times: every line is `stdout` and carries `timestamp`,
+/// the time of the answer.
+pub fn log_events(
+    text: &str,
+    log_files: Option<BTreeMap<String, String>>,
+    timestamp: i64,
+) -> Vec<ServiceEvent> {
+    let line = |data: &str| ServiceEvent {
+        kind: "stdout".into(),
+        data: Some(data.to_string()),
+        exit_code: None,
+        timestamp,
+        log_files: None,
+    };
+    let mut events: Vec<ServiceEvent> = text.split_inclusive('\n').map(line).collect();
+    events.push(ServiceEvent {
+        kind: "complete".into(),
+        data: None,
+        exit_code: None,
+        timestamp,
+        log_files,
+    });
+    events
+}
+
+/// The log's text back from the messages of `GET .../logs`: the `data` of
+/// its `stdout` and `stderr` messages, in order.
+pub fn log_text<'a>(events: impl IntoIterator<Item = &'a ServiceEvent>) -> String {
+    events
+        .into_iter()
+        .filter(|e| e.kind == "stdout" || e.kind == "stderr")
+        .filter_map(|e| e.data.as_deref())
+        .collect()
 }
 
 /// Body of `POST .../services/signal`.
@@ -115,5 +155,17 @@ mod tests {
     fn spec_defaults() {
         let s: ServiceSpec = serde_json::from_str(r#"{"cmd":"sleep"}"#).expect("parse");
         assert!(s.args.is_empty() && s.needs.is_empty() && s.http_port.is_none());
+    }
+
+    #[test]
+    fn log_messages_give_back_the_text() {
+        for text in ["", "a\n", "a\nb\n", "a\npartial"] {
+            let events = log_events(text, None, 7);
+            let last = events.last().expect("complete");
+            assert_eq!(last.kind, "complete");
+            assert_eq!(events.len(), text.split_inclusive('\n').count() + 1);
+            assert!(events.iter().all(|e| e.timestamp == 7));
+            assert_eq!(log_text(&events), text);
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::header::ACCEPT;
 use reqwest::Method;
-use sprites_api::service::{Service, ServiceSpec, SignalRequest};
+use sprites_api::service::{log_text, Service, ServiceEvent, ServiceSpec, SignalRequest};
 use sprites_api::task::{Task, TaskList, TaskRequest};
 
 use crate::error::Error;
@@ -128,18 +128,29 @@ impl SpriteHandle {
         Ok(())
     }
 
-    /// The last `lines` lines of a service's output.
+    /// The last `lines` lines of a service's output, as the text they make.
     pub async fn service_logs(&self, name: &str, lines: usize) -> Result<String, Error> {
+        let events = self.service_log_events(name, lines).await?;
+        Ok(log_text(&events))
+    }
+
+    /// The last `lines` lines of a service's output as the endpoint sends
+    /// them: one `stdout` event per line, then `complete` with the log's
+    /// files.
+    pub async fn service_log_events(
+        &self,
+        name: &str,
+        lines: usize,
+    ) -> Result<Vec<ServiceEvent>, Error> {
         let url = self.service_url(name, Some("logs"))?;
-        let resp = self
+        let req = self
             .client
-            .send(
-                self.client
-                    .request(Method::GET, url)
-                    .query(&[("lines", lines)]),
-            )
-            .await?;
-        resp.text().await.map_err(Error::from)
+            .request(Method::GET, url)
+            .query(&[("lines", lines)])
+            .header(ACCEPT, NDJSON);
+        ServiceEvents::new(self.client.send(req).await?)
+            .collect_events()
+            .await
     }
 
     /// Tasks that keep the sprite awake (extension of the API; the same as

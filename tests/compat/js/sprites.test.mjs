@@ -157,7 +157,7 @@ test('a wrong token is refused', async () => {
   await assert.rejects(bad.listSprites(), e => e instanceof APIError && e.statusCode === 401);
 });
 
-test('services: create (streamed), list, get, signal, stop, start, delete', async () => {
+test('services: create (streamed), list, get, signal, logs, stop, start, delete', async () => {
   await withSprite('js-svc', async sprite => {
     const created = [];
     for await (const ev of await sprite.createService(
@@ -175,6 +175,23 @@ test('services: create (streamed), list, get, signal, stop, start, delete', asyn
     assert.deepEqual([svc.cmd, svc.env, svc.state?.status], ['sh', { X: '1' }, 'running']);
     assert.ok(svc.state.pid > 0);
     await sprite.signalService('js-web', 'SIGCONT');
+
+    // getServiceLogs parses NDJSON messages: a `stdout` per log line, then
+    // `complete` with the log's files.
+    const logged = [];
+    for await (const ev of await sprite.getServiceLogs('js-web', { lines: 10 })) logged.push(ev);
+    assert.equal(logged.at(-1)?.type, 'complete', JSON.stringify(logged));
+    const lines = logged.slice(0, -1);
+    assert.ok(lines.length >= 1 && lines.length <= 10, JSON.stringify(logged));
+    assert.ok(lines.every(e => e.type === 'stdout' && typeof e.data === 'string' && e.timestamp > 0), JSON.stringify(logged));
+    assert.ok(lines.some(e => e.data === 'up\n'), JSON.stringify(logged));
+    assert.deepEqual(logged.at(-1).logFiles, {
+      stdout: '/.sprite/logs/js-web.log',
+      stderr: '/.sprite/logs/js-web.log',
+    });
+    const one = [];
+    for await (const ev of await sprite.getServiceLogs('js-web', { lines: 1 })) one.push(ev);
+    assert.deepEqual(one.map(e => [e.type, e.data]), [['stdout', 'up\n'], ['complete', undefined]]);
 
     const stopped = [];
     for await (const ev of await sprite.stopService('js-web', '2s')) stopped.push(ev);

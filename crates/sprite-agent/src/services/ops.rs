@@ -168,8 +168,16 @@ async fn logs(services: &Services, name: &str, lines: usize) -> Result<Reply, Op
         .await
         .map_err(|e| OpError::Internal(e.to_string()))?
         .map_err(|e| OpError::Internal(format!("reading the log of {name}: {e}")))?;
+    let file = logs::path(&services.logs_dir, name)
+        .to_string_lossy()
+        .into_owned();
     Ok(Reply::Logs {
         text: fit_in_frame(String::from_utf8_lossy(&bytes).into_owned()),
+        // Both streams go to one file, as in `log_files` below.
+        log_files: Some(BTreeMap::from([
+            ("stdout".to_string(), file.clone()),
+            ("stderr".to_string(), file),
+        ])),
     })
 }
 

@@ -1,6 +1,8 @@
 //! Service calls: the request-reply ones (list, get, logs, signal, delete)
 //! and the operations answered with events (put, start, stop, restart).
 
+use std::collections::BTreeMap;
+
 use sprites_api::agent::Reply;
 use sprites_api::service::{Service, ServiceEvent};
 
@@ -23,11 +25,17 @@ pub async fn get(conv: Conversation) -> Result<Service, AgentError> {
 }
 
 /// The text of the agent's answer to `logs`.
-pub async fn logs(conv: Conversation) -> Result<String, AgentError> {
+pub async fn logs(conv: Conversation) -> Result<ServiceLog, AgentError> {
     match conv.answer().await? {
-        Reply::Logs { text } => Ok(text),
+        Reply::Logs { text, log_files } => Ok(ServiceLog { text, log_files }),
         other => Err(unexpected(&other, "a service's logs")),
     }
+}
+
+/// The end of a service's log and the files it is kept in.
+pub struct ServiceLog {
+    pub text: String,
+    pub log_files: Option<BTreeMap<String, String>>,
 }
 
 /// The agent's answer to `signal` or `delete`: done unless it refused.

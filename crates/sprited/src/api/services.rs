@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sprites_api::agent::ServiceOp;
-use sprites_api::service::{validate_name, Service, ServiceSpec, SignalRequest};
+use sprites_api::service::{log_events, validate_name, Service, ServiceSpec, SignalRequest};
 
 use super::body::JsonBody;
 use super::query::Query;
@@ -25,12 +25,21 @@ use crate::manager::Manager;
 const MAX_STREAM: Duration = Duration::from_secs(300);
 /// Default time a stopping service gets between SIGTERM and SIGKILL.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default and largest `lines` of the logs endpoint.
+/// Default and largest `lines` of the logs endpoint, which answers them as
+/// NDJSON [`ServiceEvent`](sprites_api::service::ServiceEvent)s, the
+/// messages of the create stream (what the SDKs parse).
 const DEFAULT_LOG_LINES: usize = 100;
 const MAX_LOG_LINES: usize = 10_000;
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn checked(name: &str) -> Result<String, ApiError> {
@@ -216,8 +225,14 @@ pub async fn logs(
     let lines = q
         .number::<usize>("lines", 1..=MAX_LOG_LINES)?
         .unwrap_or(DEFAULT_LOG_LINES);
-    let text = m.service_logs(&rec, checked(&svc)?, lines).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+    let log = m.service_logs(&rec, checked(&svc)?, lines).await?;
+    let mut body = Vec::new();
+    for event in log_events(&log.text, log.log_files, now_ms()) {
+        // A struct of strings and numbers always serializes.
+        serde_json::to_writer(&mut body, &event).unwrap_or_default();
+        body.push(b'\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ impl Manager {
         rec: &SpriteRecord,
         name: String,
         lines: usize,
-    ) -> Result<String, Error> {
+    ) -> Result<services::ServiceLog, Error> {
         let op = ServiceOp::Logs { name, lines };
         let conv = self.open(rec, &Request::Service(op)).await?;
         Ok(services::logs(conv).await?)
