@@ -29,9 +29,6 @@ pub enum Error {
     /// current checkpoint deleted).
     #[error("{0}")]
     Conflict(String),
-    /// It existed and has ended.
-    #[error("{0}")]
-    Gone(String),
     /// A body or a value larger than the daemon takes.
     #[error("{0}")]
     TooLarge(String),

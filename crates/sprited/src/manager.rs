@@ -597,10 +597,7 @@ impl Manager {
                 // A volume that could not be read from the object store is
                 // the cause to report (the sprite stays evicted and intact).
                 if let Some(fill) = self.slot(&rec.id).cold.take_fill_error() {
-                    return Err(cold::cold_error(
-                        &format!("waking sprite {}", rec.name),
-                        fill,
-                    ));
+                    return Err(Error::cold(format!("waking sprite {}", rec.name))(fill));
                 }
                 self.slot(&rec.id).state().error = Some(e.to_string());
                 self.set_status(&rec.id, Status::Error);

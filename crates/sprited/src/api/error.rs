@@ -70,12 +70,6 @@ impl ApiError {
     }
 }
 
-impl ApiError {
-    pub fn limited(l: Limit) -> Self {
-        ApiError::Limited(Box::new(l))
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -142,7 +136,6 @@ impl From<Error> for ApiError {
             Error::NoSprite(_) | Error::NotFound(_) => ApiError::NotFound(message),
             Error::Invalid(_) => ApiError::BadRequest(message),
             Error::Conflict(_) => ApiError::Conflict(message),
-            Error::Gone(_) => ApiError::Gone(message),
             Error::TooLarge(_) => ApiError::PayloadTooLarge(message),
             Error::Limited(l) => ApiError::Limited(l),
             Error::Unavailable(_) => ApiError::Unavailable(message),

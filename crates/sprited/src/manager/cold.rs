@@ -107,15 +107,6 @@ fn meta_doc(id: &str) -> String {
     format!("meta/sprites/{id}.json")
 }
 
-/// A cold-tier failure with what was being done (statuses are the API
-/// edge's: an unreachable store is "try again", damaged data is not).
-pub(crate) fn cold_error(what: &str, e: ColdError) -> Error {
-    Error::Cold {
-        context: what.to_string(),
-        source: e,
-    }
-}
-
 impl Manager {
     /// Sends a sprite's volume and checkpoints to object storage and frees
     /// its local disk; a running or warm sprite is stopped first. Evicting
@@ -157,7 +148,7 @@ impl Manager {
                 .cold
                 .upload_image(&path, &checkpoint_manifest(&rec.id, &c.id), None)
                 .await
-                .map_err(|e| cold_error(&what, e))?;
+                .map_err(Error::cold(&what))?;
             self.db.set_cold_checkpoint(
                 &rec.id,
                 &c.id,
@@ -176,7 +167,7 @@ impl Manager {
         let image_manifest = self
             .keep_image(&rec.image)
             .await
-            .map_err(|e| cold_error(&what, e))?;
+            .map_err(Error::cold(&what))?;
         let halfway = |done: u64, total: u64| {
             if done == total.div_ceil(2) {
                 failpoint::hit("evict-uploading");
@@ -190,7 +181,7 @@ impl Manager {
                 Some(&halfway),
             )
             .await
-            .map_err(|e| cold_error(&what, e))?;
+            .map_err(Error::cold(&what))?;
         failpoint::hit("evict-uploaded");
         // What it takes to know the sprite without this host's disk.
         let meta = serde_json::json!({
@@ -203,7 +194,7 @@ impl Manager {
         self.cold
             .put_doc(&meta_doc(&rec.id), meta.to_string().into_bytes())
             .await
-            .map_err(|e| cold_error(&what, e))?;
+            .map_err(Error::cold(&what))?;
         let copy = ColdCopy {
             at: now_rfc3339(),
             stored_bytes: stats.manifest.stored_bytes(),
@@ -336,7 +327,7 @@ impl Manager {
             .cold
             .get_manifest(&volume_manifest(&rec.id))
             .await
-            .map_err(|e| cold_error(&what, e))?;
+            .map_err(Error::cold(&what))?;
         let store = self.store.clone();
         let id = rec.id.clone();
         let tmp = blocking(move || {
@@ -386,7 +377,7 @@ impl Manager {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(tmp);
-                return Err(cold_error(what, e));
+                return Err(Error::cold(what)(e));
             }
         };
         let t = tmp.to_path_buf();
@@ -413,7 +404,7 @@ impl Manager {
             .cold
             .get_manifest(&volume_manifest(&rec.id))
             .await
-            .map_err(|e| cold_error(&what, e))?;
+            .map_err(Error::cold(&what))?;
         let store = self.store.clone();
         let id = rec.id.clone();
         let (backing, state, mnt) = blocking(move || {
@@ -442,7 +433,7 @@ impl Manager {
         let t0 = Instant::now();
         let image = sprite_cold::LazyImage::start(self.cold.clone(), m, backing, state, mnt)
             .await
-            .map_err(|e| cold_error(&what, e))?;
+            .map_err(Error::cold(&what))?;
         tracing::info!(sprite = %rec.name, ms = t0.elapsed().as_secs_f64() * 1e3, "volume served from object storage while it fills");
         slot.cold.lock().fill = Some(Arc::new(image));
         Ok(())
@@ -508,7 +499,7 @@ impl Manager {
             image
                 .wait_complete()
                 .await
-                .map_err(|e| cold_error(&format!("filling sprite {}'s volume", rec.name), e))?;
+                .map_err(Error::cold(format!("filling sprite {}'s volume", rec.name)))?;
         }
         Ok(())
     }
@@ -590,7 +581,7 @@ impl Manager {
             .cold
             .get_manifest(&checkpoint_manifest(&rec.id, checkpoint))
             .await
-            .map_err(|e| cold_error(&what, e))?;
+            .map_err(Error::cold(&what))?;
         let store = self.store.clone();
         let (id, ck) = (rec.id.clone(), checkpoint.to_string());
         let tmp = blocking(move || {
