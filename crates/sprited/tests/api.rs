@@ -15,6 +15,16 @@ async fn error_of(r: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// Sends `req` and answers its JSON body.
+async fn json_answer(req: reqwest::RequestBuilder) -> Value {
+    req.send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON answer")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_api_end_to_end() {
     let d = Daemon::start_with(&["--region", "home-1"]);
@@ -120,26 +130,18 @@ async fn control_api_end_to_end() {
     }
     let got: Value = api.get_json("/v1/sprites/alpha").await;
     assert_eq!(got["id"], s["id"]);
-    let upd: Value = api
-        .req(Method::PUT, "/v1/sprites/alpha")
-        .json(&json!({"labels": ["x", "y"], "url_settings": {"auth": "public"}}))
-        .send()
-        .await
-        .expect("put")
-        .json()
-        .await
-        .expect("json");
+    let upd: Value = json_answer(
+        api.req(Method::PUT, "/v1/sprites/alpha")
+            .json(&json!({"labels": ["x", "y"], "url_settings": {"auth": "public"}})),
+    )
+    .await;
     assert_eq!(upd["labels"], json!(["x", "y"]));
     assert_eq!(upd["url_settings"]["auth"], "public");
-    let upd: Value = api
-        .req(Method::PUT, "/v1/sprites/alpha")
-        .json(&json!({"clear_labels": true}))
-        .send()
-        .await
-        .expect("put")
-        .json()
-        .await
-        .expect("json");
+    let upd: Value = json_answer(
+        api.req(Method::PUT, "/v1/sprites/alpha")
+            .json(&json!({"clear_labels": true})),
+    )
+    .await;
     assert_eq!(upd["labels"], json!([]));
     assert_eq!(
         upd["url_settings"]["auth"], "public",
@@ -149,28 +151,17 @@ async fn control_api_end_to_end() {
     // The sprite object as the SDKs declare it (Go: `CPUs int`): whole
     // CPUs, the environment given at create, the host's one region, in
     // every answer that carries it.
-    let typed: Value = api
-        .req(Method::POST, "/v1/sprites")
-        .json(&json!({
-            "name": "typed",
-            "config": {"cpus": 2.0, "ram_mb": 256, "region": "ord"},
-            "environment": {"GREETING": "hi"},
-        }))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let put: Value = api
-        .req(Method::PUT, "/v1/sprites/typed")
-        .json(&json!({"labels": ["t"]}))
-        .send()
-        .await
-        .expect("put")
-        .json()
-        .await
-        .expect("json");
+    let typed: Value = json_answer(api.req(Method::POST, "/v1/sprites").json(&json!({
+        "name": "typed",
+        "config": {"cpus": 2.0, "ram_mb": 256, "region": "ord"},
+        "environment": {"GREETING": "hi"},
+    })))
+    .await;
+    let put: Value = json_answer(
+        api.req(Method::PUT, "/v1/sprites/typed")
+            .json(&json!({"labels": ["t"]})),
+    )
+    .await;
     let listed: Value = api.get_json("/v1/sprites?prefix=typed").await;
     for (what, s) in [
         ("create", &typed),

@@ -14,6 +14,17 @@ const MEMORY_LIMIT: &str =
 /// The agent's start time (jiffies since boot): it changes on a restart.
 const AGENT_START_TIME: &str = "cut -d' ' -f22 /proc/1/stat";
 
+/// Restarts sprite `name`, insisting on a 200; answers the body.
+async fn restart(api: &common::Api, name: &str) -> serde_json::Value {
+    let r = api
+        .req(Method::POST, &format!("/v1/sprites/{name}/restart"))
+        .send()
+        .await
+        .expect("restart");
+    assert_eq!(r.status(), 200, "restart {name}");
+    r.json().await.expect("json")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_stops_processes_and_keeps_files() {
     let d = Daemon::start();
@@ -33,13 +44,7 @@ async fn restart_stops_processes_and_keeps_files() {
     );
     let started = api.sh("rs", AGENT_START_TIME).await;
 
-    let r = api
-        .req(Method::POST, "/v1/sprites/rs/restart")
-        .send()
-        .await
-        .expect("restart");
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.expect("json");
+    let body = restart(&api, "rs").await;
     assert_eq!(body["sprite_name"], "rs", "{body}");
     assert_eq!(body["machine_id"], id.as_str(), "{body}");
     assert!(
@@ -106,12 +111,7 @@ async fn resources_policy_sets_the_memory_limit_at_the_next_start() {
         api.sh("mem", MEMORY_LIMIT).await,
         format!("{}\n", 1024u64 << 20)
     );
-    let r = api
-        .req(Method::POST, "/v1/sprites/mem/restart")
-        .send()
-        .await
-        .expect("restart");
-    assert_eq!(r.status(), 200);
+    restart(&api, "mem").await;
     assert_eq!(
         api.sh("mem", MEMORY_LIMIT).await,
         format!("{}\n", 256u64 << 20)
@@ -145,12 +145,7 @@ async fn resources_policy_sets_the_memory_limit_at_the_next_start() {
     let r = api.req(Method::DELETE, path).send().await.expect("delete");
     assert_eq!(r.status(), 204);
     assert_eq!(api.get_json(path).await["memory"]["limit_mb"], 1024);
-    let r = api
-        .req(Method::POST, "/v1/sprites/mem/restart")
-        .send()
-        .await
-        .expect("restart");
-    assert_eq!(r.status(), 200);
+    restart(&api, "mem").await;
     assert_eq!(
         api.sh("mem", MEMORY_LIMIT).await,
         format!("{}\n", 1024u64 << 20)
