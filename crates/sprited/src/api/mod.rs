@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/usage", get(usage::org))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/organizations/{org}/tokens", post(tokens::create_for_org))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
