@@ -59,3 +59,43 @@ test('createToken: the SDK call makes a token that works', async () => {
   const page = await other.listSprites();
   assert.ok(Array.isArray(page.sprites));
 });
+
+// The next line of a watchSprites stream that is not a heartbeat.
+async function nextState(iter) {
+  for (;;) {
+    const { value, done } = await nextWithin(iter, 30_000, 'sprite state line');
+    assert.ok(!done, 'the stream ended');
+    if (value.type !== 'heartbeat') return value;
+  }
+}
+
+test('watchSprites: the sprites as they are, then their changes', async () => {
+  await client.createSprite('jsw-a');
+  await client.createSprite('jsx-other');
+  const stream = await client.watchSprites({ prefix: 'jsw-' });
+  const iter = stream[Symbol.asyncIterator]();
+  try {
+    let ev = await nextState(iter);
+    assert.equal(ev.name, 'jsw-a');
+    assert.equal(ev.status, 'running');
+    assert.ok(ev.timestamp instanceof Date && !isNaN(ev.timestamp));
+    assert.ok(ev.lastRunningAt instanceof Date && !isNaN(ev.lastRunningAt));
+    assert.equal(typeof ev.runningVersion, 'string');
+    assert.equal(ev.organization.name, 'local');
+    assert.equal(ev.organization.running, 2);
+    assert.equal(ev.organization.cold, 0);
+
+    await client.createSprite('jsw-b');
+    ev = await nextState(iter);
+    assert.deepEqual([ev.name, ev.status], ['jsw-b', 'running']);
+    assert.equal(ev.organization.running, 3);
+
+    await client.deleteSprite('jsw-b');
+    ev = await nextState(iter);
+    assert.deepEqual([ev.name, ev.status], ['jsw-b', 'destroyed']);
+  } finally {
+    stream.close();
+    await client.deleteSprite('jsw-a').catch(() => {});
+    await client.deleteSprite('jsx-other').catch(() => {});
+  }
+});
