@@ -20,7 +20,14 @@ after(async () => {
   await daemon?.stop();
 });
 
-const sleep = ms => new Promise(r => setTimeout(r, ms));
+async function withSprite(name, fn) {
+  const sprite = await client.createSprite(name);
+  try {
+    return await fn(sprite);
+  } finally {
+    await client.deleteSprite(name).catch(() => {});
+  }
+}
 
 // The next value of an async iterator, or a failure after `ms`.
 async function nextWithin(iter, ms, what) {
@@ -98,4 +105,52 @@ test('watchSprites: the sprites as they are, then their changes', async () => {
     await client.deleteSprite('jsw-a').catch(() => {});
     await client.deleteSprite('jsx-other').catch(() => {});
   }
+});
+
+// The next fs watch event matching `want` (fields compared), skipping others.
+async function nextEvent(iter, want) {
+  for (;;) {
+    const { value, done } = await nextWithin(iter, 20_000, `event ${JSON.stringify(want)}`);
+    assert.ok(!done, 'the watch ended');
+    if (Object.entries(want).every(([k, v]) => value[k] === v)) return value;
+  }
+}
+
+test('filesystem().watch: subscribed, then the changes, recursive', async () => {
+  await withSprite('js-fswatch', async sprite => {
+    await sprite.exec('mkdir -p /tmp/w/sub');
+    const fs = sprite.filesystem('/tmp');
+    const watcher = await fs.watch('w', { recursive: true });
+    const iter = watcher[Symbol.asyncIterator]();
+    try {
+      const first = await nextWithin(iter, 20_000, 'subscribed');
+      assert.deepEqual(first.value, { type: 'subscribed', paths: ['/tmp/w'] });
+
+      await fs.writeFile('w/a.txt', 'hello');
+      const created = await nextEvent(iter, { type: 'event', path: '/tmp/w/a.txt', event: 'create' });
+      assert.equal(created.isDir, false);
+      assert.ok(!isNaN(new Date(created.timestamp)));
+
+      await fs.writeFile('w/sub/b.txt', 'deep');
+      await nextEvent(iter, { type: 'event', path: '/tmp/w/sub/b.txt' });
+
+      await fs.rm('w/sub/b.txt');
+      await nextEvent(iter, { type: 'event', path: '/tmp/w/sub/b.txt', event: 'remove' });
+    } finally {
+      watcher.close();
+    }
+    assert.equal(watcher.isClosed(), true);
+  });
+});
+
+test('filesystem().watch: an unwatchable path is an error event', async () => {
+  await withSprite('js-fswatch-err', async sprite => {
+    const watcher = await sprite.filesystem().watch('/no/such/dir');
+    const iter = watcher[Symbol.asyncIterator]();
+    const { value } = await nextWithin(iter, 20_000, 'error');
+    assert.equal(value.type, 'error');
+    assert.match(value.message, /no such file/i);
+    const end = await nextWithin(iter, 20_000, 'end');
+    assert.equal(end.done, true);
+  });
 });

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sprites/{name}/fs/chmod", post(fs::chmod))
         .route("/sprites/{name}/fs/chown", post(fs::chown))
         .route("/sprites/{name}/fs/mkdir", post(fs::mkdir))
+        .route("/sprites/{name}/fs/watch", get(fs::watch))
         .route(
             "/sprites/{name}/policy/network",
             get(policy::get_network).post(policy::set_network),
