@@ -151,3 +151,31 @@ async fn watch_streams_sprite_changes_by_prefix() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_tells_idle_pauses_and_stops() {
+    let d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "1s"]);
+    let api = d.client();
+    api.create("idle").await;
+    let mut w = Lines::open(&api, "").await;
+    let first = w.next_state().await;
+    assert_eq!(
+        (&first["name"], &first["status"]),
+        (&"idle".into(), &"running".into()),
+        "{first}"
+    );
+    let line = w.next_state().await;
+    assert_eq!(line["status"], "warm", "{line}");
+    assert_eq!(
+        (&line["org"]["running"], &line["org"]["warm"]),
+        (&0.into(), &1.into()),
+        "{line}"
+    );
+    let line = w.next_state().await;
+    assert_eq!(line["status"], "cold", "{line}");
+    assert_eq!(line["org"]["cold"], 1, "{line}");
+    // Woken by a request: running again.
+    api.sh("idle", "true").await;
+    let line = w.next_state().await;
+    assert_eq!(line["status"], "running", "{line}");
+}
