@@ -215,19 +215,38 @@ def test_checkpoint_calls(sp):
         checkpoint.get_checkpoint(sp, "v999")
     assert e.value.status_code == 404
 
+    # The SDK's stream classes over a streamed answer of the server's own
+    # (the SDK's calls hand back a list-backed subclass).
+    base = f"{sp.client.base_url}/v1/sprites/py-sweep"
+    with sp.client._client.stream("POST", f"{base}/checkpoint", headers=sp._headers(),
+                                  json={"comment": "streamed"}) as r:
+        stream = checkpoint.CheckpointStream(r)
+        made = list(stream)
+        stream.close()
+    assert made[-1].type == "complete", made
+    newest = sp.list_checkpoints()[0]
+    assert newest.comment == "streamed"
+    with sp.client._client.stream("POST", f"{base}/checkpoints/{older.id}/restore",
+                                  headers=sp._headers()) as r:
+        stream = checkpoint.RestoreStream(r)
+        restored = list(stream)
+        stream.close()
+    assert restored[-1].type == "complete", restored
+    assert sp.run("cat", "/home/sprite/cp", capture_output=True).stdout == b"one\n"
+
     # The error's own helpers, on a real error.
     assert e.value.is_rate_limit_error() is False
     assert e.value.is_creation_rate_limited() is False
     assert e.value.is_concurrent_limit_exceeded() is False
     assert e.value.get_retry_after_seconds() is None
 
-    # `?history=vN` is vN's branch: v1 was taken on v0, and after the
-    # restore to v0 the next one is too, beside v1.
-    assert list(sp.create_checkpoint("third"))[-1].type == "complete"
+    # `?history=vN` is vN's branch: `second` was taken on `first`, and
+    # after the restores to `first` the next ones are too, beside it.
+    assert list(sp.create_checkpoint("fourth"))[-1].type == "complete"
     everything = [c.id for c in sp.list_checkpoints()]
-    third, second, first = everything[:3]
+    fourth, streamed, second, first = everything
     assert [c.id for c in sp.list_checkpoints(history_filter=second)] == [second, first]
-    assert [c.id for c in checkpoint.list_checkpoints(sp, third)] == [third, first]
+    assert [c.id for c in checkpoint.list_checkpoints(sp, fourth)] == [fourth, first]
     assert [c.id for c in sp.list_checkpoints(history_filter=first)] == everything
 
 
