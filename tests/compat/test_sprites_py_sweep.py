@@ -294,6 +294,11 @@ def test_policy_module_calls(sp):
     assert [(r.domain, r.action) for r in got.rules] == [("a.example", "allow"), ("*", "deny")]
     policy.update_network_policy(sp, NetworkPolicy(rules=[]))
     assert policy.get_network_policy(sp).rules == []
+    # A rule that does not parse: 400 in the Sprites error format.
+    from sprites.exceptions import SpriteError
+    with pytest.raises(SpriteError) as e:
+        sp.update_network_policy(NetworkPolicy(rules=[PolicyRule(domain="x.com", action="maybe")]))
+    assert "(status 400)" in str(e.value) and '"error":"bad_request"' in str(e.value)
 
 
 def test_filesystem_rest(sp, client, daemon):
