@@ -104,7 +104,9 @@ test('commands: start, signal, kill, resize, exitCode', async () => {
   victim.kill('SIGKILL');
   assert.equal(await victim.wait(), 137);
 
-  const tty = sprite.spawn('sh', ['-c', 'sleep 1; stty size'], { tty: true, rows: 24, cols: 80 });
+  // It waits for the resize, however late it comes.
+  const tty = sprite.spawn('sh', ['-c', 'while [ "$(stty size)" = "24 80" ]; do sleep 0.05; done; stty size'],
+    { tty: true, rows: 24, cols: 80 });
   const screen = collect(tty.stdout);
   await new Promise(resolve => tty.once('spawn', resolve));
   tty.resize(100, 30);
