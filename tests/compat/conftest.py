@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+import sdk_surface
+
+# Before any test runs: every public call of the SDK notes that it was made.
+sdk_surface.record()
+
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 
@@ -88,3 +93,27 @@ def sprite(client, request):
         client.delete_sprite(name)
     except Exception:
         pass
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A full run must have made every call sdk_surface.TESTED claims.
+
+    Only a run of every test here can: a run narrowed by -k, -m, a file or a
+    node id skips the check."""
+    config = session.config
+    here = Path(__file__).resolve().parent
+    narrowed = (
+        config.getoption("keyword")
+        or config.getoption("markexpr")
+        or any(Path(a).resolve() != here for a in config.args)
+        or session.testscollected != len(session.items)
+    )
+    if narrowed or session.testscollected == 0:
+        return
+    missing = sorted(sdk_surface.TESTED - sdk_surface.CALLED)
+    if missing:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(
+            f"sdk_surface: {len(missing)} public calls listed as tested were never made: "
+            + ", ".join(missing), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -58,6 +58,7 @@ async fn list(headers: HeaderMap) -> Json<Vec<Checkpoint>> {
         id: "v0".into(),
         create_time: "2026-01-05T10:30:00Z".into(),
         source_id: None,
+        history: Vec::new(),
         comment: Some(format!("host={}", host.unwrap_or("-"))),
         is_auto: None,
         is_current: Some(true),

@@ -148,6 +148,7 @@ mod tests {
             id: id.into(),
             create_time: "2026-01-05T10:30:00Z".into(),
             source_id: None,
+            history: Vec::new(),
             comment: comment.map(str::to_string),
             is_auto: None,
             is_current: None,

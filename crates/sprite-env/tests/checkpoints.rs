@@ -82,6 +82,7 @@ fn checkpoint(id: &str, comment: Option<&str>, current: bool) -> Checkpoint {
         id: id.into(),
         create_time: format!("2026-01-05T10:3{}:00Z", &id[1..2]),
         source_id: None,
+        history: Vec::new(),
         comment: comment.map(str::to_string),
         is_auto: None,
         is_current: Some(current),

@@ -16,6 +16,10 @@ pub struct Checkpoint {
     /// last created or restored), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
+    /// The checkpoints this one descends from, nearest first (its source,
+    /// that one's source, ...): the branch `?history=` selects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +91,7 @@ mod tests {
             id: "v3".into(),
             create_time: "2026-01-05T10:30:00Z".into(),
             source_id: Some("v2".into()),
+            history: vec!["v2".into(), "v0".into()],
             comment: None,
             is_auto: None,
             is_current: Some(true),
@@ -94,6 +99,7 @@ mod tests {
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["id"], "v3");
         assert_eq!(v["source_id"], "v2");
+        assert_eq!(v["history"], serde_json::json!(["v2", "v0"]));
         assert!(v.get("comment").is_none());
         let fork: super::super::sprite::CreateSpriteRequest =
             serde_json::from_str(r#"{"name":"exp","source":{"sprite":"demo","checkpoint":"v1"}}"#)

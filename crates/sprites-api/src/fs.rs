@@ -271,6 +271,13 @@ pub struct DeleteResponse {
 pub struct ChangeResponse {
     /// The path acted on (the source of a rename or copy).
     pub path: String,
+    /// The source of a rename or copy again, under the name the SDKs
+    /// declare (`FsRenameResponse.source`, `FsCopyResponse.source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The mode set by a chmod, four octal digits (`FsChmodResponse.mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// The destination of a rename or copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dest: Option<String>,

@@ -188,7 +188,8 @@ pub struct StorageInfo {
 pub struct SpriteList {
     pub sprites: Vec<Sprite>,
     pub has_more: bool,
-    #[serde(default)]
+    /// Present only when `has_more` (the SDKs declare it optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_continuation_token: Option<String>,
 }
 
@@ -236,6 +237,9 @@ pub struct SessionInfo {
     pub command: String,
     pub workdir: String,
     pub created: String,
+    /// Output bytes per second, averaged over the session's life.
+    #[serde(default)]
+    pub bytes_per_second: f64,
     pub is_active: bool,
     #[serde(default)]
     pub last_activity: Option<String>,

@@ -5,6 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { SpritesClient, FilesystemError } from '@fly/sprites';
 import { startDaemon } from './daemon.mjs';
+import { recordCalls, assertCalled } from './surface.mjs';
+
+recordCalls();
 
 let daemon;
 let sprite;
@@ -17,6 +20,7 @@ before(async () => {
 
 after(async () => {
   await daemon?.stop();
+  assertCalled('filesystem.test.mjs');
 });
 
 const fsError = code => e => e instanceof FilesystemError && e.code === code;

@@ -6,6 +6,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { SpritesClient, ExecError, APIError } from '@fly/sprites';
 import { startDaemon } from './daemon.mjs';
+import { recordCalls, assertCalled } from './surface.mjs';
+
+recordCalls();
 
 let daemon;
 let client;
@@ -17,6 +20,7 @@ before(async () => {
 
 after(async () => {
   await daemon?.stop();
+  assertCalled('sprites.test.mjs');
 });
 
 const sleep = ms => new Promise(r => setTimeout(r, ms));

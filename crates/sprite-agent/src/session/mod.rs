@@ -98,6 +98,8 @@ struct State {
     rows: u16,
     cols: u16,
     last_activity: SystemTime,
+    /// Output bytes published so far: the listing's `bytes_per_second`.
+    bytes_out: u64,
     /// Bumped on every attach and detach; a pending disconnect timer only
     /// fires if nothing happened since it was armed.
     epoch: u64,
@@ -135,6 +137,7 @@ impl Session {
                 rows: spec.rows,
                 cols: spec.cols,
                 last_activity: now,
+                bytes_out: 0,
                 epoch: 0,
             }),
             input: tokio::sync::Mutex::new(input),
@@ -236,6 +239,7 @@ impl Session {
             command: self.command.clone(),
             workdir: self.workdir.clone(),
             created: rfc3339(self.created),
+            bytes_per_second: average_rate(st.bytes_out, self.created),
             is_active: !st.clients.is_empty(),
             last_activity: Some(rfc3339(st.last_activity)),
             tty: self.tty,
@@ -340,6 +344,7 @@ impl Session {
         let clients: Vec<(u64, mpsc::Sender<Event>)> = {
             let mut st = self.state();
             st.last_activity = SystemTime::now();
+            st.bytes_out += chunk.data.len() as u64;
             if self.tty || st.clients.is_empty() {
                 st.scrollback.push(chunk.clone());
             }
@@ -379,6 +384,13 @@ impl Session {
         }
         delivered
     }
+}
+
+/// Output bytes per second over the session's life so far (at least one
+/// second, so a fresh session does not report a burst as a huge rate).
+fn average_rate(bytes: u64, created: SystemTime) -> f64 {
+    let secs = created.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    bytes as f64 / secs.max(1.0)
 }
 
 #[cfg(test)]

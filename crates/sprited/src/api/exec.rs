@@ -131,7 +131,7 @@ pub async fn exec_or_list(
 pub async fn attach(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
-    ws: WebSocketUpgrade,
+    super::ws::Upgrade(ws): super::ws::Upgrade,
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
     let id = session_id(&id)?;

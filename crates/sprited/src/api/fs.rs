@@ -499,13 +499,20 @@ async fn change(
     working_dir: Option<PathBytes>,
     call: FsCall,
 ) -> FsResult {
+    let two_paths = matches!(call, FsCall::Rename { .. } | FsCall::Copy { .. });
+    let mode = match &call {
+        FsCall::Chmod { mode, .. } => Some(format!("{:04o}", mode & 0o7777)),
+        _ => None,
+    };
     let mut session = start(state, name, run_as, working_dir, call).await?;
     match first_reply(&mut session).await? {
         FsReply::Done {
             path, dest, count, ..
         } => Ok(Json(ChangeResponse {
+            source: two_paths.then(|| path.lossy()),
             path: path.lossy(),
             dest: dest.as_ref().map(PathBytes::lossy),
+            mode,
             count,
         })
         .into_response()),

@@ -55,7 +55,7 @@ const IN_SPRITE_BODY_LIMIT: usize = 64 << 10;
 
 fn router(state: InSprite) -> Router {
     Router::new()
-        .nest("/v1", super::sprite_routes())
+        .nest("/v1", super::sprite_routes().into_parts().0)
         // Inside, `POST /v1/checkpoints` takes one too.
         .route("/v1/checkpoints", post(checkpoints::create))
         .fallback(super::not_found)

@@ -10,11 +10,13 @@ mod policy;
 mod ports;
 mod proxy;
 mod query;
+mod routes;
 mod services;
 mod sprites;
 mod tasks;
 mod tokens;
 mod usage;
+mod ws;
 
 use std::sync::Arc;
 
@@ -23,9 +25,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::Router;
 
+pub use routes::Endpoint;
+use routes::Routes;
 pub(crate) use sprites::run_to_completion;
 
 use crate::db::SpriteRecord;
@@ -36,62 +40,72 @@ use crate::AppState;
 /// JSON bodies of the control API are small; exec stdin streams separately.
 const JSON_BODY_LIMIT: usize = 1 << 20;
 
-pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/sprites", post(sprites::create).get(sprites::list))
-        .route(
-            "/sprites/{name}",
-            get(sprites::get)
-                .put(sprites::update)
-                .delete(sprites::delete),
-        )
-        .route("/sprites/{name}/upgrade", post(sprites::upgrade))
-        .route("/sprites/{name}/evict", post(sprites::evict))
-        .route("/sprites/{name}/restart", post(sprites::restart))
-        .route(
-            "/sprites/{name}/exec",
-            get(exec::exec_or_list).post(exec::http_exec),
-        )
-        .route("/sprites/{name}/exec/{id}", get(exec::attach))
-        .route("/sprites/{name}/exec/{id}/kill", post(exec::kill))
-        .route("/sprites/{name}/control", get(no_control))
+/// Every `/v1` endpoint of the TCP API, in one table ([`Routes`]).
+fn v1_routes() -> Routes<AppState> {
+    Routes::new()
+        .get("/openapi.json", openapi)
+        .post("/sprites", sprites::create)
+        .get("/sprites", sprites::list)
+        .get("/sprites/{name}", sprites::get)
+        .put("/sprites/{name}", sprites::update)
+        .delete("/sprites/{name}", sprites::delete)
+        .post("/sprites/{name}/upgrade", sprites::upgrade)
+        .post("/sprites/{name}/evict", sprites::evict)
+        .post("/sprites/{name}/restart", sprites::restart)
+        .get("/sprites/{name}/exec", exec::exec_or_list)
+        .post("/sprites/{name}/exec", exec::http_exec)
+        .get("/sprites/{name}/exec/{id}", exec::attach)
+        .post("/sprites/{name}/exec/{id}/kill", exec::kill)
+        .get("/sprites/{name}/control", no_control)
         .nest("/sprites/{name}", sprite_routes())
-        .route("/sprites/{name}/fs/read", get(fs::read))
-        .route("/sprites/{name}/fs/write", put(fs::write))
-        .route("/sprites/{name}/fs/list", get(fs::list))
-        .route("/sprites/{name}/fs/stat", get(fs::stat))
-        .route(
-            "/sprites/{name}/fs/delete",
-            axum::routing::delete(fs::delete),
-        )
-        .route("/sprites/{name}/fs/rename", post(fs::rename))
-        .route("/sprites/{name}/fs/copy", post(fs::copy))
-        .route("/sprites/{name}/fs/chmod", post(fs::chmod))
-        .route("/sprites/{name}/fs/chown", post(fs::chown))
-        .route("/sprites/{name}/fs/mkdir", post(fs::mkdir))
-        .route("/sprites/{name}/fs/watch", get(fs::watch))
-        .route(
-            "/sprites/{name}/policy/network",
-            get(policy::get_network).post(policy::set_network),
-        )
-        .route(
-            "/sprites/{name}/policy/resources",
-            get(policy::get_resources)
-                .post(policy::set_resources)
-                .delete(policy::delete_resources),
-        )
-        .route("/sprites/{name}/proxy", get(proxy::proxy))
-        .route("/sprites/{name}/ports/watch", get(ports::watch))
-        .route("/sprites/{name}/usage", get(usage::sprite))
-        .route("/usage", get(usage::org))
-        .route("/tokens", post(tokens::create).get(tokens::list))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route("/organizations/{org}/tokens", post(tokens::create_for_org))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::require_token,
-        ));
+        .get("/sprites/{name}/fs/read", fs::read)
+        .put("/sprites/{name}/fs/write", fs::write)
+        .get("/sprites/{name}/fs/list", fs::list)
+        .get("/sprites/{name}/fs/stat", fs::stat)
+        .delete("/sprites/{name}/fs/delete", fs::delete)
+        .post("/sprites/{name}/fs/rename", fs::rename)
+        .post("/sprites/{name}/fs/copy", fs::copy)
+        .post("/sprites/{name}/fs/chmod", fs::chmod)
+        .post("/sprites/{name}/fs/chown", fs::chown)
+        .post("/sprites/{name}/fs/mkdir", fs::mkdir)
+        .get("/sprites/{name}/fs/watch", fs::watch)
+        .get("/sprites/{name}/policy/network", policy::get_network)
+        .post("/sprites/{name}/policy/network", policy::set_network)
+        .get("/sprites/{name}/policy/resources", policy::get_resources)
+        .post("/sprites/{name}/policy/resources", policy::set_resources)
+        .delete("/sprites/{name}/policy/resources", policy::delete_resources)
+        .get("/sprites/{name}/proxy", proxy::proxy)
+        .get("/sprites/{name}/ports/watch", ports::watch)
+        .get("/sprites/{name}/usage", usage::sprite)
+        .get("/usage", usage::org)
+        .post("/tokens", tokens::create)
+        .get("/tokens", tokens::list)
+        .delete("/tokens/{id}", tokens::revoke)
+        .post("/organizations/{org}/tokens", tokens::create_for_org)
+}
+
+/// Every endpoint the TCP API serves, as `(method, path template)`: what
+/// the contract test holds against `docs/api`.
+pub fn endpoints() -> Vec<Endpoint> {
+    let (_, v1) = v1_routes().into_parts();
+    v1.into_iter()
+        .map(|e| Endpoint {
+            method: e.method,
+            path: format!("/v1{}", e.path),
+        })
+        .chain(std::iter::once(Endpoint {
+            method: axum::http::Method::GET,
+            path: "/metrics".into(),
+        }))
+        .collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (v1, _) = v1_routes().into_parts();
+    let v1 = v1.fallback(not_found).layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::auth::require_token,
+    ));
     let metrics =
         Router::new()
             .route("/metrics", get(metrics))
@@ -117,41 +131,48 @@ pub fn router(state: AppState) -> Router {
 /// A sprite's checkpoints, services and tasks: served at
 /// `/v1/sprites/{name}` by this API and at `/v1` on the sprite's own socket
 /// ([`in_sprite`]), the handlers finding the sprite with [`Sprite`].
-fn sprite_routes<S>() -> Router<S>
+fn sprite_routes<S>() -> Routes<S>
 where
     S: Clone + Send + Sync + 'static,
     Sprite: FromRequestParts<S>,
     Arc<Manager>: FromRef<S>,
 {
-    Router::new()
-        .route("/checkpoint", post(checkpoints::create))
-        .route("/checkpoints", get(checkpoints::list))
-        .route(
-            "/checkpoints/{id}",
-            get(checkpoints::get).delete(checkpoints::delete),
-        )
-        .route("/checkpoints/{id}/restore", post(checkpoints::restore))
-        .route("/services", get(services::list))
-        .route(
-            "/services/signal",
-            post(services::signal)
-                .get(services::get)
-                .put(services::put)
-                .delete(services::delete),
-        )
-        .route(
-            "/services/{svc}",
-            get(services::get)
-                .put(services::put)
-                .delete(services::delete),
-        )
-        .route("/services/{svc}/start", post(services::start))
-        .route("/services/{svc}/stop", post(services::stop))
-        .route("/services/{svc}/restart", post(services::restart))
-        .route("/services/{svc}/logs", get(services::logs))
-        .route("/tasks", get(tasks::list).post(tasks::create))
-        .route("/tasks/{task}", put(tasks::update).delete(tasks::delete))
+    Routes::new()
+        .post("/checkpoint", checkpoints::create)
+        .get("/checkpoints", checkpoints::list)
+        .get("/checkpoints/{id}", checkpoints::get)
+        .delete("/checkpoints/{id}", checkpoints::delete)
+        .post("/checkpoints/{id}/restore", checkpoints::restore)
+        .get("/services", services::list)
+        .post("/services/signal", services::signal)
+        .get("/services/signal", services::get)
+        .put("/services/signal", services::put)
+        .delete("/services/signal", services::delete)
+        .get("/services/{svc}", services::get)
+        .put("/services/{svc}", services::put)
+        .delete("/services/{svc}", services::delete)
+        .post("/services/{svc}/start", services::start)
+        .post("/services/{svc}/stop", services::stop)
+        .post("/services/{svc}/restart", services::restart)
+        .get("/services/{svc}/logs", services::logs)
+        .get("/tasks", tasks::list)
+        .post("/tasks", tasks::create)
+        .put("/tasks/{task}", tasks::update)
+        .delete("/tasks/{task}", tasks::delete)
 }
+
+/// The API description (`docs/api`, assembled by `build.rs`): OpenAPI 3.1,
+/// whose component schemas are the JSON Schemas the contract test checks
+/// real responses against.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+const OPENAPI: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
 /// The sprite a request acts on. The handlers shared by this router and
 /// the in-sprite one take it: here it is the `{name}` path segment; on a

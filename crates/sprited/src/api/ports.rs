@@ -2,7 +2,7 @@
 //! TCP ports listened on inside, then `port_opened`/`port_closed` as they
 //! change. The agent reads them from the sprite's own `/proc/net/tcp*`.
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -15,7 +15,7 @@ use crate::AppState;
 pub async fn watch(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ws: WebSocketUpgrade,
+    super::ws::Upgrade(ws): super::ws::Upgrade,
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
     let watch = state.manager.watch_ports(&rec).await?;

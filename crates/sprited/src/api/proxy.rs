@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -24,7 +24,7 @@ const CHUNK: usize = 64 << 10;
 pub async fn proxy(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ws: WebSocketUpgrade,
+    super::ws::Upgrade(ws): super::ws::Upgrade,
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
     Ok(ws.on_upgrade(move |socket| run(state, rec, socket)))

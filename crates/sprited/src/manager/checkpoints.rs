@@ -43,30 +43,19 @@ pub struct CheckpointFilter {
 impl CheckpointFilter {
     /// The checkpoints of `all` (in their order) that the filter lets through.
     pub fn apply(&self, all: Vec<Checkpoint>) -> Vec<Checkpoint> {
-        let source: HashMap<&str, &str> = all
+        let source: HashMap<String, String> = all
             .iter()
-            .filter_map(|c| Some((c.id.as_str(), c.source_id.as_deref()?)))
+            .filter_map(|c| Some((c.id.clone(), c.source_id.clone()?)))
             .collect();
-        // The ids `id` descends from, nearest first; a loop cannot happen
-        // (a source is always older) but would end at a repeat.
-        let ancestors = |id: &str| {
-            let mut seen = HashSet::new();
-            let mut at = id;
-            while let Some(&up) = source.get(at) {
-                if !seen.insert(up) {
-                    break;
-                }
-                at = up;
-            }
-            seen
-        };
+        let ancestors =
+            |id: &str| -> HashSet<String> { lineage(&source, id).into_iter().collect() };
         let branch = self.history.as_deref().map(|h| (h, ancestors(h)));
         let keep: Vec<bool> = all
             .iter()
             .map(|c| {
                 let auto_ok = self.include_auto || c.is_auto != Some(true);
                 let branch_ok = branch.as_ref().is_none_or(|(h, above)| {
-                    c.id == *h || above.contains(c.id.as_str()) || ancestors(&c.id).contains(h)
+                    c.id == *h || above.contains(c.id.as_str()) || ancestors(&c.id).contains(*h)
                 });
                 auto_ok && branch_ok
             })
@@ -89,6 +78,7 @@ impl Manager {
             id: c.id.clone(),
             create_time: c.create_time.clone(),
             source_id: c.source_id.clone(),
+            history: Vec::new(),
             comment: c.comment.clone(),
             is_auto: Some(c.is_auto),
             is_current: Some(current == Some(c.id.as_str())),
@@ -105,14 +95,26 @@ impl Manager {
         if let Some(id) = &filter.history {
             self.checkpoint(rec, id)?;
         }
+        Ok(filter.apply(self.all_checkpoints(rec)?))
+    }
+
+    /// Every checkpoint of the sprite, each with its history.
+    fn all_checkpoints(&self, rec: &SpriteRecord) -> Result<Vec<Checkpoint>, Error> {
         let current = self.db.current_checkpoint(&rec.id)?;
-        let all = self
+        let mut all: Vec<Checkpoint> = self
             .db
             .checkpoints(&rec.id)?
             .iter()
             .map(|c| self.checkpoint_json(c, current.as_deref()))
             .collect();
-        Ok(filter.apply(all))
+        let source: HashMap<String, String> = all
+            .iter()
+            .filter_map(|c| Some((c.id.clone(), c.source_id.clone()?)))
+            .collect();
+        for c in &mut all {
+            c.history = lineage(&source, &c.id);
+        }
+        Ok(all)
     }
 
     /// The checkpoint `id` of the sprite, 404 if there is none (or the id
@@ -121,12 +123,10 @@ impl Manager {
         if sprites_api::checkpoint::parse_id(id).is_none() {
             return Err(no_checkpoint(rec, id));
         }
-        let c = self
-            .db
-            .checkpoint(&rec.id, id)?
-            .ok_or_else(|| no_checkpoint(rec, id))?;
-        let current = self.db.current_checkpoint(&rec.id)?;
-        Ok(self.checkpoint_json(&c, current.as_deref()))
+        self.all_checkpoints(rec)?
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| no_checkpoint(rec, id))
     }
 
     /// Takes a checkpoint of the sprite's filesystem, running or not; its
@@ -442,6 +442,22 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The ids `id` descends from through `source` (id -> the checkpoint it was
+/// taken on), nearest first. A loop cannot happen (a source is always
+/// older) but would end at the repeat.
+fn lineage(source: &HashMap<String, String>, id: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut at = id;
+    while let Some(up) = source.get(at) {
+        if up == id || out.contains(up) {
+            break;
+        }
+        out.push(up.clone());
+        at = up;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +467,7 @@ mod tests {
             id: id.into(),
             create_time: "2026-01-05T10:30:00Z".into(),
             source_id: source.map(String::from),
+            history: Vec::new(),
             comment: None,
             is_auto: Some(auto),
             is_current: Some(false),
