@@ -150,3 +150,47 @@ fn files_stream_in_bounded_frames_and_broken_uploads_change_nothing() {
     assert!(clean.is_some(), "a temporary file was left behind");
     assert!(std::fs::read(&target).expect("old file") == data);
 }
+
+/// A watch whose reader does not keep up holds the worker in its write
+/// and lets the kernel drop what does not fit: the reader is told, and
+/// nothing grows in between.
+#[test]
+fn a_watch_nobody_reads_loses_changes_and_says_so() {
+    let agent = Agent::start();
+    let dir = TempDir::new("fs-watch");
+    let path = PathBytes::from(dir.path().to_str().expect("utf-8 temp path"));
+    let mut c = fs_request(
+        &agent,
+        Some("root"),
+        FsCall::Watch {
+            paths: vec![path.clone()],
+            recursive: false,
+        },
+    );
+    assert_eq!(reply(&mut c), FsReply::Watching { paths: vec![path] });
+    // More new names than the socket's buffer and the kernel's queue
+    // (fs.inotify.max_queued_events) hold together, none of them read yet.
+    let queue: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(16384);
+    for i in 0..queue + 20_000 {
+        std::fs::File::create(dir.path().join(i.to_string())).expect("create");
+    }
+    let mut changes = 0usize;
+    loop {
+        match reply(&mut c) {
+            FsReply::Changed { .. } => changes += 1,
+            FsReply::Overflow { message } => {
+                assert!(message.contains("lost"), "{message}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(changes <= queue + 20_000, "no overflow was told");
+    }
+    assert!(
+        changes < queue + 20_000,
+        "every change came through: {changes}"
+    );
+}
