@@ -85,14 +85,24 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| state.token.matches(t.trim()) || state.tokens.check(t.trim()))
+        .and_then(credential)
+        .map(|t| state.token.matches(t) || state.tokens.check(t))
         .unwrap_or(false);
     if ok {
         next.run(req).await
     } else {
         ApiError::Unauthorized.into_response()
     }
+}
+
+/// The token of an `Authorization` value. `FlyV1 <token>` is taken like
+/// `Bearer <token>`: the official SDKs' `CreateToken` sends the caller's
+/// credential that way, and here that credential is a sprited token.
+fn credential(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("FlyV1 "))
+        .map(str::trim)
 }
 
 #[cfg(test)]
@@ -113,6 +123,14 @@ mod tests {
         let env = load_or_create(&path, Some("from-env".into())).expect("env");
         assert_eq!(env.expose(), "from-env");
         assert!(!format!("{env:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn bearer_and_flyv1_carry_the_token() {
+        assert_eq!(credential("Bearer abc"), Some("abc"));
+        assert_eq!(credential("FlyV1 abc "), Some("abc"));
+        assert_eq!(credential("Basic abc"), None);
+        assert_eq!(credential("abc"), None);
     }
 
     #[test]

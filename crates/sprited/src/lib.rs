@@ -216,6 +216,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
 /// Serve the API until the process is told to stop. Sprites keep running.
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let addr = state.manager.cfg.listen;
+    let manager = state.manager.clone();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -230,7 +231,12 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         }
     });
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Streams that would last forever end, so the shutdown need
+            // not wait for them.
+            manager.announce_closing();
+        })
         .await?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! `sprite-runtime`.
 
 mod agent;
+pub mod changes;
 pub mod checkpoints;
 pub mod cold;
 pub mod idle;
@@ -110,6 +111,8 @@ pub struct Manager {
     sockets: tokio::sync::mpsc::UnboundedSender<SpriteSocket>,
     /// Their other end, until whoever serves them takes it.
     to_serve: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SpriteSocket>>>,
+    /// Status changes, for watchers ([`changes`]).
+    changes: tokio::sync::broadcast::Sender<changes::SpriteChange>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, Error>
@@ -180,6 +183,7 @@ impl Manager {
             image_upload: tokio::sync::Mutex::new(()),
             sockets,
             to_serve: Mutex::new(Some(to_serve)),
+            changes: tokio::sync::broadcast::Sender::new(changes::BACKLOG),
         })
     }
 
@@ -207,6 +211,7 @@ impl Manager {
 
     fn set_status(&self, id: &str, s: Status) {
         self.slot(id).state().status = s;
+        self.announce(id);
     }
 
     /// Why the sprite's last start failed, while its status is `error`.
@@ -672,6 +677,7 @@ impl Manager {
         self.teardown(&rec.id).await?;
         self.db.delete(&rec.id)?;
         lock(&self.slots).remove(&rec.id);
+        self.announce(&rec.id);
         tracing::info!(sprite = %rec.name, "sprite destroyed");
         // Its copies in the object store go in the background: a slow or
         // unreachable store must not hold up the destroy.

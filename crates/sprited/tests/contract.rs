@@ -203,6 +203,56 @@ impl Contract {
         answer
     }
 
+    /// Read `want` lines of an endless NDJSON answer (asked for with
+    /// `Accept: application/x-ndjson`), each checked, then hang up.
+    async fn ndjson_stream(&mut self, template: &str, path: &str, want: usize) -> Vec<Value> {
+        let what = format!("GET {path} (NDJSON stream)");
+        let op = self.operation(&Method::GET, template);
+        let mut res = self
+            .api
+            .req(Method::GET, path)
+            .header("accept", "application/x-ndjson")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status().as_u16(), 200, "{what}");
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            ct.starts_with("application/x-ndjson"),
+            "{what}: content type {ct}"
+        );
+        let schema = op["responses"]["200"]["content"]["application/x-ndjson"]["schema"].clone();
+        assert!(schema.is_object(), "{what}: no NDJSON schema documented");
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while lines.len() < want {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), res.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("{what}: {} of {want} lines in 30 s", lines.len()))
+                .expect("chunk")
+                .unwrap_or_else(|| panic!("{what}: ended after {} lines", lines.len()));
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                match serde_json::from_slice::<Value>(&line) {
+                    Ok(v) => {
+                        self.check(&what, &schema, &v);
+                        lines.push(v);
+                    }
+                    Err(e) => self
+                        .failures
+                        .push(format!("{what}: a line is not JSON: {e}")),
+                }
+            }
+        }
+        lines
+    }
+
     /// Open a WebSocket on `template`'s operation (documented as 101).
     async fn ws(&mut self, template: &str, path: &str) -> Ws {
         let op = self.operation(&Method::GET, template);
@@ -520,6 +570,11 @@ async fn every_endpoint_answers_as_described() {
         )
         .await;
     assert_eq!(last.json["has_more"], false);
+    let states = c
+        .ndjson_stream("/v1/sprites", "/v1/sprites?prefix=ct", 2)
+        .await;
+    let names: BTreeSet<&str> = states.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["ct1", "ct2"]), "{states:?}");
     c.call(M::GET, s, "/v1/sprites/ct1", None).await;
     let updated = c
         .call(
@@ -734,6 +789,26 @@ async fn every_endpoint_answers_as_described() {
         Some(json!({"path": "/tmp/c/a.txt", "uid": 1000, "gid": 1000})),
     )
     .await;
+    let watch_t = fs("watch");
+    let mut watch = c.ws(&watch_t, "/v1/sprites/ct1/fs/watch").await;
+    c.send_text(
+        &watch_t,
+        &mut watch,
+        json!({"type": "subscribe", "paths": ["/tmp/c"], "recursive": true}),
+    )
+    .await;
+    let subscribed = c.next_text(&watch_t, &mut watch).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    c.call_bytes(
+        M::PUT,
+        &fs("write"),
+        "/v1/sprites/ct1/fs/write?path=/tmp/c/d/new.txt",
+        b"x".to_vec(),
+    )
+    .await;
+    let event = c.next_text(&watch_t, &mut watch).await;
+    assert_eq!(event["type"], "event", "{event}");
+    drop(watch);
     let del = c
         .call(
             M::DELETE,
@@ -994,6 +1069,16 @@ async fn every_endpoint_answers_as_described() {
     assert!(toks.json["tokens"]
         .as_array()
         .is_some_and(|a| a.iter().any(|t| t["id"] == tid.as_str())));
+    let org = c
+        .call(
+            M::POST,
+            "/v1/organizations/{org}/tokens",
+            "/v1/organizations/personal/tokens",
+            Some(json!({"description": "sdk"})),
+        )
+        .await;
+    assert_eq!(org.status, 201);
+    assert_eq!(org.json["name"], "sdk");
     c.call(
         M::DELETE,
         "/v1/tokens/{id}",

@@ -22,7 +22,9 @@
 //! - `ping`: one `pong`.
 //! - `fs`: one filesystem call, answered with [`crate::fs::FsReply`] JSON
 //!   frames; file bytes travel as `STDOUT` frames (read) or `STDIN` frames
-//!   ended by `STDIN_EOF` (write). See [`crate::fs::FsCall`] for each call.
+//!   ended by `STDIN_EOF` (write). See [`crate::fs::FsCall`] for each call;
+//!   `watch` goes on (`watching`, then `changed`/`overflow`) until the
+//!   daemon hangs up.
 //! - `service`: a [`ServiceOp`]. `list` → `services`; `get` → `service`;
 //!   `logs` → `logs`; `signal`, `delete` → `done`; `put`, `start`, `stop`,
 //!   `restart` → `service_event` frames (the NDJSON lines of the API) ending

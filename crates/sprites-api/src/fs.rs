@@ -522,6 +522,24 @@ pub enum FsCall {
         gid: Option<String>,
         recursive: bool,
     },
+    /// Watch paths for changes (`recursive`: and every directory below):
+    /// answer `Watching`, then `Changed` frames (and `Overflow` when
+    /// changes were lost) until the daemon hangs up.
+    Watch {
+        paths: Vec<PathBytes>,
+        recursive: bool,
+    },
+}
+
+/// What happened to a watched path, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsOp {
+    Create,
+    Write,
+    Remove,
+    Rename,
+    Chmod,
 }
 
 /// agent → daemon JSON frames of a filesystem call.
@@ -556,6 +574,24 @@ pub enum FsReply {
         #[serde(default)]
         count: u64,
     },
+    /// Watch: every path is watched (absolute and folded).
+    Watching {
+        paths: Vec<PathBytes>,
+    },
+    /// Watch: a change under a watched path.
+    Changed {
+        path: PathBytes,
+        op: FsOp,
+        is_dir: bool,
+        /// The file's size after a create or write.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
+    /// Watch: changes were lost (the kernel's queue overflowed while the
+    /// client was slow), or some directories are not watched.
+    Overflow {
+        message: String,
+    },
     Error {
         /// The errno name (`ENOENT`, `EACCES`, ...), or `EINVAL` for a
         /// request the agent refuses.
@@ -564,6 +600,47 @@ pub enum FsReply {
         /// Absent in the agent's generic error replies.
         #[serde(default)]
         path: PathBytes,
+    },
+}
+
+/// A client's message on the `fs/watch` WebSocket (the JS SDK's
+/// `filesystem().watch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchRequest {
+    #[serde(rename_all = "camelCase")]
+    Subscribe {
+        paths: Vec<PathBytes>,
+        #[serde(default)]
+        recursive: bool,
+        #[serde(default)]
+        working_dir: Option<PathBytes>,
+    },
+}
+
+/// The server's messages on the `fs/watch` WebSocket. Times are RFC 3339.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchMessage {
+    /// The paths are watched: changes from now on are told.
+    Subscribed { paths: Vec<String> },
+    #[serde(rename_all = "camelCase")]
+    Event {
+        path: String,
+        event: FsOp,
+        timestamp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        is_dir: bool,
+    },
+    /// Something could not be watched, or changes were lost
+    /// (`code: "overflow"`); a failed subscribe is followed by the close.
+    Error {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
 }
 
@@ -680,6 +757,44 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<FsReply>(&json).expect("parse"),
             reply
+        );
+    }
+
+    #[test]
+    fn watch_messages_are_shaped_as_the_js_sdk_reads_them() {
+        let sub: WatchRequest = serde_json::from_str(
+            r#"{"type":"subscribe","paths":["a"],"recursive":true,"workingDir":"/tmp"}"#,
+        )
+        .expect("subscribe");
+        assert_eq!(
+            sub,
+            WatchRequest::Subscribe {
+                paths: vec!["a".into()],
+                recursive: true,
+                working_dir: Some("/tmp".into()),
+            }
+        );
+        let bare: WatchRequest =
+            serde_json::from_str(r#"{"type":"subscribe","paths":["/x"]}"#).expect("bare");
+        assert!(matches!(
+            bare,
+            WatchRequest::Subscribe {
+                recursive: false,
+                working_dir: None,
+                ..
+            }
+        ));
+        let ev = WatchMessage::Event {
+            path: "/tmp/a".into(),
+            event: FsOp::Write,
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            size: Some(3),
+            is_dir: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&ev).expect("json"),
+            serde_json::json!({"type": "event", "path": "/tmp/a", "event": "write",
+                "timestamp": "2026-01-01T00:00:00Z", "size": 3, "isDir": false})
         );
     }
 }

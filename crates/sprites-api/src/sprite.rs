@@ -193,6 +193,43 @@ pub struct SpriteList {
     pub next_continuation_token: Option<String>,
 }
 
+/// One line of `GET /v1/sprites` asked for as `application/x-ndjson` (the
+/// SDKs' `watchSprites`): a sprite's state, or (`type: "heartbeat"`) only
+/// the time and the counts. Times are RFC 3339.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpriteStateEvent {
+    /// `heartbeat` for a keep-alive line; absent on a sprite's state.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A sprite status (`running`, `warm`, `cold`, `error`), or
+    /// `destroyed` for a sprite that is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The sprite version it runs (while running or warm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_running_at: Option<String>,
+    pub timestamp: String,
+    pub org: OrgCounts,
+}
+
+/// The organization's sprites by status, on every watch line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrgCounts {
+    pub name: String,
+    pub running: u64,
+    pub warm: u64,
+    pub cold: u64,
+    /// `--max-running`, when set: most sprites running or warm at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_limit: Option<u64>,
+}
+
 /// One entry of `GET /v1/sprites/{name}/exec`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SessionInfo {

@@ -2,7 +2,7 @@
 //! socket it got as stdin (see `sprites_api::agent` for the format).
 
 use std::io::{self, Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 
 use sprites_api::agent::{self, HEADER_LEN, MAX_FRAME, STDOUT};
@@ -85,8 +85,22 @@ impl Conn {
         }
     }
 
+    /// Whether the daemon hung up, asked when the socket turned readable
+    /// during a call where the daemon sends nothing (a watch); whatever it
+    /// did send is dropped.
+    pub fn hung_up(&mut self) -> bool {
+        let mut buf = [0u8; 512];
+        !matches!(self.sock.read(&mut buf), Ok(n) if n > 0)
+    }
+
     fn skip(&mut self, len: usize) -> io::Result<()> {
         io::copy(&mut (&mut self.sock).take(len as u64), &mut io::sink()).map(|_| ())
+    }
+}
+
+impl AsFd for Conn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 

@@ -20,6 +20,7 @@ mod paths;
 mod read;
 mod remove;
 mod tree;
+mod watch;
 mod worker;
 mod write;
 

@@ -10,7 +10,7 @@ use sprites_api::fs::{FsCall, PathBytes};
 use super::conn::Conn;
 use super::error::{CallResult, Failure, FsError};
 use super::paths::resolve;
-use super::{attrs, copy, list, mkdir, read, remove, write};
+use super::{attrs, copy, list, mkdir, read, remove, watch, write};
 use crate::log::log;
 
 /// The argument that makes the agent binary a worker.
@@ -117,5 +117,12 @@ fn run(conn: &mut Conn, job: &Job) -> CallResult {
             gid.as_deref(),
             *recursive,
         ),
+        FsCall::Watch { paths, recursive } => {
+            let targets = paths
+                .iter()
+                .map(|p| resolve(base, p, true))
+                .collect::<Result<Vec<_>, _>>()?;
+            watch::watch(conn, &targets, *recursive)
+        }
     }
 }

@@ -9,7 +9,8 @@
 //! resolved inside the sprite, where its root is the limit.
 //!
 //! Paths in query strings are raw bytes, percent-encoded; JSON bodies take
-//! a string or `{"base64": ...}` (see `sprites_api::fs`).
+//! a string or `{"base64": ...}` (see `sprites_api::fs`). `fs/watch` is
+//! a WebSocket ([`watch`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
@@ -23,6 +24,9 @@ use sprites_api::fs::{
     FsErrorBody, FsReply, FsRequest, MkdirParents, MkdirRequest, PathBytes, RenameRequest, RunAs,
     WriteResponse,
 };
+
+mod watch;
+pub use watch::watch;
 
 use super::query::Query;
 use crate::agent_conn::fs::{FsEvent, FsSession};

@@ -16,7 +16,7 @@ mod sprites;
 mod tasks;
 mod tokens;
 mod usage;
-mod ws;
+pub(crate) mod ws;
 
 use std::sync::Arc;
 
@@ -68,6 +68,7 @@ fn v1_routes() -> Routes<AppState> {
         .post("/sprites/{name}/fs/chmod", fs::chmod)
         .post("/sprites/{name}/fs/chown", fs::chown)
         .post("/sprites/{name}/fs/mkdir", fs::mkdir)
+        .get("/sprites/{name}/fs/watch", fs::watch)
         .get("/sprites/{name}/policy/network", policy::get_network)
         .post("/sprites/{name}/policy/network", policy::set_network)
         .get("/sprites/{name}/policy/resources", policy::get_resources)
@@ -80,6 +81,7 @@ fn v1_routes() -> Routes<AppState> {
         .post("/tokens", tokens::create)
         .get("/tokens", tokens::list)
         .delete("/tokens/{id}", tokens::revoke)
+        .post("/organizations/{org}/tokens", tokens::create_for_org)
 }
 
 /// Every endpoint the TCP API serves, as `(method, path template)`: what

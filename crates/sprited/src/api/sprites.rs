@@ -1,8 +1,11 @@
-//! Sprite CRUD: create, list (prefix + pagination), get, update, delete.
+//! Sprite CRUD: create, list (prefix + pagination, or a stream of
+//! changes: [`watch`]), get, update, delete.
+
+mod watch;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use sprites_api::sprite::{
@@ -71,11 +74,16 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AppState>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<SpriteList>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref());
     let prefix = q.get("prefix").unwrap_or("").to_string();
-    let max = q.number::<usize>("max_results", 1..=100)?.unwrap_or(50);
+    let max = q.number::<usize>("max_results", 1..=100)?;
+    if watch::wanted(&headers) {
+        return watch::respond(state.manager.clone(), prefix, max);
+    }
+    let max = max.unwrap_or(50);
     let after = match q.get("continuation_token").filter(|t| !t.is_empty()) {
         None => None,
         Some(t) => Some(decode_token(t)?),
@@ -92,7 +100,8 @@ pub async fn list(
         sprites: recs.iter().map(|r| to_api(&state, r)).collect(),
         has_more,
         next_continuation_token: next,
-    }))
+    })
+    .into_response())
 }
 
 fn encode_token(name: &str) -> String {

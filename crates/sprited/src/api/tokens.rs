@@ -1,9 +1,11 @@
-//! `POST|GET /v1/tokens`, `DELETE /v1/tokens/{id}` (extension).
+//! `POST|GET /v1/tokens`, `DELETE /v1/tokens/{id}` (extension), and
+//! `POST /v1/organizations/{org}/tokens`, where the official SDKs'
+//! `CreateToken` asks for one.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use sprites_api::token::{CreateTokenRequest, NewToken, TokenList};
+use sprites_api::token::{CreateTokenRequest, NewToken, OrgTokenRequest, TokenList};
 
 use super::body::OptionalJsonBody;
 use crate::error::ApiError;
@@ -14,6 +16,19 @@ pub async fn create(
     OptionalJsonBody(req): OptionalJsonBody<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
     Ok((StatusCode::CREATED, Json(s.tokens.create(req.name)?)))
+}
+
+/// The SDKs' `CreateToken`: a new token named by the description, whatever
+/// the organization is called (this daemon is one organization, and a
+/// caller's code names theirs, often `personal`). The caller's token, sent
+/// as `FlyV1 <token>` by the SDKs, is checked like any other
+/// ([`crate::auth`]); every valid token may make tokens.
+pub async fn create_for_org(
+    State(s): State<AppState>,
+    Path(_org): Path<String>,
+    OptionalJsonBody(req): OptionalJsonBody<OrgTokenRequest>,
+) -> Result<(StatusCode, Json<NewToken>), ApiError> {
+    Ok((StatusCode::CREATED, Json(s.tokens.create(req.description)?)))
 }
 
 pub async fn list(State(s): State<AppState>) -> Result<Json<TokenList>, ApiError> {

@@ -121,6 +121,9 @@ impl Manager {
         {
             Ok(()) => {
                 slot.state().warm_since = Some(Instant::now());
+                // Announced once paused: the tentative `warm` above is
+                // not news unless it holds.
+                self.announce(id);
                 tracing::info!(id, "idle: sprite is warm (paused)");
                 self.metrics.hibernated("warm");
             }
@@ -150,6 +153,7 @@ impl Manager {
         }
         slot.state().warm_since = None;
         slot.state().status = Status::Cold;
+        self.announce(id);
     }
 
     /// Sessions whose command still runs inside, as the agent counts them.

@@ -1,0 +1,225 @@
+//! `GET /v1/sprites` asked for as `application/x-ndjson` (the SDKs'
+//! `watchSprites`): a stream of [`SpriteStateEvent`] lines. First the
+//! sprites whose name starts with `prefix` as they are now (at most
+//! `max_results` of them, by name), then a line each time one of them
+//! changes status, appears or goes (`status: "destroyed"`), and a
+//! `heartbeat` line every [`HEARTBEAT`] so that proxies and clients see a
+//! live connection. Every line carries the organization's counts.
+//!
+//! The stream ends when the client goes away (the body is dropped, and
+//! with it the change receiver) or the daemon stops.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use sprites_api::sprite::{OrgCounts, SpriteStateEvent, Status};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::ORGANIZATION;
+use crate::db::SpriteRecord;
+use crate::error::ApiError;
+use crate::manager::changes::SpriteChange;
+use crate::manager::Manager;
+use crate::time::now_rfc3339;
+
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// How often a quiet stream says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// What a gone sprite's last line says.
+const DESTROYED: &str = "destroyed";
+
+/// Whether the request asks for the stream rather than the list.
+pub fn wanted(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.split(';').next().map(str::trim) == Some(NDJSON))
+}
+
+pub fn respond(m: Arc<Manager>, prefix: String, max: Option<usize>) -> Result<Response, ApiError> {
+    // Subscribed before the first look: no change falls between the two.
+    let changes = m.watch_changes();
+    let mut watch = Watch {
+        m,
+        prefix,
+        changes,
+        told: HashMap::new(),
+        pending: VecDeque::new(),
+        heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT),
+    };
+    watch.snapshot(max)?;
+    let lines = stream::unfold(watch, |mut w| async move {
+        let line = w.next_line().await?;
+        Some((Ok::<_, Infallible>(line), w))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON))],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+struct Watch {
+    m: Arc<Manager>,
+    prefix: String,
+    changes: tokio::sync::broadcast::Receiver<SpriteChange>,
+    /// What the client was last told of each sprite: id → (name, status).
+    told: HashMap<String, (String, String)>,
+    /// Lines decided on and not yet sent.
+    pending: VecDeque<SpriteStateEvent>,
+    heartbeat: tokio::time::Interval,
+}
+
+impl Watch {
+    fn snapshot(&mut self, max: Option<usize>) -> Result<(), ApiError> {
+        let recs = self
+            .m
+            .db
+            .list(&self.prefix, None, max.unwrap_or(usize::MAX >> 1))?;
+        for rec in recs {
+            self.tell(&rec);
+        }
+        Ok(())
+    }
+
+    /// The next line; `None` ends the stream.
+    async fn next_line(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                let mut line = serde_json::to_vec(&ev).ok()?;
+                line.push(b'\n');
+                return Some(Bytes::from(line));
+            }
+            tokio::select! {
+                change = self.changes.recv() => match change {
+                    Ok(SpriteChange::Sprite(id)) => self.look(&id),
+                    // Fell behind: whatever changed, a look at all shows.
+                    Err(RecvError::Lagged(_)) => self.look_all(),
+                    Ok(SpriteChange::Closing) | Err(RecvError::Closed) => return None,
+                },
+                _ = self.heartbeat.tick() => {
+                    let ev = SpriteStateEvent {
+                        kind: Some("heartbeat".into()),
+                        name: None,
+                        status: None,
+                        running_version: None,
+                        last_running_at: None,
+                        timestamp: now_rfc3339(),
+                        org: self.org(),
+                    };
+                    self.pending.push_back(ev);
+                }
+            }
+        }
+    }
+
+    /// A line for sprite `id` if it differs from what the client knows.
+    fn look(&mut self, id: &str) {
+        match self.m.db.get_by_id(id) {
+            Ok(Some(rec)) => self.tell(&rec),
+            Ok(None) => self.gone(id),
+            Err(e) => tracing::warn!(error = %e, "sprite watch: reading a sprite"),
+        }
+    }
+
+    fn look_all(&mut self) {
+        let recs = match self.m.db.list(&self.prefix, None, usize::MAX >> 1) {
+            Ok(r) => r,
+            Err(e) => return tracing::warn!(error = %e, "sprite watch: listing sprites"),
+        };
+        let gone: Vec<String> = self
+            .told
+            .keys()
+            .filter(|id| !recs.iter().any(|r| &r.id == *id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.gone(&id);
+        }
+        for rec in &recs {
+            self.tell(rec);
+        }
+    }
+
+    fn tell(&mut self, rec: &SpriteRecord) {
+        if !rec.name.starts_with(&self.prefix) {
+            return;
+        }
+        // No slot yet: made and not started, which is cold.
+        let status = self.m.peek_status(&rec.id).unwrap_or(Status::Cold);
+        let now = (rec.name.clone(), status.as_str().to_string());
+        if self.told.get(&rec.id) == Some(&now) {
+            return;
+        }
+        self.told.insert(rec.id.clone(), now);
+        let running = matches!(status, Status::Running | Status::Warm);
+        let ev = SpriteStateEvent {
+            kind: None,
+            name: Some(rec.name.clone()),
+            status: Some(status.as_str().into()),
+            running_version: running.then(|| sprites_api::SPRITE_VERSION.to_string()),
+            last_running_at: rec.last_running_at.clone(),
+            timestamp: now_rfc3339(),
+            org: self.org(),
+        };
+        self.pending.push_back(ev);
+    }
+
+    /// The sprite is no longer in the DB: its last line, if it had one.
+    fn gone(&mut self, id: &str) {
+        let Some((name, _)) = self.told.remove(id) else {
+            return;
+        };
+        let ev = SpriteStateEvent {
+            kind: None,
+            name: Some(name),
+            status: Some(DESTROYED.into()),
+            running_version: None,
+            last_running_at: None,
+            timestamp: now_rfc3339(),
+            org: self.org(),
+        };
+        self.pending.push_back(ev);
+    }
+
+    fn org(&self) -> OrgCounts {
+        let c = self.m.status_counts().unwrap_or_default();
+        let limit = self.m.cfg.max_running;
+        OrgCounts {
+            name: ORGANIZATION.into(),
+            running: c.running,
+            warm: c.warm,
+            cold: c.cold,
+            running_limit: (limit > 0).then_some(limit),
+            warm_limit: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_is_asked_for_by_accept() {
+        let mut h = HeaderMap::new();
+        assert!(!wanted(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wanted(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/plain, application/x-ndjson; q=0.9"),
+        );
+        assert!(wanted(&h));
+    }
+}

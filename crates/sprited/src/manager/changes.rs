@@ -1,0 +1,71 @@
+//! Sprite status changes, told to whoever watches (the NDJSON sprite
+//! stream of `GET /v1/sprites`). Only the sprite's id travels: a watcher
+//! reads the status and the record when it gets to the news, and tells
+//! its client only what differs from what it told before, so a status
+//! that flickers (the idle tracker's tentative `warm`) costs a look, not
+//! a line. A watcher that fell behind looks at every sprite again.
+
+use sprites_api::sprite::Status;
+
+use super::{lock, Manager};
+use crate::error::Error;
+
+/// News a watch receiver gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpriteChange {
+    /// The sprite with this id changed status, or is gone.
+    Sprite(String),
+    /// The daemon is stopping: watch streams end, so that the graceful
+    /// shutdown does not wait on them.
+    Closing,
+}
+
+/// How many changes a slow watcher may be behind before it is told it
+/// lagged (and looks at every sprite again).
+pub(super) const BACKLOG: usize = 256;
+
+/// Sprites by status, as the watch stream's `org` counts them (a sprite
+/// whose start failed counts as cold: nothing of it runs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub running: u64,
+    pub warm: u64,
+    pub cold: u64,
+}
+
+impl Manager {
+    /// Status changes from now on.
+    pub fn watch_changes(&self) -> tokio::sync::broadcast::Receiver<SpriteChange> {
+        self.changes.subscribe()
+    }
+
+    /// Tell watchers that sprite `id` changed (nobody listening is fine).
+    pub(super) fn announce(&self, id: &str) {
+        let _ = self.changes.send(SpriteChange::Sprite(id.to_string()));
+    }
+
+    /// Tell watchers the daemon is stopping.
+    pub fn announce_closing(&self) {
+        let _ = self.changes.send(SpriteChange::Closing);
+    }
+
+    /// A sprite's status without making it a slot: a watcher may look at
+    /// an id just destroyed, which must not come back as a cold sprite.
+    pub fn peek_status(&self, id: &str) -> Option<Status> {
+        lock(&self.slots).get(id).map(|slot| slot.status())
+    }
+
+    /// The sprites in the DB, by status.
+    pub fn status_counts(&self) -> Result<StatusCounts, Error> {
+        let ids = self.db.sprite_ids()?;
+        let mut c = StatusCounts::default();
+        for id in ids {
+            match self.peek_status(&id).unwrap_or(Status::Cold) {
+                Status::Running => c.running += 1,
+                Status::Warm => c.warm += 1,
+                Status::Cold | Status::Error => c.cold += 1,
+            }
+        }
+        Ok(c)
+    }
+}
