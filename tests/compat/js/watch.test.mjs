@@ -1,5 +1,4 @@
 // The official JS SDK (@fly/sprites from npm), unchanged, against sprited:
-// SpritesClient.createToken (POST /v1/organizations/{org}/tokens),
 // watchSprites (the NDJSON sprite stream) and sprite.filesystem().watch
 // (the fs/watch WebSocket).
 
@@ -42,31 +41,6 @@ async function nextWithin(iter, ms, what) {
   }
 }
 
-test('createToken: the SDK call makes a token that works', async () => {
-  // createToken always asks https://api.sprites.dev: send that one request
-  // to the local daemon instead, and refuse anything else, so nothing
-  // leaves the machine.
-  const realFetch = globalThis.fetch;
-  const seen = [];
-  globalThis.fetch = async (url, init) => {
-    const u = new URL(url);
-    if (u.origin !== 'https://api.sprites.dev') throw new Error(`unexpected request to ${url}`);
-    seen.push({ path: u.pathname, auth: init.headers.Authorization });
-    return realFetch(`${daemon.url}${u.pathname}${u.search}`, init);
-  };
-  let token;
-  try {
-    token = await SpritesClient.createToken(daemon.token, 'personal');
-  } finally {
-    globalThis.fetch = realFetch;
-  }
-  assert.deepEqual(seen, [{ path: '/v1/organizations/personal/tokens', auth: `FlyV1 ${daemon.token}` }]);
-  assert.match(token, /^spr_/);
-  const other = new SpritesClient(token, { baseURL: daemon.url });
-  const page = await other.listSprites();
-  assert.ok(Array.isArray(page.sprites));
-});
-
 // The next line of a watchSprites stream that is not a heartbeat.
 async function nextState(iter) {
   for (;;) {
@@ -100,6 +74,15 @@ test('watchSprites: the sprites as they are, then their changes', async () => {
     await client.deleteSprite('jsw-b');
     ev = await nextState(iter);
     assert.deepEqual([ev.name, ev.status], ['jsw-b', 'destroyed']);
+
+    // processAll hands each line to a handler until the stream is closed.
+    const again = await client.watchSprites({ prefix: 'jsw-', maxResults: 1 });
+    const seen = [];
+    await again.processAll(line => {
+      seen.push(line.name);
+      again.close();
+    });
+    assert.deepEqual(seen, ['jsw-a']);
   } finally {
     stream.close();
     await client.deleteSprite('jsw-a').catch(() => {});
