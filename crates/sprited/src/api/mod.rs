@@ -16,7 +16,7 @@ mod sprites;
 mod tasks;
 mod tokens;
 mod usage;
-mod ws;
+pub(crate) mod ws;
 
 use std::sync::Arc;
 

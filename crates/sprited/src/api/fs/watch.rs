@@ -8,7 +8,7 @@
 //! relays, one message at a time, so a slow client slows the agent down
 //! rather than anything queueing here.
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -36,7 +36,7 @@ pub async fn watch(
     State(state): State<AppState>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
-    ws: WebSocketUpgrade,
+    crate::api::ws::Upgrade(ws): crate::api::ws::Upgrade,
 ) -> Result<Response, ApiError> {
     // An unknown sprite or a bad `user` is refused before the upgrade.
     let rec = state.manager.get(&name)?;
