@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod failpoint;
+pub mod host_env;
 pub mod layout;
 pub mod manager;
 pub mod metrics;
@@ -49,6 +50,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
         uid_shift: cfg.uid_shift,
         volume_size_bytes: cfg.default_storage_gb * 1024 * 1024 * 1024,
         pool_size_bytes: cfg.pool_size_gb << 30,
+        image_cache: cfg.image_cache.clone(),
     }
 }
 
