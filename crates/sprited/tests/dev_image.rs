@@ -75,13 +75,13 @@ async fn the_development_image_installs_and_keeps_what_it_installed() {
     // Python: the sprite's own environment, first on PATH, no PEP 668.
     let o = run(
         &api,
-        "python --version; command -v python pip; stat -c %U /opt/venv",
+        "python --version; command -v python pip; stat -c %U /opt/venv; bash -lc 'command -v pip'",
     )
     .await;
     assert!(o.starts_with("Python 3."), "{o}");
     assert!(
-        o.ends_with("/opt/venv/bin/python\n/opt/venv/bin/pip\nsprite\n"),
-        "{o}"
+        o.ends_with("/opt/venv/bin/python\n/opt/venv/bin/pip\nsprite\n/opt/venv/bin/pip\n"),
+        "{o} (login shells too)"
     );
     run(&api, "pip install -q --no-cache-dir six").await;
     assert_eq!(
