@@ -182,6 +182,15 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         request_timeout: cfg.object_store_timeout,
     })
     .context("opening the object store")?;
+    for kind in sprite_store::ImageKind::ALL {
+        if store.image_outdated(kind) {
+            // Kept: it is the lower layer of the sprites made from it.
+            tracing::warn!(
+                image = %kind,
+                "image built by an older recipe; `sprited images {kind}` rebuilds it once no sprite uses it"
+            );
+        }
+    }
     let cfg = Arc::new(cfg);
     let manager = manager::Manager::new(
         db,
