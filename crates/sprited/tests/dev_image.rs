@@ -16,7 +16,7 @@ use serde_json::json;
 /// Everything the installs left, checked in one go: prints `all there`.
 const STILL_THERE: &str = "set -e; test -f /workspace/made && test -d /srv/x && test -d /opt/x; \
      python -c 'import six'; cd /workspace && node -e \"require('is-number')\"; \
-     tree --version >/dev/null; jq --version >/dev/null; echo all there";
+     tree --version >/dev/null; jq --version >/dev/null; semver 1.2.3 >/dev/null; echo all there";
 
 /// `bash -c script` as the default user; panics unless it exits 0.
 async fn run(api: &Api, script: &str) -> String {
@@ -99,6 +99,15 @@ async fn the_development_image_installs_and_keeps_what_it_installed() {
          && node -e \"require('is-number')\" && npx --version >/dev/null",
     )
     .await;
+    // Global packages go where the user may write, on PATH.
+    assert_eq!(
+        run(
+            &api,
+            "npm install -g --no-audit --no-fund --loglevel=error semver >/dev/null && command -v semver"
+        )
+        .await,
+        "/opt/npm/bin/semver\n"
+    );
     // apt with the image's package lists: one package it has, one it has not.
     run(&api, "sudo apt-get install -y -q jq >/dev/null").await;
     run(

@@ -48,7 +48,7 @@ impl ImageKind {
     pub fn recipe(self) -> &'static str {
         match self {
             ImageKind::Tiny => "tiny-2",
-            ImageKind::Standard => "standard-2",
+            ImageKind::Standard => "standard-3",
         }
     }
 }

@@ -25,16 +25,27 @@ const PACKAGES: &str = "bash,coreutils,procps,sudo,ca-certificates,less,file,unz
 /// login shells (`/etc/profile.d`).
 pub const VENV: &str = "/opt/venv";
 
-/// PATH of every command in a `standard` sprite: the venv first, then
-/// Debian's, then where `sprite-env` is.
-pub const PATH: &str =
-    "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/.sprite/bin";
+/// Where `npm install -g` puts packages (npm's `prefix`, in /etc/npmrc):
+/// owned by the `sprite` user, as the venv is, so that it needs no sudo.
+pub const NPM_PREFIX: &str = "/opt/npm";
+
+/// PATH of every command in a `standard` sprite: the venv first, npm's
+/// global commands, then Debian's, then where `sprite-env` is.
+pub const PATH: &str = "/opt/venv/bin:/opt/npm/bin:\
+    /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/.sprite/bin";
 
 /// Variables `sudo` keeps: proxy settings and CA bundles given to every
 /// sprite (`--sprite-env`, `--ca-file`) must reach `sudo apt-get` too.
 const SUDO_ENV_KEEP: &str = "http_proxy https_proxy no_proxy all_proxy \
     HTTP_PROXY HTTPS_PROXY NO_PROXY ALL_PROXY \
     SSL_CERT_FILE REQUESTS_CA_BUNDLE PIP_CERT NODE_EXTRA_CA_CERTS CURL_CA_BUNDLE";
+
+/// `/etc/profile.d/sprite-venv.sh`: [`PATH`]'s first two for login shells.
+const LOGIN_PATH: &str = r#"for d in /opt/npm/bin /opt/venv/bin; do
+    case ":$PATH:" in *:$d:*) ;; *) PATH="$d:$PATH" ;; esac
+done
+export VIRTUAL_ENV=/opt/venv
+"#;
 
 const SPRITE_UID: &str = "1000";
 
@@ -121,20 +132,22 @@ pub(super) fn build(rootfs: &Path, reporter: &mut Reporter<'_>) -> Result<String
             .arg(rootfs)
             .args(["python3", "-m", "venv", VENV]),
     )?;
+    std::fs::create_dir_all(rootfs.join(&NPM_PREFIX[1..])).ctx("mkdir", rootfs)?;
+    write_file(
+        &rootfs.join("etc/npmrc"),
+        format!("prefix={NPM_PREFIX}\n").as_bytes(),
+        0o644,
+    )?;
     let owner = format!("{SPRITE_UID}:{SPRITE_UID}");
     tool::run(
         Command::new("chroot")
             .arg(rootfs)
-            .args(["chown", "-R", &owner, VENV]),
+            .args(["chown", "-R", &owner, VENV, NPM_PREFIX]),
     )?;
     // Login shells: Debian's /etc/profile sets PATH afresh, then reads this.
     write_file(
         &rootfs.join("etc/profile.d/sprite-venv.sh"),
-        format!(
-            "case \":$PATH:\" in *:{VENV}/bin:*) ;; *) PATH=\"{VENV}/bin:$PATH\" ;; esac\n\
-             export VIRTUAL_ENV={VENV}\n"
-        )
-        .as_bytes(),
+        LOGIN_PATH.as_bytes(),
         0o644,
     )?;
     let apt_cache = rootfs.join("var/cache/apt/archives");
