@@ -11,10 +11,18 @@ scripts/deps.sh
 PROFILE=release scripts/build.sh
 install -m 0755 target/release/sprited target/release/sprite /usr/local/bin/
 install -m 0755 target/x86_64-unknown-linux-gnu/release/sprite-agent /usr/local/bin/sprite-agent
-echo "==> base images (built once)"
+echo "==> base images (built once; standard takes a few minutes)"
 sprited images --data-dir "$DATA_DIR" tiny standard
+# The CAs this host was told to trust (a company's TLS-inspecting proxy):
+# the sprites trust them too, so package installs inside work as outside.
+ARGS=()
+for ca in /usr/local/share/ca-certificates/*.crt; do
+    [ -f "$ca" ] && ARGS+=(--ca-file "$ca")
+done
+# More flags, e.g. SPRITED_ARGS="--sprite-env HTTPS_PROXY=http://proxy:3128".
+read -r -a EXTRA <<<"${SPRITED_ARGS:-}"
 echo "==> starting sprited on $LISTEN (data in $DATA_DIR)"
-sprited --listen "$LISTEN" --data-dir "$DATA_DIR" &
+sprited --listen "$LISTEN" --data-dir "$DATA_DIR" "${ARGS[@]}" "${EXTRA[@]}" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' INT TERM
 for _ in $(seq 1 300); do

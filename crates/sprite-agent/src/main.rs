@@ -13,6 +13,7 @@ mod services;
 mod session;
 mod shutdown;
 mod timestamp;
+mod trust;
 mod user;
 mod wire;
 
@@ -66,6 +67,19 @@ fn run(on: ListenOn) -> ExitCode {
         if let Err(e) = hosts::ensure(std::path::Path::new("/etc/hosts"), &name) {
             log!("/etc/hosts: {e}");
         }
+        let extra = std::path::Path::new(sprites_api::agent::EXTRA_CA_FILE);
+        let (bundle, local) = (
+            std::path::Path::new(trust::BUNDLE),
+            std::path::Path::new(trust::LOCAL_DIR),
+        );
+        if let Err(e) = trust::install(extra, bundle, local) {
+            log!("extra CA certificates: {e}");
+        }
+    }
+    let sprite_env = std::env::var(sprites_api::agent::EXEC_ENV_VAR).ok();
+    if let Err(e) = session::spawn::set_sprite_env(sprite_env.as_deref()) {
+        // Commands still run, with the defaults: better than no sprite.
+        log!("{e}");
     }
     if !pid1 {
         // Orphans of our commands come back to us, as they would to PID 1.

@@ -76,6 +76,7 @@ impl Env {
                 pool_size_bytes: 4 << 30,
                 uid_shift: Some(SHIFT),
                 volume_size_bytes: 1 << 30,
+                image_cache: None,
             },
         )
         .expect("open store");

@@ -2,6 +2,7 @@
 //! `<data>/sprites/<id>/volume`, and overlayfs at `<data>/sprites/<id>/rootfs`
 //! with the shared image as lower layer and upper/work on the volume.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -71,6 +72,15 @@ impl Store {
             chown(dir.as_path(), Some(uid), Some(gid)).ctx("chown", dir)?;
         }
         let lower = self.layout.image_rootfs(image);
+        // The sprite's `/` is the upper dir's root, not the image's: it
+        // takes the image's group and mode (who may make top-level folders).
+        let top = std::fs::metadata(&lower).ctx("stat", &lower)?;
+        chown(upper.as_path(), Some(uid), Some(Gid::from_raw(top.gid()))).ctx("chown", &upper)?;
+        std::fs::set_permissions(
+            &upper,
+            std::fs::Permissions::from_mode(top.permissions().mode() & 0o7777),
+        )
+        .ctx("chmod", &upper)?;
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.display(),

@@ -32,6 +32,10 @@ pub struct StoreOptions {
     pub uid_shift: Option<u32>,
     /// Size of each sprite's volume (sparse).
     pub volume_size_bytes: u64,
+    /// A host-wide folder of built images (tar archives by recipe and uid
+    /// shift): a store that needs an image copies it from there, and one
+    /// that builds it leaves it there. `None`: every store builds its own.
+    pub image_cache: Option<PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -40,6 +44,7 @@ impl Default for StoreOptions {
             pool_size_bytes: DEFAULT_POOL_SIZE,
             uid_shift: Some(DEFAULT_UID_SHIFT),
             volume_size_bytes: DEFAULT_VOLUME_SIZE,
+            image_cache: None,
         }
     }
 }

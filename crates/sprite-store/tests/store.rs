@@ -62,6 +62,7 @@ impl Fixture {
             pool_size_bytes: 4 * GIB,
             uid_shift: Some(SHIFT),
             volume_size_bytes: GIB,
+            image_cache: None,
         }
     }
 
@@ -396,7 +397,58 @@ fn assert_no_lazy_init(volume: &Path) {
     assert_eq!(zeroed, groups, "inode tables left for lazy init");
 }
 
-/// Building the Debian image takes ~30 s and the network to the Debian
+#[test]
+fn image_cache_is_filled_once_then_copied_and_recipes_are_checked() {
+    require_env!();
+    let cache = tempfile::tempdir().expect("cache dir");
+    let with_cache = || StoreOptions {
+        image_cache: Some(cache.path().to_path_buf()),
+        ..Fixture::options()
+    };
+    let (fx1, fx2) = (Fixture::new(), Fixture::new());
+    let first = Store::open(&fx1.data, with_cache()).expect("open");
+    let built = first
+        .build_image(ImageKind::Tiny, &mut |_| {})
+        .expect("build");
+    assert_eq!(built.recipe.as_deref(), Some(ImageKind::Tiny.recipe()));
+    let archive = cache
+        .path()
+        .join(format!("{}-shift-{SHIFT}.tar", ImageKind::Tiny.recipe()));
+    assert!(archive.is_file(), "the build is kept in the cache");
+    // A second store copies it: the same manifest, no build phases.
+    let second = Store::open(&fx2.data, with_cache()).expect("open");
+    let mut phases = Vec::new();
+    let copied = second
+        .build_image(ImageKind::Tiny, &mut |p| phases.push(p.phase))
+        .expect("copy");
+    assert_eq!(copied, built);
+    assert!(
+        phases.iter().all(|p| !p.contains("busybox")),
+        "copied, not built: {phases:?}"
+    );
+    assert!(!second.image_outdated(ImageKind::Tiny));
+
+    // The sprite's `/` is the image's: group `sprite` may add folders, the
+    // sticky bit keeps what others own.
+    second.create_volume("top").expect("volume");
+    let root = second.mount_rootfs("top", "tiny").expect("mount");
+    let top = std::fs::metadata(&root).expect("stat /");
+    assert_eq!((top.uid(), top.gid()), (SHIFT, SHIFT + 1000));
+    assert_eq!(top.mode() & 0o7777, 0o1775);
+    second.unmount_rootfs("top").expect("unmount");
+
+    // An image from another recipe is known as outdated, and can go.
+    let rootfs = first.image_rootfs("tiny");
+    let manifest = rootfs.with_file_name("manifest.json");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let old = text.replace(ImageKind::Tiny.recipe(), "tiny-0");
+    std::fs::write(&manifest, old).expect("write");
+    assert!(first.image_outdated(ImageKind::Tiny));
+    first.remove_image("tiny").expect("remove");
+    assert!(!first.image_ready("tiny") && !first.image_outdated(ImageKind::Tiny));
+}
+
+/// Building the Debian image takes ~2 min and the network to the Debian
 /// mirror: run by hand with `cargo test -p sprite-store -- --ignored`.
 #[test]
 #[ignore]
@@ -421,6 +473,13 @@ fn standard_image_builds() {
         "usr/bin/git",
         "usr/bin/curl",
         "usr/bin/sudo",
+        "usr/bin/node",
+        "usr/bin/npm",
+        "usr/bin/go",
+        "usr/bin/cargo",
+        "usr/bin/ruby",
+        "usr/bin/jq",
+        "opt/venv/bin/pip",
     ] {
         assert!(rootfs.join(bin).exists(), "{bin} missing");
     }

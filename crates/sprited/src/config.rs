@@ -55,6 +55,11 @@ pub struct Config {
     /// How long one request to a remote object store may take, retries
     /// included, before it counts as unreachable.
     pub object_store_timeout: std::time::Duration,
+    /// Extra CA certificates and variables every sprite gets.
+    pub host_env: crate::host_env::HostEnv,
+    /// A host-wide folder of built images, shared by data dirs (see
+    /// `sprite_store::StoreOptions::image_cache`).
+    pub image_cache: Option<PathBuf>,
 }
 
 impl Config {
@@ -105,6 +110,8 @@ impl Config {
             evict_after: std::time::Duration::from_secs(3600),
             chunk_cache_bytes: 2 << 30,
             object_store_timeout: std::time::Duration::from_secs(30),
+            host_env: Default::default(),
+            image_cache: None,
         }
     }
 }

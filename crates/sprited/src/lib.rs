@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod failpoint;
+pub mod host_env;
 pub mod layout;
 pub mod manager;
 pub mod metrics;
@@ -49,6 +50,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
         uid_shift: cfg.uid_shift,
         volume_size_bytes: cfg.default_storage_gb * 1024 * 1024 * 1024,
         pool_size_bytes: cfg.pool_size_gb << 30,
+        image_cache: cfg.image_cache.clone(),
     }
 }
 
@@ -180,6 +182,15 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         request_timeout: cfg.object_store_timeout,
     })
     .context("opening the object store")?;
+    for kind in sprite_store::ImageKind::ALL {
+        if store.image_outdated(kind) {
+            // Kept: it is the lower layer of the sprites made from it.
+            tracing::warn!(
+                image = %kind,
+                "image built by an older recipe; `sprited images {kind}` rebuilds it once no sprite uses it"
+            );
+        }
+    }
     let cfg = Arc::new(cfg);
     let manager = manager::Manager::new(
         db,

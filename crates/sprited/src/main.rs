@@ -93,6 +93,22 @@ struct Cli {
     /// may name any region; the sprite runs here).
     #[arg(long, default_value = sprited::config::DEFAULT_REGION, value_parser = parse_region, global = true)]
     region: String,
+    /// A CA certificate file (PEM) every sprite trusts, added to its system
+    /// bundle at start and named by SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
+    /// PIP_CERT, CURL_CA_BUNDLE and NODE_EXTRA_CA_CERTS: for networks whose
+    /// TLS a proxy re-signs. Repeatable.
+    #[arg(long = "ca-file", value_name = "PATH", global = true)]
+    ca_files: Vec<PathBuf>,
+    /// A variable every process of every sprite gets (e.g.
+    /// HTTPS_PROXY=http://proxy:3128); a sprite's own environment wins.
+    /// Repeatable.
+    #[arg(long = "sprite-env", value_name = "KEY=VALUE", global = true)]
+    sprite_env: Vec<String>,
+    /// A folder of built base images shared by every data dir of this host:
+    /// an image missing from the data dir is copied from there, and one
+    /// built is left there (by recipe: a changed image is built anew).
+    #[arg(long, value_name = "DIR", global = true)]
+    image_cache: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -151,11 +167,23 @@ fn build_images(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
     let store = sprite_store::Store::open(&cfg.data_dir, sprited::store_options(cfg))
         .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
     for name in names {
-        if store.image_ready(name) {
+        let kind = sprited::manager::image_kind(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if store.image_outdated(kind) {
+            // Sprites made from it keep it as their lower layer: it is
+            // replaced only when none is left.
+            let users = sprites_using(cfg, name)?;
+            if users > 0 {
+                println!("image {name}: built by an older recipe; kept, {users} sprite(s) use it");
+                continue;
+            }
+            println!("image {name}: built by an older recipe; building it anew");
+            store
+                .remove_image(name)
+                .with_context(|| format!("removing the old image {name}"))?;
+        } else if store.image_ready(name) {
             println!("image {name}: already built");
             continue;
         }
-        let kind = sprited::manager::image_kind(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         let bar = ProgressBar::new(1000);
         bar.set_style(
             ProgressStyle::with_template(
@@ -174,6 +202,16 @@ fn build_images(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
         bar.finish_with_message("done");
     }
     Ok(())
+}
+
+/// How many sprites of the data dir were made from image `name`.
+fn sprites_using(cfg: &Config, name: &str) -> anyhow::Result<usize> {
+    let path = cfg.layout().meta_db();
+    if !path.exists() {
+        return Ok(0);
+    }
+    let db = sprited::db::Db::open(&path).context("opening meta.db")?;
+    Ok(db.all()?.iter().filter(|r| r.image == name).count())
 }
 
 #[tokio::main]
@@ -199,6 +237,15 @@ async fn main() -> anyhow::Result<()> {
     cfg.evict_after = cli.evict_after;
     cfg.chunk_cache_bytes = (cli.chunk_cache_gb.max(0.0) * (1u64 << 30) as f64) as u64;
     cfg.object_store_timeout = cli.object_store_timeout;
+    cfg.host_env = sprited::host_env::HostEnv::from_flags(&cli.ca_files, &cli.sprite_env)?;
+    if !cfg.host_env.ca_pem.is_empty() || !cfg.host_env.vars.is_empty() {
+        tracing::info!(
+            ca_files = cli.ca_files.len(),
+            vars = ?cfg.host_env.var_names(),
+            "every sprite gets these CA files and variables"
+        );
+    }
+    cfg.image_cache = cli.image_cache;
     cfg.rates = sprites_api::usage::Rates {
         cpu_per_vcpu_hour: cli.rate_cpu_hour,
         ram_per_gb_hour: cli.rate_ram_gb_hour,

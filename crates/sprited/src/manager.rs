@@ -142,6 +142,12 @@ pub fn validate_url_auth(auth: String) -> Result<String, Error> {
     }
 }
 
+/// PATH of every command in a sprite of `image` (an unknown name, which no
+/// record has, gets the plain one).
+fn image_path(image: &str) -> &'static str {
+    image_kind(image).map_or(sprite_store::DEFAULT_PATH, ImageKind::path)
+}
+
 pub fn image_kind(name: &str) -> Result<ImageKind, Error> {
     match name {
         "tiny" => Ok(ImageKind::Tiny),
@@ -401,6 +407,7 @@ impl Manager {
         let socket = self.socket_path(&rec.id);
         let (resolv_conf, policy_dir) = self.net.files(&rec.id, &self.store.sprite_dir(&rec.id))?;
         let sandbox_driver = driver.clone();
+        let host_env = self.cfg.host_env.clone();
         // A volume still filling itself from the object store is read
         // through its self-filling view.
         let volume = self
@@ -417,6 +424,9 @@ impl Manager {
             let run_dir = store
                 .inside_run_dir(&id)
                 .map_err(Error::store("preparing /.sprite/run"))?;
+            host_env
+                .write_ca_file(&run_dir)
+                .map_err(|e| Error::Internal(format!("the sprite's CA certificates: {e}")))?;
             let inside = bind_inside_socket(&run_dir.join(INSIDE_SOCKET))?;
             let listener = bind_agent_socket(&socket)?;
             let mut spec = SandboxSpec {
@@ -516,7 +526,10 @@ impl Manager {
             log_path: dir.join("agent.log"),
             agent_bin: self.agent_bin.clone(),
             init_args: vec!["/.sprite/bin/sprite-agent".into()],
-            env: vec![format!("SPRITE_NAME={}", rec.name)],
+            env: vec![
+                format!("SPRITE_NAME={}", rec.name),
+                self.cfg.host_env.agent_var(image_path(&rec.image)),
+            ],
             limits: RtLimits {
                 cpus: rec.limits.cpus,
                 memory_bytes: rec.limits.ram_mb * 1024 * 1024,

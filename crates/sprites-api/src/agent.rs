@@ -60,6 +60,16 @@ pub const HEADER_LEN: usize = 5;
 /// Socket file name inside the sprite's run directory.
 pub const SOCKET_NAME: &str = "agent.sock";
 
+/// Variable of the agent's own environment through which the daemon gives
+/// the environment every command in the sprite starts with: a JSON list of
+/// `KEY=VALUE` (the image's PATH, the host's `--sprite-env`, CA variables).
+/// A command's own variables (the sprite's, the request's) come on top.
+pub const EXEC_ENV_VAR: &str = "SPRITE_EXEC_ENV";
+
+/// Extra CA certificates (PEM) the daemon puts in `/.sprite/run`, for the
+/// agent to add to the sprite's trust store when it boots.
+pub const EXTRA_CA_FILE: &str = "/.sprite/run/ca-certificates.crt";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {

@@ -11,8 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
-use sprites_api::agent::ExecRequest;
+use sprites_api::agent::{ExecRequest, EXEC_ENV_VAR};
 
 use crate::session::pty;
 use crate::session::reaper::{ExitReceiver, Reaper};
@@ -106,8 +107,26 @@ pub fn prepare(req: &ExecRequest, users: &UserDb) -> Result<Plan, String> {
     }))
 }
 
-/// The default environment for `account`, then the request's `K=V` pairs
-/// (entries without `=` or with an empty key are ignored).
+/// The sprite's environment from the daemon ([`EXEC_ENV_VAR`]), set once
+/// at boot.
+static SPRITE_ENV: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Takes the daemon's environment for every command from the agent's own
+/// (`None`: there is none). Called once, before any command starts.
+pub fn set_sprite_env(raw: Option<&str>) -> Result<(), String> {
+    let vars: Vec<String> = match raw.filter(|r| !r.trim().is_empty()) {
+        None => Vec::new(),
+        Some(raw) => serde_json::from_str(raw)
+            .map_err(|e| format!("{EXEC_ENV_VAR} is not a JSON list of strings: {e}"))?,
+    };
+    SPRITE_ENV
+        .set(vars)
+        .map_err(|_| format!("{EXEC_ENV_VAR} was taken twice"))
+}
+
+/// The default environment for `account`, then the sprite's (from the
+/// daemon: PATH of the image, the host's variables), then the request's
+/// `K=V` pairs (entries without `=` or with an empty key are ignored).
 pub fn environment(account: &Account, tty: bool, extra: &[String]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), DEFAULT_PATH.into()),
@@ -119,7 +138,8 @@ pub fn environment(account: &Account, tty: bool, extra: &[String]) -> Vec<(Strin
     if tty {
         env.push(("TERM".into(), TTY_TERM.into()));
     }
-    for kv in extra {
+    let sprite = SPRITE_ENV.get().map(Vec::as_slice).unwrap_or_default();
+    for kv in sprite.iter().chain(extra) {
         let Some((k, v)) = kv.split_once('=') else {
             continue;
         };

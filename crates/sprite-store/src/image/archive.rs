@@ -39,11 +39,16 @@ impl Store {
     /// unless it is there already. Built aside and renamed into place, like
     /// a build.
     pub fn import_image(&self, name: &str, archive: &Path) -> Result<ImageManifest> {
-        validate_name(name)?;
         let _guard = self
             .build_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.import_locked(name, archive)
+    }
+
+    /// [`Store::import_image`] for a caller that holds the build lock.
+    pub(crate) fn import_locked(&self, name: &str, archive: &Path) -> Result<ImageManifest> {
+        validate_name(name)?;
         if self.image_ready(name) {
             return self.image_manifest(name);
         }

@@ -25,7 +25,9 @@ use crate::validate_name;
 pub enum ImageKind {
     /// busybox-static with the applet links, a passwd with `sprite`: builds in ~1 s.
     Tiny,
-    /// Debian bookworm minbase with bash, python3, git, curl, sudo (mmdebstrap).
+    /// Debian bookworm with the development tools (Python in a venv the
+    /// `sprite` user owns, Node.js, Go, Rust, Ruby, build tools), package
+    /// lists kept for `apt-get install` (mmdebstrap).
     Standard,
 }
 
@@ -37,6 +39,16 @@ impl ImageKind {
         match self {
             ImageKind::Tiny => "tiny",
             ImageKind::Standard => "standard",
+        }
+    }
+
+    /// Names what goes into the image: changed whenever its build changes,
+    /// so that a copy built by an older recipe is known for what it is
+    /// (see [`Store::image_outdated`], and the host-wide cache's key).
+    pub fn recipe(self) -> &'static str {
+        match self {
+            ImageKind::Tiny => "tiny-2",
+            ImageKind::Standard => "standard-3",
         }
     }
 }
@@ -76,6 +88,9 @@ pub struct ImageManifest {
     pub build_seconds: f64,
     pub files: u64,
     pub bytes: u64,
+    /// [`ImageKind::recipe`] it was built by (none: before recipes were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
 }
 
 /// Reports through the caller's callback, with the builder's own fractions
@@ -152,6 +167,109 @@ impl Store {
             Err(StoreError::ImageMissing(_)) => {}
             Err(e) => return Err(e),
         }
+        match self.opts.image_cache.clone() {
+            Some(cache) => self.build_through_cache(kind, &cache, progress),
+            None => self.build_fresh(kind, progress),
+        }
+    }
+
+    /// Whether image `name` is built, but by another recipe than this
+    /// build's [`ImageKind::recipe`] (sprites made from it keep using it).
+    pub fn image_outdated(&self, kind: ImageKind) -> bool {
+        self.image_manifest(kind.name())
+            .is_ok_and(|m| m.recipe.as_deref() != Some(kind.recipe()))
+    }
+
+    /// Deletes a built image; the caller makes sure no sprite uses it. The
+    /// manifest goes first, so that a crash halfway leaves an image that is
+    /// not built rather than one that looks whole.
+    pub fn remove_image(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        let _guard = self
+            .build_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let manifest = self.layout.image_manifest(name);
+        match std::fs::remove_file(&manifest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove", &manifest, e)),
+        }
+        let dir = self.layout.image_dir(name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("remove", &dir, e)),
+        }
+    }
+
+    /// The image from the host-wide cache when it holds this recipe for
+    /// this uid shift (a copy, a few seconds, instead of minutes of
+    /// mmdebstrap); otherwise built, then kept there for the next store.
+    fn build_through_cache(
+        &self,
+        kind: ImageKind,
+        cache: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ImageManifest> {
+        let name = kind.name();
+        ensure_dir(cache, 0o700)?;
+        let shift = self
+            .opts
+            .uid_shift
+            .map_or_else(|| "none".to_string(), |s| s.to_string());
+        let key = format!("{}-shift-{shift}", kind.recipe());
+        let archive = cache.join(format!("{key}.tar"));
+        let lock_path = cache.join(format!("{key}.lock"));
+        let lock_file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("open", &lock_path)?;
+        // Another daemon of this host may be building the same image right
+        // now: wait for it and take its copy rather than build it twice.
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| StoreError::io("flock", &lock_path, e.into()))?;
+        if archive.is_file() {
+            progress(Progress {
+                phase: format!("copying image {name} from {}", archive.display()),
+                fraction: 0.1,
+            });
+            match self.import_locked(name, &archive) {
+                Ok(m) => {
+                    progress(Progress {
+                        phase: format!("image {name} is ready"),
+                        fraction: 1.0,
+                    });
+                    return Ok(m);
+                }
+                Err(e) => {
+                    tracing::warn!(archive = %archive.display(), error = %e, "the cached image cannot be used; building it");
+                    let _ = std::fs::remove_file(&archive);
+                }
+            }
+        }
+        let manifest = self.build_fresh(kind, progress)?;
+        let tmp = cache.join(format!(".{key}.{}.tar", std::process::id()));
+        let kept = self
+            .export_image(name, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &archive).ctx("rename", &archive));
+        if let Err(e) = kept {
+            // The image is built all the same; only the next store pays.
+            tracing::warn!(cache = %cache.display(), error = %e, "cannot keep the image in the cache");
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(manifest)
+    }
+
+    /// Builds the image into the store; the caller holds the build lock.
+    fn build_fresh(
+        &self,
+        kind: ImageKind,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ImageManifest> {
+        let name = kind.name();
         let images = self.layout.images_dir();
         remove_stale_builds(&images, name);
         let nonce = SystemTime::now()
@@ -220,6 +338,7 @@ impl Store {
             build_seconds: started.elapsed().as_secs_f64(),
             files: stats.files,
             bytes: stats.bytes,
+            recipe: Some(kind.recipe().to_string()),
         };
         let path = tmp.join("manifest.json");
         let json = serde_json::to_vec_pretty(&manifest).map_err(|source| StoreError::Manifest {
@@ -235,10 +354,45 @@ impl Store {
     }
 }
 
+impl ImageKind {
+    /// PATH of every command in a sprite of this image.
+    pub fn path(self) -> &'static str {
+        match self {
+            ImageKind::Tiny => DEFAULT_PATH,
+            ImageKind::Standard => standard::PATH,
+        }
+    }
+}
+
+/// PATH of a command in an image that asks for no other.
+pub const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/.sprite/bin";
+
+/// Group of the `sprite` user in every image.
+const SPRITE_GID: u32 = 1000;
+
+/// Top-level folders the `sprite` user may add to: `/` itself (tools
+/// written for the hosted service run `mkdir -p /workspace`), and `/srv`,
+/// `/opt` where an image has them.
+const SHARED_TOP_DIRS: [&str; 3] = ["", "srv", "opt"];
+
 /// What every image has, whatever it was built from: the agent's mount
-/// point, a hostname, loopback hosts, and an empty resolv.conf (the sprite's
-/// network is set up by the daemon).
+/// point, a hostname, loopback hosts, an empty resolv.conf (the sprite's
+/// network is set up by the daemon), and top-level folders the `sprite`
+/// user can make folders in.
 fn finish_rootfs(rootfs: &Path) -> Result<()> {
+    // Group `sprite` may add entries; the sticky bit keeps it from
+    // renaming or deleting those it does not own (/etc, /usr, /.sprite).
+    // Nothing is opened that root inside could not open already: `sprite`
+    // has passwordless sudo in `standard`, and root inside a sprite is an
+    // unprivileged user outside (docs/design.md).
+    for dir in SHARED_TOP_DIRS {
+        let path = rootfs.join(dir);
+        if path.is_dir() {
+            std::os::unix::fs::chown(&path, Some(0), Some(SPRITE_GID)).ctx("chown", &path)?;
+            write_file_mode(&path, 0o1775)?;
+        }
+    }
     let sprite = rootfs.join(".sprite");
     let bin = sprite.join("bin");
     for dir in [

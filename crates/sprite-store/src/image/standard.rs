@@ -1,5 +1,10 @@
-//! The `standard` image: Debian bookworm minbase from mmdebstrap, with the
-//! tools a sprite is expected to have and a `sprite` user with passwordless sudo.
+//! The `standard` image, the development image: Debian bookworm from
+//! mmdebstrap with the languages and tools a sprite is expected to have
+//! (Python, Node.js, Go, Rust, Ruby, build tools), the package lists kept so
+//! that `sudo apt-get install` works, a `sprite` user with passwordless sudo,
+//! and a Python environment that user owns, first on PATH, so that `pip
+//! install` needs neither sudo nor a flag (Debian's own Python refuses it:
+//! PEP 668).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -11,8 +16,38 @@ use crate::error::{IoContext, Result, StoreError};
 use crate::tool;
 
 const SUITE: &str = "bookworm";
-const PACKAGES: &str =
-    "bash,coreutils,procps,python3,python3-pip,python3-venv,git,curl,ca-certificates,sudo";
+const PACKAGES: &str = "bash,coreutils,procps,sudo,ca-certificates,less,file,unzip,xz-utils,\
+    python3,python3-pip,python3-venv,python-is-python3,nodejs,npm,golang-go,rustc,cargo,ruby,\
+    build-essential,git,curl,wget,jq,sqlite3,vim,nano,tmux,htop,openssh-client";
+
+/// The `sprite` user's Python environment: `python`, `pip` and what they
+/// install. Its `bin` leads the PATH of every command ([`PATH`]) and of
+/// login shells (`/etc/profile.d`).
+pub const VENV: &str = "/opt/venv";
+
+/// Where `npm install -g` puts packages (npm's `prefix`, in /etc/npmrc):
+/// owned by the `sprite` user, as the venv is, so that it needs no sudo.
+pub const NPM_PREFIX: &str = "/opt/npm";
+
+/// PATH of every command in a `standard` sprite: the venv first, npm's
+/// global commands, then Debian's, then where `sprite-env` is.
+pub const PATH: &str = "/opt/venv/bin:/opt/npm/bin:\
+    /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/.sprite/bin";
+
+/// Variables `sudo` keeps: proxy settings and CA bundles given to every
+/// sprite (`--sprite-env`, `--ca-file`) must reach `sudo apt-get` too.
+const SUDO_ENV_KEEP: &str = "http_proxy https_proxy no_proxy all_proxy \
+    HTTP_PROXY HTTPS_PROXY NO_PROXY ALL_PROXY \
+    SSL_CERT_FILE REQUESTS_CA_BUNDLE PIP_CERT NODE_EXTRA_CA_CERTS CURL_CA_BUNDLE";
+
+/// `/etc/profile.d/sprite-venv.sh`: [`PATH`]'s first two for login shells.
+const LOGIN_PATH: &str = r#"for d in /opt/npm/bin /opt/venv/bin; do
+    case ":$PATH:" in *:$d:*) ;; *) PATH="$d:$PATH" ;; esac
+done
+export VIRTUAL_ENV=/opt/venv
+"#;
+
+const SPRITE_UID: &str = "1000";
 
 /// mmdebstrap's `I:` lines, in order, and how far along each one means we are.
 const PHASES: [(&str, f64); 8] = [
@@ -31,6 +66,9 @@ pub(super) fn build(rootfs: &Path, reporter: &mut Reporter<'_>) -> Result<String
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--variant=minbase", "--format=directory"])
         .arg(format!("--include={PACKAGES}"))
+        // The package lists stay, so that `apt-get install` works at once
+        // (what the lists say was current when the image was built).
+        .arg("--skip=cleanup/apt/lists")
         .arg(SUITE)
         .arg(rootfs)
         .stdin(Stdio::null())
@@ -83,8 +121,34 @@ pub(super) fn build(rootfs: &Path, reporter: &mut Reporter<'_>) -> Result<String
     write_file_mode(&home, 0o755)?;
     write_file(
         &rootfs.join("etc/sudoers.d/sprite"),
-        b"sprite ALL=(ALL:ALL) NOPASSWD: ALL\n",
+        format!("sprite ALL=(ALL:ALL) NOPASSWD: ALL\nDefaults env_keep += \"{SUDO_ENV_KEEP}\"\n")
+            .as_bytes(),
         0o440,
+    )?;
+
+    reporter.report("creating the Python environment", 0.97);
+    tool::run(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(["python3", "-m", "venv", VENV]),
+    )?;
+    std::fs::create_dir_all(rootfs.join(&NPM_PREFIX[1..])).ctx("mkdir", rootfs)?;
+    write_file(
+        &rootfs.join("etc/npmrc"),
+        format!("prefix={NPM_PREFIX}\n").as_bytes(),
+        0o644,
+    )?;
+    let owner = format!("{SPRITE_UID}:{SPRITE_UID}");
+    tool::run(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(["chown", "-R", &owner, VENV, NPM_PREFIX]),
+    )?;
+    // Login shells: Debian's /etc/profile sets PATH afresh, then reads this.
+    write_file(
+        &rootfs.join("etc/profile.d/sprite-venv.sh"),
+        LOGIN_PATH.as_bytes(),
+        0o644,
     )?;
     let apt_cache = rootfs.join("var/cache/apt/archives");
     if apt_cache.is_dir() {
@@ -99,5 +163,7 @@ pub(super) fn build(rootfs: &Path, reporter: &mut Reporter<'_>) -> Result<String
         }
     }
     reporter.report("standard rootfs built", 1.0);
-    Ok(format!("mmdebstrap {SUITE} minbase +{PACKAGES}"))
+    Ok(format!(
+        "mmdebstrap {SUITE} minbase +{PACKAGES}, venv {VENV}"
+    ))
 }

@@ -30,6 +30,31 @@ pub struct Daemon {
 /// How long the daemon may take to answer (it builds the tiny image first).
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Built images shared by every test daemon of this target dir: `standard`
+/// (minutes of mmdebstrap) is built once per checkout, then copied.
+pub fn image_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-cache")
+}
+
+/// `--ca-file` for each CA certificate this host trusts beyond the system's
+/// (a TLS-intercepting proxy's, on some networks; none elsewhere), so that
+/// sprites reach the package registries the host reaches.
+pub fn host_ca_args() -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir("/usr/local/share/ca-certificates")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| ["--ca-file".to_string(), p.display().to_string()])
+        .collect()
+}
+
 impl Daemon {
     pub fn start() -> Daemon {
         Self::start_with(&[])
@@ -75,6 +100,8 @@ impl Daemon {
             .args(["--listen", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
             .args(["--default-image", "tiny"])
+            .arg("--image-cache")
+            .arg(image_cache())
             .args(&self.extra_args)
             .env("SPRITED_TOKEN", &self.token)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
