@@ -556,6 +556,14 @@ async fn every_endpoint_answers_as_described() {
         )
         .await;
     assert_eq!(page.json["has_more"], true);
+    // The organization's counts, for Go (`org`) and JS (top level).
+    let org = &page.json["org"];
+    assert_eq!(org["name"], page.json["name"]);
+    let total = ["running", "warm", "cold"]
+        .iter()
+        .map(|k| org[k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert_eq!(total, 2, "{}", page.json);
     let token = page.json["next_continuation_token"]
         .as_str()
         .expect("token")
@@ -1103,6 +1111,11 @@ async fn every_endpoint_answers_as_described() {
         None,
     )
     .await;
+    let checked = c
+        .call(M::GET, &format!("{s}/check"), "/v1/sprites/ct1/check", None)
+        .await;
+    assert_eq!(checked.json["status"], "healthy", "{}", checked.json);
+    assert_eq!(checked.json["sprite_name"], "ct1");
     let restarted = c
         .call(
             M::POST,

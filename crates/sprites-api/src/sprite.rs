@@ -191,6 +191,30 @@ pub struct SpriteList {
     /// Present only when `has_more` (the SDKs declare it optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_continuation_token: Option<String>,
+    /// The organization's sprites by status, where the Go SDK reads them
+    /// (`SpriteList.Org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<OrgCounts>,
+    /// The same, at the top level, where the JS SDK reads them (`name`,
+    /// `running`, `warm`, `cold`, `running_limit`, `warm_limit`).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<OrgCounts>,
+}
+
+/// `GET /v1/sprites/{name}/check`: whether the sprite answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpriteCheck {
+    pub sprite_name: String,
+    pub sprite_id: String,
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// Why it is unhealthy, or what state a healthy sprite is in when it
+    /// is not running (`warm`, `cold`: it starts on the next request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub checked_at: String,
+    /// How long the check took, in milliseconds.
+    pub elapsed: f64,
 }
 
 /// One line of `GET /v1/sprites` asked for as `application/x-ndjson` (the

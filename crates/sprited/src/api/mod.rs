@@ -52,6 +52,7 @@ fn v1_routes() -> Routes<AppState> {
         .post("/sprites/{name}/upgrade", sprites::upgrade)
         .post("/sprites/{name}/evict", sprites::evict)
         .post("/sprites/{name}/restart", sprites::restart)
+        .get("/sprites/{name}/check", sprites::check)
         .get("/sprites/{name}/exec", exec::exec_or_list)
         .post("/sprites/{name}/exec", exec::http_exec)
         .get("/sprites/{name}/exec/{id}", exec::attach)

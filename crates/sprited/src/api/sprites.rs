@@ -9,13 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use sprites_api::sprite::{
-    CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest, UrlSettings,
+    CreateSpriteRequest, OrgCounts, Sprite, SpriteCheck, SpriteConfig, SpriteList, Status,
+    UpdateSpriteRequest, UrlSettings,
 };
 
 use super::body::JsonBody;
 use super::query::Query;
 use crate::db::SpriteRecord;
 use crate::error::ApiError;
+use crate::manager::Manager;
 use crate::time::now_rfc3339;
 use crate::AppState;
 
@@ -96,10 +98,13 @@ pub async fn list(
     } else {
         None
     };
+    let counts = org_counts(&state.manager);
     Ok(Json(SpriteList {
         sprites: recs.iter().map(|r| to_api(&state, r)).collect(),
         has_more,
         next_continuation_token: next,
+        org: Some(counts.clone()),
+        counts: Some(counts),
     })
     .into_response())
 }
@@ -209,6 +214,69 @@ where
     tokio::spawn(work)
         .await
         .map_err(|e| crate::error::Error::Internal(format!("lifecycle task failed: {e}")))?
+}
+
+/// The organization's sprites by status (this daemon is one organization),
+/// with its limit on running sprites when `--max-running` sets one.
+pub(crate) fn org_counts(m: &Manager) -> OrgCounts {
+    let c = m.status_counts().unwrap_or_default();
+    let limit = m.cfg.max_running;
+    OrgCounts {
+        name: ORGANIZATION.into(),
+        running: c.running,
+        warm: c.warm,
+        cold: c.cold,
+        running_limit: (limit > 0).then_some(limit),
+        warm_limit: None,
+    }
+}
+
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /v1/sprites/{name}/check`: a running sprite is healthy when its
+/// agent answers; a warm or cold one is not woken (it is healthy: the next
+/// request starts it); one in `error` is unhealthy, with the error.
+pub async fn check(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<SpriteCheck>, ApiError> {
+    let started = std::time::Instant::now();
+    let rec = state.manager.get(&name)?;
+    let status = state.manager.peek_status(&rec.id).unwrap_or(Status::Cold);
+    let (healthy, reason) = match status {
+        // A request the agent answers at once (its session list).
+        Status::Running => {
+            match tokio::time::timeout(CHECK_TIMEOUT, state.manager.sessions(&rec)).await {
+                Ok(Ok(_)) => (true, None),
+                Ok(Err(e)) => (false, Some(format!("the sprite's agent failed: {e}"))),
+                Err(_) => (
+                    false,
+                    Some(format!(
+                        "the sprite's agent did not answer in {} s",
+                        CHECK_TIMEOUT.as_secs()
+                    )),
+                ),
+            }
+        }
+        Status::Warm | Status::Cold => (true, Some(status.as_str().to_string())),
+        Status::Error => (
+            false,
+            Some(
+                state
+                    .manager
+                    .error_of(&rec.id)
+                    .unwrap_or_else(|| "the sprite could not be started".into()),
+            ),
+        ),
+    };
+    Ok(Json(SpriteCheck {
+        sprite_name: rec.name.clone(),
+        sprite_id: rec.id.clone(),
+        status: if healthy { "healthy" } else { "unhealthy" }.into(),
+        reason,
+        checked_at: now_rfc3339(),
+        elapsed: started.elapsed().as_secs_f64() * 1000.0,
+    }))
 }
 
 #[cfg(test)]

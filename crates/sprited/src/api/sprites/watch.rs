@@ -21,7 +21,6 @@ use futures_util::stream;
 use sprites_api::sprite::{OrgCounts, SpriteStateEvent, Status};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::ORGANIZATION;
 use crate::db::SpriteRecord;
 use crate::error::ApiError;
 use crate::manager::changes::SpriteChange;
@@ -193,16 +192,7 @@ impl Watch {
     }
 
     fn org(&self) -> OrgCounts {
-        let c = self.m.status_counts().unwrap_or_default();
-        let limit = self.m.cfg.max_running;
-        OrgCounts {
-            name: ORGANIZATION.into(),
-            running: c.running,
-            warm: c.warm,
-            cold: c.cold,
-            running_limit: (limit > 0).then_some(limit),
-            warm_limit: None,
-        }
+        super::org_counts(&self.m)
     }
 }
 
