@@ -8,7 +8,9 @@ import time
 
 import pytest
 from sprites import checkpoint, exec as sdk_exec, loop, policy, services, session, websocket
-from sprites.exceptions import APIError, ExecError, NotFoundError, TimeoutError, parse_api_error
+from sprites.exceptions import (
+    APIError, ExecError, NotFoundError, SpriteError, TimeoutError, parse_api_error,
+)
 from sprites.types import DirEntry, NetworkPolicy, PolicyRule, SpriteConfig, URLSettings
 
 
@@ -341,3 +343,21 @@ def test_filesystem_rest(sp, client, daemon):
     entries = [DirEntry(name=e["name"], path=e["path"], is_dir=e["isDir"], size=e["size"])
                for e in r.json()["entries"]]
     assert [(e.name, e.is_file, e.size) for e in entries] == [("moved.gz", True, 7)]
+
+
+def test_create_with_runtime(client):
+    # runtime "default" is the daemon's default image (tiny here); an
+    # unknown runtime is refused with 400 before anything is made.
+    s = client.create_sprite("py-runtime", runtime="default")
+    try:
+        assert s.run("echo", "rt", capture_output=True).stdout == b"rt\n"
+        assert client.get_sprite("py-runtime").name == "py-runtime"
+        r = client.http_client.get(f"{client.base_url}/v1/sprites/py-runtime")
+        assert r.json()["image"] == "tiny"
+    finally:
+        client.delete_sprite("py-runtime")
+    # The SDK raises its plain SpriteError for a 400, with the answer.
+    with pytest.raises(SpriteError) as refused:
+        client.create_sprite("py-runtime-2", runtime="gpu")
+    assert "status 400" in str(refused.value)
+    assert 'runtime \\"gpu\\" is not one of' in str(refused.value)

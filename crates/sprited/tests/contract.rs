@@ -543,7 +543,7 @@ async fn every_endpoint_answers_as_described() {
             M::POST,
             "/v1/sprites",
             "/v1/sprites",
-            Some(json!({"name": "ct2"})),
+            Some(json!({"name": "ct2", "runtime": "default"})),
         )
         .await;
     assert_eq!(other.status, 201);
@@ -556,6 +556,26 @@ async fn every_endpoint_answers_as_described() {
         )
         .await;
     assert_eq!(page.json["has_more"], true);
+    // A page larger than the cap is capped, not refused.
+    let capped = c
+        .call(
+            M::GET,
+            "/v1/sprites",
+            "/v1/sprites?prefix=ct&max_results=1000",
+            None,
+        )
+        .await;
+    assert_eq!(capped.status, 200);
+    assert_eq!(capped.json["sprites"].as_array().map(Vec::len), Some(2));
+    let bad_runtime = c
+        .call(
+            M::POST,
+            "/v1/sprites",
+            "/v1/sprites",
+            Some(json!({"name": "ct9", "runtime": "gpu"})),
+        )
+        .await;
+    assert_eq!(bad_runtime.status, 400);
     // The organization's counts, for Go (`org`) and JS (top level).
     let org = &page.json["org"];
     assert_eq!(org["name"], page.json["name"]);

@@ -86,6 +86,10 @@ pub struct CreateSpriteRequest {
     pub wait_for_capacity: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The SDKs' runtime variant: `default` (the daemon's default image)
+    /// or `dev` (the development image, `standard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// Extension: fork from a checkpoint of another sprite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::checkpoint::ForkSource>,

@@ -67,8 +67,9 @@ fn whole_cpus(cpus: f64) -> u32 {
 
 pub async fn create(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<CreateSpriteRequest>,
+    JsonBody(mut req): JsonBody<CreateSpriteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    req.image = image_for_runtime(req.runtime.take().as_deref(), req.image.take())?;
     let m = state.manager.clone();
     let rec = run_to_completion(async move { m.create(req).await }).await?;
     Ok((StatusCode::CREATED, Json(to_api(&state, &rec))))
@@ -81,7 +82,11 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref());
     let prefix = q.get("prefix").unwrap_or("").to_string();
-    let max = q.number::<usize>("max_results", 1..=100)?;
+    // At most MAX_PAGE a page, as the service caps it: a larger ask gets
+    // full pages and a continuation token.
+    let max = q
+        .number::<usize>("max_results", 1..=usize::MAX)?
+        .map(|n| n.min(MAX_PAGE));
     if watch::wanted(&headers) {
         return watch::respond(state.manager.clone(), prefix, max);
     }
@@ -231,6 +236,29 @@ pub(crate) fn org_counts(m: &Manager) -> OrgCounts {
     }
 }
 
+/// The most sprites one page of the list holds.
+const MAX_PAGE: usize = 100;
+
+/// The image a create's `runtime` asks for: `dev` is the development image
+/// (`standard`), `default` the daemon's default; an `image` given beside it
+/// must agree.
+fn image_for_runtime(
+    runtime: Option<&str>,
+    image: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    match (runtime, image) {
+        (None | Some("default"), image) => Ok(image),
+        (Some("dev"), None) => Ok(Some("standard".into())),
+        (Some("dev"), Some(image)) if image == "standard" => Ok(Some(image)),
+        (Some("dev"), Some(image)) => Err(ApiError::BadRequest(format!(
+            "runtime \"dev\" is the standard image, but image {image:?} was asked for"
+        ))),
+        (Some(other), _) => Err(ApiError::BadRequest(format!(
+            "runtime {other:?} is not one of \"default\", \"dev\""
+        ))),
+    }
+}
+
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `GET /v1/sprites/{name}/check`: a running sprite is healthy when its
@@ -282,6 +310,25 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_picks_the_image() {
+        assert_eq!(image_for_runtime(None, None).ok(), Some(None));
+        assert_eq!(
+            image_for_runtime(Some("default"), Some("tiny".into())).ok(),
+            Some(Some("tiny".into()))
+        );
+        assert_eq!(
+            image_for_runtime(Some("dev"), None).ok(),
+            Some(Some("standard".into()))
+        );
+        assert_eq!(
+            image_for_runtime(Some("dev"), Some("standard".into())).ok(),
+            Some(Some("standard".into()))
+        );
+        assert!(image_for_runtime(Some("dev"), Some("tiny".into())).is_err());
+        assert!(image_for_runtime(Some("gpu"), None).is_err());
+    }
 
     #[test]
     fn continuation_tokens_round_trip() {
