@@ -41,21 +41,24 @@ pub struct CheckpointFilter {
 }
 
 impl CheckpointFilter {
-    /// The checkpoints of `all` (in their order) that the filter lets through.
+    /// The checkpoints of `all` (in their order) that the filter lets
+    /// through. Each checkpoint's `history` is its lineage ([`with_history`]),
+    /// which is what the branch of `?history=` is read from.
     pub fn apply(&self, all: Vec<Checkpoint>) -> Vec<Checkpoint> {
-        let source: HashMap<String, String> = all
-            .iter()
-            .filter_map(|c| Some((c.id.clone(), c.source_id.clone()?)))
-            .collect();
-        let ancestors =
-            |id: &str| -> HashSet<String> { lineage(&source, id).into_iter().collect() };
-        let branch = self.history.as_deref().map(|h| (h, ancestors(h)));
+        let branch = self.history.as_deref().map(|h| {
+            let above: HashSet<&str> = all
+                .iter()
+                .find(|c| c.id == h)
+                .map(|c| c.history.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            (h, above)
+        });
         let keep: Vec<bool> = all
             .iter()
             .map(|c| {
                 let auto_ok = self.include_auto || c.is_auto != Some(true);
                 let branch_ok = branch.as_ref().is_none_or(|(h, above)| {
-                    c.id == *h || above.contains(c.id.as_str()) || ancestors(&c.id).contains(*h)
+                    c.id == *h || above.contains(c.id.as_str()) || c.history.iter().any(|a| a == h)
                 });
                 auto_ok && branch_ok
             })
@@ -65,6 +68,19 @@ impl CheckpointFilter {
             .filter_map(|(c, k)| k.then_some(c))
             .collect()
     }
+}
+
+/// `all` with each checkpoint's `history` filled in: the ids it descends
+/// from through `source_id`, nearest first.
+fn with_history(mut all: Vec<Checkpoint>) -> Vec<Checkpoint> {
+    let source: HashMap<String, String> = all
+        .iter()
+        .filter_map(|c| Some((c.id.clone(), c.source_id.clone()?)))
+        .collect();
+    for c in &mut all {
+        c.history = lineage(&source, &c.id);
+    }
+    all
 }
 
 fn no_checkpoint(rec: &SpriteRecord, id: &str) -> Error {
@@ -92,29 +108,25 @@ impl Manager {
         rec: &SpriteRecord,
         filter: &CheckpointFilter,
     ) -> Result<Vec<Checkpoint>, Error> {
+        let all = self.all_checkpoints(rec)?;
         if let Some(id) = &filter.history {
-            self.checkpoint(rec, id)?;
+            if !all.iter().any(|c| c.id == *id) {
+                return Err(no_checkpoint(rec, id));
+            }
         }
-        Ok(filter.apply(self.all_checkpoints(rec)?))
+        Ok(filter.apply(all))
     }
 
     /// Every checkpoint of the sprite, each with its history.
     fn all_checkpoints(&self, rec: &SpriteRecord) -> Result<Vec<Checkpoint>, Error> {
         let current = self.db.current_checkpoint(&rec.id)?;
-        let mut all: Vec<Checkpoint> = self
+        let all = self
             .db
             .checkpoints(&rec.id)?
             .iter()
             .map(|c| self.checkpoint_json(c, current.as_deref()))
             .collect();
-        let source: HashMap<String, String> = all
-            .iter()
-            .filter_map(|c| Some((c.id.clone(), c.source_id.clone()?)))
-            .collect();
-        for c in &mut all {
-            c.history = lineage(&source, &c.id);
-        }
-        Ok(all)
+        Ok(with_history(all))
     }
 
     /// The checkpoint `id` of the sprite, 404 if there is none (or the id
@@ -488,7 +500,11 @@ mod tests {
     }
 
     fn ids(filter: CheckpointFilter) -> Vec<String> {
-        filter.apply(tree()).into_iter().map(|c| c.id).collect()
+        filter
+            .apply(with_history(tree()))
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
     }
 
     fn history(id: &str, include_auto: bool) -> CheckpointFilter {
