@@ -118,9 +118,7 @@ pub async fn exec_or_list(
         return list_sessions(&state, &rec).await;
     }
     let (mut parts, _) = req.into_parts();
-    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("bad WebSocket upgrade: {e}")))?;
+    let super::ws::Upgrade(ws) = super::ws::Upgrade::from_request_parts(&mut parts, &state).await?;
     let q = Query::parse(raw.as_deref());
     let ereq = exec_request(&q, &rec, &state)?;
     let session = start(&state, &rec, ereq).await?;
