@@ -15,7 +15,6 @@ use common::{Api, Daemon};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -39,6 +38,16 @@ struct Answer {
 }
 
 impl Contract {
+    /// The description as `api`'s daemon serves it, nothing checked yet.
+    async fn new(api: Api) -> Contract {
+        Contract {
+            doc: fetch_doc(&api).await,
+            api,
+            covered: BTreeSet::new(),
+            failures: vec![],
+        }
+    }
+
     fn operation(&self, method: &Method, template: &str) -> Value {
         let op = &self.doc["paths"][template][method.as_str().to_lowercase()];
         assert!(
@@ -82,6 +91,24 @@ impl Contract {
         for p in self.problems(schema, instance) {
             self.failures
                 .push(format!("{what}: {p}\n    in {instance}"));
+        }
+    }
+
+    /// One NDJSON line, parsed and checked against `schema`; a line that is
+    /// not JSON is a failure.
+    fn ndjson_line(&mut self, what: &str, schema: &Value, line: &[u8]) -> Option<Value> {
+        match serde_json::from_slice::<Value>(line) {
+            Ok(v) => {
+                self.check(what, schema, &v);
+                Some(v)
+            }
+            Err(e) => {
+                self.failures.push(format!(
+                    "{what}: an NDJSON line is not JSON ({e}): {}",
+                    String::from_utf8_lossy(line)
+                ));
+                None
+            }
         }
     }
 
@@ -176,16 +203,7 @@ impl Contract {
                     },
                     "application/x-ndjson" => {
                         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                            match serde_json::from_slice::<Value>(line) {
-                                Ok(v) => {
-                                    self.check(&what, &schema, &v);
-                                    answer.lines.push(v);
-                                }
-                                Err(e) => self.failures.push(format!(
-                                    "{what}: an NDJSON line is not JSON ({e}): {}",
-                                    String::from_utf8_lossy(line)
-                                )),
-                            }
+                            answer.lines.extend(self.ndjson_line(&what, &schema, line));
                         }
                     }
                     _ => {}
@@ -231,15 +249,7 @@ impl Contract {
         while lines.len() < n {
             if let Some(i) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=i).collect();
-                match serde_json::from_slice::<Value>(&line) {
-                    Ok(v) => {
-                        self.check(&what, &schema, &v);
-                        lines.push(v);
-                    }
-                    Err(e) => self
-                        .failures
-                        .push(format!("{what}: a line is not JSON: {e}")),
-                }
+                lines.extend(self.ndjson_line(&what, &schema, &line));
                 continue;
             }
             let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), res.chunk())
@@ -259,17 +269,12 @@ impl Contract {
             op["responses"]["101"].is_object(),
             "{template} is not documented as a WebSocket"
         );
-        let mut req = self.api.ws_url(path).into_client_request().expect("ws");
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.api.token)
-                .parse()
-                .expect("header"),
-        );
-        let (ws, res) = tokio_tungstenite::connect_async(req)
+        // The handshake succeeds only on a 101.
+        let ws = self
+            .api
+            .ws(path)
             .await
             .unwrap_or_else(|e| panic!("WebSocket {path}: {e}"));
-        assert_eq!(res.status().as_u16(), 101);
         self.covered
             .insert(("GET".to_string(), template.to_string()));
         ws
@@ -408,6 +413,21 @@ fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
+/// Every `(METHOD, path template)` the description has.
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .expect("operations")
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
 async fn fetch_doc(api: &Api) -> Value {
     let res = api
         .req(Method::GET, "/v1/openapi.json")
@@ -427,17 +447,7 @@ async fn every_route_is_described_and_nothing_else() {
         .into_iter()
         .map(|e| (e.method.as_str().to_string(), e.path))
         .collect();
-    let described: BTreeSet<(String, String)> = doc["paths"]
-        .as_object()
-        .expect("paths")
-        .iter()
-        .flat_map(|(path, ops)| {
-            ops.as_object()
-                .expect("operations")
-                .keys()
-                .map(move |m| (m.to_uppercase(), path.clone()))
-        })
-        .collect();
+    let described = operations(&doc);
     let undescribed: Vec<_> = served.difference(&described).collect();
     let unserved: Vec<_> = described.difference(&served).collect();
     assert!(
@@ -454,14 +464,7 @@ async fn every_route_is_described_and_nothing_else() {
 #[tokio::test]
 async fn the_checks_refuse_what_a_strict_client_refuses() {
     let d = Daemon::start();
-    let api = d.client();
-    let doc = fetch_doc(&api).await;
-    let c = Contract {
-        doc,
-        api,
-        covered: BTreeSet::new(),
-        failures: vec![],
-    };
+    let c = Contract::new(d.client()).await;
     let sprite = json!({
         "id": "x", "name": "a", "organization": "local", "status": "running",
         "url": "http://a.localhost", "url_settings": {"auth": "sprite"}, "labels": [],
@@ -506,14 +509,7 @@ async fn the_checks_refuse_what_a_strict_client_refuses() {
 #[tokio::test]
 async fn every_endpoint_answers_as_described() {
     let d = Daemon::start();
-    let api = d.client();
-    let doc = fetch_doc(&api).await;
-    let mut c = Contract {
-        doc,
-        api,
-        covered: BTreeSet::new(),
-        failures: vec![],
-    };
+    let mut c = Contract::new(d.client()).await;
     use Method as M;
     let s = "/v1/sprites/{name}";
     c.call(M::GET, "/v1/openapi.json", "/v1/openapi.json", None)
@@ -1164,17 +1160,7 @@ async fn every_endpoint_answers_as_described() {
     c.call(M::DELETE, s, "/v1/sprites/ct2", None).await;
     c.call(M::DELETE, s, "/v1/sprites/ct1", None).await;
 
-    let described: BTreeSet<(String, String)> = c.doc["paths"]
-        .as_object()
-        .expect("paths")
-        .iter()
-        .flat_map(|(path, ops)| {
-            ops.as_object()
-                .expect("operations")
-                .keys()
-                .map(move |m| (m.to_uppercase(), path.clone()))
-        })
-        .collect();
+    let described = operations(&c.doc);
     let untested: Vec<_> = described.difference(&c.covered).collect();
     assert!(
         c.failures.is_empty(),
