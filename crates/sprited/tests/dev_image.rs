@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Api, Daemon};
 use reqwest::Method;
@@ -29,18 +29,6 @@ async fn run(api: &Api, script: &str) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     o.out()
-}
-
-async fn wait_status(api: &Api, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = api.get_json("/v1/sprites/dev").await["status"].clone();
-        if s == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never {want}: {s}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +113,8 @@ async fn the_development_image_installs_and_keeps_what_it_installed() {
     assert_eq!(run(&api, STILL_THERE).await, "all there\n");
 
     // Cold (no process, no memory), then woken by the next exec.
-    wait_status(&api, "cold").await;
+    api.wait_status("dev", "cold", Duration::from_secs(60))
+        .await;
     assert_eq!(run(&api, STILL_THERE).await, "all there\n");
 
     // A checkpoint, everything undone, the checkpoint restored.

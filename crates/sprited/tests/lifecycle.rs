@@ -10,26 +10,6 @@ use common::{collect, Daemon};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn status(api: &common::Api, name: &str) -> String {
-    api.get_json(&format!("/v1/sprites/{name}")).await["status"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Poll until the sprite's status is `want`; panics after `within`.
-async fn wait_status(api: &common::Api, name: &str, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = status(api, name).await;
-        if s == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} is {s}, never {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// What runc itself says of the sandbox: `running`, `paused`, or `absent`.
 fn runc_state(d: &Daemon, id: &str) -> String {
     let out = Command::new("runc")
@@ -65,10 +45,10 @@ async fn running_warm_cold_and_back() {
          >/dev/null 2>&1 < /dev/null & sleep 0.2",
     )
     .await;
-    assert_eq!(status(&api, "zz").await, "running");
+    assert_eq!(api.status("zz").await, "running");
 
     // Warm: every process frozen, memory kept.
-    wait_status(&api, "zz", "warm", Duration::from_secs(10)).await;
+    api.wait_status("zz", "warm", Duration::from_secs(10)).await;
     assert_eq!(runc_state(&d, &id), "paused");
     assert!(rootfs_mounted(&d, &id));
 
@@ -81,7 +61,7 @@ async fn running_warm_cold_and_back() {
         .parse()
         .expect("count");
     let resumed_in = t.elapsed();
-    assert_eq!(status(&api, "zz").await, "running");
+    assert_eq!(api.status("zz").await, "running");
     assert_eq!(runc_state(&d, &id), "running");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let later: u64 = api
@@ -101,12 +81,12 @@ async fn running_warm_cold_and_back() {
 
     // Cold: no process, nothing mounted; the next request boots it and
     // the files are there (the counting process is not: it was stopped).
-    wait_status(&api, "zz", "warm", Duration::from_secs(10)).await;
-    wait_status(&api, "zz", "cold", Duration::from_secs(10)).await;
+    api.wait_status("zz", "warm", Duration::from_secs(10)).await;
+    api.wait_status("zz", "cold", Duration::from_secs(10)).await;
     assert_eq!(runc_state(&d, &id), "absent");
     assert!(!rootfs_mounted(&d, &id));
     assert_eq!(api.sh("zz", "cat /home/sprite/f").await, "kept\n");
-    assert_eq!(status(&api, "zz").await, "running");
+    assert_eq!(api.status("zz").await, "running");
     let ps = api.sh("zz", "ps -o args | grep -c '[c]ount' || true").await;
     assert_eq!(ps.trim(), "0", "the counting process survived cold: {ps}");
 }
@@ -123,17 +103,14 @@ async fn activity_keeps_a_sprite_awake() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let until = Instant::now() + Duration::from_millis(2000);
         while Instant::now() < until {
-            assert_eq!(
-                status(&api, "busy").await,
-                "running",
-                "paused under an exec"
-            );
+            assert_eq!(api.status("busy").await, "running", "paused under an exec");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let (out, ()) = tokio::join!(long, watch);
     assert_eq!(out.code, Some(0));
-    wait_status(&api, "busy", "warm", Duration::from_secs(5)).await;
+    api.wait_status("busy", "warm", Duration::from_secs(5))
+        .await;
 
     // A detached TTY session whose command still runs keeps it awake too.
     let mut ws = api
@@ -153,7 +130,7 @@ async fn activity_keeps_a_sprite_awake() {
     let until = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < until {
         assert_eq!(
-            status(&api, "busy").await,
+            api.status("busy").await,
             "running",
             "paused with a live session"
         );
@@ -170,7 +147,8 @@ async fn activity_keeps_a_sprite_awake() {
     let code = r.status();
     let body = r.text().await.unwrap_or_default();
     assert_eq!(code, 200, "kill {sid}: {body} (sessions: {sessions})");
-    wait_status(&api, "busy", "warm", Duration::from_secs(5)).await;
+    api.wait_status("busy", "warm", Duration::from_secs(5))
+        .await;
 
     // A task keeps it awake until it expires (the task API does not wake it,
     // an exec does).
@@ -208,10 +186,11 @@ async fn activity_keeps_a_sprite_awake() {
     let list = api.get_json("/v1/sprites/busy/tasks").await;
     assert_eq!(list["tasks"][0]["name"], "job", "{list}");
     while created.elapsed() < Duration::from_millis(2500) {
-        assert_eq!(status(&api, "busy").await, "running", "paused under a task");
+        assert_eq!(api.status("busy").await, "running", "paused under a task");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_status(&api, "busy", "warm", Duration::from_secs(5)).await;
+    api.wait_status("busy", "warm", Duration::from_secs(5))
+        .await;
     assert!(created.elapsed() >= Duration::from_secs(3));
     assert_eq!(
         api.get_json("/v1/sprites/busy/tasks").await["tasks"],
@@ -259,16 +238,13 @@ async fn tasks_through_the_in_sprite_socket() {
     assert!(extended.starts_with("HTTP/1.1 200"), "{extended}");
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(3000) {
-        assert_eq!(
-            status(&api, "inner").await,
-            "running",
-            "paused under a task"
-        );
+        assert_eq!(api.status("inner").await, "running", "paused under a task");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deleted = call("DELETE", "/v1/tasks/build", "").await;
     assert!(deleted.starts_with("HTTP/1.1 204"), "{deleted}");
-    wait_status(&api, "inner", "warm", Duration::from_secs(5)).await;
+    api.wait_status("inner", "warm", Duration::from_secs(5))
+        .await;
 }
 
 /// Requests that arrive while the sprite freezes, thaws, stops or boots are
@@ -287,7 +263,7 @@ async fn requests_during_transitions_are_served() {
         // Waits around the thresholds, so requests land on every transition.
         let wait = [0, 250, 290, 310, 350, 600, 620, 650, 900][(i % 9) as usize];
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        seen.insert(status(&api, "flap").await);
+        seen.insert(api.status("flap").await);
         let out = api.exec("flap", &["cat", "/home/sprite/f"]).await;
         assert_eq!(out.code, Some(0), "request {i}: {out:?}");
         assert_eq!(out.out(), "ok\n", "request {i}");
@@ -304,23 +280,28 @@ async fn daemon_restart_keeps_warm_and_cold() {
     let api = d.client();
     api.create("cold1").await;
     api.sh("cold1", "echo c > /home/sprite/f").await;
-    wait_status(&api, "cold1", "warm", Duration::from_secs(10)).await;
+    api.wait_status("cold1", "warm", Duration::from_secs(10))
+        .await;
     api.create("warm1").await;
     api.sh("warm1", "echo w > /home/sprite/f").await;
-    wait_status(&api, "cold1", "cold", Duration::from_secs(10)).await;
-    wait_status(&api, "warm1", "warm", Duration::from_secs(10)).await;
+    api.wait_status("cold1", "cold", Duration::from_secs(10))
+        .await;
+    api.wait_status("warm1", "warm", Duration::from_secs(10))
+        .await;
     let warm_id = api.id_of("warm1").await;
 
     d.restart();
     let api = d.client();
-    assert_eq!(status(&api, "warm1").await, "warm");
+    assert_eq!(api.status("warm1").await, "warm");
     assert_eq!(runc_state(&d, &warm_id), "paused");
-    assert_eq!(status(&api, "cold1").await, "cold");
+    assert_eq!(api.status("cold1").await, "cold");
     assert_eq!(api.sh("warm1", "cat /home/sprite/f").await, "w\n");
     assert_eq!(api.sh("cold1", "cat /home/sprite/f").await, "c\n");
     // And they go idle again as usual.
-    wait_status(&api, "warm1", "warm", Duration::from_secs(10)).await;
-    wait_status(&api, "warm1", "cold", Duration::from_secs(10)).await;
+    api.wait_status("warm1", "warm", Duration::from_secs(10))
+        .await;
+    api.wait_status("warm1", "cold", Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +313,8 @@ async fn a_sprite_that_cannot_boot_shows_an_error_and_keeps_its_data() {
         .await;
     assert_eq!(api.checkpoint("broken", None).await, "v0");
     let id = api.id_of("broken").await;
-    wait_status(&api, "broken", "cold", Duration::from_secs(10)).await;
+    api.wait_status("broken", "cold", Duration::from_secs(10))
+        .await;
 
     // Break the volume: its superblock zeroed.
     let volume = d.pool_dir().join("sprites").join(&id).join("volume.img");
@@ -380,7 +362,7 @@ async fn a_session_attached_through_warm_sees_its_output() {
         .expect("type");
     let out = collect(&mut ws).await;
     assert!(out.texts.iter().any(|t| t.contains("exit")), "{out:?}");
-    wait_status(&api, "att", "warm", Duration::from_secs(5)).await;
+    api.wait_status("att", "warm", Duration::from_secs(5)).await;
     // A new exec after the pause works as ever.
     assert_eq!(api.sh("att", "echo back").await, "back\n");
 }
@@ -391,14 +373,14 @@ async fn checkpoints_of_warm_and_cold_sprites() {
     let api = d.client();
     api.create("ck").await;
     api.sh("ck", "echo one > /home/sprite/f").await;
-    wait_status(&api, "ck", "warm", Duration::from_secs(10)).await;
+    api.wait_status("ck", "warm", Duration::from_secs(10)).await;
     assert_eq!(api.checkpoint("ck", Some("warm")).await, "v0");
     api.sh("ck", "echo two > /home/sprite/f").await;
-    wait_status(&api, "ck", "warm", Duration::from_secs(10)).await;
-    wait_status(&api, "ck", "cold", Duration::from_secs(10)).await;
+    api.wait_status("ck", "warm", Duration::from_secs(10)).await;
+    api.wait_status("ck", "cold", Duration::from_secs(10)).await;
     assert_eq!(api.checkpoint("ck", Some("cold")).await, "v1");
     assert_eq!(
-        status(&api, "ck").await,
+        api.status("ck").await,
         "cold",
         "a checkpoint woke a cold sprite"
     );

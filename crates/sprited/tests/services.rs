@@ -42,21 +42,6 @@ async fn service(api: &common::Api, sprite: &str, name: &str) -> serde_json::Val
         .await
 }
 
-async fn status(api: &common::Api, name: &str) -> String {
-    api.get_json(&format!("/v1/sprites/{name}")).await["status"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-async fn wait_status(api: &common::Api, name: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while status(api, name).await != want {
-        assert!(Instant::now() < deadline, "{name} never became {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -156,7 +141,8 @@ async fn services_live_through_warm_and_cold() {
 
     // Services do not keep a sprite awake; through warm they are frozen,
     // not restarted: same pid after.
-    wait_status(&api, "svc", "warm").await;
+    api.wait_status("svc", "warm", Duration::from_secs(15))
+        .await;
     let counter = service(&api, "svc", "counter").await;
     assert_eq!(
         counter["state"]["pid"].as_i64(),
@@ -166,8 +152,10 @@ async fn services_live_through_warm_and_cold() {
     assert_eq!(counter["state"]["restart_count"], 0);
 
     // After cold, the next boot starts them again.
-    wait_status(&api, "svc", "warm").await;
-    wait_status(&api, "svc", "cold").await;
+    api.wait_status("svc", "warm", Duration::from_secs(15))
+        .await;
+    api.wait_status("svc", "cold", Duration::from_secs(15))
+        .await;
     let counter = service(&api, "svc", "counter").await;
     assert_eq!(counter["state"]["status"], "running", "{counter}");
     let after = service(&api, "svc", "after").await;
@@ -194,8 +182,10 @@ async fn services_live_through_warm_and_cold() {
     )
     .await;
     assert_eq!(code, 409, "stopping a stopped service");
-    wait_status(&api, "svc", "warm").await;
-    wait_status(&api, "svc", "cold").await;
+    api.wait_status("svc", "warm", Duration::from_secs(15))
+        .await;
+    api.wait_status("svc", "cold", Duration::from_secs(15))
+        .await;
     let counter = service(&api, "svc", "counter").await;
     assert_eq!(counter["state"]["status"], "stopped", "{counter}");
     let (code, events) = ndjson(

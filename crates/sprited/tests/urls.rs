@@ -530,12 +530,12 @@ async fn urls_wake_warm_and_cold_sprites() {
     set_auth(&api, "zz", "public").await;
     serve_web(&api, "zz", 8080).await;
     let c = url_client(&d, &["zz"]);
-    wait_status(&api, "zz", "warm").await;
+    api.wait_status("zz", "warm", Duration::from_secs(20)).await;
     let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "hello from zz\n");
     assert_eq!(api.get_json("/v1/sprites/zz").await["status"], "running");
-    wait_status(&api, "zz", "cold").await;
+    api.wait_status("zz", "cold", Duration::from_secs(20)).await;
     // Cold: the request starts it and is answered (the server inside was a
     // process of the old boot, so the answer says nothing listens).
     let t = Instant::now();
@@ -568,7 +568,7 @@ async fn urls_wake_warm_and_cold_sprites() {
         .await
         .expect("service");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    wait_status(&api, "zz", "cold").await;
+    api.wait_status("zz", "cold", Duration::from_secs(20)).await;
     let t = Instant::now();
     let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
     assert_eq!(r.status(), 200);
@@ -664,14 +664,6 @@ async fn proxy_endpoint_and_ports_watch() {
     assert_eq!(closed["type"], "port_closed", "{closed}");
     assert_eq!(closed["port"], 7000);
     api.delete("px").await;
-}
-
-async fn wait_status(api: &common::Api, name: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api.get_json(&format!("/v1/sprites/{name}")).await["status"] != want {
-        assert!(Instant::now() < deadline, "{name} never became {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn next_text<S>(ws: &mut S) -> serde_json::Value

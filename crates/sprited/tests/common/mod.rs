@@ -242,6 +242,27 @@ impl Api {
             .expect("JSON body")
     }
 
+    /// The sprite's `status` (`""` if the answer has none).
+    pub async fn status(&self, name: &str) -> String {
+        self.get_json(&format!("/v1/sprites/{name}")).await["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Poll until the sprite's status is `want`; panics after `within`.
+    pub async fn wait_status(&self, name: &str, want: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.status(name).await;
+            if s == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} is {s}, never {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn create(&self, name: &str) -> serde_json::Value {
         let r = self
             .req(reqwest::Method::POST, "/v1/sprites")
