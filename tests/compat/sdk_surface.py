@@ -64,6 +64,16 @@ ELSEWHERE = {
     "async_client.AsyncSpritesClient.create_token": "test_sprites_py_tokens.py",
 }
 
+# The pathlib-like methods SpritePath and AsyncSpritePath both have.
+_PATH_METHODS = (
+    "chmod", "copy_to", "exists", "is_absolute", "is_dir", "is_file",
+    "is_relative_to", "iterdir", "joinpath", "listdir", "mkdir", "name",
+    "parent", "parents", "parts", "read_bytes", "read_text", "relative_to",
+    "rename", "replace", "rmdir", "rmtree", "stat", "stem", "suffix",
+    "suffixes", "touch", "unlink", "with_name", "with_stem", "with_suffix",
+    "write_bytes", "write_text",
+)
+
 # Every other public call: each is called, and what it returns checked, by
 # test_sprites_py.py, test_sprites_py_fs.py, test_sprites_py_sweep.py or
 # test_sprites_py_async.py.
@@ -160,14 +170,7 @@ TESTED = {
     "filesystem.SpriteFilesystem.cwd",
     "filesystem.SpriteFilesystem.path",
     "filesystem.SpriteFilesystem.root",
-    *(f"filesystem.SpritePath.{m}" for m in (
-        "chmod", "copy_to", "exists", "is_absolute", "is_dir", "is_file",
-        "is_relative_to", "iterdir", "joinpath", "listdir", "mkdir", "name",
-        "parent", "parents", "parts", "read_bytes", "read_text", "relative_to",
-        "rename", "replace", "rmdir", "rmtree", "stat", "stem", "suffix",
-        "suffixes", "touch", "unlink", "with_name", "with_stem", "with_suffix",
-        "write_bytes", "write_text",
-    )),
+    *(f"filesystem.SpritePath.{m}" for m in _PATH_METHODS),
     # AsyncSpritesClient
     "async_client.AsyncSpritesClient.aclose",
     "async_client.AsyncSpritesClient.create_sprite",
@@ -202,14 +205,7 @@ TESTED = {
     "async_filesystem.AsyncSpriteFilesystem.cwd",
     "async_filesystem.AsyncSpriteFilesystem.path",
     "async_filesystem.AsyncSpriteFilesystem.root",
-    *(f"async_filesystem.AsyncSpritePath.{m}" for m in (
-        "chmod", "copy_to", "exists", "is_absolute", "is_dir", "is_file",
-        "is_relative_to", "iterdir", "joinpath", "listdir", "mkdir", "name",
-        "parent", "parents", "parts", "read_bytes", "read_text", "relative_to",
-        "rename", "replace", "rmdir", "rmtree", "stat", "stem", "suffix",
-        "suffixes", "touch", "unlink", "with_name", "with_stem", "with_suffix",
-        "write_bytes", "write_text",
-    )),
+    *(f"async_filesystem.AsyncSpritePath.{m}" for m in _PATH_METHODS),
 }
 
 

@@ -85,3 +85,13 @@ export async function startDaemon() {
   }
   return { url, token, stop };
 }
+
+// Run fn with a new sprite made by `client`; the sprite is deleted after.
+export async function withSprite(client, name, fn) {
+  const sprite = await client.createSprite(name);
+  try {
+    return await fn(sprite);
+  } finally {
+    await client.deleteSprite(name).catch(() => {});
+  }
+}

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { SpritesClient, ExecError, APIError } from '@fly/sprites';
-import { startDaemon } from './daemon.mjs';
+import { startDaemon, withSprite } from './daemon.mjs';
 import { recordCalls, assertCalled } from './surface.mjs';
 
 recordCalls();
@@ -24,15 +24,6 @@ after(async () => {
 });
 
 const sleep = ms => new Promise(r => setTimeout(r, ms));
-
-async function withSprite(name, fn) {
-  const sprite = await client.createSprite(name);
-  try {
-    return await fn(sprite);
-  } finally {
-    await client.deleteSprite(name).catch(() => {});
-  }
-}
 
 function collect(stream) {
   const chunks = [];
@@ -63,7 +54,7 @@ test('create, get, list, update, delete', async () => {
 // sprited's pause before it, 6 calls in 10 lost it on loopback; with it,
 // none or 1 in 1,000 on a loaded 2-core machine, so a few are tolerated.
 test('exec over HTTP: 200 echo calls in a row keep their output and exit code', async () => {
-  await withSprite('js-exec-http', async sprite => {
+  await withSprite(client, 'js-exec-http', async sprite => {
     const calls = 200;
     let lost = 0;
     for (let i = 0; i < calls; i++) {
@@ -86,7 +77,7 @@ test('exec over HTTP: 200 echo calls in a row keep their output and exit code', 
 });
 
 test('exec: execFile, exec, spawn with stdin', async () => {
-  await withSprite('js-exec', async sprite => {
+  await withSprite(client, 'js-exec', async sprite => {
     const r = await sprite.execFile('sh', ['-c', 'echo out; echo err >&2']);
     assert.deepEqual([r.stdout, r.stderr, r.exitCode], ['out\n', 'err\n', 0]);
     assert.equal((await sprite.exec('echo hello world')).stdout, 'hello world\n');
@@ -118,7 +109,7 @@ test('exec: execFile, exec, spawn with stdin', async () => {
 });
 
 test('sessions: a TTY session outlives its client, is listed, re-attached and killed', async () => {
-  await withSprite('js-sess', async sprite => {
+  await withSprite(client, 'js-sess', async sprite => {
     const first = sprite.createSession('sh', ['-c', 'echo started; exec sleep 120']);
     const info = await new Promise((resolve, reject) => {
       first.on('message', m => m?.type === 'session_info' && resolve(m));
@@ -163,7 +154,7 @@ async function drain(stream) {
 }
 
 test('checkpoints: create, list, get, restore', async () => {
-  await withSprite('js-ckpt', async sprite => {
+  await withSprite(client, 'js-ckpt', async sprite => {
     await sprite.execFile('sh', ['-c', 'echo clean > /home/sprite/state']);
     const made = await drain(await sprite.createCheckpoint('js clean'));
     assert.equal(made.at(-1)?.type, 'complete', JSON.stringify(made));
@@ -187,7 +178,7 @@ test('a wrong token is refused', async () => {
 });
 
 test('services: create (streamed), list, get, signal, logs, stop, start, delete', async () => {
-  await withSprite('js-svc', async sprite => {
+  await withSprite(client, 'js-svc', async sprite => {
     const created = [];
     for await (const ev of await sprite.createService(
       'js-web',
@@ -237,7 +228,7 @@ test('services: create (streamed), list, get, signal, logs, stop, start, delete'
 });
 
 test('network policy', async () => {
-  await withSprite('js-policy', async sprite => {
+  await withSprite(client, 'js-policy', async sprite => {
     const empty = await sprite.getNetworkPolicy();
     assert.deepEqual(empty.rules ?? [], []);
     await sprite.updateNetworkPolicy({
@@ -260,7 +251,7 @@ test('network policy', async () => {
 const MEMORY_LIMIT = 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max';
 
 test('restart: processes stopped, files kept', async () => {
-  await withSprite('js-restart', async sprite => {
+  await withSprite(client, 'js-restart', async sprite => {
     await sprite.execFile('sh', ['-c', 'echo kept > /home/sprite/f; setsid sleep 1000 </dev/null >/dev/null 2>&1 &']);
     // `100[0]` keeps the checking script's own command line from matching.
     const sleeping = "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q 'sleep 100[0]' && echo alive || echo gone";
@@ -278,7 +269,7 @@ test('restart: processes stopped, files kept', async () => {
 });
 
 test('resources policy: get, update, delete; the limit applies at the next start', async () => {
-  await withSprite('js-resources', async sprite => {
+  await withSprite(client, 'js-resources', async sprite => {
     const limit = async () => (await sprite.execFile('sh', ['-c', MEMORY_LIMIT])).stdout;
     assert.deepEqual(await sprite.getResourcesPolicy(), { memory: { limitMB: 1024, autoscale: false } });
     await sprite.updateResourcesPolicy({ memory: { limitMB: 256 } });

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { SpritesClient } from '@fly/sprites';
-import { startDaemon } from './daemon.mjs';
+import { startDaemon, withSprite } from './daemon.mjs';
 
 let daemon;
 let client;
@@ -18,15 +18,6 @@ before(async () => {
 after(async () => {
   await daemon?.stop();
 });
-
-async function withSprite(name, fn) {
-  const sprite = await client.createSprite(name);
-  try {
-    return await fn(sprite);
-  } finally {
-    await client.deleteSprite(name).catch(() => {});
-  }
-}
 
 // The next value of an async iterator, or a failure after `ms`.
 async function nextWithin(iter, ms, what) {
@@ -100,7 +91,7 @@ async function nextEvent(iter, want) {
 }
 
 test('filesystem().watch: subscribed, then the changes, recursive', async () => {
-  await withSprite('js-fswatch', async sprite => {
+  await withSprite(client, 'js-fswatch', async sprite => {
     await sprite.exec('mkdir -p /tmp/w/sub');
     const fs = sprite.filesystem('/tmp');
     const watcher = await fs.watch('w', { recursive: true });
@@ -127,7 +118,7 @@ test('filesystem().watch: subscribed, then the changes, recursive', async () => 
 });
 
 test('filesystem().watch: an unwatchable path is an error event', async () => {
-  await withSprite('js-fswatch-err', async sprite => {
+  await withSprite(client, 'js-fswatch-err', async sprite => {
     const watcher = await sprite.filesystem().watch('/no/such/dir');
     const iter = watcher[Symbol.asyncIterator]();
     const { value } = await nextWithin(iter, 20_000, 'error');
