@@ -138,11 +138,7 @@ fn parse_var(given: &str) -> Result<(String, String), HostEnvError> {
     let Some((key, value)) = given.split_once('=') else {
         return Err(bad("no '='"));
     };
-    let mut chars = key.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if !sprites_api::name::is_env_var(key) {
         return Err(bad("not a variable name"));
     }
     if RESERVED.contains(&key) {

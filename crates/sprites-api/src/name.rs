@@ -2,6 +2,14 @@
 //! and dashes, neither starting nor ending with a dash (a DNS label, so that a
 //! name can be a host name and a URL label).
 
+/// Whether `key` is an environment variable name a shell accepts: ASCII
+/// letters, digits and `_`, not starting with a digit.
+pub fn is_env_var(key: &str) -> bool {
+    let mut chars = key.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Why a name was refused.
 pub fn validate(name: &str) -> Result<(), String> {
     if name.is_empty() {

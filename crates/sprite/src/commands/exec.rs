@@ -130,7 +130,7 @@ pub fn split_env(values: &[String]) -> Result<Vec<(String, String)>> {
         let mut open = false;
         for piece in value.split(',') {
             match piece.split_once('=') {
-                Some((key, val)) if valid_key(key.trim()) => {
+                Some((key, val)) if sprites_api::name::is_env_var(key.trim()) => {
                     vars.push((key.trim().to_string(), val.to_string()));
                     open = true;
                 }
@@ -146,12 +146,6 @@ pub fn split_env(values: &[String]) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(vars)
-}
-
-fn valid_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
