@@ -72,6 +72,7 @@ fn the_worker_is_the_user_asked_for() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let read = FsCall::Read {
         path: PathBytes::from(secret.to_str().expect("utf-8")),
+        range: None,
     };
     let mut c = fs_request(&agent, Some(NOBODY), read.clone());
     assert!(matches!(reply(&mut c), FsReply::Error { code, .. } if code == "EACCES"));
@@ -112,27 +113,47 @@ fn files_stream_in_bounded_frames_and_broken_uploads_change_nothing() {
         None,
         FsCall::Read {
             path: PathBytes::from(target.to_str().expect("utf-8")),
+            range: None,
         },
     );
     assert!(
         matches!(reply(&mut c), FsReply::Opened { size: Some(n), .. } if n == data.len() as u64)
     );
-    let mut back = Vec::new();
-    loop {
-        match c.frame() {
-            Some((STDOUT, d)) => {
-                assert!(d.len() <= MAX_FRAME);
-                back.extend_from_slice(&d);
-            }
-            Some((JSON, j)) => {
-                let r: FsReply = serde_json::from_slice(&j).expect("reply");
-                assert!(matches!(r, FsReply::Done { .. }), "{r:?}");
-                break;
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    assert!(back == data);
+    assert!(read_to_done(&mut c) == data);
+
+    // Byte ranges: across a frame boundary, open-ended, past the end, and
+    // one that ends before it starts.
+    let path = PathBytes::from(target.to_str().expect("utf-8"));
+    let ranged = |start: u64, end: Option<u64>| FsCall::Read {
+        path: path.clone(),
+        range: Some(sprites_api::fs::ByteRange { start, end }),
+    };
+    let (a, b) = (MAX_FRAME as u64 - 5, MAX_FRAME as u64 + 7);
+    let mut c = fs_request(&agent, None, ranged(a, Some(b)));
+    assert!(matches!(
+        reply(&mut c),
+        FsReply::Opened { size: Some(12), .. }
+    ));
+    assert!(read_to_done(&mut c) == data[a as usize..b as usize]);
+    let tail = data.len() as u64 - 3;
+    let mut c = fs_request(&agent, None, ranged(tail, None));
+    assert!(matches!(
+        reply(&mut c),
+        FsReply::Opened { size: Some(3), .. }
+    ));
+    assert!(read_to_done(&mut c) == data[tail as usize..]);
+    let mut c = fs_request(
+        &agent,
+        None,
+        ranged(data.len() as u64 + 10, Some(data.len() as u64 + 20)),
+    );
+    assert!(matches!(
+        reply(&mut c),
+        FsReply::Opened { size: Some(0), .. }
+    ));
+    assert!(read_to_done(&mut c).is_empty());
+    let mut c = fs_request(&agent, None, ranged(9, Some(3)));
+    assert!(matches!(reply(&mut c), FsReply::Error { code, .. } if code == "EINVAL"));
 
     // The connection ends before STDIN_EOF: the old file stays, and the
     // temporary file goes.
@@ -193,4 +214,23 @@ fn a_watch_nobody_reads_loses_changes_and_says_so() {
         changes < queue + 20_000,
         "every change came through: {changes}"
     );
+}
+
+/// The `STDOUT` frames of a read up to its `Done`.
+fn read_to_done(c: &mut Conn) -> Vec<u8> {
+    let mut back = Vec::new();
+    loop {
+        match c.frame() {
+            Some((STDOUT, d)) => {
+                assert!(d.len() <= MAX_FRAME);
+                back.extend_from_slice(&d);
+            }
+            Some((JSON, j)) => {
+                let r: FsReply = serde_json::from_slice(&j).expect("reply");
+                assert!(matches!(r, FsReply::Done { .. }), "{r:?}");
+                return back;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -716,15 +716,82 @@ async fn every_endpoint_answers_as_described() {
         no_upgrade.status, 400,
         "a WebSocket endpoint without the upgrade"
     );
-    let control = c
-        .call(
-            M::GET,
-            &format!("{s}/control"),
-            "/v1/sprites/ct1/control",
+    // The control WebSocket: an exec (prefixed envelope) and filesystem
+    // calls (bare envelope, as the Go SDK sends them) on one connection,
+    // every text frame checked after its `control:` prefix.
+    let control_t = format!("{s}/control");
+    let mut cw = c.ws(&control_t, "/v1/sprites/ct1/control").await;
+    let ops = [
+        (
+            "control:",
+            json!({"type": "op.start", "op": "exec", "args": {"cmd": ["echo", "ctl"]}}),
             None,
-        )
-        .await;
-    assert_eq!(control.status, 404);
+        ),
+        (
+            "",
+            json!({"type": "op.start", "op": "fs.write", "args": "path=%2Ftmp%2Fctl.txt&mode=0644"}),
+            Some(b"abc".to_vec()),
+        ),
+        (
+            "",
+            json!({"type": "op.start", "op": "fs.chmod", "args": "path=%2Ftmp%2Fctl.txt&mode=0600"}),
+            None,
+        ),
+        (
+            "",
+            json!({"type": "op.start", "op": "fs.read", "args": "path=%2Ftmp%2Fctl.txt&start=1"}),
+            None,
+        ),
+    ];
+    let mut answers = Vec::new();
+    let mut bytes = Vec::new();
+    for (prefix, start, data) in ops {
+        c.ws_text(&control_t, "client", &start.to_string());
+        cw.send(Message::Text(format!("{prefix}{start}").into()))
+            .await
+            .expect("send");
+        if let Some(d) = data {
+            cw.send(Message::Binary(d.into())).await.expect("data");
+        }
+        loop {
+            let msg = tokio::time::timeout(std::time::Duration::from_secs(30), cw.next())
+                .await
+                .expect("a control frame")
+                .expect("open")
+                .expect("frame");
+            match msg {
+                Message::Text(t) => {
+                    let body = t.strip_prefix("control:").unwrap_or(t.as_str());
+                    let v = c.ws_text(&control_t, "server", body);
+                    if v["type"] == "op.complete" {
+                        answers.push(v);
+                        break;
+                    }
+                    answers.push(v);
+                }
+                Message::Binary(b) => bytes.push(b.to_vec()),
+                other => panic!("control: {other:?}"),
+            }
+        }
+    }
+    assert!(
+        answers
+            .iter()
+            .any(|a| a["type"] == "op.complete" && a["args"]["exitCode"] == 0),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().any(|a| a["affected"][0]["mode"] == "0600"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        (
+            bytes.first().map(Vec::as_slice),
+            bytes.last().map(Vec::as_slice)
+        ),
+        (Some(&b"\x01ctl\n"[..]), Some(&b"bc"[..])),
+        "exec output, then the ranged read"
+    );
 
     // Filesystem.
     let fs = |op: &str| format!("{s}/fs/{op}");

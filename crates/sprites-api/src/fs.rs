@@ -450,6 +450,15 @@ pub struct FsRequest {
     pub call: FsCall,
 }
 
+/// Bytes `start..end` of a file (`end` exclusive, as a slice; `None`: to
+/// the end of the file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    pub start: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<u64>,
+}
+
 /// `Create parent directories` of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -467,6 +476,10 @@ pub enum FsCall {
     /// Answer `Opened`, then the file as `STDOUT` frames, then `Done`.
     Read {
         path: PathBytes,
+        /// Only these bytes of the file (the control WebSocket's byte
+        /// ranges); `None`: all of it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<ByteRange>,
     },
     /// Answer `Opened` (or `Error`); then the daemon sends the bytes as
     /// `STDIN` frames and `STDIN_EOF`; answer `Done` once the file is in place.

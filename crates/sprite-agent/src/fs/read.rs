@@ -1,20 +1,20 @@
 //! `read`: a file's bytes, streamed in frames of up to 1 MiB.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
 use nix::sys::statfs::{fstatfs, FsType};
 use sprites_api::agent::HEADER_LEN;
-use sprites_api::fs::{FsReply, PathBytes};
+use sprites_api::fs::{ByteRange, FsReply, PathBytes};
 
 use super::conn::{Conn, CHUNK};
 use super::entry::Stat;
 use super::error::{gone, CallResult, FsError};
 use super::paths::Target;
 
-pub fn read(conn: &mut Conn, t: &Target) -> CallResult {
+pub fn read(conn: &mut Conn, t: &Target, range: ByteRange) -> CallResult {
     // O_NONBLOCK: opening a FIFO must not hang the call (it is refused below).
     let mut file = OpenOptions::new()
         .read(true)
@@ -38,7 +38,27 @@ pub fn read(conn: &mut Conn, t: &Target) -> CallResult {
         )
         .into());
     }
-    let size = known_size(&file, &st);
+    if range.end.is_some_and(|end| end < range.start) {
+        return Err(FsError::invalid(
+            &t.shown,
+            format!(
+                "byte range {}..{} ends before it starts",
+                range.start,
+                range.end.unwrap_or_default()
+            ),
+        )
+        .into());
+    }
+    // What the range leaves: `limit` bytes at most from `start`.
+    let limit = range.end.map(|end| end - range.start);
+    let size = known_size(&file, &st).map(|s| {
+        let s = s.saturating_sub(range.start);
+        limit.map_or(s, |l| s.min(l))
+    });
+    if range.start > 0 {
+        file.seek(SeekFrom::Start(range.start))
+            .map_err(|e| FsError::io("seek", &t.shown, &e))?;
+    }
     let path = PathBytes(t.shown.clone());
     conn.reply(&FsReply::Opened {
         path: path.clone(),
@@ -49,7 +69,7 @@ pub fn read(conn: &mut Conn, t: &Target) -> CallResult {
     let mut buf = Conn::data_buffer();
     let mut total: u64 = 0;
     loop {
-        let want = match size {
+        let want = match size.or(limit) {
             Some(s) => usize::try_from((s - total).min(CHUNK as u64)).unwrap_or(CHUNK),
             None => CHUNK,
         };

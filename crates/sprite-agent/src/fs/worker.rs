@@ -58,7 +58,11 @@ pub fn main() -> ExitCode {
 fn run(conn: &mut Conn, job: &Job) -> CallResult {
     let base = job.working_dir.as_bytes();
     match &job.call {
-        FsCall::Read { path } => read::read(conn, &resolve(base, path, false)?),
+        FsCall::Read { path, range } => read::read(
+            conn,
+            &resolve(base, path, false)?,
+            range.unwrap_or_default(),
+        ),
         FsCall::Write {
             path,
             mode,

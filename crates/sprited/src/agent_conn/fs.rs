@@ -146,6 +146,7 @@ mod tests {
     async fn a_read_is_replies_and_bytes() {
         let call = FsCall::Read {
             path: PathBytes::from("/f"),
+            range: None,
         };
         let (conv, mut agent) = fake(&request(call)).await;
         let opened = FsReply::Opened {

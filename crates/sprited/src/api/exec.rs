@@ -32,7 +32,11 @@ use crate::time::now_rfc3339;
 use crate::AppState;
 
 /// Build the agent's exec request from the query string.
-fn exec_request(q: &Query, rec: &SpriteRecord, state: &AppState) -> Result<ExecRequest, ApiError> {
+pub(super) fn exec_request(
+    q: &Query,
+    rec: &SpriteRecord,
+    state: &AppState,
+) -> Result<ExecRequest, ApiError> {
     let cmd = q.all("cmd");
     if cmd.is_empty() {
         return Err(ApiError::BadRequest(
@@ -83,7 +87,7 @@ fn exec_request(q: &Query, rec: &SpriteRecord, state: &AppState) -> Result<ExecR
 }
 
 /// Start a command on the agent (the session has started when this returns).
-async fn start(
+pub(super) async fn start(
     state: &AppState,
     rec: &SpriteRecord,
     req: ExecRequest,
@@ -137,7 +141,7 @@ pub async fn attach(
     Ok(upgrade(ws, session))
 }
 
-fn session_id(raw: &str) -> Result<u32, ApiError> {
+pub(super) fn session_id(raw: &str) -> Result<u32, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::NotFound(format!("no session {raw}")))
 }
@@ -153,7 +157,7 @@ fn upgrade(ws: WebSocketUpgrade, session: ExecSession) -> Response {
     res
 }
 
-fn session_info_text(start: SessionStart) -> Option<String> {
+pub(super) fn session_info_text(start: SessionStart) -> Option<String> {
     serde_json::to_string(&TextMessage::SessionInfo {
         session_id: start.session_id.to_string(),
         command: start.command,
@@ -181,6 +185,75 @@ fn prefixed(id: u8, data: &[u8]) -> Bytes {
     v.into()
 }
 
+/// What an agent session event becomes for a WebSocket client (the exec
+/// endpoint's and the control WebSocket's).
+pub(super) enum ToClient {
+    /// Send it and go on.
+    Frame(Message),
+    /// The command ended with `code`: send `frame`, which says so.
+    Exit {
+        code: i32,
+        frame: Message,
+        reason: &'static str,
+    },
+    /// The session broke without an exit status.
+    Failed(String),
+}
+
+/// The exit frame: a text `exit` message in TTY mode, else `0x03 code`.
+fn exit_frame_for(tty: bool, code: i32) -> Message {
+    if tty {
+        Message::Text(
+            serde_json::to_string(&TextMessage::Exit { exit_code: code })
+                .unwrap_or_default()
+                .into(),
+        )
+    } else {
+        Message::Binary(prefixed(wire::EXIT, &[wire::exit_byte(code)]))
+    }
+}
+
+pub(super) fn to_client(
+    event: Result<Option<SessionEvent>, crate::agent_conn::AgentError>,
+    tty: bool,
+) -> ToClient {
+    let frame = match event {
+        Ok(Some(SessionEvent::Stdout(b))) if tty => Message::Binary(b),
+        Ok(Some(SessionEvent::Stdout(b))) => Message::Binary(prefixed(wire::STDOUT, &b)),
+        Ok(Some(SessionEvent::Stderr(b))) if tty => Message::Binary(b),
+        Ok(Some(SessionEvent::Stderr(b))) => Message::Binary(prefixed(wire::STDERR, &b)),
+        Ok(Some(SessionEvent::Exit(code))) => {
+            return ToClient::Exit {
+                code,
+                frame: exit_frame_for(tty, code),
+                reason: "exited",
+            }
+        }
+        Ok(Some(SessionEvent::Failed(message))) => return ToClient::Failed(message),
+        Ok(Some(SessionEvent::PortOpened(p))) => {
+            Message::Text(port_text(TextMessage::PortOpened(p)).into())
+        }
+        Ok(Some(SessionEvent::PortClosed(p))) => {
+            Message::Text(port_text(TextMessage::PortClosed(p)).into())
+        }
+        // The agent went away without an exit: the sprite was stopped (a
+        // restore, a destroy) and took the command with it. Report it as
+        // killed.
+        Ok(None) => {
+            return ToClient::Exit {
+                code: KILLED_EXIT,
+                frame: exit_frame_for(tty, KILLED_EXIT),
+                reason: "the sprite stopped",
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "agent stream failed");
+            return ToClient::Failed("lost the connection to the sprite".into());
+        }
+    };
+    ToClient::Frame(frame)
+}
+
 /// Pump a WebSocket client and an agent session into each other until the
 /// command exits (then close at once) or the client goes (the agent keeps
 /// the session, detached).
@@ -199,74 +272,27 @@ async fn relay(socket: WebSocket, session: ExecSession) {
             }
         }
         let close = loop {
-            let msg = match r.next().await {
-                Ok(Some(SessionEvent::Stdout(b))) if tty => Message::Binary(b),
-                Ok(Some(SessionEvent::Stdout(b))) => Message::Binary(prefixed(wire::STDOUT, &b)),
-                Ok(Some(SessionEvent::Stderr(b))) if tty => Message::Binary(b),
-                Ok(Some(SessionEvent::Stderr(b))) => Message::Binary(prefixed(wire::STDERR, &b)),
-                Ok(Some(SessionEvent::Exit(code))) => {
-                    let exit = if tty {
-                        Message::Text(
-                            serde_json::to_string(&TextMessage::Exit { exit_code: code })
-                                .unwrap_or_default()
-                                .into(),
-                        )
-                    } else {
-                        Message::Binary(prefixed(wire::EXIT, &[wire::exit_byte(code)]))
-                    };
-                    if tx.send(exit).await.is_err() {
+            match to_client(r.next().await, tty) {
+                ToClient::Frame(msg) => {
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                ToClient::Exit { frame, reason, .. } => {
+                    if tx.send(frame).await.is_err() {
                         return;
                     }
                     break CloseFrame {
                         code: 1000,
-                        reason: "exited".into(),
+                        reason: reason.into(),
                     };
                 }
-                Ok(Some(SessionEvent::Failed(message))) => {
+                ToClient::Failed(message) => {
                     break CloseFrame {
                         code: 1011,
                         reason: message.chars().take(120).collect::<String>().into(),
                     }
                 }
-                Ok(Some(SessionEvent::PortOpened(p))) => {
-                    Message::Text(port_text(TextMessage::PortOpened(p)).into())
-                }
-                Ok(Some(SessionEvent::PortClosed(p))) => {
-                    Message::Text(port_text(TextMessage::PortClosed(p)).into())
-                }
-                Ok(None) => {
-                    // The agent went away without an exit: the sprite was
-                    // stopped (a restore, a destroy) and took the command
-                    // with it. Report it as killed.
-                    let exit = if tty {
-                        Message::Text(
-                            serde_json::to_string(&TextMessage::Exit {
-                                exit_code: KILLED_EXIT,
-                            })
-                            .unwrap_or_default()
-                            .into(),
-                        )
-                    } else {
-                        Message::Binary(prefixed(wire::EXIT, &[wire::exit_byte(KILLED_EXIT)]))
-                    };
-                    if tx.send(exit).await.is_err() {
-                        return;
-                    }
-                    break CloseFrame {
-                        code: 1000,
-                        reason: "the sprite stopped".into(),
-                    };
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "agent stream failed");
-                    break CloseFrame {
-                        code: 1011,
-                        reason: "lost the connection to the sprite".into(),
-                    };
-                }
-            };
-            if tx.send(msg).await.is_err() {
-                return;
             }
         };
         let _ = tx.send(Message::Close(Some(close))).await;

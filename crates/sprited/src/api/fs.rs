@@ -36,7 +36,7 @@ use crate::AppState;
 
 /// Upload bytes are gathered into frames of about this size before they go
 /// to the agent (HTTP chunks are often small).
-const UPLOAD_FRAME: usize = 256 * 1024;
+pub(super) const UPLOAD_FRAME: usize = 256 * 1024;
 
 /// Extension header: the permission bits of a file read (`0644`).
 pub const MODE_HEADER: &str = "x-sprite-file-mode";
@@ -98,7 +98,7 @@ pub fn status_of(code: &str) -> StatusCode {
     }
 }
 
-fn fs_error(code: String, message: String, path: PathBytes) -> FsApiError {
+pub(super) fn fs_error(code: String, message: String, path: PathBytes) -> FsApiError {
     let status = status_of(&code);
     if status.is_server_error() {
         tracing::warn!(%code, %message, "filesystem call failed");
@@ -115,12 +115,12 @@ fn fs_error(code: String, message: String, path: PathBytes) -> FsApiError {
 }
 
 /// A request the daemon refuses before asking the sprite.
-fn invalid(message: impl Into<String>) -> FsApiError {
+pub(super) fn invalid(message: impl Into<String>) -> FsApiError {
     fs_error("EINVAL".into(), message.into(), PathBytes::default())
 }
 
 /// The first reply: what the call's answer starts with, or its error.
-async fn first_reply(session: &mut FsSession) -> FsResult<FsReply> {
+pub(super) async fn first_reply(session: &mut FsSession) -> FsResult<FsReply> {
     match session.answer().await? {
         FsReply::Error {
             code,
@@ -132,7 +132,7 @@ async fn first_reply(session: &mut FsSession) -> FsResult<FsReply> {
 }
 
 /// Open the call on the sprite's agent (waking the sprite).
-async fn start(
+pub(super) async fn start(
     state: &AppState,
     name: &str,
     run_as: &RunAs,
@@ -149,38 +149,38 @@ async fn start(
 }
 
 /// The query string of a call.
-struct FsQuery {
+pub(super) struct FsQuery {
     raw: String,
-    q: Query,
+    pub(super) q: Query,
 }
 
 impl FsQuery {
-    fn new(raw: Option<String>) -> Self {
+    pub(super) fn new(raw: Option<String>) -> Self {
         let raw = raw.unwrap_or_default();
         let q = Query::parse(Some(&raw));
         FsQuery { raw, q }
     }
 
     /// A path parameter as raw bytes (the last one given).
-    fn path(&self, key: &str) -> Option<PathBytes> {
+    pub(super) fn path(&self, key: &str) -> Option<PathBytes> {
         wire::query_values(&self.raw, key).pop().map(PathBytes)
     }
 
-    fn required_path(&self, key: &str) -> FsResult<PathBytes> {
+    pub(super) fn required_path(&self, key: &str) -> FsResult<PathBytes> {
         self.path(key)
             .filter(|p| !p.is_empty())
             .ok_or_else(|| invalid(format!("the {key} query parameter is required")))
     }
 
-    fn working_dir(&self) -> Option<PathBytes> {
+    pub(super) fn working_dir(&self) -> Option<PathBytes> {
         self.path("workingDir").filter(|p| !p.is_empty())
     }
 
-    fn flag(&self, key: &str) -> FsResult<Option<bool>> {
+    pub(super) fn flag(&self, key: &str) -> FsResult<Option<bool>> {
         Ok(self.q.bool(key)?)
     }
 
-    fn run_as(&self) -> FsResult<RunAs> {
+    pub(super) fn run_as(&self) -> FsResult<RunAs> {
         Ok(RunAs {
             user: self.q.get("user").map(String::from),
             as_root: self.flag("asRoot")?,
@@ -201,7 +201,7 @@ pub async fn read(
         &name,
         &q.run_as()?,
         q.working_dir(),
-        FsCall::Read { path },
+        FsCall::Read { path, range: None },
     )
     .await?;
     let (size, mode) = match first_reply(&mut session).await? {
@@ -612,6 +612,6 @@ pub async fn chown(
     change(&state, &name, &b.run_as, non_empty(b.working_dir), call).await
 }
 
-fn unexpected(reply: &FsReply) -> FsApiError {
+pub(super) fn unexpected(reply: &FsReply) -> FsApiError {
     ApiError::Internal(format!("the agent answered {reply:?} out of turn")).into()
 }

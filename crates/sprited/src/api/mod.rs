@@ -2,6 +2,7 @@
 
 mod body;
 mod checkpoints;
+mod control;
 pub mod error;
 mod exec;
 mod fs;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -57,7 +58,7 @@ fn v1_routes() -> Routes<AppState> {
         .post("/sprites/{name}/exec", exec::http_exec)
         .get("/sprites/{name}/exec/{id}", exec::attach)
         .post("/sprites/{name}/exec/{id}/kill", exec::kill)
-        .get("/sprites/{name}/control", no_control)
+        .get("/sprites/{name}/control", control::control)
         .nest("/sprites/{name}", sprite_routes())
         .get("/sprites/{name}/fs/read", fs::read)
         .put("/sprites/{name}/fs/write", fs::write)
@@ -217,19 +218,6 @@ pub(crate) async fn version_header(mut res: Response) -> Response {
         HeaderValue::from_static(sprites_api::SPRITE_VERSION),
     );
     res
-}
-
-/// The multiplexed control channel is not offered: the SDKs fall back to the
-/// plain endpoints on a 404, so answer it at once.
-async fn no_control() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(sprites_api::error::ErrorBody::new(
-            "not_found",
-            "the control endpoint is not available on this server",
-        )),
-    )
-        .into_response()
 }
 
 pub(crate) async fn not_found() -> ApiError {
