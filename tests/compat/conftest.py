@@ -19,6 +19,22 @@ sdk_surface.record()
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 
+# SPRITES_CONTROL_MODE=1: the suite's clients are made with
+# control_mode=True, so their commands go through the SDK's pool of
+# control WebSockets; the run fails unless the daemon ran them there.
+CONTROL_MODE = os.environ.get("SPRITES_CONTROL_MODE") == "1"
+CONTROL_EXECS = []
+
+
+def control_ops(url, token, kind="exec"):
+    """How many operations of `kind` the daemon ran on control WebSockets."""
+    req = urllib.request.Request(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"})
+    text = urllib.request.urlopen(req, timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(f'sprited_control_operations_total{{op="{kind}"}}'):
+            return int(float(line.split()[-1]))
+    return 0
+
 
 def _binary(name: str) -> Path:
     for profile in ("debug", "release"):
@@ -63,6 +79,8 @@ def daemon():
                     raise RuntimeError("sprited did not come up in 120 s")
                 time.sleep(0.1)
         yield {"url": url, "token": token, "data_dir": data_dir}
+        if CONTROL_MODE:
+            CONTROL_EXECS.append(control_ops(url, token))
     finally:
         proc.terminate()
         try:
@@ -79,7 +97,7 @@ def daemon():
 def client(daemon):
     from sprites import SpritesClient
 
-    c = SpritesClient(daemon["token"], base_url=daemon["url"])
+    c = SpritesClient(daemon["token"], base_url=daemon["url"], control_mode=CONTROL_MODE)
     yield c
     c.close()
 
@@ -101,6 +119,10 @@ def pytest_sessionfinish(session, exitstatus):
     Only a run of every test here can: a run narrowed by -k, -m, a file or a
     node id skips the check."""
     config = session.config
+    if CONTROL_MODE and session.testscollected and not any(CONTROL_EXECS):
+        config.pluginmanager.get_plugin("terminalreporter").write_line(
+            "SPRITES_CONTROL_MODE=1 but no command ran on a control WebSocket", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     here = Path(__file__).resolve().parent
     narrowed = (
         config.getoption("keyword")

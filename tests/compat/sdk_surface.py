@@ -4,7 +4,7 @@
 methods and properties (inherited ones under the class that offers them)
 and each public module's public functions, as `module.Class.member` or
 `module.function`. The suite's check (test_sprites_py_surface.py) fails
-when that set and the three sets below disagree, in either direction, so a
+when that set and the two sets below disagree, in either direction, so a
 new SDK release cannot add a call that nothing here tests. `record()`
 wraps every one of those names so the suite can also prove, at its end,
 that it called each name it claims (conftest.py).
@@ -15,11 +15,29 @@ import importlib
 import inspect
 import pkgutil
 
-# Calls of the control WebSocket (`/v1/sprites/{name}/control`), which
-# sprited does not serve yet: issue 20. test_control_mode_is_refused shows
-# the endpoint's refusal and the SDK's fallback; none of these is expected
-# to work until then.
-ISSUE_20 = {
+# Calls whose server side is another change's: tested in that file.
+# `create_token` posts to https://api.sprites.dev/v1/organizations/{org}/tokens
+# whatever base_url says, so its test must route that request to loopback.
+ELSEWHERE = {
+    "client.SpritesClient.create_token": "test_sprites_py_tokens.py",
+    "async_client.AsyncSpritesClient.create_token": "test_sprites_py_tokens.py",
+}
+
+# The pathlib-like methods SpritePath and AsyncSpritePath both have.
+_PATH_METHODS = (
+    "chmod", "copy_to", "exists", "is_absolute", "is_dir", "is_file",
+    "is_relative_to", "iterdir", "joinpath", "listdir", "mkdir", "name",
+    "parent", "parents", "parts", "read_bytes", "read_text", "relative_to",
+    "rename", "replace", "rmdir", "rmtree", "stat", "stem", "suffix",
+    "suffixes", "touch", "unlink", "with_name", "with_stem", "with_suffix",
+    "write_bytes", "write_text",
+)
+
+# Every other public call: each is called, and what it returns checked, by
+# test_sprites_py.py, test_sprites_py_fs.py, test_sprites_py_sweep.py,
+# test_sprites_py_async.py or test_sprites_py_control.py.
+TESTED = {
+    # The control WebSocket: test_sprites_py_control.py.
     "control.ControlConnection.close",
     "control.ControlConnection.connect",
     "control.ControlConnection.is_closed",
@@ -54,30 +72,6 @@ ISSUE_20 = {
     "async_sprite.AsyncSprite.get_control_connection",
     "async_sprite.AsyncSprite.close_control_connection",
     "async_sprite.AsyncSprite.has_control_connection",
-}
-
-# Calls whose server side is another change's: tested in that file.
-# `create_token` posts to https://api.sprites.dev/v1/organizations/{org}/tokens
-# whatever base_url says, so its test must route that request to loopback.
-ELSEWHERE = {
-    "client.SpritesClient.create_token": "test_sprites_py_tokens.py",
-    "async_client.AsyncSpritesClient.create_token": "test_sprites_py_tokens.py",
-}
-
-# The pathlib-like methods SpritePath and AsyncSpritePath both have.
-_PATH_METHODS = (
-    "chmod", "copy_to", "exists", "is_absolute", "is_dir", "is_file",
-    "is_relative_to", "iterdir", "joinpath", "listdir", "mkdir", "name",
-    "parent", "parents", "parts", "read_bytes", "read_text", "relative_to",
-    "rename", "replace", "rmdir", "rmtree", "stat", "stem", "suffix",
-    "suffixes", "touch", "unlink", "with_name", "with_stem", "with_suffix",
-    "write_bytes", "write_text",
-)
-
-# Every other public call: each is called, and what it returns checked, by
-# test_sprites_py.py, test_sprites_py_fs.py, test_sprites_py_sweep.py or
-# test_sprites_py_async.py.
-TESTED = {
     # SpritesClient
     "client.SpritesClient.close",
     "client.SpritesClient.create_sprite",

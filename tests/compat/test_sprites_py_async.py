@@ -10,12 +10,15 @@ from sprites import async_exec
 from sprites.exceptions import ExitError, FileNotFoundError_, NotFoundError
 from sprites.types import ListOptions, NetworkPolicy, PolicyRule, URLSettings
 
+from conftest import CONTROL_MODE
+
 
 def run_async(daemon, body):
     """Run `body(client)` with a fresh async client on its own loop."""
 
     async def main():
-        client = AsyncSpritesClient(daemon["token"], base_url=daemon["url"])
+        client = AsyncSpritesClient(daemon["token"], base_url=daemon["url"],
+                                    control_mode=CONTROL_MODE)
         try:
             return await body(client)
         finally:
@@ -90,7 +93,7 @@ def test_client_and_sprite_lifecycle(daemon):
 def test_commands_and_sessions(daemon, name):
     async def body(client):
         sp = client.sprite(name)
-        assert sp.use_control_mode() is False
+        assert sp.use_control_mode() is CONTROL_MODE
         cmd = sp.command("sh", "-c", "echo out; echo err >&2")
         assert cmd.exit_code == -1
         assert await cmd.combined_output() == b"out\nerr\n"

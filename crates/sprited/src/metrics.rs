@@ -1,5 +1,6 @@
 //! Prometheus metrics at `GET /metrics` (bearer token as for the API):
 //! sprites by status, wakes, hibernations, exec count and start latency,
+//! control WebSocket operations,
 //! checkpoint durations, and each sprite's CPU and memory as last sampled.
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub struct Metrics {
     hibernations: Family<Labels, Counter>,
     execs: Counter,
     exec_start: Histogram,
+    control_ops: Family<Labels, Counter>,
     checkpoint_seconds: Histogram,
     sprite_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sprite_memory: Family<Labels, Gauge>,
@@ -64,6 +66,12 @@ impl Metrics {
             "From an exec request to its command running (waking included)",
             exec_start.clone(),
         );
+        let control_ops = Family::<Labels, Counter>::default();
+        registry.register(
+            "control_operations",
+            "Operations run on control WebSockets, by kind (exec, fs, proxy)",
+            control_ops.clone(),
+        );
         let checkpoint_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "checkpoint_seconds",
@@ -89,6 +97,7 @@ impl Metrics {
             hibernations,
             execs,
             exec_start,
+            control_ops,
             checkpoint_seconds,
             sprite_cpu,
             sprite_memory,
@@ -113,6 +122,11 @@ impl Metrics {
     pub fn exec_started(&self, seconds: f64) {
         self.execs.inc();
         self.exec_start.observe(seconds);
+    }
+
+    /// An operation started on a control WebSocket.
+    pub fn control_op(&self, kind: &str) {
+        self.control_ops.get_or_create(&label("op", kind)).inc();
     }
 
     pub fn checkpointed(&self, seconds: f64) {

@@ -32,6 +32,21 @@ function freePort() {
 
 const sleep = ms => new Promise(r => setTimeout(r, ms));
 
+// SPRITES_CONTROL_MODE=1: the suites' clients are made with
+// controlMode: true, and a daemon's stop fails unless commands really ran
+// on its control WebSocket (the SDK falls back to the plain exec WebSocket
+// silently on any error).
+export const CONTROL_MODE = process.env.SPRITES_CONTROL_MODE === '1';
+
+// How many operations of `kind` a daemon ran on control WebSockets.
+export async function controlOps(url, token, kind = 'exec') {
+  const r = await fetch(`${url}/metrics`, { headers: { Authorization: `Bearer ${token}` } });
+  const line = (await r.text())
+    .split('\n')
+    .find(l => l.startsWith(`sprited_control_operations_total{op="${kind}"}`));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
 export async function startDaemon() {
   const sprited = binary('sprited');
   const dataDir = mkdtempSync('/var/tmp/sprited-compat-js-');
@@ -49,8 +64,10 @@ export async function startDaemon() {
   let exited = null;
   const exit = new Promise(resolve => proc.once('exit', code => { exited = code; resolve(code); }));
 
+  let controlExecs = 0;
   const stop = async () => {
     if (exited === null) {
+      if (CONTROL_MODE) controlExecs = await controlOps(url, token).catch(() => 0);
       proc.kill('SIGTERM');
       const killed = await Promise.race([exit.then(() => true), sleep(10_000).then(() => false)]);
       if (!killed) {
@@ -62,6 +79,9 @@ export async function startDaemon() {
       execFileSync(sprited, ['purge', '--data-dir', dataDir], { stdio: 'ignore' });
     } finally {
       rmSync(logPath, { force: true });
+    }
+    if (CONTROL_MODE && controlExecs === 0) {
+      throw new Error('SPRITES_CONTROL_MODE=1 but no command ran on a control WebSocket');
     }
   };
 
@@ -83,7 +103,7 @@ export async function startDaemon() {
     }
     await sleep(100);
   }
-  return { url, token, stop };
+  return { url, token, stop, controlMode: CONTROL_MODE };
 }
 
 // Run fn with a new sprite made by `client`; the sprite is deleted after.

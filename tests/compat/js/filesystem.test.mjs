@@ -14,7 +14,7 @@ let sprite;
 
 before(async () => {
   daemon = await startDaemon();
-  const client = new SpritesClient(daemon.token, { baseURL: daemon.url });
+  const client = new SpritesClient(daemon.token, { baseURL: daemon.url, controlMode: daemon.controlMode });
   sprite = await client.createSprite('js-fs');
 });
 

@@ -15,7 +15,7 @@ let client;
 
 before(async () => {
   daemon = await startDaemon();
-  client = new SpritesClient(daemon.token, { baseURL: daemon.url });
+  client = new SpritesClient(daemon.token, { baseURL: daemon.url, controlMode: daemon.controlMode });
 });
 
 after(async () => {

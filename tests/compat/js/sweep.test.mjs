@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import {
-  SpritesClient, SpriteCommand, PortWatcher, ProxyManager, ControlConnection, APIError, ExecError,
+  SpritesClient, SpriteCommand, PortWatcher, ProxyManager, APIError, ExecError,
 } from '@fly/sprites';
 import { startDaemon } from './daemon.mjs';
 import { recordCalls, assertCalled, fns } from './surface.mjs';
@@ -19,7 +19,7 @@ let sprite;
 
 before(async () => {
   daemon = await startDaemon();
-  client = new SpritesClient(daemon.token, { baseURL: daemon.url });
+  client = new SpritesClient(daemon.token, { baseURL: daemon.url, controlMode: daemon.controlMode });
   sprite = await client.createSprite('js-sweep');
 });
 
@@ -346,32 +346,10 @@ test('check and the list counts', async () => {
   assert.equal(page.running + page.warm + page.cold, page.sprites.length);
 });
 
-// Issue 20: sprited has no control WebSocket, no
-// `policy/privileges`. Each call fails with the server's reason; commands
-// of a controlMode client fall back to the plain exec WebSocket (the SDK's
-// own fallback) and work.
-test('issue 20: control and privileges fail clearly', async () => {
-  const ctl = new SpritesClient(daemon.token, { baseURL: daemon.url, controlMode: true });
-  const s = ctl.sprite('js-sweep');
-  assert.equal(s.useControlMode(), true);
-  assert.equal(sprite.useControlMode(), false);
-  // Node's WebSocket hides the refused upgrade's status; the request
-  // itself shows it.
-  const refused = e => /^WebSocket error: .*\(url: ws:\/\/[^)]*\/v1\/sprites\/js-sweep\/control\)$/.test(e.message);
-  await assert.rejects(s.getControlConnection(), refused);
-  await assert.rejects(new ControlConnection(s).connect(), refused);
-  const upgrade = await fetch(`${daemon.url}/v1/sprites/js-sweep/control`, {
-    headers: { Authorization: `Bearer ${daemon.token}` },
-  });
-  assert.equal(upgrade.status, 404);
-  assert.deepEqual(await upgrade.json(), {
-    error: 'not_found',
-    message: 'the control endpoint is not available on this server',
-  });
-  assert.equal(s.hasControlConnection(), false);
-  assert.equal(s.closeControlConnection(), undefined);
-  assert.equal((await s.execFile('echo', ['fell back'])).stdout, 'fell back\n');
-
+// Issue 20: sprited has no `policy/privileges` yet. Each call fails with
+// the server's reason.
+test('issue 20: privileges fail clearly', async () => {
+  assert.equal(sprite.useControlMode(), daemon.controlMode);
   // The SDK's policy calls throw a plain Error carrying the answer.
   const policyNotServed = /privileges policy \(status 404\): .*no such endpoint/;
   await assert.rejects(sprite.getPrivilegesPolicy(), policyNotServed);

@@ -145,8 +145,16 @@ impl Conn {
 
 async fn serve(state: AppState, name: String, ws: WebSocket, raw_stdin: bool) {
     let mut conn = Conn { ws, raw_stdin };
+    let mut changes = state.manager.watch_changes();
     loop {
-        let msg = match tokio::time::timeout(IDLE_TIMEOUT, conn.ws.recv()).await {
+        let msg = tokio::select! {
+            m = tokio::time::timeout(IDLE_TIMEOUT, conn.ws.recv()) => m,
+            () = closing(&mut changes) => {
+                let _ = conn.close(1001, "sprited is stopping").await;
+                return;
+            }
+        };
+        let msg = match msg {
             Err(_) => {
                 let _ = conn.close(1000, "idle").await;
                 return;
@@ -156,7 +164,7 @@ async fn serve(state: AppState, name: String, ws: WebSocket, raw_stdin: bool) {
         };
         let text = match msg {
             Message::Text(t) => t,
-            Message::Close(_) => return,
+            Message::Close(_) => break,
             // Binary frames between operations are leftovers of one that
             // ended (a stdin EOF after the command exited).
             _ => continue,
@@ -169,7 +177,25 @@ async fn serve(state: AppState, name: String, ws: WebSocket, raw_stdin: bool) {
             Start::Bad(why) => conn.control(env, "op.error", json!({ "error": why })).await,
         };
         if flow.is_err() {
-            return;
+            break;
+        }
+    }
+    // Answer the client's Close (or finish ours): a client that gets no
+    // Close back reports an abnormal closure, which the JS SDK throws as
+    // an uncaught error.
+    let _ = tokio::time::timeout(Duration::from_secs(2), SinkExt::close(&mut conn.ws)).await;
+}
+
+/// Resolves when the daemon starts stopping: idle connections are closed
+/// (1001) rather than cut.
+async fn closing(
+    changes: &mut tokio::sync::broadcast::Receiver<crate::manager::changes::SpriteChange>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match changes.recv().await {
+            Ok(crate::manager::changes::SpriteChange::Closing) | Err(RecvError::Closed) => return,
+            Ok(_) | Err(RecvError::Lagged(_)) => continue,
         }
     }
 }
@@ -259,6 +285,12 @@ async fn run_op(
         Ok(raw) => raw,
         Err(e) => return conn.control(env, "op.error", json!({ "error": e })).await,
     };
+    let kind = match op {
+        "exec" | "proxy" => op,
+        op if op.starts_with("fs.") => "fs",
+        _ => "unknown",
+    };
+    state.manager.metrics.control_op(kind);
     match op {
         "exec" => exec_op(state, name, conn, env, &raw).await,
         "proxy" => proxy_op(state, name, conn, env, &raw).await,
