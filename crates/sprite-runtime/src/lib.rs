@@ -7,6 +7,7 @@
 
 pub mod bundle;
 pub mod cgroup;
+mod devices;
 mod driver;
 mod error;
 #[cfg(any(test, feature = "fake"))]
@@ -19,8 +20,9 @@ pub mod spec;
 
 pub use driver::{Driver, EgressHook};
 pub use error::RuntimeError;
+pub use oci_spec::runtime::Capability;
 pub use runc::Runc;
 pub use sandbox::{
-    validate_id, Bind, IdMap, Limits, SandboxSpec, SandboxState, SandboxStats, AGENT_FD,
+    validate_id, Bind, Device, IdMap, Limits, SandboxSpec, SandboxState, SandboxStats, AGENT_FD,
     AGENT_PATH_IN_SPRITE, SPRITE_ENV_PATH_IN_SPRITE,
 };

@@ -241,6 +241,7 @@ impl Driver for Runc {
             },
         )?;
         bundle::write_config(&spec.bundle_dir, &config)?;
+        crate::devices::make_nodes(spec)?;
         let started = Instant::now();
         self.spawn_run(spec, listener)?;
         tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc run --detach");

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use oci_spec::runtime::Capability;
+
 use crate::error::{Result, RuntimeError};
 
 /// Path of the agent inside every sprite (bind-mounted read-only).
@@ -40,6 +42,26 @@ pub struct SandboxSpec {
     /// work; the user namespace, the capability bounding set and seccomp
     /// still bound what root inside can do.
     pub no_new_privileges: bool,
+    /// Init's capabilities (bounding, effective and permitted sets), which
+    /// bound those of every process of the sandbox; by default
+    /// [`crate::spec::CAPABILITIES`].
+    pub capabilities: Vec<Capability>,
+    /// Host devices made available inside (none by default).
+    pub devices: Vec<Device>,
+}
+
+/// A character device of the host made available inside a sandbox: a node
+/// of its own, owned by the sandbox's root, bound at `path` and allowed by
+/// the device cgroup. (The host's node is not bound: its owner is unmapped
+/// in the sandbox's user namespace, so root inside could not open it.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Absolute path inside, under `/dev`.
+    pub path: String,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits of the node.
+    pub mode: u32,
 }
 
 /// A host directory bound into a sandbox (never executable or setuid).
@@ -79,6 +101,8 @@ impl SandboxSpec {
             id_map: Some(IdMap::default()),
             binds: Vec::new(),
             no_new_privileges: true,
+            capabilities: crate::spec::CAPABILITIES.to_vec(),
+            devices: Vec::new(),
         }
     }
 }

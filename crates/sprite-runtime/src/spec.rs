@@ -1,6 +1,7 @@
 //! The OCI runtime config (`config.json`) of a sandbox, built with the
 //! `oci-spec` builders: namespaces, id mapping, mounts, a minimal capability
-//! set, no_new_privs, rlimits, seccomp, and cgroup limits.
+//! set (or the sandbox's own), no_new_privs, rlimits, seccomp, cgroup limits,
+//! and the devices the sandbox was given.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,8 @@ use oci_spec::runtime::{
 
 use crate::error::{Result, RuntimeError};
 use crate::sandbox::{
-    validate_id, Bind, SandboxSpec, AGENT_FD, AGENT_PATH_IN_SPRITE, SPRITE_ENV_PATH_IN_SPRITE,
+    validate_id, Bind, Device, SandboxSpec, AGENT_FD, AGENT_PATH_IN_SPRITE,
+    SPRITE_ENV_PATH_IN_SPRITE,
 };
 use crate::seccomp;
 
@@ -107,7 +109,7 @@ fn has_cap_sys_resource() -> bool {
 /// Builds the OCI config for `sandbox`.
 pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
     check(sandbox)?;
-    let caps: oci_spec::runtime::Capabilities = CAPABILITIES.into_iter().collect();
+    let caps: oci_spec::runtime::Capabilities = sandbox.capabilities.iter().copied().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -224,6 +226,14 @@ fn check(sandbox: &SandboxSpec) -> Result<()> {
             ));
         }
     }
+    for d in &sandbox.devices {
+        let path_ok = d.path.starts_with("/dev/")
+            && !d.path.split('/').any(|c| c == ".." || c == ".")
+            && !d.path.ends_with('/');
+        if !path_ok {
+            return invalid(format!("device path {:?} is not under /dev", d.path));
+        }
+    }
     if !sandbox.agent_bin.is_file() {
         return invalid(format!(
             "agent_bin {} is not a file",
@@ -335,7 +345,20 @@ fn mounts(sandbox: &SandboxSpec) -> Result<Vec<Mount>> {
             .map(bind_mount)
             .collect::<Result<Vec<_>>>()?,
     )
+    .chain(
+        sandbox
+            .devices
+            .iter()
+            .map(|d| device_mount(sandbox, d))
+            .collect::<Result<Vec<_>>>()?,
+    )
     .collect())
+}
+
+/// The sandbox's node of `d` (see `crate::devices`), bound without `nodev`.
+fn device_mount(sandbox: &SandboxSpec, d: &Device) -> Result<Mount> {
+    let node = crate::devices::node_path(&sandbox.bundle_dir, d);
+    mount(&d.path, "bind", &node, &["bind", "nosuid", "noexec"])
 }
 
 fn bind_mount(b: &Bind) -> Result<Mount> {
@@ -367,7 +390,7 @@ fn resources(sandbox: &SandboxSpec) -> Result<oci_spec::runtime::LinuxResources>
         }
         b.build()
     };
-    let devices = vec![
+    let mut devices = vec![
         LinuxDeviceCgroupBuilder::default()
             .allow(false)
             .access("rwm")
@@ -381,6 +404,13 @@ fn resources(sandbox: &SandboxSpec) -> Result<oci_spec::runtime::LinuxResources>
         char_dev(5, Some(2))?, // ptmx
         char_dev(136, None)?,  // pts/*
     ];
+    for d in &sandbox.devices {
+        let number = |n: u64| {
+            i64::try_from(n)
+                .map_err(|_| RuntimeError::InvalidSpec(format!("device number {n} of {}", d.path)))
+        };
+        devices.push(char_dev(number(d.major)?, Some(number(d.minor)?))?);
+    }
     let mut resources = LinuxResourcesBuilder::default().devices(devices);
     if limits.cpus > 0.0 {
         // Rounded to whole microseconds; at least 1 ms per period (kernel minimum).
@@ -554,6 +584,50 @@ mod tests {
         assert!(run.iter().any(|x| x == "bind") && !run.iter().any(|x| x == "rslave"));
         assert!(!opts_of(SPRITE_ENV_PATH_IN_SPRITE).is_empty());
         s.binds[1].destination = "/.sprite/../etc".into();
+        assert!(build(&s, &opts()).is_err());
+    }
+
+    #[test]
+    fn capabilities_and_devices_come_from_the_sandbox_spec() {
+        let mut s = sandbox();
+        s.capabilities.retain(|c| *c != Capability::Chown);
+        s.capabilities.push(Capability::NetRaw);
+        s.devices = vec![Device {
+            path: "/dev/net/tun".into(),
+            major: 10,
+            minor: 200,
+            mode: 0o666,
+        }];
+        let json = serde_json::to_value(build(&s, &opts()).expect("spec")).expect("json");
+        let caps = &json["process"]["capabilities"];
+        for set in ["bounding", "effective", "permitted"] {
+            let set = caps[set].as_array().expect("caps");
+            assert!(set.iter().any(|c| c == "CAP_NET_RAW"));
+            assert!(!set.iter().any(|c| c == "CAP_CHOWN"));
+        }
+        let tun = json["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/dev/net/tun")
+            .expect("the device is bound");
+        assert_eq!(tun["source"], "/b/devices/dev_net_tun");
+        let opts_of: Vec<&str> = tun["options"]
+            .as_array()
+            .expect("opts")
+            .iter()
+            .filter_map(|o| o.as_str())
+            .collect();
+        assert!(!opts_of.contains(&"nodev"), "{opts_of:?}");
+        let allowed = json["linux"]["resources"]["devices"]
+            .as_array()
+            .expect("device rules")
+            .iter()
+            .any(|r| r["allow"] == true && r["major"] == 10 && r["minor"] == 200);
+        assert!(allowed, "no cgroup rule for the device");
+        s.devices[0].path = "/dev/../etc/shadow".into();
+        assert!(build(&s, &opts()).is_err());
+        s.devices[0].path = "/etc/tun".into();
         assert!(build(&s, &opts()).is_err());
     }
 

@@ -87,7 +87,8 @@ pub enum Command {
     },
     /// What the sprite (or, without -s, every sprite) used and what it costs
     Usage(UsageArgs),
-    /// Show or set the sprite's egress policy
+    /// Show or set the sprite's egress policy (and, with `privileges`, its
+    /// capabilities and devices)
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -394,6 +395,31 @@ pub enum PolicyCommand {
         deny: Vec<String>,
     },
     /// Remove every rule: open egress
+    Clear,
+    /// The sprite's capabilities and devices (applied at its next start)
+    Privileges {
+        #[command(subcommand)]
+        command: PrivilegesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivilegesCommand {
+    /// Print the policy (empty: the default privileges)
+    Show,
+    /// Replace the policy: `sprite policy privileges set --add CAP_NET_RAW --drop CAP_CHOWN --device /dev/fuse`
+    Set {
+        /// Capabilities to grant beyond the default set, repeatable
+        #[arg(long)]
+        add: Vec<String>,
+        /// Capabilities to take away, repeatable
+        #[arg(long)]
+        drop: Vec<String>,
+        /// Devices to make available (`/dev/fuse`, `/dev/net/tun`, `/dev/kvm`), repeatable
+        #[arg(long)]
+        device: Vec<String>,
+    },
+    /// Back to the default privileges
     Clear,
 }
 

@@ -13,6 +13,7 @@ pub mod cold;
 pub mod idle;
 pub mod limits;
 pub mod meter;
+pub mod privileges;
 pub mod relay;
 pub mod resources;
 pub mod services;
@@ -406,6 +407,7 @@ impl Manager {
         let image = rec.image.clone();
         let socket = self.socket_path(&rec.id);
         let (resolv_conf, policy_dir) = self.net.files(&rec.id, &self.store.sprite_dir(&rec.id))?;
+        let privileges = self.privileges_at_start(rec, &policy_dir)?;
         let sandbox_driver = driver.clone();
         let host_env = self.cfg.host_env.clone();
         // A volume still filling itself from the object store is read
@@ -431,6 +433,8 @@ impl Manager {
             let listener = bind_agent_socket(&socket)?;
             let mut spec = SandboxSpec {
                 rootfs,
+                capabilities: privileges.capabilities,
+                devices: privileges.devices,
                 ..spec_base
             };
             spec.binds = vec![
@@ -541,6 +545,9 @@ impl Manager {
             }),
             binds: Vec::new(),
             no_new_privileges: !image_has_setuid_tools(&rec.image),
+            // What the privileges policy changes is set at start.
+            capabilities: sprite_runtime::spec::CAPABILITIES.to_vec(),
+            devices: Vec::new(),
         }
     }
 

@@ -261,3 +261,43 @@ fn network_policy_through_the_cli() {
     );
     cli.fails(&["policy", "show", "-s", "nope"], 1);
 }
+
+#[test]
+fn privileges_policy_through_the_cli() {
+    let d = Daemon::start();
+    let cli = Cli::new(&d);
+    cli.ok(&["create", "privs", "--skip-console"]);
+    let show = ["policy", "privileges", "show", "-s", "privs"];
+    assert_eq!(cli.ok(&show), "default privileges\n");
+    let set = cli.ok(&[
+        "policy",
+        "privileges",
+        "set",
+        "-s",
+        "privs",
+        "--add",
+        "net_raw",
+        "--drop",
+        "CAP_CHOWN",
+    ]);
+    assert!(
+        set.contains("CAP_NET_RAW") && set.contains("CAP_CHOWN") && set.contains("next start"),
+        "{set}"
+    );
+    assert!(cli.ok(&show).contains("drop"));
+    let err = cli.fails(
+        &[
+            "policy",
+            "privileges",
+            "set",
+            "-s",
+            "privs",
+            "--add",
+            "CAP_SYS_ADMIN",
+        ],
+        1,
+    );
+    assert!(err.contains("cannot be granted"), "{err}");
+    cli.ok(&["policy", "privileges", "clear", "-s", "privs"]);
+    assert_eq!(cli.ok(&show), "default privileges\n");
+}

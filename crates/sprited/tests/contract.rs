@@ -593,6 +593,17 @@ async fn every_endpoint_answers_as_described() {
         )
         .await;
     assert_eq!(last.json["has_more"], false);
+    // Only the sprites with every label asked for (ct1 has "contract").
+    let labelled = c
+        .call(
+            M::GET,
+            "/v1/sprites",
+            "/v1/sprites?labels=contract&bulk_load=true",
+            None,
+        )
+        .await;
+    assert_eq!(labelled.json["sprites"][0]["name"], "ct1");
+    assert_eq!(labelled.json["sprites"].as_array().map(Vec::len), Some(1));
     // The same list as a stream (watchSprites): both sprites as they are.
     let states = c
         .stream_lines("/v1/sprites", "/v1/sprites?prefix=ct", 2)
@@ -1029,6 +1040,39 @@ async fn every_endpoint_answers_as_described() {
     assert_eq!(got.json["memory"]["limit_mb"], 256);
     c.call(M::DELETE, &res, "/v1/sprites/ct1/policy/resources", None)
         .await;
+    let privileges = format!("{s}/policy/privileges");
+    c.call(
+        M::POST,
+        &privileges,
+        "/v1/sprites/ct1/policy/privileges",
+        Some(json!({"capabilities": {"add": ["net_raw"], "drop": ["CAP_CHOWN"]}})),
+    )
+    .await;
+    let got = c
+        .call(
+            M::GET,
+            &privileges,
+            "/v1/sprites/ct1/policy/privileges",
+            None,
+        )
+        .await;
+    assert_eq!(got.json["capabilities"]["add"][0], "CAP_NET_RAW");
+    let refused = c
+        .call(
+            M::POST,
+            &privileges,
+            "/v1/sprites/ct1/policy/privileges",
+            Some(json!({"devices": ["/dev/mem"]})),
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    c.call(
+        M::DELETE,
+        &privileges,
+        "/v1/sprites/ct1/policy/privileges",
+        None,
+    )
+    .await;
 
     // Filesystem changes: subscribed, then an event.
     let watch_t = format!("{s}/fs/watch");
@@ -1157,6 +1201,10 @@ async fn every_endpoint_answers_as_described() {
     c.call(M::GET, &format!("{s}/usage"), "/v1/sprites/ct1/usage", None)
         .await;
     c.call(M::GET, "/v1/usage", "/v1/usage", None).await;
+    let org = c
+        .call(M::GET, "/v1/organization", "/v1/organization", None)
+        .await;
+    assert_eq!(org.json["name"], "local");
     let tok = c
         .call(
             M::POST,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod exec;
 pub mod fs;
 pub mod name;
+pub mod organization;
 pub mod policy;
 pub mod port;
 pub mod service;

@@ -1,6 +1,8 @@
 //! A sprite's policies: network (egress), `GET`/`POST
-//! /v1/sprites/{name}/policy/network`, and resources (memory),
-//! `GET`/`POST`/`DELETE /v1/sprites/{name}/policy/resources`.
+//! /v1/sprites/{name}/policy/network`, resources (memory),
+//! `GET`/`POST`/`DELETE /v1/sprites/{name}/policy/resources`, and
+//! privileges (capabilities and devices),
+//! `GET`/`POST`/`DELETE /v1/sprites/{name}/policy/privileges`.
 
 use serde::{Deserialize, Serialize};
 
@@ -67,4 +69,35 @@ pub struct MemoryPolicy {
     /// `false` in an answer and `true` is refused.
     #[serde(default)]
     pub autoscale: bool,
+}
+
+/// `{capabilities: {add, drop}, devices}`: what root inside the sprite may
+/// do beyond, or short of, the default set. The service documents only
+/// the endpoints ("capability and device restrictions"); this shape is
+/// sprited's. The empty policy is the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivilegesPolicy {
+    #[serde(default)]
+    pub capabilities: CapabilityChanges,
+    /// Device paths made available inside (`/dev/fuse`, ...).
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+/// Capability names (`CAP_NET_RAW`; `net_raw` is read the same) added to
+/// or dropped from the default set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityChanges {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+impl PrivilegesPolicy {
+    pub fn is_default(&self) -> bool {
+        self == &PrivilegesPolicy::default()
+    }
 }

@@ -52,7 +52,9 @@ pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSourc
 pub use sprites_api::fs::{
     ChangeResponse, DeleteResponse, FileKind, FsEntry, ListResponse, PathBytes, WriteResponse,
 };
-pub use sprites_api::policy::{NetworkPolicy, PolicyAction, PolicyRule};
+pub use sprites_api::policy::{
+    CapabilityChanges, NetworkPolicy, PolicyAction, PolicyRule, PrivilegesPolicy,
+};
 pub use sprites_api::service::{Service, ServiceEvent, ServiceSpec, ServiceState};
 pub use sprites_api::sprite::{
     CreateSpriteRequest, SessionInfo, Sprite, SpriteConfig, SpriteList, Status, StreamEvent,

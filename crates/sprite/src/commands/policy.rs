@@ -1,14 +1,18 @@
-//! `sprite policy show|set|clear`: the sprite's egress policy.
+//! `sprite policy show|set|clear`: the sprite's egress policy;
+//! `sprite policy privileges show|set|clear`: its capabilities and devices.
 
 use anyhow::Result;
-use sprites_client::{NetworkPolicy, PolicyAction, PolicyRule};
+use sprites_client::{
+    CapabilityChanges, NetworkPolicy, PolicyAction, PolicyRule, PrivilegesPolicy, SpriteHandle,
+};
 
 use super::{sprite_error, table, Context};
-use crate::cli::PolicyCommand;
+use crate::cli::{PolicyCommand, PrivilegesCommand};
 
 pub async fn run(ctx: &Context, command: PolicyCommand) -> Result<i32> {
     let sprite = ctx.sprite()?;
     let policy = match command {
+        PolicyCommand::Privileges { command } => return privileges(&sprite, command).await,
         PolicyCommand::Show => {
             let p = sprite
                 .network_policy()
@@ -57,6 +61,53 @@ fn describe(p: &NetworkPolicy) -> String {
         })
         .collect();
     table(&["RULE", "DOMAIN"], &rows)
+}
+
+async fn privileges(sprite: &SpriteHandle, command: PrivilegesCommand) -> Result<i32> {
+    let fail = |e| sprite_error(e, sprite.name());
+    match command {
+        PrivilegesCommand::Show => {
+            let p = sprite.privileges_policy().await.map_err(fail)?;
+            print!("{}", describe_privileges(&p));
+            return Ok(0);
+        }
+        PrivilegesCommand::Set { add, drop, device } => {
+            let policy = PrivilegesPolicy {
+                capabilities: CapabilityChanges { add, drop },
+                devices: device,
+            };
+            sprite.set_privileges_policy(&policy).await.map_err(fail)?;
+        }
+        PrivilegesCommand::Clear => sprite.delete_privileges_policy().await.map_err(fail)?,
+    }
+    // What the server stored (names in their canonical form).
+    let stored = sprite.privileges_policy().await.map_err(fail)?;
+    print!("{}", describe_privileges(&stored));
+    println!(
+        "applies at the sprite's next start (POST /v1/sprites/{}/restart, or a wake from cold)",
+        sprite.name()
+    );
+    Ok(0)
+}
+
+fn describe_privileges(p: &PrivilegesPolicy) -> String {
+    if p.is_default() {
+        return "default privileges\n".into();
+    }
+    let rows: Vec<Vec<String>> = p
+        .capabilities
+        .add
+        .iter()
+        .map(|c| vec!["add".into(), c.clone()])
+        .chain(
+            p.capabilities
+                .drop
+                .iter()
+                .map(|c| vec!["drop".into(), c.clone()]),
+        )
+        .chain(p.devices.iter().map(|d| vec!["device".into(), d.clone()]))
+        .collect();
+    table(&["CHANGE", "WHAT"], &rows)
 }
 
 #[cfg(test)]

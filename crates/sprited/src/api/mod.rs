@@ -7,6 +7,7 @@ pub mod error;
 mod exec;
 mod fs;
 pub(crate) mod in_sprite;
+mod organization;
 mod policy;
 mod ports;
 mod proxy;
@@ -76,10 +77,17 @@ fn v1_routes() -> Routes<AppState> {
         .get("/sprites/{name}/policy/resources", policy::get_resources)
         .post("/sprites/{name}/policy/resources", policy::set_resources)
         .delete("/sprites/{name}/policy/resources", policy::delete_resources)
+        .get("/sprites/{name}/policy/privileges", policy::get_privileges)
+        .post("/sprites/{name}/policy/privileges", policy::set_privileges)
+        .delete(
+            "/sprites/{name}/policy/privileges",
+            policy::delete_privileges,
+        )
         .get("/sprites/{name}/proxy", proxy::proxy)
         .get("/sprites/{name}/ports/watch", ports::watch)
         .get("/sprites/{name}/usage", usage::sprite)
         .get("/usage", usage::org)
+        .get("/organization", organization::get)
         .post("/tokens", tokens::create)
         .get("/tokens", tokens::list)
         .delete("/tokens/{id}", tokens::revoke)

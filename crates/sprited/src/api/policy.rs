@@ -7,11 +7,15 @@
 //! `GET`/`POST`/`DELETE /v1/sprites/{name}/policy/resources`: its memory
 //! limit (`crate::manager::resources`). POST and DELETE answer 204; the
 //! limit applies at the sprite's next start.
+//!
+//! `GET`/`POST`/`DELETE /v1/sprites/{name}/policy/privileges`: its
+//! capabilities and devices (`crate::manager::privileges`). POST and
+//! DELETE answer 204; the change applies at the sprite's next start.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use sprites_api::policy::{NetworkPolicy, ResourcesPolicy};
+use sprites_api::policy::{NetworkPolicy, PrivilegesPolicy, ResourcesPolicy};
 
 use super::body::JsonBody;
 use crate::error::ApiError;
@@ -62,5 +66,34 @@ pub async fn delete_resources(
     let rec = st.manager.get(&name)?;
     st.manager
         .set_resources_policy(&rec, &ResourcesPolicy::default())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn get_privileges(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<PrivilegesPolicy>, ApiError> {
+    let rec = st.manager.get(&name)?;
+    Ok(Json(st.manager.privileges_policy(&rec)?))
+}
+
+pub async fn set_privileges(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(policy): JsonBody<PrivilegesPolicy>,
+) -> Result<StatusCode, ApiError> {
+    let rec = st.manager.get(&name)?;
+    st.manager.set_privileges_policy(&rec, &policy)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Back to the default capabilities and no devices.
+pub async fn delete_privileges(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let rec = st.manager.get(&name)?;
+    st.manager
+        .set_privileges_policy(&rec, &PrivilegesPolicy::default())?;
     Ok(StatusCode::NO_CONTENT)
 }

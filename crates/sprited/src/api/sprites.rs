@@ -21,7 +21,8 @@ use crate::manager::Manager;
 use crate::time::now_rfc3339;
 use crate::AppState;
 
-const ORGANIZATION: &str = "local";
+/// The one organization a sprited serves.
+pub(crate) const ORGANIZATION: &str = "local";
 
 pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
     Sprite {
@@ -95,7 +96,15 @@ pub async fn list(
         None => None,
         Some(t) => Some(decode_token(t)?),
     };
-    let mut recs = state.manager.db.list(&prefix, after.as_deref(), max + 1)?;
+    let labels = label_filter(&q);
+    // Every sprite object is whole here, which is what `bulk_load=true`
+    // asks the service for (its default list entries are a summary); the
+    // flag is read only to refuse a malformed one.
+    q.bool("bulk_load")?;
+    let mut recs = state
+        .manager
+        .db
+        .list_labelled(&prefix, &labels, after.as_deref(), max + 1)?;
     let has_more = recs.len() > max;
     recs.truncate(max);
     let next = if has_more {
@@ -112,6 +121,23 @@ pub async fn list(
         counts: Some(counts),
     })
     .into_response())
+}
+
+/// The labels a listed sprite must all have: `labels=a,b`, repeatable,
+/// and `label=a` (the service does not document its name for the filter).
+fn label_filter(q: &Query) -> Vec<String> {
+    let mut labels: Vec<String> = q
+        .all("labels")
+        .iter()
+        .chain(q.all("label").iter())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    labels.sort();
+    labels.dedup();
+    labels
 }
 
 fn encode_token(name: &str) -> String {
@@ -328,6 +354,13 @@ mod tests {
         );
         assert!(image_for_runtime(Some("dev"), Some("tiny".into())).is_err());
         assert!(image_for_runtime(Some("gpu"), None).is_err());
+    }
+
+    #[test]
+    fn label_filters_split_and_merge() {
+        let q = Query::parse(Some("labels=b,a&labels=c&label=a&label=%20d%20&labels="));
+        assert_eq!(label_filter(&q), ["a", "b", "c", "d"]);
+        assert!(label_filter(&Query::parse(None)).is_empty());
     }
 
     #[test]

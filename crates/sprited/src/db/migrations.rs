@@ -18,10 +18,16 @@ struct Migration {
 }
 
 /// In order: the database at version `n` has had the first `n`.
-const MIGRATIONS: &[Migration] = &[Migration {
-    what: "the schema of the releases before schema versions",
-    sql: V1,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        what: "the schema of the releases before schema versions",
+        sql: V1,
+    },
+    Migration {
+        what: "each sprite's privileges policy",
+        sql: V2,
+    },
+];
 
 /// The schema version this build writes (and the newest it opens).
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
@@ -104,6 +110,15 @@ CREATE TABLE IF NOT EXISTS checkpoint_state (
     sprite_id TEXT PRIMARY KEY,
     next_seq INTEGER NOT NULL,
     current TEXT
+);
+";
+
+/// The privileges policies (capabilities, devices): as the API was given
+/// them, validated; a sprite without a row has the default.
+const V2: &str = "
+CREATE TABLE privileges_policies (
+    sprite_id TEXT PRIMARY KEY,
+    policy TEXT NOT NULL
 );
 ";
 
@@ -224,12 +239,67 @@ mod tests {
             .expect("usage")
             .is_empty());
         assert!(db.meter_state(&beta.id).expect("meter").is_some());
+        assert_eq!(db.privileges_policy(&beta.id).expect("privileges"), None);
         drop(db);
 
         // Migrated, it is the schema a new database gets.
         let fresh = dir.path().join("fresh.db");
         Db::open(&fresh).expect("fresh");
         assert_eq!(schema(&path), schema(&fresh));
+    }
+
+    /// A database of the first schema version, with rows in every table
+    /// it knows, opens on this build with all of them and the new table.
+    #[test]
+    fn a_version_1_database_migrates_with_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        std::fs::write(&path, UNVERSIONED).expect("write");
+        let mut conn = Connection::open(&path).expect("open");
+        let tx = conn.transaction().expect("tx");
+        tx.execute_batch(V1).expect("v1");
+        tx.pragma_update(None, "user_version", 1).expect("version");
+        tx.commit().expect("commit");
+        drop(conn);
+        let before: Vec<_> = {
+            let db_rows = Connection::open(&path).expect("open");
+            let mut st = db_rows
+                .prepare("SELECT name, labels, limits FROM sprites ORDER BY name")
+                .expect("prepare");
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .expect("query");
+            rows.collect::<Result<_, _>>().expect("rows")
+        };
+
+        let db = Db::open(&path).expect("open");
+        assert_eq!(user_version(&path), LATEST);
+        let alpha = db.get("alpha").expect("get").expect("alpha");
+        assert_eq!(alpha.labels, ["blue", "team-a"]);
+        assert_eq!(db.privileges_policy(&alpha.id).expect("read"), None);
+        db.set_privileges_policy(&alpha.id, Some("{}"))
+            .expect("write");
+        assert_eq!(
+            db.privileges_policy(&alpha.id).expect("read").as_deref(),
+            Some("{}")
+        );
+        drop(db);
+        let conn = Connection::open(&path).expect("open");
+        let mut st = conn
+            .prepare("SELECT name, labels, limits FROM sprites ORDER BY name")
+            .expect("prepare");
+        let after: Vec<(String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(after, before);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod checkpoints;
 mod cold;
 mod migrations;
 mod network;
+mod privileges;
 mod sprites;
 mod tasks;
 mod tokens;

@@ -185,12 +185,28 @@ impl Db {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<SpriteRecord>, DbError> {
+        self.list_labelled(prefix, &[], after, limit)
+    }
+
+    /// Like [`Db::list`], only sprites that have every one of `labels`
+    /// (filtered in the query, so that a page is full when more match).
+    pub fn list_labelled(
+        &self,
+        prefix: &str,
+        labels: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SpriteRecord>, DbError> {
+        let wanted = serde_json::to_string(labels)?;
         let conn = self.lock()?;
         let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM sprites WHERE substr(name, 1, length(?1)) = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
+            "SELECT {COLUMNS} FROM sprites WHERE substr(name, 1, length(?1)) = ?1 AND name > ?2
+             AND NOT EXISTS (SELECT 1 FROM json_each(?4) AS want
+                 WHERE want.value NOT IN (SELECT value FROM json_each(sprites.labels)))
+             ORDER BY name LIMIT ?3"
         ))?;
         let rows = stmt.query_map(
-            params![prefix, after.unwrap_or(""), limit as i64],
+            params![prefix, after.unwrap_or(""), limit as i64, wanted],
             SpriteRow::read,
         )?;
         let mut out = Vec::new();
@@ -231,6 +247,10 @@ impl Db {
         )?;
         tx.execute(
             "DELETE FROM network_policies WHERE sprite_id = ?1",
+            params![id],
+        )?;
+        tx.execute(
+            "DELETE FROM privileges_policies WHERE sprite_id = ?1",
             params![id],
         )?;
         // Usage rows stay: what a destroyed sprite used is still owed.
@@ -282,5 +302,36 @@ pub(super) mod tests {
         db.delete("id-a").expect("delete");
         assert_eq!(db.get("a").expect("get"), None);
         assert_eq!(db.all().expect("all").len(), 3);
+    }
+
+    #[test]
+    fn a_label_filter_keeps_sprites_with_every_label() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("meta.db")).expect("open");
+        for (n, labels) in [
+            ("a", &["x", "y"][..]),
+            ("b", &["y"]),
+            ("c", &[]),
+            ("d", &["x", "y", "z"]),
+        ] {
+            let mut r = rec(n);
+            r.labels = labels.iter().map(|l| l.to_string()).collect();
+            db.insert(&r).expect("insert");
+        }
+        let names = |labels: &[&str], after: Option<&str>, limit: usize| {
+            let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+            db.list_labelled("", &labels, after, limit)
+                .expect("list")
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&[], None, 10), ["a", "b", "c", "d"]);
+        assert_eq!(names(&["y"], None, 10), ["a", "b", "d"]);
+        assert_eq!(names(&["x", "y"], None, 10), ["a", "d"]);
+        assert!(names(&["nope"], None, 10).is_empty());
+        // Pages fill up with matches only.
+        assert_eq!(names(&["x"], None, 1), ["a"]);
+        assert_eq!(names(&["x"], Some("a"), 1), ["d"]);
     }
 }

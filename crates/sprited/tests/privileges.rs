@@ -1,0 +1,197 @@
+//! The privileges policy through a real daemon and runc: a dropped
+//! capability is gone for root inside, a granted one is held, a granted
+//! device is there and opens, each only from the next start; bad input is
+//! a 400 in the Sprites error format; the policy outlives a daemon restart.
+
+mod common;
+
+use common::{Api, Daemon};
+use serde_json::{json, Value};
+
+async fn post_policy(api: &Api, name: &str, body: Value) -> (u16, Value) {
+    let r = api
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/sprites/{name}/policy/privileges"),
+        )
+        .json(&body)
+        .send()
+        .await
+        .expect("post policy");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn restart(api: &Api, name: &str) {
+    let r = api
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/sprites/{name}/restart"),
+        )
+        .send()
+        .await
+        .expect("restart");
+    assert_eq!(r.status(), 200, "restart {name}");
+}
+
+/// `sh -c script` as root inside (an exec's default user is not root).
+async fn as_root(api: &Api, name: &str, script: &str) -> common::Output {
+    api.exec_with(name, &["sh", "-c", script], "user=root", &[])
+        .await
+}
+
+/// Whether capability `bit` is in the effective set of root's shell inside.
+async fn has_cap(api: &Api, name: &str, bit: u32) -> bool {
+    let script = format!(
+        "eff=$(grep CapEff /proc/self/status | tr -d ' \\t' | cut -d: -f2); echo $(( (0x$eff >> {bit}) & 1 ))"
+    );
+    let out = as_root(api, name, &script).await;
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.out().trim() == "1"
+}
+
+/// Root giving a file away: needs CAP_CHOWN.
+const CHOWN: &str = "rm -f /tmp/owned; touch /tmp/owned && chown 1000:1000 /tmp/owned";
+const CAP_CHOWN: u32 = 0;
+const CAP_NET_RAW: u32 = 13;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_are_dropped_and_granted_at_the_next_start() {
+    let mut d = Daemon::start();
+    let api = d.client();
+    api.create("priv1").await;
+
+    // The default set: chown works, no raw sockets.
+    assert_eq!(as_root(&api, "priv1", CHOWN).await.code, Some(0));
+    assert!(has_cap(&api, "priv1", CAP_CHOWN).await);
+    assert!(!has_cap(&api, "priv1", CAP_NET_RAW).await);
+    let empty = api.get_json("/v1/sprites/priv1/policy/privileges").await;
+    assert_eq!(
+        empty,
+        json!({"capabilities": {"add": [], "drop": []}, "devices": []})
+    );
+
+    let (status, _) = post_policy(
+        &api,
+        "priv1",
+        json!({"capabilities": {"add": ["net_raw"], "drop": ["CAP_CHOWN"]}}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    // Stored as sent, in canonical names; the running sprite is unchanged.
+    let got = api.get_json("/v1/sprites/priv1/policy/privileges").await;
+    assert_eq!(got["capabilities"]["add"], json!(["CAP_NET_RAW"]));
+    assert_eq!(got["capabilities"]["drop"], json!(["CAP_CHOWN"]));
+    assert!(has_cap(&api, "priv1", CAP_CHOWN).await);
+
+    restart(&api, "priv1").await;
+    let denied = as_root(&api, "priv1", CHOWN).await;
+    assert_ne!(denied.code, Some(0), "chown worked without CAP_CHOWN");
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("not permitted"),
+        "{:?}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    assert!(!has_cap(&api, "priv1", CAP_CHOWN).await);
+    assert!(has_cap(&api, "priv1", CAP_NET_RAW).await);
+    // Shown inside, like the network policy.
+    let shown = api.sh("priv1", "cat /.sprite/policy/privileges.json").await;
+    let shown: Value = serde_json::from_str(&shown).expect("privileges.json");
+    assert_eq!(shown["capabilities"]["drop"], json!(["CAP_CHOWN"]));
+
+    // Bad input: a 400 in the Sprites error format, nothing stored.
+    for bad in [
+        json!({"capabilities": {"add": ["CAP_SYS_ADMIN"]}}),
+        json!({"capabilities": {"add": ["CAP_NET_ADMIN"]}}),
+        json!({"capabilities": {"drop": ["CAP_NOTHING"]}}),
+        json!({"devices": ["/dev/sda"]}),
+        json!({"devices": ["/dev/mem"]}),
+        json!({"profile": "privileged"}),
+        json!({"capabilities": ["CAP_CHOWN"]}),
+    ] {
+        let (status, body) = post_policy(&api, "priv1", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty())
+                && body["message"].as_str().is_some(),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(
+        api.get_json("/v1/sprites/priv1/policy/privileges").await,
+        got
+    );
+
+    // The policy is the daemon's to keep: a restart of it loses nothing,
+    // and the sprite's next start still gets it.
+    d.restart();
+    let api = d.client();
+    assert_eq!(
+        api.get_json("/v1/sprites/priv1/policy/privileges").await,
+        got
+    );
+    restart(&api, "priv1").await;
+    assert!(!has_cap(&api, "priv1", CAP_CHOWN).await);
+
+    // Deleted: back to the default set at the next start.
+    let r = api
+        .req(
+            reqwest::Method::DELETE,
+            "/v1/sprites/priv1/policy/privileges",
+        )
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 204);
+    restart(&api, "priv1").await;
+    assert_eq!(as_root(&api, "priv1", CHOWN).await.code, Some(0));
+    assert!(!has_cap(&api, "priv1", CAP_NET_RAW).await);
+    api.delete("priv1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_device_is_there_and_opens() {
+    let present: Vec<&str> = ["/dev/net/tun", "/dev/fuse"]
+        .into_iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect();
+    if present.is_empty() {
+        eprintln!("skipped: this host has neither /dev/net/tun nor /dev/fuse");
+        return;
+    }
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("priv2").await;
+    let open = |dev: &str| format!("exec 3<>{dev} && echo opened");
+    for dev in &present {
+        let out = api.exec("priv2", &["sh", "-c", &open(dev)]).await;
+        assert_ne!(out.code, Some(0), "{dev} opened without a grant");
+    }
+    let (status, body) = post_policy(&api, "priv2", json!({"devices": present})).await;
+    assert_eq!(status, 204, "{body}");
+    restart(&api, "priv2").await;
+    for dev in &present {
+        let out = api.exec("priv2", &["sh", "-c", &open(dev)]).await;
+        assert_eq!(
+            (out.code, out.out().trim()),
+            (Some(0), "opened"),
+            "{dev}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The grant is that device and nothing else of the host's.
+    let listing = api.sh("priv2", "ls /dev").await;
+    for absent in ["vda", "mem", "kmsg", "kvm"] {
+        assert!(
+            !listing.split_whitespace().any(|e| e == absent),
+            "/dev/{absent} inside: {listing}"
+        );
+    }
+    api.delete("priv2").await;
+}
