@@ -83,7 +83,7 @@ fn exec_request(q: &Query, rec: &SpriteRecord, state: &AppState) -> Result<ExecR
 }
 
 /// Start a command on the agent (the session has started when this returns).
-async fn start(
+pub(super) async fn start(
     state: &AppState,
     rec: &SpriteRecord,
     req: ExecRequest,
@@ -172,7 +172,7 @@ fn port_text(m: TextMessage) -> String {
 
 /// Exit status reported for a command whose sprite stopped under it
 /// (128 + SIGKILL, as a shell reports it).
-const KILLED_EXIT: i32 = 137;
+pub(super) const KILLED_EXIT: i32 = 137;
 
 fn prefixed(id: u8, data: &[u8]) -> Bytes {
     let mut v = Vec::with_capacity(data.len() + 1);

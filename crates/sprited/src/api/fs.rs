@@ -36,7 +36,7 @@ use crate::AppState;
 
 /// Upload bytes are gathered into frames of about this size before they go
 /// to the agent (HTTP chunks are often small).
-const UPLOAD_FRAME: usize = 256 * 1024;
+pub(super) const UPLOAD_FRAME: usize = 256 * 1024;
 
 /// Extension header: the permission bits of a file read (`0644`).
 pub const MODE_HEADER: &str = "x-sprite-file-mode";
@@ -120,7 +120,7 @@ fn invalid(message: impl Into<String>) -> FsApiError {
 }
 
 /// The first reply: what the call's answer starts with, or its error.
-async fn first_reply(session: &mut FsSession) -> FsResult<FsReply> {
+pub(super) async fn first_reply(session: &mut FsSession) -> FsResult<FsReply> {
     match session.answer().await? {
         FsReply::Error {
             code,
@@ -132,7 +132,7 @@ async fn first_reply(session: &mut FsSession) -> FsResult<FsReply> {
 }
 
 /// Open the call on the sprite's agent (waking the sprite).
-async fn start(
+pub(super) async fn start(
     state: &AppState,
     name: &str,
     run_as: &RunAs,
@@ -612,6 +612,6 @@ pub async fn chown(
     change(&state, &name, &b.run_as, non_empty(b.working_dir), call).await
 }
 
-fn unexpected(reply: &FsReply) -> FsApiError {
+pub(super) fn unexpected(reply: &FsReply) -> FsApiError {
     ApiError::Internal(format!("the agent answered {reply:?} out of turn")).into()
 }
