@@ -182,6 +182,8 @@ impl Tools {
 
     /// List sprites (persistent Linux sandboxes): name, status (running,
     /// warm = paused, cold = stopped; any request wakes one), URL, image.
+    /// At most 100, by name; `has_more` says there are more (narrow with
+    /// `prefix`).
     #[tool(annotations(read_only_hint = true))]
     async fn list_sprites(&self, Parameters(args): Parameters<ListSprites>) -> CallToolResult {
         answer(self.list_sprites_(args.prefix.unwrap_or_default()))
