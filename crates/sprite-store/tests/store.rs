@@ -179,6 +179,8 @@ fn pool_images_volumes_and_rootfs() {
         assert!(stat(dir).is_dir(), "{dir}");
     }
     assert!(stat(".sprite/bin/sprite-agent").is_file());
+    // The mount point of the daemon's guide for models.
+    assert!(stat(".sprite/llm.txt").is_file());
     assert_eq!(stat("etc/resolv.conf").len(), 0);
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).expect("passwd");
     assert!(passwd.contains("root:x:0:0:"));

@@ -9,6 +9,7 @@ pub mod error;
 pub mod failpoint;
 pub mod host_env;
 pub mod layout;
+pub mod llm;
 pub mod manager;
 pub mod metrics;
 pub mod net;

@@ -410,6 +410,7 @@ impl Manager {
         let privileges = self.privileges_at_start(rec, &policy_dir)?;
         let sandbox_driver = driver.clone();
         let host_env = self.cfg.host_env.clone();
+        let (name, url) = (rec.name.clone(), self.url_of(&rec.name));
         // A volume still filling itself from the object store is read
         // through its self-filling view.
         let volume = self
@@ -429,6 +430,8 @@ impl Manager {
             host_env
                 .write_ca_file(&run_dir)
                 .map_err(|e| Error::Internal(format!("the sprite's CA certificates: {e}")))?;
+            let guide = crate::llm::write(&store.sprite_dir(&id), &name, &url)
+                .map_err(Error::io("writing the sprite's llm.txt"))?;
             let inside = bind_inside_socket(&run_dir.join(INSIDE_SOCKET))?;
             let listener = bind_agent_socket(&socket)?;
             let mut spec = SandboxSpec {
@@ -459,6 +462,12 @@ impl Manager {
                 Bind {
                     source: resolv_conf,
                     destination: crate::net::RESOLV_CONF_IN_SPRITE.into(),
+                    read_only: true,
+                    follow_host_mounts: false,
+                },
+                Bind {
+                    source: guide,
+                    destination: crate::llm::PATH_IN_SPRITE.into(),
                     read_only: true,
                     follow_host_mounts: false,
                 },
@@ -518,6 +527,15 @@ impl Manager {
 
     fn stop_serving_socket(&self, id: &str) {
         self.slot(id).state().socket.take();
+    }
+
+    /// The sprite's URL on this daemon's listener.
+    pub fn url_of(&self, name: &str) -> String {
+        format!(
+            "http://{name}.{}:{}",
+            self.cfg.url_domain,
+            self.cfg.listen.port()
+        )
     }
 
     fn spec_for(&self, rec: &SpriteRecord) -> SandboxSpec {

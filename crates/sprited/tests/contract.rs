@@ -1272,6 +1272,33 @@ async fn every_endpoint_answers_as_described() {
     );
     let metrics = c.call(M::GET, "/metrics", "/metrics", None).await;
     assert_eq!(metrics.status, 200);
+    // MCP: the bodies are MCP's JSON-RPC (tests/mcp.rs and the official
+    // client in tests/compat call its tools); held here are the statuses,
+    // content types and the token check.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "contract", "version": "0"}}});
+    let mcp = |token: Option<&str>| {
+        let mut req = c
+            .api
+            .http
+            .post(format!("{}/mcp", c.api.url))
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let (with, without) = (
+        mcp(Some(&c.api.token)).await.expect("POST /mcp"),
+        mcp(None).await.expect("POST /mcp"),
+    );
+    let initialized = c.answer(M::POST, "/mcp", "/mcp", with).await;
+    assert_eq!(initialized.status, 200);
+    assert_eq!(initialized.json["result"]["serverInfo"]["name"], "sprited");
+    let refused = c.answer(M::POST, "/mcp", "/mcp", without).await;
+    assert_eq!(refused.status, 401);
     c.call(M::DELETE, s, "/v1/sprites/ct2", None).await;
     c.call(M::DELETE, s, "/v1/sprites/ct1", None).await;
 

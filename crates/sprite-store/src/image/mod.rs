@@ -404,10 +404,12 @@ fn finish_rootfs(rootfs: &Path) -> Result<()> {
         ensure_dir(&dir, 0o755)?;
     }
     // Bind-mount targets for the agent (also as `sprite-env`), the checkpoint
-    // views and the API socket's directory; existing in the image means runc
-    // need not create them (a copy-up into every sprite's volume).
+    // views, the API socket's directory and the guide for models; existing
+    // in the image means runc need not create them (a copy-up into every
+    // sprite's volume).
     write_file(&bin.join("sprite-agent"), b"", 0o755)?;
     write_file(&bin.join("sprite-env"), b"", 0o755)?;
+    write_file(&sprite.join("llm.txt"), b"", 0o644)?;
     replace_symlink(Path::new("run/api.sock"), &sprite.join("api.sock"))?;
     // On every PATH, login shells included.
     let local_bin = rootfs.join("usr/local/bin");

@@ -176,7 +176,7 @@ fn port_text(m: TextMessage) -> String {
 
 /// Exit status reported for a command whose sprite stopped under it
 /// (128 + SIGKILL, as a shell reports it).
-const KILLED_EXIT: i32 = 137;
+pub(super) const KILLED_EXIT: i32 = 137;
 
 fn prefixed(id: u8, data: &[u8]) -> Bytes {
     let mut v = Vec::with_capacity(data.len() + 1);

@@ -7,6 +7,7 @@ pub mod error;
 mod exec;
 mod fs;
 pub(crate) mod in_sprite;
+mod mcp;
 mod organization;
 mod policy;
 mod ports;
@@ -95,7 +96,9 @@ fn v1_routes() -> Routes<AppState> {
 }
 
 /// Every endpoint the TCP API serves, as `(method, path template)`: what
-/// the contract test holds against `docs/api`.
+/// the contract test holds against `docs/api`. Beside the `/v1` table,
+/// the routes [`router`] mounts on their own: `/metrics` and `/mcp` (a
+/// tower service that speaks MCP's JSON-RPC; its body is MCP's, not ours).
 pub fn endpoints() -> Vec<Endpoint> {
     let (_, v1) = v1_routes().into_parts();
     v1.into_iter()
@@ -103,10 +106,16 @@ pub fn endpoints() -> Vec<Endpoint> {
             method: e.method,
             path: format!("/v1{}", e.path),
         })
-        .chain(std::iter::once(Endpoint {
-            method: axum::http::Method::GET,
-            path: "/metrics".into(),
-        }))
+        .chain([
+            Endpoint {
+                method: axum::http::Method::GET,
+                path: "/metrics".into(),
+            },
+            Endpoint {
+                method: axum::http::Method::POST,
+                path: mcp::PATH.into(),
+            },
+        ])
         .collect()
 }
 
@@ -126,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(metrics)
+        .merge(mcp::router(state.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::Extension(body::BodyLimit(JSON_BODY_LIMIT)))

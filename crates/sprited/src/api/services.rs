@@ -28,8 +28,8 @@ const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default and largest `lines` of the logs endpoint, which answers them as
 /// NDJSON [`ServiceEvent`](sprites_api::service::ServiceEvent)s, the
 /// messages of the create stream (what the SDKs parse).
-const DEFAULT_LOG_LINES: usize = 100;
-const MAX_LOG_LINES: usize = 10_000;
+pub(super) const DEFAULT_LOG_LINES: usize = 100;
+pub(super) const MAX_LOG_LINES: usize = 10_000;
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -42,7 +42,7 @@ fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn checked(name: &str) -> Result<String, ApiError> {
+pub(super) fn checked(name: &str) -> Result<String, ApiError> {
     validate_name(name).map_err(ApiError::BadRequest)?;
     Ok(name.to_string())
 }

@@ -30,12 +30,7 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
         name: rec.name.clone(),
         organization: ORGANIZATION.into(),
         status: state.manager.status(&rec.id),
-        url: format!(
-            "http://{}.{}:{}",
-            rec.name,
-            state.manager.cfg.url_domain,
-            state.manager.cfg.listen.port()
-        ),
+        url: state.manager.url_of(&rec.name),
         url_settings: UrlSettings {
             auth: Some(rec.url_auth.clone()),
         },

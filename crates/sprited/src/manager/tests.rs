@@ -243,6 +243,15 @@ async fn create_starts_a_sandbox_with_the_spec_its_image_asks_for() {
         .binds
         .iter()
         .any(|b| b.destination == super::INSIDE_RUN_DIR && b.read_only));
+    // The guide for models, written for this sprite, bound read-only.
+    let guide = spec
+        .binds
+        .iter()
+        .find(|b| b.destination == crate::llm::PATH_IN_SPRITE)
+        .expect("llm.txt is bound");
+    assert!(guide.read_only);
+    let text = std::fs::read_to_string(&guide.source).expect("the guide is written");
+    assert!(text.contains("sprite named one"), "{text}");
     // The network policy goes where the driver says the namespace is.
     assert!(calls.contains(&Call::Netns(rec.id.clone())), "{calls:?}");
     assert!(f.manager.net.namespace(&rec.id).is_some());
