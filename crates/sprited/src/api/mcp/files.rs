@@ -61,6 +61,7 @@ pub(super) async fn read(state: &AppState, args: ReadFile) -> Outcome {
     }
     let call = FsCall::Read {
         path: PathBytes::from(args.path),
+        range: None,
     };
     let mut session = start(state, &args.sprite, &RunAs::default(), None, call).await?;
     let (path, size, mode) = match first_reply(&mut session).await? {
