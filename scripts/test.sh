@@ -15,3 +15,9 @@ echo "==> cargo test"
 cargo test --workspace -- --test-threads=2
 echo "==> official SDK compatibility (sprites-py, @fly/sprites)"
 tests/compat/run.sh
+# The suites whose commands control mode changes, again with the SDKs'
+# controlMode clients: every command then goes through /control (the run
+# fails unless the daemon counted them there).
+echo "==> the same SDKs in control mode"
+SPRITES_CONTROL_MODE=1 tests/compat/run.sh py test_sprites_py.py test_sprites_py_async.py
+SPRITES_CONTROL_MODE=1 tests/compat/run.sh js sprites.test.mjs sweep.test.mjs

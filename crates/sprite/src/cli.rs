@@ -418,6 +418,12 @@ pub enum PrivilegesCommand {
         /// Devices to make available (`/dev/fuse`, `/dev/net/tun`, `/dev/kvm`), repeatable
         #[arg(long)]
         device: Vec<String>,
+        /// The capability set the changes apply to: minimal, standard (the default) or privileged
+        #[arg(long)]
+        profile: Option<String>,
+        /// Keep setuid programs from gaining privileges (true) or let them (false); default: the image's
+        #[arg(long)]
+        no_new_privileges: Option<bool>,
     },
     /// Back to the default privileges
     Clear,

@@ -434,10 +434,14 @@ impl Manager {
                 .map_err(Error::io("writing the sprite's llm.txt"))?;
             let inside = bind_inside_socket(&run_dir.join(INSIDE_SOCKET))?;
             let listener = bind_agent_socket(&socket)?;
+            let no_new_privileges = privileges
+                .no_new_privileges
+                .unwrap_or(spec_base.no_new_privileges);
             let mut spec = SandboxSpec {
                 rootfs,
                 capabilities: privileges.capabilities,
                 devices: privileges.devices,
+                no_new_privileges,
                 ..spec_base
             };
             spec.binds = vec![

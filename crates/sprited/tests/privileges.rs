@@ -112,7 +112,8 @@ async fn capabilities_are_dropped_and_granted_at_the_next_start() {
         json!({"capabilities": {"drop": ["CAP_NOTHING"]}}),
         json!({"devices": ["/dev/sda"]}),
         json!({"devices": ["/dev/mem"]}),
-        json!({"profile": "privileged"}),
+        json!({"profile": "root"}),
+        json!({"noNewPrivileges": "yes"}),
         json!({"capabilities": ["CAP_CHOWN"]}),
     ] {
         let (status, body) = post_policy(&api, "priv1", bad.clone()).await;
@@ -153,6 +154,66 @@ async fn capabilities_are_dropped_and_granted_at_the_next_start() {
     assert_eq!(as_root(&api, "priv1", CHOWN).await.code, Some(0));
     assert!(!has_cap(&api, "priv1", CAP_NET_RAW).await);
     api.delete("priv1").await;
+}
+
+const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// The NoNewPrivs flag of a root shell in the sprite.
+async fn nnp(api: &Api) -> Option<String> {
+    let out = as_root(api, "priv3", "grep NoNewPrivs /proc/self/status").await;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .map(String::from)
+}
+
+/// The JS SDK's shape: `{profile, devices, noNewPrivileges}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_profiles_and_no_new_privileges() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("priv3").await;
+    assert_eq!(
+        nnp(&api).await.as_deref(),
+        Some("1"),
+        "the tiny image's default"
+    );
+    assert!(has_cap(&api, "priv3", CAP_NET_BIND_SERVICE).await);
+
+    // minimal: files and users, not the network.
+    let (status, body) = post_policy(
+        &api,
+        "priv3",
+        json!({"profile": "minimal", "noNewPrivileges": false, "devices": []}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let got = api.get_json("/v1/sprites/priv3/policy/privileges").await;
+    assert_eq!(
+        (&got["profile"], &got["noNewPrivileges"]),
+        (&json!("minimal"), &json!(false)),
+        "{got}"
+    );
+    restart(&api, "priv3").await;
+    assert!(!has_cap(&api, "priv3", CAP_NET_BIND_SERVICE).await);
+    assert!(has_cap(&api, "priv3", CAP_CHOWN).await);
+    assert_eq!(as_root(&api, "priv3", CHOWN).await.code, Some(0));
+    assert_eq!(nnp(&api).await.as_deref(), Some("0"));
+
+    // privileged: the default set and every grantable one; "" is the default.
+    let (status, _) = post_policy(&api, "priv3", json!({"profile": "privileged"})).await;
+    assert_eq!(status, 204);
+    restart(&api, "priv3").await;
+    assert!(has_cap(&api, "priv3", CAP_NET_RAW).await);
+    assert!(has_cap(&api, "priv3", CAP_NET_BIND_SERVICE).await);
+    assert_eq!(nnp(&api).await.as_deref(), Some("1"));
+    let (status, _) = post_policy(&api, "priv3", json!({"profile": ""})).await;
+    assert_eq!(status, 204);
+    let got = api.get_json("/v1/sprites/priv3/policy/privileges").await;
+    assert!(got.get("profile").is_none(), "{got}");
+    restart(&api, "priv3").await;
+    assert!(!has_cap(&api, "priv3", CAP_NET_RAW).await);
+    api.delete("priv3").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,18 +71,33 @@ pub struct MemoryPolicy {
     pub autoscale: bool,
 }
 
-/// `{capabilities: {add, drop}, devices}`: what root inside the sprite may
-/// do beyond, or short of, the default set. The service documents only
-/// the endpoints ("capability and device restrictions"); this shape is
-/// sprited's. The empty policy is the default.
+/// What root inside the sprite may do beyond, or short of, the default
+/// set. The service documents only the endpoints ("capability and device
+/// restrictions"); the official JS SDK declares `{profile, devices,
+/// noNewPrivileges}`, which this takes as it declares it, and
+/// `capabilities: {add, drop}` is sprited's own. The empty policy is the
+/// default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivilegesPolicy {
+    /// The capability set to start from: `minimal`, `standard` (the
+    /// default) or `privileged` (standard and every grantable one); `""`
+    /// is the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     #[serde(default)]
     pub capabilities: CapabilityChanges,
     /// Device paths made available inside (`/dev/fuse`, ...).
     #[serde(default)]
     pub devices: Vec<String>,
+    /// Whether setuid programs are kept from gaining privileges; unset:
+    /// the image's default (kept from it, except on images with `sudo`).
+    #[serde(
+        default,
+        rename = "noNewPrivileges",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub no_new_privileges: Option<bool>,
 }
 
 /// Capability names (`CAP_NET_RAW`; `net_raw` is read the same) added to

@@ -16,14 +16,6 @@ import * as sdk from '@fly/sprites';
 
 const DIST = path.join(import.meta.dirname, 'node_modules', '@fly', 'sprites', 'dist');
 
-// Calls of what sprited does not serve yet, issue 20: `policy/privileges`.
-// sweep.test.mjs asserts that each fails with a clear error.
-export const ISSUE_20 = new Set([
-  'Sprite.getPrivilegesPolicy',
-  'Sprite.updatePrivilegesPolicy',
-  'Sprite.deletePrivilegesPolicy',
-]);
-
 // Calls whose server side is another change's: tested in that file.
 // createToken posts to https://api.sprites.dev whatever baseURL says.
 export const ELSEWHERE = {
@@ -88,6 +80,7 @@ export const TESTED = {
     'APIError.isConcurrentLimitExceeded', 'APIError.getRetryAfterSeconds',
     'ExecError.stderr',
     'Stats.isSymbolicLink', 'Dirent.isSymbolicLink',
+    'Sprite.getPrivilegesPolicy', 'Sprite.updatePrivilegesPolicy', 'Sprite.deletePrivilegesPolicy',
   ],
 };
 

@@ -346,13 +346,19 @@ test('check and the list counts', async () => {
   assert.equal(page.running + page.warm + page.cold, page.sprites.length);
 });
 
-// Issue 20: sprited has no `policy/privileges` yet. Each call fails with
-// the server's reason.
-test('issue 20: privileges fail clearly', async () => {
+// The privileges policy in the shape this SDK declares it; applied at the
+// sprite's next start.
+test('privileges policy: profile, devices, noNewPrivileges', async () => {
   assert.equal(sprite.useControlMode(), daemon.controlMode);
-  // The SDK's policy calls throw a plain Error carrying the answer.
-  const policyNotServed = /privileges policy \(status 404\): .*no such endpoint/;
-  await assert.rejects(sprite.getPrivilegesPolicy(), policyNotServed);
-  await assert.rejects(sprite.updatePrivilegesPolicy({}), policyNotServed);
-  await assert.rejects(sprite.deletePrivilegesPolicy(), policyNotServed);
+  const initial = await sprite.getPrivilegesPolicy();
+  assert.equal(initial.profile, undefined);
+  assert.deepEqual(initial.devices, []);
+  await sprite.updatePrivilegesPolicy({ profile: 'minimal', devices: [], noNewPrivileges: true });
+  const set = await sprite.getPrivilegesPolicy();
+  assert.equal(set.profile, 'minimal');
+  assert.equal(set.noNewPrivileges, true);
+  await assert.rejects(sprite.updatePrivilegesPolicy({ profile: 'root' }),
+    /privileges policy \(status 400\): .*unknown profile/);
+  await sprite.deletePrivilegesPolicy();
+  assert.equal((await sprite.getPrivilegesPolicy()).profile, undefined);
 });

@@ -71,10 +71,18 @@ async fn privileges(sprite: &SpriteHandle, command: PrivilegesCommand) -> Result
             print!("{}", describe_privileges(&p));
             return Ok(0);
         }
-        PrivilegesCommand::Set { add, drop, device } => {
+        PrivilegesCommand::Set {
+            add,
+            drop,
+            device,
+            profile,
+            no_new_privileges,
+        } => {
             let policy = PrivilegesPolicy {
+                profile,
                 capabilities: CapabilityChanges { add, drop },
                 devices: device,
+                no_new_privileges,
             };
             sprite.set_privileges_policy(&policy).await.map_err(fail)?;
         }
@@ -95,10 +103,19 @@ fn describe_privileges(p: &PrivilegesPolicy) -> String {
         return "default privileges\n".into();
     }
     let rows: Vec<Vec<String>> = p
-        .capabilities
-        .add
+        .profile
         .iter()
-        .map(|c| vec!["add".into(), c.clone()])
+        .map(|pr| vec!["profile".into(), pr.clone()])
+        .chain(
+            p.no_new_privileges
+                .map(|n| vec!["noNewPrivileges".into(), n.to_string()]),
+        )
+        .chain(
+            p.capabilities
+                .add
+                .iter()
+                .map(|c| vec!["add".into(), c.clone()]),
+        )
         .chain(
             p.capabilities
                 .drop

@@ -21,6 +21,12 @@
 //!   or anything else that reaches shared host state.
 //!
 //! Dropping is open to every known capability: less is always safe.
+//!
+//! `profile` (the JS SDK's) picks the set the changes apply to:
+//! `minimal` ([`MINIMAL`]: managing files and users, nothing of the
+//! network or the system), `standard` (the default set) or `privileged`
+//! (the default set and every grantable capability). `noNewPrivileges`
+//! sets the flag of the same name on the sprite's processes.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -42,6 +48,19 @@ pub const GRANTABLE: &[Capability] = &[
     Capability::Lease,
 ];
 
+/// The `minimal` profile's capabilities.
+pub const MINIMAL: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+];
+
+/// Profiles a policy may name (`""` is the default, `standard`).
+pub const PROFILES: &[&str] = &["minimal", "standard", "privileged"];
+
 /// Devices a policy may grant, with the mode of the sprite's node.
 pub const DEVICES: &[(&str, u32)] = &[
     ("/dev/fuse", 0o666),
@@ -56,6 +75,8 @@ const FILE: &str = "privileges.json";
 pub struct Privileges {
     pub capabilities: Vec<Capability>,
     pub devices: Vec<Device>,
+    /// `None`: the image's default.
+    pub no_new_privileges: Option<bool>,
 }
 
 impl Manager {
@@ -169,6 +190,16 @@ fn validate(
                 .join(", ")
         )));
     }
+    let profile = match policy.profile.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) if PROFILES.contains(&p) => Some(p.to_string()),
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "unknown profile {other:?}: use one of {}",
+                PROFILES.join(", ")
+            )))
+        }
+    };
     let mut devices = BTreeSet::new();
     for name in &policy.devices {
         let path = device_path(name);
@@ -190,6 +221,8 @@ fn validate(
         devices.insert(path);
     }
     Ok(PrivilegesPolicy {
+        profile,
+        no_new_privileges: policy.no_new_privileges,
         capabilities: CapabilityChanges {
             add: add.into_iter().collect(),
             drop: drop.into_iter().collect(),
@@ -211,11 +244,17 @@ fn effective(
             .collect()
     };
     let drop = listed(&policy.capabilities.drop);
-    let mut capabilities: Vec<Capability> = sprite_runtime::spec::CAPABILITIES
-        .iter()
-        .copied()
-        .filter(|c| !drop.contains(c))
-        .collect();
+    let base: Vec<Capability> = match policy.profile.as_deref() {
+        Some("minimal") => MINIMAL.to_vec(),
+        Some("privileged") => sprite_runtime::spec::CAPABILITIES
+            .iter()
+            .chain(GRANTABLE)
+            .copied()
+            .collect(),
+        _ => sprite_runtime::spec::CAPABILITIES.to_vec(),
+    };
+    let mut capabilities: Vec<Capability> =
+        base.into_iter().filter(|c| !drop.contains(c)).collect();
     for c in listed(&policy.capabilities.add) {
         if !capabilities.contains(&c) {
             capabilities.push(c);
@@ -243,6 +282,7 @@ fn effective(
     Privileges {
         capabilities,
         devices,
+        no_new_privileges: policy.no_new_privileges,
     }
 }
 
@@ -258,6 +298,7 @@ mod tests {
                 drop: s(drop),
             },
             devices: s(devices),
+            ..PrivilegesPolicy::default()
         }
     }
 
