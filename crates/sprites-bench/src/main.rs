@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 mod cold;
+mod control;
 mod files;
 mod urls;
 
@@ -31,6 +32,8 @@ enum Case {
     Urls,
     /// A 1 GiB file through the filesystem API vs through `cat` in an exec.
     Files,
+    /// 100 short commands through one control WebSocket vs a WebSocket each.
+    Control,
     /// Evict to object storage and wake (10 GiB volume holding 1 GiB), and
     /// the bytes stored for 20 sprites from one image.
     Cold,
@@ -696,10 +699,13 @@ async fn main() -> anyhow::Result<()> {
             target: "< 5 ms",
         });
     }
+    let mut notes = Vec::new();
+    if matches!(args.case, Case::All | Case::Control) {
+        control::cases(&d, &mut rows, &mut notes).await?;
+    }
     if matches!(args.case, Case::All | Case::Checkpoint) {
         checkpoint_cases(&http, &d, &state, &bundle_s, args.runs, &mut rows).await?;
     }
-    let mut notes = Vec::new();
     if matches!(args.case, Case::All | Case::Lifecycle) {
         lifecycle_cases(&http, &state, &bundle_s, args.runs, &mut rows, &mut notes).await?;
     }
