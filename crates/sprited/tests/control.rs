@@ -500,3 +500,24 @@ async fn the_endpoint_is_authenticated_and_per_sprite() {
     let run = run_to_end(&mut ws, false).await;
     assert!(run.error.is_some(), "{run:?}");
 }
+
+/// A pool's idle connection does not keep its sprite awake, and the next
+/// operation on it wakes the sprite.
+#[tokio::test]
+async fn an_idle_connection_lets_the_sprite_sleep() {
+    let d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "2s"]);
+    let api = d.client();
+    api.create("cc4").await;
+    let mut ws = connect(&api, "cc4", None).await;
+    start(&mut ws, "exec", json!({"cmd": ["echo", "a"]})).await;
+    assert_eq!(run_to_end(&mut ws, false).await.stdout, b"a\n");
+    api.wait_status("cc4", "cold", Duration::from_secs(30))
+        .await;
+    start(&mut ws, "exec", json!({"cmd": ["echo", "b"]})).await;
+    let run = run_to_end(&mut ws, false).await;
+    assert_eq!(
+        (run.stdout.as_slice(), run.complete),
+        (&b"b\n"[..], Some(0))
+    );
+    assert_eq!(api.status("cc4").await, "running");
+}
