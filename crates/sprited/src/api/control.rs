@@ -33,10 +33,10 @@
 //!   ignored; an idle connection closes after [`IDLE_TIMEOUT`]. An idle
 //!   connection does not keep the sprite awake.
 //!
-//! Where the SDKs disagree the server tells them apart: the JS SDK sends
-//! resize and signal messages as binary frames (recognised by their JSON
-//! shape), and the Go SDK sends non-TTY stdin without the stream byte (it
-//! says who it is in its `User-Agent`, `sprites-go-sdk/...`).
+//! Where the SDKs disagree the server takes both: the JS SDK sends resize
+//! and signal messages as binary frames (recognised by their JSON shape).
+//! The Go SDK (known by its `User-Agent`) is refused with 404 and falls
+//! back to the plain endpoints: see [`GO_REFUSED`].
 
 use std::time::Duration;
 
@@ -85,13 +85,30 @@ pub async fn control(
     super::ws::Upgrade(ws): super::ws::Upgrade,
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
-    let raw_stdin = headers
+    if headers
         .get(header::USER_AGENT)
-        .is_some_and(|ua| ua.as_bytes().starts_with(b"sprites-go-sdk"));
+        .is_some_and(|ua| ua.as_bytes().starts_with(GO_SDK))
+    {
+        return Err(ApiError::NotFound(GO_REFUSED.into()));
+    }
     Ok(ws
         .max_message_size(MAX_FILE + (1 << 20))
-        .on_upgrade(move |socket| serve(state, rec.name, socket, raw_stdin)))
+        .on_upgrade(move |socket| serve(state, rec.name, socket)))
 }
+
+/// The Go SDK's `User-Agent` prefix.
+const GO_SDK: &[u8] = b"sprites-go-sdk";
+
+/// Why the Go SDK is sent to the plain endpoints: its pool keeps a reader
+/// goroutine on every control connection while its pooled port forward
+/// and its `Fs*Control` calls read the same connection themselves, so
+/// their answers are taken from under them and they hang; and its exec
+/// closes the connection after each command, so control mode would save
+/// it nothing. On a refusal it uses the plain endpoints, which serve it
+/// fully.
+const GO_REFUSED: &str = "the control WebSocket is not served to sprites-go: its pooled \
+     connections are read by two goroutines at once (port forwards and Fs*Control calls \
+     hang), so it uses the plain endpoints";
 
 /// How an operation was asked for, and so how it is answered.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -109,8 +126,6 @@ type Flow = Result<(), Gone>;
 
 struct Conn {
     ws: WebSocket,
-    /// Non-TTY stdin comes without the stream byte (the Go SDK).
-    raw_stdin: bool,
 }
 
 impl Conn {
@@ -143,8 +158,8 @@ impl Conn {
     }
 }
 
-async fn serve(state: AppState, name: String, ws: WebSocket, raw_stdin: bool) {
-    let mut conn = Conn { ws, raw_stdin };
+async fn serve(state: AppState, name: String, ws: WebSocket) {
+    let mut conn = Conn { ws };
     let mut changes = state.manager.watch_changes();
     loop {
         let msg = tokio::select! {
@@ -352,7 +367,6 @@ async fn exec_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, r
     if let Some(text) = exec::session_info_text(start) {
         conn.send(Message::Text(text.into())).await?;
     }
-    let raw_stdin = conn.raw_stdin;
     let ended: Result<Result<i32, String>, Gone> = {
         let (mut tx, mut rx) = (&mut conn.ws).split();
         // Output until the command ends; input beside it until then. The
@@ -373,7 +387,7 @@ async fn exec_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, r
         let from_client = async {
             let mut agent_open = true;
             while let Some(Ok(msg)) = rx.next().await {
-                let sent = match input(msg, tty, raw_stdin) {
+                let sent = match input(msg, tty) {
                     Input::Close => break,
                     _ if !agent_open => Ok(()),
                     Input::Stdin(b) => w.stdin(&b).await,
@@ -400,16 +414,10 @@ async fn exec_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, r
     }
 }
 
-/// An exec that could not start or broke: `op.error`. The Go SDK waits for
-/// an exit frame and ignores envelopes during an exec, so it is also told
-/// by the connection's close (which it reports as exit status 1).
+/// An exec that could not start or broke: `op.error`.
 async fn exec_failed(conn: &mut Conn, env: Envelope, message: &str) -> Flow {
     conn.control(env, "op.error", json!({ "error": message }))
-        .await?;
-    if conn.raw_stdin {
-        return conn.close(1011, message).await;
-    }
-    Ok(())
+        .await
 }
 
 enum Input {
@@ -422,7 +430,7 @@ enum Input {
 }
 
 /// A client frame during an exec.
-fn input(msg: Message, tty: bool, raw_stdin: bool) -> Input {
+fn input(msg: Message, tty: bool) -> Input {
     match msg {
         Message::Text(t) => json_input(t.as_bytes()).unwrap_or(Input::Nothing),
         Message::Binary(b) => {
@@ -434,12 +442,6 @@ fn input(msg: Message, tty: bool, raw_stdin: bool) -> Input {
             }
             if tty {
                 return Input::Stdin(b);
-            }
-            if raw_stdin {
-                return match b.as_ref() {
-                    [wire::STDIN_EOF] => Input::Eof,
-                    _ => Input::Stdin(b),
-                };
             }
             match b.first() {
                 Some(&wire::STDIN) => Input::Stdin(b.slice(1..)),
@@ -947,38 +949,25 @@ mod tests {
     }
 
     #[test]
-    fn stdin_framing_per_dialect() {
+    fn stdin_framing() {
         let bin = |b: &[u8]| Message::Binary(Bytes::copy_from_slice(b));
-        assert!(
-            matches!(input(bin(b"\x00hi"), false, false), Input::Stdin(b) if b.as_ref() == b"hi")
-        );
-        assert!(matches!(input(bin(b"\x04"), false, false), Input::Eof));
-        assert!(
-            matches!(input(bin(b"\x00hi"), false, true), Input::Stdin(b) if b.as_ref() == b"\x00hi")
-        );
-        assert!(matches!(input(bin(b"hi"), false, true), Input::Stdin(b) if b.as_ref() == b"hi"));
-        assert!(matches!(input(bin(b"\x04"), false, true), Input::Eof));
-        assert!(matches!(input(bin(b"\x04"), true, false), Input::Stdin(_)));
+        assert!(matches!(input(bin(b"\x00hi"), false), Input::Stdin(b) if b.as_ref() == b"hi"));
+        assert!(matches!(input(bin(b"\x04"), false), Input::Eof));
+        assert!(matches!(input(bin(b"\x07?"), false), Input::Nothing));
+        assert!(matches!(input(bin(b"\x04"), true), Input::Stdin(_)));
+        // The JS SDK's resize and signal, as binary frames.
         assert!(matches!(
-            input(
-                bin(br#"{"type":"resize","cols":100,"rows":40}"#),
-                true,
-                false
-            ),
+            input(bin(br#"{"type":"resize","cols":100,"rows":40}"#), true),
             Input::Resize(100, 40)
         ));
         assert!(matches!(
-            input(bin(br#"{"type":"signal","signal":"INT"}"#), false, false),
+            input(bin(br#"{"type":"signal","signal":"INT"}"#), false),
             Input::Signal(s) if s == "INT"
         ));
-        assert!(matches!(
-            input(bin(b"{not json"), true, false),
-            Input::Stdin(_)
-        ));
+        assert!(matches!(input(bin(b"{not json"), true), Input::Stdin(_)));
         assert!(matches!(
             input(
                 Message::Text(r#"{"type":"resize","cols":1,"rows":2}"#.into()),
-                false,
                 false
             ),
             Input::Resize(1, 2)
