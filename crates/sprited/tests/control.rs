@@ -438,6 +438,30 @@ async fn bare_envelopes_filesystem_and_proxy() {
             .await
             .expect("release");
     }
+    // The same through the prefixed envelope: released, it ends with
+    // `op.complete`.
+    start(
+        &mut ws,
+        "proxy",
+        json!({"host": "localhost", "port": "7071"}),
+    )
+    .await;
+    match next(&mut ws).await {
+        Message::Text(t) => assert!(t.contains("\"connected\""), "{t}"),
+        other => panic!("{other:?}"),
+    }
+    ws.send(Message::Binary(b"pre\n".to_vec().into()))
+        .await
+        .expect("bytes");
+    match next(&mut ws).await {
+        Message::Binary(b) => assert_eq!(b.as_ref(), b"pre\n"),
+        other => panic!("{other:?}"),
+    }
+    ws.send(Message::Text(r#"control:{"type":"release"}"#.into()))
+        .await
+        .expect("release");
+    let run = run_to_end(&mut ws, false).await;
+    assert!(run.error.is_none() && run.stdout.is_empty(), "{run:?}");
     let refused =
         json!({"type": "start", "operation": "proxy", "params": {"host": "10.0.0.1", "port": 80}});
     ws.send(Message::Text(refused.to_string().into()))
