@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
 
-use crate::log::log;
+use crate::log::{log, Repeats};
 use crate::session::registry::Sessions;
 
 /// How long processes get between SIGTERM and SIGKILL.
@@ -41,6 +41,8 @@ impl StopSignals {
     /// Wait for a signal that stops the agent: SIGTERM; SIGINT too when not
     /// PID 1 (Ctrl-C on a host). SIGHUP, and SIGINT as PID 1, are ignored.
     pub async fn wait(&mut self) -> &'static str {
+        // Anything in the sprite may send these in a loop.
+        let (mut ints, mut hups) = (Repeats::new(), Repeats::new());
         loop {
             tokio::select! {
                 _ = self.term.recv() => return "SIGTERM",
@@ -48,9 +50,15 @@ impl StopSignals {
                     if !self.pid1 {
                         return "SIGINT";
                     }
-                    log!("ignoring SIGINT");
+                    if let Some(skipped) = ints.pass() {
+                        log!("ignoring SIGINT ({skipped} more since the last line)");
+                    }
                 }
-                _ = self.hup.recv() => log!("ignoring SIGHUP"),
+                _ = self.hup.recv() => {
+                    if let Some(skipped) = hups.pass() {
+                        log!("ignoring SIGHUP ({skipped} more since the last line)");
+                    }
+                }
             }
         }
     }

@@ -126,6 +126,7 @@ impl Runc {
     }
 
     fn spawn_run(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
+        rotate_log(&spec.log_path);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -510,4 +511,20 @@ fn protect_init(pid_file: &Path) -> Option<u32> {
         }
     }
     Some(pid)
+}
+
+/// A sandbox's log past this size is moved aside (to `<log>.1`, replacing
+/// the one before) when the sandbox starts: the agent stops writing at its
+/// own cap, so a sprite's logs take at most about twice this on the host.
+pub const LOG_ROTATE_AT: u64 = 1 << 20;
+
+fn rotate_log(path: &std::path::Path) {
+    let big = std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_AT);
+    if big {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        if let Err(e) = std::fs::rename(path, &old) {
+            tracing::warn!(path = %path.display(), error = %e, "rotating the sandbox log");
+        }
+    }
 }

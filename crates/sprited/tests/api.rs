@@ -255,14 +255,14 @@ async fn control_api_end_to_end() {
         assert_eq!(status, 404, "{m} {p}");
         assert_eq!(body["message"], "no sprite named nope");
     }
-    // The control endpoint answers 404 at once; exec without cmd is a 400;
-    // bad query values are 400.
+    // The control endpoint without the upgrade is a 400 (it is a
+    // WebSocket); exec without cmd is a 400; bad query values are 400.
     let r = api
         .req(Method::GET, "/v1/sprites/alpha/control")
         .send()
         .await
         .expect("control");
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 400);
     for q in [
         "",
         "cmd=true&tty=maybe",

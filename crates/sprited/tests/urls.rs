@@ -717,3 +717,112 @@ async fn the_service_with_http_port_gets_the_url() {
     }
     api.delete("sv").await;
 }
+
+/// Issue 19: a public sprite's server never receives one of our tokens, in
+/// any scheme or header; it cannot set the session cookie; and the login's
+/// `next` cannot leave the host, whatever a browser strips from it.
+#[tokio::test]
+async fn tokens_cookies_and_redirects_stay_ours() {
+    use base64::Engine as _;
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("pub").await;
+    set_auth(&api, "pub", "public").await;
+    serve_web(&api, "pub", 8080).await;
+    api.sh(
+        "pub",
+        r#"printf '#!/bin/sh\necho "Content-Type: text/plain"\necho "Set-Cookie: sprite_session=tossed; Domain=sprites.localhost; Path=/"\necho "Set-Cookie: app=1; Path=/"\necho\necho set\n' > /tmp/srv/cgi-bin/c && chmod +x /tmp/srv/cgi-bin/c"#,
+    )
+    .await;
+    let c = url_client(&d, &["pub"]);
+    let token = &api.token;
+    let basic = |user: &str, pass: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
+    };
+    for (what, values) in [
+        ("lowercase bearer", vec![format!("bearer {token}")]),
+        ("BEARER", vec![format!("BEARER {token}")]),
+        ("basic password", vec![basic("x", token)]),
+        ("basic user", vec![basic(token, "")]),
+        ("bare", vec![token.to_string()]),
+        ("another scheme", vec![format!("FlyV1 {token}")]),
+        (
+            "a second header",
+            vec!["Bearer app-own".to_string(), format!("Bearer {token}")],
+        ),
+    ] {
+        let mut req = c.get(url(&d, "pub", "/cgi-bin/h"));
+        for v in &values {
+            req = req.header("authorization", v);
+        }
+        let r = req.send().await.expect("get");
+        assert_eq!(r.status(), 200, "{what}");
+        let body = r.text().await.expect("body");
+        assert!(
+            !body.contains(token.as_str()),
+            "{what}: the sprite saw our token:\n{body}"
+        );
+        if what == "a second header" {
+            assert!(body.contains("HTTP_AUTHORIZATION=Bearer app-own"), "{body}");
+        }
+    }
+    // The app's own credentials pass (busybox httpd hands a CGI bearer
+    // credentials, not Basic ones: those are unit-tested).
+    let r = c
+        .get(url(&d, "pub", "/cgi-bin/h"))
+        .header("authorization", "Bearer app-own")
+        .send()
+        .await
+        .expect("get");
+    let body = r.text().await.expect("body");
+    assert!(body.contains("HTTP_AUTHORIZATION=Bearer app-own"), "{body}");
+    // A login link followed to a public sprite: answered here, not passed.
+    let r = c
+        .get(url(
+            &d,
+            "pub",
+            &format!("/__sprite/login?token={token}&next=/cgi-bin/h"),
+        ))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/cgi-bin/h");
+
+    // The session cookie is the daemon's: a sprite's Set-Cookie of it goes.
+    let r = c
+        .get(url(&d, "pub", "/cgi-bin/c"))
+        .send()
+        .await
+        .expect("get");
+    let cookies: Vec<_> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(cookies, ["app=1; Path=/"], "{cookies:?}");
+
+    // `next` with what browsers drop (a tab, a newline) or rewrite (`\`).
+    set_auth(&api, "pub", "sprite").await;
+    for next in [
+        "/%09/evil.example/",
+        "/%0a/evil.example/",
+        "/%5C/evil.example",
+    ] {
+        let r = c
+            .get(url(
+                &d,
+                "pub",
+                &format!("/__sprite/login?token={token}&next={next}"),
+            ))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 303, "{next}");
+        assert_eq!(r.headers()["location"], "/", "{next}");
+    }
+}

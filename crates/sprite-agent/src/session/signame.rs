@@ -14,7 +14,12 @@ pub fn parse(raw: &str) -> Result<Signal, String> {
         return Signal::try_from(n).map_err(|_| format!("unknown signal number {n}"));
     }
     let name = sprites_api::exec::signal_name(trimmed);
-    Signal::from_str(&name).map_err(|_| format!("unknown signal {raw:?}"))
+    Signal::from_str(&name).map_err(|_| {
+        // The name is the client's: shown, but not at any length.
+        let shown: String = raw.chars().take(32).collect();
+        let more = if raw.chars().count() > 32 { "..." } else { "" };
+        format!("unknown signal {shown:?}{more}")
+    })
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ pub enum DbError {
     Duplicate(String),
     #[error("the database lock is poisoned")]
     Poisoned,
+    #[error("restricting {path} to the daemon: {source}")]
+    Permissions {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(
         "the metadata database has schema version {found} but this sprited knows versions up \
          to {known}: it was written by a newer sprited; run that release (or a newer one) on it"
@@ -51,6 +56,33 @@ pub struct Db {
     conn: Mutex<Connection>,
 }
 
+/// The database and its WAL files are the daemon's alone (0600): they
+/// hold token hashes, policies and every sprite's settings. SQLite gives
+/// the WAL files the main file's mode, and data dirs made by older
+/// releases had 0644.
+fn restrict(path: &Path) -> Result<(), DbError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut name = path.as_os_str().to_owned();
+    let main = path.to_path_buf();
+    name.push("-wal");
+    let wal = std::path::PathBuf::from(&name);
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    for p in [main, wal, std::path::PathBuf::from(shm)] {
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DbError::Permissions {
+                    path: p.display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Db {
     /// Opens (or creates) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, DbError> {
@@ -60,6 +92,7 @@ impl Db {
         migrations::check_known(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        restrict(path)?;
         migrations::migrate(&mut conn)?;
         Ok(Db {
             conn: Mutex::new(conn),
@@ -75,5 +108,30 @@ impl Db {
     /// of rows read when it was `g` is current while it is still `g`.
     pub fn generation(&self) -> Result<u64, DbError> {
         Ok(self.lock()?.total_changes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::Db;
+
+    /// A data dir of an older release (meta.db 0644) is tightened on open.
+    #[test]
+    fn the_database_is_the_daemons_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("meta.db");
+        std::fs::write(&path, b"").expect("create");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let db = Db::open(&path).expect("open");
+        db.generation().expect("usable");
+        for name in ["meta.db", "meta.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .expect(name)
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
     }
 }

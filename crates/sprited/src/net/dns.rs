@@ -28,6 +28,12 @@ const MAX_TCP_CLIENTS: usize = 32;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Largest DNS message over UDP (with EDNS) or TCP.
 const MAX_MESSAGE: usize = 65535;
+/// UDP queries of one sprite being answered at once (each holds a task and
+/// an upstream socket of the daemon's). Beyond it a query is dropped, as a
+/// busy resolver drops them: the client asks again.
+const MAX_UDP_INFLIGHT: usize = 64;
+/// At most one warning of a kind per sprite in this long.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// How a query reached the resolver.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -68,6 +74,34 @@ pub async fn serve(sockets: Sockets, sprite: Arc<Attached>, upstream: SocketAddr
     );
 }
 
+/// Warnings that a sprite can cause at will, logged at most once per
+/// [`WARN_EVERY`] with the count of those left out (a flood of queries
+/// must not become a flood of log lines).
+#[derive(Default)]
+pub struct Throttle {
+    /// (when the last line was written, lines left out since)
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    /// Whether to write this one, and how many were left out before it.
+    pub fn pass(&self) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match st.0 {
+            Some(last) if now.duration_since(last) < WARN_EVERY => {
+                st.1 += 1;
+                None
+            }
+            _ => {
+                let skipped = st.1;
+                *st = (Some(now), 0);
+                Some(skipped)
+            }
+        }
+    }
+}
+
 async fn serve_udp(sock: UdpSocket, sprite: Arc<Attached>, upstream: SocketAddr) {
     let sock = match tokio::net::UdpSocket::from_std(sock) {
         Ok(s) => Arc::new(s),
@@ -76,6 +110,8 @@ async fn serve_udp(sock: UdpSocket, sprite: Arc<Attached>, upstream: SocketAddr)
             return;
         }
     };
+    let inflight = Arc::new(tokio::sync::Semaphore::new(MAX_UDP_INFLIGHT));
+    let dropped = Throttle::default();
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
@@ -86,10 +122,17 @@ async fn serve_udp(sock: UdpSocket, sprite: Arc<Attached>, upstream: SocketAddr)
                 continue;
             }
         };
+        let Ok(slot) = inflight.clone().try_acquire_owned() else {
+            if let Some(skipped) = dropped.pass() {
+                tracing::warn!(sprite = %sprite.id, skipped, "resolver busy: dropping queries");
+            }
+            continue;
+        };
         let query = buf[..n].to_vec();
         let sock = sock.clone();
         let sprite = sprite.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Some(reply) = answer(&sprite, &query, upstream, Transport::Udp).await {
                 let _ = sock.send_to(&reply, peer).await;
             }
@@ -173,7 +216,12 @@ async fn answer(
     transport: Transport,
 ) -> Option<Vec<u8>> {
     let msg = Message::from_vec(query).ok()?;
-    let name = msg.queries().first()?.name().to_ascii();
+    // One question per query (RFC 9619): the policy judges the name asked,
+    // so a second question would pass unjudged.
+    let [question] = msg.queries() else {
+        return refuse(&msg, ResponseCode::FormErr);
+    };
+    let name = question.name().to_ascii();
     let pol = sprite.policy();
     if !policy::allows(&pol, &name) {
         tracing::debug!(sprite = %sprite.id, %name, "denied name");
@@ -193,7 +241,9 @@ async fn answer(
             Some(reply)
         }
         Err(e) => {
-            tracing::warn!(sprite = %sprite.id, %name, error = %e, "upstream resolver");
+            if let Some(skipped) = sprite.upstream_warnings.pass() {
+                tracing::warn!(sprite = %sprite.id, %name, error = %e, skipped, "upstream resolver");
+            }
             refuse(&msg, ResponseCode::ServFail)
         }
     }
@@ -312,4 +362,98 @@ pub fn host_upstream() -> Option<SocketAddr> {
             .and_then(|a| a.parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, 53))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Mutex, RwLock};
+
+    fn sprite() -> Arc<Attached> {
+        Arc::new(Attached {
+            id: "dns-test".into(),
+            netns: "/nonexistent".into(),
+            nft_bin: "/bin/false".into(),
+            policy: RwLock::new(Default::default()),
+            resolver: Mutex::new(None),
+            upstream_warnings: Throttle::default(),
+        })
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    fn query(names: &[&str]) -> Vec<u8> {
+        use hickory_proto::op::Query;
+        use hickory_proto::rr::{Name, RecordType};
+        let mut m = Message::new();
+        m.set_id(7).set_recursion_desired(true);
+        for n in names {
+            m.add_query(Query::query(
+                Name::from_ascii(n).expect("name"),
+                RecordType::A,
+            ));
+        }
+        m.to_vec().expect("encode")
+    }
+
+    /// A flood of queries an upstream never answers holds at most
+    /// MAX_UDP_INFLIGHT sockets of the daemon's, not one per packet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_holds_a_bounded_number_of_sockets() {
+        // An upstream that reads and never answers.
+        let upstream = std::net::UdpSocket::bind("127.0.0.1:0").expect("upstream");
+        let up = upstream.local_addr().expect("addr");
+        let resolver = UdpSocket::bind("127.0.0.1:0").expect("resolver");
+        resolver.set_nonblocking(true).expect("nonblocking");
+        let at = resolver.local_addr().expect("addr");
+        let before = open_fds();
+        let task = tokio::spawn(serve_udp(resolver, sprite(), up));
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("client");
+        let q = query(&["flood.example."]);
+        for _ in 0..2000 {
+            client.send_to(&q, at).await.expect("send");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let during = open_fds();
+        task.abort();
+        drop(upstream);
+        assert!(
+            during < before + MAX_UDP_INFLIGHT + 16,
+            "{during} fds open during the flood, {before} before"
+        );
+    }
+
+    /// Two questions in one query are refused (FORMERR): the policy judges
+    /// one name.
+    #[tokio::test]
+    async fn one_question_per_query() {
+        let upstream = std::net::UdpSocket::bind("127.0.0.1:0").expect("upstream");
+        let reply = answer(
+            &sprite(),
+            &query(&["a.example.", "b.example."]),
+            upstream.local_addr().expect("addr"),
+            Transport::Udp,
+        )
+        .await
+        .expect("a reply");
+        let m = Message::from_vec(&reply).expect("decode");
+        assert_eq!(m.response_code(), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn the_throttle_passes_one_per_period_and_counts_the_rest() {
+        let t = Throttle::default();
+        assert_eq!(t.pass(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(t.pass(), None);
+        }
+        let mut st = t.state.lock().expect("lock");
+        st.0 = Some(std::time::Instant::now() - WARN_EVERY);
+        drop(st);
+        assert_eq!(t.pass(), Some(5));
+    }
 }

@@ -43,6 +43,8 @@ pub struct Attached {
     nft_bin: PathBuf,
     policy: RwLock<NetworkPolicy>,
     resolver: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Failures of the upstream resolver, which queries can cause at will.
+    upstream_warnings: dns::Throttle,
 }
 
 impl Attached {
@@ -179,6 +181,7 @@ impl Network {
             nft_bin: self.nft_bin.clone(),
             policy: RwLock::new(self.policy(id)?),
             resolver: Mutex::new(None),
+            upstream_warnings: dns::Throttle::default(),
         });
         self.apply(&a).await?;
         let path = netns.to_path_buf();

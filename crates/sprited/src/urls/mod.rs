@@ -72,12 +72,64 @@ fn host_of(req: &Request) -> String {
         .unwrap_or_default()
 }
 
+/// A bearer token of the request: the scheme is case-insensitive (RFC
+/// 9110), and every `Authorization` header counts.
 fn bearer(req: &Request) -> Option<&str> {
     req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+        })
+}
+
+/// Whether an `Authorization` value carries one of this daemon's tokens,
+/// in any scheme: bare, after any scheme name, or as either half of Basic
+/// credentials.
+fn carries_our_token(value: &str, ours: impl Fn(&str) -> bool) -> bool {
+    use base64::Engine as _;
+    let v = value.trim();
+    let mut candidates = vec![v.to_string()];
+    if let Some((scheme, rest)) = v.split_once(char::is_whitespace) {
+        let rest = rest.trim();
+        candidates.push(rest.to_string());
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some(d) = decoded {
+                match d.split_once(':') {
+                    Some((user, password)) => {
+                        candidates.push(user.to_string());
+                        candidates.push(password.to_string());
+                    }
+                    None => candidates.push(d),
+                }
+            }
+        }
+    }
+    candidates.iter().any(|c| !c.is_empty() && ours(c))
+}
+
+/// Remove every `Authorization` value that carries one of our tokens; a
+/// public sprite's own schemes pass.
+fn strip_our_tokens(state: &AppState, h: &mut axum::http::HeaderMap) {
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter(|v| {
+            !v.to_str()
+                .is_ok_and(|t| carries_our_token(t, |c| token_valid(state, c)))
+        })
+        .cloned()
+        .collect();
+    h.remove(header::AUTHORIZATION);
+    for v in kept {
+        h.append(header::AUTHORIZATION, v);
+    }
 }
 
 fn token_valid(state: &AppState, t: &str) -> bool {
@@ -104,11 +156,13 @@ async fn serve(state: AppState, name: String, mut req: Request) -> Response {
         }
         let allowed = match bearer(&req) {
             Some(t) => token_valid(&state, t),
-            None => session::find_cookie(req.headers()).is_some_and(|c| {
+            // Every cookie of the name is tried: another sprite's page may
+            // have set one for a parent domain (cookie tossing).
+            None => session::find_cookies(req.headers()).iter().any(|c| {
                 state
                     .urls
                     .secret
-                    .verify(&rec.name, &c, session::now_secs())
+                    .verify(&rec.name, c, session::now_secs())
                     .is_some_and(|s| session::subject_live(&state, s))
             }),
         };
@@ -117,9 +171,21 @@ async fn serve(state: AppState, name: String, mut req: Request) -> Response {
             return pages::unauthorized(req.headers(), &rec.name, &path_and_query, bad);
         }
         req.headers_mut().remove(header::AUTHORIZATION);
-    } else if bearer(&req).is_some_and(|t| token_valid(&state, t)) {
+    } else {
+        match req.uri().path() {
+            // Ours on every sprite URL: a login link followed to a public
+            // sprite must not hand its token to the sprite's server.
+            LOGIN_PATH | LOGOUT_PATH => {
+                let q = req.uri().query().unwrap_or("").as_bytes();
+                let next = form_urlencoded::parse(q)
+                    .find(|(k, _)| k == "next")
+                    .map(|(_, v)| v.into_owned());
+                return redirect(&safe_next(next.as_deref()), None);
+            }
+            _ => {}
+        }
         // A public sprite's own auth schemes pass; our tokens never do.
-        req.headers_mut().remove(header::AUTHORIZATION);
+        strip_our_tokens(&state, req.headers_mut());
     }
     session::strip_cookie(req.headers_mut());
     let html_wanted = pages::wants_html(req.headers());
@@ -138,7 +204,11 @@ async fn serve(state: AppState, name: String, mut req: Request) -> Response {
     )
     .await
     {
-        Ok(res) => res,
+        Ok(mut res) => {
+            // The session cookie is the daemon's alone to set.
+            session::strip_set_cookie(res.headers_mut());
+            res
+        }
         Err(proxy::ForwardError::Dial(DialError::Refused(_))) => {
             pages::nothing_listens(html_wanted, &rec.name, target.port)
         }
@@ -181,8 +251,15 @@ fn redirect(to: &str, cookie: Option<String>) -> Response {
 
 /// Only a path on the same host: never `//elsewhere` or a full URL.
 fn safe_next(next: Option<&str>) -> String {
+    // Browsers drop tabs and newlines anywhere in a URL and read `\` as
+    // `/`, so `/<TAB>/evil.example/` leaves the host: no control
+    // characters, spaces or backslashes anywhere.
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'\\') =>
+        {
             n.to_string()
         }
         _ => "/".into(),
@@ -225,7 +302,34 @@ async fn login(state: &AppState, rec: &SpriteRecord, req: Request) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_next;
+    use super::{carries_our_token, safe_next};
+
+    #[test]
+    fn our_tokens_are_found_in_any_scheme() {
+        use base64::Engine as _;
+        let ours = |t: &str| t == "tok";
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for v in [
+            "Bearer tok".to_string(),
+            "bearer tok".into(),
+            "BEARER  tok ".into(),
+            "tok".into(),
+            "FlyV1 tok".into(),
+            format!("Basic {}", b64("x:tok")),
+            format!("basic {}", b64("tok:")),
+            format!("Basic {}", b64("tok")),
+        ] {
+            assert!(carries_our_token(&v, ours), "{v}");
+        }
+        for v in [
+            "Bearer other".to_string(),
+            format!("Basic {}", b64("alice:secret")),
+            "Basic !!notbase64".into(),
+            "".into(),
+        ] {
+            assert!(!carries_our_token(&v, ours), "{v}");
+        }
+    }
 
     #[test]
     fn login_redirects_stay_on_the_host() {
@@ -234,5 +338,18 @@ mod tests {
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(None), "/");
+        // What browsers drop or rewrite inside a URL.
+        for sneaky in [
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/a\\b",
+            "/\x00/evil",
+            "/\x7f",
+        ] {
+            assert_eq!(safe_next(Some(sneaky)), "/", "{sneaky:?}");
+        }
+        assert_eq!(safe_next(Some("/a/b%09c")), "/a/b%09c");
     }
 }

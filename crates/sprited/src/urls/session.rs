@@ -98,29 +98,69 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Who a token is, for a session: `admin` or the API token's id.
+/// Who a token is, for a session: the admin token (`admin-` and a
+/// fingerprint of it, so that a session ends when the admin token is
+/// changed) or the API token's id.
 pub fn subject_of(state: &AppState, token: &str) -> Option<String> {
     if state.token.matches(token) {
-        return Some(ADMIN.into());
+        return Some(admin_subject(state.token.expose()));
     }
     state.tokens.id_of(token)
 }
 
-/// Whether a session's subject may still act.
-pub fn subject_live(state: &AppState, subject: &str) -> bool {
-    subject == ADMIN || state.tokens.is_live_id(subject)
+/// `admin-` and 16 hex digits of a keyed hash of the admin token (the
+/// token cannot be recovered from a cookie).
+fn admin_subject(token: &str) -> String {
+    let h = blake3::derive_key("sprited url session admin v1", token.as_bytes());
+    let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{ADMIN}-{hex}")
 }
 
-/// The session cookie's value among a request's `Cookie` headers.
-pub fn find_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+/// Whether a session's subject may still act: an admin session while the
+/// admin token is the one it was made with, a token's while it lives.
+pub fn subject_live(state: &AppState, subject: &str) -> bool {
+    if subject.starts_with(ADMIN) {
+        return subject == admin_subject(state.token.expose());
+    }
+    state.tokens.is_live_id(subject)
+}
+
+/// Every value of the session cookie among a request's `Cookie` headers.
+pub fn find_cookies(headers: &axum::http::HeaderMap) -> Vec<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .filter(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.to_string())
+        .collect()
+}
+
+/// Remove a sprite's `Set-Cookie` of the session cookie's name (for any
+/// domain or path): set for a parent domain it would reach other sprites'
+/// URLs and shadow their sessions.
+pub fn strip_set_cookie(headers: &mut axum::http::HeaderMap) {
+    use axum::http::header::SET_COOKIE;
+    let ours = |v: &axum::http::HeaderValue| {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        text.split_once('=')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case(COOKIE))
+    };
+    if !headers.get_all(SET_COOKIE).iter().any(ours) {
+        return;
+    }
+    let kept: Vec<_> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| !ours(v))
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for v in kept {
+        headers.append(SET_COOKIE, v);
+    }
 }
 
 /// Remove the session cookie from the `Cookie` headers (the sprite's server
@@ -191,15 +231,40 @@ mod tests {
             HeaderValue::from_static("a=1; sprite_session=xyz"),
         );
         h.append("cookie", HeaderValue::from_static("b=2"));
-        assert_eq!(find_cookie(&h).as_deref(), Some("xyz"));
+        h.append("cookie", HeaderValue::from_static("sprite_session=tossed"));
+        assert_eq!(find_cookies(&h), ["xyz", "tossed"]);
         strip_cookie(&mut h);
         assert_eq!(
             h.get("cookie").and_then(|v| v.to_str().ok()),
             Some("a=1; b=2")
         );
+        assert!(find_cookies(&h).is_empty());
         let mut only = HeaderMap::new();
         only.insert("cookie", HeaderValue::from_static("sprite_session=xyz"));
         strip_cookie(&mut only);
         assert!(only.get("cookie").is_none());
+    }
+
+    #[test]
+    fn a_sprite_cannot_set_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.append("set-cookie", HeaderValue::from_static("app=1; Path=/"));
+        h.append(
+            "set-cookie",
+            HeaderValue::from_static("Sprite_Session=x; Domain=example.test; Path=/"),
+        );
+        h.append("set-cookie", HeaderValue::from_static(" sprite_session =y"));
+        strip_set_cookie(&mut h);
+        let left: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(left, [HeaderValue::from_static("app=1; Path=/")]);
+    }
+
+    #[test]
+    fn admin_sessions_name_the_admin_token_without_showing_it() {
+        let a = admin_subject("first-admin-token");
+        assert!(a.starts_with("admin-") && a.len() == 22, "{a}");
+        assert!(!a.contains("first"));
+        assert_ne!(a, admin_subject("second-admin-token"));
+        assert_eq!(a, admin_subject("first-admin-token"));
     }
 }
