@@ -30,6 +30,13 @@ pub struct Config {
     pub non_tty_linger: std::time::Duration,
     /// A running sprite with no activity for this long is paused (warm).
     pub idle_warm: std::time::Duration,
+    /// Connections the API holds open at once (more wait to be accepted).
+    pub max_connections: usize,
+    /// A connection that sends no complete request head for this long is
+    /// closed (idle or slow clients), on the API and in-sprite sockets.
+    pub header_read_timeout: std::time::Duration,
+    /// Connections one sprite may hold open to its `/.sprite/api.sock`.
+    pub in_sprite_connections: usize,
     /// A warm sprite is stopped (cold) after this long.
     pub idle_cold: std::time::Duration,
     /// How often the meter samples every sprite.
@@ -99,6 +106,9 @@ impl Config {
             region: DEFAULT_REGION.into(),
             non_tty_linger: std::time::Duration::from_secs(10),
             idle_warm: std::time::Duration::from_secs(30),
+            max_connections: 8192,
+            header_read_timeout: std::time::Duration::from_secs(30),
+            in_sprite_connections: 32,
             idle_cold: std::time::Duration::from_secs(600),
             meter_interval: std::time::Duration::from_secs(5),
             rates: sprites_api::usage::Rates::default(),

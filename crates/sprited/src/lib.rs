@@ -14,6 +14,7 @@ pub mod manager;
 pub mod metrics;
 pub mod net;
 mod purge;
+pub mod server;
 pub mod time;
 pub mod tokens;
 pub mod urls;
@@ -233,23 +234,18 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(%addr, data_dir = %state.manager.cfg.data_dir.display(), "sprited listening");
-    // The peer address feeds sprite URLs' X-Forwarded-For.
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Small answers (a proxied response's head and body, exec frames) go
-    // out at once, not after the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Streams that would last forever end, so the shutdown need
-            // not wait for them.
-            manager.announce_closing();
-        })
-        .await?;
+    let limits = server::Limits {
+        max_connections: manager.cfg.max_connections,
+        shared: None,
+        header_read_timeout: manager.cfg.header_read_timeout,
+    };
+    server::serve_tcp(listener, api::router(state), limits, async move {
+        shutdown_signal().await;
+        // Streams that would last forever end, so the shutdown need not
+        // wait for them.
+        manager.announce_closing();
+    })
+    .await;
     Ok(())
 }
 

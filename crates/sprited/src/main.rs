@@ -40,6 +40,13 @@ struct Cli {
     /// (`2s`, `30s`, `10m`).
     #[arg(long, default_value = "30s", value_parser = flag_duration, global = true)]
     idle_warm: std::time::Duration,
+    /// A connection that sends no complete request head for this long is
+    /// closed (idle or slow clients).
+    #[arg(long, default_value = "30s", value_parser = flag_duration, global = true)]
+    header_read_timeout: std::time::Duration,
+    /// Connections the API holds open at once; more wait to be accepted.
+    #[arg(long, default_value_t = 8192, global = true)]
+    max_connections: usize,
     /// A warm sprite is stopped after this long: cold (no process, no memory).
     #[arg(long, default_value = "10m", value_parser = flag_duration, global = true)]
     idle_cold: std::time::Duration,
@@ -214,11 +221,30 @@ fn sprites_using(cfg: &Config, name: &str) -> anyhow::Result<usize> {
     Ok(db.all()?.iter().filter(|r| r.image == name).count())
 }
 
+/// Raise the soft limit on open files to the hard one (every sprite costs
+/// the daemon descriptors: its agent connections, resolver sockets, API
+/// socket), and say what it is.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            let got = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            };
+            tracing::info!(open_files = got, hard_limit = hard, "file descriptor limit");
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the file descriptor limit"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let mut cfg = Config::with_defaults(cli.listen, cli.data_dir);
+    raise_fd_limit();
     cfg.default_image = cli.default_image;
     cfg.agent_bin = cli.agent_bin;
     cfg.default_cpus = cli.default_cpus;
@@ -227,6 +253,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.pids_limit = cli.pids_limit;
     cfg.pool_size_gb = cli.pool_size_gb;
     cfg.idle_warm = cli.idle_warm;
+    cfg.header_read_timeout = cli.header_read_timeout;
+    cfg.max_connections = cli.max_connections;
     cfg.idle_cold = cli.idle_cold;
     cfg.meter_interval = cli.meter_interval;
     cfg.max_sprites = cli.max_sprites;

@@ -55,3 +55,87 @@ async fn the_agent_log_stays_bounded() {
         "a long signal name was logged whole"
     );
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Idle and slowloris connections to the API are closed after the
+/// header-read timeout.
+#[tokio::test]
+async fn idle_and_slow_clients_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Daemon::start_with(&["--header-read-timeout", "1s"]);
+    let mut idle = tokio::net::TcpStream::connect(&d.addr)
+        .await
+        .expect("connect");
+    let mut slow = tokio::net::TcpStream::connect(&d.addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /v1/sprites HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    for (what, s) in [("idle", &mut idle), ("slow", &mut slow)] {
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the {what} connection is still open after 10 s"
+        );
+    }
+    // A real client is served.
+    let api = d.client();
+    assert!(api.get_json("/v1/sprites").await["sprites"].is_array());
+}
+
+/// Connections held open to `/.sprite/api.sock` take at most the sprite's
+/// share of the daemon's descriptors; the API and other sprites go on.
+#[tokio::test]
+async fn a_sprite_cannot_take_the_daemons_descriptors() {
+    let d = Daemon::start_with(&["--header-read-timeout", "2s"]);
+    let api = d.client();
+    let made = api.create("greedy").await;
+    api.create("bystander").await;
+    let id = made["id"].as_str().expect("id");
+    let sock = d
+        .data_dir
+        .join("sprites")
+        .join(id)
+        .join("run")
+        .join("api.sock");
+    let pid = d.pid().expect("daemon pid");
+    let before = open_fds(pid);
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        match tokio::net::UnixStream::connect(&sock).await {
+            Ok(s) => held.push(s),
+            Err(e) => panic!("connect {}: {e}", sock.display()),
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let during = open_fds(pid);
+    assert!(
+        during < before + 32 + 16,
+        "the daemon holds {during} descriptors with 120 connections open to one sprite's socket ({before} before)"
+    );
+    // The API answers, and another sprite runs commands.
+    let t = std::time::Instant::now();
+    assert!(api.get_json("/v1/sprites").await["sprites"].is_array());
+    assert_eq!(api.sh("bystander", "echo fine").await.trim(), "fine");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    // Idle ones are closed, and the sprite's own calls get through again.
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let out = api
+        .exec("greedy", &["sprite-env", "checkpoints", "list"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+}

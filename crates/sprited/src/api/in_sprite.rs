@@ -9,7 +9,6 @@
 //! ([`SpriteSocket`]); its routes are the public API's handlers, the sprite
 //! being the socket's owner rather than a path segment.
 
-use std::future::IntoFuture;
 use std::sync::{Arc, Weak};
 
 use axum::body::Body;
@@ -69,17 +68,30 @@ fn router(state: InSprite) -> Router {
 }
 
 /// Serves each socket the manager hands over, until its sprite stops.
+///
+/// Each sprite may hold [`Config::in_sprite_connections`] connections, and
+/// all sprites together a quarter of the daemon's file descriptors: what a
+/// sprite opens to its socket can never take the descriptors the API and
+/// the other sprites need. Idle connections are closed after
+/// [`Config::header_read_timeout`].
+///
+/// [`Config::in_sprite_connections`]: crate::config::Config::in_sprite_connections
+/// [`Config::header_read_timeout`]: crate::config::Config::header_read_timeout
 pub fn serve_sockets(manager: &Arc<Manager>, mut sockets: UnboundedReceiver<SpriteSocket>) {
+    let budget = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(4096, |(soft, _)| usize::try_from(soft / 4).unwrap_or(4096))
+        .max(64);
+    let shared = Arc::new(tokio::sync::Semaphore::new(budget));
     // Weak: the manager holds the sending side.
     let manager = Arc::downgrade(manager);
     tokio::spawn(async move {
         while let Some(socket) = sockets.recv().await {
-            serve(&manager, socket);
+            serve(&manager, socket, &shared);
         }
     });
 }
 
-fn serve(manager: &Weak<Manager>, socket: SpriteSocket) {
+fn serve(manager: &Weak<Manager>, socket: SpriteSocket, shared: &Arc<tokio::sync::Semaphore>) {
     let Some(manager) = manager.upgrade() else {
         return;
     };
@@ -95,21 +107,24 @@ fn serve(manager: &Weak<Manager>, socket: SpriteSocket) {
             return;
         }
     };
+    let limits = crate::server::Limits {
+        max_connections: manager.cfg.in_sprite_connections,
+        shared: Some(shared.clone()),
+        header_read_timeout: manager.cfg.header_read_timeout,
+    };
     let app = router(InSprite {
         manager,
         name: name.into(),
     });
-    tokio::spawn(async move {
-        tokio::select! {
-            served = axum::serve(listener, app).into_future() => {
-                if let Err(e) = served {
-                    tracing::warn!(error = %e, "in-sprite API server ended");
-                }
-            }
-            // The sprite stopped, or a new socket replaced this one.
-            _ = stopped => {}
-        }
-    });
+    // Until the sprite stops, or a new socket replaces this one.
+    tokio::spawn(crate::server::serve_unix(
+        listener,
+        app,
+        limits,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 }
 
 /// Every in-sprite call keeps the sprite awake while it runs (its answer
