@@ -209,6 +209,10 @@ pub async fn download_tree(fs: &Filesystem, remote: &Path, local: &Path) -> Resu
             bail!("the sprite listed {:?} below a symlink", e.name);
         }
         let target = local.join(&rel);
+        // A symlink already in the local copy (an earlier download's)
+        // must not be written through either.
+        let is_dir = e.kind == FileKind::Directory;
+        no_local_link(local, &rel, is_dir)?;
         let source = PathBuf::from(OsStr::from_bytes(e.raw_path().as_bytes()));
         match e.kind {
             FileKind::Directory => std::fs::create_dir_all(&target)
@@ -225,12 +229,36 @@ pub async fn download_tree(fs: &Filesystem, remote: &Path, local: &Path) -> Resu
         }
     }
     for (rel, to) in links {
+        no_local_link(local, &rel, false)?;
         let target = local.join(&rel);
         let _ = std::fs::remove_file(&target);
         std::os::unix::fs::symlink(&to, &target)
             .with_context(|| format!("making {}", target.display()))?;
     }
     Ok(moved)
+}
+
+/// Refuse to write `local/rel` when a directory on the way (or `rel`
+/// itself, for a directory, which would be entered) is a symlink on this
+/// machine: writing there would land wherever the link points.
+fn no_local_link(local: &Path, rel: &Path, is_dir: bool) -> Result<()> {
+    let parts: Vec<_> = rel.components().collect();
+    let upto = if is_dir {
+        parts.len()
+    } else {
+        parts.len().saturating_sub(1)
+    };
+    let mut at = local.to_path_buf();
+    for c in &parts[..upto] {
+        at.push(c);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "{} is a symlink here: not writing through it (remove it, or copy into another directory)",
+                at.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A failure of a transfer, with "no such sprite" said plainly (the API's

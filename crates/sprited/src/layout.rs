@@ -44,6 +44,11 @@ impl DataDir {
         self.root.join("url-session.key")
     }
 
+    /// The object store this data dir's cold data is in.
+    pub fn object_store_record(&self) -> PathBuf {
+        self.root.join("object-store")
+    }
+
     /// Where installed agent binaries live.
     pub fn bin_dir(&self) -> PathBuf {
         self.root.join("bin")

@@ -163,6 +163,48 @@ fn driver(cfg: &Config) -> anyhow::Result<Runc> {
     Ok(Runc::new(cfg.layout().runc_state(), cfg.runc_bin.clone()).with_egress(Arc::new(egress)))
 }
 
+/// An object store URL as it may be shown: without its query string and
+/// user info (where credentials could be).
+fn shown_store(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{rest}")
+        }
+        None => no_query.to_string(),
+    }
+}
+
+/// The object store holding a data dir's evicted sprites and checkpoints is
+/// recorded beside it; started against another while any live only there,
+/// the daemon refuses, saying which (their data would be unreachable: every
+/// request to them would fail).
+fn pin_object_store(record: &std::path::Path, url: &str, db: &db::Db) -> anyhow::Result<()> {
+    let before = std::fs::read_to_string(record).ok();
+    if let Some(before) = before.as_deref().map(str::trim) {
+        if before != url {
+            let cold = db.cold_count().context("counting evicted data")?;
+            if cold > 0 {
+                anyhow::bail!(
+                    "{cold} evicted sprite volumes or checkpoints live only in the object store {} \
+                     and this start names {}: start with --object-store set to the first (or \
+                     wake them all with it first, then change stores)",
+                    shown_store(before),
+                    shown_store(url)
+                );
+            }
+        }
+    }
+    if before.as_deref().map(str::trim) != Some(url) {
+        let tmp = layout::temp_beside(record);
+        std::fs::write(&tmp, url).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, record).with_context(|| format!("writing {}", record.display()))?;
+    }
+    Ok(())
+}
+
 /// Everything `serve` needs, opened: data dir, pool, DB, token, runtime.
 pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -176,6 +218,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
     let driver = driver(&cfg)?;
     let db = db::Db::open(&dirs.meta_db()).context("opening meta.db")?;
+    pin_object_store(&dirs.object_store_record(), &cfg.object_store_url(), &db)?;
     let cold = sprite_cold::ColdStore::open(&sprite_cold::StoreOptions {
         url: cfg.object_store_url(),
         cache_dir: dirs.chunk_cache(),
@@ -263,6 +306,18 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn store_urls_are_shown_without_credentials() {
+        assert_eq!(
+            super::shown_store("s3://key:secret@host:9000/bucket?region=x"),
+            "s3://host:9000/bucket"
+        );
+        assert_eq!(
+            super::shown_store("file:///var/objects"),
+            "file:///var/objects"
+        );
+    }
+
     #[test]
     fn dynamic_executables_are_not_static() {
         // This test binary itself is dynamically linked.

@@ -181,3 +181,52 @@ fn cp_both_ways_and_exec_file() {
     assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("nope.txt"));
 }
+
+/// Issue 19: a symlink that one `cp -r` left in the local copy is never
+/// written through by the next, whatever the sprite's tree says now.
+#[test]
+fn a_local_symlink_from_an_earlier_copy_is_not_followed() {
+    let d = Daemon::start();
+    let cli = Cli::new(&d);
+    cli.ok(&["create", "box", "--skip-console"]);
+    let here = cli.cwd.path();
+    let victim = here.join("victim");
+    std::fs::create_dir(&victim).expect("victim dir");
+    let script = format!(
+        "mkdir -p /home/sprite/t && echo a > /home/sprite/t/a && ln -s {} /home/sprite/t/link",
+        victim.display()
+    );
+    cli.ok(&["exec", "-s", "box", "--", "sh", "-c", &script]);
+    cli.ok(&["cp", "-r", "box:/home/sprite/t", "."]);
+    assert!(std::fs::symlink_metadata(here.join("t/link"))
+        .expect("the link came back")
+        .file_type()
+        .is_symlink());
+    // The sprite's link becomes a directory with a file in it.
+    cli.ok(&[
+        "exec",
+        "-s",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "rm /home/sprite/t/link && mkdir /home/sprite/t/link && echo pwned > /home/sprite/t/link/f",
+    ]);
+    let out = cli
+        .command(&["cp", "-r", "box:/home/sprite/t", "."])
+        .output()
+        .expect("cp");
+    assert!(
+        !out.status.success(),
+        "the second copy went through the link"
+    );
+    assert!(
+        text(&out.stderr).contains("symlink"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !victim.join("f").exists(),
+        "a file was written through the local symlink"
+    );
+}

@@ -455,3 +455,36 @@ async fn an_s3_store_and_one_that_cannot_be_reached() {
     assert!(sprite_pool(&d, &id).join("volume.img").exists());
     assert_eq!(api.sh("s3y", SUM_BLOB).await, sum);
 }
+
+/// Issue 19: a restart against another object store while sprites are
+/// evicted to the first is refused, saying so; with the first it works.
+#[tokio::test]
+async fn another_object_store_is_refused_while_sprites_live_in_the_first() {
+    let mut d = Daemon::start();
+    let api = d.client();
+    api.create("pinned").await;
+    api.sh("pinned", "echo kept > /home/sprite/f").await;
+    evict_ok(&api, "pinned").await;
+    d.kill9();
+    let other = tempfile::Builder::new()
+        .prefix("sprited-other-store-")
+        .tempdir_in("/var/tmp")
+        .expect("dir");
+    let out = std::process::Command::new(common::BIN)
+        .args(["--listen", "127.0.0.1:1", "--data-dir"])
+        .arg(&d.data_dir)
+        .arg("--object-store")
+        .arg(format!("file://{}", other.path().display()))
+        .env("SPRITED_TOKEN", &d.token)
+        .output()
+        .expect("run sprited");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started against another store");
+    assert!(
+        err.contains("live only in the object store") && err.contains("--object-store"),
+        "{err}"
+    );
+    d.spawn();
+    let api = d.client();
+    assert_eq!(api.sh("pinned", "cat /home/sprite/f").await.trim(), "kept");
+}

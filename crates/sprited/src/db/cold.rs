@@ -48,6 +48,17 @@ impl Db {
         Ok(())
     }
 
+    /// How many sprite volumes and checkpoints live only in object storage.
+    pub fn cold_count(&self) -> Result<u64, DbError> {
+        let conn = self.lock()?;
+        let n: i64 = conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM cold_sprites) + (SELECT COUNT(*) FROM cold_checkpoints)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Records that the sprite's volume is back on local disk.
     pub fn set_local(&self, sprite_id: &str) -> Result<(), DbError> {
         let conn = self.lock()?;
