@@ -158,9 +158,12 @@ fn install_agent(src: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The sandbox driver of this host: runc, its state in the data dir, with
 /// egress for every sandbox.
-fn driver(cfg: &Config) -> anyhow::Result<Runc> {
+fn driver(cfg: &Config) -> anyhow::Result<(Runc, Arc<sprite_runtime::net::host::Blocked>)> {
     let egress = net::egress(cfg)?;
-    Ok(Runc::new(cfg.layout().runc_state(), cfg.runc_bin.clone()).with_egress(Arc::new(egress)))
+    let blocked = egress.blocked.clone();
+    let runc =
+        Runc::new(cfg.layout().runc_state(), cfg.runc_bin.clone()).with_egress(Arc::new(egress));
+    Ok((runc, blocked))
 }
 
 /// An object store URL as it may be shown: without its query string and
@@ -216,7 +219,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     let store = Store::open(&cfg.data_dir, store_options(&cfg))
         .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
-    let driver = driver(&cfg)?;
+    let (driver, blocked) = driver(&cfg)?;
     let db = db::Db::open(&dirs.meta_db()).context("opening meta.db")?;
     pin_object_store(&dirs.object_store_record(), &cfg.object_store_url(), &db)?;
     let cold = sprite_cold::ColdStore::open(&sprite_cold::StoreOptions {
@@ -248,6 +251,9 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     if let Some(sockets) = manager.take_sockets() {
         api::in_sprite::serve_sockets(&manager, sockets);
     }
+    manager
+        .follow_host_addresses(blocked)
+        .context("watching the host's addresses")?;
     manager
         .ensure_image(&cfg.default_image)
         .await

@@ -500,6 +500,35 @@ impl Manager {
         Ok(())
     }
 
+    /// Keeps every sandbox's blocked destinations equal to the host's
+    /// addresses as they change (a new interface, a VPN, a DHCP lease): the
+    /// kernel's announcements are watched for as long as the manager lives,
+    /// and looked at again every 30 s whatever it announced.
+    pub fn follow_host_addresses(
+        self: &Arc<Self>,
+        blocked: Arc<sprite_runtime::net::host::Blocked>,
+    ) -> Result<(), Error> {
+        self.net.follow(blocked);
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let me = Arc::downgrade(self);
+        let wake = changed.clone();
+        sprite_runtime::net::host::watch(
+            me.clone(),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            move || wake.notify_one(),
+        )
+        .map_err(Error::runtime("watching the host's addresses"))?;
+        tokio::spawn(async move {
+            loop {
+                changed.notified().await;
+                let Some(m) = me.upgrade() else { break };
+                m.net.host_changed().await;
+            }
+        });
+        Ok(())
+    }
+
     /// Enforce the network policy in a running (or paused) sprite, in the
     /// network namespace its driver reports. (Egress itself, the sandbox's
     /// way out, is attached by the driver as it starts the sandbox.)

@@ -10,7 +10,7 @@ use crate::config::Config;
 /// unmounts every volume, removes the data dir and the parent cgroups.
 pub fn purge(cfg: &Config) -> anyhow::Result<()> {
     let dirs = cfg.layout();
-    let driver = crate::driver(cfg)?;
+    let (driver, _) = crate::driver(cfg)?;
     if !dirs.root().exists() {
         remove_parent_cgroups(&driver);
         return Ok(());

@@ -552,3 +552,107 @@ async fn the_resolver_answers_over_tcp_with_the_same_policy() {
     assert!(ok && out.contains(&net.allowed.to_string()), "{out}");
     api.delete("tcpdns").await;
 }
+
+/// A new interface on the host (a veth pair, both ends here: the kernel
+/// has no dummy driver), deleted on drop.
+struct NewLink(String);
+
+impl NewLink {
+    fn add(name: &str, addrs: &[&str]) -> NewLink {
+        let peer = format!("{name}p");
+        ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+        let link = NewLink(name.to_string());
+        for a in addrs {
+            link.addr("add", a);
+        }
+        ip(&["link", "set", name, "up"]);
+        ip(&["link", "set", &peer, "up"]);
+        link
+    }
+
+    fn addr(&self, op: &str, cidr: &str) {
+        ip(&["addr", op, cidr, "dev", &self.0]);
+    }
+}
+
+impl Drop for NewLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+/// The sprite's blocked IPv4 set as nft lists it.
+fn blocked4(pid: u32) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["nft", "list", "set", "inet", "sprite", "blocked4"])
+        .output()
+        .expect("nsenter and nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until the sprite's blocked set does (or does not) hold `addr`.
+async fn wait_blocked(pid: u32, addr: &str, held: bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let set = blocked4(pid);
+        if set.contains(addr) == held {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} {} the blocked set after 10 s:\n{set}",
+            if held { "never entered" } else { "never left" }
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// An address the host gains after the daemon started (a new bridge, a
+/// VPN, a DHCP lease) is blocked in sprites already running, in sprites
+/// adopted by a daemon restarted after it appeared, and in sprites started
+/// later; once the host drops it, it is no longer the host's to protect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_the_host_gains_later_are_blocked_too() {
+    let mut d = Daemon::start();
+    let api = d.client();
+    api.create("late-a").await;
+    let pid = init_pid(&d, &api.id_of("late-a").await);
+    let (port, host_any) = host_listener("0.0.0.0:0").await;
+
+    let name = format!("spd{}", std::process::id() % 1_000_000);
+    let link = NewLink::add(&name, &["198.51.100.77/32"]);
+    wait_blocked(pid, "198.51.100.77", true).await;
+    assert!(
+        !connects(&api, "late-a", "198.51.100.77", port).await,
+        "a host service reached on an address added after start"
+    );
+
+    // Added while no daemon ran: the restarted daemon adopts the sprite
+    // and brings its list up to date.
+    d.kill9();
+    link.addr("add", "198.51.100.99/32");
+    d.spawn();
+    wait_blocked(pid, "198.51.100.99", true).await;
+    assert!(!connects(&api, "late-a", "198.51.100.99", port).await);
+
+    // Dropped by the host: unblocked (it may be someone else's now).
+    link.addr("del", "198.51.100.77/32");
+    wait_blocked(pid, "198.51.100.77", false).await;
+    assert!(blocked4(pid).contains("198.51.100.99"));
+
+    // A sprite started now starts with the current list.
+    api.create("late-b").await;
+    let pid_b = init_pid(&d, &api.id_of("late-b").await);
+    let set = blocked4(pid_b);
+    assert!(
+        set.contains("198.51.100.99") && !set.contains("198.51.100.77"),
+        "{set}"
+    );
+    assert!(!connects(&api, "late-b", "198.51.100.99", port).await);
+
+    drop(link);
+    api.delete("late-a").await;
+    api.delete("late-b").await;
+    host_any.abort();
+}

@@ -1,6 +1,10 @@
-//! The host's own addresses: what a sandbox must never reach.
+//! The host's own addresses: what a sandbox must never reach, kept current
+//! as interfaces and routes change ([`Blocked`], [`watch`]).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -45,6 +49,153 @@ pub fn blocked_destinations() -> Result<Vec<IpNet>> {
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// The destinations every sandbox must not reach, as the host looks now:
+/// [`blocked_destinations`] plus fixed extras (the daemon's listen address),
+/// with a generation that grows with every change, and the generation each
+/// sandbox's ruleset was made with (by [`super::Egress`]'s attach), so that
+/// whoever updates running sandboxes knows which hold an older list.
+#[derive(Debug)]
+pub struct Blocked {
+    extra: Vec<IpNet>,
+    now: RwLock<(u64, Vec<IpNet>)>,
+    made_with: Mutex<HashMap<String, u64>>,
+}
+
+impl Blocked {
+    /// The host's destinations now, and `extra`.
+    pub fn from_host(extra: &[IpNet]) -> Result<Self> {
+        let list = Self::compute(extra)?;
+        Ok(Blocked {
+            extra: extra.to_vec(),
+            now: RwLock::new((1, list)),
+            made_with: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn compute(extra: &[IpNet]) -> Result<Vec<IpNet>> {
+        let mut list = blocked_destinations()?;
+        list.extend_from_slice(extra);
+        list.sort();
+        list.dedup();
+        Ok(list)
+    }
+
+    /// `(generation, list)` as they are now.
+    pub fn current(&self) -> (u64, Vec<IpNet>) {
+        self.now.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Looks at the host again; the new generation if the list changed.
+    pub fn refresh(&self) -> Result<Option<u64>> {
+        let list = Self::compute(&self.extra)?;
+        let mut now = self.now.write().unwrap_or_else(|p| p.into_inner());
+        if now.1 == list {
+            return Ok(None);
+        }
+        now.0 += 1;
+        now.1 = list;
+        Ok(Some(now.0))
+    }
+
+    /// Records that sandbox `id`'s ruleset holds generation `generation`.
+    pub fn made(&self, id: &str, generation: u64) {
+        self.lock_made().insert(id.to_string(), generation);
+    }
+
+    /// Forgets a sandbox that is gone.
+    pub fn forget(&self, id: &str) {
+        self.lock_made().remove(id);
+    }
+
+    /// Whether sandbox `id` was made (by this process) with the current list.
+    pub fn is_current(&self, id: &str) -> bool {
+        let generation = self.current().0;
+        self.lock_made().get(id) == Some(&generation)
+    }
+
+    fn lock_made(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.made_with.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Address and route changes the kernel announces (rtnetlink groups):
+/// IPv4 and IPv6 interface addresses and routes (a new default gateway).
+const GROUPS: u32 = (libc::RTMGRP_IPV4_IFADDR
+    | libc::RTMGRP_IPV6_IFADDR
+    | libc::RTMGRP_IPV4_ROUTE
+    | libc::RTMGRP_IPV6_ROUTE) as u32;
+
+/// Calls `changed` (from a thread of its own) soon after the kernel
+/// announces an address or route change, at most once per `settle`
+/// (announcements come in bursts), and at least every `every` whatever it
+/// announced (a missed announcement, when its buffer overflowed, is caught
+/// up). Stops when `alive` can no longer be upgraded.
+pub fn watch<T: Send + Sync + 'static>(
+    alive: Weak<T>,
+    settle: Duration,
+    every: Duration,
+    changed: impl Fn() + Send + 'static,
+) -> Result<()> {
+    use nix::sys::socket::{
+        bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+    };
+    use std::os::fd::AsFd;
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .map_err(|e| RuntimeError::Network(format!("netlink socket: {e}")))?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &NetlinkAddr::new(0, GROUPS),
+    )
+    .map_err(|e| RuntimeError::Network(format!("netlink bind: {e}")))?;
+    let poll_ms = |d: Duration| {
+        nix::poll::PollTimeout::try_from(d.as_millis().min(60_000) as i32)
+            .unwrap_or(nix::poll::PollTimeout::MAX)
+    };
+    std::thread::Builder::new()
+        .name("host-addresses".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut last = std::time::Instant::now();
+            // Wakes at least once a second, to notice `alive` gone.
+            let tick = Duration::from_secs(1).min(every);
+            loop {
+                if alive.upgrade().is_none() {
+                    return;
+                }
+                let mut fds = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let announced = match nix::poll::poll(&mut fds, poll_ms(tick)) {
+                    Ok(0) => false,
+                    Ok(_) => {
+                        // Drains the burst; an overflow (ENOBUFS) is a change too.
+                        std::thread::sleep(settle);
+                        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                        while recv(raw, &mut buf, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
+                        true
+                    }
+                    Err(nix::errno::Errno::EINTR) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching the host's addresses stopped");
+                        return;
+                    }
+                };
+                if announced || last.elapsed() >= every {
+                    last = std::time::Instant::now();
+                    changed();
+                }
+            }
+        })
+        .map_err(|e| RuntimeError::Network(format!("starting the address watcher: {e}")))?;
+    Ok(())
 }
 
 /// Default gateways from /proc/net/route and /proc/net/ipv6_route.

@@ -19,6 +19,7 @@ pub mod pasta;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Instant;
 
 use ipnet::IpNet;
@@ -29,12 +30,14 @@ use crate::sandbox::validate_id;
 
 /// How sandboxes get outbound network: the [`EgressHook`] the daemon
 /// hands its driver.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Egress {
     pub pasta_bin: PathBuf,
     pub nft_bin: PathBuf,
-    /// Destinations dropped in every sandbox (see [`host::blocked_destinations`]).
-    pub blocked: Vec<IpNet>,
+    /// Destinations dropped in every sandbox (see [`host::Blocked`]): the
+    /// list a sandbox starts with; whoever follows the host's changes
+    /// updates running sandboxes ([`nft::blocked_script`]).
+    pub blocked: Arc<host::Blocked>,
     /// Where each sandbox's pasta pid file is kept (`<id>.pid`): pasta
     /// outlives the daemon with its sandbox, and is ended by this file.
     pub pid_dir: PathBuf,
@@ -44,12 +47,10 @@ impl Egress {
     /// pasta and nft from `PATH`, blocking the host's current addresses;
     /// pid files in `pid_dir`.
     pub fn from_host(pid_dir: PathBuf, extra_blocked: &[IpNet]) -> Result<Self> {
-        let mut blocked = host::blocked_destinations()?;
-        blocked.extend_from_slice(extra_blocked);
         Ok(Egress {
             pasta_bin: "pasta".into(),
             nft_bin: "nft".into(),
-            blocked,
+            blocked: Arc::new(host::Blocked::from_host(extra_blocked)?),
             pid_dir,
         })
     }
@@ -71,11 +72,13 @@ impl EgressHook for Egress {
             .create(&self.pid_dir)
             .map_err(|e| RuntimeError::io("mkdir", &self.pid_dir, e))?;
         let started = Instant::now();
+        let (generation, blocked) = self.blocked.current();
         run_nft(
             &self.nft_bin,
             &netns_of(init_pid),
-            &nft::base_script(&self.blocked),
+            &nft::base_script(&blocked),
         )?;
+        self.blocked.made(id, generation);
         pasta::start(&self.pasta_bin, init_pid, &self.pid_file(id))?;
         tracing::debug!(sandbox = %id, elapsed = ?started.elapsed(), "network attached");
         Ok(())
@@ -84,6 +87,7 @@ impl EgressHook for Egress {
     /// Ends the sandbox's pasta: it does not notice its namespace dying.
     fn detach(&self, id: &str) -> Result<()> {
         validate_id(id)?;
+        self.blocked.forget(id);
         pasta::stop(&self.pid_file(id))
     }
 }

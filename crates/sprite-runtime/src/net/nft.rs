@@ -16,8 +16,8 @@ use ipnet::IpNet;
 /// The table's name in every sandbox namespace.
 pub const TABLE: &str = "sprite";
 
-/// Creates (or replaces) the whole table.
-pub fn base_script(blocked: &[IpNet]) -> String {
+/// The blocked ranges of one family, as nft set elements.
+fn by_family(blocked: &[IpNet]) -> (Vec<String>, Vec<String>) {
     let v4: Vec<String> = blocked
         .iter()
         .filter(|n| matches!(n, IpNet::V4(_)))
@@ -28,6 +28,12 @@ pub fn base_script(blocked: &[IpNet]) -> String {
         .filter(|n| matches!(n, IpNet::V6(_)))
         .map(|n| n.to_string())
         .collect();
+    (v4, v6)
+}
+
+/// Creates (or replaces) the whole table.
+pub fn base_script(blocked: &[IpNet]) -> String {
+    let (v4, v6) = by_family(blocked);
     let elements = |v: &[String]| {
         if v.is_empty() {
             String::new()
@@ -59,6 +65,21 @@ pub fn base_script(blocked: &[IpNet]) -> String {
         elements(&v4),
         elements(&v6),
     )
+}
+
+/// Replaces the blocked sets (in one transaction: no moment without them).
+pub fn blocked_script(blocked: &[IpNet]) -> String {
+    let (v4, v6) = by_family(blocked);
+    let mut s = format!("flush set inet {TABLE} blocked4\nflush set inet {TABLE} blocked6\n");
+    for (family, v) in [("4", v4), ("6", v6)] {
+        if !v.is_empty() {
+            s.push_str(&format!(
+                "add element inet {TABLE} blocked{family} {{ {} }}\n",
+                v.join(", ")
+            ));
+        }
+    }
+    s
 }
 
 /// Replaces the policy: `restrictive` drops everything not in the allow
@@ -120,6 +141,17 @@ mod tests {
         assert!(s.contains("set blocked4 { type ipv4_addr; flags interval; auto-merge; elements = { 127.0.0.0/8 } }"));
         assert!(s.contains("elements = { ::1/128 }"));
         assert!(s.contains("oif \"lo\" accept"));
+    }
+
+    #[test]
+    fn blocked_sets_are_replaced_whole() {
+        let s = blocked_script(&[
+            "10.1.2.3/32".parse().unwrap(),
+            "fd00::1/128".parse().unwrap(),
+        ]);
+        assert!(s.starts_with("flush set inet sprite blocked4\nflush set inet sprite blocked6\n"));
+        assert!(s.contains("add element inet sprite blocked4 { 10.1.2.3/32 }"));
+        assert!(s.contains("add element inet sprite blocked6 { fd00::1/128 }"));
     }
 
     #[test]

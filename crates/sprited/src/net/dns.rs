@@ -377,6 +377,7 @@ mod tests {
             policy: RwLock::new(Default::default()),
             resolver: Mutex::new(None),
             upstream_warnings: Throttle::default(),
+            blocked_update: tokio::sync::Mutex::new(()),
         })
     }
 

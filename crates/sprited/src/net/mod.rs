@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use sprite_runtime::net::{nft, run_nft, Egress};
+use sprite_runtime::net::{host::Blocked, nft, run_nft, Egress};
 use sprites_api::policy::NetworkPolicy;
 
 use crate::config::Config;
@@ -45,6 +45,9 @@ pub struct Attached {
     resolver: Mutex<Option<tokio::task::AbortHandle>>,
     /// Failures of the upstream resolver, which queries can cause at will.
     upstream_warnings: dns::Throttle,
+    /// Held while the blocked sets are replaced (one replacement at a time,
+    /// each with the list as it is when it runs).
+    blocked_update: tokio::sync::Mutex<()>,
 }
 
 impl Attached {
@@ -79,6 +82,8 @@ pub struct Network {
     /// The network namespaces of running sprites.
     namespaces: Mutex<HashMap<String, Arc<netns::Namespace>>>,
     sockets: Arc<netns::SocketMaker>,
+    /// The host's addresses, as sandboxes block them (see [`Network::follow`]).
+    blocked: std::sync::OnceLock<Arc<Blocked>>,
 }
 
 impl Network {
@@ -90,6 +95,62 @@ impl Network {
             attached: Mutex::new(HashMap::new()),
             namespaces: Mutex::new(HashMap::new()),
             sockets: Arc::default(),
+            blocked: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Keeps every running sprite's blocked sets equal to `blocked`: from
+    /// now on, each sprite attached with an older list (or by an earlier
+    /// daemon) gets the current one, and [`Network::host_changed`] brings
+    /// them all up to date.
+    pub fn follow(&self, blocked: Arc<Blocked>) {
+        let _ = self.blocked.set(blocked);
+    }
+
+    /// The host's addresses or routes may have changed: looks again, and
+    /// replaces the blocked sets of every running sprite whose list is not
+    /// the current one.
+    pub async fn host_changed(&self) {
+        let Some(blocked) = self.blocked.get() else {
+            return;
+        };
+        let b = blocked.clone();
+        match tokio::task::spawn_blocking(move || b.refresh()).await {
+            Ok(Ok(Some(generation))) => {
+                tracing::info!(
+                    generation,
+                    "the host's addresses changed: updating every sprite's blocked destinations"
+                )
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "reading the host's addresses"),
+            Err(e) => tracing::warn!(error = %e, "reading the host's addresses"),
+        }
+        let attached: Vec<Arc<Attached>> = self.lock().values().cloned().collect();
+        for a in attached {
+            if !blocked.is_current(&a.id) {
+                self.push_blocked(&a).await;
+            }
+        }
+    }
+
+    /// Replaces a sprite's blocked sets with the current list.
+    async fn push_blocked(&self, a: &Attached) {
+        let Some(blocked) = self.blocked.get() else {
+            return;
+        };
+        let _one = a.blocked_update.lock().await;
+        let (generation, list) = blocked.current();
+        let script = nft::blocked_script(&list);
+        let (bin, netns) = (a.nft_bin.clone(), a.netns.clone());
+        match tokio::task::spawn_blocking(move || run_nft(&bin, &netns, &script)).await {
+            Ok(Ok(())) => blocked.made(&a.id, generation),
+            Ok(Err(e)) => {
+                tracing::warn!(sprite = %a.id, error = %e, "updating the blocked destinations")
+            }
+            Err(e) => {
+                tracing::warn!(sprite = %a.id, error = %e, "updating the blocked destinations")
+            }
         }
     }
 
@@ -182,6 +243,7 @@ impl Network {
             policy: RwLock::new(self.policy(id)?),
             resolver: Mutex::new(None),
             upstream_warnings: dns::Throttle::default(),
+            blocked_update: tokio::sync::Mutex::new(()),
         });
         self.apply(&a).await?;
         let path = netns.to_path_buf();
@@ -195,7 +257,12 @@ impl Network {
             }
             None => tracing::warn!(sprite = %id, "no upstream resolver: DNS fails inside"),
         }
-        self.lock().insert(id.to_string(), a);
+        self.lock().insert(id.to_string(), a.clone());
+        // Made with a list that has changed since, or by an earlier daemon
+        // (the host may have changed while none ran).
+        if self.blocked.get().is_some_and(|b| !b.is_current(id)) {
+            self.push_blocked(&a).await;
+        }
         Ok(())
     }
 
