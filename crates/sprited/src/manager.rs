@@ -649,7 +649,20 @@ impl Manager {
                     }
                 }
             }
-            Status::Cold | Status::Error => {}
+            Status::Cold => {}
+            Status::Error => {
+                // A failed start or stop may have left a sandbox (or a
+                // mount) behind: what runs is brought in line with the
+                // record before anything starts again.
+                self.halt(&rec.id, Duration::ZERO, Release::Unmount)
+                    .await
+                    .map_err(|e| {
+                        Error::Unavailable(format!(
+                            "sprite {} is in error and what is left of it cannot be stopped: {e}",
+                            rec.name
+                        ))
+                    })?;
+            }
         }
         tracing::info!(sprite = %rec.name, "waking sprite");
         let _admitted = self.admission_lock().await;
@@ -705,9 +718,13 @@ impl Manager {
                     conv.hold(activity);
                     return Ok(conv);
                 }
+                Err(AgentError::Connect(e)) if short_of(&e).is_some() => {
+                    // The daemon's own shortage is never the sprite's fault.
+                    return Err(daemon_short(rec, &e));
+                }
                 Err(AgentError::Connect(e)) if attempt == 0 => {
                     tracing::warn!(sprite = %rec.name, error = %e, "agent unreachable; restarting the sprite");
-                    self.set_status(&rec.id, Status::Cold);
+                    self.take_down_unreachable(rec).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -716,6 +733,48 @@ impl Manager {
             "sprite {} did not come up",
             rec.name
         )))
+    }
+
+    /// The sprite's agent refuses connections: its sandbox died under us, or
+    /// its agent did. Whatever still runs of it is stopped and its volume
+    /// released before the next wake starts it again; never just marked
+    /// cold, which would leave a sandbox running for the next start to
+    /// collide with. A failure to stop leaves it in error (the next wake
+    /// tries again).
+    pub(crate) async fn take_down_unreachable(&self, rec: &SpriteRecord) -> Result<(), Error> {
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
+        // Another request may have done it already (and started it again).
+        if self.status(&rec.id) != Status::Running || self.agent_answers(rec).await {
+            return Ok(());
+        }
+        match self.halt(&rec.id, Duration::ZERO, Release::Unmount).await {
+            Ok(()) => {
+                self.set_status(&rec.id, Status::Cold);
+                Ok(())
+            }
+            Err(e) => {
+                slot.state().error = Some(e.to_string());
+                self.set_status(&rec.id, Status::Error);
+                Err(Error::Unavailable(format!(
+                    "sprite {}'s agent is gone and its sandbox could not be stopped: {e}",
+                    rec.name
+                )))
+            }
+        }
+    }
+
+    /// Whether the sprite's agent is there: false only when its socket is
+    /// gone or refuses (the daemon's own shortage of descriptors or memory
+    /// says nothing about the sprite, and counts as there).
+    pub(crate) async fn agent_answers(&self, rec: &SpriteRecord) -> bool {
+        match tokio::net::UnixStream::connect(self.socket_path(&rec.id)).await {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ),
+        }
     }
 
     /// Note activity. The DB write happens off the request path and at most
@@ -889,8 +948,11 @@ impl Manager {
                 Ok(SandboxState::Paused) => Status::Warm,
                 Ok(SandboxState::Stopped | SandboxState::Missing) => Status::Cold,
                 Err(e) => {
+                    // Not cold: it may run. In error, its next wake stops
+                    // whatever is left before it starts.
                     tracing::warn!(sprite = %rec.name, error = %e, "cannot read sandbox state");
-                    Status::Cold
+                    self.slot(&rec.id).state().error = Some(e.to_string());
+                    Status::Error
                 }
             };
             self.set_status(&rec.id, status);
@@ -909,6 +971,28 @@ impl Manager {
         }
         Ok(())
     }
+}
+
+/// What the daemon itself is short of, when an error says so (a shortage
+/// of descriptors or memory in this process or on the host).
+pub(crate) fn short_of(e: &std::io::Error) -> Option<&'static str> {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => Some("file descriptors"),
+        Some(libc::ENFILE) => Some("file descriptors (host-wide)"),
+        Some(libc::ENOMEM | libc::ENOBUFS) => Some("memory"),
+        _ => None,
+    }
+}
+
+/// The error for a request the daemon could not serve for want of `e`'s
+/// resource: 503, the sprite untouched.
+pub(crate) fn daemon_short(rec: &SpriteRecord, e: &std::io::Error) -> Error {
+    let what = short_of(e).unwrap_or("resources");
+    tracing::warn!(sprite = %rec.name, error = %e, "the daemon is short of {what}");
+    Error::Unavailable(format!(
+        "the daemon is short of {what} and could not reach sprite {}; the sprite is untouched: try again",
+        rec.name
+    ))
 }
 
 /// Bind the in-sprite API socket; anyone inside may connect (it is their

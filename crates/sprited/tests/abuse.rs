@@ -139,3 +139,99 @@ async fn a_sprite_cannot_take_the_daemons_descriptors() {
         .await;
     assert_eq!(out.code, Some(0), "{out:?}");
 }
+
+/// The daemon's soft limit on open files, and its hard one (`prlimit`).
+fn nofile(pid: u32) -> (u64, u64) {
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            "--nofile",
+            "--raw",
+            "--noheadings",
+            "--output=SOFT,HARD",
+        ])
+        .output()
+        .expect("prlimit (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 2, "prlimit said {text:?}");
+    (v[0], v[1])
+}
+
+fn set_nofile(pid: u32, soft: u64, hard: u64) {
+    let st = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={soft}:{hard}"),
+        ])
+        .status()
+        .expect("prlimit");
+    assert!(st.success());
+}
+
+/// Issue 19, item 9: while the daemon itself cannot open a descriptor, a
+/// request to a healthy sprite fails with a clear 503 and the sprite is
+/// left alone: not restarted (its processes live on), not marked cold
+/// while it runs, and served normally once the daemon has descriptors again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_own_fd_shortage_is_not_the_sprites_fault() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("bystander").await;
+    let pid = api
+        .sh(
+            "bystander",
+            "(sleep 100000 >/dev/null 2>&1 & echo $! > /tmp/bg.pid); sleep 0.2; cat /tmp/bg.pid",
+        )
+        .await;
+    assert!(!pid.trim().is_empty());
+    // One kept-alive connection to the API, made while descriptors are
+    // free (its answer read whole, so that it goes back to the pool).
+    let exec = || async {
+        let r = api
+            .req(reqwest::Method::POST, "/v1/sprites/bystander/exec?cmd=true")
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .await
+            .expect("the kept-alive connection answers");
+        let status = r.status();
+        (status, r.text().await.unwrap_or_default())
+    };
+    let (status, body) = exec().await;
+    assert!(status.is_success(), "{body}");
+
+    let daemon = d.pid().expect("daemon pid");
+    let (soft, hard) = nofile(daemon);
+    // Below what it holds open: every new descriptor fails with EMFILE.
+    // Put back however the test ends.
+    struct Restore(u32, u64, u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_nofile(self.0, self.1, self.2);
+        }
+    }
+    let restore = Restore(daemon, soft, hard);
+    set_nofile(daemon, 8, hard);
+    let (status, body) = exec().await;
+    drop(restore);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("file descriptors"), "{body}");
+
+    // Nothing happened to the sprite.
+    assert_eq!(api.status("bystander").await, "running");
+    let alive = api
+        .sh("bystander", "kill -0 $(cat /tmp/bg.pid) && echo alive")
+        .await;
+    assert_eq!(alive.trim(), "alive", "the sprite was restarted");
+    assert!(
+        !d.log().contains("restarting the sprite"),
+        "the daemon blamed the sprite:\n{}",
+        d.log()
+    );
+    api.delete("bystander").await;
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sprites_api::port::loopback_target;
 use tokio::net::TcpStream;
 
-use super::{Manager, Status};
+use super::Manager;
 use crate::db::SpriteRecord;
 use crate::error::Error;
 
@@ -59,14 +59,17 @@ impl Manager {
                     Err(e) => last = Some(e),
                 }
             }
+            if let Some(e) = last.as_ref().filter(|e| super::short_of(e).is_some()) {
+                return Err(DialError::Unavailable(super::daemon_short(rec, e)));
+            }
             let refused = last
                 .as_ref()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
             // A sandbox that died under us refuses everything: noticed by
             // its agent being gone, and repaired once.
-            if refused && attempt == 0 && !self.agent_listens(rec).await {
+            if refused && attempt == 0 && !self.agent_answers(rec).await {
                 tracing::warn!(sprite = %rec.name, "agent unreachable; restarting the sprite");
-                self.set_status(&rec.id, Status::Cold);
+                self.take_down_unreachable(rec).await?;
                 continue;
             }
             return Err(match last {
@@ -83,12 +86,5 @@ impl Manager {
             "sprite {} did not come up",
             rec.name
         ))))
-    }
-
-    /// Whether the sprite's agent accepts connections.
-    async fn agent_listens(&self, rec: &SpriteRecord) -> bool {
-        tokio::net::UnixStream::connect(self.socket_path(&rec.id))
-            .await
-            .is_ok()
     }
 }
