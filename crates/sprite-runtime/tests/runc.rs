@@ -77,6 +77,7 @@ impl Env {
                 uid_shift: Some(SHIFT),
                 volume_size_bytes: 1 << 30,
                 image_cache: None,
+                min_free_bytes: 0,
             },
         )
         .expect("open store");

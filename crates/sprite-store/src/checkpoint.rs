@@ -179,23 +179,16 @@ impl Store {
                 checkpoint: checkpoint.to_string(),
             });
         }
-        let mut free = self.pool_free_bytes()?;
         // Space of files removed a moment ago is freed in the background
         // (XFS inode GC and deferred frees); a sync and a short wait settle
         // it before refusing.
         let settle = Instant::now() + Duration::from_secs(1);
-        while free < CHECKPOINT_RESERVE_BYTES && Instant::now() < settle {
-            self.sync_pool()?;
-            free = self.pool_free_bytes()?;
-            if free < CHECKPOINT_RESERVE_BYTES {
-                std::thread::sleep(Duration::from_millis(50));
+        while let Err(e) = self.ensure_room(CHECKPOINT_RESERVE_BYTES) {
+            if !matches!(e, StoreError::NoSpace { .. }) || Instant::now() >= settle {
+                return Err(e);
             }
-        }
-        if free < CHECKPOINT_RESERVE_BYTES {
-            return Err(StoreError::NoSpace {
-                free_bytes: free,
-                needed_bytes: CHECKPOINT_RESERVE_BYTES,
-            });
+            self.sync_pool()?;
+            std::thread::sleep(Duration::from_millis(50));
         }
         let dir = self.layout.checkpoints_dir(id);
         ensure_dir(&dir, 0o700)?;

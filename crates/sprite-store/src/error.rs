@@ -49,7 +49,7 @@ pub enum StoreError {
     CheckpointMissing { sprite: String, checkpoint: String },
     #[error("sprite {sprite:?} already has a checkpoint {checkpoint}")]
     CheckpointExists { sprite: String, checkpoint: String },
-    #[error("the storage pool is full ({free_bytes} bytes free, {needed_bytes} needed)")]
+    #[error("too little free space for the storage pool ({free_bytes} bytes free, {needed_bytes} needed, with the reserve the disk keeps)")]
     NoSpace { free_bytes: u64, needed_bytes: u64 },
     #[error("{0} is still mounted or in use")]
     Busy(PathBuf),

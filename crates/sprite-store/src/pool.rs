@@ -32,11 +32,24 @@ pub(crate) fn ensure(layout: &Layout, size_bytes: u64) -> Result<PoolKind> {
         std::fs::create_dir(pool).ctx("mkdir", pool)?;
     }
     let mounts = mountinfo::read()?;
-    let kind = if mountinfo::mount_at(&mounts, pool).is_some() {
+    let kind = if let Some(m) = mountinfo::mount_at(&mounts, pool) {
         tracing::debug!(pool = %pool.display(), "pool already mounted");
+        if !m.super_options.split(',').any(|o| o == "discard") {
+            // Mounted by an older sprited: deleted data now reaches the disk.
+            let remounted = nix::mount::mount(
+                None::<&str>,
+                pool,
+                None::<&str>,
+                nix::mount::MsFlags::MS_REMOUNT,
+                mount::GIVE_BACK,
+            );
+            if let Err(e) = remounted {
+                tracing::warn!(pool = %pool.display(), error = %e, "the pool cannot be remounted with discard: space deleted in it stays taken on the disk below until it is mounted again");
+            }
+        }
         PoolKind::LoopXfs
     } else if image.exists() {
-        mount::mount_image(&image, pool, "xfs")?;
+        mount::mount_image(&image, pool, "xfs", mount::GIVE_BACK)?;
         tracing::info!(pool = %pool.display(), "pool mounted");
         PoolKind::LoopXfs
     } else if reflink::supported_in(layout.data()).ctx("probe FICLONE in", layout.data())? {
@@ -44,7 +57,7 @@ pub(crate) fn ensure(layout: &Layout, size_bytes: u64) -> Result<PoolKind> {
         PoolKind::Native
     } else {
         create_image(&image, size_bytes)?;
-        mount::mount_image(&image, pool, "xfs")?;
+        mount::mount_image(&image, pool, "xfs", mount::GIVE_BACK)?;
         tracing::info!(pool = %pool.display(), size_bytes, "created XFS pool");
         PoolKind::LoopXfs
     };

@@ -61,7 +61,12 @@ impl Store {
             mount::unmount(&rootfs)?;
         }
         if !volume_mounted {
-            mount::mount_image(volume_img, &volume_mnt, "ext4")?;
+            self.ensure_room(0)?;
+            // A volume filling itself from the cold tier is not a plain
+            // file whose holes can be punched.
+            let own = volume_img == self.layout.volume_image(id);
+            let data = if own { mount::GIVE_BACK } else { None };
+            mount::mount_image(volume_img, &volume_mnt, "ext4", data)?;
         }
 
         let (uid, gid) = self.root_ids();

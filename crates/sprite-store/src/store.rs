@@ -36,6 +36,9 @@ pub struct StoreOptions {
     /// shift): a store that needs an image copies it from there, and one
     /// that builds it leaves it there. `None`: every store builds its own.
     pub image_cache: Option<PathBuf>,
+    /// Bytes kept free on the disk under the pool (see [`Store::free_bytes`]):
+    /// new volumes, checkpoints and mounts are refused below it.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -45,6 +48,7 @@ impl Default for StoreOptions {
             uid_shift: Some(DEFAULT_UID_SHIFT),
             volume_size_bytes: DEFAULT_VOLUME_SIZE,
             image_cache: None,
+            min_free_bytes: 0,
         }
     }
 }
@@ -104,6 +108,45 @@ impl Store {
 
     pub fn options(&self) -> &StoreOptions {
         &self.opts
+    }
+
+    /// Bytes that can still be written to the pool: what the pool's
+    /// filesystem has free, and, for a loop-mounted image, what the disk
+    /// holding the image has (the image is sparse: it can promise far more
+    /// than the disk under it holds); `(pool, disk under it)`.
+    pub fn free_bytes(&self) -> Result<(u64, u64)> {
+        let avail = |p: &Path| {
+            nix::sys::statvfs::statvfs(p)
+                .map(|st| st.blocks_available() * st.fragment_size())
+                .map_err(|e| StoreError::io("statvfs", p, e.into()))
+        };
+        let pool = avail(self.layout.pool())?;
+        if self.pool_kind == PoolKind::LoopXfs {
+            Ok((pool, avail(self.layout.data())?))
+        } else {
+            Ok((pool, pool))
+        }
+    }
+
+    /// Fails with `NoSpace` unless the pool has `needed` bytes free and the
+    /// disk under it `needed` more than its reserve
+    /// ([`StoreOptions::min_free_bytes`]).
+    pub fn ensure_room(&self, needed: u64) -> Result<()> {
+        let (pool, disk) = self.free_bytes()?;
+        let reserve = self.opts.min_free_bytes.saturating_add(needed);
+        if pool < needed {
+            return Err(StoreError::NoSpace {
+                free_bytes: pool,
+                needed_bytes: needed,
+            });
+        }
+        if disk < reserve {
+            return Err(StoreError::NoSpace {
+                free_bytes: disk,
+                needed_bytes: reserve,
+            });
+        }
+        Ok(())
     }
 
     /// `<data>/sprites/<id>`: the sprite's run dir (bundle, sockets, logs) and

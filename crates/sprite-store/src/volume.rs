@@ -71,6 +71,7 @@ impl Store {
                 "a volume needs at least {MIN_VOLUME_BYTES} bytes"
             )));
         }
+        self.ensure_room(0)?;
         let template = self.ensure_template(bytes)?;
         let dir = self.layout.pool_sprite_dir(id);
         ensure_dir(&dir, 0o700)?;

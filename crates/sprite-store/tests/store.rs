@@ -63,6 +63,7 @@ impl Fixture {
             uid_shift: Some(SHIFT),
             volume_size_bytes: GIB,
             image_cache: None,
+            min_free_bytes: 0,
         }
     }
 

@@ -47,6 +47,11 @@ pub struct Config {
     pub max_sprites: u64,
     /// Most sprites running or warm at once (0: no limit).
     pub max_running: u64,
+    /// Most checkpoints one sprite may keep (0: no limit).
+    pub max_checkpoints: u64,
+    /// Space kept free on the disk under the storage pool: creates,
+    /// checkpoints and wakes are refused below it.
+    pub min_free_gb: u64,
     /// Most creates per minute (0: no limit).
     pub create_rate_per_minute: u64,
     /// Where sprites' DNS resolvers forward allowed names (default: the
@@ -114,6 +119,8 @@ impl Config {
             rates: sprites_api::usage::Rates::default(),
             max_sprites: 0,
             max_running: 0,
+            max_checkpoints: 256,
+            min_free_gb: 2,
             create_rate_per_minute: 0,
             dns_upstream: None,
             object_store: None,

@@ -53,6 +53,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
         volume_size_bytes: cfg.default_storage_gb * 1024 * 1024 * 1024,
         pool_size_bytes: cfg.pool_size_gb << 30,
         image_cache: cfg.image_cache.clone(),
+        min_free_bytes: cfg.min_free_gb << 30,
     }
 }
 

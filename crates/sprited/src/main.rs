@@ -73,6 +73,16 @@ struct Cli {
     /// `wait_for_capacity` (then it is made cold).
     #[arg(long, default_value_t = 0, global = true)]
     max_running: u64,
+    /// Most checkpoints one sprite may keep (0: no limit); one more is
+    /// refused with 429 until some are deleted.
+    #[arg(long, default_value_t = 256, global = true)]
+    max_checkpoints: u64,
+    /// GiB kept free on the disk under the storage pool (the host's disk
+    /// when the pool is a loop-mounted image): creates, checkpoints and
+    /// wakes are refused with 507 below it, before a running sprite could
+    /// ever meet a full disk.
+    #[arg(long, default_value_t = 2, global = true)]
+    min_free_gb: u64,
     /// Most sprite creates per minute (0: no limit).
     #[arg(long, default_value_t = 0, global = true)]
     create_rate: u64,
@@ -259,6 +269,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.meter_interval = cli.meter_interval;
     cfg.max_sprites = cli.max_sprites;
     cfg.max_running = cli.max_running;
+    cfg.max_checkpoints = cli.max_checkpoints;
+    cfg.min_free_gb = cli.min_free_gb;
     cfg.create_rate_per_minute = cli.create_rate;
     cfg.dns_upstream = cli.dns_upstream;
     cfg.object_store = cli.object_store;

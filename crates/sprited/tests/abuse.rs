@@ -235,3 +235,150 @@ async fn the_daemons_own_fd_shortage_is_not_the_sprites_fault() {
     );
     api.delete("bystander").await;
 }
+
+/// Issue 19, item 1: a sprite keeps at most `--max-checkpoints`
+/// checkpoints (checkpoints hold on to everything rewritten since).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_per_sprite_are_capped() {
+    let d = Daemon::start_with(&["--max-checkpoints", "3"]);
+    let api = d.client();
+    api.create("hoarder").await;
+    let have = api.get_json("/v1/sprites/hoarder/checkpoints").await;
+    let have = have.as_array().map_or(0, |a| a.len());
+    let mut made = Vec::new();
+    for _ in have..3 {
+        made.push(api.checkpoint("hoarder", None).await);
+    }
+    let (status, lines) = api
+        .post_ndjson("/v1/sprites/hoarder/checkpoint", None)
+        .await;
+    assert_eq!(status, 429, "{lines:?}");
+    assert_eq!(lines[0]["error"], "checkpoint_limit_exceeded", "{lines:?}");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("delete some")),
+        "{lines:?}"
+    );
+    // Deleting one (not the current one, the last made) makes room for one.
+    let gone = made.first().expect("one made").clone();
+    let r = api
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/sprites/hoarder/checkpoints/{gone}"),
+        )
+        .send()
+        .await
+        .expect("delete");
+    assert!(r.status().is_success(), "{}", r.status());
+    api.checkpoint("hoarder", None).await;
+    api.delete("hoarder").await;
+}
+
+/// Bytes the disk under `path` has free.
+fn disk_free(path: &std::path::Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    st.blocks_available() as u64 * st.fragment_size() as u64
+}
+
+/// Issue 19, item 1: the free space that counts is the host disk's under
+/// the (sparse, far larger) pool image: below `--min-free-gb` creates and
+/// checkpoints are refused with 507 and a message that says why, while a
+/// running sprite goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_under_the_pool_keeps_its_reserve() {
+    let mut d = Daemon::start();
+    let api = d.client();
+    api.create("tenant").await;
+    // A reserve just above what the host disk has free now (the pool
+    // itself, a sparse image, has far more).
+    let free_gb = disk_free(&d.data_dir) >> 30;
+    let reserve = (free_gb + 1).to_string();
+    d.extra_args.extend(["--min-free-gb".to_string(), reserve]);
+    d.restart();
+    let api = d.client();
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites")
+        .json(&serde_json::json!({ "name": "newcomer" }))
+        .send()
+        .await
+        .expect("create");
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("reserve"), "{body}");
+    let (status, lines) = api.post_ndjson("/v1/sprites/tenant/checkpoint", None).await;
+    assert_eq!(status, 507, "{lines:?}");
+    // The running sprite is untouched and writes as before.
+    assert_eq!(
+        api.sh("tenant", "echo fine > /home/sprite/f && cat /home/sprite/f")
+            .await,
+        "fine\n"
+    );
+    api.delete("tenant").await;
+}
+
+/// Blocks the file at `path` takes on its disk.
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat").blocks() * 512
+}
+
+/// Waits until `path` takes at most `at_most` bytes on its disk.
+async fn allocation_falls_to(path: &std::path::Path, at_most: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while allocated(path) > at_most {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} still takes {} MiB (wanted at most {} MiB)",
+            path.display(),
+            allocated(path) >> 20,
+            at_most >> 20
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Issue 19, item 1: data deleted in a sprite, and a destroyed sprite with
+/// its checkpoints, give their space back to the host's disk (the pool
+/// image is sparse; without discards it only ever grows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_data_is_given_back_to_the_host_disk() {
+    let d = Daemon::start();
+    let api = d.client();
+    let pool = d.data_dir.join("pool.img");
+    api.create("spender").await;
+    let base = allocated(&pool);
+    let out = api
+        .sh(
+            "spender",
+            "head -c 300000000 /dev/urandom > /home/sprite/big && sync && echo ok",
+        )
+        .await;
+    assert_eq!(out, "ok\n");
+    let grown = allocated(&pool);
+    assert!(grown > base + (250 << 20), "{base} → {grown}");
+    // Deleted inside: back to about where it was.
+    let out = api
+        .sh("spender", "rm /home/sprite/big && sync && echo ok")
+        .await;
+    assert_eq!(out, "ok\n");
+    allocation_falls_to(&pool, base + (50 << 20)).await;
+
+    // Written again, checkpointed, rewritten (the checkpoint keeps the
+    // first copy): the sprite and its checkpoint go with a destroy.
+    api.sh(
+        "spender",
+        "head -c 200000000 /dev/urandom > /home/sprite/big && sync",
+    )
+    .await;
+    api.checkpoint("spender", None).await;
+    api.sh(
+        "spender",
+        "head -c 200000000 /dev/urandom > /home/sprite/big && sync",
+    )
+    .await;
+    assert!(allocated(&pool) > base + (350 << 20));
+    api.delete("spender").await;
+    allocation_falls_to(&pool, base + (50 << 20)).await;
+}

@@ -199,12 +199,14 @@ async fn a_full_pool_fails_the_checkpoint_and_harms_nothing() {
         .args(["-l", &(free - (16 << 20)).to_string()])
         .arg(&filler));
 
+    // Refused before anything is streamed: 507, saying why.
     let (status, lines) = api.post_ndjson("/v1/sprites/full/checkpoint", None).await;
-    assert_eq!(status, 200);
-    let last = lines.last().expect("a line");
-    assert_eq!(last["type"], "error", "{lines:?}");
+    assert_eq!(status, 507, "{lines:?}");
     assert!(
-        last["error"].as_str().expect("error").contains("full"),
+        lines[0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("too little free space"),
         "{lines:?}"
     );
     assert_eq!(

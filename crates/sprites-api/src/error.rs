@@ -37,3 +37,5 @@ impl ErrorBody {
 pub const SPRITE_CREATION_RATE_LIMITED: &str = "sprite_creation_rate_limited";
 pub const CONCURRENT_SPRITE_LIMIT_EXCEEDED: &str = "concurrent_sprite_limit_exceeded";
 pub const SPRITE_LIMIT_EXCEEDED: &str = "sprite_limit_exceeded";
+/// A sprite keeps as many checkpoints as the server allows (an extension).
+pub const CHECKPOINT_LIMIT_EXCEEDED: &str = "checkpoint_limit_exceeded";

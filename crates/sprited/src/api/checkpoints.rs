@@ -97,6 +97,9 @@ pub async fn create(
     OptionalJsonBody(req): OptionalJsonBody<CreateCheckpointRequest>,
 ) -> Result<Response, ApiError> {
     let comment = checked_comment(req)?;
+    // Refused with a status of its own before any progress is streamed
+    // (checked again, under the sprite's lock, as it is made).
+    m.checkpoint_admissible(&rec)?;
     Ok(stream_op(move |progress| async move {
         let c = m.create_checkpoint(&rec, comment, &progress).await?;
         Ok(format!("Checkpoint {} created", c.id))

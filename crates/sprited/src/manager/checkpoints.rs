@@ -160,6 +160,7 @@ impl Manager {
         }
         let slot = self.slot(&rec.id);
         let _g = slot.lifecycle.lock().await;
+        self.admit_checkpoint(rec)?;
         // A warm sprite's tasks are frozen by the cgroup freezer, possibly
         // inside a write: freezing its filesystem could then wait for ever.
         // Thaw it first (it goes warm again when idle). A cold one has no

@@ -5,11 +5,13 @@
 use std::time::{Duration, Instant};
 
 use sprites_api::error::{
-    CONCURRENT_SPRITE_LIMIT_EXCEEDED, SPRITE_CREATION_RATE_LIMITED, SPRITE_LIMIT_EXCEEDED,
+    CHECKPOINT_LIMIT_EXCEEDED, CONCURRENT_SPRITE_LIMIT_EXCEEDED, SPRITE_CREATION_RATE_LIMITED,
+    SPRITE_LIMIT_EXCEEDED,
 };
 use sprites_api::sprite::Status;
 
 use super::{lock, Manager};
+use crate::db::SpriteRecord;
 use crate::error::{Error, Limit};
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -18,6 +20,39 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 const CAPACITY_RETRY: Duration = Duration::from_secs(10);
 
 impl Manager {
+    /// Whether a checkpoint of `rec` may be made now: under the count cap,
+    /// with room on the disk under the pool.
+    pub fn checkpoint_admissible(&self, rec: &SpriteRecord) -> Result<(), Error> {
+        self.admit_checkpoint(rec)?;
+        self.store
+            .ensure_room(sprite_store::CHECKPOINT_RESERVE_BYTES)
+            .map_err(Error::store("checkpoint refused"))
+    }
+
+    /// The number of checkpoints a sprite keeps is bounded: each holds on
+    /// to the blocks its sprite has rewritten since.
+    pub(super) fn admit_checkpoint(&self, rec: &SpriteRecord) -> Result<(), Error> {
+        let max = self.cfg.max_checkpoints;
+        if max == 0 {
+            return Ok(());
+        }
+        let count = self.db.checkpoints(&rec.id)?.len() as u64;
+        if count >= max {
+            return Err(Error::limited(Limit {
+                code: CHECKPOINT_LIMIT_EXCEEDED,
+                message: format!(
+                    "sprite {} has {count} checkpoints and this server allows {max}; delete some first",
+                    rec.name
+                ),
+                limit: max,
+                window_seconds: None,
+                retry_after_seconds: None,
+                current_count: count,
+            }));
+        }
+        Ok(())
+    }
+
     /// The create rate and the number of sprites; counts this create.
     pub(super) fn admit_create(&self) -> Result<(), Error> {
         let max = self.cfg.max_sprites;
