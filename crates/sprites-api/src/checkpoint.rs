@@ -50,7 +50,7 @@ pub struct ForkSource {
 pub fn parse_id(id: &str) -> Option<u64> {
     let digits = id.strip_prefix('v')?;
     if digits.is_empty()
-        || digits.len() > 19
+        || digits.len() > 20
         || !digits.bytes().all(|b| b.is_ascii_digit())
         || (digits.len() > 1 && digits.starts_with('0'))
     {

@@ -974,3 +974,37 @@ mod tests {
         ));
     }
 }
+
+/// Issue 19's fuzzing: any frame a client sends on `/control` is read or
+/// ignored, never a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_frame_is_read_or_ignored(text in ".{0,256}", prefixed in any::<bool>()) {
+            let text = if prefixed { format!("{PREFIX}{text}") } else { text };
+            let _ = parse_start(&text);
+        }
+
+        #[test]
+        fn any_start_with_any_args_is_read(op in ".{0,16}", args in ".{0,128}") {
+            let frame = format!(r#"{{"type":"op.start","op":{},"args":{}}}"#, serde_json::json!(op), args);
+            let _ = parse_start(&frame);
+            if let Ok(v) = serde_json::from_str::<Value>(&args) {
+                let _ = args_query(&v);
+            }
+        }
+
+        #[test]
+        fn any_exec_input_is_read_or_ignored(bytes in prop::collection::vec(any::<u8>(), 0..256), tty in any::<bool>()) {
+            let _ = json_input(&bytes);
+            let _ = input(Message::Binary(bytes.clone().into()), tty);
+            if let Ok(t) = String::from_utf8(bytes) {
+                let _ = input(Message::Text(t.into()), tty);
+            }
+        }
+    }
+}

@@ -102,3 +102,23 @@ mod tests {
         assert_eq!(parse_duration("7"), Some(std::time::Duration::from_secs(7)));
     }
 }
+
+/// Issue 19's fuzzing: any query string is read, and every typed getter
+/// answers a value or a 400, never a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_query_is_read(raw in ".{0,256}", key in "[a-z_]{1,8}") {
+            let q = Query::parse(Some(&raw));
+            let _ = q.all(&key);
+            let _ = q.bool(&key);
+            let _ = q.number::<u64>(&key, 0..=u64::MAX);
+            let _ = q.number::<u32>(&key, 1..=100);
+            let _ = q.duration(&key);
+        }
+    }
+}

@@ -189,3 +189,41 @@ mod tests {
         ));
     }
 }
+
+/// Issue 19's fuzzing: any host routes somewhere, and only a valid label
+/// directly under the domain is a sprite.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_host_routes(host in prop::collection::vec(any::<u8>(), 0..80), path in "/[ -~]{0,20}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_bytes(&host) {
+                h.insert(HOST, v);
+            }
+            let Ok(uri) = path.parse::<Uri>() else { return Ok(()) };
+            if let Route::Sprite(name) = route(&uri, &h, "sprites.localhost") {
+                prop_assert!(sprites_api::name::validate(&name).is_ok());
+                let host = String::from_utf8_lossy(&host).to_ascii_lowercase();
+                let want = format!("{name}.sprites.localhost");
+                prop_assert!(host.starts_with(&want));
+            }
+        }
+
+        #[test]
+        fn sprite_hosts_route_to_their_sprite(name in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", port in prop::option::of(1u16..)) {
+            prop_assume!(!name.starts_with("xn--"));
+            let host = match port {
+                Some(p) => format!("{name}.sprites.localhost:{p}"),
+                None => format!("{name}.sprites.localhost"),
+            };
+            let mut h = HeaderMap::new();
+            h.insert(HOST, HeaderValue::from_str(&host).unwrap());
+            prop_assert_eq!(route(&"/".parse().unwrap(), &h, "sprites.localhost"), Route::Sprite(name));
+        }
+    }
+}

@@ -353,3 +353,41 @@ mod tests {
         assert_eq!(safe_next(Some("/a/b%09c")), "/a/b%09c");
     }
 }
+
+/// Issue 19's fuzzing: what a browser makes of the login's `next`, and the
+/// token search, for any input.
+#[cfg(test)]
+mod properties {
+    use super::{carries_our_token, safe_next};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn next_never_leaves_the_sprite(next in ".{0,64}", prefix in prop::sample::select(vec!["", "/", "//", "/\\", "\\", "/\t/", "http:", "https://"])) {
+            let next = format!("{prefix}{next}");
+            let base = url::Url::parse("https://web.sprites.localhost/").unwrap();
+            let to = safe_next(Some(&next));
+            // Read as a browser reads a Location header (WHATWG URL).
+            let joined = base.join(&to).unwrap();
+            prop_assert_eq!(joined.host_str(), Some("web.sprites.localhost"), "next {:?} became {:?}", next, to);
+            prop_assert_eq!(joined.scheme(), "https");
+        }
+
+        #[test]
+        fn our_token_is_found_whatever_wraps_it(scheme in "[A-Za-z][A-Za-z0-9-]{0,9}", user in "[a-z]{0,8}", token in "[A-Za-z0-9_-]{8,40}", space in "[ \t]{1,3}") {
+            use base64::Engine as _;
+            let ours = |t: &str| t == token;
+            prop_assert!(carries_our_token(&token, ours));
+            let schemed = format!("{scheme}{space}{token}");
+            prop_assert!(carries_our_token(&schemed, ours));
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
+            let basic = format!("Basic {basic}");
+            prop_assert!(carries_our_token(&basic, ours));
+        }
+
+        #[test]
+        fn any_authorization_value_is_looked_at(value in ".{0,128}") {
+            let _ = carries_our_token(&value, |t| t == "tok");
+        }
+    }
+}
