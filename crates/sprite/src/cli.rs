@@ -431,10 +431,24 @@ pub enum PrivilegesCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
-    /// Make a token; prints its secret (shown this once)
+    /// Make a token; prints its secret (shown this once). Without a scope
+    /// it reaches every sprite with every action and is no admin; only an
+    /// admin token may make tokens
     Create {
         #[arg(long)]
         name: Option<String>,
+        /// An admin token: manages tokens, reaches everything
+        #[arg(long, conflicts_with_all = ["sprite", "prefix", "actions"])]
+        admin: bool,
+        /// A sprite it reaches (repeatable)
+        #[arg(long = "sprite", value_name = "NAME")]
+        sprite: Vec<String>,
+        /// It reaches every sprite whose name starts with this
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
+        /// What it may do: read, exec, manage (comma-separated; all by default)
+        #[arg(long, value_delimiter = ',', value_parser = ["read", "exec", "manage"])]
+        actions: Vec<String>,
     },
     /// List tokens (never their secrets)
     #[command(visible_alias = "ls")]

@@ -9,9 +9,11 @@ use std::path::Path;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::RngCore;
+use sprites_api::token::{Action, TokenScope};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -78,20 +80,100 @@ pub fn load_or_create(path: &Path, from_env: Option<String>) -> anyhow::Result<T
     Ok(Token(token))
 }
 
+/// Who is calling: what the caller's token may do. Put on every request
+/// that passed [`require_token`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub TokenScope);
+
+impl Caller {
+    /// Refuses (403) unless the caller may do `action` to sprite `name`.
+    pub fn may(&self, name: &str, action: Action) -> Result<(), ApiError> {
+        if self.0.allows(name, action) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this token may not {} sprite {name} (it may: {})",
+                verb(action),
+                self.0.describe()
+            )))
+        }
+    }
+}
+
+fn verb(a: Action) -> &'static str {
+    match a {
+        Action::Read => "read",
+        Action::Exec => "exec in",
+        Action::Manage => "manage",
+    }
+}
+
 /// Middleware: every `/v1` call needs `Authorization: Bearer <token>`: the
-/// admin token or one made with `POST /v1/tokens`.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = req
+/// admin token or one made with `POST /v1/tokens`, whose scope then
+/// decides what the call may do ([`authorize`]).
+pub async fn require_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let scope = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(credential)
-        .map(|t| state.token.matches(t) || state.tokens.check(t))
-        .unwrap_or(false);
-    if ok {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized.into_response()
+        .and_then(|t| {
+            if state.token.matches(t) {
+                Some(TokenScope::admin())
+            } else {
+                state.tokens.scope_of(t)
+            }
+        });
+    let Some(scope) = scope else {
+        return ApiError::Unauthorized.into_response();
+    };
+    if let Err(e) = authorize(&scope, req.method(), req.uri().path()) {
+        return e.into_response();
+    }
+    req.extensions_mut().insert(Caller(scope));
+    next.run(req).await
+}
+
+/// What a call needs of its token, by method and path: tokens and what
+/// spans every sprite need an admin; a sprite's record and what it holds
+/// need `read` (GET), what reaches inside it `exec`, any change `manage`.
+/// The list and the create look at names themselves (the list shows what
+/// the token reaches; a create names its sprite in the body).
+pub fn authorize(scope: &TokenScope, method: &Method, path: &str) -> Result<(), ApiError> {
+    if scope.admin {
+        return Ok(());
+    }
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let admin_only = || {
+        Err(ApiError::Forbidden(
+            "this needs an admin token (this one may: ".to_string() + &scope.describe() + ")",
+        ))
+    };
+    match parts.as_slice() {
+        ["sprites"] => Ok(()),
+        ["sprites", name, rest @ ..] => {
+            let inside = matches!(
+                rest.first(),
+                Some(&("exec" | "fs" | "proxy" | "control" | "ports"))
+            );
+            let action = if inside {
+                Action::Exec
+            } else if method == Method::GET || method == Method::HEAD {
+                Action::Read
+            } else {
+                Action::Manage
+            };
+            Caller(scope.clone()).may(name, action)
+        }
+        ["openapi.json"] | ["organization"] => Ok(()),
+        // MCP's tools act on any sprite they are told of.
+        ["mcp", ..] if scope.is_unlimited() => Ok(()),
+        _ => admin_only(),
     }
 }
 

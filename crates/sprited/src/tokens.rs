@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use rand::RngCore;
-use sprites_api::token::{NewToken, TokenInfo};
+use sprites_api::token::{NewToken, TokenInfo, TokenScope};
 
 use crate::db::{Db, TokenRow};
 use crate::error::Error;
@@ -22,29 +22,54 @@ pub fn hash(token: &str) -> String {
 
 pub struct Tokens {
     db: Arc<Db>,
-    /// hash → token id.
-    valid: RwLock<HashMap<String, String>>,
+    /// hash → (token id, scope).
+    valid: RwLock<HashMap<String, (String, TokenScope)>>,
+}
+
+/// A stored scope; a token from before scopes (none stored) is an admin,
+/// as it could do everything then. An unreadable one grants nothing.
+fn stored_scope(id: &str, scope: Option<&str>) -> TokenScope {
+    match scope {
+        None => TokenScope::admin(),
+        Some(json) => serde_json::from_str(json).unwrap_or_else(|e| {
+            tracing::warn!(token_id = %id, error = %e, "unreadable token scope: the token reaches nothing");
+            TokenScope {
+                sprites: Some(Vec::new()),
+                actions: Some(Vec::new()),
+                ..Default::default()
+            }
+        }),
+    }
 }
 
 impl Tokens {
     pub fn load(db: Arc<Db>) -> Result<Tokens, Error> {
-        let valid = db.tokens()?.into_iter().map(|t| (t.hash, t.id)).collect();
+        let valid = db
+            .tokens()?
+            .into_iter()
+            .map(|t| {
+                let scope = stored_scope(&t.id, t.scope.as_deref());
+                (t.hash, (t.id, scope))
+            })
+            .collect();
         Ok(Tokens {
             db,
             valid: RwLock::new(valid),
         })
     }
 
-    /// Whether `candidate` is a live token.
-    pub fn check(&self, candidate: &str) -> bool {
+    /// What a live token may do; `None` for anything else.
+    pub fn scope_of(&self, candidate: &str) -> Option<TokenScope> {
         if !candidate.starts_with(PREFIX) {
-            return false;
+            return None;
         }
         let h = hash(candidate);
-        self.valid
-            .read()
-            .map(|v| v.contains_key(&h))
-            .unwrap_or(false)
+        self.valid.read().ok()?.get(&h).map(|(_, s)| s.clone())
+    }
+
+    /// Whether `candidate` is a live token.
+    pub fn check(&self, candidate: &str) -> bool {
+        self.scope_of(candidate).is_some()
     }
 
     /// The id of a live token (a login session names its token by id).
@@ -53,18 +78,31 @@ impl Tokens {
             return None;
         }
         let h = hash(candidate);
-        self.valid.read().ok()?.get(&h).cloned()
+        self.valid.read().ok()?.get(&h).map(|(id, _)| id.clone())
+    }
+
+    /// The scope of the live token with this id.
+    pub fn scope_of_id(&self, id: &str) -> Option<TokenScope> {
+        self.valid
+            .read()
+            .ok()?
+            .values()
+            .find(|(t, _)| t == id)
+            .map(|(_, s)| s.clone())
     }
 
     /// Whether the token with this id is still live.
     pub fn is_live_id(&self, id: &str) -> bool {
-        self.valid
-            .read()
-            .map(|v| v.values().any(|t| t == id))
-            .unwrap_or(false)
+        self.scope_of_id(id).is_some()
     }
 
-    pub fn create(&self, name: Option<String>) -> Result<NewToken, Error> {
+    pub fn create(
+        &self,
+        name: Option<String>,
+        scope: Option<TokenScope>,
+    ) -> Result<NewToken, Error> {
+        let scope = scope.unwrap_or_default();
+        scope.validate().map_err(Error::Invalid)?;
         let name = name.unwrap_or_else(|| "token".into());
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
             return Err(Error::Invalid(
@@ -82,17 +120,22 @@ impl Tokens {
             name,
             hash: hash(&token),
             created_at: now_rfc3339(),
+            scope: Some(
+                serde_json::to_string(&scope)
+                    .map_err(|e| Error::Internal(format!("encoding a token scope: {e}")))?,
+            ),
         };
         self.db.insert_token(&row)?;
         if let Ok(mut v) = self.valid.write() {
-            v.insert(row.hash, row.id.clone());
+            v.insert(row.hash, (row.id.clone(), scope.clone()));
         }
-        tracing::info!(token_id = %row.id, name = %row.name, "API token created");
+        tracing::info!(token_id = %row.id, name = %row.name, scope = %scope.describe(), "API token created");
         Ok(NewToken {
             id: row.id,
             name: row.name,
             created_at: row.created_at,
             token,
+            scope,
         })
     }
 
@@ -102,6 +145,7 @@ impl Tokens {
             .tokens()?
             .into_iter()
             .map(|t| TokenInfo {
+                scope: stored_scope(&t.id, t.scope.as_deref()),
                 id: t.id,
                 name: t.name,
                 created_at: t.created_at,
@@ -112,7 +156,7 @@ impl Tokens {
     /// Revokes a token: it fails from the moment this returns.
     pub fn revoke(&self, id: &str) -> Result<(), Error> {
         if let Ok(mut v) = self.valid.write() {
-            v.retain(|_, tid| tid != id);
+            v.retain(|_, (tid, _)| tid != id);
         }
         if !self.db.delete_token(id)? {
             return Err(Error::NotFound(format!("no token with id {id}")));
@@ -131,7 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Arc::new(Db::open(&dir.path().join("meta.db")).expect("db"));
         let tokens = Tokens::load(db.clone()).expect("load");
-        let t = tokens.create(Some("ci".into())).expect("create");
+        let t = tokens.create(Some("ci".into()), None).expect("create");
         assert!(t.token.starts_with(PREFIX) && t.token.len() == PREFIX.len() + 64);
         assert!(tokens.check(&t.token));
         assert!(!tokens.check("spr_nope"));
@@ -144,6 +188,6 @@ mod tests {
         tokens.revoke(&t.id).expect("revoke");
         assert!(!tokens.check(&t.token));
         assert!(tokens.revoke(&t.id).is_err());
-        assert!(tokens.create(Some(String::new())).is_err());
+        assert!(tokens.create(Some(String::new()), None).is_err());
     }
 }

@@ -179,6 +179,15 @@ async fn a_data_dir_of_the_last_unversioned_release_opens_intact() {
         "beta"
     );
     assert_eq!(api.get_json("/v1/tokens").await["tokens"][0]["name"], "ci");
+    // Made before scopes, it keeps what it could do then: everything.
+    assert_eq!(
+        api.get_json("/v1/tokens").await["tokens"][0]["scope"]["admin"],
+        true
+    );
+    assert_eq!(
+        with_token.get_json("/v1/tokens").await["tokens"][0]["name"],
+        "ci"
+    );
 
     // The usage metered then is still reported (from the epoch: the
     // fixture is older than the default range will be one day).

@@ -1,7 +1,7 @@
 //! Usage and cost, and API tokens.
 
 use reqwest::Method;
-use sprites_api::token::{CreateTokenRequest, NewToken, TokenInfo, TokenList};
+use sprites_api::token::{CreateTokenRequest, NewToken, TokenInfo, TokenList, TokenScope};
 use sprites_api::usage::{OrgUsage, UsageReport};
 
 use crate::client::Client;
@@ -48,10 +48,15 @@ impl Client {
     }
 
     /// A new API token; its secret is in the answer and nowhere else.
-    pub async fn create_token(&self, name: Option<&str>) -> Result<NewToken, Error> {
+    pub async fn create_token(
+        &self,
+        name: Option<&str>,
+        scope: Option<TokenScope>,
+    ) -> Result<NewToken, Error> {
         let url = self.url(&["tokens"]);
         let body = CreateTokenRequest {
             name: name.map(String::from),
+            scope,
         };
         self.send_json(self.request(Method::POST, url).json(&body))
             .await

@@ -1,6 +1,7 @@
 //! `sprite usage [-s NAME] [--since 7d] [--all]` and `sprite tokens ...`.
 
 use anyhow::Result;
+use sprites_api::token::{Action, TokenScope};
 use sprites_client::{Amounts, Cost, Range};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -101,11 +102,33 @@ fn resource_table(a: &Amounts, c: &Cost) -> String {
 pub async fn tokens(ctx: &Context, command: TokensCommand) -> Result<i32> {
     let client = ctx.client()?;
     match command {
-        TokensCommand::Create { name } => {
-            let t = client.create_token(name.as_deref()).await?;
+        TokensCommand::Create {
+            name,
+            admin,
+            sprite,
+            prefix,
+            actions,
+        } => {
+            let actions: Vec<Action> = actions
+                .iter()
+                .map(|a| match a.as_str() {
+                    "read" => Action::Read,
+                    "exec" => Action::Exec,
+                    _ => Action::Manage,
+                })
+                .collect();
+            let scope = TokenScope {
+                admin,
+                sprites: (!sprite.is_empty()).then_some(sprite),
+                prefix,
+                actions: (!actions.is_empty()).then_some(actions),
+            };
+            let t = client.create_token(name.as_deref(), Some(scope)).await?;
             eprintln!(
-                "token {} ({}) created; its secret is shown only now:",
-                t.id, t.name
+                "token {} ({}, {}) created; its secret is shown only now:",
+                t.id,
+                t.name,
+                t.scope.describe()
             );
             println!("{}", t.token);
         }
@@ -114,12 +137,12 @@ pub async fn tokens(ctx: &Context, command: TokensCommand) -> Result<i32> {
                 .tokens()
                 .await?
                 .into_iter()
-                .map(|t| vec![t.id, t.name, t.created_at])
+                .map(|t| vec![t.id, t.name, t.created_at, t.scope.describe()])
                 .collect();
             if rows.is_empty() {
                 eprintln!("no tokens (besides the admin token)");
             } else {
-                print!("{}", table(&["ID", "NAME", "CREATED"], &rows));
+                print!("{}", table(&["ID", "NAME", "CREATED", "SCOPE"], &rows));
             }
         }
         TokensCommand::Revoke { id } => {

@@ -6,12 +6,14 @@ mod watch;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::Engine;
 use sprites_api::sprite::{
     CreateSpriteRequest, OrgCounts, Sprite, SpriteCheck, SpriteConfig, SpriteList, Status,
     UpdateSpriteRequest, UrlSettings,
 };
+use sprites_api::token::Action;
 
 use super::body::JsonBody;
 use super::query::Query;
@@ -63,8 +65,14 @@ fn whole_cpus(cpus: f64) -> u32 {
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
     JsonBody(mut req): JsonBody<CreateSpriteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.may(&req.name, Action::Manage)?;
+    if let Some(src) = &req.source {
+        // A fork reads the source's checkpoint.
+        caller.may(&src.sprite, Action::Read)?;
+    }
     req.image = image_for_runtime(req.runtime.take().as_deref(), req.image.take())?;
     let m = state.manager.clone();
     let rec = run_to_completion(async move { m.create(req).await }).await?;
@@ -73,6 +81,7 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -84,7 +93,7 @@ pub async fn list(
         .number::<usize>("max_results", 1..=usize::MAX)?
         .map(|n| n.min(MAX_PAGE));
     if watch::wanted(&headers) {
-        return watch::respond(state.manager.clone(), prefix, max);
+        return watch::respond(state.manager.clone(), prefix, max, caller.0.clone());
     }
     let max = max.unwrap_or(50);
     let after = match q.get("continuation_token").filter(|t| !t.is_empty()) {
@@ -107,6 +116,9 @@ pub async fn list(
     } else {
         None
     };
+    // A scoped token sees the sprites it reaches (a page may come short;
+    // the continuation goes on from where the page ended).
+    recs.retain(|r| caller.0.reaches(&r.name));
     let counts = org_counts(&state.manager);
     Ok(Json(SpriteList {
         sprites: recs.iter().map(|r| to_api(&state, r)).collect(),

@@ -27,6 +27,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "each sprite's privileges policy",
         sql: V2,
     },
+    Migration {
+        what: "token scopes",
+        sql: V3,
+    },
 ];
 
 /// The schema version this build writes (and the newest it opens).
@@ -120,6 +124,13 @@ CREATE TABLE privileges_policies (
     sprite_id TEXT PRIMARY KEY,
     policy TEXT NOT NULL
 );
+";
+
+/// What each API token may do (JSON, `sprites_api::token::TokenScope`);
+/// NULL for tokens made before scopes, which keep what they could do:
+/// everything.
+const V3: &str = "
+ALTER TABLE tokens ADD COLUMN scope TEXT;
 ";
 
 fn version(conn: &Connection) -> Result<u32, DbError> {

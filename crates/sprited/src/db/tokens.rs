@@ -11,14 +11,16 @@ pub struct TokenRow {
     pub name: String,
     pub hash: String,
     pub created_at: String,
+    /// JSON; `None` for a token made before scopes.
+    pub scope: Option<String>,
 }
 
 impl Db {
     pub fn insert_token(&self, t: &TokenRow) -> Result<(), DbError> {
         let conn = self.lock()?;
         conn.execute(
-            "INSERT INTO tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![t.id, t.name, t.hash, t.created_at],
+            "INSERT INTO tokens (id, name, hash, created_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![t.id, t.name, t.hash, t.created_at, t.scope],
         )?;
         Ok(())
     }
@@ -26,14 +28,16 @@ impl Db {
     /// Every token, oldest first.
     pub fn tokens(&self) -> Result<Vec<TokenRow>, DbError> {
         let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare("SELECT id, name, hash, created_at FROM tokens ORDER BY created_at, id")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, name, hash, created_at, scope FROM tokens ORDER BY created_at, id",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(TokenRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
                 hash: r.get(2)?,
                 created_at: r.get(3)?,
+                scope: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -136,6 +136,16 @@ fn token_valid(state: &AppState, t: &str) -> bool {
     state.token.matches(t) || state.tokens.check(t)
 }
 
+/// Whether `t` may open the token-protected URL of sprite `name`: a scope
+/// that may exec in it (the URL reaches its processes).
+fn token_reaches(state: &AppState, t: &str, name: &str) -> bool {
+    state.token.matches(t)
+        || state
+            .tokens
+            .scope_of(t)
+            .is_some_and(|s| s.allows(name, sprites_api::token::Action::Exec))
+}
+
 async fn serve(state: AppState, name: String, mut req: Request) -> Response {
     let host = host_of(&req);
     let rec = match state.urls.records.get(&state.manager, &name) {
@@ -155,7 +165,7 @@ async fn serve(state: AppState, name: String, mut req: Request) -> Response {
             _ => {}
         }
         let allowed = match bearer(&req) {
-            Some(t) => token_valid(&state, t),
+            Some(t) => token_reaches(&state, t, &rec.name),
             // Every cookie of the name is tried: another sprite's page may
             // have set one for a parent domain (cookie tossing).
             None => session::find_cookies(req.headers()).iter().any(|c| {
@@ -287,12 +297,14 @@ async fn login(state: &AppState, rec: &SpriteRecord, req: Request) -> Response {
     else {
         return pages::login(StatusCode::OK, &rec.name, &next, None);
     };
-    let Some(subject) = session::subject_of(state, token) else {
+    let subject =
+        session::subject_of(state, token).filter(|_| token_reaches(state, token, &rec.name));
+    let Some(subject) = subject else {
         return pages::login(
             StatusCode::UNAUTHORIZED,
             &rec.name,
             &next,
-            Some("the token is not valid"),
+            Some("the token is not valid for this sprite"),
         );
     };
     let expiry = session::now_secs() + session::LIFETIME.as_secs();

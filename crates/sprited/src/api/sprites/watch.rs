@@ -9,6 +9,7 @@
 //! The stream ends when the client goes away (the body is dropped, and
 //! with it the change receiver) or the daemon stops.
 
+use sprites_api::token::TokenScope;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -45,12 +46,18 @@ pub fn wanted(headers: &HeaderMap) -> bool {
         .any(|t| t.split(';').next().map(str::trim) == Some(NDJSON))
 }
 
-pub fn respond(m: Arc<Manager>, prefix: String, max: Option<usize>) -> Result<Response, ApiError> {
+pub fn respond(
+    m: Arc<Manager>,
+    prefix: String,
+    max: Option<usize>,
+    scope: TokenScope,
+) -> Result<Response, ApiError> {
     // Subscribed before the first look: no change falls between the two.
     let changes = m.watch_changes();
     let mut watch = Watch {
         m,
         prefix,
+        scope,
         changes,
         told: HashMap::new(),
         pending: VecDeque::new(),
@@ -71,6 +78,8 @@ pub fn respond(m: Arc<Manager>, prefix: String, max: Option<usize>) -> Result<Re
 struct Watch {
     m: Arc<Manager>,
     prefix: String,
+    /// The caller's token's: sprites it does not reach are never told.
+    scope: TokenScope,
     changes: tokio::sync::broadcast::Receiver<SpriteChange>,
     /// What the client was last told of each sprite: id → (name, status).
     told: HashMap<String, (String, String)>,
@@ -151,7 +160,7 @@ impl Watch {
     }
 
     fn tell(&mut self, rec: &SpriteRecord) {
-        if !rec.name.starts_with(&self.prefix) {
+        if !rec.name.starts_with(&self.prefix) || !self.scope.reaches(&rec.name) {
             return;
         }
         // No slot yet: made and not started, which is cold.
