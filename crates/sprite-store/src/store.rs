@@ -171,7 +171,18 @@ impl Store {
         for target in mountinfo::mounts_under(&mountinfo::read()?, &sprites) {
             mount::unmount(&target)?;
         }
-        pool::unmount(&self.layout, self.pool_kind)
+        // A volume's loop device lets go of its image (in the pool) a moment
+        // after the volume is unmounted, longer when the unmount discards
+        // freed blocks: the pool is busy until then.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match pool::unmount(&self.layout, self.pool_kind) {
+                Err(StoreError::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 }
 
