@@ -27,17 +27,18 @@ pub(crate) fn mount_fs(
 }
 
 /// Attaches `image` to a loop device (autoclear) and mounts it on `target`
-/// with options `data`. If the mount fails the device is freed when the
-/// handle drops.
+/// with `flags` and options `data`. If the mount fails the device is freed
+/// when the handle drops.
 pub(crate) fn mount_image(
     image: &Path,
     target: &Path,
     fstype: &str,
+    flags: MsFlags,
     data: Option<&str>,
 ) -> Result<()> {
     loopdev::ensure_not_attached(image)?;
     let device = loopdev::attach(image, false)?;
-    mount_fs(device.path(), target, fstype, MsFlags::empty(), data)
+    mount_fs(device.path(), target, fstype, flags, data)
 }
 
 /// Mount options that hand freed blocks back to the file under a loop

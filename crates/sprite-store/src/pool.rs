@@ -11,8 +11,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use nix::mount::MsFlags;
+
 use crate::error::{IoContext, Result};
 use crate::layout::Layout;
+
 use crate::{mount, mountinfo, reflink, tool};
 
 /// How the pool is provided.
@@ -49,7 +52,7 @@ pub(crate) fn ensure(layout: &Layout, size_bytes: u64) -> Result<PoolKind> {
         }
         PoolKind::LoopXfs
     } else if image.exists() {
-        mount::mount_image(&image, pool, "xfs", mount::GIVE_BACK)?;
+        mount::mount_image(&image, pool, "xfs", MsFlags::empty(), mount::GIVE_BACK)?;
         tracing::info!(pool = %pool.display(), "pool mounted");
         PoolKind::LoopXfs
     } else if reflink::supported_in(layout.data()).ctx("probe FICLONE in", layout.data())? {
@@ -57,7 +60,7 @@ pub(crate) fn ensure(layout: &Layout, size_bytes: u64) -> Result<PoolKind> {
         PoolKind::Native
     } else {
         create_image(&image, size_bytes)?;
-        mount::mount_image(&image, pool, "xfs", mount::GIVE_BACK)?;
+        mount::mount_image(&image, pool, "xfs", MsFlags::empty(), mount::GIVE_BACK)?;
         tracing::info!(pool = %pool.display(), size_bytes, "created XFS pool");
         PoolKind::LoopXfs
     };

@@ -62,11 +62,18 @@ impl Store {
         }
         if !volume_mounted {
             self.ensure_room(0)?;
-            // A volume filling itself from the cold tier is not a plain
-            // file whose holes can be punched.
+            // A volume filling itself from the cold tier is a file the
+            // daemon serves (FUSE): what the sprite writes must reach it
+            // before the write returns, or a crash of the daemon (which
+            // ends the FUSE connection) would lose what sat in the page
+            // cache; and it is not a plain file whose holes can be punched.
             let own = volume_img == self.layout.volume_image(id);
-            let data = if own { mount::GIVE_BACK } else { None };
-            mount::mount_image(volume_img, &volume_mnt, "ext4", data)?;
+            let (flags, data) = if own {
+                (MsFlags::empty(), mount::GIVE_BACK)
+            } else {
+                (MsFlags::MS_SYNCHRONOUS, None)
+            };
+            mount::mount_image(volume_img, &volume_mnt, "ext4", flags, data)?;
         }
 
         let (uid, gid) = self.root_ids();

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 mod cold;
 mod control;
 mod files;
+mod soak;
 mod urls;
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -37,6 +38,10 @@ enum Case {
     /// Evict to object storage and wake (10 GiB volume holding 1 GiB), and
     /// the bytes stored for 20 sprites from one image.
     Cold,
+    /// Not a benchmark: clients doing random work and checking it while the
+    /// daemon is SIGKILLed every ~30 s and the object store stops now and
+    /// then (`--minutes`, `--clients`); fails on any lost write or leak.
+    Soak,
 }
 
 #[derive(Parser)]
@@ -46,6 +51,12 @@ struct Args {
     /// Samples per case.
     #[arg(long, default_value_t = 30)]
     runs: usize,
+    /// How long the soak runs.
+    #[arg(long, default_value_t = 2.0)]
+    minutes: f64,
+    /// Clients the soak runs at once.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
 }
 
 struct Daemon {
@@ -54,6 +65,9 @@ struct Daemon {
     data: PathBuf,
     url: String,
     token: String,
+    /// How it was started (the same again on a restart).
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Daemon {
@@ -86,6 +100,10 @@ fn start_daemon() -> anyhow::Result<Daemon> {
 }
 
 fn start_daemon_with(extra: &[&str]) -> anyhow::Result<Daemon> {
+    start_daemon_env(extra, &[])
+}
+
+fn start_daemon_env(extra: &[&str], env: &[(String, String)]) -> anyhow::Result<Daemon> {
     let bin = sibling("sprited")?;
     let data = tempfile::Builder::new()
         .prefix("sprited-bench-")
@@ -93,38 +111,79 @@ fn start_daemon_with(extra: &[&str]) -> anyhow::Result<Daemon> {
         .keep();
     let port = free_port();
     let token = format!("bench-{}", std::process::id());
-    let log = std::fs::File::create(data.with_extension("log"))?;
-    let child = Command::new(&bin)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&data)
-        .args(["--default-image", "tiny"])
-        .args(extra)
-        .env("SPRITED_TOKEN", &token)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--default-image".into(),
+        "tiny".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = spawn_daemon(&bin, &data, &args, env, &token)?;
     let mut d = Daemon {
         child,
         bin,
         data,
         url: format!("http://127.0.0.1:{port}"),
         token,
+        args,
+        env: env.to_vec(),
     };
-    // Ready when this sprited answers (a header only it sets), not when a
-    // connect succeeds.
-    let addr = format!("127.0.0.1:{port}");
-    let auth = format!("Bearer {}", d.token);
-    let ready = ready::wait_ready(&mut d.child, Duration::from_secs(120), || {
-        let auth = [("authorization", auth.as_str())];
-        ready::http_answer(&addr, "GET /v1/sprites", &auth, "sprite-version").map(|_| ())
-    });
-    if let Err(e) = ready {
-        let log = std::fs::read_to_string(d.data.with_extension("log")).unwrap_or_default();
-        bail!("sprited on {addr}: {e}; its log:\n{log}");
-    }
+    d.wait_ready()?;
     Ok(d)
+}
+
+fn spawn_daemon(
+    bin: &Path,
+    data: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    token: &str,
+) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))?;
+    Ok(Command::new(bin)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("SPRITED_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then the same daemon again on the same data dir and port.
+    fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_daemon(&self.bin, &self.data, &self.args, &self.env, &self.token)?;
+        self.wait_ready()
+    }
+
+    /// Ready when this sprited answers (a header only it sets), not when a
+    /// connect succeeds.
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let auth = format!("Bearer {}", self.token);
+        let ready = ready::wait_ready(&mut self.child, Duration::from_secs(120), || {
+            let auth = [("authorization", auth.as_str())];
+            ready::http_answer(&addr, "GET /v1/sprites", &auth, "sprite-version").map(|_| ())
+        });
+        if let Err(e) = ready {
+            let log = std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default();
+            bail!("sprited on {addr}: {e}; its log:\n{log}");
+        }
+        Ok(())
+    }
 }
 
 async fn create(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<()> {
@@ -639,6 +698,9 @@ fn print(rows: &mut [Row]) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.case == Case::Soak {
+        return soak::run(args.minutes, args.clients).await;
+    }
     let d = start_daemon()?;
     let http = reqwest::Client::new();
     // Warm up: image, pool, template volume.

@@ -1,0 +1,679 @@
+//! `soak`: several clients doing random creates, writes they verify later,
+//! checkpoints, restores, forks, evictions, wakes and destroys against one
+//! daemon, while the daemon is SIGKILLed and started again every ~30 s and
+//! its object store (moto, S3) stops answering now and then. Checked
+//! throughout: every acknowledged write reads back unless the client
+//! itself restored past it; at the end, every listed checkpoint's image
+//! passes `e2fsck -fn`, nothing leaks (mounts, loop devices, cgroups,
+//! processes) and the daemon's RSS and descriptors stayed bounded.
+//!
+//! An operation whose answer never came (the daemon was killed under it)
+//! is uncertain: a write's key is no longer checked until it is written
+//! again; a restore's outcome is read back from the sprite (either state
+//! is right); a create, fork or destroy is looked up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sprites_test_support::s3::Moto;
+
+use crate::start_daemon_env;
+
+/// Keys a sprite's writes go to (`/home/sprite/w/k<N>`), each holding the
+/// number of the write that made it.
+const KEYS: u32 = 24;
+/// Sprites one client keeps at most.
+const PER_CLIENT: usize = 3;
+/// The daemon's RSS may not pass this (KiB).
+const RSS_BOUND_KIB: u64 = 1024 * 1024;
+const BUCKET: &str = "soak";
+
+/// What a client expects of one sprite: key → value of its last
+/// acknowledged write, and its checkpoints' expectations.
+#[derive(Clone, Default)]
+struct Ledger {
+    files: BTreeMap<u32, u64>,
+    checkpoints: BTreeMap<String, BTreeMap<u32, u64>>,
+    /// What happened to it, for the report of a failure.
+    history: Vec<String>,
+}
+
+impl Ledger {
+    fn note(&mut self, what: String) {
+        if self.history.len() >= 40 {
+            self.history.remove(0);
+        }
+        self.history.push(what);
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    ops: BTreeMap<&'static str, u64>,
+    uncertain: BTreeMap<&'static str, u64>,
+    verified: u64,
+    failures: Vec<String>,
+    /// Why operations got no good answer: "op: reason" → times.
+    reasons: BTreeMap<String, u64>,
+}
+
+struct Shared {
+    /// The daemon's URL and token never change across restarts.
+    url: String,
+    token: String,
+    counts: Mutex<Counts>,
+    /// Set while the daemon is down or being started: failures then are
+    /// expected.
+    chaos: AtomicBool,
+    next_write: AtomicU64,
+    /// Daemon SIGKILLs so far.
+    kills: AtomicU64,
+}
+
+impl Shared {
+    fn count(&self, op: &'static str, certain: bool) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *c.ops.entry(op).or_default() += 1;
+        if !certain {
+            *c.uncertain.entry(op).or_default() += 1;
+        }
+    }
+
+    /// `[kN]`: how many times the daemon was killed before now.
+    fn tag(&self) -> String {
+        format!("[k{}] ", self.kills.load(Ordering::SeqCst))
+    }
+
+    fn why(&self, op: &str, reason: &str) {
+        let reason: String = reason.chars().take(90).collect();
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *c.reasons.entry(format!("{op}: {reason}")).or_default() += 1;
+    }
+
+    fn fail(&self, what: String) {
+        eprintln!("SOAK FAILURE: {what}");
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failures
+            .push(what);
+    }
+
+    fn verified(&self) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .verified += 1;
+    }
+
+    fn api(&self) -> Api {
+        Api {
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// Where the daemon answers, whichever process it is now.
+struct Api {
+    url: String,
+    token: String,
+}
+
+/// Runs `sh -c script` over HTTP exec: its exit code, `None` when no exit
+/// frame came (no daemon, a failed wake).
+async fn exec_code(http: &reqwest::Client, d: &Api, name: &str, script: &str) -> Option<u8> {
+    exec_result(http, d, name, script)
+        .await
+        .ok()
+        .map(|(c, _)| c)
+}
+
+async fn exec_result(
+    http: &reqwest::Client,
+    d: &Api,
+    name: &str,
+    script: &str,
+) -> Result<(u8, String), String> {
+    let r = http
+        .post(format!("{}/v1/sprites/{name}/exec", d.url))
+        .query(&[("cmd", "sh"), ("cmd", "-c"), ("cmd", script)])
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .map_err(|e| format!("no answer ({})", e.without_url()))?;
+    let status = r.status();
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| format!("cut off ({})", e.without_url()))?;
+    if !status.is_success() {
+        return Err(format!("{status} {}", String::from_utf8_lossy(&body)));
+    }
+    // The exit frame (0x03, code) ends the answer.
+    match body.len().checked_sub(2).and_then(|i| body.get(i..)) {
+        Some([3, code]) => Ok((*code, String::from_utf8_lossy(&body).into_owned())),
+        _ => Err("no exit frame".into()),
+    }
+}
+
+/// POSTs an NDJSON operation: the `complete` line's message.
+async fn op(http: &reqwest::Client, d: &Api, path: &str) -> anyhow::Result<String> {
+    let r = http
+        .post(format!("{}{path}", d.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await?;
+    let status = r.status();
+    let text = r.text().await?;
+    let last: serde_json::Value = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    if status != 200 || last["type"] != "complete" {
+        bail!("{path}: {status} {text}");
+    }
+    Ok(last["data"].as_str().unwrap_or("").to_string())
+}
+
+/// The shell check that every expected key holds its value.
+fn check_script(files: &BTreeMap<u32, u64>) -> String {
+    let mut s = String::from("c() { [ \"$(cat /home/sprite/w/k$1 2>/dev/null)\" = \"$2\" ] || { echo \"k$1=$(cat /home/sprite/w/k$1 2>&1) want $2; $(ls /home/sprite/w | tr '\\n' ' ')\"; exit 7; }; }; ");
+    for (k, v) in files {
+        s.push_str(&format!("c {k} {v}; "));
+    }
+    s.push_str("true");
+    s
+}
+
+/// Whether the sprite exists (`None`: no answer).
+async fn exists(http: &reqwest::Client, d: &Api, name: &str) -> Option<bool> {
+    let r = http
+        .get(format!("{}/v1/sprites/{name}", d.url))
+        .bearer_auth(&d.token)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .ok()?;
+    match r.status().as_u16() {
+        200 => Some(true),
+        404 => Some(false),
+        _ => None,
+    }
+}
+
+/// The id in a checkpoint's `complete` message (`... v3 ...`).
+fn checkpoint_id(msg: &str) -> Option<String> {
+    msg.split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| w.len() > 1 && w.starts_with('v') && w[1..].bytes().all(|b| b.is_ascii_digit()))
+        .map(String::from)
+}
+
+/// Checks a sprite against its ledger: a check that ran and found a key
+/// wrong or missing is a lost acknowledged write; no answer says nothing.
+async fn verify(shared: &Shared, http: &reqwest::Client, name: &str, l: &Ledger) {
+    match exec_result(http, &shared.api(), name, &check_script(&l.files)).await {
+        Ok((0, _)) => shared.verified(),
+        Ok((code, out)) => shared.fail(format!(
+            "{name}: acknowledged data missing or wrong (check exited {code}: {out:?}; expected {:?}; history: {})",
+            l.files,
+            l.history.join(" | ")
+        )),
+        Err(_) => {}
+    }
+}
+
+async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap_or_default();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut sprites: HashMap<String, Ledger> = HashMap::new();
+    let mut made = 0u32;
+    while Instant::now() < until {
+        let d = shared.api();
+        let names: Vec<String> = sprites.keys().cloned().collect();
+        let pick = (!names.is_empty()).then(|| names[rng.gen_range(0..names.len())].clone());
+        let roll = rng.gen_range(0..100);
+        match (roll, pick) {
+            (_, None) | (0..=7, Some(_)) if sprites.len() < PER_CLIENT => {
+                made += 1;
+                let name = format!("soak-{id}-{made}");
+                let r = http
+                    .post(format!("{}/v1/sprites", d.url))
+                    .bearer_auth(&d.token)
+                    .json(&serde_json::json!({"name": name}))
+                    .send()
+                    .await;
+                let certain = matches!(&r, Ok(r) if r.status() == 201);
+                if let Ok(r) = &r {
+                    if !certain {
+                        shared.why("create", r.status().as_str());
+                    }
+                } else {
+                    shared.why("create", "no answer");
+                }
+                shared.count("create", certain);
+                if certain || exists(&http, &d, &name).await == Some(true) {
+                    sprites.insert(name, Ledger::default());
+                }
+            }
+            (_, None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            (0..=44, Some(name)) => {
+                let key = rng.gen_range(0..KEYS);
+                let val = shared.next_write.fetch_add(1, Ordering::Relaxed) + 1;
+                let script =
+                    format!("mkdir -p /home/sprite/w && echo {val} > /home/sprite/w/k{key}");
+                let r = exec_result(&http, &d, &name, &script).await;
+                if let Err(e) = &r {
+                    shared.why("write", e);
+                }
+                let ok = matches!(r, Ok((0, _)));
+                shared.count("write", ok);
+                if let Some(l) = sprites.get_mut(&name) {
+                    l.note(
+                        shared.tag()
+                            + &format!(
+                                "write k{key}={val} {}",
+                                if ok { "ok" } else { "uncertain" }
+                            ),
+                    );
+                    if ok {
+                        l.files.insert(key, val);
+                    } else {
+                        // Unknown: written or not. Not checked until written again.
+                        l.files.remove(&key);
+                    }
+                }
+            }
+            (45..=64, Some(name)) => {
+                if let Some(l) = sprites.get(&name).cloned() {
+                    if !shared.chaos.load(Ordering::SeqCst) {
+                        verify(&shared, &http, &name, &l).await;
+                    }
+                    shared.count("verify", true);
+                }
+            }
+            (65..=74, Some(name)) => {
+                let r = op(&http, &d, &format!("/v1/sprites/{name}/checkpoint")).await;
+                if let Err(e) = &r {
+                    shared.why("checkpoint", &e.to_string());
+                }
+                shared.count("checkpoint", r.is_ok());
+                if let (Ok(msg), Some(l)) = (r, sprites.get_mut(&name)) {
+                    if let Some(ck) = checkpoint_id(&msg) {
+                        let snap = l.files.clone();
+                        l.note(shared.tag() + &format!("checkpoint {ck} {snap:?}"));
+                        l.checkpoints.insert(ck, snap);
+                    }
+                }
+            }
+            (75..=81, Some(name)) => {
+                let Some(l) = sprites.get(&name).cloned() else {
+                    continue;
+                };
+                let Some((ck, snap)) = l
+                    .checkpoints
+                    .iter()
+                    .nth(rng.gen_range(0..l.checkpoints.len().max(1)))
+                    .map(|(a, b)| (a.clone(), b.clone()))
+                else {
+                    continue;
+                };
+                let r = op(
+                    &http,
+                    &d,
+                    &format!("/v1/sprites/{name}/checkpoints/{ck}/restore"),
+                )
+                .await;
+                shared.count("restore", r.is_ok());
+                let entry = sprites.get_mut(&name).expect("picked from the map");
+                entry.note(
+                    shared.tag()
+                        + &format!(
+                            "restore {ck} {}",
+                            if r.is_ok() { "ok" } else { "uncertain" }
+                        ),
+                );
+                if r.is_ok() {
+                    entry.files = snap;
+                } else {
+                    // Restored or not: the sprite says which, once it answers.
+                    let mut settled = false;
+                    for _ in 0..120 {
+                        let d = shared.api();
+                        let as_snap = exec_code(&http, &d, &name, &check_script(&snap)).await;
+                        let as_before =
+                            exec_code(&http, &d, &name, &check_script(&entry.files)).await;
+                        match (as_snap, as_before) {
+                            // Matches the state before (whatever else): kept.
+                            (_, Some(0)) => settled = true,
+                            (Some(0), Some(_)) => {
+                                entry.files = snap.clone();
+                                settled = true;
+                            }
+                            (Some(_), Some(_)) => {
+                                shared.fail(format!("{name}: after an interrupted restore of {ck} it matches neither the checkpoint nor its state before"));
+                                settled = true;
+                            }
+                            _ => {}
+                        }
+                        if settled {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    if !settled {
+                        shared.fail(format!(
+                            "{name}: no answer for a minute after an interrupted restore of {ck}"
+                        ));
+                    }
+                }
+            }
+            (82..=87, Some(name)) if sprites.len() < PER_CLIENT => {
+                let Some(l) = sprites.get(&name).cloned() else {
+                    continue;
+                };
+                let Some((ck, snap)) = l
+                    .checkpoints
+                    .iter()
+                    .next_back()
+                    .map(|(a, b)| (a.clone(), b.clone()))
+                else {
+                    continue;
+                };
+                made += 1;
+                let fork = format!("soak-{id}-{made}");
+                let r = http
+                    .post(format!("{}/v1/sprites", d.url))
+                    .bearer_auth(&d.token)
+                    .json(&serde_json::json!({"name": fork, "source": {"sprite": name, "checkpoint": ck}}))
+                    .send()
+                    .await;
+                let certain = matches!(&r, Ok(r) if r.status() == 201);
+                shared.count("fork", certain);
+                if certain || exists(&http, &d, &fork).await == Some(true) {
+                    sprites.insert(
+                        fork,
+                        Ledger {
+                            history: vec![format!("fork of {name} {ck} {snap:?}")],
+                            files: snap,
+                            checkpoints: BTreeMap::new(),
+                        },
+                    );
+                }
+            }
+            (88..=93, Some(name)) => {
+                let r = http
+                    .post(format!("{}/v1/sprites/{name}/evict", d.url))
+                    .bearer_auth(&d.token)
+                    .send()
+                    .await;
+                match &r {
+                    Ok(r) if !r.status().is_success() => shared.why("evict", r.status().as_str()),
+                    Err(_) => shared.why("evict", "no answer"),
+                    _ => {}
+                }
+                let ok = matches!(&r, Ok(r) if r.status().is_success());
+                shared.count("evict", ok);
+                if let Some(l) = sprites.get_mut(&name) {
+                    l.note(shared.tag() + &format!("evict {}", if ok { "ok" } else { "failed" }));
+                }
+            }
+            (_, Some(name)) => {
+                let r = http
+                    .delete(format!("{}/v1/sprites/{name}", d.url))
+                    .bearer_auth(&d.token)
+                    .send()
+                    .await;
+                let certain = matches!(&r, Ok(r) if r.status().is_success());
+                shared.count("destroy", certain);
+                if certain || exists(&http, &d, &name).await == Some(false) {
+                    sprites.remove(&name);
+                }
+            }
+        }
+    }
+    // A last check of everything, with the daemon up.
+    for (name, l) in &sprites {
+        for _ in 0..60 {
+            if !shared.chaos.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        verify(&shared, &http, name, l).await;
+    }
+}
+
+/// Mounts, loop devices and processes that name `data`.
+fn leftovers(data: &Path) -> Vec<String> {
+    let needle = data.display().to_string();
+    let mut out = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let pool = format!("{needle}/pool ");
+    for m in mounts
+        .lines()
+        .filter(|l| l.contains(&needle) && !l.contains(&pool))
+    {
+        out.push(format!("mount: {m}"));
+    }
+    if let Ok(dir) = std::fs::read_dir("/sys/block") {
+        for e in dir.flatten() {
+            let f = e.path().join("loop/backing_file");
+            if let Ok(b) = std::fs::read_to_string(&f) {
+                let b = b.trim();
+                if b.starts_with(&needle) && !b.ends_with("/pool.img") {
+                    out.push(format!("loop device {:?} on {b}", e.file_name()));
+                }
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&needle) && !cmd.contains("sprited --listen") {
+                out.push(format!("process {pid}: {cmd}"));
+            }
+        }
+    }
+    out
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+pub async fn run(minutes: f64, clients: usize) -> anyhow::Result<()> {
+    let moto = Moto::start(BUCKET);
+    let env: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let mut d = start_daemon_env(
+        &[
+            "--object-store",
+            &format!("s3://{BUCKET}/soak"),
+            "--object-store-timeout",
+            "5s",
+            "--idle-warm",
+            "3s",
+            "--idle-cold",
+            "8s",
+        ],
+        &env,
+    )?;
+    let shared = Arc::new(Shared {
+        url: d.url.clone(),
+        token: d.token.clone(),
+        counts: Mutex::default(),
+        chaos: AtomicBool::new(false),
+        next_write: AtomicU64::new(0),
+        kills: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(minutes * 60.0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |t| t.as_nanos() as u64);
+    println!("soak: {minutes} min, {clients} clients, seed {seed}");
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            tokio::spawn(client(
+                shared.clone(),
+                i,
+                until,
+                seed.wrapping_add(i as u64),
+            ))
+        })
+        .collect();
+    let (mut kills, mut outages, mut rss_max, mut fds_max) = (0u32, 0u32, 0u64, 0usize);
+    let mut next_kill = started + Duration::from_secs(30);
+    let mut next_outage = started + Duration::from_secs(20);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pid = d.pid();
+        rss_max = rss_max.max(sprites_test_support::rss_kib(pid));
+        fds_max = fds_max.max(open_fds(pid));
+        if Instant::now() >= next_outage {
+            moto.pause();
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            moto.resume();
+            outages += 1;
+            next_outage = Instant::now() + Duration::from_secs(45);
+        }
+        if Instant::now() >= next_kill && Instant::now() + Duration::from_secs(10) < until {
+            shared.chaos.store(true, Ordering::SeqCst);
+            shared.kills.fetch_add(1, Ordering::SeqCst);
+            d.restart()
+                .context("starting the daemon again after SIGKILL")?;
+            shared.chaos.store(false, Ordering::SeqCst);
+            kills += 1;
+            next_kill = Instant::now() + Duration::from_secs(30);
+        }
+    }
+    for t in tasks {
+        t.await.context("a soak client")?;
+    }
+
+    // Every listed checkpoint's image is a clean filesystem.
+    let http = reqwest::Client::new();
+    let list: serde_json::Value = http
+        .get(format!("{}/v1/sprites?max_results=1000", d.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut checked = 0;
+    for s in list["sprites"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let (Some(name), Some(id)) = (s["name"].as_str(), s["id"].as_str()) else {
+            continue;
+        };
+        let cks: serde_json::Value = http
+            .get(format!("{}/v1/sprites/{name}/checkpoints", d.url))
+            .bearer_auth(&d.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        for c in cks.as_array().map(Vec::as_slice).unwrap_or_default() {
+            let Some(ck) = c["id"].as_str() else { continue };
+            let img = d
+                .data
+                .join("pool/sprites")
+                .join(id)
+                .join("checkpoints")
+                .join(format!("{ck}.img"));
+            if !img.exists() {
+                // Evicted: its image lives in the object store.
+                continue;
+            }
+            let out = std::process::Command::new("e2fsck")
+                .arg("-fn")
+                .arg(&img)
+                .output()?;
+            checked += 1;
+            if !out.status.success() {
+                shared.fail(format!(
+                    "{name} {ck}: e2fsck: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+        }
+        let _ = http
+            .delete(format!("{}/v1/sprites/{name}", d.url))
+            .bearer_auth(&d.token)
+            .send()
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leaks = leftovers(&d.data);
+    let counts = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+    println!(
+        "soak report: {:.1} min, {clients} clients, {kills} daemon SIGKILLs, {outages} object-store outages",
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    println!("| operation | done | answer lost to a kill |\n|---|---|---|");
+    for (op, n) in &counts.ops {
+        println!(
+            "| {op} | {n} | {} |",
+            counts.uncertain.get(op).unwrap_or(&0)
+        );
+    }
+    println!(
+        "verifications passed: {}; checkpoint images fsck'd: {checked}; daemon RSS max {} MiB (bound {} MiB); daemon fds max {fds_max}",
+        counts.verified,
+        rss_max / 1024,
+        RSS_BOUND_KIB / 1024
+    );
+    println!("why answers were not good (top 12):");
+    let mut reasons: Vec<_> = counts.reasons.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1));
+    for (r, n) in reasons.into_iter().take(12) {
+        println!("  {n:>6}  {r}");
+    }
+    println!("leftovers after destroying every sprite: {}", leaks.len());
+    for l in &leaks {
+        println!("  {l}");
+    }
+    let failures = counts.failures.clone();
+    drop(counts);
+    if !failures.is_empty() || !leaks.is_empty() || rss_max > RSS_BOUND_KIB {
+        bail!(
+            "the soak found {} failures, {} leftovers, RSS max {} MiB",
+            failures.len(),
+            leaks.len(),
+            rss_max / 1024
+        );
+    }
+    if counts_verified(&shared) == 0 {
+        bail!("the soak verified nothing");
+    }
+    Ok(())
+}
+
+fn counts_verified(shared: &Shared) -> u64 {
+    shared
+        .counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .verified
+}
