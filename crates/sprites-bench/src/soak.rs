@@ -239,6 +239,12 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
     let mut sprites: HashMap<String, Ledger> = HashMap::new();
     let mut made = 0u32;
     while Instant::now() < until {
+        // While the daemon is being started again nothing answers: wait
+        // (requests already in flight when it was killed were cut).
+        if shared.chaos.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let d = shared.api();
         let names: Vec<String> = sprites.keys().cloned().collect();
         let pick = (!names.is_empty()).then(|| names[rng.gen_range(0..names.len())].clone());
@@ -631,7 +637,9 @@ pub async fn run(minutes: f64, clients: usize) -> anyhow::Result<()> {
         "soak report: {:.1} min, {clients} clients, {kills} daemon SIGKILLs, {outages} object-store outages",
         started.elapsed().as_secs_f64() / 60.0
     );
-    println!("| operation | done | answer lost to a kill |\n|---|---|---|");
+    println!(
+        "| operation | done | no good answer (cut by a kill, store down, refused) |\n|---|---|---|"
+    );
     for (op, n) in &counts.ops {
         println!(
             "| {op} | {n} | {} |",
