@@ -22,6 +22,7 @@
 mod checkpoint;
 mod error;
 mod evict;
+mod footprint;
 mod freeze;
 mod idshift;
 mod image;

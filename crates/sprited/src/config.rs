@@ -49,6 +49,9 @@ pub struct Config {
     pub max_running: u64,
     /// Most checkpoints one sprite may keep (0: no limit).
     pub max_checkpoints: u64,
+    /// What a sprite's checkpoints may hold beyond its volume, in percent
+    /// of `storage_gb`; over it, checkpoints are refused (0: no quota).
+    pub checkpoint_space_pct: u64,
     /// Space kept free on the disk under the storage pool: creates,
     /// checkpoints and wakes are refused below it.
     pub min_free_gb: u64,
@@ -120,6 +123,7 @@ impl Config {
             max_sprites: 0,
             max_running: 0,
             max_checkpoints: 256,
+            checkpoint_space_pct: 100,
             min_free_gb: 2,
             create_rate_per_minute: 0,
             dns_upstream: None,

@@ -38,6 +38,9 @@ pub enum Error {
     /// The sprite cannot be reached or brought up now.
     #[error("{0}")]
     Unavailable(String),
+    /// The sprite holds all the space it may (its volume and checkpoints).
+    #[error("{0}")]
+    OverQuota(String),
     /// The storage pool (volumes, images, checkpoints) failed.
     #[error("{context}: {source}")]
     Store {

@@ -77,6 +77,11 @@ struct Cli {
     /// refused with 429 until some are deleted.
     #[arg(long, default_value_t = 256, global = true)]
     max_checkpoints: u64,
+    /// What a sprite's checkpoints may hold on disk beyond its volume, in
+    /// percent of its `storage_gb` (blocks shared counted once); over it a
+    /// checkpoint answers 507 until some are deleted (0: no quota).
+    #[arg(long, default_value_t = 100, global = true)]
+    checkpoint_space: u64,
     /// GiB kept free on the disk under the storage pool (the host's disk
     /// when the pool is a loop-mounted image): creates, checkpoints and
     /// wakes are refused with 507 below it, before a running sprite could
@@ -270,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.max_sprites = cli.max_sprites;
     cfg.max_running = cli.max_running;
     cfg.max_checkpoints = cli.max_checkpoints;
+    cfg.checkpoint_space_pct = cli.checkpoint_space;
     cfg.min_free_gb = cli.min_free_gb;
     cfg.create_rate_per_minute = cli.create_rate;
     cfg.dns_upstream = cli.dns_upstream;

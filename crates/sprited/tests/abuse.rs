@@ -382,3 +382,46 @@ async fn deleted_data_is_given_back_to_the_host_disk() {
     api.delete("spender").await;
     allocation_falls_to(&pool, base + (50 << 20)).await;
 }
+
+/// Issue 19, item 1: a sprite's checkpoints count against its space: its
+/// volume's size and `--checkpoint-space` percent more, blocks its volume
+/// and checkpoints share counted once. Over it, a checkpoint answers 507
+/// before anything is streamed; deleting one makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_count_against_the_sprites_space() {
+    let d = Daemon::start_with(&["--checkpoint-space", "50"]);
+    let api = d.client();
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites")
+        .json(&serde_json::json!({"name": "saver", "config": {"storage_gb": 1}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201);
+    // Each round rewrites the same 560 MiB: the checkpoint before keeps the
+    // old blocks, so the sprite holds 560 MiB more each time.
+    let rewrite = "dd if=/dev/zero of=/home/sprite/big bs=1M count=560 conv=notrunc,fsync 2>/dev/null && echo ok";
+    let mut made = Vec::new();
+    for round in 0..2 {
+        assert_eq!(api.sh("saver", rewrite).await, "ok\n", "round {round}");
+        made.push(api.checkpoint("saver", None).await);
+    }
+    // About 1.64 GiB held of a 1.5 GiB quota: refused.
+    assert_eq!(api.sh("saver", rewrite).await, "ok\n");
+    let (status, lines) = api.post_ndjson("/v1/sprites/saver/checkpoint", None).await;
+    assert_eq!(status, 507, "{lines:?}");
+    let message = lines[0]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("delete checkpoints"), "{message}");
+    // The oldest checkpoint's blocks go with it: room again.
+    let r = api
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/sprites/saver/checkpoints/{}", made[0]),
+        )
+        .send()
+        .await
+        .expect("delete");
+    assert!(r.status().is_success(), "{}", r.status());
+    api.checkpoint("saver", None).await;
+    api.delete("saver").await;
+}

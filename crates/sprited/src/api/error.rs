@@ -144,6 +144,7 @@ impl From<Error> for ApiError {
             Error::TooLarge(_) => ApiError::PayloadTooLarge(message),
             Error::Limited(l) => ApiError::Limited(l),
             Error::Unavailable(_) => ApiError::Unavailable(message),
+            Error::OverQuota(_) => ApiError::InsufficientStorage(message),
             Error::Agent(e) => e.into(),
             Error::Store {
                 context,

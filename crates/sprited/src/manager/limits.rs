@@ -29,15 +29,14 @@ impl Manager {
             .map_err(Error::store("checkpoint refused"))
     }
 
-    /// The number of checkpoints a sprite keeps is bounded: each holds on
-    /// to the blocks its sprite has rewritten since.
+    /// The number of checkpoints a sprite keeps is bounded, and so is the
+    /// space it holds with them (each holds on to the blocks its sprite has
+    /// rewritten since): its volume's size and `--checkpoint-space` percent
+    /// more, blocks they share counted once.
     pub(super) fn admit_checkpoint(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let max = self.cfg.max_checkpoints;
-        if max == 0 {
-            return Ok(());
-        }
         let count = self.db.checkpoints(&rec.id)?.len() as u64;
-        if count >= max {
+        if max > 0 && count >= max {
             return Err(Error::limited(Limit {
                 code: CHECKPOINT_LIMIT_EXCEEDED,
                 message: format!(
@@ -49,6 +48,24 @@ impl Manager {
                 retry_after_seconds: None,
                 current_count: count,
             }));
+        }
+        let pct = self.cfg.checkpoint_space_pct;
+        if pct > 0 {
+            let quota = (rec.limits.storage_gb << 30).saturating_mul(100 + pct) / 100;
+            let held = self
+                .store
+                .footprint(&rec.id)
+                .map_err(Error::store("measuring the sprite's space"))?;
+            if held >= quota {
+                return Err(Error::OverQuota(format!(
+                    "sprite {} holds {:.2} GiB with its checkpoints and may hold {:.2} GiB \
+                     ({} GiB of volume and {pct}% more for checkpoints); delete checkpoints first",
+                    rec.name,
+                    held as f64 / (1u64 << 30) as f64,
+                    quota as f64 / (1u64 << 30) as f64,
+                    rec.limits.storage_gb,
+                )));
+            }
         }
         Ok(())
     }
