@@ -13,11 +13,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --workspace -- --test-threads=2
-# Issue 19: clients doing random work and checking it while the daemon is
-# SIGKILLed every ~30 s and the object store stops now and then; fails on
-# a lost acknowledged write, a bad checkpoint image, a leak or RSS growth.
-echo "==> soak (2 minutes)"
-cargo run -q -p sprites-bench -- soak --minutes 2 --clients 4
 echo "==> official SDK compatibility (sprites-py, @fly/sprites)"
 tests/compat/run.sh
 # The suites whose commands control mode changes, again with the SDKs'
