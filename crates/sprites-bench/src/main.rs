@@ -218,9 +218,19 @@ async fn create_json(
 
 /// POST an NDJSON operation and read it to its `complete` line.
 async fn ndjson(http: &reqwest::Client, d: &Daemon, path: &str) -> anyhow::Result<String> {
+    ndjson_at(http, &d.url, &d.token, path).await
+}
+
+/// [`ndjson`] to the daemon at `url` (whichever process answers there).
+pub(crate) async fn ndjson_at(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    path: &str,
+) -> anyhow::Result<String> {
     let r = http
-        .post(format!("{}{path}", d.url))
-        .bearer_auth(&d.token)
+        .post(format!("{url}{path}"))
+        .bearer_auth(token)
         .send()
         .await?;
     let status = r.status();

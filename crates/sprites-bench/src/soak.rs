@@ -165,22 +165,7 @@ async fn exec_result(
 
 /// POSTs an NDJSON operation: the `complete` line's message.
 async fn op(http: &reqwest::Client, d: &Api, path: &str) -> anyhow::Result<String> {
-    let r = http
-        .post(format!("{}{path}", d.url))
-        .bearer_auth(&d.token)
-        .send()
-        .await?;
-    let status = r.status();
-    let text = r.text().await?;
-    let last: serde_json::Value = text
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_default();
-    if status != 200 || last["type"] != "complete" {
-        bail!("{path}: {status} {text}");
-    }
-    Ok(last["data"].as_str().unwrap_or("").to_string())
+    crate::ndjson_at(http, &d.url, &d.token, path).await
 }
 
 /// The shell check that every expected key holds its value.
