@@ -4,7 +4,7 @@
 //! the same crash-safe way as everything else here: a dot-temporary,
 //! complete, renamed into place.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::checkpoint::publish;
 use crate::error::{IoContext, Result, StoreError};
@@ -64,6 +64,58 @@ impl Store {
             detached = true;
         }
         Ok(detached)
+    }
+
+    /// Aborts the FUSE connection of every self-filling volume left mounted
+    /// under this data dir, answering how many there were. Call it at
+    /// start-up, before anything touches those volumes: their server was
+    /// the daemon before this one. A daemon killed while one of its own
+    /// threads waited for I/O on such a volume cannot finish exiting (that
+    /// thread waits for an answer only the dead server could give), so its
+    /// `/dev/fuse` stays open and the connection with it: I/O on the volume
+    /// and every host-wide `sync` would wait for ever. Aborted, they fail
+    /// instead, the old process ends, and the sprite's volume is recovered
+    /// as after any crash.
+    pub fn abort_orphaned_lazy(&self) -> Result<usize> {
+        let sprites = self.layout.sprites_dir();
+        let orphans: Vec<mountinfo::MountEntry> = mountinfo::read()?
+            .into_iter()
+            .filter(|e| {
+                e.fs_type == "fuse"
+                    && e.source == LAZY_SOURCE
+                    && e.mount_point.file_name() == Some("lazy".as_ref())
+                    && e.mount_point.parent().and_then(Path::parent) == Some(sprites.as_path())
+            })
+            .collect();
+        if orphans.is_empty() {
+            return Ok(0);
+        }
+        let ctl = FuseCtl::open(self.layout.data())?;
+        for e in &orphans {
+            let abort = ctl.dir.join(e.dev.1.to_string()).join("abort");
+            match std::fs::write(&abort, "1") {
+                Ok(()) => {
+                    tracing::warn!(mountpoint = %e.mount_point.display(), connection = e.dev.1,
+                        "aborted the FUSE connection of a volume the last daemon served");
+                }
+                // Gone meanwhile: its server closed it.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(mountpoint = %e.mount_point.display(), error = %err,
+                        "fusectl refused the abort; forcing the unmount instead");
+                    // MNT_FORCE makes FUSE abort the connection too.
+                    nix::mount::umount2(
+                        &e.mount_point,
+                        nix::mount::MntFlags::MNT_FORCE | nix::mount::MntFlags::MNT_DETACH,
+                    )
+                    .map_err(|errno| StoreError::Unmount {
+                        target: e.mount_point.clone(),
+                        errno: errno.into(),
+                    })?;
+                }
+            }
+        }
+        Ok(orphans.len())
     }
 
     /// Moves a rebuilt volume into place (replacing any), durably named.
@@ -136,5 +188,53 @@ impl Store {
             Err(_) => 0,
         };
         Ok(volume + self.checkpoints_allocated_bytes(id)?)
+    }
+}
+
+/// The `source` the daemon mounts its self-filling volumes with
+/// (`sprite-cold`'s FUSE mount).
+const LAZY_SOURCE: &str = "sprite-lazy";
+
+/// The fuse control filesystem: the system's at `/sys/fs/fuse/connections`
+/// where it is mounted, or else one mounted for the moment in the data dir
+/// (and unmounted when dropped), leaving the host as it was.
+struct FuseCtl {
+    dir: PathBuf,
+    private: bool,
+}
+
+impl FuseCtl {
+    const SYSTEM: &'static str = "/sys/fs/fuse/connections";
+
+    fn open(data: &Path) -> Result<FuseCtl> {
+        let system = Path::new(Self::SYSTEM);
+        if mountinfo::mount_at(&mountinfo::read()?, system).is_some_and(|m| m.fs_type == "fusectl")
+        {
+            return Ok(FuseCtl {
+                dir: system.to_path_buf(),
+                private: false,
+            });
+        }
+        let dir = data.join(".fusectl");
+        ensure_dir(&dir, 0o700)?;
+        use nix::mount::MsFlags;
+        nix::mount::mount(
+            Some("fusectl"),
+            &dir,
+            Some("fusectl"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| StoreError::io("mount fusectl", &dir, e.into()))?;
+        Ok(FuseCtl { dir, private: true })
+    }
+}
+
+impl Drop for FuseCtl {
+    fn drop(&mut self) {
+        if self.private {
+            let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(&self.dir);
+        }
     }
 }

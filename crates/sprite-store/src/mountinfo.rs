@@ -7,6 +7,9 @@ use crate::error::{IoContext, Result};
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The filesystem's device number (`major:minor`); for FUSE the minor
+    /// is the connection's number in the fuse control filesystem.
+    pub dev: (u32, u32),
     pub mount_point: PathBuf,
     pub fs_type: String,
     pub source: String,
@@ -28,12 +31,16 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
 fn parse_line(line: &str) -> Option<MountEntry> {
     // id parent major:minor root mount_point options [optional...] - fstype source super_options
     let (left, right) = line.split_once(" - ")?;
-    let mount_point = left.split(' ').nth(4)?;
+    let mut left = left.split(' ');
+    let (major, minor) = left.nth(2)?.split_once(':')?;
+    let dev = (major.parse().ok()?, minor.parse().ok()?);
+    let mount_point = left.nth(1)?;
     let mut right = right.split(' ');
     let fs_type = right.next()?;
     let source = right.next().unwrap_or("");
     let super_options = right.next().unwrap_or("");
     Some(MountEntry {
+        dev,
         mount_point: PathBuf::from(unescape(mount_point)),
         fs_type: unescape(fs_type),
         source: unescape(source),
@@ -99,6 +106,8 @@ mod tests {
         assert_eq!(m[2].mount_point, PathBuf::from("/tmp/d/sprites/a b/volume"));
         assert_eq!(m[2].fs_type, "ext4");
         assert_eq!(m[2].source, "/dev/loop1");
+        assert_eq!(m[2].dev, (7, 1));
+        assert_eq!(m[3].dev, (0, 39));
         assert_eq!(m[3].fs_type, "overlay");
         assert!(mount_at(&m, Path::new("/tmp/d/pool")).is_some());
         assert!(mount_at(&m, Path::new("/tmp/d")).is_none());

@@ -219,6 +219,11 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     let agent = install_agent(&agent, &dirs.bin_dir())?;
     let store = Store::open(&cfg.data_dir, store_options(&cfg))
         .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
+    // First, before anything could touch them: the connections of the
+    // self-filling volumes the last daemon served (see the function).
+    store
+        .abort_orphaned_lazy()
+        .context("aborting the last daemon's FUSE connections")?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
     let (driver, blocked) = driver(&cfg)?;
     let db = db::Db::open(&dirs.meta_db()).context("opening meta.db")?;
