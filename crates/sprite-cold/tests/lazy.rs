@@ -403,6 +403,9 @@ fn after_a_crash_the_rebuild_completes_offline_keeping_what_the_sprite_wrote() {
         &fx.path("backing.state"),
     ))
     .unwrap();
+    // Whole, and the record says so until the caller drops it.
+    assert!(fx.path("backing.state").exists());
+    sprite_cold::lazy::remove_state(&fx.path("backing.state")).unwrap();
     assert!(!fx.path("backing.state").exists());
     check_image(&fx.path("backing.img"), &fx.path("mnt"), &files);
 }

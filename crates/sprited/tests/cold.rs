@@ -338,6 +338,24 @@ async fn the_daemon_killed_during_upload_and_download_loses_nothing() {
         pool.join("volume.state").exists(),
         "the fill record is kept"
     );
+    // A checkpoint first (it needs the volume whole, and nothing runs to
+    // wake the fill): completed from the local part, never replaced by
+    // the store's older copy (the soak lost writes that way).
+    let ck = api.checkpoint("crashy", None).await;
+    assert_eq!(storage(&api, "crashy").await["location"], "local");
+    assert_eq!(api.sh("crashy", SUM_BLOB).await, sum);
+    assert_eq!(
+        api.sh("crashy", "cat /home/sprite/new").await,
+        "after-wake\n"
+    );
+    assert!(!pool.join("volume.state").exists(), "the fill is complete");
+    api.sh("crashy", "rm /home/sprite/new; sync").await;
+    api.restore("crashy", &ck).await;
+    assert_eq!(
+        api.sh("crashy", "cat /home/sprite/new").await,
+        "after-wake\n",
+        "the checkpoint holds the write too"
+    );
     assert_eq!(api.sh("crashy", SUM_BLOB).await, sum);
     assert_eq!(
         api.sh("crashy", "cat /home/sprite/new").await,

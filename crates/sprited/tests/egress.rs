@@ -462,18 +462,6 @@ async fn network_policy_is_enforced_by_name_and_address() {
     api.delete("pol").await;
 }
 
-/// The host pid of a running sprite's init (from runc's state).
-fn init_pid(d: &Daemon, id: &str) -> u32 {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(d.data_dir.join("runc"))
-        .args(["state", id])
-        .output()
-        .expect("runc state");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state json");
-    v["pid"].as_u64().expect("pid") as u32
-}
-
 /// DNS queries over one TCP connection to the sprite's resolver, made in
 /// the sprite's network namespace (so its nft rules apply); the answers.
 fn tcp_queries(pid: u32, names: &[&str]) -> Vec<Message> {
@@ -537,7 +525,7 @@ async fn the_resolver_answers_over_tcp_with_the_same_policy() {
         ]}),
     )
     .await;
-    let pid = init_pid(&d, &api.id_of("tcpdns").await);
+    let pid = d.init_pid(&api.id_of("tcpdns").await);
     let answers = tcp_queries(pid, &["allowed.test", "denied.test", "big.test"]);
     // Allowed: the upstream's answer.
     assert_eq!(a_records(&answers[0]), vec![net.allowed]);
@@ -617,7 +605,7 @@ async fn addresses_the_host_gains_later_are_blocked_too() {
     let mut d = Daemon::start();
     let api = d.client();
     api.create("late-a").await;
-    let pid = init_pid(&d, &api.id_of("late-a").await);
+    let pid = d.init_pid(&api.id_of("late-a").await);
     let (port, host_any) = host_listener("0.0.0.0:0").await;
 
     let name = format!("spd{}", std::process::id() % 1_000_000);
@@ -643,7 +631,7 @@ async fn addresses_the_host_gains_later_are_blocked_too() {
 
     // A sprite started now starts with the current list.
     api.create("late-b").await;
-    let pid_b = init_pid(&d, &api.id_of("late-b").await);
+    let pid_b = d.init_pid(&api.id_of("late-b").await);
     let set = blocked4(pid_b);
     assert!(
         set.contains("198.51.100.99") && !set.contains("198.51.100.77"),

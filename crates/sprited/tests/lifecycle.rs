@@ -10,21 +10,6 @@ use common::{collect, Daemon};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-/// What runc itself says of the sandbox: `running`, `paused`, or `absent`.
-fn runc_state(d: &Daemon, id: &str) -> String {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(d.data_dir.join("runc"))
-        .args(["state", id])
-        .output()
-        .expect("runc state");
-    if !out.status.success() {
-        return "absent".into();
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state json");
-    v["status"].as_str().unwrap_or("").to_string()
-}
-
 fn rootfs_mounted(d: &Daemon, id: &str) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let rootfs = d.data_dir.join("sprites").join(id).join("rootfs");
@@ -49,7 +34,7 @@ async fn running_warm_cold_and_back() {
 
     // Warm: every process frozen, memory kept.
     api.wait_status("zz", "warm", Duration::from_secs(10)).await;
-    assert_eq!(runc_state(&d, &id), "paused");
+    assert_eq!(d.runc_state(&id), "paused");
     assert!(rootfs_mounted(&d, &id));
 
     // Any exec resumes it, and the counter carries on where it was.
@@ -62,7 +47,7 @@ async fn running_warm_cold_and_back() {
         .expect("count");
     let resumed_in = t.elapsed();
     assert_eq!(api.status("zz").await, "running");
-    assert_eq!(runc_state(&d, &id), "running");
+    assert_eq!(d.runc_state(&id), "running");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let later: u64 = api
         .sh("zz", "cat /tmp/count")
@@ -83,7 +68,7 @@ async fn running_warm_cold_and_back() {
     // the files are there (the counting process is not: it was stopped).
     api.wait_status("zz", "warm", Duration::from_secs(10)).await;
     api.wait_status("zz", "cold", Duration::from_secs(10)).await;
-    assert_eq!(runc_state(&d, &id), "absent");
+    assert_eq!(d.runc_state(&id), "absent");
     assert!(!rootfs_mounted(&d, &id));
     assert_eq!(api.sh("zz", "cat /home/sprite/f").await, "kept\n");
     assert_eq!(api.status("zz").await, "running");
@@ -293,7 +278,7 @@ async fn daemon_restart_keeps_warm_and_cold() {
     d.restart();
     let api = d.client();
     assert_eq!(api.status("warm1").await, "warm");
-    assert_eq!(runc_state(&d, &warm_id), "paused");
+    assert_eq!(d.runc_state(&warm_id), "paused");
     assert_eq!(api.status("cold1").await, "cold");
     assert_eq!(api.sh("warm1", "cat /home/sprite/f").await, "w\n");
     assert_eq!(api.sh("cold1", "cat /home/sprite/f").await, "c\n");

@@ -100,21 +100,6 @@ async fn resume_after_pause_answers_and_loses_nothing() {
     }
 }
 
-/// The runc state of a sandbox as `runc state` prints it ("absent" if none).
-fn runc_state(d: &Daemon, id: &str) -> String {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(d.data_dir.join("runc"))
-        .args(["state", id])
-        .output()
-        .expect("runc state");
-    if !out.status.success() {
-        return "absent".into();
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state json");
-    v["status"].as_str().unwrap_or("").to_string()
-}
-
 /// The daemon killed (SIGKILL, no goodbye) with sprites running, warm and
 /// cold: all are there after it comes back, in the states they were in,
 /// the running one's processes still running, and each answers.
@@ -142,9 +127,9 @@ async fn sprites_outlive_an_orchestrator_restart() {
     d.kill9();
     d.spawn();
     let api = d.client();
-    assert_eq!(runc_state(&d, &running_id), "running");
+    assert_eq!(d.runc_state(&running_id), "running");
     assert_eq!(api.status("keeps-running").await, "running");
-    assert_eq!(runc_state(&d, &warm_id), "paused");
+    assert_eq!(d.runc_state(&warm_id), "paused");
     assert_eq!(api.status("goes-warm").await, "warm");
     assert_eq!(api.status("goes-cold").await, "cold");
     let api = d.client();
@@ -242,7 +227,7 @@ async fn a_sandbox_killed_under_the_daemon_comes_back() {
         .expect("runc kill");
     assert!(out.status.success(), "{out:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while runc_state(&d, &id) == "running" {
+    while d.runc_state(&id) == "running" {
         assert!(std::time::Instant::now() < deadline, "the sandbox lives on");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

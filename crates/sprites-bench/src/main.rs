@@ -68,6 +68,8 @@ struct Daemon {
     /// How it was started (the same again on a restart).
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Keep the daemon's log when done (a failed soak names it).
+    keep_log: bool,
 }
 
 impl Drop for Daemon {
@@ -78,7 +80,9 @@ impl Drop for Daemon {
             .args(["purge", "--data-dir"])
             .arg(&self.data)
             .status();
-        let _ = std::fs::remove_file(self.data.with_extension("log"));
+        if !self.keep_log {
+            let _ = std::fs::remove_file(self.data.with_extension("log"));
+        }
     }
 }
 
@@ -129,6 +133,7 @@ fn start_daemon_env(extra: &[&str], env: &[(String, String)]) -> anyhow::Result<
         token,
         args,
         env: env.to_vec(),
+        keep_log: false,
     };
     d.wait_ready()?;
     Ok(d)
@@ -254,17 +259,42 @@ pub(crate) async fn sh(
     name: &str,
     script: &str,
 ) -> anyhow::Result<()> {
+    match sh_at(http, &d.url, &d.token, name, script).await {
+        Ok((0, _)) => Ok(()),
+        Ok((_, out)) => bail!("{script}: {out}"),
+        Err(e) => bail!("{script}: {e}"),
+    }
+}
+
+/// Runs `sh -c script` over HTTP exec on the daemon at `url`: its exit
+/// code and the whole answer (frames included), or why there was none (no
+/// answer, an error status, cut off before the exit frame).
+pub(crate) async fn sh_at(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    name: &str,
+    script: &str,
+) -> Result<(u8, String), String> {
     let r = http
-        .post(format!("{}/v1/sprites/{name}/exec", d.url))
+        .post(format!("{url}/v1/sprites/{name}/exec"))
         .query(&[("cmd", "sh"), ("cmd", "-c"), ("cmd", script)])
-        .bearer_auth(&d.token)
+        .bearer_auth(token)
         .send()
-        .await?;
-    let body = r.bytes().await?;
+        .await
+        .map_err(|e| format!("no answer ({})", e.without_url()))?;
+    let status = r.status();
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| format!("cut off ({})", e.without_url()))?;
+    if !status.is_success() {
+        return Err(format!("{status} {}", String::from_utf8_lossy(&body)));
+    }
     // The exit frame (0x03, code) ends the answer.
     match body.len().checked_sub(2).and_then(|i| body.get(i..)) {
-        Some([3, 0]) => Ok(()),
-        _ => bail!("{script}: {}", String::from_utf8_lossy(&body)),
+        Some([3, code]) => Ok((*code, String::from_utf8_lossy(&body).into_owned())),
+        _ => Err(format!("no exit frame: {}", String::from_utf8_lossy(&body))),
     }
 }
 

@@ -141,26 +141,7 @@ async fn exec_result(
     name: &str,
     script: &str,
 ) -> Result<(u8, String), String> {
-    let r = http
-        .post(format!("{}/v1/sprites/{name}/exec", d.url))
-        .query(&[("cmd", "sh"), ("cmd", "-c"), ("cmd", script)])
-        .bearer_auth(&d.token)
-        .send()
-        .await
-        .map_err(|e| format!("no answer ({})", e.without_url()))?;
-    let status = r.status();
-    let body = r
-        .bytes()
-        .await
-        .map_err(|e| format!("cut off ({})", e.without_url()))?;
-    if !status.is_success() {
-        return Err(format!("{status} {}", String::from_utf8_lossy(&body)));
-    }
-    // The exit frame (0x03, code) ends the answer.
-    match body.len().checked_sub(2).and_then(|i| body.get(i..)) {
-        Some([3, code]) => Ok((*code, String::from_utf8_lossy(&body).into_owned())),
-        _ => Err("no exit frame".into()),
-    }
+    crate::sh_at(http, &d.url, &d.token, name, script).await
 }
 
 /// POSTs an NDJSON operation: the `complete` line's message.
@@ -647,9 +628,27 @@ pub async fn run(minutes: f64, clients: usize) -> anyhow::Result<()> {
     for l in &leaks {
         println!("  {l}");
     }
+    // Reported, then ended: the soak leaves nothing running.
+    for pid in leaks.iter().filter_map(|l| {
+        l.strip_prefix("process ")?
+            .split_once(':')?
+            .0
+            .parse::<i32>()
+            .ok()
+    }) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     let failures = counts.failures.clone();
     drop(counts);
     if !failures.is_empty() || !leaks.is_empty() || rss_max > RSS_BOUND_KIB {
+        d.keep_log = true;
+        println!(
+            "the daemon's log is kept at {}",
+            d.data.with_extension("log").display()
+        );
         bail!(
             "the soak found {} failures, {} leftovers, RSS max {} MiB",
             failures.len(),

@@ -184,8 +184,12 @@ impl LazyImage {
     /// After a crash: completes the rebuild recorded by `state` without
     /// FUSE. Chunks the state file says are local (the sprite may have
     /// written to them) are kept; the rest is fetched. Then the backing
-    /// file is the whole image, synced, and the state file is gone. With
-    /// no state file the image is taken as whole already.
+    /// file is the whole image, synced, and the state file says so (every
+    /// bit durable). The caller records the image whole wherever it keeps
+    /// that, then removes the state file ([`remove_state`]): in that order
+    /// a crash in between leaves a stale record, never a whole-looking
+    /// image that is not. With no state file the image is taken as whole
+    /// already.
     pub async fn finish_offline(
         store: Arc<ColdStore>,
         manifest: &Manifest,
@@ -226,11 +230,20 @@ impl LazyImage {
                     ColdError::Other("the offline rebuild stopped early".into())
                 }));
             }
-            vol.commit()?;
-            vol.remove_state()
+            vol.commit()
         })
         .await
         .map_err(|e| ColdError::Other(format!("offline rebuild task failed: {e}")))?
+    }
+}
+
+/// Removes the state file of a finished rebuild, durably (see
+/// [`LazyImage::finish_offline`]). A missing file is fine.
+pub fn remove_state(state: &Path) -> Result<()> {
+    match std::fs::remove_file(state) {
+        Ok(()) => state::sync_dir_of(state),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ColdError::io("remove", state, e)),
     }
 }
 

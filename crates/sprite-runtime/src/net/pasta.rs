@@ -42,7 +42,9 @@ pub fn start(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
 const UNTIL_EXEC: Duration = Duration::from_secs(2);
 
 fn start_once(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
-    let _ = std::fs::remove_file(pid_file);
+    // A pasta an earlier start left (a daemon killed in between) ends
+    // first: dropping only its pid file would orphan it.
+    end(running(pid_file).into_iter().collect(), pid_file)?;
     let out = Command::new(pasta_bin)
         .arg("--config-net")
         .arg("--netns")
@@ -85,6 +87,29 @@ pub fn running(pid_file: &Path) -> Option<i32> {
     (comm.starts_with("pasta") || comm.starts_with("passt")).then_some(pid)
 }
 
+/// The pastas started with `--pid pid_file`, whatever became of the file.
+fn started_for(pid_file: &Path) -> Vec<i32> {
+    let want = pid_file.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let mut args = cmd.split(|b| *b == 0);
+            let is_pasta = args.next().is_some_and(|a0| {
+                let name = a0.rsplit(|b| *b == b'/').next().unwrap_or(a0);
+                name.starts_with(b"pasta") || name.starts_with(b"passt")
+            });
+            is_pasta && args.skip_while(|a| *a != b"--pid").nth(1) == Some(want)
+        })
+        .collect()
+}
+
 /// Whether `pid` exists and is not a zombie.
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -95,8 +120,21 @@ fn alive(pid: i32) -> bool {
 
 /// Ends the pasta of `pid_file` (it would keep the namespace alive: pasta
 /// does not notice its namespace's processes are gone) and removes the file.
+///
+/// A pasta whose file names no live pasta (a daemon killed while pasta
+/// started, before it wrote the file) is found by the file's path on its
+/// command line.
 pub fn stop(pid_file: &Path) -> Result<()> {
-    if let Some(pid) = running(pid_file) {
+    let pids = match running(pid_file) {
+        Some(pid) => vec![pid],
+        None => started_for(pid_file),
+    };
+    end(pids, pid_file)
+}
+
+/// Ends the pastas `pids` and removes `pid_file`.
+fn end(pids: Vec<i32>, pid_file: &Path) -> Result<()> {
+    for pid in pids {
         let pid = nix::unistd::Pid::from_raw(pid);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         // Not our child (it daemonized): it is gone once it is a zombie.
@@ -138,6 +176,46 @@ time.sleep(0.3)
 assert libc.prctl(4, 1) == 0
 time.sleep(30)
 ";
+
+    /// A pasta that never wrote its pid file (its starter was killed) is
+    /// still found, by the file's path on its command line, and ended.
+    #[test]
+    fn stop_ends_a_pasta_whose_pid_file_was_never_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pid_file = dir.path().join("sprite.pid");
+        let other_file = dir.path().join("other.pid");
+        let fake = |file: &std::path::Path| {
+            // A bash named pasta, waiting on its stdin (a builtin: no
+            // child to leave behind).
+            Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "exec -a pasta bash -c 'read -t 60 x' --pid {}",
+                    file.display()
+                ))
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("bash is needed")
+        };
+        let mut ours = fake(&pid_file);
+        let mut other = fake(&other_file);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while super::started_for(&pid_file).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fake pasta never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(super::started_for(&pid_file), vec![ours.id() as i32]);
+        super::stop(&pid_file).expect("stop");
+        let status = ours.wait().expect("wait");
+        assert!(!status.success(), "ended by a signal: {status:?}");
+        // Another sprite's pasta is left alone.
+        assert_eq!(other.try_wait().expect("try_wait"), None);
+        let _ = other.kill();
+        let _ = other.wait();
+    }
 
     #[test]
     fn attaches_to_an_init_that_execs_after_run_returned() {

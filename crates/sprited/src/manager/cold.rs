@@ -328,6 +328,33 @@ impl Manager {
             .get_manifest(&volume_manifest(&rec.id))
             .await
             .map_err(Error::cold(&what))?;
+        // A fill cut short (a daemon killed while the sprite ran on its
+        // self-filling volume): the local part holds what the sprite wrote
+        // since it woke, newer than the store's copy. It is completed,
+        // never replaced.
+        let (backing, state) = (
+            self.store.volume_path(&rec.id),
+            self.store.volume_state_path(&rec.id),
+        );
+        if state.exists() && backing.exists() {
+            sprite_cold::LazyImage::finish_offline(self.cold.clone(), &m, &backing, &state)
+                .await
+                .map_err(Error::cold(&what))?;
+            // Recorded local before the fill record goes: a crash in
+            // between leaves a stale record, which start-up drops.
+            self.mark_local(rec)?;
+            blocking(move || {
+                sprite_cold::lazy::remove_state(&state)
+                    .map_err(Error::cold("removing the fill record"))
+            })
+            .await?;
+            tracing::info!(
+                sprite = %rec.name,
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "volume completed from its local part and object storage"
+            );
+            return Ok(());
+        }
         let store = self.store.clone();
         let id = rec.id.clone();
         let tmp = blocking(move || {

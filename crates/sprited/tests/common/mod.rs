@@ -168,6 +168,36 @@ impl Daemon {
         }
     }
 
+    /// `runc state` of sprite `id` in this daemon's runc root: its JSON,
+    /// or None when runc knows no such container.
+    fn runc_state_json(&self, id: &str) -> Option<serde_json::Value> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.data_dir.join("runc"))
+            .args(["state", id])
+            .output()
+            .expect("runc state");
+        if !out.status.success() {
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).expect("state json"))
+    }
+
+    /// What runc says sprite `id` is doing (`running`, `paused`, ...), or
+    /// `absent`.
+    pub fn runc_state(&self, id: &str) -> String {
+        self.runc_state_json(id).map_or_else(
+            || "absent".into(),
+            |v| v["status"].as_str().unwrap_or("").to_string(),
+        )
+    }
+
+    /// The host pid of sprite `id`'s init (it must be running).
+    pub fn init_pid(&self, id: &str) -> u32 {
+        let v = self.runc_state_json(id).expect("the sprite runs");
+        u32::try_from(v["pid"].as_u64().expect("pid")).expect("pid")
+    }
+
     pub fn pool_dir(&self) -> PathBuf {
         self.data_dir.join("pool")
     }
