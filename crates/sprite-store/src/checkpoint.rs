@@ -27,6 +27,7 @@ use nix::fcntl::{renameat2, RenameFlags};
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::freeze::{thaw, Frozen};
+use crate::outside;
 use crate::store::{ensure_dir, Store};
 use crate::{mountinfo, reflink, validate_name};
 
@@ -202,10 +203,33 @@ impl Store {
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
             .ctx("create", &tmp)?;
-        let mounted = mountinfo::mount_at(&mountinfo::read()?, &self.layout.volume_mount(id))
+        let mounts = mountinfo::read()?;
+        let mounted = mountinfo::mount_at(&mounts, &self.layout.volume_mount(id))
             .is_some_and(|m| m.fs_type == "ext4");
+        let served = mountinfo::mount_at(&mounts, &self.layout.lazy_mount(id)).is_some();
         let frozen_at = Instant::now();
-        let cloned = {
+        let cloned = if mounted && served {
+            // A volume this process serves over FUSE: frozen, cloned and
+            // thawed by a child process (see `outside`).
+            let mnt = self.layout.volume_mount(id);
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&mnt)
+                .ctx("open", &mnt)?;
+            match outside::freeze_clone_thaw(&dir, &src, &dst, &mnt) {
+                Ok(()) => Ok(()),
+                Err(StoreError::Io {
+                    op: "FICLONE",
+                    source,
+                    ..
+                }) => Err(source),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+        } else {
             let _frozen = if mounted {
                 Some(Frozen::freeze(&self.layout.volume_mount(id))?)
             } else {

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{IoContext, Result, StoreError};
 
 /// `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)` from `<linux/fs.h>`.
-const FIFREEZE: libc::c_ulong = 0xC004_5877;
-const FITHAW: libc::c_ulong = 0xC004_5878;
+pub(crate) const FIFREEZE: libc::c_ulong = 0xC004_5877;
+pub(crate) const FITHAW: libc::c_ulong = 0xC004_5878;
 
 /// A frozen filesystem; thawed when dropped.
 pub(crate) struct Frozen {

@@ -30,6 +30,7 @@ mod layout;
 mod loopdev;
 mod mount;
 pub mod mountinfo;
+mod outside;
 mod pool;
 mod reflink;
 mod rootfs;

@@ -50,7 +50,18 @@ pub(crate) const GIVE_BACK: Option<&str> = Some("discard");
 /// Unmounts `target`. Returns false when nothing was mounted there.
 /// A busy filesystem is an error, never silently detached.
 pub(crate) fn unmount(target: &Path) -> Result<bool> {
-    match nix::mount::umount2(target, MntFlags::empty()) {
+    unmount_by(target, false)
+}
+
+/// [`unmount`], done by a child process when `served` (the filesystem
+/// sits on a volume this process serves: see `outside`).
+pub(crate) fn unmount_by(target: &Path, served: bool) -> Result<bool> {
+    let result = if served {
+        crate::outside::unmount(target)
+    } else {
+        nix::mount::umount2(target, MntFlags::empty())
+    };
+    match result {
         Ok(()) => Ok(true),
         Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(false),
         Err(nix::errno::Errno::EBUSY) => Err(StoreError::Busy(target.to_path_buf())),

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// `_IOW(0x94, 9, int)` from `<linux/fs.h>`.
-const FICLONE: libc::c_ulong = 0x4004_9409;
+pub(crate) const FICLONE: libc::c_ulong = 0x4004_9409;
 
 /// Makes `dst` share every extent of `src`.
 pub(crate) fn clone_file(src: &File, dst: &File) -> std::io::Result<()> {

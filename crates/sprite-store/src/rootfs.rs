@@ -153,9 +153,12 @@ impl Store {
                 }
             }
         }
+        // Both sync the volume as they go: one the daemon serves itself is
+        // unmounted by a child process (see `outside`).
+        let served = mountinfo::mount_at(&mounts, &self.layout.lazy_mount(id)).is_some();
         for target in [self.layout.rootfs_mount(id), self.layout.volume_mount(id)] {
             // Loop in case the same point was mounted more than once.
-            while mount::unmount(&target)? {}
+            while mount::unmount_by(&target, served)? {}
         }
         Ok(())
     }

@@ -20,6 +20,11 @@ fn armed() -> &'static [String] {
     })
 }
 
+/// Whether `name` is armed (for points that do more than stop).
+pub fn armed_at(name: &str) -> bool {
+    armed().iter().any(|a| a == name)
+}
+
 /// Blocks the calling thread forever if `name` is armed.
 pub fn hit(name: &str) {
     if armed().iter().any(|a| a == name) {

@@ -8,6 +8,10 @@
 //! volume. The next daemon must abort that connection before anything
 //! else, recover the sprite, and lose nothing acknowledged.
 //!
+//! And the cause itself: a checkpoint's freeze of such a volume, whose
+//! flush the server never answers, must not keep the killed daemon from
+//! exiting (it runs in a child process that the dead connection fails).
+//!
 //! In a binary of its own: while the connection hangs, a `sync` anywhere
 //! on the host (another test's sprite) would hang with it.
 
@@ -73,12 +77,16 @@ fn aborted(fd: &OwnedFd) -> bool {
     }
 }
 
+/// The two tests hold connections open on purpose: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn location(api: &Api, name: &str) -> serde_json::Value {
     api.get_json(&format!("/v1/sprites/{name}")).await["storage"]["location"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lazy_volume_whose_server_died_with_its_connection_open_is_recovered() {
+    let _serial = SERIAL.lock().await;
     let mut d = Daemon::start();
     let api = d.client();
     api.create("orphan").await;
@@ -139,4 +147,85 @@ async fn a_lazy_volume_whose_server_died_with_its_connection_open_is_recovered()
         "after\n"
     );
     drop(held);
+}
+
+/// Aborts, through the fuse control filesystem, the connection of every
+/// self-filling volume mounted under `data` (a failed test must not leave
+/// the host hanging).
+fn abort_lazy_connections(data: &std::path::Path) {
+    let ctl = std::path::Path::new("/sys/fs/fuse/connections");
+    let mounted_here = !std::fs::read_dir(ctl).is_ok_and(|mut d| d.next().is_some());
+    if mounted_here {
+        let _ = nix::mount::mount(
+            Some("fusectl"),
+            ctl,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in info.lines().filter(|l| l.contains(" - fuse sprite-lazy ")) {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.get(4)
+            .is_some_and(|m| m.starts_with(&*data.to_string_lossy()))
+        {
+            if let Some((_, minor)) = f.get(2).and_then(|d| d.split_once(':')) {
+                let _ = std::fs::write(ctl.join(minor).join("abort"), "1");
+            }
+        }
+    }
+    if mounted_here {
+        let _ = nix::mount::umount2(ctl, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_while_freezing_a_volume_it_serves_exits() {
+    let _serial = SERIAL.lock().await;
+    let mut d = Daemon::start_with_env(&[], &[("SPRITED_FAILPOINTS", "checkpoint-lazy-stall")]);
+    let api = d.client();
+    api.create("freezer").await;
+    let sum = api.sh("freezer", WRITE_BLOB).await;
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites/freezer/evict")
+        .send()
+        .await
+        .expect("evict");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    api.sh("freezer", "echo woken > /home/sprite/w").await;
+    assert_eq!(location(&api, "freezer").await, "filling");
+
+    // The checkpoint freezes the volume; its flush reaches the daemon's
+    // FUSE server, which never answers.
+    let mark = d.log_mark();
+    let req = api
+        .req(reqwest::Method::POST, "/v1/sprites/freezer/checkpoint")
+        .json(&serde_json::json!({}));
+    tokio::spawn(async move {
+        let _ = req.send().await;
+    });
+    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Killed now, the daemon must end: no thread of its own waits on the
+    // flush.
+    let pid = d.pid().expect("daemon pid");
+    let exited = d.kill9_within(Duration::from_secs(10));
+    if !exited {
+        // The wedge: unblock the host before failing.
+        abort_lazy_connections(&d.data_dir);
+        let _ = d.kill9_within(Duration::from_secs(30));
+        panic!("daemon {pid} could not exit after SIGKILL: a thread of its own waited on its FUSE server");
+    }
+    d.env.clear();
+    d.spawn();
+    let api = d.client();
+    assert_eq!(api.sh("freezer", SUM_BLOB).await, sum);
+    assert_eq!(api.sh("freezer", "cat /home/sprite/w").await, "woken\n");
+    // Not left frozen: it takes writes, and a checkpoint works.
+    api.sh("freezer", "echo again > /home/sprite/w2; sync")
+        .await;
+    let ck = api.checkpoint("freezer", None).await;
+    assert!(ck.starts_with('v'), "{ck}");
 }

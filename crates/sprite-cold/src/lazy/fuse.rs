@@ -52,6 +52,10 @@ thread_local! {
 }
 
 /// Marks the calling thread as one that serves block I/O (once).
+/// See [`super::stall_syncs`].
+pub(crate) static STALL_SYNCS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 pub(crate) fn mark_io_flusher() {
     IO_FLUSHER.with(|done| {
         if done.get() {
@@ -113,6 +117,12 @@ impl VolumeFs {
 
     fn sync(&self, reply: ReplyEmpty) {
         mark_io_flusher();
+        if STALL_SYNCS.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::warn!("failpoint reached; a flush of a self-filling volume waits for ever");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
         match self.vol.commit() {
             Ok(()) => reply.ok(),
             Err(e) => {

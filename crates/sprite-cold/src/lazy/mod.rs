@@ -237,6 +237,14 @@ impl LazyImage {
     }
 }
 
+/// Crash tests only: from now on, every flush of a self-filling volume
+/// waits for ever in this process's FUSE server instead of being answered
+/// (as a server would that is about to be killed). Armed by the daemon's
+/// `checkpoint-lazy-stall` failpoint; nothing else calls it.
+pub fn stall_syncs() {
+    fuse::STALL_SYNCS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Removes the state file of a finished rebuild, durably (see
 /// [`LazyImage::finish_offline`]). A missing file is fine.
 pub fn remove_state(state: &Path) -> Result<()> {

@@ -188,6 +188,10 @@ impl Manager {
         say(progress, format!("Creating checkpoint {id}..."));
         let store = self.store.clone();
         let (sprite, ck) = (rec.id.clone(), id.clone());
+        if slot.cold.is_filling() && failpoint::armed_at("checkpoint-lazy-stall") {
+            // Crash tests: the freeze's flush is never answered.
+            sprite_cold::lazy::stall_syncs();
+        }
         let stats = match blocking(move || {
             store
                 .create_checkpoint_with(&sprite, &ck, &|| failpoint::hit("checkpoint-frozen"))

@@ -145,6 +145,27 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL the daemon and reap it, waiting at most `within`: false
+    /// if it did not end (a thread stuck in the kernel keeps a killed
+    /// process from exiting); it can be waited for again.
+    pub fn kill9_within(&mut self, within: Duration) -> bool {
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
+        let _ = c.kill();
+        let deadline = Instant::now() + within;
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => {
+                    self.child = None;
+                    return true;
+                }
+                Ok(None) if Instant::now() >= deadline => return false,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// Wait until the daemon's log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
         self.wait_log_since(0, needle, timeout)
