@@ -13,6 +13,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --workspace -- --test-threads=2
+# Random operations from 4 clients while the daemon is SIGKILLed every
+# ~30 s and the object store stops answering for 6 s every ~45 s (README,
+# "Soak"); the 30-minute run is the same command by hand.
+echo "==> soak (2 min)"
+cargo run -q -p sprites-bench -- soak --minutes 2 --clients 4
 echo "==> official SDK compatibility (sprites-py, @fly/sprites)"
 tests/compat/run.sh
 # The suites whose commands control mode changes, again with the SDKs'

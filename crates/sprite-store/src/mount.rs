@@ -36,9 +36,41 @@ pub(crate) fn mount_image(
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<()> {
+    mount_image_by(image, target, fstype, flags, data, false)
+}
+
+/// [`mount_image`], the mount made by a child process when `served` (the
+/// image is a file this process serves: see `outside`).
+pub(crate) fn mount_image_by(
+    image: &Path,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+    served: bool,
+) -> Result<()> {
     loopdev::ensure_not_attached(image)?;
     let device = loopdev::attach(image, false)?;
-    mount_fs(device.path(), target, fstype, flags, data)
+    if !served {
+        return mount_fs(device.path(), target, fstype, flags, data);
+    }
+    let err = |errno: nix::errno::Errno| StoreError::Mount {
+        fstype: fstype.to_string(),
+        source_path: device.path().to_path_buf(),
+        target: target.to_path_buf(),
+        errno: errno.into(),
+    };
+    let call = crate::outside::Call::Mount {
+        source: crate::outside::c_path(device.path()).map_err(err)?,
+        target: crate::outside::c_path(target).map_err(err)?,
+        fstype: std::ffi::CString::new(fstype).map_err(|_| err(nix::errno::Errno::EINVAL))?,
+        flags: flags.bits(),
+        data: data
+            .map(std::ffi::CString::new)
+            .transpose()
+            .map_err(|_| err(nix::errno::Errno::EINVAL))?,
+    };
+    crate::outside::run(&[call]).map_err(|(_, e)| err(e))
 }
 
 /// Mount options that hand freed blocks back to the file under a loop

@@ -21,7 +21,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -148,32 +148,144 @@ pub(crate) fn freeze_clone_thaw(dir: &File, src: &File, dst: &File, path: &Path)
     }
 }
 
-/// `umount2(target, 0)` in a child process (see the module): the same
-/// answers as [`nix::mount::umount2`].
-pub(crate) fn unmount(target: &Path) -> nix::Result<()> {
-    let Ok(c) = CString::new(target.as_os_str().as_bytes()) else {
-        return Err(nix::errno::Errno::EINVAL);
-    };
-    let ptr = c.as_ptr();
-    let child = || {
-        if !keep_only(&[]) {
-            return errno_code();
+/// One system call on a path, prepared (its strings made) before the fork.
+pub(crate) enum Call {
+    Mount {
+        source: CString,
+        target: CString,
+        fstype: CString,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    /// `mkdir`; an existing directory is fine.
+    Mkdir {
+        path: CString,
+        mode: libc::mode_t,
+    },
+    Chmod {
+        path: CString,
+        mode: libc::mode_t,
+    },
+    Chown {
+        path: CString,
+        uid: libc::uid_t,
+        gid: libc::gid_t,
+    },
+    Umount {
+        target: CString,
+    },
+}
+
+/// A path as a C string (a path with a NUL in it is EINVAL, as the kernel
+/// would answer).
+pub(crate) fn c_path(p: &Path) -> std::result::Result<CString, nix::errno::Errno> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| nix::errno::Errno::EINVAL)
+}
+
+impl Call {
+    /// Makes the call (async-signal-safe): 0 or -1 with errno set.
+    fn make(&self) -> libc::c_int {
+        // SAFETY: every pointer is into a CString owned by `self`, alive
+        // for the call; the kernel copies what it reads.
+        unsafe {
+            match self {
+                Call::Mount {
+                    source,
+                    target,
+                    fstype,
+                    flags,
+                    data,
+                } => libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    fstype.as_ptr(),
+                    *flags,
+                    data.as_ref()
+                        .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+                ),
+                Call::Mkdir { path, mode } => {
+                    let r = libc::mkdir(path.as_ptr(), *mode);
+                    if r < 0 && *libc::__errno_location() == libc::EEXIST {
+                        0
+                    } else {
+                        r
+                    }
+                }
+                Call::Chmod { path, mode } => libc::chmod(path.as_ptr(), *mode),
+                Call::Chown { path, uid, gid } => libc::chown(path.as_ptr(), *uid, *gid),
+                Call::Umount { target } => libc::umount2(target.as_ptr(), 0),
+            }
         }
-        // SAFETY: `ptr` points into `c`, which outlives the fork (the
-        // child has a copy of the parent's memory).
-        if unsafe { libc::umount2(ptr, 0) } < 0 {
-            return errno_code();
+    }
+}
+
+/// Makes `calls` in order in one child process (see the module), stopping
+/// at the first that fails: which one, and its errno.
+pub(crate) fn run(calls: &[Call]) -> std::result::Result<(), (usize, nix::errno::Errno)> {
+    let mut pipe = [0 as libc::c_int; 2];
+    // SAFETY: `pipe` has room for the two descriptors.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err((0, nix::errno::Errno::last()));
+    }
+    // SAFETY: both are descriptors this process just made and owns.
+    let (rd, wr) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(pipe[0]),
+            std::os::fd::OwnedFd::from_raw_fd(pipe[1]),
+        )
+    };
+    let wfd = wr.as_raw_fd();
+    let child = || {
+        if wfd < 1 || !keep_only(&[wfd]) {
+            return 1;
+        }
+        for (i, call) in calls.iter().enumerate() {
+            if call.make() < 0 {
+                let failed = [i as i32, errno_code()];
+                // SAFETY: writes 8 bytes from `failed` to the pipe (fd 0
+                // after `keep_only`).
+                unsafe { libc::write(0, failed.as_ptr().cast(), 8) };
+                return 1;
+            }
         }
         0
     };
     // SAFETY: `child` makes only system calls.
-    match unsafe { in_child(child) } {
+    let code = unsafe { in_child(child) };
+    drop(wr);
+    match code {
         Ok(0) => Ok(()),
-        Ok(code) => Err(nix::errno::Errno::from_raw(code)),
-        Err(e) => Err(nix::errno::Errno::from_raw(
-            e.raw_os_error().unwrap_or(libc::EIO),
+        Ok(_) => {
+            let mut failed = [0i32; 2];
+            let mut f = File::from(rd);
+            use std::io::Read;
+            let mut buf = [0u8; 8];
+            match f.read_exact(&mut buf) {
+                Ok(()) => {
+                    failed[0] = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                    failed[1] = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                    Err((
+                        usize::try_from(failed[0]).unwrap_or(0),
+                        nix::errno::Errno::from_raw(failed[1]),
+                    ))
+                }
+                Err(_) => Err((0, nix::errno::Errno::EIO)),
+            }
+        }
+        Err(e) => Err((
+            0,
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         )),
     }
+}
+
+/// `umount2(target, 0)` in a child process (see the module): the same
+/// answers as [`nix::mount::umount2`].
+pub(crate) fn unmount(target: &Path) -> nix::Result<()> {
+    run(&[Call::Umount {
+        target: c_path(target)?,
+    }])
+    .map_err(|(_, e)| e)
 }
 
 #[cfg(test)]
@@ -189,5 +301,39 @@ mod tests {
             unmount(&dir.path().join("missing")),
             Err(nix::errno::Errno::ENOENT)
         );
+    }
+
+    #[test]
+    fn calls_run_in_order_and_the_first_failure_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let calls = [
+            Call::Mkdir {
+                path: c_path(&a).unwrap(),
+                mode: 0o700,
+            },
+            // Again: an existing directory is fine.
+            Call::Mkdir {
+                path: c_path(&a).unwrap(),
+                mode: 0o700,
+            },
+            Call::Chmod {
+                path: c_path(&a).unwrap(),
+                mode: 0o751,
+            },
+            Call::Chown {
+                path: c_path(&dir.path().join("missing")).unwrap(),
+                uid: 0,
+                gid: 0,
+            },
+            Call::Chmod {
+                path: c_path(&a).unwrap(),
+                mode: 0o700,
+            },
+        ];
+        assert_eq!(run(&calls), Err((3, nix::errno::Errno::ENOENT)));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&a).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o751, "the calls before the failure ran, none after");
     }
 }

@@ -52,13 +52,17 @@ impl Store {
         ensure_dir(&volume_mnt, 0o700)?;
         ensure_dir(&rootfs, 0o700)?;
 
+        // A volume filling itself from the cold tier is a file the daemon
+        // serves (FUSE): everything that writes to it here is done by a
+        // child process (see `outside`).
+        let served = volume_img != self.layout.volume_image(id);
         if rootfs_mounted {
             // Overlay without its volume: it points at a detached upper; redo it.
             tracing::warn!(
                 sprite = id,
                 "overlay mounted without its volume; remounting"
             );
-            mount::unmount(&rootfs)?;
+            mount::unmount_by(&rootfs, served)?;
         }
         if !volume_mounted {
             self.ensure_room(0)?;
@@ -67,48 +71,148 @@ impl Store {
             // before the write returns, or a crash of the daemon (which
             // ends the FUSE connection) would lose what sat in the page
             // cache; and it is not a plain file whose holes can be punched.
-            let own = volume_img == self.layout.volume_image(id);
-            let (flags, data) = if own {
-                (MsFlags::empty(), mount::GIVE_BACK)
-            } else {
+            let (flags, data) = if served {
                 (MsFlags::MS_SYNCHRONOUS, None)
+            } else {
+                (MsFlags::empty(), mount::GIVE_BACK)
             };
-            mount::mount_image(volume_img, &volume_mnt, "ext4", flags, data)?;
+            mount::mount_image_by(volume_img, &volume_mnt, "ext4", flags, data, served)?;
         }
 
         let (uid, gid) = self.root_ids();
         let upper = volume_mnt.join("upper");
         let work = volume_mnt.join("work");
-        for dir in [&upper, &work] {
-            ensure_dir(dir, 0o755)?;
-            chown(dir.as_path(), Some(uid), Some(gid)).ctx("chown", dir)?;
-        }
         let lower = self.layout.image_rootfs(image);
         // The sprite's `/` is the upper dir's root, not the image's: it
         // takes the image's group and mode (who may make top-level folders).
         let top = std::fs::metadata(&lower).ctx("stat", &lower)?;
-        chown(upper.as_path(), Some(uid), Some(Gid::from_raw(top.gid()))).ctx("chown", &upper)?;
-        std::fs::set_permissions(
-            &upper,
-            std::fs::Permissions::from_mode(top.permissions().mode() & 0o7777),
-        )
-        .ctx("chmod", &upper)?;
+        let top_mode = top.permissions().mode() & 0o7777;
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.display(),
             upper.display(),
             work.display()
         );
-        mount::mount_fs(
-            Path::new("overlay"),
-            &rootfs,
-            "overlay",
-            MsFlags::empty(),
-            Some(&options),
-        )?;
+        if served {
+            self.overlay_by_child(
+                &upper,
+                &work,
+                &rootfs,
+                &options,
+                (uid, gid, top.gid(), top_mode),
+            )?;
+        } else {
+            for dir in [&upper, &work] {
+                ensure_dir(dir, 0o755)?;
+                chown(dir.as_path(), Some(uid), Some(gid)).ctx("chown", dir)?;
+            }
+            chown(upper.as_path(), Some(uid), Some(Gid::from_raw(top.gid())))
+                .ctx("chown", &upper)?;
+            std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(top_mode))
+                .ctx("chmod", &upper)?;
+            mount::mount_fs(
+                Path::new("overlay"),
+                &rootfs,
+                "overlay",
+                MsFlags::empty(),
+                Some(&options),
+            )?;
+        }
         self.prepare_views(id, &mounts)?;
         tracing::debug!(sprite = id, image, rootfs = %rootfs.display(), "rootfs mounted");
         Ok(rootfs)
+    }
+
+    /// The overlay's directories on a served volume and the overlay mount,
+    /// as [`Store::mount_rootfs_from`] makes them on a plain one, by a child
+    /// process (see `outside`). `ids`: root's uid and gid inside, and the
+    /// image root's gid and mode, which the sprite's `/` takes.
+    fn overlay_by_child(
+        &self,
+        upper: &Path,
+        work: &Path,
+        rootfs: &Path,
+        options: &str,
+        ids: (Uid, Gid, u32, u32),
+    ) -> Result<()> {
+        use crate::outside::{c_path, run, Call};
+        let (uid, gid, top_gid, top_mode) = ids;
+        let c = |p: &Path| c_path(p).map_err(|e| StoreError::io("mkdir", p, e.into()));
+        let calls = vec![
+            Call::Mkdir {
+                path: c(upper)?,
+                mode: 0o755,
+            },
+            Call::Chmod {
+                path: c(upper)?,
+                mode: 0o755,
+            },
+            Call::Chown {
+                path: c(upper)?,
+                uid: uid.as_raw(),
+                gid: gid.as_raw(),
+            },
+            Call::Mkdir {
+                path: c(work)?,
+                mode: 0o755,
+            },
+            Call::Chmod {
+                path: c(work)?,
+                mode: 0o755,
+            },
+            Call::Chown {
+                path: c(work)?,
+                uid: uid.as_raw(),
+                gid: gid.as_raw(),
+            },
+            Call::Chown {
+                path: c(upper)?,
+                uid: uid.as_raw(),
+                gid: top_gid,
+            },
+            Call::Chmod {
+                path: c(upper)?,
+                mode: top_mode,
+            },
+            Call::Mount {
+                source: c(Path::new("overlay"))?,
+                target: c(rootfs)?,
+                fstype: c(Path::new("overlay"))?,
+                flags: 0,
+                data: Some(std::ffi::CString::new(options).map_err(|_| {
+                    StoreError::io(
+                        "mount",
+                        rootfs,
+                        std::io::Error::from_raw_os_error(libc::EINVAL),
+                    )
+                })?),
+            },
+        ];
+        const WHAT: [(&str, usize); 9] = [
+            ("mkdir", 0),
+            ("chmod", 0),
+            ("chown", 0),
+            ("mkdir", 1),
+            ("chmod", 1),
+            ("chown", 1),
+            ("chown", 0),
+            ("chmod", 0),
+            ("mount", 2),
+        ];
+        run(&calls).map_err(|(i, errno)| {
+            let (op, which) = WHAT.get(i).copied().unwrap_or(("mount", 2));
+            let path = [upper, work, rootfs][which];
+            if op == "mount" {
+                StoreError::Mount {
+                    fstype: "overlay".into(),
+                    source_path: PathBuf::from("overlay"),
+                    target: rootfs.to_path_buf(),
+                    errno: errno.into(),
+                }
+            } else {
+                StoreError::io(op, path, errno.into())
+            }
+        })
     }
 
     /// `<data>/sprites/<id>/run`, created if needed: bound read-only into

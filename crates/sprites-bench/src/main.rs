@@ -72,10 +72,67 @@ struct Daemon {
     keep_log: bool,
 }
 
+/// SIGKILLs `child` and reaps it within `within`. A killed process that
+/// does not end has a thread stuck in the kernel: answers what its threads
+/// wait in (their kernel stacks).
+fn kill_within(child: &mut Child, within: Duration) -> Result<(), String> {
+    let _ = child.kill();
+    let deadline = Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return Ok(()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => break,
+        }
+    }
+    let mut stuck = String::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", child.id())) {
+        for t in tasks.flatten() {
+            let stack = std::fs::read_to_string(t.path().join("stack")).unwrap_or_default();
+            if !stack.trim().is_empty() {
+                stuck.push_str(&format!(
+                    "thread {}:\n{stack}",
+                    t.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    Err(stuck)
+}
+
+/// Aborts the FUSE connection of every self-filling volume mounted under
+/// `data` (what a wedged daemon left), so that nothing on the host keeps
+/// waiting on it.
+fn abort_fuse_under(data: &Path) {
+    let ctl = Path::new("/sys/fs/fuse/connections");
+    let ours = !std::fs::read_dir(ctl).is_ok_and(|mut d| d.next().is_some());
+    if ours {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(ctl)
+            .status();
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let data = data.display().to_string();
+    for line in info.lines().filter(|l| l.contains(" - fuse sprite-lazy ")) {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.get(4).is_some_and(|m| m.starts_with(&data)) {
+            if let Some((_, minor)) = f.get(2).and_then(|d| d.split_once(':')) {
+                let _ = std::fs::write(ctl.join(minor).join("abort"), "1");
+            }
+        }
+    }
+    if ours {
+        let _ = Command::new("umount").arg("-l").arg(ctl).status();
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if kill_within(&mut self.child, Duration::from_secs(10)).is_err() {
+            abort_fuse_under(&self.data);
+            let _ = kill_within(&mut self.child, Duration::from_secs(30));
+        }
         let _ = Command::new(&self.bin)
             .args(["purge", "--data-dir"])
             .arg(&self.data)
@@ -168,8 +225,12 @@ impl Daemon {
 
     /// SIGKILL, then the same daemon again on the same data dir and port.
     fn restart(&mut self) -> anyhow::Result<()> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Err(stuck) = kill_within(&mut self.child, Duration::from_secs(30)) {
+            bail!(
+                "the daemon (pid {}) did not exit within 30 s of SIGKILL: a thread of it is stuck in the kernel:\n{stuck}",
+                self.child.id()
+            );
+        }
         self.child = spawn_daemon(&self.bin, &self.data, &self.args, &self.env, &self.token)?;
         self.wait_ready()
     }
