@@ -155,6 +155,82 @@ pub(crate) fn attach(backing: &Path, read_only: bool) -> Result<LoopDevice> {
     ))
 }
 
+/// Attaches `backing` (a file this process serves over FUSE) to a free
+/// loop device and mounts it with `mount` (made for the device's path),
+/// both in a child process (see `outside`): configuring a loop device syncs
+/// its file, which only this process's FUSE server can answer. With
+/// autoclear, the device goes with the mount, or with our handle if the
+/// mount fails.
+pub(crate) fn attach_and_mount_outside(
+    backing: &Path,
+    mount: impl Fn(&Path) -> Result<crate::outside::Call>,
+    mount_error: impl Fn(&Path, nix::errno::Errno) -> StoreError,
+) -> Result<()> {
+    use crate::outside::{run_with, Call};
+    let backing_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(backing)
+        .ctx("open", backing)?;
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(LOOP_CONTROL)
+        .ctx("open", Path::new(LOOP_CONTROL))?;
+    for _ in 0..ATTACH_ATTEMPTS {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and only returns a
+        // device number; the fd is a valid open /dev/loop-control.
+        let number = ioctl_result(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) })
+            .ctx("LOOP_CTL_GET_FREE", Path::new(LOOP_CONTROL))?;
+        let path = PathBuf::from(format!("/dev/loop{number}"));
+        let device = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(StoreError::io("open", &path, e)),
+        };
+        // In the child the device is descriptor 1 and the file 2.
+        let config = LoopConfig {
+            fd: 2,
+            block_size: 0,
+            info: LoopInfo64::new(backing, LO_FLAGS_AUTOCLEAR),
+            reserved: [0; 8],
+        };
+        let calls = [
+            Call::Ioctl {
+                fd: 1,
+                request: LOOP_CONFIGURE,
+                arg: (&config as *const LoopConfig).cast(),
+            },
+            mount(&path)?,
+        ];
+        match run_with(&[device.as_raw_fd(), backing_file.as_raw_fd()], &calls) {
+            Ok(()) => {
+                tracing::debug!(device = %path.display(), backing = %backing.display(), "loop attached and mounted by a child");
+                return Ok(());
+            }
+            // Another process configured this device between GET_FREE and us.
+            Err((0, nix::errno::Errno::EBUSY)) => continue,
+            Err((0, e)) => return Err(StoreError::io("LOOP_CONFIGURE", &path, e.into())),
+            Err((_, e)) => return Err(mount_error(&path, e)),
+        }
+    }
+    Err(StoreError::io(
+        "attach loop device",
+        backing,
+        std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            format!("no free loop device after {ATTACH_ATTEMPTS} attempts"),
+        ),
+    ))
+}
+
 fn configure(
     device: &File,
     backing: &File,

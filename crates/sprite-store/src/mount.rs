@@ -50,27 +50,30 @@ pub(crate) fn mount_image_by(
     served: bool,
 ) -> Result<()> {
     loopdev::ensure_not_attached(image)?;
-    let device = loopdev::attach(image, false)?;
     if !served {
+        let device = loopdev::attach(image, false)?;
         return mount_fs(device.path(), target, fstype, flags, data);
     }
-    let err = |errno: nix::errno::Errno| StoreError::Mount {
+    let err = |device: &Path, errno: nix::errno::Errno| StoreError::Mount {
         fstype: fstype.to_string(),
-        source_path: device.path().to_path_buf(),
+        source_path: device.to_path_buf(),
         target: target.to_path_buf(),
         errno: errno.into(),
     };
-    let call = crate::outside::Call::Mount {
-        source: crate::outside::c_path(device.path()).map_err(err)?,
-        target: crate::outside::c_path(target).map_err(err)?,
-        fstype: std::ffi::CString::new(fstype).map_err(|_| err(nix::errno::Errno::EINVAL))?,
-        flags: flags.bits(),
-        data: data
-            .map(std::ffi::CString::new)
-            .transpose()
-            .map_err(|_| err(nix::errno::Errno::EINVAL))?,
+    let call = |device: &Path| -> Result<crate::outside::Call> {
+        let inval = |_| err(device, nix::errno::Errno::EINVAL);
+        Ok(crate::outside::Call::Mount {
+            source: crate::outside::c_path(device).map_err(|e| err(device, e))?,
+            target: crate::outside::c_path(target).map_err(|e| err(device, e))?,
+            fstype: std::ffi::CString::new(fstype).map_err(inval)?,
+            flags: flags.bits(),
+            data: data
+                .map(std::ffi::CString::new)
+                .transpose()
+                .map_err(inval)?,
+        })
     };
-    crate::outside::run(&[call]).map_err(|(_, e)| err(e))
+    loopdev::attach_and_mount_outside(image, call, err)
 }
 
 /// Mount options that hand freed blocks back to the file under a loop

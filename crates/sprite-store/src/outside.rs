@@ -174,6 +174,13 @@ pub(crate) enum Call {
     Umount {
         target: CString,
     },
+    /// An ioctl on the `fd`-th descriptor handed to [`run_with`] (1 for
+    /// the first); `arg` points into memory the caller keeps alive.
+    Ioctl {
+        fd: libc::c_int,
+        request: libc::c_ulong,
+        arg: *const libc::c_void,
+    },
 }
 
 /// A path as a C string (a path with a NUL in it is EINVAL, as the kernel
@@ -214,6 +221,7 @@ impl Call {
                 Call::Chmod { path, mode } => libc::chmod(path.as_ptr(), *mode),
                 Call::Chown { path, uid, gid } => libc::chown(path.as_ptr(), *uid, *gid),
                 Call::Umount { target } => libc::umount2(target.as_ptr(), 0),
+                Call::Ioctl { fd, request, arg } => libc::ioctl(*fd, *request, *arg),
             }
         }
     }
@@ -222,6 +230,18 @@ impl Call {
 /// Makes `calls` in order in one child process (see the module), stopping
 /// at the first that fails: which one, and its errno.
 pub(crate) fn run(calls: &[Call]) -> std::result::Result<(), (usize, nix::errno::Errno)> {
+    run_with(&[], calls)
+}
+
+/// [`run`], the child keeping `fds` as descriptors 1, 2 (for
+/// [`Call::Ioctl`]). Each must be 3 or above.
+pub(crate) fn run_with(
+    fds: &[libc::c_int],
+    calls: &[Call],
+) -> std::result::Result<(), (usize, nix::errno::Errno)> {
+    if fds.len() > 2 || fds.iter().any(|fd| *fd < 3) {
+        return Err((0, nix::errno::Errno::EBADF));
+    }
     let mut pipe = [0 as libc::c_int; 2];
     // SAFETY: `pipe` has room for the two descriptors.
     if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -234,9 +254,11 @@ pub(crate) fn run(calls: &[Call]) -> std::result::Result<(), (usize, nix::errno:
             std::os::fd::OwnedFd::from_raw_fd(pipe[1]),
         )
     };
-    let wfd = wr.as_raw_fd();
+    let mut keep = [wr.as_raw_fd(), -1, -1];
+    keep[1..=fds.len()].copy_from_slice(fds);
+    let keep = &keep[..=fds.len()];
     let child = || {
-        if wfd < 1 || !keep_only(&[wfd]) {
+        if keep[0] < 3 || !keep_only(keep) {
             return 1;
         }
         for (i, call) in calls.iter().enumerate() {
