@@ -166,13 +166,10 @@ pub(crate) fn attach_and_mount_outside(
     mount: impl Fn(&Path) -> Result<crate::outside::Call>,
     mount_error: impl Fn(&Path, nix::errno::Errno) -> StoreError,
 ) -> Result<()> {
-    use crate::outside::{run_with, Call};
-    let backing_file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(backing)
-        .ctx("open", backing)?;
+    use crate::outside::{c_path, run_with, Call};
+    // Not opened here: closing a served file sends its server a flush
+    // that, were this process killed with it open, nobody could answer.
+    let backing_c = c_path(backing).map_err(|e| StoreError::io("open", backing, e.into()))?;
     let control = OpenOptions::new()
         .read(true)
         .write(true)
@@ -195,7 +192,8 @@ pub(crate) fn attach_and_mount_outside(
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(StoreError::io("open", &path, e)),
         };
-        // In the child the device is descriptor 1 and the file 2.
+        // In the child the device is descriptor 1 and the file, opened
+        // there, 2.
         let config = LoopConfig {
             fd: 2,
             block_size: 0,
@@ -203,6 +201,10 @@ pub(crate) fn attach_and_mount_outside(
             reserved: [0; 8],
         };
         let calls = [
+            Call::Open {
+                path: backing_c.clone(),
+                flags: libc::O_RDWR | libc::O_CLOEXEC,
+            },
             Call::Ioctl {
                 fd: 1,
                 request: LOOP_CONFIGURE,
@@ -210,14 +212,15 @@ pub(crate) fn attach_and_mount_outside(
             },
             mount(&path)?,
         ];
-        match run_with(&[device.as_raw_fd(), backing_file.as_raw_fd()], &calls) {
+        match run_with(&[device.as_raw_fd()], &calls) {
             Ok(()) => {
                 tracing::debug!(device = %path.display(), backing = %backing.display(), "loop attached and mounted by a child");
                 return Ok(());
             }
             // Another process configured this device between GET_FREE and us.
-            Err((0, nix::errno::Errno::EBUSY)) => continue,
-            Err((0, e)) => return Err(StoreError::io("LOOP_CONFIGURE", &path, e.into())),
+            Err((0, e)) => return Err(StoreError::io("open", backing, e.into())),
+            Err((1, nix::errno::Errno::EBUSY)) => continue,
+            Err((1, e)) => return Err(StoreError::io("LOOP_CONFIGURE", &path, e.into())),
             Err((_, e)) => return Err(mount_error(&path, e)),
         }
     }

@@ -174,6 +174,12 @@ pub(crate) enum Call {
     Umount {
         target: CString,
     },
+    /// `open`, which in the child gives the lowest free descriptor: the
+    /// one after those handed to [`run_with`].
+    Open {
+        path: CString,
+        flags: libc::c_int,
+    },
     /// An ioctl on the `fd`-th descriptor handed to [`run_with`] (1 for
     /// the first); `arg` points into memory the caller keeps alive.
     Ioctl {
@@ -222,6 +228,7 @@ impl Call {
                 Call::Chown { path, uid, gid } => libc::chown(path.as_ptr(), *uid, *gid),
                 Call::Umount { target } => libc::umount2(target.as_ptr(), 0),
                 Call::Ioctl { fd, request, arg } => libc::ioctl(*fd, *request, *arg),
+                Call::Open { path, flags } => libc::open(path.as_ptr(), *flags).min(0),
             }
         }
     }
