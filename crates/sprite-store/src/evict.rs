@@ -77,45 +77,7 @@ impl Store {
     /// instead, the old process ends, and the sprite's volume is recovered
     /// as after any crash.
     pub fn abort_orphaned_lazy(&self) -> Result<usize> {
-        let sprites = self.layout.sprites_dir();
-        let orphans: Vec<mountinfo::MountEntry> = mountinfo::read()?
-            .into_iter()
-            .filter(|e| {
-                e.fs_type == "fuse"
-                    && e.source == LAZY_SOURCE
-                    && e.mount_point.file_name() == Some("lazy".as_ref())
-                    && e.mount_point.parent().and_then(Path::parent) == Some(sprites.as_path())
-            })
-            .collect();
-        if orphans.is_empty() {
-            return Ok(0);
-        }
-        let ctl = FuseCtl::open(self.layout.data())?;
-        for e in &orphans {
-            let abort = ctl.dir.join(e.dev.1.to_string()).join("abort");
-            match std::fs::write(&abort, "1") {
-                Ok(()) => {
-                    tracing::warn!(mountpoint = %e.mount_point.display(), connection = e.dev.1,
-                        "aborted the FUSE connection of a volume the last daemon served");
-                }
-                // Gone meanwhile: its server closed it.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    tracing::warn!(mountpoint = %e.mount_point.display(), error = %err,
-                        "fusectl refused the abort; forcing the unmount instead");
-                    // MNT_FORCE makes FUSE abort the connection too.
-                    nix::mount::umount2(
-                        &e.mount_point,
-                        nix::mount::MntFlags::MNT_FORCE | nix::mount::MntFlags::MNT_DETACH,
-                    )
-                    .map_err(|errno| StoreError::Unmount {
-                        target: e.mount_point.clone(),
-                        errno: errno.into(),
-                    })?;
-                }
-            }
-        }
-        Ok(orphans.len())
+        abort_lazy_connections(self.layout.data())
     }
 
     /// Moves a rebuilt volume into place (replacing any), durably named.
@@ -189,6 +151,53 @@ impl Store {
         };
         Ok(volume + self.checkpoints_allocated_bytes(id)?)
     }
+}
+
+/// Aborts, through the fuse control filesystem, the connection of every
+/// self-filling volume mounted under data dir `data` (see
+/// [`Store::abort_orphaned_lazy`]); how many there were. Also for test
+/// harnesses that must not leave a host hanging.
+pub fn abort_lazy_connections(data: &Path) -> Result<usize> {
+    let layout = crate::layout::Layout::new(data.to_path_buf());
+    let sprites = layout.sprites_dir();
+    let orphans: Vec<mountinfo::MountEntry> = mountinfo::read()?
+        .into_iter()
+        .filter(|e| {
+            e.fs_type == "fuse"
+                && e.source == LAZY_SOURCE
+                && e.mount_point.file_name() == Some("lazy".as_ref())
+                && e.mount_point.parent().and_then(Path::parent) == Some(sprites.as_path())
+        })
+        .collect();
+    if orphans.is_empty() {
+        return Ok(0);
+    }
+    let ctl = FuseCtl::open(data)?;
+    for e in &orphans {
+        let abort = ctl.dir.join(e.dev.1.to_string()).join("abort");
+        match std::fs::write(&abort, "1") {
+            Ok(()) => {
+                tracing::warn!(mountpoint = %e.mount_point.display(), connection = e.dev.1,
+                    "aborted the FUSE connection of a volume the last daemon served");
+            }
+            // Gone meanwhile: its server closed it.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(mountpoint = %e.mount_point.display(), error = %err,
+                    "fusectl refused the abort; forcing the unmount instead");
+                // MNT_FORCE makes FUSE abort the connection too.
+                nix::mount::umount2(
+                    &e.mount_point,
+                    nix::mount::MntFlags::MNT_FORCE | nix::mount::MntFlags::MNT_DETACH,
+                )
+                .map_err(|errno| StoreError::Unmount {
+                    target: e.mount_point.clone(),
+                    errno: errno.into(),
+                })?;
+            }
+        }
+    }
+    Ok(orphans.len())
 }
 
 /// The `source` the daemon mounts its self-filling volumes with

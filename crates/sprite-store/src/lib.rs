@@ -41,6 +41,7 @@ mod volume;
 
 pub use checkpoint::{CheckpointStats, CHECKPOINT_RESERVE_BYTES};
 pub use error::StoreError;
+pub use evict::abort_lazy_connections;
 pub use image::{ImageKind, ImageManifest, Progress, DEFAULT_PATH};
 pub use loopdev::devices_backed_under as loop_devices_under;
 pub use mount::{thaw_all, unmount_all};

@@ -107,14 +107,37 @@ pub(crate) fn attach(backing: &Path, read_only: bool) -> Result<LoopDevice> {
         .custom_flags(libc::O_CLOEXEC)
         .open(backing)
         .ctx("open", backing)?;
+    let flags = LO_FLAGS_AUTOCLEAR | if read_only { LO_FLAGS_READ_ONLY } else { 0 };
+    on_free_device(backing, read_only, |path, device| {
+        match configure(&device, &backing_file, backing, flags) {
+            Ok(()) => {
+                tracing::debug!(device = %path.display(), backing = %backing.display(), "loop attached");
+                Ok(Some(LoopDevice {
+                    path: path.to_path_buf(),
+                    _file: device,
+                }))
+            }
+            // Another process configured this device between GET_FREE and us.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(None),
+            Err(e) => Err(StoreError::io("LOOP_CONFIGURE", path, e)),
+        }
+    })
+}
+
+/// Offers free loop devices (opened, read-write unless `read_only`) to
+/// `take` until it takes one: `Ok(None)` when another process configured
+/// the device first, which is then retried with the next.
+fn on_free_device<T>(
+    backing: &Path,
+    read_only: bool,
+    mut take: impl FnMut(&Path, File) -> Result<Option<T>>,
+) -> Result<T> {
     let control = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(LOOP_CONTROL)
         .ctx("open", Path::new(LOOP_CONTROL))?;
-    let flags = LO_FLAGS_AUTOCLEAR | if read_only { LO_FLAGS_READ_ONLY } else { 0 };
-
     for _ in 0..ATTACH_ATTEMPTS {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and only returns a
         // device number; the fd is a valid open /dev/loop-control.
@@ -132,17 +155,8 @@ pub(crate) fn attach(backing: &Path, read_only: bool) -> Result<LoopDevice> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(StoreError::io("open", &path, e)),
         };
-        match configure(&device, &backing_file, backing, flags) {
-            Ok(()) => {
-                tracing::debug!(device = %path.display(), backing = %backing.display(), "loop attached");
-                return Ok(LoopDevice {
-                    path,
-                    _file: device,
-                });
-            }
-            // Another process configured this device between GET_FREE and us.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
-            Err(e) => return Err(StoreError::io("LOOP_CONFIGURE", &path, e)),
+        if let Some(taken) = take(&path, device)? {
+            return Ok(taken);
         }
     }
     Err(StoreError::io(
@@ -170,28 +184,7 @@ pub(crate) fn attach_and_mount_outside(
     // Not opened here: closing a served file sends its server a flush
     // that, were this process killed with it open, nobody could answer.
     let backing_c = c_path(backing).map_err(|e| StoreError::io("open", backing, e.into()))?;
-    let control = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(LOOP_CONTROL)
-        .ctx("open", Path::new(LOOP_CONTROL))?;
-    for _ in 0..ATTACH_ATTEMPTS {
-        // SAFETY: LOOP_CTL_GET_FREE takes no argument and only returns a
-        // device number; the fd is a valid open /dev/loop-control.
-        let number = ioctl_result(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) })
-            .ctx("LOOP_CTL_GET_FREE", Path::new(LOOP_CONTROL))?;
-        let path = PathBuf::from(format!("/dev/loop{number}"));
-        let device = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(StoreError::io("open", &path, e)),
-        };
+    on_free_device(backing, false, |path, device| {
         // In the child the device is descriptor 1 and the file, opened
         // there, 2.
         let config = LoopConfig {
@@ -210,28 +203,20 @@ pub(crate) fn attach_and_mount_outside(
                 request: LOOP_CONFIGURE,
                 arg: (&config as *const LoopConfig).cast(),
             },
-            mount(&path)?,
+            mount(path)?,
         ];
         match run_with(&[device.as_raw_fd()], &calls) {
             Ok(()) => {
                 tracing::debug!(device = %path.display(), backing = %backing.display(), "loop attached and mounted by a child");
-                return Ok(());
+                Ok(Some(()))
             }
+            Err((0, e)) => Err(StoreError::io("open", backing, e.into())),
             // Another process configured this device between GET_FREE and us.
-            Err((0, e)) => return Err(StoreError::io("open", backing, e.into())),
-            Err((1, nix::errno::Errno::EBUSY)) => continue,
-            Err((1, e)) => return Err(StoreError::io("LOOP_CONFIGURE", &path, e.into())),
-            Err((_, e)) => return Err(mount_error(&path, e)),
+            Err((1, nix::errno::Errno::EBUSY)) => Ok(None),
+            Err((1, e)) => Err(StoreError::io("LOOP_CONFIGURE", path, e.into())),
+            Err((_, e)) => Err(mount_error(path, e)),
         }
-    }
-    Err(StoreError::io(
-        "attach loop device",
-        backing,
-        std::io::Error::new(
-            std::io::ErrorKind::ResourceBusy,
-            format!("no free loop device after {ATTACH_ATTEMPTS} attempts"),
-        ),
-    ))
+    })
 }
 
 fn configure(

@@ -137,81 +137,81 @@ impl Store {
     ) -> Result<()> {
         use crate::outside::{c_path, run, Call};
         let (uid, gid, top_gid, top_mode) = ids;
+        let (uid, gid) = (uid.as_raw(), gid.as_raw());
         let c = |p: &Path| c_path(p).map_err(|e| StoreError::io("mkdir", p, e.into()));
-        let calls = vec![
-            Call::Mkdir {
-                path: c(upper)?,
-                mode: 0o755,
-            },
-            Call::Chmod {
-                path: c(upper)?,
-                mode: 0o755,
-            },
+        // Each call with what names it in an error.
+        let mut calls: Vec<(Call, &'static str, &Path)> = Vec::new();
+        for dir in [upper, work] {
+            calls.push((
+                Call::Mkdir {
+                    path: c(dir)?,
+                    mode: 0o755,
+                },
+                "mkdir",
+                dir,
+            ));
+            calls.push((
+                Call::Chmod {
+                    path: c(dir)?,
+                    mode: 0o755,
+                },
+                "chmod",
+                dir,
+            ));
+            calls.push((
+                Call::Chown {
+                    path: c(dir)?,
+                    uid,
+                    gid,
+                },
+                "chown",
+                dir,
+            ));
+        }
+        calls.push((
             Call::Chown {
                 path: c(upper)?,
-                uid: uid.as_raw(),
-                gid: gid.as_raw(),
-            },
-            Call::Mkdir {
-                path: c(work)?,
-                mode: 0o755,
-            },
-            Call::Chmod {
-                path: c(work)?,
-                mode: 0o755,
-            },
-            Call::Chown {
-                path: c(work)?,
-                uid: uid.as_raw(),
-                gid: gid.as_raw(),
-            },
-            Call::Chown {
-                path: c(upper)?,
-                uid: uid.as_raw(),
+                uid,
                 gid: top_gid,
             },
+            "chown",
+            upper,
+        ));
+        calls.push((
             Call::Chmod {
                 path: c(upper)?,
                 mode: top_mode,
             },
-            Call::Mount {
-                source: c(Path::new("overlay"))?,
-                target: c(rootfs)?,
-                fstype: c(Path::new("overlay"))?,
-                flags: 0,
-                data: Some(std::ffi::CString::new(options).map_err(|_| {
-                    StoreError::io(
-                        "mount",
-                        rootfs,
-                        std::io::Error::from_raw_os_error(libc::EINVAL),
-                    )
-                })?),
+            "chmod",
+            upper,
+        ));
+        let data = std::ffi::CString::new(options).map_err(|_| {
+            StoreError::io(
+                "mount",
+                rootfs,
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            )
+        })?;
+        let overlay = Call::Mount {
+            source: c(Path::new("overlay"))?,
+            target: c(rootfs)?,
+            fstype: c(Path::new("overlay"))?,
+            flags: 0,
+            data: Some(data),
+        };
+        calls.push((overlay, "mount", rootfs));
+        let (calls, names): (Vec<Call>, Vec<(&str, &Path)>) = calls
+            .into_iter()
+            .map(|(call, op, p)| (call, (op, p)))
+            .unzip();
+        run(&calls).map_err(|(i, errno)| match names.get(i) {
+            Some(&(op, path)) if op != "mount" => StoreError::io(op, path, errno.into()),
+            _ => StoreError::Mount {
+                fstype: "overlay".into(),
+                source_path: PathBuf::from("overlay"),
+                target: rootfs.to_path_buf(),
+                errno: errno.into(),
             },
-        ];
-        const WHAT: [(&str, usize); 9] = [
-            ("mkdir", 0),
-            ("chmod", 0),
-            ("chown", 0),
-            ("mkdir", 1),
-            ("chmod", 1),
-            ("chown", 1),
-            ("chown", 0),
-            ("chmod", 0),
-            ("mount", 2),
-        ];
-        run(&calls).map_err(|(i, errno)| {
-            let (op, which) = WHAT.get(i).copied().unwrap_or(("mount", 2));
-            let path = [upper, work, rootfs][which];
-            if op == "mount" {
-                StoreError::Mount {
-                    fstype: "overlay".into(),
-                    source_path: PathBuf::from("overlay"),
-                    target: rootfs.to_path_buf(),
-                    errno: errno.into(),
-                }
-            } else {
-                StoreError::io(op, path, errno.into())
-            }
         })
     }
 

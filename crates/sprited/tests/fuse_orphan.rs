@@ -80,6 +80,20 @@ fn aborted(fd: &OwnedFd) -> bool {
 /// The two tests hold connections open on purpose: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A new sprite `name` holding 8 MiB of random data, evicted to the
+/// object store: the blob's checksum.
+async fn evicted_with_blob(api: &Api, name: &str) -> String {
+    api.create(name).await;
+    let sum = api.sh(name, WRITE_BLOB).await;
+    let r = api
+        .req(reqwest::Method::POST, &format!("/v1/sprites/{name}/evict"))
+        .send()
+        .await
+        .expect("evict");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    sum
+}
+
 async fn location(api: &Api, name: &str) -> serde_json::Value {
     api.get_json(&format!("/v1/sprites/{name}")).await["storage"]["location"].clone()
 }
@@ -89,14 +103,7 @@ async fn a_lazy_volume_whose_server_died_with_its_connection_open_is_recovered()
     let _serial = SERIAL.lock().await;
     let mut d = Daemon::start();
     let api = d.client();
-    api.create("orphan").await;
-    let sum = api.sh("orphan", WRITE_BLOB).await;
-    let r = api
-        .req(reqwest::Method::POST, "/v1/sprites/orphan/evict")
-        .send()
-        .await
-        .expect("evict");
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let sum = evicted_with_blob(&api, "orphan").await;
 
     // Woken: the volume now fills itself through the daemon's FUSE server.
     // A process in it appends a line every 20 ms to a `sync`-mounted file:
@@ -149,50 +156,12 @@ async fn a_lazy_volume_whose_server_died_with_its_connection_open_is_recovered()
     drop(held);
 }
 
-/// Aborts, through the fuse control filesystem, the connection of every
-/// self-filling volume mounted under `data` (a failed test must not leave
-/// the host hanging).
-fn abort_lazy_connections(data: &std::path::Path) {
-    let ctl = std::path::Path::new("/sys/fs/fuse/connections");
-    let mounted_here = !std::fs::read_dir(ctl).is_ok_and(|mut d| d.next().is_some());
-    if mounted_here {
-        let _ = nix::mount::mount(
-            Some("fusectl"),
-            ctl,
-            Some("fusectl"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        );
-    }
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in info.lines().filter(|l| l.contains(" - fuse sprite-lazy ")) {
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.get(4)
-            .is_some_and(|m| m.starts_with(&*data.to_string_lossy()))
-        {
-            if let Some((_, minor)) = f.get(2).and_then(|d| d.split_once(':')) {
-                let _ = std::fs::write(ctl.join(minor).join("abort"), "1");
-            }
-        }
-    }
-    if mounted_here {
-        let _ = nix::mount::umount2(ctl, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_while_freezing_a_volume_it_serves_exits() {
     let _serial = SERIAL.lock().await;
     let mut d = Daemon::start_with_env(&[], &[("SPRITED_FAILPOINTS", "checkpoint-lazy-stall")]);
     let api = d.client();
-    api.create("freezer").await;
-    let sum = api.sh("freezer", WRITE_BLOB).await;
-    let r = api
-        .req(reqwest::Method::POST, "/v1/sprites/freezer/evict")
-        .send()
-        .await
-        .expect("evict");
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let sum = evicted_with_blob(&api, "freezer").await;
     api.sh("freezer", "echo woken > /home/sprite/w").await;
     assert_eq!(location(&api, "freezer").await, "filling");
 
@@ -214,7 +183,7 @@ async fn a_daemon_killed_while_freezing_a_volume_it_serves_exits() {
     let exited = d.kill9_within(Duration::from_secs(10));
     if !exited {
         // The wedge: unblock the host before failing.
-        abort_lazy_connections(&d.data_dir);
+        let _ = sprite_store::abort_lazy_connections(&d.data_dir);
         let _ = d.kill9_within(Duration::from_secs(30));
         panic!("daemon {pid} could not exit after SIGKILL: a thread of its own waited on its FUSE server");
     }

@@ -100,37 +100,10 @@ fn kill_within(child: &mut Child, within: Duration) -> Result<(), String> {
     Err(stuck)
 }
 
-/// Aborts the FUSE connection of every self-filling volume mounted under
-/// `data` (what a wedged daemon left), so that nothing on the host keeps
-/// waiting on it.
-fn abort_fuse_under(data: &Path) {
-    let ctl = Path::new("/sys/fs/fuse/connections");
-    let ours = !std::fs::read_dir(ctl).is_ok_and(|mut d| d.next().is_some());
-    if ours {
-        let _ = Command::new("mount")
-            .args(["-t", "fusectl", "fusectl"])
-            .arg(ctl)
-            .status();
-    }
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let data = data.display().to_string();
-    for line in info.lines().filter(|l| l.contains(" - fuse sprite-lazy ")) {
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.get(4).is_some_and(|m| m.starts_with(&data)) {
-            if let Some((_, minor)) = f.get(2).and_then(|d| d.split_once(':')) {
-                let _ = std::fs::write(ctl.join(minor).join("abort"), "1");
-            }
-        }
-    }
-    if ours {
-        let _ = Command::new("umount").arg("-l").arg(ctl).status();
-    }
-}
-
 impl Drop for Daemon {
     fn drop(&mut self) {
         if kill_within(&mut self.child, Duration::from_secs(10)).is_err() {
-            abort_fuse_under(&self.data);
+            let _ = sprite_store::abort_lazy_connections(&self.data);
             let _ = kill_within(&mut self.child, Duration::from_secs(30));
         }
         let _ = Command::new(&self.bin)
