@@ -279,20 +279,19 @@ fn configure_legacy(
 }
 
 /// How long a just-unmounted device may take to clear itself (autoclear runs
-/// after the last reference drops, not inside umount).
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// after the last reference drops, not inside umount: a copy of the mount in
+/// a namespace another process is setting up holds it meanwhile).
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Fails with `Busy` if `file` is still attached to a loop device after a
-/// short wait. Mounting the same image through a second device while the
-/// first is alive (e.g. held by a container's mount namespace) would run two
-/// filesystem instances on one disk and corrupt it.
+/// Fails with `Busy` if `file` (or a file under it) is still attached to a
+/// loop device after a short wait. Mounting the same image through a second
+/// device while the first is alive (e.g. held by a container's mount
+/// namespace) would run two filesystem instances on one disk and corrupt
+/// it; reading it meanwhile would miss the last writes.
 pub(crate) fn ensure_not_attached(file: &Path) -> Result<()> {
     let deadline = std::time::Instant::now() + RELEASE_WAIT;
     loop {
-        let attached: Vec<_> = devices_backed_under(file)
-            .into_iter()
-            .filter(|(_, backing)| backing == file)
-            .collect();
+        let attached = devices_backed_under(file);
         if attached.is_empty() {
             return Ok(());
         }

@@ -11,7 +11,7 @@ use nix::unistd::{chown, Gid, Uid};
 use crate::error::{IoContext, Result, StoreError};
 use crate::mountinfo::{self, MountEntry};
 use crate::store::{ensure_dir, Store};
-use crate::{mount, validate_name};
+use crate::{loopdev, mount, validate_name};
 
 impl Store {
     /// `<data>/sprites/<id>/rootfs` (pure path).
@@ -264,7 +264,17 @@ impl Store {
             // Loop in case the same point was mounted more than once.
             while mount::unmount_by(&target, served)? {}
         }
-        Ok(())
+        // An unmount ends this namespace's mount only. A copy of it in a
+        // mount namespace being made elsewhere (by runc or pasta, between
+        // their unshare and pivot_root) keeps the filesystem alive, its last
+        // writes not yet in the image, until that copy goes: nothing may
+        // read, clone or remove the image before its loop device let go.
+        let image = if served {
+            self.layout.lazy_mount(id)
+        } else {
+            self.layout.volume_image(id)
+        };
+        loopdev::ensure_not_attached(&image)
     }
 
     /// Host ids that are root inside the sprite.

@@ -149,6 +149,11 @@ fn cp_both_ways_and_exec_file() {
     cli.ok(&["cp", "-u", "root", "h", ":/etc/h"]);
     let err = cli.fails(&["cp", "h", "nosuch:/tmp/h"], 1);
     assert!(err.contains("no sprite named nosuch"), "{err}");
+    // Refused before the body is read: the connection breaks under a big
+    // upload, and the user still learns why.
+    std::fs::write(here.join("big"), vec![7u8; 32 << 20]).expect("big file");
+    let err = cli.fails(&["cp", "big", "nosuch:/tmp/big"], 1);
+    assert!(err.contains("no sprite named nosuch"), "{err}");
     let err = cli.fails(&["cp", "-s", "box", "box:/a", "box:/b"], 1);
     assert!(err.contains("one sprite to another"), "{err}");
 

@@ -231,6 +231,59 @@ async fn identical_chunks_are_stored_once_and_forks_of_evicted_checkpoints_work(
     assert!(!mounts.contains(&id), "{mounts}");
 }
 
+/// Another process's copy of the host's mount namespace (what runc and
+/// pasta hold for a moment while they set up a sandbox) keeps a sprite's
+/// volume alive past its unmount, its last writes not yet in the image: an
+/// eviction meanwhile must wait for it, never upload what is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_waits_for_a_volume_another_mount_namespace_still_holds() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("held").await;
+    // Written, not synced: only the unmount puts it in the image.
+    api.sh("held", "echo kept > /home/sprite/unsynced").await;
+
+    /// Ends the holder, whatever happens to the test.
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Holder(
+        std::process::Command::new("unshare")
+            .args(["--mount", "sleep", "60"])
+            .spawn()
+            .expect("unshare (util-linux)"),
+    );
+    let own = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
+    let ns = format!("/proc/{}/ns/mnt", holder.0.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(&ns).ok().is_none_or(|n| n == own) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unshare made no mount namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(holder);
+    });
+
+    let t0 = std::time::Instant::now();
+    evict_ok(&api, "held").await;
+    let took = t0.elapsed();
+    release.await.expect("releasing the namespace");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "evicted in {took:?} while the volume was held"
+    );
+    assert_eq!(storage(&api, "held").await["location"], "object");
+    assert_eq!(api.sh("held", "cat /home/sprite/unsynced").await, "kept\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_sprites_survive_losing_their_local_disk() {
     let objects = tempfile::Builder::new()

@@ -290,7 +290,17 @@ impl Filesystem {
             .request(Method::PUT, url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
-        self.json(req).await
+        match self.json(req).await {
+            // A server that refuses the upload (no such sprite, say) answers
+            // before reading the body and closes; sending the rest can then
+            // break the connection before its answer is read. Asked again
+            // without a body, it says why.
+            Err(Error::Network(broken)) => match self.sprite.get().await {
+                Err(e @ Error::Api { .. }) => Err(e),
+                _ => Err(Error::Network(broken)),
+            },
+            other => other,
+        }
     }
 
     /// A directory's entries (a file lists itself).
