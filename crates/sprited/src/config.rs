@@ -65,6 +65,9 @@ pub struct Config {
     pub object_store: Option<String>,
     /// A sprite cold for this long leaves local disk for the object store.
     pub evict_after: std::time::Duration,
+    /// Every checkpoint is copied to the object store soon after it is
+    /// made, so losing this host's disk does not lose it.
+    pub upload_checkpoints: bool,
     /// Size cap of the local cache of chunks fetched from or sent to the store.
     pub chunk_cache_bytes: u64,
     /// How long one request to a remote object store may take, retries
@@ -129,6 +132,7 @@ impl Config {
             dns_upstream: None,
             object_store: None,
             evict_after: std::time::Duration::from_secs(3600),
+            upload_checkpoints: true,
             chunk_cache_bytes: 2 << 30,
             object_store_timeout: std::time::Duration::from_secs(30),
             host_env: Default::default(),

@@ -104,6 +104,10 @@ struct Cli {
     /// and checkpoints go to the object store (`30s`, `1h`).
     #[arg(long, default_value = "1h", value_parser = flag_duration, global = true)]
     evict_after: std::time::Duration,
+    /// Copy every checkpoint to the object store soon after it is made
+    /// (in the background), so a lost disk does not take it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    upload_checkpoints: bool,
     /// Size cap of the local cache of object-store chunks, in GiB (0: none).
     #[arg(long, default_value_t = 2.0, global = true)]
     chunk_cache_gb: f64,
@@ -281,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.dns_upstream = cli.dns_upstream;
     cfg.object_store = cli.object_store;
     cfg.evict_after = cli.evict_after;
+    cfg.upload_checkpoints = cli.upload_checkpoints;
     cfg.chunk_cache_bytes = (cli.chunk_cache_gb.max(0.0) * (1u64 << 30) as f64) as u64;
     cfg.object_store_timeout = cli.object_store_timeout;
     cfg.host_env = sprited::host_env::HostEnv::from_flags(&cli.ca_files, &cli.sprite_env)?;

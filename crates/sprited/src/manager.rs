@@ -21,6 +21,7 @@ mod slot;
 pub mod tasks;
 #[cfg(test)]
 mod tests;
+pub mod uploads;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -114,6 +115,8 @@ pub struct Manager {
     to_serve: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SpriteSocket>>>,
     /// Status changes, for watchers ([`changes`]).
     changes: tokio::sync::broadcast::Sender<changes::SpriteChange>,
+    /// Wakes the checkpoint uploader ([`uploads`]).
+    uploads: Arc<tokio::sync::Notify>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, Error>
@@ -191,6 +194,7 @@ impl Manager {
             sockets,
             to_serve: Mutex::new(Some(to_serve)),
             changes: tokio::sync::broadcast::Sender::new(changes::BACKLOG),
+            uploads: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -210,6 +214,11 @@ impl Manager {
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(SpriteSlot::new()))
             .clone()
+    }
+
+    /// The sprite's slot if it has one (a destroyed sprite has none).
+    fn existing_slot(&self, id: &str) -> Option<Arc<SpriteSlot>> {
+        lock(&self.slots).get(id).cloned()
     }
 
     pub fn status(&self, id: &str) -> Status {

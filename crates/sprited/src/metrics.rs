@@ -28,6 +28,9 @@ pub struct Metrics {
     exec_start: Histogram,
     control_ops: Family<Labels, Counter>,
     checkpoint_seconds: Histogram,
+    checkpoint_uploads: Family<Labels, Counter>,
+    checkpoint_upload_bytes: Counter,
+    checkpoints_not_uploaded: Gauge,
     sprite_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sprite_memory: Family<Labels, Gauge>,
     /// name → (cpu seconds, memory bytes), from the meter.
@@ -78,6 +81,24 @@ impl Metrics {
             "Duration of checkpoint creates",
             checkpoint_seconds.clone(),
         );
+        let checkpoint_uploads = Family::<Labels, Counter>::default();
+        registry.register(
+            "checkpoint_uploads",
+            "Checkpoints copied to the object store, by result (ok, failed)",
+            checkpoint_uploads.clone(),
+        );
+        let checkpoint_upload_bytes = Counter::default();
+        registry.register(
+            "checkpoint_upload_bytes",
+            "Bytes sent to the object store for checkpoints (new chunks, compressed)",
+            checkpoint_upload_bytes.clone(),
+        );
+        let checkpoints_not_uploaded = Gauge::default();
+        registry.register(
+            "checkpoints_not_uploaded",
+            "Checkpoints only on local disk, as of the uploader's last round",
+            checkpoints_not_uploaded.clone(),
+        );
         let sprite_cpu = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "sprite_cpu_seconds",
@@ -99,6 +120,9 @@ impl Metrics {
             exec_start,
             control_ops,
             checkpoint_seconds,
+            checkpoint_uploads,
+            checkpoint_upload_bytes,
+            checkpoints_not_uploaded,
             sprite_cpu,
             sprite_memory,
             last: Mutex::new(HashMap::new()),
@@ -131,6 +155,19 @@ impl Metrics {
 
     pub fn checkpointed(&self, seconds: f64) {
         self.checkpoint_seconds.observe(seconds);
+    }
+
+    /// One checkpoint upload: whether it worked, the bytes it sent.
+    pub fn checkpoint_uploaded(&self, ok: bool, bytes_sent: u64) {
+        let result = if ok { "ok" } else { "failed" };
+        self.checkpoint_uploads
+            .get_or_create(&label("result", result))
+            .inc();
+        self.checkpoint_upload_bytes.inc_by(bytes_sent);
+    }
+
+    pub fn checkpoints_not_uploaded(&self, n: usize) {
+        self.checkpoints_not_uploaded.set(n as i64);
     }
 
     /// The meter's last sample of a running sprite.

@@ -215,6 +215,7 @@ impl Manager {
             is_auto: false,
         };
         self.db.insert_checkpoint(&rec.id, &record)?;
+        self.poke_uploads();
         say(
             progress,
             format!(
