@@ -53,6 +53,21 @@ impl ColdStore {
         name: &str,
         progress: Option<Progress<'_>>,
     ) -> Result<UploadStats> {
+        self.upload_image_since(path, name, None, progress).await
+    }
+
+    /// [`upload_image`](Self::upload_image), reading only chunks that may
+    /// differ from an earlier upload: with `since = (base, changed)`, a
+    /// chunk whose index is not in `changed` is taken to hold what `base`
+    /// says (the caller knows it from the file's extents, see
+    /// `sprite_store::changed_chunks`) and is neither read nor sent.
+    pub async fn upload_image_since(
+        &self,
+        path: &Path,
+        name: &str,
+        since: Option<(&Manifest, &[u64])>,
+        progress: Option<Progress<'_>>,
+    ) -> Result<UploadStats> {
         let started = Instant::now();
         let _no_gc = self.gc_lock.read().await;
         let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
@@ -60,7 +75,7 @@ impl ColdStore {
             .metadata()
             .map_err(|e| ColdError::io("stat", path, e))?
             .len();
-        let indexes = {
+        let mut indexes = {
             let path = path.to_path_buf();
             let f = file
                 .try_clone()
@@ -71,6 +86,19 @@ impl ColdStore {
             .await
             .map_err(|e| ColdError::Other(format!("scan task failed: {e}")))??
         };
+        // Unchanged chunks keep the base's references (those within the
+        // image's size); only changed ones holding data are read.
+        let mut kept = Vec::new();
+        if let Some((base, changed)) = since.filter(|(b, _)| b.chunk_size == CHUNK_SIZE) {
+            let changed: std::collections::BTreeSet<u64> = changed.iter().copied().collect();
+            indexes.retain(|i| changed.contains(i));
+            kept = base
+                .chunks
+                .iter()
+                .filter(|c| !changed.contains(&c.index) && c.index * CHUNK_SIZE < size)
+                .cloned()
+                .collect();
+        }
         let total = indexes.len() as u64;
 
         // A reader thread hashes chunks in order; sends run concurrently.
@@ -129,7 +157,8 @@ impl ColdStore {
             .try_collect()
             .await;
         // On an error the channel closes and the reader stops.
-        let refs = result?;
+        let mut refs = result?;
+        refs.extend(kept);
         reader
             .await
             .map_err(|e| ColdError::Other(format!("reader task failed: {e}")))?;

@@ -489,11 +489,15 @@ fn rootfs_held_by_a_running_sandbox_is_not_mounted_twice() {
     let spec = env.sandbox("held");
     env.start(&spec).expect("start");
     // The host's copy of the mounts can go, but the sandbox's mount
-    // namespace still holds the volume: a second loop device on the same
-    // image would corrupt it, so mounting again must be refused.
-    env.store
-        .unmount_rootfs(&spec.id)
-        .expect("unmount host side");
+    // namespace still holds the volume: the unmount says so (the image is
+    // not quiescent: nothing may read or clone it yet), and a second loop
+    // device on the same image would corrupt it, so mounting again must be
+    // refused.
+    assert!(matches!(
+        env.store.unmount_rootfs(&spec.id),
+        Err(sprite_store::StoreError::Busy(_))
+    ));
+    assert!(!env.store.is_rootfs_mounted(&spec.id).expect("mount table"));
     assert!(matches!(
         env.store.mount_rootfs(&spec.id, "tiny"),
         Err(sprite_store::StoreError::Busy(_))

@@ -126,6 +126,7 @@ impl Store {
                 Err(e) => return Err(StoreError::io("remove", &path, e)),
             }
         }
+        self.drop_replicas_except(id, None)?;
         for file in [self.layout.volume_image(id), self.layout.volume_state(id)] {
             match std::fs::remove_file(&file) {
                 Ok(()) => {}

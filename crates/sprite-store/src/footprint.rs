@@ -2,6 +2,7 @@
 //! its checkpoints, each block counted once however many of them share it
 //! (reflinks share extents), read with FIEMAP.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -43,16 +44,48 @@ struct Fiemap {
     extents: [FiemapExtent; BATCH],
 }
 
+/// `FIEMAP_FLAG_SYNC`: write the file's dirty pages back before mapping.
+const FIEMAP_FLAG_SYNC: u32 = 0x1;
+
+/// One mapped piece of a file: its place in the file and on disk.
+/// `placed` is false when the filesystem cannot tell where it lies
+/// (delayed allocation, unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Piece {
+    logical: u64,
+    physical: u64,
+    length: u64,
+    placed: bool,
+}
+
 /// The extents of `file` as `(physical, length)`, and the bytes of those
 /// without a place on disk yet.
 fn extents(file: &File, path: &Path, out: &mut Vec<(u64, u64)>) -> Result<u64> {
     let mut unplaced = 0;
+    for p in pieces(file, path, false)? {
+        if p.placed {
+            out.push((p.physical, p.length));
+        } else {
+            unplaced += p.length;
+        }
+    }
+    Ok(unplaced)
+}
+
+/// Every mapped piece of `file`, in file order; with `sync`, its dirty
+/// pages are written back first so that every piece has its place.
+fn pieces(file: &File, path: &Path, sync: bool) -> Result<Vec<Piece>> {
+    let mut out = Vec::new();
     let mut start = 0u64;
     loop {
         let mut map = Box::new(Fiemap {
             start,
             length: u64::MAX - start,
-            flags: 0,
+            flags: if sync && start == 0 {
+                FIEMAP_FLAG_SYNC
+            } else {
+                0
+            },
             mapped_extents: 0,
             extent_count: BATCH as u32,
             reserved: 0,
@@ -73,21 +106,76 @@ fn extents(file: &File, path: &Path, out: &mut Vec<(u64, u64)>) -> Result<u64> {
         }
         let n = (map.mapped_extents as usize).min(BATCH);
         if n == 0 {
-            return Ok(unplaced);
+            return Ok(out);
         }
         for e in &map.extents[..n] {
-            if e.flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC) != 0 {
-                unplaced += e.length;
-            } else {
-                out.push((e.physical, e.length));
-            }
+            out.push(Piece {
+                logical: e.logical,
+                physical: e.physical,
+                length: e.length,
+                placed: e.flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC) == 0,
+            });
         }
         let last = map.extents[n - 1];
         if last.flags & FIEMAP_EXTENT_LAST != 0 {
-            return Ok(unplaced);
+            return Ok(out);
         }
         start = last.logical.saturating_add(last.length);
     }
+}
+
+/// Where one chunk's bytes lie: (offset in the chunk, disk address, length).
+type ChunkMap = Vec<(u64, u64, u64)>;
+
+/// What each `chunk`-byte chunk of a file maps to: its pieces, cut at the
+/// chunk's edges, as (offset in the chunk, disk address, length). A chunk
+/// with a piece of unknown place is marked so (`None`).
+fn chunk_maps(pieces: &[Piece], chunk: u64) -> BTreeMap<u64, Option<ChunkMap>> {
+    let mut maps: BTreeMap<u64, Option<ChunkMap>> = BTreeMap::new();
+    for p in pieces {
+        let end = p.logical.saturating_add(p.length);
+        let mut at = p.logical;
+        while at < end {
+            let index = at / chunk;
+            let chunk_end = (index + 1).saturating_mul(chunk).min(end);
+            let entry = maps.entry(index).or_insert_with(|| Some(Vec::new()));
+            match entry {
+                Some(v) if p.placed => v.push((
+                    at - index * chunk,
+                    p.physical + (at - p.logical),
+                    chunk_end - at,
+                )),
+                _ => *entry = None,
+            }
+            at = chunk_end;
+        }
+    }
+    maps
+}
+
+/// Indexes of the `chunk`-byte chunks of `new` that may hold other bytes
+/// than the same chunk of `old`, in order. On a reflink filesystem a block
+/// two files share is never written in place (a write gives the writer a
+/// new block), so a chunk mapped to exactly the same disk blocks in both
+/// files holds the same bytes; every other chunk (moved, new, gone, or of
+/// unknown place) is listed. `new`'s dirty pages are written back first.
+pub fn changed_chunks(old: &Path, new: &Path, chunk: u64) -> Result<Vec<u64>> {
+    let old_file = File::open(old).ctx("open", old)?;
+    let new_file = File::open(new).ctx("open", new)?;
+    let before = chunk_maps(&pieces(&old_file, old, false)?, chunk);
+    let after = chunk_maps(&pieces(&new_file, new, true)?, chunk);
+    let mut changed: Vec<u64> = before
+        .keys()
+        .chain(after.keys())
+        .copied()
+        .filter(|i| match (before.get(i), after.get(i)) {
+            (Some(Some(a)), Some(Some(b))) => a != b,
+            _ => true,
+        })
+        .collect();
+    changed.sort_unstable();
+    changed.dedup();
+    Ok(changed)
 }
 
 /// Bytes covered by `(start, length)` ranges, overlaps counted once.
@@ -145,7 +233,32 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::union_bytes;
+    use super::{chunk_maps, union_bytes, Piece};
+
+    fn piece(logical: u64, physical: u64, length: u64) -> Piece {
+        Piece {
+            logical,
+            physical,
+            length,
+            placed: true,
+        }
+    }
+
+    #[test]
+    fn pieces_are_cut_at_chunk_edges() {
+        let maps = chunk_maps(&[piece(5, 100, 20)], 10);
+        assert_eq!(maps.len(), 3);
+        assert_eq!(maps[&0], Some(vec![(5, 100, 5)]));
+        assert_eq!(maps[&1], Some(vec![(0, 105, 10)]));
+        assert_eq!(maps[&2], Some(vec![(0, 115, 5)]));
+        let unplaced = Piece {
+            placed: false,
+            ..piece(12, 0, 3)
+        };
+        let maps = chunk_maps(&[piece(0, 100, 12), unplaced], 10);
+        assert_eq!(maps[&0], Some(vec![(0, 100, 10)]));
+        assert_eq!(maps[&1], None);
+    }
 
     #[test]
     fn shared_ranges_count_once() {

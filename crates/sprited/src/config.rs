@@ -68,6 +68,11 @@ pub struct Config {
     /// Every checkpoint is copied to the object store soon after it is
     /// made, so losing this host's disk does not lose it.
     pub upload_checkpoints: bool,
+    /// A changed sprite's volume is replicated to the object store at most
+    /// this long after the change (zero: no replication).
+    pub replicate_every: std::time::Duration,
+    /// Replicated snapshots are kept this long (the newest always).
+    pub snapshot_retention: std::time::Duration,
     /// Size cap of the local cache of chunks fetched from or sent to the store.
     pub chunk_cache_bytes: u64,
     /// How long one request to a remote object store may take, retries
@@ -133,6 +138,8 @@ impl Config {
             object_store: None,
             evict_after: std::time::Duration::from_secs(3600),
             upload_checkpoints: true,
+            replicate_every: std::time::Duration::from_secs(30),
+            snapshot_retention: std::time::Duration::from_secs(24 * 3600),
             chunk_cache_bytes: 2 << 30,
             object_store_timeout: std::time::Duration::from_secs(30),
             host_env: Default::default(),

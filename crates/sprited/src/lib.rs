@@ -270,6 +270,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .context("reconciling sprites with what runs")?;
     manager.spawn_cold_sweep();
     manager.spawn_checkpoint_uploads();
+    manager.spawn_replication();
     manager.spawn_idle_tracker();
     manager.spawn_meter();
     let tokens = Arc::new(tokens::Tokens::load(manager.db.clone()).context("loading API tokens")?);

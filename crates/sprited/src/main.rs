@@ -108,6 +108,14 @@ struct Cli {
     /// (in the background), so a lost disk does not take it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
     upload_checkpoints: bool,
+    /// A sprite whose volume changed is replicated to the object store as a
+    /// crash-consistent snapshot at most this long after the change (`0`:
+    /// never; only what changed is read and sent).
+    #[arg(long, default_value = "30s", value_parser = flag_duration_or_off, global = true)]
+    replicate_every: std::time::Duration,
+    /// How long replicated snapshots are kept (the newest always is).
+    #[arg(long, default_value = "24h", value_parser = flag_duration, global = true)]
+    snapshot_retention: std::time::Duration,
     /// Size cap of the local cache of object-store chunks, in GiB (0: none).
     #[arg(long, default_value_t = 2.0, global = true)]
     chunk_cache_gb: f64,
@@ -170,6 +178,14 @@ fn parse_region(s: &str) -> Result<String, String> {
 }
 
 /// A duration flag: any form `sprites_api` parses, but not zero.
+/// A duration flag where `0` means "off".
+fn flag_duration_or_off(s: &str) -> Result<std::time::Duration, String> {
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    flag_duration(s)
+}
+
 fn flag_duration(s: &str) -> Result<std::time::Duration, String> {
     sprites_api::duration::parse_duration(s)
         .filter(|d| !d.is_zero())
@@ -286,6 +302,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.object_store = cli.object_store;
     cfg.evict_after = cli.evict_after;
     cfg.upload_checkpoints = cli.upload_checkpoints;
+    cfg.replicate_every = cli.replicate_every;
+    cfg.snapshot_retention = cli.snapshot_retention;
     cfg.chunk_cache_bytes = (cli.chunk_cache_gb.max(0.0) * (1u64 << 30) as f64) as u64;
     cfg.object_store_timeout = cli.object_store_timeout;
     cfg.host_env = sprited::host_env::HostEnv::from_flags(&cli.ca_files, &cli.sprite_env)?;

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod meter;
 pub mod privileges;
 pub mod relay;
+pub mod replicate;
 pub mod resources;
 pub mod services;
 mod slot;
@@ -813,6 +814,9 @@ impl Manager {
     pub async fn destroy(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let slot = self.slot(&rec.id);
         let _g = slot.lifecycle.lock().await;
+        // Its snapshots first: a crash before the record goes must not
+        // make start-up bring back, from them, a sprite being destroyed.
+        self.db.delete_snapshots(&rec.id)?;
         self.teardown(&rec.id).await?;
         self.db.delete(&rec.id)?;
         lock(&self.slots).remove(&rec.id);
@@ -937,6 +941,23 @@ impl Manager {
             self.reconcile_lazy(&rec, evicted).await?;
             if evicted {
                 self.reconcile_cold(&rec).await?;
+            }
+            let mut evicted = evicted;
+            if !evicted && !self.store.volume_exists(&rec.id) {
+                match self.recover_from_snapshot(&rec).await {
+                    Ok(true) => {
+                        evicted = true;
+                        self.slot(&rec.id).cold.set_evicted(true);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        // Kept, in error, for a later start to retry.
+                        tracing::warn!(sprite = %rec.name, error = %e, "cannot bring a sprite back from its replicated snapshot");
+                        self.slot(&rec.id).state().error = Some(e.to_string());
+                        self.set_status(&rec.id, Status::Error);
+                        continue;
+                    }
+                }
             }
             if !evicted && !self.store.volume_exists(&rec.id) {
                 tracing::warn!(sprite = %rec.name, "forgetting a sprite whose create or destroy never finished");

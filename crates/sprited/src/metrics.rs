@@ -31,6 +31,9 @@ pub struct Metrics {
     checkpoint_uploads: Family<Labels, Counter>,
     checkpoint_upload_bytes: Counter,
     checkpoints_not_uploaded: Gauge,
+    replications: Family<Labels, Counter>,
+    replication_bytes: Counter,
+    replication_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     sprite_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sprite_memory: Family<Labels, Gauge>,
     /// name → (cpu seconds, memory bytes), from the meter.
@@ -99,6 +102,24 @@ impl Metrics {
             "Checkpoints only on local disk, as of the uploader's last round",
             checkpoints_not_uploaded.clone(),
         );
+        let replications = Family::<Labels, Counter>::default();
+        registry.register(
+            "replications",
+            "Snapshots of volumes replicated to the object store, by result (ok, failed)",
+            replications.clone(),
+        );
+        let replication_bytes = Counter::default();
+        registry.register(
+            "replication_bytes",
+            "Bytes sent to the object store by replication (new chunks, compressed)",
+            replication_bytes.clone(),
+        );
+        let replication_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "replication_lag_seconds",
+            "How long the sprite furthest behind has had changes not yet replicated",
+            replication_lag.clone(),
+        );
         let sprite_cpu = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "sprite_cpu_seconds",
@@ -123,6 +144,9 @@ impl Metrics {
             checkpoint_uploads,
             checkpoint_upload_bytes,
             checkpoints_not_uploaded,
+            replications,
+            replication_bytes,
+            replication_lag,
             sprite_cpu,
             sprite_memory,
             last: Mutex::new(HashMap::new()),
@@ -164,6 +188,19 @@ impl Metrics {
             .get_or_create(&label("result", result))
             .inc();
         self.checkpoint_upload_bytes.inc_by(bytes_sent);
+    }
+
+    /// One replication: whether it worked, the bytes it sent.
+    pub fn replicated(&self, ok: bool, bytes_sent: u64) {
+        let result = if ok { "ok" } else { "failed" };
+        self.replications
+            .get_or_create(&label("result", result))
+            .inc();
+        self.replication_bytes.inc_by(bytes_sent);
+    }
+
+    pub fn replication_lag(&self, seconds: f64) {
+        self.replication_lag.set(seconds);
     }
 
     pub fn checkpoints_not_uploaded(&self, n: usize) {

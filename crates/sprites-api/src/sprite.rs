@@ -185,6 +185,16 @@ pub struct StorageInfo {
     pub checkpoints_in_object_store: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted_at: Option<String>,
+    /// When the newest snapshot replicated to the object store was taken
+    /// (RFC 3339); absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_at: Option<String>,
+    /// How long the volume has had changes not yet replicated (0: none).
+    #[serde(default)]
+    pub replication_lag_seconds: u64,
+    /// Why the last replication failed, while it keeps failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_error: Option<String>,
 }
 
 /// `GET /v1/sprites`.

@@ -136,6 +136,12 @@ impl LazyImage {
         self.image_path.clone()
     }
 
+    /// Whether every chunk is local and synced (the backing file is then
+    /// the whole image, kept up to date by the sprite's writes).
+    pub fn is_complete(&self) -> bool {
+        *self.phase.borrow() == Phase::Complete
+    }
+
     /// (chunks local, chunks listed in the manifest).
     pub fn progress(&self) -> (u64, u64) {
         self.vol.progress()

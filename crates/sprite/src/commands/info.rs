@@ -107,6 +107,21 @@ fn describe(s: &Sprite) -> String {
         if let Some(t) = &st.evicted_at {
             fields.push(("Evicted", t.clone()));
         }
+        let replicated = match (&st.replicated_at, &st.replication_error) {
+            (_, Some(e)) => Some(format!(
+                "behind by {}s, failing: {e}",
+                st.replication_lag_seconds
+            )),
+            (Some(t), None) if st.replication_lag_seconds > 0 => Some(format!(
+                "{t} (changes since, {}s behind)",
+                st.replication_lag_seconds
+            )),
+            (Some(t), None) => Some(format!("{t} (up to date)")),
+            (None, None) => None,
+        };
+        if let Some(r) = replicated {
+            fields.push(("Replicated", r));
+        }
     }
     if !s.labels.is_empty() {
         fields.push(("Labels", s.labels.join(", ")));

@@ -102,4 +102,69 @@ impl Db {
         )?;
         Ok(())
     }
+
+    /// Records a snapshot of the sprite's volume replicated to the store.
+    pub fn add_snapshot(&self, sprite_id: &str, snap: &Snapshot) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO snapshots (sprite_id, at_ms, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                sprite_id,
+                snap.at_ms as i64,
+                snap.stored_bytes as i64,
+                snap.data_bytes as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The sprite's replicated snapshots, newest first.
+    pub fn snapshots(&self, sprite_id: &str) -> Result<Vec<Snapshot>, DbError> {
+        let conn = self.lock()?;
+        let mut st = conn.prepare(
+            "SELECT at_ms, stored_bytes, data_bytes FROM snapshots WHERE sprite_id = ?1 ORDER BY at_ms DESC",
+        )?;
+        let rows = st.query_map(params![sprite_id], |r| {
+            Ok(Snapshot {
+                at_ms: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                stored_bytes: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                data_bytes: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest replicated snapshot of the sprite.
+    pub fn last_snapshot(&self, sprite_id: &str) -> Result<Option<Snapshot>, DbError> {
+        Ok(self.snapshots(sprite_id)?.into_iter().next())
+    }
+
+    /// Forgets every snapshot of the sprite (their manifests stay in the
+    /// store until the sprite's copies there are removed).
+    pub fn delete_snapshots(&self, sprite_id: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM snapshots WHERE sprite_id = ?1",
+            params![sprite_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_snapshot(&self, sprite_id: &str, at_ms: u64) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM snapshots WHERE sprite_id = ?1 AND at_ms = ?2",
+            params![sprite_id, at_ms as i64],
+        )?;
+        Ok(())
+    }
+}
+
+/// One replicated snapshot of a sprite's volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// When it was taken (unix ms); also its manifest's name.
+    pub at_ms: u64,
+    pub stored_bytes: u64,
+    pub data_bytes: u64,
 }

@@ -31,6 +31,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "token scopes",
         sql: V3,
     },
+    Migration {
+        what: "replicated snapshots of volumes",
+        sql: V4,
+    },
 ];
 
 /// The schema version this build writes (and the newest it opens).
@@ -131,6 +135,18 @@ CREATE TABLE privileges_policies (
 /// everything.
 const V3: &str = "
 ALTER TABLE tokens ADD COLUMN scope TEXT;
+";
+
+/// Snapshots of a sprite's volume replicated to the object store (manifest
+/// `sprites/<id>/snapshots/<at_ms>`), by the unix time in ms they were taken.
+const V4: &str = "
+CREATE TABLE snapshots (
+    sprite_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    data_bytes INTEGER NOT NULL,
+    PRIMARY KEY (sprite_id, at_ms)
+);
 ";
 
 fn version(conn: &Connection) -> Result<u32, DbError> {
@@ -251,6 +267,15 @@ mod tests {
             .is_empty());
         assert!(db.meter_state(&beta.id).expect("meter").is_some());
         assert_eq!(db.privileges_policy(&beta.id).expect("privileges"), None);
+        // Snapshots (version 4) start empty and work.
+        assert_eq!(db.last_snapshot(&beta.id).expect("snapshots"), None);
+        let snap = super::super::Snapshot {
+            at_ms: 1,
+            stored_bytes: 2,
+            data_bytes: 3,
+        };
+        db.add_snapshot(&beta.id, &snap).expect("add snapshot");
+        assert_eq!(db.last_snapshot(&beta.id).expect("snapshots"), Some(snap));
         drop(db);
 
         // Migrated, it is the schema a new database gets.

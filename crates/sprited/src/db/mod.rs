@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use checkpoints::CheckpointRecord;
-pub use cold::ColdCopy;
+pub use cold::{ColdCopy, Snapshot};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sprites::{Limits, SpriteRecord};
 pub use tasks::TaskRow;

@@ -245,6 +245,7 @@ impl Db {
             "DELETE FROM cold_checkpoints WHERE sprite_id = ?1",
             params![id],
         )?;
+        tx.execute("DELETE FROM snapshots WHERE sprite_id = ?1", params![id])?;
         tx.execute(
             "DELETE FROM network_policies WHERE sprite_id = ?1",
             params![id],

@@ -72,6 +72,16 @@ impl ColdVolume {
         self.lock().fill.is_some()
     }
 
+    /// Whether its volume is whole on local disk (a fill, if any, done):
+    /// what replication needs to clone it.
+    pub(super) fn is_whole_locally(&self) -> bool {
+        let s = self.lock();
+        match &s.fill {
+            Some(f) => f.is_complete(),
+            None => !s.evicted,
+        }
+    }
+
     /// The image a start mounts while the volume fills, if it does.
     pub(super) fn filling_image_path(&self) -> Option<PathBuf> {
         self.lock().fill.as_ref().map(|f| f.image_path())
@@ -737,6 +747,7 @@ impl Manager {
         let object_bytes = evicted.as_ref().map_or(0, |c| c.stored_bytes)
             + cold_cps.values().map(|c| c.stored_bytes).sum::<u64>();
         let filling = self.slot(&rec.id).cold.is_filling();
+        let (replicated_at, lag, replication_error) = self.replication_info(&rec.id);
         let location = match (evicted.is_some(), cold_cps.is_empty()) {
             (true, _) if filling => "filling",
             (true, _) => "object",
@@ -752,6 +763,9 @@ impl Manager {
             checkpoints_local: local_cps.len() as u32,
             checkpoints_in_object_store: cold_cps.len() as u32,
             evicted_at: evicted.map(|c| c.at),
+            replicated_at: replicated_at.map(crate::time::rfc3339_of_ms),
+            replication_lag_seconds: lag as u64,
+            replication_error,
         })
     }
 }

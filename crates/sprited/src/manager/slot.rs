@@ -11,6 +11,7 @@ use std::time::Instant;
 use sprites_api::sprite::Status;
 
 use super::cold::ColdVolume;
+use super::replicate::Replication;
 use super::tasks::Task;
 
 pub(crate) struct SpriteSlot {
@@ -28,6 +29,8 @@ pub(crate) struct SpriteSlot {
     pub(super) views: Arc<Mutex<()>>,
     /// Its volume as the cold tier sees it (evicted, filling).
     pub(super) cold: ColdVolume,
+    /// Its continuous replication (see [`super::replicate`]).
+    replication: Mutex<Replication>,
 }
 
 /// What changes as the sprite lives, read and written under one lock
@@ -69,7 +72,12 @@ impl SpriteSlot {
             active: AtomicUsize::new(0),
             views: Arc::new(Mutex::new(())),
             cold: ColdVolume::default(),
+            replication: Mutex::new(Replication::default()),
         }
+    }
+
+    pub(super) fn replication(&self) -> MutexGuard<'_, Replication> {
+        self.replication.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, SpriteState> {

@@ -1,0 +1,332 @@
+//! Continuous replication: every sprite whose volume changed is shipped to
+//! the object store as a crash-consistent snapshot at most
+//! `--replicate-every` after the change, so a lost disk loses at most that
+//! much. A snapshot is a clone of the volume as it is on disk at that
+//! instant (no freeze, no stop: see `sprite_store::replica`), sent in the
+//! eviction's chunk format as manifest `sprites/<id>/snapshots/<unix ms>`.
+//! Only chunks whose disk blocks differ from the last snapshot's kept
+//! clone are read and sent; a sprite whose volume did not change costs one
+//! FIEMAP per look while it runs, and nothing once it is paused or stopped
+//! and found unchanged.
+//!
+//! A snapshot is recorded (table `snapshots`) after its manifest is
+//! durable; a crash before leaves an unrecorded manifest the next snapshot
+//! does not depend on. Snapshots older than `--snapshot-retention` go,
+//! the newest never. A store that cannot be reached makes replication lag
+//! (visible in the sprite's `storage` and in `/metrics`), never local work.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sprite_cold::CHUNK_SIZE;
+use sprites_api::sprite::Status;
+
+use super::{blocking, Manager};
+use crate::db::{Snapshot, SpriteRecord};
+use crate::error::Error;
+use crate::failpoint;
+
+pub(crate) fn snapshot_manifest(id: &str, at_ms: u64) -> String {
+    format!("sprites/{id}/snapshots/{at_ms}")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What the replicator knows of one sprite, in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Replication {
+    /// A replication of it is under way.
+    busy: bool,
+    /// It was found unchanged while in this status (warm or cold: nothing
+    /// can write to it until its status changes).
+    settled_in: Option<Status>,
+    /// Since when it has changes not yet replicated, as last looked at.
+    behind_since: Option<Instant>,
+    /// Why the last replication failed.
+    error: Option<String>,
+}
+
+impl Manager {
+    /// Runs replication for as long as the manager lives (unless
+    /// `--replicate-every 0`).
+    pub fn spawn_replication(self: &Arc<Self>) {
+        let every = self.cfg.replicate_every;
+        if every.is_zero() {
+            return;
+        }
+        let tick = (every / 3).clamp(Duration::from_millis(200), Duration::from_secs(10));
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(tick);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(m) = me.upgrade() else { break };
+                m.replication_pass(tick);
+            }
+        });
+    }
+
+    /// One look at every sprite; replications run in tasks of their own.
+    fn replication_pass(self: &Arc<Self>, tick: Duration) {
+        let Ok(records) = self.db.all() else { return };
+        let mut lag = 0.0f64;
+        for rec in records {
+            let Some(slot) = self.existing_slot(&rec.id) else {
+                continue;
+            };
+            let status = slot.status();
+            {
+                let mut r = slot.replication();
+                if let Some(since) = r.behind_since {
+                    lag = lag.max(since.elapsed().as_secs_f64());
+                }
+                if r.busy || r.settled_in == Some(status) {
+                    continue;
+                }
+                r.settled_in = None;
+                r.busy = true;
+            }
+            let m = self.clone();
+            tokio::spawn(async move {
+                let result = m.replicate(&rec, tick).await;
+                let slot = m.existing_slot(&rec.id);
+                let Some(slot) = slot else { return };
+                let mut r = slot.replication();
+                r.busy = false;
+                match result {
+                    Ok(Outcome::Unchanged) => {
+                        r.behind_since = None;
+                        r.error = None;
+                        if matches!(status, Status::Warm | Status::Cold) {
+                            r.settled_in = Some(status);
+                        }
+                    }
+                    Ok(Outcome::NotDue) => {
+                        r.behind_since.get_or_insert_with(Instant::now);
+                    }
+                    Ok(Outcome::Sent { changed_at }) => {
+                        // Writes made after the clone are the next one's.
+                        r.behind_since = r.behind_since.filter(|s| *s > changed_at);
+                        r.error = None;
+                    }
+                    Ok(Outcome::Skipped) => {}
+                    Err(e) => {
+                        if r.error.is_none() {
+                            tracing::warn!(sprite = %rec.name, error = %e, "replication failed; retrying, local work goes on");
+                        }
+                        r.behind_since.get_or_insert_with(Instant::now);
+                        r.error = Some(e.to_string());
+                        m.metrics.replicated(false, 0);
+                    }
+                }
+            });
+        }
+        self.metrics.replication_lag(lag);
+    }
+
+    /// Looks at one sprite and replicates it if it changed and is due.
+    async fn replicate(&self, rec: &SpriteRecord, tick: Duration) -> Result<Outcome, Error> {
+        let slot = self.slot(&rec.id);
+        let last = self.db.last_snapshot(&rec.id)?;
+        // The look and the clone under the lifecycle lock: no restore,
+        // eviction or destroy swaps or removes the volume meanwhile.
+        let guard = slot.lifecycle.lock().await;
+        if !slot.cold.is_whole_locally() || !self.store.volume_exists(&rec.id) {
+            return Ok(Outcome::Skipped);
+        }
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let base = last.map(|l| l.at_ms);
+        let changes = blocking(move || {
+            base.map(|at| store.volume_changes(&id, at, CHUNK_SIZE))
+                .transpose()
+                .map_err(Error::store("reading the volume's extents"))
+        })
+        .await?
+        .flatten();
+        if changes.as_ref().is_some_and(|c| c.is_empty()) {
+            return Ok(Outcome::Unchanged);
+        }
+        // Changed: shipped once the last snapshot is old enough that the
+        // next look would be past `--replicate-every`.
+        let due = last.is_none_or(|l| {
+            let age = Duration::from_millis(now_ms().saturating_sub(l.at_ms));
+            age + tick >= self.cfg.replicate_every
+        });
+        if !due {
+            return Ok(Outcome::NotDue);
+        }
+        let changed_at = Instant::now();
+        let at = now_ms().max(last.map_or(0, |l| l.at_ms + 1));
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let clone = blocking(move || {
+            store
+                .clone_for_replica(&id)
+                .map_err(Error::store("cloning the volume"))
+        })
+        .await?;
+        drop(guard);
+
+        let what = format!("replicating sprite {}", rec.name);
+        let store = self.store.clone();
+        let (id, c) = (rec.id.clone(), clone.clone());
+        let changed = blocking(move || {
+            base.map(|at| store.clone_changes(&id, at, &c, CHUNK_SIZE))
+                .transpose()
+                .map_err(Error::store("reading the clone's extents"))
+        })
+        .await?
+        .flatten();
+        let base_manifest = match (base, &changed) {
+            (Some(at), Some(_)) => Some(
+                self.cold
+                    .get_manifest(&snapshot_manifest(&rec.id, at))
+                    .await
+                    .map_err(Error::cold(&what))?,
+            ),
+            _ => None,
+        };
+        let since = base_manifest.as_ref().zip(changed.as_deref());
+        let stats = self
+            .cold
+            .upload_image_since(&clone, &snapshot_manifest(&rec.id, at), since, None)
+            .await
+            .map_err(Error::cold(&what))?;
+        failpoint::hit("replicate-uploaded");
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            store
+                .keep_replica(&id, &clone, at)
+                .map_err(Error::store("keeping the replica"))
+        })
+        .await?;
+
+        // Recorded under the lock: a sprite destroyed meanwhile is not.
+        let _g = slot.lifecycle.lock().await;
+        if self.db.get_by_id(&rec.id)?.is_none() {
+            let _ = self
+                .cold
+                .delete_manifest(&snapshot_manifest(&rec.id, at))
+                .await;
+            return Ok(Outcome::Skipped);
+        }
+        let snap = Snapshot {
+            at_ms: at,
+            stored_bytes: stats.manifest.stored_bytes(),
+            data_bytes: stats.manifest.data_bytes(),
+        };
+        self.db.add_snapshot(&rec.id, &snap)?;
+        failpoint::hit("replicate-recorded");
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            store
+                .drop_replicas_except(&id, Some(at))
+                .map_err(Error::store("removing old replicas"))
+        })
+        .await?;
+        self.expire_snapshots(rec).await;
+        self.metrics.replicated(true, stats.bytes_sent);
+        tracing::debug!(
+            sprite = %rec.name,
+            chunks_read = changed.as_ref().map_or(stats.chunks, |c| c.len() as u64),
+            chunks_sent = stats.chunks_sent,
+            bytes_sent = stats.bytes_sent,
+            ms = stats.elapsed.as_secs_f64() * 1e3,
+            "volume replicated"
+        );
+        Ok(Outcome::Sent { changed_at })
+    }
+
+    /// Removes snapshots older than the retention, the newest always kept.
+    async fn expire_snapshots(&self, rec: &SpriteRecord) {
+        let Ok(snaps) = self.db.snapshots(&rec.id) else {
+            return;
+        };
+        let keep_after = now_ms().saturating_sub(self.cfg.snapshot_retention.as_millis() as u64);
+        for s in snaps.iter().skip(1).filter(|s| s.at_ms < keep_after) {
+            // The record first: a snapshot listed is one that can be used.
+            if self.db.delete_snapshot(&rec.id, s.at_ms).is_err() {
+                return;
+            }
+            if let Err(e) = self
+                .cold
+                .delete_manifest(&snapshot_manifest(&rec.id, s.at_ms))
+                .await
+            {
+                tracing::debug!(sprite = %rec.name, error = %e, "an expired snapshot's manifest stays until the next sweep");
+            }
+        }
+    }
+
+    /// What `storage` says of replication: when the newest snapshot was
+    /// taken, how far behind the volume is, why it last failed.
+    pub(super) fn replication_info(&self, id: &str) -> (Option<u64>, f64, Option<String>) {
+        let last = self.db.last_snapshot(id).ok().flatten().map(|s| s.at_ms);
+        match self.existing_slot(id) {
+            Some(slot) => {
+                let r = slot.replication();
+                (
+                    last,
+                    r.behind_since.map_or(0.0, |s| s.elapsed().as_secs_f64()),
+                    r.error.clone(),
+                )
+            }
+            None => (last, 0.0, None),
+        }
+    }
+
+    /// Start-up: a sprite whose volume is gone from local disk (a lost or
+    /// replaced disk) but that has a replicated snapshot comes back from
+    /// it, as if evicted then: its newest snapshot becomes its volume in
+    /// the store and the next request wakes it from there. False when
+    /// there is no snapshot to come back from.
+    pub(super) async fn recover_from_snapshot(&self, rec: &SpriteRecord) -> Result<bool, Error> {
+        let Some(snap) = self.db.last_snapshot(&rec.id)? else {
+            return Ok(false);
+        };
+        let what = format!(
+            "bringing sprite {} back from its replicated snapshot",
+            rec.name
+        );
+        let m = self
+            .cold
+            .get_manifest(&snapshot_manifest(&rec.id, snap.at_ms))
+            .await
+            .map_err(Error::cold(&what))?;
+        self.cold
+            .put_manifest(&super::cold::volume_manifest(&rec.id), &m)
+            .await
+            .map_err(Error::cold(&what))?;
+        self.db.set_evicted(
+            &rec.id,
+            &crate::db::ColdCopy {
+                at: crate::time::now_rfc3339(),
+                stored_bytes: snap.stored_bytes,
+                data_bytes: snap.data_bytes,
+            },
+        )?;
+        tracing::warn!(sprite = %rec.name, snapshot_ms = snap.at_ms, "the sprite's volume is gone from local disk; it comes back from its last replicated snapshot");
+        Ok(true)
+    }
+}
+
+/// What one look at a sprite did.
+enum Outcome {
+    /// Nothing changed since the last snapshot.
+    Unchanged,
+    /// Changed, but the last snapshot is too recent.
+    NotDue,
+    /// A snapshot was sent, of the volume as it was at `changed_at`.
+    Sent { changed_at: Instant },
+    /// Not replicated now (evicted, still filling, no volume, destroyed).
+    Skipped,
+}

@@ -1,0 +1,246 @@
+//! Continuous replication (issue 15): a sprite's volume reaches the object
+//! store as crash-consistent snapshots while it runs, only what changed is
+//! sent, an idle sprite sends nothing, a store that stops answering makes
+//! replication lag and catch up, and a host whose disk is lost brings the
+//! sprite back as of its last snapshot.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Api, Daemon};
+use sprites_test_support::s3::Moto;
+
+async fn storage(api: &Api, name: &str) -> serde_json::Value {
+    api.get_json(&format!("/v1/sprites/{name}")).await["storage"].clone()
+}
+
+async fn metrics(api: &Api) -> String {
+    let r = api
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(r.status(), 200);
+    r.text().await.expect("metrics text")
+}
+
+/// A counter's value in the metrics text (0 when absent).
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the sprite's `replicated_at` differs from `before`.
+async fn wait_replicated(api: &Api, name: &str, before: &serde_json::Value) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = storage(api, name).await;
+        if !st["replicated_at"].is_null() && st["replicated_at"] != *before {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "never replicated: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every mount under `dir`, deepest first.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    v
+}
+
+/// The host's disk is lost: the daemon and every sandbox killed, every
+/// sprite's mount gone, then volumes, checkpoints, base images, templates
+/// and the chunk cache deleted (the metadata stays).
+fn lose_the_disk(d: &mut Daemon) {
+    d.kill9();
+    let runc = |args: &[&str]| {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(d.data_dir.join("runc"))
+            .args(args)
+            .output()
+            .expect("runc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for id in runc(&["list", "-q"]).split_whitespace() {
+        runc(&["kill", "--all", id, "KILL"]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for id in runc(&["list", "-q"]).split_whitespace() {
+        runc(&["delete", "--force", id]);
+    }
+    for m in mounts_under(&d.data_dir.join("sprites")) {
+        let st = Command::new("umount")
+            .arg("-l")
+            .arg(&m)
+            .status()
+            .expect("umount");
+        assert!(st.success(), "umount {m}");
+    }
+    for sub in ["sprites", "images", "templates"] {
+        std::fs::remove_dir_all(d.pool_dir().join(sub)).expect("remove pool contents");
+    }
+    let _ = std::fs::remove_dir_all(d.data_dir.join("cache"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_disk_loses_at_most_one_replication_interval() {
+    let mut d = Daemon::start_with(&["--replicate-every", "2s"]);
+    let api = d.client();
+    api.create("rep").await;
+    let first = wait_replicated(&api, "rep", &serde_json::Value::Null).await;
+    assert_eq!(first["replication_lag_seconds"], 0, "{first}");
+    assert!(first["replication_error"].is_null(), "{first}");
+
+    // Only what changed is sent: 4 MiB of new data, against a volume
+    // whose first snapshot sent all of its data.
+    let m0 = metrics(&api).await;
+    api.sh(
+        "rep",
+        "head -c 4194304 /dev/urandom > /home/sprite/four; sync",
+    )
+    .await;
+    let second = wait_replicated(&api, "rep", &first["replicated_at"]).await;
+    let m1 = metrics(&api).await;
+    let sent = counter(&m1, "sprited_replication_bytes_total")
+        - counter(&m0, "sprited_replication_bytes_total");
+    assert!(
+        (4.0 * 1048576.0..8.0 * 1048576.0).contains(&sent),
+        "sent {sent} bytes for 4 MiB written"
+    );
+
+    // An idle sprite sends nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let m2 = metrics(&api).await;
+    assert_eq!(
+        counter(&m2, "sprited_replications_total{result=\"ok\"}"),
+        counter(&m1, "sprited_replications_total{result=\"ok\"}"),
+        "an unchanged volume was replicated again"
+    );
+    assert_eq!(
+        storage(&api, "rep").await["replicated_at"],
+        second["replicated_at"]
+    );
+
+    // A writer appends numbered, fsynced records; each one the exec
+    // returns is acknowledged.
+    let mut acked: Vec<(u32, Instant)> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut n = 0u32;
+    while Instant::now() < until {
+        api.sh(
+            "rep",
+            &format!("echo {n} >> /home/sprite/log; sync /home/sprite/log"),
+        )
+        .await;
+        acked.push((n, Instant::now()));
+        n += 1;
+    }
+    let killed = Instant::now();
+    lose_the_disk(&mut d);
+    d.spawn();
+    let api = d.client();
+    d.wait_log(
+        "comes back from its last replicated snapshot",
+        Duration::from_secs(30),
+    );
+
+    // Back as of its last snapshot: the records are a prefix of those
+    // written, holding every one acknowledged more than an interval (and
+    // an upload) before the disk went.
+    let log = api.sh("rep", "cat /home/sprite/log").await;
+    let got: Vec<u32> = log.lines().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(got, (0..got.len() as u32).collect::<Vec<_>>(), "{log}");
+    let must = acked
+        .iter()
+        .filter(|(_, at)| killed.duration_since(*at) > Duration::from_secs(5))
+        .count();
+    eprintln!("records: {} written, {} back, {must} required", acked.len(), got.len());
+    assert!(must > 0, "the writer ran too briefly");
+    assert!(
+        got.len() >= must,
+        "{} records back, {must} were acknowledged more than 5 s before the loss",
+        got.len()
+    );
+    assert_eq!(
+        api.sh("rep", "wc -c < /home/sprite/four").await.trim(),
+        "4194304"
+    );
+    // And it goes on replicating from there.
+    let st = storage(&api, "rep").await;
+    api.sh("rep", "echo more >> /home/sprite/log; sync").await;
+    wait_replicated(&api, "rep", &st["replicated_at"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_lags_while_the_store_is_down_and_catches_up() {
+    let moto = Moto::start("sprites");
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d = Daemon::start_with_env(
+        &[
+            "--object-store",
+            "s3://sprites/rep",
+            "--object-store-timeout",
+            "2s",
+            "--replicate-every",
+            "1s",
+        ],
+        &env,
+    );
+    let api = d.client();
+    api.create("lag").await;
+    let id = api.id_of("lag").await;
+    let first = wait_replicated(&api, "lag", &serde_json::Value::Null).await;
+    let keys = moto.keys("sprites");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("rep/manifests/sprites/{id}/snapshots/"))),
+        "{keys:?}"
+    );
+
+    moto.pause();
+    // Local work never waits for the store.
+    let t0 = Instant::now();
+    api.sh("lag", "echo during > /home/sprite/during; sync")
+        .await;
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let behind = loop {
+        let st = storage(&api, "lag").await;
+        if !st["replication_error"].is_null() && st["replication_lag_seconds"].as_u64() > Some(0) {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the lag never showed: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(behind["replicated_at"], first["replicated_at"], "{behind}");
+    let m = metrics(&api).await;
+    assert!(counter(&m, "sprited_replication_lag_seconds") > 0.0, "{m}");
+    assert!(
+        m.contains("sprited_replications_total{result=\"failed\"}"),
+        "{m}"
+    );
+
+    moto.resume();
+    let caught_up = wait_replicated(&api, "lag", &first["replicated_at"]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut st = caught_up;
+    while !(st["replication_error"].is_null() && st["replication_lag_seconds"] == 0) {
+        assert!(Instant::now() < deadline, "never caught up: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        st = storage(&api, "lag").await;
+    }
+}
