@@ -200,18 +200,12 @@ impl Manager {
             .await
             .map_err(Error::cold(&what))?;
         failpoint::hit("replicate-uploaded");
-        let store = self.store.clone();
-        let id = rec.id.clone();
-        blocking(move || {
-            store
-                .keep_replica(&id, &clone, at)
-                .map_err(Error::store("keeping the replica"))
-        })
-        .await?;
 
-        // Recorded under the lock: a sprite destroyed meanwhile is not.
+        // Recorded under the lock: a sprite destroyed meanwhile is not,
+        // and one evicted meanwhile keeps no clone on local disk.
         let _g = slot.lifecycle.lock().await;
         if self.db.get_by_id(&rec.id)?.is_none() {
+            let _ = std::fs::remove_file(&clone);
             let _ = self
                 .cold
                 .delete_manifest(&snapshot_manifest(&rec.id, at))
@@ -227,9 +221,17 @@ impl Manager {
         failpoint::hit("replicate-recorded");
         let store = self.store.clone();
         let id = rec.id.clone();
+        let local = slot.cold.is_whole_locally();
         blocking(move || {
+            if local {
+                store
+                    .keep_replica(&id, &clone, at)
+                    .map_err(Error::store("keeping the replica"))?;
+            } else {
+                let _ = std::fs::remove_file(&clone);
+            }
             store
-                .drop_replicas_except(&id, Some(at))
+                .drop_replicas_except(&id, local.then_some(at))
                 .map_err(Error::store("removing old replicas"))
         })
         .await?;
