@@ -167,7 +167,11 @@ async fn a_lost_disk_loses_at_most_one_replication_interval() {
         .iter()
         .filter(|(_, at)| killed.duration_since(*at) > Duration::from_secs(5))
         .count();
-    eprintln!("records: {} written, {} back, {must} required", acked.len(), got.len());
+    eprintln!(
+        "records: {} written, {} back, {must} required",
+        acked.len(),
+        got.len()
+    );
     assert!(must > 0, "the writer ran too briefly");
     assert!(
         got.len() >= must,
