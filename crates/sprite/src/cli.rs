@@ -76,7 +76,8 @@ pub enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
-    /// Put the sprite's filesystem back to a checkpoint (restarts its processes)
+    /// Put the sprite's filesystem back to a checkpoint, or to how it was
+    /// at a time (a replicated snapshot), restarting its processes
     Restore(RestoreArgs),
     /// Manage services: processes the sprite keeps running (started at boot,
     /// restarted when they crash)
@@ -460,8 +461,13 @@ pub enum TokensCommand {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Checkpoint id (v0, v1, ...; see `sprite checkpoint list`)
-    #[arg(value_parser = checkpoint_id)]
-    pub id: String,
+    #[arg(value_parser = checkpoint_id, required_unless_present = "at", conflicts_with = "at")]
+    pub id: Option<String>,
+    /// Instead of a checkpoint: the newest replicated snapshot taken at or
+    /// before TIME (RFC 3339, e.g. 2026-12-03T10:00:00Z, or a duration ago,
+    /// e.g. 10m); `sprite restore --at list` lists them
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 /// A checkpoint id argument: `v` and a number.
@@ -678,13 +684,18 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["restore", "v0"]).command,
-            Command::Restore(RestoreArgs { id }) if id == "v0"
+            Command::Restore(RestoreArgs { id: Some(id), at: None }) if id == "v0"
+        ));
+        assert!(matches!(
+            parse(&["restore", "--at", "10m"]).command,
+            Command::Restore(RestoreArgs { id: None, at: Some(at) }) if at == "10m"
         ));
         assert_eq!(parse(&["restore", "v0"]).command.failure_exit_code(), 1);
         for bad in [
             &["restore", "3"][..],
             &["restore", "v01"],
             &["restore"],
+            &["restore", "v0", "--at", "10m"],
             &["checkpoint", "delete", "x1"],
             &["checkpoint", "info"],
         ] {

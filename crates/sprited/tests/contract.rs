@@ -508,7 +508,8 @@ async fn the_checks_refuse_what_a_strict_client_refuses() {
 /// Every endpoint, answered by a real daemon, matches its description.
 #[tokio::test]
 async fn every_endpoint_answers_as_described() {
-    let d = Daemon::start();
+    // Replicated every second, for the snapshots to have one to show.
+    let d = Daemon::start_with(&["--replicate-every", "1s"]);
     let mut c = Contract::new(d.client()).await;
     use Method as M;
     let s = "/v1/sprites/{name}";
@@ -1179,6 +1180,35 @@ async fn every_endpoint_answers_as_described() {
             M::POST,
             &format!("{cps}/{{id}}/restore"),
             "/v1/sprites/ct1/checkpoints/v0/restore",
+            None,
+        )
+        .await;
+    assert!(
+        restored.lines.iter().any(|l| l["type"] == "complete"),
+        "{:?}",
+        restored.lines
+    );
+    let snaps = format!("{s}/snapshots");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let snapshot = loop {
+        let list = c
+            .call(M::GET, &snaps, "/v1/sprites/ct1/snapshots", None)
+            .await;
+        if let Some(id) = list.json[0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot: {:?}",
+            list.json
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let restored = c
+        .call(
+            M::POST,
+            &format!("{snaps}/{{id}}/restore"),
+            &format!("/v1/sprites/ct1/snapshots/{snapshot}/restore"),
             None,
         )
         .await;

@@ -248,3 +248,114 @@ async fn replication_lags_while_the_store_is_down_and_catches_up() {
         st = storage(&api, "lag").await;
     }
 }
+
+/// The sprite's snapshots' ids (unix ms), newest first.
+async fn snapshot_ids(api: &Api, name: &str) -> Vec<u64> {
+    let list = api.get_json(&format!("/v1/sprites/{name}/snapshots")).await;
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            s["id"]
+                .as_str()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or_else(|| panic!("a numeric id: {s}"))
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Waits until a snapshot taken after `after` (unix ms) is listed.
+async fn wait_snapshot_after(api: &Api, name: &str, after: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(&newest) = snapshot_ids(api, name).await.first() {
+            if newest > after {
+                return newest;
+            }
+        }
+        assert!(Instant::now() < deadline, "no snapshot after {after}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Replicated snapshots are listed, restored by time (API and `sprite
+/// restore --at`), and expire after the retention, the newest kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_listed_restored_by_time_and_expire() {
+    let d = Daemon::start_with(&["--replicate-every", "1s", "--snapshot-retention", "8s"]);
+    let api = d.client();
+    api.create("pit").await;
+    let t1 = now_ms();
+    api.sh("pit", "echo one > /home/sprite/one; sync").await;
+    let with_one = wait_snapshot_after(&api, "pit", t1).await;
+    let t2 = now_ms();
+    api.sh("pit", "echo two > /home/sprite/two; sync").await;
+    wait_snapshot_after(&api, "pit", t2).await;
+
+    let ids = snapshot_ids(&api, "pit").await;
+    assert!(ids.len() >= 2, "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let list = api.get_json("/v1/sprites/pit/snapshots").await;
+    assert!(list[0]["create_time"].is_string(), "{list}");
+    assert!(list[0]["data_bytes"].as_u64() > Some(0), "{list}");
+
+    // `--at` a time between the two writes: the newest snapshot taken at
+    // or before it has `one` and not `two`.
+    let cli = common::cli::Cli::new(&d);
+    let table = cli.ok(&["restore", "--at", "list", "-s", "pit"]);
+    assert!(table.contains("TAKEN"), "{table}");
+    let between = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t2) * 1_000_000)
+        .expect("time")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let out = cli.ok(&["restore", "--at", &between, "-s", "pit"]);
+    assert!(out.contains("Restored"), "{out}");
+    let files = api.sh("pit", "ls /home/sprite").await;
+    assert!(files.contains("one") && !files.contains("two"), "{files}");
+    // The API restores by id the same way.
+    let r = api
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/sprites/pit/snapshots/{}/restore", ids[0]),
+        )
+        .send()
+        .await
+        .expect("restore");
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("stream");
+    assert!(body.contains("\"complete\""), "{body}");
+    let files = api.sh("pit", "ls /home/sprite").await;
+    assert!(files.contains("two"), "{files}");
+
+    // Unknown ones are a 404 in the Sprites error format.
+    let r = api
+        .req(
+            reqwest::Method::POST,
+            "/v1/sprites/pit/snapshots/12345/restore",
+        )
+        .send()
+        .await
+        .expect("restore");
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.expect("error body");
+    assert!(body["error"].is_string(), "{body}");
+
+    // Past the retention, the older ones go; the newest stays.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let t3 = now_ms();
+    api.sh("pit", "echo three > /home/sprite/three; sync").await;
+    wait_snapshot_after(&api, "pit", t3).await;
+    let ids = snapshot_ids(&api, "pit").await;
+    assert!(
+        !ids.contains(&with_one),
+        "expired {with_one} still listed: {ids:?}"
+    );
+    assert!(!ids.is_empty());
+}

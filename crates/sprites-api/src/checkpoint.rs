@@ -107,3 +107,19 @@ mod tests {
         assert_eq!(fork.source.unwrap().checkpoint, "v1");
     }
 }
+
+/// Extension (`GET /v1/sprites/{name}/snapshots`): a snapshot of the
+/// sprite's volume replicated to the object store, restorable like a
+/// checkpoint (`POST .../snapshots/{id}/restore`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The unix time in milliseconds it was taken, as a string.
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub create_time: String,
+    /// Data in the volume (holes and zeros excluded).
+    pub data_bytes: u64,
+    /// What it takes in the object store (compressed; chunks it shares
+    /// with other images counted in full).
+    pub stored_bytes: u64,
+}

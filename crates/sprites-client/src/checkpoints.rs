@@ -3,7 +3,7 @@
 
 use reqwest::header::ACCEPT;
 use reqwest::Method;
-use sprites_api::checkpoint::{self, Checkpoint, CreateCheckpointRequest, ForkSource};
+use sprites_api::checkpoint::{self, Checkpoint, CreateCheckpointRequest, ForkSource, Snapshot};
 use sprites_api::sprite::{CreateSpriteRequest, Sprite};
 
 use crate::client::Client;
@@ -108,6 +108,31 @@ impl SpriteHandle {
     /// events as they arrive; see [`EventStream`].
     pub async fn restore_checkpoint_stream(&self, id: &str) -> Result<EventStream, Error> {
         let url = self.checkpoint_url(id, Some("restore"))?;
+        let req = self
+            .client
+            .request(Method::POST, url)
+            .header(ACCEPT, NDJSON);
+        Ok(EventStream::new(self.client.send(req).await?))
+    }
+
+    /// Extension: `GET /v1/sprites/{name}/snapshots`, the snapshots of the
+    /// sprite's volume replicated to the object store, newest first.
+    pub async fn snapshots(&self) -> Result<Vec<Snapshot>, Error> {
+        let url = self.client.url(&["sprites", &self.name, "snapshots"]);
+        self.client
+            .send_json(self.client.request(Method::GET, url))
+            .await
+    }
+
+    /// Extension: `POST /v1/sprites/{name}/snapshots/{id}/restore`, as a
+    /// stream of progress events (like a checkpoint restore).
+    pub async fn restore_snapshot_stream(&self, id: &str) -> Result<EventStream, Error> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::InvalidInput(format!("{id:?} is not a snapshot id")));
+        }
+        let url = self
+            .client
+            .url(&["sprites", &self.name, "snapshots", id, "restore"]);
         let req = self
             .client
             .request(Method::POST, url)

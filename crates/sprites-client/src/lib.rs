@@ -48,7 +48,7 @@ pub use sprites_api::port::{ListeningPort, PortEvent};
 
 /// The wire types, re-exported so that callers need not name `sprites-api`.
 pub use sprites_api;
-pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSource};
+pub use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, ForkSource, Snapshot};
 pub use sprites_api::fs::{
     ChangeResponse, DeleteResponse, FileKind, FsEntry, ListResponse, PathBytes, WriteResponse,
 };

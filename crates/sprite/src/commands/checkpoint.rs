@@ -4,8 +4,10 @@
 //! arrive; stdout gets the result (the new id, the restore message), so that
 //! `id=$(sprite checkpoint create)` works.
 
-use anyhow::{anyhow, Result};
-use sprites_client::{event_text, Checkpoint, Error, EventStream, SpriteHandle, StreamEvent};
+use anyhow::{anyhow, bail, Result};
+use sprites_client::{
+    event_text, Checkpoint, Error, EventStream, Snapshot, SpriteHandle, StreamEvent,
+};
 
 use super::{fields, sprite_error, table, Context};
 use crate::cli::{CheckpointCommand, RestoreArgs};
@@ -25,17 +27,77 @@ pub async fn run(ctx: &Context, command: CheckpointCommand) -> Result<i32> {
 
 pub async fn restore(ctx: &Context, args: RestoreArgs) -> Result<i32> {
     let sprite = ctx.sprite()?;
-    let events = match sprite.restore_checkpoint_stream(&args.id).await {
-        Ok(events) => events,
-        Err(e) => return Err(checkpoint_error(&sprite, e, &args.id).await),
+    let (events, what) = match (args.id, args.at) {
+        (Some(id), _) => match sprite.restore_checkpoint_stream(&id).await {
+            Ok(events) => (events, id),
+            Err(e) => return Err(checkpoint_error(&sprite, e, &id).await),
+        },
+        (None, Some(at)) => {
+            let snapshots = sprite
+                .snapshots()
+                .await
+                .map_err(|e| sprite_error(e, sprite.name()))?;
+            if at == "list" {
+                return list_snapshots(&sprite, &snapshots);
+            }
+            let target = snapshot_time(&at)?;
+            let Some(snap) = snapshots
+                .iter()
+                .find(|s| s.id.parse::<u64>().is_ok_and(|ms| ms <= target))
+            else {
+                bail!(
+                    "sprite {} has no replicated snapshot taken at or before {at} (see `sprite restore --at list`)",
+                    sprite.name()
+                );
+            };
+            let events = sprite
+                .restore_snapshot_stream(&snap.id)
+                .await
+                .map_err(|e| sprite_error(e, sprite.name()))?;
+            (events, format!("its snapshot of {}", snap.create_time))
+        }
+        (None, None) => bail!("name a checkpoint, or a time with --at"),
     };
     let done = follow(events).await?;
     if done.message.is_empty() {
-        println!("Restored {} to {}", sprite.name(), args.id);
+        println!("Restored {} to {what}", sprite.name());
     } else {
         println!("{}", done.message);
     }
     Ok(0)
+}
+
+fn list_snapshots(sprite: &SpriteHandle, snapshots: &[Snapshot]) -> Result<i32> {
+    if snapshots.is_empty() {
+        eprintln!("no replicated snapshots of sprite {}", sprite.name());
+        return Ok(0);
+    }
+    println!("{:<22} {:>12}", "TAKEN", "DATA");
+    for s in snapshots {
+        println!(
+            "{:<22} {:>12}",
+            s.create_time,
+            format!("{:.1} MiB", s.data_bytes as f64 / 1048576.0)
+        );
+    }
+    Ok(0)
+}
+
+/// `--at TIME` as unix milliseconds: RFC 3339, or a duration before now.
+fn snapshot_time(at: &str) -> Result<u64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if let Some(ago) = sprites_api::duration::parse_duration(at) {
+        return Ok(now.saturating_sub(ago.as_millis() as u64));
+    }
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| anyhow::anyhow!("{at:?} is neither a time (RFC 3339, e.g. 2026-12-03T10:00:00Z) nor a duration ago (e.g. 10m)"))?;
+    let ms = u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    // A time to the second means all of that second.
+    let whole_second = !at.contains('.');
+    Ok(if whole_second { ms + 999 } else { ms })
 }
 
 async fn create(sprite: &SpriteHandle, comment: Option<&str>) -> Result<i32> {

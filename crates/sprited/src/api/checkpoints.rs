@@ -13,7 +13,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest};
+use sprites_api::checkpoint::{Checkpoint, CreateCheckpointRequest, Snapshot};
 use sprites_api::sprite::StreamEvent;
 
 use super::body::OptionalJsonBody;
@@ -116,6 +116,31 @@ pub async fn restore(
     Ok(stream_op(move |progress| async move {
         m.restore_checkpoint(&rec, &id, &progress).await?;
         Ok(format!("Restored to checkpoint {id}"))
+    }))
+}
+
+/// Extension: the sprite's replicated snapshots, newest first.
+pub async fn list_snapshots(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+) -> Result<Json<Vec<Snapshot>>, ApiError> {
+    Ok(Json(m.list_snapshots(&rec)?))
+}
+
+/// Extension: rolls the sprite back to a replicated snapshot (streamed
+/// like a checkpoint restore).
+pub async fn restore_snapshot(
+    State(m): State<Arc<Manager>>,
+    Sprite(rec): Sprite,
+    Path(CheckpointId { id }): Path<CheckpointId>,
+) -> Result<Response, ApiError> {
+    let at = m.snapshot(&rec, &id)?;
+    Ok(stream_op(move |progress| async move {
+        m.restore_snapshot(&rec, at, &progress).await?;
+        Ok(format!(
+            "Restored to the snapshot of {}",
+            crate::time::rfc3339_of_ms(at)
+        ))
     }))
 }
 

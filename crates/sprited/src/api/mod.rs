@@ -163,6 +163,8 @@ where
         .get("/checkpoints/{id}", checkpoints::get)
         .delete("/checkpoints/{id}", checkpoints::delete)
         .post("/checkpoints/{id}/restore", checkpoints::restore)
+        .get("/snapshots", checkpoints::list_snapshots)
+        .post("/snapshots/{id}/restore", checkpoints::restore_snapshot)
         .get("/services", services::list)
         .post("/services/signal", services::signal)
         .get("/services/signal", services::get)

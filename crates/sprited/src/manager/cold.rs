@@ -403,7 +403,7 @@ impl Manager {
 
     /// Rebuilds manifest `m`'s image at `tmp`, synced (durable before anything
     /// records it local); a failed download leaves no file behind.
-    async fn download_synced(
+    pub(super) async fn download_synced(
         &self,
         m: &sprite_cold::Manifest,
         tmp: &std::path::Path,

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sprite_cold::CHUNK_SIZE;
 use sprites_api::sprite::Status;
 
+use sprites_api::checkpoint::Snapshot as ApiSnapshot;
+
+use super::checkpoints::Progress;
 use super::{blocking, Manager};
 use crate::db::{Snapshot, SpriteRecord};
 use crate::error::Error;
@@ -318,6 +321,105 @@ impl Manager {
         )?;
         tracing::warn!(sprite = %rec.name, snapshot_ms = snap.at_ms, "the sprite's volume is gone from local disk; it comes back from its last replicated snapshot");
         Ok(true)
+    }
+}
+
+impl Manager {
+    /// The sprite's replicated snapshots, newest first.
+    pub fn list_snapshots(&self, rec: &SpriteRecord) -> Result<Vec<ApiSnapshot>, Error> {
+        Ok(self
+            .db
+            .snapshots(&rec.id)?
+            .into_iter()
+            .map(|s| ApiSnapshot {
+                id: s.at_ms.to_string(),
+                create_time: crate::time::rfc3339_of_ms(s.at_ms),
+                data_bytes: s.data_bytes,
+                stored_bytes: s.stored_bytes,
+            })
+            .collect())
+    }
+
+    /// Snapshot `id` of the sprite, or 404.
+    pub fn snapshot(&self, rec: &SpriteRecord, id: &str) -> Result<u64, Error> {
+        let at: Option<u64> = id.parse().ok();
+        match at {
+            Some(at) if self.db.snapshots(&rec.id)?.iter().any(|s| s.at_ms == at) => Ok(at),
+            _ => Err(Error::NotFound(format!(
+                "sprite {} has no snapshot {id}",
+                rec.name
+            ))),
+        }
+    }
+
+    /// Rolls the sprite's filesystem back to replicated snapshot `at`: the
+    /// image is fetched whole first (the sprite runs on meanwhile), then
+    /// its processes are stopped, the volume swapped, and it starts again.
+    /// The sprite stands on no checkpoint afterwards.
+    pub async fn restore_snapshot(
+        &self,
+        rec: &SpriteRecord,
+        at: u64,
+        progress: &Progress,
+    ) -> Result<(), Error> {
+        let slot = self.slot(&rec.id);
+        let _g = slot.lifecycle.lock().await;
+        self.snapshot(rec, &at.to_string())?;
+        let when = crate::time::rfc3339_of_ms(at);
+        let what = format!("restoring sprite {} to its snapshot of {when}", rec.name);
+        let _ = progress.send(format!(
+            "Fetching the snapshot of {when} from object storage..."
+        ));
+        let t0 = Instant::now();
+        let m = self
+            .cold
+            .get_manifest(&snapshot_manifest(&rec.id, at))
+            .await
+            .map_err(Error::cold(&what))?;
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let tmp = blocking(move || {
+            store
+                .volume_rebuild_path(&id)
+                .map_err(Error::store("preparing the volume"))
+        })
+        .await?;
+        self.download_synced(&m, &tmp, None, &what).await?;
+        let fetched = t0.elapsed();
+        let _ = progress.send("Stopping sprite...".to_string());
+        self.halt(&rec.id, Duration::ZERO, super::Release::Unmount)
+            .await?;
+        self.set_status(&rec.id, Status::Cold);
+        let _ = progress.send(format!(
+            "Restoring filesystem from the snapshot of {when}..."
+        ));
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let swapped = blocking(move || {
+            store
+                .install_volume(&id, &tmp)
+                .map_err(Error::store("installing the volume"))?;
+            // A fill left unfinished (the store down at the stop) is moot.
+            sprite_cold::lazy::remove_state(&store.volume_state_path(&id))
+                .map_err(Error::cold("removing the fill record"))
+        })
+        .await;
+        if swapped.is_ok() {
+            self.mark_local(rec)?;
+            self.db.set_current_checkpoint(&rec.id, None)?;
+        }
+        let _ = progress.send("Starting sprite...".to_string());
+        let started = self.start_locked(rec).await;
+        swapped?;
+        started?;
+        tracing::info!(
+            sprite = %rec.name,
+            snapshot_ms = at,
+            fetch_ms = fetched.as_secs_f64() * 1e3,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "snapshot restored"
+        );
+        Ok(())
     }
 }
 
