@@ -180,9 +180,11 @@ impl Runc {
                 Ok(())
             });
         }
+        let parent = crate::cgroup::ParentLock::shared()?;
         let status = cmd
             .status()
             .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e))?;
+        drop(parent);
         drop(fd);
         if status.success() {
             return Ok(());

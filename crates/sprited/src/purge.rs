@@ -47,6 +47,10 @@ pub fn purge(cfg: &Config) -> anyhow::Result<()> {
 /// The parent cgroups (`sprited/`) go once no daemon uses them: rmdir of a
 /// cgroup that still has children fails, which is what we want.
 fn remove_parent_cgroups(driver: &Runc) {
+    // Not while another daemon is making a sandbox's cgroup below them.
+    let Ok(_lock) = sprite_runtime::cgroup::ParentLock::exclusive() else {
+        return;
+    };
     if let Ok(dirs) = driver.cgroup_dirs("probe") {
         for parent in dirs.iter().filter_map(|d| d.parent()) {
             let _ = std::fs::remove_dir(parent);

@@ -359,3 +359,64 @@ async fn snapshots_are_listed_restored_by_time_and_expire() {
     );
     assert!(!ids.is_empty());
 }
+
+/// The daemon killed inside a replication (its manifest sent but not
+/// recorded; recorded but its clone not kept): nothing is lost or left
+/// half-made, and the next round completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_killed_inside_a_replication_loses_nothing() {
+    for point in ["replicate-uploaded", "replicate-recorded"] {
+        let mut d = Daemon::start_with_env(
+            &["--replicate-every", "1s"],
+            &[("SPRITED_FAILPOINTS", point)],
+        );
+        let api = d.client();
+        api.create("fp").await;
+        let id = api.id_of("fp").await;
+        api.sh("fp", "echo a > /home/sprite/a; sync").await;
+        d.wait_log("failpoint reached", Duration::from_secs(30));
+        d.kill9();
+        d.env.clear();
+        d.spawn();
+        let api = d.client();
+
+        let t = now_ms();
+        api.sh("fp", "echo b > /home/sprite/b; sync").await;
+        wait_snapshot_after(&api, "fp", t).await;
+        // Several intervals on, the newest snapshot holds `b`.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let newest = snapshot_ids(&api, "fp").await[0];
+        let pool = d.pool_dir().join("sprites").join(&id);
+        let clones: Vec<String> = std::fs::read_dir(&pool)
+            .expect("pool dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("replica-"))
+            .collect();
+        let listed = snapshot_ids(&api, "fp").await;
+        assert!(
+            clones.len() == 1
+                && listed
+                    .iter()
+                    .any(|s| clones[0] == format!("replica-{s}.img")),
+            "{point}: kept clones {clones:?}, snapshots {listed:?}"
+        );
+
+        // The snapshot is whole: restored, the sprite has both files.
+        let r = api
+            .req(
+                reqwest::Method::POST,
+                &format!("/v1/sprites/fp/snapshots/{newest}/restore"),
+            )
+            .send()
+            .await
+            .expect("restore");
+        let body = r.text().await.expect("stream");
+        assert!(body.contains("\"complete\""), "{point}: {body}");
+        assert_eq!(
+            api.sh("fp", "cat /home/sprite/a /home/sprite/b").await,
+            "a\nb\n",
+            "{point}"
+        );
+    }
+}

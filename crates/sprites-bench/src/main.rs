@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 mod cold;
 mod control;
 mod files;
+mod replication;
 mod soak;
 mod urls;
 
@@ -38,6 +39,9 @@ enum Case {
     /// Evict to object storage and wake (10 GiB volume holding 1 GiB), and
     /// the bytes stored for 20 sprites from one image.
     Cold,
+    /// Continuous replication under 1 and 10 MiB/s writers (CPU, bytes
+    /// sent, RPO) and a checkpoint restored from the object store.
+    Replication,
     /// Not a benchmark: clients doing random work and checking it while the
     /// daemon is SIGKILLed every ~30 s and the object store stops now and
     /// then (`--minutes`, `--clients`); fails on any lost write or leak.
@@ -856,6 +860,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.case, Case::All | Case::Cold) {
         cold::cases(&http, args.runs, &mut rows, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Replication) {
+        replication::cases(&http, args.runs, &mut rows, &mut notes).await?;
     }
     delete(&http, &d, "warmup").await?;
     println!("runs per case: {}", args.runs);

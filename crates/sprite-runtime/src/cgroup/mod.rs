@@ -132,6 +132,54 @@ pub(crate) fn read_key(path: &Path, key: &str) -> Result<Option<u64>> {
     }))
 }
 
+/// Every daemon on the host makes its sandboxes' cgroups under one shared
+/// parent (`sprited/`), which `sprited purge` removes once it is empty. A
+/// create takes this lock shared around `runc run` (which makes the
+/// sandbox's cgroup under the parent), the removal takes it exclusive: an
+/// empty parent is never removed between runc making it and making the
+/// sandbox's below it.
+pub struct ParentLock {
+    _file: std::fs::File,
+}
+
+impl ParentLock {
+    const PATH: &'static str = "/run/sprited-cgroup-parent.lock";
+
+    pub fn shared() -> Result<ParentLock> {
+        Self::take(libc::LOCK_SH)
+    }
+
+    pub fn exclusive() -> Result<ParentLock> {
+        Self::take(libc::LOCK_EX)
+    }
+
+    fn take(how: libc::c_int) -> Result<ParentLock> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = Path::new(Self::PATH);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| RuntimeError::io("open", path, e))?;
+        loop {
+            // SAFETY: flock takes an fd that `file` keeps open and an
+            // operation constant; it touches no memory of ours.
+            if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+                return Ok(ParentLock { _file: file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(RuntimeError::io("flock", path, e));
+            }
+        }
+    }
+}
+
 /// rmdir, treating "already gone" as success.
 pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
     match std::fs::remove_dir(dir) {
