@@ -211,6 +211,21 @@ impl ColdStore {
         }
     }
 
+    /// Keys of the documents under folder `prefix` (e.g. `meta/sprites`),
+    /// sorted.
+    pub async fn list_docs(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = prefix.trim_end_matches('/');
+        let metas: Vec<_> = self
+            .objects
+            .list(Some(&ObjPath::from(dir)))
+            .try_collect()
+            .await
+            .map_err(|e| self.store_err("list", dir, e))?;
+        let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     fn manifest_key(name: &str) -> String {
         format!("manifests/{name}.json")
     }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::RuntimeError;
-use crate::sandbox::{SandboxSpec, SandboxState, SandboxStats};
+use crate::sandbox::{IdMap, SandboxSpec, SandboxState, SandboxStats};
 
 /// An isolation driver: starts a sprite's init (the agent) in its sandbox,
 /// controls its lifetime, and answers what the daemon needs to know of it.
@@ -21,6 +21,15 @@ pub trait Driver: Send + Sync {
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<(), RuntimeError>;
 
     fn state(&self, id: &str) -> Result<SandboxState, RuntimeError>;
+
+    /// The host ids sandbox `id` is to run as (what its
+    /// [`SandboxSpec::id_map`] says): a range of its own, reserved for it
+    /// until it is deleted, where the driver gives one; else `shared`.
+    /// Asked before its root is mounted, which shows its files under them.
+    fn ids_for(&self, id: &str, shared: IdMap) -> IdMap {
+        let _ = id;
+        shared
+    }
 
     /// The host pid of the sandbox's init while it runs or is paused.
     fn init_pid(&self, id: &str) -> Result<u32, RuntimeError>;

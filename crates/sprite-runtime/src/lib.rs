@@ -17,6 +17,7 @@ mod runc;
 mod sandbox;
 pub mod seccomp;
 pub mod spec;
+pub mod userns;
 
 pub use driver::{Driver, EgressHook};
 pub use error::RuntimeError;

@@ -18,7 +18,8 @@ use serde::Deserialize;
 use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{Driver, EgressHook};
 use crate::error::{Result, RuntimeError};
-use crate::sandbox::{validate_id, SandboxSpec, SandboxState, SandboxStats, AGENT_FD};
+use crate::sandbox::{validate_id, IdMap, SandboxSpec, SandboxState, SandboxStats, AGENT_FD};
+use crate::userns::{Slots, UserNs, OWNER_BASE, RANGE_BASE, RANGE_SIZE};
 use crate::{bundle, spec};
 
 /// How long to wait for init to die after SIGKILL.
@@ -34,6 +35,15 @@ pub struct Runc {
     cgroups: Box<dyn CgroupBackend>,
     nofile: u64,
     egress: Option<Arc<dyn EgressHook>>,
+    /// Each running sandbox's slot: its user namespace's owner and, with
+    /// `own_ranges`, its host ids (see [`crate::userns`]).
+    slots: Slots,
+    /// Whether each sandbox runs as a host id range of its own (the
+    /// daemon turns it on where its store can show files under them).
+    own_ranges: bool,
+    /// Set once making a namespace of our own failed (a kernel that lets
+    /// no unprivileged uid make one): runc makes them, owned by root.
+    shared_owner: std::sync::atomic::AtomicBool,
 }
 
 /// `runc state` output (the fields we use).
@@ -54,6 +64,9 @@ impl Runc {
             cgroups: cgroup::backend(),
             nofile: spec::grantable_nofile(),
             egress: None,
+            slots: Slots::default(),
+            own_ranges: false,
+            shared_owner: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -63,6 +76,14 @@ impl Runc {
     /// every delete. Without it a sandbox has only `lo`.
     pub fn with_egress(mut self, egress: Arc<dyn EgressHook>) -> Self {
         self.egress = Some(egress);
+        self
+    }
+
+    /// Gives each sandbox a host id range of its own (see
+    /// [`Driver::ids_for`]); the caller mounts each root with its files
+    /// shown under it.
+    pub fn with_own_ranges(mut self, on: bool) -> Self {
+        self.own_ranges = on;
         self
     }
 
@@ -125,7 +146,48 @@ impl Runc {
         }
     }
 
-    fn spawn_run(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
+    /// A user namespace of its own owner for the sandbox (see
+    /// [`crate::userns`]); `None` without an id map, or where the kernel
+    /// refuses (then runc makes one, as before, and says so once).
+    fn own_user_ns(&self, spec: &SandboxSpec) -> Option<UserNs> {
+        use std::sync::atomic::Ordering;
+        let map = spec.id_map?;
+        if self.shared_owner.load(Ordering::Relaxed) {
+            return None;
+        }
+        let slot = self.slots.take(&spec.id, || self.running_slots())?;
+        match UserNs::create(OWNER_BASE + slot, map) {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                self.shared_owner.store(true, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot make user namespaces owned by a uid of their own; sandboxes share host root's kernel counts (inotify, ...)");
+                None
+            }
+        }
+    }
+
+    /// Every sandbox runc knows with a live init, and its slot.
+    fn running_slots(&self) -> Vec<(String, u32)> {
+        let Ok(dirs) = std::fs::read_dir(&self.state_root) else {
+            return Vec::new();
+        };
+        dirs.flatten()
+            .filter_map(|d| {
+                let id = d.file_name().to_str()?.to_string();
+                let state = std::fs::read(d.path().join("state.json")).ok()?;
+                let state: serde_json::Value = serde_json::from_slice(&state).ok()?;
+                let pid = u32::try_from(state["init_process_pid"].as_u64()?).ok()?;
+                Some((id, crate::userns::slot_of_init(pid)?))
+            })
+            .collect()
+    }
+
+    fn spawn_run(
+        &self,
+        spec: &SandboxSpec,
+        listener: OwnedFd,
+        inherit_rlimits: bool,
+    ) -> Result<()> {
         rotate_log(&spec.log_path);
         let log = OpenOptions::new()
             .create(true)
@@ -162,12 +224,24 @@ impl Runc {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
+        let nofile = inherit_rlimits.then_some(self.nofile as libc::rlim_t);
         // SAFETY: the closure runs in the forked child before exec and only
-        // calls fcntl and dup2, which are async-signal-safe; it allocates
-        // nothing and touches no locks. `raw` stays open in the parent (owned
-        // by `fd`) until the child has exec'd, since we wait for it below.
+        // calls setrlimit, fcntl and dup2, which are async-signal-safe; it
+        // allocates nothing and touches no locks. `raw` stays open in the
+        // parent (owned by `fd`) until the child has exec'd, since we wait
+        // for it below.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(n) = nofile {
+                    // What init inherits (see `SpecOptions::user_ns`).
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if raw == AGENT_FD {
                     // dup2 onto itself would keep close-on-exec: clear it instead.
                     let flags = libc::fcntl(raw, libc::F_GETFD);
@@ -219,6 +293,19 @@ impl Runc {
 }
 
 impl Driver for Runc {
+    fn ids_for(&self, id: &str, shared: IdMap) -> IdMap {
+        if !self.own_ranges {
+            return shared;
+        }
+        match self.slots.take(id, || self.running_slots()) {
+            Some(slot) => IdMap {
+                host_base: RANGE_BASE + slot * RANGE_SIZE,
+                size: RANGE_SIZE.min(shared.size),
+            },
+            None => shared,
+        }
+    }
+
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
         validate_id(&spec.id)?;
         std::fs::DirBuilder::new()
@@ -236,17 +323,25 @@ impl Driver for Runc {
                 return Err(RuntimeError::AlreadyRunning(spec.id.clone()))
             }
         }
+        let user_ns = self.own_user_ns(spec);
         let config = spec::build(
             spec,
             &spec::SpecOptions {
                 cgroups_path: self.cgroups.cgroups_path(&spec.id)?,
                 nofile: self.nofile,
+                user_ns: user_ns.as_ref().map(UserNs::path),
             },
         )?;
         bundle::write_config(&spec.bundle_dir, &config)?;
         crate::devices::make_nodes(spec)?;
         let started = Instant::now();
-        self.spawn_run(spec, listener)?;
+        let ran = self.spawn_run(spec, listener, user_ns.is_some());
+        // Joined by init (or never to be): ours can close.
+        drop(user_ns);
+        if ran.is_err() {
+            self.slots.release(&spec.id);
+        }
+        ran?;
         tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc run --detach");
         let init = protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
         if let Some(egress) = &self.egress {
@@ -364,6 +459,7 @@ impl Driver for Runc {
             // Handles running and paused containers alike (kill, thaw, reap).
             self.force_delete(id)?;
         }
+        self.slots.release(id);
         if let Some(egress) = &self.egress {
             egress.detach(id)?;
         }

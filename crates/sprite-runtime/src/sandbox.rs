@@ -48,6 +48,8 @@ pub struct SandboxSpec {
     pub capabilities: Vec<Capability>,
     /// Host devices made available inside (none by default).
     pub devices: Vec<Device>,
+    /// Whether seccomp lets the io_uring calls through (off by default).
+    pub io_uring: bool,
 }
 
 /// A character device of the host made available inside a sandbox: a node
@@ -103,6 +105,7 @@ impl SandboxSpec {
             no_new_privileges: true,
             capabilities: crate::spec::CAPABILITIES.to_vec(),
             devices: Vec::new(),
+            io_uring: false,
         }
     }
 }

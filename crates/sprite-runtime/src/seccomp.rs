@@ -1,8 +1,13 @@
-//! The default seccomp profile: a denylist in the spirit of Docker's default
-//! (which is an allowlist whose exceptions these are). Everything is allowed
-//! except what reaches outside the sandbox: kernel modules and kexec, mounts,
-//! new namespaces, keyrings, the clock, BPF and perf, tracing handles.
-//! runc has no built-in default, so this is what every sandbox gets.
+//! The seccomp profile: an allowlist in the manner of Docker's default.
+//! A call not listed answers ENOSYS (it looks unimplemented, so libc and
+//! runtimes fall back to an older one; a call a newer kernel adds stays
+//! out until it is listed here). What reaches outside the sandbox answers
+//! EPERM, as the kernel would to a process without the privilege: kernel
+//! modules and kexec, mounts, new namespaces, keyrings, the clock, BPF and
+//! perf, tracing handles. `io_uring` (a large attack surface of its own,
+//! and a way around seccomp for the calls it proxies) is allowed only to a
+//! sprite that asks for it. runc has no built-in default, so this is what
+//! every sandbox gets.
 
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
@@ -70,6 +75,414 @@ pub const DENIED: &[&str] = &[
     "stime",
 ];
 
+/// Allowed: the x86-64 and i386 system calls of Linux 6.x (the kernel
+/// headers' tables), but for [`DENIED`], the namespace makers (`clone`
+/// and `unshare` are allowed below without namespace flags, `clone3`
+/// answers ENOSYS), [`IO_URING`] (allowed per sprite), `kcmp` (compares
+/// other processes' kernel objects), `sysfs` and `ustat` (obsolete
+/// filesystem probes) and the numbers the kernel leaves unimplemented.
+pub const ALLOWED: &[&str] = &[
+    "_llseek",
+    "_newselect",
+    "accept",
+    "accept4",
+    "access",
+    "alarm",
+    "arch_prctl",
+    "bind",
+    "brk",
+    "capget",
+    "capset",
+    "chdir",
+    "chmod",
+    "chown",
+    "chown32",
+    "chroot",
+    "clock_getres",
+    "clock_getres_time64",
+    "clock_gettime",
+    "clock_gettime64",
+    "clock_nanosleep",
+    "clock_nanosleep_time64",
+    "close",
+    "close_range",
+    "connect",
+    "copy_file_range",
+    "creat",
+    "dup",
+    "dup2",
+    "dup3",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "eventfd",
+    "eventfd2",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "faccessat",
+    "faccessat2",
+    "fadvise64",
+    "fadvise64_64",
+    "fallocate",
+    "fanotify_init",
+    "fanotify_mark",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchown",
+    "fchown32",
+    "fchownat",
+    "fcntl",
+    "fcntl64",
+    "fdatasync",
+    "fgetxattr",
+    "flistxattr",
+    "flock",
+    "fork",
+    "fremovexattr",
+    "fsetxattr",
+    "fstat",
+    "fstat64",
+    "fstatat64",
+    "fstatfs",
+    "fstatfs64",
+    "fsync",
+    "ftruncate",
+    "ftruncate64",
+    "futex",
+    "futex_time64",
+    "futex_waitv",
+    "futimesat",
+    "get_mempolicy",
+    "get_robust_list",
+    "get_thread_area",
+    "getcpu",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "getegid",
+    "getegid32",
+    "geteuid",
+    "geteuid32",
+    "getgid",
+    "getgid32",
+    "getgroups",
+    "getgroups32",
+    "getitimer",
+    "getpeername",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getpriority",
+    "getrandom",
+    "getresgid",
+    "getresgid32",
+    "getresuid",
+    "getresuid32",
+    "getrlimit",
+    "getrusage",
+    "getsid",
+    "getsockname",
+    "getsockopt",
+    "gettid",
+    "gettimeofday",
+    "getuid",
+    "getuid32",
+    "getxattr",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "io_cancel",
+    "io_destroy",
+    "io_getevents",
+    "io_pgetevents",
+    "io_pgetevents_time64",
+    "io_setup",
+    "io_submit",
+    "ioctl",
+    "ioprio_get",
+    "ioprio_set",
+    "ipc",
+    "kill",
+    "landlock_add_rule",
+    "landlock_create_ruleset",
+    "landlock_restrict_self",
+    "lchown",
+    "lchown32",
+    "lgetxattr",
+    "link",
+    "linkat",
+    "listen",
+    "listxattr",
+    "llistxattr",
+    "lremovexattr",
+    "lseek",
+    "lsetxattr",
+    "lstat",
+    "lstat64",
+    "madvise",
+    "mbind",
+    "membarrier",
+    "memfd_create",
+    "memfd_secret",
+    "migrate_pages",
+    "mincore",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "mmap",
+    "mmap2",
+    "modify_ldt",
+    "move_pages",
+    "mprotect",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedreceive_time64",
+    "mq_timedsend",
+    "mq_timedsend_time64",
+    "mq_unlink",
+    "mremap",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "msync",
+    "munlock",
+    "munlockall",
+    "munmap",
+    "nanosleep",
+    "newfstatat",
+    "nice",
+    "oldfstat",
+    "oldlstat",
+    "oldolduname",
+    "oldstat",
+    "olduname",
+    "open",
+    "openat",
+    "openat2",
+    "pause",
+    "personality",
+    "pidfd_getfd",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pipe",
+    "pipe2",
+    "pkey_alloc",
+    "pkey_free",
+    "pkey_mprotect",
+    "poll",
+    "ppoll",
+    "ppoll_time64",
+    "prctl",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "prlimit64",
+    "process_madvise",
+    "process_mrelease",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pselect6",
+    "pselect6_time64",
+    "ptrace",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readahead",
+    "readdir",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmmsg_time64",
+    "recvmsg",
+    "remap_file_pages",
+    "removexattr",
+    "rename",
+    "renameat",
+    "renameat2",
+    "restart_syscall",
+    "rmdir",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigqueueinfo",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_sigtimedwait_time64",
+    "rt_tgsigqueueinfo",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getaffinity",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_rr_get_interval_time64",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_yield",
+    "seccomp",
+    "select",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semtimedop_time64",
+    "sendfile",
+    "sendfile64",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "set_mempolicy",
+    "set_mempolicy_home_node",
+    "set_robust_list",
+    "set_thread_area",
+    "set_tid_address",
+    "setdomainname",
+    "setfsgid",
+    "setfsgid32",
+    "setfsuid",
+    "setfsuid32",
+    "setgid",
+    "setgid32",
+    "setgroups",
+    "setgroups32",
+    "sethostname",
+    "setitimer",
+    "setpgid",
+    "setpriority",
+    "setregid",
+    "setregid32",
+    "setresgid",
+    "setresgid32",
+    "setresuid",
+    "setresuid32",
+    "setreuid",
+    "setreuid32",
+    "setrlimit",
+    "setsid",
+    "setsockopt",
+    "setuid",
+    "setuid32",
+    "setxattr",
+    "sgetmask",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+    "shutdown",
+    "sigaction",
+    "sigaltstack",
+    "signal",
+    "signalfd",
+    "signalfd4",
+    "sigpending",
+    "sigprocmask",
+    "sigreturn",
+    "sigsuspend",
+    "socket",
+    "socketcall",
+    "socketpair",
+    "splice",
+    "ssetmask",
+    "stat",
+    "stat64",
+    "statfs",
+    "statfs64",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "sysinfo",
+    "tee",
+    "tgkill",
+    "time",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_gettime64",
+    "timer_settime",
+    "timer_settime64",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_gettime64",
+    "timerfd_settime",
+    "timerfd_settime64",
+    "times",
+    "tkill",
+    "truncate",
+    "truncate64",
+    "ugetrlimit",
+    "umask",
+    "uname",
+    "unlink",
+    "unlinkat",
+    "utime",
+    "utimensat",
+    "utimensat_time64",
+    "utimes",
+    "vfork",
+    "vhangup",
+    "vmsplice",
+    "wait4",
+    "waitid",
+    "waitpid",
+    "write",
+    "writev",
+];
+
+/// Allowed too: calls of kernels newer than the tables above. A libseccomp
+/// that does not know one leaves it out (runc skips names it cannot
+/// resolve), and it answers ENOSYS like any call not listed, which is
+/// what makes libc fall back to an older call.
+pub const ALLOWED_NEWER: &[&str] = &[
+    "cachestat",
+    "fchmodat2",
+    "map_shadow_stack",
+    "futex_wake",
+    "futex_wait",
+    "futex_requeue",
+    "statmount",
+    "listmount",
+    "lsm_get_self_attr",
+    "lsm_set_self_attr",
+    "lsm_list_modules",
+    "mseal",
+    "setxattrat",
+    "getxattrat",
+    "listxattrat",
+    "removexattrat",
+    "file_getattr",
+    "file_setattr",
+];
+
+/// io_uring: allowed only where a sprite's privileges policy asks for it.
+pub const IO_URING: &[&str] = &["io_uring_setup", "io_uring_enter", "io_uring_register"];
+
 /// `CLONE_NEW*` flags: creating any namespace is denied.
 pub const NAMESPACE_FLAGS: &[(u64, &str)] = &[
     (0x0000_0080, "CLONE_NEWTIME"),
@@ -85,18 +498,58 @@ pub const NAMESPACE_FLAGS: &[(u64, &str)] = &[
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 
-/// The profile as an OCI `linux.seccomp` section.
+/// The profile every sandbox gets (io_uring denied).
 pub fn default_profile() -> Result<LinuxSeccomp> {
-    let mut syscalls: Vec<LinuxSyscall> = vec![LinuxSyscallBuilder::default()
-        .names(DENIED.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .action(LinuxSeccompAction::ScmpActErrno)
-        .errno_ret(EPERM)
-        .build()?];
+    profile(false)
+}
 
-    // clone(flags, ...) and unshare(flags): EPERM when any namespace flag is
-    // set. One rule per flag: runc ORs rules of the same syscall, while
-    // conditions inside one rule are ANDed.
+fn rule(names: &[&str], action: LinuxSeccompAction, errno: Option<u32>) -> Result<LinuxSyscall> {
+    let mut b = LinuxSyscallBuilder::default()
+        .names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .action(action);
+    if let Some(e) = errno {
+        b = b.errno_ret(e);
+    }
+    Ok(b.build()?)
+}
+
+/// The profile as an OCI `linux.seccomp` section; `io_uring` allows the
+/// io_uring calls.
+pub fn profile(io_uring: bool) -> Result<LinuxSeccomp> {
+    let mut allowed: Vec<&str> = ALLOWED.iter().chain(ALLOWED_NEWER).copied().collect();
+    if io_uring {
+        allowed.extend(IO_URING);
+    }
+    let mut syscalls = vec![
+        rule(&allowed, LinuxSeccompAction::ScmpActAllow, None)?,
+        rule(DENIED, LinuxSeccompAction::ScmpActErrno, Some(EPERM))?,
+    ];
+    if !io_uring {
+        syscalls.push(rule(
+            IO_URING,
+            LinuxSeccompAction::ScmpActErrno,
+            Some(EPERM),
+        )?);
+    }
+
+    // clone(flags, ...) and unshare(flags): allowed without a namespace
+    // flag, EPERM with any. One EPERM rule per flag: runc ORs rules of the
+    // same syscall, while conditions inside one rule are ANDed.
+    let all_flags = NAMESPACE_FLAGS.iter().fold(0u64, |a, (f, _)| a | f);
     for syscall in ["clone", "unshare"] {
+        let none = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(all_flags)
+            .value_two(0u64)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .build()?;
+        syscalls.push(
+            LinuxSyscallBuilder::default()
+                .names(vec![syscall.to_string()])
+                .action(LinuxSeccompAction::ScmpActAllow)
+                .args(vec![none])
+                .build()?,
+        );
         for (flag, _) in NAMESPACE_FLAGS {
             let arg = LinuxSeccompArgBuilder::default()
                 .index(0usize)
@@ -116,16 +569,15 @@ pub fn default_profile() -> Result<LinuxSeccomp> {
     }
     // clone3 passes its flags in memory seccomp cannot read: make it look
     // unimplemented so libc falls back to clone, which is filtered above.
-    syscalls.push(
-        LinuxSyscallBuilder::default()
-            .names(vec!["clone3".to_string()])
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(ENOSYS)
-            .build()?,
-    );
+    syscalls.push(rule(
+        &["clone3"],
+        LinuxSeccompAction::ScmpActErrno,
+        Some(ENOSYS),
+    )?);
 
     Ok(LinuxSeccompBuilder::default()
-        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(ENOSYS)
         .architectures(vec![
             Arch::ScmpArchX86_64,
             Arch::ScmpArchX86,
@@ -139,12 +591,35 @@ pub fn default_profile() -> Result<LinuxSeccomp> {
 mod tests {
     use super::*;
 
+    fn named(profile: &LinuxSeccomp, action: LinuxSeccompAction) -> Vec<String> {
+        profile
+            .syscalls()
+            .as_ref()
+            .expect("syscalls")
+            .iter()
+            .filter(|s| s.action() == action && s.args().as_ref().is_none_or(|a| a.is_empty()))
+            .flat_map(|s| s.names().clone())
+            .collect()
+    }
+
     #[test]
-    fn profile_denies_what_it_should() {
+    fn profile_allows_a_list_and_denies_what_it_should() {
         let profile = default_profile().expect("profile");
-        assert_eq!(profile.default_action(), LinuxSeccompAction::ScmpActAllow);
-        let syscalls = profile.syscalls().as_ref().expect("syscalls");
-        let denied: Vec<&String> = syscalls.iter().flat_map(|s| s.names()).collect();
+        assert_eq!(profile.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(profile.default_errno_ret(), Some(ENOSYS));
+        let allowed = named(&profile, LinuxSeccompAction::ScmpActAllow);
+        let denied = named(&profile, LinuxSeccompAction::ScmpActErrno);
+        for name in [
+            "read",
+            "openat",
+            "execve",
+            "epoll_wait",
+            "statx",
+            "rseq",
+            "socket",
+        ] {
+            assert!(allowed.iter().any(|a| a == name), "{name} not allowed");
+        }
         for name in [
             "mount",
             "kexec_load",
@@ -153,16 +628,48 @@ mod tests {
             "keyctl",
             "clock_settime",
             "clone3",
+            "io_uring_setup",
         ] {
-            assert!(denied.iter().any(|d| *d == name), "{name} not denied");
+            assert!(denied.iter().any(|d| d == name), "{name} not denied");
+            assert!(!allowed.iter().any(|a| a == name), "{name} allowed");
         }
-        // Plain clone (fork, threads) stays allowed: only filtered rules.
-        assert!(syscalls
+        // Neither allowed nor denied by name: the default (ENOSYS).
+        for name in ["kcmp", "sysfs", "clone", "unshare"] {
+            assert!(!allowed.iter().any(|a| a == name), "{name} allowed by name");
+        }
+        // Nothing is both.
+        assert!(allowed.iter().all(|a| !DENIED.contains(&a.as_str())));
+        // clone and unshare: allowed only with no namespace flag.
+        let clones: Vec<&LinuxSyscall> = profile
+            .syscalls()
+            .as_ref()
+            .expect("syscalls")
             .iter()
             .filter(|s| s.names().iter().any(|n| n == "clone"))
-            .all(|s| s.args().as_ref().is_some_and(|a| !a.is_empty())));
+            .collect();
+        assert!(clones
+            .iter()
+            .all(|s| s.args().as_ref().is_some_and(|a| a.len() == 1)));
+        assert_eq!(
+            clones
+                .iter()
+                .filter(|s| s.action() == LinuxSeccompAction::ScmpActAllow)
+                .count(),
+            1
+        );
         let json = serde_json::to_value(&profile).expect("json");
-        assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(json["architectures"][0], "SCMP_ARCH_X86_64");
+    }
+
+    #[test]
+    fn io_uring_is_allowed_only_when_asked() {
+        let on = profile(true).expect("profile");
+        let allowed = named(&on, LinuxSeccompAction::ScmpActAllow);
+        let denied = named(&on, LinuxSeccompAction::ScmpActErrno);
+        for name in IO_URING {
+            assert!(allowed.iter().any(|a| a == name), "{name}");
+            assert!(!denied.iter().any(|d| d == name), "{name}");
+        }
     }
 }

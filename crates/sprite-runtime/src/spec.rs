@@ -59,14 +59,34 @@ pub const MASKED_PATHS: [&str; 11] = [
     "/sys/devices/virtual/powercap",
 ];
 
-/// Paths the sandbox sees read-only.
-pub const READONLY_PATHS: [&str; 5] = [
+/// Paths the sandbox sees read-only. `/sys/fs/cgroup`: on a cgroup v1
+/// host runc mounts a tmpfs there (with no size, writable by root inside)
+/// under the read-only controllers; filled, its pages (charged to the
+/// sprite, never reclaimable) would leave the OOM killer nothing to free
+/// but the agent.
+pub const READONLY_PATHS: [&str; 6] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
+    "/sys/fs/cgroup",
 ];
+
+/// Size of the sandbox's `/dev` tmpfs: device nodes and links only.
+pub const DEV_TMPFS_BYTES: u64 = 4 << 20;
+/// Size of `/dev/shm` without a memory limit; with one, half of it (so
+/// that a full `/dev/shm` leaves the agent room), at least 1 MiB.
+pub const SHM_DEFAULT_BYTES: u64 = 64 << 20;
+
+/// How big the sandbox's `/dev/shm` may grow.
+pub fn shm_bytes(memory_bytes: u64) -> u64 {
+    if memory_bytes == 0 {
+        SHM_DEFAULT_BYTES
+    } else {
+        (memory_bytes / 2).max(1 << 20)
+    }
+}
 
 /// Host policy that is not part of a sandbox's spec.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +95,12 @@ pub struct SpecOptions {
     pub cgroups_path: PathBuf,
     /// RLIMIT_NOFILE (soft and hard) of init; see [`grantable_nofile`].
     pub nofile: u64,
+    /// A user namespace made for the sandbox (see [`crate::userns`]) for
+    /// runc to join instead of making one. Its id map is already written;
+    /// init's rlimits are then inherited from runc (which sets them before
+    /// it starts), not set by runc on init from outside, which would take
+    /// CAP_SYS_RESOURCE over a namespace host root no longer owns.
+    pub user_ns: Option<PathBuf>,
 }
 
 /// [`NOFILE`], or less where the daemon cannot raise a hard limit that high
@@ -130,11 +156,15 @@ pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
         .env(env)
         .cwd("/")
         .capabilities(capabilities)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(opts.nofile)
-            .soft(opts.nofile)
-            .build()?])
+        .rlimits(if opts.user_ns.is_some() {
+            Vec::new()
+        } else {
+            vec![PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(opts.nofile)
+                .soft(opts.nofile)
+                .build()?]
+        })
         .no_new_privileges(sandbox.no_new_privileges)
         .build()?;
 
@@ -151,11 +181,11 @@ pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
     }
     let mut linux = LinuxBuilder::default();
     if let Some(map) = sandbox.id_map {
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::User)
-                .build()?,
-        );
+        let mut user = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User);
+        if let Some(path) = &opts.user_ns {
+            user = user.path(path.clone());
+        }
+        namespaces.push(user.build()?);
         let mapping = LinuxIdMappingBuilder::default()
             .container_id(0u32)
             .host_id(map.host_base)
@@ -181,7 +211,7 @@ pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
-        .seccomp(seccomp::default_profile()?)
+        .seccomp(seccomp::profile(sandbox.io_uring)?)
         .build()?;
 
     Ok(SpecBuilder::default()
@@ -283,6 +313,10 @@ fn mounts(sandbox: &SandboxSpec) -> Result<Vec<Mount>> {
     if tty_gid_mapped {
         devpts.push("gid=5");
     }
+    // Every tmpfs has a size: its pages are charged to the sprite and
+    // cannot be reclaimed, so together they stay well under its memory.
+    let dev_size = format!("size={}k", DEV_TMPFS_BYTES >> 10);
+    let shm_size = format!("size={}k", shm_bytes(sandbox.limits.memory_bytes) >> 10);
     Ok(vec![
         mount(
             "/proc",
@@ -294,14 +328,14 @@ fn mounts(sandbox: &SandboxSpec) -> Result<Vec<Mount>> {
             "/dev",
             "tmpfs",
             Path::new("tmpfs"),
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            &["nosuid", "strictatime", "mode=755", &dev_size],
         )?,
         mount("/dev/pts", "devpts", Path::new("devpts"), &devpts)?,
         mount(
             "/dev/shm",
             "tmpfs",
             Path::new("shm"),
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
         )?,
         mount(
             "/dev/mqueue",
@@ -458,7 +492,30 @@ mod tests {
         SpecOptions {
             cgroups_path: PathBuf::from("sprited/t1"),
             nofile: NOFILE,
+            user_ns: None,
         }
+    }
+
+    #[test]
+    fn a_user_namespace_made_beforehand_is_joined_and_rlimits_inherited() {
+        let mut o = opts();
+        o.user_ns = Some(PathBuf::from("/proc/1/fd/7"));
+        let json = serde_json::to_value(build(&sandbox(), &o).expect("spec")).expect("json");
+        let user = json["linux"]["namespaces"]
+            .as_array()
+            .expect("ns")
+            .iter()
+            .find(|n| n["type"] == "user")
+            .cloned()
+            .expect("a user namespace");
+        assert_eq!(user["path"], "/proc/1/fd/7");
+        // The map stays in the spec: runc reads the sandbox's root from it.
+        assert_eq!(json["linux"]["uidMappings"][0]["hostID"], 100_000);
+        assert!(json["process"]["rlimits"]
+            .as_array()
+            .is_none_or(|r| r.is_empty()));
+        let json = serde_json::to_value(build(&sandbox(), &opts()).expect("spec")).expect("json");
+        assert_eq!(json["process"]["rlimits"][0]["hard"], NOFILE);
     }
 
     #[test]
@@ -543,7 +600,9 @@ mod tests {
             .iter()
             .any(|o| o == "ro"));
         assert_eq!(json["process"]["rlimits"][0]["hard"], NOFILE);
-        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        // An allowlist: what it does not name answers ENOSYS.
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["linux"]["seccomp"]["defaultErrnoRet"], 38);
     }
 
     #[test]

@@ -78,6 +78,15 @@ impl Layout {
     pub(crate) fn rootfs_mount(&self, id: &str) -> PathBuf {
         self.sprite_dir(id).join("rootfs")
     }
+    /// Idmapped clones of the root's layers, for a sprite that runs as a
+    /// host id range of its own (see `idmap`): `image` and `volume`.
+    pub(crate) fn layers_dir(&self, id: &str) -> PathBuf {
+        self.sprite_dir(id).join("layers")
+    }
+    /// The id shift the mounted root was made with (absent: none).
+    pub(crate) fn layers_shift(&self, id: &str) -> PathBuf {
+        self.sprite_dir(id).join("layers.shift")
+    }
     /// Shared mount point holding the read-only checkpoint views; bound
     /// into the sprite at `/.sprite/checkpoints` with slave propagation.
     pub(crate) fn views_dir(&self, id: &str) -> PathBuf {

@@ -9,6 +9,7 @@ use nix::mount::MsFlags;
 use nix::unistd::{chown, Gid, Uid};
 
 use crate::error::{IoContext, Result, StoreError};
+use crate::idmap::IdShift;
 use crate::mountinfo::{self, MountEntry};
 use crate::store::{ensure_dir, Store};
 use crate::{loopdev, mount, validate_name};
@@ -23,13 +24,23 @@ impl Store {
     /// and returns the rootfs path. Idempotent: returns at once when both are
     /// mounted, and repairs a half-mounted state.
     pub fn mount_rootfs(&self, id: &str, image: &str) -> Result<PathBuf> {
-        self.mount_rootfs_from(id, image, &self.layout.volume_image(id))
+        self.mount_rootfs_from(id, image, &self.layout.volume_image(id), None)
     }
 
     /// [`Store::mount_rootfs`] with the volume read from `volume_img`
     /// instead of the sprite's own `volume.img` (e.g. a file that fills
-    /// itself from the cold tier as it is read).
-    pub fn mount_rootfs_from(&self, id: &str, image: &str, volume_img: &Path) -> Result<PathBuf> {
+    /// itself from the cold tier as it is read), and its layers seen with
+    /// their ids shifted by `shift` (a sprite running as a host id range
+    /// of its own: see `idmap`). A root mounted with another shift is
+    /// mounted again, and its checkpoint views hidden (shown again by the
+    /// next [`Store::show_checkpoints`]).
+    pub fn mount_rootfs_from(
+        &self,
+        id: &str,
+        image: &str,
+        volume_img: &Path,
+        shift: Option<IdShift>,
+    ) -> Result<PathBuf> {
         validate_name(id)?;
         validate_name(image)?;
         let volume_mnt = self.layout.volume_mount(id);
@@ -37,7 +48,8 @@ impl Store {
         let mounts = mountinfo::read()?;
         let volume_mounted = is_mounted(&mounts, &volume_mnt, "ext4");
         let rootfs_mounted = is_mounted(&mounts, &rootfs, "overlay");
-        if volume_mounted && rootfs_mounted {
+        let same_shift = self.mounted_shift(id) == shift;
+        if volume_mounted && rootfs_mounted && same_shift {
             self.prepare_views(id, &mounts)?;
             return Ok(rootfs);
         }
@@ -57,12 +69,18 @@ impl Store {
         // child process (see `outside`).
         let served = volume_img != self.layout.volume_image(id);
         if rootfs_mounted {
-            // Overlay without its volume: it points at a detached upper; redo it.
+            // Overlay without its volume points at a detached upper; one
+            // made with another id shift shows the wrong owners: redo it.
             tracing::warn!(
                 sprite = id,
-                "overlay mounted without its volume; remounting"
+                volume_mounted,
+                same_shift,
+                "root mounted without its volume or with other ids; remounting"
             );
             mount::unmount_by(&rootfs, served)?;
+        }
+        if !same_shift {
+            self.hide_all_views(id)?;
         }
         if !volume_mounted {
             self.ensure_room(0)?;
@@ -79,19 +97,41 @@ impl Store {
             mount::mount_image_by(volume_img, &volume_mnt, "ext4", flags, data, served)?;
         }
 
+        // The layers as the overlay takes them: as stored, or idmapped
+        // clones (made again whenever the root is).
+        let layers = self.layout.layers_dir(id);
+        let (lower_layer, volume_layer) = (layers.join("image"), layers.join("volume"));
+        for clone in [&lower_layer, &volume_layer] {
+            while mount::unmount_by(clone, served)? {}
+        }
+        let _ = std::fs::remove_file(self.layout.layers_shift(id));
+        let (lower, volume_side) = match shift {
+            None => (self.layout.image_rootfs(image), volume_mnt.clone()),
+            Some(shift) => {
+                ensure_dir(&layers, 0o700)?;
+                ensure_dir(&lower_layer, 0o700)?;
+                ensure_dir(&volume_layer, 0o700)?;
+                self.idmaps
+                    .mount(&self.layout.image_rootfs(image), &lower_layer, shift)?;
+                self.idmaps.mount(&volume_mnt, &volume_layer, shift)?;
+                (lower_layer, volume_layer)
+            }
+        };
+        // Made and owned as stored (the ids on disk), mounted through the
+        // clones.
         let (uid, gid) = self.root_ids();
         let upper = volume_mnt.join("upper");
         let work = volume_mnt.join("work");
-        let lower = self.layout.image_rootfs(image);
         // The sprite's `/` is the upper dir's root, not the image's: it
         // takes the image's group and mode (who may make top-level folders).
-        let top = std::fs::metadata(&lower).ctx("stat", &lower)?;
+        let image_root = self.layout.image_rootfs(image);
+        let top = std::fs::metadata(&image_root).ctx("stat", &image_root)?;
         let top_mode = top.permissions().mode() & 0o7777;
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.display(),
-            upper.display(),
-            work.display()
+            volume_side.join("upper").display(),
+            volume_side.join("work").display()
         );
         if served {
             self.overlay_by_child(
@@ -118,9 +158,22 @@ impl Store {
                 Some(&options),
             )?;
         }
+        if let Some(shift) = shift {
+            let record = format!("{} {} {}\n", shift.from, shift.to, shift.size);
+            let path = self.layout.layers_shift(id);
+            std::fs::write(&path, record).ctx("write", &path)?;
+        }
         self.prepare_views(id, &mounts)?;
-        tracing::debug!(sprite = id, image, rootfs = %rootfs.display(), "rootfs mounted");
+        tracing::debug!(sprite = id, image, rootfs = %rootfs.display(), ?shift, "rootfs mounted");
         Ok(rootfs)
+    }
+
+    /// The id shift the sprite's mounted root was made with.
+    pub(crate) fn mounted_shift(&self, id: &str) -> Option<IdShift> {
+        let text = std::fs::read_to_string(self.layout.layers_shift(id)).ok()?;
+        let mut n = text.split_whitespace().map(|w| w.parse::<u32>().ok());
+        let (from, to, size) = (n.next()??, n.next()??, n.next()??);
+        Some(IdShift { from, to, size })
     }
 
     /// The overlay's directories on a served volume and the overlay mount,
@@ -238,29 +291,18 @@ impl Store {
         validate_name(id)?;
         // Checkpoint views and their images first, lazily: they are
         // read-only and the sandbox that used them is gone.
+        self.hide_all_views(id)?;
         let mounts = mountinfo::read()?;
-        let views = self.layout.views_dir(id);
-        let view_volumes = self.layout.view_volume_mount(id, "x");
-        let view_volumes = view_volumes.parent().unwrap_or(&views);
-        let lazy: Vec<PathBuf> = mountinfo::mounts_under(&mounts, &views)
-            .into_iter()
-            .chain(mountinfo::mounts_under(&mounts, view_volumes))
-            .collect();
-        for target in lazy {
-            match nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
-                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-                Err(e) => {
-                    return Err(StoreError::Unmount {
-                        target,
-                        errno: e.into(),
-                    })
-                }
-            }
-        }
         // Both sync the volume as they go: one the daemon serves itself is
         // unmounted by a child process (see `outside`).
         let served = mountinfo::mount_at(&mounts, &self.layout.lazy_mount(id)).is_some();
-        for target in [self.layout.rootfs_mount(id), self.layout.volume_mount(id)] {
+        let layers = self.layout.layers_dir(id);
+        for target in [
+            self.layout.rootfs_mount(id),
+            layers.join("image"),
+            layers.join("volume"),
+            self.layout.volume_mount(id),
+        ] {
             // Loop in case the same point was mounted more than once.
             while mount::unmount_by(&target, served)? {}
         }
@@ -274,6 +316,7 @@ impl Store {
         } else {
             self.layout.volume_image(id)
         };
+        let _ = std::fs::remove_file(self.layout.layers_shift(id));
         loopdev::ensure_not_attached(&image)
     }
 

@@ -63,6 +63,8 @@ pub struct Store {
     pub(crate) template_lock: Mutex<()>,
     /// Serialises image builds in this process.
     pub(crate) build_lock: Mutex<()>,
+    /// The namespaces of idmapped mounts, one per id shift.
+    pub(crate) idmaps: crate::idmap::IdMaps,
 }
 
 impl Store {
@@ -88,6 +90,7 @@ impl Store {
             pool_kind,
             template_lock: Mutex::new(()),
             build_lock: Mutex::new(()),
+            idmaps: Default::default(),
         })
     }
 

@@ -100,8 +100,20 @@ impl Store {
         drop(device);
         let view = self.layout.views_dir(id).join(ck);
         ensure_dir(&view, 0o755)?;
-        let upper = vol.join("upper");
-        let lower = self.layout.image_rootfs(image);
+        // Seen with the ids the sprite's root is seen with (see `idmap`):
+        // the image through the root's own clone of it.
+        let (upper, lower) = match self.mounted_shift(id) {
+            None => (vol.join("upper"), self.layout.image_rootfs(image)),
+            Some(shift) => {
+                let clone = ids_clone(&vol);
+                ensure_dir(&clone, 0o700)?;
+                self.idmaps.mount(&vol, &clone, shift)?;
+                (
+                    clone.join("upper"),
+                    self.layout.layers_dir(id).join("image"),
+                )
+            }
+        };
         let options = if upper.is_dir() {
             format!("lowerdir={}:{}", upper.display(), lower.display())
         } else {
@@ -116,12 +128,39 @@ impl Store {
         )
     }
 
+    /// Unmounts every checkpoint view of the sprite and their images,
+    /// lazily (a process may still sit in one); the shared mount point
+    /// they live in stays.
+    pub(crate) fn hide_all_views(&self, id: &str) -> Result<()> {
+        let mounts = mountinfo::read()?;
+        let views = self.layout.views_dir(id);
+        let view_volumes = self.layout.view_volume_mount(id, "x");
+        let view_volumes = view_volumes.parent().unwrap_or(&views);
+        let lazy: Vec<std::path::PathBuf> = mountinfo::mounts_under(&mounts, &views)
+            .into_iter()
+            .chain(mountinfo::mounts_under(&mounts, view_volumes))
+            .collect();
+        for target in lazy {
+            match nix::mount::umount2(&target, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(StoreError::Unmount {
+                        target,
+                        errno: e.into(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Unmounts one checkpoint's view (lazily: a process inside the sprite
     /// may be sitting in it) and its image.
     pub(crate) fn hide_view(&self, id: &str, ck: &str) -> Result<()> {
         let view = self.layout.views_dir(id).join(ck);
         let vol = self.layout.view_volume_mount(id, ck);
-        for target in [&view, &vol] {
+        let clone = ids_clone(&vol);
+        for target in [&view, &clone, &vol] {
             loop {
                 match nix::mount::umount2(target.as_path(), MntFlags::MNT_DETACH) {
                     Ok(()) => continue,
@@ -135,7 +174,7 @@ impl Store {
                 }
             }
         }
-        for dir in [&view, &vol] {
+        for dir in [&view, &clone, &vol] {
             let _ = std::fs::remove_dir(dir);
         }
         Ok(())
@@ -146,6 +185,13 @@ impl Store {
         validate_name(id)?;
         Ok(shown_views(&mountinfo::read()?, &self.layout.views_dir(id)))
     }
+}
+
+/// Where a checkpoint image mounted at `vol` is seen with the sprite's ids.
+fn ids_clone(vol: &Path) -> std::path::PathBuf {
+    let mut name = vol.file_name().unwrap_or_default().to_os_string();
+    name.push(".ids");
+    vol.with_file_name(name)
 }
 
 fn shown_views(mounts: &[MountEntry], root: &Path) -> Vec<String> {

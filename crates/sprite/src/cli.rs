@@ -146,6 +146,10 @@ pub struct CreateArgs {
     /// Start from a checkpoint of another sprite (a fork), e.g. demo:v1
     #[arg(long, value_name = "SPRITE:CHECKPOINT", value_parser = fork_source, conflicts_with = "image")]
     pub from: Option<ForkSource>,
+    /// Start from another sprite's replicated snapshot taken at or before
+    /// TIME (RFC 3339, or a duration ago such as 10m), e.g. demo:10m
+    #[arg(long, value_name = "SPRITE:TIME", value_parser = snapshot_source, conflicts_with_all = ["image", "from"])]
+    pub from_snapshot: Option<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -425,6 +429,9 @@ pub enum PrivilegesCommand {
         /// Keep setuid programs from gaining privileges (true) or let them (false); default: the image's
         #[arg(long)]
         no_new_privileges: Option<bool>,
+        /// Allow the io_uring system calls (true); denied by default
+        #[arg(long)]
+        io_uring: Option<bool>,
     },
     /// Back to the default privileges
     Clear,
@@ -480,6 +487,18 @@ fn checkpoint_id(arg: &str) -> Result<String, String> {
     }
 }
 
+/// `--from-snapshot SPRITE:TIME` of `create` (the time may hold colons).
+fn snapshot_source(arg: &str) -> Result<(String, String), String> {
+    let Some((sprite, at)) = arg.split_once(':') else {
+        return Err("expected SPRITE:TIME, e.g. demo:10m or demo:2026-12-04T10:00:00Z".into());
+    };
+    if at.is_empty() {
+        return Err("the time after ':' is missing (SPRITE:TIME, e.g. demo:10m)".into());
+    }
+    name::validate(sprite)?;
+    Ok((sprite.to_string(), at.to_string()))
+}
+
 /// `--from SPRITE:CHECKPOINT` of `create`.
 fn fork_source(arg: &str) -> Result<ForkSource, String> {
     let Some((sprite, id)) = arg.split_once(':') else {
@@ -499,6 +518,7 @@ fn fork_source(arg: &str) -> Result<ForkSource, String> {
     Ok(ForkSource {
         sprite: sprite.to_string(),
         checkpoint: checkpoint_id(id)?,
+        snapshot: None,
     })
 }
 
@@ -715,7 +735,8 @@ mod tests {
             args.from,
             Some(ForkSource {
                 sprite: "demo".into(),
-                checkpoint: "v1".into()
+                checkpoint: "v1".into(),
+                snapshot: None,
             })
         );
         // A fork takes its image from the source.
@@ -743,6 +764,41 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(why), "{arg:?}: {err}");
         }
+    }
+
+    #[test]
+    fn create_from_a_snapshot_takes_a_time_with_colons() {
+        let cli = parse(&[
+            "create",
+            "exp",
+            "--from-snapshot",
+            "demo:2026-12-04T10:00:00Z",
+        ]);
+        let Command::Create(args) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(
+            args.from_snapshot,
+            Some(("demo".into(), "2026-12-04T10:00:00Z".into()))
+        );
+        for (arg, why) in [
+            ("demo", "expected SPRITE:TIME"),
+            ("demo:", "time after ':' is missing"),
+            ("Demo:10m", "only lowercase letters"),
+        ] {
+            let err = snapshot_source(arg).expect_err(arg);
+            assert!(err.contains(why), "{arg:?}: {err}");
+        }
+        // One source at a time.
+        assert!(Cli::try_parse_from([
+            "sprite",
+            "create",
+            "--from",
+            "a:v1",
+            "--from-snapshot",
+            "a:10m"
+        ])
+        .is_err());
     }
 
     #[test]

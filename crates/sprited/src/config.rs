@@ -20,8 +20,12 @@ pub struct Config {
     pub pids_limit: u64,
     /// Size of the loop-backed pool, when one is made (sparse).
     pub pool_size_gb: u64,
-    /// Host uid/gid that is root inside every sprite (user namespace).
+    /// Host uid/gid that is root inside every sprite (user namespace), and
+    /// the range its files are stored in.
     pub uid_shift: Option<u32>,
+    /// Whether each running sprite gets a host id range of its own (where
+    /// idmapped mounts work), its files shown under it.
+    pub own_id_ranges: bool,
     pub url_domain: String,
     /// The one region this host is (`primary_region` of every sprite).
     pub region: String,
@@ -73,6 +77,9 @@ pub struct Config {
     pub replicate_every: std::time::Duration,
     /// Replicated snapshots are kept this long (the newest always).
     pub snapshot_retention: std::time::Duration,
+    /// At start, every sprite the object store keeps and this data dir does
+    /// not know is brought back from the store (a lost disk, a new host).
+    pub recover: bool,
     /// Size cap of the local cache of chunks fetched from or sent to the store.
     pub chunk_cache_bytes: u64,
     /// How long one request to a remote object store may take, retries
@@ -118,6 +125,7 @@ impl Config {
             pids_limit: 1024,
             pool_size_gb: 256,
             uid_shift: Some(100_000),
+            own_id_ranges: true,
             url_domain: "sprites.localhost".into(),
             region: DEFAULT_REGION.into(),
             non_tty_linger: std::time::Duration::from_secs(10),
@@ -140,6 +148,7 @@ impl Config {
             upload_checkpoints: true,
             replicate_every: std::time::Duration::from_secs(30),
             snapshot_retention: std::time::Duration::from_secs(24 * 3600),
+            recover: false,
             chunk_cache_bytes: 2 << 30,
             object_store_timeout: std::time::Duration::from_secs(30),
             host_env: Default::default(),

@@ -37,6 +37,9 @@ pub struct AppState {
     pub tokens: Arc<tokens::Tokens>,
     pub manager: Arc<manager::Manager>,
     pub urls: Arc<urls::Urls>,
+    /// What the start's recovery from the object store brought back
+    /// (with `--recover`).
+    pub recovered: Option<manager::recover::RecoverReport>,
 }
 
 /// Handlers that need only the manager take it alone, so that the in-sprite
@@ -226,6 +229,11 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .context("aborting the last daemon's FUSE connections")?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
     let (driver, blocked) = driver(&cfg)?;
+    // Each sprite runs as a host id range of its own where its root can
+    // be shown under it (idmapped mounts); else all share one.
+    let own_ranges = cfg.own_id_ranges && store.idmapped_layers_work();
+    tracing::info!(own_ranges, "sprites' host ids");
+    let driver = driver.with_own_ranges(own_ranges);
     let db = db::Db::open(&dirs.meta_db()).context("opening meta.db")?;
     pin_object_store(&dirs.object_store_record(), &cfg.object_store_url(), &db)?;
     let cold = sprite_cold::ColdStore::open(&sprite_cold::StoreOptions {
@@ -254,6 +262,17 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         agent,
         Arc::new(cold),
     );
+    // Before anything reads the database: the sprites and tokens the
+    // store keeps and this data dir does not know.
+    let recovered = match cfg.recover {
+        true => Some(
+            manager
+                .recover_from_store()
+                .await
+                .context("recovering from the object store")?,
+        ),
+        false => None,
+    };
     if let Some(sockets) = manager.take_sockets() {
         api::in_sprite::serve_sockets(&manager, sockets);
     }
@@ -271,6 +290,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
     manager.spawn_cold_sweep();
     manager.spawn_checkpoint_uploads();
     manager.spawn_replication();
+    manager.spawn_meta_sweep();
     manager.spawn_idle_tracker();
     manager.spawn_meter();
     let tokens = Arc::new(tokens::Tokens::load(manager.db.clone()).context("loading API tokens")?);
@@ -280,6 +300,7 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         tokens,
         manager,
         urls,
+        recovered,
     })
 }
 

@@ -32,6 +32,11 @@ struct Cli {
     /// Process limit of a sprite.
     #[arg(long, default_value_t = 1024, global = true)]
     pids_limit: u64,
+    /// Run every sprite as the one shared host id range (100000..165535)
+    /// instead of a range of its own (for hosts whose tools expect it, and
+    /// to measure what the ranges cost).
+    #[arg(long, global = true)]
+    shared_id_range: bool,
     /// Size of the storage pool file made where the data dir has no
     /// reflinks (sparse: only what is written takes space), in GiB.
     #[arg(long, default_value_t = 256, global = true)]
@@ -116,6 +121,10 @@ struct Cli {
     /// How long replicated snapshots are kept (the newest always is).
     #[arg(long, default_value = "24h", value_parser = flag_duration, global = true)]
     snapshot_retention: std::time::Duration,
+    /// At start, bring back every sprite (and API token) the object store
+    /// keeps that this data dir does not know: a lost disk or a new host.
+    #[arg(long, global = true)]
+    recover: bool,
     /// Size cap of the local cache of object-store chunks, in GiB (0: none).
     #[arg(long, default_value_t = 2.0, global = true)]
     chunk_cache_gb: f64,
@@ -162,6 +171,12 @@ enum Command {
     },
     /// Stop every sprite of the data dir, unmount everything and delete it.
     Purge,
+    /// Bring back every sprite the object store keeps (`--object-store`)
+    /// into this data dir, then exit: name, config, URL settings,
+    /// policies, labels, checkpoints, data as of its last replicated
+    /// snapshot, usage, and the API tokens. Sprites the data dir knows
+    /// already are left as they are.
+    Recover,
 }
 
 fn parse_region(s: &str) -> Result<String, String> {
@@ -286,6 +301,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.region = cli.region;
     cfg.default_ram_mb = cli.default_ram_mb;
     cfg.pids_limit = cli.pids_limit;
+    cfg.own_id_ranges = !cli.shared_id_range;
     cfg.pool_size_gb = cli.pool_size_gb;
     cfg.idle_warm = cli.idle_warm;
     cfg.header_read_timeout = cli.header_read_timeout;
@@ -304,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.upload_checkpoints = cli.upload_checkpoints;
     cfg.replicate_every = cli.replicate_every;
     cfg.snapshot_retention = cli.snapshot_retention;
+    cfg.recover = cli.recover;
     cfg.chunk_cache_bytes = (cli.chunk_cache_gb.max(0.0) * (1u64 << 30) as f64) as u64;
     cfg.object_store_timeout = cli.object_store_timeout;
     cfg.host_env = sprited::host_env::HostEnv::from_flags(&cli.ca_files, &cli.sprite_env)?;
@@ -327,6 +344,17 @@ async fn main() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || build_images(&cfg, &names)).await?
         }
         Command::Purge => sprited::purge(&cfg),
+        Command::Recover => {
+            cfg.recover = true;
+            let token = std::env::var("SPRITED_TOKEN").ok();
+            let state = sprited::open(cfg, token).await?;
+            let report = state.recovered.unwrap_or_default();
+            println!("{}", sprited::manager::recover::describe(&report));
+            if !report.failed.is_empty() {
+                anyhow::bail!("{} sprites could not be brought back", report.failed.len());
+            }
+            Ok(())
+        }
         Command::Serve => {
             let token = std::env::var("SPRITED_TOKEN").ok();
             let state = sprited::open(cfg, token).await?;

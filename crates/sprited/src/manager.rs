@@ -14,6 +14,7 @@ pub mod idle;
 pub mod limits;
 pub mod meter;
 pub mod privileges;
+pub mod recover;
 pub mod relay;
 pub mod replicate;
 pub mod resources;
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sprite_runtime::{Bind, Driver, IdMap, Limits as RtLimits, SandboxSpec, SandboxState};
-use sprite_store::{ImageKind, Store};
+use sprite_store::{IdShift, ImageKind, Store};
 use sprites_api::agent::{Request, SOCKET_NAME};
 use sprites_api::sprite::{CreateSpriteRequest, Status};
 
@@ -118,6 +119,8 @@ pub struct Manager {
     changes: tokio::sync::broadcast::Sender<changes::SpriteChange>,
     /// Wakes the checkpoint uploader ([`uploads`]).
     uploads: Arc<tokio::sync::Notify>,
+    /// The metadata sweep's memory ([`recover`]).
+    meta_sweep: Mutex<recover::MetaSweep>,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, Error>
@@ -196,6 +199,7 @@ impl Manager {
             to_serve: Mutex::new(Some(to_serve)),
             changes: tokio::sync::broadcast::Sender::new(changes::BACKLOG),
             uploads: Arc::new(tokio::sync::Notify::new()),
+            meta_sweep: Mutex::new(Default::default()),
         })
     }
 
@@ -429,10 +433,21 @@ impl Manager {
             .filling_image_path()
             .unwrap_or_else(|| self.store.volume_path(&rec.id));
         let inside = blocking(move || {
+            // The host ids it runs as, and its files shown under them.
+            let shared = spec_base.id_map;
+            let ids = shared.map(|shared| sandbox_driver.ids_for(&id, shared));
+            let shift = match (shared, ids) {
+                (Some(shared), Some(ids)) if ids != shared => Some(IdShift {
+                    from: shared.host_base,
+                    to: ids.host_base,
+                    size: ids.size,
+                }),
+                _ => None,
+            };
             // A leftover sandbox (killed processes, host reboot) is cleared by
             // the driver's start; mounts are repaired by the store.
             let rootfs = store
-                .mount_rootfs_from(&id, &image, &volume)
+                .mount_rootfs_from(&id, &image, &volume, shift)
                 .map_err(Error::store("mounting the volume"))?;
             let run_dir = store
                 .inside_run_dir(&id)
@@ -449,9 +464,11 @@ impl Manager {
                 .unwrap_or(spec_base.no_new_privileges);
             let mut spec = SandboxSpec {
                 rootfs,
+                id_map: ids,
                 capabilities: privileges.capabilities,
                 devices: privileges.devices,
                 no_new_privileges,
+                io_uring: privileges.io_uring,
                 ..spec_base
             };
             spec.binds = vec![
@@ -609,6 +626,7 @@ impl Manager {
             // What the privileges policy changes is set at start.
             capabilities: sprite_runtime::spec::CAPABILITIES.to_vec(),
             devices: Vec::new(),
+            io_uring: false,
         }
     }
 
@@ -775,15 +793,21 @@ impl Manager {
     }
 
     /// Whether the sprite's agent is there: false only when its socket is
-    /// gone or refuses (the daemon's own shortage of descriptors or memory
-    /// says nothing about the sprite, and counts as there).
+    /// gone or refuses, or the conversation is cut before the agent answers
+    /// a `busy` question (a sandbox whose init is dying: runc already calls
+    /// it stopped once the main thread is a zombie, while another thread of
+    /// the agent still holds the listener and takes connections it will
+    /// never answer). The daemon's own shortage of descriptors or memory
+    /// says nothing about the sprite, and a slow answer is still an agent:
+    /// both count as there.
     pub(crate) async fn agent_answers(&self, rec: &SpriteRecord) -> bool {
-        match tokio::net::UnixStream::connect(self.socket_path(&rec.id)).await {
-            Ok(_) => true,
-            Err(e) => !matches!(
+        match self.ask_busy(&rec.id).await {
+            Some(Ok(_)) | None => true,
+            Some(Err(AgentError::Connect(e))) => !matches!(
                 e.kind(),
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
             ),
+            Some(Err(e)) => !agent_conn::cut_short(&e),
         }
     }
 

@@ -324,9 +324,12 @@ fn allocated(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).expect("stat").blocks() * 512
 }
 
-/// Waits until `path` takes at most `at_most` bytes on its disk.
+/// Waits until `path` takes at most `at_most` bytes on its disk. Blocks a
+/// sprite deleted stay taken until the replicator's next snapshot drops
+/// the clone it kept of the last one (at most `--replicate-every`, 30 s,
+/// after the change): hence the minute and more.
 async fn allocation_falls_to(path: &std::path::Path, at_most: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(75);
     while allocated(path) > at_most {
         assert!(
             std::time::Instant::now() < deadline,

@@ -171,3 +171,299 @@ async fn sprites_are_isolated_and_limited() {
     api.delete("hog").await;
     api.delete("iso-a").await;
 }
+
+/// Kernel counts are each sprite's own: a sprite opening inotify instances
+/// until the kernel refuses gets the host's per-user budget for itself
+/// (its user namespace is owned by a uid of its own), and the host's root
+/// and another sprite can still open theirs meanwhile. With namespaces
+/// owned by host root (as runc makes them) the flood takes what host root
+/// has left, and the host's `inotify_init` fails with EMFILE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sprites_inotify_flood_leaves_the_host_and_other_sprites_theirs() {
+    let d = Daemon::start();
+    let api = d.client();
+    for name in ["flood", "calm"] {
+        api.create_with(json!({"name": name, "image": "standard"}))
+            .await;
+    }
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .expect("fs.inotify.max_user_instances")
+        .trim()
+        .parse()
+        .expect("a number");
+
+    // Two sprites, two owners, neither of them host root.
+    let owner = |id: &str, d: &Daemon| {
+        let ns = format!("/proc/{}/ns/user", d.init_pid(id));
+        sprite_runtime::userns::owner_of(std::path::Path::new(&ns))
+            .unwrap_or_else(|| panic!("NS_GET_OWNER_UID: {}", std::io::Error::last_os_error()))
+    };
+    let (flood_id, calm_id) = (api.id_of("flood").await, api.id_of("calm").await);
+    let (a, b) = (owner(&flood_id, &d), owner(&calm_id, &d));
+    assert!(a != 0 && b != 0 && a != b, "owners {a} and {b}");
+
+    // The flood: as many instances as the kernel gives, held open.
+    const FLOOD: &str = r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while len(fds) < 100000:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        break
+    fds.append(fd)
+open("/tmp/flood.out", "w").write("%d %d\n" % (len(fds), ctypes.get_errno()))
+time.sleep(120)
+"#;
+    api.exec_with(
+        "flood",
+        &[
+            "sh",
+            "-c",
+            &format!("setsid python3 -c '{FLOOD}' </dev/null >/dev/null 2>&1 &"),
+        ],
+        "",
+        &[],
+    )
+    .await;
+    api.eventually("flood", "cat /tmp/flood.out 2>/dev/null | wc -w", "2\n")
+        .await;
+    let out = api.sh("flood", "cat /tmp/flood.out").await;
+    let mut words = out.split_whitespace();
+    let got: usize = words.next().and_then(|n| n.parse().ok()).expect("count");
+    let errno: i32 = words.next().and_then(|n| n.parse().ok()).expect("errno");
+    assert_eq!(errno, libc::EMFILE, "{out}");
+    // Its own budget, whole but for what the sprite had open already.
+    assert!(got <= limit && got + 16 >= limit, "{got} of {limit}");
+
+    // Host root still has its own.
+    // SAFETY: inotify_init1 takes flags only and returns a new fd or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(fd >= 0, "host: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` was just opened here and is closed once.
+    unsafe { libc::close(fd) };
+    // And so does the other sprite.
+    let calm = api
+        .exec_with(
+            "calm",
+            &[
+                "python3",
+                "-c",
+                "import ctypes; l = ctypes.CDLL(None); print(l.inotify_init1(0) >= 0)",
+            ],
+            "",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        calm.out(),
+        "True\n",
+        "{}",
+        String::from_utf8_lossy(&calm.stderr)
+    );
+
+    // A daemon restarted while they run gives a new sprite an owner of
+    // its own too, not one of theirs.
+    let mut d = d;
+    d.restart();
+    let api = d.client();
+    api.create("third").await;
+    let c = owner(&api.id_of("third").await, &d);
+    assert!(c != 0 && c != a && c != b, "owners {a}, {b} and {c}");
+}
+
+/// Root inside cannot starve the agent through memory the OOM killer
+/// cannot free: `/sys/fs/cgroup` is read-only, `/dev` and `/dev/shm` have
+/// sizes that leave the agent room (`/dev/shm` half the sprite's memory),
+/// and a memory hog beside a full `/dev/shm` is killed, not PID 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_tmpfs_mounts_and_a_hog_leave_the_agent_alive() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create_with(json!({"name": "fill", "config": {"ram_mb": 256}}))
+        .await;
+    let root = "user=root";
+    let sh = |script: &'static str| ["sh", "-c", script];
+    let agent_started = api.exec("fill", &sh(AGENT_START_TIME)).await.out();
+
+    let o = api
+        .exec_with(
+            "fill",
+            &sh("echo x > /sys/fs/cgroup/fill && echo wrote || echo refused"),
+            root,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        o.out(),
+        "refused\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for (path, mib) in [("/dev/shm/fill", 128), ("/dev/fill", 4)] {
+        let script = format!(
+            "dd if=/dev/zero of={path} bs=1M count=1000 2>/dev/null; \
+             echo $(( $(stat -c %s {path}) / 1048576 ))"
+        );
+        let o = api
+            .exec_with("fill", &["sh", "-c", &script], root, &[])
+            .await;
+        assert_eq!(o.out(), format!("{mib}\n"), "{path}");
+    }
+    // /dev/shm is full (128 MiB of 256): a hog wanting more than the rest
+    // is what the OOM killer takes.
+    let o = api
+        .exec_with(
+            "fill",
+            &sh("sh -c 'x=$(head -c 400000000 /dev/zero | tr \"\\0\" a); echo ${#x}'; echo rc=$?"),
+            root,
+            &[],
+        )
+        .await;
+    assert!(
+        o.out().ends_with("rc=137\n"),
+        "the hog was not killed: {}",
+        o.out()
+    );
+    assert_eq!(
+        api.exec("fill", &sh(AGENT_START_TIME)).await.out(),
+        agent_started,
+        "the agent was restarted"
+    );
+    // Commands start above the agent's OOM score.
+    let o = api
+        .exec(
+            "fill",
+            &sh("echo $(cat /proc/1/oom_score_adj) $(cat /proc/self/oom_score_adj)"),
+        )
+        .await;
+    let out = o.out();
+    let adj: Vec<i32> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(adj.len(), 2, "{out}");
+    assert!(adj[1] > adj[0], "agent {} vs command {}", adj[0], adj[1]);
+}
+
+/// The host id range sprite `id` runs as: the first line of its init's
+/// uid map (`0 base size`), as the host reads it.
+fn host_range(d: &Daemon, id: &str) -> (u32, u32) {
+    let pid = d.init_pid(id);
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("uid_map");
+    let n: Vec<u32> = map
+        .split_whitespace()
+        .take(3)
+        .map(|w| w.parse().expect("a number"))
+        .collect();
+    assert_eq!(n[0], 0, "{map}");
+    (n[1], n[2])
+}
+
+/// Owner (uid, gid) of a host path.
+fn host_owner(path: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid())
+}
+
+/// No two sprites share a host id: each runs as a range of its own, and
+/// its files (the shared image, its volume, its checkpoints' views) are
+/// shown to it under that range and stored in the one shared range, so
+/// that a fork, a restore and a restart keep every owner as the sprite
+/// sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sprite_runs_as_host_ids_of_its_own() {
+    const SHARED: u32 = 100_000;
+    let mut d = Daemon::start();
+    let api = d.client();
+    api.create("ids-a").await;
+    api.create("ids-b").await;
+    let (a_id, b_id) = (api.id_of("ids-a").await, api.id_of("ids-b").await);
+    let ((a, size_a), (b, size_b)) = (host_range(&d, &a_id), host_range(&d, &b_id));
+    assert_eq!((size_a, size_b), (65536, 65536));
+    assert!(a.abs_diff(b) >= 65536, "ranges {a} and {b} overlap");
+    for base in [a, b] {
+        assert!(
+            base.abs_diff(SHARED) >= 65536 && base >= 65536,
+            "{base}: the shared range, or host users'"
+        );
+    }
+    // Root inside is the range's first id on the host.
+    let pid = d.init_pid(&a_id);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("Uid line");
+    assert!(
+        uids.split_whitespace().all(|u| u == a.to_string()),
+        "{uids}"
+    );
+
+    // What each makes, as its user and as its root, is owned on the host
+    // by its own range where it is mounted, and stored in the shared one.
+    let uid: u32 = api.sh("ids-a", "id -u").await.trim().parse().expect("uid");
+    let gid: u32 = api.sh("ids-a", "id -g").await.trim().parse().expect("gid");
+    for name in ["ids-a", "ids-b"] {
+        api.sh(name, "echo mine > /home/sprite/f; sync").await;
+        api.exec_with(
+            name,
+            &["sh", "-c", "echo root > /root/r; sync"],
+            "user=root",
+            &[],
+        )
+        .await;
+    }
+    for (id, base) in [(&a_id, a), (&b_id, b)] {
+        let sprite = d.data_dir.join("sprites").join(id);
+        let root = sprite.join("rootfs");
+        assert_eq!(
+            host_owner(&root.join("home/sprite/f")),
+            (base + uid, base + gid)
+        );
+        assert_eq!(host_owner(&root.join("root/r")), (base, base));
+        // The shared image too, through the sprite's own clone of it.
+        assert_eq!(host_owner(&root.join("bin")).0, base);
+        let stored = sprite.join("volume/upper");
+        assert_eq!(
+            host_owner(&stored.join("home/sprite/f")),
+            (SHARED + uid, SHARED + gid)
+        );
+        assert_eq!(host_owner(&stored.join("root/r")), (SHARED, SHARED));
+    }
+    // Inside, owners are what the sprite made them.
+    let want = format!("{uid}:{gid}\n0:0\n0:0\n");
+    let owners = "stat -c %u:%g /home/sprite/f /root /bin/sh";
+    assert_eq!(api.sh("ids-a", owners).await, want);
+
+    // A checkpoint's view shows the same owners; a restore (a new start)
+    // and a fork of it (another sprite, another range) see them too.
+    let ck = api.checkpoint("ids-a", None).await;
+    let view = format!("stat -c %u:%g /.sprite/checkpoints/{ck}/home/sprite/f; cat /.sprite/checkpoints/{ck}/home/sprite/f");
+    assert_eq!(api.sh("ids-a", &view).await, format!("{uid}:{gid}\nmine\n"));
+    api.sh("ids-a", "echo later > /home/sprite/f").await;
+    api.restore("ids-a", &ck).await;
+    assert_eq!(api.sh("ids-a", owners).await, want);
+    assert_eq!(api.sh("ids-a", "cat /home/sprite/f").await, "mine\n");
+    api.create_with(json!({"name": "ids-c", "source": {"sprite": "ids-a", "checkpoint": ck}}))
+        .await;
+    let c = host_range(&d, &api.id_of("ids-c").await).0;
+    assert!(c != a && c != b, "{c} is taken");
+    assert_eq!(api.sh("ids-c", owners).await, want);
+    // The sprite's user owns its home: it can write there.
+    assert_eq!(
+        api.sh("ids-c", "echo more >> /home/sprite/f && cat /home/sprite/f")
+            .await,
+        "mine\nmore\n"
+    );
+
+    // A restarted daemon hands a new sprite a range no running one has.
+    let a_now = host_range(&d, &a_id).0;
+    d.restart();
+    let api = d.client();
+    api.create("ids-d").await;
+    let dd = host_range(&d, &api.id_of("ids-d").await).0;
+    assert!(dd != a_now && dd != b && dd != c, "{dd} is taken");
+    assert_eq!(api.sh("ids-a", owners).await, want);
+}

@@ -235,3 +235,39 @@ async fn a_sandbox_killed_under_the_daemon_comes_back() {
     assert_eq!(api.status("victim").await, "running");
     api.delete("victim").await;
 }
+
+/// A request that reached a sandbox as it died (connected, sent, never
+/// answered: the agent's listener closed under it) runs in the sprite
+/// started again, rather than failing with a reset connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_caught_by_a_dying_sandbox_runs_after_the_restart() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("caught").await;
+    api.sh("caught", "echo intact > /home/sprite/f; sync").await;
+    let id = api.id_of("caught").await;
+    let init = d.init_pid(&id).to_string();
+    // Stopped, the agent takes no connection off its listener: the next
+    // request waits in its queue until the kill closes it.
+    let stop = Command::new("kill").args(["-STOP", &init]).status();
+    assert!(stop.expect("kill -STOP").success());
+    let pending = {
+        let api = d.client();
+        tokio::spawn(async move { http_exec(&api, "caught", &["cat", "/home/sprite/f"]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !pending.is_finished(),
+        "the exec was answered by a stopped agent"
+    );
+    let kill = Command::new("kill").args(["-KILL", &init]).status();
+    assert!(kill.expect("kill -KILL").success());
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("the exec hangs")
+        .expect("exec task");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("intact"), "{body}");
+    assert_eq!(api.status("caught").await, "running");
+    api.delete("caught").await;
+}

@@ -256,3 +256,67 @@ async fn a_granted_device_is_there_and_opens() {
     }
     api.delete("priv2").await;
 }
+
+/// Issue 17: seccomp is an allowlist. A call it does not list answers
+/// ENOSYS (`kcmp`), io_uring answers EPERM until the sprite's privileges
+/// policy asks for it (`io_uring: true`, from the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_allows_a_list_and_io_uring_only_when_asked() {
+    let d = Daemon::start();
+    let api = d.client();
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites")
+        .json(&json!({"name": "ring", "image": "standard"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    const PROBE: &str = r#"
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def name(r):
+    return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
+params = ctypes.create_string_buffer(120)
+print("io_uring", name(libc.syscall(ctypes.c_long(425), ctypes.c_long(4), params)))
+print("kcmp", name(libc.syscall(ctypes.c_long(312), 0, 0, 0, 0, 0)))
+print("getpid", name(libc.syscall(ctypes.c_long(39))))
+"#;
+    async fn probe(api: &Api, script: &str) -> String {
+        let out = api
+            .exec_with("ring", &["python3", "-c", script], "", &[])
+            .await;
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.out()
+    }
+    assert_eq!(
+        probe(&api, PROBE).await,
+        "io_uring EPERM\nkcmp ENOSYS\ngetpid ok\n"
+    );
+
+    let (status, body) = post_policy(&api, "ring", json!({"io_uring": true})).await;
+    assert_eq!(status, 204, "{body}");
+    let shown = api.get_json("/v1/sprites/ring/policy/privileges").await;
+    assert_eq!(shown["io_uring"], true, "{shown}");
+    restart(&api, "ring").await;
+    assert_eq!(
+        probe(&api, PROBE).await,
+        "io_uring ok\nkcmp ENOSYS\ngetpid ok\n"
+    );
+
+    // `false` is the default: stored as nothing.
+    let (status, body) = post_policy(&api, "ring", json!({"io_uring": false})).await;
+    assert_eq!(status, 204, "{body}");
+    let shown = api.get_json("/v1/sprites/ring/policy/privileges").await;
+    assert!(shown.get("io_uring").is_none(), "{shown}");
+    restart(&api, "ring").await;
+    assert_eq!(
+        probe(&api, PROBE).await,
+        "io_uring EPERM\nkcmp ENOSYS\ngetpid ok\n"
+    );
+}

@@ -189,7 +189,7 @@ async fn a_lost_disk_loses_at_most_one_replication_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replication_lags_while_the_store_is_down_and_catches_up() {
+async fn replication_lags_while_the_store_is_down_for_a_minute_and_catches_up() {
     let moto = Moto::start("sprites");
     let env = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -216,20 +216,30 @@ async fn replication_lags_while_the_store_is_down_and_catches_up() {
     );
 
     moto.pause();
-    // Local work never waits for the store.
-    let t0 = Instant::now();
-    api.sh("lag", "echo during > /home/sprite/during; sync")
+    // A minute without the store while the sprite writes a record every
+    // second: local work never waits for it, and the lag shows.
+    let paused = Instant::now();
+    let mut records = 0;
+    let mut behind = None;
+    let mut last_write = 0;
+    while paused.elapsed() < Duration::from_secs(60) {
+        let t0 = Instant::now();
+        api.sh(
+            "lag",
+            &format!("echo {records} >> /home/sprite/during; sync"),
+        )
         .await;
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let behind = loop {
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        // Synced when the exec answered: a snapshot cloned later has it.
+        last_write = now_ms();
+        records += 1;
         let st = storage(&api, "lag").await;
         if !st["replication_error"].is_null() && st["replication_lag_seconds"].as_u64() > Some(0) {
-            break st;
+            behind = Some(st);
         }
-        assert!(Instant::now() < deadline, "the lag never showed: {st}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let behind = behind.expect("the lag never showed while the store was down");
     assert_eq!(behind["replicated_at"], first["replicated_at"], "{behind}");
     let m = metrics(&api).await;
     assert!(counter(&m, "sprited_replication_lag_seconds") > 0.0, "{m}");
@@ -239,7 +249,11 @@ async fn replication_lags_while_the_store_is_down_and_catches_up() {
     );
 
     moto.resume();
-    let caught_up = wait_replicated(&api, "lag", &first["replicated_at"]).await;
+    // Caught up: a snapshot cloned after the last write was synced (a
+    // clone taken during the outage and sent after it counts, if it came
+    // after that write: the volume is then unchanged since).
+    wait_snapshot_after(&api, "lag", last_write).await;
+    let caught_up = storage(&api, "lag").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut st = caught_up;
     while !(st["replication_error"].is_null() && st["replication_lag_seconds"] == 0) {
@@ -247,6 +261,20 @@ async fn replication_lags_while_the_store_is_down_and_catches_up() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         st = storage(&api, "lag").await;
     }
+    // Every record written while the store was down is in the newest
+    // snapshot: restored from it, they are all there.
+    let newest = snapshot_ids(&api, "lag").await[0];
+    let r = api
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/sprites/lag/snapshots/{newest}/restore"),
+        )
+        .send()
+        .await
+        .expect("restore");
+    assert!(r.text().await.expect("stream").contains("\"complete\""));
+    let back = api.sh("lag", "wc -l < /home/sprite/during").await;
+    assert_eq!(back.trim(), records.to_string());
 }
 
 /// The sprite's snapshots' ids (unix ms), newest first.
@@ -273,7 +301,7 @@ fn now_ms() -> u64 {
 
 /// Waits until a snapshot taken after `after` (unix ms) is listed.
 async fn wait_snapshot_after(api: &Api, name: &str, after: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(&newest) = snapshot_ids(api, name).await.first() {
             if newest > after {
@@ -286,7 +314,8 @@ async fn wait_snapshot_after(api: &Api, name: &str, after: u64) -> u64 {
 }
 
 /// Replicated snapshots are listed, restored by time (API and `sprite
-/// restore --at`), and expire after the retention, the newest kept.
+/// restore --at`), forked (API and `sprite create --from-snapshot`), and
+/// expire after the retention, the newest kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_are_listed_restored_by_time_and_expire() {
     let d = Daemon::start_with(&["--replicate-every", "1s", "--snapshot-retention", "8s"]);
@@ -319,6 +348,50 @@ async fn snapshots_are_listed_restored_by_time_and_expire() {
     assert!(out.contains("Restored"), "{out}");
     let files = api.sh("pit", "ls /home/sprite").await;
     assert!(files.contains("one") && !files.contains("two"), "{files}");
+    // A fork from the same time (`sprite create --from-snapshot`) starts
+    // as that snapshot; one by id (the API) as the newest.
+    let out = cli.ok(&[
+        "create",
+        "pit-then",
+        "--from-snapshot",
+        &format!("pit:{between}"),
+        "--skip-console",
+    ]);
+    assert_eq!(out.trim(), "pit-then");
+    let files = api.sh("pit-then", "ls /home/sprite").await;
+    assert!(files.contains("one") && !files.contains("two"), "{files}");
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites")
+        .json(&serde_json::json!({"name": "pit-now", "source": {"sprite": "pit", "snapshot": ids[0].to_string()}}))
+        .send()
+        .await
+        .expect("fork");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let files = api.sh("pit-now", "ls /home/sprite").await;
+    assert!(files.contains("one") && files.contains("two"), "{files}");
+    for (source, want) in [
+        (
+            serde_json::json!({"sprite": "pit", "snapshot": "12345"}),
+            404,
+        ),
+        (
+            serde_json::json!({"sprite": "pit", "snapshot": ids[0].to_string(), "checkpoint": "v0"}),
+            400,
+        ),
+    ] {
+        let r = api
+            .req(reqwest::Method::POST, "/v1/sprites")
+            .json(&serde_json::json!({"name": "pit-bad", "source": source}))
+            .send()
+            .await
+            .expect("fork");
+        assert_eq!(r.status(), want, "{source}");
+    }
+    let err = cli.fails(
+        &["create", "x", "--from-snapshot", "pit:1999-01-01T00:00:00Z"],
+        1,
+    );
+    assert!(err.contains("no replicated snapshot"), "{err}");
     // The API restores by id the same way.
     let r = api
         .req(
@@ -360,12 +433,18 @@ async fn snapshots_are_listed_restored_by_time_and_expire() {
     assert!(!ids.is_empty());
 }
 
-/// The daemon killed inside a replication (its manifest sent but not
-/// recorded; recorded but its clone not kept): nothing is lost or left
-/// half-made, and the next round completes.
+/// The daemon killed inside a replication (halfway through its chunks;
+/// every chunk sent but no manifest; its manifest sent but not recorded;
+/// recorded but its clone not kept): nothing is lost or left half-made,
+/// and the next round completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_killed_inside_a_replication_loses_nothing() {
-    for point in ["replicate-uploaded", "replicate-recorded"] {
+    for point in [
+        "replicate-uploading",
+        "replicate-chunks-sent",
+        "replicate-uploaded",
+        "replicate-recorded",
+    ] {
         let mut d = Daemon::start_with_env(
             &["--replicate-every", "1s"],
             &[("SPRITED_FAILPOINTS", point)],

@@ -38,11 +38,17 @@ pub struct CreateCheckpointRequest {
 }
 
 /// Extension of the create-sprite call: start the new sprite from a
-/// checkpoint of another (a fork). `{"name":"exp","source":{"sprite":"demo","checkpoint":"v1"}}`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// checkpoint of another (a fork), `{"name":"exp","source":{"sprite":"demo","checkpoint":"v1"}}`,
+/// or from one of its replicated snapshots, `{"sprite":"demo","snapshot":"1764800000000"}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ForkSource {
     pub sprite: String,
+    /// The checkpoint's id (empty when a snapshot is named).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub checkpoint: String,
+    /// A replicated snapshot's id (see `GET /v1/sprites/{name}/snapshots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// Checks a checkpoint id: `v` followed by a decimal number without

@@ -98,6 +98,10 @@ pub struct PrivilegesPolicy {
         skip_serializing_if = "Option::is_none"
     )]
     pub no_new_privileges: Option<bool>,
+    /// Whether the io_uring system calls are allowed (extension; unset:
+    /// no, seccomp answers EPERM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_uring: Option<bool>,
 }
 
 /// Capability names (`CAP_NET_RAW`; `net_raw` is read the same) added to

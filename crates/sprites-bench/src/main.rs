@@ -23,6 +23,9 @@ mod urls;
 enum Case {
     All,
     Create,
+    /// Create → first exec with a host id range per sprite (the default)
+    /// against a daemon that runs every sprite as the shared range.
+    Ids,
     Exec,
     /// Checkpoint create (1 and 10 GiB volumes), restore and fork.
     Checkpoint,
@@ -817,6 +820,28 @@ async fn main() -> anyhow::Result<()> {
             ours,
             base,
             target: "< 150 ms and ≤ 1.5× bare runc (aim < 50 ms)",
+        });
+    }
+    if matches!(args.case, Case::All | Case::Ids) {
+        let shared = start_daemon_with(&["--shared-id-range"])?;
+        create(&http, &shared, "warmup").await?;
+        exec_true(&shared, "warmup").await?;
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for i in 0..args.runs {
+            for (daemon, samples) in [(&d, &mut ours), (&shared, &mut base)] {
+                let name = format!("bench-ids-{i}");
+                let t = Instant::now();
+                create(&http, daemon, &name).await?;
+                exec_true(daemon, &name).await?;
+                samples.push(ms(t.elapsed()));
+                delete(&http, daemon, &name).await?;
+            }
+        }
+        rows.push(Row {
+            case: "create → first exec, own id range (base: shared range)",
+            ours,
+            base,
+            target: "≤ 1.1× the shared range",
         });
     }
     if matches!(args.case, Case::All | Case::Exec) {

@@ -126,15 +126,8 @@ struct Api {
     token: String,
 }
 
-/// Runs `sh -c script` over HTTP exec: its exit code, `None` when no exit
-/// frame came (no daemon, a failed wake).
-async fn exec_code(http: &reqwest::Client, d: &Api, name: &str, script: &str) -> Option<u8> {
-    exec_result(http, d, name, script)
-        .await
-        .ok()
-        .map(|(c, _)| c)
-}
-
+/// Runs `sh -c script` over HTTP exec: its exit code and output; an error
+/// when no exit frame came (no daemon, a failed wake).
 async fn exec_result(
     http: &reqwest::Client,
     d: &Api,
@@ -157,6 +150,30 @@ fn check_script(files: &BTreeMap<u32, u64>) -> String {
     }
     s.push_str("true");
     s
+}
+
+/// One look at whether the files match `a` and whether they match `b`:
+/// prints `verdict XY` (0 for a match) and what did not match.
+fn which_script(a: &BTreeMap<u32, u64>, b: &BTreeMap<u32, u64>) -> String {
+    format!(
+        "x=0; ox=$( {} ) || x=1; y=0; oy=$( {} ) || y=1; echo \"verdict $x$y\"; echo \"$ox\"; echo \"$oy\"",
+        check_script(a),
+        check_script(b)
+    )
+}
+
+/// What [`which_script`] printed: (matches `a`, matches `b`). The answer
+/// is framed (a stream byte before each chunk of output), so the verdict
+/// is looked for anywhere in it.
+fn verdict_of(out: &str) -> Option<(bool, bool)> {
+    let at = out.find("verdict ")? + "verdict ".len();
+    let xy = out.get(at..at + 2)?.as_bytes();
+    let bit = |b: u8| match b {
+        b'0' => Some(true),
+        b'1' => Some(false),
+        _ => None,
+    };
+    Some((bit(xy[0])?, bit(xy[1])?))
 }
 
 /// Whether the sprite exists (`None`: no answer).
@@ -318,25 +335,28 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
                 if r.is_ok() {
                     entry.files = snap;
                 } else {
-                    // Restored or not: the sprite says which, once it answers.
+                    // Restored or not: the sprite says which, once it answers,
+                    // both looked at in one exec (a restore still under way
+                    // cannot fall between two looks).
                     let mut settled = false;
                     for _ in 0..120 {
                         let d = shared.api();
-                        let as_snap = exec_code(&http, &d, &name, &check_script(&snap)).await;
-                        let as_before =
-                            exec_code(&http, &d, &name, &check_script(&entry.files)).await;
-                        match (as_snap, as_before) {
+                        let script = which_script(&snap, &entry.files);
+                        let out = exec_result(&http, &d, &name, &script).await;
+                        let verdict = out.as_ref().ok().and_then(|(_, out)| verdict_of(out));
+                        match verdict {
                             // Matches the state before (whatever else): kept.
-                            (_, Some(0)) => settled = true,
-                            (Some(0), Some(_)) => {
+                            Some((_, true)) => settled = true,
+                            Some((true, false)) => {
                                 entry.files = snap.clone();
                                 settled = true;
                             }
-                            (Some(_), Some(_)) => {
-                                shared.fail(format!("{name}: after an interrupted restore of {ck} it matches neither the checkpoint nor its state before"));
+                            Some((false, false)) => {
+                                let out = out.map(|(_, o)| o).unwrap_or_default();
+                                shared.fail(format!("{name}: after an interrupted restore of {ck} it matches neither the checkpoint nor its state before: {}", out.trim()));
                                 settled = true;
                             }
-                            _ => {}
+                            None => {}
                         }
                         if settled {
                             break;
@@ -668,4 +688,47 @@ fn counts_verified(shared: &Shared) -> u64 {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .verified
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The verdict as a plain HTTP exec answers it: stdout framed by its
+    /// stream byte, the exit frame last.
+    #[test]
+    fn the_verdict_is_read_from_a_framed_answer() {
+        let framed = |s: &str| format!("\u{1}{s}\u{3}\u{0}");
+        assert_eq!(
+            verdict_of(&framed("verdict 01\n\nk1=2 want 3\n")),
+            Some((true, false))
+        );
+        assert_eq!(verdict_of(&framed("verdict 10\n")), Some((false, true)));
+        assert_eq!(verdict_of(&framed("verdict 11\n")), Some((false, false)));
+        assert_eq!(verdict_of(&framed("sh: oops\n")), None);
+    }
+
+    /// The script says which of two states the files are in, run here by
+    /// a real shell on files made to match one of them.
+    #[test]
+    fn which_script_tells_the_states_apart() {
+        let a: BTreeMap<u32, u64> = [(1, 5)].into();
+        let b: BTreeMap<u32, u64> = [(1, 5), (2, 7)].into();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script =
+            which_script(&a, &b).replace("/home/sprite/w", &dir.path().display().to_string());
+        std::fs::write(dir.path().join("k1"), "5").expect("write");
+        let run = || {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .expect("sh");
+            verdict_of(&String::from_utf8_lossy(&out.stdout))
+        };
+        assert_eq!(run(), Some((true, false)));
+        std::fs::write(dir.path().join("k2"), "7").expect("write");
+        assert_eq!(run(), Some((true, true)));
+        std::fs::write(dir.path().join("k1"), "6").expect("write");
+        assert_eq!(run(), Some((false, false)));
+    }
 }

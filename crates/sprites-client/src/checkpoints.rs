@@ -194,6 +194,7 @@ impl Client {
             source: Some(ForkSource {
                 sprite: source_sprite.to_string(),
                 checkpoint: checkpoint.to_string(),
+                snapshot: None,
             }),
             ..Default::default()
         })

@@ -346,6 +346,28 @@ struct ChildSetup {
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
     dir: CString,
+    /// What the command's `oom_score_adj` is set to (a line).
+    oom_score_adj: &'static [u8],
+}
+
+/// The OOM score adjustment a command starts with. The runtime starts the
+/// agent with a low one where the host lets it (then commands start back
+/// at the neutral 0); where it could not (no CAP_SYS_RESOURCE on the
+/// host), the agent is at 0 and commands start at 500 instead, so that
+/// any command goes before the agent whatever their sizes.
+fn command_oom_score_adj() -> &'static [u8] {
+    static ADJ: std::sync::OnceLock<&'static [u8]> = std::sync::OnceLock::new();
+    ADJ.get_or_init(|| {
+        let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if own < 0 {
+            b"0\n"
+        } else {
+            b"500\n"
+        }
+    })
 }
 
 impl ChildSetup {
@@ -376,6 +398,7 @@ impl ChildSetup {
             gid: p.account.gid,
             groups: p.account.groups.clone(),
             dir,
+            oom_score_adj: command_oom_score_adj(),
         })
     }
 
@@ -391,16 +414,16 @@ impl ChildSetup {
             if self.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            // The runtime starts the agent with a low OOM score so that a
-            // memory hog, not the agent, is what the OOM killer picks;
-            // commands start back at the neutral 0 (raising needs no
-            // privilege; done before dropping root).
+            // The OOM killer must pick a command, never the agent: see
+            // `command_oom_score_adj` (raising needs no privilege; done
+            // before dropping root).
+            let adj = self.oom_score_adj;
             let fd = libc::open(
                 c"/proc/self/oom_score_adj".as_ptr(),
                 libc::O_WRONLY | libc::O_CLOEXEC,
             );
             if fd >= 0 {
-                libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                libc::write(fd, adj.as_ptr().cast(), adj.len());
                 libc::close(fd);
             }
             if self.switch_user {

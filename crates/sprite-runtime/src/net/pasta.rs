@@ -1,6 +1,6 @@
 //! pasta (from passt): user-mode NAT for one network namespace.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -16,42 +16,25 @@ use crate::error::{Result, RuntimeError};
 /// - `--no-map-gw`: the gateway address is not the host's loopback;
 /// - `--runas 0`: as plain root pasta hangs here dropping to `nobody`.
 ///
-/// `runc run --detach` returns as soon as init was told to start, which can
-/// be before init (`runc init`, made undumpable and exec'd in the host's
-/// user namespace) has exec'd the agent. Until then pasta, which drops
-/// CAP_SYS_PTRACE before it opens the namespaces, is refused them
-/// ("Permission denied"): that is retried for a short while, anything else
-/// is final.
+/// pasta drops CAP_SYS_PTRACE before it opens the namespaces, so it could
+/// open `/proc/<pid>/ns/*` only of a process it may trace without it: not
+/// init before it has exec'd (`runc init` is undumpable), and never one in
+/// a user namespace host root does not own (see [`crate::userns`]). So
+/// the daemon, which may, binds both namespaces onto files next to the pid
+/// file for pasta to open, and takes them away once pasta has joined
+/// (`--no-netns-quit`: that removal is not the namespace's end).
 pub fn start(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
-    let deadline = std::time::Instant::now() + UNTIL_EXEC;
-    loop {
-        match start_once(pasta_bin, pid, pid_file) {
-            Err(RuntimeError::Network(why))
-                if why.contains("Permission denied") && std::time::Instant::now() < deadline =>
-            {
-                tracing::debug!(pid, why, "pasta: init has not exec'd yet; retrying");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// How long a sandbox's init may take to exec its program before pasta
-/// gives up on it.
-const UNTIL_EXEC: Duration = Duration::from_secs(2);
-
-fn start_once(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
     // A pasta an earlier start left (a daemon killed in between) ends
     // first: dropping only its pid file would orphan it.
     end(running(pid_file).into_iter().collect(), pid_file)?;
+    let ns = NsFiles::bind(pid, pid_file)?;
     let out = Command::new(pasta_bin)
         .arg("--config-net")
         .arg("--netns")
-        .arg(format!("/proc/{pid}/ns/net"))
+        .arg(&ns.net)
         .arg("--userns")
-        .arg(format!("/proc/{pid}/ns/user"))
-        .args(["--runas", "0", "--no-map-gw", "--quiet"])
+        .arg(&ns.user)
+        .args(["--no-netns-quit", "--runas", "0", "--no-map-gw", "--quiet"])
         .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
         .arg("--pid")
         .arg(pid_file)
@@ -72,6 +55,62 @@ fn start_once(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A sandbox's network and user namespaces bound onto files, for as long
+/// as this lives.
+struct NsFiles {
+    net: PathBuf,
+    user: PathBuf,
+}
+
+impl NsFiles {
+    /// The files for the pasta of `pid_file` (whether bound or not: they
+    /// go when this is dropped).
+    fn at(pid_file: &Path) -> NsFiles {
+        let file = |kind: &str| {
+            let mut p = pid_file.as_os_str().to_owned();
+            p.push(format!(".{kind}ns"));
+            PathBuf::from(p)
+        };
+        NsFiles {
+            net: file("net"),
+            user: file("user"),
+        }
+    }
+
+    fn bind(pid: u32, pid_file: &Path) -> Result<NsFiles> {
+        let files = NsFiles::at(pid_file);
+        for (kind, target) in [("net", &files.net), ("user", &files.user)] {
+            // One a crash left behind goes first.
+            let _ = nix::mount::umount2(target.as_path(), nix::mount::MntFlags::MNT_DETACH);
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(target)
+                .map_err(|e| RuntimeError::io("create", target, e))?;
+            let source = PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+            nix::mount::mount(
+                Some(&source),
+                target.as_path(),
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| RuntimeError::io("bind", target, e.into()))?;
+        }
+        Ok(files)
+    }
+}
+
+impl Drop for NsFiles {
+    fn drop(&mut self) {
+        for target in [&self.net, &self.user] {
+            let _ = nix::mount::umount2(target.as_path(), nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(target);
+        }
+    }
 }
 
 /// The pid in `pid_file` if that process is still a pasta.
@@ -125,6 +164,8 @@ fn alive(pid: i32) -> bool {
 /// started, before it wrote the file) is found by the file's path on its
 /// command line.
 pub fn stop(pid_file: &Path) -> Result<()> {
+    // Bound namespaces a daemon killed mid-attach left behind.
+    drop(NsFiles::at(pid_file));
     let pids = match running(pid_file) {
         Some(pid) => vec![pid],
         None => started_for(pid_file),
@@ -215,6 +256,33 @@ time.sleep(30)
         assert_eq!(other.try_wait().expect("try_wait"), None);
         let _ = other.kill();
         let _ = other.wait();
+    }
+
+    /// Namespaces bound for a pasta by a daemon killed before it took them
+    /// away are unmounted and removed by the sprite's next stop.
+    #[test]
+    fn stop_takes_away_namespaces_left_bound() {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "this test needs root (it bind-mounts namespaces)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pid_file = dir.path().join("sprite.pid");
+        let left = super::NsFiles::bind(std::process::id(), &pid_file).expect("bind");
+        let (net, user) = (left.net.clone(), left.user.clone());
+        std::mem::forget(left);
+        let mounted = |p: &std::path::Path| {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .expect("mountinfo")
+                .lines()
+                .any(|l| l.split(' ').nth(4) == Some(&*p.to_string_lossy()))
+        };
+        assert!(mounted(&net) && mounted(&user));
+        super::stop(&pid_file).expect("stop");
+        for p in [&net, &user] {
+            assert!(!mounted(p), "{} still mounted", p.display());
+            assert!(!p.exists(), "{} still there", p.display());
+        }
     }
 
     #[test]

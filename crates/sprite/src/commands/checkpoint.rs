@@ -40,16 +40,7 @@ pub async fn restore(ctx: &Context, args: RestoreArgs) -> Result<i32> {
             if at == "list" {
                 return list_snapshots(&sprite, &snapshots);
             }
-            let target = snapshot_time(&at)?;
-            let Some(snap) = snapshots
-                .iter()
-                .find(|s| s.id.parse::<u64>().is_ok_and(|ms| ms <= target))
-            else {
-                bail!(
-                    "sprite {} has no replicated snapshot taken at or before {at} (see `sprite restore --at list`)",
-                    sprite.name()
-                );
-            };
+            let snap = snapshot_at(&sprite, &snapshots, &at)?;
             let events = sprite
                 .restore_snapshot_stream(&snap.id)
                 .await
@@ -65,6 +56,24 @@ pub async fn restore(ctx: &Context, args: RestoreArgs) -> Result<i32> {
         println!("{}", done.message);
     }
     Ok(0)
+}
+
+/// The newest of `snapshots` (newest first) taken at or before `at`.
+pub(super) fn snapshot_at<'a>(
+    sprite: &SpriteHandle,
+    snapshots: &'a [Snapshot],
+    at: &str,
+) -> Result<&'a Snapshot> {
+    let target = snapshot_time(at)?;
+    snapshots
+        .iter()
+        .find(|s| s.id.parse::<u64>().is_ok_and(|ms| ms <= target))
+        .ok_or_else(|| {
+            anyhow!(
+                "sprite {} has no replicated snapshot taken at or before {at} (see `sprite restore --at list`)",
+                sprite.name()
+            )
+        })
 }
 
 fn list_snapshots(sprite: &SpriteHandle, snapshots: &[Snapshot]) -> Result<i32> {

@@ -1,14 +1,15 @@
-//! `sprite create [name] [--from SPRITE:CHECKPOINT]`: make a sprite (or fork
-//! one from a checkpoint), then (on a terminal) enter it.
+//! `sprite create [name] [--from SPRITE:CHECKPOINT | --from-snapshot SPRITE:TIME]`:
+//! make a sprite (or fork one from a checkpoint or a replicated snapshot),
+//! then (on a terminal) enter it.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
 use anyhow::{anyhow, Result};
-use sprites_client::CreateSpriteRequest;
+use sprites_client::{CreateSpriteRequest, ForkSource};
 
-use super::checkpoint::checkpoint_error;
-use super::{console, Context};
+use super::checkpoint::{checkpoint_error, snapshot_at};
+use super::{console, sprite_error, Context};
 use crate::cli::CreateArgs;
 use crate::terminal;
 
@@ -16,10 +17,27 @@ pub async fn run(ctx: &Context, args: CreateArgs) -> Result<i32> {
     let name = args.name.unwrap_or_else(generated_name);
     sprites_client::sprites_api::name::validate(&name).map_err(|e| anyhow!(e))?;
     let client = ctx.client()?;
+    let source = match (&args.from, &args.from_snapshot) {
+        (Some(from), _) => Some(from.clone()),
+        (None, Some((sprite, at))) => {
+            let source = client.sprite(sprite.as_str());
+            let snapshots = source
+                .snapshots()
+                .await
+                .map_err(|e| sprite_error(e, sprite))?;
+            let snap = snapshot_at(&source, &snapshots, at)?;
+            Some(ForkSource {
+                sprite: sprite.clone(),
+                snapshot: Some(snap.id.clone()),
+                ..Default::default()
+            })
+        }
+        (None, None) => None,
+    };
     let request = CreateSpriteRequest {
         name,
         image: args.image,
-        source: args.from.clone(),
+        source,
         ..Default::default()
     };
     let sprite = match (client.create_sprite(&request).await, &args.from) {
@@ -29,7 +47,10 @@ pub async fn run(ctx: &Context, args: CreateArgs) -> Result<i32> {
             let source = client.sprite(from.sprite.as_str());
             return Err(checkpoint_error(&source, e, &from.checkpoint).await);
         }
-        (Err(e), None) => return Err(e.into()),
+        (Err(e), None) => match &args.from_snapshot {
+            Some((source, _)) => return Err(sprite_error(e, source)),
+            None => return Err(e.into()),
+        },
     };
     println!("{}", sprite.name);
 

@@ -77,12 +77,14 @@ async fn privileges(sprite: &SpriteHandle, command: PrivilegesCommand) -> Result
             device,
             profile,
             no_new_privileges,
+            io_uring,
         } => {
             let policy = PrivilegesPolicy {
                 profile,
                 capabilities: CapabilityChanges { add, drop },
                 devices: device,
                 no_new_privileges,
+                io_uring,
             };
             sprite.set_privileges_policy(&policy).await.map_err(fail)?;
         }
@@ -110,6 +112,7 @@ fn describe_privileges(p: &PrivilegesPolicy) -> String {
             p.no_new_privileges
                 .map(|n| vec!["noNewPrivileges".into(), n.to_string()]),
         )
+        .chain(p.io_uring.map(|n| vec!["io_uring".into(), n.to_string()]))
         .chain(
             p.capabilities
                 .add

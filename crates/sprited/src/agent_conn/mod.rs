@@ -48,6 +48,21 @@ pub enum AgentError {
     Unexpected(String),
 }
 
+/// Whether `e` is a conversation cut by the agent's side going away (its
+/// listener or connection closed under us) rather than an answer.
+pub fn cut_short(e: &AgentError) -> bool {
+    match e {
+        AgentError::Closed => true,
+        AgentError::Io(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// A reply that has no place in the conversation at hand (`what`).
 fn unexpected(reply: &Reply, what: &str) -> AgentError {
     AgentError::Unexpected(format!("the agent answered {reply:?} to {what}"))

@@ -35,6 +35,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "replicated snapshots of volumes",
         sql: V4,
     },
+    Migration {
+        what: "destroyed sprites whose copies in the object store are still to remove",
+        sql: V5,
+    },
 ];
 
 /// The schema version this build writes (and the newest it opens).
@@ -146,6 +150,16 @@ CREATE TABLE snapshots (
     stored_bytes INTEGER NOT NULL,
     data_bytes INTEGER NOT NULL,
     PRIMARY KEY (sprite_id, at_ms)
+);
+";
+
+/// Sprites destroyed here whose copies in the object store are not yet
+/// removed: the store's sweep removes only these (what else the store
+/// holds may be a sprite to recover, or another host's).
+const V5: &str = "
+CREATE TABLE forgotten (
+    sprite_id TEXT PRIMARY KEY,
+    destroyed_at TEXT NOT NULL
 );
 ";
 
@@ -276,6 +290,12 @@ mod tests {
         };
         db.add_snapshot(&beta.id, &snap).expect("add snapshot");
         assert_eq!(db.last_snapshot(&beta.id).expect("snapshots"), Some(snap));
+        // Destroyed sprites to forget in the store (version 5) too.
+        assert!(db.forgotten().expect("forgotten").is_empty());
+        db.delete(&beta.id).expect("destroy beta");
+        assert_eq!(db.forgotten().expect("forgotten"), vec![beta.id.clone()]);
+        db.forget_done(&beta.id).expect("forget done");
+        assert!(db.forgotten().expect("forgotten").is_empty());
         drop(db);
 
         // Migrated, it is the schema a new database gets.

@@ -9,6 +9,7 @@
 
 mod checkpoints;
 mod cold;
+mod dump;
 mod migrations;
 mod network;
 mod privileges;
@@ -24,6 +25,7 @@ use rusqlite::Connection;
 
 pub use checkpoints::CheckpointRecord;
 pub use cold::{ColdCopy, Snapshot};
+pub use dump::{Row as DumpRow, SpriteDump};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sprites::{Limits, SpriteRecord};
 pub use tasks::TaskRow;
@@ -38,6 +40,8 @@ pub enum DbError {
     Json(#[from] serde_json::Error),
     #[error("a sprite named {0} already exists")]
     Duplicate(String),
+    #[error("a sprite's metadata from the object store cannot be loaded: {0}")]
+    Dump(String),
     #[error("the database lock is poisoned")]
     Poisoned,
     #[error("restricting {path} to the daemon: {source}")]

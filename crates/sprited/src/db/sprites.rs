@@ -256,6 +256,12 @@ impl Db {
         )?;
         // Usage rows stay: what a destroyed sprite used is still owed.
         tx.execute("DELETE FROM meter_state WHERE sprite_id = ?1", params![id])?;
+        // Its copies in the object store are removed after this (see
+        // `forgotten`), in the same transaction: never lost track of.
+        tx.execute(
+            "INSERT OR REPLACE INTO forgotten (sprite_id, destroyed_at) VALUES (?1, ?2)",
+            params![id, crate::time::now_rfc3339()],
+        )?;
         tx.commit()?;
         Ok(())
     }

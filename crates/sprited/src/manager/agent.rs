@@ -2,6 +2,7 @@
 //! conversation, hand back the typed session (`agent_conn`). Each session
 //! keeps the sprite awake for as long as it lives.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use sprites_api::agent::{ExecRequest, Request};
@@ -12,18 +13,49 @@ use super::Manager;
 use crate::agent_conn::exec::{self, ExecSession, KillProgress};
 use crate::agent_conn::fs::FsSession;
 use crate::agent_conn::ports::PortWatch;
+use crate::agent_conn::{cut_short, AgentError, Conversation};
 use crate::db::SpriteRecord;
 use crate::error::Error;
 
 impl Manager {
+    /// Open a conversation for `req` and read the agent's first answer
+    /// with `first`. A conversation cut before that answer by a sandbox
+    /// dying under it (connected while its init was going away) is what a
+    /// refused connection is: the sprite is started again and asked once
+    /// more. Nothing of the request ran: whatever the agent started died
+    /// with its sandbox before it said so.
+    async fn begin<T, F, Fut>(
+        self: &Arc<Self>,
+        rec: &SpriteRecord,
+        req: &Request,
+        first: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Conversation) -> Fut,
+        Fut: Future<Output = Result<T, AgentError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let conv = self.open(rec, req).await?;
+            match first(conv).await {
+                Err(e) if attempt == 0 && cut_short(&e) && !self.agent_answers(rec).await => {
+                    tracing::warn!(sprite = %rec.name, error = %e, "agent went away before answering; restarting the sprite");
+                    self.take_down_unreachable(rec).await?;
+                    attempt += 1;
+                }
+                r => return Ok(r?),
+            }
+        }
+    }
+
     /// Start a command.
     pub async fn exec(
         self: &Arc<Self>,
         rec: &SpriteRecord,
         req: ExecRequest,
     ) -> Result<ExecSession, Error> {
-        let conv = self.open(rec, &Request::Exec(req)).await?;
-        Ok(ExecSession::begin(conv).await?)
+        self.begin(rec, &Request::Exec(req), ExecSession::begin)
+            .await
     }
 
     /// Re-attach to session `id`.
@@ -32,14 +64,14 @@ impl Manager {
         rec: &SpriteRecord,
         id: u32,
     ) -> Result<ExecSession, Error> {
-        let conv = self.open(rec, &Request::Attach { id }).await?;
-        Ok(ExecSession::begin(conv).await?)
+        self.begin(rec, &Request::Attach { id }, ExecSession::begin)
+            .await
     }
 
     /// The sessions the agent keeps, running or not.
     pub async fn sessions(self: &Arc<Self>, rec: &SpriteRecord) -> Result<Vec<SessionInfo>, Error> {
-        let conv = self.open(rec, &Request::Sessions).await?;
-        Ok(exec::session_list(conv).await?)
+        self.begin(rec, &Request::Sessions, exec::session_list)
+            .await
     }
 
     /// Signal session `id`, SIGKILL after `timeout_ms`. The agent tells a
@@ -56,8 +88,7 @@ impl Manager {
             signal,
             timeout_ms,
         };
-        let conv = self.open(rec, &req).await?;
-        Ok(KillProgress::begin(conv).await?)
+        self.begin(rec, &req, KillProgress::begin).await
     }
 
     /// Start a filesystem call.

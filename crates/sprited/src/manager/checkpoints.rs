@@ -87,6 +87,13 @@ fn no_checkpoint(rec: &SpriteRecord, id: &str) -> Error {
     Error::NotFound(format!("sprite {} has no checkpoint {id}", rec.name))
 }
 
+/// What a fork starts from.
+pub(crate) enum ForkFrom {
+    Checkpoint(String),
+    /// A replicated snapshot, by its time (unix ms).
+    Snapshot(u64),
+}
+
 impl Manager {
     /// The wire form of a recorded checkpoint.
     pub fn checkpoint_json(&self, c: &CheckpointRecord, current: Option<&str>) -> Checkpoint {
@@ -332,26 +339,39 @@ impl Manager {
         &self,
         src: &ForkSource,
         image: Option<&str>,
-    ) -> Result<(SpriteRecord, String), Error> {
+    ) -> Result<(SpriteRecord, ForkFrom), Error> {
         let source = self.get(&src.sprite)?;
-        let checkpoint = self.checkpoint(&source, &src.checkpoint)?;
+        let from = match (&src.snapshot, src.checkpoint.as_str()) {
+            (Some(_), c) if !c.is_empty() => {
+                return Err(Error::Invalid(
+                    "source names a checkpoint and a snapshot: name one".into(),
+                ))
+            }
+            (Some(snap), _) => ForkFrom::Snapshot(self.snapshot(&source, snap)?),
+            (None, c) => ForkFrom::Checkpoint(self.checkpoint(&source, c)?.id),
+        };
         if let Some(image) = image.filter(|i| *i != source.image) {
             return Err(Error::Invalid(format!(
                 "a fork runs on its source's image ({}), not {image}",
                 source.image
             )));
         }
-        Ok((source, checkpoint.id))
+        Ok((source, from))
     }
 
     /// Makes `new_id`'s volume a clone of the source's checkpoint, holding
-    /// the source's lifecycle lock so the checkpoint cannot vanish midway.
+    /// the source's lifecycle lock so the checkpoint cannot vanish midway;
+    /// or a copy of one of its replicated snapshots, fetched from the store.
     pub(super) async fn fork_volume(
         &self,
         source: &SpriteRecord,
-        checkpoint: &str,
+        from: &ForkFrom,
         new_id: &str,
     ) -> Result<(), Error> {
+        let checkpoint = match from {
+            ForkFrom::Checkpoint(c) => c,
+            ForkFrom::Snapshot(at) => return self.fork_snapshot(source, *at, new_id).await,
+        };
         let slot = self.slot(&source.id);
         let _g = slot.lifecycle.lock().await;
         if self.db.checkpoint(&source.id, checkpoint)?.is_none() {

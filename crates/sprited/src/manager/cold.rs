@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use sprite_cold::{ColdError, LazyImage};
 use sprites_api::sprite::{EvictReport, Status, StorageInfo};
 
+use super::recover::meta_doc;
 use super::slot::SpriteSlot;
 use super::{blocking, Manager, Release, STOP_GRACE};
 use crate::db::{ColdCopy, SpriteRecord};
@@ -113,10 +114,6 @@ pub(crate) fn checkpoint_manifest(id: &str, checkpoint: &str) -> String {
     format!("sprites/{id}/checkpoints/{checkpoint}")
 }
 
-fn meta_doc(id: &str) -> String {
-    format!("meta/sprites/{id}.json")
-}
-
 impl Manager {
     /// Sends a sprite's volume and checkpoints to object storage and frees
     /// its local disk; a running or warm sprite is stopped first. Evicting
@@ -174,8 +171,7 @@ impl Manager {
         }
         // Its base image too, once (shared by every sprite made from it), so
         // the sprite can come back on a host that lacks the image.
-        let image_manifest = self
-            .keep_image(&rec.image)
+        self.keep_image(&rec.image)
             .await
             .map_err(Error::cold(&what))?;
         let halfway = |done: u64, total: u64| {
@@ -193,18 +189,27 @@ impl Manager {
             .await
             .map_err(Error::cold(&what))?;
         failpoint::hit("evict-uploaded");
-        // What it takes to know the sprite without this host's disk.
-        let meta = serde_json::json!({
-            "id": rec.id, "name": rec.name, "image": rec.image, "image_manifest": image_manifest,
-            "limits": rec.limits, "created_at": rec.created_at,
-            "checkpoints": self.db.checkpoints(&rec.id)?.iter().map(|c| serde_json::json!({
-                "id": c.id, "create_time": c.create_time, "comment": c.comment,
-            })).collect::<Vec<_>>(),
-        });
+        // The evicted volume is also its newest snapshot: what a recovery
+        // from the store alone (and a point-in-time restore) finds newest.
+        let at = super::replicate::now_ms()
+            .max(self.db.last_snapshot(&rec.id)?.map_or(0, |l| l.at_ms + 1));
         self.cold
-            .put_doc(&meta_doc(&rec.id), meta.to_string().into_bytes())
+            .put_manifest(
+                &super::replicate::snapshot_manifest(&rec.id, at),
+                &stats.manifest,
+            )
             .await
             .map_err(Error::cold(&what))?;
+        self.db.add_snapshot(
+            &rec.id,
+            &crate::db::Snapshot {
+                at_ms: at,
+                stored_bytes: stats.manifest.stored_bytes(),
+                data_bytes: stats.manifest.data_bytes(),
+            },
+        )?;
+        // What it takes to know the sprite without this host's disk.
+        self.put_meta(rec).await?;
         let copy = ColdCopy {
             at: now_rfc3339(),
             stored_bytes: stats.manifest.stored_bytes(),
@@ -249,7 +254,7 @@ impl Manager {
 
     /// Makes sure the object store keeps base image `name` (as built
     /// here); answers its manifest's name.
-    async fn keep_image(&self, name: &str) -> Result<String, ColdError> {
+    pub(super) async fn keep_image(&self, name: &str) -> Result<String, ColdError> {
         let built = self
             .store
             .image_manifest(name)
@@ -640,7 +645,8 @@ impl Manager {
 
     /// Forgets what the store keeps of a destroyed sprite (its chunks go at
     /// the next garbage collection). An unreachable store only delays this:
-    /// start-up sweeps manifests of sprites that no longer exist.
+    /// the next sweep (start-up, the next destroy) does it for every sprite
+    /// the `forgotten` table still names.
     pub(super) async fn forget_cold(&self, id: &str) {
         let result = async {
             for name in self.cold.list_manifests(&format!("sprites/{id}/")).await? {
@@ -649,13 +655,20 @@ impl Manager {
             self.cold.delete_doc(&meta_doc(id)).await
         }
         .await;
-        if let Err(e) = result {
-            tracing::warn!(id, error = %e, "cannot remove a destroyed sprite's data from the object store; start-up will");
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.db.forget_done(id) {
+                    tracing::warn!(id, error = %e, "recording a destroyed sprite's removal from the store");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(id, error = %e, "cannot remove a destroyed sprite's data from the object store; the next sweep will");
+            }
         }
     }
 
-    /// Deletes manifests of sprites that no longer exist, then chunks no
-    /// manifest names. Runs at start-up and after destroys, in the background.
+    /// Deletes the manifests and metadata of sprites destroyed here, then
+    /// chunks no manifest names. Runs at start-up and after destroys, in the background.
     pub fn spawn_cold_sweep(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
@@ -666,17 +679,21 @@ impl Manager {
     }
 
     async fn cold_sweep(&self) -> Result<(), ColdError> {
-        let known = self
+        // Only sprites destroyed here: anything else the store keeps may be
+        // a sprite to recover (or another host's), never garbage.
+        let forgotten = self
             .db
-            .sprite_ids()
+            .forgotten()
             .map_err(|e| ColdError::Other(e.to_string()))?;
-        for name in self.cold.list_manifests("sprites/").await? {
-            let id = name.split('/').nth(1).unwrap_or_default();
-            if !id.is_empty() && !known.contains(id) {
+        for id in forgotten {
+            for name in self.cold.list_manifests(&format!("sprites/{id}/")).await? {
                 tracing::info!(manifest = %name, "removing the manifest of a destroyed sprite");
                 self.cold.delete_manifest(&name).await?;
-                self.cold.delete_doc(&meta_doc(id)).await?;
             }
+            self.cold.delete_doc(&meta_doc(&id)).await?;
+            self.db
+                .forget_done(&id)
+                .map_err(|e| ColdError::Other(e.to_string()))?;
         }
         let (chunks, bytes) = self.cold.collect_garbage().await?;
         if chunks > 0 {

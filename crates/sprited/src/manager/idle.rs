@@ -22,10 +22,12 @@ use sprites_api::sprite::Status;
 
 use super::slot::SpriteSlot;
 use super::{blocking, lock, Manager, Release, STOP_GRACE};
-use crate::agent_conn;
+use crate::agent_conn::{self, AgentError};
 use crate::error::Error;
 
-/// How long the tracker waits for the agent's answer to "are you busy?".
+/// How long the agent gets to answer "are you busy?" (the idle tracker's
+/// question, and the probe of whether an agent is there at all) before it
+/// is taken for slow rather than gone.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Manager {
@@ -158,16 +160,19 @@ impl Manager {
 
     /// Sessions whose command still runs inside, as the agent counts them.
     async fn running_sessions(&self, id: &str) -> Result<u32, String> {
-        let ask = async {
-            let conv = agent_conn::open(&self.socket_path(id), &Request::Busy)
-                .await
-                .map_err(|e| e.to_string())?;
-            agent_conn::exec::running_sessions(conv)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(BUSY_TIMEOUT, ask)
+        self.ask_busy(id)
             .await
-            .map_err(|_| "the agent did not answer in time".to_string())?
+            .ok_or_else(|| "the agent did not answer in time".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Asks the sprite's agent how many sessions still run; `None` when it
+    /// did not answer within [`BUSY_TIMEOUT`].
+    pub(super) async fn ask_busy(&self, id: &str) -> Option<Result<u32, AgentError>> {
+        let ask = async {
+            let conv = agent_conn::open(&self.socket_path(id), &Request::Busy).await?;
+            agent_conn::exec::running_sessions(conv).await
+        };
+        tokio::time::timeout(BUSY_TIMEOUT, ask).await.ok()
     }
 }

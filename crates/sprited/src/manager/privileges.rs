@@ -77,6 +77,8 @@ pub struct Privileges {
     pub devices: Vec<Device>,
     /// `None`: the image's default.
     pub no_new_privileges: Option<bool>,
+    /// io_uring allowed by seccomp.
+    pub io_uring: bool,
 }
 
 impl Manager {
@@ -223,6 +225,8 @@ fn validate(
     Ok(PrivilegesPolicy {
         profile,
         no_new_privileges: policy.no_new_privileges,
+        // Only `true` is kept: unset and false mean the same.
+        io_uring: policy.io_uring.filter(|on| *on),
         capabilities: CapabilityChanges {
             add: add.into_iter().collect(),
             drop: drop.into_iter().collect(),
@@ -283,6 +287,7 @@ fn effective(
         capabilities,
         devices,
         no_new_privileges: policy.no_new_privileges,
+        io_uring: policy.io_uring == Some(true),
     }
 }
 

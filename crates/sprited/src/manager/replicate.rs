@@ -33,7 +33,7 @@ pub(crate) fn snapshot_manifest(id: &str, at_ms: u64) -> String {
     format!("sprites/{id}/snapshots/{at_ms}")
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -52,6 +52,9 @@ pub(crate) struct Replication {
     behind_since: Option<Instant>,
     /// Why the last replication failed.
     error: Option<String>,
+    /// Hash of its metadata as last written to the store (see
+    /// [`super::recover`]).
+    pub(super) meta_written: Option<blake3::Hash>,
 }
 
 impl Manager {
@@ -98,6 +101,13 @@ impl Manager {
             let m = self.clone();
             tokio::spawn(async move {
                 let result = m.replicate(&rec, tick).await;
+                tracing::trace!(sprite = %rec.name, ?status, ?result, "replication look");
+                if matches!(result, Ok(Outcome::Sent { .. })) {
+                    // Its metadata with it (usage as of now).
+                    if let Err(e) = m.put_meta(&rec).await {
+                        tracing::debug!(sprite = %rec.name, error = %e, "the sprite's metadata goes to the store at the next sweep");
+                    }
+                }
                 let slot = m.existing_slot(&rec.id);
                 let Some(slot) = slot else { return };
                 let mut r = slot.replication();
@@ -197,9 +207,23 @@ impl Manager {
             _ => None,
         };
         let since = base_manifest.as_ref().zip(changed.as_deref());
+        let points = |done: u64, total: u64| {
+            if done == total.div_ceil(2) {
+                failpoint::hit("replicate-uploading");
+            }
+            if done == total {
+                // Every chunk sent, the manifest not yet.
+                failpoint::hit("replicate-chunks-sent");
+            }
+        };
         let stats = self
             .cold
-            .upload_image_since(&clone, &snapshot_manifest(&rec.id, at), since, None)
+            .upload_image_since(
+                &clone,
+                &snapshot_manifest(&rec.id, at),
+                since,
+                Some(&points),
+            )
             .await
             .map_err(Error::cold(&what))?;
         failpoint::hit("replicate-uploaded");
@@ -423,7 +447,48 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Makes `new_id`'s volume a copy of the source's replicated snapshot
+    /// `at`, fetched whole from the store (the expiry of the snapshot
+    /// meanwhile cannot take it: a manifest read is used whole).
+    pub(super) async fn fork_snapshot(
+        &self,
+        source: &SpriteRecord,
+        at: u64,
+        new_id: &str,
+    ) -> Result<(), Error> {
+        let what = format!(
+            "forking sprite {} from its snapshot of {}",
+            source.name,
+            crate::time::rfc3339_of_ms(at)
+        );
+        let m = self
+            .cold
+            .get_manifest(&snapshot_manifest(&source.id, at))
+            .await
+            .map_err(Error::cold(&what))?;
+        let store = self.store.clone();
+        let id = new_id.to_string();
+        let tmp = blocking(move || {
+            store
+                .volume_rebuild_path(&id)
+                .map_err(Error::store("preparing the volume"))
+        })
+        .await?;
+        self.download_synced(&m, &tmp, None, &what).await?;
+        let store = self.store.clone();
+        let id = new_id.to_string();
+        blocking(move || {
+            store
+                .install_volume(&id, &tmp)
+                .map_err(Error::store("installing the volume"))
+        })
+        .await
+    }
+}
+
 /// What one look at a sprite did.
+#[derive(Debug)]
 enum Outcome {
     /// Nothing changed since the last snapshot.
     Unchanged,

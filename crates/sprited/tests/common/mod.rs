@@ -105,7 +105,11 @@ impl Daemon {
             .args(&self.extra_args)
             .env("SPRITED_TOKEN", &self.token)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
+            // SPRITED_TEST_LOG (a RUST_LOG filter) for a closer look.
+            .env(
+                "RUST_LOG",
+                std::env::var("SPRITED_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -237,6 +241,9 @@ impl Daemon {
     }
 }
 
+/// How much of a daemon's log a failed test prints.
+const LOG_TAIL_LINES: usize = 60;
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
@@ -245,8 +252,15 @@ impl Drop for Daemon {
             .arg(&self.data_dir)
             .status();
         let log = self.data_dir.with_extension("log");
-        if std::thread::panicking() {
-            // Kept for the post-mortem of a failed test.
+        if std::thread::panicking() || std::env::var_os("SPRITED_TEST_LOG").is_some() {
+            // Kept for the post-mortem of a failed test (or when asked);
+            // its end goes with the failure, for a CI run's output.
+            if std::thread::panicking() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+                eprintln!("the daemon's last log lines:\n{}", tail.join("\n"));
+            }
             eprintln!("daemon log kept at {}", log.display());
         } else {
             let _ = std::fs::remove_file(log);
@@ -315,15 +329,20 @@ impl Api {
     }
 
     pub async fn create(&self, name: &str) -> serde_json::Value {
+        self.create_with(serde_json::json!({"name": name})).await
+    }
+
+    /// Creates a sprite from a whole request body (image, config, ...).
+    pub async fn create_with(&self, request: serde_json::Value) -> serde_json::Value {
         let r = self
             .req(reqwest::Method::POST, "/v1/sprites")
-            .json(&serde_json::json!({"name": name}))
+            .json(&request)
             .send()
             .await
             .expect("create request");
         let status = r.status();
         let body = r.text().await.expect("body");
-        assert_eq!(status, 201, "create {name}: {body}");
+        assert_eq!(status, 201, "create {request}: {body}");
         serde_json::from_str(&body).expect("sprite json")
     }
 
