@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages sprited needs at run time and to build its images.
 set -euo pipefail
-PKGS=(runc xfsprogs e2fsprogs busybox-static mmdebstrap util-linux procps curl wrk passt nftables)
+PKGS=(runc runsc xfsprogs e2fsprogs busybox-static mmdebstrap util-linux procps curl wrk passt nftables)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -61,7 +61,9 @@ def daemon():
     log = open(Path(data_dir).with_suffix(".log"), "wb")
     proc = subprocess.Popen(
         [str(sprited), "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
-         "--default-image", "tiny"],
+         "--default-image", "tiny",
+         # The isolation level of the run (CI runs the suites at both).
+         "--isolation", os.environ.get("SPRITED_TEST_ISOLATION", "container")],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:

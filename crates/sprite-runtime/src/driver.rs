@@ -1,9 +1,10 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::RuntimeError;
-use crate::sandbox::{IdMap, SandboxSpec, SandboxState, SandboxStats};
+use crate::sandbox::{IdMap, Isolation, SandboxSpec, SandboxState, SandboxStats};
 
 /// An isolation driver: starts a sprite's init (the agent) in its sandbox,
 /// controls its lifetime, and answers what the daemon needs to know of it.
@@ -74,7 +75,106 @@ pub trait EgressHook: Send + Sync + std::fmt::Debug {
     /// fails the start, and the driver removes the sandbox.
     fn attach(&self, id: &str, init_pid: u32) -> Result<(), RuntimeError>;
 
+    /// Gives sandbox `id` outbound network through `netns`, a namespace the
+    /// driver made (owned by the host's user namespace) and bound to that
+    /// file, where the sandbox's packets arrive on
+    /// [`crate::gvisor::GATEWAY_IF`] to be forwarded (see [`crate::Gvisor`]).
+    fn attach_netns(&self, id: &str, netns: &std::path::Path) -> Result<(), RuntimeError> {
+        let _ = netns;
+        Err(RuntimeError::Network(format!(
+            "this egress cannot serve sandbox {id}'s own namespace"
+        )))
+    }
+
     /// Ends what `attach` started for `id` (nothing when there is none).
     /// Idempotent.
     fn detach(&self, id: &str) -> Result<(), RuntimeError>;
+}
+
+/// The drivers of a host, one per [`Isolation`] level: a start goes to the
+/// driver its spec names, everything else to the one that knows the
+/// sandbox (asked of gVisor's state first: a sandbox runc does not know
+/// costs runc nothing to be asked about).
+pub struct ByIsolation {
+    pub container: Arc<dyn Driver>,
+    /// `None` where runsc is not installed: a gvisor sprite is refused.
+    pub gvisor: Option<Arc<crate::Gvisor>>,
+}
+
+impl std::fmt::Debug for ByIsolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByIsolation")
+            .field("gvisor", &self.gvisor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ByIsolation {
+    fn of(&self, id: &str) -> &dyn Driver {
+        match &self.gvisor {
+            Some(g) if g.knows(id) => g.as_ref(),
+            _ => self.container.as_ref(),
+        }
+    }
+}
+
+impl Driver for ByIsolation {
+    fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<(), RuntimeError> {
+        // A leftover of the other level (its isolation changed) goes first.
+        match spec.isolation {
+            Isolation::Container => {
+                if let Some(g) = self.gvisor.as_ref().filter(|g| g.knows(&spec.id)) {
+                    g.delete(&spec.id)?;
+                }
+                self.container.start(spec, listener)
+            }
+            Isolation::Gvisor => {
+                let Some(g) = &self.gvisor else {
+                    return Err(RuntimeError::InvalidSpec(
+                        "gvisor isolation needs runsc, which this host does not have".into(),
+                    ));
+                };
+                if !matches!(self.container.state(&spec.id)?, SandboxState::Missing) {
+                    self.container.delete(&spec.id)?;
+                }
+                g.start(spec, listener)
+            }
+        }
+    }
+
+    fn state(&self, id: &str) -> Result<SandboxState, RuntimeError> {
+        self.of(id).state(id)
+    }
+
+    fn ids_for(&self, id: &str, shared: IdMap) -> IdMap {
+        self.container.ids_for(id, shared)
+    }
+
+    fn init_pid(&self, id: &str) -> Result<u32, RuntimeError> {
+        self.of(id).init_pid(id)
+    }
+
+    fn netns(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        self.of(id).netns(id)
+    }
+
+    fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.of(id).stop(id, grace)
+    }
+
+    fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.of(id).pause(id)
+    }
+
+    fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        self.of(id).resume(id)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        self.of(id).delete(id)
+    }
+
+    fn stats(&self, id: &str) -> Result<SandboxStats, RuntimeError> {
+        self.of(id).stats(id)
+    }
 }

@@ -12,6 +12,7 @@ mod driver;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod gvisor;
 pub mod net;
 mod runc;
 mod sandbox;
@@ -19,11 +20,12 @@ pub mod seccomp;
 pub mod spec;
 pub mod userns;
 
-pub use driver::{Driver, EgressHook};
+pub use driver::{ByIsolation, Driver, EgressHook};
 pub use error::RuntimeError;
+pub use gvisor::Gvisor;
 pub use oci_spec::runtime::Capability;
 pub use runc::Runc;
 pub use sandbox::{
-    validate_id, Bind, Device, IdMap, Limits, SandboxSpec, SandboxState, SandboxStats, AGENT_FD,
-    AGENT_PATH_IN_SPRITE, SPRITE_ENV_PATH_IN_SPRITE,
+    validate_id, Bind, Device, IdMap, Isolation, Limits, SandboxSpec, SandboxState, SandboxStats,
+    AGENT_FD, AGENT_PATH_IN_SPRITE, SPRITE_ENV_PATH_IN_SPRITE,
 };

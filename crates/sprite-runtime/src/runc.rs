@@ -472,13 +472,13 @@ impl Driver for Runc {
 }
 
 /// Waits for a process (not our child) to exit, through a pidfd.
-struct ProcessExit {
+pub(crate) struct ProcessExit {
     pid: u32,
     pidfd: Option<OwnedFd>,
 }
 
 impl ProcessExit {
-    fn watch(pid: u32) -> Self {
+    pub(crate) fn watch(pid: u32) -> Self {
         let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
             return ProcessExit { pid, pidfd: None };
         };
@@ -493,7 +493,7 @@ impl ProcessExit {
     }
 
     /// SIGKILL through the pidfd; false when there is no pidfd to use.
-    fn kill(&self) -> bool {
+    pub(crate) fn kill(&self) -> bool {
         let Some(fd) = &self.pidfd else { return false };
         // SAFETY: pidfd_send_signal(fd, sig, info = NULL, flags = 0) reads no
         // memory of ours; `fd` is an open pidfd.
@@ -510,7 +510,7 @@ impl ProcessExit {
     }
 
     /// True once the process has exited (or never existed), false on timeout.
-    fn wait(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait(&self, timeout: Duration) -> bool {
         let Some(fd) = &self.pidfd else {
             return self.poll_proc(timeout);
         };
@@ -553,7 +553,7 @@ impl ProcessExit {
     }
 }
 
-fn describe(cmd: &Command) -> String {
+pub(crate) fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
@@ -562,13 +562,13 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-fn tail(bytes: &[u8]) -> String {
+pub(crate) fn tail(bytes: &[u8]) -> String {
     let start = bytes.len().saturating_sub(ERROR_TAIL);
     String::from_utf8_lossy(&bytes[start..]).trim().to_string()
 }
 
 /// What was appended to the log since `offset` (runc's error message).
-fn read_from(path: &Path, offset: u64) -> String {
+pub(crate) fn read_from(path: &Path, offset: u64) -> String {
     let mut buf = Vec::new();
     let read = std::fs::File::open(path).and_then(|mut f| {
         f.seek(SeekFrom::Start(offset))?;
@@ -616,7 +616,7 @@ fn protect_init(pid_file: &Path) -> Option<u32> {
 /// own cap, so a sprite's logs take at most about twice this on the host.
 pub const LOG_ROTATE_AT: u64 = 1 << 20;
 
-fn rotate_log(path: &std::path::Path) {
+pub(crate) fn rotate_log(path: &std::path::Path) {
     let big = std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_AT);
     if big {
         let mut old = path.as_os_str().to_owned();

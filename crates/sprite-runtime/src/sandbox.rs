@@ -50,6 +50,46 @@ pub struct SandboxSpec {
     pub devices: Vec<Device>,
     /// Whether seccomp lets the io_uring calls through (off by default).
     pub io_uring: bool,
+    /// How thick the sandbox's walls are (which driver runs it).
+    pub isolation: Isolation,
+}
+
+/// How a sandbox is isolated from the host.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Namespaces, cgroups, seccomp and capabilities around processes that
+    /// run on the host's kernel (runc).
+    #[default]
+    Container,
+    /// gVisor: the sandbox's processes talk to a kernel in user space (the
+    /// Sentry, itself confined by seccomp), never to the host's (runsc).
+    Gvisor,
+}
+
+impl Isolation {
+    /// The name the API and the CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Container => "container",
+            Isolation::Gvisor => "gvisor",
+        }
+    }
+
+    pub fn is_container(&self) -> bool {
+        *self == Isolation::Container
+    }
+
+    /// From the name the API and the CLI use.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "container" => Some(Isolation::Container),
+            "gvisor" => Some(Isolation::Gvisor),
+            _ => None,
+        }
+    }
 }
 
 /// A character device of the host made available inside a sandbox: a node
@@ -106,6 +146,7 @@ impl SandboxSpec {
             capabilities: crate::spec::CAPABILITIES.to_vec(),
             devices: Vec::new(),
             io_uring: false,
+            isolation: Isolation::Container,
         }
     }
 }

@@ -140,6 +140,11 @@ pub struct CreateArgs {
     /// Base image
     #[arg(long, value_parser = ["tiny", "standard"])]
     pub image: Option<String>,
+    /// How thick the sprite's walls are: `container` (namespaces around the
+    /// host's kernel) or `gvisor` (a kernel in user space between its code
+    /// and the host's); the server's default when not given
+    #[arg(long, value_parser = ["container", "gvisor"])]
+    pub isolation: Option<String>,
     /// Do not open a console after creating
     #[arg(long)]
     pub skip_console: bool,

@@ -12,6 +12,11 @@ pub struct Config {
     /// The static `sprite-agent` binary; found next to `sprited` when unset.
     pub agent_bin: Option<PathBuf>,
     pub runc_bin: PathBuf,
+    /// runsc, for gvisor sprites.
+    pub runsc_bin: PathBuf,
+    /// What runs gvisor sprites on this host (runsc's version and the
+    /// platform chosen), found at start; `None` where runsc is missing.
+    pub gvisor: Option<String>,
     /// CPUs of a sprite whose create names none (a whole number: the API
     /// has no fractions).
     pub default_cpus: u32,
@@ -26,6 +31,8 @@ pub struct Config {
     /// Whether each running sprite gets a host id range of its own (where
     /// idmapped mounts work), its files shown under it.
     pub own_id_ranges: bool,
+    /// The isolation of a sprite whose create names none.
+    pub isolation: sprite_runtime::Isolation,
     pub url_domain: String,
     /// The one region this host is (`primary_region` of every sprite).
     pub region: String,
@@ -119,6 +126,8 @@ impl Config {
             default_image: "standard".into(),
             agent_bin: None,
             runc_bin: PathBuf::from("runc"),
+            runsc_bin: PathBuf::from("runsc"),
+            gvisor: None,
             default_cpus: 1,
             default_ram_mb: 1024,
             default_storage_gb: 10,
@@ -126,6 +135,7 @@ impl Config {
             pool_size_gb: 256,
             uid_shift: Some(100_000),
             own_id_ranges: true,
+            isolation: sprite_runtime::Isolation::Container,
             url_domain: "sprites.localhost".into(),
             region: DEFAULT_REGION.into(),
             non_tty_linger: std::time::Duration::from_secs(10),

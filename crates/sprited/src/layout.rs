@@ -59,6 +59,11 @@ impl DataDir {
         self.root.join("runc")
     }
 
+    /// runsc's state (`--root`) and the network namespaces of gvisor sprites.
+    pub fn runsc_state(&self) -> PathBuf {
+        self.root.join("runsc")
+    }
+
     /// The pid files of the sandboxes' pastas.
     pub fn pasta_pids(&self) -> PathBuf {
         self.runc_state().join("pasta")

@@ -160,14 +160,34 @@ fn install_agent(src: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dst)
 }
 
-/// The sandbox driver of this host: runc, its state in the data dir, with
-/// egress for every sandbox.
-fn driver(cfg: &Config) -> anyhow::Result<(Runc, Arc<sprite_runtime::net::host::Blocked>)> {
-    let egress = net::egress(cfg)?;
+/// The sandbox drivers of this host: runc, and runsc where it is
+/// installed, their state in the data dir, with egress for every sandbox.
+/// The second is what runs gvisor sprites, and its description.
+#[allow(clippy::type_complexity)]
+fn driver(
+    cfg: &Config,
+) -> anyhow::Result<(
+    Runc,
+    Option<(Arc<sprite_runtime::Gvisor>, String)>,
+    Arc<sprite_runtime::net::host::Blocked>,
+)> {
+    let egress: Arc<sprite_runtime::net::Egress> = Arc::new(net::egress(cfg)?);
     let blocked = egress.blocked.clone();
     let runc =
-        Runc::new(cfg.layout().runc_state(), cfg.runc_bin.clone()).with_egress(Arc::new(egress));
-    Ok((runc, blocked))
+        Runc::new(cfg.layout().runc_state(), cfg.runc_bin.clone()).with_egress(egress.clone());
+    let gvisor = sprite_runtime::Gvisor::new(cfg.layout().runsc_state(), cfg.runsc_bin.clone())
+        .with_egress(egress);
+    let gvisor = match gvisor.version() {
+        Ok(version) => {
+            let what = format!("{version}, platform {}", gvisor.platform());
+            Some((Arc::new(gvisor), what))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no runsc");
+            None
+        }
+    };
+    Ok((runc, gvisor, blocked))
 }
 
 /// An object store URL as it may be shown: without its query string and
@@ -213,7 +233,7 @@ fn pin_object_store(record: &std::path::Path, url: &str, db: &db::Db) -> anyhow:
 }
 
 /// Everything `serve` needs, opened: data dir, pool, DB, token, runtime.
-pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppState> {
+pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let dirs = cfg.layout();
@@ -228,7 +248,17 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         .abort_orphaned_lazy()
         .context("aborting the last daemon's FUSE connections")?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
-    let (driver, blocked) = driver(&cfg)?;
+    let (driver, gvisor, blocked) = driver(&cfg)?;
+    match &gvisor {
+        Some((_, what)) => tracing::info!(gvisor = %what, "gvisor sprites available"),
+        None if cfg.isolation == sprite_runtime::Isolation::Gvisor => anyhow::bail!(
+            "--isolation gvisor needs runsc ({}), which cannot run here: install Debian's runsc package",
+            cfg.runsc_bin.display()
+        ),
+        None => tracing::info!("no runsc: gvisor sprites unavailable"),
+    }
+    cfg.gvisor = gvisor.as_ref().map(|(_, what)| what.clone());
+    let gvisor = gvisor.map(|(g, _)| g);
     // Each sprite runs as a host id range of its own where its root can
     // be shown under it (idmapped mounts); else all share one.
     let own_ranges = cfg.own_id_ranges && store.idmapped_layers_work();
@@ -258,7 +288,10 @@ pub async fn open(cfg: Config, token_env: Option<String>) -> anyhow::Result<AppS
         db,
         cfg.clone(),
         Arc::new(store),
-        Arc::new(driver),
+        Arc::new(sprite_runtime::ByIsolation {
+            container: Arc::new(driver),
+            gvisor,
+        }),
         agent,
         Arc::new(cold),
     );

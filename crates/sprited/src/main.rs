@@ -37,6 +37,10 @@ struct Cli {
     /// to measure what the ranges cost).
     #[arg(long, global = true)]
     shared_id_range: bool,
+    /// The isolation of sprites whose create names none: `container`
+    /// (runc) or `gvisor` (runsc, where installed).
+    #[arg(long, default_value = "container", value_parser = parse_isolation, global = true)]
+    isolation: sprite_runtime::Isolation,
     /// Size of the storage pool file made where the data dir has no
     /// reflinks (sparse: only what is written takes space), in GiB.
     #[arg(long, default_value_t = 256, global = true)]
@@ -302,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.default_ram_mb = cli.default_ram_mb;
     cfg.pids_limit = cli.pids_limit;
     cfg.own_id_ranges = !cli.shared_id_range;
+    cfg.isolation = cli.isolation;
     cfg.pool_size_gb = cli.pool_size_gb;
     cfg.idle_warm = cli.idle_warm;
     cfg.header_read_timeout = cli.header_read_timeout;
@@ -361,4 +366,9 @@ async fn main() -> anyhow::Result<()> {
             sprited::serve(state).await
         }
     }
+}
+
+fn parse_isolation(s: &str) -> Result<sprite_runtime::Isolation, String> {
+    sprite_runtime::Isolation::parse(s)
+        .ok_or_else(|| format!("{s:?}: use \"container\" or \"gvisor\""))
 }

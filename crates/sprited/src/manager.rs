@@ -31,7 +31,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use sprite_runtime::{Bind, Driver, IdMap, Limits as RtLimits, SandboxSpec, SandboxState};
+use sprite_runtime::{
+    Bind, Driver, IdMap, Isolation, Limits as RtLimits, SandboxSpec, SandboxState,
+};
 use sprite_store::{IdShift, ImageKind, Store};
 use sprites_api::agent::{Request, SOCKET_NAME};
 use sprites_api::sprite::{CreateSpriteRequest, Status};
@@ -405,10 +407,24 @@ impl Manager {
                 "config.storage_gb must be between 1 and {MAX_STORAGE_GB}"
             )));
         }
+        let isolation = match c.isolation.as_deref() {
+            None => self.cfg.isolation,
+            Some(s) => Isolation::parse(s).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "config.isolation must be \"container\" or \"gvisor\", not {s:?}"
+                ))
+            })?,
+        };
+        if isolation == Isolation::Gvisor && self.cfg.gvisor.is_none() {
+            return Err(Error::Invalid(
+                "config.isolation \"gvisor\" is not available on this host: install runsc (Debian's runsc package) and restart sprited".into(),
+            ));
+        }
         Ok(Limits {
             cpus: f64::from(cpus),
             ram_mb,
             storage_gb,
+            isolation,
         })
     }
 
@@ -420,7 +436,11 @@ impl Manager {
         let id = rec.id.clone();
         let image = rec.image.clone();
         let socket = self.socket_path(&rec.id);
-        let (resolv_conf, policy_dir) = self.net.files(&rec.id, &self.store.sprite_dir(&rec.id))?;
+        let (resolv_conf, policy_dir) = self.net.files(
+            &rec.id,
+            &self.store.sprite_dir(&rec.id),
+            crate::net::resolver_for(rec.limits.isolation),
+        )?;
         let privileges = self.privileges_at_start(rec, &policy_dir)?;
         let sandbox_driver = driver.clone();
         let host_env = self.cfg.host_env.clone();
@@ -434,8 +454,13 @@ impl Manager {
             .unwrap_or_else(|| self.store.volume_path(&rec.id));
         let inside = blocking(move || {
             // The host ids it runs as, and its files shown under them.
+            // (Under gVisor the Sentry, not the host's kernel, runs its
+            // processes: it keeps the shared range.)
             let shared = spec_base.id_map;
-            let ids = shared.map(|shared| sandbox_driver.ids_for(&id, shared));
+            let ids = match spec_base.isolation {
+                Isolation::Container => shared.map(|shared| sandbox_driver.ids_for(&id, shared)),
+                Isolation::Gvisor => shared,
+            };
             let shift = match (shared, ids) {
                 (Some(shared), Some(ids)) if ids != shared => Some(IdShift {
                     from: shared.host_base,
@@ -567,7 +592,13 @@ impl Manager {
                 .map_err(Error::runtime("the sandbox's network namespace"))
         })
         .await?;
-        self.net.attach(&rec.id, &netns).await
+        self.net
+            .attach(
+                &rec.id,
+                &netns,
+                crate::net::resolver_for(rec.limits.isolation),
+            )
+            .await
     }
 
     /// Hand a running sprite's bound API socket over to be served
@@ -627,6 +658,7 @@ impl Manager {
             capabilities: sprite_runtime::spec::CAPABILITIES.to_vec(),
             devices: Vec::new(),
             io_uring: false,
+            isolation: rec.limits.isolation,
         }
     }
 

@@ -10,11 +10,16 @@ use crate::config::Config;
 /// unmounts every volume, removes the data dir and the parent cgroups.
 pub fn purge(cfg: &Config) -> anyhow::Result<()> {
     let dirs = cfg.layout();
-    let (driver, _) = crate::driver(cfg)?;
+    let (runc, gvisor, _) = crate::driver(cfg)?;
     if !dirs.root().exists() {
-        remove_parent_cgroups(&driver);
+        remove_parent_cgroups(&runc);
         return Ok(());
     }
+    let cgroups = runc.cgroup_dirs("probe");
+    let driver = sprite_runtime::ByIsolation {
+        container: std::sync::Arc::new(runc),
+        gvisor: gvisor.map(|(g, _)| g),
+    };
     // Every sandbox runc knows of, and every sprite dir: a sandbox whose
     // sprite dir is gone (an interrupted create) must not be left running.
     let mut ids = std::collections::BTreeSet::new();
@@ -37,7 +42,7 @@ pub fn purge(cfg: &Config) -> anyhow::Result<()> {
             tracing::warn!(sprite = %id, error = %err, "cannot stop the sandbox");
         }
     }
-    remove_parent_cgroups(&driver);
+    remove_parents(cgroups);
     sprite_store::unmount_all(dirs.root()).context("unmounting")?;
     std::fs::remove_dir_all(dirs.root())
         .with_context(|| format!("removing {}", dirs.root().display()))?;
@@ -47,11 +52,16 @@ pub fn purge(cfg: &Config) -> anyhow::Result<()> {
 /// The parent cgroups (`sprited/`) go once no daemon uses them: rmdir of a
 /// cgroup that still has children fails, which is what we want.
 fn remove_parent_cgroups(driver: &Runc) {
+    remove_parents(driver.cgroup_dirs("probe"));
+}
+
+/// Removes the parents of a sandbox's cgroup dirs (`dirs`).
+fn remove_parents(dirs: Result<Vec<std::path::PathBuf>, sprite_runtime::RuntimeError>) {
     // Not while another daemon is making a sandbox's cgroup below them.
     let Ok(_lock) = sprite_runtime::cgroup::ParentLock::exclusive() else {
         return;
     };
-    if let Ok(dirs) = driver.cgroup_dirs("probe") {
+    if let Ok(dirs) = dirs {
         for parent in dirs.iter().filter_map(|d| d.parent()) {
             let _ = std::fs::remove_dir(parent);
         }

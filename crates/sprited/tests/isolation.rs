@@ -441,7 +441,9 @@ async fn each_sprite_runs_as_host_ids_of_its_own() {
     // and a fork of it (another sprite, another range) see them too.
     let ck = api.checkpoint("ids-a", None).await;
     let view = format!("stat -c %u:%g /.sprite/checkpoints/{ck}/home/sprite/f; cat /.sprite/checkpoints/{ck}/home/sprite/f");
-    assert_eq!(api.sh("ids-a", &view).await, format!("{uid}:{gid}\nmine\n"));
+    // (Views are mounted in the background, soon after the checkpoint.)
+    api.eventually("ids-a", &view, &format!("{uid}:{gid}\nmine\n"))
+        .await;
     api.sh("ids-a", "echo later > /home/sprite/f").await;
     api.restore("ids-a", &ck).await;
     assert_eq!(api.sh("ids-a", owners).await, want);

@@ -47,6 +47,12 @@ pub struct SpriteConfig {
     pub storage_gb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// sprited extension: how thick the sprite's walls are, `container`
+    /// (namespaces around the host's kernel) or `gvisor` (a kernel in user
+    /// space between its code and the host's). The daemon's `--isolation`
+    /// when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
 }
 
 /// Reads `cpus` as a whole number, taking `2.0` for `2` (JSON has one number
@@ -323,6 +329,7 @@ mod tests {
             cpus: Some(2),
             storage_gb: Some(10),
             region: Some("local".into()),
+            isolation: None,
         };
         let text = serde_json::to_string(&c).expect("json");
         assert!(text.contains(r#""cpus":2,"#), "{text}");

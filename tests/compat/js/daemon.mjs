@@ -57,7 +57,9 @@ export async function startDaemon() {
   const log = openSync(logPath, 'a');
   const proc = spawn(
     sprited,
-    ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--default-image', 'tiny'],
+    ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--default-image', 'tiny',
+     // The isolation level of the run (CI runs the suites at both).
+     '--isolation', process.env.SPRITED_TEST_ISOLATION || 'container'],
     { env: { ...process.env, SPRITED_TOKEN: token, RUST_LOG: 'info' }, stdio: ['ignore', log, log] },
   );
   closeSync(log);

@@ -51,6 +51,9 @@ pub trait CgroupBackend: Send + Sync + Debug {
     /// until the kernel reports it done. `NotFound` if the cgroup is absent.
     /// runc derives "paused" from this same state, so the two agree.
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()>;
+    /// Whether the sandbox's tasks are frozen (or being frozen); false
+    /// where its cgroup is gone.
+    fn is_frozen(&self, id: &str) -> Result<bool>;
 }
 
 /// How long freezing may take before we give up (tasks in uninterruptible

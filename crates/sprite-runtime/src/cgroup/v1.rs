@@ -173,6 +173,16 @@ impl CgroupBackend for V1 {
         Ok(())
     }
 
+    fn is_frozen(&self, id: &str) -> Result<bool> {
+        validate_id(id)?;
+        let state = self.dir_for("freezer", id)?.join("freezer.state");
+        match std::fs::read_to_string(&state) {
+            Ok(s) => Ok(s.trim() != "THAWED"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(RuntimeError::io("read", &state, e)),
+        }
+    }
+
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
         validate_id(id)?;
         let state = self.dir_for("freezer", id)?.join("freezer.state");

@@ -137,6 +137,15 @@ impl CgroupBackend for V2 {
         remove_dir(&self.dir(id)?)
     }
 
+    fn is_frozen(&self, id: &str) -> Result<bool> {
+        let freeze = self.dir(id)?.join("cgroup.freeze");
+        match std::fs::read_to_string(&freeze) {
+            Ok(s) => Ok(s.trim() == "1"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(RuntimeError::io("read", &freeze, e)),
+        }
+    }
+
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
         let dir = self.dir(id)?;
         let freeze = dir.join("cgroup.freeze");

@@ -84,12 +84,51 @@ impl EgressHook for Egress {
         Ok(())
     }
 
+    /// The same ruleset as [`EgressHook::attach`]'s, with what a
+    /// namespace that forwards needs (see [`nft::forward_script`]); then
+    /// forwarding on, then pasta.
+    fn attach_netns(&self, id: &str, netns: &Path) -> Result<()> {
+        validate_id(id)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.pid_dir)
+            .map_err(|e| RuntimeError::io("mkdir", &self.pid_dir, e))?;
+        let started = Instant::now();
+        let (generation, blocked) = self.blocked.current();
+        let mut script = nft::base_script(&blocked);
+        script.push_str(&nft::forward_script(
+            crate::gvisor::GATEWAY_IF,
+            crate::gvisor::SANDBOX_ADDR,
+        ));
+        run_nft(&self.nft_bin, netns, &script)?;
+        self.blocked.made(id, generation);
+        set_forwarding(netns)?;
+        pasta::start_in(&self.pasta_bin, netns, &self.pid_file(id))?;
+        tracing::debug!(sandbox = %id, elapsed = ?started.elapsed(), "network attached (forwarding)");
+        Ok(())
+    }
+
     /// Ends the sandbox's pasta: it does not notice its namespace dying.
     fn detach(&self, id: &str) -> Result<()> {
         validate_id(id)?;
         self.blocked.forget(id);
         pasta::stop(&self.pid_file(id))
     }
+}
+
+/// Turns IPv4 forwarding on in the network namespace bound at `netns`
+/// (its sysctls are its own), from a thread that enters it.
+fn set_forwarding(netns: &Path) -> Result<()> {
+    let ns = std::fs::File::open(netns).map_err(|e| RuntimeError::io("open", netns, e))?;
+    let path = netns.to_path_buf();
+    std::thread::spawn(move || -> std::io::Result<()> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
+    })
+    .join()
+    .map_err(|_| RuntimeError::Network("the namespace thread panicked".into()))?
+    .map_err(|e| RuntimeError::io("turn on forwarding in", path, e))
 }
 
 /// The network namespace of process `pid`.

@@ -67,6 +67,35 @@ pub fn base_script(blocked: &[IpNet]) -> String {
     )
 }
 
+/// What a namespace whose sandbox sends from a network stack of its own
+/// (gVisor's, on a veth whose peer is `gateway_if`) adds to the table: its
+/// packets are forwarded, so a `forward` chain holds them to the same
+/// blocked sets and policy as a container's output, and they leave
+/// masqueraded as pasta's address. The daemon's own connections to the
+/// sandbox (its URL, the proxy) leave through `gateway_if` and pass.
+pub fn forward_script(gateway_if: &str, sandbox: std::net::Ipv4Addr) -> String {
+    format!(
+        "table inet {TABLE} {{\n\
+         \x20 chain forward {{\n\
+         \x20   type filter hook forward priority 0; policy drop;\n\
+         \x20   iif \"{gateway_if}\" oif \"{gateway_if}\" drop\n\
+         \x20   oif \"{gateway_if}\" ct state established,related accept\n\
+         \x20   iif != \"{gateway_if}\" drop\n\
+         \x20   ip saddr != {sandbox} drop\n\
+         \x20   ip daddr @blocked4 reject with icmp admin-prohibited\n\
+         \x20   ip daddr @deny4 reject with icmp admin-prohibited\n\
+         \x20   jump egress_policy\n\
+         \x20   accept\n\
+         \x20 }}\n\
+         \x20 chain postrouting {{\n\
+         \x20   type nat hook postrouting priority 100; policy accept;\n\
+         \x20   oif != \"{gateway_if}\" ip saddr {sandbox} masquerade\n\
+         \x20 }}\n\
+         }}\n\
+         insert rule inet {TABLE} output oif \"{gateway_if}\" accept\n"
+    )
+}
+
 /// Replaces the blocked sets (in one transaction: no moment without them).
 pub fn blocked_script(blocked: &[IpNet]) -> String {
     let (v4, v6) = by_family(blocked);
@@ -152,6 +181,17 @@ mod tests {
         assert!(s.starts_with("flush set inet sprite blocked4\nflush set inet sprite blocked6\n"));
         assert!(s.contains("add element inet sprite blocked4 { 10.1.2.3/32 }"));
         assert!(s.contains("add element inet sprite blocked6 { fd00::1/128 }"));
+    }
+
+    #[test]
+    fn a_forwarding_namespace_holds_forwarded_packets_to_the_same_sets() {
+        let s = forward_script("g1", "10.200.0.2".parse().unwrap());
+        assert!(s.contains("hook forward priority 0; policy drop;"));
+        assert!(s.contains("ip daddr @blocked4 reject"));
+        assert!(s.contains("ip daddr @deny4 reject"));
+        assert!(s.contains("jump egress_policy"));
+        assert!(s.contains("ip saddr 10.200.0.2 masquerade"));
+        assert!(s.contains("insert rule inet sprite output oif \"g1\" accept"));
     }
 
     #[test]

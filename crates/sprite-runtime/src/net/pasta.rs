@@ -28,12 +28,32 @@ pub fn start(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
     // first: dropping only its pid file would orphan it.
     end(running(pid_file).into_iter().collect(), pid_file)?;
     let ns = NsFiles::bind(pid, pid_file)?;
-    let out = Command::new(pasta_bin)
-        .arg("--config-net")
-        .arg("--netns")
-        .arg(&ns.net)
-        .arg("--userns")
-        .arg(&ns.user)
+    run(pasta_bin, &ns.net, Some(&ns.user), pid_file)
+        .map_err(|e| RuntimeError::Network(format!("pasta for pid {pid} failed {e}")))
+}
+
+/// Attaches pasta to the network namespace bound at `netns`, one the host's
+/// user namespace owns (made by a driver, see [`crate::Gvisor`]).
+pub fn start_in(pasta_bin: &Path, netns: &Path, pid_file: &Path) -> Result<()> {
+    end(running(pid_file).into_iter().collect(), pid_file)?;
+    run(pasta_bin, netns, None, pid_file)
+        .map_err(|e| RuntimeError::Network(format!("pasta for {} failed {e}", netns.display())))
+}
+
+/// Runs pasta until it has daemonized; the error is its status and what
+/// it said.
+fn run(
+    pasta_bin: &Path,
+    netns: &Path,
+    userns: Option<&Path>,
+    pid_file: &Path,
+) -> std::result::Result<(), String> {
+    let mut cmd = Command::new(pasta_bin);
+    cmd.arg("--config-net").arg("--netns").arg(netns);
+    if let Some(user) = userns {
+        cmd.arg("--userns").arg(user);
+    }
+    let out = cmd
         .args(["--no-netns-quit", "--runas", "0", "--no-map-gw", "--quiet"])
         .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
         .arg("--pid")
@@ -42,17 +62,17 @@ pub fn start(pasta_bin: &Path, pid: u32, pid_file: &Path) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| RuntimeError::io("spawn", pasta_bin, e))?;
+        .map_err(|e| format!("to start: {e}"))?;
     if !out.status.success() {
-        return Err(RuntimeError::Network(format!(
-            "pasta for pid {pid} failed ({}): {}",
+        return Err(format!(
+            "({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .filter(|l| !l.starts_with("Failed to send"))
                 .collect::<Vec<_>>()
                 .join("; ")
-        )));
+        ));
     }
     Ok(())
 }

@@ -38,6 +38,12 @@ pub async fn run(ctx: &Context, args: CreateArgs) -> Result<i32> {
         name,
         image: args.image,
         source,
+        config: args
+            .isolation
+            .map(|isolation| sprites_client::SpriteConfig {
+                isolation: Some(isolation),
+                ..Default::default()
+            }),
         ..Default::default()
     };
     let sprite = match (client.create_sprite(&request).await, &args.from) {

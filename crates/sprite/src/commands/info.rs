@@ -80,6 +80,9 @@ fn describe(s: &Sprite) -> String {
         if let Some(region) = &config.region {
             fields.push(("Region", region.clone()));
         }
+        if let Some(isolation) = &config.isolation {
+            fields.push(("Isolation", isolation.clone()));
+        }
     }
     if let Some(st) = &s.storage {
         let place = match st.location.as_str() {

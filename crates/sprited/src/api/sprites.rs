@@ -50,6 +50,7 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
             storage_gb: Some(rec.limits.storage_gb),
             // A create may name any region; the sprite runs in this host's.
             region: Some(state.manager.cfg.region.clone()),
+            isolation: Some(rec.limits.isolation.as_str().to_string()),
         }),
         error: state.manager.error_of(&rec.id),
         storage: state.manager.storage_info(rec).ok(),

@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{params, OptionalExtension, Row};
 
+use sprite_runtime::Isolation;
+
 use super::{Db, DbError};
 
 /// Resource limits in force for one sprite.
@@ -12,6 +14,11 @@ pub struct Limits {
     pub cpus: f64,
     pub ram_mb: u64,
     pub storage_gb: u64,
+    /// Kept with the limits (a JSON column): a row written before there
+    /// was a choice reads as `container`, and a `container` sprite's row
+    /// reads the same to a daemon that predates the choice.
+    #[serde(default, skip_serializing_if = "Isolation::is_container")]
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +290,7 @@ pub(super) mod tests {
                 cpus: 1.0,
                 ram_mb: 512,
                 storage_gb: 10,
+                isolation: Isolation::Container,
             },
             environment: BTreeMap::from([("K".to_string(), "V".to_string())]),
             created_at: "2026-01-01T00:00:00Z".into(),

@@ -47,6 +47,14 @@ impl Manager {
                 "{host:?} is not this sprite: only localhost, 127.0.0.1 and ::1 can be reached"
             )));
         };
+        // A gVisor sprite's loopback is the Sentry's own: its ports are
+        // reached at its address on the veth (see sprite_runtime::Gvisor).
+        let ips = match rec.limits.isolation {
+            sprite_runtime::Isolation::Container => ips,
+            sprite_runtime::Isolation::Gvisor => {
+                vec![std::net::IpAddr::V4(sprite_runtime::gvisor::SANDBOX_ADDR)]
+            }
+        };
         for attempt in 0..2 {
             self.wake_for_traffic(rec).await?;
             let ns = self.net.namespace(&rec.id).ok_or_else(|| {

@@ -104,6 +104,7 @@ impl Fixture {
                 cpus: 1.0,
                 ram_mb: 256,
                 storage_gb: 1,
+                isolation: Default::default(),
             },
             environment: Default::default(),
             created_at: now.clone(),

@@ -18,7 +18,7 @@ use super::policy;
 use super::Attached;
 
 /// Where a sprite's `/etc/resolv.conf` points.
-pub const RESOLVER: &str = "127.0.0.53";
+pub const RESOLVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 53);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// TCP connections one sprite may hold open to its resolver (each is a
 /// socket of the daemon's).
@@ -48,17 +48,17 @@ pub struct Sockets {
     pub tcp: std::net::TcpListener,
 }
 
-/// Binds port 53 (UDP and TCP) at [`RESOLVER`] in the network namespace
-/// `netns` (a path that opens it).
-pub fn bind_in_netns(netns: &std::path::Path) -> std::io::Result<Sockets> {
+/// Binds port 53 (UDP and TCP) at `at` ([`RESOLVER`] for a container) in
+/// the network namespace `netns` (a path that opens it).
+pub fn bind_in_netns(netns: &std::path::Path, at: IpAddr) -> std::io::Result<Sockets> {
     let ns = std::fs::File::open(netns)?;
     std::thread::spawn(move || {
         // Only this short-lived thread enters the namespace.
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(std::io::Error::from)?;
-        let udp = UdpSocket::bind((RESOLVER, 53))?;
+        let udp = UdpSocket::bind((at, 53))?;
         udp.set_nonblocking(true)?;
-        let tcp = std::net::TcpListener::bind((RESOLVER, 53))?;
+        let tcp = std::net::TcpListener::bind((at, 53))?;
         tcp.set_nonblocking(true)?;
         Ok(Sockets { udp, tcp })
     })

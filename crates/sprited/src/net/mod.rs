@@ -192,9 +192,22 @@ impl Network {
     }
 
     /// The host files bound into the sprite: `(resolv.conf, policy dir)`.
-    pub fn files(&self, id: &str, sprite_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    /// `resolver` is where the sprite's resolver answers it (see
+    /// [`resolver_for`]).
+    pub fn files(
+        &self,
+        id: &str,
+        sprite_dir: &Path,
+        resolver: IpAddr,
+    ) -> Result<(PathBuf, PathBuf), Error> {
         let policy = self.policy(id)?;
-        self.write_files(sprite_dir, &policy)
+        let (resolv, policy_dir) = self.write_files(sprite_dir, &policy)?;
+        let want = format!("nameserver {resolver}\n");
+        if std::fs::read_to_string(&resolv).ok().as_deref() != Some(want.as_str()) {
+            std::fs::write(&resolv, want)
+                .map_err(Error::io(format!("write {}", resolv.display())))?;
+        }
+        Ok((resolv, policy_dir))
     }
 
     fn write_files(
@@ -209,10 +222,6 @@ impl Network {
         let policy_dir = dir.join("policy");
         std::fs::create_dir_all(&policy_dir).map_err(|e| io("mkdir", &policy_dir, e))?;
         let resolv = dir.join("resolv.conf");
-        if !resolv.exists() {
-            std::fs::write(&resolv, format!("nameserver {}\n", dns::RESOLVER))
-                .map_err(|e| io("write", &resolv, e))?;
-        }
         // Replaced by rename: the sprite sees the directory, so it sees the new file.
         let body = serde_json::to_vec_pretty(policy)
             .map_err(|e| Error::Internal(format!("encoding the policy: {e}")))?;
@@ -231,7 +240,7 @@ impl Network {
     /// `netns` (after a start, or a daemon restart): nft policy, then the
     /// resolver. The namespace is kept first, so that the sprite's ports
     /// are reachable even where its policy cannot be applied.
-    pub async fn attach(&self, id: &str, netns: &Path) -> Result<(), Error> {
+    pub async fn attach(&self, id: &str, netns: &Path, resolver: IpAddr) -> Result<(), Error> {
         self.detach(id);
         let ns = netns::Namespace::open(netns, self.sockets.clone())
             .map_err(Error::io("the sprite's network namespace"))?;
@@ -247,7 +256,7 @@ impl Network {
         });
         self.apply(&a).await?;
         let path = netns.to_path_buf();
-        let sockets = tokio::task::spawn_blocking(move || dns::bind_in_netns(&path))
+        let sockets = tokio::task::spawn_blocking(move || dns::bind_in_netns(&path, resolver))
             .await?
             .map_err(Error::io("binding the sprite's resolver"))?;
         match self.upstream {
@@ -296,5 +305,15 @@ impl Network {
         tokio::task::spawn_blocking(move || run_nft(&bin, &netns, &script))
             .await?
             .map_err(Error::runtime("applying the network policy"))
+    }
+}
+
+/// Where a sprite of `isolation` finds its resolver: in a container, on
+/// its loopback (the namespace's); under gVisor, whose loopback is the
+/// Sentry's own, at the gateway of its veth (see [`sprite_runtime::Gvisor`]).
+pub fn resolver_for(isolation: sprite_runtime::Isolation) -> IpAddr {
+    match isolation {
+        sprite_runtime::Isolation::Container => IpAddr::V4(dns::RESOLVER),
+        sprite_runtime::Isolation::Gvisor => IpAddr::V4(sprite_runtime::gvisor::GATEWAY_ADDR),
     }
 }

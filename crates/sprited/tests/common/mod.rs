@@ -27,6 +27,13 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
 }
 
+/// The isolation level the suites run their sprites at: `container`, or
+/// what `SPRITED_TEST_ISOLATION` names (CI runs the suites whose cases
+/// differ again with `gvisor`: a matrix, not a copy).
+pub fn isolation() -> String {
+    std::env::var("SPRITED_TEST_ISOLATION").unwrap_or_else(|_| "container".into())
+}
+
 /// How long the daemon may take to answer (it builds the tiny image first).
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -95,8 +102,14 @@ impl Daemon {
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("daemon log");
+        // The run's isolation level, unless the test names one.
+        let isolation = match self.extra_args.iter().any(|a| a == "--isolation") {
+            true => Vec::new(),
+            false => vec!["--isolation".to_string(), isolation()],
+        };
         let child = Command::new(BIN)
             .process_group(0)
+            .args(&isolation)
             .args(["--listen", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
             .args(["--default-image", "tiny"])
@@ -193,12 +206,19 @@ impl Daemon {
         }
     }
 
-    /// `runc state` of sprite `id` in this daemon's runc root: its JSON,
-    /// or None when runc knows no such container.
+    /// `runc state` of sprite `id` in this daemon's runc root (`runsc
+    /// state` in its runsc root for a gvisor sprite): its JSON, or None
+    /// when neither knows such a container.
     fn runc_state_json(&self, id: &str) -> Option<serde_json::Value> {
-        let out = Command::new("runc")
+        let runsc_root = self.data_dir.join("runsc");
+        let gvisor = runsc_root.join(format!("{id}_sandbox:{id}.state")).exists();
+        let (bin, root) = match gvisor {
+            true => ("runsc", runsc_root),
+            false => ("runc", self.data_dir.join("runc")),
+        };
+        let out = Command::new(bin)
             .arg("--root")
-            .arg(self.data_dir.join("runc"))
+            .arg(root)
             .args(["state", id])
             .output()
             .expect("runc state");
