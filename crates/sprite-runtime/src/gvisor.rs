@@ -70,10 +70,13 @@ pub struct Gvisor {
 /// runsc's state file (the fields we use). Read directly: `runsc state`
 /// asks the Sentry, which does not answer while it is frozen.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RunscState {
     status: String,
     #[serde(default)]
     sandbox: Option<SandboxField>,
+    #[serde(default)]
+    gofer_pid: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -632,9 +635,12 @@ impl Driver for Gvisor {
             }
         };
         // The sandbox process (the Sentry) ends with the container's init.
+        let started = Instant::now();
         let exit = ProcessExit::watch(pid);
         if !grace.is_zero() && self.run(&["kill", id, "TERM"]).is_ok() && exit.wait(grace) {
-            return self.delete(id);
+            let deleted = self.delete(id);
+            tracing::debug!(sandbox = %id, elapsed = ?started.elapsed(), "gvisor sandbox stopped");
+            return deleted;
         }
         if self.run(&["kill", id, "KILL"]).is_err() {
             exit.kill();
@@ -675,12 +681,32 @@ impl Driver for Gvisor {
 
     fn delete(&self, id: &str) -> Result<()> {
         validate_id(id)?;
-        if self.knows(id) {
-            // Thaw first: a frozen Sentry cannot be told to go.
-            let _ = self.cgroups.set_frozen(id, false);
-            if let Err(e) = self.run(&["delete", "--force", id]) {
-                if self.knows(id) {
-                    return Err(e);
+        if let Some(state) = self.runsc_state(id)? {
+            let live = [state.pid(), state.gofer_pid]
+                .into_iter()
+                .flatten()
+                .any(alive);
+            if live {
+                // Thaw first: a frozen Sentry cannot be told to go.
+                let _ = self.cgroups.set_frozen(id, false);
+                if let Err(e) = self.run(&["delete", "--force", id]) {
+                    if self.knows(id) {
+                        return Err(e);
+                    }
+                }
+            } else {
+                // Nothing of it runs: what `runsc delete` would do after
+                // polling a second for the dead Sentry (its cgroups go
+                // below), without the wait.
+                for file in [
+                    self.state_file(id),
+                    self.state_root.join(format!("{id}_sandbox:{id}.lock")),
+                ] {
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(RuntimeError::io("remove", &file, e)),
+                    }
                 }
             }
         }

@@ -206,19 +206,32 @@ impl Daemon {
         }
     }
 
-    /// `runc state` of sprite `id` in this daemon's runc root (`runsc
-    /// state` in its runsc root for a gvisor sprite): its JSON, or None
-    /// when neither knows such a container.
+    /// `runc state` of sprite `id` in this daemon's runc root: its JSON, or
+    /// None when runc knows no such container. A gvisor sprite's comes
+    /// from runsc's state file (`runsc state` asks the Sentry, which does
+    /// not answer while it is frozen): `status` and `pid` (the sandbox's),
+    /// `paused` while its cgroup is frozen, as runc says of a container.
     fn runc_state_json(&self, id: &str) -> Option<serde_json::Value> {
-        let runsc_root = self.data_dir.join("runsc");
-        let gvisor = runsc_root.join(format!("{id}_sandbox:{id}.state")).exists();
-        let (bin, root) = match gvisor {
-            true => ("runsc", runsc_root),
-            false => ("runc", self.data_dir.join("runc")),
-        };
-        let out = Command::new(bin)
+        let runsc_file = self
+            .data_dir
+            .join("runsc")
+            .join(format!("{id}_sandbox:{id}.state"));
+        if let Ok(bytes) = std::fs::read(&runsc_file) {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("runsc state json");
+            let pid = v["sandbox"]["pid"].as_u64().unwrap_or(0);
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z"));
+            let status = match v["status"].as_str() {
+                Some("running") if !alive => "stopped",
+                Some("running") if frozen(pid) => "paused",
+                Some(s) => s,
+                None => "",
+            };
+            return Some(serde_json::json!({"status": status, "pid": pid}));
+        }
+        let out = Command::new("runc")
             .arg("--root")
-            .arg(root)
+            .arg(self.data_dir.join("runc"))
             .args(["state", id])
             .output()
             .expect("runc state");
@@ -237,7 +250,8 @@ impl Daemon {
         )
     }
 
-    /// The host pid of sprite `id`'s init (it must be running).
+    /// The host pid of sprite `id`'s init (it must be running): for a
+    /// gvisor sprite, its sandbox (the Sentry).
     pub fn init_pid(&self, id: &str) -> u32 {
         let v = self.runc_state_json(id).expect("the sprite runs");
         u32::try_from(v["pid"].as_u64().expect("pid")).expect("pid")
@@ -557,6 +571,33 @@ where
         }
     }
     out
+}
+
+/// Whether the cgroup of process `pid` is frozen (v1 freezer or v2).
+fn frozen(pid: u64) -> bool {
+    let Ok(groups) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    for line in groups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "freezer") {
+            let state =
+                std::fs::read_to_string(format!("/sys/fs/cgroup/freezer/{path}/freezer.state"));
+            return state.is_ok_and(|s| s.trim() != "THAWED");
+        }
+        if controllers.is_empty() {
+            let freeze = std::fs::read_to_string(format!("/sys/fs/cgroup/{path}/cgroup.freeze"));
+            if freeze.is_ok_and(|s| s.trim() == "1") {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 pub fn exists(p: &Path) -> bool {
