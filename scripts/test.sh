@@ -13,6 +13,16 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --workspace -- --test-threads=2
+# The end-to-end suites whose cases differ between isolation levels, again
+# with every sprite under gVisor (a matrix: the same tests, the daemon
+# started with --isolation gvisor; tests/gvisor.rs runs both side by side
+# in every run). The suites that look only at the daemon (API shapes,
+# tokens, abuse bounds, images) are not repeated.
+echo "==> the same suites with gvisor sprites"
+SPRITED_TEST_ISOLATION=gvisor cargo test -p sprited \
+    --test lifecycle --test exec --test checkpoints --test egress --test cold \
+    --test services --test urls --test usage --test restart --test persistence \
+    --test sdk_fs --test sdk_checkpoints --test sprite_env -- --test-threads=2
 # Random operations from 4 clients while the daemon is SIGKILLed every
 # ~30 s and the object store stops answering for 6 s every ~45 s (README,
 # "Soak"); the 30-minute run is the same command by hand.
@@ -26,3 +36,6 @@ tests/compat/run.sh
 echo "==> the same SDKs in control mode"
 SPRITES_CONTROL_MODE=1 tests/compat/run.sh py test_sprites_py.py test_sprites_py_async.py
 SPRITES_CONTROL_MODE=1 tests/compat/run.sh js sprites.test.mjs sweep.test.mjs
+echo "==> the SDKs' sprite suites with gvisor sprites"
+SPRITED_TEST_ISOLATION=gvisor tests/compat/run.sh py test_sprites_py.py
+SPRITED_TEST_ISOLATION=gvisor tests/compat/run.sh js sprites.test.mjs

@@ -53,6 +53,9 @@ const AGENT_DIR_IN_SANDBOX: &str = "/.sprite/agent";
 const AGENT_SOCKET: &str = "agent.sock";
 /// How long a start waits for the agent to bind its socket.
 const AGENT_WAIT: Duration = Duration::from_secs(20);
+/// Host tasks a sandbox runs beyond its sprite's (the Sentry's and the
+/// Gofer's threads), added to its pids limit.
+const SENTRY_TASKS: i64 = 256;
 /// How long to wait for the sandbox to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -341,6 +344,35 @@ impl Gvisor {
     }
 }
 
+impl Gvisor {
+    /// Removes the sandbox's cgroups once its last tasks are gone: the
+    /// ptrace platform's stub processes can outlive the Sentry by a few
+    /// milliseconds (anything still there is killed).
+    fn remove_cgroups(&self, id: &str) -> Result<()> {
+        let deadline = Instant::now() + KILL_WAIT;
+        loop {
+            match self.cgroups.remove(id) {
+                Err(RuntimeError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                {
+                    for dir in self.cgroups.dirs(id)? {
+                        let procs =
+                            std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Where `runsc run` writes the sandbox's pid.
 const INIT_PID_FILE: &str = "init.pid";
 
@@ -454,6 +486,18 @@ fn for_runsc(
     config.set_mounts(Some(mounts));
     if let Some(linux) = config.linux_mut() {
         linux.set_seccomp(None);
+        // The host's pids cgroup counts the Sentry's and the Gofer's own
+        // threads too, beside one per thread of the sprite (ptrace).
+        if let Some(res) = linux.resources_mut() {
+            if let Some(pids) = res.pids() {
+                let limit = pids.limit().saturating_add(SENTRY_TASKS);
+                res.set_pids(Some(
+                    oci_spec::runtime::LinuxPidsBuilder::default()
+                        .limit(limit)
+                        .build()?,
+                ));
+            }
+        }
         let namespaces = linux
             .namespaces()
             .clone()
@@ -714,7 +758,7 @@ impl Driver for Gvisor {
             egress.detach(id)?;
         }
         remove_netns(&self.netns_file(id));
-        self.cgroups.remove(id)
+        self.remove_cgroups(id)
     }
 
     fn stats(&self, id: &str) -> Result<SandboxStats> {
@@ -804,6 +848,10 @@ mod tests {
         assert!(
             v["linux"]["uidMappings"].is_array(),
             "the user namespace stays"
+        );
+        assert_eq!(
+            v["linux"]["resources"]["pids"]["limit"],
+            i64::try_from(s.limits.pids).expect("small") + SENTRY_TASKS
         );
     }
 

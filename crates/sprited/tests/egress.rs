@@ -469,10 +469,16 @@ fn tcp_queries(pid: u32, names: &[&str]) -> Vec<Message> {
     use hickory_proto::rr::{Name, RecordType};
     use std::io::{Read, Write};
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    // Where the sprite's resolver listens in its namespace: its loopback,
+    // or under gVisor (whose loopback is the Sentry's) the veth's gateway.
+    let resolver = match common::isolation().as_str() {
+        "gvisor" => "10.200.0.1:53",
+        _ => "127.0.0.53:53",
+    };
     std::thread::spawn(move || {
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let mut s = std::net::TcpStream::connect("127.0.0.53:53").expect("resolver over TCP");
+        let mut s = std::net::TcpStream::connect(resolver).expect("resolver over TCP");
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         let mut answers = Vec::new();

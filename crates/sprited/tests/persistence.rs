@@ -100,9 +100,7 @@ async fn files_survive_restarts_and_reboots() {
     // Simulated host reboot: every sprite process and the daemon killed,
     // every mount gone, then the daemon restarted.
     d.kill9();
-    for id in runc(&d, &["list", "-q"]).split_whitespace() {
-        runc(&d, &["kill", "--all", id, "KILL"]);
-    }
+    d.kill_all_sandboxes();
     std::thread::sleep(std::time::Duration::from_millis(300));
     for m in mounts_under(&d.data_dir) {
         let st = Command::new("umount")
@@ -195,9 +193,7 @@ async fn purge_leaves_nothing_behind() {
     let api = d.client();
     let s = api.create("gone").await;
     let id = s["id"].as_str().expect("id").to_string();
-    let state: serde_json::Value =
-        serde_json::from_str(&runc(&d, &["state", &id])).expect("runc state");
-    let pid = state["pid"].as_u64().expect("init pid");
+    let pid = d.init_pid(&id);
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     d.kill9();
 

@@ -7,9 +7,11 @@ use common::Daemon;
 use reqwest::Method;
 use serde_json::json;
 
-/// Inside the sprite: its cgroup's memory limit in bytes (v1 or v2).
+/// Inside the sprite: its cgroup's memory limit in bytes (v1 or v2), or
+/// under gVisor (no host cgroup inside) the memory its kernel reports.
 const MEMORY_LIMIT: &str =
-    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max";
+    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max 2>/dev/null || \
+     echo $(( $(sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo) * 1024 ))";
 
 /// The agent's start time (jiffies since boot): it changes on a restart.
 const AGENT_START_TIME: &str = "cut -d' ' -f22 /proc/1/stat";

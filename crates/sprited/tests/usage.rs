@@ -27,6 +27,16 @@ async fn usage(api: &common::Api, name: &str) -> serde_json::Value {
     api.get_json(&format!("/v1/sprites/{name}/usage")).await
 }
 
+/// Whether `metered` CPU seconds account for `burned` ones: within 0.3 s
+/// in a container; under gVisor the Sentry's own CPU is metered too (it is
+/// what the host spent on the sprite), up to half as much again.
+fn metered_as_burned(metered: f64, burned: f64) -> bool {
+    match common::isolation().as_str() {
+        "gvisor" => metered >= burned - 0.3 && metered <= burned * 1.5 + 0.3,
+        _ => (metered - burned).abs() <= 0.3,
+    }
+}
+
 fn num(v: &serde_json::Value, key: &str) -> f64 {
     v["usage"][key]
         .as_f64()
@@ -53,7 +63,7 @@ async fn cpu_and_memory_are_metered() {
     let cpu = num(&u1, "cpu_seconds") - num(&u0, "cpu_seconds");
     assert!(burned > 1.0, "the burner got only {burned} s of CPU");
     assert!(
-        (cpu - burned).abs() <= 0.3,
+        metered_as_burned(cpu, burned),
         "{burned} s of CPU burned, metered as {cpu}"
     );
 
@@ -105,7 +115,7 @@ async fn usage_survives_a_restart_and_a_destroy() {
     settle().await;
     let before = num(&usage(&api, "keep").await, "cpu_seconds");
     assert!(
-        (before - burned).abs() <= 0.3,
+        metered_as_burned(before, burned),
         "{burned} burned, {before} metered"
     );
 
@@ -138,7 +148,7 @@ async fn usage_survives_a_restart_and_a_destroy() {
         .find(|s| s["sprite"] == "gone")
         .unwrap_or_else(|| panic!("no usage of the destroyed sprite: {all}"));
     let cpu = gone["usage"]["cpu_seconds"].as_f64().expect("cpu");
-    assert!((cpu - burned).abs() <= 0.3, "{burned} burned: {gone}");
+    assert!(metered_as_burned(cpu, burned), "{burned} burned: {gone}");
     assert!(num(&all, "cpu_seconds") >= before + cpu - 0.01, "{all}");
     assert!(day["date"].as_str().expect("date").len() == 10, "{day}");
 }

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 mod cold;
 mod control;
 mod files;
+mod gvisor;
 mod replication;
 mod soak;
 mod urls;
@@ -45,6 +46,9 @@ enum Case {
     /// Continuous replication under 1 and 10 MiB/s writers (CPU, bytes
     /// sent, RPO) and a checkpoint restored from the object store.
     Replication,
+    /// gvisor sprites against container ones and bare runsc: create,
+    /// exec, checkpoint, URL requests, warm and cold wake, memory.
+    Gvisor,
     /// Not a benchmark: clients doing random work and checking it while the
     /// daemon is SIGKILLed every ~30 s and the object store stops now and
     /// then (`--minutes`, `--clients`); fails on any lost write or leak.
@@ -888,6 +892,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.case, Case::All | Case::Replication) {
         replication::cases(&http, args.runs, &mut rows, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Gvisor) {
+        gvisor::cases(&http, args.runs, &bundle_s, &mut rows, &mut notes).await?;
     }
     delete(&http, &d, "warmup").await?;
     println!("runs per case: {}", args.runs);

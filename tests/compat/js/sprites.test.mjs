@@ -248,7 +248,11 @@ test('network policy', async () => {
 });
 
 // The cgroup's memory limit inside the sprite, in bytes (cgroup v1 or v2).
-const MEMORY_LIMIT = 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max';
+// The sprite's memory limit in bytes: its cgroup's (v1 or v2), or under
+// gVisor (no host cgroup inside) the memory its kernel reports.
+const MEMORY_LIMIT =
+  'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max 2>/dev/null || ' +
+  "echo $(( $(sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo) * 1024 ))";
 
 test('restart: processes stopped, files kept', async () => {
   await withSprite(client, 'js-restart', async sprite => {

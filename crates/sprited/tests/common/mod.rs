@@ -257,6 +257,46 @@ impl Daemon {
         u32::try_from(v["pid"].as_u64().expect("pid")).expect("pid")
     }
 
+    /// SIGKILLs every process of every sandbox of this daemon, runc's and
+    /// runsc's (the Sentry and the Gofer), as a host reboot would.
+    pub fn kill_all_sandboxes(&self) {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.data_dir.join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(self.data_dir.join("runc"))
+                .args(["kill", "--all", id, "KILL"])
+                .status();
+        }
+        let Ok(entries) = std::fs::read_dir(self.data_dir.join("runsc")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().ends_with(".state") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(e.path()) else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("runsc state json");
+            for pid in [v["sandbox"]["pid"].as_i64(), v["goferPid"].as_i64()]
+                .into_iter()
+                .flatten()
+                .filter(|p| *p > 0)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
     pub fn pool_dir(&self) -> PathBuf {
         self.data_dir.join("pool")
     }
