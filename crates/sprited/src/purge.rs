@@ -20,9 +20,17 @@ pub fn purge(cfg: &Config) -> anyhow::Result<()> {
         container: std::sync::Arc::new(runc),
         gvisor: gvisor.map(|(g, _)| g),
     };
-    // Every sandbox runc knows of, and every sprite dir: a sandbox whose
-    // sprite dir is gone (an interrupted create) must not be left running.
+    // Every sandbox runc or runsc knows of, and every sprite dir: a sandbox
+    // whose sprite dir is gone (an interrupted create) must not be left
+    // running.
     let mut ids = std::collections::BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(dirs.runsc_state()) {
+        ids.extend(entries.flatten().filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_suffix(".state")?.split_once("_sandbox:")?.0;
+            Some(id.to_string())
+        }));
+    }
     for sub in [dirs.runc_state(), dirs.sprites_dir()] {
         if let Ok(entries) = std::fs::read_dir(sub) {
             ids.extend(
