@@ -46,6 +46,10 @@ pub const SANDBOX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
 /// The namespace kernel's address on `g1`: the sandbox's gateway, and
 /// where the daemon's resolver answers it.
 pub const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+/// `g0`'s hardware address, which the Sentry keeps for its interface:
+/// known ahead, so the namespace's kernel never has to ask for it (an ARP
+/// answer from a busy Sentry can take longer than a connect waits).
+pub const SANDBOX_MAC: &str = "02:00:0a:c8:00:02";
 /// The interface the namespace's kernel keeps.
 pub const GATEWAY_IF: &str = "g1";
 /// Where the agent binds its socket inside the sandbox.
@@ -228,7 +232,7 @@ impl Gvisor {
             &file,
             &format!(
                 "link set lo up\n\
-                 link add g0 type veth peer name {GATEWAY_IF}\n\
+                 link add g0 address {SANDBOX_MAC} type veth peer name {GATEWAY_IF}\n\
                  addr add {me}/30 dev g0\n\
                  link set g0 up\n\
                  route add default via {gw} dev g0\n"
@@ -614,7 +618,8 @@ impl Driver for Gvisor {
                                 "route flush dev g0\n\
                                  addr flush dev g0\n\
                                  addr add {GATEWAY_ADDR}/30 dev {GATEWAY_IF}\n\
-                                 link set {GATEWAY_IF} up\n"
+                                 link set {GATEWAY_IF} up\n\
+                                 neigh replace {SANDBOX_ADDR} lladdr {SANDBOX_MAC} dev {GATEWAY_IF} nud permanent\n"
                             ),
                         )?;
                         egress.attach_netns(&spec.id, ns)

@@ -171,7 +171,7 @@ async fn control_api_end_to_end() {
     ] {
         assert_eq!(
             s["config"],
-            json!({"cpus": 2, "ram_mb": 256, "storage_gb": 10, "region": "home-1"}),
+            json!({"cpus": 2, "ram_mb": 256, "storage_gb": 10, "region": "home-1", "isolation": common::isolation()}),
             "{what}: {s}"
         );
         assert!(

@@ -133,7 +133,7 @@ async fn a_data_dir_of_the_last_unversioned_release_opens_intact() {
     assert_eq!(alpha["image"], "tiny", "{alpha}");
     assert_eq!(
         alpha["config"],
-        json!({"cpus": 1, "ram_mb": 1024, "storage_gb": 1, "region": "local"})
+        json!({"cpus": 1, "ram_mb": 1024, "storage_gb": 1, "region": "local", "isolation": "container"})
     );
     let beta = api.get_json("/v1/sprites/beta").await;
     assert_eq!(beta["url_settings"]["auth"], "public", "{beta}");

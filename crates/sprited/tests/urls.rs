@@ -571,8 +571,10 @@ async fn urls_wake_warm_and_cold_sprites() {
     api.wait_status("zz", "cold", Duration::from_secs(20)).await;
     let t = Instant::now();
     let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.expect("body"), "from-service\n");
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "from-service\n");
     assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
 
     // A stopped service will not listen: nothing is waited for.
