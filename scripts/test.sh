@@ -19,7 +19,7 @@ cargo test --workspace -- --test-threads=2
 # in every run). The suites that look only at the daemon (API shapes,
 # tokens, abuse bounds, images) are not repeated; urls.rs is not yet (one
 # of its cases, a cold wake into a service that listens a second late,
-# failed once in four runs under gVisor: docs/design.md, known gaps).
+# failed 3 times in 13 runs under gVisor: docs/design.md, known gaps).
 echo "==> the same suites with gvisor sprites"
 SPRITED_TEST_ISOLATION=gvisor cargo test -p sprited \
     --test lifecycle --test exec --test checkpoints --test egress --test cold \
