@@ -13,8 +13,11 @@ const MEMORY_LIMIT: &str =
     "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max 2>/dev/null || \
      echo $(( $(sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo) * 1024 ))";
 
-/// The agent's start time (jiffies since boot): it changes on a restart.
-const AGENT_START_TIME: &str = "cut -d' ' -f22 /proc/1/stat";
+/// A mark of the running sandbox: a random id kept in its /dev/shm (a
+/// tmpfs of the sandbox's own), made on first ask; a new sandbox has a new
+/// one. (The agent's start time does not do under gVisor: each sandbox's
+/// clock starts at its own boot, so a new agent can start at the same tick.)
+const SANDBOX_MARK: &str = "test -s /dev/shm/.sandbox-mark || od -An -N8 -tx1 /dev/urandom | tr -d ' \\n' > /dev/shm/.sandbox-mark; cat /dev/shm/.sandbox-mark";
 
 /// Restarts sprite `name`, insisting on a 200; answers the body.
 async fn restart(api: &common::Api, name: &str) -> serde_json::Value {
@@ -44,7 +47,8 @@ async fn restart_stops_processes_and_keeps_files() {
         "alive\n",
         "before the restart"
     );
-    let started = api.sh("rs", AGENT_START_TIME).await;
+    let started = api.sh("rs", SANDBOX_MARK).await;
+    assert_eq!(started.len(), 16, "{started:?}");
 
     let body = restart(&api, "rs").await;
     assert_eq!(body["sprite_name"], "rs", "{body}");
@@ -59,7 +63,7 @@ async fn restart_stops_processes_and_keeps_files() {
         "running again at once"
     );
 
-    assert_ne!(api.sh("rs", AGENT_START_TIME).await, started, "same agent");
+    assert_ne!(api.sh("rs", SANDBOX_MARK).await, started, "same sandbox");
     assert_eq!(
         api.sh("rs", sleeping).await,
         "gone\n",
