@@ -37,7 +37,7 @@ use serde::Deserialize;
 use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{Driver, EgressHook};
 use crate::error::{Result, RuntimeError};
-use crate::runc::{describe, read_from, rotate_log, tail, ProcessExit};
+use crate::runc::{describe, read_from, rotate_log, run_checked, tail, ProcessExit};
 use crate::sandbox::{validate_id, SandboxSpec, SandboxState, SandboxStats};
 use crate::{bundle, spec};
 
@@ -145,19 +145,8 @@ impl Gvisor {
 
     fn run(&self, args: &[&str]) -> Result<std::process::Output> {
         let mut cmd = self.command();
-        cmd.args(args).stdin(Stdio::null());
-        let output = cmd
-            .output()
-            .map_err(|e| RuntimeError::io("spawn", &self.runsc_bin, e))?;
-        if output.status.success() {
-            Ok(output)
-        } else {
-            Err(RuntimeError::Runc {
-                command: describe(&cmd),
-                status: output.status.to_string(),
-                output: tail(&[&output.stderr[..], &output.stdout[..]].concat()),
-            })
-        }
+        cmd.args(args);
+        run_checked(&mut cmd)
     }
 
     /// runsc's state file of `id`.
@@ -393,35 +382,7 @@ fn socket_path(listener: OwnedFd) -> Result<PathBuf> {
 
 /// Runs an `ip -batch` script inside the network namespace `netns`.
 fn run_ip(netns: &Path, script: &str) -> Result<()> {
-    use std::io::Write;
-    let mut net = std::ffi::OsString::from("--net=");
-    net.push(netns);
-    let mut child = Command::new("nsenter")
-        .arg(net)
-        .args(["--", "ip", "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| RuntimeError::io("spawn", "nsenter (ip)", e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| RuntimeError::io("write to", "ip", e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| RuntimeError::io("wait for", "ip", e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(RuntimeError::Network(format!(
-            "ip in the network namespace {} failed ({}): {}",
-            netns.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    crate::net::run_script_in(netns, Path::new("ip"), &["-batch", "-"], script)
 }
 
 /// Unbinds and removes a namespace file (nothing when there is none).

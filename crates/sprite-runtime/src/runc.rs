@@ -118,19 +118,8 @@ impl Runc {
     /// Runs a runc subcommand that must succeed.
     fn run(&self, args: &[&str]) -> Result<Output> {
         let mut cmd = self.command();
-        cmd.args(args).stdin(Stdio::null());
-        let output = cmd
-            .output()
-            .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e))?;
-        if output.status.success() {
-            Ok(output)
-        } else {
-            Err(RuntimeError::Runc {
-                command: describe(&cmd),
-                status: output.status.to_string(),
-                output: tail(&[&output.stderr[..], &output.stdout[..]].concat()),
-            })
-        }
+        cmd.args(args);
+        run_checked(&mut cmd)
     }
 
     /// Whether runc has state for `id` (cheaper than spawning `runc state`).
@@ -550,6 +539,24 @@ impl ProcessExit {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Runs `cmd` (a runtime's CLI) with no stdin; its output if it
+/// succeeded, else what it said as a [`RuntimeError::Runc`].
+pub(crate) fn run_checked(cmd: &mut Command) -> Result<Output> {
+    cmd.stdin(Stdio::null());
+    let output = cmd
+        .output()
+        .map_err(|e| RuntimeError::io("spawn", cmd.get_program(), e))?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(RuntimeError::Runc {
+            command: describe(cmd),
+            status: output.status.to_string(),
+            output: tail(&[&output.stderr[..], &output.stdout[..]].concat()),
+        })
     }
 }
 

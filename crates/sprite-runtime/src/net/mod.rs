@@ -139,33 +139,45 @@ pub fn netns_of(pid: u32) -> PathBuf {
 /// Runs an nft script inside the network namespace `netns` (a path that
 /// opens it, e.g. [`netns_of`]).
 pub fn run_nft(nft_bin: &Path, netns: &Path, script: &str) -> Result<()> {
+    run_script_in(netns, nft_bin, &["-f", "-"], script)
+}
+
+/// Runs `program args` inside the network namespace `netns` (through
+/// `nsenter`), with `script` on its standard input.
+pub(crate) fn run_script_in(
+    netns: &Path,
+    program: &Path,
+    args: &[&str],
+    script: &str,
+) -> Result<()> {
     use std::io::Write;
+    let name = program.display().to_string();
     let mut cmd = Command::new("nsenter");
     let mut net = std::ffi::OsString::from("--net=");
     net.push(netns);
     cmd.arg(net)
         .arg("--")
-        .arg(nft_bin)
-        .args(["-f", "-"])
+        .arg(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
-        .map_err(|e| RuntimeError::io("spawn", "nsenter (nft)", e))?;
+        .map_err(|e| RuntimeError::io("spawn", format!("nsenter ({name})"), e))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
-            .map_err(|e| RuntimeError::io("write to", "nft", e))?;
+            .map_err(|e| RuntimeError::io("write to", &name, e))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| RuntimeError::io("wait for", "nft", e))?;
+        .map_err(|e| RuntimeError::io("wait for", &name, e))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(RuntimeError::Network(format!(
-            "nft in the network namespace {} failed ({}): {}",
+            "{name} in the network namespace {} failed ({}): {}",
             netns.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
