@@ -17,13 +17,12 @@ cargo test --workspace -- --test-threads=2
 # with every sprite under gVisor (a matrix: the same tests, the daemon
 # started with --isolation gvisor; tests/gvisor.rs runs both side by side
 # in every run). The suites that look only at the daemon (API shapes,
-# tokens, abuse bounds, images) are not repeated; urls.rs is not yet (one
-# of its cases, a cold wake into a service that listens a second late,
-# failed 3 times in 13 runs under gVisor: docs/design.md, known gaps).
+# tokens, abuse bounds, images) are not repeated.
 echo "==> the same suites with gvisor sprites"
 SPRITED_TEST_ISOLATION=gvisor cargo test -p sprited \
     --test lifecycle --test exec --test checkpoints --test egress --test cold \
     --test services --test usage --test restart --test persistence \
+    --test urls --test fs --test fs_watch \
     --test sdk_fs --test sdk_checkpoints --test sprite_env -- --test-threads=2
 # Random operations from 4 clients while the daemon is SIGKILLed every
 # ~30 s and the object store stops answering for 6 s every ~45 s (README,

@@ -546,6 +546,7 @@ impl Manager {
         }
         self.hand_over_socket(rec, inside);
         self.slot(&rec.id).state().error = None;
+        self.slot(&rec.id).services_changed();
         self.set_status(&rec.id, Status::Running);
         self.db.set_last_running(&rec.id, &now_rfc3339())?;
         self.refresh_views(rec);

@@ -568,6 +568,12 @@ async fn urls_wake_warm_and_cold_sprites() {
         .await
         .expect("service");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    // At once: the port found for the request before (8080, a moment ago)
+    // is not used once the services have changed.
+    let r = c.get(url(&d, "zz", "/")).send().await.expect("get");
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert_eq!((status.as_u16(), body.as_str()), (200, "from-service\n"));
     api.wait_status("zz", "cold", Duration::from_secs(20)).await;
     let t = Instant::now();
     let r = c.get(url(&d, "zz", "/")).send().await.expect("get");

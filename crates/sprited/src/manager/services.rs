@@ -11,6 +11,13 @@ use crate::db::SpriteRecord;
 use crate::error::Error;
 
 impl Manager {
+    /// A number that changes whenever the sprite's services may have (an
+    /// operation on them, a start): what was learnt from them at one value
+    /// is stale at another.
+    pub fn services_generation(&self, rec: &SpriteRecord) -> u64 {
+        self.slot(&rec.id).services_generation()
+    }
+
     /// The sprite's services.
     pub async fn services(self: &Arc<Self>, rec: &SpriteRecord) -> Result<Vec<Service>, Error> {
         let conv = self.open(rec, &Request::Service(ServiceOp::List)).await?;
@@ -47,8 +54,13 @@ impl Manager {
         rec: &SpriteRecord,
         op: ServiceOp,
     ) -> Result<(), Error> {
-        let conv = self.open(rec, &Request::Service(op)).await?;
-        Ok(services::done(conv).await?)
+        let done = async {
+            let conv = self.open(rec, &Request::Service(op)).await?;
+            Ok(services::done(conv).await?)
+        }
+        .await;
+        self.slot(&rec.id).services_changed();
+        done
     }
 
     /// A service operation that answers with events (put, start, stop,
@@ -58,7 +70,14 @@ impl Manager {
         rec: &SpriteRecord,
         op: ServiceOp,
     ) -> Result<ServiceEvents, Error> {
-        let conv = self.open(rec, &Request::Service(op)).await?;
-        Ok(ServiceEvents::begin(conv).await?)
+        let begun = async {
+            let conv = self.open(rec, &Request::Service(op)).await?;
+            Ok(ServiceEvents::begin(conv).await?)
+        }
+        .await;
+        // After the agent has taken the operation (it answers once the
+        // definition is kept), and whatever it answered.
+        self.slot(&rec.id).services_changed();
+        begun
     }
 }

@@ -4,7 +4,7 @@
 //! what a running daemon needs without a round trip to it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -31,6 +31,11 @@ pub(crate) struct SpriteSlot {
     pub(super) cold: ColdVolume,
     /// Its continuous replication (see [`super::replicate`]).
     replication: Mutex<Replication>,
+    /// Counts what may have changed its services: every service operation
+    /// and every start (a restore brings other definitions). What is
+    /// learnt from the services (a URL's port) is kept only as long as
+    /// this stands still.
+    services_generation: AtomicU64,
 }
 
 /// What changes as the sprite lives, read and written under one lock
@@ -73,7 +78,16 @@ impl SpriteSlot {
             views: Arc::new(Mutex::new(())),
             cold: ColdVolume::default(),
             replication: Mutex::new(Replication::default()),
+            services_generation: AtomicU64::new(0),
         }
+    }
+
+    pub(super) fn services_generation(&self) -> u64 {
+        self.services_generation.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn services_changed(&self) {
+        self.services_generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(super) fn replication(&self) -> MutexGuard<'_, Replication> {

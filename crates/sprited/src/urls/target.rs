@@ -11,7 +11,9 @@ use crate::manager::Manager;
 
 /// The port a sprite URL reaches when no service names one.
 pub const DEFAULT_PORT: u16 = 8080;
-/// How long the port found from the services is trusted.
+/// How long the port found from the services is trusted while they have
+/// not changed through the daemon (a definition edited on the volume by
+/// hand is seen within this).
 const TTL: Duration = Duration::from_secs(5);
 
 /// A URL's destination inside the sprite.
@@ -22,18 +24,22 @@ pub struct Target {
     pub service: Option<String>,
 }
 
-/// Targets found recently, by sprite id.
+/// Targets found recently, by sprite id: when, at which generation of
+/// its services ([`Manager::services_generation`]), and what.
 #[derive(Default)]
 pub struct Targets {
-    found: Mutex<HashMap<String, (Instant, Target)>>,
+    found: Mutex<HashMap<String, (Instant, u64, Target)>>,
 }
 
 impl Targets {
     /// 8080, or the `http_port` of a service (asked of the agent, which
     /// wakes the sprite; remembered for a few seconds).
     pub async fn find(&self, m: &Arc<Manager>, rec: &SpriteRecord) -> Target {
-        if let Some((at, t)) = self.lock().get(&rec.id) {
-            if at.elapsed() < TTL {
+        // Read before asking: a change made while the agent answers leaves
+        // the answer under the older number.
+        let generation = m.services_generation(rec);
+        if let Some((at, g, t)) = self.lock().get(&rec.id) {
+            if at.elapsed() < TTL && *g == generation {
                 return t.clone();
             }
         }
@@ -56,11 +62,11 @@ impl Targets {
             },
         };
         self.lock()
-            .insert(rec.id.clone(), (Instant::now(), target.clone()));
+            .insert(rec.id.clone(), (Instant::now(), generation, target.clone()));
         target
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Target)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u64, Target)>> {
         self.found.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
