@@ -37,6 +37,7 @@ use serde::Deserialize;
 use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{Driver, EgressHook};
 use crate::error::{Result, RuntimeError};
+use crate::gvisor_platform::Platform;
 use crate::runc::{describe, read_from, rotate_log, run_checked, tail, ProcessExit};
 use crate::sandbox::{validate_id, SandboxSpec, SandboxState, SandboxStats};
 use crate::{bundle, spec};
@@ -68,7 +69,7 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 pub struct Gvisor {
     state_root: PathBuf,
     runsc_bin: PathBuf,
-    platform: String,
+    platform: Platform,
     cgroups: Box<dyn CgroupBackend>,
     nofile: u64,
     egress: Option<Arc<dyn EgressHook>>,
@@ -102,12 +103,12 @@ impl RunscState {
 impl Gvisor {
     /// `state_root` is runsc's `--root` (e.g. `<data>/runsc`); `runsc_bin`
     /// the runsc executable. The platform is `ptrace`, which works
-    /// wherever runsc does (see [`Gvisor::platform`]).
+    /// wherever runsc does, until [`Gvisor::with_platform`] says otherwise.
     pub fn new(state_root: PathBuf, runsc_bin: PathBuf) -> Self {
         Gvisor {
             state_root,
             runsc_bin,
-            platform: "ptrace".to_string(),
+            platform: Platform::Ptrace,
             cgroups: cgroup::backend(),
             nofile: spec::grantable_nofile(),
             egress: None,
@@ -121,9 +122,21 @@ impl Gvisor {
         self
     }
 
+    /// Runs every sandbox's Sentry on `platform` (see
+    /// [`crate::gvisor_platform::choose`]).
+    pub fn with_platform(mut self, platform: Platform) -> Self {
+        self.platform = platform;
+        self
+    }
+
     /// The platform the Sentry runs on (`ptrace` or `kvm`).
-    pub fn platform(&self) -> &str {
-        &self.platform
+    pub fn platform(&self) -> &'static str {
+        self.platform.as_str()
+    }
+
+    /// The runsc executable.
+    pub fn runsc_bin(&self) -> &Path {
+        &self.runsc_bin
     }
 
     /// runsc's version line, or why it cannot run.
@@ -248,7 +261,7 @@ impl Gvisor {
         // Global flags, the same for both steps (runsc keeps some of them
         // in its state, and checks others against it).
         let flags = [
-            format!("--platform={}", self.platform),
+            format!("--platform={}", self.platform.as_str()),
             format!("--network={}", if network { "sandbox" } else { "none" }),
             "--host-uds=all".to_string(),
         ];

@@ -13,6 +13,7 @@ mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod gvisor;
+pub mod gvisor_platform;
 pub mod net;
 mod runc;
 mod sandbox;

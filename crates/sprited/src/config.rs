@@ -14,9 +14,11 @@ pub struct Config {
     pub runc_bin: PathBuf,
     /// runsc, for gvisor sprites.
     pub runsc_bin: PathBuf,
+    /// How gvisor sprites' Sentry platform is chosen (`--gvisor-platform`).
+    pub gvisor_platform: sprite_runtime::gvisor_platform::Choice,
     /// What runs gvisor sprites on this host (runsc's version and the
     /// platform chosen), found at start; `None` where runsc is missing.
-    pub gvisor: Option<String>,
+    pub gvisor: Option<GvisorInfo>,
     /// CPUs of a sprite whose create names none (a whole number: the API
     /// has no fractions).
     pub default_cpus: u32,
@@ -127,6 +129,7 @@ impl Config {
             agent_bin: None,
             runc_bin: PathBuf::from("runc"),
             runsc_bin: PathBuf::from("runsc"),
+            gvisor_platform: sprite_runtime::gvisor_platform::Choice::Auto,
             gvisor: None,
             default_cpus: 1,
             default_ram_mb: 1024,
@@ -164,5 +167,25 @@ impl Config {
             host_env: Default::default(),
             image_cache: None,
         }
+    }
+}
+
+/// What runs gvisor sprites on this host.
+#[derive(Clone, Debug)]
+pub struct GvisorInfo {
+    /// runsc's version line.
+    pub runsc: String,
+    pub platform: &'static str,
+    /// Why that platform (`set by --gvisor-platform`, or the probe's answer).
+    pub why: String,
+}
+
+impl std::fmt::Display for GvisorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, platform {} ({})",
+            self.runsc, self.platform, self.why
+        )
     }
 }

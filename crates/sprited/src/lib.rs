@@ -168,7 +168,7 @@ fn driver(
     cfg: &Config,
 ) -> anyhow::Result<(
     Runc,
-    Option<(Arc<sprite_runtime::Gvisor>, String)>,
+    Option<(Arc<sprite_runtime::Gvisor>, config::GvisorInfo)>,
     Arc<sprite_runtime::net::host::Blocked>,
 )> {
     let egress: Arc<sprite_runtime::net::Egress> = Arc::new(net::egress(cfg)?);
@@ -178,9 +178,19 @@ fn driver(
     let gvisor = sprite_runtime::Gvisor::new(cfg.layout().runsc_state(), cfg.runsc_bin.clone())
         .with_egress(egress);
     let gvisor = match gvisor.version() {
-        Ok(version) => {
-            let what = format!("{version}, platform {}", gvisor.platform());
-            Some((Arc::new(gvisor), what))
+        Ok(runsc) => {
+            let chosen = sprite_runtime::gvisor_platform::choose(
+                gvisor.runsc_bin(),
+                &runsc,
+                cfg.gvisor_platform,
+            );
+            let gvisor = gvisor.with_platform(chosen.platform);
+            let info = config::GvisorInfo {
+                runsc,
+                platform: gvisor.platform(),
+                why: chosen.why,
+            };
+            Some((Arc::new(gvisor), info))
         }
         Err(e) => {
             tracing::debug!(error = %e, "no runsc");

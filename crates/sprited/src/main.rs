@@ -41,6 +41,11 @@ struct Cli {
     /// (runc) or `gvisor` (runsc, where installed).
     #[arg(long, default_value = "container", value_parser = parse_isolation, global = true)]
     isolation: sprite_runtime::Isolation,
+    /// The platform gvisor sprites' Sentry runs on: `auto` (KVM where a
+    /// KVM sandbox runs here, found once per boot; else ptrace), `ptrace`
+    /// or `kvm`.
+    #[arg(long, default_value = "auto", global = true)]
+    gvisor_platform: sprite_runtime::gvisor_platform::Choice,
     /// Size of the storage pool file made where the data dir has no
     /// reflinks (sparse: only what is written takes space), in GiB.
     #[arg(long, default_value_t = 256, global = true)]
@@ -307,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.pids_limit = cli.pids_limit;
     cfg.own_id_ranges = !cli.shared_id_range;
     cfg.isolation = cli.isolation;
+    cfg.gvisor_platform = cli.gvisor_platform;
     cfg.pool_size_gb = cli.pool_size_gb;
     cfg.idle_warm = cli.idle_warm;
     cfg.header_read_timeout = cli.header_read_timeout;

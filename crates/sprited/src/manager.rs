@@ -181,6 +181,10 @@ impl Manager {
         let db = Arc::new(db);
         let (sockets, to_serve) = tokio::sync::mpsc::unbounded_channel();
         let net = crate::net::Network::new(db.clone(), &cfg);
+        let metrics = crate::metrics::Metrics::new();
+        if let Some(info) = &cfg.gvisor {
+            metrics.gvisor(info);
+        }
         Arc::new_cyclic(|me| Manager {
             db: db.clone(),
             cfg,
@@ -193,7 +197,7 @@ impl Manager {
             meter_lock: Mutex::new(()),
             recent_creates: Mutex::new(Default::default()),
             admission: tokio::sync::Mutex::new(()),
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             net,
             cold,
             image_upload: tokio::sync::Mutex::new(()),

@@ -36,6 +36,7 @@ pub struct Metrics {
     replication_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     sprite_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sprite_memory: Family<Labels, Gauge>,
+    gvisor: Family<Labels, Gauge>,
     /// name → (cpu seconds, memory bytes), from the meter.
     last: Mutex<HashMap<String, (f64, i64)>>,
 }
@@ -132,6 +133,12 @@ impl Metrics {
             "Memory of a sprite, as last sampled",
             sprite_memory.clone(),
         );
+        let gvisor = Family::<Labels, Gauge>::default();
+        registry.register(
+            "gvisor_info",
+            "What runs gvisor sprites here (1): runsc's version, the Sentry's platform and why it was chosen",
+            gvisor.clone(),
+        );
         Metrics {
             registry,
             sprites,
@@ -149,8 +156,19 @@ impl Metrics {
             replication_lag,
             sprite_cpu,
             sprite_memory,
+            gvisor,
             last: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What runs gvisor sprites (set once, at start).
+    pub fn gvisor(&self, info: &crate::config::GvisorInfo) {
+        let labels = vec![
+            ("runsc".to_string(), info.runsc.clone()),
+            ("platform".to_string(), info.platform.to_string()),
+            ("chosen".to_string(), info.why.clone()),
+        ];
+        self.gvisor.get_or_create(&labels).set(1);
     }
 
     pub fn woke(&self, from: &str) {

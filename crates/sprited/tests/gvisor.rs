@@ -192,3 +192,96 @@ async fn an_unknown_isolation_is_refused_in_words() {
     let body = r.text().await.expect("body");
     assert!(body.contains("config.isolation must be"), "{body}");
 }
+
+async fn gvisor_metric(api: &common::Api) -> String {
+    let text = api
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find(|l| l.starts_with("sprited_gvisor_info{"))
+        .unwrap_or_else(|| panic!("no sprited_gvisor_info in {text}"))
+        .to_string()
+}
+
+/// The label `name` of a metric line.
+fn label<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!("{name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + name.len()
+        + 2;
+    let len = line[start..].find('"').expect("closing quote");
+    &line[start..start + len]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentry_platform_is_chosen_here_and_reported() {
+    // Chosen automatically: KVM only where a KVM sandbox runs on this
+    // host, as the probe finds now (it answers within its timeout and
+    // leaves no process or directory behind).
+    let d = Daemon::start_with(&["--isolation", "gvisor"]);
+    let api = d.client();
+    let line = gvisor_metric(&api).await;
+    let platform = label(&line, "platform").to_string();
+    let chosen = label(&line, "chosen");
+    assert!(chosen.starts_with("auto: "), "{line}");
+    assert!(label(&line, "runsc").starts_with("runsc version"), "{line}");
+    let t = std::time::Instant::now();
+    let probe = sprite_runtime::gvisor_platform::probe_kvm(
+        std::path::Path::new("runsc"),
+        sprite_runtime::gvisor_platform::PROBE_TIMEOUT,
+    );
+    assert!(
+        t.elapsed() < sprite_runtime::gvisor_platform::PROBE_TIMEOUT + Duration::from_secs(2),
+        "the probe took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        platform,
+        if probe.is_ok() { "kvm" } else { "ptrace" },
+        "daemon: {line}; probe now: {probe:?}"
+    );
+    if !std::path::Path::new("/dev/kvm").exists() {
+        assert!(chosen.contains("/dev/kvm"), "{line}");
+    }
+    assert!(
+        host_processes_with("--platform=kvm do").is_empty(),
+        "the probe left a sandbox"
+    );
+    assert!(
+        !std::env::temp_dir()
+            .join(format!("sprited-kvm-probe-{}", std::process::id()))
+            .exists(),
+        "the probe left its directory"
+    );
+    // The sprites run on it (runsc hands its Sentry only the flags that
+    // differ from its defaults, ptrace being the default).
+    api.create("gv-p").await;
+    let id = api.id_of("gv-p").await;
+    let root = format!(
+        "runsc-sandbox --root={}",
+        d.data_dir.join("runsc").display()
+    );
+    let sentry: Vec<String> = host_processes_with(&root)
+        .into_iter()
+        .filter(|c| c.contains(&id))
+        .collect();
+    assert_eq!(sentry.len(), 1, "{sentry:?}");
+    assert_eq!(
+        sentry[0].contains("--platform=kvm"),
+        platform == "kvm",
+        "{platform}: {sentry:?}"
+    );
+    api.delete("gv-p").await;
+
+    // Set by hand: used as it is, and said so.
+    let d2 = Daemon::start_with(&["--isolation", "gvisor", "--gvisor-platform", "ptrace"]);
+    let line = gvisor_metric(&d2.client()).await;
+    assert_eq!(label(&line, "platform"), "ptrace", "{line}");
+    assert_eq!(label(&line, "chosen"), "set by --gvisor-platform", "{line}");
+}
