@@ -71,6 +71,7 @@ pub async fn serve(
         Request::Exec(req) => attach::exec(rd, wr, &sessions, &ports, req).await,
         Request::Attach { id } => attach::attach(rd, wr, &sessions, &ports, id).await,
         Request::Fs(req) => fs::serve(rd, wr, &sessions, req).await,
+        Request::Connect { ip, port } => crate::tunnel::serve(rd, wr, ip, port).await,
     }
 }
 

@@ -14,6 +14,7 @@ mod session;
 mod shutdown;
 mod timestamp;
 mod trust;
+mod tunnel;
 mod user;
 mod wire;
 

@@ -134,12 +134,13 @@ async fn checkpoints_urls_and_policy_hold_under_gvisor() {
     assert_eq!(fork["config"]["isolation"], "gvisor");
     assert_eq!(api.sh("gv-fork", "cat /home/sprite/f").await, "v1\n");
 
-    // A server inside answers on the sprite's URL (the daemon connects
-    // from the sprite's namespace to its address on the veth).
+    // A server inside answers on the sprite's URL, even one that listens
+    // on the Sentry's loopback only (the agent connects from inside and
+    // carries the bytes).
     api.sh(
         "gv-b",
         "mkdir -p /home/sprite/www && echo hello-gv > /home/sprite/www/index.html && \
-         setsid busybox httpd -f -p 8080 -h /home/sprite/www >/dev/null 2>&1 </dev/null & sleep 0.5",
+         setsid busybox httpd -f -p 127.0.0.1:8080 -h /home/sprite/www >/dev/null 2>&1 </dev/null & sleep 0.5",
     )
     .await;
     let port = d.addr.rsplit(':').next().expect("port").to_string();

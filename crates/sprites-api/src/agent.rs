@@ -88,6 +88,17 @@ pub enum Request {
     Service(ServiceOp),
     Busy,
     WatchPorts,
+    /// Connect to `ip:port` inside the sprite (a loopback address) and,
+    /// once answered `done`, carry the connection's bytes: the daemon's in
+    /// `STDIN` frames, its end of data as `STDIN_EOF`; the server's in
+    /// `STDOUT` frames, its end as `EXIT` (0; 1 after a read error). The
+    /// conversation closing ends the connection. How the daemon reaches a
+    /// sprite's ports where the sprite's loopback is not the kernel's of
+    /// its network namespace (gVisor's Sentry has its own).
+    Connect {
+        ip: std::net::IpAddr,
+        port: u16,
+    },
 }
 
 /// What to do with the sprite's services.
@@ -266,6 +277,8 @@ pub enum AgentErrorCode {
     /// stop or signal of a service that is not running, a delete of a
     /// service others need.
     Conflict,
+    /// connect: nothing listens on that port.
+    Refused,
     /// The agent itself failed. A code this build does not know reads as
     /// this one too (a sprite still running an older or newer agent).
     #[serde(other)]

@@ -8,6 +8,7 @@
 //! - [`fs`]: one filesystem call: its replies and the file's bytes.
 //! - [`services`]: service calls and the events of a service operation.
 //! - [`ports`]: the sprite's listening ports as they change.
+//! - [`tunnel`]: a connection to a port inside, made by the agent.
 //!
 //! Every session reads one frame at a time when its user asks for the
 //! next event: nothing is buffered beyond a frame, so a slow client slows
@@ -17,6 +18,7 @@ pub mod exec;
 pub mod fs;
 pub mod ports;
 pub mod services;
+pub mod tunnel;
 
 use std::path::Path;
 

@@ -828,7 +828,7 @@ async fn proxy_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, 
         SpriteClosed,
         Gone,
     }
-    let (mut tcp_r, mut tcp_w) = stream.into_split();
+    let (mut tcp_r, mut tcp_w) = tokio::io::split(stream);
     let end = {
         let (mut tx, mut rx) = (&mut conn.ws).split();
         let upstream = async {

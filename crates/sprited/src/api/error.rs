@@ -123,6 +123,7 @@ impl From<AgentError> for ApiError {
                 AgentErrorCode::Gone => ApiError::Gone(message),
                 AgentErrorCode::BadRequest => ApiError::BadRequest(message),
                 AgentErrorCode::Conflict => ApiError::Conflict(message),
+                AgentErrorCode::Refused => ApiError::Unavailable(message),
                 AgentErrorCode::Internal => ApiError::Internal(message),
             },
             AgentError::Unexpected(message) => ApiError::Internal(message),

@@ -82,7 +82,7 @@ async fn run(state: AppState, rec: SpriteRecord, mut ws: WebSocket) {
         return;
     }
     let _hold = activity;
-    let (mut tcp_r, mut tcp_w) = stream.into_split();
+    let (mut tcp_r, mut tcp_w) = tokio::io::split(stream);
     let (mut ws_tx, mut ws_rx) = ws.split();
     let upstream = async {
         while let Some(Ok(m)) = ws_rx.next().await {

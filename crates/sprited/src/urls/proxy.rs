@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::manager::relay::SpriteStream;
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Request, Response, Uri};
@@ -23,7 +24,6 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::target::Target;
 use crate::db::SpriteRecord;
@@ -45,11 +45,11 @@ struct Upstream {
     sender: SendRequest<Body>,
     /// `None` once the connection has ended (closed or failed): dropping
     /// it answers whatever was waiting on it with an error.
-    conn: Option<Connection<TokioIo<TcpStream>, Body>>,
+    conn: Option<Connection<TokioIo<SpriteStream>, Body>>,
 }
 
 /// Let a connection read, write and keep alive; `false` once it has ended.
-fn drive(conn: &mut Option<Connection<TokioIo<TcpStream>, Body>>, cx: &mut Context<'_>) -> bool {
+fn drive(conn: &mut Option<Connection<TokioIo<SpriteStream>, Body>>, cx: &mut Context<'_>) -> bool {
     if let Some(c) = conn.as_mut() {
         if Pin::new(c).poll(cx).is_ready() {
             *conn = None;
