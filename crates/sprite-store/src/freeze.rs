@@ -1,56 +1,20 @@
 //! Freezing a mounted filesystem (FIFREEZE) and thawing it (FITHAW).
 //!
-//! A frozen filesystem blocks its writers, unkillable, until it is thawed:
-//! a freeze is only ever held by a [`Frozen`] guard, and [`thaw`] repairs
-//! what a killed process left frozen (at start-up, before an unmount).
+//! A frozen filesystem blocks its writers, unkillable, until it is thawed.
+//! Only a volume served over FUSE is still frozen for a checkpoint, by a
+//! child process (see `outside`); [`thaw`] repairs what a killed process
+//! left frozen (at start-up, before an unmount).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{IoContext, Result, StoreError};
 
 /// `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)` from `<linux/fs.h>`.
 pub(crate) const FIFREEZE: libc::c_ulong = 0xC004_5877;
 pub(crate) const FITHAW: libc::c_ulong = 0xC004_5878;
-
-/// A frozen filesystem; thawed when dropped.
-pub(crate) struct Frozen {
-    dir: File,
-    path: PathBuf,
-}
-
-impl Frozen {
-    pub(crate) fn freeze(path: &Path) -> Result<Frozen> {
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(path)
-            .ctx("open", path)?;
-        // SAFETY: FIFREEZE takes no argument memory; the fd is open.
-        let ret = unsafe { libc::ioctl(dir.as_raw_fd(), FIFREEZE, 0) };
-        if ret < 0 {
-            return Err(StoreError::io(
-                "FIFREEZE",
-                path,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(Frozen {
-            dir,
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Err(e) = thaw_fd(&self.dir) {
-            tracing::error!(path = %self.path.display(), error = %e, "thawing a frozen volume failed");
-        }
-    }
-}
 
 /// FITHAW; `Ok(false)` when the filesystem was not frozen.
 fn thaw_fd(dir: &File) -> std::io::Result<bool> {

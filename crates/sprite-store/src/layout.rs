@@ -62,6 +62,12 @@ impl Layout {
     pub(crate) fn checkpoints_dir(&self, id: &str) -> PathBuf {
         self.pool_sprite_dir(id).join("checkpoints")
     }
+    /// A view's own clone of a checkpoint image, its journal replayed.
+    pub(crate) fn view_image(&self, id: &str, checkpoint: &str) -> PathBuf {
+        self.pool_sprite_dir(id)
+            .join("views")
+            .join(format!("{checkpoint}.img"))
+    }
     pub(crate) fn checkpoint_image(&self, id: &str, checkpoint: &str) -> PathBuf {
         self.checkpoints_dir(id).join(format!("{checkpoint}.img"))
     }

@@ -21,6 +21,24 @@ pub(crate) fn clone_file(src: &File, dst: &File) -> std::io::Result<()> {
     }
 }
 
+/// A new file `dst` (0600) sharing every extent of the file `src`; removed
+/// again if the clone fails.
+pub(crate) fn clone_path(src: &Path, dst: &Path) -> crate::error::Result<()> {
+    use crate::error::IoContext;
+    let from = File::open(src).ctx("open", src)?;
+    let to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(dst)
+        .ctx("create", dst)?;
+    clone_file(&from, &to).map_err(|e| {
+        let _ = std::fs::remove_file(dst);
+        crate::error::StoreError::io("FICLONE", dst, e)
+    })
+}
+
 /// Whether files in `dir` can be reflinked (false on ext4, true on XFS
 /// with reflink=1 and btrfs).
 pub(crate) fn supported_in(dir: &Path) -> std::io::Result<bool> {

@@ -5,9 +5,11 @@
 //! *shared*, and the runtime binds it into the sprite with slave
 //! propagation: a view mounted or unmounted here later appears or vanishes
 //! inside the running sprite, while nothing the sprite does propagates back.
-//! A view is the checkpoint image mounted read-only (ext4, `noload`: the
-//! image of a frozen filesystem is clean) and an overlay of its upper layer
-//! on the base image, so it shows the whole filesystem as it was.
+//! A view is a clone of the checkpoint image (its own: the checkpoint's
+//! stays as it was taken) mounted read-only on a writable loop device, so
+//! that the kernel replays the journal the crash-consistent image may hold
+//! into the clone, and an overlay of its upper layer on the base image, so
+//! it shows the whole filesystem as it was. The clone goes with the view.
 
 use std::path::Path;
 
@@ -16,7 +18,7 @@ use nix::mount::{MntFlags, MsFlags};
 use crate::error::{Result, StoreError};
 use crate::mountinfo::{self, MountEntry};
 use crate::store::{ensure_dir, Store};
-use crate::{loopdev, mount, validate_name};
+use crate::{loopdev, mount, reflink, validate_name};
 
 impl Store {
     /// Host directory bound into the sprite at `/.sprite/checkpoints`.
@@ -89,15 +91,25 @@ impl Store {
             ensure_dir(parent, 0o700)?;
         }
         ensure_dir(&vol, 0o700)?;
-        let device = loopdev::attach(&img, true)?;
-        mount::mount_fs(
+        let own = self.layout.view_image(id, ck);
+        if let Some(parent) = own.parent() {
+            ensure_dir(parent, 0o700)?;
+        }
+        let _ = std::fs::remove_file(&own);
+        reflink::clone_path(&img, &own)?;
+        let device = loopdev::attach(&own, false)?;
+        let mounted = mount::mount_fs(
             device.path(),
             &vol,
             "ext4",
             MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("noload"),
-        )?;
+            None,
+        );
         drop(device);
+        // The mount holds the clone open; unlinked now, it goes with the
+        // mount (a lazy unmount included) and never outlives it.
+        let _ = std::fs::remove_file(&own);
+        mounted?;
         let view = self.layout.views_dir(id).join(ck);
         ensure_dir(&view, 0o755)?;
         // Seen with the ids the sprite's root is seen with (see `idmap`):

@@ -242,17 +242,9 @@ async fn everything_comes_back(store: &[&str], env: &[(&str, &str)], how: &str) 
         .join(&id)
         .join("checkpoints")
         .join(format!("{after}.img"));
-    let fsck = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&img)
-        .output()
-        .expect("e2fsck");
-    assert!(
-        fsck.status.success(),
-        "{}: {}",
-        img.display(),
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    if let Err(e) = sprites_test_support::fsck::check_image(&img) {
+        panic!("{e}");
+    }
     api.restore("keeper", &ck).await;
     assert_eq!(api.sh("keeper", "cat /home/sprite/state").await, "first\n");
 

@@ -485,10 +485,10 @@ async fn checkpoint_cases(
             case,
             ours,
             base,
-            target: "< 50 ms, flat in volume size (public service ~300 ms); baseline = fsfreeze + cp --reflink + thaw",
+            target: "p95 <= 5 ms, flat in volume size (public service ~300 ms); baseline = fsfreeze + cp --reflink + thaw (how it was made before)",
         });
         if gb == 10 {
-            // The same with the 100 MiB still in the page cache: the freeze
+            // The same with the 100 MiB still in the page cache: the sync
             // flushes it through the loop device first.
             let (mut ours, mut base) = (Vec::new(), Vec::new());
             for i in 0..runs.min(10) {

@@ -598,16 +598,9 @@ pub async fn run(minutes: f64, clients: usize) -> anyhow::Result<()> {
                 // Evicted: its image lives in the object store.
                 continue;
             }
-            let out = std::process::Command::new("e2fsck")
-                .arg("-fn")
-                .arg(&img)
-                .output()?;
             checked += 1;
-            if !out.status.success() {
-                shared.fail(format!(
-                    "{name} {ck}: e2fsck: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                ));
+            if let Err(e) = sprites_test_support::fsck::check_image(&img) {
+                shared.fail(format!("{name} {ck}: {e}"));
             }
         }
         let _ = http

@@ -1,11 +1,12 @@
 //! What the workspace's tests share, and the bench with them: servers a
 //! test starts and how to know they are ready (`port`, `ready`), the S3
 //! test server (`s3`), a fake HTTP server on a Unix socket (`unix_http`),
-//! facts about processes (`process`), and removing a directory that held
-//! a storage pool (`pool`). It panics where a test would (a
+//! facts about processes (`process`), removing a directory that held a
+//! storage pool (`pool`), and checking a crash-consistent image (`fsck`). It panics where a test would (a
 //! failure here is the test's failure, said in full), except in what the
 //! bench calls too (`ready::wait_ready`). See README.md.
 
+pub mod fsck;
 pub mod pool;
 pub mod port;
 pub mod process;

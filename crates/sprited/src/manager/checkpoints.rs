@@ -201,7 +201,7 @@ impl Manager {
         }
         let stats = match blocking(move || {
             store
-                .create_checkpoint_with(&sprite, &ck, &|| failpoint::hit("checkpoint-frozen"))
+                .create_checkpoint_with(&sprite, &ck, &|| failpoint::hit("checkpoint-cloning"))
                 .map_err(Error::store("checkpoint failed"))
         })
         .await
@@ -223,15 +223,21 @@ impl Manager {
         };
         self.db.insert_checkpoint(&rec.id, &record)?;
         self.poke_uploads();
-        say(
-            progress,
+        let saved = if stats.frozen_for.is_zero() {
+            format!(
+                "Filesystem saved (synced in {:.1} ms, {:.1} ms in all)",
+                ms(stats.synced_for),
+                ms(stats.total)
+            )
+        } else {
             format!(
                 "Filesystem saved (frozen for {:.1} ms, {:.1} ms in all)",
                 ms(stats.frozen_for),
                 ms(stats.total)
-            ),
-        );
-        tracing::info!(sprite = %rec.name, checkpoint = %id, frozen_ms = ms(stats.frozen_for), total_ms = ms(stats.total), "checkpoint created");
+            )
+        };
+        say(progress, saved);
+        tracing::info!(sprite = %rec.name, checkpoint = %id, synced_ms = ms(stats.synced_for), frozen_ms = ms(stats.frozen_for), total_ms = ms(stats.total), "checkpoint created");
         self.metrics.checkpointed(stats.total.as_secs_f64());
         self.refresh_views(rec);
         Ok(record)
