@@ -34,6 +34,7 @@ pub(crate) fn clone_path(src: &Path, dst: &Path) -> crate::error::Result<()> {
         .open(dst)
         .ctx("create", dst)?;
     clone_file(&from, &to).map_err(|e| {
+        drop(to);
         let _ = std::fs::remove_file(dst);
         crate::error::StoreError::io("FICLONE", dst, e)
     })

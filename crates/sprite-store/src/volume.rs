@@ -81,7 +81,7 @@ impl Store {
             return Err(StoreError::VolumeExists(id.to_string()));
         }
         let tmp = dir.join(format!(".volume.img.{}", std::process::id()));
-        clone_to(&template, &tmp)?;
+        reflink::clone_path(&template, &tmp)?;
         match renameat2(None, &tmp, None, &target, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -198,22 +198,4 @@ fn make_template(tmp: &Path, bytes: u64, owner: u32) -> Result<()> {
         }
     }
     Err(last.unwrap_or_else(|| StoreError::Unsupported("mkfs.ext4 was not run".into())))
-}
-
-/// Reflinks `src` into a new file `dst`.
-fn clone_to(src: &Path, dst: &Path) -> Result<()> {
-    let src_file = File::open(src).ctx("open", src)?;
-    let dst_file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(dst)
-        .ctx("create", dst)?;
-    if let Err(e) = reflink::clone_file(&src_file, &dst_file) {
-        drop(dst_file);
-        let _ = std::fs::remove_file(dst);
-        return Err(StoreError::io("FICLONE", dst, e));
-    }
-    Ok(())
 }

@@ -1,8 +1,9 @@
 //! TCP connections into a sprite (sprite URLs, the proxy endpoint): wake
 //! the sprite, then connect from a socket made in its network namespace
-//! (a container), or have its agent connect and carry the bytes (gVisor,
-//! whose loopback is the Sentry's own: a server on 127.0.0.1 only is
-//! reachable from inside alone).
+//! (to the Sentry's address on the veth for gVisor), or, where that is
+//! refused under gVisor (whose loopback is the Sentry's own: a server on
+//! 127.0.0.1 only is reachable from inside alone), have its agent connect
+//! and carry the bytes.
 
 use std::io;
 use std::net::IpAddr;
