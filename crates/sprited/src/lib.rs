@@ -40,6 +40,8 @@ pub struct AppState {
     /// What the start's recovery from the object store brought back
     /// (with `--recover`).
     pub recovered: Option<manager::recover::RecoverReport>,
+    /// The WebSockets open now, told when the daemon stops.
+    pub sockets: api::ws::Sockets,
 }
 
 /// Handlers that need only the manager take it alone, so that the in-sprite
@@ -344,6 +346,7 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         manager,
         urls,
         recovered,
+        sockets: api::ws::Sockets::default(),
     })
 }
 
@@ -360,15 +363,29 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         shared: None,
         header_read_timeout: manager.cfg.header_read_timeout,
     };
+    let sockets = state.sockets.clone();
+    let told = sockets.clone();
     server::serve_tcp(listener, api::router(state), limits, async move {
         shutdown_signal().await;
         // Streams that would last forever end, so the shutdown need not
-        // wait for them.
+        // wait for them; WebSockets close, saying why.
         manager.announce_closing();
+        told.stop();
     })
     .await;
+    let left = sockets.wait(SOCKETS_GRACE).await;
+    if left > 0 {
+        tracing::info!(
+            left,
+            "WebSockets still open after {SOCKETS_GRACE:?}: cutting them"
+        );
+    }
     Ok(())
 }
+
+/// How long a stop waits for WebSockets to close once told (a client
+/// answers a Close in milliseconds; this bounds one that does not).
+const SOCKETS_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

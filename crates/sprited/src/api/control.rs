@@ -32,6 +32,8 @@
 //! - Between operations `{"type":"release"}` and other stray frames are
 //!   ignored; an idle connection closes after [`IDLE_TIMEOUT`]. An idle
 //!   connection does not keep the sprite awake.
+//! - When the daemon stops, every connection, idle or in an exec or a
+//!   proxy, closes with 1001 (never cut: see [`super::ws::Sockets`]).
 //!
 //! Where the SDKs disagree the server takes both: the JS SDK sends resize
 //! and signal messages as binary frames (recognised by their JSON shape).
@@ -57,11 +59,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::exec::{self, ToClient};
 use super::fs::{self, FsApiError, FsQuery};
 use super::query::Query;
+use super::ws::Stopping;
 use crate::agent_conn::fs::FsEvent;
 use crate::error::ApiError;
 use crate::AppState;
 
 const PREFIX: &str = "control:";
+
+/// The close reason when the daemon stops (code 1001).
+const STOPPING: &str = "sprited is stopping";
 
 /// How long a connection may sit with no operation before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -91,9 +97,11 @@ pub async fn control(
     {
         return Err(ApiError::NotFound(GO_REFUSED.into()));
     }
-    Ok(ws
-        .max_message_size(MAX_FILE + (1 << 20))
-        .on_upgrade(move |socket| serve(state, rec.name, socket)))
+    let sockets = state.sockets.clone();
+    Ok(sockets.serve(
+        ws.max_message_size(MAX_FILE + (1 << 20)),
+        move |socket, stopping| serve(state, rec.name, socket, stopping),
+    ))
 }
 
 /// The Go SDK's `User-Agent` prefix.
@@ -126,6 +134,7 @@ type Flow = Result<(), Gone>;
 
 struct Conn {
     ws: WebSocket,
+    stopping: Stopping,
 }
 
 impl Conn {
@@ -158,21 +167,20 @@ impl Conn {
     }
 }
 
-async fn serve(state: AppState, name: String, ws: WebSocket) {
-    let mut conn = Conn { ws };
-    let mut changes = state.manager.watch_changes();
+async fn serve(state: AppState, name: String, ws: WebSocket, stopping: Stopping) {
+    let mut conn = Conn { ws, stopping };
     loop {
         let msg = tokio::select! {
             m = tokio::time::timeout(IDLE_TIMEOUT, conn.ws.recv()) => m,
-            () = closing(&mut changes) => {
-                let _ = conn.close(1001, "sprited is stopping").await;
-                return;
+            () = conn.stopping.wait() => {
+                let _ = conn.close(1001, STOPPING).await;
+                break;
             }
         };
         let msg = match msg {
             Err(_) => {
                 let _ = conn.close(1000, "idle").await;
-                return;
+                break;
             }
             Ok(Some(Ok(m))) => m,
             Ok(_) => return,
@@ -195,24 +203,11 @@ async fn serve(state: AppState, name: String, ws: WebSocket) {
             break;
         }
     }
-    // Answer the client's Close (or finish ours): a client that gets no
-    // Close back reports an abnormal closure, which the JS SDK throws as
-    // an uncaught error.
+    // Answer the client's Close (or finish ours, and read up to theirs): a
+    // client that gets no Close back reports an abnormal closure, which
+    // the JS SDK throws as an uncaught error.
     let _ = tokio::time::timeout(Duration::from_secs(2), SinkExt::close(&mut conn.ws)).await;
-}
-
-/// Resolves when the daemon starts stopping: idle connections are closed
-/// (1001) rather than cut.
-async fn closing(
-    changes: &mut tokio::sync::broadcast::Receiver<crate::manager::changes::SpriteChange>,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        match changes.recv().await {
-            Ok(crate::manager::changes::SpriteChange::Closing) | Err(RecvError::Closed) => return,
-            Ok(_) | Err(RecvError::Lagged(_)) => continue,
-        }
-    }
+    super::ws::await_close(&mut conn.ws).await;
 }
 
 enum Start {
@@ -367,7 +362,8 @@ async fn exec_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, r
     if let Some(text) = exec::session_info_text(start) {
         conn.send(Message::Text(text.into())).await?;
     }
-    let ended: Result<Result<i32, String>, Gone> = {
+    let ended: Option<Result<Result<i32, String>, Gone>> = {
+        let stopping = &mut conn.stopping;
         let (mut tx, mut rx) = (&mut conn.ws).split();
         // Output until the command ends; input beside it until then. The
         // client starts its next operation only after `op.complete`, so
@@ -400,10 +396,14 @@ async fn exec_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, r
             }
         };
         tokio::select! {
-            ended = to_client => ended,
+            ended = to_client => Some(ended),
             // The client left: the session stays in the sprite, detached.
-            _ = from_client => Err(Gone),
+            _ = from_client => Some(Err(Gone)),
+            () = stopping.wait() => None,
         }
+    };
+    let Some(ended) = ended else {
+        return conn.close(1001, STOPPING).await;
     };
     match ended? {
         Ok(code) => {
@@ -827,9 +827,11 @@ async fn proxy_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, 
         Released,
         SpriteClosed,
         Gone,
+        Stopping,
     }
     let (mut tcp_r, mut tcp_w) = tokio::io::split(stream);
     let end = {
+        let stopping = &mut conn.stopping;
         let (mut tx, mut rx) = (&mut conn.ws).split();
         let upstream = async {
             while let Some(Ok(m)) = rx.next().await {
@@ -870,10 +872,12 @@ async fn proxy_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, 
         tokio::select! {
             e = upstream => e,
             e = downstream => e,
+            () = stopping.wait() => End::Stopping,
         }
     };
     match (end, env) {
         (End::Gone, _) => Err(Gone),
+        (End::Stopping, _) => conn.close(1001, STOPPING).await,
         (End::Released, Envelope::Plain) => Ok(()),
         (End::Released, Envelope::Prefixed) => conn.control(env, "op.complete", json!({})).await,
         // A plain client learns the end only from the close.

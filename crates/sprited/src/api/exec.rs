@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 
 use super::body::OptionalJsonBody;
 use super::query::Query;
+use super::ws::{stopping_frame, Stopping};
 use crate::agent_conn::exec::{ExecSession, KillEvent, SessionEvent, SessionStart};
 use crate::db::SpriteRecord;
 use crate::error::ApiError;
@@ -126,7 +127,7 @@ pub async fn exec_or_list(
     let q = Query::parse(raw.as_deref());
     let ereq = exec_request(&q, &rec, &state)?;
     let session = start(&state, &rec, ereq).await?;
-    Ok(upgrade(ws, session))
+    Ok(upgrade(&state, ws, session))
 }
 
 /// `GET /v1/sprites/{name}/exec/{id}` (WebSocket): re-attach to a session.
@@ -138,7 +139,7 @@ pub async fn attach(
     let rec = state.manager.get(&name)?;
     let id = session_id(&id)?;
     let session = state.manager.attach(&rec, id).await?;
-    Ok(upgrade(ws, session))
+    Ok(upgrade(&state, ws, session))
 }
 
 pub(super) fn session_id(raw: &str) -> Result<u32, ApiError> {
@@ -146,10 +147,12 @@ pub(super) fn session_id(raw: &str) -> Result<u32, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no session {raw}")))
 }
 
-fn upgrade(ws: WebSocketUpgrade, session: ExecSession) -> Response {
-    let mut res = ws
-        .max_message_size(16 << 20)
-        .on_upgrade(move |socket| relay(socket, session));
+fn upgrade(state: &AppState, ws: WebSocketUpgrade, session: ExecSession) -> Response {
+    let mut res = state
+        .sockets
+        .serve(ws.max_message_size(16 << 20), move |socket, stopping| {
+            relay(socket, session, stopping)
+        });
     res.headers_mut().insert(
         "x-sprite-capabilities",
         HeaderValue::from_static(wire::CAPABILITIES),
@@ -256,8 +259,9 @@ pub(super) fn to_client(
 
 /// Pump a WebSocket client and an agent session into each other until the
 /// command exits (then close at once) or the client goes (the agent keeps
-/// the session, detached).
-async fn relay(socket: WebSocket, session: ExecSession) {
+/// the session, detached), or the daemon stops (close with 1001: the
+/// session stays in the sprite, as when the client goes).
+async fn relay(socket: WebSocket, session: ExecSession, mut stopping: Stopping) {
     let ExecSession {
         start,
         events: mut r,
@@ -272,7 +276,11 @@ async fn relay(socket: WebSocket, session: ExecSession) {
             }
         }
         let close = loop {
-            match to_client(r.next().await, tty) {
+            let event = tokio::select! {
+                ev = r.next() => ev,
+                () = stopping.wait() => break stopping_frame(),
+            };
+            match to_client(event, tty) {
                 ToClient::Frame(msg) => {
                     if tx.send(msg).await.is_err() {
                         return;

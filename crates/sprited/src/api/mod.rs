@@ -19,7 +19,7 @@ mod sprites;
 mod tasks;
 mod tokens;
 mod usage;
-pub(crate) mod ws;
+pub mod ws;
 
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use sprites_api::port::{diff, ListeningPort, PortEvent};
 
+use super::ws::{await_close, stopping_close, Stopping};
 use crate::agent_conn::ports::PortWatch;
 use crate::error::ApiError;
 use crate::AppState;
@@ -19,7 +20,9 @@ pub async fn watch(
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
     let watch = state.manager.watch_ports(&rec).await?;
-    Ok(ws.on_upgrade(move |socket| run(socket, watch)))
+    Ok(state
+        .sockets
+        .serve(ws, move |socket, stopping| run(socket, watch, stopping)))
 }
 
 /// The port events of a port watch, as a stream of batches: the first is
@@ -39,13 +42,13 @@ pub async fn next_events(
     Some(events)
 }
 
-async fn run(ws: WebSocket, mut watch: PortWatch) {
+async fn run(ws: WebSocket, mut watch: PortWatch, mut stopping: Stopping) {
     let (mut tx, mut rx) = ws.split();
     let mut last = None;
-    loop {
+    let close = loop {
         tokio::select! {
             batch = next_events(&mut watch, &mut last) => {
-                let Some(batch) = batch else { break };
+                let Some(batch) = batch else { break Message::Close(None) };
                 for ev in batch {
                     let text = serde_json::to_string(&ev).unwrap_or_default();
                     if tx.send(Message::Text(text.into())).await.is_err() {
@@ -56,8 +59,12 @@ async fn run(ws: WebSocket, mut watch: PortWatch) {
             m = rx.next() => match m {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 _ => {}
+            },
+            () = stopping.wait() => {
+                let _ = tx.send(stopping_close()).await;
+                return await_close(&mut rx).await;
             }
         }
-    }
-    let _ = tx.send(Message::Close(None)).await;
+    };
+    let _ = tx.send(close).await;
 }

@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use sprites_api::port::{loopback_target, ProxyConnected, ProxyInit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::ws::{await_close, stopping_close, Stopping};
 use crate::db::SpriteRecord;
 use crate::error::ApiError;
 use crate::AppState;
@@ -27,7 +28,10 @@ pub async fn proxy(
     super::ws::Upgrade(ws): super::ws::Upgrade,
 ) -> Result<Response, ApiError> {
     let rec = state.manager.get(&name)?;
-    Ok(ws.on_upgrade(move |socket| run(state, rec, socket)))
+    let sockets = state.sockets.clone();
+    Ok(sockets.serve(ws, move |socket, stopping| {
+        run(state, rec, socket, stopping)
+    }))
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -37,7 +41,7 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-async fn run(state: AppState, rec: SpriteRecord, mut ws: WebSocket) {
+async fn run(state: AppState, rec: SpriteRecord, mut ws: WebSocket, mut stopping: Stopping) {
     let init = match tokio::time::timeout(INIT_TIMEOUT, ws.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<ProxyInit>(&t),
         _ => {
@@ -116,10 +120,21 @@ async fn run(state: AppState, rec: SpriteRecord, mut ws: WebSocket) {
         }
     };
     // The sprite's side ending ends the session; the client's end only
-    // half-closes, so the sprite can still answer.
-    tokio::pin!(upstream, downstream);
-    tokio::select! {
-        _ = &mut downstream => {}
-        _ = &mut upstream => downstream.await,
+    // half-closes, so the sprite can still answer. The daemon's stop ends
+    // it, said with a 1001.
+    let stopped = {
+        tokio::pin!(upstream, downstream);
+        let mut upstream_done = false;
+        loop {
+            tokio::select! {
+                _ = &mut downstream => break false,
+                _ = &mut upstream, if !upstream_done => upstream_done = true,
+                () = stopping.wait() => break true,
+            }
+        }
+    };
+    if stopped {
+        let _ = ws_tx.send(stopping_close()).await;
+        await_close(&mut ws_rx).await;
     }
 }

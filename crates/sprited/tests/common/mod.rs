@@ -183,6 +183,25 @@ impl Daemon {
         }
     }
 
+    /// Wait at most `within` for the daemon to exit by itself (after a
+    /// SIGTERM the test sent), reaping it: false if it did not.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => {
+                    self.child = None;
+                    return true;
+                }
+                Ok(None) if Instant::now() >= deadline => return false,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// Wait until the daemon's log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
         self.wait_log_since(0, needle, timeout)

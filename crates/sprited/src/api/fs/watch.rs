@@ -17,6 +17,7 @@ use sprites_api::fs::{FsCall, FsReply, FsRequest, RunAs, WatchMessage, WatchRequ
 
 use super::FsQuery;
 use crate::agent_conn::fs::{FsEvent, FsSession};
+use crate::api::ws::{stopping_close, Stopping, CLOSE_REPLY};
 use crate::db::SpriteRecord;
 use crate::error::ApiError;
 use crate::manager::Manager;
@@ -45,10 +46,18 @@ pub async fn watch(
         super::FsApiError::Fs { body, .. } => ApiError::BadRequest(body.error),
     })?;
     let m = state.manager.clone();
-    Ok(ws.on_upgrade(move |socket| run(socket, m, rec, run_as)))
+    Ok(state.sockets.serve(ws, move |socket, stopping| {
+        run(socket, m, rec, run_as, stopping)
+    }))
 }
 
-async fn run(ws: WebSocket, m: std::sync::Arc<Manager>, rec: SpriteRecord, run_as: RunAs) {
+async fn run(
+    ws: WebSocket,
+    m: std::sync::Arc<Manager>,
+    rec: SpriteRecord,
+    run_as: RunAs,
+    mut stopping: Stopping,
+) {
     let (mut tx, mut rx) = ws.split();
     let Some(first) = subscribe(&mut rx).await else {
         return;
@@ -96,12 +105,26 @@ async fn run(ws: WebSocket, m: std::sync::Arc<Manager>, rec: SpriteRecord, run_a
     // The client's side is read by a task of its own: a read cancelled
     // half way through an agent frame would lose the frame.
     let (notes_tx, mut notes) = tokio::sync::mpsc::channel(NOTES);
-    let reader = tokio::spawn(read_client(rx, notes_tx));
-    relay(&mut session, &mut tx, &mut notes).await;
-    reader.abort();
+    let mut reader = tokio::spawn(read_client(rx, notes_tx));
+    let stopped = relay(&mut session, &mut tx, &mut notes, &mut stopping).await;
     // Dropping the session tells the agent the watch is over.
     drop(session);
-    let _ = tx.send(Message::Close(None)).await;
+    match stopped {
+        Stopped::No => {
+            reader.abort();
+            let _ = tx.send(Message::Close(None)).await;
+        }
+        // The reader ends at the client's Close.
+        Stopped::Yes => {
+            let _ = tx.send(stopping_close()).await;
+            if tokio::time::timeout(CLOSE_REPLY, &mut reader)
+                .await
+                .is_err()
+            {
+                reader.abort();
+            }
+        }
+    }
 }
 
 /// The subscribe message; `None` when the client left first.
@@ -126,14 +149,23 @@ async fn subscribe(rx: &mut SplitStream<WebSocket>) -> Option<Result<WatchReques
     }
 }
 
-/// Changes out until the agent or the client ends the watch.
+/// Whether a watch ended because the daemon is stopping.
+enum Stopped {
+    Yes,
+    No,
+}
+
+/// Changes out until the agent or the client ends the watch, or the
+/// daemon stops.
 async fn relay(
     session: &mut FsSession,
     tx: &mut Tx,
     notes: &mut tokio::sync::mpsc::Receiver<WatchMessage>,
-) {
+    stopping: &mut Stopping,
+) -> Stopped {
     loop {
         let msg = tokio::select! {
+            () = stopping.wait() => return Stopped::Yes,
             ev = session.next() => match ev {
                 Ok(Some(FsEvent::Reply(FsReply::Changed { path, op, is_dir, size }))) => {
                     WatchMessage::Event {
@@ -149,19 +181,19 @@ async fn relay(
                 }
                 Ok(Some(FsEvent::Reply(FsReply::Error { code, message, .. }))) => {
                     let _ = send(tx, &error(message, Some(code), None)).await;
-                    return;
+                    return Stopped::No;
                 }
                 Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return,
+                Ok(None) | Err(_) => return Stopped::No,
             },
             note = notes.recv() => match note {
                 Some(n) => n,
                 // The client closed.
-                None => return,
+                None => return Stopped::No,
             },
         };
         if send(tx, &msg).await.is_err() {
-            return;
+            return Stopped::No;
         }
     }
 }
