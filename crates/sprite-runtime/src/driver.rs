@@ -49,6 +49,15 @@ pub trait Driver: Send + Sync {
     /// Thaws what [`Driver::pause`] froze.
     fn resume(&self, id: &str) -> Result<(), RuntimeError>;
 
+    /// Thaws what [`Driver::pause`] froze if that takes one write to the
+    /// sandbox's cgroup and no waiting, as it does but for a freeze still
+    /// under way: true when done. False (nothing else tried) means
+    /// [`Driver::resume`] must do it. Cheap enough for a caller that may
+    /// not block.
+    fn resume_now(&self, _id: &str) -> Result<bool, RuntimeError> {
+        Ok(false)
+    }
+
     /// Removes the container (killing what still runs), its egress and its
     /// cgroups. Idempotent.
     fn delete(&self, id: &str) -> Result<(), RuntimeError>;
@@ -168,6 +177,10 @@ impl Driver for ByIsolation {
 
     fn resume(&self, id: &str) -> Result<(), RuntimeError> {
         self.of(id).resume(id)
+    }
+
+    fn resume_now(&self, id: &str) -> Result<bool, RuntimeError> {
+        self.of(id).resume_now(id)
     }
 
     fn delete(&self, id: &str) -> Result<(), RuntimeError> {

@@ -702,6 +702,14 @@ impl Driver for Gvisor {
         }
     }
 
+    fn resume_now(&self, id: &str) -> Result<bool> {
+        validate_id(id)?;
+        match self.cgroups.thaw_now(id) {
+            Err(RuntimeError::NotFound(_)) => Ok(false),
+            other => other,
+        }
+    }
+
     fn delete(&self, id: &str) -> Result<()> {
         validate_id(id)?;
         if let Some(state) = self.runsc_state(id)? {

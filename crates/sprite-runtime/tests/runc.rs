@@ -385,6 +385,21 @@ fn sandbox_isolation_limits_and_lifecycle() {
         env.runc.state(id).expect("state"),
         SandboxState::Running { pid }
     );
+    // And in place, with one write (the daemon's warm fast path).
+    env.runc.pause(id).expect("pause again");
+    assert_eq!(env.runc.state(id).expect("state"), SandboxState::Paused);
+    assert!(
+        env.runc.resume_now(id).expect("resume_now"),
+        "not thawed at once"
+    );
+    assert_eq!(
+        env.runc.state(id).expect("state"),
+        SandboxState::Running { pid }
+    );
+    assert_eq!(
+        read_trim(cgroup_dir(&dirs, "freezer").join("freezer.state")),
+        "THAWED"
+    );
 
     // Stop (sleep as PID 1 ignores SIGTERM: this exercises the SIGKILL path),
     // and every cgroup directory goes with it.
@@ -398,6 +413,11 @@ fn sandbox_isolation_limits_and_lifecycle() {
     env.runc
         .stop(id, Duration::from_millis(10))
         .expect("stop is idempotent");
+    // Nothing to thaw in place: left to `resume`, which says it is gone.
+    assert!(!env
+        .runc
+        .resume_now(id)
+        .expect("resume_now of a stopped sandbox"));
     env.runc.delete(id).expect("delete is idempotent");
 
     // Start again on the same rootfs: the data is there.

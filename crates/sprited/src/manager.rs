@@ -671,7 +671,7 @@ impl Manager {
     /// The wake runs in a task of its own, so that a client hanging up
     /// cannot cancel it halfway through a start.
     pub async fn ensure_running(self: &Arc<Self>, rec: &SpriteRecord) -> Result<(), Error> {
-        if self.slot(&rec.id).usable() {
+        if self.slot(&rec.id).usable() || self.thaw_here(rec) {
             return Ok(());
         }
         let this = self.clone();
@@ -679,6 +679,40 @@ impl Manager {
         tokio::spawn(async move { this.wake(&rec).await })
             .await
             .map_err(|e| Error::Internal(format!("wake task failed: {e}")))?
+    }
+
+    /// The warm fast path without leaving the caller's task: when nothing
+    /// else holds the sprite's lifecycle and its cgroup thaws with one
+    /// write, it is running again here (no task, no blocking thread: each
+    /// hand-off wakes an idle CPU, a good part of a warm wake's cost).
+    /// False leaves everything to [`Manager::wake`].
+    fn thaw_here(&self, rec: &SpriteRecord) -> bool {
+        let slot = self.slot(&rec.id);
+        let Ok(_g) = slot.lifecycle.try_lock() else {
+            return false;
+        };
+        if self.status(&rec.id) != Status::Warm {
+            return false;
+        }
+        match self.driver.resume_now(&rec.id) {
+            Ok(true) => {
+                self.resumed(rec);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::debug!(sprite = %rec.name, error = %e, "thawing in place failed; waking it");
+                false
+            }
+        }
+    }
+
+    /// A warm sprite was thawed: it is running.
+    fn resumed(&self, rec: &SpriteRecord) {
+        tracing::debug!(sprite = %rec.name, "resumed");
+        self.metrics.woke("warm");
+        self.slot(&rec.id).state().warm_since = None;
+        self.set_status(&rec.id, Status::Running);
     }
 
     async fn wake(&self, rec: &SpriteRecord) -> Result<(), Error> {
@@ -703,10 +737,7 @@ impl Manager {
                 .await;
                 match resumed {
                     Ok(()) => {
-                        tracing::debug!(sprite = %rec.name, "resumed");
-                        self.metrics.woke("warm");
-                        self.slot(&rec.id).state().warm_since = None;
-                        self.set_status(&rec.id, Status::Running);
+                        self.resumed(rec);
                         return Ok(());
                     }
                     Err(e) => {

@@ -622,10 +622,17 @@ async fn lifecycle_cases(
     // Warm → first exec, vs bare runc resume + exec of a paused container.
     let base_id = "bench-base-warm";
     runc(state, &["run", "-d", "--bundle", bundle, base_id])?;
-    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    // Beside it, a sprite that never freezes, idle as long before the same
+    // exec: what is left of a warm wake once the machine's own wake-up
+    // from idle (CPUs halted, caches cold) is taken out.
+    let awake = start_daemon_with(&["--idle-warm", "1h"])?;
+    create(http, &awake, "awake").await?;
+    let (mut ours, mut base, mut idle) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         exec_true(&d, "life").await?;
+        let quiet = Instant::now();
         wait_status(http, &d, "life", "warm").await?;
+        let gap = quiet.elapsed();
         let t = Instant::now();
         exec_true(&d, "life").await?;
         ours.push(ms(t.elapsed()));
@@ -634,13 +641,32 @@ async fn lifecycle_cases(
         runc(state, &["resume", base_id])?;
         runc(state, &["exec", base_id, "true"])?;
         base.push(ms(t.elapsed()));
+        exec_true(&awake, "awake").await?;
+        // Asked its status as often as the warm one was while it went warm.
+        let quiet = Instant::now();
+        while quiet.elapsed() < gap {
+            status(http, &awake, "awake").await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = Instant::now();
+        exec_true(&awake, "awake").await?;
+        idle.push(ms(t.elapsed()));
     }
     runc(state, &["delete", "-f", base_id])?;
+    delete(http, &awake, "awake").await?;
+    drop(awake);
     rows.push(Row {
         case: "warm → first exec returns",
-        ours,
+        ours: ours.clone(),
         base,
         target: "< 10 ms, aim < 3 ms (public service 100-500 ms); baseline = runc resume + exec",
+    });
+    rows.push(Row {
+        case: "warm → first exec, vs a running sprite idle as long",
+        ours,
+        base: idle,
+        target:
+            "≤ 2 ms (issue 14); baseline = exec on a never-frozen sprite after the same idle time",
     });
 
     // Cold → first exec, vs bare runc run + exec.

@@ -51,6 +51,13 @@ pub trait CgroupBackend: Send + Sync + Debug {
     /// until the kernel reports it done. `NotFound` if the cgroup is absent.
     /// runc derives "paused" from this same state, so the two agree.
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()>;
+    /// Thaws with one write and no wait: true when the kernel already
+    /// reports every task thawed (it does at once unless a freeze is still
+    /// under way), false when it does not yet (then [`set_frozen`] waits).
+    /// `NotFound` if the cgroup is absent.
+    ///
+    /// [`set_frozen`]: CgroupBackend::set_frozen
+    fn thaw_now(&self, id: &str) -> Result<bool>;
     /// Whether the sandbox's tasks are frozen (or being frozen); false
     /// where its cgroup is gone.
     fn is_frozen(&self, id: &str) -> Result<bool>;

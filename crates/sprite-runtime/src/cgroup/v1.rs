@@ -183,6 +183,21 @@ impl CgroupBackend for V1 {
         }
     }
 
+    fn thaw_now(&self, id: &str) -> Result<bool> {
+        validate_id(id)?;
+        let state = self.dir_for("freezer", id)?.join("freezer.state");
+        match std::fs::write(&state, "THAWED") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(RuntimeError::io("write", &state, e)),
+        }
+        let now =
+            std::fs::read_to_string(&state).map_err(|e| RuntimeError::io("read", &state, e))?;
+        Ok(now.trim() == "THAWED")
+    }
+
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
         validate_id(id)?;
         let state = self.dir_for("freezer", id)?.join("freezer.state");

@@ -146,6 +146,16 @@ impl CgroupBackend for V2 {
         }
     }
 
+    fn thaw_now(&self, id: &str) -> Result<bool> {
+        let dir = self.dir(id)?;
+        let freeze = dir.join("cgroup.freeze");
+        if !freeze.exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        write(&freeze, "0")?;
+        Ok(read_key(&dir.join("cgroup.events"), "frozen")? == Some(0))
+    }
+
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
         let dir = self.dir(id)?;
         let freeze = dir.join("cgroup.freeze");
