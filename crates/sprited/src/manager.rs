@@ -236,6 +236,12 @@ impl Manager {
         self.slot(id).status()
     }
 
+    /// The status clients are shown: `running` until an idle pause has
+    /// happened (see `SpriteSlot::shown_status`).
+    pub fn shown_status(&self, id: &str) -> Status {
+        self.slot(id).shown_status()
+    }
+
     fn set_status(&self, id: &str, s: Status) {
         self.slot(id).state().status = s;
         self.announce(id);

@@ -266,6 +266,37 @@ async fn requests_during_transitions_are_served() {
     );
 }
 
+/// The idle tracker marks a sprite warm before it freezes it; a client
+/// must not be told `warm` until the freeze is done: a daemon killed in
+/// between leaves it running (CI caught `daemon_restart_keeps_warm_and_cold`
+/// shown `warm` and finding it running after the restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_is_shown_only_once_paused() {
+    let mut d = Daemon::start_with_env(
+        &["--idle-warm", "1s", "--idle-cold", "1h"],
+        &[("SPRITED_FAILPOINTS", "idle-pausing")],
+    );
+    let api = d.client();
+    api.create("half").await;
+    let id = api.id_of("half").await;
+    d.wait_log("failpoint reached", Duration::from_secs(15));
+    // Stopped just before the freeze: marked warm inside, running outside.
+    assert_eq!(api.status("half").await, "running");
+    let list = api.get_json("/v1/sprites?prefix=half").await;
+    assert_eq!(list["sprites"][0]["status"], "running", "{list}");
+    assert_eq!(d.runc_state(&id), "running");
+    d.kill9();
+    d.env.retain(|(k, _)| k != "SPRITED_FAILPOINTS");
+    d.spawn();
+    let api = d.client();
+    assert_eq!(api.status("half").await, "running");
+    assert_eq!(api.sh("half", "echo up").await, "up\n");
+    // And it goes warm for real now, shown once frozen.
+    api.wait_status("half", "warm", Duration::from_secs(10))
+        .await;
+    assert_eq!(d.runc_state(&id), "paused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_restart_keeps_warm_and_cold() {
     let mut d = Daemon::start_with(&["--idle-warm", "1s", "--idle-cold", "3s"]);

@@ -31,7 +31,7 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
         id: rec.id.clone(),
         name: rec.name.clone(),
         organization: ORGANIZATION.into(),
-        status: state.manager.status(&rec.id),
+        status: state.manager.shown_status(&rec.id),
         url: state.manager.url_of(&rec.name),
         url_settings: UrlSettings {
             auth: Some(rec.url_auth.clone()),

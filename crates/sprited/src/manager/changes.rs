@@ -49,10 +49,11 @@ impl Manager {
         let _ = self.changes.send(SpriteChange::Closing);
     }
 
-    /// A sprite's status without making it a slot: a watcher may look at
-    /// an id just destroyed, which must not come back as a cold sprite.
+    /// A sprite's status as clients are shown it, without making it a slot:
+    /// a watcher may look at an id just destroyed, which must not come back
+    /// as a cold sprite.
     pub fn peek_status(&self, id: &str) -> Option<Status> {
-        lock(&self.slots).get(id).map(|slot| slot.status())
+        lock(&self.slots).get(id).map(|slot| slot.shown_status())
     }
 
     /// The sprites in the DB, by status.

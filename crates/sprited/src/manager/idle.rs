@@ -115,6 +115,7 @@ impl Manager {
         let driver = self.driver.clone();
         let sid = id.to_string();
         match blocking(move || {
+            crate::failpoint::hit("idle-pausing");
             driver
                 .pause(&sid)
                 .map_err(Error::runtime("pausing the sandbox"))

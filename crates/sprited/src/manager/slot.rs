@@ -102,6 +102,19 @@ impl SpriteSlot {
         self.state().status
     }
 
+    /// The status as clients are told it: a `warm` whose pause has not
+    /// happened yet (the idle tracker's tentative mark, set before it
+    /// freezes: see `idle::pause_idle`) is still `running`. Told `warm`
+    /// then, a client could find the sprite running after a daemon crash
+    /// cut the pause short.
+    pub(super) fn shown_status(&self) -> Status {
+        let s = self.state();
+        match s.status {
+            Status::Warm if s.warm_since.is_none() => Status::Running,
+            other => other,
+        }
+    }
+
     /// Running, and not being stopped: a request may go straight to it.
     pub(super) fn usable(&self) -> bool {
         let s = self.state();
@@ -135,5 +148,26 @@ impl Drop for Activity {
     fn drop(&mut self) {
         self.slot.state().last_activity = Instant::now();
         self.slot.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_in_flight_is_shown_as_running() {
+        let slot = SpriteSlot::new();
+        slot.state().status = Status::Running;
+        assert_eq!(slot.shown_status(), Status::Running);
+        // The idle tracker's mark, before it freezes.
+        slot.state().status = Status::Warm;
+        assert_eq!(slot.status(), Status::Warm);
+        assert_eq!(slot.shown_status(), Status::Running);
+        // Paused.
+        slot.state().warm_since = Some(Instant::now());
+        assert_eq!(slot.shown_status(), Status::Warm);
+        slot.state().status = Status::Cold;
+        assert_eq!(slot.shown_status(), Status::Cold);
     }
 }
