@@ -704,10 +704,7 @@ impl Driver for Gvisor {
 
     fn resume_now(&self, id: &str) -> Result<bool> {
         validate_id(id)?;
-        match self.cgroups.thaw_now(id) {
-            Err(RuntimeError::NotFound(_)) => Ok(false),
-            other => other,
-        }
+        self.cgroups.thaw_now(id)
     }
 
     fn delete(&self, id: &str) -> Result<()> {

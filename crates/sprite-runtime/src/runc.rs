@@ -444,10 +444,7 @@ impl Driver for Runc {
 
     fn resume_now(&self, id: &str) -> Result<bool> {
         validate_id(id)?;
-        match self.cgroups.thaw_now(id) {
-            Err(RuntimeError::NotFound(_)) => Ok(false),
-            other => other,
-        }
+        self.cgroups.thaw_now(id)
     }
 
     fn delete(&self, id: &str) -> Result<()> {

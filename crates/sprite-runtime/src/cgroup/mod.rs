@@ -53,8 +53,8 @@ pub trait CgroupBackend: Send + Sync + Debug {
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()>;
     /// Thaws with one write and no wait: true when the kernel already
     /// reports every task thawed (it does at once unless a freeze is still
-    /// under way), false when it does not yet (then [`set_frozen`] waits).
-    /// `NotFound` if the cgroup is absent.
+    /// under way); false when it does not yet (then [`set_frozen`] waits)
+    /// or the cgroup is absent (then the driver's resume finds out why).
     ///
     /// [`set_frozen`]: CgroupBackend::set_frozen
     fn thaw_now(&self, id: &str) -> Result<bool>;

@@ -188,9 +188,7 @@ impl CgroupBackend for V1 {
         let state = self.dir_for("freezer", id)?.join("freezer.state");
         match std::fs::write(&state, "THAWED") {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(RuntimeError::NotFound(id.to_string()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(RuntimeError::io("write", &state, e)),
         }
         let now =

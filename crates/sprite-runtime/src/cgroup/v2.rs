@@ -150,7 +150,7 @@ impl CgroupBackend for V2 {
         let dir = self.dir(id)?;
         let freeze = dir.join("cgroup.freeze");
         if !freeze.exists() {
-            return Err(RuntimeError::NotFound(id.to_string()));
+            return Ok(false);
         }
         write(&freeze, "0")?;
         Ok(read_key(&dir.join("cgroup.events"), "frozen")? == Some(0))

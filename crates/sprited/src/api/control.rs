@@ -66,9 +66,6 @@ use crate::AppState;
 
 const PREFIX: &str = "control:";
 
-/// The close reason when the daemon stops (code 1001).
-const STOPPING: &str = "sprited is stopping";
-
 /// How long a connection may sit with no operation before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -157,6 +154,12 @@ impl Conn {
         self.send(Message::Text(text.into())).await
     }
 
+    /// The daemon is stopping: say so (1001), and end.
+    async fn going_away(&mut self) -> Flow {
+        let _ = self.send(super::ws::stopping_close()).await;
+        Err(Gone)
+    }
+
     async fn close(&mut self, code: u16, reason: &str) -> Flow {
         let frame = CloseFrame {
             code,
@@ -173,7 +176,7 @@ async fn serve(state: AppState, name: String, ws: WebSocket, stopping: Stopping)
         let msg = tokio::select! {
             m = tokio::time::timeout(IDLE_TIMEOUT, conn.ws.recv()) => m,
             () = conn.stopping.wait() => {
-                let _ = conn.close(1001, STOPPING).await;
+                let _ = conn.going_away().await;
                 break;
             }
         };
@@ -403,7 +406,7 @@ async fn exec_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, r
         }
     };
     let Some(ended) = ended else {
-        return conn.close(1001, STOPPING).await;
+        return conn.going_away().await;
     };
     match ended? {
         Ok(code) => {
@@ -877,7 +880,7 @@ async fn proxy_op(state: &AppState, name: &str, conn: &mut Conn, env: Envelope, 
     };
     match (end, env) {
         (End::Gone, _) => Err(Gone),
-        (End::Stopping, _) => conn.close(1001, STOPPING).await,
+        (End::Stopping, _) => conn.going_away().await,
         (End::Released, Envelope::Plain) => Ok(()),
         (End::Released, Envelope::Prefixed) => conn.control(env, "op.complete", json!({})).await,
         // A plain client learns the end only from the close.

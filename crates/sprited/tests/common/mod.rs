@@ -166,25 +166,14 @@ impl Daemon {
     /// if it did not end (a thread stuck in the kernel keeps a killed
     /// process from exiting); it can be waited for again.
     pub fn kill9_within(&mut self, within: Duration) -> bool {
-        let Some(c) = self.child.as_mut() else {
-            return true;
-        };
-        let _ = c.kill();
-        let deadline = Instant::now() + within;
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) | Err(_) => {
-                    self.child = None;
-                    return true;
-                }
-                Ok(None) if Instant::now() >= deadline => return false,
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            }
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
         }
+        self.wait_exit(within)
     }
 
-    /// Wait at most `within` for the daemon to exit by itself (after a
-    /// SIGTERM the test sent), reaping it: false if it did not.
+    /// Wait at most `within` for the daemon to exit (after a signal the
+    /// test sent), reaping it: false if it did not.
     pub fn wait_exit(&mut self, within: Duration) -> bool {
         let Some(c) = self.child.as_mut() else {
             return true;
