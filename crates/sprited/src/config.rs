@@ -73,6 +73,12 @@ pub struct Config {
     /// Where sprites' DNS resolvers forward allowed names (default: the
     /// first nameserver of the host's /etc/resolv.conf).
     pub dns_upstream: Option<SocketAddr>,
+    /// How sprites' traffic leaves the host: a veth pair per sprite (the
+    /// kernel's datapath) or a pasta per sprite.
+    pub egress: sprite_runtime::net::Datapath,
+    /// The network the kernel datapath hands out (a /31 per running
+    /// sprite); blocked for sprites on either datapath.
+    pub egress_network: ipnet::Ipv4Net,
     /// The cold tier: `file:///path` or `s3://bucket/prefix` (default: the
     /// folder `<data>/objects`).
     pub object_store: Option<String>,
@@ -156,6 +162,8 @@ impl Config {
             min_free_gb: 2,
             create_rate_per_minute: 0,
             dns_upstream: None,
+            egress: sprite_runtime::net::Datapath::Kernel,
+            egress_network: sprite_runtime::net::veth::default_network(),
             object_store: None,
             evict_after: std::time::Duration::from_secs(3600),
             upload_checkpoints: true,

@@ -109,6 +109,16 @@ struct Cli {
     /// the first nameserver in /etc/resolv.conf).
     #[arg(long, global = true)]
     dns_upstream: Option<SocketAddr>,
+    /// How sprites reach the outside: `kernel` (a veth pair per sprite,
+    /// routed and masqueraded by the host's kernel; IPv4) or `pasta` (a
+    /// pasta process per sprite, NAT through the host's sockets; IPv6 too
+    /// where the host has it, ~29 MiB per running sprite).
+    #[arg(long, default_value = "kernel", value_parser = ["kernel", "pasta"], global = true)]
+    egress: String,
+    /// The network the kernel datapath hands out, a /31 per running sprite
+    /// (it must not overlap a network the host routes).
+    #[arg(long, default_value = sprite_runtime::net::veth::DEFAULT_NETWORK, global = true)]
+    egress_network: ipnet::Ipv4Net,
     /// Where evicted sprites' volumes and checkpoints go: `file:///path`
     /// or `s3://bucket/prefix` (with the AWS_* environment variables,
     /// AWS_ENDPOINT_URL included). Default: the folder `<data-dir>/objects`.
@@ -326,6 +336,11 @@ async fn main() -> anyhow::Result<()> {
     cfg.min_free_gb = cli.min_free_gb;
     cfg.create_rate_per_minute = cli.create_rate;
     cfg.dns_upstream = cli.dns_upstream;
+    cfg.egress = match cli.egress.as_str() {
+        "pasta" => sprite_runtime::net::Datapath::Pasta,
+        _ => sprite_runtime::net::Datapath::Kernel,
+    };
+    cfg.egress_network = cli.egress_network;
     cfg.object_store = cli.object_store;
     cfg.evict_after = cli.evict_after;
     cfg.upload_checkpoints = cli.upload_checkpoints;

@@ -1,5 +1,6 @@
-//! Egress: every sprite reaches the outside through pasta, never the host,
-//! and its network policy is enforced by name and by address.
+//! Egress: every sprite reaches the outside (through the kernel datapath, a
+//! veth pair per sprite, or through pasta), never the host nor another
+//! sprite, and its network policy is enforced by name and by address.
 //!
 //! "The internet" is a network namespace this test creates (a veth pair):
 //! a DNS server answers `allowed.test` and `denied.test` with two addresses
@@ -232,6 +233,9 @@ async fn connects(api: &common::Api, name: &str, host: &str, port: u16) -> bool 
         &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 3 {host} {port}"),
     )
     .await;
+    if out.contains("HTTP/") {
+        eprintln!("from {name}, {host}:{port} answered: {out}");
+    }
     out.contains("HTTP/")
 }
 
@@ -253,11 +257,20 @@ fn http_get(host: &str) -> String {
     format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 3 {host} 80")
 }
 
+/// The host's IPv4 addresses that stay its own while a test runs: not the
+/// fake internets' host sides (10.213/16; other tests make and remove
+/// theirs, and an address gone is no longer the host's: a sprite that
+/// connects to it then goes out, as to any address) nor sprite links
+/// (10.239/16, checked on their own).
 fn host_ipv4s() -> Vec<Ipv4Addr> {
+    let fleeting = |a: &Ipv4Addr| {
+        let o = a.octets();
+        o[0] == 10 && (o[1] == 213 || o[1] == 239)
+    };
     nix::ifaddrs::getifaddrs()
         .unwrap()
         .filter_map(|i| i.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())))
-        .filter(|a| !a.is_loopback())
+        .filter(|a| !a.is_loopback() && !fleeting(a))
         .collect()
 }
 
@@ -275,16 +288,49 @@ fn pasta_pids(d: &Daemon) -> Vec<i32> {
         .collect()
 }
 
+/// The sprite's own IPv4 address on `eth0` (the kernel datapath's side of
+/// its pair), if it has one.
+async fn eth0_address(api: &common::Api, name: &str) -> Option<Ipv4Addr> {
+    let (_, out) = try_sh(api, name, "ip -4 -o addr show dev eth0 2>/dev/null").await;
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+}
+
+/// The host's side of the pair whose sprite side is `sprite_side`, in the
+/// default sprite network: `spv<i>` for the `i`-th /31.
+fn host_link(sprite_side: Ipv4Addr) -> String {
+    let base = u32::from(Ipv4Addr::new(10, 239, 0, 0));
+    format!("spv{}", (u32::from(sprite_side) - base) / 2)
+}
+
+fn link_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sprites_reach_out_but_never_the_host_or_each_other() {
-    let net = FakeInternet::start().await;
-    let d = Daemon::start_with(&["--dns-upstream", &net.upstream()]);
-    let api = d.client();
-    api.create("eg-a").await;
-    api.create("eg-b").await;
+    reach_out_but_never_the_host_or_each_other("kernel").await;
+}
 
-    // Outbound works (NAT through pasta): the test namespace answers.
-    let (_, out) = try_sh(&api, "eg-a", &http_get(&net.allowed.to_string())).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pasta_sprites_reach_out_but_never_the_host_or_each_other() {
+    reach_out_but_never_the_host_or_each_other("pasta").await;
+}
+
+async fn reach_out_but_never_the_host_or_each_other(datapath: &str) {
+    let net = FakeInternet::start().await;
+    let d = Daemon::start_with(&["--dns-upstream", &net.upstream(), "--egress", datapath]);
+    let api = d.client();
+    let (a, b) = (format!("eg-{datapath}-a"), format!("eg-{datapath}-b"));
+    let (a, b) = (a.as_str(), b.as_str());
+    api.create(a).await;
+    api.create(b).await;
+
+    // Outbound works (NAT): the test namespace answers.
+    let (_, out) = try_sh(&api, a, &http_get(&net.allowed.to_string())).await;
     assert!(out.contains("hello from the internet"), "{out}");
 
     // Host services: loopback, every interface address, the daemon's API.
@@ -292,66 +338,185 @@ async fn sprites_reach_out_but_never_the_host_or_each_other() {
     let (any_port, host_any) = host_listener("0.0.0.0:0").await;
     let api_port: u16 = d.addr.rsplit(':').next().unwrap().parse().unwrap();
     assert!(
-        !connects(&api, "eg-a", "127.0.0.1", lo_port).await,
+        !connects(&api, a, "127.0.0.1", lo_port).await,
         "host loopback reached"
     );
     assert!(
-        !connects(&api, "eg-a", "127.0.0.1", api_port).await,
+        !connects(&api, a, "127.0.0.1", api_port).await,
         "daemon API reached"
     );
-    for a in host_ipv4s() {
-        let a = a.to_string();
+    for h in host_ipv4s() {
+        let h = h.to_string();
         assert!(
-            !connects(&api, "eg-a", &a, any_port).await,
-            "host address {a} reached"
+            !connects(&api, a, &h, any_port).await,
+            "host address {h} reached"
         );
         assert!(
-            !connects(&api, "eg-a", &a, api_port).await,
-            "API via {a} reached"
+            !connects(&api, a, &h, api_port).await,
+            "API via {h} reached"
         );
     }
-    assert!(!connects(&api, "eg-a", &net.host_side.to_string(), any_port).await);
-    assert!(!connects(&api, "eg-a", "169.254.169.254", 80).await);
+    assert!(!connects(&api, a, &net.host_side.to_string(), any_port).await);
+    assert!(!connects(&api, a, "169.254.169.254", 80).await);
     // The sprite's root cannot lift the rules (no CAP_NET_ADMIN).
-    let (ok, _) = try_sh(
-        &api,
-        "eg-a",
-        "nft flush ruleset 2>&1 || ip link set lo down",
-    )
-    .await;
+    let (ok, _) = try_sh(&api, a, "nft flush ruleset 2>&1 || ip link set lo down").await;
     assert!(!ok);
 
     // Another sprite: its listener is reachable from neither address.
     let (ok, out) = try_sh(
         &api,
-        "eg-b",
+        b,
         "(while true; do echo 'HTTP/1.0 200 FROM-B' | nc -l -p 7000 >/dev/null; done >/dev/null 2>&1 &) ; sleep 0.3",
     )
     .await;
     assert!(ok, "{out}");
     assert!(
-        connects(&api, "eg-b", "127.0.0.1", 7000).await,
-        "eg-b's own listener"
+        connects(&api, b, "127.0.0.1", 7000).await,
+        "{b}'s own listener"
     );
-    assert!(!connects(&api, "eg-a", "127.0.0.1", 7000).await);
-    for a in host_ipv4s() {
-        assert!(!connects(&api, "eg-a", &a.to_string(), 7000).await);
+    assert!(!connects(&api, a, "127.0.0.1", 7000).await);
+    for h in host_ipv4s() {
+        assert!(
+            !connects(&api, a, &h.to_string(), 7000).await,
+            "{h}:7000 reached"
+        );
     }
 
     // DNS works inside through the sprite's resolver.
-    let (ok, out) = try_sh(&api, "eg-a", "cat /etc/resolv.conf; nslookup allowed.test").await;
+    let (ok, out) = try_sh(&api, a, "cat /etc/resolv.conf; nslookup allowed.test").await;
     assert!(ok && out.contains(&net.allowed.to_string()), "{out}");
 
-    // A destroyed sprite leaves no pasta behind.
-    assert_eq!(pasta_pids(&d).len(), 2);
-    api.delete("eg-a").await;
-    api.delete("eg-b").await;
+    let mut links = Vec::new();
+    // The pair's inside is the sandbox's namespace: a container's own, or
+    // under gVisor the namespace the Sentry runs in, which its programs
+    // do not see (the checks above hold there alike).
+    if datapath == "kernel" && common::isolation() != "container" {
+        assert!(pasta_pids(&d).is_empty(), "pasta on the kernel datapath");
+    } else if datapath == "kernel" {
+        // Each sprite has its pair; neither reaches the other's address
+        // nor the host's side of either pair.
+        let (ea, eb) = (
+            eth0_address(&api, a).await.expect("eth0 in a"),
+            eth0_address(&api, b).await.expect("eth0 in b"),
+        );
+        assert_ne!(ea, eb);
+        for (addr, sprite) in [(ea, a), (eb, b)] {
+            let link = host_link(addr);
+            assert!(link_exists(&link), "{link} for {sprite}");
+            links.push(link);
+        }
+        assert!(
+            !connects(&api, a, &eb.to_string(), 7000).await,
+            "b reached from a"
+        );
+        let gw_b = Ipv4Addr::from(u32::from(eb) - 1).to_string();
+        let gw_a = Ipv4Addr::from(u32::from(ea) - 1).to_string();
+        for gw in [gw_a, gw_b] {
+            assert!(
+                !connects(&api, a, &gw, any_port).await,
+                "host via {gw} reached"
+            );
+            assert!(
+                !connects(&api, a, &gw, api_port).await,
+                "API via {gw} reached"
+            );
+        }
+        // No IPv6 on the pair: nothing faces the host there.
+        let (_, v6) = try_sh(&api, a, "ip -6 addr show dev eth0").await;
+        assert!(!v6.contains("inet6"), "{v6}");
+        assert!(pasta_pids(&d).is_empty(), "pasta on the kernel datapath");
+
+        // The host's own table holds without the sprite's: with a's table
+        // removed (from the host), a still reaches the internet and still
+        // not the host, b, or the host's side of a pair.
+        let secs = 100_000 + std::process::id() % 100_000;
+        let marker = format!("sleep\0{secs}\0");
+        let (ok, out) = try_sh(
+            &api,
+            a,
+            &format!("(sleep {secs} >/dev/null 2>&1 &); sleep 0.2"),
+        )
+        .await;
+        assert!(ok, "{out}");
+        let pid = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| c == marker.as_bytes())
+                    .unwrap_or(false)
+            })
+            .expect("the marked process in a");
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["nft", "delete", "table", "inet", "sprite"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, out) = try_sh(&api, a, &http_get(&net.allowed.to_string())).await;
+        assert!(out.contains("hello from the internet"), "{out}");
+        for h in host_ipv4s() {
+            assert!(
+                !connects(&api, a, &h.to_string(), any_port).await,
+                "host {h} without the sprite's table"
+            );
+        }
+        let gw_a = Ipv4Addr::from(u32::from(ea) - 1).to_string();
+        assert!(
+            !connects(&api, a, &gw_a, any_port).await,
+            "gateway without the sprite's table"
+        );
+        assert!(
+            !connects(&api, a, &gw_a, api_port).await,
+            "API without the sprite's table"
+        );
+        assert!(
+            !connects(&api, a, &eb.to_string(), 7000).await,
+            "b without a's table"
+        );
+        // Nor can it send as another sprite (its root cannot add an
+        // address; host root does, in a's namespace, and sends from b's
+        // address through a's pair: the host drops it).
+        let spoof = format!(
+            "import socket\n\
+             s = socket.socket(); s.settimeout(3); s.bind(('{eb}', 0))\n\
+             try:\n    s.connect(('{}', 80)); print('CONNECTED')\n\
+             except OSError as e:\n    print('refused', e)\n",
+            net.allowed
+        );
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["sh", "-c"])
+            .arg(format!(
+                "ip addr add {eb}/32 dev eth0 && python3 -c \"$0\"; ip addr del {eb}/32 dev eth0"
+            ))
+            .arg(&spoof)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("refused"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert_eq!(pasta_pids(&d).len(), 2);
+    }
+
+    // A destroyed sprite leaves no pasta and no link behind.
+    api.delete(a).await;
+    api.delete(b).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !pasta_pids(&d).is_empty() {
+    while !pasta_pids(&d).is_empty() || links.iter().any(|l| link_exists(l)) {
         assert!(
             std::time::Instant::now() < deadline,
-            "pasta left: {:?}",
-            pasta_pids(&d)
+            "pasta left: {:?}, links left: {:?}",
+            pasta_pids(&d),
+            links.iter().filter(|l| link_exists(l)).collect::<Vec<_>>()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -39,7 +39,7 @@ async fn sprites_are_isolated_and_limited() {
             &sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"),
         )
         .await;
-    // Loopback and pasta's tap (egress; see tests/egress.rs).
+    // Loopback and eth0, its side of the egress pair (see tests/egress.rs).
     let ifaces: Vec<String> = o.out().lines().map(String::from).collect();
     assert_eq!(ifaces.len(), 2, "{ifaces:?}");
     assert_eq!(ifaces[0], "lo");

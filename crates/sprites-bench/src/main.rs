@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod cold;
 mod control;
+mod egress;
 mod files;
 mod gvisor;
 mod replication;
@@ -46,6 +47,9 @@ enum Case {
     /// Continuous replication under 1 and 10 MiB/s writers (CPU, bytes
     /// sent, RPO) and a checkpoint restored from the object store.
     Replication,
+    /// The kernel datapath against pasta: create → first exec, 20
+    /// concurrent creates, host memory per running sprite.
+    Egress,
     /// gvisor sprites against container ones and bare runsc: create,
     /// exec, checkpoint, URL requests, warm and cold wake, memory.
     Gvisor,
@@ -918,6 +922,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.case, Case::All | Case::Replication) {
         replication::cases(&http, args.runs, &mut rows, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Egress) {
+        egress::cases(&http, args.runs, &mut rows, &mut notes).await?;
     }
     if matches!(args.case, Case::All | Case::Gvisor) {
         gvisor::cases(&http, args.runs, &bundle_s, &mut rows, &mut notes).await?;

@@ -26,8 +26,10 @@ const ALWAYS_BLOCKED: [&str; 11] = [
 ];
 
 /// [`ALWAYS_BLOCKED`], every address on the host's interfaces, and the
-/// default gateways (pasta's "gateway" leads to them).
-pub fn blocked_destinations() -> Result<Vec<IpNet>> {
+/// default gateways (pasta's "gateway" leads to them); but not the
+/// addresses of sprite links inside `sprite_network`, which the caller
+/// blocks whole (listing each would change the list with every sandbox).
+pub fn blocked_destinations(sprite_network: ipnet::Ipv4Net) -> Result<Vec<IpNet>> {
     let mut out: Vec<IpNet> = ALWAYS_BLOCKED
         .iter()
         .filter_map(|s| s.parse().ok())
@@ -37,6 +39,11 @@ pub fn blocked_destinations() -> Result<Vec<IpNet>> {
     for ifa in addrs {
         let Some(addr) = ifa.address else { continue };
         let ip = if let Some(v4) = addr.as_sockaddr_in() {
+            if ifa.interface_name.starts_with(super::veth::LINK_PREFIX)
+                && sprite_network.contains(&v4.ip())
+            {
+                continue;
+            }
             IpAddr::V4(v4.ip())
         } else if let Some(v6) = addr.as_sockaddr_in6() {
             IpAddr::V6(v6.ip())
@@ -59,23 +66,26 @@ pub fn blocked_destinations() -> Result<Vec<IpNet>> {
 #[derive(Debug)]
 pub struct Blocked {
     extra: Vec<IpNet>,
+    sprite_network: ipnet::Ipv4Net,
     now: RwLock<(u64, Vec<IpNet>)>,
     made_with: Mutex<HashMap<String, u64>>,
 }
 
 impl Blocked {
-    /// The host's destinations now, and `extra`.
-    pub fn from_host(extra: &[IpNet]) -> Result<Self> {
-        let list = Self::compute(extra)?;
+    /// The host's destinations now, and `extra`, which must hold
+    /// `sprite_network` (see [`blocked_destinations`]).
+    pub fn from_host(extra: &[IpNet], sprite_network: ipnet::Ipv4Net) -> Result<Self> {
+        let list = Self::compute(extra, sprite_network)?;
         Ok(Blocked {
             extra: extra.to_vec(),
+            sprite_network,
             now: RwLock::new((1, list)),
             made_with: Mutex::new(HashMap::new()),
         })
     }
 
-    fn compute(extra: &[IpNet]) -> Result<Vec<IpNet>> {
-        let mut list = blocked_destinations()?;
+    fn compute(extra: &[IpNet], sprite_network: ipnet::Ipv4Net) -> Result<Vec<IpNet>> {
+        let mut list = blocked_destinations(sprite_network)?;
         list.extend_from_slice(extra);
         list.sort();
         list.dedup();
@@ -89,7 +99,7 @@ impl Blocked {
 
     /// Looks at the host again; the new generation if the list changed.
     pub fn refresh(&self) -> Result<Option<u64>> {
-        let list = Self::compute(&self.extra)?;
+        let list = Self::compute(&self.extra, self.sprite_network)?;
         let mut now = self.now.write().unwrap_or_else(|p| p.into_inner());
         if now.1 == list {
             return Ok(None);
@@ -237,7 +247,8 @@ mod tests {
 
     #[test]
     fn blocks_loopback_and_every_host_address() {
-        let blocked = blocked_destinations().unwrap();
+        // A sprite network no link is in: every address is listed.
+        let blocked = blocked_destinations("192.0.2.0/30".parse().unwrap()).unwrap();
         let has = |ip: IpAddr| blocked.iter().any(|n| n.contains(&ip));
         assert!(has("127.0.0.1".parse().unwrap()));
         assert!(has("::1".parse().unwrap()));

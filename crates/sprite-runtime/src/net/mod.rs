@@ -1,20 +1,25 @@
-//! Outbound network for a sandbox: `pasta` attached to its network
-//! namespace (NAT through the host's sockets, nothing bridged), behind an
-//! nftables ruleset installed in that namespace first, so that nothing
-//! leaves it before the rules are in place (until pasta attaches, the
-//! namespace has only `lo`).
+//! Outbound network for a sandbox, one of two datapaths: the kernel's
+//! ([`veth`]: a veth pair routed from the host and masqueraded there, the
+//! default) or `pasta` attached to its network namespace (NAT through the
+//! host's sockets, a process per sandbox; it carries IPv6 where the host
+//! has it). Either way behind an nftables ruleset installed in that
+//! namespace first, so that nothing leaves it before the rules are in
+//! place (until the datapath attaches, the namespace has only `lo`).
 //!
 //! The ruleset (`table inet sprite`) drops traffic to the host's own
 //! addresses, loopback beyond the sandbox's `lo`, link-local, multicast and
 //! the default gateways; pasta runs with no port forwarding in either
 //! direction and without mapping the gateway to the host, so the host is not
-//! reachable through it either. The sandbox's root has no CAP_NET_ADMIN and
+//! reachable through it either (the kernel datapath's host table drops
+//! whatever a sprite link sends to the host). The sandbox's root has no CAP_NET_ADMIN and
 //! cannot change the rules. The `egress_policy` chain and the `allow`/`deny` sets
 //! belong to the daemon's egress policy (see [`nft::policy_script`]).
 
 pub mod host;
 pub mod nft;
 pub mod pasta;
+mod rtnl;
+pub mod veth;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +27,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::driver::EgressHook;
 use crate::error::{Result, RuntimeError};
@@ -41,17 +46,45 @@ pub struct Egress {
     /// Where each sandbox's pasta pid file is kept (`<id>.pid`): pasta
     /// outlives the daemon with its sandbox, and is ended by this file.
     pub pid_dir: PathBuf,
+    /// The kernel datapath, or none: pasta.
+    pub kernel: Option<Arc<veth::Kernel>>,
+}
+
+/// Which datapath carries sandboxes' traffic out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath {
+    /// A veth pair per sandbox (see [`veth`]).
+    Kernel,
+    /// A pasta process per sandbox (see [`pasta`]).
+    Pasta,
 }
 
 impl Egress {
-    /// pasta and nft from `PATH`, blocking the host's current addresses;
-    /// pid files in `pid_dir`.
-    pub fn from_host(pid_dir: PathBuf, extra_blocked: &[IpNet]) -> Result<Self> {
+    /// nft (and pasta) from `PATH`, blocking the host's current addresses
+    /// and the whole sprite network `network` (whichever the datapath: on
+    /// a host where another daemon hands it out, its addresses are the
+    /// host's); pasta's pid files in `pid_dir`. The kernel datapath readies
+    /// the host here.
+    pub fn from_host(
+        pid_dir: PathBuf,
+        extra_blocked: &[IpNet],
+        datapath: Datapath,
+        network: Ipv4Net,
+    ) -> Result<Self> {
+        let nft_bin = PathBuf::from("nft");
+        let network = network.trunc();
+        let mut extra = extra_blocked.to_vec();
+        extra.push(IpNet::V4(network));
+        let kernel = match datapath {
+            Datapath::Kernel => Some(Arc::new(veth::Kernel::prepare(network, &nft_bin)?)),
+            Datapath::Pasta => None,
+        };
         Ok(Egress {
             pasta_bin: "pasta".into(),
-            nft_bin: "nft".into(),
-            blocked: Arc::new(host::Blocked::from_host(extra_blocked)?),
+            nft_bin,
+            blocked: Arc::new(host::Blocked::from_host(&extra, network)?),
             pid_dir,
+            kernel,
         })
     }
 
@@ -73,6 +106,17 @@ impl EgressHook for Egress {
             .map_err(|e| RuntimeError::io("mkdir", &self.pid_dir, e))?;
         let started = Instant::now();
         let (generation, blocked) = self.blocked.current();
+        if let Some(kernel) = &self.kernel {
+            let link = kernel.attach(
+                &netns_of(init_pid),
+                &self.nft_bin,
+                nft::base_script(&blocked),
+                false,
+            )?;
+            self.blocked.made(id, generation);
+            tracing::debug!(sandbox = %id, %link, elapsed = ?started.elapsed(), "network attached");
+            return Ok(());
+        }
         run_nft(
             &self.nft_bin,
             &netns_of(init_pid),
@@ -101,6 +145,12 @@ impl EgressHook for Egress {
             crate::gvisor::GATEWAY_IF,
             crate::gvisor::SANDBOX_ADDR,
         ));
+        if let Some(kernel) = &self.kernel {
+            let link = kernel.attach(netns, &self.nft_bin, script, true)?;
+            self.blocked.made(id, generation);
+            tracing::debug!(sandbox = %id, %link, elapsed = ?started.elapsed(), "network attached (forwarding)");
+            return Ok(());
+        }
         run_nft(&self.nft_bin, netns, &script)?;
         self.blocked.made(id, generation);
         set_forwarding(netns)?;
@@ -110,10 +160,16 @@ impl EgressHook for Egress {
     }
 
     /// Ends the sandbox's pasta: it does not notice its namespace dying.
+    /// (A veth pair goes with its namespace: nothing to end. A pasta that
+    /// an earlier daemon on the pasta datapath started still is.)
     fn detach(&self, id: &str) -> Result<()> {
         validate_id(id)?;
         self.blocked.forget(id);
-        pasta::stop(&self.pid_file(id))
+        let pid_file = self.pid_file(id);
+        if self.kernel.is_some() && !pid_file.exists() {
+            return Ok(());
+        }
+        pasta::stop(&pid_file)
     }
 }
 

@@ -32,7 +32,12 @@ pub fn egress(cfg: &Config) -> anyhow::Result<Egress> {
     if !cfg.listen.ip().is_unspecified() {
         extra.push(ipnet::IpNet::from(cfg.listen.ip()));
     }
-    Ok(Egress::from_host(cfg.layout().pasta_pids(), &extra)?)
+    Ok(Egress::from_host(
+        cfg.layout().pasta_pids(),
+        &extra,
+        cfg.egress,
+        cfg.egress_network,
+    )?)
 }
 
 /// One running sprite's enforcement state.
