@@ -13,13 +13,63 @@ use crate::{create, delete, exec_true, ms, start_daemon_with, Daemon, Row};
 /// memory note.
 const MANY: usize = 20;
 
-/// `MemAvailable` of the host, in KiB.
-fn mem_available_kib() -> anyhow::Result<u64> {
+/// Memory the host has allocated to anything but its page cache, in KiB:
+/// anonymous and shared memory, slab, kernel stacks, page tables, vmalloc
+/// (`/proc/meminfo`). Every process's and kernel object's memory is in it,
+/// and no file cache; `MemFree`/`MemAvailable` moved here by tens of MiB
+/// between two readings with nothing started, so they cannot tell 1 MiB
+/// per sprite.
+fn allocated_kib() -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no MemAvailable in /proc/meminfo"))
+    let field = |name: &str| -> anyhow::Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no {name} in /proc/meminfo"))
+    };
+    let mut total = 0;
+    for name in [
+        "AnonPages",
+        "Shmem",
+        "Slab",
+        "KernelStack",
+        "PageTables",
+        "VmallocUsed",
+    ] {
+        total += field(name)?;
+    }
+    Ok(total)
+}
+
+/// How many processes on the host run `sprite-agent` (one per running
+/// sprite, of any daemon).
+fn agents() -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sprite-agent")
+        })
+        .count()
+}
+
+/// Waits until sprites deleted before are gone (a delete is answered
+/// before its sandbox's teardown ends) and the count holds for 2 s.
+async fn settle() {
+    let mut last = agents();
+    let mut same_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while same_since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = agents();
+        if now != last {
+            last = now;
+            same_since = Instant::now();
+        }
+    }
 }
 
 /// PSS (KiB) of the pasta processes serving daemon `d`'s sprites (their
@@ -122,17 +172,32 @@ pub(crate) async fn cases(
     });
 
     // Host memory per running idle sprite, MANY on each datapath.
-    for (d, label) in [(&kernel, "kernel"), (&pasta, "pasta")] {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let before = mem_available_kib()?;
-        let prefix = format!("mem-{label}");
+    // (Deleted sprites' teardown finishes first: it frees memory too.)
+    for (d, label) in [(&kernel, "kernel"), (&pasta, "pasta"), (&kernel, "kernel")] {
+        settle().await;
+        let before = allocated_kib()?;
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!(
+                "before {label}: {before} kB, pastas {:?}, agents {}",
+                pasta_pss_kib(d),
+                agents()
+            );
+        }
+        let prefix = format!("mem-{label}-{}", notes.len());
         many_at_once(http, d, &prefix, MANY).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let after = mem_available_kib()?;
+        settle().await;
+        let after = allocated_kib()?;
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!(
+                "after {label}: {after} kB, pastas {:?}, agents {}",
+                pasta_pss_kib(d),
+                agents()
+            );
+        }
         let (pss, helpers) = pasta_pss_kib(d);
         notes.push(format!(
-            "egress case, {label} datapath: host memory per running idle sprite (MemAvailable drop / {MANY}): {:.1} MiB; helper processes outside the sprites: {helpers}, PSS {:.1} MiB each",
-            before.saturating_sub(after) as f64 / MANY as f64 / 1024.0,
+            "egress case, {label} datapath: host memory allocated per running idle sprite, its own and the host's for it (anon + shmem + slab + stacks + page tables + vmalloc, delta / {MANY}): {:.1} MiB; helper processes outside the sprites: {helpers}, PSS {:.1} MiB each",
+            (after as f64 - before as f64) / MANY as f64 / 1024.0,
             if helpers == 0 { 0.0 } else { pss as f64 / helpers as f64 / 1024.0 }
         ));
         for i in 0..MANY {

@@ -123,6 +123,7 @@ impl Kernel {
         ruleset: String,
         forwarding: bool,
     ) -> Result<String> {
+        let t0 = std::time::Instant::now();
         let ns = std::fs::File::open(netns).map_err(|e| RuntimeError::io("open", netns, e))?;
         let mut host = Rtnl::open().map_err(|e| net_err("a netlink socket", e))?;
         // Inside: the rules, and a socket of the namespace's own (a thread
@@ -147,8 +148,9 @@ impl Kernel {
         })
         .join()
         .map_err(|_| RuntimeError::Network("the namespace thread panicked".into()))??;
-
+        let t1 = t0.elapsed();
         let (index, name) = self.add_pair(&mut host, &ns)?;
+        let t2 = t0.elapsed();
         let made = (|| -> io::Result<()> {
             let (host_addr, sandbox_addr) = self.addresses(index);
             let h = host.index(&name)?;
@@ -166,6 +168,7 @@ impl Kernel {
             }
             return Err(net_err(&format!("configuring {name}"), e));
         }
+        tracing::debug!(link = %name, rules = ?t1, pair = ?(t2 - t1), addresses = ?(t0.elapsed() - t2), "sandbox pair made");
         Ok(name)
     }
 
