@@ -544,7 +544,7 @@ impl Manager {
             Ok(inside)
         })
         .await?;
-        if let Err(e) = self.attach_network(rec).await {
+        if let Err(e) = self.attach_network(rec, true).await {
             let id = rec.id.clone();
             let _ = blocking(move || {
                 driver
@@ -595,7 +595,8 @@ impl Manager {
     /// Enforce the network policy in a running (or paused) sprite, in the
     /// network namespace its driver reports. (Egress itself, the sandbox's
     /// way out, is attached by the driver as it starts the sandbox.)
-    async fn attach_network(&self, rec: &SpriteRecord) -> Result<(), Error> {
+    /// `fresh`: the sandbox was just started, its table as egress made it.
+    async fn attach_network(&self, rec: &SpriteRecord, fresh: bool) -> Result<(), Error> {
         let (driver, id) = (self.driver.clone(), rec.id.clone());
         let netns = blocking(move || {
             driver
@@ -608,6 +609,7 @@ impl Manager {
                 &rec.id,
                 &netns,
                 crate::net::resolver_for(rec.limits.isolation),
+                fresh,
             )
             .await
     }
@@ -1090,7 +1092,7 @@ impl Manager {
             self.load_tasks(&rec)?;
             self.reconcile_checkpoints(&rec).await?;
             if status != Status::Cold {
-                if let Err(e) = self.attach_network(&rec).await {
+                if let Err(e) = self.attach_network(&rec, false).await {
                     tracing::warn!(sprite = %rec.name, error = %e, "cannot enforce the network policy");
                 }
                 self.resume_inside(&rec).await;

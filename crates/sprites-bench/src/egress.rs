@@ -19,7 +19,7 @@ const MANY: usize = 20;
 /// and no file cache; `MemFree`/`MemAvailable` moved here by tens of MiB
 /// between two readings with nothing started, so they cannot tell 1 MiB
 /// per sprite.
-fn allocated_kib() -> anyhow::Result<u64> {
+pub(crate) fn allocated_kib() -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo")?;
     let field = |name: &str| -> anyhow::Result<u64> {
         text.lines()
@@ -58,7 +58,7 @@ fn agents() -> usize {
 
 /// Waits until sprites deleted before are gone (a delete is answered
 /// before its sandbox's teardown ends) and the count holds for 2 s.
-async fn settle() {
+pub(crate) async fn settle() {
     let mut last = agents();
     let mut same_since = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);

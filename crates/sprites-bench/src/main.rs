@@ -18,6 +18,7 @@ mod egress;
 mod files;
 mod gvisor;
 mod replication;
+mod scale;
 mod soak;
 mod urls;
 
@@ -53,6 +54,10 @@ enum Case {
     /// gvisor sprites against container ones and bare runsc: create,
     /// exec, checkpoint, URL requests, warm and cold wake, memory.
     Gvisor,
+    /// Many running sprites (`--sprites`, 500): created while listed, an
+    /// exec in each, the host's memory and the daemon's CPU, then all warm
+    /// and all cold and woken again. Not part of `all`.
+    Scale,
     /// Not a benchmark: clients doing random work and checking it while the
     /// daemon is SIGKILLed every ~30 s and the object store stops now and
     /// then (`--minutes`, `--clients`); fails on any lost write or leak.
@@ -72,6 +77,9 @@ struct Args {
     /// Clients the soak runs at once.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Sprites the scale case runs at once.
+    #[arg(long, default_value_t = 500)]
+    sprites: usize,
 }
 
 struct Daemon {
@@ -815,6 +823,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.case == Case::Soak {
         return soak::run(args.minutes, args.clients).await;
+    }
+    if args.case == Case::Scale {
+        return scale::run(args.sprites).await;
     }
     let d = start_daemon()?;
     let http = reqwest::Client::new();

@@ -198,8 +198,10 @@ pub fn run_nft(nft_bin: &Path, netns: &Path, script: &str) -> Result<()> {
     run_script_in(netns, nft_bin, &["-f", "-"], script)
 }
 
-/// Runs `program args` inside the network namespace `netns` (through
-/// `nsenter`), with `script` on its standard input.
+/// Runs `program args` inside the network namespace `netns`, with `script`
+/// on its standard input: started from a thread that has entered the
+/// namespace (a child is born in its parent thread's namespaces), which
+/// saves the exec of an `nsenter` on every call.
 pub(crate) fn run_script_in(
     netns: &Path,
     program: &Path,
@@ -208,27 +210,32 @@ pub(crate) fn run_script_in(
 ) -> Result<()> {
     use std::io::Write;
     let name = program.display().to_string();
-    let mut cmd = Command::new("nsenter");
-    let mut net = std::ffi::OsString::from("--net=");
-    net.push(netns);
-    cmd.arg(net)
-        .arg("--")
-        .arg(program)
-        .args(args)
+    let ns = std::fs::File::open(netns).map_err(|e| RuntimeError::io("open", netns, e))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::io("spawn", format!("nsenter ({name})"), e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| RuntimeError::io("write to", &name, e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| RuntimeError::io("wait for", &name, e))?;
+    let script = script.to_string();
+    let label = name.clone();
+    let out = std::thread::spawn(move || -> Result<std::process::Output> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            RuntimeError::Network(format!("entering a network namespace for {label}: {e}"))
+        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RuntimeError::io("spawn", label.clone(), e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|e| RuntimeError::io("write to", label.clone(), e))?;
+        }
+        child
+            .wait_with_output()
+            .map_err(|e| RuntimeError::io("wait for", label, e))
+    })
+    .join()
+    .map_err(|_| RuntimeError::Network("the namespace thread panicked".into()))??;
     if out.status.success() {
         Ok(())
     } else {

@@ -191,7 +191,7 @@ impl Network {
         let attached = self.lock().get(id).cloned();
         if let Some(a) = attached {
             *a.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
-            self.apply(&a).await?;
+            self.apply(&a, false).await?;
         }
         Ok(())
     }
@@ -244,8 +244,16 @@ impl Network {
     /// Enforces the policy in a running sprite whose network namespace is
     /// `netns` (after a start, or a daemon restart): nft policy, then the
     /// resolver. The namespace is kept first, so that the sprite's ports
-    /// are reachable even where its policy cannot be applied.
-    pub async fn attach(&self, id: &str, netns: &Path, resolver: IpAddr) -> Result<(), Error> {
+    /// are reachable even where its policy cannot be applied. `fresh`: the
+    /// namespace's table is as egress just made it (empty policy chain and
+    /// sets), so an open policy with nothing denied needs no change there.
+    pub async fn attach(
+        &self,
+        id: &str,
+        netns: &Path,
+        resolver: IpAddr,
+        fresh: bool,
+    ) -> Result<(), Error> {
         self.detach(id);
         let ns = netns::Namespace::open(netns, self.sockets.clone())
             .map_err(Error::io("the sprite's network namespace"))?;
@@ -259,7 +267,7 @@ impl Network {
             upstream_warnings: dns::Throttle::default(),
             blocked_update: tokio::sync::Mutex::new(()),
         });
-        self.apply(&a).await?;
+        self.apply(&a, fresh).await?;
         let path = netns.to_path_buf();
         let sockets = tokio::task::spawn_blocking(move || dns::bind_in_netns(&path, resolver))
             .await?
@@ -292,9 +300,14 @@ impl Network {
 
     /// Rewrites the sprite's policy chain and sets; exact denied names are
     /// resolved now so that their addresses are blocked before any lookup.
-    async fn apply(&self, a: &Attached) -> Result<(), Error> {
+    /// On a `fresh` table an open policy that denies no name is already in
+    /// place: nothing is run (it saves every start an `nft`).
+    async fn apply(&self, a: &Attached, fresh: bool) -> Result<(), Error> {
         let pol = a.policy();
         let restrictive = policy::restrictive(&pol);
+        if fresh && !restrictive && policy::denied_names(&pol).is_empty() {
+            return Ok(());
+        }
         let mut deny = Vec::new();
         if let Some(up) = self.upstream {
             for name in policy::denied_names(&pol) {
