@@ -22,7 +22,7 @@ impl Db {
     /// Where an evicted sprite's volume is: `Some` while it lives only in
     /// object storage.
     pub fn evicted(&self, sprite_id: &str) -> Result<Option<ColdCopy>, DbError> {
-        let conn = self.read()?;
+        let conn = self.lock()?;
         Ok(conn
             .query_row(
                 "SELECT evicted_at, stored_bytes, data_bytes FROM cold_sprites WHERE sprite_id = ?1",
@@ -71,7 +71,7 @@ impl Db {
 
     /// Checkpoints with a copy in object storage: id → copy.
     pub fn cold_checkpoints(&self, sprite_id: &str) -> Result<BTreeMap<String, ColdCopy>, DbError> {
-        let conn = self.read()?;
+        let conn = self.lock()?;
         let mut st = conn.prepare(
             "SELECT id, stored_bytes, data_bytes FROM cold_checkpoints WHERE sprite_id = ?1",
         )?;

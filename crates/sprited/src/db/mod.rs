@@ -58,12 +58,6 @@ pub enum DbError {
 
 pub struct Db {
     conn: Mutex<Connection>,
-    /// A second, read-only connection for the reads the API makes most
-    /// (the list, a sprite's lookup, its storage): in WAL mode it reads
-    /// the last committed state without waiting for the writer, whose
-    /// every commit waits for an fsync (`synchronous = FULL`). Every write
-    /// has committed before it returns, so a read that follows one sees it.
-    read: Mutex<Connection>,
 }
 
 /// The database and its WAL files are the daemon's alone (0600): they
@@ -104,24 +98,13 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         restrict(path)?;
         migrations::migrate(&mut conn)?;
-        let read = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        read.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Db {
             conn: Mutex::new(conn),
-            read: Mutex::new(read),
         })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, DbError> {
         self.conn.lock().map_err(|_| DbError::Poisoned)
-    }
-
-    /// The read-only connection (see [`Db::read`]'s field).
-    fn read(&self) -> Result<MutexGuard<'_, Connection>, DbError> {
-        self.read.lock().map_err(|_| DbError::Poisoned)
     }
 
     /// A number that changes whenever anything is written through this

@@ -175,7 +175,7 @@ impl Db {
     }
 
     pub fn get(&self, name: &str) -> Result<Option<SpriteRecord>, DbError> {
-        let conn = self.read()?;
+        let conn = self.lock()?;
         // Cached: every sprite URL request looks its sprite up.
         let row = conn
             .prepare_cached(&format!("SELECT {COLUMNS} FROM sprites WHERE name = ?1"))?
@@ -205,7 +205,7 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<SpriteRecord>, DbError> {
         let wanted = serde_json::to_string(labels)?;
-        let conn = self.read()?;
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM sprites WHERE substr(name, 1, length(?1)) = ?1 AND name > ?2
              AND NOT EXISTS (SELECT 1 FROM json_each(?4) AS want
@@ -229,7 +229,7 @@ impl Db {
 
     /// Ids of every sprite the DB knows.
     pub fn sprite_ids(&self) -> Result<BTreeSet<String>, DbError> {
-        let conn = self.read()?;
+        let conn = self.lock()?;
         let mut st = conn.prepare("SELECT id FROM sprites")?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
