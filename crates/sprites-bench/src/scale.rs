@@ -92,15 +92,15 @@ async fn exec_each(d: &Daemon, names: &[String]) -> anyhow::Result<Vec<f64>> {
     .await
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+/// The list's p99 and worst latency `when`, as a note.
+fn tail_note(when: &str, samples: &[f64]) -> String {
+    let mut l = samples.to_vec();
+    format!(
+        "scale: GET /v1/sprites {when}: p99 {:.1} ms, max {:.1} ms ({} requests)",
+        crate::pct(&mut l, 0.99),
+        crate::pct(&mut l, 1.0),
+        l.len()
+    )
 }
 
 pub(crate) async fn run(n: usize) -> anyhow::Result<()> {
@@ -138,13 +138,7 @@ pub(crate) async fn run(n: usize) -> anyhow::Result<()> {
     let create_wall = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     let list_while_creating = listing.await?;
-    let mut l = list_while_creating.clone();
-    notes.push(format!(
-        "scale: GET /v1/sprites while creating: p99 {:.1} ms, max {:.1} ms ({} requests)",
-        crate::pct(&mut l, 0.99),
-        crate::pct(&mut l, 1.0),
-        l.len()
-    ));
+    notes.push(tail_note("while creating", &list_while_creating));
     let creates = std::mem::take(&mut *per_create.lock().unwrap_or_else(|p| p.into_inner()));
     notes.push(format!(
         "scale: {n} sprites created and answering an exec in {:.1} s ({:.1} per second, {AT_ONCE} at a time)",
@@ -175,19 +169,13 @@ pub(crate) async fn run(n: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     stop.store(true, Ordering::Relaxed);
     let list_at_rest = listing.await?;
-    let mut l = list_at_rest.clone();
-    notes.push(format!(
-        "scale: GET /v1/sprites with all running, at rest: p99 {:.1} ms, max {:.1} ms ({} requests)",
-        crate::pct(&mut l, 0.99),
-        crate::pct(&mut l, 1.0),
-        l.len()
-    ));
+    notes.push(tail_note("with all running, at rest", &list_at_rest));
     let cpu = (cpu_ticks(d.pid())? - cpu0) as f64 / 100.0 / 10.0 * 100.0;
     notes.push(format!(
         "scale: {running} running (+ warmup): host memory allocated {:.2} MiB per sprite (the sprite's own and the host's for it), {:.1} GiB in all; daemon RSS {:.0} MiB; daemon CPU at rest {cpu:.1}% of one core (10 s, listing every 100 ms)",
         (mem1 as f64 - mem0 as f64) / n as f64 / 1024.0,
         (mem1 as f64 - mem0 as f64) / 1024.0 / 1024.0,
-        rss_kib(d.pid()) as f64 / 1024.0,
+        sprites_test_support::rss_kib(d.pid()) as f64 / 1024.0,
     ));
     rows.push(Row {
         case: "scale: GET /v1/sprites with N running, at rest",

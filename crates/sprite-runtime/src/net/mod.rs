@@ -208,40 +208,48 @@ pub(crate) fn run_script_in(
     args: &[&str],
     script: &str,
 ) -> Result<()> {
-    use std::io::Write;
-    let name = program.display().to_string();
+    let what = format!(
+        "{} in the network namespace {}",
+        program.display(),
+        netns.display()
+    );
     let ns = std::fs::File::open(netns).map_err(|e| RuntimeError::io("open", netns, e))?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     let script = script.to_string();
-    let label = name.clone();
-    let out = std::thread::spawn(move || -> Result<std::process::Output> {
+    std::thread::spawn(move || -> Result<()> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-            RuntimeError::Network(format!("entering a network namespace for {label}: {e}"))
+            RuntimeError::Network(format!("entering the namespace for {what}: {e}"))
         })?;
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| RuntimeError::io("spawn", label.clone(), e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .map_err(|e| RuntimeError::io("write to", label.clone(), e))?;
-        }
-        child
-            .wait_with_output()
-            .map_err(|e| RuntimeError::io("wait for", label, e))
+        run_with_input(&mut cmd, &script, &what)
     })
     .join()
-    .map_err(|_| RuntimeError::Network("the namespace thread panicked".into()))??;
+    .map_err(|_| RuntimeError::Network("the namespace thread panicked".into()))?
+}
+
+/// Runs `cmd` with `input` on its standard input; what it wrote to its
+/// standard error is the error when it fails.
+pub(crate) fn run_with_input(cmd: &mut Command, input: &str, what: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| RuntimeError::io("spawn", what.to_string(), e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| RuntimeError::io("write to", what.to_string(), e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| RuntimeError::io("wait for", what.to_string(), e))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(RuntimeError::Network(format!(
-            "{name} in the network namespace {} failed ({}): {}",
-            netns.display(),
+            "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )))

@@ -28,12 +28,13 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::Ipv4Net;
 
 use super::rtnl::Rtnl;
+use super::run_with_input;
 use crate::error::{Result, RuntimeError};
 
 /// The host side of every sandbox's pair is called `spv<i>`.
@@ -44,7 +45,7 @@ pub const SANDBOX_IF: &str = "eth0";
 pub const DEFAULT_NETWORK: &str = "10.239.0.0/16";
 /// [`DEFAULT_NETWORK`].
 pub fn default_network() -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::new(10, 239, 0, 0), 16).unwrap_or_default()
+    DEFAULT_NETWORK.parse().unwrap_or_default()
 }
 
 /// Where the host's forwarding setting from before the first daemon is kept
@@ -77,7 +78,7 @@ impl Kernel {
         }
         let forwarded_before = forwarding_before()?;
         let mut cmd = Command::new(nft_bin);
-        run_with_stdin(
+        run_with_input(
             cmd.args(["-f", "-"]),
             &host_script(network, forwarded_before),
             "nft (the host's sprite table)",
@@ -136,7 +137,7 @@ impl Kernel {
             nix::sched::setns(&inside_ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| net_err("entering the sandbox's namespace", e.into()))?;
             let mut cmd = Command::new(&nft);
-            run_with_stdin(cmd.args(["-f", "-"]), &ruleset, "nft (the sandbox's table)")?;
+            run_with_input(cmd.args(["-f", "-"]), &ruleset, "nft (the sandbox's table)")?;
             // The pair carries IPv4 only: an interface made in here from now
             // on has no IPv6 (nothing routes it, and a link-local address
             // would face the host).
@@ -154,7 +155,7 @@ impl Kernel {
         let made = (|| -> io::Result<()> {
             let (host_addr, sandbox_addr) = self.addresses(index);
             let h = host.index(&name)?;
-            write_sysctl_io(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")?;
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")?;
             host.add_address(h, host_addr, 31)?;
             host.up(h)?;
             let s = inside.index(SANDBOX_IF)?;
@@ -323,41 +324,8 @@ fn net_err(what: &str, e: io::Error) -> RuntimeError {
     RuntimeError::Network(format!("{what}: {e}"))
 }
 
-fn write_sysctl_io(path: &str, value: &str) -> io::Result<()> {
-    std::fs::write(path, value)
-}
-
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
-    write_sysctl_io(path, value).map_err(|e| RuntimeError::io("write", PathBuf::from(path), e))
-}
-
-/// Runs `cmd` with `input` on its standard input; its error output is the
-/// error.
-fn run_with_stdin(cmd: &mut Command, input: &str, what: &str) -> Result<()> {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| RuntimeError::io("spawn", what.to_string(), e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|e| RuntimeError::io("write to", what.to_string(), e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| RuntimeError::io("wait for", what.to_string(), e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(RuntimeError::Network(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    std::fs::write(path, value).map_err(|e| RuntimeError::io("write", PathBuf::from(path), e))
 }
 
 #[cfg(test)]
