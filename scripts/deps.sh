@@ -2,6 +2,10 @@
 # System packages sprited needs at run time and to build its images.
 set -euo pipefail
 PKGS=(runc runsc xfsprogs e2fsprogs busybox-static mmdebstrap util-linux procps curl wrk passt nftables)
+# `--tests`: what only the tests need (the web console's, in a real browser).
+if [ "${1:-}" = --tests ]; then
+    PKGS+=(chromium chromium-driver)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

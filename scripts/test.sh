@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the tests need root (mounts, namespaces, cgroups): run with sudo" >&2; exit 1; }
-scripts/deps.sh
+scripts/deps.sh --tests
 PROFILE=debug scripts/build.sh
 tests/s3/setup.sh
 echo "==> cargo fmt --check, cargo clippy"
@@ -13,6 +13,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --workspace -- --test-threads=2
+tests/compat/run.sh console
 # The end-to-end suites whose cases differ between isolation levels, again
 # with every sprite under gVisor (a matrix: the same tests, the daemon
 # started with --isolation gvisor; tests/gvisor.rs runs both side by side

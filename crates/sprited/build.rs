@@ -78,6 +78,63 @@ fn main() {
 
     let text = serde_json::to_string_pretty(&doc).expect("the document serializes");
     std::fs::write(Path::new(&out).join("openapi.json"), text).expect("OUT_DIR is writable");
+
+    console_assets(Path::new(&manifest).join("console"), Path::new(&out));
+}
+
+/// `console_assets.rs`: a table of every file under `console/` but its
+/// unit tests (`test/`), as `(path, content type, ETag, include_bytes!)`,
+/// for `src/console` to serve.
+fn console_assets(dir: std::path::PathBuf, out: &Path) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files = Vec::new();
+    walk(&dir, &mut files);
+    files.sort();
+    let mut table = String::from("&[\n");
+    for file in files {
+        let rel = file
+            .strip_prefix(&dir)
+            .expect("under console/")
+            .to_str()
+            .expect("console file names are UTF-8")
+            .to_string();
+        if rel.starts_with("test/") {
+            continue;
+        }
+        let kind = match file.extension().and_then(|e| e.to_str()) {
+            Some("html") => "text/html; charset=utf-8",
+            Some("js" | "mjs") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            Some("png") => "image/png",
+            Some("json") => "application/json",
+            _ => "text/plain; charset=utf-8",
+        };
+        let bytes = std::fs::read(&file).expect("console file is readable");
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&bytes, &mut h);
+        let etag = format!("\"{:016x}\"", std::hash::Hasher::finish(&h));
+        table.push_str(&format!(
+            "    ({rel:?}, {kind:?}, {etag:?}, include_bytes!({:?})),\n",
+            file.display().to_string()
+        ));
+    }
+    table.push(']');
+    std::fs::write(out.join("console_assets.rs"), table).expect("OUT_DIR is writable");
+}
+
+fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, files);
+        } else {
+            files.push(p);
+        }
+    }
 }
 
 fn read(path: &Path) -> Value {

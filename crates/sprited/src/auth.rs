@@ -110,24 +110,34 @@ fn verb(a: Action) -> &'static str {
 
 /// Middleware: every `/v1` call needs `Authorization: Bearer <token>`: the
 /// admin token or one made with `POST /v1/tokens`, whose scope then
-/// decides what the call may do ([`authorize`]).
+/// decides what the call may do ([`authorize`]); or, from the web
+/// console's page, its sign-in cookie ([`crate::console::session`]).
 pub async fn require_token(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let scope = req
+    let bearer = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(credential)
-        .and_then(|t| {
-            if state.token.matches(t) {
-                Some(TokenScope::admin())
-            } else {
-                state.tokens.scope_of(t)
+        .and_then(credential);
+    let scope = match bearer {
+        Some(t) if state.token.matches(t) => Some(TokenScope::admin()),
+        Some(t) => state.tokens.scope_of(t),
+        // No token: the web console's sign-in, from its own page only.
+        None => match crate::console::session::of_request(&state, req.headers()) {
+            Some((_, scope, csrf)) => {
+                if let Err(e) =
+                    crate::console::session::check_origin(req.headers(), req.method(), &csrf)
+                {
+                    return e.into_response();
+                }
+                Some(scope)
             }
-        });
+            None => None,
+        },
+    };
     let Some(scope) = scope else {
         return ApiError::Unauthorized.into_response();
     };

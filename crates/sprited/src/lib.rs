@@ -4,6 +4,7 @@ pub mod agent_conn;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod failpoint;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub recovered: Option<manager::recover::RecoverReport>,
     /// The WebSockets open now, told when the daemon stops.
     pub sockets: api::ws::Sockets,
+    /// The web console's signed-in browsers.
+    pub console: Arc<console::session::Sessions>,
 }
 
 /// Handlers that need only the manager take it alone, so that the in-sprite
@@ -347,6 +350,7 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         urls,
         recovered,
         sockets: api::ws::Sockets::default(),
+        console: Arc::default(),
     })
 }
 

@@ -1177,6 +1177,11 @@ impl Manager {
             .iter()
             .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
             .collect();
-        self.metrics.render(&by)
+        let pool = self
+            .store
+            .pool_space()
+            .map_err(|e| tracing::debug!(error = %e, "the pool's space"))
+            .ok();
+        self.metrics.render(&by, pool)
     }
 }

@@ -37,6 +37,7 @@ pub struct Metrics {
     sprite_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sprite_memory: Family<Labels, Gauge>,
     gvisor: Family<Labels, Gauge>,
+    pool: Family<Labels, Gauge>,
     /// name → (cpu seconds, memory bytes), from the meter.
     last: Mutex<HashMap<String, (f64, i64)>>,
 }
@@ -139,6 +140,12 @@ impl Metrics {
             "What runs gvisor sprites here (1): runsc's version, the Sentry's platform and why it was chosen",
             gvisor.clone(),
         );
+        let pool = Family::<Labels, Gauge>::default();
+        registry.register(
+            "pool_bytes",
+            "The sprite pool's file system: its size and what is free in it",
+            pool.clone(),
+        );
         Metrics {
             registry,
             sprites,
@@ -157,6 +164,7 @@ impl Metrics {
             sprite_cpu,
             sprite_memory,
             gvisor,
+            pool,
             last: Mutex::new(HashMap::new()),
         }
     }
@@ -243,7 +251,19 @@ impl Metrics {
     }
 
     /// The text exposition, with the sprite counts as given.
-    pub fn render(&self, by_status: &[(&str, i64)]) -> String {
+    /// The text exposition, with the sprites by status and the pool's
+    /// `(size, free)` bytes (absent when they could not be read) as of now.
+    pub fn render(&self, by_status: &[(&str, i64)], pool: Option<(u64, u64)>) -> String {
+        self.pool.clear();
+        if let Some((size, free)) = pool {
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.pool
+                .get_or_create(&label("kind", "size"))
+                .set(gauge(size));
+            self.pool
+                .get_or_create(&label("kind", "free"))
+                .set(gauge(free));
+        }
         self.sprites.clear();
         for (status, n) in by_status {
             self.sprites.get_or_create(&label("status", status)).set(*n);
@@ -280,7 +300,7 @@ mod tests {
         m.exec_started(0.002);
         m.checkpointed(0.04);
         m.sampled("demo", 1.5, 1024);
-        let text = m.render(&[("running", 2), ("cold", 1)]);
+        let text = m.render(&[("running", 2), ("cold", 1)], Some((1 << 30, 1 << 20)));
         for want in [
             "sprited_sprites{status=\"running\"} 2",
             "sprited_wakes_total{from=\"cold\"} 1",
@@ -290,10 +310,12 @@ mod tests {
             "sprited_checkpoint_seconds_count 1",
             "sprited_sprite_cpu_seconds{sprite=\"demo\"} 1.5",
             "sprited_sprite_memory_bytes{sprite=\"demo\"} 1024",
+            "sprited_pool_bytes{kind=\"size\"} 1073741824",
+            "sprited_pool_bytes{kind=\"free\"} 1048576",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
         m.forget("demo");
-        assert!(!m.render(&[]).contains("demo"));
+        assert!(!m.render(&[], None).contains("demo"));
     }
 }

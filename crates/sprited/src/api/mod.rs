@@ -136,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .merge(metrics)
         .merge(mcp::router(state.clone()))
+        .merge(crate::console::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::Extension(body::BodyLimit(JSON_BODY_LIMIT)))

@@ -198,6 +198,7 @@ async fn serve(state: AppState, name: String, mut req: Request) -> Response {
         strip_our_tokens(&state, req.headers_mut());
     }
     session::strip_cookie(req.headers_mut());
+    crate::console::session::strip_cookie(req.headers_mut());
     let html_wanted = pages::wants_html(req.headers());
     forwarded_headers(&mut req, &host);
 

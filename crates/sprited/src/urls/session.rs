@@ -166,6 +166,11 @@ pub fn strip_set_cookie(headers: &mut axum::http::HeaderMap) {
 /// Remove the session cookie from the `Cookie` headers (the sprite's server
 /// never sees it); other cookies pass.
 pub fn strip_cookie(headers: &mut axum::http::HeaderMap) {
+    strip_cookie_named(headers, COOKIE);
+}
+
+/// Remove cookie `name` from the `Cookie` headers; other cookies pass.
+pub fn strip_cookie_named(headers: &mut axum::http::HeaderMap, name: &str) {
     use axum::http::header::COOKIE as H;
     let kept: Vec<String> = headers
         .get_all(H)
@@ -174,7 +179,7 @@ pub fn strip_cookie(headers: &mut axum::http::HeaderMap) {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|kv| {
-            !kv.is_empty() && kv.split_once('=').map(|(k, _)| k) != Some(COOKIE) && *kv != COOKIE
+            !kv.is_empty() && kv.split_once('=').map(|(k, _)| k) != Some(name) && *kv != name
         })
         .map(String::from)
         .collect();
