@@ -45,16 +45,19 @@ export async function request(path, { method = 'GET', json, body, headers, accep
     body = JSON.stringify(json);
   }
   if (accept) h.set('Accept', accept);
+  const init = { method, headers: h, body, signal, credentials: 'same-origin', cache: 'no-store' };
   let res;
   try {
-    res = await fetch(path, {
-      method,
-      headers: h,
-      body,
-      signal,
-      credentials: 'same-origin',
-      cache: 'no-store',
-    });
+    try {
+      res = await fetch(path, init);
+    } catch (e) {
+      // A read is tried once more: on the daemon's own host, a sprite's
+      // start changes the host's network and Chromium fails the requests
+      // in flight. A change is not repeated (it may have happened).
+      if ((e && e.name === 'AbortError') || (method !== 'GET' && method !== 'HEAD')) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+      res = await fetch(path, init);
+    }
   } catch (e) {
     if (e && e.name === 'AbortError') throw e;
     throw new ApiError(0, 'cannot reach the server (' + (e && e.message ? e.message : e) + ')');

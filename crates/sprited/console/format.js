@@ -73,10 +73,12 @@ export function formatNumber(v, maxDigits = 3) {
   if (abs >= 1000) return Math.round(n).toLocaleString('en-US');
   if (abs >= 100) return String(Math.round(n));
   // Significant digits, then strip the trailing zeros toPrecision leaves.
-  let text = n.toPrecision(maxDigits);
-  if (text.includes('e')) text = n.toFixed(6);
-  if (text.includes('.')) text = text.replace(/0+$/, '').replace(/\.$/, '');
-  return text;
+  const text = n.toPrecision(maxDigits);
+  // Below 1e-6 toPrecision answers in exponent form: keep it (a fixed
+  // form would round a tiny axis's ticks all to "0"), its zeros stripped.
+  const [mantissa, exponent] = text.split('e');
+  const short = mantissa.includes('.') ? mantissa.replace(/0+$/, '').replace(/\.$/, '') : mantissa;
+  return exponent === undefined ? short : `${short}e${exponent}`;
 }
 
 function toDate(t) {

@@ -56,6 +56,10 @@ test('formatNumber', () => {
   assert.equal(formatNumber(150.4), '150');
   assert.equal(formatNumber(12345), '12,345');
   assert.equal(formatNumber(0.0000012), '0.0000012');
+  // Tiny axis ticks stay apart rather than all rounding to 0.
+  assert.equal(formatNumber(2.5e-7), '2.5e-7');
+  assert.equal(formatNumber(7.5e-7), '7.5e-7');
+  assert.equal(formatNumber(-1e-8), '-1e-8');
 });
 
 test('relativeTime', () => {

@@ -15,7 +15,7 @@ const html = read('index.html');
 
 test('index.html has no inline script, handler or style, and carries the nonce meta', () => {
   assert.match(html, /<meta name="csp-nonce" content="\{\{NONCE\}\}">/);
-  assert.match(html, /<script type="module" src="\/console\/app\.js"><\/script>/);
+  assert.match(html, /<script type="module" src="\/console\/boot\.js"><\/script>/);
   assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/, 'no inline <script>');
   assert.doesNotMatch(html, /\son[a-z]+\s*=/i, 'no on*= handlers');
   assert.doesNotMatch(html, /\sstyle\s*=/i, 'no style attributes');
@@ -37,6 +37,11 @@ test('no eval, innerHTML or style attributes in the modules', () => {
     assert.doesNotMatch(src, /localStorage/, `${f}: nothing in localStorage`);
     assert.doesNotMatch(src, /https?:\/\/(?!www\.w3\.org)/, `${f}: nothing from elsewhere`);
   }
+});
+
+test('boot.js loads app.js, and only it', () => {
+  const imports = [...read('boot.js').matchAll(/import\(\s*['"]([^'"]+)['"]\s*\)|^import\s/gm)];
+  assert.deepEqual(imports.map((m) => m[1]), ['./app.js']);
 });
 
 test('app.js imports csp.js before anything else', () => {

@@ -115,6 +115,7 @@ async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
             None,
         );
     };
+    tracing::debug!(path, "console asset");
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
