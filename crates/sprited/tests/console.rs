@@ -506,6 +506,36 @@ async fn sign_in_create_type_reattach_and_sign_out() {
         b.goto("/#/sprites/web1").await?;
         b.visible("#terminal .xterm-screen").await?;
         b.until("the terminal to fit 390 px", fits, vec![]).await?;
+        // The shell was told the narrower size.
+        b.until(
+            "the terminal to reconnect",
+            "return document.querySelector('#terminal-status')?.textContent.includes('connected');",
+            vec![],
+        )
+        .await?;
+        b.terminal_type("stty size\n").await?;
+        let start = Instant::now();
+        loop {
+            let narrow = b.screen().await?.iter().any(|l| {
+                let mut it = l.split_whitespace();
+                match (it.next(), it.next(), it.next()) {
+                    (Some(r), Some(c), None) => {
+                        r.parse::<u32>().is_ok() && c.parse::<u32>().is_ok_and(|c| c < 60)
+                    }
+                    _ => false,
+                }
+            });
+            if narrow {
+                break;
+            }
+            if start.elapsed() > WAIT {
+                return Err(format!(
+                    "stty never showed a narrow size: {:#?}",
+                    b.screen().await?
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         b.c()
             .set_window_size(1280, 800)
             .await
@@ -570,6 +600,17 @@ async fn files_checkpoints_and_usage() {
         let got = file(&api, "files1", "/srv/notes/upload.txt").await;
         if got != "uploaded from the browser\n" {
             return Err(format!("the uploaded file holds {got:?}"));
+        }
+        // Its download link gives it back.
+        let down = b
+            .js(
+                "const a = document.querySelector('[data-path=\"/srv/notes/upload.txt\"] a.download'); \
+                 return a ? fetch(a.href).then(r => r.text()) : null;",
+                vec![],
+            )
+            .await?;
+        if down != json!("uploaded from the browser\n") {
+            return Err(format!("the download link gave {down}"));
         }
 
         // Checkpoints: make one with a comment, change the file, restore.
@@ -690,6 +731,143 @@ async fn files_checkpoints_and_usage() {
     b.close().await;
     api.delete("files1").await;
     api.delete("files2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_settings_and_tokens() {
+    let d = Daemon::start_with(&EGRESS);
+    let api = d.client();
+    api.create("svc1").await;
+    let out = api
+        .exec(
+            "svc1",
+            &[
+                "sh",
+                "-c",
+                "mkdir -p /srv && printf 'while true; do echo tick; sleep 1; done\\n' > /srv/tick.sh",
+            ],
+        )
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.out());
+
+    let b = Browser::open(&d, "services_settings_and_tokens").await;
+    b.run(|b| async {
+        b.sign_in(&d.token).await?;
+
+        // A service made from the page runs, logs, stops and starts.
+        b.goto("/#/sprites/svc1/services").await?;
+        b.type_into("#service-name", "ticker").await?;
+        b.type_into("#service-cmd", "sh").await?;
+        b.type_into("#service-args", "/srv/tick.sh").await?;
+        b.click("#service-create").await?;
+        let state = |want: &'static str| {
+            format!(
+                "return document.querySelector('tr[data-service=\"ticker\"] .service-state')\
+                     ?.textContent.trim() === '{want}';"
+            )
+        };
+        b.until("ticker running", &state("running"), vec![]).await?;
+        b.click("tr[data-service=\"ticker\"] button.logs").await?;
+        b.until(
+            "ticker's log",
+            "return document.querySelector('#service-logs')?.textContent.includes('tick');",
+            vec![],
+        )
+        .await?;
+        b.click("tr[data-service=\"ticker\"] button.stop").await?;
+        b.until("ticker stopped", &state("stopped"), vec![]).await?;
+        b.click("tr[data-service=\"ticker\"] button.start").await?;
+        b.until("ticker running again", &state("running"), vec![])
+            .await?;
+
+        // The URL's auth mode and the network policy, saved from the page.
+        b.goto("/#/sprites/svc1/settings").await?;
+        b.visible("#sprite-url").await?;
+        // Chosen from the keyboard, as a user may.
+        b.type_into("#url-auth", "public").await?;
+        let start = Instant::now();
+        while api.get_json("/v1/sprites/svc1").await["url_settings"]["auth"] != "public" {
+            if start.elapsed() > WAIT {
+                return Err("the auth mode was not saved".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        b.click("#policy-add").await?;
+        b.js(
+            "const rows = document.querySelectorAll('#policy-rules li.policy-rule'); \
+             rows[rows.length - 1].querySelector('.rule-domain').focus();",
+            vec![],
+        )
+        .await?;
+        b.type_into(
+            "#policy-rules li.policy-rule:last-child .rule-domain",
+            "example.com",
+        )
+        .await?;
+        b.click("#policy-save").await?;
+        let start = Instant::now();
+        loop {
+            let p = api.get_json("/v1/sprites/svc1/policy/network").await;
+            let saved = p["rules"].as_array().is_some_and(|r| {
+                r.iter()
+                    .any(|x| x["domain"] == "example.com" && x["action"] == "allow")
+            });
+            if saved {
+                break;
+            }
+            if start.elapsed() > WAIT {
+                return Err(format!("the policy was not saved: {p}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // A token made on the page works, until it is revoked there.
+        b.click("#nav-tokens").await?;
+        b.type_into("#token-name", "ci-bot").await?;
+        b.click("#token-submit").await?;
+        let secret = b
+            .until(
+                "the new token",
+                "return document.querySelector('#new-token')?.value;",
+                vec![],
+            )
+            .await?;
+        let secret = secret.as_str().unwrap_or("").to_string();
+        let with_token = || {
+            reqwest::Client::new()
+                .get(format!("{}/v1/sprites", d.url))
+                .bearer_auth(&secret)
+                .send()
+        };
+        let ok = with_token().await.map_err(|e| e.to_string())?;
+        if ok.status() != 200 {
+            return Err(format!("the new token got {}", ok.status()));
+        }
+        let id = b
+            .until(
+                "ci-bot in the list",
+                "for (const r of document.querySelectorAll('#tokens tr[data-token]')) \
+                     if (r.textContent.includes('ci-bot')) return r.getAttribute('data-token'); \
+                 return null;",
+                vec![],
+            )
+            .await?;
+        let id = id.as_str().unwrap_or("").to_string();
+        b.click(&format!("tr[data-token=\"{id}\"] button.revoke"))
+            .await?;
+        b.click("#confirm-yes").await?;
+        let start = Instant::now();
+        while with_token().await.map_err(|e| e.to_string())?.status() != 401 {
+            if start.elapsed() > WAIT {
+                return Err("the revoked token still works".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    })
+    .await;
+    b.close().await;
+    api.delete("svc1").await;
 }
 
 /// The cookie is the console page's alone: another origin (a sprite's URL,
