@@ -35,6 +35,16 @@ export class ApiError extends Error {
  * success (2xx), else throws an ApiError carrying the server's message.
  * `json` is sent as the JSON body; `body` as is.
  */
+/** Counts a request tried again after a network failure (boot.js's key). */
+function countRetry() {
+  try {
+    const key = 'console:network-retries';
+    sessionStorage.setItem(key, String(Number(sessionStorage.getItem(key) || 0) + 1));
+  } catch {
+    // Not counted.
+  }
+}
+
 export async function request(path, { method = 'GET', json, body, headers, accept, signal } = {}) {
   const h = new Headers(headers || {});
   if (method !== 'GET' && method !== 'HEAD' && session && session.csrf) {
@@ -51,10 +61,11 @@ export async function request(path, { method = 'GET', json, body, headers, accep
     try {
       res = await fetch(path, init);
     } catch (e) {
-      // A read is tried once more: on the daemon's own host, a sprite's
-      // start changes the host's network and Chromium fails the requests
-      // in flight. A change is not repeated (it may have happened).
+      // A read is tried once more: Chromium fails the requests in flight
+      // when its host's addresses change (see boot.js). A change is not
+      // repeated (it may have happened). Counted as boot.js counts.
       if ((e && e.name === 'AbortError') || (method !== 'GET' && method !== 'HEAD')) throw e;
+      countRetry();
       await new Promise((r) => setTimeout(r, 200));
       res = await fetch(path, init);
     }

@@ -1,12 +1,15 @@
-// Loads the console's modules. A browser on the daemon's own host sees the
-// host's network change whenever a sprite starts (its link gets an
-// address), and Chromium then fails the requests in flight
-// (ERR_NETWORK_CHANGED). A module that fails to load is remembered as
-// failed for the life of the page, so the page is loaded again, a few
-// times, before it gives up and says why.
+// Loads the console's modules. Chromium fails the requests it has in
+// flight when its host's addresses change (ERR_NETWORK_CHANGED): a browser
+// on the daemon's own host meets it when something there adds or removes
+// an address (sprite starts do not: their host links have none). A module
+// that fails to load is remembered as failed for the life of the page, so
+// the page is loaded again, a few times, before it gives up and says why.
+// Each such reload is counted under RETRIED for the session's life (the
+// browser tests expect none).
 
 const KEY = 'console:boot-retries';
 const MAX_RETRIES = 3;
+const RETRIED = 'console:network-retries';
 
 function retries() {
   try {
@@ -31,6 +34,11 @@ import('./app.js')
     const n = retries();
     if (n < MAX_RETRIES) {
       setRetries(n + 1);
+      try {
+        sessionStorage.setItem(RETRIED, String(Number(sessionStorage.getItem(RETRIED) || 0) + 1));
+      } catch {
+        // Not counted.
+      }
       setTimeout(() => location.reload(), 250 * (n + 1));
       return;
     }

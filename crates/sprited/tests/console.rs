@@ -19,13 +19,13 @@ use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-/// The daemons of these tests give their sprites pasta's egress, which
-/// makes no link on the host: with the kernel's, each start adds an
-/// address to the host, and a browser on the same host (this one) fails
-/// its requests in flight with ERR_NETWORK_CHANGED. The page retries its
-/// reads and its own loading for that (`boot.js`, `api.js`); a test needs
-/// every step to be as asked, not retried by luck.
-const EGRESS: [&str; 2] = ["--egress", "pasta"];
+// The daemons of these tests use the default (kernel) egress, whose
+// sprite starts add no address to the host: a browser on the same host
+// (this one) fails its requests in flight with ERR_NETWORK_CHANGED when
+// the host's addresses change, and the steps here would then fail (the
+// page's retries are not counted on: `boot.js` and `api.js` count each
+// in the page's session storage, and [`Browser::run`] fails a scenario
+// that saw one).
 /// How long the page may take to show what a step waits for.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -278,7 +278,11 @@ impl Browser {
         F: FnOnce(&'a Browser) -> Fut,
         Fut: Future<Output = Step>,
     {
-        if let Err(e) = scenario(self).await {
+        let result = match scenario(self).await {
+            Ok(()) => self.retries().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
             let path = target
                 .parent()
@@ -306,6 +310,23 @@ impl Browser {
                 "{e}\n(screenshot: {})\nthe page showed:\n{page}",
                 path.display()
             );
+        }
+    }
+
+    /// Fails if the page had to repeat a request or its own loading after
+    /// a network failure (counted by `api.js` and `boot.js`).
+    async fn retries(&self) -> Step {
+        let n = self
+            .js(
+                "return sessionStorage.getItem('console:network-retries');",
+                vec![],
+            )
+            .await?;
+        match n.as_str() {
+            None => Ok(()),
+            Some(n) => Err(format!(
+                "the page repeated {n} request(s) or its loading after a network failure"
+            )),
         }
     }
 
@@ -369,7 +390,7 @@ async fn file(api: &Api, name: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_create_type_reattach_and_sign_out() {
-    let d = Daemon::start_with(&EGRESS);
+    let d = Daemon::start();
     let api = d.client();
     let b = Browser::open(&d, "sign_in_create_type_reattach_and_sign_out").await;
     b.run(|b| async {
@@ -561,7 +582,7 @@ async fn sign_in_create_type_reattach_and_sign_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_checkpoints_and_usage() {
-    let d = Daemon::start_with(&[EGRESS[0], EGRESS[1], "--meter-interval", "1s"]);
+    let d = Daemon::start_with(&["--meter-interval", "1s"]);
     let api = d.client();
     api.create("files1").await;
     let out = api
@@ -735,7 +756,7 @@ async fn files_checkpoints_and_usage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_settings_and_tokens() {
-    let d = Daemon::start_with(&EGRESS);
+    let d = Daemon::start();
     let api = d.client();
     api.create("svc1").await;
     let out = api
@@ -875,7 +896,7 @@ async fn services_settings_and_tokens() {
 /// the console's pages carry a strict policy.
 #[tokio::test]
 async fn the_session_cookie_works_only_from_the_console() {
-    let d = Daemon::start_with(&EGRESS);
+    let d = Daemon::start();
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", d.url);
 

@@ -405,13 +405,43 @@ async fn reach_out_but_never_the_host_or_each_other(datapath: &str) {
             assert!(link_exists(&link), "{link} for {sprite}");
             links.push(link);
         }
+        // The host's side of a pair has no address at all (a start changes
+        // no address of the host's): the sprite's default route leads to a
+        // gateway that is only a neighbour entry.
+        for link in &links {
+            let on_link: Vec<String> = nix::ifaddrs::getifaddrs()
+                .unwrap()
+                .filter(|i| &i.interface_name == link)
+                .filter_map(|i| {
+                    i.address.and_then(|a| {
+                        a.as_sockaddr_in()
+                            .map(|s| s.ip().to_string())
+                            .or_else(|| a.as_sockaddr_in6().map(|s| s.ip().to_string()))
+                    })
+                })
+                .collect();
+            assert!(on_link.is_empty(), "{link} has addresses {on_link:?}");
+        }
+        let (_, route) = try_sh(&api, a, "ip -4 route show default").await;
+        assert!(
+            route.contains("default via 169.254.1.1 dev eth0") && route.contains("onlink"),
+            "{route}"
+        );
+        let (_, neigh) = try_sh(&api, a, "ip -4 neigh show 169.254.1.1").await;
+        assert!(
+            neigh.contains("lladdr ee:ee:ee:ee:ee:ee")
+                && neigh.to_ascii_lowercase().contains("permanent"),
+            "{neigh}"
+        );
         assert!(
             !connects(&api, a, &eb.to_string(), 7000).await,
             "b reached from a"
         );
+        // Neither the gateway nor what was the host's side of a pair before
+        // (the /31's even address) leads anywhere.
         let gw_b = Ipv4Addr::from(u32::from(eb) - 1).to_string();
         let gw_a = Ipv4Addr::from(u32::from(ea) - 1).to_string();
-        for gw in [gw_a, gw_b] {
+        for gw in [gw_a, gw_b, "169.254.1.1".to_string()] {
             assert!(
                 !connects(&api, a, &gw, any_port).await,
                 "host via {gw} reached"
@@ -466,14 +496,16 @@ async fn reach_out_but_never_the_host_or_each_other(datapath: &str) {
             );
         }
         let gw_a = Ipv4Addr::from(u32::from(ea) - 1).to_string();
-        assert!(
-            !connects(&api, a, &gw_a, any_port).await,
-            "gateway without the sprite's table"
-        );
-        assert!(
-            !connects(&api, a, &gw_a, api_port).await,
-            "API without the sprite's table"
-        );
+        for gw in [gw_a, "169.254.1.1".to_string()] {
+            assert!(
+                !connects(&api, a, &gw, any_port).await,
+                "{gw} without the sprite's table"
+            );
+            assert!(
+                !connects(&api, a, &gw, api_port).await,
+                "API via {gw} without the sprite's table"
+            );
+        }
         assert!(
             !connects(&api, a, &eb.to_string(), 7000).await,
             "b without a's table"

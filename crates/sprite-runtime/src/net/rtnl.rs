@@ -1,5 +1,5 @@
 //! A blocking rtnetlink client: the few requests the kernel datapath makes
-//! (a veth pair, addresses, a link up, a default route), each sent on a
+//! (a veth pair, an address, a link up, routes, a neighbour), each sent on a
 //! socket of the network namespace it is to change and answered by the
 //! kernel's acknowledgement. A netlink socket belongs to the namespace it
 //! was created in, whichever thread uses it later.
@@ -15,8 +15,12 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -95,14 +99,22 @@ impl Rtnl {
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
     }
 
-    /// Creates a veth pair: `name` here, `peer` in the network namespace
-    /// open at `peer_netns`. EEXIST when a link is already called `name`.
-    pub fn add_veth(&mut self, name: &str, peer: &str, peer_netns: RawFd) -> io::Result<()> {
+    /// Creates a veth pair: `name` here, with the hardware address `mac`,
+    /// and `peer` in the network namespace open at `peer_netns`. EEXIST
+    /// when a link is already called `name`.
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        mac: [u8; 6],
+        peer: &str,
+        peer_netns: RawFd,
+    ) -> io::Result<()> {
         let mut p = LinkMessage::default();
         p.attributes.push(LinkAttribute::IfName(peer.to_string()));
         p.attributes.push(LinkAttribute::NetNsFd(peer_netns));
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
         m.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
@@ -127,8 +139,7 @@ impl Rtnl {
         self.call(RouteNetlinkMessage::SetLink(m), 0).map(drop)
     }
 
-    /// Adds `addr/prefix` to link `index`, its peer (a point-to-point
-    /// link's other end) `peer`.
+    /// Adds `addr/prefix` to link `index`.
     pub fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
         let mut m = AddressMessage::default();
         m.header.family = AddressFamily::Inet;
@@ -143,18 +154,59 @@ impl Rtnl {
         .map(drop)
     }
 
-    /// Adds the IPv4 default route through `gateway` on link `index`.
+    /// Routes `dest/prefix` straight out of link `index` (no gateway: the
+    /// destination is on the link).
+    pub fn add_link_route(&mut self, index: u32, dest: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let mut m = route(RouteScope::Link);
+        m.header.destination_prefix_length = prefix;
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
+        m.attributes.push(RouteAttribute::Oif(index));
+        self.call(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+    }
+
+    /// Adds the IPv4 default route through `gateway` on link `index`; the
+    /// gateway is taken to be on the link (`onlink`) whatever the link's
+    /// addresses say.
     pub fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
-        let mut m = RouteMessage::default();
-        m.header.address_family = AddressFamily::Inet;
-        m.header.table = RouteHeader::RT_TABLE_MAIN;
-        m.header.protocol = RouteProtocol::Boot;
-        m.header.scope = RouteScope::Universe;
-        m.header.kind = RouteType::Unicast;
+        let mut m = route(RouteScope::Universe);
+        m.header.flags = RouteFlags::Onlink;
         m.attributes
             .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
         m.attributes.push(RouteAttribute::Oif(index));
         self.call(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
     }
+
+    /// Tells link `index` for good that `addr` is at `mac` (a permanent
+    /// neighbour: never asked for, never forgotten).
+    pub fn add_neighbour(&mut self, index: u32, addr: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.ifindex = index;
+        m.header.state = NeighbourState::Permanent;
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                addr,
+            )));
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        self.call(
+            RouteNetlinkMessage::NewNeighbour(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+}
+
+/// An IPv4 unicast route of the main table, made by us, of `scope`.
+fn route(scope: RouteScope) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Boot;
+    m.header.scope = scope;
+    m.header.kind = RouteType::Unicast;
+    m
 }

@@ -2,27 +2,44 @@
 //! process of ours in the path.
 //!
 //! ```text
-//!   sandbox netns                     host
-//!   eth0 10.239.0.1/31  ──veth──  spv0 10.239.0.0/31 ── forward ── masquerade ── uplink
-//!   default via 10.239.0.0
+//!   sandbox netns                              host
+//!   eth0 10.239.0.1/32  ──veth──  spv0 (no address)  ── forward ── masquerade ── uplink
+//!   default via 169.254.1.1 onlink             route 10.239.0.1/32 dev spv0
+//!   169.254.1.1 is ee:ee:ee:ee:ee:ee (permanent)
 //! ```
-//! Each sandbox gets the `i`-th /31 of the sprite network (`--egress-network`,
-//! [`DEFAULT_NETWORK`]): the host's side is the even address, on a link named
-//! `spv<i>`, the sandbox's the odd one, on `eth0`. The link's name is its
-//! lease: a link is made with the first free name (the kernel refuses a name
-//! that exists, so daemons sharing a host never hand out one /31 twice), and
+//! Each sandbox gets one address of the sprite network (`--egress-network`,
+//! [`DEFAULT_NETWORK`]): the `i`-th sandbox link, `spv<i>` on the host,
+//! carries the odd address of the network's `i`-th /31 (one address in two
+//! goes unused: daemons before this layout gave the even one to the host's
+//! side, and a host upgraded with sandboxes running keeps their links, so
+//! `i` maps to the same address in both). The link's name is its lease: a
+//! link is made with the first free name (the kernel refuses a name that
+//! exists, so daemons sharing a host never hand out one address twice), and
 //! the pair goes away with the sandbox's namespace, so nothing is left to
 //! free when a sandbox ends, however it ends.
+//!
+//! **The host's side has no address** (neither IPv4 nor IPv6): a /32 route
+//! leads to the sandbox, and the sandbox reaches the host through a gateway
+//! that exists only as a permanent neighbour entry, [`GATEWAY`] at
+//! [`HOST_MAC`] (the host side's hardware address), so nothing ever asks
+//! for it. A start therefore changes the host's links and routes, never its
+//! addresses: programs that take a new address for a network change (a
+//! browser fails its requests in flight on one) see none, the host's own
+//! address list (which every sandbox is kept from) stays still, and there
+//! is no host address on the link for a sandbox to try. This is the layout
+//! Calico gives its pods.
 //!
 //! The host needs IPv4 forwarding and one nftables table, [`host_script`],
 //! the same for every daemon with the same network: it drops what comes
 //! from a sprite link to the host itself (whatever address it is sent to),
-//! to another sprite link, or with a source address that is not its own
-//! (reverse-path check), forwards the rest out masqueraded, and lets back
-//! only replies. Forwarding was off before the first daemon turned it on?
-//! Then the table forwards nothing else either, so the host routes nothing
-//! it did not route before. The sandbox's own table (see [`super::nft`])
-//! stays where policy is enforced: it is installed before the pair exists.
+//! to another sprite link, to the sprite network or a link-local address
+//! (nothing of those is out there), or with a source address that is not
+//! its own (reverse-path check), forwards the rest out masqueraded, and
+//! lets back only replies. Forwarding was off before the first daemon
+//! turned it on? Then the table forwards nothing else either, so the host
+//! routes nothing it did not route before. The sandbox's own table (see
+//! [`super::nft`]) stays where policy is enforced: it is installed before
+//! the pair exists.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -41,6 +58,12 @@ use crate::error::{Result, RuntimeError};
 pub const LINK_PREFIX: &str = "spv";
 /// The sandbox side of its pair.
 pub const SANDBOX_IF: &str = "eth0";
+/// The sandbox's gateway: an address no one has, that the sandbox finds
+/// at [`HOST_MAC`] (a link-local address, which no packet is sent to).
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The hardware address of the host's side of every pair (a locally
+/// administered one; each pair is a link of its own, so all can share it).
+pub const HOST_MAC: [u8; 6] = [0xee; 6];
 /// The sprite network unless told otherwise.
 pub const DEFAULT_NETWORK: &str = "10.239.0.0/16";
 /// [`DEFAULT_NETWORK`].
@@ -52,7 +75,7 @@ pub fn default_network() -> Ipv4Net {
 /// (until the next boot).
 const FORWARDING_BEFORE: &str = "/run/sprited/ip_forward.before";
 
-/// Hands out the sprite network's /31s, one veth pair per sandbox.
+/// Hands out the sprite network's addresses, one veth pair per sandbox.
 #[derive(Debug)]
 pub struct Kernel {
     network: Ipv4Net,
@@ -103,20 +126,17 @@ impl Kernel {
         (size / 2).min(u64::from(u32::MAX)) as u32
     }
 
-    /// `(host side, sandbox side)` of pair `i`.
-    pub fn addresses(&self, i: u32) -> (Ipv4Addr, Ipv4Addr) {
-        let base = u32::from(self.network.network());
-        (
-            Ipv4Addr::from(base + 2 * i),
-            Ipv4Addr::from(base + 2 * i + 1),
-        )
+    /// The address of the sandbox on pair `i`.
+    pub fn address(&self, i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network.network()) + 2 * i + 1)
     }
 
     /// Gives the network namespace at `netns` its way out: `ruleset` (nft)
     /// installed in it first, IPv4 forwarding on in it if `forwarding` (a
     /// namespace that routes for a sandbox of its own, gVisor's), then a
-    /// pair from the host with its addresses and the default route. On
-    /// error, nothing made is left. Returns the host side's name.
+    /// pair from the host, the sandbox's address, its gateway and the routes
+    /// both ways. On error, nothing made is left. Returns the host side's
+    /// name.
     pub fn attach(
         &self,
         netns: &Path,
@@ -153,15 +173,18 @@ impl Kernel {
         let (index, name) = self.add_pair(&mut host, &ns)?;
         let t2 = t0.elapsed();
         let made = (|| -> io::Result<()> {
-            let (host_addr, sandbox_addr) = self.addresses(index);
+            let addr = self.address(index);
             let h = host.index(&name)?;
+            // No IPv6 on the host's side either (it would get a link-local
+            // address as it comes up).
             std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")?;
-            host.add_address(h, host_addr, 31)?;
             host.up(h)?;
+            host.add_link_route(h, addr, 32)?;
             let s = inside.index(SANDBOX_IF)?;
-            inside.add_address(s, sandbox_addr, 31)?;
+            inside.add_address(s, addr, 32)?;
             inside.up(s)?;
-            inside.add_default_route(s, host_addr)
+            inside.add_neighbour(s, GATEWAY, HOST_MAC)?;
+            inside.add_default_route(s, GATEWAY)
         })();
         if let Err(e) = made {
             if let Ok(h) = host.index(&name) {
@@ -180,7 +203,7 @@ impl Kernel {
         for k in 0..pairs {
             let i = (start + k) % pairs;
             let name = format!("{LINK_PREFIX}{i}");
-            match host.add_veth(&name, SANDBOX_IF, ns.as_raw_fd()) {
+            match host.add_veth(&name, HOST_MAC, SANDBOX_IF, ns.as_raw_fd()) {
                 Ok(()) => {
                     self.next.store(i.wrapping_add(1), Ordering::Relaxed);
                     return Ok((i, name));
@@ -231,6 +254,7 @@ pub fn host_script(network: Ipv4Net, forwarded_before: bool) -> String {
          \x20 chain forward {{\n\
          \x20   type filter hook forward priority filter; policy accept;\n\
          \x20   iifname \"{LINK_PREFIX}*\" oifname \"{LINK_PREFIX}*\" drop\n\
+         \x20   iifname \"{LINK_PREFIX}*\" ip daddr {{ {network}, 169.254.0.0/16 }} drop\n\
          \x20   iifname \"{LINK_PREFIX}*\" meta nfproto ipv4 accept\n\
          \x20   iifname \"{LINK_PREFIX}*\" drop\n\
          \x20   oifname \"{LINK_PREFIX}*\" ct state established,related accept\n\
@@ -333,23 +357,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pairs_are_the_network_s_31s() {
+    fn each_pair_has_an_odd_address_of_the_network() {
         let k = Kernel {
             network: "10.239.0.0/16".parse().unwrap(),
             next: AtomicU32::new(0),
         };
         assert_eq!(k.pairs(), 32768);
-        assert_eq!(
-            k.addresses(0),
-            (Ipv4Addr::new(10, 239, 0, 0), Ipv4Addr::new(10, 239, 0, 1))
-        );
-        assert_eq!(
-            k.addresses(32767),
-            (
-                Ipv4Addr::new(10, 239, 255, 254),
-                Ipv4Addr::new(10, 239, 255, 255)
-            )
-        );
+        assert_eq!(k.address(0), Ipv4Addr::new(10, 239, 0, 1));
+        assert_eq!(k.address(32767), Ipv4Addr::new(10, 239, 255, 255));
     }
 
     #[test]
@@ -359,6 +374,7 @@ mod tests {
         assert!(s.starts_with("table inet sprited_10_239_0_0_16\ndelete table"));
         assert!(s.contains("iifname \"spv*\" drop\n"));
         assert!(s.contains("fib saddr . iif oif missing drop"));
+        assert!(s.contains("ip daddr { 10.239.0.0/16, 169.254.0.0/16 } drop"));
         assert!(s.contains("ip saddr 10.239.0.0/16 oifname != \"spv*\" masquerade"));
         assert!(s.contains("oifname \"spv*\" drop\n    drop\n"));
         assert!(!host_script(net, true).contains("oifname \"spv*\" drop\n    drop\n"));
