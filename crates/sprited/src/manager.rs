@@ -106,8 +106,9 @@ pub struct Manager {
     meter_lock: Mutex<()>,
     /// Times of recent creates, for the create rate limit.
     recent_creates: Mutex<std::collections::VecDeque<std::time::Instant>>,
-    /// Held while a start is checked against `max_running` and made.
-    admission: tokio::sync::Mutex<()>,
+    /// Held while a start is checked against `max_running` and its place
+    /// taken (not while it is made: starts go side by side).
+    admission: Mutex<()>,
     pub metrics: crate::metrics::Metrics,
     /// Network policies and their enforcement.
     pub net: crate::net::Network,
@@ -198,7 +199,7 @@ impl Manager {
             me: me.clone(),
             meter_lock: Mutex::new(()),
             recent_creates: Mutex::new(Default::default()),
-            admission: tokio::sync::Mutex::new(()),
+            admission: Mutex::new(()),
             metrics,
             net,
             cold,
@@ -370,9 +371,8 @@ impl Manager {
         };
         let started = match made {
             Ok(()) => {
-                let _admitted = self.admission_lock().await;
-                match self.admit_start() {
-                    Ok(()) => self.start_locked(&rec).await,
+                match self.admit_start(&rec.id) {
+                    Ok(_admitted) => self.start_locked(&rec).await,
                     // Made, and waits cold until there is room.
                     Err(_) if req.wait_for_capacity == Some(true) => {
                         self.set_status(&rec.id, Status::Cold);
@@ -771,8 +771,7 @@ impl Manager {
             }
         }
         tracing::info!(sprite = %rec.name, "waking sprite");
-        let _admitted = self.admission_lock().await;
-        self.admit_start()?;
+        let _admitted = self.admit_start(&rec.id)?;
         // Its image first, and an evicted sprite's volume starts filling
         // itself from the object store (what the boot reads first); if
         // that cannot start, the sprite stays as it was and the error says why.

@@ -167,6 +167,51 @@ async fn running_limit_keeps_the_extra_sprite_cold() {
     assert_eq!(api.sh("second", "echo room").await, "room\n");
 }
 
+/// Starts under a running limit go side by side, and still never past it:
+/// of five creates sent at once with room for three, three run and two are
+/// refused, whichever order they come in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_never_pass_the_running_limit() {
+    let d = Daemon::start_with(&["--max-running", "3", "--idle-warm", "1h"]);
+    let api = d.client();
+    let sent = (0..5).map(|i| {
+        let api = &api;
+        async move { create_raw(api, serde_json::json!({"name": format!("at-once-{i}")})).await }
+    });
+    let answers = futures_util::future::join_all(sent).await;
+    let mut made = 0;
+    for r in answers {
+        match r.status().as_u16() {
+            201 => made += 1,
+            429 => {
+                let body: serde_json::Value = r.json().await.expect("json");
+                assert_eq!(body["error"], "concurrent_sprite_limit_exceeded", "{body}");
+                assert_eq!(body["limit"], 3, "{body}");
+            }
+            other => panic!("create answered {other}: {:?}", r.text().await),
+        }
+    }
+    assert_eq!(made, 3, "three places, three sprites");
+    let list = api.get_json("/v1/sprites").await;
+    let running = list["sprites"]
+        .as_array()
+        .expect("sprites")
+        .iter()
+        .filter(|s| s["status"] == "running")
+        .count();
+    assert_eq!(running, 3, "{list}");
+    // A place given back (a destroy) is a place again.
+    let first = list["sprites"][0]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    api.delete(&first).await;
+    let r = create_raw(&api, serde_json::json!({"name": "after"})).await;
+    assert_eq!(r.status(), 201);
+    let r = create_raw(&api, serde_json::json!({"name": "one-too-many"})).await;
+    assert_eq!(r.status(), 429);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_volume_gives_enospc_inside_and_harms_nothing_else() {
     let d = Daemon::start();

@@ -10,6 +10,7 @@ use sprites_api::error::{
 };
 use sprites_api::sprite::Status;
 
+use super::slot::SpriteSlot;
 use super::{lock, Manager};
 use crate::db::SpriteRecord;
 use crate::error::{Error, Limit};
@@ -120,29 +121,27 @@ impl Manager {
         Ok(())
     }
 
-    /// Held across [`Manager::admit_start`] and the start it admits, when a
-    /// running limit is set (starts are then one at a time).
-    pub(super) async fn admission_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        if self.cfg.max_running == 0 {
-            return None;
-        }
-        Some(self.admission.lock().await)
-    }
-
-    /// Whether one more sprite may start.
-    pub(super) fn admit_start(&self) -> Result<(), Error> {
+    /// Whether one more sprite may start: a place under `--max-running`
+    /// for sprite `id`, held by what is returned until the start it admits
+    /// has ended (the sprite then counts as running, or not at all). Starts
+    /// so admitted are made side by side; only the check and the taking of
+    /// the place are one at a time.
+    pub(super) fn admit_start(&self, id: &str) -> Result<Option<Admission>, Error> {
         let max = self.cfg.max_running;
         if max == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        let awake = self.awake_count();
+        let _one_at_a_time = lock(&self.admission);
+        let awake = self.held_count();
         if awake < max {
-            return Ok(());
+            let slot = self.slot(id);
+            slot.state().admitted = true;
+            return Ok(Some(Admission { slot }));
         }
         Err(Error::limited(Limit {
             code: CONCURRENT_SPRITE_LIMIT_EXCEEDED,
             message: format!(
-                "{awake} sprites are running or warm, the most this server runs at once; \
+                "{awake} sprites are running, warm or starting, the most this server runs at once; \
                  the sprite stays cold until one goes idle"
             ),
             limit: max,
@@ -152,11 +151,27 @@ impl Manager {
         }))
     }
 
-    /// Sprites holding memory: running or warm.
-    pub fn awake_count(&self) -> u64 {
+    /// Sprites holding memory or a place to: running, warm, or starting.
+    fn held_count(&self) -> u64 {
         lock(&self.slots)
             .values()
-            .filter(|l| matches!(l.state().status, Status::Running | Status::Warm))
+            .filter(|l| {
+                let s = l.state();
+                s.admitted || matches!(s.status, Status::Running | Status::Warm)
+            })
             .count() as u64
+    }
+}
+
+/// A start's place under `--max-running` ([`Manager::admit_start`]), given
+/// back when dropped: by then the sprite runs (and counts as such) or its
+/// start failed.
+pub(crate) struct Admission {
+    slot: std::sync::Arc<SpriteSlot>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.slot.state().admitted = false;
     }
 }

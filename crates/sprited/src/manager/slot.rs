@@ -49,6 +49,9 @@ pub(crate) struct SpriteState {
     pub error: Option<String>,
     /// When the sprite was paused (warm).
     pub warm_since: Option<Instant>,
+    /// A start of it holds a place under `--max-running` (see
+    /// [`super::limits::Admission`]), counted as awake until the start ends.
+    pub admitted: bool,
     /// When the last activity started or ended.
     pub last_activity: Instant,
     /// When activity was last written to the DB.
@@ -69,6 +72,7 @@ impl SpriteSlot {
                 halting: false,
                 error: None,
                 warm_since: None,
+                admitted: false,
                 last_activity: Instant::now(),
                 persisted: None,
                 tasks: BTreeMap::new(),
