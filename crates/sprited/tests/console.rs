@@ -585,17 +585,11 @@ async fn files_checkpoints_and_usage() {
     let d = Daemon::start_with(&["--meter-interval", "1s"]);
     let api = d.client();
     api.create("files1").await;
-    let out = api
-        .exec(
-            "files1",
-            &[
-                "sh",
-                "-c",
-                "mkdir -p /srv/notes && echo one > /srv/notes/a.txt",
-            ],
-        )
-        .await;
-    assert_eq!(out.code, Some(0), "{}", out.out());
+    api.sh(
+        "files1",
+        "mkdir -p /srv/notes && echo one > /srv/notes/a.txt",
+    )
+    .await;
     let upload = tempfile::tempdir().expect("tempdir");
     let local = upload.path().join("upload.txt");
     std::fs::write(&local, "uploaded from the browser\n").expect("write");
@@ -759,17 +753,11 @@ async fn services_settings_and_tokens() {
     let d = Daemon::start();
     let api = d.client();
     api.create("svc1").await;
-    let out = api
-        .exec(
-            "svc1",
-            &[
-                "sh",
-                "-c",
-                "mkdir -p /srv && printf 'while true; do echo tick; sleep 1; done\\n' > /srv/tick.sh",
-            ],
-        )
-        .await;
-    assert_eq!(out.code, Some(0), "{}", out.out());
+    api.sh(
+        "svc1",
+        "mkdir -p /srv && printf 'while true; do echo tick; sleep 1; done\\n' > /srv/tick.sh",
+    )
+    .await;
 
     let b = Browser::open(&d, "services_settings_and_tokens").await;
     b.run(|b| async {

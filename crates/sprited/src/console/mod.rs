@@ -163,15 +163,8 @@ async fn sign_in(
 fn sign_in_inner(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     // The sign-in form is the console's own: no other page may sign a
     // browser in (to its own token, say).
-    if let Some(o) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let origin_host = o
-            .strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"));
-        if origin_host.is_none() || origin_host != host {
-            return ApiError::Forbidden("sign in from the console's own page".into())
-                .into_response();
-        }
+    if !session::from_this_origin(headers) {
+        return ApiError::Forbidden("sign in from the console's own page".into()).into_response();
     }
     let Ok(SignIn { token }) = serde_json::from_slice::<SignIn>(body) else {
         return ApiError::BadRequest("the body must be {\"token\": \"...\"}".into())

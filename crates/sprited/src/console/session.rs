@@ -182,20 +182,27 @@ pub fn info(scope: &TokenScope, csrf: String) -> SessionInfo {
     }
 }
 
+/// Whether the request names no `Origin`, or names this host's (the
+/// `Host` it was sent to, over http or https).
+pub fn from_this_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    origin_host.is_some() && origin_host == host
+}
+
 /// Whether a request carried by the cookie comes from the console's own
 /// page (see the module's comment); `changes` for any method but GET and
 /// HEAD, and for WebSocket upgrades.
 pub fn check_origin(headers: &HeaderMap, method: &Method, csrf: &str) -> Result<(), ApiError> {
     let refuse = |why: &str| Err(ApiError::Forbidden(format!("console session: {why}")));
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if let Some(o) = origin {
-        let origin_host = o
-            .strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"));
-        if origin_host.is_none() || origin_host != host {
-            return refuse("the request comes from another origin");
-        }
+    if !from_this_origin(headers) {
+        return refuse("the request comes from another origin");
     }
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if site != "same-origin" && site != "none" {
