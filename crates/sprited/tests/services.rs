@@ -103,7 +103,9 @@ async fn services_live_through_warm_and_cold() {
         "/v1/sprites/svc/services/counter?duration=1s",
         Some(serde_json::json!({
             "cmd": "sh",
-            "args": ["-c", "echo started; i=0; while true; i=$((i+1)); do echo $i > /tmp/n; sleep 0.1; done"],
+            // Each count replaces the file whole: `> /tmp/n` alone
+            // truncates first, and a read in between finds it empty.
+            "args": ["-c", "echo started; i=0; while true; i=$((i+1)); do echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.1; done"],
         })),
     )
     .await;
