@@ -82,6 +82,17 @@ pub struct Config {
     /// The cold tier: `file:///path` or `s3://bucket/prefix` (default: the
     /// folder `<data>/objects`).
     pub object_store: Option<String>,
+    /// Where the metadata lives when not in `<data>/meta.db`
+    /// (`--database postgres://...`).
+    pub database: Option<crate::db::Location>,
+    /// This host's id among those of a shared database (`--host-id`; kept
+    /// in the data dir when not given).
+    pub host_id: Option<String>,
+    /// Where other hosts reach this one (`--advertise`).
+    pub advertise: Option<String>,
+    /// A host that has not renewed its serving lease for this long may be
+    /// taken over (`--host-timeout`).
+    pub host_timeout: std::time::Duration,
     /// A sprite cold for this long leaves local disk for the object store.
     pub evict_after: std::time::Duration,
     /// Every checkpoint is copied to the object store soon after it is
@@ -116,6 +127,13 @@ impl Config {
     }
 
     /// The data dir's parts, by name.
+    /// Where the metadata lives: `--database`, or SQLite in the data dir.
+    pub fn database(&self) -> crate::db::Location {
+        self.database
+            .clone()
+            .unwrap_or_else(|| crate::db::Location::File(self.layout().meta_db()))
+    }
+
     pub fn layout(&self) -> crate::layout::DataDir {
         crate::layout::DataDir::new(&self.data_dir)
     }
@@ -165,6 +183,10 @@ impl Config {
             egress: sprite_runtime::net::Datapath::Kernel,
             egress_network: sprite_runtime::net::veth::default_network(),
             object_store: None,
+            database: None,
+            host_id: None,
+            advertise: None,
+            host_timeout: std::time::Duration::from_secs(15),
             evict_after: std::time::Duration::from_secs(3600),
             upload_checkpoints: true,
             replicate_every: std::time::Duration::from_secs(30),

@@ -49,6 +49,11 @@ impl DataDir {
         self.root.join("object-store")
     }
 
+    /// This host's id among the hosts of a shared database.
+    pub fn host_id(&self) -> PathBuf {
+        self.root.join("host.id")
+    }
+
     /// Where installed agent binaries live.
     pub fn bin_dir(&self) -> PathBuf {
         self.root.join("bin")

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod net;
 mod purge;
 pub mod server;
+pub mod serving;
 pub mod time;
 pub mod tokens;
 pub mod urls;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub sockets: api::ws::Sockets,
     /// The web console's signed-in browsers.
     pub console: Arc<console::session::Sessions>,
+    /// The lease this host serves a shared database under.
+    pub lease: Option<db::hosts::Lease>,
 }
 
 /// Handlers that need only the manager take it alone, so that the in-sprite
@@ -279,7 +282,27 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
     let own_ranges = cfg.own_id_ranges && store.idmapped_layers_work();
     tracing::info!(own_ranges, "sprites' host ids");
     let driver = driver.with_own_ranges(own_ranges);
-    let db = db::Db::open(&dirs.meta_db()).context("opening meta.db")?;
+    let location = cfg.database();
+    let db = db::Db::open_at(&location)
+        .with_context(|| format!("opening the metadata database {location}"))?;
+    tracing::info!(database = %location, "metadata");
+    let db = Arc::new(db);
+    // A shared database is served by one host at a time: before anything
+    // is written to it, this host holds the lease (waiting as a standby
+    // while another does), and every write it makes checks it.
+    let lease = match db.engine() {
+        db::Engine::Postgres => {
+            let host = serving::host_id(cfg.host_id.as_deref(), &dirs.host_id())?;
+            let advertise = cfg
+                .advertise
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", cfg.listen));
+            let lease = serving::take(&db, &host, &advertise, cfg.host_timeout).await?;
+            db.fence(&lease);
+            Some(lease)
+        }
+        db::Engine::Sqlite => None,
+    };
     pin_object_store(&dirs.object_store_record(), &cfg.object_store_url(), &db)?;
     let cold = sprite_cold::ColdStore::open(&sprite_cold::StoreOptions {
         url: cfg.object_store_url(),
@@ -310,6 +333,9 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         agent,
         Arc::new(cold),
     );
+    if let Some(lease) = &lease {
+        serving::spawn_renewal(manager.clone(), lease.clone(), cfg.host_timeout);
+    }
     // Before anything reads the database: the sprites and tokens the
     // store keeps and this data dir does not know.
     let recovered = match cfg.recover {
@@ -351,6 +377,7 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         recovered,
         sockets: api::ws::Sockets::default(),
         console: Arc::default(),
+        lease,
     })
 }
 
@@ -369,6 +396,7 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
     };
     let sockets = state.sockets.clone();
     let told = sockets.clone();
+    let lease = state.lease.clone().map(|l| (l, manager.db.clone()));
     server::serve_tcp(listener, api::router(state), limits, async move {
         shutdown_signal().await;
         // Streams that would last forever end, so the shutdown need not
@@ -383,6 +411,9 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
             left,
             "WebSockets still open after {SOCKETS_GRACE:?}: cutting them"
         );
+    }
+    if let Some((lease, db)) = lease {
+        serving::release(db, lease).await;
     }
     Ok(())
 }

@@ -119,6 +119,25 @@ struct Cli {
     /// (it must not overlap a network the host routes).
     #[arg(long, default_value = sprite_runtime::net::veth::DEFAULT_NETWORK, global = true)]
     egress_network: ipnet::Ipv4Net,
+    /// Keep the metadata (sprites, checkpoints, tokens, usage) in this
+    /// PostgreSQL database (`postgres://user:password@host:port/db`)
+    /// instead of SQLite in the data dir. Read from SPRITED_DATABASE when
+    /// unset, so a password need not be on the command line.
+    #[arg(long, env = "SPRITED_DATABASE", hide_env_values = true, global = true, value_parser = flag_database)]
+    database: Option<sprited::db::Location>,
+    /// With `--database`: this host's id among the hosts sharing it (kept
+    /// in `<data-dir>/host.id`, made at first start, when not given).
+    #[arg(long, global = true)]
+    host_id: Option<String>,
+    /// With `--database`: the URL other hosts reach this one at
+    /// (`http://addr:port`; default: `http://` and `--listen`).
+    #[arg(long, global = true)]
+    advertise: Option<String>,
+    /// With `--database`: one host serves it at a time; another waits and
+    /// takes over when the serving host has not renewed its lease for this
+    /// long (`15s`).
+    #[arg(long, default_value = "15s", value_parser = flag_duration, global = true)]
+    host_timeout: std::time::Duration,
     /// Where evicted sprites' volumes and checkpoints go: `file:///path`
     /// or `s3://bucket/prefix` (with the AWS_* environment variables,
     /// AWS_ENDPOINT_URL included). Default: the folder `<data-dir>/objects`.
@@ -220,6 +239,11 @@ fn flag_duration_or_off(s: &str) -> Result<std::time::Duration, String> {
     flag_duration(s)
 }
 
+/// `--database`: a PostgreSQL URL.
+fn flag_database(s: &str) -> Result<sprited::db::Location, String> {
+    sprited::db::Location::parse_url(s)
+}
+
 fn flag_duration(s: &str) -> Result<std::time::Duration, String> {
     sprites_api::duration::parse_duration(s)
         .filter(|d| !d.is_zero())
@@ -282,11 +306,14 @@ fn build_images(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
 
 /// How many sprites of the data dir were made from image `name`.
 fn sprites_using(cfg: &Config, name: &str) -> anyhow::Result<usize> {
-    let path = cfg.layout().meta_db();
-    if !path.exists() {
-        return Ok(0);
+    let location = cfg.database();
+    if let sprited::db::Location::File(path) = &location {
+        if !path.exists() {
+            return Ok(0);
+        }
     }
-    let db = sprited::db::Db::open(&path).context("opening meta.db")?;
+    let db = sprited::db::Db::open_at(&location)
+        .with_context(|| format!("opening the metadata database {location}"))?;
     Ok(db.all()?.iter().filter(|r| r.image == name).count())
 }
 
@@ -342,6 +369,10 @@ async fn main() -> anyhow::Result<()> {
     };
     cfg.egress_network = cli.egress_network;
     cfg.object_store = cli.object_store;
+    cfg.database = cli.database;
+    cfg.host_id = cli.host_id;
+    cfg.advertise = cli.advertise;
+    cfg.host_timeout = cli.host_timeout;
     cfg.evict_after = cli.evict_after;
     cfg.upload_checkpoints = cli.upload_checkpoints;
     cfg.replicate_every = cli.replicate_every;

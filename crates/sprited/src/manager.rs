@@ -174,14 +174,13 @@ pub fn image_kind(name: &str) -> Result<ImageKind, Error> {
 
 impl Manager {
     pub fn new(
-        db: Db,
+        db: Arc<Db>,
         cfg: Arc<Config>,
         store: Arc<Store>,
         driver: Arc<dyn Driver>,
         agent_bin: PathBuf,
         cold: Arc<sprite_cold::ColdStore>,
     ) -> Arc<Self> {
-        let db = Arc::new(db);
         let (sockets, to_serve) = tokio::sync::mpsc::unbounded_channel();
         let net = crate::net::Network::new(db.clone(), &cfg);
         let metrics = crate::metrics::Metrics::new();
@@ -1015,6 +1014,33 @@ impl Manager {
         Ok(())
     }
 
+    /// Stops every sandbox of this host, writing nothing anywhere but to
+    /// the sandboxes: what a host does when it learns another took the
+    /// database's serving lease (that host brings the sprites back from
+    /// their replicated state; these copies must not run on beside them).
+    pub async fn stop_every_sandbox(&self) {
+        let mut ids: std::collections::BTreeSet<String> =
+            lock(&self.slots).keys().cloned().collect();
+        let store = self.store.clone();
+        if let Ok(Ok(volumes)) = tokio::task::spawn_blocking(move || store.volume_ids()).await {
+            ids.extend(volumes);
+        }
+        let driver = self.driver.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for id in ids {
+                if matches!(driver.state(&id), Ok(SandboxState::Missing)) {
+                    continue;
+                }
+                // A warm sandbox is frozen: thawed first, or it cannot die.
+                let _ = driver.resume(&id);
+                if let Err(e) = driver.stop(&id, std::time::Duration::from_secs(1)) {
+                    tracing::warn!(id, error = %e, "cannot stop a sandbox");
+                }
+            }
+        })
+        .await;
+    }
+
     /// After a daemon start: finish what a killed daemon left half done,
     /// and learn which sprites still run.
     ///
@@ -1070,6 +1096,21 @@ impl Manager {
                     return Ok(());
                 }
             }
+        }
+        if !evicted
+            && !self.store.volume_exists(&rec.id)
+            && self.db.engine() == crate::db::Engine::Postgres
+        {
+            // A shared database: the volume may be on the host that served
+            // it before this one, never replicated. Kept, in error, for the
+            // user to delete (or that host to come back).
+            let why = "its volume is not on this host and no replicated copy of it is in the \
+                       object store (the host that ran it stopped before replicating it, or its \
+                       create never finished): delete it, or bring that host's data back";
+            tracing::warn!(sprite = %rec.name, "{why}");
+            self.slot(&rec.id).state().error = Some(why.to_string());
+            self.set_status(&rec.id, Status::Error);
+            return Ok(());
         }
         if !evicted && !self.store.volume_exists(&rec.id) {
             tracing::warn!(sprite = %rec.name, "forgetting a sprite whose create or destroy never finished");

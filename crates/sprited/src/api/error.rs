@@ -163,6 +163,12 @@ impl From<Error> for ApiError {
                     "{context}: the object store cannot be reached ({source}); nothing was lost, try again later"
                 ))
             }
+            Error::Db(crate::db::DbError::Unavailable(why)) => ApiError::Unavailable(format!(
+                "the metadata database cannot be reached ({why}); try again when it is back"
+            )),
+            Error::Db(e @ crate::db::DbError::Fenced { .. }) => {
+                ApiError::Unavailable(e.to_string())
+            }
             e @ (Error::Store { .. }
             | Error::Runtime { .. }
             | Error::Cold { .. }

@@ -1,7 +1,7 @@
 //! The `checkpoints` table (one row per checkpoint) and `checkpoint_state`
 //! (per sprite: the next number to hand out, the checkpoint it stands on).
 
-use rusqlite::{params, OptionalExtension, Row};
+use super::sql::{params, Row};
 
 use super::{Db, DbError};
 
@@ -17,10 +17,10 @@ pub struct CheckpointRecord {
 }
 
 impl CheckpointRecord {
-    fn read(row: &Row<'_>) -> rusqlite::Result<CheckpointRecord> {
+    fn read(row: &Row) -> Result<CheckpointRecord, DbError> {
         Ok(CheckpointRecord {
             id: row.get(0)?,
-            seq: row.get::<_, i64>(1)? as u64,
+            seq: row.get::<i64>(1)? as u64,
             create_time: row.get(2)?,
             source_id: row.get(3)?,
             comment: row.get(4)?,
@@ -34,53 +34,54 @@ impl Db {
     /// [`Db::insert_checkpoint`]; numbers of deleted checkpoints are never
     /// handed out again.
     pub fn next_checkpoint_seq(&self, sprite_id: &str) -> Result<u64, DbError> {
-        let conn = self.lock()?;
-        let next: Option<i64> = conn
-            .query_row(
+        let next: Option<i64> = self.run(|c| {
+            c.query_opt(
                 "SELECT next_seq FROM checkpoint_state WHERE sprite_id = ?1",
                 params![sprite_id],
                 |r| r.get(0),
             )
-            .optional()?;
+        })?;
         Ok(next.unwrap_or(0) as u64)
     }
 
     /// Records a checkpoint and makes it the one the sprite stands on.
-    pub fn insert_checkpoint(&self, sprite_id: &str, c: &CheckpointRecord) -> Result<(), DbError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO checkpoints (sprite_id, id, seq, create_time, source_id, comment, is_auto)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                sprite_id,
-                c.id,
-                c.seq as i64,
-                c.create_time,
-                c.source_id,
-                c.comment,
-                c.is_auto
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO checkpoint_state (sprite_id, next_seq, current) VALUES (?1, ?2, ?3)
-             ON CONFLICT(sprite_id) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq),
-             current = excluded.current",
-            params![sprite_id, c.seq as i64 + 1, c.id],
-        )?;
-        tx.commit()?;
-        Ok(())
+    pub fn insert_checkpoint(&self, sprite_id: &str, ck: &CheckpointRecord) -> Result<(), DbError> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT INTO checkpoints (sprite_id, id, seq, create_time, source_id, comment, is_auto)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    sprite_id,
+                    ck.id,
+                    ck.seq as i64,
+                    ck.create_time,
+                    ck.source_id,
+                    ck.comment,
+                    ck.is_auto
+                ],
+            )?;
+            c.execute(
+                "INSERT INTO checkpoint_state (sprite_id, next_seq, current) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sprite_id) DO UPDATE SET
+                   next_seq = CASE WHEN checkpoint_state.next_seq > excluded.next_seq
+                                   THEN checkpoint_state.next_seq ELSE excluded.next_seq END,
+                   current = excluded.current",
+                params![sprite_id, ck.seq as i64 + 1, ck.id],
+            )?;
+            Ok(())
+        })
     }
 
     /// The sprite's checkpoints, newest first.
     pub fn checkpoints(&self, sprite_id: &str) -> Result<Vec<CheckpointRecord>, DbError> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT id, seq, create_time, source_id, comment, is_auto FROM checkpoints
-             WHERE sprite_id = ?1 ORDER BY seq DESC",
-        )?;
-        let rows = stmt.query_map(params![sprite_id], CheckpointRecord::read)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.run(|c| {
+            c.query_map(
+                "SELECT id, seq, create_time, source_id, comment, is_auto FROM checkpoints
+                 WHERE sprite_id = ?1 ORDER BY seq DESC",
+                params![sprite_id],
+                CheckpointRecord::read,
+            )
+        })
     }
 
     pub fn checkpoint(
@@ -88,55 +89,54 @@ impl Db {
         sprite_id: &str,
         id: &str,
     ) -> Result<Option<CheckpointRecord>, DbError> {
-        let conn = self.lock()?;
-        Ok(conn
-            .query_row(
+        self.run(|c| {
+            c.query_opt(
                 "SELECT id, seq, create_time, source_id, comment, is_auto FROM checkpoints
                  WHERE sprite_id = ?1 AND id = ?2",
                 params![sprite_id, id],
                 CheckpointRecord::read,
             )
-            .optional()?)
+        })
     }
 
     /// Removes a checkpoint's record (and its cold-tier copy's); false
     /// when there was none.
     pub fn delete_checkpoint(&self, sprite_id: &str, id: &str) -> Result<bool, DbError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM checkpoints WHERE sprite_id = ?1 AND id = ?2",
-            params![sprite_id, id],
-        )?;
-        tx.execute(
-            "DELETE FROM cold_checkpoints WHERE sprite_id = ?1 AND id = ?2",
-            params![sprite_id, id],
-        )?;
-        tx.commit()?;
-        Ok(n > 0)
+        self.tx(|c| {
+            let n = c.execute(
+                "DELETE FROM checkpoints WHERE sprite_id = ?1 AND id = ?2",
+                params![sprite_id, id],
+            )?;
+            c.execute(
+                "DELETE FROM cold_checkpoints WHERE sprite_id = ?1 AND id = ?2",
+                params![sprite_id, id],
+            )?;
+            Ok(n > 0)
+        })
     }
 
     /// The checkpoint the sprite's filesystem derives from (last created or
     /// restored), if any.
     pub fn current_checkpoint(&self, sprite_id: &str) -> Result<Option<String>, DbError> {
-        let conn = self.lock()?;
-        Ok(conn
-            .query_row(
-                "SELECT current FROM checkpoint_state WHERE sprite_id = ?1",
-                params![sprite_id],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()?
+        Ok(self
+            .run(|c| {
+                c.query_opt(
+                    "SELECT current FROM checkpoint_state WHERE sprite_id = ?1",
+                    params![sprite_id],
+                    |r| r.get::<Option<String>>(0),
+                )
+            })?
             .flatten())
     }
 
     pub fn set_current_checkpoint(&self, sprite_id: &str, id: Option<&str>) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "INSERT INTO checkpoint_state (sprite_id, next_seq, current) VALUES (?1, 0, ?2)
-             ON CONFLICT(sprite_id) DO UPDATE SET current = excluded.current",
-            params![sprite_id, id],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO checkpoint_state (sprite_id, next_seq, current) VALUES (?1, 0, ?2)
+                 ON CONFLICT (sprite_id) DO UPDATE SET current = excluded.current",
+                params![sprite_id, id],
+            )
+        })?;
         Ok(())
     }
 }
@@ -145,49 +145,51 @@ impl Db {
 mod tests {
     use super::*;
     use crate::db::sprites::tests::rec;
+    use crate::db::testing::each_engine;
 
     #[test]
     fn checkpoint_numbers_are_never_reused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(&dir.path().join("meta.db")).expect("open");
-        db.insert(&rec("a")).expect("insert");
-        let ck = |seq: u64| CheckpointRecord {
-            id: format!("v{seq}"),
-            seq,
-            create_time: "2026-01-01T00:00:00Z".into(),
-            source_id: None,
-            comment: Some("c".into()),
-            is_auto: false,
-        };
-        for want in 0..3 {
-            let seq = db.next_checkpoint_seq("id-a").expect("next");
-            assert_eq!(seq, want);
-            db.insert_checkpoint("id-a", &ck(seq)).expect("insert");
-        }
-        assert_eq!(
-            db.current_checkpoint("id-a").expect("current").as_deref(),
-            Some("v2")
-        );
-        assert!(db.delete_checkpoint("id-a", "v2").expect("delete"));
-        assert!(!db.delete_checkpoint("id-a", "v2").expect("delete again"));
-        assert_eq!(db.next_checkpoint_seq("id-a").expect("next"), 3);
-        let ids: Vec<_> = db
-            .checkpoints("id-a")
-            .expect("list")
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        assert_eq!(ids, ["v1", "v0"]);
-        assert_eq!(db.checkpoint("id-a", "v0").expect("get"), Some(ck(0)));
-        db.set_current_checkpoint("id-a", Some("v0")).expect("set");
-        assert_eq!(
-            db.current_checkpoint("id-a").expect("current").as_deref(),
-            Some("v0")
-        );
-        // Another sprite counts on its own; deleting a sprite forgets its checkpoints.
-        assert_eq!(db.next_checkpoint_seq("id-b").expect("next"), 0);
-        db.delete("id-a").expect("delete sprite");
-        assert!(db.checkpoints("id-a").expect("list").is_empty());
-        assert_eq!(db.current_checkpoint("id-a").expect("current"), None);
+        each_engine(|fresh| {
+            let db = fresh();
+            db.insert(&rec("a")).expect("insert");
+            let ck = |seq: u64| CheckpointRecord {
+                id: format!("v{seq}"),
+                seq,
+                create_time: "2026-01-01T00:00:00Z".into(),
+                source_id: None,
+                comment: Some("c".into()),
+                is_auto: false,
+            };
+            for want in 0..3 {
+                let seq = db.next_checkpoint_seq("id-a").expect("next");
+                assert_eq!(seq, want);
+                db.insert_checkpoint("id-a", &ck(seq)).expect("insert");
+            }
+            assert_eq!(
+                db.current_checkpoint("id-a").expect("current").as_deref(),
+                Some("v2")
+            );
+            assert!(db.delete_checkpoint("id-a", "v2").expect("delete"));
+            assert!(!db.delete_checkpoint("id-a", "v2").expect("delete again"));
+            assert_eq!(db.next_checkpoint_seq("id-a").expect("next"), 3);
+            let ids: Vec<_> = db
+                .checkpoints("id-a")
+                .expect("list")
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            assert_eq!(ids, ["v1", "v0"]);
+            assert_eq!(db.checkpoint("id-a", "v0").expect("get"), Some(ck(0)));
+            db.set_current_checkpoint("id-a", Some("v0")).expect("set");
+            assert_eq!(
+                db.current_checkpoint("id-a").expect("current").as_deref(),
+                Some("v0")
+            );
+            // Another sprite counts on its own; deleting a sprite forgets its checkpoints.
+            assert_eq!(db.next_checkpoint_seq("id-b").expect("next"), 0);
+            db.delete("id-a").expect("delete sprite");
+            assert!(db.checkpoints("id-a").expect("list").is_empty());
+            assert_eq!(db.current_checkpoint("id-a").expect("current"), None);
+        });
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::params;
 
 use super::{Db, DbError};
 
@@ -22,70 +22,76 @@ impl Db {
     /// Where an evicted sprite's volume is: `Some` while it lives only in
     /// object storage.
     pub fn evicted(&self, sprite_id: &str) -> Result<Option<ColdCopy>, DbError> {
-        let conn = self.lock()?;
-        Ok(conn
-            .query_row(
+        self.run(|c| {
+            c.query_opt(
                 "SELECT evicted_at, stored_bytes, data_bytes FROM cold_sprites WHERE sprite_id = ?1",
                 params![sprite_id],
                 |r| {
                     Ok(ColdCopy {
                         at: r.get(0)?,
-                        stored_bytes: r.get::<_, i64>(1)? as u64,
-                        data_bytes: r.get::<_, i64>(2)? as u64,
+                        stored_bytes: r.get::<i64>(1)? as u64,
+                        data_bytes: r.get::<i64>(2)? as u64,
                     })
                 },
             )
-            .optional()?)
+        })
     }
 
     /// Records that the sprite's volume now lives only in object storage.
     pub fn set_evicted(&self, sprite_id: &str, copy: &ColdCopy) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "INSERT OR REPLACE INTO cold_sprites (sprite_id, evicted_at, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)",
-            params![sprite_id, copy.at, copy.stored_bytes as i64, copy.data_bytes as i64],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO cold_sprites (sprite_id, evicted_at, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sprite_id) DO UPDATE SET evicted_at = excluded.evicted_at,
+                   stored_bytes = excluded.stored_bytes, data_bytes = excluded.data_bytes",
+                params![sprite_id, copy.at, copy.stored_bytes as i64, copy.data_bytes as i64],
+            )
+        })?;
         Ok(())
     }
 
     /// How many sprite volumes and checkpoints live only in object storage.
     pub fn cold_count(&self) -> Result<u64, DbError> {
-        let conn = self.lock()?;
-        let n: i64 = conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM cold_sprites) + (SELECT COUNT(*) FROM cold_checkpoints)",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        let n: Option<i64> = self.run(|c| {
+            c.query_opt(
+                "SELECT (SELECT COUNT(*) FROM cold_sprites) + (SELECT COUNT(*) FROM cold_checkpoints)",
+                &[],
+                |r| r.get(0),
+            )
+        })?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
     /// Records that the sprite's volume is back on local disk.
     pub fn set_local(&self, sprite_id: &str) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "DELETE FROM cold_sprites WHERE sprite_id = ?1",
-            params![sprite_id],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "DELETE FROM cold_sprites WHERE sprite_id = ?1",
+                params![sprite_id],
+            )
+        })?;
         Ok(())
     }
 
     /// Checkpoints with a copy in object storage: id → copy.
     pub fn cold_checkpoints(&self, sprite_id: &str) -> Result<BTreeMap<String, ColdCopy>, DbError> {
-        let conn = self.lock()?;
-        let mut st = conn.prepare(
-            "SELECT id, stored_bytes, data_bytes FROM cold_checkpoints WHERE sprite_id = ?1",
-        )?;
-        let rows = st.query_map(params![sprite_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                ColdCopy {
-                    at: String::new(),
-                    stored_bytes: r.get::<_, i64>(1)? as u64,
-                    data_bytes: r.get::<_, i64>(2)? as u64,
+        let rows = self.run(|c| {
+            c.query_map(
+                "SELECT id, stored_bytes, data_bytes FROM cold_checkpoints WHERE sprite_id = ?1",
+                params![sprite_id],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        ColdCopy {
+                            at: String::new(),
+                            stored_bytes: r.get::<i64>(1)? as u64,
+                            data_bytes: r.get::<i64>(2)? as u64,
+                        },
+                    ))
                 },
-            ))
+            )
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().collect())
     }
 
     /// Records that checkpoint `id` has a durable copy in object storage.
@@ -95,43 +101,50 @@ impl Db {
         id: &str,
         copy: &ColdCopy,
     ) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "INSERT OR REPLACE INTO cold_checkpoints (sprite_id, id, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)",
-            params![sprite_id, id, copy.stored_bytes as i64, copy.data_bytes as i64],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO cold_checkpoints (sprite_id, id, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sprite_id, id) DO UPDATE SET stored_bytes = excluded.stored_bytes,
+                   data_bytes = excluded.data_bytes",
+                params![sprite_id, id, copy.stored_bytes as i64, copy.data_bytes as i64],
+            )
+        })?;
         Ok(())
     }
 
     /// Records a snapshot of the sprite's volume replicated to the store.
     pub fn add_snapshot(&self, sprite_id: &str, snap: &Snapshot) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "INSERT OR REPLACE INTO snapshots (sprite_id, at_ms, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                sprite_id,
-                snap.at_ms as i64,
-                snap.stored_bytes as i64,
-                snap.data_bytes as i64
-            ],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO snapshots (sprite_id, at_ms, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sprite_id, at_ms) DO UPDATE SET stored_bytes = excluded.stored_bytes,
+                   data_bytes = excluded.data_bytes",
+                params![
+                    sprite_id,
+                    snap.at_ms as i64,
+                    snap.stored_bytes as i64,
+                    snap.data_bytes as i64
+                ],
+            )
+        })?;
         Ok(())
     }
 
     /// The sprite's replicated snapshots, newest first.
     pub fn snapshots(&self, sprite_id: &str) -> Result<Vec<Snapshot>, DbError> {
-        let conn = self.lock()?;
-        let mut st = conn.prepare(
-            "SELECT at_ms, stored_bytes, data_bytes FROM snapshots WHERE sprite_id = ?1 ORDER BY at_ms DESC",
-        )?;
-        let rows = st.query_map(params![sprite_id], |r| {
-            Ok(Snapshot {
-                at_ms: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                stored_bytes: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                data_bytes: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.run(|c| {
+            c.query_map(
+                "SELECT at_ms, stored_bytes, data_bytes FROM snapshots WHERE sprite_id = ?1 ORDER BY at_ms DESC",
+                params![sprite_id],
+                |r| {
+                    Ok(Snapshot {
+                        at_ms: u64::try_from(r.get::<i64>(0)?).unwrap_or(0),
+                        stored_bytes: u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
+                        data_bytes: u64::try_from(r.get::<i64>(2)?).unwrap_or(0),
+                    })
+                },
+            )
+        })
     }
 
     /// The newest replicated snapshot of the sprite.
@@ -142,20 +155,22 @@ impl Db {
     /// Forgets every snapshot of the sprite (their manifests stay in the
     /// store until the sprite's copies there are removed).
     pub fn delete_snapshots(&self, sprite_id: &str) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "DELETE FROM snapshots WHERE sprite_id = ?1",
-            params![sprite_id],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "DELETE FROM snapshots WHERE sprite_id = ?1",
+                params![sprite_id],
+            )
+        })?;
         Ok(())
     }
 
     pub fn delete_snapshot(&self, sprite_id: &str, at_ms: u64) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "DELETE FROM snapshots WHERE sprite_id = ?1 AND at_ms = ?2",
-            params![sprite_id, at_ms as i64],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "DELETE FROM snapshots WHERE sprite_id = ?1 AND at_ms = ?2",
+                params![sprite_id, at_ms as i64],
+            )
+        })?;
         Ok(())
     }
 }

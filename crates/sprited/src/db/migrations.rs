@@ -5,6 +5,13 @@
 //!
 //! Append only: a released migration is never edited (data dirs out there
 //! have had it), a change of schema is a new migration at the end.
+//!
+//! Each migration is written twice, once per engine, and the two make the
+//! same tables: on PostgreSQL integers are `BIGINT`, reals `DOUBLE
+//! PRECISION`, and text compares byte by byte (`COLLATE "C"`, as SQLite
+//! does), so names sort and page the same on both. PostgreSQL keeps the
+//! version in `sprited_schema`, and migrates under an advisory lock, so
+//! hosts that open one database at once apply each migration once.
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -15,6 +22,8 @@ struct Migration {
     /// What it changes, for the log.
     what: &'static str,
     sql: &'static str,
+    /// The same for PostgreSQL.
+    pg: &'static str,
 }
 
 /// In order: the database at version `n` has had the first `n`.
@@ -22,22 +31,32 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         what: "the schema of the releases before schema versions",
         sql: V1,
+        pg: PG_V1,
     },
     Migration {
         what: "each sprite's privileges policy",
         sql: V2,
+        pg: PG_V2,
     },
     Migration {
         what: "token scopes",
         sql: V3,
+        pg: PG_V3,
     },
     Migration {
         what: "replicated snapshots of volumes",
         sql: V4,
+        pg: PG_V4,
     },
     Migration {
         what: "destroyed sprites whose copies in the object store are still to remove",
         sql: V5,
+        pg: PG_V5,
+    },
+    Migration {
+        what: "hosts, and the lease of the host that serves the database",
+        sql: V6,
+        pg: PG_V6,
     },
 ];
 
@@ -163,6 +182,149 @@ CREATE TABLE forgotten (
 );
 ";
 
+/// The hosts that have served this database (`--host-id`, where others
+/// reach them, when each was last seen), and the one lease that says which
+/// host serves it now. Every host writes its rows under the lease's epoch
+/// (see `db::hosts`). On SQLite (one host, one file) only the host's own
+/// row is kept.
+const V6: &str = "
+CREATE TABLE hosts (
+    id TEXT PRIMARY KEY,
+    advertise TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    seen_ms INTEGER NOT NULL
+);
+CREATE TABLE serving_lease (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    host_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+";
+
+/// [`V1`] to [`V6`] for PostgreSQL (which has no data dirs from before
+/// schema versions).
+const PG_V1: &str = r#"
+CREATE TABLE sprites (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    url_auth TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    limits TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL,
+    last_running_at TEXT COLLATE "C",
+    last_active_at TEXT COLLATE "C"
+);
+CREATE TABLE checkpoints (
+    sprite_id TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    seq BIGINT NOT NULL,
+    create_time TEXT COLLATE "C" NOT NULL,
+    source_id TEXT COLLATE "C",
+    comment TEXT,
+    is_auto BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (sprite_id, id)
+);
+CREATE TABLE network_policies (
+    sprite_id TEXT COLLATE "C" PRIMARY KEY,
+    policy TEXT NOT NULL
+);
+CREATE TABLE tasks (
+    sprite_id TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    started_at TEXT COLLATE "C" NOT NULL,
+    expires_unix_ms BIGINT NOT NULL,
+    PRIMARY KEY (sprite_id, name)
+);
+CREATE TABLE usage (
+    sprite_id TEXT COLLATE "C" NOT NULL,
+    sprite_name TEXT COLLATE "C" NOT NULL,
+    minute BIGINT NOT NULL,
+    cpu_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+    ram_gb_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+    hot_gb_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+    cold_gb_hours DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (sprite_id, minute)
+);
+CREATE TABLE meter_state (
+    sprite_id TEXT COLLATE "C" PRIMARY KEY,
+    sampled_unix_ms BIGINT NOT NULL,
+    cpu_ns BIGINT NOT NULL,
+    running BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    hash TEXT COLLATE "C" NOT NULL UNIQUE,
+    created_at TEXT COLLATE "C" NOT NULL,
+    last_used_at TEXT COLLATE "C"
+);
+CREATE TABLE cold_sprites (
+    sprite_id TEXT COLLATE "C" PRIMARY KEY,
+    evicted_at TEXT COLLATE "C" NOT NULL,
+    stored_bytes BIGINT NOT NULL,
+    data_bytes BIGINT NOT NULL
+);
+CREATE TABLE cold_checkpoints (
+    sprite_id TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    stored_bytes BIGINT NOT NULL,
+    data_bytes BIGINT NOT NULL,
+    PRIMARY KEY (sprite_id, id)
+);
+CREATE TABLE checkpoint_state (
+    sprite_id TEXT COLLATE "C" PRIMARY KEY,
+    next_seq BIGINT NOT NULL,
+    current TEXT COLLATE "C"
+);
+"#;
+
+const PG_V2: &str = r#"
+CREATE TABLE privileges_policies (
+    sprite_id TEXT COLLATE "C" PRIMARY KEY,
+    policy TEXT NOT NULL
+);
+"#;
+
+const PG_V3: &str = "
+ALTER TABLE tokens ADD COLUMN scope TEXT;
+";
+
+const PG_V4: &str = r#"
+CREATE TABLE snapshots (
+    sprite_id TEXT COLLATE "C" NOT NULL,
+    at_ms BIGINT NOT NULL,
+    stored_bytes BIGINT NOT NULL,
+    data_bytes BIGINT NOT NULL,
+    PRIMARY KEY (sprite_id, at_ms)
+);
+"#;
+
+const PG_V5: &str = r#"
+CREATE TABLE forgotten (
+    sprite_id TEXT COLLATE "C" PRIMARY KEY,
+    destroyed_at TEXT COLLATE "C" NOT NULL
+);
+"#;
+
+const PG_V6: &str = r#"
+CREATE TABLE hosts (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    advertise TEXT NOT NULL,
+    started_ms BIGINT NOT NULL,
+    seen_ms BIGINT NOT NULL
+);
+CREATE TABLE serving_lease (
+    one BIGINT PRIMARY KEY CHECK (one = 1),
+    host_id TEXT COLLATE "C" NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
+"#;
+
 fn version(conn: &Connection) -> Result<u32, DbError> {
     Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
 }
@@ -194,6 +356,55 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), DbError> {
         tx.pragma_update(None, "user_version", at + 1)?;
         tx.commit()?;
         tracing::info!(version = at + 1, what = m.what, "metadata schema migrated");
+    }
+}
+
+/// Where PostgreSQL keeps the schema version (one row).
+const PG_VERSION_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS sprited_schema (one BIGINT PRIMARY KEY CHECK (one = 1), version BIGINT NOT NULL)";
+
+/// The advisory lock migrations hold (a constant of sprited's own).
+const PG_MIGRATION_LOCK: i64 = 0x7370_7269_7465_6401;
+
+/// [`migrate`] for PostgreSQL: the version is read and each migration
+/// applied under a transaction-scoped advisory lock, so two hosts opening
+/// the database at once wait for each other and apply each step once.
+pub(super) fn migrate_postgres(client: &mut postgres::Client) -> Result<(), DbError> {
+    loop {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_MIGRATION_LOCK])?;
+        tx.batch_execute(PG_VERSION_TABLE)?;
+        let at = match tx.query_opt("SELECT version FROM sprited_schema", &[])? {
+            Some(row) => row.try_get::<_, i64>(0)?,
+            None => {
+                tx.execute(
+                    "INSERT INTO sprited_schema (one, version) VALUES (1, 0)",
+                    &[],
+                )?;
+                0
+            }
+        };
+        let at = u32::try_from(at).map_err(|_| DbError::Type(format!("schema version {at}")))?;
+        if at > LATEST {
+            return Err(DbError::TooNew {
+                found: at,
+                known: LATEST,
+            });
+        }
+        let Some(m) = MIGRATIONS.get(at as usize) else {
+            return Ok(());
+        };
+        tx.batch_execute(m.pg)?;
+        tx.execute(
+            "UPDATE sprited_schema SET version = $1",
+            &[&(i64::from(at) + 1)],
+        )?;
+        tx.commit()?;
+        tracing::info!(
+            version = at + 1,
+            what = m.what,
+            "metadata schema migrated (postgres)"
+        );
     }
 }
 

@@ -1,24 +1,31 @@
-//! SQLite metadata (`<data>/meta.db`): which sprites exist and everything
-//! the daemon keeps about them outside their volumes. The volume is the
-//! truth for a sprite's files; this is the truth for which sprites exist.
+//! The metadata database: which sprites exist and everything the daemon
+//! keeps about them outside their volumes. The volume is the truth for a
+//! sprite's files; this is the truth for which sprites exist.
 //!
-//! One module per table group, each adding its methods to [`Db`]; the
-//! schema's history is [`migrations`], applied in order when the file is
-//! opened. A file written by a newer sprited (a schema version this build
-//! does not know) is refused, never opened.
+//! SQLite (`<data>/meta.db`) is the embedded default; `--database
+//! postgres://...` keeps it in PostgreSQL instead, the same tables made by
+//! the same migrations. One module per table group, each adding its
+//! methods to [`Db`] in SQL both engines take ([`sql`]); the schema's
+//! history is [`migrations`], applied in order when the database is
+//! opened. A database written by a newer sprited (a schema version this
+//! build does not know) is refused, never opened.
 
 mod checkpoints;
 mod cold;
 mod dump;
+pub mod hosts;
 mod migrations;
 mod network;
 mod privileges;
 mod sprites;
+pub(crate) mod sql;
 mod tasks;
 mod tokens;
 mod usage;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
@@ -28,16 +35,30 @@ pub use cold::{ColdCopy, Snapshot};
 pub use dump::{Row as DumpRow, SpriteDump};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sprites::{Limits, SpriteRecord};
+pub use sql::Engine;
 pub use tasks::TaskRow;
 pub use tokens::TokenRow;
 pub use usage::{MeterState, Usage, UsageRow, UsageSample};
+
+use sql::Conn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("the metadata database cannot be reached: {0}")]
+    Unavailable(String),
+    #[error(
+        "this host ({host_id}) no longer serves the metadata database: another host took its \
+         lease (this host's was epoch {epoch})"
+    )]
+    Fenced { host_id: String, epoch: i64 },
     #[error("stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("a stored value is not what it should be: {0}")]
+    Type(String),
     #[error("a sprite named {0} already exists")]
     Duplicate(String),
     #[error("a sprite's metadata from the object store cannot be loaded: {0}")]
@@ -56,8 +77,153 @@ pub enum DbError {
     TooNew { found: u32, known: u32 },
 }
 
+impl DbError {
+    /// A uniqueness constraint refused a write (a name taken).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::ConstraintViolation
+            }
+            DbError::Postgres(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
+}
+
+/// Where the metadata lives: the `--database` flag. Shown (`Display`,
+/// `Debug`) without a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file (the default: `<data>/meta.db`).
+    File(std::path::PathBuf),
+    /// A PostgreSQL database (`postgres://` or `postgresql://` URL).
+    Postgres(String),
+}
+
+impl Location {
+    /// `postgres://...` or `postgresql://...`: PostgreSQL; anything else is
+    /// refused (a SQLite file is the default, not given by URL).
+    pub fn parse_url(url: &str) -> Result<Location, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.parse::<postgres::Config>()
+                .map_err(|e| format!("--database: {e}"))?;
+            Ok(Location::Postgres(url.to_string()))
+        } else {
+            Err("--database takes a postgres:// URL (SQLite in the data dir is the default)".into())
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Postgres(url) => f.write_str(&without_password(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Location({self})")
+    }
+}
+
+/// A database URL with its password (if any) replaced by `***`, and its
+/// query (which may carry one: `?password=`) left out.
+fn without_password(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    match rest.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            let hidden = if rest[..rest.len() - host.len() - 1].contains(':') {
+                ":***"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}")
+        }
+        None => format!("{scheme}://{rest}"),
+    }
+}
+
+/// A PostgreSQL connection, made again when it was lost.
+struct PgState {
+    config: postgres::Config,
+    client: Option<postgres::Client>,
+    /// Statements prepared on `client`, by their SQL as written here.
+    statements: HashMap<String, postgres::Statement>,
+}
+
+/// How long a connection to PostgreSQL may take to make.
+const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl PgState {
+    fn client(&mut self) -> Result<&mut postgres::Client, DbError> {
+        if self
+            .client
+            .as_ref()
+            .is_some_and(postgres::Client::is_closed)
+        {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            self.statements.clear();
+            let client = self
+                .config
+                .connect(postgres::NoTls)
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            self.client = Some(client);
+        }
+        match self.client.as_mut() {
+            Some(c) => Ok(c),
+            None => Err(DbError::Unavailable("no connection".into())),
+        }
+    }
+
+    /// After an error: a connection that broke is dropped (made again on
+    /// the next call), and the error says the database is unreachable.
+    fn after(&mut self, e: DbError) -> DbError {
+        if self
+            .client
+            .as_ref()
+            .is_some_and(postgres::Client::is_closed)
+        {
+            self.client = None;
+            self.statements.clear();
+            return DbError::Unavailable(e.to_string());
+        }
+        e
+    }
+}
+
+enum Backend {
+    Sqlite(Mutex<Connection>),
+    Postgres(Box<Mutex<PgState>>),
+}
+
 pub struct Db {
-    conn: Mutex<Connection>,
+    backend: Backend,
+    /// Writes made through this handle (see [`Db::generation`]).
+    writes: AtomicU64,
+    /// The serving lease every write checks, once [`Db::fence`] set it.
+    fence: Mutex<Option<hosts::Lease>>,
+}
+
+/// Runs `f` where a blocking PostgreSQL call may run: the `postgres`
+/// client drives its connection with a runtime of its own, which cannot
+/// be entered from a thread of the daemon's (a scoped thread then).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// The database and its WAL files are the daemon's alone (0600): they
@@ -88,7 +254,8 @@ fn restrict(path: &Path) -> Result<(), DbError> {
 }
 
 impl Db {
-    /// Opens (or creates) the database and brings its schema up to date.
+    /// Opens (or creates) the SQLite database and brings its schema up to
+    /// date.
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -99,19 +266,218 @@ impl Db {
         restrict(path)?;
         migrations::migrate(&mut conn)?;
         Ok(Db {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(Mutex::new(conn)),
+            writes: AtomicU64::new(0),
+            fence: Mutex::new(None),
         })
     }
 
+    /// Connects to a PostgreSQL database and brings its schema up to date
+    /// (hosts opening it at once migrate it once).
+    pub fn open_postgres(url: &str) -> Result<Db, DbError> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| DbError::Unavailable(e.to_string()))?;
+        config.connect_timeout(PG_CONNECT_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("sprited");
+        }
+        let db = Db {
+            backend: Backend::Postgres(Box::new(Mutex::new(PgState {
+                config,
+                client: None,
+                statements: HashMap::new(),
+            }))),
+            writes: AtomicU64::new(0),
+            fence: Mutex::new(None),
+        };
+        db.pg(|client, _| migrations::migrate_postgres(client))?;
+        Ok(db)
+    }
+
+    /// Opens the database at `location`.
+    pub fn open_at(location: &Location) -> Result<Db, DbError> {
+        match location {
+            Location::File(path) => Db::open(path),
+            Location::Postgres(url) => Db::open_postgres(url),
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.backend {
+            Backend::Sqlite(_) => Engine::Sqlite,
+            Backend::Postgres(_) => Engine::Postgres,
+        }
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, DbError> {
-        self.conn.lock().map_err(|_| DbError::Poisoned)
+        match &self.backend {
+            Backend::Sqlite(c) => c.lock().map_err(|_| DbError::Poisoned),
+            Backend::Postgres(_) => Err(DbError::Type("not a SQLite database".into())),
+        }
+    }
+
+    /// Runs `f` with the PostgreSQL client, off the daemon's runtime.
+    fn pg<T: Send>(
+        &self,
+        f: impl FnOnce(
+                &mut postgres::Client,
+                &mut HashMap<String, postgres::Statement>,
+            ) -> Result<T, DbError>
+            + Send,
+    ) -> Result<T, DbError> {
+        let Backend::Postgres(state) = &self.backend else {
+            return Err(DbError::Type("not a PostgreSQL database".into()));
+        };
+        off_runtime(|| {
+            let mut state = state.lock().map_err(|_| DbError::Poisoned)?;
+            let state = &mut *state;
+            let res = match state.client() {
+                Ok(_) => match state.client.as_mut() {
+                    Some(client) => f(client, &mut state.statements),
+                    None => Err(DbError::Unavailable("no connection".into())),
+                },
+                Err(e) => Err(e),
+            };
+            res.map_err(|e| state.after(e))
+        })
+    }
+
+    /// From now on every write through this handle checks, in its own
+    /// transaction, that `lease` is still the serving lease (see
+    /// [`hosts`]); a write after another host took it is refused.
+    pub fn fence(&self, lease: &hosts::Lease) {
+        if let Ok(mut f) = self.fence.lock() {
+            *f = Some(lease.clone());
+        }
+    }
+
+    fn fence_now(&self) -> Result<Option<hosts::Lease>, DbError> {
+        Ok(self.fence.lock().map_err(|_| DbError::Poisoned)?.clone())
+    }
+
+    /// Runs statements on the database (each its own transaction; each
+    /// write checks the fence).
+    pub(crate) fn run<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError> + Send,
+    ) -> Result<T, DbError> {
+        let fence = self.fence_now()?;
+        let fence = fence.as_ref();
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                let conn = self.lock()?;
+                f(&mut sql::Lite {
+                    conn: &conn,
+                    writes: &self.writes,
+                    fence,
+                })
+            }
+            Backend::Postgres(_) => self.pg(|client, statements| {
+                f(&mut sql::Pg {
+                    client,
+                    statements,
+                    writes: &self.writes,
+                    fence,
+                })
+            }),
+        }
+    }
+
+    /// Runs statements in one transaction: all of them happen or none,
+    /// and none unless the fence holds.
+    pub(crate) fn tx<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError> + Send,
+    ) -> Result<T, DbError> {
+        let fence = self.fence_now()?;
+        self.tx_checking(fence.as_ref(), f)
+    }
+
+    /// [`Db::tx`] without the fence: what takes, renews and gives up the
+    /// serving lease.
+    pub(crate) fn unfenced_tx<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError> + Send,
+    ) -> Result<T, DbError> {
+        self.tx_checking(None, f)
+    }
+
+    fn tx_checking<T: Send>(
+        &self,
+        fence: Option<&hosts::Lease>,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError> + Send,
+    ) -> Result<T, DbError> {
+        let res = match &self.backend {
+            Backend::Sqlite(_) => {
+                let mut conn = self.lock()?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut c = sql::Lite {
+                    conn: &tx,
+                    writes: &self.writes,
+                    fence: None,
+                };
+                if let Some(lease) = fence {
+                    sql::check_fence(&mut c, lease)?;
+                }
+                let v = f(&mut c)?;
+                tx.commit()?;
+                v
+            }
+            Backend::Postgres(_) => self.pg(|client, statements| {
+                let mut tx = client.transaction()?;
+                let mut c = sql::Pg {
+                    client: &mut tx,
+                    statements,
+                    writes: &self.writes,
+                    fence: None,
+                };
+                if let Some(lease) = fence {
+                    sql::check_fence(&mut c, lease)?;
+                }
+                let v = f(&mut c)?;
+                tx.commit()?;
+                Ok(v)
+            })?,
+        };
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(res)
     }
 
     /// A number that changes whenever anything is written through this
-    /// connection, which every write of the daemon goes through: a cache
-    /// of rows read when it was `g` is current while it is still `g`.
+    /// handle, which every write of the daemon goes through: a cache of
+    /// rows read when it was `g` is current while it is still `g`.
     pub fn generation(&self) -> Result<u64, DbError> {
-        Ok(self.lock()?.total_changes())
+        Ok(self.writes.load(Ordering::SeqCst))
+    }
+}
+
+/// For the tests of every table module: run a test on each engine.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Db, Engine};
+
+    /// Runs `test` once per engine, SQLite then PostgreSQL (a server of the
+    /// test binary's, `sprites_test_support::postgres`); `fresh` gives it a
+    /// new, empty database of that engine each time it is called.
+    pub(crate) fn each_engine(test: impl Fn(&mut dyn FnMut() -> Db)) {
+        for engine in [Engine::Sqlite, Engine::Postgres] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut n = 0;
+            let mut fresh = || {
+                n += 1;
+                match engine {
+                    Engine::Sqlite => Db::open(&dir.path().join(format!("meta{n}.db"))),
+                    Engine::Postgres => {
+                        Db::open_postgres(&sprites_test_support::postgres::shared_database())
+                    }
+                }
+                .expect("open a fresh database")
+            };
+            eprintln!("--- on {engine:?}");
+            test(&mut fresh);
+        }
     }
 }
 
@@ -137,5 +503,282 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
         }
+    }
+}
+
+#[cfg(test)]
+mod location {
+    use super::Location;
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        let shown = |u: &str| Location::parse_url(u).expect(u).to_string();
+        assert_eq!(
+            shown("postgres://sprited:s3cr:et@db.example:5432/meta?sslmode=disable&password=x"),
+            "postgres://sprited:***@db.example:5432/meta"
+        );
+        assert_eq!(shown("postgresql://u@h/d"), "postgresql://u@h/d");
+        assert_eq!(shown("postgres://h:5/d"), "postgres://h:5/d");
+        let l = Location::parse_url("postgres://a:pw@h/d").expect("url");
+        assert!(!format!("{l:?}").contains("pw"));
+        assert!(Location::parse_url("sqlite:///x.db").is_err());
+        assert!(Location::parse_url("/var/lib/x.db").is_err());
+    }
+}
+
+/// Every table's statements, on both engines.
+#[cfg(test)]
+mod engines {
+    use super::testing::each_engine;
+    use super::*;
+
+    fn sample(id: &str, minute: i64, cpu: f64, cpu_ns: u64, running: bool) -> UsageSample {
+        UsageSample {
+            sprite_id: id.into(),
+            sprite_name: format!("name-{id}"),
+            minute,
+            usage: Usage {
+                cpu_seconds: cpu,
+                ram_gb_seconds: 2.0 * cpu,
+                hot_storage_gb_seconds: 0.5,
+                cold_storage_gb_hours: 0.0,
+            },
+            sampled_unix_ms: minute * 60_000,
+            cpu_ns,
+            running,
+        }
+    }
+
+    #[test]
+    fn tokens_tasks_policies_and_usage() {
+        each_engine(|fresh| {
+            let db = fresh();
+            let g0 = db.generation().expect("generation");
+            // Tokens: in order of creation, a scope or none, deletable once.
+            for (id, at, scope) in [
+                ("t2", "2026-01-02T00:00:00Z", None),
+                ("t1", "2026-01-01T00:00:00Z", Some(r#"{"sprites":["a"]}"#)),
+            ] {
+                db.insert_token(&TokenRow {
+                    id: id.into(),
+                    name: format!("n-{id}"),
+                    hash: format!("h-{id}"),
+                    created_at: at.into(),
+                    scope: scope.map(str::to_string),
+                })
+                .expect("insert token");
+            }
+            assert!(
+                db.generation().expect("generation") > g0,
+                "a write moves the generation"
+            );
+            let tokens = db.tokens().expect("tokens");
+            assert_eq!(
+                tokens.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+                ["t1", "t2"]
+            );
+            assert_eq!(tokens[0].scope.as_deref(), Some(r#"{"sprites":["a"]}"#));
+            assert_eq!(tokens[1].scope, None);
+            assert!(db.delete_token("t1").expect("delete"));
+            assert!(!db.delete_token("t1").expect("delete again"));
+
+            // Tasks: replaced by name, sorted, deleted.
+            db.put_task("s", "b", "x", 1).expect("task");
+            db.put_task("s", "a", "y", 2).expect("task");
+            db.put_task("s", "b", "z", 3).expect("task again");
+            let tasks = db.tasks("s").expect("tasks");
+            assert_eq!(
+                tasks,
+                [
+                    TaskRow {
+                        name: "a".into(),
+                        started_at: "y".into(),
+                        expires_unix_ms: 2
+                    },
+                    TaskRow {
+                        name: "b".into(),
+                        started_at: "z".into(),
+                        expires_unix_ms: 3
+                    },
+                ]
+            );
+            db.delete_task("s", "a").expect("delete task");
+            assert_eq!(db.tasks("s").expect("tasks").len(), 1);
+
+            // Policies: set, replaced, cleared.
+            assert_eq!(db.network_policy("s").expect("policy"), None);
+            db.set_network_policy("s", "{}").expect("policy");
+            db.set_network_policy("s", r#"{"rules":[]}"#)
+                .expect("policy");
+            assert_eq!(
+                db.network_policy("s").expect("policy").as_deref(),
+                Some(r#"{"rules":[]}"#)
+            );
+            db.set_privileges_policy("s", Some("p"))
+                .expect("privileges");
+            assert_eq!(
+                db.privileges_policy("s").expect("privileges").as_deref(),
+                Some("p")
+            );
+            db.set_privileges_policy("s", None).expect("privileges");
+            assert_eq!(db.privileges_policy("s").expect("privileges"), None);
+
+            // Usage: added up per minute, summed per day or in all; the
+            // meter's state replaced.
+            let day = 1440;
+            db.record_usage(&[sample("a", 5, 1.0, 10, true), sample("b", 5, 4.0, 7, false)])
+                .expect("usage");
+            db.record_usage(&[
+                sample("a", 5, 2.0, 20, false),
+                sample("a", day + 1, 0.25, 30, true),
+            ])
+            .expect("usage");
+            assert_eq!(
+                db.meter_state("a").expect("meter"),
+                Some(MeterState {
+                    sampled_unix_ms: (day + 1) * 60_000,
+                    cpu_ns: 30,
+                    running: true
+                })
+            );
+            assert_eq!(db.meter_state("nobody").expect("meter"), None);
+            let all = db.usage(None, 0, i64::MAX, false).expect("usage");
+            assert_eq!(all.len(), 2);
+            assert_eq!((all[0].day, all[0].sprite_name.as_str()), (0, "name-a"));
+            assert_eq!(all[0].usage.cpu_seconds, 3.25);
+            assert_eq!(all[0].usage.ram_gb_seconds, 6.5);
+            assert_eq!(all[0].usage.hot_storage_gb_seconds, 1.5);
+            assert_eq!(all[1].usage.cpu_seconds, 4.0);
+            let by_day = db.usage(Some("a"), 0, i64::MAX, true).expect("usage");
+            assert_eq!(
+                by_day
+                    .iter()
+                    .map(|r| (r.day, r.usage.cpu_seconds))
+                    .collect::<Vec<_>>(),
+                [(0, 3.0), (1, 0.25)]
+            );
+            assert!(db
+                .usage(Some("a"), 6, day, false)
+                .expect("usage")
+                .is_empty());
+        });
+    }
+
+    #[test]
+    fn the_cold_tier_and_forgotten_sprites() {
+        each_engine(|fresh| {
+            let db = fresh();
+            let copy = |n: u64| ColdCopy {
+                at: format!("at{n}"),
+                stored_bytes: n,
+                data_bytes: 2 * n,
+            };
+            assert_eq!(db.evicted("s").expect("evicted"), None);
+            db.set_evicted("s", &copy(1)).expect("evict");
+            db.set_evicted("s", &copy(2)).expect("evict again");
+            assert_eq!(db.evicted("s").expect("evicted"), Some(copy(2)));
+            db.set_cold_checkpoint("s", "v0", &copy(3))
+                .expect("cold checkpoint");
+            db.set_cold_checkpoint("s", "v0", &copy(4))
+                .expect("cold checkpoint again");
+            db.set_cold_checkpoint("s", "v1", &copy(5))
+                .expect("cold checkpoint");
+            assert_eq!(db.cold_count().expect("count"), 3);
+            let cks = db.cold_checkpoints("s").expect("cold checkpoints");
+            assert_eq!(cks.keys().collect::<Vec<_>>(), ["v0", "v1"]);
+            assert_eq!(cks["v0"].stored_bytes, 4);
+            db.set_local("s").expect("local");
+            assert_eq!(db.evicted("s").expect("evicted"), None);
+            assert_eq!(db.cold_count().expect("count"), 2);
+            assert!(db.delete_checkpoint("s", "v0").is_ok());
+            assert_eq!(db.cold_count().expect("count"), 1);
+
+            let snap = |at_ms: u64| Snapshot {
+                at_ms,
+                stored_bytes: at_ms + 1,
+                data_bytes: at_ms + 2,
+            };
+            for at in [5, 9, 7] {
+                db.add_snapshot("s", &snap(at)).expect("snapshot");
+            }
+            assert_eq!(
+                db.snapshots("s").expect("snapshots"),
+                [snap(9), snap(7), snap(5)]
+            );
+            assert_eq!(db.last_snapshot("s").expect("last"), Some(snap(9)));
+            db.delete_snapshot("s", 9).expect("delete snapshot");
+            assert_eq!(db.last_snapshot("s").expect("last"), Some(snap(7)));
+            db.delete_snapshots("s").expect("delete snapshots");
+            assert_eq!(db.last_snapshot("s").expect("last"), None);
+
+            // A destroyed sprite is remembered until its copies are gone.
+            db.insert(&super::sprites::tests::rec("gone"))
+                .expect("insert");
+            db.set_evicted("id-gone", &copy(1)).expect("evict");
+            db.delete("id-gone").expect("destroy");
+            assert_eq!(db.evicted("id-gone").expect("evicted"), None);
+            assert_eq!(db.forgotten().expect("forgotten"), ["id-gone"]);
+            db.forget_done("id-gone").expect("done");
+            assert!(db.forgotten().expect("forgotten").is_empty());
+        });
+    }
+
+    /// Two hosts opening one new PostgreSQL database at once: each
+    /// migration is applied once, both end at the latest version.
+    #[test]
+    fn postgres_migrates_once_when_opened_at_once() {
+        let url = sprites_test_support::postgres::shared_database();
+        let opened: Vec<Result<Db, DbError>> = std::thread::scope(|s| {
+            let a = s.spawn(|| Db::open_postgres(&url));
+            let b = s.spawn(|| Db::open_postgres(&url));
+            vec![a.join().expect("a"), b.join().expect("b")]
+        });
+        for db in opened {
+            let db = db.expect("open");
+            let v = db
+                .run(|c| {
+                    c.query_opt("SELECT version FROM sprited_schema", &[], |r| {
+                        r.get::<i64>(0)
+                    })
+                })
+                .expect("version");
+            assert_eq!(v, Some(i64::from(SCHEMA_VERSION)));
+            db.insert(&super::sprites::tests::rec(&format!(
+                "x{}",
+                db.generation().expect("g")
+            )))
+            .ok();
+        }
+        // A database of a newer sprited is refused, and left as it was.
+        let db = Db::open_postgres(&url).expect("reopen");
+        db.run(|c| c.execute("UPDATE sprited_schema SET version = version + 1", &[]))
+            .expect("bump");
+        let err = Db::open_postgres(&url)
+            .err()
+            .expect("a newer database was opened");
+        assert!(
+            matches!(err, DbError::TooNew { found, known } if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION),
+            "{err}"
+        );
+    }
+
+    /// A server that goes away makes calls fail as unavailable, not
+    /// corrupt; when it is back, the next call reconnects.
+    #[test]
+    fn postgres_down_is_unavailable_and_reconnects() {
+        let mut pg = sprites_test_support::postgres::Postgres::start();
+        let url = pg.create_database("sprited");
+        let db = Db::open_postgres(&url).expect("open");
+        db.insert(&super::sprites::tests::rec("a")).expect("insert");
+        pg.stop();
+        let err = db.get("a").expect_err("a read with the server down");
+        assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+        let err = db.get("a").expect_err("again");
+        assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+        pg.restart();
+        assert_eq!(
+            db.get("a").expect("after the restart").map(|r| r.name),
+            Some("a".into())
+        );
     }
 }

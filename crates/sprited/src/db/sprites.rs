@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::{params, OptionalExtension, Row};
+use super::sql::{params, Conn, Engine, Row};
 
 use sprite_runtime::Isolation;
 
@@ -56,7 +56,7 @@ struct SpriteRow {
 
 impl SpriteRow {
     /// Reads the columns of [`COLUMNS`], in its order.
-    fn read(row: &Row<'_>) -> rusqlite::Result<SpriteRow> {
+    fn read(row: &Row) -> Result<SpriteRow, DbError> {
         Ok(SpriteRow {
             id: row.get(0)?,
             name: row.get(1)?,
@@ -91,96 +91,101 @@ impl SpriteRow {
 
 impl Db {
     pub fn insert(&self, rec: &SpriteRecord) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        let res = conn.execute(
-            &format!("INSERT INTO sprites ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-            params![
-                rec.id,
-                rec.name,
-                rec.image,
-                rec.url_auth,
-                serde_json::to_string(&rec.labels)?,
-                serde_json::to_string(&rec.limits)?,
-                serde_json::to_string(&rec.environment)?,
-                rec.created_at,
-                rec.updated_at,
-                rec.last_running_at,
-                rec.last_active_at,
-            ],
-        );
+        let labels = serde_json::to_string(&rec.labels)?;
+        let limits = serde_json::to_string(&rec.limits)?;
+        let environment = serde_json::to_string(&rec.environment)?;
+        let res = self.run(|c| {
+            c.execute(
+                &format!("INSERT INTO sprites ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    rec.id,
+                    rec.name,
+                    rec.image,
+                    rec.url_auth,
+                    labels,
+                    limits,
+                    environment,
+                    rec.created_at,
+                    rec.updated_at,
+                    rec.last_running_at,
+                    rec.last_active_at,
+                ],
+            )
+        });
         match res {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(DbError::Duplicate(rec.name.clone()))
-            }
-            Err(e) => Err(e.into()),
+            Err(e) if e.is_unique_violation() => Err(DbError::Duplicate(rec.name.clone())),
+            Err(e) => Err(e),
         }
     }
 
     /// Store the user-settable fields: url auth, labels, updated_at.
     pub fn update(&self, rec: &SpriteRecord) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "UPDATE sprites SET url_auth = ?2, labels = ?3, updated_at = ?4 WHERE id = ?1",
-            params![
-                rec.id,
-                rec.url_auth,
-                serde_json::to_string(&rec.labels)?,
-                rec.updated_at,
-            ],
-        )?;
+        let labels = serde_json::to_string(&rec.labels)?;
+        self.run(|c| {
+            c.execute(
+                "UPDATE sprites SET url_auth = ?2, labels = ?3, updated_at = ?4 WHERE id = ?1",
+                params![rec.id, rec.url_auth, labels, rec.updated_at],
+            )
+        })?;
         Ok(())
     }
 
     /// Store the sprite's limits (read at its next start).
     pub fn set_limits(&self, id: &str, limits: &Limits, updated_at: &str) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "UPDATE sprites SET limits = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, serde_json::to_string(limits)?, updated_at],
-        )?;
+        let limits = serde_json::to_string(limits)?;
+        self.run(|c| {
+            c.execute(
+                "UPDATE sprites SET limits = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, limits, updated_at],
+            )
+        })?;
         Ok(())
     }
 
     /// Record when the sprite last started running.
     pub fn set_last_running(&self, id: &str, at: &str) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "UPDATE sprites SET last_running_at = ?2 WHERE id = ?1",
-            params![id, at],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "UPDATE sprites SET last_running_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )
+        })?;
         Ok(())
     }
 
     /// Record the sprite's last activity (an exec, a session, a call).
     pub fn set_last_active(&self, id: &str, at: &str) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "UPDATE sprites SET last_active_at = ?2 WHERE id = ?1",
-            params![id, at],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "UPDATE sprites SET last_active_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )
+        })?;
         Ok(())
     }
 
     pub fn get_by_id(&self, id: &str) -> Result<Option<SpriteRecord>, DbError> {
-        let conn = self.lock()?;
-        // Cached: every sprite URL request looks its sprite up.
-        let row = conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM sprites WHERE id = ?1"))?
-            .query_row(params![id], SpriteRow::read)
-            .optional()?;
+        // Prepared once per connection: every sprite URL request looks its
+        // sprite up.
+        let row = self.run(|c| {
+            c.query_opt(
+                &format!("SELECT {COLUMNS} FROM sprites WHERE id = ?1"),
+                params![id],
+                SpriteRow::read,
+            )
+        })?;
         row.map(SpriteRow::decode).transpose()
     }
 
     pub fn get(&self, name: &str) -> Result<Option<SpriteRecord>, DbError> {
-        let conn = self.lock()?;
-        // Cached: every sprite URL request looks its sprite up.
-        let row = conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM sprites WHERE name = ?1"))?
-            .query_row(params![name], SpriteRow::read)
-            .optional()?;
+        let row = self.run(|c| {
+            c.query_opt(
+                &format!("SELECT {COLUMNS} FROM sprites WHERE name = ?1"),
+                params![name],
+                SpriteRow::read,
+            )
+        })?;
         row.map(SpriteRow::decode).transpose()
     }
 
@@ -205,22 +210,16 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<SpriteRecord>, DbError> {
         let wanted = serde_json::to_string(labels)?;
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM sprites WHERE substr(name, 1, length(?1)) = ?1 AND name > ?2
-             AND NOT EXISTS (SELECT 1 FROM json_each(?4) AS want
-                 WHERE want.value NOT IN (SELECT value FROM json_each(sprites.labels)))
-             ORDER BY name LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(
-            params![prefix, after.unwrap_or(""), limit as i64, wanted],
-            SpriteRow::read,
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(row?.decode()?);
-        }
-        Ok(out)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.run(|c| {
+            let sql = list_sql(c);
+            c.query_map(
+                &sql,
+                params![prefix, after.unwrap_or(""), limit, wanted],
+                SpriteRow::read,
+            )
+        })?;
+        rows.into_iter().map(SpriteRow::decode).collect()
     }
 
     pub fn all(&self) -> Result<Vec<SpriteRecord>, DbError> {
@@ -229,54 +228,73 @@ impl Db {
 
     /// Ids of every sprite the DB knows.
     pub fn sprite_ids(&self) -> Result<BTreeSet<String>, DbError> {
-        let conn = self.lock()?;
-        let mut st = conn.prepare("SELECT id FROM sprites")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let ids = self.run(|c| c.query_map("SELECT id FROM sprites", &[], |r| r.get(0)))?;
+        Ok(ids.into_iter().collect())
     }
 
     /// Forgets a sprite and every row of every table about it, in one
     /// transaction.
     pub fn delete(&self, id: &str) -> Result<(), DbError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM sprites WHERE id = ?1", params![id])?;
-        tx.execute("DELETE FROM checkpoints WHERE sprite_id = ?1", params![id])?;
-        tx.execute(
-            "DELETE FROM checkpoint_state WHERE sprite_id = ?1",
-            params![id],
-        )?;
-        tx.execute("DELETE FROM tasks WHERE sprite_id = ?1", params![id])?;
-        tx.execute("DELETE FROM cold_sprites WHERE sprite_id = ?1", params![id])?;
-        tx.execute(
-            "DELETE FROM cold_checkpoints WHERE sprite_id = ?1",
-            params![id],
-        )?;
-        tx.execute("DELETE FROM snapshots WHERE sprite_id = ?1", params![id])?;
-        tx.execute(
-            "DELETE FROM network_policies WHERE sprite_id = ?1",
-            params![id],
-        )?;
-        tx.execute(
-            "DELETE FROM privileges_policies WHERE sprite_id = ?1",
-            params![id],
-        )?;
-        // Usage rows stay: what a destroyed sprite used is still owed.
-        tx.execute("DELETE FROM meter_state WHERE sprite_id = ?1", params![id])?;
-        // Its copies in the object store are removed after this (see
-        // `forgotten`), in the same transaction: never lost track of.
-        tx.execute(
-            "INSERT OR REPLACE INTO forgotten (sprite_id, destroyed_at) VALUES (?1, ?2)",
-            params![id, crate::time::now_rfc3339()],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let now = crate::time::now_rfc3339();
+        self.tx(|c| {
+            for table in [
+                "checkpoints",
+                "checkpoint_state",
+                "tasks",
+                "cold_sprites",
+                "cold_checkpoints",
+                "snapshots",
+                "network_policies",
+                "privileges_policies",
+                // Usage rows stay: what a destroyed sprite used is still owed.
+                "meter_state",
+            ] {
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE sprite_id = ?1"),
+                    params![id],
+                )?;
+            }
+            c.execute("DELETE FROM sprites WHERE id = ?1", params![id])?;
+            // Its copies in the object store are removed after this (see
+            // `forgotten`), in the same transaction: never lost track of.
+            c.execute(
+                "INSERT INTO forgotten (sprite_id, destroyed_at) VALUES (?1, ?2)
+                 ON CONFLICT (sprite_id) DO UPDATE SET destroyed_at = excluded.destroyed_at",
+                params![id, now],
+            )?;
+            Ok(())
+        })
     }
+}
+
+/// The page query of [`Db::list_labelled`]: `?1` prefix, `?2` after,
+/// `?3` limit, `?4` the labels wanted (a JSON array), each engine with its
+/// own JSON functions. The prefix is compared, not matched (a `%` in it is
+/// a `%`).
+fn list_sql(c: &dyn Conn) -> String {
+    let (wanted, has) = match c.engine() {
+        Engine::Sqlite => (
+            "SELECT value FROM json_each(?4)",
+            "SELECT value FROM json_each(sprites.labels)",
+        ),
+        Engine::Postgres => (
+            "SELECT jsonb_array_elements_text(CAST(?4 AS TEXT)::jsonb) AS value",
+            "SELECT jsonb_array_elements_text(sprites.labels::jsonb)",
+        ),
+    };
+    format!(
+        "SELECT {COLUMNS} FROM sprites
+         WHERE substr(name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT) AND name > ?2
+         AND NOT EXISTS (SELECT 1 FROM ({wanted}) AS want
+             WHERE want.value NOT IN ({has}))
+         ORDER BY name LIMIT ?3"
+    )
 }
 
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::db::testing::each_engine;
 
     /// A sprite record named `name`, with id `id-<name>`.
     pub(in crate::db) fn rec(name: &str) -> SpriteRecord {
@@ -302,51 +320,53 @@ pub(super) mod tests {
 
     #[test]
     fn insert_get_list_delete() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(&dir.path().join("meta.db")).expect("open");
-        for n in ["b", "a", "ab", "c"] {
-            db.insert(&rec(n)).expect("insert");
-        }
-        assert!(matches!(db.insert(&rec("a")), Err(DbError::Duplicate(_))));
-        assert_eq!(db.get("ab").expect("get"), Some(rec("ab")));
-        let names = |v: Vec<SpriteRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
-        assert_eq!(names(db.list("a", None, 10).expect("list")), ["a", "ab"]);
-        assert_eq!(names(db.list("", Some("ab"), 2).expect("list")), ["b", "c"]);
-        // A LIKE-style wildcard in the prefix is taken literally.
-        assert!(db.list("%", None, 10).expect("list").is_empty());
-        db.delete("id-a").expect("delete");
-        assert_eq!(db.get("a").expect("get"), None);
-        assert_eq!(db.all().expect("all").len(), 3);
+        each_engine(|fresh| {
+            let db = fresh();
+            for n in ["b", "a", "ab", "c"] {
+                db.insert(&rec(n)).expect("insert");
+            }
+            assert!(matches!(db.insert(&rec("a")), Err(DbError::Duplicate(_))));
+            assert_eq!(db.get("ab").expect("get"), Some(rec("ab")));
+            let names = |v: Vec<SpriteRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+            assert_eq!(names(db.list("a", None, 10).expect("list")), ["a", "ab"]);
+            assert_eq!(names(db.list("", Some("ab"), 2).expect("list")), ["b", "c"]);
+            // A LIKE-style wildcard in the prefix is taken literally.
+            assert!(db.list("%", None, 10).expect("list").is_empty());
+            db.delete("id-a").expect("delete");
+            assert_eq!(db.get("a").expect("get"), None);
+            assert_eq!(db.all().expect("all").len(), 3);
+        });
     }
 
     #[test]
     fn a_label_filter_keeps_sprites_with_every_label() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(&dir.path().join("meta.db")).expect("open");
-        for (n, labels) in [
-            ("a", &["x", "y"][..]),
-            ("b", &["y"]),
-            ("c", &[]),
-            ("d", &["x", "y", "z"]),
-        ] {
-            let mut r = rec(n);
-            r.labels = labels.iter().map(|l| l.to_string()).collect();
-            db.insert(&r).expect("insert");
-        }
-        let names = |labels: &[&str], after: Option<&str>, limit: usize| {
-            let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-            db.list_labelled("", &labels, after, limit)
-                .expect("list")
-                .into_iter()
-                .map(|r| r.name)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(&[], None, 10), ["a", "b", "c", "d"]);
-        assert_eq!(names(&["y"], None, 10), ["a", "b", "d"]);
-        assert_eq!(names(&["x", "y"], None, 10), ["a", "d"]);
-        assert!(names(&["nope"], None, 10).is_empty());
-        // Pages fill up with matches only.
-        assert_eq!(names(&["x"], None, 1), ["a"]);
-        assert_eq!(names(&["x"], Some("a"), 1), ["d"]);
+        each_engine(|fresh| {
+            let db = fresh();
+            for (n, labels) in [
+                ("a", &["x", "y"][..]),
+                ("b", &["y"]),
+                ("c", &[]),
+                ("d", &["x", "y", "z"]),
+            ] {
+                let mut r = rec(n);
+                r.labels = labels.iter().map(|l| l.to_string()).collect();
+                db.insert(&r).expect("insert");
+            }
+            let names = |labels: &[&str], after: Option<&str>, limit: usize| {
+                let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+                db.list_labelled("", &labels, after, limit)
+                    .expect("list")
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(names(&[], None, 10), ["a", "b", "c", "d"]);
+            assert_eq!(names(&["y"], None, 10), ["a", "b", "d"]);
+            assert_eq!(names(&["x", "y"], None, 10), ["a", "d"]);
+            assert!(names(&["nope"], None, 10).is_empty());
+            // Pages fill up with matches only.
+            assert_eq!(names(&["x"], None, 1), ["a"]);
+            assert_eq!(names(&["x"], Some("a"), 1), ["d"]);
+        });
     }
 }

@@ -1,7 +1,7 @@
 //! The `tasks` table: named leases that keep a sprite awake until they
 //! expire, kept across daemon restarts.
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::{Db, DbError};
 
@@ -22,38 +22,33 @@ impl Db {
         started_at: &str,
         expires_unix_ms: i64,
     ) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
+        self.run(|c| c.execute(
             "INSERT INTO tasks (sprite_id, name, started_at, expires_unix_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(sprite_id, name) DO UPDATE SET started_at = excluded.started_at,
              expires_unix_ms = excluded.expires_unix_ms",
             params![sprite_id, name, started_at, expires_unix_ms],
-        )?;
+        ))?;
         Ok(())
     }
 
     pub fn delete_task(&self, sprite_id: &str, name: &str) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "DELETE FROM tasks WHERE sprite_id = ?1 AND name = ?2",
-            params![sprite_id, name],
-        )?;
+        self.run(|c| {
+            c.execute(
+                "DELETE FROM tasks WHERE sprite_id = ?1 AND name = ?2",
+                params![sprite_id, name],
+            )
+        })?;
         Ok(())
     }
 
     /// The sprite's tasks, by name.
     pub fn tasks(&self, sprite_id: &str) -> Result<Vec<TaskRow>, DbError> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT name, started_at, expires_unix_ms FROM tasks WHERE sprite_id = ?1 ORDER BY name",
-        )?;
-        let rows = stmt.query_map(params![sprite_id], |r| {
+        self.run(|c| c.query_map("SELECT name, started_at, expires_unix_ms FROM tasks WHERE sprite_id = ?1 ORDER BY name", params![sprite_id], |r| {
             Ok(TaskRow {
                 name: r.get(0)?,
                 started_at: r.get(1)?,
                 expires_unix_ms: r.get(2)?,
             })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
     }
 }

@@ -1,6 +1,6 @@
 //! The `tokens` table: API tokens beside the admin one, stored hashed.
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::{Db, DbError};
 
@@ -17,35 +17,36 @@ pub struct TokenRow {
 
 impl Db {
     pub fn insert_token(&self, t: &TokenRow) -> Result<(), DbError> {
-        let conn = self.lock()?;
-        conn.execute(
+        self.run(|c| {
+            c.execute(
             "INSERT INTO tokens (id, name, hash, created_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![t.id, t.name, t.hash, t.created_at, t.scope],
-        )?;
+        )
+        })?;
         Ok(())
     }
 
     /// Every token, oldest first.
     pub fn tokens(&self) -> Result<Vec<TokenRow>, DbError> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT id, name, hash, created_at, scope FROM tokens ORDER BY created_at, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(TokenRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                hash: r.get(2)?,
-                created_at: r.get(3)?,
-                scope: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.run(|c| {
+            c.query_map(
+                "SELECT id, name, hash, created_at, scope FROM tokens ORDER BY created_at, id",
+                &[],
+                |r| {
+                    Ok(TokenRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        hash: r.get(2)?,
+                        created_at: r.get(3)?,
+                        scope: r.get(4)?,
+                    })
+                },
+            )
+        })
     }
 
     /// False when there was no such token.
     pub fn delete_token(&self, id: &str) -> Result<bool, DbError> {
-        let conn = self.lock()?;
-        Ok(conn.execute("DELETE FROM tokens WHERE id = ?1", params![id])? > 0)
+        Ok(self.run(|c| c.execute("DELETE FROM tokens WHERE id = ?1", params![id]))? > 0)
     }
 }

@@ -1,7 +1,7 @@
 //! The `usage` table (what each sprite used, per minute) and `meter_state`
 //! (where each sprite's meter stood at its last sample).
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::params;
 
 use super::{Db, DbError};
 
@@ -40,37 +40,35 @@ pub struct MeterState {
 impl Db {
     /// The meter's last sample of a sprite.
     pub fn meter_state(&self, sprite_id: &str) -> Result<Option<MeterState>, DbError> {
-        let conn = self.lock()?;
-        Ok(conn
-            .query_row(
+        self.run(|c| {
+            c.query_opt(
                 "SELECT sampled_unix_ms, cpu_ns, running FROM meter_state WHERE sprite_id = ?1",
                 params![sprite_id],
                 |r| {
                     Ok(MeterState {
                         sampled_unix_ms: r.get(0)?,
-                        cpu_ns: r.get::<_, i64>(1)? as u64,
+                        cpu_ns: r.get::<i64>(1)? as u64,
                         running: r.get(2)?,
                     })
                 },
             )
-            .optional()?)
+        })
     }
 
     /// Adds one round of samples to the usage and records where each
     /// sprite's meter now stands, in one transaction: a crash leaves either
     /// both or neither, so nothing is counted twice.
     pub fn record_usage(&self, samples: &[UsageSample]) -> Result<(), DbError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
+        self.tx(|c| {
         for s in samples {
-            tx.execute(
+            c.execute(
                 "INSERT INTO usage (sprite_id, sprite_name, minute, cpu_seconds, ram_gb_seconds, hot_gb_seconds, cold_gb_hours)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(sprite_id, minute) DO UPDATE SET
-                   cpu_seconds = cpu_seconds + excluded.cpu_seconds,
-                   ram_gb_seconds = ram_gb_seconds + excluded.ram_gb_seconds,
-                   hot_gb_seconds = hot_gb_seconds + excluded.hot_gb_seconds,
-                   cold_gb_hours = cold_gb_hours + excluded.cold_gb_hours",
+                   cpu_seconds = usage.cpu_seconds + excluded.cpu_seconds,
+                   ram_gb_seconds = usage.ram_gb_seconds + excluded.ram_gb_seconds,
+                   hot_gb_seconds = usage.hot_gb_seconds + excluded.hot_gb_seconds,
+                   cold_gb_hours = usage.cold_gb_hours + excluded.cold_gb_hours",
                 params![
                     s.sprite_id,
                     s.sprite_name,
@@ -81,15 +79,15 @@ impl Db {
                     s.usage.cold_storage_gb_hours
                 ],
             )?;
-            tx.execute(
+            c.execute(
                 "INSERT INTO meter_state (sprite_id, sampled_unix_ms, cpu_ns, running) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(sprite_id) DO UPDATE SET sampled_unix_ms = excluded.sampled_unix_ms,
                    cpu_ns = excluded.cpu_ns, running = excluded.running",
                 params![s.sprite_id, s.sampled_unix_ms, s.cpu_ns as i64, s.running],
             )?;
         }
-        tx.commit()?;
         Ok(())
+        })
     }
 
     /// Usage summed per sprite name and UTC day (`days`) or over the whole
@@ -101,25 +99,25 @@ impl Db {
         to_minute: i64,
         by_day: bool,
     ) -> Result<Vec<UsageRow>, DbError> {
-        let conn = self.lock()?;
         let day = if by_day { "minute / 1440" } else { "0" };
-        let mut stmt = conn.prepare(&format!(
+        let sql = format!(
             "SELECT {day} AS d, sprite_name, sum(cpu_seconds), sum(ram_gb_seconds), sum(hot_gb_seconds), sum(cold_gb_hours)
-             FROM usage WHERE minute >= ?1 AND minute < ?2 AND (?3 IS NULL OR sprite_id = ?3)
+             FROM usage WHERE minute >= ?1 AND minute < ?2 AND (CAST(?3 AS TEXT) IS NULL OR sprite_id = ?3)
              GROUP BY d, sprite_name ORDER BY d, sprite_name"
-        ))?;
-        let rows = stmt.query_map(params![from_minute, to_minute, sprite_id], |r| {
-            Ok(UsageRow {
-                day: r.get(0)?,
-                sprite_name: r.get(1)?,
-                usage: Usage {
-                    cpu_seconds: r.get(2)?,
-                    ram_gb_seconds: r.get(3)?,
-                    hot_storage_gb_seconds: r.get(4)?,
-                    cold_storage_gb_hours: r.get(5)?,
-                },
+        );
+        self.run(|c| {
+            c.query_map(&sql, params![from_minute, to_minute, sprite_id], |r| {
+                Ok(UsageRow {
+                    day: r.get(0)?,
+                    sprite_name: r.get(1)?,
+                    usage: Usage {
+                        cpu_seconds: r.get(2)?,
+                        ram_gb_seconds: r.get(3)?,
+                        hot_storage_gb_seconds: r.get(4)?,
+                        cold_storage_gb_hours: r.get(5)?,
+                    },
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 }

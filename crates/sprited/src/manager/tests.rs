@@ -75,7 +75,7 @@ impl Fixture {
         .expect("object store");
         let driver = Arc::new(FakeDriver::new());
         let manager = Manager::new(
-            db,
+            Arc::new(db),
             Arc::new(cfg),
             Arc::new(store),
             driver.clone(),

@@ -73,6 +73,14 @@ impl Daemon {
 
     /// Start with extra flags and environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut d = Self::start_unready(extra, env);
+        d.wait_ready();
+        d
+    }
+
+    /// Start without waiting for it to answer (a standby host waits for
+    /// a lease before it serves): [`Daemon::wait_ready`] then.
+    pub fn start_unready(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let data_dir = tempfile::Builder::new()
             .prefix("sprited-test-")
             .tempdir_in("/var/tmp")
@@ -92,11 +100,16 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        d.spawn();
+        d.spawn_unready();
         d
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_unready();
+        self.wait_ready();
+    }
+
+    fn spawn_unready(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,12 +142,11 @@ impl Daemon {
             .spawn()
             .expect("start sprited");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     /// Ready when this daemon answers an API request: a header only sprited
     /// sets, whatever the status (a test may change the token).
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let (addr, auth) = (self.addr.clone(), format!("Bearer {}", self.token));
         let child = self.child.as_mut().expect("a daemon just spawned");
         let ready = ready::wait_ready(child, START_TIMEOUT, || {
@@ -152,6 +164,32 @@ impl Daemon {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `sig` to the daemon's process (not its sandboxes).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid() {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("kill");
+        }
+    }
+
+    /// Waits at most `within` for the daemon to exit by itself: its exit
+    /// code, or None if it is still running.
+    pub fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        loop {
+            match c.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return status.code();
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// SIGKILL the daemon and reap it.

@@ -1,0 +1,285 @@
+//! `--database postgres://...`: the daemon keeps its metadata in a real
+//! PostgreSQL server (Debian's package, a cluster of the test's own on a
+//! loopback port), survives its own restart with everything there, answers
+//! 503 while the server is down and works again when it is back.
+
+mod common;
+
+use common::Daemon;
+use reqwest::Method;
+use serde_json::json;
+use sprites_test_support::postgres::Postgres;
+use std::time::{Duration, Instant};
+
+/// A password the server does not ask for (trust authentication) but the
+/// URL carries: it must never reach the daemon's log.
+const PASSWORD: &str = "pw-never-logged-4711";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_on_postgres_keeps_its_sprites_there() {
+    let mut pg = Postgres::start();
+    pg.create_database("meta");
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/meta", pg.port);
+    // From the environment, as a password is best given.
+    let mut d = Daemon::start_with_env(&[], &[("SPRITED_DATABASE", &url)]);
+    let api = d.client();
+
+    api.create_with(json!({"name": "pg1", "labels": ["blue"]}))
+        .await;
+    api.sh("pg1", "echo before > /home/sprite/f; sync").await;
+    let v0 = api.checkpoint("pg1", Some("on postgres")).await;
+    api.sh("pg1", "echo after > /home/sprite/f; sync").await;
+
+    // The rows are in PostgreSQL, and there is no SQLite file.
+    assert_eq!(
+        pg.psql_in("meta", "SELECT name, labels FROM sprites"),
+        "pg1|[\"blue\"]\n"
+    );
+    assert_eq!(
+        pg.psql_in("meta", "SELECT comment FROM checkpoints ORDER BY seq"),
+        "on postgres\n"
+    );
+    assert!(
+        !common::exists(&d.data_dir.join("meta.db")),
+        "a meta.db was made"
+    );
+
+    // A restart of the daemon (killed) finds everything in the database.
+    d.restart();
+    let list = api.get_json("/v1/sprites?prefix=pg").await;
+    let names: Vec<&str> = list["sprites"]
+        .as_array()
+        .expect("sprites")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["pg1"], "{list}");
+    let by_label = api.get_json("/v1/sprites?labels=blue").await;
+    assert_eq!(
+        by_label["sprites"].as_array().map(Vec::len),
+        Some(1),
+        "{by_label}"
+    );
+    assert_eq!(api.sh("pg1", "cat /home/sprite/f").await, "after\n");
+    let cks = api.get_json("/v1/sprites/pg1/checkpoints").await;
+    assert!(
+        cks.as_array()
+            .expect("checkpoints")
+            .iter()
+            .any(|c| c["id"] == v0.as_str() && c["comment"] == "on postgres"),
+        "{cks}"
+    );
+    api.restore("pg1", &v0).await;
+    assert_eq!(api.sh("pg1", "cat /home/sprite/f").await, "before\n");
+
+    // The server goes away: requests that need it fail with a clear 503
+    // in the API's error format; the daemon stays up.
+    pg.stop();
+    let r = api
+        .req(Method::GET, "/v1/sprites")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.expect("an error body");
+    let msg = body["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        msg.contains("metadata database cannot be reached"),
+        "{body}"
+    );
+    let r = api
+        .req(Method::POST, "/v1/sprites")
+        .json(&json!({"name": "pg2"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 503, "a create with the database down");
+
+    // Back: everything works again, nothing half-made.
+    pg.restart();
+    assert_eq!(api.sh("pg1", "cat /home/sprite/f").await, "before\n");
+    let list = api.get_json("/v1/sprites").await;
+    let names: Vec<&str> = list["sprites"]
+        .as_array()
+        .expect("sprites")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["pg1"], "{list}");
+    api.create("pg2").await;
+    assert_eq!(api.sh("pg2", "echo ok").await, "ok\n");
+    api.delete("pg2").await;
+    api.delete("pg1").await;
+    assert_eq!(pg.psql_in("meta", "SELECT count(*) FROM sprites"), "0\n");
+
+    assert!(
+        !d.log().contains(PASSWORD),
+        "the database password is in the daemon's log"
+    );
+    assert!(
+        d.log().contains("postgres://postgres:***@127.0.0.1"),
+        "the log names the database"
+    );
+}
+
+/// The sprite's newest replicated snapshot (unix ms), through `api`.
+async fn newest_snapshot(api: &common::Api, name: &str) -> u64 {
+    let list = api.get_json(&format!("/v1/sprites/{name}/snapshots")).await;
+    list.as_array()
+        .and_then(|l| l.first())
+        .and_then(|s| s["id"].as_str())
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Polls `probe` every 100 ms until it is true; panics after `within`.
+async fn until<F, Fut>(what: &str, within: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Three hosts on one database and one bucket. `a` serves; `b` waits.
+/// `a`'s host dies (daemon and sandboxes killed, data dir gone): `b` takes
+/// the lease and brings the sprite back from its last replication, its
+/// uploaded checkpoint intact. Then `b` is frozen (SIGSTOP) past its lease:
+/// `c` takes over; thawed, `b` finds its lease gone, stops its sandboxes
+/// and exits without writing to the database again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
+    let pg = Postgres::start();
+    pg.create_database("meta");
+    let url = pg.url("meta");
+    let moto = sprites_test_support::s3::Moto::start("sprites");
+    let mut env: Vec<(&str, String)> = moto.env();
+    env.push(("SPRITED_DATABASE", url.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let flags = |host: &'static str| -> Vec<&'static str> {
+        vec![
+            "--host-id",
+            host,
+            "--host-timeout",
+            "3s",
+            "--object-store",
+            "s3://sprites/shared",
+            "--replicate-every",
+            "1s",
+        ]
+    };
+
+    let mut a = Daemon::start_with_env(&flags("a"), &env);
+    let api_a = a.client();
+    api_a.create("fo").await;
+    let id = api_a.id_of("fo").await;
+    api_a.sh("fo", "echo v1 > /home/sprite/f; sync").await;
+    let v1 = api_a.checkpoint("fo", Some("v1")).await;
+    api_a.sh("fo", "echo v2 > /home/sprite/f; sync").await;
+    let written = now_ms();
+    until(
+        "a snapshot after the write",
+        Duration::from_secs(60),
+        || async { newest_snapshot(&api_a, "fo").await > written },
+    )
+    .await;
+    until(
+        "the checkpoint uploaded",
+        Duration::from_secs(60),
+        || async { pg.psql_in("meta", "SELECT count(*) FROM cold_checkpoints") == "1\n" },
+    )
+    .await;
+
+    // b waits as a standby while a serves.
+    let mut b = Daemon::start_unready(&flags("b"), &env);
+    b.wait_log(
+        "standby: another host serves this database",
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
+        "a|1\n"
+    );
+
+    // a's host dies: daemon and sandboxes killed, its data dir removed.
+    a.kill9();
+    a.kill_all_sandboxes();
+    drop(a);
+    b.wait_ready();
+    assert_eq!(
+        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
+        "b|2\n"
+    );
+    let api_b = b.client();
+    assert_eq!(
+        api_b.sh("fo", "cat /home/sprite/f").await,
+        "v2\n",
+        "as of its last replication"
+    );
+    let cks = api_b.get_json("/v1/sprites/fo/checkpoints").await;
+    assert!(
+        cks.as_array()
+            .expect("checkpoints")
+            .iter()
+            .any(|c| c["id"] == v1.as_str() && c["comment"] == "v1"),
+        "{cks}"
+    );
+    api_b.restore("fo", &v1).await;
+    assert_eq!(api_b.sh("fo", "cat /home/sprite/f").await, "v1\n");
+
+    // b frozen past its lease: c takes over.
+    let mut c = Daemon::start_unready(&flags("c"), &env);
+    c.wait_log(
+        "standby: another host serves this database",
+        Duration::from_secs(60),
+    );
+    b.signal(nix::sys::signal::Signal::SIGSTOP);
+    c.wait_ready();
+    assert_eq!(
+        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
+        "c|3\n"
+    );
+    let api_c = c.client();
+    assert_eq!(
+        api_c.sh("fo", "cat /home/sprite/f").await,
+        "v1\n",
+        "restored, then replicated"
+    );
+    // What b wrote last (its host row): unchanged once b is thawed.
+    let seen_b = pg.psql_in("meta", "SELECT seen_ms FROM hosts WHERE id = 'b'");
+    let mark = b.log_mark();
+    b.signal(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(
+        b.exit_code(Duration::from_secs(30)),
+        Some(75),
+        "b did not stop"
+    );
+    b.wait_log_since(
+        mark,
+        "another host took this host's serving lease",
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        pg.psql_in("meta", "SELECT seen_ms FROM hosts WHERE id = 'b'"),
+        seen_b
+    );
+    assert_eq!(
+        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
+        "c|3\n"
+    );
+    // b's copy of the sprite was stopped; c's answers, with its data.
+    assert_ne!(b.runc_state(&id), "running", "b left its sandbox running");
+    assert_eq!(api_c.sh("fo", "cat /home/sprite/f").await, "v1\n");
+    api_c.delete("fo").await;
+}
