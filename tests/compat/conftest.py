@@ -50,49 +50,89 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def daemon():
-    sprited = _binary("sprited")
+# SPRITED_TEST_CLUSTER=postgres: two hosts share a PostgreSQL database of
+# the run's own (tests/compat/postgres.sh) and one object store; the first
+# serves it, and the suite talks to the second, a standby that forwards
+# every request: every sprite lives on another host than the one asked.
+CLUSTER = os.environ.get("SPRITED_TEST_CLUSTER") == "postgres"
+HERE = Path(__file__).resolve().parent
+
+
+def _start_sprited(sprited, token, extra_env=None, extra_args=()):
     data_dir = tempfile.mkdtemp(prefix="sprited-compat-", dir="/var/tmp")
     port = _free_port()
-    token = secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, SPRITED_TOKEN=token, RUST_LOG="info")
+    env = dict(os.environ, SPRITED_TOKEN=token, RUST_LOG="info", **(extra_env or {}))
     log = open(Path(data_dir).with_suffix(".log"), "wb")
     proc = subprocess.Popen(
         [str(sprited), "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
          "--default-image", "tiny",
          # The isolation level of the run (CI runs the suites at both).
-         "--isolation", os.environ.get("SPRITED_TEST_ISOLATION", "container")],
+         "--isolation", os.environ.get("SPRITED_TEST_ISOLATION", "container"),
+         *extra_args],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
+    deadline = time.time() + 120
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sprited exited with {proc.returncode}; see {log.name}")
+        try:
+            req = urllib.request.Request(f"{url}/v1/sprites",
+                                         headers={"Authorization": f"Bearer {token}"})
+            urllib.request.urlopen(req, timeout=2).read()
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise RuntimeError("sprited did not come up in 120 s")
+            time.sleep(0.1)
+    return {"url": url, "data_dir": data_dir, "proc": proc, "log": log}
+
+
+def _stop_sprited(sprited, d):
+    proc = d["proc"]
+    proc.terminate()
     try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sprited exited with {proc.returncode}; see {log.name}")
-            try:
-                req = urllib.request.Request(f"{url}/v1/sprites",
-                                             headers={"Authorization": f"Bearer {token}"})
-                urllib.request.urlopen(req, timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("sprited did not come up in 120 s")
-                time.sleep(0.1)
-        yield {"url": url, "token": token, "data_dir": data_dir}
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    subprocess.run([str(sprited), "purge", "--data-dir", d["data_dir"]], check=False)
+    d["log"].close()
+    Path(d["log"].name).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    sprited = _binary("sprited")
+    token = secrets.token_hex(16)
+    started = []
+    pg_dir = None
+    try:
+        if CLUSTER:
+            pg_dir = tempfile.mkdtemp(prefix="sprited-compat-pg-", dir="/var/tmp")
+            db_url = subprocess.run(
+                [str(HERE / "postgres.sh"), "start", pg_dir, str(_free_port())],
+                check=True, capture_output=True, text=True).stdout.strip()
+            objects = Path(pg_dir) / "objects"
+            objects.mkdir()
+            for host in ("serving", "standby"):
+                started.append(_start_sprited(
+                    sprited, token, {"SPRITED_DATABASE": db_url},
+                    ["--host-id", host, "--object-store", f"file://{objects}"]))
+        else:
+            started.append(_start_sprited(sprited, token))
+        # The last one started: in a cluster, the standby.
+        front = started[-1]
+        url = front["url"]
+        yield {"url": url, "token": token, "data_dir": front["data_dir"]}
         if CONTROL_MODE:
             CONTROL_EXECS.append(control_ops(url, token))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        subprocess.run([str(sprited), "purge", "--data-dir", data_dir], check=False)
-        log.close()
-        Path(log.name).unlink(missing_ok=True)
+        for d in reversed(started):
+            _stop_sprited(sprited, d)
+        if pg_dir:
+            subprocess.run([str(HERE / "postgres.sh"), "stop", pg_dir], check=False)
+            subprocess.run(["rm", "-rf", pg_dir], check=False)
 
 
 @pytest.fixture()

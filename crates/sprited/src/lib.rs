@@ -17,6 +17,7 @@ pub mod net;
 mod purge;
 pub mod server;
 pub mod serving;
+pub mod standby;
 pub mod time;
 pub mod tokens;
 pub mod urls;
@@ -48,6 +49,24 @@ pub struct AppState {
     pub console: Arc<console::session::Sessions>,
     /// The lease this host serves a shared database under.
     pub lease: Option<db::hosts::Lease>,
+    /// The API's socket when it was bound before the state was opened (a
+    /// standby forwarding requests on it meanwhile), for [`serve`].
+    pub bound: Arc<std::sync::Mutex<Option<Bound>>>,
+}
+
+/// The API's socket, bound early, and the standby server to stop when the
+/// real one takes it over.
+pub struct Bound {
+    listener: std::net::TcpListener,
+    standby: tokio_util::sync::CancellationToken,
+}
+
+fn limits_of(cfg: &Config) -> server::Limits {
+    server::Limits {
+        max_connections: cfg.max_connections,
+        shared: None,
+        header_read_timeout: cfg.header_read_timeout,
+    }
 }
 
 /// Handlers that need only the manager take it alone, so that the in-sprite
@@ -290,18 +309,32 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
     // A shared database is served by one host at a time: before anything
     // is written to it, this host holds the lease (waiting as a standby
     // while another does), and every write it makes checks it.
-    let lease = match db.engine() {
+    let (lease, bound) = match db.engine() {
         db::Engine::Postgres => {
             let host = serving::host_id(cfg.host_id.as_deref(), &dirs.host_id())?;
             let advertise = cfg
                 .advertise
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", cfg.listen));
+            // Until this host serves, its API forwards every request to
+            // the host that does.
+            let listener = std::net::TcpListener::bind(cfg.listen)
+                .with_context(|| format!("listening on {}", cfg.listen))?;
+            listener.set_nonblocking(true)?;
+            let standby = tokio_util::sync::CancellationToken::new();
+            let forwarding = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+            tokio::spawn(server::serve_tcp(
+                forwarding,
+                standby::router(db.clone(), host.clone()),
+                limits_of(&cfg),
+                standby.clone().cancelled_owned(),
+            ));
+            tracing::info!(addr = %cfg.listen, host = %host, advertise = %advertise, "listening; requests go to the serving host until this one serves");
             let lease = serving::take(&db, &host, &advertise, cfg.host_timeout).await?;
             db.fence(&lease);
-            Some(lease)
+            (Some(lease), Some(Bound { listener, standby }))
         }
-        db::Engine::Sqlite => None,
+        db::Engine::Sqlite => (None, None),
     };
     pin_object_store(&dirs.object_store_record(), &cfg.object_store_url(), &db)?;
     let cold = sprite_cold::ColdStore::open(&sprite_cold::StoreOptions {
@@ -378,6 +411,7 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         sockets: api::ws::Sockets::default(),
         console: Arc::default(),
         lease,
+        bound: Arc::new(std::sync::Mutex::new(bound)),
     })
 }
 
@@ -385,15 +419,19 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let addr = state.manager.cfg.listen;
     let manager = state.manager.clone();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
-    tracing::info!(%addr, data_dir = %state.manager.cfg.data_dir.display(), "sprited listening");
-    let limits = server::Limits {
-        max_connections: manager.cfg.max_connections,
-        shared: None,
-        header_read_timeout: manager.cfg.header_read_timeout,
+    let bound = state.bound.lock().ok().and_then(|mut b| b.take());
+    let listener = match bound {
+        Some(Bound { listener, standby }) => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            standby.cancel();
+            listener
+        }
+        None => tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?,
     };
+    tracing::info!(%addr, data_dir = %state.manager.cfg.data_dir.display(), "sprited listening");
+    let limits = limits_of(&manager.cfg);
     let sockets = state.sockets.clone();
     let told = sockets.clone();
     let lease = state.lease.clone().map(|l| (l, manager.db.clone()));

@@ -11,6 +11,28 @@ use serde_json::json;
 use sprites_test_support::postgres::Postgres;
 use std::time::{Duration, Instant};
 
+/// Waits until `api`'s host answers for sprite `name` itself (a host that
+/// just took over answers 503 until it serves).
+async fn serves(api: &common::Api, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = api
+            .req(Method::GET, &format!("/v1/sprites/{name}"))
+            .send()
+            .await
+            .expect("request");
+        if r.status() == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {} after a takeover",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A password the server does not ask for (trust authentication) but the
 /// URL carries: it must never reach the daemon's log.
 const PASSWORD: &str = "pw-never-logged-4711";
@@ -201,27 +223,49 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
     )
     .await;
 
-    // b waits as a standby while a serves.
+    // b waits as a standby while a serves, and answers every request by
+    // forwarding it to a: HTTP, an exec's WebSocket, a create.
     let mut b = Daemon::start_unready(&flags("b"), &env);
     b.wait_log(
         "standby: another host serves this database",
         Duration::from_secs(60),
     );
+    b.wait_ready();
     assert_eq!(
         pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
         "a|1\n"
     );
+    let api_b = b.client();
+    assert_eq!(
+        api_b.sh("fo", "cat /home/sprite/f").await,
+        "v2\n",
+        "through b"
+    );
+    api_b.create("made-via-b").await;
+    assert_eq!(
+        api_a.sh("made-via-b", "echo here").await,
+        "here\n",
+        "it lives on a"
+    );
+    api_b.delete("made-via-b").await;
+    let r = api_b
+        .req(Method::GET, "/v1/sprites/fo")
+        .header("sprited-forwarded-by", "elsewhere")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 503, "a standby forwarded a forwarded request");
 
     // a's host dies: daemon and sandboxes killed, its data dir removed.
     a.kill9();
     a.kill_all_sandboxes();
     drop(a);
-    b.wait_ready();
+    b.wait_log("this host serves the database", Duration::from_secs(60));
+    serves(&api_b, "fo").await;
     assert_eq!(
         pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
         "b|2\n"
     );
-    let api_b = b.client();
     assert_eq!(
         api_b.sh("fo", "cat /home/sprite/f").await,
         "v2\n",

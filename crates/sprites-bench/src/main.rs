@@ -12,6 +12,7 @@ use sprites_test_support::{free_port, rss_kib};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+mod cluster;
 mod cold;
 mod control;
 mod egress;
@@ -54,6 +55,9 @@ enum Case {
     /// gvisor sprites against container ones and bare runsc: create,
     /// exec, checkpoint, URL requests, warm and cold wake, memory.
     Gvisor,
+    /// Two hosts on one PostgreSQL database: exec and requests through the
+    /// standby against the serving host, and a takeover's time.
+    Cluster,
     /// Many running sprites (`--sprites`, 500): created while listed, an
     /// exec in each, the host's memory and the daemon's CPU, then all warm
     /// and all cold and woken again. Not part of `all`.
@@ -936,6 +940,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.case, Case::All | Case::Egress) {
         egress::cases(&http, args.runs, &mut rows, &mut notes).await?;
+    }
+    if matches!(args.case, Case::All | Case::Cluster) {
+        cluster::cases(&http, args.runs, &mut rows, &mut notes).await?;
     }
     if matches!(args.case, Case::All | Case::Gvisor) {
         gvisor::cases(&http, args.runs, &bundle_s, &mut rows, &mut notes).await?;

@@ -4,7 +4,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, openSync, closeSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 
@@ -47,20 +47,19 @@ export async function controlOps(url, token, kind = 'exec') {
   return line ? Number(line.split(' ').at(-1)) : 0;
 }
 
-export async function startDaemon() {
+async function startOne(token, extraEnv = {}, extraArgs = []) {
   const sprited = binary('sprited');
   const dataDir = mkdtempSync('/var/tmp/sprited-compat-js-');
   const logPath = `${dataDir}.log`;
   const port = await freePort();
-  const token = randomBytes(16).toString('hex');
   const url = `http://127.0.0.1:${port}`;
   const log = openSync(logPath, 'a');
   const proc = spawn(
     sprited,
     ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--default-image', 'tiny',
      // The isolation level of the run (CI runs the suites at both).
-     '--isolation', process.env.SPRITED_TEST_ISOLATION || 'container'],
-    { env: { ...process.env, SPRITED_TOKEN: token, RUST_LOG: 'info' }, stdio: ['ignore', log, log] },
+     '--isolation', process.env.SPRITED_TEST_ISOLATION || 'container', ...extraArgs],
+    { env: { ...process.env, SPRITED_TOKEN: token, RUST_LOG: 'info', ...extraEnv }, stdio: ['ignore', log, log] },
   );
   closeSync(log);
   let exited = null;
@@ -106,6 +105,41 @@ export async function startDaemon() {
     await sleep(100);
   }
   return { url, token, stop, controlMode: CONTROL_MODE };
+}
+
+// SPRITED_TEST_CLUSTER=postgres: two hosts share a PostgreSQL database of
+// the run's own (../postgres.sh) and one object store; the first serves
+// it, and the suite talks to the second, a standby that forwards every
+// request: every sprite lives on another host than the one asked.
+export const CLUSTER = process.env.SPRITED_TEST_CLUSTER === 'postgres';
+
+export async function startDaemon() {
+  const token = randomBytes(16).toString('hex');
+  if (!CLUSTER) return startOne(token);
+  const pgDir = mkdtempSync('/var/tmp/sprited-compat-js-pg-');
+  const pgScript = path.join(import.meta.dirname, '..', 'postgres.sh');
+  const started = [];
+  const stopAll = async () => {
+    for (const d of started.reverse()) await d.stop().catch(() => {});
+    try {
+      execFileSync(pgScript, ['stop', pgDir], { stdio: 'ignore' });
+    } finally {
+      rmSync(pgDir, { recursive: true, force: true });
+    }
+  };
+  try {
+    const dbUrl = execFileSync(pgScript, ['start', pgDir, String(await freePort())]).toString().trim();
+    mkdirSync(path.join(pgDir, 'objects'));
+    for (const host of ['serving', 'standby']) {
+      started.push(await startOne(token, { SPRITED_DATABASE: dbUrl },
+        ['--host-id', host, '--object-store', `file://${path.join(pgDir, 'objects')}`]));
+    }
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+  const front = started.at(-1);
+  return { url: front.url, token, stop: stopAll, controlMode: CONTROL_MODE };
 }
 
 // Run fn with a new sprite made by `client`; the sprite is deleted after.

@@ -138,6 +138,17 @@ impl Db {
         })
     }
 
+    /// The host that holds the lease now, and where it is reached.
+    pub fn serving_host(&self) -> Result<Option<(String, String)>, DbError> {
+        self.run(|c| {
+            c.query_opt(
+                "SELECT l.host_id, h.advertise FROM serving_lease l JOIN hosts h ON h.id = l.host_id",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
     /// Who holds the lease now, and its epoch.
     pub fn serving(&self) -> Result<Option<Lease>, DbError> {
         self.run(|c| {
@@ -218,6 +229,10 @@ mod tests {
             };
             assert_eq!(la2.epoch, 4);
             assert_eq!(a.serving().expect("serving"), Some(la2));
+            assert_eq!(
+                a.serving_host().expect("serving host"),
+                Some(("a".to_string(), "http://a".to_string()))
+            );
         });
     }
 }

@@ -164,7 +164,7 @@ const HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
 ];
 
-fn strip_hop_headers(h: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_headers(h: &mut HeaderMap, keep_upgrade: bool) {
     let listed: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -187,7 +187,7 @@ fn strip_hop_headers(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn is_upgrade(h: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION)
             .iter()
