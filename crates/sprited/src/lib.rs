@@ -49,6 +49,10 @@ pub struct AppState {
     pub console: Arc<console::session::Sessions>,
     /// The lease this host serves a shared database under.
     pub lease: Option<db::hosts::Lease>,
+    /// Set while the host hands its sprites over (`POST /v1/host/drain`).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Told when the daemon should stop (a drain that finished).
+    pub stop: Arc<tokio::sync::Notify>,
     /// The API's socket when it was bound before the state was opened (a
     /// standby forwarding requests on it meanwhile), for [`serve`].
     pub bound: Arc<std::sync::Mutex<Option<Bound>>>,
@@ -412,6 +416,8 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         console: Arc::default(),
         lease,
         bound: Arc::new(std::sync::Mutex::new(bound)),
+        draining: Arc::default(),
+        stop: Arc::default(),
     })
 }
 
@@ -435,8 +441,12 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let sockets = state.sockets.clone();
     let told = sockets.clone();
     let lease = state.lease.clone().map(|l| (l, manager.db.clone()));
+    let stop = state.stop.clone();
     server::serve_tcp(listener, api::router(state), limits, async move {
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = stop.notified() => tracing::info!("drained: stopping"),
+        }
         // Streams that would last forever end, so the shutdown need not
         // wait for them; WebSockets close, saying why.
         manager.announce_closing();

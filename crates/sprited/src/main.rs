@@ -215,6 +215,11 @@ enum Command {
     /// snapshot, usage, and the API tokens. Sprites the data dir knows
     /// already are left as they are.
     Recover,
+    /// Hand every sprite of the daemon at `--listen` to another host of
+    /// its shared database, then stop it (`POST /v1/host/drain`): each
+    /// sprite stopped and moved to the object store, nothing lost. The
+    /// admin token is SPRITED_TOKEN, else `<data-dir>/admin.token`.
+    Drain,
 }
 
 fn parse_region(s: &str) -> Result<String, String> {
@@ -412,11 +417,84 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Drain => {
+            let token = match std::env::var("SPRITED_TOKEN") {
+                Ok(t) => t,
+                Err(_) => std::fs::read_to_string(cfg.layout().admin_token())
+                    .with_context(|| {
+                        format!(
+                            "no SPRITED_TOKEN, and no {} to read the admin token from",
+                            cfg.layout().admin_token().display()
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            };
+            drain(&cfg.listen.to_string(), &token).await
+        }
         Command::Serve => {
             let token = std::env::var("SPRITED_TOKEN").ok();
             let state = sprited::open(cfg, token).await?;
             sprited::serve(state).await
         }
+    }
+}
+
+/// `sprited drain`: asks the daemon at `addr` to drain, printing its
+/// progress lines; fails on its error line (or none at all).
+async fn drain(addr: &str, token: &str) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to sprited at {addr} (--listen)"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post("/v1/host/drain")
+        .header("host", addr)
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let res = sender.send_request(req).await?;
+    let status = res.status();
+    let mut body = res.into_body();
+    let mut pending = Vec::new();
+    let mut outcome: Option<Result<String, String>> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let data = v["data"].as_str().unwrap_or_default().to_string();
+            match v["type"].as_str() {
+                Some("info") => println!("{data}"),
+                Some("complete") => outcome = Some(Ok(data)),
+                Some("error") => {
+                    outcome = Some(Err(v["error"].as_str().unwrap_or_default().to_string()))
+                }
+                _ => {}
+            }
+        }
+    }
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&pending).into_owned();
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        anyhow::bail!("drain refused ({status}): {msg}");
+    }
+    match outcome {
+        Some(Ok(msg)) => {
+            println!("{msg}");
+            Ok(())
+        }
+        Some(Err(e)) => anyhow::bail!("the drain failed (this host serves on): {e}"),
+        None => anyhow::bail!("the drain's answer ended before it said how it went"),
     }
 }
 

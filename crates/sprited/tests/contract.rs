@@ -1329,6 +1329,12 @@ async fn every_endpoint_answers_as_described() {
     assert_eq!(initialized.json["result"]["serverInfo"]["name"], "sprited");
     let refused = c.answer(M::POST, "/mcp", "/mcp", without).await;
     assert_eq!(refused.status, 401);
+    // A host with a database of its own has nobody to drain to: 409, in
+    // the error format (the drain itself: tests/postgres.rs).
+    let drain = c
+        .call(M::POST, "/v1/host/drain", "/v1/host/drain", None)
+        .await;
+    assert_eq!(drain.status, 409);
     c.call(M::DELETE, s, "/v1/sprites/ct2", None).await;
     c.call(M::DELETE, s, "/v1/sprites/ct1", None).await;
 

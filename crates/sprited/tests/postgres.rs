@@ -327,3 +327,103 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
     assert_eq!(api_c.sh("fo", "cat /home/sprite/f").await, "v1\n");
     api_c.delete("fo").await;
 }
+
+/// `sprited drain` on the serving host: every sprite is stopped and moved
+/// to the object store (written last, checkpoints too), its sessions end,
+/// the host stops with status 0, and the standby serves them with nothing
+/// lost. A host with a database of its own refuses to drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_host_hands_every_sprite_over_with_nothing_lost() {
+    let pg = Postgres::start();
+    pg.create_database("meta");
+    let objects = tempfile::Builder::new()
+        .prefix("sprited-objects-")
+        .tempdir_in("/var/tmp")
+        .expect("objects dir");
+    let store = format!("file://{}", objects.path().display());
+    let env = [("SPRITED_DATABASE", pg.url("meta"))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let flags = |host: &'static str| -> Vec<String> {
+        [
+            "--host-id",
+            host,
+            "--host-timeout",
+            "3s",
+            "--object-store",
+            &store,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let fa = flags("a");
+    let fb = flags("b");
+    let mut a = Daemon::start_with_env(&fa.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    let b = Daemon::start_with_env(&fb.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    let (api_a, api_b) = (a.client(), b.client());
+    for n in ["d1", "d2"] {
+        api_a.create(n).await;
+    }
+    let v0 = api_a.checkpoint("d1", Some("before")).await;
+    // Written just before the drain: no replication has seen these.
+    api_a.sh("d1", "echo last > /home/sprite/f; sync").await;
+    api_a.sh("d2", "echo last2 > /home/sprite/f; sync").await;
+    let mut session = api_a
+        .ws("/v1/sprites/d1/exec?cmd=sleep&cmd=1000")
+        .await
+        .expect("a session");
+
+    let out = std::process::Command::new(common::BIN)
+        .args(["--listen", &a.addr, "drain"])
+        .env("SPRITED_TOKEN", &a.token)
+        .output()
+        .expect("sprited drain");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("handing over d1") && said.contains("handing over d2"),
+        "{said}"
+    );
+    assert!(said.contains("2 sprites handed over"), "{said}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), common::collect(&mut session)).await;
+    assert!(ended.is_ok(), "the session on the drained host did not end");
+    assert_eq!(
+        a.exit_code(Duration::from_secs(30)),
+        Some(0),
+        "the drained host did not stop"
+    );
+
+    b.wait_log("this host serves the database", Duration::from_secs(30));
+    serves(&api_b, "d1").await;
+    assert_eq!(
+        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
+        "b|2\n"
+    );
+    assert_eq!(api_b.sh("d1", "cat /home/sprite/f").await, "last\n");
+    assert_eq!(api_b.sh("d2", "cat /home/sprite/f").await, "last2\n");
+    api_b.restore("d1", &v0).await;
+    assert!(
+        api_b
+            .exec("d1", &["test", "-e", "/home/sprite/f"])
+            .await
+            .code
+            != Some(0)
+    );
+    for n in ["d1", "d2"] {
+        api_b.delete(n).await;
+    }
+
+    // A daemon of its own database has nobody to hand its sprites to.
+    let alone = Daemon::start();
+    let r = alone
+        .client()
+        .req(Method::POST, "/v1/host/drain")
+        .send()
+        .await
+        .expect("drain");
+    assert_eq!(r.status(), 409);
+}

@@ -54,7 +54,7 @@ fn checked_comment(req: CreateCheckpointRequest) -> Result<Option<String>, ApiEr
 
 /// Runs `work` in its own task; the response streams its progress lines as
 /// they come, then `complete` with the returned message, or `error`.
-fn stream_op<F, Fut>(work: F) -> Response
+pub(super) fn stream_op<F, Fut>(work: F) -> Response
 where
     F: FnOnce(Progress) -> Fut,
     Fut: std::future::Future<Output = Result<String, ApiError>> + Send + 'static,

@@ -6,6 +6,7 @@ mod control;
 pub mod error;
 mod exec;
 mod fs;
+mod host;
 pub(crate) mod in_sprite;
 mod mcp;
 mod organization;
@@ -93,6 +94,7 @@ fn v1_routes() -> Routes<AppState> {
         .get("/tokens", tokens::list)
         .delete("/tokens/{id}", tokens::revoke)
         .post("/organizations/{org}/tokens", tokens::create_for_org)
+        .post("/host/drain", host::drain)
 }
 
 /// Every endpoint the TCP API serves, as `(method, path template)`: what
@@ -141,10 +143,15 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::Extension(body::BodyLimit(JSON_BODY_LIMIT)))
         .layer(middleware::map_response(version_header))
-        // Outermost: a sprite URL's host never reaches the API's routes.
+        // A sprite URL's host never reaches the API's routes.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::urls::dispatch,
+        ))
+        // Outermost: a draining host takes no work, sprite URLs included.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            host::refuse_while_draining,
         ))
         .with_state(state)
 }
