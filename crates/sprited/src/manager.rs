@@ -368,6 +368,7 @@ impl Manager {
                 .await
             }
         };
+        let made_ok = made.is_ok();
         let started = match made {
             Ok(()) => {
                 match self.admit_start(&rec.id) {
@@ -384,12 +385,53 @@ impl Manager {
         };
         if let Err(e) = started {
             tracing::warn!(sprite = %rec.name, error = %e, "create failed; rolling back");
-            let _ = self.teardown(&rec.id).await;
-            self.db.delete(&rec.id)?;
+            // The record first: a volume left without one is removed at the
+            // next start, a record left without its volume would be a
+            // sprite that cannot run.
+            match self.db.delete(&rec.id) {
+                Ok(()) => {
+                    let _ = self.teardown(&rec.id).await;
+                }
+                Err(de) if made_ok => {
+                    // The database is away: the sprite stays, whole (its
+                    // record and its volume), cold.
+                    tracing::warn!(sprite = %rec.name, error = %de, "the failed create's record cannot be removed now: the sprite is kept whole, cold");
+                    let _ = self.halt(&rec.id, STOP_GRACE, Release::Unmount).await;
+                    self.set_status(&rec.id, Status::Cold);
+                }
+                Err(de) => {
+                    tracing::warn!(sprite = %rec.name, error = %de, "the failed create's record cannot be removed now; removing it when the database is back");
+                    let _ = self.teardown(&rec.id).await;
+                    self.forget_when_back(&rec.id);
+                }
+            }
             return Err(e);
         }
         tracing::info!(sprite = %rec.name, id = %rec.id, image = %rec.image, "sprite created");
         self.get(&rec.name)
+    }
+
+    /// Removes the record of a create that failed before its volume was
+    /// made, retrying while the database cannot be reached.
+    fn forget_when_back(&self, id: &str) {
+        let Some(me) = self.me.upgrade() else { return };
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let db = me.db.clone();
+                let i = id.clone();
+                match tokio::task::spawn_blocking(move || db.delete(&i)).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(DbError::Unavailable(_))) => continue,
+                    Ok(Err(e)) => {
+                        tracing::warn!(id, error = %e, "cannot remove a failed create's record");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
     }
 
     fn limits_for(&self, req: &CreateSpriteRequest) -> Result<Limits, Error> {

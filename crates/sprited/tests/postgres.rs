@@ -427,3 +427,91 @@ async fn a_drained_host_hands_every_sprite_over_with_nothing_lost() {
         .expect("drain");
     assert_eq!(r.status(), 409);
 }
+
+/// PostgreSQL restarted while clients create sprites and run commands in
+/// them: every answer is a success or a 503 saying the database is away
+/// (never a 500), and afterwards every sprite asked for either exists and
+/// works or does not exist at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_fails_cleanly_and_leaves_nothing_half_done() {
+    let mut pg = Postgres::start();
+    pg.create_database("meta");
+    let d = Daemon::start_with_env(&[], &[("SPRITED_DATABASE", &pg.url("meta"))]);
+    let api = std::sync::Arc::new(d.client());
+    let stop_at = Instant::now() + Duration::from_secs(8);
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let api = api.clone();
+        clients.push(tokio::spawn(async move {
+            let mut names = Vec::new();
+            let mut answers = Vec::new();
+            let mut i = 0;
+            while Instant::now() < stop_at {
+                let name = format!("ld-{c}-{i}");
+                i += 1;
+                names.push(name.clone());
+                let r = api
+                    .req(Method::POST, "/v1/sprites")
+                    .json(&json!({"name": name}))
+                    .send()
+                    .await
+                    .expect("create");
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                answers.push((format!("create {name}"), status, body));
+                if status == 201 {
+                    let r = api
+                        .req(Method::POST, &format!("/v1/sprites/{name}/exec?cmd=true"))
+                        .send()
+                        .await
+                        .expect("exec");
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    answers.push((format!("exec {name}"), status, body));
+                }
+            }
+            (names, answers)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.restart();
+    let mut names = Vec::new();
+    let mut unavailable = 0;
+    for c in clients {
+        let (n, answers) = c.await.expect("client");
+        names.extend(n);
+        for (what, status, body) in answers {
+            match status {
+                200 | 201 => {}
+                503 => {
+                    assert!(body.contains("metadata database"), "{what}: 503 {body}");
+                    unavailable += 1;
+                }
+                other => panic!("{what}: {other} {body}"),
+            }
+        }
+    }
+    assert!(unavailable > 0, "no request met the database down");
+    // Nothing half-made: each sprite asked for is whole or absent.
+    for name in &names {
+        let r = api
+            .req(Method::GET, &format!("/v1/sprites/{name}"))
+            .send()
+            .await
+            .expect("get");
+        match r.status().as_u16() {
+            404 => {}
+            200 => {
+                let v: serde_json::Value = r.json().await.expect("json");
+                assert_ne!(v["status"], "error", "{name}: {v}");
+                assert_eq!(api.sh(name, "echo ok").await, "ok\n", "{name}");
+                api.delete(name).await;
+            }
+            other => panic!("{name}: {other} after the restart"),
+        }
+    }
+    let list = api.get_json("/v1/sprites").await;
+    assert_eq!(list["sprites"].as_array().map(Vec::len), Some(0), "{list}");
+}

@@ -46,7 +46,7 @@ use sql::Conn;
 pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", pg_message(.0))]
     Postgres(#[from] postgres::Error),
     #[error("the metadata database cannot be reached: {0}")]
     Unavailable(String),
@@ -75,6 +75,18 @@ pub enum DbError {
          to {known}: it was written by a newer sprited; run that release (or a newer one) on it"
     )]
     TooNew { found: u32, known: u32 },
+}
+
+/// What PostgreSQL said (its message and SQLSTATE), or what failed on the
+/// way to it: `postgres::Error` alone shows only "db error".
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 impl DbError {
@@ -187,10 +199,21 @@ impl PgState {
     /// After an error: a connection that broke is dropped (made again on
     /// the next call), and the error says the database is unreachable.
     fn after(&mut self, e: DbError) -> DbError {
-        if self
-            .client
-            .as_ref()
-            .is_some_and(postgres::Client::is_closed)
+        // The server ending sessions (a restart: class 57, operator
+        // intervention) or the connection failing (class 08) is the
+        // database being away, as is a connection found closed.
+        let away = match &e {
+            DbError::Postgres(pe) => pe.code().is_some_and(|c| {
+                let code = c.code();
+                code.starts_with("57") || code.starts_with("08")
+            }),
+            _ => false,
+        };
+        if away
+            || self
+                .client
+                .as_ref()
+                .is_some_and(postgres::Client::is_closed)
         {
             self.client = None;
             self.statements.clear();
