@@ -16,18 +16,20 @@ use std::time::{Duration, Instant};
 async fn serves(api: &common::Api, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let r = api
+        // A kept-alive connection the standby closed as it handed its
+        // socket to the serving API is a transport error: asked again.
+        let status = match api
             .req(Method::GET, &format!("/v1/sprites/{name}"))
             .send()
             .await
-            .expect("request");
-        if r.status() == 200 {
-            return;
-        }
+        {
+            Ok(r) if r.status() == 200 => return,
+            Ok(r) => r.status().to_string(),
+            Err(e) => e.to_string(),
+        };
         assert!(
             Instant::now() < deadline,
-            "{name}: {} after a takeover",
-            r.status()
+            "{name}: {status} after a takeover"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -206,6 +208,7 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
     let api_a = a.client();
     api_a.create("fo").await;
     let id = api_a.id_of("fo").await;
+    assert_eq!(api_a.get_json("/v1/sprites/fo").await["host"], "a");
     api_a.sh("fo", "echo v1 > /home/sprite/f; sync").await;
     let v1 = api_a.checkpoint("fo", Some("v1")).await;
     api_a.sh("fo", "echo v2 > /home/sprite/f; sync").await;
@@ -265,6 +268,19 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
     assert_eq!(
         pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
         "b|2\n"
+    );
+    assert_eq!(api_b.get_json("/v1/sprites/fo").await["host"], "b");
+    let metrics = api_b
+        .req(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("sprited_serving_epoch{host=\"b\"} 2\n"),
+        "{metrics}"
     );
     assert_eq!(
         api_b.sh("fo", "cat /home/sprite/f").await,

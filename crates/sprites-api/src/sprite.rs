@@ -146,6 +146,10 @@ pub struct Sprite {
     /// sprited extension: where the sprite's data lives, and its sizes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageInfo>,
+    /// sprited extension: the host that runs it (`--host-id`), where hosts
+    /// share a database (`--database postgres://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// sprited extension: answer of `POST /v1/sprites/{name}/evict`.

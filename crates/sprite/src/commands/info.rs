@@ -64,6 +64,9 @@ fn describe(s: &Sprite) -> String {
                 .unwrap_or_else(|| "sprite".into()),
         ),
     ];
+    if let Some(host) = &s.host {
+        fields.push(("Host", host.clone()));
+    }
     if let Some(image) = &s.image {
         fields.push(("Image", image.clone()));
     }
@@ -163,5 +166,9 @@ mod tests {
         );
         assert!(text.contains("Labels:       a, b\n"), "{text}");
         assert!(!text.contains("Last active"), "{text}");
+        assert!(!text.contains("Host:"), "{text}");
+        let mut on = sprite.clone();
+        on.host = Some("host-b".into());
+        assert!(describe(&on).contains("Host:         host-b\n"));
     }
 }

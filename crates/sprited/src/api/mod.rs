@@ -230,12 +230,33 @@ impl FromRequestParts<AppState> for Sprite {
 
 /// Prometheus text exposition.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let mut text = state.manager.render_metrics();
+    // Where hosts share a database: which one serves it, under which epoch.
+    if let Some(lease) = &state.lease {
+        let host: String = lease
+            .host_id
+            .chars()
+            .map(|c| {
+                if c == '"' || c == '\\' || c == '\n' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        text.push_str(&format!(
+            "# HELP sprited_serving_epoch The epoch of the lease under which this host serves the shared database.\n\
+             # TYPE sprited_serving_epoch gauge\n\
+             sprited_serving_epoch{{host=\"{host}\"}} {}\n",
+            lease.epoch
+        ));
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.manager.render_metrics(),
+        text,
     )
         .into_response()
 }

@@ -54,6 +54,7 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
         }),
         error: state.manager.error_of(&rec.id),
         storage: state.manager.storage_info(rec).ok(),
+        host: state.lease.as_ref().map(|l| l.host_id.clone()),
     }
 }
 
