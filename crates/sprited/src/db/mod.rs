@@ -238,15 +238,21 @@ pub struct Db {
 
 /// Runs `f` where a blocking PostgreSQL call may run: the `postgres`
 /// client drives its connection with a runtime of its own, which cannot
-/// be entered from a thread of the daemon's (a scoped thread then).
+/// be entered from a thread that drives the daemon's. On a worker of a
+/// multi-thread runtime (the daemon's) the worker steps aside for the call
+/// (`block_in_place`: its other tasks move to another thread); on a
+/// current-thread runtime (some tests) the call runs on a scoped thread.
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return f();
+    match tokio::runtime::Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
     }
-    std::thread::scope(|s| match s.spawn(f).join() {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
 }
 
 /// The database and its WAL files are the daemon's alone (0600): they
