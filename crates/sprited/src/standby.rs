@@ -31,6 +31,11 @@ pub const FORWARDED_BY: &str = "sprited-forwarded-by";
 
 /// How long connecting to the serving host may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the serving host may take to start answering (a response's
+/// head; its body and an upgraded connection may last as long as they do).
+/// A host frozen with the connection open would otherwise hold the request
+/// forever.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the serving host, once looked up, is taken as known.
 const SERVING_FOR: Duration = Duration::from_secs(1);
@@ -151,7 +156,10 @@ async fn to(advertise: &str, me: &str, mut req: Request<Body>) -> Result<Respons
         req.headers_mut().insert(FORWARDED_BY, v);
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let mut res = tokio::time::timeout(ANSWER_TIMEOUT, sender.send_request(req))
+        .await
+        .map_err(|_| format!("no answer in {ANSWER_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
     if let (Some(client), axum::http::StatusCode::SWITCHING_PROTOCOLS) =
         (client_upgrade, res.status())
     {
