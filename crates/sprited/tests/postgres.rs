@@ -35,6 +35,20 @@ async fn serves(api: &common::Api, name: &str) {
     }
 }
 
+/// Sprite `name`, asked through `api`, lists checkpoint `id` with `comment`.
+async fn has_checkpoint(api: &common::Api, name: &str, id: &str, comment: &str) {
+    let cks = api
+        .get_json(&format!("/v1/sprites/{name}/checkpoints"))
+        .await;
+    assert!(
+        cks.as_array()
+            .expect("checkpoints")
+            .iter()
+            .any(|c| c["id"] == id && c["comment"] == comment),
+        "{cks}"
+    );
+}
+
 /// A password the server does not ask for (trust authentication) but the
 /// URL carries: it must never reach the daemon's log.
 const PASSWORD: &str = "pw-never-logged-4711";
@@ -85,14 +99,7 @@ async fn a_daemon_on_postgres_keeps_its_sprites_there() {
         "{by_label}"
     );
     assert_eq!(api.sh("pg1", "cat /home/sprite/f").await, "after\n");
-    let cks = api.get_json("/v1/sprites/pg1/checkpoints").await;
-    assert!(
-        cks.as_array()
-            .expect("checkpoints")
-            .iter()
-            .any(|c| c["id"] == v0.as_str() && c["comment"] == "on postgres"),
-        "{cks}"
-    );
+    has_checkpoint(&api, "pg1", &v0, "on postgres").await;
     api.restore("pg1", &v0).await;
     assert_eq!(api.sh("pg1", "cat /home/sprite/f").await, "before\n");
 
@@ -287,14 +294,7 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
         "v2\n",
         "as of its last replication"
     );
-    let cks = api_b.get_json("/v1/sprites/fo/checkpoints").await;
-    assert!(
-        cks.as_array()
-            .expect("checkpoints")
-            .iter()
-            .any(|c| c["id"] == v1.as_str() && c["comment"] == "v1"),
-        "{cks}"
-    );
+    has_checkpoint(&api_b, "fo", &v1, "v1").await;
     api_b.restore("fo", &v1).await;
     assert_eq!(api_b.sh("fo", "cat /home/sprite/f").await, "v1\n");
 

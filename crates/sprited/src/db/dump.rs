@@ -17,13 +17,14 @@ use serde_json::Value;
 use super::sql::{params, Conn, Engine, Value as SqlValue};
 use super::{Db, DbError};
 
-/// The tables dumped, each with the column naming the sprite.
-const DUMPED: &[(&str, &str)] = &[
-    ("sprites", "id"),
-    ("checkpoints", "sprite_id"),
-    ("checkpoint_state", "sprite_id"),
-    ("network_policies", "sprite_id"),
-    ("privileges_policies", "sprite_id"),
+/// The tables dumped, each with the column naming the sprite and its
+/// primary key (the rows' order in a dump; a test holds it to the schema).
+const DUMPED: &[(&str, &str, &str)] = &[
+    ("sprites", "id", "id"),
+    ("checkpoints", "sprite_id", "sprite_id, id"),
+    ("checkpoint_state", "sprite_id", "sprite_id"),
+    ("network_policies", "sprite_id", "sprite_id"),
+    ("privileges_policies", "sprite_id", "sprite_id"),
 ];
 
 /// Tables a recovery may load besides those dumped.
@@ -128,8 +129,9 @@ impl Db {
     pub fn dump_sprite(&self, id: &str, usage: bool) -> Result<Option<SpriteDump>, DbError> {
         let mut tables = self.run(|c| {
             let mut tables = BTreeMap::new();
-            for (table, key) in DUMPED {
-                let order = key_of(&columns(c, table)?);
+            // The key from the table, not the catalog: the metadata sweep
+            // dumps every sprite whenever anything was written.
+            for (table, key, order) in DUMPED {
                 let rows = rows_of(
                     c,
                     &format!("SELECT * FROM {table} WHERE {key} = ?1 ORDER BY {order}"),
@@ -196,8 +198,8 @@ impl Db {
             for (table, rows) in &dump.tables {
                 let key = DUMPED
                     .iter()
-                    .find(|(t, _)| t == table)
-                    .map(|(_, k)| *k)
+                    .find(|(t, _, _)| t == table)
+                    .map(|(_, k, _)| *k)
                     .or(LOADED_TOO.contains(&table.as_str()).then_some("sprite_id"))
                     .ok_or_else(|| DbError::Dump(format!("unknown table {table}")))?;
                 let known = columns(c, table)?;
@@ -325,6 +327,20 @@ mod tests {
             other.name = "other".into();
             assert!(matches!(b.load_sprite(&other), Err(DbError::Dump(_))));
             assert!(b.get("other").expect("get").is_none());
+        });
+    }
+
+    /// The order each dumped table's rows go in is its primary key.
+    #[test]
+    fn dumped_tables_are_ordered_by_their_primary_keys() {
+        each_engine(|fresh| {
+            let db = fresh();
+            for (table, _, order) in DUMPED {
+                let pk = db
+                    .run(|c| Ok(key_of(&columns(c, table)?)))
+                    .expect("columns");
+                assert_eq!(&pk, order, "{table}");
+            }
         });
     }
 
