@@ -38,9 +38,9 @@ tests/compat/run.sh
 echo "==> the same SDKs in control mode"
 SPRITES_CONTROL_MODE=1 tests/compat/run.sh py test_sprites_py.py test_sprites_py_async.py
 SPRITES_CONTROL_MODE=1 tests/compat/run.sh js sprites.test.mjs sweep.test.mjs
-# Every request through a standby host that forwards it to the host
-# serving a shared PostgreSQL database (the sprites live on that host).
-echo "==> the same SDKs through a standby host of a shared database"
+# Every request through a cordoned host of a shared PostgreSQL database,
+# which forwards it to the host holding the sprite.
+echo "==> the same SDKs through another host of a shared database"
 SPRITED_TEST_CLUSTER=postgres tests/compat/run.sh
 echo "==> the SDKs' sprite suites with gvisor sprites"
 SPRITED_TEST_ISOLATION=gvisor tests/compat/run.sh py test_sprites_py.py

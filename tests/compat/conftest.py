@@ -51,9 +51,10 @@ def _free_port() -> int:
 
 
 # SPRITED_TEST_CLUSTER=postgres: two hosts share a PostgreSQL database of
-# the run's own (tests/compat/postgres.sh) and one object store; the first
-# serves it, and the suite talks to the second, a standby that forwards
-# every request: every sprite lives on another host than the one asked.
+# the run's own (tests/compat/postgres.sh) and one object store, and the
+# suite talks to the second, cordoned (`--cordon`: it takes no sprite), so
+# every sprite is placed on the first and every request about one is
+# forwarded: every sprite lives on another host than the one asked.
 CLUSTER = os.environ.get("SPRITED_TEST_CLUSTER") == "postgres"
 HERE = Path(__file__).resolve().parent
 
@@ -115,18 +116,20 @@ def daemon():
                 check=True, capture_output=True, text=True).stdout.strip()
             objects = Path(pg_dir) / "objects"
             objects.mkdir()
-            for host in ("serving", "standby"):
+            for host, extra in (("holder", []), ("front", ["--cordon"])):
                 started.append(_start_sprited(
                     sprited, token, {"SPRITED_DATABASE": db_url},
-                    ["--host-id", host, "--object-store", f"file://{objects}"]))
+                    ["--host-id", host, "--object-store", f"file://{objects}", *extra]))
         else:
             started.append(_start_sprited(sprited, token))
-        # The last one started: in a cluster, the standby.
+        # The last one started: in a cluster, the cordoned one.
         front = started[-1]
         url = front["url"]
-        yield {"url": url, "token": token, "data_dir": front["data_dir"]}
+        # Every host: a sprite's operations are counted where it runs.
+        hosts = [d["url"] for d in started]
+        yield {"url": url, "token": token, "data_dir": front["data_dir"], "hosts": hosts}
         if CONTROL_MODE:
-            CONTROL_EXECS.append(control_ops(url, token))
+            CONTROL_EXECS.append(sum(control_ops(h, token) for h in hosts))
     finally:
         for d in reversed(started):
             _stop_sprited(sprited, d)

@@ -14,7 +14,8 @@ import conftest
 
 
 def control_ops(daemon):
-    return conftest.control_ops(daemon["url"], daemon["token"])
+    # Summed over the hosts (a cluster runs each sprite on one of them).
+    return sum(conftest.control_ops(h, daemon["token"]) for h in daemon["hosts"])
 
 
 def test_control_mode_sync(daemon):

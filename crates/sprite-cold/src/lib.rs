@@ -33,7 +33,7 @@ mod store;
 pub use cache::ChunkCache;
 pub use chunk::{Hash, CHUNK_SIZE};
 pub use error::{ColdError, Result};
-pub use image::{DownloadStats, UploadStats};
+pub use image::{DownloadStats, Progress, UploadStats};
 pub use lazy::{LazyImage, LazyOptions};
 pub use manifest::{ChunkRef, Manifest};
 pub use store::{ColdStore, StoreOptions};

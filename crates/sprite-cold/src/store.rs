@@ -158,6 +158,13 @@ impl ColdStore {
         }
     }
 
+    /// Forgets which chunks it knew to be in the store (another host's
+    /// garbage collection may have deleted some): each is asked of the
+    /// store again before it is named.
+    pub fn forget_known(&self) {
+        self.known().clear();
+    }
+
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, u64>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -108,6 +108,20 @@ fn verb(a: Action) -> &'static str {
     }
 }
 
+/// Whether the request carries a credential the API takes (the admin
+/// token, an API token, the console's sign-in); what it may do with it is
+/// [`require_token`]'s to say.
+pub fn admits(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    match headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(credential)
+    {
+        Some(t) => state.token.matches(t) || state.tokens.scope_of(t).is_some(),
+        None => crate::console::session::of_request(state, headers).is_some(),
+    }
+}
+
 /// Middleware: every `/v1` call needs `Authorization: Bearer <token>`: the
 /// admin token or one made with `POST /v1/tokens`, whose scope then
 /// decides what the call may do ([`authorize`]); or, from the web

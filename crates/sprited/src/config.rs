@@ -90,9 +90,12 @@ pub struct Config {
     pub host_id: Option<String>,
     /// Where other hosts reach this one (`--advertise`).
     pub advertise: Option<String>,
-    /// A host that has not renewed its serving lease for this long may be
-    /// taken over (`--host-timeout`).
+    /// A host whose heartbeat has not come for this long is gone: its
+    /// sprites are claimed by other hosts (`--host-timeout`).
     pub host_timeout: std::time::Duration,
+    /// Takes no sprite it does not hold already (`--cordon`): creates and
+    /// sprites nobody holds go to the other hosts.
+    pub cordon: bool,
     /// A sprite cold for this long leaves local disk for the object store.
     pub evict_after: std::time::Duration,
     /// Every checkpoint is copied to the object store soon after it is
@@ -187,6 +190,7 @@ impl Config {
             host_id: None,
             advertise: None,
             host_timeout: std::time::Duration::from_secs(15),
+            cordon: false,
             evict_after: std::time::Duration::from_secs(3600),
             upload_checkpoints: true,
             replicate_every: std::time::Duration::from_secs(30),

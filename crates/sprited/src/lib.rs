@@ -3,6 +3,7 @@
 pub mod agent_conn;
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod db;
@@ -16,8 +17,6 @@ pub mod metrics;
 pub mod net;
 mod purge;
 pub mod server;
-pub mod serving;
-pub mod standby;
 pub mod time;
 pub mod tokens;
 pub mod urls;
@@ -47,22 +46,12 @@ pub struct AppState {
     pub sockets: api::ws::Sockets,
     /// The web console's signed-in browsers.
     pub console: Arc<console::session::Sessions>,
-    /// The lease this host serves a shared database under.
-    pub lease: Option<db::hosts::Lease>,
+    /// This host's part among the hosts sharing its database.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     /// Set while the host hands its sprites over (`POST /v1/host/drain`).
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Told when the daemon should stop (a drain that finished).
     pub stop: Arc<tokio::sync::Notify>,
-    /// The API's socket when it was bound before the state was opened (a
-    /// standby forwarding requests on it meanwhile), for [`serve`].
-    pub bound: Arc<std::sync::Mutex<Option<Bound>>>,
-}
-
-/// The API's socket, bound early, and the standby server to stop when the
-/// real one takes it over.
-pub struct Bound {
-    listener: std::net::TcpListener,
-    standby: tokio_util::sync::CancellationToken,
 }
 
 fn limits_of(cfg: &Config) -> server::Limits {
@@ -310,35 +299,28 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         .with_context(|| format!("opening the metadata database {location}"))?;
     tracing::info!(database = %location, "metadata");
     let db = Arc::new(db);
-    // A shared database is served by one host at a time: before anything
-    // is written to it, this host holds the lease (waiting as a standby
-    // while another does), and every write it makes checks it.
-    let (lease, bound) = match db.engine() {
+    // A shared database: this host joins the others before anything is
+    // written to it, and every write it makes checks its membership.
+    let cluster = match db.engine() {
         db::Engine::Postgres => {
-            let host = serving::host_id(cfg.host_id.as_deref(), &dirs.host_id())?;
+            let host = cluster::host_id(cfg.host_id.as_deref(), &dirs.host_id())?;
             let advertise = cfg
                 .advertise
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", cfg.listen));
-            // Until this host serves, its API forwards every request to
-            // the host that does.
-            let listener = std::net::TcpListener::bind(cfg.listen)
-                .with_context(|| format!("listening on {}", cfg.listen))?;
-            listener.set_nonblocking(true)?;
-            let standby = tokio_util::sync::CancellationToken::new();
-            let forwarding = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
-            tokio::spawn(server::serve_tcp(
-                forwarding,
-                standby::router(db.clone(), host.clone()),
-                limits_of(&cfg),
-                standby.clone().cancelled_owned(),
-            ));
-            tracing::info!(addr = %cfg.listen, host = %host, advertise = %advertise, "listening; requests go to the serving host until this one serves");
-            let lease = serving::take(&db, &host, &advertise, cfg.host_timeout).await?;
-            db.fence(&lease);
-            (Some(lease), Some(Bound { listener, standby }))
+            Some(
+                cluster::Cluster::join(
+                    db.clone(),
+                    &host,
+                    &advertise,
+                    cfg.host_timeout,
+                    cfg.cordon,
+                    cfg.max_running,
+                )
+                .await?,
+            )
         }
-        db::Engine::Sqlite => (None, None),
+        db::Engine::Sqlite => None,
     };
     pin_object_store(&dirs.object_store_record(), &cfg.object_store_url(), &db)?;
     let cold = sprite_cold::ColdStore::open(&sprite_cold::StoreOptions {
@@ -370,8 +352,8 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         agent,
         Arc::new(cold),
     );
-    if let Some(lease) = &lease {
-        serving::spawn_renewal(manager.clone(), lease.clone(), cfg.host_timeout);
+    if let Some(cluster) = &cluster {
+        cluster.spawn_heartbeat(manager.clone());
     }
     // Before anything reads the database: the sprites and tokens the
     // store keeps and this data dir does not know.
@@ -414,8 +396,7 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         recovered,
         sockets: api::ws::Sockets::default(),
         console: Arc::default(),
-        lease,
-        bound: Arc::new(std::sync::Mutex::new(bound)),
+        cluster,
         draining: Arc::default(),
         stop: Arc::default(),
     })
@@ -425,27 +406,24 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let addr = state.manager.cfg.listen;
     let manager = state.manager.clone();
-    let bound = state.bound.lock().ok().and_then(|mut b| b.take());
-    let listener = match bound {
-        Some(Bound { listener, standby }) => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            standby.cancel();
-            listener
-        }
-        None => tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?,
-    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(%addr, data_dir = %state.manager.cfg.data_dir.display(), "sprited listening");
     let limits = limits_of(&manager.cfg);
     let sockets = state.sockets.clone();
     let told = sockets.clone();
-    let lease = state.lease.clone().map(|l| (l, manager.db.clone()));
     let stop = state.stop.clone();
+    let cluster = state.cluster.clone();
+    let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drained_too = drained.clone();
     server::serve_tcp(listener, api::router(state), limits, async move {
         tokio::select! {
             () = shutdown_signal() => {}
-            () = stop.notified() => tracing::info!("drained: stopping"),
+            () = stop.notified() => {
+                tracing::info!("drained: stopping");
+                drained_too.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
         // Streams that would last forever end, so the shutdown need not
         // wait for them; WebSockets close, saying why.
@@ -460,8 +438,12 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
             "WebSockets still open after {SOCKETS_GRACE:?}: cutting them"
         );
     }
-    if let Some((lease, db)) = lease {
-        serving::release(db, lease).await;
+    // A drained host leaves; any other stop keeps its membership until it
+    // runs out, so a restart within --host-timeout keeps its sprites.
+    if let Some(cluster) = &cluster {
+        if drained.load(std::sync::atomic::Ordering::SeqCst) {
+            cluster.leave().await;
+        }
     }
     Ok(())
 }

@@ -133,11 +133,16 @@ struct Cli {
     /// (`http://addr:port`; default: `http://` and `--listen`).
     #[arg(long, global = true)]
     advertise: Option<String>,
-    /// With `--database`: one host serves it at a time; another waits and
-    /// takes over when the serving host has not renewed its lease for this
-    /// long (`15s`).
+    /// With `--database`: every host serves, each sprite held by one; a
+    /// host whose heartbeat has not come for this long is gone, and other
+    /// hosts claim its sprites on their next request (`15s`).
     #[arg(long, default_value = "15s", value_parser = flag_duration, global = true)]
     host_timeout: std::time::Duration,
+    /// With `--database`: this host takes no sprite it does not hold
+    /// already; creates and sprites nobody holds go to the other hosts
+    /// (it still answers, forwarding, every request).
+    #[arg(long, global = true)]
+    cordon: bool,
     /// Where evicted sprites' volumes and checkpoints go: `file:///path`
     /// or `s3://bucket/prefix` (with the AWS_* environment variables,
     /// AWS_ENDPOINT_URL included). Default: the folder `<data-dir>/objects`.
@@ -378,6 +383,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.host_id = cli.host_id;
     cfg.advertise = cli.advertise;
     cfg.host_timeout = cli.host_timeout;
+    cfg.cordon = cli.cordon;
     cfg.evict_after = cli.evict_after;
     cfg.upload_checkpoints = cli.upload_checkpoints;
     cfg.replicate_every = cli.replicate_every;

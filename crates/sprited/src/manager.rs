@@ -126,6 +126,9 @@ pub struct Manager {
     uploads: Arc<tokio::sync::Notify>,
     /// The metadata sweep's memory ([`recover`]).
     meta_sweep: Mutex<recover::MetaSweep>,
+    /// The store's garbage collections as of this host's last upload or
+    /// collection (see [`crate::db::store_lock`]).
+    store_generation: std::sync::atomic::AtomicI64,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, Error>
@@ -208,6 +211,7 @@ impl Manager {
             changes: tokio::sync::broadcast::Sender::new(changes::BACKLOG),
             uploads: Arc::new(tokio::sync::Notify::new()),
             meta_sweep: Mutex::new(Default::default()),
+            store_generation: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -1104,6 +1108,14 @@ impl Manager {
             tracing::warn!(id = %id, "removing the volume of an unfinished create or destroy");
             self.teardown(id).await?;
         }
+        // Hosts sharing the database: this host looks after what it holds.
+        let records = match self.db.me() {
+            None => records,
+            Some(me) => {
+                self.keep_what_is_held(&me, &volumes).await?;
+                self.db.mine()?
+            }
+        };
         // Sprites are independent here: several at once (each waits on
         // runc and the kernel; 500 running sprites took 38 s one by one).
         let results: Vec<Result<(), Error>> =
@@ -1112,6 +1124,73 @@ impl Manager {
                 .collect()
                 .await;
         results.into_iter().collect()
+    }
+
+    /// A host sharing the database, at start: of the volumes here, what it
+    /// holds stays; a sprite nobody ever held (from before hosts held
+    /// sprites) it takes; the copy of a sprite another host holds now, or
+    /// that it gave up, is stale (the sprite moved on): removed, its
+    /// sandbox stopped.
+    async fn keep_what_is_held(
+        &self,
+        me: &crate::db::hosts::Lease,
+        volumes: &[String],
+    ) -> Result<(), Error> {
+        let leases = self.db.leases()?;
+        for id in volumes {
+            let stale = match leases.get(id) {
+                Some(Some(h)) => h != &me.host_id,
+                Some(None) => true,
+                None => match self.db.claim(id) {
+                    Ok(crate::db::hosts::Claimed::Mine { .. }) => false,
+                    Ok(crate::db::hosts::Claimed::HeldBy { .. }) => true,
+                    // Not a sprite (any more): reconcile removed it.
+                    Err(crate::db::DbError::Type(_)) => false,
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            if stale {
+                tracing::info!(id = %id, "removing the copy of a sprite another host holds now");
+                lock(&self.slots).remove(id);
+                self.teardown(id).await?;
+                lock(&self.slots).remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A sprite this host claimed, made ready here: `moved` from another
+    /// host (what this host may have of it is stale, and goes), then
+    /// brought in from what the database and the object store keep, as at
+    /// a start.
+    pub async fn adopt(&self, rec: &SpriteRecord, moved: bool) -> Result<(), Error> {
+        lock(&self.slots).remove(&rec.id);
+        if moved && self.has_any_of(&rec.id).await {
+            self.teardown(&rec.id).await?;
+            lock(&self.slots).remove(&rec.id);
+        }
+        self.reconcile_one(rec.clone()).await
+    }
+
+    /// Whether this host has anything of sprite `id`: its volume, or a
+    /// sandbox (running or not) of its driver.
+    async fn has_any_of(&self, id: &str) -> bool {
+        if self.store.volume_exists(id) {
+            return true;
+        }
+        let (driver, sid) = (self.driver.clone(), id.to_string());
+        !matches!(
+            tokio::task::spawn_blocking(move || driver.state(&sid)).await,
+            Ok(Ok(SandboxState::Missing))
+        )
+    }
+
+    /// Sprites running or warm here.
+    pub fn running_count(&self) -> usize {
+        lock(&self.slots)
+            .values()
+            .filter(|s| matches!(s.status(), Status::Running | Status::Warm))
+            .count()
     }
 
     /// [`Manager::reconcile`] for one sprite the DB holds.

@@ -24,7 +24,14 @@ pub struct Tokens {
     db: Arc<Db>,
     /// hash → (token id, scope).
     valid: RwLock<HashMap<String, (String, TokenScope)>>,
+    /// When `valid` was last read from a database other hosts share (they
+    /// make and revoke tokens too); `None` for a database of this host's.
+    loaded: Option<std::sync::Mutex<std::time::Instant>>,
 }
+
+/// How old what a host knows of a shared database's tokens may get: a
+/// token revoked on another host fails here within this.
+const SHARED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A stored scope; a token from before scopes (none stored) is an admin,
 /// as it could do everything then. An unreadable one grants nothing.
@@ -42,20 +49,50 @@ fn stored_scope(id: &str, scope: Option<&str>) -> TokenScope {
     }
 }
 
+fn read_all(db: &Db) -> Result<HashMap<String, (String, TokenScope)>, Error> {
+    Ok(db
+        .tokens()?
+        .into_iter()
+        .map(|t| {
+            let scope = stored_scope(&t.id, t.scope.as_deref());
+            (t.hash, (t.id, scope))
+        })
+        .collect())
+}
+
 impl Tokens {
     pub fn load(db: Arc<Db>) -> Result<Tokens, Error> {
-        let valid = db
-            .tokens()?
-            .into_iter()
-            .map(|t| {
-                let scope = stored_scope(&t.id, t.scope.as_deref());
-                (t.hash, (t.id, scope))
-            })
-            .collect();
+        let valid = read_all(&db)?;
+        let loaded = (db.engine() == crate::db::Engine::Postgres)
+            .then(|| std::sync::Mutex::new(std::time::Instant::now()));
         Ok(Tokens {
             db,
             valid: RwLock::new(valid),
+            loaded,
         })
+    }
+
+    /// On a shared database: reads the tokens again when what is known is
+    /// older than `age` (a database that cannot be read keeps what is known).
+    fn refresh(&self, age: std::time::Duration) {
+        let Some(loaded) = &self.loaded else {
+            return;
+        };
+        let Ok(mut at) = loaded.lock() else {
+            return;
+        };
+        if at.elapsed() < age {
+            return;
+        }
+        match read_all(&self.db) {
+            Ok(all) => {
+                if let Ok(mut v) = self.valid.write() {
+                    *v = all;
+                }
+                *at = std::time::Instant::now();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the API tokens again"),
+        }
     }
 
     /// What a live token may do; `None` for anything else.
@@ -64,7 +101,18 @@ impl Tokens {
             return None;
         }
         let h = hash(candidate);
-        self.valid.read().ok()?.get(&h).map(|(_, s)| s.clone())
+        self.refresh(SHARED_FOR);
+        let known = self.valid.read().ok()?.get(&h).map(|(_, s)| s.clone());
+        if known.is_some() || self.loaded.is_none() {
+            return known;
+        }
+        // Not known here: perhaps made on another host a moment ago.
+        let row = self.db.token_by_hash(&h).ok()??;
+        let scope = stored_scope(&row.id, row.scope.as_deref());
+        if let Ok(mut v) = self.valid.write() {
+            v.insert(row.hash, (row.id, scope.clone()));
+        }
+        Some(scope)
     }
 
     /// Whether `candidate` is a live token.
@@ -83,6 +131,7 @@ impl Tokens {
 
     /// The scope of the live token with this id.
     pub fn scope_of_id(&self, id: &str) -> Option<TokenScope> {
+        self.refresh(SHARED_FOR);
         self.valid
             .read()
             .ok()?
@@ -189,5 +238,31 @@ mod tests {
         assert!(!tokens.check(&t.token));
         assert!(tokens.revoke(&t.id).is_err());
         assert!(tokens.create(Some(String::new()), None).is_err());
+    }
+
+    /// Two hosts on one database: a token made on one works on the other
+    /// at once; one revoked there fails here within a second.
+    #[test]
+    fn a_token_works_on_every_host_sharing_the_database() {
+        crate::db::testing::each_engine_twice(|fresh| {
+            let (a, b) = fresh();
+            if a.engine() != crate::db::Engine::Postgres {
+                return;
+            }
+            let (a, b) = (Arc::new(a), Arc::new(b));
+            let on_a = Tokens::load(a).expect("load");
+            let on_b = Tokens::load(b).expect("load");
+            let t = on_a.create(Some("ci".into()), None).expect("create");
+            assert!(on_b.check(&t.token), "made on a, unknown on b");
+            on_a.revoke(&t.id).expect("revoke");
+            let deadline = std::time::Instant::now() + SHARED_FOR * 3;
+            while on_b.check(&t.token) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "revoked on a, live on b"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
     }
 }

@@ -11,13 +11,11 @@ use serde_json::json;
 use sprites_test_support::postgres::Postgres;
 use std::time::{Duration, Instant};
 
-/// Waits until `api`'s host answers for sprite `name` itself (a host that
-/// just took over answers 503 until it serves).
+/// Waits until sprite `name` answers through `api` (503 while its last
+/// host is not known gone).
 async fn serves(api: &common::Api, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        // A kept-alive connection the standby closed as it handed its
-        // socket to the serving API is a transport error: asked again.
         let status = match api
             .req(Method::GET, &format!("/v1/sprites/{name}"))
             .send()
@@ -29,7 +27,7 @@ async fn serves(api: &common::Api, name: &str) {
         };
         assert!(
             Instant::now() < deadline,
-            "{name}: {status} after a takeover"
+            "{name}: {status} after its host died"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -183,14 +181,44 @@ where
     }
 }
 
-/// Three hosts on one database and one bucket. `a` serves; `b` waits.
-/// `a`'s host dies (daemon and sandboxes killed, data dir gone): `b` takes
-/// the lease and brings the sprite back from its last replication, its
-/// uploaded checkpoint intact. Then `b` is frozen (SIGSTOP) past its lease:
-/// `c` takes over; thawed, `b` finds its lease gone, stops its sandboxes
-/// and exits without writing to the database again.
+/// The holder of sprite `id` and its epoch, as PostgreSQL has it.
+fn lease_of(pg: &Postgres, id: &str) -> String {
+    pg.psql_in(
+        "meta",
+        &format!("SELECT host_id, epoch FROM sprite_leases WHERE sprite_id = '{id}'"),
+    )
+}
+
+/// Waits until host `host`'s membership has run out (by the database's
+/// clock).
+async fn until_gone(pg: &Postgres, host: &str) {
+    until(
+        &format!("host {host}'s heartbeat ran out"),
+        Duration::from_secs(60),
+        || async {
+            pg.psql_in(
+                "meta",
+                &format!(
+                    "SELECT expires_ms < CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) \
+                     FROM hosts WHERE id = '{host}'"
+                ),
+            ) == "t\n"
+        },
+    )
+    .await;
+}
+
+/// Three hosts on one database and one bucket, every one serving. A
+/// sprite made on `a` is reached through `b` (forwarded: HTTP, an exec's
+/// WebSocket); a create through `b` is placed on `b`, which holds fewer.
+/// `a`'s host dies (daemon and sandboxes killed, data dir gone): the next
+/// request through `b` claims the sprite and brings it back from its last
+/// replication, its uploaded checkpoint intact. Then `b` is frozen
+/// (SIGSTOP) past its heartbeat: `c` claims the sprite; thawed, `b` finds
+/// its membership gone, stops its sandboxes and exits without writing to
+/// the database again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
+async fn sprites_move_from_a_dead_host_and_a_frozen_one_is_fenced() {
     let pg = Postgres::start();
     pg.create_database("meta");
     let url = pg.url("meta");
@@ -216,6 +244,7 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
     api_a.create("fo").await;
     let id = api_a.id_of("fo").await;
     assert_eq!(api_a.get_json("/v1/sprites/fo").await["host"], "a");
+    assert_eq!(lease_of(&pg, &id), "a|1\n");
     api_a.sh("fo", "echo v1 > /home/sprite/f; sync").await;
     let v1 = api_a.checkpoint("fo", Some("v1")).await;
     api_a.sh("fo", "echo v2 > /home/sprite/f; sync").await;
@@ -233,49 +262,64 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
     )
     .await;
 
-    // b waits as a standby while a serves, and answers every request by
-    // forwarding it to a: HTTP, an exec's WebSocket, a create.
-    let mut b = Daemon::start_unready(&flags("b"), &env);
-    b.wait_log(
-        "standby: another host serves this database",
-        Duration::from_secs(60),
-    );
-    b.wait_ready();
-    assert_eq!(
-        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
-        "a|1\n"
-    );
+    // b serves too: what a holds is forwarded to a (HTTP, an exec's
+    // WebSocket); a create goes to b, which holds fewer sprites, and a
+    // reaches it through b.
+    let b = Daemon::start_with_env(&flags("b"), &env);
     let api_b = b.client();
     assert_eq!(
         api_b.sh("fo", "cat /home/sprite/f").await,
         "v2\n",
         "through b"
     );
+    assert_eq!(api_b.get_json("/v1/sprites/fo").await["host"], "a");
+    let mut ws = api_b
+        .ws("/v1/sprites/fo/exec?cmd=cat&cmd=/home/sprite/f")
+        .await
+        .expect("an exec WebSocket through b");
+    let out = common::collect(&mut ws).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\n", "{out:?}");
     api_b.create("made-via-b").await;
+    assert_eq!(api_a.get_json("/v1/sprites/made-via-b").await["host"], "b");
     assert_eq!(
         api_a.sh("made-via-b", "echo here").await,
         "here\n",
-        "it lives on a"
+        "through a"
     );
-    api_b.delete("made-via-b").await;
+    let list = api_b.get_json("/v1/sprites").await;
+    let hosts: Vec<(String, String)> = list["sprites"]
+        .as_array()
+        .expect("sprites")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["host"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [("fo".into(), "a".into()), ("made-via-b".into(), "b".into())],
+        "{list}"
+    );
+    api_a.delete("made-via-b").await;
     let r = api_b
         .req(Method::GET, "/v1/sprites/fo")
         .header("sprited-forwarded-by", "elsewhere")
         .send()
         .await
         .expect("request");
-    assert_eq!(r.status(), 503, "a standby forwarded a forwarded request");
+    assert_eq!(r.status(), 503, "b forwarded a forwarded request");
 
     // a's host dies: daemon and sandboxes killed, its data dir removed.
+    // Its sprite's next request, through b, brings it to b.
     a.kill9();
     a.kill_all_sandboxes();
     drop(a);
-    b.wait_log("this host serves the database", Duration::from_secs(60));
+    until_gone(&pg, "a").await;
     serves(&api_b, "fo").await;
-    assert_eq!(
-        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
-        "b|2\n"
-    );
+    assert_eq!(lease_of(&pg, &id), "b|2\n");
     assert_eq!(api_b.get_json("/v1/sprites/fo").await["host"], "b");
     let metrics = api_b
         .req(Method::GET, "/metrics")
@@ -286,7 +330,8 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("sprited_serving_epoch{host=\"b\"} 2\n"),
+        metrics.contains("sprited_host_epoch{host=\"b\"} 1\n")
+            && metrics.contains("sprited_host_sprites{host=\"b\"} 1\n"),
         "{metrics}"
     );
     assert_eq!(
@@ -297,27 +342,32 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
     has_checkpoint(&api_b, "fo", &v1, "v1").await;
     api_b.restore("fo", &v1).await;
     assert_eq!(api_b.sh("fo", "cat /home/sprite/f").await, "v1\n");
-
-    // b frozen past its lease: c takes over.
-    let mut c = Daemon::start_unready(&flags("c"), &env);
-    c.wait_log(
-        "standby: another host serves this database",
+    let restored = now_ms();
+    until(
+        "a snapshot after the restore",
         Duration::from_secs(60),
-    );
-    b.signal(nix::sys::signal::Signal::SIGSTOP);
-    c.wait_ready();
-    assert_eq!(
-        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
-        "c|3\n"
-    );
+        || async { newest_snapshot(&api_b, "fo").await > restored },
+    )
+    .await;
+
+    // b frozen past its heartbeat: the next request, through c, claims
+    // the sprite for c.
+    let mut b = b;
+    let c = Daemon::start_with_env(&flags("c"), &env);
     let api_c = c.client();
+    b.signal(nix::sys::signal::Signal::SIGSTOP);
+    until_gone(&pg, "b").await;
     assert_eq!(
         api_c.sh("fo", "cat /home/sprite/f").await,
         "v1\n",
         "restored, then replicated"
     );
+    assert_eq!(lease_of(&pg, &id), "c|3\n");
     // What b wrote last (its host row): unchanged once b is thawed.
-    let seen_b = pg.psql_in("meta", "SELECT seen_ms FROM hosts WHERE id = 'b'");
+    let seen_b = pg.psql_in(
+        "meta",
+        "SELECT seen_ms, expires_ms FROM hosts WHERE id = 'b'",
+    );
     let mark = b.log_mark();
     b.signal(nix::sys::signal::Signal::SIGCONT);
     assert_eq!(
@@ -327,26 +377,28 @@ async fn a_standby_takes_over_from_a_dead_host_and_a_frozen_one_is_fenced() {
     );
     b.wait_log_since(
         mark,
-        "another host took this host's serving lease",
+        "this host's membership ran out",
         Duration::from_secs(1),
     );
     assert_eq!(
-        pg.psql_in("meta", "SELECT seen_ms FROM hosts WHERE id = 'b'"),
+        pg.psql_in(
+            "meta",
+            "SELECT seen_ms, expires_ms FROM hosts WHERE id = 'b'"
+        ),
         seen_b
     );
-    assert_eq!(
-        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
-        "c|3\n"
-    );
+    assert_eq!(lease_of(&pg, &id), "c|3\n");
     // b's copy of the sprite was stopped; c's answers, with its data.
     assert_ne!(b.runc_state(&id), "running", "b left its sandbox running");
     assert_eq!(api_c.sh("fo", "cat /home/sprite/f").await, "v1\n");
     api_c.delete("fo").await;
+    assert_eq!(lease_of(&pg, &id), "");
 }
 
-/// `sprited drain` on the serving host: every sprite is stopped and moved
+/// `sprited drain` on a host: every sprite it holds is stopped and moved
 /// to the object store (written last, checkpoints too), its sessions end,
-/// the host stops with status 0, and the standby serves them with nothing
+/// the host gives each up, leaves and stops with status 0, and the next
+/// request for each, through the other host, is served there with nothing
 /// lost. A host with a database of its own refuses to drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_host_hands_every_sprite_over_with_nothing_lost() {
@@ -375,11 +427,12 @@ async fn a_drained_host_hands_every_sprite_over_with_nothing_lost() {
     let fa = flags("a");
     let fb = flags("b");
     let mut a = Daemon::start_with_env(&fa.iter().map(String::as_str).collect::<Vec<_>>(), &env);
-    let b = Daemon::start_with_env(&fb.iter().map(String::as_str).collect::<Vec<_>>(), &env);
-    let (api_a, api_b) = (a.client(), b.client());
+    let api_a = a.client();
     for n in ["d1", "d2"] {
         api_a.create(n).await;
     }
+    let b = Daemon::start_with_env(&fb.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    let api_b = b.client();
     let v0 = api_a.checkpoint("d1", Some("before")).await;
     // Written just before the drain: no replication has seen these.
     api_a.sh("d1", "echo last > /home/sprite/f; sync").await;
@@ -412,15 +465,25 @@ async fn a_drained_host_hands_every_sprite_over_with_nothing_lost() {
         Some(0),
         "the drained host did not stop"
     );
-
-    b.wait_log("this host serves the database", Duration::from_secs(30));
-    serves(&api_b, "d1").await;
+    // Given up, and a left: at once, not when its heartbeat runs out.
     assert_eq!(
-        pg.psql_in("meta", "SELECT host_id, epoch FROM serving_lease"),
-        "b|2\n"
+        pg.psql_in(
+            "meta",
+            "SELECT count(*) FROM sprite_leases WHERE host_id IS NULL"
+        ),
+        "2\n"
     );
+    until_gone(&pg, "a").await;
+
     assert_eq!(api_b.sh("d1", "cat /home/sprite/f").await, "last\n");
     assert_eq!(api_b.sh("d2", "cat /home/sprite/f").await, "last2\n");
+    assert_eq!(
+        pg.psql_in(
+            "meta",
+            "SELECT host_id, epoch FROM sprite_leases ORDER BY sprite_id"
+        ),
+        "b|2\nb|2\n"
+    );
     api_b.restore("d1", &v0).await;
     assert!(
         api_b

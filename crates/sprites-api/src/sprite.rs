@@ -146,8 +146,9 @@ pub struct Sprite {
     /// sprited extension: where the sprite's data lives, and its sizes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageInfo>,
-    /// sprited extension: the host that runs it (`--host-id`), where hosts
-    /// share a database (`--database postgres://`).
+    /// sprited extension: the host that holds and runs it (`--host-id`),
+    /// where hosts share a database (`--database postgres://`); absent
+    /// while no host holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }

@@ -1,10 +1,11 @@
-//! `cluster`: hosts sharing a PostgreSQL database (issue 16). One serves
-//! it, a standby forwards every request to it. Against the serving host
-//! itself, in the same run: an exec round trip and a `GET` of a sprite
-//! through the standby; the standby's requests per second (8 clients,
-//! 3 s) against the serving host's; and the time from the serving host's
-//! death (daemon and sandboxes gone, its data dir removed) to its sprite
-//! answering an exec on the standby, with `--host-timeout 3s`.
+//! `cluster`: three hosts sharing a PostgreSQL database (issue 16), every
+//! one serving, each sprite held by one. Against the holder itself, in
+//! the same run: an exec round trip and a `GET` of a sprite through
+//! another host (forwarded); that host's requests per second (8 clients,
+//! 3 s) against the holder's; creates through one host, spread over the
+//! three; and the time from the holder's death (daemon and sandboxes gone)
+//! to its sprite answering an exec through another host, with
+//! `--host-timeout 3s`.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,18 @@ use crate::{create, exec_true, ms, sh, start_daemon_env, Daemon, Row};
 
 /// How long a host may go without renewing before it is taken over here.
 const HOST_TIMEOUT: &str = "3s";
+
+/// The host holding sprite `name`, as `d` shows it.
+async fn host_of(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<String> {
+    let v: serde_json::Value = http
+        .get(format!("{}/v1/sprites/{name}", d.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(v["host"].as_str().unwrap_or_default().to_string())
+}
 
 async fn get(http: &reqwest::Client, d: &Daemon, path: &str) -> anyhow::Result<()> {
     let r = http
@@ -88,30 +101,33 @@ pub async fn cases(
             "1s",
         ]
     };
-    let mut serving_flags = flags("serving");
-    serving_flags.extend(["--object-store", store.as_str()]);
-    let serving = start_daemon_env(&serving_flags, &env)?;
-    let mut standby_flags = flags("standby");
-    standby_flags.extend(["--object-store", store.as_str()]);
-    // The same token as the serving host's (one secret per cluster: the
-    // bench gives every daemon it starts the same).
-    let standby = start_daemon_env(&standby_flags, &env)?;
-
+    let start = |host: &'static str| {
+        let mut f = flags(host);
+        f.extend(["--object-store", store.as_str()]);
+        // The same token for all (one secret per cluster: the bench gives
+        // every daemon it starts the same).
+        start_daemon_env(&f, &env)
+    };
+    // `serving` holds the sprite measured (made before the others start);
+    // `other` is another host, through which requests are forwarded.
+    let serving = start("h1")?;
     create(http, &serving, "cl").await?;
     exec_true(&serving, "cl").await?;
-    exec_true(&standby, "cl").await?;
+    let other = start("h2")?;
+    let third = start("h3")?;
+    exec_true(&other, "cl").await?;
 
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let t = Instant::now();
-        exec_true(&standby, "cl").await?;
+        exec_true(&other, "cl").await?;
         ours.push(ms(t.elapsed()));
         let t = Instant::now();
         exec_true(&serving, "cl").await?;
         base.push(ms(t.elapsed()));
     }
     rows.push(Row {
-        case: "exec round trip through a standby host (base: on the serving host)",
+        case: "exec round trip through another host (base: on the sprite's host)",
         ours,
         base,
         target: "the forwarding adds < 2 ms",
@@ -119,14 +135,14 @@ pub async fn cases(
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let t = Instant::now();
-        get(http, &standby, "/v1/sprites/cl").await?;
+        get(http, &other, "/v1/sprites/cl").await?;
         ours.push(ms(t.elapsed()));
         let t = Instant::now();
         get(http, &serving, "/v1/sprites/cl").await?;
         base.push(ms(t.elapsed()));
     }
     rows.push(Row {
-        case: "GET /v1/sprites/{name} through a standby host (base: serving host)",
+        case: "GET /v1/sprites/{name} through another host (base: the sprite's host)",
         ours,
         base,
         target: "",
@@ -168,11 +184,35 @@ pub async fn cases(
         target: "",
     });
     drop(lite);
-    let through = rate(http, &standby, "/v1/sprites/cl").await?;
+
+    // Creates through one host, placed over the three.
+    let mut placed = std::collections::BTreeMap::<String, usize>::new();
+    let mut took = Vec::new();
+    for i in 0..12 {
+        let name = format!("cl-spread-{i}");
+        let t = Instant::now();
+        create(http, &other, &name).await?;
+        exec_true(&other, &name).await?;
+        took.push(ms(t.elapsed()));
+        *placed
+            .entry(host_of(http, &other, &name).await?)
+            .or_default() += 1;
+    }
+    for i in 0..12 {
+        crate::delete(http, &other, &format!("cl-spread-{i}")).await?;
+    }
+    took.sort_by(f64::total_cmp);
+    notes.push(format!(
+        "cluster: 12 creates → first exec through h2, placed over three hosts (h1 holding one \
+         sprite already): {placed:?}; p50 {:.1} ms",
+        took[took.len() / 2]
+    ));
+    drop(third);
+    let through = rate(http, &other, "/v1/sprites/cl").await?;
     let direct = rate(http, &serving, "/v1/sprites/cl").await?;
     notes.push(format!(
-        "cluster: GET /v1/sprites/cl, 8 clients for 3 s: {through:.0} req/s through the standby, \
-         {direct:.0} req/s on the serving host"
+        "cluster: GET /v1/sprites/cl, 8 clients for 3 s: {through:.0} req/s through another host, \
+         {direct:.0} req/s on the sprite's host"
     ));
 
     // The serving host dies with a replicated write.
@@ -184,21 +224,21 @@ pub async fn cases(
     let t = Instant::now();
     let deadline = t + Duration::from_secs(120);
     loop {
-        if exec_true(&standby, "cl").await.is_ok() {
+        if exec_true(&other, "cl").await.is_ok() {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the standby did not take over within 120 s");
+            bail!("the sprite did not answer on another host within 120 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let answered = t.elapsed();
-    sh(http, &standby, "cl", "grep -qx kept /home/sprite/f").await?;
+    sh(http, &other, "cl", "grep -qx kept /home/sprite/f").await?;
     notes.push(format!(
-        "cluster: the serving host killed (daemon, sandboxes and data dir: {} ms) → its sprite \
-         answers an exec on the standby after {} ms (--host-timeout {HOST_TIMEOUT}: the lease \
-         runs out, then the standby takes it, opens, and wakes the sprite from its last \
-         replication)",
+        "cluster: the sprite's host killed (daemon, sandboxes and data dir: {} ms) → the sprite \
+         answers an exec through another host after {} ms (--host-timeout {HOST_TIMEOUT}: its \
+         heartbeat runs out, then the next request claims the sprite and wakes it from its \
+         last replication)",
         ms(killed) as u64,
         ms(answered) as u64
     ));

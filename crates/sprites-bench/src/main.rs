@@ -55,8 +55,9 @@ enum Case {
     /// gvisor sprites against container ones and bare runsc: create,
     /// exec, checkpoint, URL requests, warm and cold wake, memory.
     Gvisor,
-    /// Two hosts on one PostgreSQL database: exec and requests through the
-    /// standby against the serving host, and a takeover's time.
+    /// Three hosts on one PostgreSQL database: exec and requests through
+    /// another host against the sprite's own, creates spread over the
+    /// three, and the time for a dead host's sprite to answer elsewhere.
     Cluster,
     /// Many running sprites (`--sprites`, 500): created while listed, an
     /// exec in each, the host's memory and the daemon's CPU, then all warm

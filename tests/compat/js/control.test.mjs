@@ -25,7 +25,12 @@ after(async () => {
   assertCalled('control.test.mjs');
 });
 
-const ops = () => controlOps(daemon.url, daemon.token);
+// Summed over the hosts (a cluster runs each sprite on one of them).
+const ops = async () => {
+  let n = 0;
+  for (const url of daemon.hosts ?? [daemon.url]) n += await controlOps(url, daemon.token);
+  return n;
+};
 
 // Run an operation to its end; what it wrote and its exit code.
 async function run(cc, options, feed) {

@@ -108,9 +108,10 @@ async function startOne(token, extraEnv = {}, extraArgs = []) {
 }
 
 // SPRITED_TEST_CLUSTER=postgres: two hosts share a PostgreSQL database of
-// the run's own (../postgres.sh) and one object store; the first serves
-// it, and the suite talks to the second, a standby that forwards every
-// request: every sprite lives on another host than the one asked.
+// the run's own (../postgres.sh) and one object store, and the suite talks
+// to the second, cordoned (`--cordon`: it takes no sprite), so every sprite
+// is placed on the first and every request about one is forwarded: every
+// sprite lives on another host than the one asked.
 export const CLUSTER = process.env.SPRITED_TEST_CLUSTER === 'postgres';
 
 export async function startDaemon() {
@@ -130,16 +131,16 @@ export async function startDaemon() {
   try {
     const dbUrl = execFileSync(pgScript, ['start', pgDir, String(await freePort())]).toString().trim();
     mkdirSync(path.join(pgDir, 'objects'));
-    for (const host of ['serving', 'standby']) {
+    for (const [host, extra] of [['holder', []], ['front', ['--cordon']]]) {
       started.push(await startOne(token, { SPRITED_DATABASE: dbUrl },
-        ['--host-id', host, '--object-store', `file://${path.join(pgDir, 'objects')}`]));
+        ['--host-id', host, '--object-store', `file://${path.join(pgDir, 'objects')}`, ...extra]));
     }
   } catch (e) {
     await stopAll();
     throw e;
   }
   const front = started.at(-1);
-  return { url: front.url, token, stop: stopAll, controlMode: CONTROL_MODE };
+  return { url: front.url, hosts: started.map(d => d.url), token, stop: stopAll, controlMode: CONTROL_MODE };
 }
 
 // Run fn with a new sprite made by `client`; the sprite is deleted after.

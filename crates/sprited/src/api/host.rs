@@ -1,13 +1,16 @@
-//! `POST /v1/host/drain` (extension, admin): hands every sprite of this
-//! host to another host sharing its database, for an upgrade or a
-//! machine's retirement. Each sprite is stopped (its sessions end, its
+//! `POST /v1/host/drain` (extension, admin): hands every sprite this host
+//! holds to the other hosts sharing its database, for an upgrade or a
+//! machine's retirement. The host is cordoned (it takes no sprite from
+//! now on); each sprite it holds is stopped (its sessions end, its
 //! WebSockets closed) and evicted: its volume, checkpoints and base image
-//! go to the object store, recorded in the database. Then this host gives
-//! up its serving lease and stops; a standby takes over at once and wakes
-//! each sprite from the store on its next request, nothing lost. While it
-//! drains, every other request here is answered 503 (the client's retry
-//! reaches the next serving host). A sprite that cannot be evicted (the
-//! store is down) ends the drain with an error and the host serves on.
+//! go to the object store, recorded in the database; then the host gives
+//! it up, and the next request for it, on any host, is served by the host
+//! with the most room, which wakes it from the store, nothing lost. Then
+//! this host leaves and stops. While it drains, requests for the sprites
+//! it still holds are answered 503 (the client's retry finds the next
+//! holder); the others are forwarded as ever. A sprite that cannot be
+//! evicted (the store is down) ends the drain with an error, and the host
+//! serves on (still cordoned).
 
 use std::sync::atomic::Ordering;
 
@@ -23,21 +26,22 @@ use crate::AppState;
 pub const DRAIN_PATH: &str = "/v1/host/drain";
 
 pub async fn drain(State(state): State<AppState>) -> Result<Response, ApiError> {
-    if state.lease.is_none() {
+    let Some(cluster) = state.cluster.clone() else {
         return Err(ApiError::Conflict(
             "a drain hands this host's sprites to another host sharing its database \
              (--database postgres://); this host has its own"
                 .into(),
         ));
-    }
+    };
     if state.draining.swap(true, Ordering::SeqCst) {
         return Err(ApiError::Conflict("this host is draining already".into()));
     }
     let m = state.manager.clone();
     let stop = state.stop.clone();
     let draining = state.draining.clone();
+    cluster.cordon();
     Ok(stream_op(move |progress| async move {
-        let records = m.db.all()?;
+        let records = m.db.mine()?;
         let n = records.len();
         for rec in records {
             let _ = progress.send(format!("handing over {}", rec.name));
@@ -46,12 +50,13 @@ pub async fn drain(State(state): State<AppState>) -> Result<Response, ApiError> 
                 draining.store(false, Ordering::SeqCst);
                 return Err(ApiError::from(e));
             }
+            m.db.give_up(&rec.id)?;
         }
         // The answer's last line goes out, then the daemon stops (and
-        // gives its lease up).
+        // leaves).
         stop.notify_one();
         Ok(format!(
-            "{n} sprites handed over; this host stops and another serves them"
+            "{n} sprites handed over; this host stops, and the others serve them"
         ))
     }))
 }

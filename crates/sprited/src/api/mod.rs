@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+pub use mcp::PATH as MCP_PATH;
 pub use routes::Endpoint;
 use routes::Routes;
 pub(crate) use sprites::run_to_completion;
@@ -153,6 +154,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             host::refuse_while_draining,
         ))
+        // First of all: a request for a sprite another host holds goes there.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::route,
+        ))
         .with_state(state)
 }
 
@@ -231,8 +237,9 @@ impl FromRequestParts<AppState> for Sprite {
 /// Prometheus text exposition.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let mut text = state.manager.render_metrics();
-    // Where hosts share a database: which one serves it, under which epoch.
-    if let Some(lease) = &state.lease {
+    // Where hosts share a database: this host, its epoch, what it holds.
+    if let Some(cluster) = &state.cluster {
+        let lease = &cluster.lease;
         let host: String = lease
             .host_id
             .chars()
@@ -245,11 +252,19 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
             })
             .collect();
         text.push_str(&format!(
-            "# HELP sprited_serving_epoch The epoch of the lease under which this host serves the shared database.\n\
-             # TYPE sprited_serving_epoch gauge\n\
-             sprited_serving_epoch{{host=\"{host}\"}} {}\n",
+            "# HELP sprited_host_epoch The epoch under which this host joined the hosts of the shared database.\n\
+             # TYPE sprited_host_epoch gauge\n\
+             sprited_host_epoch{{host=\"{host}\"}} {}\n",
             lease.epoch
         ));
+        if let Ok(held) = state.manager.db.mine() {
+            text.push_str(&format!(
+                "# HELP sprited_host_sprites The sprites this host holds.\n\
+                 # TYPE sprited_host_sprites gauge\n\
+                 sprited_host_sprites{{host=\"{host}\"}} {}\n",
+                held.len()
+            ));
+        }
     }
     (
         [(

@@ -27,11 +27,44 @@ use crate::AppState;
 pub(crate) const ORGANIZATION: &str = "local";
 
 pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
+    let held = state.cluster.as_ref().map(|_| {
+        let host = state.manager.db.held_by(&rec.id).ok().flatten();
+        (host, None)
+    });
+    shown(state, rec, held)
+}
+
+/// Each sprite's holder and status as it last recorded it, where hosts
+/// share the database (for a list: what another host runs is shown as it
+/// says).
+type Held = std::collections::HashMap<String, crate::db::hosts::Held>;
+
+fn held_all(state: &AppState) -> Option<Held> {
+    state
+        .cluster
+        .as_ref()
+        .and_then(|_| state.manager.db.held().ok())
+}
+
+/// A sprite object; `held`: its holder (and its status as the holder last
+/// recorded it) where hosts share the database.
+fn shown(state: &AppState, rec: &SpriteRecord, held: Option<crate::db::hosts::Held>) -> Sprite {
+    let me = state.cluster.as_ref().map(|c| c.lease.host_id.as_str());
+    let (host, status) = match held {
+        Some((Some(h), recorded)) if Some(h.as_str()) != me => {
+            let status = recorded
+                .and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok())
+                .unwrap_or(Status::Cold);
+            (Some(h), status)
+        }
+        Some((h, _)) => (h, state.manager.shown_status(&rec.id)),
+        None => (None, state.manager.shown_status(&rec.id)),
+    };
     Sprite {
         id: rec.id.clone(),
         name: rec.name.clone(),
         organization: ORGANIZATION.into(),
-        status: state.manager.shown_status(&rec.id),
+        status,
         url: state.manager.url_of(&rec.name),
         url_settings: UrlSettings {
             auth: Some(rec.url_auth.clone()),
@@ -54,7 +87,7 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
         }),
         error: state.manager.error_of(&rec.id),
         storage: state.manager.storage_info(rec).ok(),
-        host: state.lease.as_ref().map(|l| l.host_id.clone()),
+        host,
     }
 }
 
@@ -123,7 +156,17 @@ pub async fn list(
     recs.retain(|r| caller.0.reaches(&r.name));
     let counts = org_counts(&state.manager);
     Ok(Json(SpriteList {
-        sprites: recs.iter().map(|r| to_api(&state, r)).collect(),
+        sprites: {
+            let held = held_all(&state);
+            recs.iter()
+                .map(|r| {
+                    let h = held
+                        .as_ref()
+                        .map(|h| h.get(&r.id).cloned().unwrap_or((None, None)));
+                    shown(&state, r, h)
+                })
+                .collect()
+        },
         has_more,
         next_continuation_token: next,
         org: Some(counts.clone()),

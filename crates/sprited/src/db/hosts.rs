@@ -1,38 +1,90 @@
-//! `hosts` (every host that has served this database) and `serving_lease`
-//! (which one serves it now, under which epoch).
+//! `hosts` (every host sharing this database: where it is reached, whether
+//! it is live, its load) and `sprite_leases` (which host holds each sprite).
 //!
-//! On PostgreSQL several hosts can open one database; one serves it at a
-//! time. A host takes the lease when nobody holds it, when it held it
-//! itself (a restart: a new epoch, so the old process's writes are
-//! fenced), or when the holder let it run out (`expires_ms` past, by the
-//! database server's clock: the hosts' clocks never compare). It renews
-//! it every third of its time to live. Once a host holds epoch `e`, every
-//! write it makes checks, in the write's own transaction, that the lease is
-//! still `e` at this host (`SELECT ... FOR SHARE`): a host that lost the
-//! lease (stopped past its time, cut off) writes nothing more, and a taker
-//! waits for a write in flight to end before it takes the lease.
+//! On PostgreSQL several hosts open one database and every one serves.
+//! A host **joins** at start: its row gets a new epoch and an expiry, which
+//! its heartbeat renews every third of `--host-timeout` with its load. A
+//! host is live while its expiry is ahead by the database server's clock
+//! (the hosts' clocks never compare); once the expiry has passed the row
+//! cannot be renewed, only joined again (a new process, a new epoch).
+//!
+//! Every write a host makes checks, in the write's own transaction, that
+//! its row is live at its epoch (`SELECT ... FOR SHARE`): once a host's
+//! expiry passed, nothing more it writes lands.
+//!
+//! Each sprite is held by at most one host, under an epoch of the sprite's
+//! own that grows by one each time it changes hands. A host **claims** a
+//! sprite that nobody holds, or whose holder is not live: taking it from a
+//! host locks that host's row (`FOR UPDATE`), so the old holder's writes
+//! in flight end first, and looks at its expiry again under the lock (it
+//! may have joined again meanwhile). A holder gives a sprite up (a drain)
+//! after it stopped and evicted it. So a sprite's rows are written by one
+//! live host at a time: the one that holds it.
 
+use std::collections::HashMap;
+
+use super::sprites::{SpriteRow, COLUMNS};
 use super::sql::{params, Conn, Engine};
-use super::{Db, DbError};
+use super::{Db, DbError, SpriteRecord};
 
-/// The lease a host holds.
+/// A host's membership: its id and the epoch of this process's join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub host_id: String,
     pub epoch: i64,
 }
 
-/// What taking the lease found.
+/// What a host tells the others with each heartbeat, for placement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Sprites running (or warm) here.
+    pub running: i64,
+    /// `--max-running` (0: no limit).
+    pub max_running: i64,
+    /// Memory available on the machine, MiB.
+    pub free_mb: i64,
+    /// Takes no sprite it does not hold (`--cordon`, or draining).
+    pub cordoned: bool,
+}
+
+/// A live host, as placement sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Taken {
-    /// This host serves the database now.
-    Yes(Lease),
-    /// Another host does, for at least `expires_in_ms` more.
-    HeldBy {
-        host_id: String,
-        advertise: String,
-        expires_in_ms: i64,
-    },
+pub struct LiveHost {
+    pub id: String,
+    pub advertise: String,
+    /// Sprites it holds (counted from the leases: exact, not as of its
+    /// last heartbeat).
+    pub sprites: i64,
+    pub load: Load,
+}
+
+/// Who holds a sprite, as a request for it finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// This host.
+    Me,
+    /// Another host, live, reached at `advertise`.
+    Other { host_id: String, advertise: String },
+    /// Nobody live: nobody ever, a host that gave it up, or a host whose
+    /// heartbeat ran out. The first host that claims it holds it.
+    Nobody,
+}
+
+/// A sprite's holder (`None`: given up) and its status as the holder last
+/// recorded it.
+pub type Held = (Option<String>, Option<String>);
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// This host holds the sprite now, under `epoch`. `moved`: it came
+    /// from another host (or one that gave it up), so what this host may
+    /// have of it from before is stale; not moved: this host held it
+    /// already, or nobody ever did (a sprite from before hosts held
+    /// sprites, or brought back from the store).
+    Mine { epoch: i64, moved: bool },
+    /// Another live host holds it.
+    HeldBy { host_id: String, advertise: String },
 }
 
 /// The database server's clock in unix ms (PostgreSQL), or this host's
@@ -44,122 +96,367 @@ fn now_ms(c: &dyn Conn) -> &'static str {
     }
 }
 
-/// The advisory lock taking the lease holds (a constant of sprited's own).
-const PG_LEASE_LOCK: i64 = 0x7370_7269_7465_6402;
+/// `FOR SHARE` / `FOR UPDATE` where the engine has row locks (SQLite's
+/// write transactions exclude each other whole).
+fn row_lock(c: &dyn Conn, mode: &'static str) -> &'static str {
+    match c.engine() {
+        Engine::Postgres => mode,
+        Engine::Sqlite => "",
+    }
+}
+
+/// The advisory lock claims hold (a constant of sprited's own): one claim
+/// at a time, so two claims never wait on each other's host rows.
+const PG_CLAIM_LOCK: i64 = 0x7370_7269_7465_6403;
+
+/// Refuses a write (with [`DbError::Fenced`]) unless `lease`'s host is
+/// still live at its epoch; holds its row `FOR SHARE` until the write's
+/// transaction ends, so a claim from it waits for the write.
+pub(super) fn check_fence(c: &mut dyn Conn, lease: &Lease) -> Result<(), DbError> {
+    let sql = format!(
+        "SELECT epoch FROM hosts WHERE id = ?1 AND epoch = ?2 AND expires_ms > {} {}",
+        now_ms(c),
+        row_lock(c, "FOR SHARE")
+    );
+    match c.query_opt(&sql, params![lease.host_id, lease.epoch], |_| Ok(()))? {
+        Some(()) => Ok(()),
+        None => Err(DbError::Fenced {
+            host_id: lease.host_id.clone(),
+            epoch: lease.epoch,
+        }),
+    }
+}
 
 impl Db {
-    /// Takes the lease to serve this database for `ttl_ms`, if it is free
-    /// (see the module's notes), and records this host as seen.
-    pub fn take_serving(
+    /// Joins the hosts sharing this database (or joins again: a restart),
+    /// live for `ttl_ms`, under a new epoch: the last process of this host
+    /// writes nothing more from now on.
+    pub fn join(
         &self,
         host_id: &str,
         advertise: &str,
         ttl_ms: i64,
-    ) -> Result<Taken, DbError> {
+        load: &Load,
+    ) -> Result<Lease, DbError> {
         self.unfenced_tx(|c| {
-            if c.engine() == Engine::Postgres {
-                c.query("SELECT 1 FROM pg_advisory_xact_lock(?1)", params![PG_LEASE_LOCK])?;
-            }
             let now = now_ms(c);
-            c.execute(
-                &format!(
-                    "INSERT INTO hosts (id, advertise, started_ms, seen_ms) VALUES (?1, ?2, {now}, {now})
+            let epoch = c
+                .query_opt(
+                    &format!(
+                        "INSERT INTO hosts (id, advertise, started_ms, seen_ms, epoch, expires_ms,
+                       running, max_running, free_mb, cordoned)
+                     VALUES (?1, ?2, {now}, {now}, 1, {now} + ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (id) DO UPDATE SET advertise = excluded.advertise,
-                       started_ms = excluded.started_ms, seen_ms = excluded.seen_ms"
-                ),
-                params![host_id, advertise],
-            )?;
-            let held = c.query_opt(
-                &format!(
-                    "SELECT l.host_id, l.epoch, l.expires_ms - {now}, COALESCE(h.advertise, '')
-                     FROM serving_lease l LEFT JOIN hosts h ON h.id = l.host_id"
-                ),
-                &[],
-                |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?, r.get::<String>(3)?)),
-            )?;
-            let epoch = match held {
-                None => 1,
-                Some((holder, epoch, left, _)) if holder == host_id || left < 0 => epoch + 1,
-                Some((holder, _, left, advertise)) => {
-                    return Ok(Taken::HeldBy {
-                        host_id: holder,
+                       started_ms = excluded.started_ms, seen_ms = excluded.seen_ms,
+                       epoch = hosts.epoch + 1, expires_ms = excluded.expires_ms,
+                       running = excluded.running, max_running = excluded.max_running,
+                       free_mb = excluded.free_mb, cordoned = excluded.cordoned
+                     RETURNING epoch"
+                    ),
+                    params![
+                        host_id,
                         advertise,
-                        expires_in_ms: left,
-                    })
-                }
-            };
-            c.execute(
-                &format!(
-                    "INSERT INTO serving_lease (one, host_id, epoch, expires_ms) VALUES (1, ?1, ?2, {now} + ?3)
-                     ON CONFLICT (one) DO UPDATE SET host_id = excluded.host_id,
-                       epoch = excluded.epoch, expires_ms = excluded.expires_ms"
-                ),
-                params![host_id, epoch, ttl_ms],
-            )?;
-            Ok(Taken::Yes(Lease {
+                        ttl_ms,
+                        load.running,
+                        load.max_running,
+                        load.free_mb,
+                        i64::from(load.cordoned)
+                    ],
+                    |r| r.get::<i64>(0),
+                )?
+                .ok_or_else(|| DbError::Type("joining returned no epoch".into()))?;
+            Ok(Lease {
                 host_id: host_id.to_string(),
                 epoch,
-            }))
+            })
         })
     }
 
-    /// Extends the lease by `ttl_ms` from now; false when this host no
-    /// longer holds it (another took it).
-    pub fn renew_serving(&self, lease: &Lease, ttl_ms: i64) -> Result<bool, DbError> {
+    /// The heartbeat: live for `ttl_ms` more, with this load. False when
+    /// the host is not live at its epoch any more (its expiry passed, or
+    /// it joined again elsewhere): it must stop.
+    pub fn heartbeat(&self, lease: &Lease, ttl_ms: i64, load: &Load) -> Result<bool, DbError> {
         self.unfenced_tx(|c| {
             let now = now_ms(c);
             let n = c.execute(
                 &format!(
-                    "UPDATE serving_lease SET expires_ms = {now} + ?3 WHERE host_id = ?1 AND epoch = ?2"
+                    "UPDATE hosts SET expires_ms = {now} + ?3, seen_ms = {now}, running = ?4,
+                       max_running = ?5, free_mb = ?6, cordoned = ?7
+                     WHERE id = ?1 AND epoch = ?2 AND expires_ms > {now}"
                 ),
-                params![lease.host_id, lease.epoch, ttl_ms],
+                params![
+                    lease.host_id,
+                    lease.epoch,
+                    ttl_ms,
+                    load.running,
+                    load.max_running,
+                    load.free_mb,
+                    i64::from(load.cordoned)
+                ],
             )?;
-            if n > 0 {
-                c.execute(
-                    &format!("UPDATE hosts SET seen_ms = {now} WHERE id = ?1"),
-                    params![lease.host_id],
-                )?;
-            }
             Ok(n > 0)
         })
     }
 
-    /// Gives the lease up (a clean stop): another host may take it at once.
-    pub fn release_serving(&self, lease: &Lease) -> Result<(), DbError> {
+    /// Leaves (a drained host's stop): not live from now on.
+    pub fn leave(&self, lease: &Lease) -> Result<(), DbError> {
         self.unfenced_tx(|c| {
             let now = now_ms(c);
             c.execute(
-                &format!(
-                    "UPDATE serving_lease SET expires_ms = {now} - 1 WHERE host_id = ?1 AND epoch = ?2"
-                ),
+                &format!("UPDATE hosts SET expires_ms = {now} - 1 WHERE id = ?1 AND epoch = ?2"),
                 params![lease.host_id, lease.epoch],
             )?;
             Ok(())
         })
     }
 
-    /// The host that holds the lease now, and where it is reached.
-    pub fn serving_host(&self) -> Result<Option<(String, String)>, DbError> {
+    /// This handle's host, once it joined (see [`Db::fence`]).
+    pub fn me(&self) -> Option<Lease> {
+        self.fence_now().ok().flatten()
+    }
+
+    /// The live hosts with what they hold, for placement.
+    pub fn live_hosts(&self) -> Result<Vec<LiveHost>, DbError> {
         self.run(|c| {
-            c.query_opt(
-                "SELECT l.host_id, h.advertise FROM serving_lease l JOIN hosts h ON h.id = l.host_id",
+            let now = now_ms(c);
+            c.query_map(
+                &format!(
+                    "SELECT h.id, h.advertise, h.running, h.max_running, h.free_mb, h.cordoned,
+                       (SELECT COUNT(*) FROM sprite_leases l WHERE l.host_id = h.id)
+                     FROM hosts h WHERE h.expires_ms > {now} ORDER BY h.id"
+                ),
                 &[],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(LiveHost {
+                        id: r.get(0)?,
+                        advertise: r.get(1)?,
+                        load: Load {
+                            running: r.get(2)?,
+                            max_running: r.get(3)?,
+                            free_mb: r.get(4)?,
+                            cordoned: r.get::<i64>(5)? != 0,
+                        },
+                        sprites: r.get(6)?,
+                    })
+                },
             )
         })
     }
 
-    /// Who holds the lease now, and its epoch (what the tests look at).
-    #[cfg(test)]
-    pub fn serving(&self) -> Result<Option<Lease>, DbError> {
-        self.run(|c| {
-            c.query_opt("SELECT host_id, epoch FROM serving_lease", &[], |r| {
-                Ok(Lease {
-                    host_id: r.get(0)?,
-                    epoch: r.get(1)?,
-                })
+    /// The sprite named `name` (its id) and who holds it, as this host
+    /// sees it; `None` when there is no such sprite.
+    pub fn holder_of(&self, name: &str) -> Result<Option<(String, Holder)>, DbError> {
+        let me = self.me();
+        let row = self.run(|c| {
+            let now = now_ms(c);
+            c.query_opt(
+                &format!(
+                    "SELECT s.id, l.host_id, h.advertise, COALESCE(h.expires_ms > {now}, FALSE)
+                     FROM sprites s
+                     LEFT JOIN sprite_leases l ON l.sprite_id = s.id
+                     LEFT JOIN hosts h ON h.id = l.host_id
+                     WHERE s.name = ?1"
+                ),
+                params![name],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<Option<String>>(1)?,
+                        r.get::<Option<String>>(2)?,
+                        r.get::<bool>(3)?,
+                    ))
+                },
+            )
+        })?;
+        Ok(row.map(|(id, host, advertise, live)| {
+            let holder = match (host, me) {
+                (Some(h), Some(me)) if h == me.host_id => Holder::Me,
+                (Some(host_id), _) if live => Holder::Other {
+                    host_id,
+                    advertise: advertise.unwrap_or_default(),
+                },
+                _ => Holder::Nobody,
+            };
+            (id, holder)
+        }))
+    }
+
+    /// Every lease: sprite id → the host holding it (`None`: given up).
+    /// A sprite without a row was never held.
+    pub fn leases(&self) -> Result<HashMap<String, Option<String>>, DbError> {
+        let rows = self.run(|c| {
+            c.query_map("SELECT sprite_id, host_id FROM sprite_leases", &[], |r| {
+                Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?))
             })
+        })?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The host holding sprite `id`, live or not (what `sprite info` shows).
+    pub fn held_by(&self, id: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .run(|c| {
+                c.query_opt(
+                    "SELECT host_id FROM sprite_leases WHERE sprite_id = ?1",
+                    params![id],
+                    |r| r.get::<Option<String>>(0),
+                )
+            })?
+            .flatten())
+    }
+
+    /// Takes sprite `id` for this host (see the module's notes). Only a
+    /// host that joined claims.
+    pub fn claim(&self, id: &str) -> Result<Claimed, DbError> {
+        let Some(me) = self.me() else {
+            return Err(DbError::Type("a claim needs a host that joined".into()));
+        };
+        self.unfenced_tx(|c| {
+            if c.engine() == Engine::Postgres {
+                c.query("SELECT 1 FROM pg_advisory_xact_lock(?1)", params![PG_CLAIM_LOCK])?;
+            }
+            check_fence(c, &me)?;
+            let now = now_ms(c);
+            let held = c.query_opt(
+                &format!(
+                    "SELECT l.host_id, l.epoch, COALESCE(h.expires_ms > {now}, FALSE), COALESCE(h.advertise, '')
+                     FROM sprite_leases l LEFT JOIN hosts h ON h.id = l.host_id
+                     WHERE l.sprite_id = ?1"
+                ),
+                params![id],
+                |r| {
+                    Ok((
+                        r.get::<Option<String>>(0)?,
+                        r.get::<i64>(1)?,
+                        r.get::<bool>(2)?,
+                        r.get::<String>(3)?,
+                    ))
+                },
+            )?;
+            let (epoch, moved) = match held {
+                None => {
+                    let exists = c
+                        .query_opt("SELECT 1 FROM sprites WHERE id = ?1", params![id], |_| Ok(()))?
+                        .is_some();
+                    if !exists {
+                        return Err(DbError::Type(format!("no sprite {id}")));
+                    }
+                    c.execute(
+                        "INSERT INTO sprite_leases (sprite_id, host_id, epoch) VALUES (?1, ?2, 1)",
+                        params![id, me.host_id],
+                    )?;
+                    return Ok(Claimed::Mine {
+                        epoch: 1,
+                        moved: false,
+                    });
+                }
+                Some((Some(h), epoch, _, _)) if h == me.host_id => {
+                    return Ok(Claimed::Mine {
+                        epoch,
+                        moved: false,
+                    })
+                }
+                Some((None, epoch, _, _)) => (epoch + 1, true),
+                Some((Some(h), epoch, live, advertise)) => {
+                    if live {
+                        return Ok(Claimed::HeldBy {
+                            host_id: h,
+                            advertise,
+                        });
+                    }
+                    // Its writes in flight end; it may have joined again.
+                    let live_now = c
+                        .query_opt(
+                            &format!(
+                                "SELECT expires_ms > {now}, advertise FROM hosts WHERE id = ?1 {}",
+                                row_lock(c, "FOR UPDATE")
+                            ),
+                            params![h],
+                            |r| Ok((r.get::<bool>(0)?, r.get::<String>(1)?)),
+                        )?
+                        .filter(|(live, _)| *live);
+                    if let Some((_, advertise)) = live_now {
+                        return Ok(Claimed::HeldBy {
+                            host_id: h,
+                            advertise,
+                        });
+                    }
+                    (epoch + 1, true)
+                }
+            };
+            c.execute(
+                "UPDATE sprite_leases SET host_id = ?2, epoch = ?3, status = NULL WHERE sprite_id = ?1",
+                params![id, me.host_id, epoch],
+            )?;
+            Ok(Claimed::Mine { epoch, moved })
         })
+    }
+
+    /// Gives sprite `id` up (this host stopped and evicted it): the next
+    /// host that claims it holds it.
+    pub fn give_up(&self, id: &str) -> Result<(), DbError> {
+        let Some(me) = self.me() else {
+            return Ok(());
+        };
+        self.tx(|c| {
+            c.execute(
+                "UPDATE sprite_leases SET host_id = NULL, status = NULL WHERE sprite_id = ?1 AND host_id = ?2",
+                params![id, me.host_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records sprite `id`'s status as its holder sees it (what other
+    /// hosts show in a list).
+    pub fn set_held_status(&self, id: &str, status: &str) -> Result<(), DbError> {
+        let Some(me) = self.me() else {
+            return Ok(());
+        };
+        self.run(|c| {
+            c.execute(
+                "UPDATE sprite_leases SET status = ?3 WHERE sprite_id = ?1 AND host_id = ?2
+                   AND (status IS NULL OR status <> ?3)",
+                params![id, me.host_id, status],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Every lease's holder and status: sprite id → (host, status).
+    pub fn held(&self) -> Result<HashMap<String, Held>, DbError> {
+        let rows = self.run(|c| {
+            c.query_map(
+                "SELECT sprite_id, host_id, status FROM sprite_leases",
+                &[],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        (r.get::<Option<String>>(1)?, r.get::<Option<String>>(2)?),
+                    ))
+                },
+            )
+        })?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The sprites this host holds, by name; every sprite when it shares
+    /// the database with nobody (SQLite, or before it joined).
+    pub fn mine(&self) -> Result<Vec<SpriteRecord>, DbError> {
+        let Some(me) = self.me() else {
+            return self.all();
+        };
+        let rows = self.run(|c| {
+            c.query_map(
+                &format!(
+                    "SELECT {COLUMNS} FROM sprites WHERE id IN
+                       (SELECT sprite_id FROM sprite_leases WHERE host_id = ?1) ORDER BY name"
+                ),
+                params![me.host_id],
+                SpriteRow::read,
+            )
+        })?;
+        rows.into_iter().map(SpriteRow::decode).collect()
     }
 }
 
@@ -167,73 +464,151 @@ impl Db {
 mod tests {
     use super::*;
     use crate::db::sprites::tests::rec;
-    use crate::db::testing::each_engine;
+    use crate::db::testing::{each_engine, each_engine_twice};
+
+    fn load() -> Load {
+        Load {
+            running: 0,
+            max_running: 0,
+            free_mb: 1000,
+            cordoned: false,
+        }
+    }
 
     #[test]
-    fn one_host_serves_and_a_taker_fences_the_last() {
+    fn hosts_join_and_a_host_whose_heartbeat_ran_out_is_fenced() {
         each_engine(|fresh| {
             let a = fresh();
-            // Taken when free; renewed; held against another host.
-            let Taken::Yes(la) = a.take_serving("a", "http://a", 60_000).expect("take") else {
-                panic!("a free lease was not taken")
-            };
+            let la = a.join("a", "http://a", 60_000, &load()).expect("join");
             assert_eq!(la.epoch, 1);
             a.fence(&la);
-            a.insert(&rec("one")).expect("a writes under its lease");
-            assert!(a.renew_serving(&la, 60_000).expect("renew"));
-            match a.take_serving("b", "http://b", 60_000).expect("take") {
-                Taken::HeldBy {
-                    host_id,
-                    advertise,
-                    expires_in_ms,
-                } => {
-                    assert_eq!((host_id.as_str(), advertise.as_str()), ("a", "http://a"));
-                    assert!(expires_in_ms > 50_000, "{expires_in_ms}");
-                }
-                other => panic!("b took a held lease: {other:?}"),
-            }
+            a.insert(&rec("one")).expect("a writes while live");
+            assert!(a.heartbeat(&la, 60_000, &load()).expect("beat"));
+            let hosts = a.live_hosts().expect("hosts");
+            assert_eq!(hosts.len(), 1);
+            assert_eq!((hosts[0].id.as_str(), hosts[0].sprites), ("a", 1));
 
-            // Run out (a ttl in the past): b takes it, epoch 2, and a's
-            // writes are refused from then on; a's renewal says so.
-            assert!(a.renew_serving(&la, -1).expect("renew"));
-            let Taken::Yes(lb) = a.take_serving("b", "http://b", 60_000).expect("take") else {
-                panic!("a lease that ran out was not taken")
-            };
+            // Its expiry passes: its writes are refused, and its heartbeat
+            // says it must stop; reads go on.
+            assert!(a.heartbeat(&la, -1, &load()).expect("beat"));
+            let err = a.insert(&rec("two")).expect_err("a wrote after its expiry");
+            assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
+            let err = a.delete("id-one").expect_err("a deleted after its expiry");
+            assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
+            assert!(!a.heartbeat(&la, 60_000, &load()).expect("beat"));
+            assert!(a.get("one").expect("reads").is_some());
+            assert!(a.live_hosts().expect("hosts").is_empty());
+
+            // Joining again is a new epoch; the old one stays fenced.
+            let la2 = a.join("a", "http://a", 60_000, &load()).expect("join");
+            assert_eq!(la2.epoch, 2);
+            a.insert(&rec("three")).expect_err("the old epoch wrote");
+            a.fence(&la2);
+            a.insert(&rec("three")).expect("the new epoch writes");
+            a.leave(&la2).expect("leave");
+            assert!(a.live_hosts().expect("hosts").is_empty());
+        });
+    }
+
+    #[test]
+    fn a_sprite_is_held_by_one_live_host_and_claimed_from_a_dead_one() {
+        // Two handles on one database: hosts a and b.
+        each_engine_twice(|fresh| {
+            let (a, b) = fresh();
+            let la = a.join("a", "http://a", 60_000, &load()).expect("join");
+            let lb = b.join("b", "http://b", 60_000, &load()).expect("join");
+            a.fence(&la);
+            b.fence(&lb);
+            a.insert(&rec("one")).expect("a creates");
+            assert_eq!(a.held_by("id-one").expect("held"), Some("a".into()));
             assert_eq!(
-                lb,
-                Lease {
-                    host_id: "b".into(),
-                    epoch: 2
+                a.holder_of("one").expect("holder").map(|h| h.1),
+                Some(Holder::Me)
+            );
+            assert_eq!(
+                b.holder_of("one").expect("holder").map(|h| h.1),
+                Some(Holder::Other {
+                    host_id: "a".into(),
+                    advertise: "http://a".into()
+                })
+            );
+            assert_eq!(b.holder_of("nope").expect("holder"), None);
+            assert_eq!(
+                b.claim("id-one").expect("claim"),
+                Claimed::HeldBy {
+                    host_id: "a".into(),
+                    advertise: "http://a".into()
                 }
             );
-            let err = a
-                .insert(&rec("two"))
-                .expect_err("a wrote after losing the lease");
-            assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
-            let err = a
-                .delete("id-one")
-                .expect_err("a deleted after losing the lease");
-            assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
-            assert!(!a.renew_serving(&la, 60_000).expect("renew"));
-            assert!(a.get("one").expect("reads go on").is_some());
-            assert!(a.get("two").expect("read").is_none());
-
-            // The same host taking it again (a restart) gets a new epoch;
-            // a release lets another take it at once.
-            let Taken::Yes(lb2) = a.take_serving("b", "http://b", 60_000).expect("take") else {
-                panic!("b could not take its own lease again")
-            };
-            assert_eq!(lb2.epoch, 3);
-            a.release_serving(&lb2).expect("release");
-            let Taken::Yes(la2) = a.take_serving("a", "http://a", 60_000).expect("take") else {
-                panic!("a released lease was not taken")
-            };
-            assert_eq!(la2.epoch, 4);
-            assert_eq!(a.serving().expect("serving"), Some(la2));
             assert_eq!(
-                a.serving_host().expect("serving host"),
-                Some(("a".to_string(), "http://a".to_string()))
+                a.claim("id-one").expect("claim"),
+                Claimed::Mine {
+                    epoch: 1,
+                    moved: false
+                }
             );
+            assert_eq!(a.mine().expect("mine").len(), 1);
+            assert!(b.mine().expect("mine").is_empty());
+            a.set_held_status("id-one", "running").expect("status");
+            assert_eq!(
+                b.held().expect("held").get("id-one"),
+                Some(&(Some("a".to_string()), Some("running".to_string())))
+            );
+
+            // a's heartbeat runs out: b claims the sprite (epoch 2, moved),
+            // and a writes nothing more.
+            assert!(a.heartbeat(&la, -1, &load()).expect("beat"));
+            assert_eq!(
+                b.holder_of("one").expect("holder").map(|h| h.1),
+                Some(Holder::Nobody)
+            );
+            assert_eq!(
+                b.claim("id-one").expect("claim"),
+                Claimed::Mine {
+                    epoch: 2,
+                    moved: true
+                }
+            );
+            assert_eq!(b.mine().expect("mine").len(), 1);
+            let err = a
+                .set_limits("id-one", &rec("one").limits, "now")
+                .expect_err("fenced");
+            assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
+
+            // a joins again: the sprite stays b's. b gives it up; a claims
+            // it (moved: what a had of it is stale).
+            let la2 = a.join("a", "http://a", 60_000, &load()).expect("join");
+            a.fence(&la2);
+            assert!(a.mine().expect("mine").is_empty());
+            b.give_up("id-one").expect("give up");
+            assert_eq!(b.held_by("id-one").expect("held"), None);
+            assert_eq!(
+                a.claim("id-one").expect("claim"),
+                Claimed::Mine {
+                    epoch: 3,
+                    moved: true
+                }
+            );
+
+            // A sprite nobody ever held (from before hosts held sprites):
+            // the first claim takes it, not moved.
+            b.unfenced_tx(|c| {
+                c.execute("DELETE FROM sprite_leases", &[])?;
+                Ok(())
+            })
+            .expect("clear");
+            assert_eq!(
+                b.claim("id-one").expect("claim"),
+                Claimed::Mine {
+                    epoch: 1,
+                    moved: false
+                }
+            );
+            // Deleting a sprite drops its lease.
+            b.delete("id-one").expect("delete");
+            assert!(b.leases().expect("leases").is_empty());
+            let hosts = b.live_hosts().expect("hosts");
+            assert_eq!(hosts.len(), 2);
         });
     }
 }

@@ -58,6 +58,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: V6,
         pg: PG_V6,
     },
+    Migration {
+        what: "every host serves: hosts' heartbeats and load, and which host holds each sprite",
+        sql: V7,
+        pg: PG_V7,
+    },
 ];
 
 /// The schema version this build writes (and the newest it opens).
@@ -202,7 +207,37 @@ CREATE TABLE serving_lease (
 );
 ";
 
-/// [`V1`] to [`V6`] for PostgreSQL (which has no data dirs from before
+/// Every host of a shared database serves (see `db::hosts`): a host's
+/// row carries its epoch (one more at each start), how long it is live
+/// (its heartbeat renews it) and its load, for placement; each sprite is
+/// held by at most one host, under an epoch of its own that grows each
+/// time it changes hands, with its status as that host last saw it. The
+/// one serving lease goes (a lease is nothing to keep: it runs out). The
+/// object store's garbage collections are counted (`store_gc`), so that a
+/// host knows when what it remembers of the store's chunks may be gone.
+const V7: &str = "
+ALTER TABLE hosts ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN running INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN max_running INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN free_mb INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;
+DROP TABLE serving_lease;
+CREATE TABLE sprite_leases (
+    sprite_id TEXT PRIMARY KEY,
+    host_id TEXT,
+    epoch INTEGER NOT NULL,
+    status TEXT
+);
+CREATE INDEX sprite_leases_host ON sprite_leases (host_id);
+CREATE TABLE store_gc (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    generation INTEGER NOT NULL
+);
+INSERT INTO store_gc (one, generation) VALUES (1, 0);
+";
+
+/// [`V1`] to [`V7`] for PostgreSQL (which has no data dirs from before
 /// schema versions).
 const PG_V1: &str = r#"
 CREATE TABLE sprites (
@@ -323,6 +358,28 @@ CREATE TABLE serving_lease (
     epoch BIGINT NOT NULL,
     expires_ms BIGINT NOT NULL
 );
+"#;
+
+const PG_V7: &str = r#"
+ALTER TABLE hosts ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN expires_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN running BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN max_running BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN free_mb BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN cordoned BIGINT NOT NULL DEFAULT 0;
+DROP TABLE serving_lease;
+CREATE TABLE sprite_leases (
+    sprite_id TEXT COLLATE "C" PRIMARY KEY,
+    host_id TEXT COLLATE "C",
+    epoch BIGINT NOT NULL,
+    status TEXT
+);
+CREATE INDEX sprite_leases_host ON sprite_leases (host_id);
+CREATE TABLE store_gc (
+    one BIGINT PRIMARY KEY CHECK (one = 1),
+    generation BIGINT NOT NULL
+);
+INSERT INTO store_gc (one, generation) VALUES (1, 0);
 "#;
 
 fn version(conn: &Connection) -> Result<u32, DbError> {
@@ -513,6 +570,62 @@ mod tests {
         let fresh = dir.path().join("fresh.db");
         Db::open(&fresh).expect("fresh");
         assert_eq!(schema(&path), schema(&fresh));
+    }
+
+    /// A database of version 6 (one host serving a shared database, under
+    /// the serving lease) opens with its sprites and hosts; the sprites are
+    /// held by nobody until a host claims them, and the lease is gone.
+    #[test]
+    fn a_version_6_database_migrates_with_its_sprites_and_hosts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        let mut conn = Connection::open(&path).expect("open");
+        let tx = conn.transaction().expect("tx");
+        for m in &MIGRATIONS[..6] {
+            tx.execute_batch(m.sql).expect("migration");
+        }
+        tx.pragma_update(None, "user_version", 6).expect("version");
+        tx.execute_batch(
+            "INSERT INTO sprites (id, name, image, url_auth, labels, limits, environment, created_at, updated_at)
+               VALUES ('id-a', 'a', 'tiny', 'sprite', '[]', '{\"cpus\":1.0,\"ram_mb\":512,\"storage_gb\":10}', '{}', 't', 't');
+             INSERT INTO hosts (id, advertise, started_ms, seen_ms) VALUES ('h1', 'http://h1', 1, 2);
+             INSERT INTO serving_lease (one, host_id, epoch, expires_ms) VALUES (1, 'h1', 3, 4);",
+        )
+        .expect("rows");
+        tx.commit().expect("commit");
+        drop(conn);
+
+        let db = Db::open(&path).expect("open");
+        assert_eq!(user_version(&path), LATEST);
+        assert_eq!(db.get("a").expect("get").expect("a").id, "id-a");
+        assert!(db.leases().expect("leases").is_empty());
+        assert_eq!(db.held_by("id-a").expect("held"), None);
+        // The host joins again under a new epoch, and claims its sprite.
+        let lease = db
+            .join("h1", "http://h1", 60_000, &Default::default())
+            .expect("join");
+        assert_eq!(lease.epoch, 1);
+        db.fence(&lease);
+        assert!(matches!(
+            db.claim("id-a").expect("claim"),
+            crate::db::hosts::Claimed::Mine { moved: false, .. }
+        ));
+        drop(db);
+        let conn = Connection::open(&path).expect("open");
+        let advertise: String = conn
+            .query_row("SELECT advertise FROM hosts WHERE id = 'h1'", [], |r| {
+                r.get(0)
+            })
+            .expect("host kept");
+        assert_eq!(advertise, "http://h1");
+        let lease_table: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'serving_lease'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(lease_table, 0);
     }
 
     /// A database of the first schema version, with rows in every table

@@ -19,6 +19,7 @@ mod network;
 mod privileges;
 mod sprites;
 pub(crate) mod sql;
+pub mod store_lock;
 mod tasks;
 mod tokens;
 mod usage;
@@ -168,6 +169,9 @@ struct PgState {
     client: Option<postgres::Client>,
     /// Statements prepared on `client`, by their SQL as written here.
     statements: HashMap<String, postgres::Statement>,
+    /// Connections made so far: the session `client` is (a session's
+    /// advisory locks end with it).
+    sessions: u64,
 }
 
 /// How long a connection to PostgreSQL may take to make.
@@ -189,6 +193,7 @@ impl PgState {
                 .connect(postgres::NoTls)
                 .map_err(|e| DbError::Unavailable(e.to_string()))?;
             self.client = Some(client);
+            self.sessions += 1;
         }
         match self.client.as_mut() {
             Some(c) => Ok(c),
@@ -316,6 +321,7 @@ impl Db {
                 config,
                 client: None,
                 statements: HashMap::new(),
+                sessions: 0,
             }))),
             writes: AtomicU64::new(0),
             fence: Mutex::new(None),
@@ -506,6 +512,32 @@ pub(crate) mod testing {
             };
             eprintln!("--- on {engine:?}");
             test(&mut fresh);
+        }
+    }
+
+    /// [`each_engine`] with two handles on each fresh database (two hosts).
+    pub(crate) fn each_engine_twice(test: impl Fn(&mut dyn FnMut() -> (Db, Db))) {
+        for engine in [Engine::Sqlite, Engine::Postgres] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut n = 0;
+            let mut fresh = || {
+                n += 1;
+                match engine {
+                    Engine::Sqlite => {
+                        let path = dir.path().join(format!("meta{n}.db"));
+                        (Db::open(&path), Db::open(&path))
+                    }
+                    Engine::Postgres => {
+                        let url = sprites_test_support::postgres::shared_database();
+                        (Db::open_postgres(&url), Db::open_postgres(&url))
+                    }
+                }
+            };
+            eprintln!("--- on {engine:?}");
+            test(&mut || {
+                let (a, b) = fresh();
+                (a.expect("open a fresh database"), b.expect("open it again"))
+            });
         }
     }
 }

@@ -36,11 +36,11 @@ pub struct SpriteRecord {
     pub last_active_at: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, image, url_auth, labels, limits, environment, created_at, updated_at, last_running_at, last_active_at";
+pub(super) const COLUMNS: &str = "id, name, image, url_auth, labels, limits, environment, created_at, updated_at, last_running_at, last_active_at";
 
 /// A row as stored: the JSON columns still text, decoded outside the row
 /// callback, whose error type cannot carry a JSON error.
-struct SpriteRow {
+pub(super) struct SpriteRow {
     id: String,
     name: String,
     image: String,
@@ -56,7 +56,7 @@ struct SpriteRow {
 
 impl SpriteRow {
     /// Reads the columns of [`COLUMNS`], in its order.
-    fn read(row: &Row) -> Result<SpriteRow, DbError> {
+    pub(super) fn read(row: &Row) -> Result<SpriteRow, DbError> {
         Ok(SpriteRow {
             id: row.get(0)?,
             name: row.get(1)?,
@@ -72,7 +72,7 @@ impl SpriteRow {
         })
     }
 
-    fn decode(self) -> Result<SpriteRecord, DbError> {
+    pub(super) fn decode(self) -> Result<SpriteRecord, DbError> {
         Ok(SpriteRecord {
             id: self.id,
             name: self.name,
@@ -94,7 +94,9 @@ impl Db {
         let labels = serde_json::to_string(&rec.labels)?;
         let limits = serde_json::to_string(&rec.limits)?;
         let environment = serde_json::to_string(&rec.environment)?;
-        let res = self.run(|c| {
+        // A host sharing the database holds what it creates.
+        let me = self.me();
+        let res = self.tx(|c| {
             c.execute(
                 &format!("INSERT INTO sprites ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
                 params![
@@ -110,7 +112,14 @@ impl Db {
                     rec.last_running_at,
                     rec.last_active_at,
                 ],
-            )
+            )?;
+            if let Some(me) = &me {
+                c.execute(
+                    "INSERT INTO sprite_leases (sprite_id, host_id, epoch) VALUES (?1, ?2, 1)",
+                    params![rec.id, me.host_id],
+                )?;
+            }
+            Ok(())
         });
         match res {
             Ok(_) => Ok(()),
@@ -246,6 +255,7 @@ impl Db {
                 "snapshots",
                 "network_policies",
                 "privileges_policies",
+                "sprite_leases",
                 // Usage rows stay: what a destroyed sprite used is still owed.
                 "meter_state",
             ] {

@@ -199,23 +199,10 @@ impl dyn Conn + '_ {
     }
 }
 
-/// Refuses a write (with [`DbError::Fenced`]) unless `lease` is still the
-/// serving lease; on PostgreSQL the lease's row stays share-locked until
-/// the transaction ends, so a taker waits for the write to finish.
+/// Refuses a write unless `lease`'s host is still live at its epoch (see
+/// [`super::hosts`]).
 pub fn check_fence(c: &mut dyn Conn, lease: &Lease) -> Result<(), DbError> {
-    let sql = match c.engine() {
-        Engine::Postgres => {
-            "SELECT epoch FROM serving_lease WHERE host_id = ?1 AND epoch = ?2 FOR SHARE"
-        }
-        Engine::Sqlite => "SELECT epoch FROM serving_lease WHERE host_id = ?1 AND epoch = ?2",
-    };
-    match c.query_opt(sql, params![lease.host_id, lease.epoch], |_| Ok(()))? {
-        Some(()) => Ok(()),
-        None => Err(DbError::Fenced {
-            host_id: lease.host_id.clone(),
-            epoch: lease.epoch,
-        }),
-    }
+    super::hosts::check_fence(c, lease)
 }
 
 // --- SQLite ---------------------------------------------------------------

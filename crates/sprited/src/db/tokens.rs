@@ -27,6 +27,25 @@ impl Db {
     }
 
     /// Every token, oldest first.
+    /// The token whose secret hashes to `hash`, if there is one.
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, DbError> {
+        self.run(|c| {
+            c.query_opt(
+                "SELECT id, name, hash, created_at, scope FROM tokens WHERE hash = ?1",
+                params![hash],
+                |r| {
+                    Ok(TokenRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        hash: r.get(2)?,
+                        created_at: r.get(3)?,
+                        scope: r.get(4)?,
+                    })
+                },
+            )
+        })
+    }
+
     pub fn tokens(&self) -> Result<Vec<TokenRow>, DbError> {
         self.run(|c| {
             c.query_map(

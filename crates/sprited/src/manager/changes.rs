@@ -6,6 +6,7 @@
 //! a line. A watcher that fell behind looks at every sprite again.
 
 use sprites_api::sprite::Status;
+use std::collections::HashMap;
 
 use super::{lock, Manager};
 use crate::error::Error;
@@ -42,6 +43,44 @@ impl Manager {
     /// Tell watchers that sprite `id` changed (nobody listening is fine).
     pub(super) fn announce(&self, id: &str) {
         let _ = self.changes.send(SpriteChange::Sprite(id.to_string()));
+        // Hosts sharing the database: the others show it as this one says
+        // (recorded before the change is told, so a client that hears of it
+        // here and asks another host is told the same).
+        if self.db.me().is_some() {
+            if let Some(status) = self.peek_status(id) {
+                if let Err(e) = self.db.set_held_status(id, status.as_str()) {
+                    tracing::debug!(id, error = %e, "recording the sprite's status");
+                }
+            }
+        }
+    }
+
+    /// Where hosts share the database: each sprite's holder and the status
+    /// it recorded (`None` on a database of this host's alone).
+    pub fn held_statuses(&self) -> Option<HashMap<String, crate::db::hosts::Held>> {
+        self.db.me()?;
+        self.db.held().ok()
+    }
+
+    /// A sprite's status as clients are shown it, wherever it runs: this
+    /// host's slot's, or, for a sprite another host holds (per `held`, from
+    /// [`Manager::held_statuses`]), what that host recorded. `None`: no
+    /// slot here, which for a sprite of this host is made and not started.
+    pub fn status_anywhere(
+        &self,
+        id: &str,
+        held: Option<&HashMap<String, crate::db::hosts::Held>>,
+    ) -> Option<Status> {
+        let me = self.db.me();
+        match (held.and_then(|h| h.get(id)), me) {
+            (Some((Some(host), recorded)), Some(me)) if *host != me.host_id => Some(
+                recorded
+                    .as_deref()
+                    .and_then(|s| serde_json::from_value(serde_json::Value::String(s.into())).ok())
+                    .unwrap_or(Status::Cold),
+            ),
+            _ => self.peek_status(id),
+        }
     }
 
     /// Tell watchers the daemon is stopping.
@@ -59,9 +98,13 @@ impl Manager {
     /// The sprites in the DB, by status.
     pub fn status_counts(&self) -> Result<StatusCounts, Error> {
         let ids = self.db.sprite_ids()?;
+        let held = self.held_statuses();
         let mut c = StatusCounts::default();
         for id in ids {
-            match self.peek_status(&id).unwrap_or(Status::Cold) {
+            match self
+                .status_anywhere(&id, held.as_ref())
+                .unwrap_or(Status::Cold)
+            {
                 Status::Running => c.running += 1,
                 Status::Warm => c.warm += 1,
                 Status::Cold | Status::Error => c.cold += 1,

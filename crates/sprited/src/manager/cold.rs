@@ -152,8 +152,7 @@ impl Manager {
             }
             let path = self.store.checkpoint_path(&rec.id, &c.id);
             let stats = self
-                .cold
-                .upload_image(&path, &checkpoint_manifest(&rec.id, &c.id), None)
+                .upload(&path, &checkpoint_manifest(&rec.id, &c.id), None, None)
                 .await
                 .map_err(Error::cold(&what))?;
             self.db.set_cold_checkpoint(
@@ -180,10 +179,10 @@ impl Manager {
             }
         };
         let stats = self
-            .cold
-            .upload_image(
+            .upload(
                 &self.store.volume_path(&rec.id),
                 &volume_manifest(&rec.id),
+                None,
                 Some(&halfway),
             )
             .await
@@ -272,7 +271,7 @@ impl Manager {
             .await
             .map_err(|e| ColdError::Other(format!("export task failed: {e}")))?
             .map_err(|e| ColdError::Other(format!("exporting image {name}: {e}")))?;
-        let stats = self.cold.upload_image(&tar, &manifest, None).await;
+        let stats = self.upload(&tar, &manifest, None, None).await;
         let _ = std::fs::remove_file(&tar);
         let stats = stats?;
         tracing::info!(
@@ -695,11 +694,77 @@ impl Manager {
                 .forget_done(&id)
                 .map_err(|e| ColdError::Other(e.to_string()))?;
         }
-        let (chunks, bytes) = self.cold.collect_garbage().await?;
+        // One collection at a time over every host, none while one uploads.
+        let db = self.db.clone();
+        let hold = tokio::task::spawn_blocking(move || db.store_collect())
+            .await
+            .map_err(|e| ColdError::Other(e.to_string()))?
+            .map_err(|e| ColdError::Other(e.to_string()))?;
+        let Some(hold) = hold else {
+            tracing::info!("object store: another host uploads or collects; unused chunks stay until the next sweep");
+            return Ok(());
+        };
+        self.store_generation
+            .store(hold.generation, std::sync::atomic::Ordering::SeqCst);
+        let collected = self.cold.collect_garbage().await;
+        let db = self.db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.store_collected(&hold)).await;
+        let (chunks, bytes) = collected?;
         if chunks > 0 {
             tracing::info!(chunks, bytes, "object store: unused chunks removed");
         }
         Ok(())
+    }
+
+    /// Uploads an image to the store as manifest `name` (see
+    /// [`sprite_cold::ColdStore::upload_image_since`]), holding the store
+    /// against another host's garbage collection meanwhile (see
+    /// [`crate::db::store_lock`]): waits while one runs, and fails if the
+    /// hold was lost before the manifest was written.
+    pub(super) async fn upload(
+        &self,
+        path: &std::path::Path,
+        name: &str,
+        since: Option<(&sprite_cold::Manifest, &[u64])>,
+        progress: Option<sprite_cold::Progress<'_>>,
+    ) -> Result<sprite_cold::UploadStats, ColdError> {
+        let hold = loop {
+            let db = self.db.clone();
+            let held = tokio::task::spawn_blocking(move || db.store_share())
+                .await
+                .map_err(|e| ColdError::Other(e.to_string()))?
+                .map_err(|e| ColdError::Other(e.to_string()))?;
+            match held {
+                Some(h) => break h,
+                None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        };
+        let before = self
+            .store_generation
+            .swap(hold.generation, std::sync::atomic::Ordering::SeqCst);
+        if before != hold.generation {
+            // A collection ran since: what this host knew of the store's
+            // chunks may be gone.
+            self.cold.forget_known();
+        }
+        let stats = self
+            .cold
+            .upload_image_since(path, name, since, progress)
+            .await;
+        let db = self.db.clone();
+        let kept = tokio::task::spawn_blocking(move || db.store_unshare(&hold))
+            .await
+            .map_err(|e| ColdError::Other(e.to_string()))?;
+        let stats = stats?;
+        match kept {
+            Ok(true) => Ok(stats),
+            Ok(false) => Err(ColdError::Other(
+                "the connection to the metadata database was lost during the upload, and with it \
+                 the hold against another host's garbage collection: not relied on"
+                    .into(),
+            )),
+            Err(e) => Err(ColdError::Other(e.to_string())),
+        }
     }
 
     /// Start-up: an evicted sprite whose local copies survived a crash

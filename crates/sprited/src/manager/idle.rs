@@ -50,10 +50,19 @@ impl Manager {
     /// One look at every sprite; the slow parts run in tasks of their own.
     fn idle_pass(self: &Arc<Self>) {
         let now = Instant::now();
-        let entries: Vec<(String, Arc<SpriteSlot>)> = lock(&self.slots)
+        let mut entries: Vec<(String, Arc<SpriteSlot>)> = lock(&self.slots)
             .iter()
             .map(|(id, l)| (id.clone(), l.clone()))
             .collect();
+        // Hosts sharing the database: only what this host holds (another
+        // host's sprite may have a slot here, shown in a list).
+        if self.db.me().is_some() {
+            let held: std::collections::HashSet<String> = match self.db.mine() {
+                Ok(recs) => recs.into_iter().map(|r| r.id).collect(),
+                Err(_) => Default::default(),
+            };
+            entries.retain(|(id, _)| held.contains(id));
+        }
         for (id, slot) in entries {
             let status = slot.state().status;
             match status {

@@ -53,7 +53,7 @@ impl Manager {
     async fn meter_all(self: &Arc<Self>) -> Result<(), Error> {
         let me = self.clone();
         blocking(move || {
-            let records = me.db.all()?;
+            let records = me.db.mine()?;
             let _g = lock(&me.meter_lock);
             let samples: Vec<UsageSample> = records
                 .iter()

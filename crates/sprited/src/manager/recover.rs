@@ -144,7 +144,7 @@ impl Manager {
             return Ok(());
         }
         let mut failed = None;
-        for rec in self.db.all()? {
+        for rec in self.db.mine()? {
             let Some(slot) = self.existing_slot(&rec.id) else {
                 continue;
             };

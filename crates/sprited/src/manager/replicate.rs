@@ -80,7 +80,7 @@ impl Manager {
 
     /// One look at every sprite; replications run in tasks of their own.
     fn replication_pass(self: &Arc<Self>, tick: Duration) {
-        let Ok(records) = self.db.all() else { return };
+        let Ok(records) = self.db.mine() else { return };
         let mut lag = 0.0f64;
         for rec in records {
             let Some(slot) = self.existing_slot(&rec.id) else {
@@ -217,8 +217,7 @@ impl Manager {
             }
         };
         let stats = self
-            .cold
-            .upload_image_since(
+            .upload(
                 &clone,
                 &snapshot_manifest(&rec.id, at),
                 since,

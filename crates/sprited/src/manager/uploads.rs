@@ -77,7 +77,7 @@ impl Manager {
     /// (the store is most likely down: the next round resumes).
     async fn upload_round(&self) -> Result<(), Error> {
         let mut pending = Vec::new();
-        for rec in self.db.all()? {
+        for rec in self.db.mine()? {
             let in_store = self.db.cold_checkpoints(&rec.id)?;
             for c in self.db.checkpoints(&rec.id)? {
                 if !in_store.contains_key(&c.id) {
@@ -111,7 +111,7 @@ impl Manager {
             return Ok(0);
         }
         let manifest = checkpoint_manifest(&rec.id, ck);
-        let stats = match self.cold.upload_image(&path, &manifest, None).await {
+        let stats = match self.upload(&path, &manifest, None, None).await {
             Ok(s) => s,
             // Deleted under the upload, before it opened the file.
             Err(ColdError::Io { ref source, .. })

@@ -78,8 +78,7 @@ impl Daemon {
         d
     }
 
-    /// Start without waiting for it to answer (a standby host waits for
-    /// a lease before it serves): [`Daemon::wait_ready`] then.
+    /// Start without waiting for it to answer: [`Daemon::wait_ready`] then.
     pub fn start_unready(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let data_dir = tempfile::Builder::new()
             .prefix("sprited-test-")

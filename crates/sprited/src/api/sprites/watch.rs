@@ -62,7 +62,15 @@ pub fn respond(
         told: HashMap::new(),
         pending: VecDeque::new(),
         heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT),
+        held: None,
+        shared: None,
     };
+    watch.held = watch.m.held_statuses();
+    if watch.held.is_some() {
+        let mut every = tokio::time::interval(SHARED_LOOK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        watch.shared = Some(every);
+    }
     watch.snapshot(max)?;
     let lines = stream::unfold(watch, |mut w| async move {
         let line = w.next_line().await?;
@@ -86,7 +94,14 @@ struct Watch {
     /// Lines decided on and not yet sent.
     pending: VecDeque<SpriteStateEvent>,
     heartbeat: tokio::time::Interval,
+    /// Where hosts share the database: what they hold, and a look at all
+    /// every [`SHARED_LOOK`] (their changes are not told here).
+    held: Option<HashMap<String, crate::db::hosts::Held>>,
+    shared: Option<tokio::time::Interval>,
 }
+
+/// How often a watch on a host sharing its database looks at every sprite.
+const SHARED_LOOK: Duration = Duration::from_millis(500);
 
 impl Watch {
     fn snapshot(&mut self, max: Option<usize>) -> Result<(), ApiError> {
@@ -115,6 +130,12 @@ impl Watch {
                     Err(RecvError::Lagged(_)) => self.look_all(),
                     Ok(SpriteChange::Closing) | Err(RecvError::Closed) => return None,
                 },
+                _ = async {
+                    match self.shared.as_mut() {
+                        Some(every) => every.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.look_all(),
                 _ = self.heartbeat.tick() => {
                     let ev = SpriteStateEvent {
                         kind: Some("heartbeat".into()),
@@ -133,6 +154,9 @@ impl Watch {
 
     /// A line for sprite `id` if it differs from what the client knows.
     fn look(&mut self, id: &str) {
+        if self.shared.is_some() {
+            self.held = self.m.held_statuses();
+        }
         match self.m.db.get_by_id(id) {
             Ok(Some(rec)) => self.tell(&rec),
             Ok(None) => self.gone(id),
@@ -141,6 +165,9 @@ impl Watch {
     }
 
     fn look_all(&mut self) {
+        if self.shared.is_some() {
+            self.held = self.m.held_statuses();
+        }
         let recs = match self.m.db.list(&self.prefix, None, usize::MAX >> 1) {
             Ok(r) => r,
             Err(e) => return tracing::warn!(error = %e, "sprite watch: listing sprites"),
@@ -164,7 +191,10 @@ impl Watch {
             return;
         }
         // No slot yet: made and not started, which is cold.
-        let status = self.m.peek_status(&rec.id).unwrap_or(Status::Cold);
+        let status = self
+            .m
+            .status_anywhere(&rec.id, self.held.as_ref())
+            .unwrap_or(Status::Cold);
         let now = (rec.name.clone(), status.as_str().to_string());
         if self.told.get(&rec.id) == Some(&now) {
             return;
