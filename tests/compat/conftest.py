@@ -50,10 +50,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# SPRITED_TEST_CLUSTER=postgres: two hosts share a PostgreSQL database of
+# SPRITED_TEST_CLUSTER=postgres: three hosts share a PostgreSQL database of
 # the run's own (tests/compat/postgres.sh) and one object store, and the
-# suite talks to the second, cordoned (`--cordon`: it takes no sprite), so
-# every sprite is placed on the first and every request about one is
+# suite talks to the third, cordoned (`--cordon`: it takes no sprite), so
+# the sprites are placed on the other two and every request about one is
 # forwarded: every sprite lives on another host than the one asked.
 CLUSTER = os.environ.get("SPRITED_TEST_CLUSTER") == "postgres"
 HERE = Path(__file__).resolve().parent
@@ -116,7 +116,7 @@ def daemon():
                 check=True, capture_output=True, text=True).stdout.strip()
             objects = Path(pg_dir) / "objects"
             objects.mkdir()
-            for host, extra in (("holder", []), ("front", ["--cordon"])):
+            for host, extra in (("h1", []), ("h2", []), ("front", ["--cordon"])):
                 started.append(_start_sprited(
                     sprited, token, {"SPRITED_DATABASE": db_url},
                     ["--host-id", host, "--object-store", f"file://{objects}", *extra]))

@@ -355,6 +355,14 @@ async fn sprites_move_from_a_dead_host_and_a_frozen_one_is_fenced() {
     let mut b = b;
     let c = Daemon::start_with_env(&flags("c"), &env);
     let api_c = c.client();
+    // A writer in b's copy goes on while b's daemon is frozen: thawed, b
+    // finds the volume changed, which it would replicate if it could.
+    api_b
+        .sh(
+            "fo",
+            "(while :; do date > /home/sprite/tick; sync; sleep 0.2; done) >/dev/null 2>&1 &",
+        )
+        .await;
     b.signal(nix::sys::signal::Signal::SIGSTOP);
     until_gone(&pg, "b").await;
     assert_eq!(
@@ -369,12 +377,36 @@ async fn sprites_move_from_a_dead_host_and_a_frozen_one_is_fenced() {
         "SELECT seen_ms, expires_ms FROM hosts WHERE id = 'b'",
     );
     let mark = b.log_mark();
+    let thawed = now_ms();
     b.signal(nix::sys::signal::Signal::SIGCONT);
     assert_eq!(
         b.exit_code(Duration::from_secs(30)),
         Some(75),
         "b did not stop"
     );
+    let exited = now_ms();
+    // Nor in the store: every snapshot of the sprite taken from b's thaw
+    // to its exit is one c made and recorded (c's are recorded within a
+    // moment of their upload).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let recorded = pg.psql_in(
+        "meta",
+        &format!("SELECT at_ms FROM snapshots WHERE sprite_id = '{id}'"),
+    );
+    let recorded: Vec<u64> = recorded.lines().filter_map(|l| l.parse().ok()).collect();
+    let prefix = format!("shared/manifests/sprites/{id}/snapshots/");
+    for key in moto.keys_under("sprites", &prefix) {
+        let at: u64 = key
+            .strip_prefix(&prefix)
+            .and_then(|k| k.strip_suffix(".json"))
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("a snapshot manifest named {key}"));
+        assert!(
+            !(thawed..=exited).contains(&at) || recorded.contains(&at),
+            "{key}: a snapshot uploaded after b's membership ran out and recorded by nobody \
+             (recorded: {recorded:?})"
+        );
+    }
     b.wait_log_since(
         mark,
         "this host's membership ran out",

@@ -72,8 +72,20 @@ impl Moto {
 
     /// Keys in `bucket` (as the S3 ListObjects API lists them, first 1000).
     pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.keys_under(bucket, "")
+    }
+
+    /// Keys in `bucket` that start with `prefix` (first 1000).
+    pub fn keys_under(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let out = Command::new("curl")
-            .args(["-sf", &format!("{}/{bucket}?list-type=2", self.endpoint)])
+            .args([
+                "-sfG",
+                &format!("{}/{bucket}", self.endpoint),
+                "--data-urlencode",
+                "list-type=2",
+                "--data-urlencode",
+                &format!("prefix={prefix}"),
+            ])
             .output()
             .expect("curl");
         let xml = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -107,11 +107,11 @@ async function startOne(token, extraEnv = {}, extraArgs = []) {
   return { url, token, stop, controlMode: CONTROL_MODE };
 }
 
-// SPRITED_TEST_CLUSTER=postgres: two hosts share a PostgreSQL database of
+// SPRITED_TEST_CLUSTER=postgres: three hosts share a PostgreSQL database of
 // the run's own (../postgres.sh) and one object store, and the suite talks
-// to the second, cordoned (`--cordon`: it takes no sprite), so every sprite
-// is placed on the first and every request about one is forwarded: every
-// sprite lives on another host than the one asked.
+// to the third, cordoned (`--cordon`: it takes no sprite), so the sprites
+// are placed on the other two and every request about one is forwarded:
+// every sprite lives on another host than the one asked.
 export const CLUSTER = process.env.SPRITED_TEST_CLUSTER === 'postgres';
 
 export async function startDaemon() {
@@ -131,7 +131,7 @@ export async function startDaemon() {
   try {
     const dbUrl = execFileSync(pgScript, ['start', pgDir, String(await freePort())]).toString().trim();
     mkdirSync(path.join(pgDir, 'objects'));
-    for (const [host, extra] of [['holder', []], ['front', ['--cordon']]]) {
+    for (const [host, extra] of [['h1', []], ['h2', []], ['front', ['--cordon']]]) {
       started.push(await startOne(token, { SPRITED_DATABASE: dbUrl },
         ['--host-id', host, '--object-store', `file://${path.join(pgDir, 'objects')}`, ...extra]));
     }

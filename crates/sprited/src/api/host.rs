@@ -39,7 +39,7 @@ pub async fn drain(State(state): State<AppState>) -> Result<Response, ApiError> 
     let m = state.manager.clone();
     let stop = state.stop.clone();
     let draining = state.draining.clone();
-    cluster.cordon();
+    cluster.leaving(&state.manager).await;
     Ok(stream_op(move |progress| async move {
         let records = m.db.mine()?;
         let n = records.len();

@@ -44,6 +44,10 @@ use crate::AppState;
 
 pub use forward::FORWARDED_BY;
 
+/// How long a sprite found held by another host is taken as held there
+/// without asking the database again.
+const REMOTE_FOR: Duration = Duration::from_secs(1);
+
 /// Below this much free memory a host takes no new sprite.
 const MIN_FREE_MB: i64 = 256;
 
@@ -71,8 +75,16 @@ pub struct Cluster {
     pub lease: Lease,
     db: Arc<Db>,
     ttl: Duration,
-    /// `--cordon`, or draining: takes no sprite it does not hold.
+    /// `--cordon`, or draining: takes no sprite it does not hold (unless
+    /// no other host can, when only cordoned).
     cordoned: AtomicBool,
+    /// Draining: takes no sprite at all.
+    leaving: AtomicBool,
+    /// Sprites other hosts hold, as last looked up: name → (when, host,
+    /// address), trusted for [`REMOTE_FOR`]. A stale entry sends a request
+    /// to a host that no longer holds the sprite, which answers 503 (the
+    /// retry looks again); a host that cannot be reached is forgotten.
+    remote: Mutex<HashMap<String, (std::time::Instant, String, String)>>,
     /// One gate per sprite claimed here: a request for a sprite being made
     /// ready here waits for it.
     claiming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -134,12 +146,28 @@ impl Cluster {
             db,
             ttl,
             cordoned: AtomicBool::new(cordon),
+            leaving: AtomicBool::new(false),
+            remote: Mutex::new(HashMap::new()),
             claiming: Mutex::new(HashMap::new()),
         }))
     }
 
-    pub fn cordon(&self) {
+    /// A drain begins: this host takes no sprite from now on, and the
+    /// others learn it now rather than at the next heartbeat.
+    pub async fn leaving(&self, manager: &Manager) {
         self.cordoned.store(true, Ordering::SeqCst);
+        self.leaving.store(true, Ordering::SeqCst);
+        let load = self.load(manager);
+        let (db, lease, ttl) = (self.db.clone(), self.lease.clone(), ms(self.ttl));
+        match tokio::task::spawn_blocking(move || db.heartbeat(&lease, ttl, &load)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot tell the other hosts this one drains; they learn it at its next heartbeat")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell the other hosts this one drains; they learn it at its next heartbeat")
+            }
+        }
     }
 
     fn load(&self, manager: &Manager) -> Load {
@@ -240,6 +268,41 @@ impl Cluster {
         Ok(claimed)
     }
 
+    fn remote(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (std::time::Instant, String, String)>> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The host holding sprite `name` as looked up less than
+    /// [`REMOTE_FOR`] ago.
+    fn remote_holder(&self, name: &str) -> Option<(String, String)> {
+        let remote = self.remote();
+        let (at, host, advertise) = remote.get(name)?;
+        (at.elapsed() < REMOTE_FOR).then(|| (host.clone(), advertise.clone()))
+    }
+
+    fn remember_remote(&self, name: &str, host: &str, advertise: &str) {
+        let mut remote = self.remote();
+        if remote.len() > 10_000 {
+            remote.retain(|_, (at, _, _)| at.elapsed() < REMOTE_FOR);
+        }
+        remote.insert(
+            name.to_string(),
+            (
+                std::time::Instant::now(),
+                host.to_string(),
+                advertise.to_string(),
+            ),
+        );
+    }
+
+    /// Forgets every sprite taken as held by `host` (it could not be
+    /// reached).
+    fn forget_host(&self, host: &str) {
+        self.remote().retain(|_, (_, h, _)| h != host);
+    }
+
     /// Waits for a claim of `id` in progress here to end.
     async fn settled(&self, id: &str) {
         let gate = {
@@ -296,11 +359,19 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
     if req.method() == Method::POST && req.uri().path() == crate::api::MCP_PATH {
         return route_mcp(state, cluster, req, next, forwarded).await;
     }
+    // A create or a delete may change who holds a name: looked up afresh.
+    if (req.method() == Method::POST && req.uri().path() == "/v1/sprites")
+        || req.method() == Method::DELETE
+    {
+        cluster.remote().clear();
+    }
     let target = if req.method() == Method::POST && req.uri().path() == "/v1/sprites" {
-        if forwarded {
+        if cluster.leaving.load(Ordering::SeqCst) {
+            create_target(&cluster, true).await
+        } else if forwarded {
             Target::Here
         } else {
-            create_target(&cluster).await
+            create_target(&cluster, false).await
         }
     } else {
         match sprite_of(&req, &state) {
@@ -323,9 +394,12 @@ async fn go(cluster: &Cluster, target: Target, req: Request, next: Next) -> Resp
         Target::There { host, advertise } => {
             match forward::to(&advertise, &cluster.lease.host_id, req).await {
                 Ok(res) => res,
-                Err(why) => forward::unavailable(format!(
-                    "the host holding this sprite ({host} at {advertise}) cannot be reached: {why}; try again"
-                )),
+                Err(why) => {
+                    cluster.forget_host(&host);
+                    forward::unavailable(format!(
+                        "the host holding this sprite ({host} at {advertise}) cannot be reached: {why}; try again"
+                    ))
+                }
             }
         }
     }
@@ -356,34 +430,43 @@ async fn route_mcp(
         }
     };
     let call: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let target = match (
-        call["method"].as_str(),
-        call["params"]["name"].as_str(),
-        &call["params"]["arguments"],
-    ) {
-        (Some("tools/call"), Some("create_sprite"), _) if !forwarded => {
-            create_target(&cluster).await
+    let tool = match call["method"].as_str() {
+        Some("tools/call") => call["params"]["name"].as_str(),
+        _ => None,
+    };
+    if matches!(tool, Some("create_sprite" | "destroy_sprite")) {
+        // Who holds a name may change: looked up afresh.
+        cluster.remote().clear();
+    }
+    let target = match (tool, call["params"]["arguments"]["sprite"].as_str()) {
+        (None, _) => Target::Here,
+        (Some("create_sprite"), _) if forwarded && !cluster.leaving.load(Ordering::SeqCst) => {
+            Target::Here
         }
-        (Some("tools/call"), _, args) => match args["sprite"].as_str() {
-            Some(name) => {
-                let may_claim = crate::auth::admits(&state, &parts.headers);
-                sprite_target(&state, &cluster, name, forwarded, may_claim).await
-            }
-            None => Target::Here,
-        },
-        _ => Target::Here,
+        (Some("create_sprite"), _) => {
+            create_target(&cluster, cluster.leaving.load(Ordering::SeqCst)).await
+        }
+        (Some(_), Some(name)) => {
+            let may_claim = crate::auth::admits(&state, &parts.headers);
+            sprite_target(&state, &cluster, name, forwarded, may_claim).await
+        }
+        (Some(_), None) => Target::Here,
     };
     let req = Request::from_parts(parts, Body::from(bytes));
     go(&cluster, target, req, next).await
 }
 
-async fn create_target(cluster: &Cluster) -> Target {
-    match cluster.place(false).await {
+/// Where a create goes; `leaving`: never here (a draining host).
+async fn create_target(cluster: &Cluster, leaving: bool) -> Target {
+    match cluster.place(leaving).await {
         Ok(Some(h)) if h.id == cluster.lease.host_id => Target::Here,
         Ok(Some(h)) => Target::There {
             host: h.id,
             advertise: h.advertise,
         },
+        Ok(None) if leaving => Target::Unavailable(
+            "this host is draining and no other host has room for a new sprite; try again".into(),
+        ),
         // No host has room: this one answers (its own limits say why).
         Ok(None) => Target::Here,
         Err(e) => Target::Unavailable(format!("the hosts cannot be looked up: {e}")),
@@ -397,6 +480,11 @@ async fn sprite_target(
     forwarded: bool,
     may_claim: bool,
 ) -> Target {
+    if !forwarded {
+        if let Some((host, advertise)) = cluster.remote_holder(name) {
+            return Target::There { host, advertise };
+        }
+    }
     let db = cluster.db.clone();
     let n = name.to_string();
     let found = match tokio::task::spawn_blocking(move || db.holder_of(&n)).await {
@@ -416,13 +504,22 @@ async fn sprite_target(
         Holder::Other { .. } if forwarded => Target::Unavailable(format!(
             "sprite {name} moved to another host while this request was forwarded; try again"
         )),
-        Holder::Other { host_id, advertise } => Target::There {
-            host: host_id,
-            advertise,
-        },
+        Holder::Other { host_id, advertise } => {
+            cluster.remember_remote(name, &host_id, &advertise);
+            Target::There {
+                host: host_id,
+                advertise,
+            }
+        }
         // Answered here (401) without moving it.
         Holder::Nobody if !may_claim => Target::Here,
         Holder::Nobody => {
+            let leaving = cluster.leaving.load(Ordering::SeqCst);
+            if leaving && forwarded {
+                return Target::Unavailable(format!(
+                    "this host is draining and takes no sprite; sprite {name} goes to another host: try again"
+                ));
+            }
             if cluster.cordoned.load(Ordering::SeqCst) && !forwarded {
                 match cluster.place(true).await {
                     Ok(Some(h)) => {
@@ -430,6 +527,11 @@ async fn sprite_target(
                             host: h.id,
                             advertise: h.advertise,
                         }
+                    }
+                    Ok(None) if leaving => {
+                        return Target::Unavailable(format!(
+                            "this host is draining and no other host can take sprite {name} now; try again"
+                        ))
                     }
                     Ok(None) => {}
                     Err(e) => {

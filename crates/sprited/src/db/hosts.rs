@@ -87,6 +87,37 @@ pub enum Claimed {
     HeldBy { host_id: String, advertise: String },
 }
 
+/// The sprites this host holds, by name (→ id), as it knows without
+/// asking the database: every change of what a host holds while it is
+/// live goes through this handle (a create, a claim, a give-up, a delete),
+/// and nobody takes a sprite from a live host. Trusted only while the
+/// host's last heartbeat says it is live (by this host's clock, with a
+/// margin): a host frozen or cut off past that asks the database again.
+#[derive(Default)]
+pub(super) struct Local {
+    held: std::sync::Mutex<HashMap<String, String>>,
+    live_until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Local {
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn trusted(&self) -> bool {
+        let until = *self.live_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|u| std::time::Instant::now() < u)
+    }
+
+    pub(super) fn hold(&self, name: &str, id: &str) {
+        self.lock_held().insert(name.to_string(), id.to_string());
+    }
+
+    pub(super) fn drop_id(&self, id: &str) {
+        self.lock_held().retain(|_, v| v != id);
+    }
+}
+
 /// The database server's clock in unix ms (PostgreSQL), or this host's
 /// (SQLite: there is only one).
 fn now_ms(c: &dyn Conn) -> &'static str {
@@ -170,13 +201,27 @@ impl Db {
                 epoch,
             })
         })
+        .inspect(|_| self.live_for(ttl_ms))
+    }
+
+    /// This host is live (by its own clock) for most of `ttl_ms` from now:
+    /// half, a margin for the time the heartbeat took and clocks' rates.
+    fn live_for(&self, ttl_ms: i64) {
+        let ms = u64::try_from(ttl_ms / 2).unwrap_or(0);
+        *self
+            .local
+            .live_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now() + std::time::Duration::from_millis(ms));
     }
 
     /// The heartbeat: live for `ttl_ms` more, with this load. False when
     /// the host is not live at its epoch any more (its expiry passed, or
     /// it joined again elsewhere): it must stop.
     pub fn heartbeat(&self, lease: &Lease, ttl_ms: i64, load: &Load) -> Result<bool, DbError> {
-        self.unfenced_tx(|c| {
+        let sent = std::time::Instant::now();
+        let beat = self.unfenced_tx(|c| {
             let now = now_ms(c);
             let n = c.execute(
                 &format!(
@@ -195,7 +240,23 @@ impl Db {
                 ],
             )?;
             Ok(n > 0)
-        })
+        })?;
+        if beat {
+            let ms = u64::try_from(ttl_ms / 2).unwrap_or(0);
+            *self
+                .local
+                .live_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) =
+                Some(sent + std::time::Duration::from_millis(ms));
+        } else {
+            *self
+                .local
+                .live_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        Ok(beat)
     }
 
     /// Leaves (a drained host's stop): not live from now on.
@@ -208,6 +269,16 @@ impl Db {
             )?;
             Ok(())
         })
+    }
+
+    /// Refused ([`DbError::Fenced`]) once this host's membership ran out:
+    /// asked before a write outside the database (the object store), which
+    /// its fence cannot cover. Always fine on a database of its own.
+    pub fn check_live(&self) -> Result<(), DbError> {
+        if self.me().is_none() {
+            return Ok(());
+        }
+        self.tx(|_| Ok(()))
     }
 
     /// This handle's host, once it joined (see [`Db::fence`]).
@@ -247,6 +318,11 @@ impl Db {
     /// sees it; `None` when there is no such sprite.
     pub fn holder_of(&self, name: &str) -> Result<Option<(String, Holder)>, DbError> {
         let me = self.me();
+        if self.local.trusted() {
+            if let Some(id) = self.local.lock_held().get(name) {
+                return Ok(Some((id.clone(), Holder::Me)));
+            }
+        }
         let row = self.run(|c| {
             let now = now_ms(c);
             c.query_opt(
@@ -270,7 +346,10 @@ impl Db {
         })?;
         Ok(row.map(|(id, host, advertise, live)| {
             let holder = match (host, me) {
-                (Some(h), Some(me)) if h == me.host_id => Holder::Me,
+                (Some(h), Some(me)) if h == me.host_id => {
+                    self.local.hold(name, &id);
+                    Holder::Me
+                }
                 (Some(host_id), _) if live => Holder::Other {
                     host_id,
                     advertise: advertise.unwrap_or_default(),
@@ -390,6 +469,11 @@ impl Db {
             )?;
             Ok(Claimed::Mine { epoch, moved })
         })
+        .inspect(|claimed| {
+            if let (Claimed::Mine { .. }, Ok(Some(rec))) = (claimed, self.get_by_id(id)) {
+                self.local.hold(&rec.name, id);
+            }
+        })
     }
 
     /// Gives sprite `id` up (this host stopped and evicted it): the next
@@ -399,6 +483,7 @@ impl Db {
             return Ok(());
         };
         self.tx(|c| {
+            self.local.drop_id(id);
             c.execute(
                 "UPDATE sprite_leases SET host_id = NULL, status = NULL WHERE sprite_id = ?1 AND host_id = ?2",
                 params![id, me.host_id],
@@ -482,6 +567,7 @@ mod tests {
             let la = a.join("a", "http://a", 60_000, &load()).expect("join");
             assert_eq!(la.epoch, 1);
             a.fence(&la);
+            a.check_live().expect("live");
             a.insert(&rec("one")).expect("a writes while live");
             assert!(a.heartbeat(&la, 60_000, &load()).expect("beat"));
             let hosts = a.live_hosts().expect("hosts");
@@ -494,6 +580,8 @@ mod tests {
             let err = a.insert(&rec("two")).expect_err("a wrote after its expiry");
             assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
             let err = a.delete("id-one").expect_err("a deleted after its expiry");
+            assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
+            let err = a.check_live().expect_err("a is not live");
             assert!(matches!(err, DbError::Fenced { .. }), "{err:?}");
             assert!(!a.heartbeat(&la, 60_000, &load()).expect("beat"));
             assert!(a.get("one").expect("reads").is_some());
@@ -570,6 +658,14 @@ mod tests {
                 }
             );
             assert_eq!(b.mine().expect("mine").len(), 1);
+            // a knew it held "one" without asking; past its expiry it asks.
+            assert_eq!(
+                a.holder_of("one").expect("holder").map(|h| h.1),
+                Some(Holder::Other {
+                    host_id: "b".into(),
+                    advertise: "http://b".into()
+                })
+            );
             let err = a
                 .set_limits("id-one", &rec("one").limits, "now")
                 .expect_err("fenced");

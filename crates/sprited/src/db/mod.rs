@@ -239,6 +239,9 @@ pub struct Db {
     writes: AtomicU64,
     /// The serving lease every write checks, once [`Db::fence`] set it.
     fence: Mutex<Option<hosts::Lease>>,
+    /// What this host holds, as it knows without asking (see
+    /// [`hosts::Local`]).
+    local: hosts::Local,
 }
 
 /// Runs `f` where a blocking PostgreSQL call may run: the `postgres`
@@ -303,6 +306,7 @@ impl Db {
             backend: Backend::Sqlite(Mutex::new(conn)),
             writes: AtomicU64::new(0),
             fence: Mutex::new(None),
+            local: Default::default(),
         })
     }
 
@@ -325,6 +329,7 @@ impl Db {
             }))),
             writes: AtomicU64::new(0),
             fence: Mutex::new(None),
+            local: Default::default(),
         };
         db.pg(|client, _| migrations::migrate_postgres(client))?;
         Ok(db)

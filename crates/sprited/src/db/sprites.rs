@@ -121,6 +121,9 @@ impl Db {
             }
             Ok(())
         });
+        if res.is_ok() && me.is_some() {
+            self.local.hold(&rec.name, &rec.id);
+        }
         match res {
             Ok(_) => Ok(()),
             Err(e) if e.is_unique_violation() => Err(DbError::Duplicate(rec.name.clone())),
@@ -245,6 +248,9 @@ impl Db {
     /// transaction.
     pub fn delete(&self, id: &str) -> Result<(), DbError> {
         let now = crate::time::now_rfc3339();
+        // Not served here from now on, whatever the transaction's fate (a
+        // failed one only costs a lookup).
+        self.local.drop_id(id);
         self.tx(|c| {
             for table in [
                 "checkpoints",

@@ -728,15 +728,27 @@ impl Manager {
         since: Option<(&sprite_cold::Manifest, &[u64])>,
         progress: Option<sprite_cold::Progress<'_>>,
     ) -> Result<sprite_cold::UploadStats, ColdError> {
+        let mut waited = 0u32;
         let hold = loop {
             let db = self.db.clone();
-            let held = tokio::task::spawn_blocking(move || db.store_share())
-                .await
-                .map_err(|e| ColdError::Other(e.to_string()))?
-                .map_err(|e| ColdError::Other(e.to_string()))?;
+            // A host whose membership ran out writes nothing more, here
+            // either (its fence covers only the database).
+            let held = tokio::task::spawn_blocking(move || {
+                db.check_live()?;
+                db.store_share()
+            })
+            .await
+            .map_err(|e| ColdError::Other(e.to_string()))?
+            .map_err(|e| ColdError::Other(e.to_string()))?;
             match held {
                 Some(h) => break h,
-                None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                None => {
+                    if waited.is_multiple_of(25) {
+                        tracing::info!(manifest = name, "waiting for another host's garbage collection of the object store before uploading");
+                    }
+                    waited += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
             }
         };
         let before = self

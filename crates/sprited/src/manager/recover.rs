@@ -121,6 +121,8 @@ impl Manager {
         };
         let bytes =
             serde_json::to_vec(&doc).map_err(|e| Error::Internal(format!("encoding: {e}")))?;
+        // Not from a host whose membership ran out (see `Db::check_live`).
+        self.db.check_live()?;
         self.cold
             .put_doc(&meta_doc(&rec.id), bytes)
             .await
