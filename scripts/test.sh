@@ -38,10 +38,13 @@ tests/compat/run.sh
 echo "==> the same SDKs in control mode"
 SPRITES_CONTROL_MODE=1 tests/compat/run.sh py test_sprites_py.py test_sprites_py_async.py
 SPRITES_CONTROL_MODE=1 tests/compat/run.sh js sprites.test.mjs sweep.test.mjs
-# Every request through a cordoned host of a shared PostgreSQL database,
-# which forwards it to the host holding the sprite.
-echo "==> the same SDKs through another host of a shared database"
-SPRITED_TEST_CLUSTER=postgres tests/compat/run.sh
+# Three hosts on a shared PostgreSQL database; every request through a
+# cordoned one, which forwards it to the host holding the sprite. Each of
+# the three is the one asked in turn (both suites through the third).
+echo "==> the same SDKs through each host of a shared database in turn"
+SPRITED_TEST_CLUSTER=postgres SPRITED_TEST_CLUSTER_ASK=1 tests/compat/run.sh py
+SPRITED_TEST_CLUSTER=postgres SPRITED_TEST_CLUSTER_ASK=2 tests/compat/run.sh js
+SPRITED_TEST_CLUSTER=postgres SPRITED_TEST_CLUSTER_ASK=3 tests/compat/run.sh
 echo "==> the SDKs' sprite suites with gvisor sprites"
 SPRITED_TEST_ISOLATION=gvisor tests/compat/run.sh py test_sprites_py.py
 SPRITED_TEST_ISOLATION=gvisor tests/compat/run.sh js sprites.test.mjs

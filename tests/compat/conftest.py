@@ -52,10 +52,12 @@ def _free_port() -> int:
 
 # SPRITED_TEST_CLUSTER=postgres: three hosts share a PostgreSQL database of
 # the run's own (tests/compat/postgres.sh) and one object store, and the
-# suite talks to the third, cordoned (`--cordon`: it takes no sprite), so
-# the sprites are placed on the other two and every request about one is
-# forwarded: every sprite lives on another host than the one asked.
+# suite talks to host SPRITED_TEST_CLUSTER_ASK (1, 2 or 3; default 3),
+# cordoned (`--cordon`: it takes no sprite), so the sprites are placed on
+# the other two and every request about one is forwarded: every sprite
+# lives on another host than the one asked.
 CLUSTER = os.environ.get("SPRITED_TEST_CLUSTER") == "postgres"
+ASKED = int(os.environ.get("SPRITED_TEST_CLUSTER_ASK", "3"))
 HERE = Path(__file__).resolve().parent
 
 
@@ -116,14 +118,15 @@ def daemon():
                 check=True, capture_output=True, text=True).stdout.strip()
             objects = Path(pg_dir) / "objects"
             objects.mkdir()
-            for host, extra in (("h1", []), ("h2", []), ("front", ["--cordon"])):
+            for i in (1, 2, 3):
+                extra = ["--cordon"] if i == ASKED else []
                 started.append(_start_sprited(
                     sprited, token, {"SPRITED_DATABASE": db_url},
-                    ["--host-id", host, "--object-store", f"file://{objects}", *extra]))
+                    ["--host-id", f"h{i}", "--object-store", f"file://{objects}", *extra]))
         else:
             started.append(_start_sprited(sprited, token))
-        # The last one started: in a cluster, the cordoned one.
-        front = started[-1]
+        # In a cluster, the one asked (cordoned).
+        front = started[ASKED - 1] if CLUSTER else started[-1]
         url = front["url"]
         # Every host: a sprite's operations are counted where it runs.
         hosts = [d["url"] for d in started]

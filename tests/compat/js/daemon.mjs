@@ -109,10 +109,12 @@ async function startOne(token, extraEnv = {}, extraArgs = []) {
 
 // SPRITED_TEST_CLUSTER=postgres: three hosts share a PostgreSQL database of
 // the run's own (../postgres.sh) and one object store, and the suite talks
-// to the third, cordoned (`--cordon`: it takes no sprite), so the sprites
-// are placed on the other two and every request about one is forwarded:
-// every sprite lives on another host than the one asked.
+// to host SPRITED_TEST_CLUSTER_ASK (1, 2 or 3; default 3), cordoned
+// (`--cordon`: it takes no sprite), so the sprites are placed on the other
+// two and every request about one is forwarded: every sprite lives on
+// another host than the one asked.
 export const CLUSTER = process.env.SPRITED_TEST_CLUSTER === 'postgres';
+const ASKED = Number(process.env.SPRITED_TEST_CLUSTER_ASK || '3');
 
 export async function startDaemon() {
   const token = randomBytes(16).toString('hex');
@@ -131,15 +133,16 @@ export async function startDaemon() {
   try {
     const dbUrl = execFileSync(pgScript, ['start', pgDir, String(await freePort())]).toString().trim();
     mkdirSync(path.join(pgDir, 'objects'));
-    for (const [host, extra] of [['h1', []], ['h2', []], ['front', ['--cordon']]]) {
+    for (const i of [1, 2, 3]) {
+      const extra = i === ASKED ? ['--cordon'] : [];
       started.push(await startOne(token, { SPRITED_DATABASE: dbUrl },
-        ['--host-id', host, '--object-store', `file://${path.join(pgDir, 'objects')}`, ...extra]));
+        ['--host-id', `h${i}`, '--object-store', `file://${path.join(pgDir, 'objects')}`, ...extra]));
     }
   } catch (e) {
     await stopAll();
     throw e;
   }
-  const front = started.at(-1);
+  const front = started[ASKED - 1];
   return { url: front.url, hosts: started.map(d => d.url), token, stop: stopAll, controlMode: CONTROL_MODE };
 }
 

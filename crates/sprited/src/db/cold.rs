@@ -16,6 +16,9 @@ pub struct ColdCopy {
     pub stored_bytes: u64,
     /// Bytes of data it holds (before compression; holes not counted).
     pub data_bytes: u64,
+    /// The epoch under which its holder made it (see `db::hosts`): in its
+    /// manifest's name; 0 on a database of one host's own.
+    pub epoch: i64,
 }
 
 impl Db {
@@ -24,13 +27,14 @@ impl Db {
     pub fn evicted(&self, sprite_id: &str) -> Result<Option<ColdCopy>, DbError> {
         self.run(|c| {
             c.query_opt(
-                "SELECT evicted_at, stored_bytes, data_bytes FROM cold_sprites WHERE sprite_id = ?1",
+                "SELECT evicted_at, stored_bytes, data_bytes, epoch FROM cold_sprites WHERE sprite_id = ?1",
                 params![sprite_id],
                 |r| {
                     Ok(ColdCopy {
                         at: r.get(0)?,
                         stored_bytes: r.get::<i64>(1)? as u64,
                         data_bytes: r.get::<i64>(2)? as u64,
+                        epoch: r.get(3)?,
                     })
                 },
             )
@@ -41,10 +45,17 @@ impl Db {
     pub fn set_evicted(&self, sprite_id: &str, copy: &ColdCopy) -> Result<(), DbError> {
         self.run(|c| {
             c.execute(
-                "INSERT INTO cold_sprites (sprite_id, evicted_at, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO cold_sprites (sprite_id, evicted_at, stored_bytes, data_bytes, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (sprite_id) DO UPDATE SET evicted_at = excluded.evicted_at,
-                   stored_bytes = excluded.stored_bytes, data_bytes = excluded.data_bytes",
-                params![sprite_id, copy.at, copy.stored_bytes as i64, copy.data_bytes as i64],
+                   stored_bytes = excluded.stored_bytes, data_bytes = excluded.data_bytes,
+                   epoch = excluded.epoch",
+                params![
+                    sprite_id,
+                    copy.at,
+                    copy.stored_bytes as i64,
+                    copy.data_bytes as i64,
+                    copy.epoch
+                ],
             )
         })?;
         Ok(())
@@ -77,7 +88,7 @@ impl Db {
     pub fn cold_checkpoints(&self, sprite_id: &str) -> Result<BTreeMap<String, ColdCopy>, DbError> {
         let rows = self.run(|c| {
             c.query_map(
-                "SELECT id, stored_bytes, data_bytes FROM cold_checkpoints WHERE sprite_id = ?1",
+                "SELECT id, stored_bytes, data_bytes, epoch FROM cold_checkpoints WHERE sprite_id = ?1",
                 params![sprite_id],
                 |r| {
                     Ok((
@@ -86,6 +97,7 @@ impl Db {
                             at: String::new(),
                             stored_bytes: r.get::<i64>(1)? as u64,
                             data_bytes: r.get::<i64>(2)? as u64,
+                            epoch: r.get(3)?,
                         },
                     ))
                 },
@@ -103,10 +115,16 @@ impl Db {
     ) -> Result<(), DbError> {
         self.run(|c| {
             c.execute(
-                "INSERT INTO cold_checkpoints (sprite_id, id, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO cold_checkpoints (sprite_id, id, stored_bytes, data_bytes, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (sprite_id, id) DO UPDATE SET stored_bytes = excluded.stored_bytes,
-                   data_bytes = excluded.data_bytes",
-                params![sprite_id, id, copy.stored_bytes as i64, copy.data_bytes as i64],
+                   data_bytes = excluded.data_bytes, epoch = excluded.epoch",
+                params![
+                    sprite_id,
+                    id,
+                    copy.stored_bytes as i64,
+                    copy.data_bytes as i64,
+                    copy.epoch
+                ],
             )
         })?;
         Ok(())
@@ -116,14 +134,15 @@ impl Db {
     pub fn add_snapshot(&self, sprite_id: &str, snap: &Snapshot) -> Result<(), DbError> {
         self.run(|c| {
             c.execute(
-                "INSERT INTO snapshots (sprite_id, at_ms, stored_bytes, data_bytes) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO snapshots (sprite_id, at_ms, stored_bytes, data_bytes, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (sprite_id, at_ms) DO UPDATE SET stored_bytes = excluded.stored_bytes,
-                   data_bytes = excluded.data_bytes",
+                   data_bytes = excluded.data_bytes, epoch = excluded.epoch",
                 params![
                     sprite_id,
                     snap.at_ms as i64,
                     snap.stored_bytes as i64,
-                    snap.data_bytes as i64
+                    snap.data_bytes as i64,
+                    snap.epoch
                 ],
             )
         })?;
@@ -134,13 +153,14 @@ impl Db {
     pub fn snapshots(&self, sprite_id: &str) -> Result<Vec<Snapshot>, DbError> {
         self.run(|c| {
             c.query_map(
-                "SELECT at_ms, stored_bytes, data_bytes FROM snapshots WHERE sprite_id = ?1 ORDER BY at_ms DESC",
+                "SELECT at_ms, stored_bytes, data_bytes, epoch FROM snapshots WHERE sprite_id = ?1 ORDER BY at_ms DESC",
                 params![sprite_id],
                 |r| {
                     Ok(Snapshot {
                         at_ms: u64::try_from(r.get::<i64>(0)?).unwrap_or(0),
                         stored_bytes: u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
                         data_bytes: u64::try_from(r.get::<i64>(2)?).unwrap_or(0),
+                        epoch: r.get(3)?,
                     })
                 },
             )
@@ -182,4 +202,6 @@ pub struct Snapshot {
     pub at_ms: u64,
     pub stored_bytes: u64,
     pub data_bytes: u64,
+    /// The epoch under which its holder took it: in its manifest's name.
+    pub epoch: i64,
 }

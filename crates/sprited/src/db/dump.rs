@@ -317,7 +317,8 @@ mod tests {
                 Some(Snapshot {
                     at_ms: 5,
                     stored_bytes: 6,
-                    data_bytes: 7
+                    data_bytes: 7,
+                    epoch: 0
                 })
             );
             // Twice is refused, and so is a row of another sprite.

@@ -96,6 +96,8 @@ pub enum Claimed {
 #[derive(Default)]
 pub(super) struct Local {
     held: std::sync::Mutex<HashMap<String, String>>,
+    /// The epoch of each sprite held here, by id.
+    epochs: std::sync::Mutex<HashMap<String, i64>>,
     live_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -115,6 +117,15 @@ impl Local {
 
     pub(super) fn drop_id(&self, id: &str) {
         self.lock_held().retain(|_, v| v != id);
+        self.lock_epochs().remove(id);
+    }
+
+    fn lock_epochs(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.epochs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn set_epoch(&self, id: &str, epoch: i64) {
+        self.lock_epochs().insert(id.to_string(), epoch);
     }
 }
 
@@ -279,6 +290,35 @@ impl Db {
             return Ok(());
         }
         self.tx(|_| Ok(()))
+    }
+
+    /// The epoch under which this host holds sprite `id` (what names its
+    /// copies in the object store); 0 on a database of its own. Refused
+    /// for a sprite this host does not hold.
+    pub fn held_epoch(&self, id: &str) -> Result<i64, DbError> {
+        let Some(me) = self.me() else {
+            return Ok(0);
+        };
+        if let Some(e) = self.local.lock_epochs().get(id) {
+            return Ok(*e);
+        }
+        let epoch = self.run(|c| {
+            c.query_opt(
+                "SELECT epoch FROM sprite_leases WHERE sprite_id = ?1 AND host_id = ?2",
+                params![id, me.host_id],
+                |r| r.get::<i64>(0),
+            )
+        })?;
+        match epoch {
+            Some(e) => {
+                self.local.set_epoch(id, e);
+                Ok(e)
+            }
+            None => Err(DbError::Type(format!(
+                "sprite {id} is not held by this host ({})",
+                me.host_id
+            ))),
+        }
     }
 
     /// This handle's host, once it joined (see [`Db::fence`]).
@@ -470,8 +510,11 @@ impl Db {
             Ok(Claimed::Mine { epoch, moved })
         })
         .inspect(|claimed| {
-            if let (Claimed::Mine { .. }, Ok(Some(rec))) = (claimed, self.get_by_id(id)) {
-                self.local.hold(&rec.name, id);
+            if let Claimed::Mine { epoch, .. } = claimed {
+                self.local.set_epoch(id, *epoch);
+                if let Ok(Some(rec)) = self.get_by_id(id) {
+                    self.local.hold(&rec.name, id);
+                }
             }
         })
     }
@@ -637,6 +680,8 @@ mod tests {
             );
             assert_eq!(a.mine().expect("mine").len(), 1);
             assert!(b.mine().expect("mine").is_empty());
+            assert_eq!(a.held_epoch("id-one").expect("epoch"), 1);
+            b.held_epoch("id-one").expect_err("b does not hold it");
             a.set_held_status("id-one", "running").expect("status");
             assert_eq!(
                 b.held().expect("held").get("id-one"),
@@ -657,6 +702,7 @@ mod tests {
                     moved: true
                 }
             );
+            assert_eq!(b.held_epoch("id-one").expect("epoch"), 2);
             assert_eq!(b.mine().expect("mine").len(), 1);
             // a knew it held "one" without asking; past its expiry it asks.
             assert_eq!(

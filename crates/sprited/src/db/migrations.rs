@@ -215,6 +215,9 @@ CREATE TABLE serving_lease (
 /// one serving lease goes (a lease is nothing to keep: it runs out). The
 /// object store's garbage collections are counted (`store_gc`), so that a
 /// host knows when what it remembers of the store's chunks may be gone.
+/// The copies in the store (an evicted volume, checkpoints, snapshots)
+/// record the epoch of the holder that made them: it is in their
+/// manifests' names (0, the rows from before: names without one).
 const V7: &str = "
 ALTER TABLE hosts ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE hosts ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
@@ -235,6 +238,9 @@ CREATE TABLE store_gc (
     generation INTEGER NOT NULL
 );
 INSERT INTO store_gc (one, generation) VALUES (1, 0);
+ALTER TABLE cold_sprites ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cold_checkpoints ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE snapshots ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// [`V1`] to [`V7`] for PostgreSQL (which has no data dirs from before
@@ -380,6 +386,9 @@ CREATE TABLE store_gc (
     generation BIGINT NOT NULL
 );
 INSERT INTO store_gc (one, generation) VALUES (1, 0);
+ALTER TABLE cold_sprites ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE cold_checkpoints ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE snapshots ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
 "#;
 
 fn version(conn: &Connection) -> Result<u32, DbError> {
@@ -555,6 +564,7 @@ mod tests {
             at_ms: 1,
             stored_bytes: 2,
             data_bytes: 3,
+            epoch: 4,
         };
         db.add_snapshot(&beta.id, &snap).expect("add snapshot");
         assert_eq!(db.last_snapshot(&beta.id).expect("snapshots"), Some(snap));

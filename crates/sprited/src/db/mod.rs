@@ -738,6 +738,7 @@ mod engines {
                 at: format!("at{n}"),
                 stored_bytes: n,
                 data_bytes: 2 * n,
+                epoch: n as i64 + 3,
             };
             assert_eq!(db.evicted("s").expect("evicted"), None);
             db.set_evicted("s", &copy(1)).expect("evict");
@@ -763,6 +764,7 @@ mod engines {
                 at_ms,
                 stored_bytes: at_ms + 1,
                 data_bytes: at_ms + 2,
+                epoch: at_ms as i64 * 10,
             };
             for at in [5, 9, 7] {
                 db.add_snapshot("s", &snap(at)).expect("snapshot");

@@ -123,6 +123,7 @@ impl Db {
         });
         if res.is_ok() && me.is_some() {
             self.local.hold(&rec.name, &rec.id);
+            self.local.set_epoch(&rec.id, 1);
         }
         match res {
             Ok(_) => Ok(()),

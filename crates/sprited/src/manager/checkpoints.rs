@@ -314,6 +314,12 @@ impl Manager {
                 rec.name
             )));
         }
+        // Where its copy in the store is (if it has one).
+        let epoch = self
+            .db
+            .cold_checkpoints(&rec.id)?
+            .get(id)
+            .map_or(0, |c| c.epoch);
         // Record first, file second: a crash between leaves an orphan file,
         // which start-up removes.
         self.db.delete_checkpoint(&rec.id, id)?;
@@ -330,7 +336,7 @@ impl Manager {
         .await?;
         if let Err(e) = self
             .cold
-            .delete_manifest(&super::cold::checkpoint_manifest(&rec.id, id))
+            .delete_manifest(&super::cold::checkpoint_manifest(&rec.id, id, epoch))
             .await
         {
             tracing::warn!(sprite = %rec.name, checkpoint = %id, error = %e, "cannot remove the checkpoint's copy from the object store");

@@ -106,12 +106,24 @@ impl ColdVolume {
     }
 }
 
-pub(crate) fn volume_manifest(id: &str) -> String {
-    format!("sprites/{id}/volume")
+/// Where sprite `id`'s copies made under `epoch` are: `sprites/<id>/`,
+/// and below it `e<epoch>/` where hosts share the database (each holder
+/// of a sprite names what it writes with its own epoch, so a host that
+/// lost the sprite and writes late never replaces what the next holder
+/// wrote or reads; see `db::hosts`).
+pub(crate) fn sprite_prefix(id: &str, epoch: i64) -> String {
+    match epoch {
+        0 => format!("sprites/{id}/"),
+        e => format!("sprites/{id}/e{e}/"),
+    }
 }
 
-pub(crate) fn checkpoint_manifest(id: &str, checkpoint: &str) -> String {
-    format!("sprites/{id}/checkpoints/{checkpoint}")
+pub(crate) fn volume_manifest(id: &str, epoch: i64) -> String {
+    format!("{}volume", sprite_prefix(id, epoch))
+}
+
+pub(crate) fn checkpoint_manifest(id: &str, checkpoint: &str, epoch: i64) -> String {
+    format!("{}checkpoints/{checkpoint}", sprite_prefix(id, epoch))
 }
 
 impl Manager {
@@ -144,6 +156,7 @@ impl Manager {
             });
         }
         let what = format!("evicting sprite {}", rec.name);
+        let epoch = self.db.held_epoch(&rec.id)?;
         let (mut chunks_sent, mut bytes_sent, mut uploaded) = (0, 0, 0);
         let in_store = self.db.cold_checkpoints(&rec.id)?;
         for c in self.db.checkpoints(&rec.id)? {
@@ -152,7 +165,12 @@ impl Manager {
             }
             let path = self.store.checkpoint_path(&rec.id, &c.id);
             let stats = self
-                .upload(&path, &checkpoint_manifest(&rec.id, &c.id), None, None)
+                .upload(
+                    &path,
+                    &checkpoint_manifest(&rec.id, &c.id, epoch),
+                    None,
+                    None,
+                )
                 .await
                 .map_err(Error::cold(&what))?;
             self.db.set_cold_checkpoint(
@@ -162,6 +180,7 @@ impl Manager {
                     at: now_rfc3339(),
                     stored_bytes: stats.manifest.stored_bytes(),
                     data_bytes: stats.manifest.data_bytes(),
+                    epoch,
                 },
             )?;
             chunks_sent += stats.chunks_sent;
@@ -181,7 +200,7 @@ impl Manager {
         let stats = self
             .upload(
                 &self.store.volume_path(&rec.id),
-                &volume_manifest(&rec.id),
+                &volume_manifest(&rec.id, epoch),
                 None,
                 Some(&halfway),
             )
@@ -194,7 +213,7 @@ impl Manager {
             .max(self.db.last_snapshot(&rec.id)?.map_or(0, |l| l.at_ms + 1));
         self.cold
             .put_manifest(
-                &super::replicate::snapshot_manifest(&rec.id, at),
+                &super::replicate::snapshot_manifest(&rec.id, at, epoch),
                 &stats.manifest,
             )
             .await
@@ -205,6 +224,7 @@ impl Manager {
                 at_ms: at,
                 stored_bytes: stats.manifest.stored_bytes(),
                 data_bytes: stats.manifest.data_bytes(),
+                epoch,
             },
         )?;
         // What it takes to know the sprite without this host's disk.
@@ -213,6 +233,7 @@ impl Manager {
             at: now_rfc3339(),
             stored_bytes: stats.manifest.stored_bytes(),
             data_bytes: stats.manifest.data_bytes(),
+            epoch,
         };
         self.db.set_evicted(&rec.id, &copy)?;
         self.slot(&rec.id).cold.set_evicted(true);
@@ -332,14 +353,14 @@ impl Manager {
     /// checkpoints stay in the store until one is needed). The caller holds
     /// the lifecycle lock. Does nothing for a local sprite.
     pub(super) async fn rehydrate_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
-        if self.db.evicted(&rec.id)?.is_none() {
+        let Some(copy) = self.db.evicted(&rec.id)? else {
             return Ok(());
-        }
+        };
         let t0 = Instant::now();
         let what = format!("bringing sprite {} back from object storage", rec.name);
         let m = self
             .cold
-            .get_manifest(&volume_manifest(&rec.id))
+            .get_manifest(&volume_manifest(&rec.id, copy.epoch))
             .await
             .map_err(Error::cold(&what))?;
         // A fill cut short (a daemon killed while the sprite ran on its
@@ -441,9 +462,15 @@ impl Manager {
             return Ok(());
         }
         let what = format!("waking sprite {}", rec.name);
+        let copy = self.db.evicted(&rec.id)?.ok_or_else(|| {
+            Error::Internal(format!(
+                "sprite {} is evicted but no copy of its volume is recorded",
+                rec.name
+            ))
+        })?;
         let m = self
             .cold
-            .get_manifest(&volume_manifest(&rec.id))
+            .get_manifest(&volume_manifest(&rec.id, copy.epoch))
             .await
             .map_err(Error::cold(&what))?;
         let store = self.store.clone();
@@ -609,18 +636,18 @@ impl Manager {
         if self.store.checkpoint_exists(&rec.id, checkpoint) {
             return Ok(());
         }
-        if !self.db.cold_checkpoints(&rec.id)?.contains_key(checkpoint) {
+        let Some(copy) = self.db.cold_checkpoints(&rec.id)?.remove(checkpoint) else {
             return Err(Error::Internal(format!(
                 "the image of checkpoint {checkpoint} is missing"
             )));
-        }
+        };
         let what = format!(
             "fetching checkpoint {checkpoint} of sprite {} from object storage",
             rec.name
         );
         let m = self
             .cold
-            .get_manifest(&checkpoint_manifest(&rec.id, checkpoint))
+            .get_manifest(&checkpoint_manifest(&rec.id, checkpoint, copy.epoch))
             .await
             .map_err(Error::cold(&what))?;
         let store = self.store.clone();

@@ -93,6 +93,24 @@ pub struct RecoverReport {
     pub tokens: usize,
 }
 
+/// A manifest `name` of sprite `id` split into the epoch it was written
+/// under and what it is (`volume`, `snapshots/<at>`, `checkpoints/<id>`):
+/// `sprites/<id>/<what>` (epoch 0) or `sprites/<id>/e<epoch>/<what>`.
+fn manifest_of<'a>(id: &str, name: &'a str) -> Option<(i64, &'a str)> {
+    let rest = name
+        .strip_prefix("sprites/")?
+        .strip_prefix(id)?
+        .strip_prefix('/')?;
+    if let Some(after) = rest.strip_prefix('e') {
+        if let Some((n, what)) = after.split_once('/') {
+            if let Ok(epoch) = n.parse::<i64>() {
+                return Some((epoch, what));
+            }
+        }
+    }
+    Some((0, rest))
+}
+
 fn hash_of(v: &impl Serialize) -> Result<blake3::Hash, Error> {
     let bytes = serde_json::to_vec(v).map_err(|e| Error::Internal(format!("encoding: {e}")))?;
     Ok(blake3::hash(&bytes))
@@ -302,59 +320,86 @@ impl Manager {
             return Ok(());
         }
 
-        // Its snapshots, newest first, each with its manifest's sizes.
-        let prefix = format!("sprites/{id}/snapshots/");
-        let names = self
+        // Every manifest of the sprite, by the epoch it was written under
+        // (see `cold::sprite_prefix`): its snapshots, newest first; the
+        // newest copy of its evicted volume and of each checkpoint.
+        let listed = self
             .cold
-            .list_manifests(&prefix)
+            .list_manifests(&format!("sprites/{id}/"))
             .await
             .map_err(Error::cold(&what))?;
-        let mut ats: Vec<u64> = names
-            .iter()
-            .filter_map(|n| n.strip_prefix(&prefix)?.parse().ok())
-            .collect();
+        let mut ats: Vec<(u64, i64)> = Vec::new();
+        let mut volume_epoch: Option<i64> = None;
+        let mut stored: std::collections::BTreeMap<String, i64> = Default::default();
+        for name in &listed {
+            let Some((epoch, rest)) = manifest_of(&id, name) else {
+                continue;
+            };
+            if let Some(at) = rest.strip_prefix("snapshots/").and_then(|a| a.parse().ok()) {
+                ats.push((at, epoch));
+            } else if rest == "volume" {
+                volume_epoch = volume_epoch.max(Some(epoch));
+            } else if let Some(ck) = rest.strip_prefix("checkpoints/") {
+                let e = stored.entry(ck.to_string()).or_insert(epoch);
+                *e = (*e).max(epoch);
+            }
+        }
         ats.sort_unstable_by(|a, b| b.cmp(a));
+        ats.dedup_by_key(|(at, _)| *at);
         let cold = self.cold.clone();
         let id2 = id.clone();
-        let snaps: Vec<(u64, sprite_cold::Manifest)> = futures_util::stream::iter(ats)
-            .map(|at| {
+        let snaps: Vec<(u64, i64, sprite_cold::Manifest)> = futures_util::stream::iter(ats)
+            .map(|(at, epoch)| {
                 let (cold, id) = (cold.clone(), id2.clone());
                 async move {
-                    let m = cold.get_manifest(&snapshot_manifest(&id, at)).await?;
-                    Ok::<_, sprite_cold::ColdError>((at, m))
+                    let m = cold
+                        .get_manifest(&snapshot_manifest(&id, at, epoch))
+                        .await?;
+                    Ok::<_, sprite_cold::ColdError>((at, epoch, m))
                 }
             })
             .buffered(16)
             .try_collect()
             .await
             .map_err(Error::cold(&what))?;
-        let volume = match snaps.first() {
-            Some((_, m)) => {
+        // Brought back held by no host: its volume under epoch 0.
+        let volume = match (snaps.first(), volume_epoch) {
+            (Some((_, _, m)), _) => {
                 self.cold
-                    .put_manifest(&volume_manifest(&id), m)
+                    .put_manifest(&volume_manifest(&id, 0), m)
                     .await
                     .map_err(Error::cold(&what))?;
                 m.clone()
             }
-            None => match self.cold.get_manifest(&volume_manifest(&id)).await {
-                Ok(m) => m,
-                Err(sprite_cold::ColdError::NotFound { .. }) => {
-                    return Err(Error::Internal(format!(
-                        "sprite {} has no copy of its volume in the object store (never \
-                         replicated nor evicted)",
-                        dump.name
-                    )))
+            (None, Some(epoch)) => {
+                let m = self
+                    .cold
+                    .get_manifest(&volume_manifest(&id, epoch))
+                    .await
+                    .map_err(Error::cold(&what))?;
+                if epoch != 0 {
+                    self.cold
+                        .put_manifest(&volume_manifest(&id, 0), &m)
+                        .await
+                        .map_err(Error::cold(&what))?;
                 }
-                Err(e) => return Err(Error::cold(&what)(e)),
-            },
+                m
+            }
+            (None, None) => {
+                return Err(Error::Internal(format!(
+                    "sprite {} has no copy of its volume in the object store (never \
+                     replicated nor evicted)",
+                    dump.name
+                )))
+            }
         };
         let row = |v: Value| -> Result<crate::db::DumpRow, Error> {
             serde_json::from_value(v).map_err(|e| Error::Internal(e.to_string()))
         };
         let mut rows = Vec::new();
-        for (at, m) in &snaps {
+        for (at, epoch, m) in &snaps {
             rows.push(row(json!({
-                "sprite_id": id, "at_ms": at,
+                "sprite_id": id, "at_ms": at, "epoch": epoch,
                 "stored_bytes": m.stored_bytes(), "data_bytes": m.data_bytes(),
             }))?);
         }
@@ -362,21 +407,12 @@ impl Manager {
         dump.add_rows(
             "cold_sprites",
             vec![row(json!({
-                "sprite_id": id, "evicted_at": now_rfc3339(),
+                "sprite_id": id, "evicted_at": now_rfc3339(), "epoch": 0,
                 "stored_bytes": volume.stored_bytes(), "data_bytes": volume.data_bytes(),
             }))?],
         );
 
         // Checkpoints whose image is in the store; the others are gone.
-        let prefix = format!("sprites/{id}/checkpoints/");
-        let stored: BTreeSet<String> = self
-            .cold
-            .list_manifests(&prefix)
-            .await
-            .map_err(Error::cold(&what))?
-            .iter()
-            .filter_map(|n| n.strip_prefix(&prefix).map(str::to_string))
-            .collect();
         let checkpoints = dump.tables.remove("checkpoints").unwrap_or_default();
         let mut kept = Vec::new();
         let mut cold_rows = Vec::new();
@@ -386,18 +422,18 @@ impl Manager {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            if !stored.contains(&ck) {
+            let Some(&epoch) = stored.get(&ck) else {
                 tracing::warn!(sprite = %dump.name, checkpoint = %ck, "the checkpoint never reached the object store; it is not brought back");
                 report.checkpoints_lost += 1;
                 continue;
-            }
+            };
             let m = self
                 .cold
-                .get_manifest(&checkpoint_manifest(&id, &ck))
+                .get_manifest(&checkpoint_manifest(&id, &ck, epoch))
                 .await
                 .map_err(Error::cold(&what))?;
             cold_rows.push(row(json!({
-                "sprite_id": id, "id": ck,
+                "sprite_id": id, "id": ck, "epoch": epoch,
                 "stored_bytes": m.stored_bytes(), "data_bytes": m.data_bytes(),
             }))?);
             kept.push(c);
@@ -444,4 +480,37 @@ pub fn describe(report: &RecoverReport) -> String {
             .map(|(k, e)| format!("\n  {k}: {e}"))
             .collect::<String>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::manifest_of;
+    use crate::manager::cold::{checkpoint_manifest, volume_manifest};
+    use crate::manager::replicate::snapshot_manifest;
+
+    /// What a holder writes under its epoch reads back as written; epoch
+    /// 0 (a database of one host's own) keeps the names of before.
+    #[test]
+    fn manifest_names_carry_the_epoch_they_were_written_under() {
+        let id = "6f1c1e0e-0000-4000-8000-000000000001";
+        assert_eq!(volume_manifest(id, 0), format!("sprites/{id}/volume"));
+        assert_eq!(
+            snapshot_manifest(id, 17, 0),
+            format!("sprites/{id}/snapshots/17")
+        );
+        assert_eq!(
+            checkpoint_manifest(id, "v2", 3),
+            format!("sprites/{id}/e3/checkpoints/v2")
+        );
+        for (name, epoch, what) in [
+            (volume_manifest(id, 0), 0, "volume"),
+            (volume_manifest(id, 12), 12, "volume"),
+            (snapshot_manifest(id, 99, 4), 4, "snapshots/99"),
+            (checkpoint_manifest(id, "v0", 0), 0, "checkpoints/v0"),
+            (checkpoint_manifest(id, "v1", 7), 7, "checkpoints/v1"),
+        ] {
+            assert_eq!(manifest_of(id, &name), Some((epoch, what)), "{name}");
+        }
+        assert_eq!(manifest_of(id, "sprites/other/volume"), None);
+    }
 }

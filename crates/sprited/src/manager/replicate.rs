@@ -29,8 +29,8 @@ use crate::db::{Snapshot, SpriteRecord};
 use crate::error::Error;
 use crate::failpoint;
 
-pub(crate) fn snapshot_manifest(id: &str, at_ms: u64) -> String {
-    format!("sprites/{id}/snapshots/{at_ms}")
+pub(crate) fn snapshot_manifest(id: &str, at_ms: u64, epoch: i64) -> String {
+    format!("{}snapshots/{at_ms}", super::cold::sprite_prefix(id, epoch))
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -147,6 +147,7 @@ impl Manager {
     async fn replicate(&self, rec: &SpriteRecord, tick: Duration) -> Result<Outcome, Error> {
         let slot = self.slot(&rec.id);
         let last = self.db.last_snapshot(&rec.id)?;
+        let epoch = self.db.held_epoch(&rec.id)?;
         // The look and the clone under the lifecycle lock: no restore,
         // eviction or destroy swaps or removes the volume meanwhile.
         let guard = slot.lifecycle.lock().await;
@@ -197,10 +198,10 @@ impl Manager {
         })
         .await?
         .flatten();
-        let base_manifest = match (base, &changed) {
-            (Some(at), Some(_)) => Some(
+        let base_manifest = match (last, &changed) {
+            (Some(l), Some(_)) => Some(
                 self.cold
-                    .get_manifest(&snapshot_manifest(&rec.id, at))
+                    .get_manifest(&snapshot_manifest(&rec.id, l.at_ms, l.epoch))
                     .await
                     .map_err(Error::cold(&what))?,
             ),
@@ -219,7 +220,7 @@ impl Manager {
         let stats = self
             .upload(
                 &clone,
-                &snapshot_manifest(&rec.id, at),
+                &snapshot_manifest(&rec.id, at, epoch),
                 since,
                 Some(&points),
             )
@@ -234,7 +235,7 @@ impl Manager {
             let _ = std::fs::remove_file(&clone);
             let _ = self
                 .cold
-                .delete_manifest(&snapshot_manifest(&rec.id, at))
+                .delete_manifest(&snapshot_manifest(&rec.id, at, epoch))
                 .await;
             return Ok(Outcome::Skipped);
         }
@@ -242,6 +243,7 @@ impl Manager {
             at_ms: at,
             stored_bytes: stats.manifest.stored_bytes(),
             data_bytes: stats.manifest.data_bytes(),
+            epoch,
         };
         self.db.add_snapshot(&rec.id, &snap)?;
         failpoint::hit("replicate-recorded");
@@ -287,7 +289,7 @@ impl Manager {
             }
             if let Err(e) = self
                 .cold
-                .delete_manifest(&snapshot_manifest(&rec.id, s.at_ms))
+                .delete_manifest(&snapshot_manifest(&rec.id, s.at_ms, s.epoch))
                 .await
             {
                 tracing::debug!(sprite = %rec.name, error = %e, "an expired snapshot's manifest stays until the next sweep");
@@ -327,11 +329,12 @@ impl Manager {
         );
         let m = self
             .cold
-            .get_manifest(&snapshot_manifest(&rec.id, snap.at_ms))
+            .get_manifest(&snapshot_manifest(&rec.id, snap.at_ms, snap.epoch))
             .await
             .map_err(Error::cold(&what))?;
+        let epoch = self.db.held_epoch(&rec.id)?;
         self.cold
-            .put_manifest(&super::cold::volume_manifest(&rec.id), &m)
+            .put_manifest(&super::cold::volume_manifest(&rec.id, epoch), &m)
             .await
             .map_err(Error::cold(&what))?;
         self.db.set_evicted(
@@ -340,6 +343,7 @@ impl Manager {
                 at: crate::time::now_rfc3339(),
                 stored_bytes: snap.stored_bytes,
                 data_bytes: snap.data_bytes,
+                epoch,
             },
         )?;
         tracing::warn!(sprite = %rec.name, snapshot_ms = snap.at_ms, "the sprite's volume is gone from local disk; it comes back from its last replicated snapshot");
@@ -365,14 +369,20 @@ impl Manager {
 
     /// Snapshot `id` of the sprite, or 404.
     pub fn snapshot(&self, rec: &SpriteRecord, id: &str) -> Result<u64, Error> {
+        Ok(self.snapshot_named(rec, id)?.at_ms)
+    }
+
+    /// [`Manager::snapshot`], the whole record.
+    fn snapshot_named(&self, rec: &SpriteRecord, id: &str) -> Result<Snapshot, Error> {
         let at: Option<u64> = id.parse().ok();
-        match at {
-            Some(at) if self.db.snapshots(&rec.id)?.iter().any(|s| s.at_ms == at) => Ok(at),
-            _ => Err(Error::NotFound(format!(
-                "sprite {} has no snapshot {id}",
-                rec.name
-            ))),
-        }
+        let found = at.and_then(|at| {
+            self.db
+                .snapshots(&rec.id)
+                .ok()?
+                .into_iter()
+                .find(|s| s.at_ms == at)
+        });
+        found.ok_or_else(|| Error::NotFound(format!("sprite {} has no snapshot {id}", rec.name)))
     }
 
     /// Rolls the sprite's filesystem back to replicated snapshot `at`: the
@@ -387,7 +397,7 @@ impl Manager {
     ) -> Result<(), Error> {
         let slot = self.slot(&rec.id);
         let _g = slot.lifecycle.lock().await;
-        self.snapshot(rec, &at.to_string())?;
+        let snap = self.snapshot_named(rec, &at.to_string())?;
         let when = crate::time::rfc3339_of_ms(at);
         let what = format!("restoring sprite {} to its snapshot of {when}", rec.name);
         let _ = progress.send(format!(
@@ -396,7 +406,7 @@ impl Manager {
         let t0 = Instant::now();
         let m = self
             .cold
-            .get_manifest(&snapshot_manifest(&rec.id, at))
+            .get_manifest(&snapshot_manifest(&rec.id, at, snap.epoch))
             .await
             .map_err(Error::cold(&what))?;
         let store = self.store.clone();
@@ -461,9 +471,10 @@ impl Manager {
             source.name,
             crate::time::rfc3339_of_ms(at)
         );
+        let snap = self.snapshot_named(source, &at.to_string())?;
         let m = self
             .cold
-            .get_manifest(&snapshot_manifest(&source.id, at))
+            .get_manifest(&snapshot_manifest(&source.id, at, snap.epoch))
             .await
             .map_err(Error::cold(&what))?;
         let store = self.store.clone();

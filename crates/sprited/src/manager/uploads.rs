@@ -110,7 +110,8 @@ impl Manager {
         if !path.exists() {
             return Ok(0);
         }
-        let manifest = checkpoint_manifest(&rec.id, ck);
+        let epoch = self.db.held_epoch(&rec.id)?;
+        let manifest = checkpoint_manifest(&rec.id, ck, epoch);
         let stats = match self.upload(&path, &manifest, None, None).await {
             Ok(s) => s,
             // Deleted under the upload, before it opened the file.
@@ -142,6 +143,7 @@ impl Manager {
                 at: now_rfc3339(),
                 stored_bytes: stats.manifest.stored_bytes(),
                 data_bytes: stats.manifest.data_bytes(),
+                epoch,
             },
         )?;
         tracing::debug!(
