@@ -304,6 +304,17 @@ async fn sprites_move_from_a_dead_host_and_a_frozen_one_is_fenced() {
         "{list}"
     );
     api_a.delete("made-via-b").await;
+    // A fork through b is made where its source's checkpoint is: on a.
+    let r = api_b
+        .req(Method::POST, "/v1/sprites")
+        .json(&json!({"name": "fo-fork", "source": {"sprite": "fo", "checkpoint": v1}}))
+        .send()
+        .await
+        .expect("fork");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(api_b.get_json("/v1/sprites/fo-fork").await["host"], "a");
+    assert_eq!(api_b.sh("fo-fork", "cat /home/sprite/f").await, "v1\n");
+    api_b.delete("fo-fork").await;
     let r = api_b
         .req(Method::GET, "/v1/sprites/fo")
         .header("sprited-forwarded-by", "elsewhere")

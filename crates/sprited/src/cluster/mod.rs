@@ -351,7 +351,7 @@ fn sprite_of(req: &Request, state: &AppState) -> Option<(String, bool)> {
 }
 
 /// The routing layer: see the module's notes.
-pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> Response<Body> {
+pub async fn route(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
     let Some(cluster) = state.cluster.clone() else {
         return next.run(req).await;
     };
@@ -366,12 +366,31 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
         cluster.remote().clear();
     }
     let target = if req.method() == Method::POST && req.uri().path() == "/v1/sprites" {
-        if cluster.leaving.load(Ordering::SeqCst) {
-            create_target(&cluster, true).await
-        } else if forwarded {
+        if forwarded && !cluster.leaving.load(Ordering::SeqCst) {
             Target::Here
         } else {
-            create_target(&cluster, false).await
+            // A fork goes to its source's holder (its checkpoints are there).
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, CREATE_BODY_LIMIT).await {
+                Ok(b) => b,
+                Err(e) => {
+                    use axum::response::IntoResponse;
+                    return crate::error::ApiError::PayloadTooLarge(format!(
+                        "a create's body is at most {CREATE_BODY_LIMIT} bytes: {e}"
+                    ))
+                    .into_response();
+                }
+            };
+            let create: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let target = match create["source"]["sprite"].as_str() {
+                Some(source) if !forwarded => {
+                    let may_claim = crate::auth::admits(&state, &parts.headers);
+                    sprite_target(&state, &cluster, source, forwarded, may_claim).await
+                }
+                _ => create_target(&cluster, cluster.leaving.load(Ordering::SeqCst)).await,
+            };
+            req = Request::from_parts(parts, Body::from(bytes));
+            target
         }
     } else {
         match sprite_of(&req, &state) {
@@ -404,6 +423,9 @@ async fn go(cluster: &Cluster, target: Target, req: Request, next: Next) -> Resp
         }
     }
 }
+
+/// Largest create body looked into (the API takes 1 MiB of JSON).
+const CREATE_BODY_LIMIT: usize = 1 << 20;
 
 /// Largest MCP message looked into (a tool call's arguments carry file
 /// contents); a larger one is refused.

@@ -598,6 +598,7 @@ mod tests {
         tx.execute_batch(
             "INSERT INTO sprites (id, name, image, url_auth, labels, limits, environment, created_at, updated_at)
                VALUES ('id-a', 'a', 'tiny', 'sprite', '[]', '{\"cpus\":1.0,\"ram_mb\":512,\"storage_gb\":10}', '{}', 't', 't');
+             INSERT INTO snapshots (sprite_id, at_ms, stored_bytes, data_bytes) VALUES ('id-a', 5, 6, 7);
              INSERT INTO hosts (id, advertise, started_ms, seen_ms) VALUES ('h1', 'http://h1', 1, 2);
              INSERT INTO serving_lease (one, host_id, epoch, expires_ms) VALUES (1, 'h1', 3, 4);",
         )
@@ -609,6 +610,9 @@ mod tests {
         assert_eq!(user_version(&path), LATEST);
         assert_eq!(db.get("a").expect("get").expect("a").id, "id-a");
         assert!(db.leases().expect("leases").is_empty());
+        // A snapshot from before is named as before (epoch 0).
+        let snap = db.last_snapshot("id-a").expect("snapshots").expect("kept");
+        assert_eq!((snap.at_ms, snap.stored_bytes, snap.epoch), (5, 6, 0));
         assert_eq!(db.held_by("id-a").expect("held"), None);
         // The host joins again under a new epoch, and claims its sprite.
         let lease = db
