@@ -449,8 +449,8 @@ async fn sprites_move_from_a_dead_host_and_a_frozen_one_is_fenced() {
 /// `sprited drain` on a host: every sprite it holds is stopped and moved
 /// to the object store (written last, checkpoints too), its sessions end,
 /// the host gives each up, leaves and stops with status 0, and the next
-/// request for each, through the other host, is served there with nothing
-/// lost. A host with a database of its own refuses to drain.
+/// request for each, through a cordoned host, wakes it on the host with
+/// room, nothing lost. A host with a database of its own refuses to drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_host_hands_every_sprite_over_with_nothing_lost() {
     let pg = Postgres::start();
@@ -482,7 +482,13 @@ async fn a_drained_host_hands_every_sprite_over_with_nothing_lost() {
     for n in ["d1", "d2"] {
         api_a.create(n).await;
     }
+    // b takes no sprite (cordoned): what a hands over goes, through b, to
+    // c, the host with room.
+    let mut fb = fb;
+    fb.push("--cordon".into());
     let b = Daemon::start_with_env(&fb.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    let fc = flags("c");
+    let _c = Daemon::start_with_env(&fc.iter().map(String::as_str).collect::<Vec<_>>(), &env);
     let api_b = b.client();
     let v0 = api_a.checkpoint("d1", Some("before")).await;
     // Written just before the drain: no replication has seen these.
@@ -533,8 +539,9 @@ async fn a_drained_host_hands_every_sprite_over_with_nothing_lost() {
             "meta",
             "SELECT host_id, epoch FROM sprite_leases ORDER BY sprite_id"
         ),
-        "b|2\nb|2\n"
+        "c|2\nc|2\n"
     );
+    assert_eq!(api_b.get_json("/v1/sprites/d1").await["host"], "c");
     api_b.restore("d1", &v0).await;
     assert!(
         api_b

@@ -542,8 +542,11 @@ async fn sprite_target(
                     "this host is draining and takes no sprite; sprite {name} goes to another host: try again"
                 ));
             }
-            if cluster.cordoned.load(Ordering::SeqCst) && !forwarded {
-                match cluster.place(true).await {
+            // Woken where there is room (here, unless another host has
+            // more); a forwarded request was placed already.
+            if !forwarded {
+                match cluster.place(false).await {
+                    Ok(Some(h)) if h.id == cluster.lease.host_id => {}
                     Ok(Some(h)) => {
                         return Target::There {
                             host: h.id,
