@@ -329,8 +329,14 @@ async fn sprites_move_from_a_dead_host_and_a_frozen_one_is_fenced() {
     a.kill_all_sandboxes();
     drop(a);
     until_gone(&pg, "a").await;
-    serves(&api_b, "fo").await;
+    // Four requests at once: one claim, the others wait for it.
+    futures_util::future::join_all((0..4).map(|_| serves(&api_b, "fo"))).await;
     assert_eq!(lease_of(&pg, &id), "b|2\n");
+    assert_eq!(
+        b.log().matches("this host holds the sprite now").count(),
+        1,
+        "claimed more than once"
+    );
     assert_eq!(api_b.get_json("/v1/sprites/fo").await["host"], "b");
     let metrics = api_b
         .req(Method::GET, "/metrics")

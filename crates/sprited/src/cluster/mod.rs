@@ -248,6 +248,13 @@ impl Cluster {
             claiming.entry(id.to_string()).or_default().clone()
         };
         let _held = gate.lock().await;
+        // Made ready here by the claim this one waited for.
+        if let Some(epoch) = self.db.held_here(id) {
+            return Ok(Claimed::Mine {
+                epoch,
+                moved: false,
+            });
+        }
         let db = self.db.clone();
         let sid = id.to_string();
         let claimed = tokio::task::spawn_blocking(move || db.claim(&sid)).await??;

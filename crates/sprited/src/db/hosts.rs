@@ -292,6 +292,15 @@ impl Db {
         self.tx(|_| Ok(()))
     }
 
+    /// The epoch under which this host holds sprite `id`, if it knows it
+    /// without asking (it claimed or made it, and is live).
+    pub fn held_here(&self, id: &str) -> Option<i64> {
+        if !self.local.trusted() {
+            return None;
+        }
+        self.local.lock_epochs().get(id).copied()
+    }
+
     /// The epoch under which this host holds sprite `id` (what names its
     /// copies in the object store); 0 on a database of its own. Refused
     /// for a sprite this host does not hold.
