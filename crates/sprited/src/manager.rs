@@ -1136,11 +1136,11 @@ impl Manager {
         me: &crate::db::hosts::Lease,
         volumes: &[String],
     ) -> Result<(), Error> {
-        let leases = self.db.leases()?;
+        let leases = self.db.held()?;
         for id in volumes {
             let stale = match leases.get(id) {
-                Some(Some(h)) => h != &me.host_id,
-                Some(None) => true,
+                Some((Some(h), _)) => h != &me.host_id,
+                Some((None, _)) => true,
                 None => match self.db.claim(id) {
                     Ok(crate::db::hosts::Claimed::Mine { .. }) => false,
                     Ok(crate::db::hosts::Claimed::HeldBy { .. }) => true,

@@ -19,13 +19,7 @@ const HOST_TIMEOUT: &str = "3s";
 
 /// The host holding sprite `name`, as `d` shows it.
 async fn host_of(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<String> {
-    let v: serde_json::Value = http
-        .get(format!("{}/v1/sprites/{name}", d.url))
-        .bearer_auth(&d.token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let v = crate::sprite_json(http, d, name).await?;
     Ok(v["host"].as_str().unwrap_or_default().to_string())
 }
 

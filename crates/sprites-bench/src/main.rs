@@ -450,14 +450,25 @@ fn bare_checkpoint(d: &Daemon, id: &str, n: usize) -> anyhow::Result<f64> {
     Ok(took)
 }
 
-async fn sprite_id(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<String> {
-    let v: serde_json::Value = http
+/// `GET /v1/sprites/{name}` on `d`: the sprite object.
+async fn sprite_json(
+    http: &reqwest::Client,
+    d: &Daemon,
+    name: &str,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(http
         .get(format!("{}/v1/sprites/{name}", d.url))
         .bearer_auth(&d.token)
         .send()
         .await?
+        .error_for_status()?
         .json()
-        .await?;
+        .await?)
+}
+
+/// The sprite's id, from the API.
+async fn sprite_id(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<String> {
+    let v = sprite_json(http, d, name).await?;
     Ok(v["id"].as_str().context("sprite id")?.to_string())
 }
 

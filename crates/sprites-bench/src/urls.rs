@@ -84,19 +84,6 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// The sprite's id, from the API.
-async fn sprite_id(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<String> {
-    let v: serde_json::Value = http
-        .get(format!("{}/v1/sprites/{name}", d.url))
-        .bearer_auth(&d.token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    v["id"].as_str().map(String::from).context("sprite id")
-}
-
 /// The host pid of a running sprite's init, from runc's state.
 fn init_pid(d: &Daemon, id: &str) -> anyhow::Result<u32> {
     let out = Command::new("runc")
@@ -158,7 +145,7 @@ async fn measure(
     .await?;
     make_public(http, d, s.sprite).await?;
     sh(http, d, s.sprite, &s.start).await?;
-    let pid = init_pid(d, &sprite_id(http, d, s.sprite).await?)?;
+    let pid = init_pid(d, &crate::sprite_id(http, d, s.sprite).await?)?;
     let daemon_port = d.url.rsplit(':').next().unwrap_or("80");
     let host = format!("{}.sprites.localhost:{daemon_port}", s.sprite);
     let direct_url = "http://127.0.0.1:8080/";

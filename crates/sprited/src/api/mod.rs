@@ -257,7 +257,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
              sprited_host_epoch{{host=\"{host}\"}} {}\n",
             lease.epoch
         ));
-        if let Ok(held) = state.manager.db.mine() {
+        if let Ok(held) = state.manager.db.mine_ids() {
             text.push_str(&format!(
                 "# HELP sprited_host_sprites The sprites this host holds.\n\
                  # TYPE sprited_host_sprites gauge\n\

@@ -34,32 +34,14 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
     shown(state, rec, held)
 }
 
-/// Each sprite's holder and status as it last recorded it, where hosts
-/// share the database (for a list: what another host runs is shown as it
-/// says).
-type Held = std::collections::HashMap<String, crate::db::hosts::Held>;
-
-fn held_all(state: &AppState) -> Option<Held> {
-    state
-        .cluster
-        .as_ref()
-        .and_then(|_| state.manager.db.held().ok())
-}
-
 /// A sprite object; `held`: its holder (and its status as the holder last
 /// recorded it) where hosts share the database.
 fn shown(state: &AppState, rec: &SpriteRecord, held: Option<crate::db::hosts::Held>) -> Sprite {
-    let me = state.cluster.as_ref().map(|c| c.lease.host_id.as_str());
-    let (host, status) = match held {
-        Some((Some(h), recorded)) if Some(h.as_str()) != me => {
-            let status = recorded
-                .and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok())
-                .unwrap_or(Status::Cold);
-            (Some(h), status)
-        }
-        Some((h, _)) => (h, state.manager.shown_status(&rec.id)),
-        None => (None, state.manager.shown_status(&rec.id)),
-    };
+    let status = held
+        .as_ref()
+        .and_then(|h| state.manager.status_elsewhere(h))
+        .unwrap_or_else(|| state.manager.shown_status(&rec.id));
+    let host = held.and_then(|(h, _)| h);
     Sprite {
         id: rec.id.clone(),
         name: rec.name.clone(),
@@ -157,7 +139,7 @@ pub async fn list(
     let counts = org_counts(&state.manager);
     Ok(Json(SpriteList {
         sprites: {
-            let held = held_all(&state);
+            let held = state.manager.held_statuses();
             recs.iter()
                 .map(|r| {
                     let h = held

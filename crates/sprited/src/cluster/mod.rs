@@ -157,16 +157,20 @@ impl Cluster {
     pub async fn leaving(&self, manager: &Manager) {
         self.cordoned.store(true, Ordering::SeqCst);
         self.leaving.store(true, Ordering::SeqCst);
+        if let Err(e) = self.beat(manager).await {
+            tracing::warn!(error = %e, "cannot tell the other hosts this one drains; they learn it at its next heartbeat");
+        }
+    }
+
+    /// One heartbeat with this host's load now: whether its membership is
+    /// still live (see [`Db::heartbeat`]).
+    async fn beat(&self, manager: &Manager) -> Result<bool, String> {
         let load = self.load(manager);
         let (db, lease, ttl) = (self.db.clone(), self.lease.clone(), ms(self.ttl));
         match tokio::task::spawn_blocking(move || db.heartbeat(&lease, ttl, &load)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot tell the other hosts this one drains; they learn it at its next heartbeat")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot tell the other hosts this one drains; they learn it at its next heartbeat")
-            }
+            Ok(beat) => beat.map_err(|e| e.to_string()),
+            // The call itself failed (its task panicked): taken as gone.
+            Err(_) => Ok(false),
         }
     }
 
@@ -189,16 +193,12 @@ impl Cluster {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let load = me.load(&manager);
-                let (db, lease, ttl) = (me.db.clone(), me.lease.clone(), ms(me.ttl));
-                let beat =
-                    tokio::task::spawn_blocking(move || db.heartbeat(&lease, ttl, &load)).await;
-                match beat {
-                    Ok(Ok(true)) => {}
-                    Ok(Err(e)) => {
+                match me.beat(&manager).await {
+                    Ok(true) => {}
+                    Err(e) => {
                         tracing::warn!(error = %e, "cannot renew this host's membership; trying again");
                     }
-                    Ok(Ok(false)) | Err(_) => {
+                    Ok(false) => {
                         tracing::error!(
                             host = %me.lease.host_id,
                             epoch = me.lease.epoch,
@@ -366,30 +366,22 @@ pub async fn route(State(state): State<AppState>, mut req: Request, next: Next) 
     if req.method() == Method::POST && req.uri().path() == crate::api::MCP_PATH {
         return route_mcp(state, cluster, req, next, forwarded).await;
     }
+    let create = req.method() == Method::POST && req.uri().path() == "/v1/sprites";
     // A create or a delete may change who holds a name: looked up afresh.
-    if (req.method() == Method::POST && req.uri().path() == "/v1/sprites")
-        || req.method() == Method::DELETE
-    {
+    if create || req.method() == Method::DELETE {
         cluster.remote().clear();
     }
-    let target = if req.method() == Method::POST && req.uri().path() == "/v1/sprites" {
+    let target = if create {
         if forwarded && !cluster.leaving.load(Ordering::SeqCst) {
             Target::Here
         } else {
             // A fork goes to its source's holder (its checkpoints are there).
-            let (parts, body) = req.into_parts();
-            let bytes = match axum::body::to_bytes(body, CREATE_BODY_LIMIT).await {
-                Ok(b) => b,
-                Err(e) => {
-                    use axum::response::IntoResponse;
-                    return crate::error::ApiError::PayloadTooLarge(format!(
-                        "a create's body is at most {CREATE_BODY_LIMIT} bytes: {e}"
-                    ))
-                    .into_response();
-                }
-            };
-            let create: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let target = match create["source"]["sprite"].as_str() {
+            let (parts, bytes, body) =
+                match read_json(req, CREATE_BODY_LIMIT, "a create's body").await {
+                    Ok(read) => read,
+                    Err(refused) => return refused,
+                };
+            let target = match body["source"]["sprite"].as_str() {
                 Some(source) if !forwarded => {
                     let may_claim = crate::auth::admits(&state, &parts.headers);
                     sprite_target(&state, &cluster, source, forwarded, may_claim).await
@@ -431,6 +423,31 @@ async fn go(cluster: &Cluster, target: Target, req: Request, next: Next) -> Resp
     }
 }
 
+/// Reads a request's body whole (at most `limit` bytes; more is refused
+/// with 413, `what` naming it) to route by what it says: its head, the
+/// bytes (to send on) and their JSON (null when not JSON).
+async fn read_json(
+    req: Request,
+    limit: usize,
+    what: &str,
+) -> Result<
+    (
+        axum::http::request::Parts,
+        axum::body::Bytes,
+        serde_json::Value,
+    ),
+    Response<Body>,
+> {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        crate::error::ApiError::PayloadTooLarge(format!("{what} is at most {limit} bytes: {e}"))
+            .into_response()
+    })?;
+    let json = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok((parts, bytes, json))
+}
+
 /// Largest create body looked into (the API takes 1 MiB of JSON).
 const CREATE_BODY_LIMIT: usize = 1 << 20;
 
@@ -447,18 +464,10 @@ async fn route_mcp(
     next: Next,
     forwarded: bool,
 ) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MCP_BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(e) => {
-            use axum::response::IntoResponse;
-            return crate::error::ApiError::PayloadTooLarge(format!(
-                "an MCP message is at most {MCP_BODY_LIMIT} bytes: {e}"
-            ))
-            .into_response();
-        }
+    let (parts, bytes, call) = match read_json(req, MCP_BODY_LIMIT, "an MCP message").await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
-    let call: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let tool = match call["method"].as_str() {
         Some("tools/call") => call["params"]["name"].as_str(),
         _ => None,

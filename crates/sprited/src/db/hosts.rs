@@ -111,6 +111,16 @@ impl Local {
         until.is_some_and(|u| std::time::Instant::now() < u)
     }
 
+    /// Live (by this host's own clock) for half of `ttl_ms` from when the
+    /// renewal was sent (a margin for the time it took and clocks' rates);
+    /// `None`: not live.
+    fn live_for(&self, renewed: Option<(std::time::Instant, i64)>) {
+        let until = renewed.map(|(sent, ttl_ms)| {
+            sent + std::time::Duration::from_millis(u64::try_from(ttl_ms / 2).unwrap_or(0))
+        });
+        *self.live_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
     pub(super) fn hold(&self, name: &str, id: &str) {
         self.lock_held().insert(name.to_string(), id.to_string());
     }
@@ -212,19 +222,10 @@ impl Db {
                 epoch,
             })
         })
-        .inspect(|_| self.live_for(ttl_ms))
-    }
-
-    /// This host is live (by its own clock) for most of `ttl_ms` from now:
-    /// half, a margin for the time the heartbeat took and clocks' rates.
-    fn live_for(&self, ttl_ms: i64) {
-        let ms = u64::try_from(ttl_ms / 2).unwrap_or(0);
-        *self
-            .local
-            .live_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) =
-            Some(std::time::Instant::now() + std::time::Duration::from_millis(ms));
+        .inspect(|_| {
+            self.local
+                .live_for(Some((std::time::Instant::now(), ttl_ms)))
+        })
     }
 
     /// The heartbeat: live for `ttl_ms` more, with this load. False when
@@ -252,21 +253,7 @@ impl Db {
             )?;
             Ok(n > 0)
         })?;
-        if beat {
-            let ms = u64::try_from(ttl_ms / 2).unwrap_or(0);
-            *self
-                .local
-                .live_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) =
-                Some(sent + std::time::Duration::from_millis(ms));
-        } else {
-            *self
-                .local
-                .live_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = None;
-        }
+        self.local.live_for(beat.then_some((sent, ttl_ms)));
         Ok(beat)
     }
 
@@ -409,15 +396,20 @@ impl Db {
         }))
     }
 
-    /// Every lease: sprite id → the host holding it (`None`: given up).
-    /// A sprite without a row was never held.
-    pub fn leases(&self) -> Result<HashMap<String, Option<String>>, DbError> {
-        let rows = self.run(|c| {
-            c.query_map("SELECT sprite_id, host_id FROM sprite_leases", &[], |r| {
-                Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?))
-            })
+    /// The ids of the sprites this host holds (what [`Db::mine`] returns,
+    /// without their rows), where it shares the database.
+    pub fn mine_ids(&self) -> Result<std::collections::HashSet<String>, DbError> {
+        let Some(me) = self.me() else {
+            return Ok(self.sprite_ids()?.into_iter().collect());
+        };
+        let ids = self.run(|c| {
+            c.query_map(
+                "SELECT sprite_id FROM sprite_leases WHERE host_id = ?1",
+                params![me.host_id],
+                |r| r.get::<String>(0),
+            )
         })?;
-        Ok(rows.into_iter().collect())
+        Ok(ids.into_iter().collect())
     }
 
     /// The host holding sprite `id`, live or not (what `sprite info` shows).
@@ -689,6 +681,8 @@ mod tests {
             );
             assert_eq!(a.mine().expect("mine").len(), 1);
             assert!(b.mine().expect("mine").is_empty());
+            assert_eq!(a.mine_ids().expect("mine"), ["id-one".to_string()].into());
+            assert!(b.mine_ids().expect("mine").is_empty());
             assert_eq!(a.held_epoch("id-one").expect("epoch"), 1);
             b.held_epoch("id-one").expect_err("b does not hold it");
             a.set_held_status("id-one", "running").expect("status");
@@ -757,7 +751,7 @@ mod tests {
             );
             // Deleting a sprite drops its lease.
             b.delete("id-one").expect("delete");
-            assert!(b.leases().expect("leases").is_empty());
+            assert!(b.held().expect("leases").is_empty());
             let hosts = b.live_hosts().expect("hosts");
             assert_eq!(hosts.len(), 2);
         });

@@ -609,7 +609,7 @@ mod tests {
         let db = Db::open(&path).expect("open");
         assert_eq!(user_version(&path), LATEST);
         assert_eq!(db.get("a").expect("get").expect("a").id, "id-a");
-        assert!(db.leases().expect("leases").is_empty());
+        assert!(db.held().expect("leases").is_empty());
         // A snapshot from before is named as before (epoch 0).
         let snap = db.last_snapshot("id-a").expect("snapshots").expect("kept");
         assert_eq!((snap.at_ms, snap.stored_bytes, snap.epoch), (5, 6, 0));

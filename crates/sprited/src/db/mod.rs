@@ -366,6 +366,20 @@ impl Db {
             ) -> Result<T, DbError>
             + Send,
     ) -> Result<T, DbError> {
+        self.pg_session(|client, statements, _| f(client, statements))
+    }
+
+    /// [`Db::pg`], also telling `f` which session the client is (the
+    /// connections made so far: a session's advisory locks end with it).
+    fn pg_session<T: Send>(
+        &self,
+        f: impl FnOnce(
+                &mut postgres::Client,
+                &mut HashMap<String, postgres::Statement>,
+                u64,
+            ) -> Result<T, DbError>
+            + Send,
+    ) -> Result<T, DbError> {
         let Backend::Postgres(state) = &self.backend else {
             return Err(DbError::Type("not a PostgreSQL database".into()));
         };
@@ -374,7 +388,7 @@ impl Db {
             let state = &mut *state;
             let res = match state.client() {
                 Ok(_) => match state.client.as_mut() {
-                    Some(client) => f(client, &mut state.statements),
+                    Some(client) => f(client, &mut state.statements, state.sessions),
                     None => Err(DbError::Unavailable("no connection".into())),
                 },
                 Err(e) => Err(e),
@@ -496,54 +510,45 @@ impl Db {
 /// For the tests of every table module: run a test on each engine.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{Db, Engine};
+    use super::{Db, Engine, Location};
 
     /// Runs `test` once per engine, SQLite then PostgreSQL (a server of the
-    /// test binary's, `sprites_test_support::postgres`); `fresh` gives it a
-    /// new, empty database of that engine each time it is called.
-    pub(crate) fn each_engine(test: impl Fn(&mut dyn FnMut() -> Db)) {
+    /// test binary's, `sprites_test_support::postgres`); `fresh` gives it
+    /// where a new, empty database of that engine is each time it is called.
+    fn on_each_engine(test: impl Fn(&mut dyn FnMut() -> Location)) {
         for engine in [Engine::Sqlite, Engine::Postgres] {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut n = 0;
             let mut fresh = || {
                 n += 1;
                 match engine {
-                    Engine::Sqlite => Db::open(&dir.path().join(format!("meta{n}.db"))),
+                    Engine::Sqlite => Location::File(dir.path().join(format!("meta{n}.db"))),
                     Engine::Postgres => {
-                        Db::open_postgres(&sprites_test_support::postgres::shared_database())
+                        Location::Postgres(sprites_test_support::postgres::shared_database())
                     }
                 }
-                .expect("open a fresh database")
             };
             eprintln!("--- on {engine:?}");
             test(&mut fresh);
         }
     }
 
+    /// [`on_each_engine`], `fresh` opening the new database.
+    pub(crate) fn each_engine(test: impl Fn(&mut dyn FnMut() -> Db)) {
+        on_each_engine(|fresh| test(&mut || Db::open_at(&fresh()).expect("open a fresh database")));
+    }
+
     /// [`each_engine`] with two handles on each fresh database (two hosts).
     pub(crate) fn each_engine_twice(test: impl Fn(&mut dyn FnMut() -> (Db, Db))) {
-        for engine in [Engine::Sqlite, Engine::Postgres] {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let mut n = 0;
-            let mut fresh = || {
-                n += 1;
-                match engine {
-                    Engine::Sqlite => {
-                        let path = dir.path().join(format!("meta{n}.db"));
-                        (Db::open(&path), Db::open(&path))
-                    }
-                    Engine::Postgres => {
-                        let url = sprites_test_support::postgres::shared_database();
-                        (Db::open_postgres(&url), Db::open_postgres(&url))
-                    }
-                }
-            };
-            eprintln!("--- on {engine:?}");
+        on_each_engine(|fresh| {
             test(&mut || {
-                let (a, b) = fresh();
-                (a.expect("open a fresh database"), b.expect("open it again"))
-            });
-        }
+                let at = fresh();
+                (
+                    Db::open_at(&at).expect("open a fresh database"),
+                    Db::open_at(&at).expect("open it again"),
+                )
+            })
+        });
     }
 }
 

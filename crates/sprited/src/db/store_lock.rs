@@ -19,7 +19,7 @@
 //! On SQLite (one host) the store's own in-process lock is enough: these
 //! take nothing.
 
-use super::{off_runtime, Backend, Db, DbError};
+use super::{Backend, Db, DbError};
 
 /// The advisory lock (a constant of sprited's own).
 const PG_STORE_LOCK: i64 = 0x7370_7269_7465_6404;
@@ -34,31 +34,6 @@ pub struct StoreHold {
 }
 
 impl Db {
-    /// Runs `f` with the PostgreSQL client and its session's number.
-    fn with_session<T: Send>(
-        &self,
-        f: impl FnOnce(&mut postgres::Client, u64) -> Result<T, DbError> + Send,
-    ) -> Result<T, DbError> {
-        let Backend::Postgres(state) = &self.backend else {
-            return Err(DbError::Type("not a PostgreSQL database".into()));
-        };
-        off_runtime(|| {
-            let mut state = state.lock().map_err(|_| DbError::Poisoned)?;
-            let state = &mut *state;
-            let res = match state.client() {
-                Ok(_) => {
-                    let session = state.sessions;
-                    match state.client.as_mut() {
-                        Some(client) => f(client, session),
-                        None => Err(DbError::Unavailable("no connection".into())),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            res.map_err(|e| state.after(e))
-        })
-    }
-
     fn store_try(&self, exclusive: bool) -> Result<Option<StoreHold>, DbError> {
         if !matches!(self.backend, Backend::Postgres(_)) {
             return Ok(Some(StoreHold {
@@ -66,7 +41,7 @@ impl Db {
                 generation: 0,
             }));
         }
-        self.with_session(|client, session| {
+        self.pg_session(|client, _, session| {
             let take = match exclusive {
                 true => "SELECT pg_try_advisory_lock($1)",
                 false => "SELECT pg_try_advisory_lock_shared($1)",
@@ -103,7 +78,7 @@ impl Db {
         if hold.session == 0 {
             return Ok(true);
         }
-        self.with_session(|client, session| {
+        self.pg_session(|client, _, session| {
             if session != hold.session {
                 // The connection it was taken on is gone, and the lock
                 // with it.

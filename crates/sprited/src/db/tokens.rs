@@ -1,6 +1,6 @@
 //! The `tokens` table: API tokens beside the admin one, stored hashed.
 
-use super::sql::params;
+use super::sql::{params, Row};
 
 use super::{Db, DbError};
 
@@ -14,6 +14,19 @@ pub struct TokenRow {
     /// JSON; `None` for a token made before scopes.
     pub scope: Option<String>,
 }
+
+/// A row of [`TOKEN_COLUMNS`], in its order.
+fn token_row(r: &Row) -> Result<TokenRow, DbError> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        hash: r.get(2)?,
+        created_at: r.get(3)?,
+        scope: r.get(4)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, name, hash, created_at, scope";
 
 impl Db {
     pub fn insert_token(&self, t: &TokenRow) -> Result<(), DbError> {
@@ -31,17 +44,9 @@ impl Db {
     pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, DbError> {
         self.run(|c| {
             c.query_opt(
-                "SELECT id, name, hash, created_at, scope FROM tokens WHERE hash = ?1",
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
                 params![hash],
-                |r| {
-                    Ok(TokenRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        hash: r.get(2)?,
-                        created_at: r.get(3)?,
-                        scope: r.get(4)?,
-                    })
-                },
+                token_row,
             )
         })
     }
@@ -49,17 +54,9 @@ impl Db {
     pub fn tokens(&self) -> Result<Vec<TokenRow>, DbError> {
         self.run(|c| {
             c.query_map(
-                "SELECT id, name, hash, created_at, scope FROM tokens ORDER BY created_at, id",
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"),
                 &[],
-                |r| {
-                    Ok(TokenRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        hash: r.get(2)?,
-                        created_at: r.get(3)?,
-                        scope: r.get(4)?,
-                    })
-                },
+                token_row,
             )
         })
     }

@@ -71,16 +71,27 @@ impl Manager {
         id: &str,
         held: Option<&HashMap<String, crate::db::hosts::Held>>,
     ) -> Option<Status> {
-        let me = self.db.me();
-        match (held.and_then(|h| h.get(id)), me) {
-            (Some((Some(host), recorded)), Some(me)) if *host != me.host_id => Some(
-                recorded
-                    .as_deref()
-                    .and_then(|s| serde_json::from_value(serde_json::Value::String(s.into())).ok())
-                    .unwrap_or(Status::Cold),
-            ),
-            _ => self.peek_status(id),
+        held.and_then(|h| h.get(id))
+            .and_then(|h| self.status_elsewhere(h))
+            .or_else(|| self.peek_status(id))
+    }
+
+    /// The status of a sprite another host holds, as that host recorded it
+    /// (cold when it recorded none yet); `None` for one this host holds or
+    /// nobody does.
+    pub fn status_elsewhere(&self, held: &crate::db::hosts::Held) -> Option<Status> {
+        let (Some(host), recorded) = held else {
+            return None;
+        };
+        if self.db.me().is_some_and(|me| me.host_id == *host) {
+            return None;
         }
+        Some(
+            recorded
+                .as_deref()
+                .and_then(|s| serde_json::from_value(serde_json::Value::String(s.into())).ok())
+                .unwrap_or(Status::Cold),
+        )
     }
 
     /// Tell watchers the daemon is stopping.

@@ -57,10 +57,7 @@ impl Manager {
         // Hosts sharing the database: only what this host holds (another
         // host's sprite may have a slot here, shown in a list).
         if self.db.me().is_some() {
-            let held: std::collections::HashSet<String> = match self.db.mine() {
-                Ok(recs) => recs.into_iter().map(|r| r.id).collect(),
-                Err(_) => Default::default(),
-            };
+            let held = self.db.mine_ids().unwrap_or_default();
             entries.retain(|(id, _)| held.contains(id));
         }
         for (id, slot) in entries {
