@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages sprited needs at run time and to build its images.
 set -euo pipefail
-PKGS=(runc runsc xfsprogs e2fsprogs busybox-static mmdebstrap util-linux procps curl wrk passt nftables)
+PKGS=(runc runsc xfsprogs e2fsprogs busybox-static mmdebstrap util-linux procps curl wrk passt nftables libseccomp-dev)
 # `--tests`: what only the tests need (the web console's, in a real browser;
 # a PostgreSQL server for `--database postgres://`, which the tests start
 # themselves on clusters of their own).

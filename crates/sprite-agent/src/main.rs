@@ -2,6 +2,7 @@
 //! `sprite-env` when called by that name. See README.md.
 
 mod cli;
+mod confine;
 mod connection;
 mod fds;
 mod fs;
@@ -59,8 +60,14 @@ fn main() -> ExitCode {
 }
 
 fn run(on: ListenOn) -> ExitCode {
-    fds::close_inherited_on_exec();
     let pid1 = std::process::id() == 1;
+    if pid1 {
+        if let Err(e) = confine::from_daemon() {
+            log!("{e}; not starting");
+            return ExitCode::from(1);
+        }
+    }
+    fds::close_inherited_on_exec();
     if pid1 {
         let name = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())

@@ -40,6 +40,8 @@ pub enum RuntimeError {
     Network(String),
     #[error("cgroup: {0}")]
     Cgroup(String),
+    #[error("seccomp filter: {0}")]
+    Seccomp(String),
     #[error("sandbox {id:?} did not stop within {waited:?}")]
     StopTimeout {
         id: String,

@@ -573,6 +573,7 @@ impl Driver for Gvisor {
                 cgroups_path: self.cgroups.cgroups_path(&spec.id)?,
                 nofile: self.nofile,
                 user_ns: None,
+                init_loads_seccomp: false,
             },
         )?;
         let config = for_runsc(config, spec, &agent_dir, netns.as_deref())?;
@@ -786,6 +787,7 @@ mod tests {
                 cgroups_path: "/sprited/g1".into(),
                 nofile: 1024,
                 user_ns: None,
+                init_loads_seccomp: false,
             },
         )
         .expect("spec");
@@ -848,6 +850,7 @@ mod tests {
                 cgroups_path: "/sprited/g1".into(),
                 nofile: 1024,
                 user_ns: None,
+                init_loads_seccomp: false,
             },
         )
         .expect("spec");

@@ -18,7 +18,9 @@ use serde::Deserialize;
 use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{Driver, EgressHook};
 use crate::error::{Result, RuntimeError};
-use crate::sandbox::{validate_id, IdMap, SandboxSpec, SandboxState, SandboxStats, AGENT_FD};
+use crate::sandbox::{
+    validate_id, IdMap, SandboxSpec, SandboxState, SandboxStats, AGENT_FD, SECCOMP_FD,
+};
 use crate::userns::{Slots, UserNs, OWNER_BASE, RANGE_BASE, RANGE_SIZE};
 use crate::{bundle, spec};
 
@@ -198,6 +200,18 @@ impl Runc {
             .map_err(|e| RuntimeError::io("dup listener for", &spec.log_path, e))?;
         drop(listener);
         let raw = fd.as_raw_fd();
+        // The compiled filter at SECCOMP_FD, for an init that loads it.
+        let filter = if spec.init_loads_seccomp {
+            let compiled = crate::seccomp::compiled(spec.io_uring)?;
+            Some(
+                compiled
+                    .try_clone_to_owned()
+                    .map_err(|e| RuntimeError::io("dup seccomp filter for", &spec.log_path, e))?,
+            )
+        } else {
+            None
+        };
+        let filter_raw = filter.as_ref().map(|f| f.as_raw_fd());
 
         let mut cmd = self.command();
         // No session keyring per sandbox: every sprite's root is the same
@@ -208,7 +222,7 @@ impl Runc {
             .arg(&spec.bundle_dir)
             .arg("--pid-file")
             .arg(spec.bundle_dir.join(INIT_PID_FILE))
-            .args(["--preserve-fds", "1"])
+            .args(["--preserve-fds", if filter.is_some() { "2" } else { "1" }])
             .arg(&spec.id)
             .stdin(Stdio::null())
             .stdout(log)
@@ -216,9 +230,9 @@ impl Runc {
         let nofile = inherit_rlimits.then_some(self.nofile as libc::rlim_t);
         // SAFETY: the closure runs in the forked child before exec and only
         // calls setrlimit, fcntl and dup2, which are async-signal-safe; it
-        // allocates nothing and touches no locks. `raw` stays open in the
-        // parent (owned by `fd`) until the child has exec'd, since we wait
-        // for it below.
+        // allocates nothing and touches no locks. `raw` and `filter_raw`
+        // stay open in the parent (owned by `fd` and `filter`) until the
+        // child has exec'd, since we wait for it below.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(n) = nofile {
@@ -231,16 +245,19 @@ impl Runc {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                if raw == AGENT_FD {
-                    // dup2 onto itself would keep close-on-exec: clear it instead.
-                    let flags = libc::fcntl(raw, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
+                // The filter first, wherever it is: if it sits at
+                // AGENT_FD, placing the listener would close it.
+                let mut listener = raw;
+                if let Some(f) = filter_raw {
+                    if listener == SECCOMP_FD {
+                        listener = libc::fcntl(listener, libc::F_DUPFD_CLOEXEC, SECCOMP_FD + 1);
+                        if listener < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
-                } else if libc::dup2(raw, AGENT_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                    place(f, SECCOMP_FD)?;
                 }
-                Ok(())
+                place(listener, AGENT_FD)
             });
         }
         let parent = crate::cgroup::ParentLock::shared()?;
@@ -249,6 +266,7 @@ impl Runc {
             .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e))?;
         drop(parent);
         drop(fd);
+        drop(filter);
         if status.success() {
             return Ok(());
         }
@@ -258,6 +276,24 @@ impl Runc {
             output: read_from(&spec.log_path, log_start),
         })
     }
+}
+
+/// Puts `fd` at `at`, open across exec. Async-signal-safe (for `pre_exec`).
+fn place(fd: i32, at: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl and dup2 on descriptors the caller owns, in the child
+    // between fork and exec; no allocation, no locks.
+    unsafe {
+        if fd == at {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, at) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Runc {
@@ -319,6 +355,7 @@ impl Driver for Runc {
                 cgroups_path: self.cgroups.cgroups_path(&spec.id)?,
                 nofile: self.nofile,
                 user_ns: user_ns.as_ref().map(UserNs::path),
+                init_loads_seccomp: spec.init_loads_seccomp,
             },
         )?;
         bundle::write_config(&spec.bundle_dir, &config)?;

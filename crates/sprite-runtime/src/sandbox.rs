@@ -12,6 +12,15 @@ pub const AGENT_PATH_IN_SPRITE: &str = "/.sprite/bin/sprite-agent";
 pub const SPRITE_ENV_PATH_IN_SPRITE: &str = "/.sprite/bin/sprite-env";
 /// The fd on which init finds its listening socket (also in `SPRITE_AGENT_FD`).
 pub const AGENT_FD: i32 = 3;
+/// The fd on which an init that loads the seccomp filter itself finds it
+/// (compiled BPF, a sealed memfd), named in [`SECCOMP_FD_ENV`].
+pub const SECCOMP_FD: i32 = 4;
+/// Init's environment: where the compiled seccomp filter is.
+pub const SECCOMP_FD_ENV: &str = "SPRITE_SECCOMP_FD";
+/// Init's environment: the capabilities it keeps once the filter is
+/// loaded (`CAP_CHOWN,CAP_KILL,...`); every other is dropped from all its
+/// sets, the bounding set too.
+pub const CAPS_ENV: &str = "SPRITE_CAPS";
 
 /// Everything needed to start one sandbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +59,12 @@ pub struct SandboxSpec {
     pub devices: Vec<Device>,
     /// Whether seccomp lets the io_uring calls through (off by default).
     pub io_uring: bool,
+    /// Init is the agent, which loads the seccomp filter the driver
+    /// compiled once ([`crate::seccomp::compiled`]) before anything else
+    /// and drops what it needed for that, instead of `runc init` compiling
+    /// it at every start. Off by default (another init would run
+    /// unfiltered); drivers without a host seccomp filter ignore it.
+    pub init_loads_seccomp: bool,
     /// How thick the sandbox's walls are (which driver runs it).
     pub isolation: Isolation,
 }
@@ -146,6 +161,7 @@ impl SandboxSpec {
             capabilities: crate::spec::CAPABILITIES.to_vec(),
             devices: Vec::new(),
             io_uring: false,
+            init_loads_seccomp: false,
             isolation: Isolation::Container,
         }
     }

@@ -15,8 +15,8 @@ use oci_spec::runtime::{
 
 use crate::error::{Result, RuntimeError};
 use crate::sandbox::{
-    validate_id, Bind, Device, SandboxSpec, AGENT_FD, AGENT_PATH_IN_SPRITE,
-    SPRITE_ENV_PATH_IN_SPRITE,
+    validate_id, Bind, Device, SandboxSpec, AGENT_FD, AGENT_PATH_IN_SPRITE, CAPS_ENV, SECCOMP_FD,
+    SECCOMP_FD_ENV, SPRITE_ENV_PATH_IN_SPRITE,
 };
 use crate::seccomp;
 
@@ -101,6 +101,15 @@ pub struct SpecOptions {
     /// it starts), not set by runc on init from outside, which would take
     /// CAP_SYS_RESOURCE over a namespace host root no longer owns.
     pub user_ns: Option<PathBuf>,
+    /// Init loads the compiled seccomp filter itself from
+    /// [`SECCOMP_FD`](crate::sandbox::SECCOMP_FD) (the agent does, see
+    /// [`SandboxSpec::init_loads_seccomp`](crate::sandbox::SandboxSpec)):
+    /// the config has no `linux.seccomp` for runc to compile, init's
+    /// environment says where the filter is and which capabilities to keep,
+    /// and where no_new_privs is off init starts with `CAP_SYS_ADMIN` (which
+    /// loading a filter then takes) and `CAP_SETPCAP` (to drop it from the
+    /// bounding set), both dropped before it does anything else.
+    pub init_loads_seccomp: bool,
 }
 
 /// [`NOFILE`], or less where the daemon cannot raise a hard limit that high
@@ -135,7 +144,12 @@ fn has_cap_sys_resource() -> bool {
 /// Builds the OCI config for `sandbox`.
 pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
     check(sandbox)?;
-    let caps: oci_spec::runtime::Capabilities = sandbox.capabilities.iter().copied().collect();
+    let mut caps: oci_spec::runtime::Capabilities = sandbox.capabilities.iter().copied().collect();
+    let wanted = caps.clone();
+    if opts.init_loads_seccomp && !sandbox.no_new_privileges {
+        caps.insert(Capability::SysAdmin);
+        caps.insert(Capability::Setpcap);
+    }
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -149,6 +163,14 @@ pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
     }
     env.retain(|e| !e.starts_with("SPRITE_AGENT_FD="));
     env.push(format!("SPRITE_AGENT_FD={AGENT_FD}"));
+    env.retain(|e| {
+        let name = e.split('=').next().unwrap_or_default();
+        name != SECCOMP_FD_ENV && name != CAPS_ENV
+    });
+    if opts.init_loads_seccomp {
+        env.push(format!("{SECCOMP_FD_ENV}={SECCOMP_FD}"));
+        env.push(format!("{CAPS_ENV}={}", capability_names(&wanted)));
+    }
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
@@ -210,9 +232,13 @@ pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
                 .iter()
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
-        )
-        .seccomp(seccomp::profile(sandbox.io_uring)?)
-        .build()?;
+        );
+    let linux = if opts.init_loads_seccomp {
+        linux
+    } else {
+        linux.seccomp(seccomp::profile(sandbox.io_uring)?)
+    }
+    .build()?;
 
     Ok(SpecBuilder::default()
         .version("1.0.2")
@@ -227,6 +253,13 @@ pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
         .mounts(mounts(sandbox)?)
         .linux(linux)
         .build()?)
+}
+
+/// `CAP_CHOWN,CAP_KILL,...`, sorted: the capabilities init keeps.
+fn capability_names(caps: &oci_spec::runtime::Capabilities) -> String {
+    let mut names: Vec<String> = caps.iter().map(|c| format!("CAP_{c}")).collect();
+    names.sort();
+    names.join(",")
 }
 
 fn check(sandbox: &SandboxSpec) -> Result<()> {
@@ -493,6 +526,7 @@ mod tests {
             cgroups_path: PathBuf::from("sprited/t1"),
             nofile: NOFILE,
             user_ns: None,
+            init_loads_seccomp: false,
         }
     }
 
@@ -516,6 +550,64 @@ mod tests {
             .is_none_or(|r| r.is_empty()));
         let json = serde_json::to_value(build(&sandbox(), &opts()).expect("spec")).expect("json");
         assert_eq!(json["process"]["rlimits"][0]["hard"], NOFILE);
+    }
+
+    #[test]
+    fn an_init_that_loads_the_filter_gets_it_and_what_loading_takes() {
+        let mut o = opts();
+        o.init_loads_seccomp = true;
+        let env_of = |json: &serde_json::Value| -> Vec<String> {
+            serde_json::from_value(json["process"]["env"].clone()).expect("env")
+        };
+        let bounding_of = |json: &serde_json::Value| -> Vec<String> {
+            serde_json::from_value(json["process"]["capabilities"]["bounding"].clone())
+                .expect("caps")
+        };
+        let kept = "CAP_AUDIT_WRITE,CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_FOWNER,CAP_FSETID,CAP_KILL,\
+                    CAP_NET_BIND_SERVICE,CAP_SETFCAP,CAP_SETGID,CAP_SETPCAP,CAP_SETUID,CAP_SYS_CHROOT";
+        // no_new_privs on: loading takes nothing more.
+        let json = serde_json::to_value(build(&sandbox(), &o).expect("spec")).expect("json");
+        assert!(json["linux"]["seccomp"].is_null(), "runc would compile it");
+        let env = env_of(&json);
+        assert!(env.contains(&"SPRITE_SECCOMP_FD=4".to_string()), "{env:?}");
+        assert!(env.contains(&format!("SPRITE_CAPS={kept}")), "{env:?}");
+        assert_eq!(bounding_of(&json).len(), 12);
+        // Off: CAP_SYS_ADMIN to load it, CAP_SETPCAP to drop it after,
+        // neither kept when the sandbox was not given them.
+        let mut s = sandbox();
+        s.no_new_privileges = false;
+        s.capabilities.retain(|c| *c != Capability::Setpcap);
+        let json = serde_json::to_value(build(&s, &o).expect("spec")).expect("json");
+        let bounding = bounding_of(&json);
+        assert!(bounding.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(bounding.contains(&"CAP_SETPCAP".to_string()));
+        let env = env_of(&json);
+        let caps = env
+            .iter()
+            .find_map(|e| e.strip_prefix("SPRITE_CAPS="))
+            .expect("SPRITE_CAPS");
+        assert!(
+            !caps.contains("CAP_SYS_ADMIN") && !caps.contains("CAP_SETPCAP"),
+            "{caps}"
+        );
+        assert_eq!(caps.split(',').count(), 11);
+        // A variable of the sandbox's own by those names is replaced.
+        s.env.push("SPRITE_SECCOMP_FD=9".into());
+        let json = serde_json::to_value(build(&s, &o).expect("spec")).expect("json");
+        let env = env_of(&json);
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.starts_with("SPRITE_SECCOMP_FD="))
+                .collect::<Vec<_>>(),
+            ["SPRITE_SECCOMP_FD=4"]
+        );
+        // Not asked: runc's filter as before, no variables.
+        let json = serde_json::to_value(build(&s, &opts()).expect("spec")).expect("json");
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(!env_of(&json)
+            .iter()
+            .any(|e| e.starts_with("SPRITE_SECCOMP_FD=")));
+        assert!(!bounding_of(&json).contains(&"CAP_SYS_ADMIN".to_string()));
     }
 
     #[test]

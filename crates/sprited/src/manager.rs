@@ -718,6 +718,8 @@ impl Manager {
             capabilities: sprite_runtime::spec::CAPABILITIES.to_vec(),
             devices: Vec::new(),
             io_uring: false,
+            // Init is the agent: it loads the filter compiled once.
+            init_loads_seccomp: true,
             isolation: rec.limits.isolation,
         }
     }

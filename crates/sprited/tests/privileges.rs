@@ -320,3 +320,107 @@ print("getpid", name(libc.syscall(ctypes.c_long(39))))
         "io_uring EPERM\nkcmp ENOSYS\ngetpid ok\n"
     );
 }
+
+/// `field: value` lines of `/proc/<pid>/status` inside, for the fields
+/// that say how a process is confined.
+async fn confinement(
+    api: &Api,
+    name: &str,
+    pid: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let out = as_root(
+        api,
+        name,
+        &format!("grep -E '^(CapBnd|CapEff|CapPrm|CapInh|CapAmb|NoNewPrivs|Seccomp|Seccomp_filters):' /proc/{pid}/status"),
+    )
+    .await;
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.out()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The agent loads the filter the daemon compiled (one filter, the one
+/// runc loaded before) and keeps only the capabilities the sprite was
+/// given, in itself and in everything it starts, also where it started
+/// with `CAP_SYS_ADMIN` and `CAP_SETPCAP` to do so (no_new_privs off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_loads_the_filter_and_keeps_only_what_the_sprite_was_given() {
+    let d = Daemon::start();
+    let api = d.client();
+    api.create("conf1").await;
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites")
+        .json(&json!({"name": "conf2", "image": "standard"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    // The default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID
+    // SETPCAP NET_BIND_SERVICE SYS_CHROOT AUDIT_WRITE SETFCAP.
+    const DEFAULT: &str = "00000000a00405fb";
+    // minimal: CHOWN DAC_OVERRIDE FOWNER KILL SETGID SETUID.
+    const MINIMAL: &str = "00000000000000eb";
+    confined_as(&api, "conf1", DEFAULT, "1").await;
+    confined_as(&api, "conf2", DEFAULT, "0").await;
+    // minimal with no_new_privs off: CAP_SETPCAP and CAP_SYS_ADMIN were
+    // given for the load only.
+    let (status, body) = post_policy(
+        &api,
+        "conf2",
+        json!({"profile": "minimal", "noNewPrivileges": false}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    restart(&api, "conf2").await;
+    confined_as(&api, "conf2", MINIMAL, "0").await;
+    api.delete("conf1").await;
+    api.delete("conf2").await;
+}
+
+/// Pid 1 (the agent) and a root shell of `name` are under one seccomp
+/// filter with `nnp` and exactly the capabilities `caps`, and the filter
+/// holds.
+async fn confined_as(api: &Api, name: &str, caps: &str, nnp: &str) {
+    for pid in ["1", "self"] {
+        let got = confinement(api, name, pid).await;
+        let field = |k: &str| got.get(k).cloned().unwrap_or_default();
+        assert_eq!(field("Seccomp"), "2", "{name} {pid}: {got:?}");
+        assert_eq!(field("Seccomp_filters"), "1", "{name} {pid}: {got:?}");
+        assert_eq!(field("NoNewPrivs"), nnp, "{name} {pid}: {got:?}");
+        assert_eq!(field("CapBnd"), caps, "{name} {pid}: {got:?}");
+        assert_eq!(field("CapInh"), "0000000000000000", "{name} {pid}");
+        assert_eq!(field("CapAmb"), "0000000000000000", "{name} {pid}");
+        if pid == "1" {
+            assert_eq!(field("CapEff"), caps, "{name}: {got:?}");
+            assert_eq!(field("CapPrm"), caps, "{name}: {got:?}");
+        }
+    }
+    // Nothing the agent starts hears of the filter or its descriptor.
+    let env = as_root(api, name, "env; ls -l /proc/1/fd").await.out();
+    assert!(
+        !env.contains("SPRITE_SECCOMP_FD")
+            && !env.contains("SPRITE_CAPS")
+            && !env.contains("memfd:"),
+        "{env}"
+    );
+    let denied = as_root(
+        api,
+        name,
+        "mount -t tmpfs x /mnt || echo refused; unshare -U true || echo refused",
+    )
+    .await;
+    assert_eq!(
+        denied.out().matches("refused").count(),
+        2,
+        "{}",
+        denied.out()
+    );
+}
