@@ -95,6 +95,25 @@ pub trait EgressHook: Send + Sync + std::fmt::Debug {
         )))
     }
 
+    /// Whether [`EgressHook::attach_prepared`] serves: the driver then makes
+    /// the sandbox's network namespace before it starts (owned by the
+    /// sandbox's user namespace) and attaches it while runc runs.
+    fn attaches_prepared(&self) -> bool {
+        false
+    }
+
+    /// Gives sandbox `id` outbound network in `netns`, the namespace made
+    /// for it that it is joining as this runs. The sandbox's way out
+    /// appears only once its rules are in, as with `attach`; a namespace
+    /// that was joined (not made by runc) also needs its loopback brought
+    /// up here. A failure fails the start.
+    fn attach_prepared(&self, id: &str, netns: &std::path::Path) -> Result<(), RuntimeError> {
+        let _ = netns;
+        Err(RuntimeError::Network(format!(
+            "this egress cannot attach sandbox {id} before it starts"
+        )))
+    }
+
     /// Ends what `attach` started for `id` (nothing when there is none).
     /// Idempotent.
     fn detach(&self, id: &str) -> Result<(), RuntimeError>;

@@ -574,6 +574,7 @@ impl Driver for Gvisor {
                 nofile: self.nofile,
                 user_ns: None,
                 init_loads_seccomp: false,
+                net_ns: None,
             },
         )?;
         let config = for_runsc(config, spec, &agent_dir, netns.as_deref())?;
@@ -788,6 +789,7 @@ mod tests {
                 nofile: 1024,
                 user_ns: None,
                 init_loads_seccomp: false,
+                net_ns: None,
             },
         )
         .expect("spec");
@@ -851,6 +853,7 @@ mod tests {
                 nofile: 1024,
                 user_ns: None,
                 init_loads_seccomp: false,
+                net_ns: None,
             },
         )
         .expect("spec");

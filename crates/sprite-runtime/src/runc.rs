@@ -140,14 +140,25 @@ impl Runc {
     /// A user namespace of its own owner for the sandbox (see
     /// [`crate::userns`]); `None` without an id map, or where the kernel
     /// refuses (then runc makes one, as before, and says so once).
-    fn own_user_ns(&self, spec: &SandboxSpec) -> Option<UserNs> {
+    /// With `with_net`, a network namespace it owns is made with it where
+    /// the kernel allows (else none, and runc makes one).
+    fn own_user_ns(&self, spec: &SandboxSpec, with_net: bool) -> Option<UserNs> {
         use std::sync::atomic::Ordering;
         let map = spec.id_map?;
         if self.shared_owner.load(Ordering::Relaxed) {
             return None;
         }
         let slot = self.slots.take(&spec.id, || self.running_slots())?;
-        match UserNs::create(OWNER_BASE + slot, map) {
+        let owner = OWNER_BASE + slot;
+        let made = if with_net {
+            UserNs::create_with_net(owner, map).or_else(|e| {
+                tracing::debug!(error = %e, "no network namespace made ahead; runc makes one");
+                UserNs::create(owner, map)
+            })
+        } else {
+            UserNs::create(owner, map)
+        };
+        match made {
             Ok(ns) => Some(ns),
             Err(e) => {
                 self.shared_owner.store(true, Ordering::Relaxed);
@@ -348,7 +359,13 @@ impl Driver for Runc {
                 return Err(RuntimeError::AlreadyRunning(spec.id.clone()))
             }
         }
-        let user_ns = self.own_user_ns(spec);
+        // On the kernel datapath the network namespace is made with the
+        // user namespace, and attached while runc runs (another core, its
+        // own processes): the start waits for the longer of the two, not
+        // both.
+        let early = self.egress.as_ref().filter(|e| e.attaches_prepared());
+        let user_ns = self.own_user_ns(spec, early.is_some());
+        let net_ns = user_ns.as_ref().and_then(UserNs::net_path);
         let config = spec::build(
             spec,
             &spec::SpecOptions {
@@ -356,29 +373,51 @@ impl Driver for Runc {
                 nofile: self.nofile,
                 user_ns: user_ns.as_ref().map(UserNs::path),
                 init_loads_seccomp: spec.init_loads_seccomp,
+                net_ns: net_ns.clone(),
             },
         )?;
         bundle::write_config(&spec.bundle_dir, &config)?;
         crate::devices::make_nodes(spec)?;
         let started = Instant::now();
-        let ran = self.spawn_run(spec, listener, user_ns.is_some());
+        let (ran, attached) = std::thread::scope(|scope| {
+            let attaching = match (early, &net_ns) {
+                (Some(egress), Some(path)) => {
+                    Some(scope.spawn(move || egress.attach_prepared(&spec.id, path)))
+                }
+                _ => None,
+            };
+            let ran = self.spawn_run(spec, listener, user_ns.is_some());
+            let attached = attaching.map(|a| {
+                a.join().unwrap_or_else(|_| {
+                    Err(RuntimeError::Network(
+                        "the attaching thread panicked".into(),
+                    ))
+                })
+            });
+            (ran, attached)
+        });
         // Joined by init (or never to be): ours can close.
         drop(user_ns);
         if ran.is_err() {
             self.slots.release(&spec.id);
+            if let (Some(egress), Some(Ok(()))) = (early, &attached) {
+                let _ = egress.detach(&spec.id);
+            }
         }
         ran?;
         tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc run --detach");
         let init = protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
-        if let Some(egress) = &self.egress {
-            let attached = match init {
+        let attached = match (attached, &self.egress) {
+            (Some(done), _) => done,
+            (None, Some(egress)) => match init {
                 Some(pid) => egress.attach(&spec.id, pid),
                 None => Err(RuntimeError::Network("no init pid to attach to".into())),
-            };
-            if let Err(e) = attached {
-                let _ = self.delete(&spec.id);
-                return Err(e);
-            }
+            },
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = attached {
+            let _ = self.delete(&spec.id);
+            return Err(e);
         }
         Ok(())
     }

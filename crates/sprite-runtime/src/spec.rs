@@ -110,6 +110,9 @@ pub struct SpecOptions {
     /// loading a filter then takes) and `CAP_SETPCAP` (to drop it from the
     /// bounding set), both dropped before it does anything else.
     pub init_loads_seccomp: bool,
+    /// A network namespace made for the sandbox (owned by its user
+    /// namespace) for runc to join instead of making one.
+    pub net_ns: Option<PathBuf>,
 }
 
 /// [`NOFILE`], or less where the daemon cannot raise a hard limit that high
@@ -199,7 +202,11 @@ pub fn build(sandbox: &SandboxSpec, opts: &SpecOptions) -> Result<Spec> {
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Cgroup,
     ] {
-        namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
+        let mut ns = LinuxNamespaceBuilder::default().typ(typ);
+        if let (LinuxNamespaceType::Network, Some(path)) = (typ, &opts.net_ns) {
+            ns = ns.path(path.clone());
+        }
+        namespaces.push(ns.build()?);
     }
     let mut linux = LinuxBuilder::default();
     if let Some(map) = sandbox.id_map {
@@ -527,6 +534,7 @@ mod tests {
             nofile: NOFILE,
             user_ns: None,
             init_loads_seccomp: false,
+            net_ns: None,
         }
     }
 
@@ -543,6 +551,25 @@ mod tests {
             .cloned()
             .expect("a user namespace");
         assert_eq!(user["path"], "/proc/1/fd/7");
+        // A network namespace made with it is joined too; none is made.
+        o.net_ns = Some(PathBuf::from("/proc/1/fd/8"));
+        let with_net = serde_json::to_value(build(&sandbox(), &o).expect("spec")).expect("json");
+        let net = with_net["linux"]["namespaces"]
+            .as_array()
+            .expect("ns")
+            .iter()
+            .find(|n| n["type"] == "network")
+            .cloned()
+            .expect("a network namespace");
+        assert_eq!(net["path"], "/proc/1/fd/8");
+        let net = json["linux"]["namespaces"]
+            .as_array()
+            .expect("ns")
+            .iter()
+            .find(|n| n["type"] == "network")
+            .cloned()
+            .expect("a network namespace");
+        assert!(net["path"].is_null(), "runc makes it: {net}");
         // The map stays in the spec: runc reads the sandbox's root from it.
         assert_eq!(json["linux"]["uidMappings"][0]["hostID"], 100_000);
         assert!(json["process"]["rlimits"]

@@ -55,6 +55,9 @@ const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
 pub struct UserNs {
     fd: OwnedFd,
     owner: u32,
+    /// A network namespace owned by it, made with it (see
+    /// [`UserNs::create_with_net`]).
+    net: Option<OwnedFd>,
 }
 
 impl UserNs {
@@ -72,13 +75,42 @@ impl UserNs {
         self.owner
     }
 
+    /// A path that opens the network namespace made with it, if one was.
+    pub fn net_path(&self) -> Option<PathBuf> {
+        let net = self.net.as_ref()?;
+        Some(PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            net.as_raw_fd()
+        )))
+    }
+
     /// Creates a user namespace owned by `owner` whose ids `0..map.size`
     /// are host ids `map.host_base..`.
     pub fn create(owner: u32, map: IdMap) -> Result<UserNs> {
         let line = format!("0 {} {}\n", map.host_base, map.size);
         let fd = sprite_store::userns::create(Some(owner), &line)
             .map_err(|e| RuntimeError::io("make", "user namespace", e))?;
-        Ok(UserNs { fd, owner })
+        Ok(UserNs {
+            fd,
+            owner,
+            net: None,
+        })
+    }
+
+    /// [`UserNs::create`], with a network namespace the user namespace
+    /// owns: the sandbox joins both, and its network can be set up while
+    /// it starts (a namespace of the host's would keep it from mounting
+    /// sysfs).
+    pub fn create_with_net(owner: u32, map: IdMap) -> Result<UserNs> {
+        let line = format!("0 {} {}\n", map.host_base, map.size);
+        let (fd, net) = sprite_store::userns::create_with_net(Some(owner), &line)
+            .map_err(|e| RuntimeError::io("make", "user and network namespaces", e))?;
+        Ok(UserNs {
+            fd,
+            owner,
+            net: Some(net),
+        })
     }
 }
 
@@ -237,5 +269,43 @@ mod tests {
         .expect("user namespace");
         assert_eq!(owner_of(&ns.path()), Some(OWNER_BASE + 12345));
         assert_eq!(ns.owner(), OWNER_BASE + 12345);
+    }
+
+    #[test]
+    fn a_network_namespace_made_with_it_belongs_to_it() {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let ns = UserNs::create_with_net(
+            OWNER_BASE + 12346,
+            IdMap {
+                host_base: 100_000,
+                size: 65536,
+            },
+        )
+        .expect("user and network namespaces");
+        assert!(UserNs::create(OWNER_BASE + 12347, IdMap::default())
+            .expect("user namespace")
+            .net_path()
+            .is_none());
+        let net = File::open(ns.net_path().expect("a network namespace")).expect("open");
+        /// `NS_GET_USERNS` (linux/nsfs.h): `_IO(0xb7, 0x1)`.
+        const NS_GET_USERNS: libc::c_ulong = 0xb701;
+        // SAFETY: NS_GET_USERNS takes no argument and returns a new fd.
+        let owner = unsafe { libc::ioctl(net.as_raw_fd(), NS_GET_USERNS) };
+        assert!(owner >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor the ioctl returned, owned by no one else.
+        let owner = File::from(unsafe { OwnedFd::from_raw_fd(owner) });
+        let user = File::open(ns.path()).expect("open");
+        let id = |f: &File| {
+            let m = f.metadata().expect("stat");
+            (m.dev(), m.ino())
+        };
+        assert_eq!(
+            id(&owner),
+            id(&user),
+            "owned by the sandbox's user namespace"
+        );
+        let host = File::open("/proc/self/ns/net").expect("host netns");
+        assert_ne!(id(&net), id(&host), "not the host's");
     }
 }

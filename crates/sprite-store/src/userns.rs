@@ -17,6 +17,20 @@ fn io(what: impl std::fmt::Display, source: std::io::Error) -> std::io::Error {
 /// `inside outside count`), created as `owner` (host root when `None`),
 /// and returns a descriptor of it.
 pub fn create(owner: Option<u32>, map: &str) -> std::io::Result<OwnedFd> {
+    make(owner, map, false).map(|(user, _)| user)
+}
+
+/// [`create`], and a network namespace owned by the new user namespace
+/// (unshared with it, so that a sandbox joining both may mount sysfs):
+/// descriptors of both.
+pub fn create_with_net(owner: Option<u32>, map: &str) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (user, net) = make(owner, map, true)?;
+    let net = net.ok_or_else(|| std::io::Error::other("no network namespace"))?;
+    Ok((user, net))
+}
+
+fn make(owner: Option<u32>, map: &str, net: bool) -> std::io::Result<(OwnedFd, Option<OwnedFd>)> {
+    let flags = libc::CLONE_NEWUSER | if net { libc::CLONE_NEWNET } else { 0 };
     let (ready_r, ready_w) = pipe().map_err(|e| io("pipe", e))?;
     let (go_r, go_w) = pipe().map_err(|e| io("pipe", e))?;
     // What the child needs, ready before the fork: it allocates nothing.
@@ -59,7 +73,7 @@ pub fn create(owner: Option<u32>, map: &str) -> std::io::Result<OwnedFd> {
             };
             let status: u8 = if !became {
                 1
-            } else if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) != 0 {
+            } else if libc::syscall(libc::SYS_unshare, flags) != 0 {
                 2
             } else {
                 0
@@ -75,7 +89,7 @@ pub fn create(owner: Option<u32>, map: &str) -> std::io::Result<OwnedFd> {
     }
     drop(ready_w);
     drop(go_r);
-    let result = finish(pid, owner, map, &ready_r);
+    let result = finish(pid, owner, map, &ready_r, net);
     // The child may exit now: the namespace lives on through our fd.
     drop(go_w);
     let mut status = 0;
@@ -89,7 +103,8 @@ fn finish(
     owner: Option<u32>,
     map: &str,
     ready: &OwnedFd,
-) -> std::io::Result<OwnedFd> {
+    net: bool,
+) -> std::io::Result<(OwnedFd, Option<OwnedFd>)> {
     use std::io::Read;
     let mut msg = [0u8; 2];
     let mut f = File::from(ready.try_clone().map_err(|e| io("dup", e))?);
@@ -101,7 +116,11 @@ fn finish(
         1 => return Err(io(format!("becoming uid {}", owner.unwrap_or(0)), errno())),
         _ => {
             return Err(io(
-                format!("unshare(CLONE_NEWUSER) as uid {}", owner.unwrap_or(0)),
+                format!(
+                    "unshare(CLONE_NEWUSER{}) as uid {}",
+                    if net { "|CLONE_NEWNET" } else { "" },
+                    owner.unwrap_or(0)
+                ),
                 errno(),
             ))
         }
@@ -110,11 +129,15 @@ fn finish(
         let path = PathBuf::from(format!("/proc/{pid}/{file}"));
         std::fs::write(&path, map).map_err(|e| io(format!("writing {}", path.display()), e))?;
     }
-    let path = PathBuf::from(format!("/proc/{pid}/ns/user"));
-    let fd: OwnedFd = File::open(&path)
-        .map_err(|e| io(format!("opening {}", path.display()), e))?
-        .into();
-    Ok(fd)
+    let open = |ns: &str| -> std::io::Result<OwnedFd> {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
+        Ok(File::open(&path)
+            .map_err(|e| io(format!("opening {}", path.display()), e))?
+            .into())
+    };
+    let user = open("user")?;
+    let net = if net { Some(open("net")?) } else { None };
+    Ok((user, net))
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {

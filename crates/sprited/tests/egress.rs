@@ -332,6 +332,21 @@ async fn reach_out_but_never_the_host_or_each_other(datapath: &str) {
     // Outbound works (NAT): the test namespace answers.
     let (_, out) = try_sh(&api, a, &http_get(&net.allowed.to_string())).await;
     assert!(out.contains("hello from the internet"), "{out}");
+    // Its own loopback is up (on the kernel datapath the namespace is made
+    // ahead and joined, and runc leaves a joined one's loopback down), and
+    // sysfs shows its namespace's links: lo and eth0 only.
+    // (gVisor's netstack is the Sentry's own.)
+    if datapath == "kernel" && common::isolation() == "container" {
+        let (_, flags) = try_sh(&api, a, "cat /sys/class/net/lo/flags").await;
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+        assert_eq!(flags & 1, 1, "lo is down: flags {flags:#x}");
+        let (_, links) = try_sh(&api, a, "ls /sys/class/net").await;
+        assert_eq!(
+            links.split_whitespace().collect::<Vec<_>>(),
+            ["eth0", "lo"],
+            "{links}"
+        );
+    }
 
     // Host services: loopback, every interface address, the daemon's API.
     let (lo_port, host_lo) = host_listener("127.0.0.1:0").await;

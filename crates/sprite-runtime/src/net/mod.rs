@@ -112,6 +112,7 @@ impl EgressHook for Egress {
                 &self.nft_bin,
                 nft::base_script(&blocked),
                 false,
+                false,
             )?;
             self.blocked.made(id, generation);
             tracing::debug!(sandbox = %id, %link, elapsed = ?started.elapsed(), "network attached");
@@ -125,6 +126,33 @@ impl EgressHook for Egress {
         self.blocked.made(id, generation);
         pasta::start(&self.pasta_bin, init_pid, &self.pid_file(id))?;
         tracing::debug!(sandbox = %id, elapsed = ?started.elapsed(), "network attached");
+        Ok(())
+    }
+
+    fn attaches_prepared(&self) -> bool {
+        self.kernel.is_some()
+    }
+
+    /// The kernel datapath's [`EgressHook::attach`] in a namespace made
+    /// for the sandbox before it starts, loopback up.
+    fn attach_prepared(&self, id: &str, netns: &Path) -> Result<()> {
+        validate_id(id)?;
+        let Some(kernel) = &self.kernel else {
+            return Err(RuntimeError::Network(
+                "pasta attaches to a running sandbox".into(),
+            ));
+        };
+        let started = Instant::now();
+        let (generation, blocked) = self.blocked.current();
+        let link = kernel.attach(
+            netns,
+            &self.nft_bin,
+            nft::base_script(&blocked),
+            false,
+            true,
+        )?;
+        self.blocked.made(id, generation);
+        tracing::debug!(sandbox = %id, %link, elapsed = ?started.elapsed(), "network attached while the sandbox starts");
         Ok(())
     }
 
@@ -146,7 +174,7 @@ impl EgressHook for Egress {
             crate::gvisor::SANDBOX_ADDR,
         ));
         if let Some(kernel) = &self.kernel {
-            let link = kernel.attach(netns, &self.nft_bin, script, true)?;
+            let link = kernel.attach(netns, &self.nft_bin, script, true, false)?;
             self.blocked.made(id, generation);
             tracing::debug!(sandbox = %id, %link, elapsed = ?started.elapsed(), "network attached (forwarding)");
             return Ok(());

@@ -135,14 +135,16 @@ impl Kernel {
     /// installed in it first, IPv4 forwarding on in it if `forwarding` (a
     /// namespace that routes for a sandbox of its own, gVisor's), then a
     /// pair from the host, the sandbox's address, its gateway and the routes
-    /// both ways. On error, nothing made is left. Returns the host side's
-    /// name.
+    /// both ways, and its loopback up if `loopback` (a namespace runc joins
+    /// rather than makes comes with it down). On error, nothing made is
+    /// left. Returns the host side's name.
     pub fn attach(
         &self,
         netns: &Path,
         nft_bin: &Path,
         ruleset: String,
         forwarding: bool,
+        loopback: bool,
     ) -> Result<String> {
         let t0 = std::time::Instant::now();
         let ns = std::fs::File::open(netns).map_err(|e| RuntimeError::io("open", netns, e))?;
@@ -180,6 +182,10 @@ impl Kernel {
             std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")?;
             host.up(h)?;
             host.add_link_route(h, addr, 32)?;
+            if loopback {
+                let lo = inside.index("lo")?;
+                inside.up(lo)?;
+            }
             let s = inside.index(SANDBOX_IF)?;
             inside.add_address(s, addr, 32)?;
             inside.up(s)?;
