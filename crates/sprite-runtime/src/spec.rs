@@ -554,21 +554,17 @@ mod tests {
         // A network namespace made with it is joined too; none is made.
         o.net_ns = Some(PathBuf::from("/proc/1/fd/8"));
         let with_net = serde_json::to_value(build(&sandbox(), &o).expect("spec")).expect("json");
-        let net = with_net["linux"]["namespaces"]
-            .as_array()
-            .expect("ns")
-            .iter()
-            .find(|n| n["type"] == "network")
-            .cloned()
-            .expect("a network namespace");
-        assert_eq!(net["path"], "/proc/1/fd/8");
-        let net = json["linux"]["namespaces"]
-            .as_array()
-            .expect("ns")
-            .iter()
-            .find(|n| n["type"] == "network")
-            .cloned()
-            .expect("a network namespace");
+        let network = |json: &serde_json::Value| {
+            json["linux"]["namespaces"]
+                .as_array()
+                .expect("ns")
+                .iter()
+                .find(|n| n["type"] == "network")
+                .cloned()
+                .expect("a network namespace")
+        };
+        assert_eq!(network(&with_net)["path"], "/proc/1/fd/8");
+        let net = network(&json);
         assert!(net["path"].is_null(), "runc makes it: {net}");
         // The map stays in the spec: runc reads the sandbox's root from it.
         assert_eq!(json["linux"]["uidMappings"][0]["hostID"], 100_000);

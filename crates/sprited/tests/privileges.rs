@@ -35,6 +35,17 @@ async fn restart(api: &Api, name: &str) {
     assert_eq!(r.status(), 200, "restart {name}");
 }
 
+/// Creates `name` from the `standard` image (no_new_privs off: sudo).
+async fn create_standard(api: &Api, name: &str) {
+    let r = api
+        .req(reqwest::Method::POST, "/v1/sprites")
+        .json(&json!({"name": name, "image": "standard"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+}
+
 /// `sh -c script` as root inside (an exec's default user is not root).
 async fn as_root(api: &Api, name: &str, script: &str) -> common::Output {
     api.exec_with(name, &["sh", "-c", script], "user=root", &[])
@@ -264,13 +275,7 @@ async fn a_granted_device_is_there_and_opens() {
 async fn seccomp_allows_a_list_and_io_uring_only_when_asked() {
     let d = Daemon::start();
     let api = d.client();
-    let r = api
-        .req(reqwest::Method::POST, "/v1/sprites")
-        .json(&json!({"name": "ring", "image": "standard"}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    create_standard(&api, "ring").await;
     const PROBE: &str = r#"
 import ctypes, errno
 libc = ctypes.CDLL(None, use_errno=True)
@@ -356,13 +361,7 @@ async fn the_agent_loads_the_filter_and_keeps_only_what_the_sprite_was_given() {
     let d = Daemon::start();
     let api = d.client();
     api.create("conf1").await;
-    let r = api
-        .req(reqwest::Method::POST, "/v1/sprites")
-        .json(&json!({"name": "conf2", "image": "standard"}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    create_standard(&api, "conf2").await;
     // The default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID
     // SETPCAP NET_BIND_SERVICE SYS_CHROOT AUDIT_WRITE SETFCAP.
     const DEFAULT: &str = "00000000a00405fb";

@@ -88,6 +88,30 @@ impl Egress {
         })
     }
 
+    /// The kernel datapath's attach of sandbox `id` in `netns`, with the
+    /// blocked addresses as they are now; `prepared`: a namespace made
+    /// before the sandbox starts, whose loopback is brought up too.
+    fn attach_kernel(
+        &self,
+        kernel: &veth::Kernel,
+        id: &str,
+        netns: &Path,
+        prepared: bool,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let (generation, blocked) = self.blocked.current();
+        let link = kernel.attach(
+            netns,
+            &self.nft_bin,
+            nft::base_script(&blocked),
+            false,
+            prepared,
+        )?;
+        self.blocked.made(id, generation);
+        tracing::debug!(sandbox = %id, %link, prepared, elapsed = ?started.elapsed(), "network attached");
+        Ok(())
+    }
+
     /// The pid file of the pasta serving sandbox `id`.
     fn pid_file(&self, id: &str) -> PathBuf {
         self.pid_dir.join(format!("{id}.pid"))
@@ -104,20 +128,11 @@ impl EgressHook for Egress {
             .mode(0o700)
             .create(&self.pid_dir)
             .map_err(|e| RuntimeError::io("mkdir", &self.pid_dir, e))?;
+        if let Some(kernel) = &self.kernel {
+            return self.attach_kernel(kernel, id, &netns_of(init_pid), false);
+        }
         let started = Instant::now();
         let (generation, blocked) = self.blocked.current();
-        if let Some(kernel) = &self.kernel {
-            let link = kernel.attach(
-                &netns_of(init_pid),
-                &self.nft_bin,
-                nft::base_script(&blocked),
-                false,
-                false,
-            )?;
-            self.blocked.made(id, generation);
-            tracing::debug!(sandbox = %id, %link, elapsed = ?started.elapsed(), "network attached");
-            return Ok(());
-        }
         run_nft(
             &self.nft_bin,
             &netns_of(init_pid),
@@ -142,18 +157,7 @@ impl EgressHook for Egress {
                 "pasta attaches to a running sandbox".into(),
             ));
         };
-        let started = Instant::now();
-        let (generation, blocked) = self.blocked.current();
-        let link = kernel.attach(
-            netns,
-            &self.nft_bin,
-            nft::base_script(&blocked),
-            false,
-            true,
-        )?;
-        self.blocked.made(id, generation);
-        tracing::debug!(sandbox = %id, %link, elapsed = ?started.elapsed(), "network attached while the sandbox starts");
-        Ok(())
+        self.attach_kernel(kernel, id, netns, true)
     }
 
     /// The same ruleset as [`EgressHook::attach`]'s, with what a
