@@ -210,9 +210,9 @@ fn spawn_daemon(
         .open(data.with_extension("log"))?;
     Ok(Command::new(bin)
         .args(args)
+        .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SPRITED_TOKEN", token)
-        .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -42,6 +42,11 @@ struct Ledger {
     checkpoints: BTreeMap<String, BTreeMap<u32, u64>>,
     /// What happened to it, for the report of a failure.
     history: Vec<String>,
+    /// Its create (or fork) was answered 201: it must never vanish.
+    acknowledged: bool,
+    /// A destroy of it got no answer and nobody could say since whether
+    /// the sprite is still there (it may be gone, rightly).
+    maybe_destroyed: bool,
 }
 
 impl Ledger {
@@ -209,6 +214,12 @@ async fn verify(shared: &Shared, http: &reqwest::Client, name: &str, l: &Ledger)
             l.files,
             l.history.join(" | ")
         )),
+        // A sprite whose create was acknowledged and that nobody
+        // destroyed is gone: everything on it is lost.
+        Err(e) if l.acknowledged && e.contains("404") => shared.fail(format!(
+            "{name}: the sprite vanished ({e}); history: {}",
+            l.history.join(" | ")
+        )),
         Err(_) => {}
     }
 }
@@ -232,6 +243,25 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
         let names: Vec<String> = sprites.keys().cloned().collect();
         let pick = (!names.is_empty()).then(|| names[rng.gen_range(0..names.len())].clone());
         let roll = rng.gen_range(0..100);
+        // A destroy that got no answer: settled before anything else is
+        // asked of the sprite (gone is then no loss).
+        if let Some(name) = &pick {
+            if sprites.get(name).is_some_and(|l| l.maybe_destroyed) {
+                match exists(&http, &d, name).await {
+                    Some(false) => {
+                        sprites.remove(name);
+                    }
+                    Some(true) => {
+                        if let Some(l) = sprites.get_mut(name) {
+                            l.maybe_destroyed = false;
+                            l.note(shared.tag() + "still there after the destroy");
+                        }
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+                continue;
+            }
+        }
         match (roll, pick) {
             (_, None) | (0..=7, Some(_)) if sprites.len() < PER_CLIENT => {
                 made += 1;
@@ -252,7 +282,11 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
                 }
                 shared.count("create", certain);
                 if certain || exists(&http, &d, &name).await == Some(true) {
-                    sprites.insert(name, Ledger::default());
+                    let l = Ledger {
+                        acknowledged: certain,
+                        ..Ledger::default()
+                    };
+                    sprites.insert(name, l);
                 }
             }
             (_, None) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -365,7 +399,8 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
                     }
                     if !settled {
                         shared.fail(format!(
-                            "{name}: no answer for a minute after an interrupted restore of {ck}"
+                            "{name}: no answer for a minute after an interrupted restore of {ck}; history: {}",
+                            entry.history.join(" | ")
                         ));
                     }
                 }
@@ -399,6 +434,8 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
                             history: vec![format!("fork of {name} {ck} {snap:?}")],
                             files: snap,
                             checkpoints: BTreeMap::new(),
+                            acknowledged: certain,
+                            maybe_destroyed: false,
                         },
                     );
                 }
@@ -428,8 +465,22 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
                     .await;
                 let certain = matches!(&r, Ok(r) if r.status().is_success());
                 shared.count("destroy", certain);
-                if certain || exists(&http, &d, &name).await == Some(false) {
-                    sprites.remove(&name);
+                let there = if certain {
+                    Some(false)
+                } else {
+                    exists(&http, &d, &name).await
+                };
+                match there {
+                    Some(false) => {
+                        sprites.remove(&name);
+                    }
+                    Some(true) => {}
+                    None => {
+                        if let Some(l) = sprites.get_mut(&name) {
+                            l.maybe_destroyed = true;
+                            l.note(shared.tag() + "destroy uncertain");
+                        }
+                    }
                 }
             }
         }
@@ -441,6 +492,9 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if l.maybe_destroyed && exists(&http, &shared.api(), name).await != Some(true) {
+            continue;
         }
         verify(&shared, &http, name, l).await;
     }
@@ -490,11 +544,13 @@ fn open_fds(pid: u32) -> usize {
 
 pub async fn run(minutes: f64, clients: usize) -> anyhow::Result<()> {
     let moto = Moto::start(BUCKET);
-    let env: Vec<(String, String)> = moto
+    let mut env: Vec<(String, String)> = moto
         .env()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+    // What each sprite went through, for the log kept on a failure.
+    env.push(("RUST_LOG".into(), "info".into()));
     let mut d = start_daemon_env(
         &[
             "--object-store",
