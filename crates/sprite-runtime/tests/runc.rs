@@ -140,10 +140,36 @@ impl Env {
     }
 
     fn running_pid(&self, id: &str) -> u32 {
-        match self.runc.state(id).expect("state") {
+        match self.state(id) {
             SandboxState::Running { pid } => pid,
             other => panic!("{id} is {other:?}, not running"),
         }
+    }
+
+    /// The driver's state of `id`, checked against `runc state`'s (the
+    /// driver makes it from runc's files without running runc).
+    fn state(&self, id: &str) -> SandboxState {
+        let ours = self.runc.state(id).expect("state");
+        let out = std::process::Command::new(which("runc").expect("runc"))
+            .arg("--root")
+            .arg(self.store.data_dir().join("runc"))
+            .args(["state", id])
+            .output()
+            .expect("runc state");
+        let theirs = if out.status.success() {
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("runc state json");
+            let pid = u32::try_from(v["pid"].as_u64().expect("pid")).expect("pid");
+            match v["status"].as_str().expect("status") {
+                "running" => SandboxState::Running { pid },
+                "paused" => SandboxState::Paused,
+                _ => SandboxState::Stopped,
+            }
+        } else {
+            SandboxState::Missing
+        };
+        assert_eq!(ours, theirs, "the driver's state of {id} is not runc's");
+        ours
     }
 
     /// `runc exec` as root in the sandbox: (success, stdout + stderr).
@@ -375,27 +401,21 @@ fn sandbox_isolation_limits_and_lifecycle() {
 
     // Pause and resume.
     env.runc.pause(id).expect("pause");
-    assert_eq!(env.runc.state(id).expect("state"), SandboxState::Paused);
+    assert_eq!(env.state(id), SandboxState::Paused);
     assert_eq!(
         read_trim(cgroup_dir(&dirs, "freezer").join("freezer.state")),
         "FROZEN"
     );
     env.runc.resume(id).expect("resume");
-    assert_eq!(
-        env.runc.state(id).expect("state"),
-        SandboxState::Running { pid }
-    );
+    assert_eq!(env.state(id), SandboxState::Running { pid });
     // And in place, with one write (the daemon's warm fast path).
     env.runc.pause(id).expect("pause again");
-    assert_eq!(env.runc.state(id).expect("state"), SandboxState::Paused);
+    assert_eq!(env.state(id), SandboxState::Paused);
     assert!(
         env.runc.resume_now(id).expect("resume_now"),
         "not thawed at once"
     );
-    assert_eq!(
-        env.runc.state(id).expect("state"),
-        SandboxState::Running { pid }
-    );
+    assert_eq!(env.state(id), SandboxState::Running { pid });
     assert_eq!(
         read_trim(cgroup_dir(&dirs, "freezer").join("freezer.state")),
         "THAWED"
@@ -405,7 +425,7 @@ fn sandbox_isolation_limits_and_lifecycle() {
     // and every cgroup directory goes with it.
     env.runc.pause(id).expect("pause before stop");
     env.runc.stop(id, Duration::from_millis(300)).expect("stop");
-    assert_eq!(env.runc.state(id).expect("state"), SandboxState::Missing);
+    assert_eq!(env.state(id), SandboxState::Missing);
     for dir in &dirs {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
@@ -436,10 +456,12 @@ fn sandbox_isolation_limits_and_lifecycle() {
     wait_for("init to die", || {
         env.runc.state(id).is_ok_and(|s| s == SandboxState::Stopped)
     });
+    // Settled: runc says so too.
+    assert_eq!(env.state(id), SandboxState::Stopped);
     env.start(&spec).expect("start over a stopped leftover");
     env.running_pid(id);
     env.runc.delete(id).expect("delete running");
-    assert_eq!(env.runc.state(id).expect("state"), SandboxState::Missing);
+    assert_eq!(env.state(id), SandboxState::Missing);
     for dir in &dirs {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }

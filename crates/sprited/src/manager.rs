@@ -487,6 +487,7 @@ impl Manager {
 
     /// Start the sandbox; the caller holds the lifecycle lock.
     async fn start_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
+        let t0 = std::time::Instant::now();
         let store = self.store.clone();
         let driver = self.driver.clone();
         let spec_base = self.spec_for(rec);
@@ -528,9 +529,11 @@ impl Manager {
             };
             // A leftover sandbox (killed processes, host reboot) is cleared by
             // the driver's start; mounts are repaired by the store.
+            let queued = t0.elapsed();
             let rootfs = store
                 .mount_rootfs_from(&id, &image, &volume, shift)
                 .map_err(Error::store("mounting the volume"))?;
+            let mounted = t0.elapsed();
             let run_dir = store
                 .inside_run_dir(&id)
                 .map_err(Error::store("preparing /.sprite/run"))?;
@@ -585,12 +588,15 @@ impl Manager {
                     follow_host_mounts: false,
                 },
             ];
+            let prepared = t0.elapsed();
             sandbox_driver
                 .start(&spec, listener)
                 .map_err(Error::runtime("starting the sandbox"))?;
-            Ok(inside)
+            Ok((inside, [queued, mounted, prepared, t0.elapsed()]))
         })
         .await?;
+        let (inside, [queued, mounted, prepared, started]) = inside;
+        let returned = t0.elapsed();
         if let Err(e) = self.attach_network(rec, true).await {
             let id = rec.id.clone();
             let _ = blocking(move || {
@@ -604,9 +610,21 @@ impl Manager {
         self.hand_over_socket(rec, inside);
         self.slot(&rec.id).state().error = None;
         self.slot(&rec.id).services_changed();
+        let attached = t0.elapsed();
         self.set_status(&rec.id, Status::Running);
         self.db.set_last_running(&rec.id, &now_rfc3339())?;
         self.refresh_views(rec);
+        tracing::debug!(
+            sprite = %rec.name,
+            queued_ms = checkpoints::ms(queued),
+            mount_ms = checkpoints::ms(mounted - queued),
+            prepare_ms = checkpoints::ms(prepared - mounted),
+            sandbox_ms = checkpoints::ms(started - prepared),
+            back_ms = checkpoints::ms(returned - started),
+            policy_ms = checkpoints::ms(attached - returned),
+            record_ms = checkpoints::ms(t0.elapsed() - attached),
+            "sprite started"
+        );
         Ok(())
     }
 
