@@ -26,6 +26,9 @@ use crate::{bundle, spec};
 
 /// How long to wait for init to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long a stopped sandbox's cgroup may stay busy with the tasks that
+/// died with its init before `runc delete` is left to remove it.
+const CGROUP_RMDIR_WAIT: Duration = Duration::from_millis(500);
 /// How much of runc's output an error carries.
 const ERROR_TAIL: usize = 4000;
 
@@ -63,6 +66,9 @@ struct StateFile {
     /// Init's start time in clock ticks since boot (field 22 of
     /// `/proc/<pid>/stat`): a pid reused by another process has another.
     init_process_start: u64,
+    /// The cgroup directories runc made for it, by controller.
+    #[serde(default)]
+    cgroup_paths: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// The state letter and start time of `/proc/<pid>/stat`'s text.
@@ -164,6 +170,15 @@ impl Runc {
     }
 
     fn force_delete(&self, id: &str) -> Result<()> {
+        // Init has exited: what `runc delete` does then, without spawning
+        // runc (a stop's last step, on every restore and eviction).
+        match self.remove_stopped(id) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(sandbox = id, error = %e, "removing a stopped sandbox's state; runc delete does it");
+            }
+        }
         match self.run(&["delete", "--force", id]) {
             Ok(_) => Ok(()),
             Err(_) if !self.known(id) => Ok(()),
@@ -342,6 +357,47 @@ fn place(fd: i32, at: i32) -> std::io::Result<()> {
 }
 
 impl Runc {
+    /// Removes a sandbox whose init has exited as `runc delete` does: its
+    /// cgroup directories (the kernel may take a moment to let go of the
+    /// tasks that died with init), then runc's state directory. False,
+    /// with nothing done, if init is alive (or runc does not know it).
+    fn remove_stopped(&self, id: &str) -> Result<bool> {
+        validate_id(id)?;
+        let dir = self.state_root.join(id);
+        let path = dir.join("state.json");
+        let file: StateFile = match std::fs::read(&path) {
+            Ok(text) => serde_json::from_slice(&text).map_err(|source| RuntimeError::Json {
+                what: format!("runc's state of {id}"),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(RuntimeError::io("read", &path, e)),
+        };
+        if init_alive(file.init_process_pid, file.init_process_start) {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + CGROUP_RMDIR_WAIT;
+        for cgroup in file.cgroup_paths.values() {
+            loop {
+                match std::fs::remove_dir(cgroup) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => return Err(RuntimeError::io("rmdir", cgroup, e)),
+                }
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(RuntimeError::io("remove", &dir, e)),
+        }
+    }
+
     /// What `runc state` says of `id` (`None` when runc does not know
     /// it), made as runc makes it, from its state file, `/proc` and the
     /// freezer, without spawning runc (~10 ms of a process on every start,

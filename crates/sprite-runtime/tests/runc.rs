@@ -172,6 +172,24 @@ impl Env {
         ours
     }
 
+    /// The cgroup directories runc recorded for `id` in its state file.
+    fn runc_cgroups(&self, id: &str) -> Vec<PathBuf> {
+        let path = self
+            .store
+            .data_dir()
+            .join("runc")
+            .join(id)
+            .join("state.json");
+        let text = std::fs::read(&path).expect("runc's state file");
+        let v: serde_json::Value = serde_json::from_slice(&text).expect("state json");
+        v["cgroup_paths"]
+            .as_object()
+            .expect("cgroup_paths")
+            .values()
+            .map(|p| PathBuf::from(p.as_str().expect("a path")))
+            .collect()
+    }
+
     /// `runc exec` as root in the sandbox: (success, stdout + stderr).
     fn exec(&self, id: &str, args: &[&str]) -> (bool, String) {
         let out = self.runc.exec(id, args).expect("runc exec");
@@ -422,13 +440,17 @@ fn sandbox_isolation_limits_and_lifecycle() {
     );
 
     // Stop (sleep as PID 1 ignores SIGTERM: this exercises the SIGKILL path),
-    // and every cgroup directory goes with it.
+    // and every cgroup directory goes with it, runc's state too (removed
+    // by the driver itself once init is dead).
+    let made_by_runc = env.runc_cgroups(id);
+    assert!(!made_by_runc.is_empty(), "runc recorded no cgroups");
     env.runc.pause(id).expect("pause before stop");
     env.runc.stop(id, Duration::from_millis(300)).expect("stop");
     assert_eq!(env.state(id), SandboxState::Missing);
-    for dir in &dirs {
+    for dir in dirs.iter().chain(&made_by_runc) {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
+    assert!(!env.store.data_dir().join("runc").join(id).exists());
     assert!(!Path::new(&format!("/sys/fs/cgroup/pids/sprited/{id}")).exists());
     env.runc
         .stop(id, Duration::from_millis(10))
@@ -460,9 +482,10 @@ fn sandbox_isolation_limits_and_lifecycle() {
     assert_eq!(env.state(id), SandboxState::Stopped);
     env.start(&spec).expect("start over a stopped leftover");
     env.running_pid(id);
+    let made_by_runc = env.runc_cgroups(id);
     env.runc.delete(id).expect("delete running");
     assert_eq!(env.state(id), SandboxState::Missing);
-    for dir in &dirs {
+    for dir in dirs.iter().chain(&made_by_runc) {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
 }
