@@ -1051,16 +1051,25 @@ impl Manager {
         let views = self.slot(id).views.clone();
         let sid = id.to_string();
         let destroy = matches!(release, Release::Destroy);
-        blocking(move || {
+        let t0 = std::time::Instant::now();
+        let stopped = blocking(move || {
             driver
                 .stop(&sid, grace)
                 .map_err(Error::runtime("stopping the sandbox"))?;
+            let stopped = t0.elapsed();
             let _views = views.lock().unwrap_or_else(|p| p.into_inner());
             store
                 .unmount_rootfs(&sid)
-                .map_err(Error::store("releasing the volume"))
+                .map_err(Error::store("releasing the volume"))?;
+            Ok(stopped)
         })
         .await?;
+        tracing::debug!(
+            id,
+            stop_ms = checkpoints::ms(stopped),
+            unmount_ms = checkpoints::ms(t0.elapsed() - stopped),
+            "sandbox stopped"
+        );
         // A volume that was filling itself from the object store is
         // completed (unless it goes) and becomes a plain local volume.
         if let Some(e) = self.finish_lazy(id, destroy).await {
