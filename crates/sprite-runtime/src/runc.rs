@@ -1,7 +1,8 @@
 //! The `runc` driver: writes the bundle's config.json and drives the runc
-//! CLI. Containers are started with `run --detach`, so nothing ties their
-//! lifetime to the daemon: init's stdio are /dev/null and the log file, its
-//! parent becomes the host's init (or subreaper) when runc exits.
+//! CLI. Containers are made with `runc create` and let run by the driver
+//! itself (what `runc start` does: see [`Runc::commence`]), so nothing ties
+//! their lifetime to the daemon: init's stdio are /dev/null and the log
+//! file, its parent becomes the host's init (or subreaper) when runc exits.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
@@ -29,6 +30,8 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How long a stopped sandbox's cgroup may stay busy with the tasks that
 /// died with its init before `runc delete` is left to remove it.
 const CGROUP_RMDIR_WAIT: Duration = Duration::from_millis(500);
+/// How long a prepared sandbox's init may take to exec once let run.
+const COMMENCE_WAIT: Duration = Duration::from_secs(10);
 /// How much of runc's output an error carries.
 const ERROR_TAIL: usize = 4000;
 
@@ -233,7 +236,7 @@ impl Runc {
             .collect()
     }
 
-    fn spawn_run(
+    fn spawn_create(
         &self,
         spec: &SandboxSpec,
         listener: OwnedFd,
@@ -278,7 +281,7 @@ impl Runc {
         // host uid, and the kernel's per-uid key quota (200 by default)
         // would cap a host at 200 running sprites. The keyring syscalls are
         // denied by the seccomp filter, so nothing inside can use one anyway.
-        cmd.args(["run", "--detach", "--no-new-keyring", "--bundle"])
+        cmd.args(["create", "--no-new-keyring", "--bundle"])
             .arg(&spec.bundle_dir)
             .arg("--pid-file")
             .arg(spec.bundle_dir.join(INIT_PID_FILE))
@@ -398,6 +401,164 @@ impl Runc {
         }
     }
 
+    /// Makes sandbox `spec` as [`Driver::start`] does (`runc create`,
+    /// its network attached), all but the last step: its init waits,
+    /// namespaces, mounts and cgroups made, to run the sandbox's process
+    /// at [`Runc::commence`]. Until then nothing of the sprite's runs.
+    pub fn prepare(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
+        validate_id(&spec.id)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.state_root)
+            .map_err(|e| RuntimeError::io("mkdir", &self.state_root, e))?;
+        match self.state(&spec.id)? {
+            SandboxState::Missing => {}
+            SandboxState::Stopped => {
+                tracing::info!(sandbox = %spec.id, "removing stopped leftover");
+                self.delete(&spec.id)?;
+            }
+            SandboxState::Running { .. } | SandboxState::Paused => {
+                return Err(RuntimeError::AlreadyRunning(spec.id.clone()))
+            }
+        }
+        // On the kernel datapath the network namespace is made with the
+        // user namespace, and attached while runc runs (another core, its
+        // own processes): the start waits for the longer of the two, not
+        // both.
+        let early = self.egress.as_ref().filter(|e| e.attaches_prepared());
+        let user_ns = self.own_user_ns(spec, early.is_some());
+        let net_ns = user_ns.as_ref().and_then(UserNs::net_path);
+        let config = spec::build(
+            spec,
+            &spec::SpecOptions {
+                cgroups_path: self.cgroups.cgroups_path(&spec.id)?,
+                nofile: self.nofile,
+                user_ns: user_ns.as_ref().map(UserNs::path),
+                init_loads_seccomp: spec.init_loads_seccomp,
+                net_ns: net_ns.clone(),
+            },
+        )?;
+        bundle::write_config(&spec.bundle_dir, &config)?;
+        crate::devices::make_nodes(spec)?;
+        let started = Instant::now();
+        let (ran, attached) = std::thread::scope(|scope| {
+            let attaching = match (early, &net_ns) {
+                (Some(egress), Some(path)) => {
+                    Some(scope.spawn(move || egress.attach_prepared(&spec.id, path)))
+                }
+                _ => None,
+            };
+            let ran = self.spawn_create(spec, listener, user_ns.is_some());
+            let attached = attaching.map(|a| {
+                a.join().unwrap_or_else(|_| {
+                    Err(RuntimeError::Network(
+                        "the attaching thread panicked".into(),
+                    ))
+                })
+            });
+            (ran, attached)
+        });
+        // Joined by init (or never to be): ours can close.
+        drop(user_ns);
+        if ran.is_err() {
+            self.slots.release(&spec.id);
+            if let (Some(egress), Some(Ok(()))) = (early, &attached) {
+                let _ = egress.detach(&spec.id);
+            }
+        }
+        ran?;
+        tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc create");
+        let init = protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
+        let attached = match (attached, &self.egress) {
+            (Some(done), _) => done,
+            (None, Some(egress)) => match init {
+                Some(pid) => egress.attach(&spec.id, pid),
+                None => Err(RuntimeError::Network("no init pid to attach to".into())),
+            },
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = attached {
+            let _ = self.delete(&spec.id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Lets a [`Runc::prepare`]d sandbox's init run its process, as
+    /// `runc start` does but without a process of its own: init waits in
+    /// its open of the exec fifo; our open lets it write one byte and exec,
+    /// which closes its end (close-on-exec). Returns once it has exec'd,
+    /// then removes the fifo (runc's sign that the sandbox is running).
+    pub fn commence(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let fifo = self.state_root.join(id).join("exec.fifo");
+        let pid = match self.runc_state(id)? {
+            Some(RuncState {
+                status: "created",
+                pid,
+            }) => pid,
+            Some(RuncState {
+                status: "running" | "paused",
+                ..
+            }) => return Err(RuntimeError::AlreadyRunning(id.to_string())),
+            Some(_) | None => return Err(RuntimeError::NotFound(id.to_string())),
+        };
+        // Not blocking: an init that died before its open of the other end
+        // would leave a blocking open waiting for ever.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&fifo)
+            .map_err(|e| RuntimeError::io("open", &fifo, e))?;
+        let deadline = Instant::now() + COMMENCE_WAIT;
+        let mut got = Vec::new();
+        loop {
+            let mut buf = [0u8; 16];
+            match file.read(&mut buf) {
+                // The writer closed: init has exec'd (or died).
+                Ok(0) if !got.is_empty() => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(RuntimeError::io("read", &fifo, e)),
+            }
+            // Nothing yet (or no writer yet): wait a little, unless init is gone.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || (got.is_empty() && !self.init_waits(id, pid)) {
+                return Err(RuntimeError::NotRunning(id.to_string()));
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                file.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let slice =
+                nix::poll::PollTimeout::from(u16::try_from(left.as_millis().min(50)).unwrap_or(50));
+            match nix::poll::poll(&mut fds, slice) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(RuntimeError::io("poll", &fifo, e.into())),
+            }
+        }
+        match std::fs::remove_file(&fifo) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RuntimeError::io("remove", &fifo, e)),
+        }
+        // Exec'd, or died on the way: the state says which.
+        match self.state(id)? {
+            SandboxState::Running { .. } | SandboxState::Paused => Ok(()),
+            _ => Err(RuntimeError::NotRunning(id.to_string())),
+        }
+    }
+
+    /// Whether init `pid` of sandbox `id` is still there, waiting to be
+    /// let run.
+    fn init_waits(&self, id: &str, pid: i64) -> bool {
+        matches!(
+            self.runc_state(id),
+            Ok(Some(RuncState { status: "created", pid: p })) if p == pid
+        )
+    }
+
     /// What `runc state` says of `id` (`None` when runc does not know
     /// it), made as runc makes it, from its state file, `/proc` and the
     /// freezer, without spawning runc (~10 ms of a process on every start,
@@ -453,79 +614,8 @@ impl Driver for Runc {
     }
 
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
-        validate_id(&spec.id)?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.state_root)
-            .map_err(|e| RuntimeError::io("mkdir", &self.state_root, e))?;
-        match self.state(&spec.id)? {
-            SandboxState::Missing => {}
-            SandboxState::Stopped => {
-                tracing::info!(sandbox = %spec.id, "removing stopped leftover");
-                self.delete(&spec.id)?;
-            }
-            SandboxState::Running { .. } | SandboxState::Paused => {
-                return Err(RuntimeError::AlreadyRunning(spec.id.clone()))
-            }
-        }
-        // On the kernel datapath the network namespace is made with the
-        // user namespace, and attached while runc runs (another core, its
-        // own processes): the start waits for the longer of the two, not
-        // both.
-        let early = self.egress.as_ref().filter(|e| e.attaches_prepared());
-        let user_ns = self.own_user_ns(spec, early.is_some());
-        let net_ns = user_ns.as_ref().and_then(UserNs::net_path);
-        let config = spec::build(
-            spec,
-            &spec::SpecOptions {
-                cgroups_path: self.cgroups.cgroups_path(&spec.id)?,
-                nofile: self.nofile,
-                user_ns: user_ns.as_ref().map(UserNs::path),
-                init_loads_seccomp: spec.init_loads_seccomp,
-                net_ns: net_ns.clone(),
-            },
-        )?;
-        bundle::write_config(&spec.bundle_dir, &config)?;
-        crate::devices::make_nodes(spec)?;
-        let started = Instant::now();
-        let (ran, attached) = std::thread::scope(|scope| {
-            let attaching = match (early, &net_ns) {
-                (Some(egress), Some(path)) => {
-                    Some(scope.spawn(move || egress.attach_prepared(&spec.id, path)))
-                }
-                _ => None,
-            };
-            let ran = self.spawn_run(spec, listener, user_ns.is_some());
-            let attached = attaching.map(|a| {
-                a.join().unwrap_or_else(|_| {
-                    Err(RuntimeError::Network(
-                        "the attaching thread panicked".into(),
-                    ))
-                })
-            });
-            (ran, attached)
-        });
-        // Joined by init (or never to be): ours can close.
-        drop(user_ns);
-        if ran.is_err() {
-            self.slots.release(&spec.id);
-            if let (Some(egress), Some(Ok(()))) = (early, &attached) {
-                let _ = egress.detach(&spec.id);
-            }
-        }
-        ran?;
-        tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc run --detach");
-        let init = protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
-        let attached = match (attached, &self.egress) {
-            (Some(done), _) => done,
-            (None, Some(egress)) => match init {
-                Some(pid) => egress.attach(&spec.id, pid),
-                None => Err(RuntimeError::Network("no init pid to attach to".into())),
-            },
-            (None, None) => Ok(()),
-        };
-        if let Err(e) = attached {
+        self.prepare(spec, listener)?;
+        if let Err(e) = self.commence(&spec.id) {
             let _ = self.delete(&spec.id);
             return Err(e);
         }

@@ -491,6 +491,92 @@ fn sandbox_isolation_limits_and_lifecycle() {
 }
 
 #[test]
+fn a_prepared_sandbox_runs_nothing_until_it_is_let_run() {
+    require_env!();
+    let env = Env::new();
+    let spec = env.sandbox("prep");
+    let id = spec.id.as_str();
+    env.started.lock().expect("lock").push(id.to_string());
+    env.runc
+        .prepare(&spec, OwnedFd::from(env.listener(&spec)))
+        .expect("prepare");
+    // Made, and waiting: runc calls it created, init is still runc's.
+    assert_eq!(env.state(id), SandboxState::Stopped);
+    let state_file = env
+        .store
+        .data_dir()
+        .join("runc")
+        .join(id)
+        .join("state.json");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).expect("state file")).expect("json");
+    let pid = state["init_process_pid"].as_u64().expect("init pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("init's cmdline");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(
+        args.len() >= 2 && args[0].ends_with("runc") && args[1] == "init",
+        "init already runs {args:?}"
+    );
+    let log = || std::fs::read_to_string(&spec.log_path).unwrap_or_default();
+    assert!(
+        !log().contains("started"),
+        "the sprite's process ran: {}",
+        log()
+    );
+
+    env.runc.commence(id).expect("commence");
+    let pid = env.running_pid(id);
+    assert_eq!(
+        u64::from(pid),
+        state["init_process_pid"].as_u64().expect("pid")
+    );
+    wait_for("init's first words", || log().contains("started"));
+    let (ok, out) = env.exec(id, &["hostname"]);
+    assert!(ok && out.trim() == "sprite-test", "{out}");
+    assert!(
+        !env.store
+            .data_dir()
+            .join("runc")
+            .join(id)
+            .join("exec.fifo")
+            .exists(),
+        "the exec fifo stays"
+    );
+    assert!(matches!(
+        env.runc.commence(id),
+        Err(RuntimeError::AlreadyRunning(_))
+    ));
+    env.runc.delete(id).expect("delete");
+    assert_eq!(env.state(id), SandboxState::Missing);
+
+    // A prepared init that dies before it is let run: commence says so at
+    // once instead of waiting on the fifo for ever.
+    env.runc
+        .prepare(&spec, OwnedFd::from(env.listener(&spec)))
+        .expect("prepare again");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).expect("state file")).expect("json");
+    let pid = i32::try_from(state["init_process_pid"].as_u64().expect("pid")).expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the waiting init");
+    let t0 = std::time::Instant::now();
+    let err = env.runc.commence(id).expect_err("commence of a dead init");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "commence waited {:?} ({err})",
+        t0.elapsed()
+    );
+    env.runc.delete(id).expect("delete the dead one");
+    assert_eq!(env.state(id), SandboxState::Missing);
+}
+
+#[test]
 fn sigterm_is_enough_when_init_handles_it() {
     require_env!();
     let env = Env::new();
