@@ -38,7 +38,7 @@ use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{Driver, EgressHook};
 use crate::error::{Result, RuntimeError};
 use crate::gvisor_platform::Platform;
-use crate::runc::{describe, read_from, rotate_log, run_checked, tail, ProcessExit};
+use crate::runc::{describe, proc_stat, read_from, rotate_log, run_checked, tail, ProcessExit};
 use crate::sandbox::{validate_id, SandboxSpec, SandboxState, SandboxStats};
 use crate::{bundle, spec};
 
@@ -754,10 +754,7 @@ impl Driver for Gvisor {
 
 /// Whether `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-    })
+    proc_stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X'))
 }
 
 #[cfg(test)]

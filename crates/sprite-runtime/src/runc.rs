@@ -86,17 +86,20 @@ fn parse_stat(stat: &str) -> Option<(char, u64)> {
     Some((state, start))
 }
 
-/// Whether the process `pid` is the one that started at `start` and has
-/// not exited (a zombie or a dead task has).
-fn init_alive(pid: i64, start: u64) -> bool {
-    if pid <= 0 {
-        return false;
-    }
+/// Process `pid`'s state letter and start time (`None`: no such process).
+pub(crate) fn proc_stat(pid: impl std::fmt::Display) -> Option<(char, u64)> {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .as_deref()
         .and_then(parse_stat)
-        .is_some_and(|(state, started)| started == start && !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+/// Whether the process `pid` is the one that started at `start` and has
+/// not exited (a zombie or a dead task has).
+fn init_alive(pid: i64, start: u64) -> bool {
+    pid > 0
+        && proc_stat(pid)
+            .is_some_and(|(state, started)| started == start && !matches!(state, 'Z' | 'X' | 'x'))
 }
 
 impl Runc {
@@ -365,16 +368,8 @@ impl Runc {
     /// tasks that died with init), then runc's state directory. False,
     /// with nothing done, if init is alive (or runc does not know it).
     fn remove_stopped(&self, id: &str) -> Result<bool> {
-        validate_id(id)?;
-        let dir = self.state_root.join(id);
-        let path = dir.join("state.json");
-        let file: StateFile = match std::fs::read(&path) {
-            Ok(text) => serde_json::from_slice(&text).map_err(|source| RuntimeError::Json {
-                what: format!("runc's state of {id}"),
-                source,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(RuntimeError::io("read", &path, e)),
+        let Some(file) = self.state_file(id)? else {
+            return Ok(false);
         };
         if init_alive(file.init_process_pid, file.init_process_start) {
             return Ok(false);
@@ -394,6 +389,7 @@ impl Runc {
                 }
             }
         }
+        let dir = self.state_root.join(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
@@ -559,24 +555,32 @@ impl Runc {
         )
     }
 
+    /// runc's state file of `id` (`None` when runc does not know it).
+    fn state_file(&self, id: &str) -> Result<Option<StateFile>> {
+        validate_id(id)?;
+        let path = self.state_root.join(id).join("state.json");
+        match std::fs::read(&path) {
+            Ok(text) => {
+                serde_json::from_slice(&text)
+                    .map(Some)
+                    .map_err(|source| RuntimeError::Json {
+                        what: format!("runc's state of {id}"),
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RuntimeError::io("read", &path, e)),
+        }
+    }
+
     /// What `runc state` says of `id` (`None` when runc does not know
     /// it), made as runc makes it, from its state file, `/proc` and the
     /// freezer, without spawning runc (~10 ms of a process on every start,
     /// stop and restart's look at each sandbox).
     fn runc_state(&self, id: &str) -> Result<Option<RuncState>> {
-        validate_id(id)?;
-        let dir = self.state_root.join(id);
-        let path = dir.join("state.json");
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(RuntimeError::io("read", &path, e)),
+        let Some(file) = self.state_file(id)? else {
+            return Ok(None);
         };
-        let file: StateFile =
-            serde_json::from_slice(&text).map_err(|source| RuntimeError::Json {
-                what: format!("runc's state of {id}"),
-                source,
-            })?;
         if !init_alive(file.init_process_pid, file.init_process_start) {
             return Ok(Some(RuncState {
                 status: "stopped",
@@ -587,7 +591,7 @@ impl Runc {
         // exec fifo (runc removes it once init has exec'd), else running.
         let status = if self.cgroups.is_frozen(id)? {
             "paused"
-        } else if dir.join("exec.fifo").exists() {
+        } else if self.state_root.join(id).join("exec.fifo").exists() {
             "created"
         } else {
             "running"
@@ -805,13 +809,7 @@ impl ProcessExit {
     fn poll_proc(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
-            let gone = match stat {
-                Err(_) => true,
-                Ok(s) => s
-                    .rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-            };
+            let gone = proc_stat(self.pid).is_none_or(|(state, _)| matches!(state, 'Z' | 'X'));
             if gone {
                 return true;
             }
