@@ -106,7 +106,9 @@ impl Store {
         if let Some(m) = mountinfo::mounts_under(&mountinfo::read()?, &sprite_dir).first() {
             return Err(StoreError::Busy(m.clone()));
         }
-        for dir in [self.layout.pool_sprite_dir(id), sprite_dir] {
+        // The pool's directory last: while it is there, `volume_ids` names
+        // the sprite, so a destroy cut short is finished at the next start.
+        for dir in [sprite_dir, self.layout.pool_sprite_dir(id)] {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

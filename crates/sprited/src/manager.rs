@@ -47,6 +47,7 @@ use crate::agent_conn::{self, AgentError, Conversation};
 use crate::config::{Config, IMAGES};
 use crate::db::{Db, DbError, Limits, SpriteRecord};
 use crate::error::Error;
+use crate::failpoint;
 use crate::time::now_rfc3339;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -983,11 +984,20 @@ impl Manager {
         // Its snapshots first: a crash before the record goes must not
         // make start-up bring back, from them, a sprite being destroyed.
         self.db.delete_snapshots(&rec.id)?;
-        self.teardown(&rec.id).await?;
+        // What it used until now, while its record is there to bill.
+        if self.status(&rec.id) != Status::Cold {
+            self.meter_one(&rec.id).await;
+        }
+        // Then the record, before anything of its data goes: from here the
+        // destroy is decided, and a crash leaves files without a record,
+        // which start-up removes. (The other way round, a crash after the
+        // volume went brought an evicted sprite back from the store's older
+        // copy, without what it wrote since its wake.)
         self.db.delete(&rec.id)?;
+        failpoint::hit("destroy-recorded");
+        let released = self.teardown(&rec.id).await;
         lock(&self.slots).remove(&rec.id);
         self.announce(&rec.id);
-        tracing::info!(sprite = %rec.name, "sprite destroyed");
         // Its copies in the object store go in the background: a slow or
         // unreachable store must not hold up the destroy.
         if let Some(me) = self.arc() {
@@ -997,6 +1007,12 @@ impl Manager {
                 me.spawn_cold_sweep();
             });
         }
+        if let Err(e) = released {
+            tracing::warn!(sprite = %rec.name, error = %e, "a destroyed sprite's files could not all be removed; the next start removes them");
+            return Err(e);
+        }
+        failpoint::hit("destroy-released");
+        tracing::info!(sprite = %rec.name, "sprite destroyed");
         Ok(())
     }
 
@@ -1120,9 +1136,10 @@ impl Manager {
     /// and learn which sprites still run.
     ///
     /// A create writes the DB row, then the volume; a destroy removes the
-    /// volume, then the row. So a row without a volume is a create or destroy
-    /// that never finished (nothing of the user's is in it), and a volume
-    /// without a row is the same from the other side.
+    /// row, then the volume. So a row without a volume (and no copy in the
+    /// object store) is a create that never finished (nothing of the
+    /// user's is in it), and a volume without a row is a destroy that never
+    /// finished: both go.
     pub async fn reconcile(&self) -> Result<(), Error> {
         let store = self.store.clone();
         blocking(move || store.recover().map_err(Error::store("recovering storage"))).await?;

@@ -463,6 +463,77 @@ async fn the_daemon_killed_during_upload_and_download_loses_nothing() {
     );
 }
 
+/// Mount points under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = dir.to_string_lossy().into_owned();
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(String::from)
+        .collect()
+}
+
+/// A DELETE started in the background: the daemon stops dead in it.
+fn delete_in_background(d: &Daemon, api: &Api, name: &str) {
+    let mark = d.log_mark();
+    let req = api.req(reqwest::Method::DELETE, &format!("/v1/sprites/{name}"));
+    tokio::spawn(async move {
+        let _ = req.send().await;
+    });
+    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_cut_by_a_crash_is_finished_at_the_next_start() {
+    // The soak lost a sprite's writes this way: evicted, woken (its volume
+    // filling itself from the store), written to, then destroyed with the
+    // daemon killed midway; the destroy had released the volume but not
+    // yet the record, and the restart brought the sprite back from the
+    // store's copy of before its wake. A destroy now takes the record
+    // first: wherever the kill lands after that, the sprite is gone and
+    // start-up removes what is left of it.
+    for point in ["destroy-recorded", "destroy-released"] {
+        let mut d = Daemon::start_with_env(&[], &[("SPRITED_FAILPOINTS", point)]);
+        let api = d.client();
+        api.create("doomed").await;
+        let id = api.id_of("doomed").await;
+        api.sh("doomed", "echo before > /home/sprite/old; sync")
+            .await;
+        evict_ok(&api, "doomed").await;
+        api.sh("doomed", "echo after-wake > /home/sprite/new").await;
+        assert_eq!(storage(&api, "doomed").await["location"], "filling");
+        delete_in_background(&d, &api, "doomed");
+        d.kill9();
+        d.env.clear();
+        d.spawn();
+        let api = d.client();
+        let r = api
+            .req(reqwest::Method::GET, "/v1/sprites/doomed")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 404, "{point}: the destroy was decided");
+        assert!(
+            !sprite_pool(&d, &id).exists(),
+            "{point}: {:?}",
+            files_in(&sprite_pool(&d, &id))
+        );
+        let sprite_dir = d.data_dir.join("sprites").join(&id);
+        assert!(mounts_under(&sprite_dir).is_empty(), "{point}");
+        assert!(!sprite_dir.exists(), "{point}");
+        // The name is free again, for a sprite of its own.
+        api.create("doomed").await;
+        assert_eq!(
+            api.sh("doomed", "ls /home/sprite").await,
+            "",
+            "{point}: nothing of the old one"
+        );
+        api.delete("doomed").await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_chunk_is_detected_and_the_sprite_stays_intact() {
     // No cache: every chunk comes from the store.
