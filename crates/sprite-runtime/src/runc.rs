@@ -617,9 +617,40 @@ impl Driver for Runc {
         }
     }
 
+    fn prepares(&self) -> bool {
+        true
+    }
+
+    fn prepare(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
+        Runc::prepare(self, spec, listener)
+    }
+
+    fn set_hostname(&self, id: &str, hostname: &str) -> Result<()> {
+        let pid = match self.runc_state(id)? {
+            Some(RuncState {
+                status: "created",
+                pid,
+            }) => pid,
+            Some(_) => return Err(RuntimeError::AlreadyRunning(id.to_string())),
+            None => return Err(RuntimeError::NotFound(id.to_string())),
+        };
+        let pid = u32::try_from(pid).map_err(|_| RuntimeError::NotRunning(id.to_string()))?;
+        let path = format!("/proc/{pid}/ns/uts");
+        let ns = std::fs::File::open(&path).map_err(|e| RuntimeError::io("open", &path, e))?;
+        // Still the init it was (not a pid used again since).
+        if !self.init_waits(id, i64::from(pid)) {
+            return Err(RuntimeError::NotRunning(id.to_string()));
+        }
+        set_hostname_in(ns, hostname)
+    }
+
+    fn commence(&self, id: &str) -> Result<()> {
+        Runc::commence(self, id)
+    }
+
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
-        self.prepare(spec, listener)?;
-        if let Err(e) = self.commence(&spec.id) {
+        Runc::prepare(self, spec, listener)?;
+        if let Err(e) = Runc::commence(self, &spec.id) {
             let _ = self.delete(&spec.id);
             return Err(e);
         }
@@ -911,6 +942,28 @@ pub(crate) fn rotate_log(path: &std::path::Path) {
             tracing::warn!(path = %path.display(), error = %e, "rotating the sandbox log");
         }
     }
+}
+
+/// Sets the hostname of UTS namespace `ns` from a thread that joins it
+/// and ends (a thread's namespaces are its own; the daemon's stay).
+fn set_hostname_in(ns: std::fs::File, hostname: &str) -> Result<()> {
+    let hostname = hostname.to_string();
+    std::thread::spawn(move || -> Result<()> {
+        let fail = |what: &str, e: nix::errno::Errno| RuntimeError::Io {
+            op: "setns",
+            path: PathBuf::from(format!("{what} of the sandbox's UTS namespace")),
+            source: e.into(),
+        };
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUTS)
+            .map_err(|e| fail("joining", e))?;
+        nix::unistd::sethostname(&hostname).map_err(|e| fail("the hostname", e))
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(RuntimeError::InvalidSpec(
+            "the thread setting the hostname panicked".into(),
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -527,6 +527,11 @@ fn a_prepared_sandbox_runs_nothing_until_it_is_let_run() {
         log()
     );
 
+    // Named before it runs (a sandbox made ahead gets its sprite's name
+    // when it is taken): the UTS namespace's, not the daemon's.
+    let ours = nix::unistd::gethostname().expect("our hostname");
+    Driver::set_hostname(&env.runc, id, "renamed").expect("set hostname");
+    assert_eq!(nix::unistd::gethostname().expect("our hostname"), ours);
     env.runc.commence(id).expect("commence");
     let pid = env.running_pid(id);
     assert_eq!(
@@ -535,7 +540,12 @@ fn a_prepared_sandbox_runs_nothing_until_it_is_let_run() {
     );
     wait_for("init's first words", || log().contains("started"));
     let (ok, out) = env.exec(id, &["hostname"]);
-    assert!(ok && out.trim() == "sprite-test", "{out}");
+    assert!(ok && out.trim() == "renamed", "{out}");
+    // Only a sandbox not yet let run is renamed.
+    assert!(matches!(
+        Driver::set_hostname(&env.runc, id, "again"),
+        Err(RuntimeError::AlreadyRunning(_))
+    ));
     assert!(
         !env.store
             .data_dir()

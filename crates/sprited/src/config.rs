@@ -60,6 +60,9 @@ pub struct Config {
     pub max_sprites: u64,
     /// Most sprites running or warm at once (0: no limit).
     pub max_running: u64,
+    /// Sandboxes made ahead for default creates (0: none); see
+    /// `manager::pool`.
+    pub start_pool: usize,
     /// Most checkpoints one sprite may keep (0: no limit).
     pub max_checkpoints: u64,
     /// What a sprite's checkpoints may hold beyond its volume, in percent
@@ -178,6 +181,7 @@ impl Config {
             rates: sprites_api::usage::Rates::default(),
             max_sprites: 0,
             max_running: 0,
+            start_pool: 0,
             max_checkpoints: 256,
             checkpoint_space_pct: 100,
             min_free_gb: 2,

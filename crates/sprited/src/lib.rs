@@ -381,6 +381,7 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         .await
         .context("reconciling sprites with what runs")?;
     manager.spawn_cold_sweep();
+    manager.spawn_pool_fill();
     manager.spawn_checkpoint_uploads();
     manager.spawn_replication();
     manager.spawn_meta_sweep();
@@ -406,6 +407,7 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let addr = state.manager.cfg.listen;
     let manager = state.manager.clone();
+    let closing = manager.clone();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -431,6 +433,8 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         told.stop();
     })
     .await;
+    // Sandboxes made ahead are nobody's: they go with the daemon.
+    closing.close_pool().await;
     let left = sockets.wait(SOCKETS_GRACE).await;
     if left > 0 {
         tracing::info!(

@@ -34,6 +34,19 @@ pub fn write(sprite_dir: &Path, name: &str, url: &str) -> std::io::Result<PathBu
     Ok(path)
 }
 
+/// Writes the guide for `name` over the file [`write`] made, in place: a
+/// sandbox made ahead has that very file bound (a rename would leave the
+/// bind on the old one). Nothing runs in the sandbox yet to read it half
+/// written.
+pub fn rewrite(sprite_dir: &Path, name: &str, url: &str) -> std::io::Result<()> {
+    let path = sprite_dir.join("llm.txt");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(guide(name, url).as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +58,18 @@ mod tests {
         assert!(g.contains("http://demo.sprites.localhost:8080"));
         assert!(g.contains("sprite-env checkpoints create"));
         assert!(!g.contains('{') && !g.contains('}'), "{g}");
+    }
+
+    #[test]
+    fn rewrite_keeps_the_file_a_bind_holds() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(dir.path(), "pooled", "http://pooled").expect("write");
+        let before = std::fs::metadata(&path).expect("stat").ino();
+        rewrite(dir.path(), "named", "http://named").expect("rewrite");
+        assert_eq!(std::fs::metadata(&path).expect("stat").ino(), before);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, guide("named", "http://named"));
     }
 
     #[test]

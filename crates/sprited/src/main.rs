@@ -87,6 +87,12 @@ struct Cli {
     /// `wait_for_capacity` (then it is made cold).
     #[arg(long, default_value_t = 0, global = true)]
     max_running: u64,
+    /// Sandboxes made ahead for creates that ask for nothing but the
+    /// defaults (image, size, limits): volume, root and container ready,
+    /// network attached, such a create only names and lets one run
+    /// (0: none).
+    #[arg(long, default_value_t = 2, global = true)]
+    start_pool: usize,
     /// Most checkpoints one sprite may keep (0: no limit); one more is
     /// refused with 429 until some are deleted.
     #[arg(long, default_value_t = 256, global = true)]
@@ -368,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.meter_interval = cli.meter_interval;
     cfg.max_sprites = cli.max_sprites;
     cfg.max_running = cli.max_running;
+    cfg.start_pool = cli.start_pool;
     cfg.max_checkpoints = cli.max_checkpoints;
     cfg.checkpoint_space_pct = cli.checkpoint_space;
     cfg.min_free_gb = cli.min_free_gb;

@@ -13,6 +13,7 @@ pub mod cold;
 pub mod idle;
 pub mod limits;
 pub mod meter;
+mod pool;
 pub mod privileges;
 pub mod recover;
 pub mod relay;
@@ -130,6 +131,8 @@ pub struct Manager {
     /// The store's garbage collections as of this host's last upload or
     /// collection (see [`crate::db::store_lock`]).
     store_generation: std::sync::atomic::AtomicI64,
+    /// Sandboxes made ahead for default creates ([`pool`]).
+    pool: pool::StartPool,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, Error>
@@ -213,6 +216,7 @@ impl Manager {
             uploads: Arc::new(tokio::sync::Notify::new()),
             meta_sweep: Mutex::new(Default::default()),
             store_generation: std::sync::atomic::AtomicI64::new(0),
+            pool: Default::default(),
         })
     }
 
@@ -336,9 +340,16 @@ impl Manager {
             Some(a) => validate_url_auth(a)?,
         };
         self.ensure_image(&image).await?;
+        // A default create takes a sandbox made ahead, if one is ready.
+        let mut pooled = match fork {
+            None => self.pool_take(&image, &limits),
+            Some(_) => None,
+        };
         let now = now_rfc3339();
         let rec = SpriteRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: pooled
+                .as_ref()
+                .map_or_else(|| uuid::Uuid::new_v4().to_string(), |p| p.id.clone()),
             name: req.name.clone(),
             image,
             url_auth: auth,
@@ -350,17 +361,24 @@ impl Manager {
             last_running_at: None,
             last_active_at: None,
         };
-        match self.db.insert(&rec) {
-            Ok(()) => {}
-            Err(DbError::Duplicate(n)) => {
-                return Err(Error::Invalid(format!("a sprite named {n} already exists")))
+        if let Err(e) = self.db.insert(&rec) {
+            if let Some(p) = pooled.take() {
+                self.pool_give_back(p);
             }
-            Err(e) => return Err(e.into()),
+            return Err(match e {
+                DbError::Duplicate(n) => {
+                    Error::Invalid(format!("a sprite named {n} already exists"))
+                }
+                e => e.into(),
+            });
         }
+        let ahead = pooled.is_some();
         let slot = self.slot(&rec.id);
         let _g = slot.lifecycle.lock().await;
         let made = match &fork {
             Some((src, checkpoint)) => self.fork_volume(src, checkpoint, &rec.id).await,
+            // Made with the sandbox.
+            None if pooled.is_some() => Ok(()),
             None => {
                 let store = self.store.clone();
                 let id = rec.id.clone();
@@ -377,17 +395,30 @@ impl Manager {
         let started = match made {
             Ok(()) => {
                 match self.admit_start(&rec.id) {
-                    Ok(_admitted) => self.start_locked(&rec).await,
+                    Ok(_admitted) => match pooled.take() {
+                        Some(p) => self.start_ahead_or_anew(&rec, p).await,
+                        None => self.start_locked(&rec).await,
+                    },
                     // Made, and waits cold until there is room.
                     Err(_) if req.wait_for_capacity == Some(true) => {
-                        self.set_status(&rec.id, Status::Cold);
-                        Ok(())
+                        let halted = match pooled.take() {
+                            // Never let run: its sandbox goes, its volume stays.
+                            Some(_) => self.halt(&rec.id, Duration::ZERO, Release::Unmount).await,
+                            None => Ok(()),
+                        };
+                        halted.map(|()| self.set_status(&rec.id, Status::Cold))
                     }
                     Err(e) => Err(e),
                 }
             }
             Err(e) => Err(e),
         };
+        if ahead {
+            // Another made ahead for the next.
+            if let Some(me) = self.arc() {
+                me.spawn_pool_fill();
+            }
+        }
         if let Err(e) = started {
             tracing::warn!(sprite = %rec.name, error = %e, "create failed; rolling back");
             // The record first: a volume left without one is removed at the
@@ -412,8 +443,28 @@ impl Manager {
             }
             return Err(e);
         }
-        tracing::info!(sprite = %rec.name, id = %rec.id, image = %rec.image, "sprite created");
+        self.metrics.created(ahead);
+        tracing::info!(sprite = %rec.name, id = %rec.id, image = %rec.image, ahead, "sprite created");
         self.get(&rec.name)
+    }
+
+    /// Starts a new sprite on sandbox `p`, made ahead under its id; if that
+    /// fails, on a volume and sandbox made now, as without one.
+    async fn start_ahead_or_anew(&self, rec: &SpriteRecord, p: pool::Pooled) -> Result<(), Error> {
+        let Err(e) = self.start_pooled(rec, p).await else {
+            return Ok(());
+        };
+        tracing::warn!(sprite = %rec.name, error = %e, "a sandbox made ahead could not be used; making one");
+        self.halt(&rec.id, Duration::ZERO, Release::Destroy).await?;
+        let (store, id) = (self.store.clone(), rec.id.clone());
+        let bytes = rec.limits.storage_gb << 30;
+        blocking(move || {
+            store
+                .create_volume_sized(&id, bytes)
+                .map_err(Error::store("creating the volume"))
+        })
+        .await?;
+        self.start_locked(rec).await
     }
 
     /// Removes the record of a create that failed before its volume was
@@ -489,21 +540,6 @@ impl Manager {
     /// Start the sandbox; the caller holds the lifecycle lock.
     async fn start_locked(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let t0 = std::time::Instant::now();
-        let store = self.store.clone();
-        let driver = self.driver.clone();
-        let spec_base = self.spec_for(rec);
-        let id = rec.id.clone();
-        let image = rec.image.clone();
-        let socket = self.socket_path(&rec.id);
-        let (resolv_conf, policy_dir) = self.net.files(
-            &rec.id,
-            &self.store.sprite_dir(&rec.id),
-            crate::net::resolver_for(rec.limits.isolation),
-        )?;
-        let privileges = self.privileges_at_start(rec, &policy_dir)?;
-        let sandbox_driver = driver.clone();
-        let host_env = self.cfg.host_env.clone();
-        let (name, url) = (rec.name.clone(), self.url_of(&rec.name));
         // A volume still filling itself from the object store is read
         // through its self-filling view.
         let volume = self
@@ -511,95 +547,49 @@ impl Manager {
             .cold
             .filling_image_path()
             .unwrap_or_else(|| self.store.volume_path(&rec.id));
-        let inside = blocking(move || {
-            // The host ids it runs as, and its files shown under them.
-            // (Under gVisor the Sentry, not the host's kernel, runs its
-            // processes: it keeps the shared range.)
-            let shared = spec_base.id_map;
-            let ids = match spec_base.isolation {
-                Isolation::Container => shared.map(|shared| sandbox_driver.ids_for(&id, shared)),
-                Isolation::Gvisor => shared,
-            };
-            let shift = match (shared, ids) {
-                (Some(shared), Some(ids)) if ids != shared => Some(IdShift {
-                    from: shared.host_base,
-                    to: ids.host_base,
-                    size: ids.size,
-                }),
-                _ => None,
-            };
-            // A leftover sandbox (killed processes, host reboot) is cleared by
-            // the driver's start; mounts are repaired by the store.
-            let queued = t0.elapsed();
-            let rootfs = store
-                .mount_rootfs_from(&id, &image, &volume, shift)
-                .map_err(Error::store("mounting the volume"))?;
-            let mounted = t0.elapsed();
-            let run_dir = store
-                .inside_run_dir(&id)
-                .map_err(Error::store("preparing /.sprite/run"))?;
-            host_env
-                .write_ca_file(&run_dir)
-                .map_err(|e| Error::Internal(format!("the sprite's CA certificates: {e}")))?;
-            let guide = crate::llm::write(&store.sprite_dir(&id), &name, &url)
-                .map_err(Error::io("writing the sprite's llm.txt"))?;
-            let inside = bind_inside_socket(&run_dir.join(INSIDE_SOCKET))?;
-            let listener = bind_agent_socket(&socket)?;
-            let no_new_privileges = privileges
-                .no_new_privileges
-                .unwrap_or(spec_base.no_new_privileges);
-            let mut spec = SandboxSpec {
-                rootfs,
-                id_map: ids,
-                capabilities: privileges.capabilities,
-                devices: privileges.devices,
-                no_new_privileges,
-                io_uring: privileges.io_uring,
-                ..spec_base
-            };
-            spec.binds = vec![
-                Bind {
-                    source: store.views_dir(&id),
-                    destination: "/.sprite/checkpoints".into(),
-                    read_only: true,
-                    follow_host_mounts: true,
-                },
-                Bind {
-                    source: run_dir,
-                    destination: INSIDE_RUN_DIR.into(),
-                    read_only: true,
-                    follow_host_mounts: false,
-                },
-                Bind {
-                    source: policy_dir,
-                    destination: crate::net::POLICY_DIR_IN_SPRITE.into(),
-                    read_only: true,
-                    follow_host_mounts: false,
-                },
-                Bind {
-                    source: resolv_conf,
-                    destination: crate::net::RESOLV_CONF_IN_SPRITE.into(),
-                    read_only: true,
-                    follow_host_mounts: false,
-                },
-                Bind {
-                    source: guide,
-                    destination: crate::llm::PATH_IN_SPRITE.into(),
-                    read_only: true,
-                    follow_host_mounts: false,
-                },
-            ];
-            let prepared = t0.elapsed();
-            sandbox_driver
-                .start(&spec, listener)
-                .map_err(Error::runtime("starting the sandbox"))?;
-            Ok((inside, [queued, mounted, prepared, t0.elapsed()]))
+        let inputs = self.sandbox_inputs(rec, volume)?;
+        let (inside, times) = blocking(move || inputs.make(t0, false)).await?;
+        self.started(rec, inside, t0, times).await
+    }
+
+    /// What making sprite `rec`'s sandbox on `volume` takes, gathered here
+    /// (the DB, the network's files) for [`SandboxInputs::make`] to use in
+    /// a blocking thread.
+    fn sandbox_inputs(&self, rec: &SpriteRecord, volume: PathBuf) -> Result<SandboxInputs, Error> {
+        let (resolv_conf, policy_dir) = self.net.files(
+            &rec.id,
+            &self.store.sprite_dir(&rec.id),
+            crate::net::resolver_for(rec.limits.isolation),
+        )?;
+        let privileges = self.privileges_at_start(rec, &policy_dir)?;
+        Ok(SandboxInputs {
+            store: self.store.clone(),
+            driver: self.driver.clone(),
+            spec_base: self.spec_for(rec),
+            image: rec.image.clone(),
+            socket: self.socket_path(&rec.id),
+            resolv_conf,
+            policy_dir,
+            privileges,
+            host_env: self.cfg.host_env.clone(),
+            name: rec.name.clone(),
+            url: self.url_of(&rec.name),
+            volume,
         })
-        .await?;
-        let (inside, [queued, mounted, prepared, started]) = inside;
+    }
+
+    /// The rest of a start once the sandbox runs: its network policy, its
+    /// in-sprite API served, its status.
+    async fn started(
+        &self,
+        rec: &SpriteRecord,
+        inside: std::os::unix::net::UnixListener,
+        t0: std::time::Instant,
+        [queued, mounted, prepared, started]: [Duration; 4],
+    ) -> Result<(), Error> {
         let returned = t0.elapsed();
         if let Err(e) = self.attach_network(rec, true).await {
-            let id = rec.id.clone();
+            let (driver, id) = (self.driver.clone(), rec.id.clone());
             let _ = blocking(move || {
                 driver
                     .delete(&id)
@@ -718,10 +708,9 @@ impl Manager {
             log_path: dir.join("agent.log"),
             agent_bin: self.agent_bin.clone(),
             init_args: vec!["/.sprite/bin/sprite-agent".into()],
-            env: vec![
-                format!("SPRITE_NAME={}", rec.name),
-                self.cfg.host_env.agent_var(image_path(&rec.image)),
-            ],
+            // Nothing here names the sprite: a sandbox made ahead gets its
+            // name only when it is taken (its hostname, its llm.txt).
+            env: vec![self.cfg.host_env.agent_var(image_path(&rec.image))],
             limits: RtLimits {
                 cpus: rec.limits.cpus,
                 memory_bytes: rec.limits.ram_mb * 1024 * 1024,
@@ -1110,6 +1099,7 @@ impl Manager {
     /// database's serving lease (that host brings the sprites back from
     /// their replicated state; these copies must not run on beside them).
     pub async fn stop_every_sandbox(&self) {
+        self.close_pool().await;
         let mut ids: std::collections::BTreeSet<String> =
             lock(&self.slots).keys().cloned().collect();
         let store = self.store.clone();
@@ -1151,7 +1141,7 @@ impl Manager {
             .iter()
             .filter(|v| !records.iter().any(|r| &r.id == *v))
         {
-            tracing::warn!(id = %id, "removing the volume of an unfinished create or destroy");
+            tracing::warn!(id = %id, "removing a volume no sprite has (a sandbox made ahead, an unfinished create or destroy)");
             self.teardown(id).await?;
         }
         // Hosts sharing the database: this host looks after what it holds.
@@ -1345,6 +1335,139 @@ pub(crate) fn daemon_short(rec: &SpriteRecord, e: &std::io::Error) -> Error {
         "the daemon is short of {what} and could not reach sprite {}; the sprite is untouched: try again",
         rec.name
     ))
+}
+
+/// What a sandbox is made of, gathered by [`Manager::sandbox_inputs`].
+struct SandboxInputs {
+    store: Arc<Store>,
+    driver: Arc<dyn Driver>,
+    spec_base: SandboxSpec,
+    image: String,
+    /// Where the agent's socket is bound (host side).
+    socket: PathBuf,
+    resolv_conf: PathBuf,
+    policy_dir: PathBuf,
+    privileges: privileges::Privileges,
+    host_env: crate::host_env::HostEnv,
+    name: String,
+    url: String,
+    volume: PathBuf,
+}
+
+impl SandboxInputs {
+    /// Mounts the sprite's root and starts its sandbox (or, `ahead`, makes
+    /// it to be let run later: [`Driver::prepare`]). Blocking. Returns the
+    /// bound in-sprite API socket and when each phase ended (queued,
+    /// mounted, prepared, started), from `t0`.
+    fn make(
+        self,
+        t0: std::time::Instant,
+        ahead: bool,
+    ) -> Result<(std::os::unix::net::UnixListener, [Duration; 4]), Error> {
+        let SandboxInputs {
+            store,
+            driver,
+            spec_base,
+            image,
+            socket,
+            resolv_conf,
+            policy_dir,
+            privileges,
+            host_env,
+            name,
+            url,
+            volume,
+        } = self;
+        let id = spec_base.id.clone();
+        // The host ids it runs as, and its files shown under them.
+        // (Under gVisor the Sentry, not the host's kernel, runs its
+        // processes: it keeps the shared range.)
+        let shared = spec_base.id_map;
+        let ids = match spec_base.isolation {
+            Isolation::Container => shared.map(|shared| driver.ids_for(&id, shared)),
+            Isolation::Gvisor => shared,
+        };
+        let shift = match (shared, ids) {
+            (Some(shared), Some(ids)) if ids != shared => Some(IdShift {
+                from: shared.host_base,
+                to: ids.host_base,
+                size: ids.size,
+            }),
+            _ => None,
+        };
+        // A leftover sandbox (killed processes, host reboot) is cleared by
+        // the driver's start; mounts are repaired by the store.
+        let queued = t0.elapsed();
+        let rootfs = store
+            .mount_rootfs_from(&id, &image, &volume, shift)
+            .map_err(Error::store("mounting the volume"))?;
+        let mounted = t0.elapsed();
+        let run_dir = store
+            .inside_run_dir(&id)
+            .map_err(Error::store("preparing /.sprite/run"))?;
+        host_env
+            .write_ca_file(&run_dir)
+            .map_err(|e| Error::Internal(format!("the sprite's CA certificates: {e}")))?;
+        let guide = crate::llm::write(&store.sprite_dir(&id), &name, &url)
+            .map_err(Error::io("writing the sprite's llm.txt"))?;
+        let inside = bind_inside_socket(&run_dir.join(INSIDE_SOCKET))?;
+        let listener = bind_agent_socket(&socket)?;
+        let no_new_privileges = privileges
+            .no_new_privileges
+            .unwrap_or(spec_base.no_new_privileges);
+        let mut spec = SandboxSpec {
+            rootfs,
+            id_map: ids,
+            capabilities: privileges.capabilities,
+            devices: privileges.devices,
+            no_new_privileges,
+            io_uring: privileges.io_uring,
+            ..spec_base
+        };
+        spec.binds = vec![
+            Bind {
+                source: store.views_dir(&id),
+                destination: "/.sprite/checkpoints".into(),
+                read_only: true,
+                follow_host_mounts: true,
+            },
+            Bind {
+                source: run_dir,
+                destination: INSIDE_RUN_DIR.into(),
+                read_only: true,
+                follow_host_mounts: false,
+            },
+            Bind {
+                source: policy_dir,
+                destination: crate::net::POLICY_DIR_IN_SPRITE.into(),
+                read_only: true,
+                follow_host_mounts: false,
+            },
+            Bind {
+                source: resolv_conf,
+                destination: crate::net::RESOLV_CONF_IN_SPRITE.into(),
+                read_only: true,
+                follow_host_mounts: false,
+            },
+            Bind {
+                source: guide,
+                destination: crate::llm::PATH_IN_SPRITE.into(),
+                read_only: true,
+                follow_host_mounts: false,
+            },
+        ];
+        let prepared = t0.elapsed();
+        if ahead {
+            driver
+                .prepare(&spec, listener)
+                .map_err(Error::runtime("making the sandbox"))?;
+        } else {
+            driver
+                .start(&spec, listener)
+                .map_err(Error::runtime("starting the sandbox"))?;
+        }
+        Ok((inside, [queued, mounted, prepared, t0.elapsed()]))
+    }
 }
 
 /// Bind the in-sprite API socket; anyone inside may connect (it is their

@@ -38,6 +38,8 @@ pub struct Metrics {
     sprite_memory: Family<Labels, Gauge>,
     gvisor: Family<Labels, Gauge>,
     pool: Family<Labels, Gauge>,
+    sandboxes_ahead: Gauge,
+    creates: Family<Labels, Counter>,
     /// name → (cpu seconds, memory bytes), from the meter.
     last: Mutex<HashMap<String, (f64, i64)>>,
 }
@@ -146,6 +148,18 @@ impl Metrics {
             "The sprite pool's file system: its size and what is free in it",
             pool.clone(),
         );
+        let sandboxes_ahead = Gauge::default();
+        registry.register(
+            "sandboxes_made_ahead",
+            "Sandboxes made ahead for default creates (--start-pool), ready to be taken",
+            sandboxes_ahead.clone(),
+        );
+        let creates = Family::<Labels, Counter>::default();
+        registry.register(
+            "creates",
+            "Sprites created, by how their sandbox was had (ahead: made ahead; new: made for them)",
+            creates.clone(),
+        );
         Metrics {
             registry,
             sprites,
@@ -165,6 +179,8 @@ impl Metrics {
             sprite_memory,
             gvisor,
             pool,
+            sandboxes_ahead,
+            creates,
             last: Mutex::new(HashMap::new()),
         }
     }
@@ -177,6 +193,18 @@ impl Metrics {
             ("chosen".to_string(), info.why.clone()),
         ];
         self.gvisor.get_or_create(&labels).set(1);
+    }
+
+    /// Sandboxes made ahead, ready now.
+    pub fn start_pool(&self, ready: usize) {
+        self.sandboxes_ahead
+            .set(i64::try_from(ready).unwrap_or(i64::MAX));
+    }
+
+    /// A sprite was created: `ahead` when it took a sandbox made ahead.
+    pub fn created(&self, ahead: bool) {
+        let how = if ahead { "ahead" } else { "new" };
+        self.creates.get_or_create(&label("start", how)).inc();
     }
 
     pub fn woke(&self, from: &str) {

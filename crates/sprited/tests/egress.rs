@@ -322,12 +322,33 @@ async fn through_pasta_sprites_reach_out_but_never_the_host_or_each_other() {
 
 async fn reach_out_but_never_the_host_or_each_other(datapath: &str) {
     let net = FakeInternet::start().await;
-    let d = Daemon::start_with(&["--dns-upstream", &net.upstream(), "--egress", datapath]);
+    // Both sprites on sandboxes made ahead (where the isolation makes
+    // them): everything below holds for them as for any. (Through pasta
+    // each made ahead has its pasta already, which the counts below would
+    // see.)
+    let ahead = if common::isolation() == "container" && datapath == "kernel" {
+        2
+    } else {
+        0
+    };
+    let d = Daemon::start_with(&[
+        "--dns-upstream",
+        &net.upstream(),
+        "--egress",
+        datapath,
+        "--start-pool",
+        &ahead.to_string(),
+    ]);
     let api = d.client();
     let (a, b) = (format!("eg-{datapath}-a"), format!("eg-{datapath}-b"));
     let (a, b) = (a.as_str(), b.as_str());
+    api.wait_made_ahead(ahead).await;
     api.create(a).await;
     api.create(b).await;
+    assert_eq!(
+        api.metric("sprited_creates_total{start=\"ahead\"}").await,
+        ahead as f64
+    );
 
     // Outbound works (NAT): the test namespace answers.
     let (_, out) = try_sh(&api, a, &http_get(&net.allowed.to_string())).await;
@@ -599,6 +620,11 @@ async fn set_policy(api: &common::Api, name: &str, body: serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_policy_is_enforced_by_name_and_address() {
     let net = FakeInternet::start().await;
+    let ahead = if common::isolation() == "container" {
+        1
+    } else {
+        0
+    };
     let mut d = Daemon::start_with(&[
         "--dns-upstream",
         &net.upstream(),
@@ -606,9 +632,17 @@ async fn network_policy_is_enforced_by_name_and_address() {
         "2s",
         "--idle-cold",
         "3s",
+        "--start-pool",
+        &ahead.to_string(),
     ]);
     let api = d.client();
+    // On a sandbox made ahead where the isolation makes them.
+    api.wait_made_ahead(ahead).await;
     api.create("pol").await;
+    assert_eq!(
+        api.metric("sprited_creates_total{start=\"ahead\"}").await,
+        ahead as f64
+    );
     let (allowed, denied) = (net.allowed.to_string(), net.denied.to_string());
 
     // Allow-list: only allowed.test, by name and by the address it resolved to.

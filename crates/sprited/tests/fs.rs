@@ -449,7 +449,7 @@ async fn bad_input_is_refused_or_stays_inside() {
         // command of the sprite is given anyway.
         let text = String::from_utf8_lossy(&environ.1).into_owned();
         assert_eq!(environ.0, 200, "{text}");
-        assert!(text.contains("SPRITE_NAME=bad"), "{text}");
+        assert!(text.contains("SPRITE_EXEC_ENV="), "{text}");
     } else {
         assert_err(&environ.into_json(), 403, "EACCES");
     }

@@ -103,6 +103,32 @@ fn pasta_pss_kib(d: &Daemon) -> (u64, usize) {
     (total, count)
 }
 
+/// Waits (up to 2 minutes) until daemon `d` has `n` sandboxes made ahead.
+async fn made_ahead(http: &reqwest::Client, d: &Daemon, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = http
+            .get(format!("{}/metrics", d.url))
+            .bearer_auth(&d.token)
+            .send()
+            .await?
+            .text()
+            .await?;
+        let ready = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sprited_sandboxes_made_ahead "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if ready >= n as f64 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{ready} sandboxes made ahead after 2 minutes, not {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates `n` sprites at once and waits for each one's first exec; the
 /// wall time of the whole.
 async fn many_at_once(
@@ -170,6 +196,36 @@ pub(crate) async fn cases(
         base,
         target: "≤ 500 ms",
     });
+
+    // The same burst on a host that keeps MANY sandboxes made ahead (each
+    // round once they are all made again), against one that keeps none.
+    let ahead = start_daemon_with(&["--idle-warm", "1h", "--start-pool", &MANY.to_string()])?;
+    let anew = start_daemon_with(&["--idle-warm", "1h", "--start-pool", "0"])?;
+    for d in [&ahead, &anew] {
+        create(http, d, "warmup-burst").await?;
+        exec_true(d, "warmup-burst").await?;
+    }
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for round in 0..runs.clamp(1, 3) {
+        for (d, samples, tag) in [(&ahead, &mut ours, "a"), (&anew, &mut base, "n")] {
+            if std::ptr::eq(d, &ahead) {
+                made_ahead(http, d, MANY).await?;
+            }
+            let prefix = format!("burst-{tag}{round}");
+            samples.push(ms(many_at_once(http, d, &prefix, MANY).await?));
+            for i in 0..MANY {
+                delete(http, d, &format!("{prefix}-{i}")).await?;
+            }
+        }
+    }
+    rows.push(Row {
+        case:
+            "20 concurrent creates → first exec, wall, --start-pool 20 made (base: --start-pool 0)",
+        ours,
+        base,
+        target: "≤ 500 ms",
+    });
+    drop((ahead, anew));
 
     // Host memory per running idle sprite, MANY on each datapath.
     // (Deleted sprites' teardown finishes first: it frees memory too.)

@@ -666,6 +666,11 @@ pub async fn run(minutes: f64, clients: usize) -> anyhow::Result<()> {
             .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Stopped as a service manager stops it: what it made ahead for
+    // creates goes with it, and nothing of a destroyed sprite may stay.
+    if let Err(e) = d.terminate(Duration::from_secs(60)) {
+        shared.fail(e);
+    }
     let leaks = leftovers(&d.data);
     let counts = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
     println!(

@@ -119,9 +119,16 @@ impl Daemon {
             true => Vec::new(),
             false => vec!["--isolation".to_string(), isolation()],
         };
+        // No sandboxes made ahead unless the test asks: each would cost a
+        // start of its own, and most tests count what runs.
+        let pool = match self.extra_args.iter().any(|a| a == "--start-pool") {
+            true => Vec::new(),
+            false => vec!["--start-pool".to_string(), "0".to_string()],
+        };
         let child = Command::new(BIN)
             .process_group(0)
             .args(&isolation)
+            .args(&pool)
             .args(["--listen", &self.addr, "--data-dir"])
             .arg(&self.data_dir)
             .args(["--default-image", "tiny"])
@@ -443,6 +450,42 @@ impl Api {
                 return;
             }
             assert!(Instant::now() < deadline, "{name} is {s}, never {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The daemon's metrics, as text.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .req(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(r.status(), 200);
+        r.text().await.expect("metrics text")
+    }
+
+    /// The value of metric line `name` (with its labels), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (up to 60 s) until `n` sandboxes are made ahead (`--start-pool`).
+    pub async fn wait_made_ahead(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self.metric("sprited_sandboxes_made_ahead").await;
+            if ready >= n as f64 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ready} sandboxes made ahead after 60 s, not {n}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
