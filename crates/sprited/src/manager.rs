@@ -379,17 +379,7 @@ impl Manager {
             Some((src, checkpoint)) => self.fork_volume(src, checkpoint, &rec.id).await,
             // Made with the sandbox.
             None if pooled.is_some() => Ok(()),
-            None => {
-                let store = self.store.clone();
-                let id = rec.id.clone();
-                let bytes = rec.limits.storage_gb << 30;
-                blocking(move || {
-                    store
-                        .create_volume_sized(&id, bytes)
-                        .map_err(Error::store("creating the volume"))
-                })
-                .await
-            }
+            None => self.create_volume_for(&rec).await,
         };
         let made_ok = made.is_ok();
         let started = match made {
@@ -456,6 +446,12 @@ impl Manager {
         };
         tracing::warn!(sprite = %rec.name, error = %e, "a sandbox made ahead could not be used; making one");
         self.halt(&rec.id, Duration::ZERO, Release::Destroy).await?;
+        self.create_volume_for(rec).await?;
+        self.start_locked(rec).await
+    }
+
+    /// Makes sprite `rec`'s volume, a clone of the template of its size.
+    async fn create_volume_for(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let (store, id) = (self.store.clone(), rec.id.clone());
         let bytes = rec.limits.storage_gb << 30;
         blocking(move || {
@@ -463,8 +459,7 @@ impl Manager {
                 .create_volume_sized(&id, bytes)
                 .map_err(Error::store("creating the volume"))
         })
-        .await?;
-        self.start_locked(rec).await
+        .await
     }
 
     /// Removes the record of a create that failed before its volume was

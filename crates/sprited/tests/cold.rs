@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Api, Daemon};
+use common::{mounts_under, Api, Daemon};
 use sprites_test_support::s3::Moto;
 
 /// 8 MiB of random data and its checksum.
@@ -463,28 +463,6 @@ async fn the_daemon_killed_during_upload_and_download_loses_nothing() {
     );
 }
 
-/// Mount points under `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let dir = dir.to_string_lossy().into_owned();
-    table
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
-        .map(String::from)
-        .collect()
-}
-
-/// A DELETE started in the background: the daemon stops dead in it.
-fn delete_in_background(d: &Daemon, api: &Api, name: &str) {
-    let mark = d.log_mark();
-    let req = api.req(reqwest::Method::DELETE, &format!("/v1/sprites/{name}"));
-    tokio::spawn(async move {
-        let _ = req.send().await;
-    });
-    d.wait_log_since(mark, "failpoint reached", Duration::from_secs(20));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroy_cut_by_a_crash_is_finished_at_the_next_start() {
     // The soak lost a sprite's writes this way: evicted, woken (its volume
@@ -504,7 +482,7 @@ async fn a_destroy_cut_by_a_crash_is_finished_at_the_next_start() {
         evict_ok(&api, "doomed").await;
         api.sh("doomed", "echo after-wake > /home/sprite/new").await;
         assert_eq!(storage(&api, "doomed").await["location"], "filling");
-        delete_in_background(&d, &api, "doomed");
+        common::in_background(&d, api.req(reqwest::Method::DELETE, "/v1/sprites/doomed"));
         d.kill9();
         d.env.clear();
         d.spawn();
@@ -645,7 +623,7 @@ async fn an_s3_store_and_one_that_cannot_be_reached() {
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(storage(&api, "s3y").await["checkpoints_in_object_store"], 1);
-    let m = metrics(&api).await;
+    let m = api.metrics().await;
     assert!(m.contains("sprited_checkpoints_not_uploaded 1"), "{m}");
     assert!(
         m.contains("sprited_checkpoint_uploads_total{result=\"failed\"}"),
@@ -655,7 +633,7 @@ async fn an_s3_store_and_one_that_cannot_be_reached() {
     wait_for_checkpoints_in_store(&api, "s3y", 2).await;
     let v1_key = format!("cold/manifests/sprites/{id}/checkpoints/{v1}.json");
     assert!(moto.keys("sprites").contains(&v1_key));
-    let m = metrics(&api).await;
+    let m = api.metrics().await;
     assert!(m.contains("sprited_checkpoints_not_uploaded 0"), "{m}");
 
     // A deleted checkpoint's copy goes with it.
@@ -669,16 +647,6 @@ async fn an_s3_store_and_one_that_cannot_be_reached() {
     .error_for_status()
     .expect("deleted");
     assert!(!moto.keys("sprites").contains(&in_store));
-}
-
-async fn metrics(api: &Api) -> String {
-    let r = api
-        .req(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics");
-    assert_eq!(r.status(), 200);
-    r.text().await.expect("metrics text")
 }
 
 /// Waits (up to 30 s) until `n` of the sprite's checkpoints are in the store.

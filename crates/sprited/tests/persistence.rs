@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::Daemon;
+use common::{mounts_under, Daemon};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -17,19 +17,6 @@ fn runc(d: &Daemon, args: &[&str]) -> String {
         .output()
         .expect("runc");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every mount under the data dir, deepest first.
-fn mounts_under(dir: &std::path::Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,32 +6,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Api, Daemon};
+use common::{metric_in, mounts_under, Api, Daemon};
 use sprites_test_support::s3::Moto;
 
 async fn storage(api: &Api, name: &str) -> serde_json::Value {
     api.get_json(&format!("/v1/sprites/{name}")).await["storage"].clone()
-}
-
-async fn metrics(api: &Api) -> String {
-    let r = api
-        .req(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics");
-    assert_eq!(r.status(), 200);
-    r.text().await.expect("metrics text")
-}
-
-/// A counter's value in the metrics text (0 when absent).
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Waits until the sprite's `replicated_at` differs from `before`.
@@ -45,19 +27,6 @@ async fn wait_replicated(api: &Api, name: &str, before: &serde_json::Value) -> s
         assert!(Instant::now() < deadline, "never replicated: {st}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Every mount under `dir`, deepest first.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    v
 }
 
 /// The host's disk is lost: the daemon and every sandbox killed, every
@@ -106,16 +75,16 @@ async fn a_lost_disk_loses_at_most_one_replication_interval() {
 
     // Only what changed is sent: 4 MiB of new data, against a volume
     // whose first snapshot sent all of its data.
-    let m0 = metrics(&api).await;
+    let m0 = api.metrics().await;
     api.sh(
         "rep",
         "head -c 4194304 /dev/urandom > /home/sprite/four; sync",
     )
     .await;
     let second = wait_replicated(&api, "rep", &first["replicated_at"]).await;
-    let m1 = metrics(&api).await;
-    let sent = counter(&m1, "sprited_replication_bytes_total")
-        - counter(&m0, "sprited_replication_bytes_total");
+    let m1 = api.metrics().await;
+    let sent = metric_in(&m1, "sprited_replication_bytes_total")
+        - metric_in(&m0, "sprited_replication_bytes_total");
     assert!(
         (4.0 * 1048576.0..8.0 * 1048576.0).contains(&sent),
         "sent {sent} bytes for 4 MiB written"
@@ -123,10 +92,10 @@ async fn a_lost_disk_loses_at_most_one_replication_interval() {
 
     // An idle sprite sends nothing.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let m2 = metrics(&api).await;
+    let m2 = api.metrics().await;
     assert_eq!(
-        counter(&m2, "sprited_replications_total{result=\"ok\"}"),
-        counter(&m1, "sprited_replications_total{result=\"ok\"}"),
+        metric_in(&m2, "sprited_replications_total{result=\"ok\"}"),
+        metric_in(&m1, "sprited_replications_total{result=\"ok\"}"),
         "an unchanged volume was replicated again"
     );
     assert_eq!(
@@ -241,8 +210,11 @@ async fn replication_lags_while_the_store_is_down_for_a_minute_and_catches_up() 
     }
     let behind = behind.expect("the lag never showed while the store was down");
     assert_eq!(behind["replicated_at"], first["replicated_at"], "{behind}");
-    let m = metrics(&api).await;
-    assert!(counter(&m, "sprited_replication_lag_seconds") > 0.0, "{m}");
+    let m = api.metrics().await;
+    assert!(
+        metric_in(&m, "sprited_replication_lag_seconds") > 0.0,
+        "{m}"
+    );
     assert!(
         m.contains("sprited_replications_total{result=\"failed\"}"),
         "{m}"

@@ -8,10 +8,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Api, Daemon};
+use common::{mounts_under, Api, Daemon};
 
 /// Inside a sprite: its cgroup's memory limit in bytes (v1 or v2).
 const MEMORY_LIMIT: &str =
@@ -46,16 +45,6 @@ async fn made_ahead(d: &Daemon, api: &Api) -> BTreeSet<String> {
     volume_ids(d)
         .into_iter()
         .filter(|id| !sprites.contains(id))
-        .collect()
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
-        .filter(|m| m.starts_with(&prefix))
         .collect()
 }
 

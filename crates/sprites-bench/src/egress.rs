@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{create, delete, exec_true, ms, start_daemon_with, Daemon, Row};
+use crate::{alternate, create, delete, exec_true, metric, ms, start_daemon_with, Daemon, Row};
 
 /// Sprites created at once in the concurrency row, and held running in the
 /// memory note.
@@ -107,18 +107,7 @@ fn pasta_pss_kib(d: &Daemon) -> (u64, usize) {
 async fn made_ahead(http: &reqwest::Client, d: &Daemon, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let text = http
-            .get(format!("{}/metrics", d.url))
-            .bearer_auth(&d.token)
-            .send()
-            .await?
-            .text()
-            .await?;
-        let ready = text
-            .lines()
-            .find_map(|l| l.strip_prefix("sprited_sandboxes_made_ahead "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let ready = metric(http, d, "sprited_sandboxes_made_ahead").await?;
         if ready >= n as f64 {
             return Ok(());
         }
@@ -162,17 +151,7 @@ pub(crate) async fn cases(
         exec_true(d, "warmup-egress").await?;
     }
 
-    let (mut ours, mut base) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        for (d, samples) in [(&kernel, &mut ours), (&pasta, &mut base)] {
-            let name = format!("egress-{i}");
-            let t = Instant::now();
-            create(http, d, &name).await?;
-            exec_true(d, &name).await?;
-            samples.push(ms(t.elapsed()));
-            delete(http, d, &name).await?;
-        }
-    }
+    let (ours, base) = alternate(http, &kernel, &pasta, runs, "egress").await?;
     rows.push(Row {
         case: "create → first exec, egress on (kernel datapath; base: pasta)",
         ours,

@@ -837,6 +837,44 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `runs` rounds of create → first exec (then delete) on `ours` and on
+/// `base` in turn, each idle while the other is measured: the ms of each.
+async fn alternate(
+    http: &reqwest::Client,
+    ours: &Daemon,
+    base: &Daemon,
+    runs: usize,
+    prefix: &str,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        for (daemon, samples) in [(ours, &mut a), (base, &mut b)] {
+            let name = format!("{prefix}-{i}");
+            let t = Instant::now();
+            create(http, daemon, &name).await?;
+            exec_true(daemon, &name).await?;
+            samples.push(ms(t.elapsed()));
+            delete(http, daemon, &name).await?;
+        }
+    }
+    Ok((a, b))
+}
+
+/// A value from daemon `d`'s `/metrics` (0 when absent).
+async fn metric(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<f64> {
+    let text = http
+        .get(format!("{}/metrics", d.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
 struct Row {
     case: &'static str,
     ours: Vec<f64>,
@@ -912,17 +950,7 @@ async fn main() -> anyhow::Result<()> {
         let anew = start_daemon_with(&["--start-pool", "0"])?;
         create(&http, &anew, "warmup").await?;
         exec_true(&anew, "warmup").await?;
-        let (mut ours, mut base) = (Vec::new(), Vec::new());
-        for i in 0..args.runs {
-            for (daemon, samples) in [(&d, &mut ours), (&anew, &mut base)] {
-                let name = format!("bench-ahead-{i}");
-                let t = Instant::now();
-                create(&http, daemon, &name).await?;
-                exec_true(daemon, &name).await?;
-                samples.push(ms(t.elapsed()));
-                delete(&http, daemon, &name).await?;
-            }
-        }
+        let (ours, base) = alternate(&http, &d, &anew, args.runs, "bench-ahead").await?;
         rows.push(Row {
             case: "create → first exec (base: --start-pool 0, nothing made ahead)",
             ours,
@@ -934,17 +962,7 @@ async fn main() -> anyhow::Result<()> {
         let shared = start_daemon_with(&["--shared-id-range"])?;
         create(&http, &shared, "warmup").await?;
         exec_true(&shared, "warmup").await?;
-        let (mut ours, mut base) = (Vec::new(), Vec::new());
-        for i in 0..args.runs {
-            for (daemon, samples) in [(&d, &mut ours), (&shared, &mut base)] {
-                let name = format!("bench-ids-{i}");
-                let t = Instant::now();
-                create(&http, daemon, &name).await?;
-                exec_true(daemon, &name).await?;
-                samples.push(ms(t.elapsed()));
-                delete(&http, daemon, &name).await?;
-            }
-        }
+        let (ours, base) = alternate(&http, &d, &shared, args.runs, "bench-ids").await?;
         rows.push(Row {
             case: "create → first exec, own id range (base: shared range)",
             ours,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 
 use crate::{
-    create, daemon_cpu, delete, exec_true, kill_within, ms, sh, spawn_daemon, start_daemon_with,
-    Daemon, Row,
+    create, daemon_cpu, delete, exec_true, kill_within, metric, ms, sh, spawn_daemon,
+    start_daemon_with, Daemon, Row,
 };
 
 const WINDOW: Duration = Duration::from_secs(30);
@@ -40,21 +40,6 @@ async fn get_json(
         bail!("GET {path}: {} {}", r.status(), r.text().await?);
     }
     Ok(r.json().await?)
-}
-
-/// A counter from `/metrics` (0 when absent).
-async fn counter(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<f64> {
-    let text = http
-        .get(format!("{}/metrics", d.url))
-        .bearer_auth(&d.token)
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0))
 }
 
 /// The newest snapshot's time (unix ms), if any.
@@ -91,7 +76,7 @@ async fn writer_run(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let sent0 = counter(http, &d, "sprited_replication_bytes_total").await?;
+    let sent0 = metric(http, &d, "sprited_replication_bytes_total").await?;
     let secs = WINDOW.as_secs();
     // Paced by a second's sleep after each write (the rate reported is
     // what was written).
@@ -136,7 +121,7 @@ async fn writer_run(
     .await?["size"]
         .as_u64()
         .context("size written")?;
-    let sent = counter(http, &d, "sprited_replication_bytes_total").await? - sent0;
+    let sent = metric(http, &d, "sprited_replication_bytes_total").await? - sent0;
     delete(http, &d, name).await?;
     Ok(WriterRun {
         cpu_pct,

@@ -175,14 +175,7 @@ impl Manager {
     async fn make_pooled(&self) -> Result<Pooled, Error> {
         let t0 = Instant::now();
         let rec = self.pool_record(uuid::Uuid::new_v4().to_string())?;
-        let (store, id) = (self.store.clone(), rec.id.clone());
-        let bytes = rec.limits.storage_gb << 30;
-        blocking(move || {
-            store
-                .create_volume_sized(&id, bytes)
-                .map_err(Error::store("creating the volume"))
-        })
-        .await?;
+        self.create_volume_for(&rec).await?;
         let made = match self.sandbox_inputs(&rec, self.store.volume_path(&rec.id)) {
             Ok(inputs) => blocking(move || inputs.make(t0, true)).await,
             Err(e) => Err(e),

@@ -467,11 +467,7 @@ impl Api {
 
     /// The value of metric line `name` (with its labels), 0 when absent.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+        metric_in(&self.metrics().await, name)
     }
 
     /// Waits (up to 60 s) until `n` sandboxes are made ahead (`--start-pool`).
@@ -732,15 +728,44 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
+/// The value of metric line `name` (with its labels) in a `/metrics`
+/// text, 0 when absent.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Start `path` as a POST in the background: the daemon will stop dead in
 /// the middle of it.
 pub fn post_in_background(d: &Daemon, api: &Api, path: &str) {
+    in_background(
+        d,
+        api.req(reqwest::Method::POST, path)
+            .json(&serde_json::json!({})),
+    );
+}
+
+/// Send `req` in the background and wait until the daemon stops dead in
+/// it (at an armed failpoint).
+pub fn in_background(d: &Daemon, req: reqwest::RequestBuilder) {
     let mark = d.log_mark();
-    let req = api
-        .req(reqwest::Method::POST, path)
-        .json(&serde_json::json!({}));
     tokio::spawn(async move {
         let _ = req.send().await;
     });
     d.wait_log_since(mark, "failpoint reached", Duration::from_secs(20));
+}
+
+/// Mount points under `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    v
 }
