@@ -72,7 +72,32 @@ pub async fn serve(
         Request::Attach { id } => attach::attach(rd, wr, &sessions, &ports, id).await,
         Request::Fs(req) => fs::serve(rd, wr, &sessions, req).await,
         Request::Connect { ip, port } => crate::tunnel::serve(rd, wr, ip, port).await,
+        Request::Named { hostname } => {
+            let reply = match named(&hostname) {
+                Ok(()) => Reply::Done,
+                Err(reply) => reply,
+            };
+            let _ = wire::write_json(&mut wr, &reply).await;
+        }
     }
+}
+
+/// The daemon set the sandbox's host name to `hostname`: `/etc/hosts`
+/// follows. Refused unless the kernel's host name is that.
+fn named(hostname: &str) -> Result<(), Reply> {
+    let current = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if current != hostname {
+        return Err(Reply::Error {
+            code: sprites_api::agent::AgentErrorCode::Conflict,
+            message: format!("the host name is {current:?}, not {hostname:?}"),
+        });
+    }
+    crate::hosts::rename(std::path::Path::new("/etc/hosts"), hostname).map_err(|e| Reply::Error {
+        code: sprites_api::agent::AgentErrorCode::Internal,
+        message: format!("/etc/hosts: {e}"),
+    })
 }
 
 /// The first frame: a JSON request. `Err` is the reply to send before

@@ -1,7 +1,51 @@
 //! `/etc/hosts` must name the sprite's own host name, or programs that look
-//! it up (sudo, many servers) stall or complain. Done once at boot, as PID 1.
+//! it up (sudo, many servers) stall or complain. Done at boot, as PID 1,
+//! and again when a sandbox made ahead under a placeholder name becomes a
+//! sprite ([`rename`]).
 
 use std::path::Path;
+use std::sync::Mutex;
+
+/// The host name `/etc/hosts` was last made to name.
+static NAMED: Mutex<String> = Mutex::new(String::new());
+
+/// At boot: `/etc/hosts` names `hostname`, which is remembered for a later
+/// [`rename`].
+pub fn at_boot(path: &Path, hostname: &str) -> std::io::Result<()> {
+    *NAMED.lock().unwrap_or_else(|p| p.into_inner()) = hostname.to_string();
+    ensure(path, hostname)
+}
+
+/// The host name changed to `hostname`: the line that named the old one
+/// names the new one instead (other lines, the user's, are kept); where
+/// there is no such line the new name is added.
+pub fn rename(path: &Path, hostname: &str) -> std::io::Result<()> {
+    let mut named = NAMED.lock().unwrap_or_else(|p| p.into_inner());
+    let current = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let old = line_for(&named);
+    let old = old.trim_end();
+    if named.is_empty() || !current.lines().any(|l| l == old) {
+        ensure(path, hostname)?;
+    } else {
+        let next: String = current
+            .split_inclusive('\n')
+            .map(|l| {
+                if l.trim_end_matches('\n') == old {
+                    line_for(hostname)
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(path, next)?;
+    }
+    *named = hostname.to_string();
+    Ok(())
+}
 
 /// The line that makes `hostname` resolve to loopback.
 fn line_for(hostname: &str) -> String {
@@ -58,6 +102,28 @@ mod tests {
         ensure(&p, "x").expect("missing file");
         assert!(names(&std::fs::read_to_string(&p).expect("read"), "x"));
         assert!(!names("# 127.0.0.1 x\n", "x"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_rename_replaces_the_placeholder_line_and_keeps_the_rest() {
+        let dir = std::env::temp_dir().join(format!("hosts-rename-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("hosts");
+        std::fs::write(&p, "127.0.0.1 localhost\n10.0.0.9 db # mine\n").expect("write");
+        at_boot(&p, "sprite").expect("boot");
+        rename(&p, "demo").expect("rename");
+        let s = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(
+            s,
+            "127.0.0.1 localhost\n10.0.0.9 db # mine\n127.0.1.1\tdemo\n"
+        );
+        // Again, and where the placeholder line is gone: the name is added once.
+        rename(&p, "demo").expect("again");
+        std::fs::write(&p, "127.0.0.1 localhost\n").expect("write");
+        rename(&p, "other").expect("no line to replace");
+        let s = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(s, "127.0.0.1 localhost\n127.0.1.1\tother\n");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

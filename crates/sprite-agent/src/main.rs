@@ -72,7 +72,7 @@ fn run(on: ListenOn) -> ExitCode {
         let name = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let Err(e) = hosts::ensure(std::path::Path::new("/etc/hosts"), &name) {
+        if let Err(e) = hosts::at_boot(std::path::Path::new("/etc/hosts"), &name) {
             log!("/etc/hosts: {e}");
         }
         let extra = std::path::Path::new(sprites_api::agent::EXTRA_CA_FILE);

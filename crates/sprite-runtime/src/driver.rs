@@ -23,39 +23,20 @@ pub trait Driver: Send + Sync {
 
     fn state(&self, id: &str) -> Result<SandboxState, RuntimeError>;
 
-    /// Whether this driver starts a sandbox in two halves
-    /// ([`Driver::prepare`], then [`Driver::commence`]), so that one can
-    /// be made ahead of the sprite it will be.
-    fn prepares(&self) -> bool {
+    /// Whether [`Driver::set_hostname`] works: then a sandbox can be
+    /// started ahead of the sprite it will be, under a placeholder name.
+    fn renames(&self) -> bool {
         false
     }
 
-    /// The first half of [`Driver::start`]: the sandbox made (namespaces,
-    /// mounts, cgroups with its limits, egress attached) with its init
-    /// waiting to run the sandbox's process; nothing of the sprite's runs
-    /// until [`Driver::commence`]. A prepared sandbox is stopped and
-    /// deleted as any other.
-    fn prepare(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<(), RuntimeError> {
-        let _ = listener;
-        Err(RuntimeError::InvalidSpec(format!(
-            "this driver cannot make sandbox {} ahead",
-            spec.id
-        )))
-    }
-
-    /// Sets a prepared sandbox's hostname (of its UTS namespace) before it
-    /// is let run.
+    /// Sets the host name (of its UTS namespace) of a sandbox that runs:
+    /// one started ahead, when it becomes a sprite and before anything of
+    /// the sprite's runs in it. The daemon's own host name is untouched.
     fn set_hostname(&self, id: &str, hostname: &str) -> Result<(), RuntimeError> {
         let _ = hostname;
         Err(RuntimeError::InvalidSpec(format!(
             "this driver cannot rename sandbox {id}"
         )))
-    }
-
-    /// The second half of [`Driver::start`]: lets a prepared sandbox's
-    /// init run its process; returns once it does.
-    fn commence(&self, id: &str) -> Result<(), RuntimeError> {
-        Err(RuntimeError::NotFound(id.to_string()))
     }
 
     /// The host ids sandbox `id` is to run as (what its
@@ -209,25 +190,12 @@ impl Driver for ByIsolation {
         self.of(id).state(id)
     }
 
-    fn prepares(&self) -> bool {
-        self.container.prepares()
-    }
-
-    fn prepare(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<(), RuntimeError> {
-        match spec.isolation {
-            Isolation::Container => self.container.prepare(spec, listener),
-            Isolation::Gvisor => Err(RuntimeError::InvalidSpec(
-                "a gVisor sandbox is not made ahead".into(),
-            )),
-        }
+    fn renames(&self) -> bool {
+        self.container.renames()
     }
 
     fn set_hostname(&self, id: &str, hostname: &str) -> Result<(), RuntimeError> {
         self.of(id).set_hostname(id, hostname)
-    }
-
-    fn commence(&self, id: &str) -> Result<(), RuntimeError> {
-        self.of(id).commence(id)
     }
 
     fn ids_for(&self, id: &str, shared: IdMap) -> IdMap {

@@ -617,35 +617,31 @@ impl Driver for Runc {
         }
     }
 
-    fn prepares(&self) -> bool {
+    fn renames(&self) -> bool {
         true
-    }
-
-    fn prepare(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
-        Runc::prepare(self, spec, listener)
     }
 
     fn set_hostname(&self, id: &str, hostname: &str) -> Result<()> {
         let pid = match self.runc_state(id)? {
             Some(RuncState {
-                status: "created",
+                status: "created" | "running",
                 pid,
             }) => pid,
-            Some(_) => return Err(RuntimeError::AlreadyRunning(id.to_string())),
+            Some(_) => return Err(RuntimeError::NotRunning(id.to_string())),
             None => return Err(RuntimeError::NotFound(id.to_string())),
         };
-        let pid = u32::try_from(pid).map_err(|_| RuntimeError::NotRunning(id.to_string()))?;
-        let path = format!("/proc/{pid}/ns/uts");
+        let host_pid = u32::try_from(pid).map_err(|_| RuntimeError::NotRunning(id.to_string()))?;
+        let path = format!("/proc/{host_pid}/ns/uts");
         let ns = std::fs::File::open(&path).map_err(|e| RuntimeError::io("open", &path, e))?;
-        // Still the init it was (not a pid used again since).
-        if !self.init_waits(id, i64::from(pid)) {
+        // Still the init it was when looked at (not a pid used again since):
+        // then the namespace opened is the sandbox's.
+        if !matches!(
+            self.runc_state(id)?,
+            Some(RuncState { status: "created" | "running", pid: p }) if p == pid
+        ) {
             return Err(RuntimeError::NotRunning(id.to_string()));
         }
         set_hostname_in(ns, hostname)
-    }
-
-    fn commence(&self, id: &str) -> Result<()> {
-        Runc::commence(self, id)
     }
 
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {

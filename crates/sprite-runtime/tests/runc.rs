@@ -491,7 +491,7 @@ fn sandbox_isolation_limits_and_lifecycle() {
 }
 
 #[test]
-fn a_prepared_sandbox_runs_nothing_until_it_is_let_run() {
+fn a_prepared_sandbox_runs_nothing_until_it_is_let_run_and_is_renamed_while_it_runs() {
     require_env!();
     let env = Env::new();
     let spec = env.sandbox("prep");
@@ -527,8 +527,7 @@ fn a_prepared_sandbox_runs_nothing_until_it_is_let_run() {
         log()
     );
 
-    // Named before it runs (a sandbox made ahead gets its sprite's name
-    // when it is taken): the UTS namespace's, not the daemon's.
+    // Named before it runs: the UTS namespace's, not the daemon's.
     let ours = nix::unistd::gethostname().expect("our hostname");
     Driver::set_hostname(&env.runc, id, "renamed").expect("set hostname");
     assert_eq!(nix::unistd::gethostname().expect("our hostname"), ours);
@@ -541,11 +540,18 @@ fn a_prepared_sandbox_runs_nothing_until_it_is_let_run() {
     wait_for("init's first words", || log().contains("started"));
     let (ok, out) = env.exec(id, &["hostname"]);
     assert!(ok && out.trim() == "renamed", "{out}");
-    // Only a sandbox not yet let run is renamed.
+    // And while it runs (a sandbox started ahead gets its sprite's name
+    // when it is taken); not while it is paused.
+    Driver::set_hostname(&env.runc, id, "again").expect("rename a running sandbox");
+    let (ok, out) = env.exec(id, &["hostname"]);
+    assert!(ok && out.trim() == "again", "{out}");
+    assert_eq!(nix::unistd::gethostname().expect("our hostname"), ours);
+    env.runc.pause(id).expect("pause");
     assert!(matches!(
-        Driver::set_hostname(&env.runc, id, "again"),
-        Err(RuntimeError::AlreadyRunning(_))
+        Driver::set_hostname(&env.runc, id, "paused"),
+        Err(RuntimeError::NotRunning(_))
     ));
+    env.runc.resume(id).expect("resume");
     assert!(
         !env.store
             .data_dir()

@@ -543,7 +543,7 @@ impl Manager {
             .filling_image_path()
             .unwrap_or_else(|| self.store.volume_path(&rec.id));
         let inputs = self.sandbox_inputs(rec, volume)?;
-        let (inside, times) = blocking(move || inputs.make(t0, false)).await?;
+        let (inside, times) = blocking(move || inputs.make(t0)).await?;
         self.started(rec, inside, t0, times).await
     }
 
@@ -1350,14 +1350,12 @@ struct SandboxInputs {
 }
 
 impl SandboxInputs {
-    /// Mounts the sprite's root and starts its sandbox (or, `ahead`, makes
-    /// it to be let run later: [`Driver::prepare`]). Blocking. Returns the
-    /// bound in-sprite API socket and when each phase ended (queued,
+    /// Mounts the sprite's root and starts its sandbox. Blocking. Returns
+    /// the bound in-sprite API socket and when each phase ended (queued,
     /// mounted, prepared, started), from `t0`.
     fn make(
         self,
         t0: std::time::Instant,
-        ahead: bool,
     ) -> Result<(std::os::unix::net::UnixListener, [Duration; 4]), Error> {
         let SandboxInputs {
             store,
@@ -1452,15 +1450,9 @@ impl SandboxInputs {
             },
         ];
         let prepared = t0.elapsed();
-        if ahead {
-            driver
-                .prepare(&spec, listener)
-                .map_err(Error::runtime("making the sandbox"))?;
-        } else {
-            driver
-                .start(&spec, listener)
-                .map_err(Error::runtime("starting the sandbox"))?;
-        }
+        driver
+            .start(&spec, listener)
+            .map_err(Error::runtime("starting the sandbox"))?;
         Ok((inside, [queued, mounted, prepared, t0.elapsed()]))
     }
 }

@@ -1,6 +1,6 @@
-//! Sandboxes made ahead (`--start-pool`): a create that asks for nothing
-//! but the defaults takes one and is the sprite it names (hostname, guide,
-//! limits, network); any other create makes its own; a daemon killed with
+//! Sandboxes started ahead (`--start-pool`): a create that asks for
+//! nothing but the defaults takes one and is the sprite it names (hostname,
+//! /etc/hosts, guide, limits, network); any other create makes its own; a daemon killed with
 //! some made leaves nothing of them after its next start, and one that
 //! stops removes its own. (Its egress and isolation are held by the egress
 //! suite, whose sprites are made on them.)
@@ -71,8 +71,16 @@ async fn a_default_create_takes_a_sandbox_made_ahead() {
     let ahead = made_ahead(&d, &api).await;
     assert_eq!(ahead.len(), 2, "{ahead:?}");
     for id in &ahead {
-        // Made, not running: init waits, nothing of a sprite's runs.
-        assert_eq!(d.runc_state(id), "created", "{id}");
+        // Started, and nothing runs in it but the agent: no command, no
+        // service (no process has it for parent).
+        assert_eq!(d.runc_state(id), "running", "{id}");
+        let pid = d.init_pid(id);
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the agent's tasks");
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            assert!(children.trim().is_empty(), "{id} runs {children}");
+        }
     }
 
     // A default create is one of them, named as it asked.
@@ -86,7 +94,10 @@ async fn a_default_create_takes_a_sandbox_made_ahead() {
     assert_eq!(api.status("alpha").await, "running");
     assert_eq!(d.runc_state(&id), "running");
     assert_eq!(api.sh("alpha", "hostname").await, "alpha\n");
-    assert!(api.sh("alpha", "cat /etc/hosts").await.contains("\talpha"));
+    // /etc/hosts names it, not the placeholder the agent booted with.
+    let hosts = api.sh("alpha", "cat /etc/hosts").await;
+    assert!(hosts.contains("\talpha\n"), "{hosts}");
+    assert!(!hosts.contains("\tsprite\n"), "{hosts}");
     let guide = api.sh("alpha", "cat /.sprite/llm.txt").await;
     assert!(guide.contains("sprite named alpha"), "{guide}");
     assert!(!guide.contains("sprite named sprite"), "{guide}");

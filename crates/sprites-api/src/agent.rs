@@ -99,6 +99,12 @@ pub enum Request {
         ip: std::net::IpAddr,
         port: u16,
     },
+    /// The sandbox, made ahead under a placeholder host name, is now sprite
+    /// `hostname`'s: the daemon has set its host name, and the agent makes
+    /// `/etc/hosts` name it instead of the placeholder. Answered `done`.
+    Named {
+        hostname: String,
+    },
 }
 
 /// What to do with the sprite's services.

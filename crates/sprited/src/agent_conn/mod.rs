@@ -105,6 +105,18 @@ pub async fn open(socket: &Path, req: &Request) -> Result<Conversation, AgentErr
     Conversation::start(stream, req).await
 }
 
+/// Tells the agent of a sandbox made ahead that it is now sprite
+/// `hostname`'s (its host name set): `/etc/hosts` follows.
+pub async fn named(socket: &Path, hostname: &str) -> Result<(), AgentError> {
+    let req = Request::Named {
+        hostname: hostname.to_string(),
+    };
+    match open(socket, &req).await?.answer().await? {
+        Reply::Done => Ok(()),
+        other => Err(unexpected(&other, "a name")),
+    }
+}
+
 impl Conversation {
     /// Send `req` on a connected stream.
     async fn start(stream: UnixStream, req: &Request) -> Result<Conversation, AgentError> {

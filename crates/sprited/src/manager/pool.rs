@@ -1,24 +1,29 @@
-//! Sandboxes made ahead (`--start-pool N`): for the create that asks for
-//! nothing but the defaults (no fork, the default image, size and limits),
-//! the slow part of a start is done before anyone asks. Each is a volume
-//! cloned from the template, its root mounted, its container made by the
-//! driver ([`Driver::prepare`]: namespaces, cgroups with the default limits,
-//! network attached) with init waiting, under an id chosen ahead. A create
-//! that matches takes one: its record gets that id, the sandbox its hostname
-//! and guide, and it is let run ([`Driver::commence`]); the pool makes
-//! another in the background.
+//! Sandboxes started ahead (`--start-pool N`): for the create that asks
+//! for nothing but the defaults (no fork, the default image, size and
+//! limits), the whole start is done before anyone asks. Each is a volume
+//! cloned from the template, its root mounted, its sandbox started
+//! (namespaces, cgroups with the default limits, network attached, the
+//! agent booted and listening) under an id chosen ahead and a placeholder
+//! host name. A create that matches takes one: its record gets that id,
+//! the sandbox its host name ([`Driver::set_hostname`], then the agent's
+//! `/etc/hosts`) and guide, and it is the sprite's from then on; the pool
+//! starts another in the background.
 //!
-//! A pooled sandbox is nobody's sprite: no record names it, nothing of it
-//! runs (only the driver's waiting init), it is neither metered nor counted
-//! against `--max-running`. What start-up finds of one (a daemon killed
-//! with some made) is a volume without a record, removed as an unfinished
-//! destroy is; a daemon that stops removes its own.
+//! A pooled sandbox is nobody's sprite: no record names it, nothing runs in
+//! it but the agent (no command, no service: the daemon sends it none), it
+//! is neither metered nor counted against `--max-running`. What start-up
+//! finds of one (a daemon killed with some made) is a volume without a
+//! record, removed as an unfinished destroy is; a daemon that stops removes
+//! its own.
+//!
+//! [`Driver::set_hostname`]: sprite_runtime::Driver::set_hostname
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{blocking, lock, Manager};
+use crate::agent_conn;
 use crate::db::SpriteRecord;
 use crate::error::Error;
 
@@ -28,7 +33,7 @@ const UNNAMED: &str = "sprite";
 /// How long the pool waits after failing to make one before it tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// A sandbox made ahead.
+/// A sandbox started ahead.
 pub(super) struct Pooled {
     pub(super) id: String,
     /// The in-sprite API socket, bound (served once the sandbox is taken).
@@ -49,8 +54,8 @@ pub(super) struct StartPool {
 impl Manager {
     fn pool_size(&self) -> usize {
         // For the default create: of the default isolation, which must be
-        // one the driver makes in two halves (gVisor's does not).
-        if self.cfg.isolation == sprite_runtime::Isolation::Container && self.driver.prepares() {
+        // one whose sandboxes the driver renames (gVisor's it does not).
+        if self.cfg.isolation == sprite_runtime::Isolation::Container && self.driver.renames() {
             self.cfg.start_pool
         } else {
             0
@@ -99,9 +104,8 @@ impl Manager {
         self.metrics.start_pool(ready.len());
     }
 
-    /// Names sandbox `p` for sprite `rec` (its record holds `p`'s id) and
-    /// lets it run; the caller holds the sprite's lifecycle lock and has
-    /// admitted the start.
+    /// Names sandbox `p` for sprite `rec` (its record holds `p`'s id); the
+    /// caller holds the sprite's lifecycle lock and has admitted the start.
     pub(super) async fn start_pooled(&self, rec: &SpriteRecord, p: Pooled) -> Result<(), Error> {
         let t0 = Instant::now();
         let (driver, store) = (self.driver.clone(), self.store.clone());
@@ -111,15 +115,15 @@ impl Manager {
                 .set_hostname(&id, &name)
                 .map_err(Error::runtime("naming the sandbox"))?;
             crate::llm::rewrite(&store.sprite_dir(&id), &name, &url)
-                .map_err(Error::io("writing the sprite's llm.txt"))?;
-            driver
-                .commence(&id)
-                .map_err(Error::runtime("starting the sandbox"))
+                .map_err(Error::io("writing the sprite's llm.txt"))
         })
         .await?;
+        agent_conn::named(&self.socket_path(&rec.id), &rec.name)
+            .await
+            .map_err(|e| Error::Internal(format!("naming the sandbox's /etc/hosts: {e}")))?;
         let zero = Duration::ZERO;
-        let ran = t0.elapsed();
-        self.started(rec, p.inside, t0, [zero, zero, zero, ran])
+        let named = t0.elapsed();
+        self.started(rec, p.inside, t0, [zero, zero, zero, named])
             .await?;
         tracing::debug!(sprite = %rec.name, elapsed = ?t0.elapsed(), "started a sandbox made ahead");
         Ok(())
@@ -177,7 +181,7 @@ impl Manager {
         let rec = self.pool_record(uuid::Uuid::new_v4().to_string())?;
         self.create_volume_for(&rec).await?;
         let made = match self.sandbox_inputs(&rec, self.store.volume_path(&rec.id)) {
-            Ok(inputs) => blocking(move || inputs.make(t0, true)).await,
+            Ok(inputs) => blocking(move || inputs.make(t0)).await,
             Err(e) => Err(e),
         };
         match made {
