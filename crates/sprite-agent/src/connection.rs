@@ -83,8 +83,16 @@ pub async fn serve(
 }
 
 /// The daemon set the sandbox's host name to `hostname`: `/etc/hosts`
-/// follows. Refused unless the kernel's host name is that.
+/// follows. Refused unless this is the sprite's init (an agent run by hand
+/// on a host leaves the host's file alone) and the kernel's host name is
+/// that.
 fn named(hostname: &str) -> Result<(), Reply> {
+    if std::process::id() != 1 {
+        return Err(Reply::Error {
+            code: sprites_api::agent::AgentErrorCode::Conflict,
+            message: "this agent is not a sprite's init: /etc/hosts is not its to change".into(),
+        });
+    }
     let current = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();

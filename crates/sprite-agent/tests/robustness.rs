@@ -117,3 +117,25 @@ fn inherited_listener_is_used_and_not_leaked_to_commands() {
         assert!(!out.contains("anon_inode:"), "{out}");
     }
 }
+
+#[test]
+fn a_name_is_refused_outside_a_sprite_and_the_hosts_file_is_left_alone() {
+    let agent = Agent::start();
+    let before = std::fs::read("/etc/hosts").ok();
+    let host = nix::unistd::gethostname().expect("host name");
+    let host = host.to_string_lossy().into_owned();
+    for name in [host.as_str(), "not-this-host-name"] {
+        let mut c = agent.request(&Request::Named {
+            hostname: name.to_string(),
+        });
+        match c.reply() {
+            Reply::Error { code, message } => {
+                assert_eq!(code, AgentErrorCode::Conflict);
+                assert!(message.contains("not a sprite's init"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(std::fs::read("/etc/hosts").ok(), before);
+    assert_alive(&agent);
+}

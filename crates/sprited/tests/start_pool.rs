@@ -1,9 +1,9 @@
 //! Sandboxes started ahead (`--start-pool`): a create that asks for
 //! nothing but the defaults takes one and is the sprite it names (hostname,
-//! /etc/hosts, guide, limits, network); any other create makes its own; a daemon killed with
-//! some made leaves nothing of them after its next start, and one that
-//! stops removes its own. (Its egress and isolation are held by the egress
-//! suite, whose sprites are made on them.)
+//! /etc/hosts, guide, limits, network); any other create makes its own; a
+//! daemon killed with some made leaves nothing of them after its next
+//! start, and one that stops removes its own. (Its egress and isolation
+//! are held by the egress suite, whose sprites are made on them.)
 
 mod common;
 
@@ -63,6 +63,23 @@ fn gone(d: &Daemon, id: &str) {
     );
 }
 
+/// One request to a sprite's agent, straight on its socket, and its reply.
+fn ask_agent(
+    socket: &std::path::Path,
+    req: &sprites_api::agent::Request,
+) -> sprites_api::agent::Reply {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("the agent's socket");
+    s.write_all(&sprites_api::agent::json_frame(req))
+        .expect("send");
+    let mut header = [0u8; sprites_api::agent::HEADER_LEN];
+    s.read_exact(&mut header).expect("reply header");
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).expect("reply");
+    serde_json::from_slice(&body).expect("a JSON reply")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_create_takes_a_sandbox_made_ahead() {
     let mut d = Daemon::start_with(&["--isolation", "container", "--start-pool", "2"]);
@@ -98,6 +115,25 @@ async fn a_default_create_takes_a_sandbox_made_ahead() {
     let hosts = api.sh("alpha", "cat /etc/hosts").await;
     assert!(hosts.contains("\talpha\n"), "{hosts}");
     assert!(!hosts.contains("\tsprite\n"), "{hosts}");
+    // The agent takes a name only when it is the kernel's: one sent to it
+    // otherwise is refused and changes nothing.
+    let reply = ask_agent(
+        &d.data_dir.join("sprites").join(&id).join("agent.sock"),
+        &sprites_api::agent::Request::Named {
+            hostname: "mallory".into(),
+        },
+    );
+    assert!(
+        matches!(
+            reply,
+            sprites_api::agent::Reply::Error {
+                code: sprites_api::agent::AgentErrorCode::Conflict,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(api.sh("alpha", "cat /etc/hosts").await, hosts);
     let guide = api.sh("alpha", "cat /.sprite/llm.txt").await;
     assert!(guide.contains("sprite named alpha"), "{guide}");
     assert!(!guide.contains("sprite named sprite"), "{guide}");
