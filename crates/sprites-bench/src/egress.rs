@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{alternate, create, delete, exec_true, metric, ms, start_daemon_with, Daemon, Row};
+use crate::{alternate, create, delete, exec_true, made_ahead, ms, start_daemon_with, Daemon, Row};
 
 /// Sprites created at once in the concurrency row, and held running in the
 /// memory note.
@@ -101,21 +101,6 @@ fn pasta_pss_kib(d: &Daemon) -> (u64, usize) {
         count += 1;
     }
     (total, count)
-}
-
-/// Waits (up to 2 minutes) until daemon `d` has `n` sandboxes made ahead.
-async fn made_ahead(http: &reqwest::Client, d: &Daemon, n: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ready = metric(http, d, "sprited_sandboxes_made_ahead").await?;
-        if ready >= n as f64 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("{ready} sandboxes made ahead after 2 minutes, not {n}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Creates `n` sprites at once and waits for each one's first exec; the
