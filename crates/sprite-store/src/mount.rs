@@ -88,13 +88,26 @@ pub(crate) fn unmount(target: &Path) -> Result<bool> {
     unmount_by(target, false)
 }
 
+/// How long an unmount that finds its filesystem busy tries again before
+/// it says so: a child being spawned holds a copy of its parent's open
+/// files (ours, or a test's) until its exec closes them, a moment that a
+/// loaded host stretches; what is really in use stays busy past it.
+const BUSY_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// [`unmount`], done by a child process when `served` (the filesystem
 /// sits on a volume this process serves: see `outside`).
 pub(crate) fn unmount_by(target: &Path, served: bool) -> Result<bool> {
-    let result = if served {
-        crate::outside::unmount(target)
-    } else {
-        nix::mount::umount2(target, MntFlags::empty())
+    let deadline = std::time::Instant::now() + BUSY_GRACE;
+    let result = loop {
+        let result = if served {
+            crate::outside::unmount(target)
+        } else {
+            nix::mount::umount2(target, MntFlags::empty())
+        };
+        if result != Err(nix::errno::Errno::EBUSY) || std::time::Instant::now() >= deadline {
+            break result;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     };
     match result {
         Ok(()) => Ok(true),

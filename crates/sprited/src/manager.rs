@@ -392,8 +392,15 @@ impl Manager {
                     // Made, and waits cold until there is room.
                     Err(_) if req.wait_for_capacity == Some(true) => {
                         let halted = match pooled.take() {
-                            // Never let run: its sandbox goes, its volume stays.
-                            Some(_) => self.halt(&rec.id, Duration::ZERO, Release::Unmount).await,
+                            // Its sandbox goes, its volume stays: named
+                            // first, so that what the agent wrote at its
+                            // boot (/etc/hosts) names the sprite.
+                            Some(_) => {
+                                if let Err(e) = self.name_pooled(&rec).await {
+                                    tracing::warn!(sprite = %rec.name, error = %e, "naming a sandbox made ahead; its /etc/hosts may keep the placeholder");
+                                }
+                                self.halt(&rec.id, Duration::ZERO, Release::Unmount).await
+                            }
                             None => Ok(()),
                         };
                         halted.map(|()| self.set_status(&rec.id, Status::Cold))

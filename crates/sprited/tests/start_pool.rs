@@ -236,3 +236,47 @@ async fn concurrent_creates_take_what_is_made_and_make_the_rest() {
     api.wait_made_ahead(2).await;
     assert_eq!(made_ahead(&d, &api).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_waiting_for_capacity_keeps_the_volume_made_ahead_and_its_name() {
+    let d = Daemon::start_with(&[
+        "--isolation",
+        "container",
+        "--start-pool",
+        "1",
+        "--max-running",
+        "1",
+        "--idle-warm",
+        "1h",
+    ]);
+    let api = d.client();
+    api.wait_made_ahead(1).await;
+    api.create("first").await;
+    // Made ahead again: not counted against --max-running.
+    api.wait_made_ahead(1).await;
+    let ahead = made_ahead(&d, &api).await;
+
+    // No room to run: the sprite takes the sandbox made ahead, keeps its
+    // volume and waits cold.
+    let second = api
+        .create_with(serde_json::json!({"name": "second", "wait_for_capacity": true}))
+        .await;
+    assert_eq!(second["status"], "cold", "{second}");
+    let id = second["id"].as_str().expect("id").to_string();
+    assert!(ahead.contains(&id), "{id} not in {ahead:?}");
+    assert_eq!(d.runc_state(&id), "absent");
+    assert!(
+        d.pool_dir().join("sprites").join(&id).exists(),
+        "its volume"
+    );
+
+    // Room again: it wakes as itself, and /etc/hosts (written by the agent
+    // that booted ahead) names it, not the placeholder.
+    api.delete("first").await;
+    assert_eq!(api.sh("second", "hostname").await, "second\n");
+    let hosts = api.sh("second", "cat /etc/hosts").await;
+    assert!(hosts.contains("\tsecond\n"), "{hosts}");
+    assert!(!hosts.contains("\tsprite\n"), "{hosts}");
+    let guide = api.sh("second", "cat /.sprite/llm.txt").await;
+    assert!(guide.contains("sprite named second"), "{guide}");
+}

@@ -104,10 +104,23 @@ impl Manager {
         self.metrics.start_pool(ready.len());
     }
 
-    /// Names sandbox `p` for sprite `rec` (its record holds `p`'s id); the
-    /// caller holds the sprite's lifecycle lock and has admitted the start.
+    /// Names sandbox `p` for sprite `rec` (its record holds `p`'s id) and
+    /// serves it as the sprite; the caller holds the sprite's lifecycle
+    /// lock and has admitted the start.
     pub(super) async fn start_pooled(&self, rec: &SpriteRecord, p: Pooled) -> Result<(), Error> {
         let t0 = Instant::now();
+        self.name_pooled(rec).await?;
+        let zero = Duration::ZERO;
+        let named = t0.elapsed();
+        self.started(rec, p.inside, t0, [zero, zero, zero, named])
+            .await?;
+        tracing::debug!(sprite = %rec.name, elapsed = ?t0.elapsed(), "started a sandbox made ahead");
+        Ok(())
+    }
+
+    /// Gives a sandbox started ahead sprite `rec`'s name: its host name,
+    /// then its `/etc/hosts` (by its agent), then its guide.
+    pub(super) async fn name_pooled(&self, rec: &SpriteRecord) -> Result<(), Error> {
         let (driver, store) = (self.driver.clone(), self.store.clone());
         let (id, name, url) = (rec.id.clone(), rec.name.clone(), self.url_of(&rec.name));
         blocking(move || {
@@ -120,13 +133,7 @@ impl Manager {
         .await?;
         agent_conn::named(&self.socket_path(&rec.id), &rec.name)
             .await
-            .map_err(|e| Error::Internal(format!("naming the sandbox's /etc/hosts: {e}")))?;
-        let zero = Duration::ZERO;
-        let named = t0.elapsed();
-        self.started(rec, p.inside, t0, [zero, zero, zero, named])
-            .await?;
-        tracing::debug!(sprite = %rec.name, elapsed = ?t0.elapsed(), "started a sandbox made ahead");
-        Ok(())
+            .map_err(|e| Error::Internal(format!("naming the sandbox's /etc/hosts: {e}")))
     }
 
     /// Makes sandboxes ahead until the pool is full, in the background
