@@ -93,9 +93,7 @@ fn named(hostname: &str) -> Result<(), Reply> {
             message: "this agent is not a sprite's init: /etc/hosts is not its to change".into(),
         });
     }
-    let current = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let current = crate::hosts::kernel_hostname();
     if current != hostname {
         return Err(Reply::Error {
             code: sprites_api::agent::AgentErrorCode::Conflict,

@@ -9,6 +9,13 @@ use std::sync::Mutex;
 /// The host name `/etc/hosts` was last made to name.
 static NAMED: Mutex<String> = Mutex::new(String::new());
 
+/// The kernel's host name (of this UTS namespace); empty if unreadable.
+pub fn kernel_hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// At boot: `/etc/hosts` names `hostname`, which is remembered for a later
 /// [`rename`].
 pub fn at_boot(path: &Path, hostname: &str) -> std::io::Result<()> {

@@ -69,10 +69,10 @@ fn run(on: ListenOn) -> ExitCode {
     }
     fds::close_inherited_on_exec();
     if pid1 {
-        let name = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Err(e) = hosts::at_boot(std::path::Path::new("/etc/hosts"), &name) {
+        if let Err(e) = hosts::at_boot(
+            std::path::Path::new("/etc/hosts"),
+            &hosts::kernel_hostname(),
+        ) {
             log!("/etc/hosts: {e}");
         }
         let extra = std::path::Path::new(sprites_api::agent::EXTRA_CA_FILE);

@@ -147,9 +147,8 @@ impl Drop for Lxc {
         if let Some(n) = self.frozen.take() {
             let _ = self.lxc("lxc-unfreeze", &n, &[]);
         }
-        for n in std::mem::take(&mut self.made) {
-            let _ = self.lxc("lxc-stop", &n, &["-k"]);
-            let _ = self.lxc("lxc-destroy", &n, &[]);
+        for n in self.made.clone() {
+            let _ = self.remove(&n);
         }
         // The loop device goes with the mount (mount -o loop sets autoclear).
         let _ = run("umount", &[&self.mnt.display().to_string()]);

@@ -859,6 +859,21 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Creates sprite `name` on `d`, runs its first exec and deletes it: the
+/// ms from the create to the exec's answer.
+async fn create_to_first_exec(
+    http: &reqwest::Client,
+    d: &Daemon,
+    name: &str,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    create(http, d, name).await?;
+    exec_true(d, name).await?;
+    let took = ms(t.elapsed());
+    delete(http, d, name).await?;
+    Ok(took)
+}
+
 /// `runs` rounds of create → first exec (then delete) on `ours` and on
 /// `base` in turn, each idle while the other is measured: the ms of each.
 async fn alternate(
@@ -871,12 +886,7 @@ async fn alternate(
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for i in 0..runs {
         for (daemon, samples) in [(ours, &mut a), (base, &mut b)] {
-            let name = format!("{prefix}-{i}");
-            let t = Instant::now();
-            create(http, daemon, &name).await?;
-            exec_true(daemon, &name).await?;
-            samples.push(ms(t.elapsed()));
-            delete(http, daemon, &name).await?;
+            samples.push(create_to_first_exec(http, daemon, &format!("{prefix}-{i}")).await?);
         }
     }
     Ok((a, b))
@@ -963,12 +973,7 @@ async fn main() -> anyhow::Result<()> {
     if matches!(args.case, Case::All | Case::Create) {
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         for i in 0..args.runs {
-            let name = format!("bench-{i}");
-            let t = Instant::now();
-            create(&http, &d, &name).await?;
-            exec_true(&d, &name).await?;
-            ours.push(ms(t.elapsed()));
-            delete(&http, &d, &name).await?;
+            ours.push(create_to_first_exec(&http, &d, &format!("bench-{i}")).await?);
 
             let id = format!("bench-base-{i}");
             let t = Instant::now();
@@ -1003,12 +1008,7 @@ async fn main() -> anyhow::Result<()> {
                 let (mut ours, mut base) = (Vec::new(), Vec::new());
                 for i in 0..args.runs {
                     made_ahead(&http, &d, 2).await?;
-                    let name = format!("bench-lxc-{i}");
-                    let t = Instant::now();
-                    create(&http, &d, &name).await?;
-                    exec_true(&d, &name).await?;
-                    ours.push(ms(t.elapsed()));
-                    delete(&http, &d, &name).await?;
+                    ours.push(create_to_first_exec(&http, &d, &format!("bench-lxc-{i}")).await?);
                     made_ahead(&http, &d, 2).await?;
                     let c = format!("c{i}");
                     base.push(lxc.create_and_exec(&c)?);
