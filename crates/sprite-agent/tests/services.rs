@@ -482,8 +482,12 @@ fn a_missing_command_fails_and_is_retried() {
     assert_eq!(st.status, "failed");
     assert!(st.error.as_deref().unwrap_or("").contains("not found"));
     assert!(st.next_restart_at.is_some());
+    // A retry bumps the count, then is `starting` for the instant its
+    // launch takes: wait for it to have failed again.
     let st = eventually(Duration::from_secs(5), || {
-        get(&agent, "ghost").state.filter(|s| s.restart_count >= 1)
+        get(&agent, "ghost")
+            .state
+            .filter(|s| s.restart_count >= 1 && s.status != "starting")
     })
     .expect("retried");
     assert_eq!(st.status, "failed");

@@ -104,6 +104,10 @@ pub struct Config {
     /// Every checkpoint is copied to the object store soon after it is
     /// made, so losing this host's disk does not lose it.
     pub upload_checkpoints: bool,
+    /// Sets `favordynmods` on the host's cgroup2 superblock at start-up:
+    /// moving a sandbox's init into its cgroups then waits for no RCU
+    /// grace period (see `sprite_runtime::cgroup::favor_dynmods`).
+    pub favor_dynmods: bool,
     /// A changed sprite's volume is replicated to the object store at most
     /// this long after the change (zero: no replication).
     pub replicate_every: std::time::Duration,
@@ -197,6 +201,7 @@ impl Config {
             cordon: false,
             evict_after: std::time::Duration::from_secs(3600),
             upload_checkpoints: true,
+            favor_dynmods: true,
             replicate_every: std::time::Duration::from_secs(30),
             snapshot_retention: std::time::Duration::from_secs(24 * 3600),
             recover: false,

@@ -278,6 +278,25 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
         .abort_orphaned_lazy()
         .context("aborting the last daemon's FUSE connections")?;
     sprite_runtime::cgroup::prepare_host().context("preparing cgroups")?;
+    if cfg.favor_dynmods {
+        use sprite_runtime::cgroup::{favor_dynmods, Dynmods};
+        match favor_dynmods() {
+            Ok(Dynmods::Set(at)) => tracing::info!(
+                mount = %at.display(),
+                "set favordynmods on the host's cgroup2: moving a sandbox into its cgroups waits for no RCU grace period"
+            ),
+            Ok(Dynmods::Already(at)) => {
+                tracing::debug!(mount = %at.display(), "the host's cgroup2 has favordynmods")
+            }
+            Ok(Dynmods::NoCgroup2) => tracing::info!(
+                "no cgroup2 mounted: each sandbox start waits for an RCU grace period to join its cgroups"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot set favordynmods on the host's cgroup2 (kernel before 6.0?): each sandbox start waits for an RCU grace period to join its cgroups"
+            ),
+        }
+    }
     let (driver, gvisor, blocked) = driver(&cfg)?;
     match &gvisor {
         Some((_, what)) => tracing::info!(gvisor = %what, "gvisor sprites available"),

@@ -162,6 +162,13 @@ struct Cli {
     /// (in the background), so a lost disk does not take it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
     upload_checkpoints: bool,
+    /// Set the kernel's `favordynmods` option on the host's cgroup2 mount
+    /// at start-up (kept once set): every sandbox start's move into its
+    /// cgroups then costs ~0.2 ms instead of an RCU grace period (7-20 ms
+    /// here), at a small cost to every fork and exit on the host. `false`
+    /// leaves the mount as it is.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    favor_dynmods: bool,
     /// A sprite whose volume changed is replicated to the object store as a
     /// crash-consistent snapshot at most this long after the change (`0`:
     /// never; only what changed is read and sent).
@@ -393,6 +400,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.cordon = cli.cordon;
     cfg.evict_after = cli.evict_after;
     cfg.upload_checkpoints = cli.upload_checkpoints;
+    cfg.favor_dynmods = cli.favor_dynmods;
     cfg.replicate_every = cli.replicate_every;
     cfg.snapshot_retention = cli.snapshot_retention;
     cfg.recover = cli.recover;

@@ -4,6 +4,7 @@
 //! runc creates and removes the cgroups; this module decides the
 //! `cgroupsPath` it is given, reads statistics, and cleans up leftovers.
 
+mod dynmods;
 mod v1;
 mod v2;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, RuntimeError};
 use crate::sandbox::SandboxStats;
 
+pub use dynmods::{favor_dynmods, Dynmods};
 pub use v1::V1;
 pub use v2::V2;
 
