@@ -165,8 +165,10 @@ impl Manager {
                 sprites_api::checkpoint::MAX_COMMENT_BYTES
             )));
         }
+        let t0 = std::time::Instant::now();
         let slot = self.slot(&rec.id);
         let _g = slot.lifecycle.lock().await;
+        let locked = t0.elapsed();
         self.admit_checkpoint(rec)?;
         // A warm sprite's tasks are frozen by the cgroup freezer, possibly
         // inside a write: freezing its filesystem could then wait for ever.
@@ -189,9 +191,11 @@ impl Manager {
         // The number is taken for good only when the checkpoint is recorded
         // (one transaction, after the image is complete): a checkpoint that
         // failed or was cut short by a crash leaves no gap and no trace.
+        let ready = t0.elapsed();
         let seq = self.db.next_checkpoint_seq(&rec.id)?;
         let id = format!("v{seq}");
         let source_id = self.db.current_checkpoint(&rec.id)?;
+        let numbered = t0.elapsed();
         say(progress, format!("Creating checkpoint {id}..."));
         let store = self.store.clone();
         let (sprite, ck) = (rec.id.clone(), id.clone());
@@ -212,6 +216,7 @@ impl Manager {
                 return Err(e);
             }
         };
+        let saved_at = t0.elapsed();
         failpoint::hit("checkpoint-saved");
         let record = CheckpointRecord {
             id: id.clone(),
@@ -222,6 +227,7 @@ impl Manager {
             is_auto: false,
         };
         self.db.insert_checkpoint(&rec.id, &record)?;
+        let recorded = t0.elapsed();
         self.poke_uploads();
         let saved = if stats.frozen_for.is_zero() {
             format!(
@@ -240,6 +246,17 @@ impl Manager {
         tracing::info!(sprite = %rec.name, checkpoint = %id, synced_ms = ms(stats.synced_for), frozen_ms = ms(stats.frozen_for), total_ms = ms(stats.total), "checkpoint created");
         self.metrics.checkpointed(stats.total.as_secs_f64());
         self.refresh_views(rec);
+        tracing::debug!(
+            sprite = %rec.name,
+            checkpoint = %id,
+            locked_ms = ms(locked),
+            ready_ms = ms(ready),
+            numbered_ms = ms(numbered),
+            saved_ms = ms(saved_at),
+            recorded_ms = ms(recorded),
+            done_ms = ms(t0.elapsed()),
+            "checkpoint timings"
+        );
         Ok(record)
     }
 
