@@ -358,8 +358,35 @@ fn raise_fd_limit() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// glibc gives each thread that allocates an arena of its own (up to 8
+/// per core) and keeps in each what was freed there. The daemon's blocking
+/// threads come and go, each compressing and hashing megabytes for an
+/// upload: with 60 sprites replicating the daemon stayed at 150 MiB
+/// resident after it all ended, 58 MiB with two arenas (measured with
+/// `MALLOC_ARENA_MAX=2`). A value the user set in the environment wins.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && std::env::var_os("GLIBC_TUNABLES").is_none()
+    {
+        // SAFETY: mallopt only sets a parameter of malloc; this runs first
+        // thing in main, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let mut cfg = Config::with_defaults(cli.listen, cli.data_dir);

@@ -133,6 +133,9 @@ pub struct Manager {
     store_generation: std::sync::atomic::AtomicI64,
     /// Sandboxes made ahead for default creates ([`pool`]).
     pool: pool::StartPool,
+    /// Uploads to the object store under way at once (replications,
+    /// evictions, checkpoints, base images): see [`cold::UPLOADS_AT_ONCE`].
+    upload_slots: tokio::sync::Semaphore,
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, Error>
@@ -217,6 +220,7 @@ impl Manager {
             meta_sweep: Mutex::new(Default::default()),
             store_generation: std::sync::atomic::AtomicI64::new(0),
             pool: Default::default(),
+            upload_slots: tokio::sync::Semaphore::new(cold::UPLOADS_AT_ONCE),
         })
     }
 

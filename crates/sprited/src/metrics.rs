@@ -39,6 +39,8 @@ pub struct Metrics {
     gvisor: Family<Labels, Gauge>,
     pool: Family<Labels, Gauge>,
     sandboxes_ahead: Gauge,
+    uploads_running: Gauge,
+    uploads_peak: Gauge,
     creates: Family<Labels, Counter>,
     /// name → (cpu seconds, memory bytes), from the meter.
     last: Mutex<HashMap<String, (f64, i64)>>,
@@ -154,6 +156,18 @@ impl Metrics {
             "Sandboxes made ahead for default creates (--start-pool), ready to be taken",
             sandboxes_ahead.clone(),
         );
+        let uploads_running = Gauge::default();
+        registry.register(
+            "uploads_running",
+            "Uploads to the object store under way (replications, evictions, checkpoints, base images)",
+            uploads_running.clone(),
+        );
+        let uploads_peak = Gauge::default();
+        registry.register(
+            "uploads_running_peak",
+            "The most uploads to the object store that were under way at once since the daemon started",
+            uploads_peak.clone(),
+        );
         let creates = Family::<Labels, Counter>::default();
         registry.register(
             "creates",
@@ -180,6 +194,8 @@ impl Metrics {
             gvisor,
             pool,
             sandboxes_ahead,
+            uploads_running,
+            uploads_peak,
             creates,
             last: Mutex::new(HashMap::new()),
         }
@@ -199,6 +215,24 @@ impl Metrics {
     pub fn start_pool(&self, ready: usize) {
         self.sandboxes_ahead
             .set(i64::try_from(ready).unwrap_or(i64::MAX));
+    }
+
+    /// An upload to the object store began; it ends when the guard goes.
+    pub fn upload_began(&self) -> UploadRunning<'_> {
+        let now = self.uploads_running.inc() + 1;
+        let mut peak = self.uploads_peak.get();
+        while now > peak {
+            match self.uploads_peak.inner().compare_exchange(
+                peak,
+                now,
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(seen) => peak = seen,
+            }
+        }
+        UploadRunning(self)
     }
 
     /// A sprite was created: `ahead` when it took a sandbox made ahead.
@@ -313,6 +347,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// An upload under way, counted in `uploads_running` until dropped.
+pub struct UploadRunning<'a>(&'a Metrics);
+
+impl Drop for UploadRunning<'_> {
+    fn drop(&mut self) {
+        self.0.uploads_running.dec();
     }
 }
 

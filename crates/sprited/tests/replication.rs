@@ -480,3 +480,41 @@ async fn the_daemon_killed_inside_a_replication_loses_nothing() {
         );
     }
 }
+
+/// Uploads to the object store run two at a time, however many sprites
+/// changed together: each holds tens of MiB of buffers and a share of the
+/// cores. Unbounded, these six overlap (each sends 24 MiB that does not
+/// compress); bounded, every one still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_run_two_at_a_time_and_all_get_through() {
+    let d = Daemon::start_with(&["--replicate-every", "1s"]);
+    let api = d.client();
+    let names: Vec<String> = (0..6).map(|i| format!("up{i}")).collect();
+    for n in &names {
+        api.create(n).await;
+    }
+    let mut first = Vec::new();
+    for n in &names {
+        first.push(
+            wait_replicated(&api, n, &serde_json::Value::Null).await["replicated_at"].clone(),
+        );
+    }
+    for n in &names {
+        api.sh(
+            n,
+            "dd if=/dev/urandom of=/home/sprite/blob bs=1M count=24 2>/dev/null; sync",
+        )
+        .await;
+    }
+    for (n, before) in names.iter().zip(&first) {
+        wait_replicated(&api, n, before).await;
+    }
+    let m = api.metrics().await;
+    let peak = metric_in(&m, "sprited_uploads_running_peak");
+    assert!(
+        (1.0..=2.0).contains(&peak),
+        "uploads at once at most: {peak}"
+    );
+    let ok = metric_in(&m, "sprited_replications_total{result=\"ok\"}");
+    assert!(ok >= 12.0, "replications done: {ok}");
+}
