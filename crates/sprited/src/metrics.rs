@@ -220,18 +220,9 @@ impl Metrics {
     /// An upload to the object store began; it ends when the guard goes.
     pub fn upload_began(&self) -> UploadRunning<'_> {
         let now = self.uploads_running.inc() + 1;
-        let mut peak = self.uploads_peak.get();
-        while now > peak {
-            match self.uploads_peak.inner().compare_exchange(
-                peak,
-                now,
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-            ) {
-                Ok(_) => break,
-                Err(seen) => peak = seen,
-            }
-        }
+        self.uploads_peak
+            .inner()
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
         UploadRunning(self)
     }
 

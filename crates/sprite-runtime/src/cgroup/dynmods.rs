@@ -45,45 +45,16 @@ pub enum Dynmods {
 /// super options other than `rw`/`ro` (`None`: none mounted). The options
 /// include [`FAVOR`] when it is already set.
 pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, Vec<String>)> {
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mount_point = left.split(' ').nth(4)?;
-        let mut right = right.split(' ');
-        if right.next()? != "cgroup2" {
-            return None;
-        }
-        let supers = right.nth(1).unwrap_or("");
-        let opts = supers
-            .split(',')
-            .filter(|o| !o.is_empty() && *o != "rw" && *o != "ro")
-            .map(str::to_string)
-            .collect();
-        Some((PathBuf::from(unescape(mount_point)), opts))
-    })
-}
-
-/// Mount points in mountinfo escape space, tab, newline and backslash as
-/// `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = (b[i] == b'\\')
-            .then(|| b.get(i + 1..i + 4))
-            .flatten()
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
-            .and_then(|v| u8::try_from(v).ok());
-        if let Some(v) = octal {
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let entry = sprite_store::mountinfo::parse(mountinfo)
+        .into_iter()
+        .find(|e| e.fs_type == "cgroup2")?;
+    let opts = entry
+        .super_options
+        .split(',')
+        .filter(|o| !o.is_empty() && *o != "rw" && *o != "ro")
+        .map(str::to_string)
+        .collect();
+    Some((entry.mount_point, opts))
 }
 
 /// Sets `favordynmods` on the host's cgroup2 superblock where it is not
@@ -101,27 +72,17 @@ pub fn favor_dynmods() -> Result<Dynmods> {
     Ok(Dynmods::Set(mount_point))
 }
 
-fn cstring(s: &str, what: &Path) -> Result<CString> {
-    CString::new(s).map_err(|_| {
-        RuntimeError::io(
-            "fsconfig",
-            what,
-            std::io::Error::from_raw_os_error(libc::EINVAL),
-        )
-    })
+/// `bytes` as a C string for `op` on `what` (EINVAL if it holds a NUL).
+fn cstring(op: &'static str, bytes: &[u8], what: &Path) -> Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| RuntimeError::io(op, what, std::io::Error::from_raw_os_error(libc::EINVAL)))
 }
 
 /// Reconfigures the superblock at `mount_point` with `opts` and [`FAVOR`].
 fn reconfigure(mount_point: &Path, opts: &[String]) -> Result<()> {
     let fail =
         |op: &'static str| RuntimeError::io(op, mount_point, std::io::Error::last_os_error());
-    let c_path = CString::new(mount_point.as_os_str().as_bytes()).map_err(|_| {
-        RuntimeError::io(
-            "fspick",
-            mount_point,
-            std::io::Error::from_raw_os_error(libc::EINVAL),
-        )
-    })?;
+    let c_path = cstring("fspick", mount_point.as_os_str().as_bytes(), mount_point)?;
     // SAFETY: fspick reads the NUL-terminated path, which lives across the
     // call; it returns a new fd or -1.
     let fd = unsafe {
@@ -138,9 +99,10 @@ fn reconfigure(mount_point: &Path, opts: &[String]) -> Result<()> {
     // SAFETY: a fresh fd from fspick, owned by nothing else.
     let fs = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     for opt in opts.iter().map(String::as_str).chain([FAVOR]) {
+        let c = |part: &str| cstring("fsconfig", part.as_bytes(), mount_point);
         let (key, value) = match opt.split_once('=') {
-            Some((k, v)) => (cstring(k, mount_point)?, Some(cstring(v, mount_point)?)),
-            None => (cstring(opt, mount_point)?, None),
+            Some((k, v)) => (c(k)?, Some(c(v)?)),
+            None => (c(opt)?, None),
         };
         let (cmd, value_ptr) = match &value {
             Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
