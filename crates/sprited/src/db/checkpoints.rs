@@ -74,7 +74,7 @@ impl Db {
 
     /// The sprite's checkpoints, newest first.
     pub fn checkpoints(&self, sprite_id: &str) -> Result<Vec<CheckpointRecord>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_map(
                 "SELECT id, seq, create_time, source_id, comment, is_auto FROM checkpoints
                  WHERE sprite_id = ?1 ORDER BY seq DESC",
@@ -89,7 +89,7 @@ impl Db {
         sprite_id: &str,
         id: &str,
     ) -> Result<Option<CheckpointRecord>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_opt(
                 "SELECT id, seq, create_time, source_id, comment, is_auto FROM checkpoints
                  WHERE sprite_id = ?1 AND id = ?2",

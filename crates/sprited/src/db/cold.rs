@@ -25,7 +25,7 @@ impl Db {
     /// Where an evicted sprite's volume is: `Some` while it lives only in
     /// object storage.
     pub fn evicted(&self, sprite_id: &str) -> Result<Option<ColdCopy>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_opt(
                 "SELECT evicted_at, stored_bytes, data_bytes, epoch FROM cold_sprites WHERE sprite_id = ?1",
                 params![sprite_id],
@@ -63,7 +63,7 @@ impl Db {
 
     /// How many sprite volumes and checkpoints live only in object storage.
     pub fn cold_count(&self) -> Result<u64, DbError> {
-        let n: Option<i64> = self.run(|c| {
+        let n: Option<i64> = self.read(|c| {
             c.query_opt(
                 "SELECT (SELECT COUNT(*) FROM cold_sprites) + (SELECT COUNT(*) FROM cold_checkpoints)",
                 &[],
@@ -86,7 +86,7 @@ impl Db {
 
     /// Checkpoints with a copy in object storage: id → copy.
     pub fn cold_checkpoints(&self, sprite_id: &str) -> Result<BTreeMap<String, ColdCopy>, DbError> {
-        let rows = self.run(|c| {
+        let rows = self.read(|c| {
             c.query_map(
                 "SELECT id, stored_bytes, data_bytes, epoch FROM cold_checkpoints WHERE sprite_id = ?1",
                 params![sprite_id],
@@ -151,7 +151,7 @@ impl Db {
 
     /// The sprite's replicated snapshots, newest first.
     pub fn snapshots(&self, sprite_id: &str) -> Result<Vec<Snapshot>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_map(
                 "SELECT at_ms, stored_bytes, data_bytes, epoch FROM snapshots WHERE sprite_id = ?1 ORDER BY at_ms DESC",
                 params![sprite_id],

@@ -324,7 +324,7 @@ impl Db {
 
     /// The live hosts with what they hold, for placement.
     pub fn live_hosts(&self) -> Result<Vec<LiveHost>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             let now = now_ms(c);
             c.query_map(
                 &format!(
@@ -359,7 +359,7 @@ impl Db {
                 return Ok(Some((id.clone(), Holder::Me)));
             }
         }
-        let row = self.run(|c| {
+        let row = self.read(|c| {
             let now = now_ms(c);
             c.query_opt(
                 &format!(
@@ -402,7 +402,7 @@ impl Db {
         let Some(me) = self.me() else {
             return Ok(self.sprite_ids()?.into_iter().collect());
         };
-        let ids = self.run(|c| {
+        let ids = self.read(|c| {
             c.query_map(
                 "SELECT sprite_id FROM sprite_leases WHERE host_id = ?1",
                 params![me.host_id],
@@ -554,7 +554,7 @@ impl Db {
 
     /// Every lease's holder and status: sprite id → (host, status).
     pub fn held(&self) -> Result<HashMap<String, Held>, DbError> {
-        let rows = self.run(|c| {
+        let rows = self.read(|c| {
             c.query_map(
                 "SELECT sprite_id, host_id, status FROM sprite_leases",
                 &[],
@@ -575,7 +575,7 @@ impl Db {
         let Some(me) = self.me() else {
             return self.all();
         };
-        let rows = self.run(|c| {
+        let rows = self.read(|c| {
             c.query_map(
                 &format!(
                     "SELECT {COLUMNS} FROM sprites WHERE id IN

@@ -8,7 +8,7 @@ use super::{Db, DbError};
 impl Db {
     /// The sprite's network policy (JSON), if one was set.
     pub fn network_policy(&self, sprite_id: &str) -> Result<Option<String>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_opt(
                 "SELECT policy FROM network_policies WHERE sprite_id = ?1",
                 params![sprite_id],

@@ -158,7 +158,7 @@ impl Db {
 
     /// Record when the sprite last started running.
     pub fn set_last_running(&self, id: &str, at: &str) -> Result<(), DbError> {
-        self.run(|c| {
+        self.run_unflushed(|c| {
             c.execute(
                 "UPDATE sprites SET last_running_at = ?2 WHERE id = ?1",
                 params![id, at],
@@ -169,7 +169,7 @@ impl Db {
 
     /// Record the sprite's last activity (an exec, a session, a call).
     pub fn set_last_active(&self, id: &str, at: &str) -> Result<(), DbError> {
-        self.run(|c| {
+        self.run_unflushed(|c| {
             c.execute(
                 "UPDATE sprites SET last_active_at = ?2 WHERE id = ?1",
                 params![id, at],
@@ -181,7 +181,7 @@ impl Db {
     pub fn get_by_id(&self, id: &str) -> Result<Option<SpriteRecord>, DbError> {
         // Prepared once per connection: every sprite URL request looks its
         // sprite up.
-        let row = self.run(|c| {
+        let row = self.read(|c| {
             c.query_opt(
                 &format!("SELECT {COLUMNS} FROM sprites WHERE id = ?1"),
                 params![id],
@@ -192,7 +192,7 @@ impl Db {
     }
 
     pub fn get(&self, name: &str) -> Result<Option<SpriteRecord>, DbError> {
-        let row = self.run(|c| {
+        let row = self.read(|c| {
             c.query_opt(
                 &format!("SELECT {COLUMNS} FROM sprites WHERE name = ?1"),
                 params![name],
@@ -224,7 +224,7 @@ impl Db {
     ) -> Result<Vec<SpriteRecord>, DbError> {
         let wanted = serde_json::to_string(labels)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.run(|c| {
+        let rows = self.read(|c| {
             let sql = list_sql(c);
             c.query_map(
                 &sql,
@@ -241,7 +241,7 @@ impl Db {
 
     /// Ids of every sprite the DB knows.
     pub fn sprite_ids(&self) -> Result<BTreeSet<String>, DbError> {
-        let ids = self.run(|c| c.query_map("SELECT id FROM sprites", &[], |r| r.get(0)))?;
+        let ids = self.read(|c| c.query_map("SELECT id FROM sprites", &[], |r| r.get(0)))?;
         Ok(ids.into_iter().collect())
     }
 

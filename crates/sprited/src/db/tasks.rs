@@ -43,7 +43,7 @@ impl Db {
 
     /// The sprite's tasks, by name.
     pub fn tasks(&self, sprite_id: &str) -> Result<Vec<TaskRow>, DbError> {
-        self.run(|c| c.query_map("SELECT name, started_at, expires_unix_ms FROM tasks WHERE sprite_id = ?1 ORDER BY name", params![sprite_id], |r| {
+        self.read(|c| c.query_map("SELECT name, started_at, expires_unix_ms FROM tasks WHERE sprite_id = ?1 ORDER BY name", params![sprite_id], |r| {
             Ok(TaskRow {
                 name: r.get(0)?,
                 started_at: r.get(1)?,

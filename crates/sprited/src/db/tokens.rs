@@ -42,7 +42,7 @@ impl Db {
     /// Every token, oldest first.
     /// The token whose secret hashes to `hash`, if there is one.
     pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_opt(
                 &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
                 params![hash],
@@ -52,7 +52,7 @@ impl Db {
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRow>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_map(
                 &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"),
                 &[],

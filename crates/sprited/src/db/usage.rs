@@ -40,7 +40,7 @@ pub struct MeterState {
 impl Db {
     /// The meter's last sample of a sprite.
     pub fn meter_state(&self, sprite_id: &str) -> Result<Option<MeterState>, DbError> {
-        self.run(|c| {
+        self.read(|c| {
             c.query_opt(
                 "SELECT sampled_unix_ms, cpu_ns, running FROM meter_state WHERE sprite_id = ?1",
                 params![sprite_id],
@@ -105,7 +105,7 @@ impl Db {
              FROM usage WHERE minute >= ?1 AND minute < ?2 AND (CAST(?3 AS TEXT) IS NULL OR sprite_id = ?3)
              GROUP BY d, sprite_name ORDER BY d, sprite_name"
         );
-        self.run(|c| {
+        self.read(|c| {
             c.query_map(&sql, params![from_minute, to_minute, sprite_id], |r| {
                 Ok(UsageRow {
                     day: r.get(0)?,
