@@ -39,6 +39,22 @@ pub(crate) fn mount_image(
     mount_image_by(image, target, fstype, flags, data, false)
 }
 
+/// [`mount_image`] of an image no loop device can hold: a file this
+/// process made and has not attached since (a new sprite's volume), so the
+/// scan of every loop device on the host that [`mount_image_by`] does
+/// first (one read of sysfs per device: with 500 sprites, 500 on every
+/// start) finds nothing.
+pub(crate) fn mount_fresh_image(
+    image: &Path,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    let device = loopdev::attach(image, false)?;
+    mount_fs(device.path(), target, fstype, flags, data)
+}
+
 /// [`mount_image`], the mount made by a child process when `served` (the
 /// image is a file this process serves: see `outside`).
 pub(crate) fn mount_image_by(

@@ -10,7 +10,7 @@ use nix::unistd::{chown, Gid, Uid};
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::idmap::IdShift;
-use crate::mountinfo::{self, MountEntry};
+use crate::mountinfo;
 use crate::store::{ensure_dir, Store};
 use crate::{loopdev, mount, validate_name};
 
@@ -45,12 +45,11 @@ impl Store {
         validate_name(image)?;
         let volume_mnt = self.layout.volume_mount(id);
         let rootfs = self.layout.rootfs_mount(id);
-        let mounts = mountinfo::read()?;
-        let volume_mounted = is_mounted(&mounts, &volume_mnt, "ext4");
-        let rootfs_mounted = is_mounted(&mounts, &rootfs, "overlay");
+        let volume_mounted = is_mounted(&volume_mnt, "ext4")?;
+        let rootfs_mounted = is_mounted(&rootfs, "overlay")?;
         let same_shift = self.mounted_shift(id) == shift;
         if volume_mounted && rootfs_mounted && same_shift {
-            self.prepare_views(id, &mounts)?;
+            self.prepare_views(id)?;
             return Ok(rootfs);
         }
 
@@ -94,7 +93,11 @@ impl Store {
             } else {
                 (MsFlags::empty(), mount::GIVE_BACK)
             };
-            mount::mount_image_by(volume_img, &volume_mnt, "ext4", flags, data, served)?;
+            if !served && self.take_fresh(id) {
+                mount::mount_fresh_image(volume_img, &volume_mnt, "ext4", flags, data)?;
+            } else {
+                mount::mount_image_by(volume_img, &volume_mnt, "ext4", flags, data, served)?;
+            }
         }
 
         // The layers as the overlay takes them: as stored, or idmapped
@@ -163,7 +166,7 @@ impl Store {
             let path = self.layout.layers_shift(id);
             std::fs::write(&path, record).ctx("write", &path)?;
         }
-        self.prepare_views(id, &mounts)?;
+        self.prepare_views(id)?;
         tracing::debug!(sprite = id, image, rootfs = %rootfs.display(), ?shift, "rootfs mounted");
         Ok(rootfs)
     }
@@ -280,9 +283,8 @@ impl Store {
     /// Whether both the volume and the overlay are mounted.
     pub fn is_rootfs_mounted(&self, id: &str) -> Result<bool> {
         validate_name(id)?;
-        let mounts = mountinfo::read()?;
-        Ok(is_mounted(&mounts, &self.layout.volume_mount(id), "ext4")
-            && is_mounted(&mounts, &self.layout.rootfs_mount(id), "overlay"))
+        Ok(is_mounted(&self.layout.volume_mount(id), "ext4")?
+            && is_mounted(&self.layout.rootfs_mount(id), "overlay")?)
     }
 
     /// Unmounts the overlay, then the volume (its loop device clears itself).
@@ -327,6 +329,7 @@ impl Store {
     }
 }
 
-fn is_mounted(mounts: &[MountEntry], path: &Path, fs_type: &str) -> bool {
-    mountinfo::mount_at(mounts, path).is_some_and(|m| m.fs_type == fs_type)
+/// Whether the topmost mount at `path` is of `fs_type`.
+fn is_mounted(path: &Path, fs_type: &str) -> Result<bool> {
+    Ok(mountinfo::at(path)?.is_some_and(|m| m.fs_type == fs_type))
 }

@@ -65,6 +65,9 @@ pub struct Store {
     pub(crate) build_lock: Mutex<()>,
     /// The namespaces of idmapped mounts, one per id shift.
     pub(crate) idmaps: crate::idmap::IdMaps,
+    /// Sprites whose volume this process made and has not mounted since:
+    /// no loop device can hold it (see [`crate::mount::mount_fresh_image`]).
+    pub(crate) fresh: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Store {
@@ -91,7 +94,14 @@ impl Store {
             template_lock: Mutex::new(()),
             build_lock: Mutex::new(()),
             idmaps: Default::default(),
+            fresh: Default::default(),
         })
+    }
+
+    /// Whether the sprite's volume is one this process made and has not
+    /// mounted since; it no longer is once asked.
+    pub(crate) fn take_fresh(&self, id: &str) -> bool {
+        self.fresh.lock().is_ok_and(|mut f| f.remove(id))
     }
 
     /// The canonical data directory.

@@ -16,7 +16,7 @@ use std::path::Path;
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::error::{Result, StoreError};
-use crate::mountinfo::{self, MountEntry};
+use crate::mountinfo;
 use crate::store::{ensure_dir, Store};
 use crate::{loopdev, mount, reflink, validate_name};
 
@@ -28,10 +28,10 @@ impl Store {
 
     /// Makes `<data>/sprites/<id>/checkpoints` a shared mount point (before
     /// the sandbox starts, so that views propagate into it).
-    pub(crate) fn prepare_views(&self, id: &str, mounts: &[MountEntry]) -> Result<()> {
+    pub(crate) fn prepare_views(&self, id: &str) -> Result<()> {
         let dir = self.layout.views_dir(id);
         ensure_dir(&dir, 0o755)?;
-        if mountinfo::mount_at(mounts, &dir).is_none() {
+        if mountinfo::at(&dir)?.is_none() {
             mount::mount_fs(&dir, &dir, "none", MsFlags::MS_BIND, None)?;
         }
         nix::mount::mount(
@@ -55,19 +55,17 @@ impl Store {
         validate_name(id)?;
         validate_name(image)?;
         let root = self.layout.views_dir(id);
-        let mounts = mountinfo::read()?;
-        if mountinfo::mount_at(&mounts, &root).is_none() {
+        if mountinfo::at(&root)?.is_none() {
             return Ok(());
         }
-        for shown in shown_views(&mounts, &root) {
+        for shown in shown_views(&root)? {
             if !checkpoints.contains(&shown) {
                 self.hide_view(id, &shown)?;
             }
         }
-        let mounts = mountinfo::read()?;
         for ck in checkpoints {
             validate_name(ck)?;
-            if mountinfo::mount_at(&mounts, &root.join(ck)).is_some() {
+            if mountinfo::at(&root.join(ck))?.is_some() {
                 continue;
             }
             if let Err(e) = self.show_view(id, image, ck) {
@@ -144,22 +142,26 @@ impl Store {
     /// lazily (a process may still sit in one); the shared mount point
     /// they live in stays.
     pub(crate) fn hide_all_views(&self, id: &str) -> Result<()> {
-        let mounts = mountinfo::read()?;
         let views = self.layout.views_dir(id);
         let view_volumes = self.layout.view_volume_mount(id, "x");
         let view_volumes = view_volumes.parent().unwrap_or(&views);
-        let lazy: Vec<std::path::PathBuf> = mountinfo::mounts_under(&mounts, &views)
-            .into_iter()
-            .chain(mountinfo::mounts_under(&mounts, view_volumes))
-            .collect();
+        // Views and their images are mounted one level below these two
+        // (`show_view`), and the views' own mount point is `views`.
+        let mut lazy = mountinfo::children(&views)?;
+        lazy.push(views.clone());
+        lazy.extend(mountinfo::children(view_volumes)?);
         for target in lazy {
-            match nix::mount::umount2(&target, MntFlags::MNT_DETACH) {
-                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-                Err(e) => {
-                    return Err(StoreError::Unmount {
-                        target,
-                        errno: e.into(),
-                    })
+            // Each mount stacked there, topmost first.
+            loop {
+                match nix::mount::umount2(&target, MntFlags::MNT_DETACH) {
+                    Ok(()) => continue,
+                    Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+                    Err(e) => {
+                        return Err(StoreError::Unmount {
+                            target,
+                            errno: e.into(),
+                        })
+                    }
                 }
             }
         }
@@ -195,7 +197,7 @@ impl Store {
     /// Names of the checkpoints shown in the sprite now.
     pub fn shown_checkpoints(&self, id: &str) -> Result<Vec<String>> {
         validate_name(id)?;
-        Ok(shown_views(&mountinfo::read()?, &self.layout.views_dir(id)))
+        shown_views(&self.layout.views_dir(id))
     }
 }
 
@@ -206,14 +208,11 @@ fn ids_clone(vol: &Path) -> std::path::PathBuf {
     vol.with_file_name(name)
 }
 
-fn shown_views(mounts: &[MountEntry], root: &Path) -> Vec<String> {
-    let mut names: Vec<String> = mounts
+/// Names of the views mounted in `root`, sorted.
+fn shown_views(root: &Path) -> Result<Vec<String>> {
+    Ok(mountinfo::children(root)?
         .iter()
-        .filter(|m| m.mount_point.parent() == Some(root))
-        .filter_map(|m| m.mount_point.file_name())
+        .filter_map(|m| m.file_name())
         .map(|n| n.to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+        .collect())
 }

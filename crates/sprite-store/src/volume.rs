@@ -83,7 +83,12 @@ impl Store {
         let tmp = dir.join(format!(".volume.img.{}", std::process::id()));
         reflink::clone_path(&template, &tmp)?;
         match renameat2(None, &tmp, None, &target, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Ok(mut fresh) = self.fresh.lock() {
+                    fresh.insert(id.to_string());
+                }
+                Ok(())
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 if e == nix::errno::Errno::EEXIST {
@@ -101,6 +106,7 @@ impl Store {
     /// still mounted, so nothing is ever deleted through a mount.
     pub fn destroy_volume(&self, id: &str) -> Result<()> {
         validate_name(id)?;
+        self.take_fresh(id);
         self.unmount_rootfs(id)?;
         let sprite_dir = self.layout.sprite_dir(id);
         if let Some(m) = mountinfo::mounts_under(&mountinfo::read()?, &sprite_dir).first() {
