@@ -633,12 +633,14 @@ impl Manager {
         self: &Arc<Self>,
         blocked: Arc<sprite_runtime::net::host::Blocked>,
     ) -> Result<(), Error> {
+        let sprite_network = blocked.sprite_network();
         self.net.follow(blocked);
         let changed = Arc::new(tokio::sync::Notify::new());
         let me = Arc::downgrade(self);
         let wake = changed.clone();
         sprite_runtime::net::host::watch(
             me.clone(),
+            sprite_network,
             Duration::from_millis(100),
             Duration::from_secs(30),
             move || wake.notify_one(),

@@ -97,6 +97,11 @@ impl Blocked {
         self.now.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The sprites' own network, whose links' addresses the list leaves out.
+    pub fn sprite_network(&self) -> ipnet::Ipv4Net {
+        self.sprite_network
+    }
+
     /// Looks at the host again; the new generation if the list changed.
     pub fn refresh(&self) -> Result<Option<u64>> {
         let list = Self::compute(&self.extra, self.sprite_network)?;
@@ -138,12 +143,16 @@ const GROUPS: u32 = (libc::RTMGRP_IPV4_IFADDR
     | libc::RTMGRP_IPV6_ROUTE) as u32;
 
 /// Calls `changed` (from a thread of its own) soon after the kernel
-/// announces an address or route change, at most once per `settle`
-/// (announcements come in bursts), and at least every `every` whatever it
-/// announced (a missed announcement, when its buffer overflowed, is caught
-/// up). Stops when `alive` can no longer be upgraded.
+/// announces an address or route change that can change
+/// [`blocked_destinations`] (not a sprite link's own address in
+/// `sprite_network`, nor a route other than a default one: see
+/// [`matters`]), at most once per `settle` (announcements come in bursts),
+/// and at least every `every` whatever it announced (a missed
+/// announcement, when its buffer overflowed, is caught up). Stops when
+/// `alive` can no longer be upgraded.
 pub fn watch<T: Send + Sync + 'static>(
     alive: Weak<T>,
+    sprite_network: ipnet::Ipv4Net,
     settle: Duration,
     every: Duration,
     changed: impl Fn() + Send + 'static,
@@ -186,11 +195,25 @@ pub fn watch<T: Send + Sync + 'static>(
                 let announced = match nix::poll::poll(&mut fds, poll_ms(tick)) {
                     Ok(0) => false,
                     Ok(_) => {
-                        // Drains the burst; an overflow (ENOBUFS) is a change too.
+                        // Drains the burst; an overflow (ENOBUFS: some were
+                        // lost) is a change too.
                         std::thread::sleep(settle);
                         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-                        while recv(raw, &mut buf, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
-                        true
+                        let mut seen = false;
+                        loop {
+                            match recv(raw, &mut buf, MsgFlags::MSG_DONTWAIT) {
+                                Ok(0) | Err(nix::errno::Errno::EAGAIN) => break,
+                                Ok(n) => {
+                                    seen |= buf.get(..n).is_none_or(|m| matters(m, sprite_network))
+                                }
+                                Err(nix::errno::Errno::EINTR) => {}
+                                Err(_) => {
+                                    seen = true;
+                                    break;
+                                }
+                            }
+                        }
+                        seen
                     }
                     Err(nix::errno::Errno::EINTR) => false,
                     Err(e) => {
@@ -206,6 +229,64 @@ pub fn watch<T: Send + Sync + 'static>(
         })
         .map_err(|e| RuntimeError::Network(format!("starting the address watcher: {e}")))?;
     Ok(())
+}
+
+/// Whether a datagram of rtnetlink announcements holds one that can change
+/// [`blocked_destinations`]. Every sandbox the kernel datapath starts adds
+/// an address to its host-side link and a route to it; each made the
+/// watcher list every interface and address on the host again
+/// (`getifaddrs`), which grows with the sprites running. What is left out:
+/// an IPv4 address on a sprite link inside `sprite_network` (the list
+/// leaves those out too), and a route that is not a default one (the list
+/// takes only default gateways from the routes). Anything else, or
+/// anything it cannot read, counts.
+pub(crate) fn matters(datagram: &[u8], sprite_network: ipnet::Ipv4Net) -> bool {
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage as M;
+    let mut at = 0;
+    while at < datagram.len() {
+        let Ok(msg) = NetlinkMessage::<M>::deserialize(&datagram[at..]) else {
+            return true;
+        };
+        let len = msg.header.length as usize;
+        if len == 0 {
+            return true;
+        }
+        at += len.next_multiple_of(4);
+        let counts = match &msg.payload {
+            NetlinkPayload::InnerMessage(M::NewAddress(a) | M::DelAddress(a)) => {
+                !sprite_link_address(a, sprite_network)
+            }
+            NetlinkPayload::InnerMessage(M::NewRoute(r) | M::DelRoute(r)) => {
+                r.header.destination_prefix_length == 0
+            }
+            _ => true,
+        };
+        if counts {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether an address announcement is of an IPv4 address inside
+/// `sprite_network` on a sprite link.
+fn sprite_link_address(
+    a: &netlink_packet_route::address::AddressMessage,
+    sprite_network: ipnet::Ipv4Net,
+) -> bool {
+    use netlink_packet_route::address::AddressAttribute;
+    let mut label = None;
+    let mut local = None;
+    for attr in &a.attributes {
+        match attr {
+            AddressAttribute::Label(l) => label = Some(l.as_str()),
+            AddressAttribute::Local(IpAddr::V4(ip)) => local = Some(*ip),
+            _ => {}
+        }
+    }
+    label.is_some_and(|l| l.starts_with(super::veth::LINK_PREFIX))
+        && local.is_some_and(|ip| sprite_network.contains(&ip))
 }
 
 /// Default gateways from /proc/net/route and /proc/net/ipv6_route.
@@ -244,6 +325,92 @@ pub fn default_gateways() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Announcements the kernel makes, read in a network namespace of the
+    /// test's own (a thread's: it goes with the thread): a sprite link's
+    /// address in the sprite network does not count, any other address
+    /// does.
+    #[test]
+    fn a_sprite_links_address_is_not_a_change() {
+        use nix::sys::socket::{
+            bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
+            SockType,
+        };
+        use std::os::fd::AsRawFd;
+        let net: ipnet::Ipv4Net = "10.199.0.0/16".parse().unwrap();
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("a network namespace of the test's own (the tests run as root)");
+            let fd = socket(
+                AddressFamily::Netlink,
+                SockType::Raw,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                SockProtocol::NetlinkRoute,
+            )
+            .expect("netlink socket");
+            bind(fd.as_raw_fd(), &NetlinkAddr::new(0, GROUPS)).expect("bind");
+            // What was announced since the last call, one bool per datagram.
+            let announced = || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = Vec::new();
+                while let Ok(n) = recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    seen.push(matters(&buf[..n], net));
+                }
+                seen
+            };
+            let mut rtnl = super::super::rtnl::Rtnl::open().expect("rtnl");
+            let here = std::fs::File::open("/proc/thread-self/ns/net").expect("netns");
+            let mut link = |name: &str| {
+                rtnl.add_veth(
+                    name,
+                    [2, 0, 0, 0, 0, 1],
+                    &format!("{name}p"),
+                    here.as_raw_fd(),
+                )
+                .expect("veth");
+                rtnl.index(name).expect("index")
+            };
+            let (sprite, other) = (link("spvtest0"), link("other0"));
+            announced();
+            rtnl.add_address(sprite, "10.199.0.1".parse().unwrap(), 30)
+                .expect("address");
+            let seen = announced();
+            assert!(!seen.is_empty(), "the kernel announced nothing");
+            assert!(seen.iter().all(|m| !m), "{seen:?}");
+            rtnl.add_address(sprite, "192.0.2.1".parse().unwrap(), 24)
+                .expect("address");
+            assert!(announced().contains(&true), "outside the sprite network");
+            rtnl.add_address(other, "10.199.1.1".parse().unwrap(), 24)
+                .expect("address");
+            assert!(announced().contains(&true), "not a sprite link");
+        })
+        .join()
+        .expect("the namespace's thread");
+    }
+
+    /// Routes: only a default one counts; bytes it cannot read count.
+    #[test]
+    fn only_a_default_route_is_a_change() {
+        use netlink_packet_core::NetlinkMessage;
+        use netlink_packet_route::route::RouteMessage;
+        use netlink_packet_route::RouteNetlinkMessage;
+        let net: ipnet::Ipv4Net = "10.199.0.0/16".parse().unwrap();
+        let route = |dst_len: u8| {
+            let mut r = RouteMessage::default();
+            r.header.destination_prefix_length = dst_len;
+            let mut m = NetlinkMessage::from(RouteNetlinkMessage::NewRoute(r));
+            m.finalize();
+            let mut buf = vec![0u8; m.buffer_len()];
+            m.serialize(&mut buf);
+            buf
+        };
+        assert!(!matters(&route(30), net));
+        assert!(matters(&route(0), net));
+        let both = [route(32), route(0)].concat();
+        assert!(matters(&both, net));
+        assert!(!matters(&[route(32), route(24)].concat(), net));
+        assert!(matters(&route(24)[..10], net), "cut short");
+    }
 
     #[test]
     fn blocks_loopback_and_every_host_address() {
