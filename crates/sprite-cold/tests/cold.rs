@@ -161,6 +161,47 @@ fn a_local_folder_store() {
         .is_file());
 }
 
+/// Chunks holding a little data among holes (what most chunks of a new
+/// volume are: a few blocks of ext4 metadata), and data across a chunk's
+/// edge: only the data is read, and the image comes back byte for byte.
+#[test]
+fn data_among_holes_comes_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColdStore::open(&opts(
+        format!("file://{}", dir.path().join("store").display()),
+        &dir.path().join("cache"),
+        0,
+    ))
+    .unwrap();
+    let img = dir.path().join("sparse.img");
+    let size = 8 * CHUNK_SIZE;
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(size).unwrap();
+    let block = |seed: u8| -> Vec<u8> { (0..4096u32).map(|j| (j as u8) ^ seed | 1).collect() };
+    // A block at the start, one in the middle, one at the end of chunk 1;
+    // 12 KiB across the edge of chunks 3 and 4; the image's last block.
+    for (at, seed) in [
+        (CHUNK_SIZE, 1),
+        (CHUNK_SIZE + CHUNK_SIZE / 2, 2),
+        (2 * CHUNK_SIZE - 4096, 3),
+        (4 * CHUNK_SIZE - 8192, 4),
+        (4 * CHUNK_SIZE - 4096, 5),
+        (4 * CHUNK_SIZE, 6),
+        (size - 4096, 7),
+    ] {
+        f.write_all_at(&block(seed), at).unwrap();
+    }
+    f.sync_all().unwrap();
+    let up = rt()
+        .block_on(store.upload_image(&img, "sprites/s/volume", None))
+        .unwrap();
+    assert_eq!(up.chunks, 4, "chunks 1, 3, 4 and 7");
+    let out = dir.path().join("sparse.out");
+    rt().block_on(store.download_image(&up.manifest, &out, None))
+        .unwrap();
+    assert!(same_bytes(&img, &out), "the image comes back whole");
+}
+
 #[test]
 fn the_cache_serves_what_it_holds_and_a_damaged_copy_is_refetched() {
     let dir = tempfile::tempdir().unwrap();

@@ -155,21 +155,21 @@ impl Db {
             c.query_map(
                 "SELECT at_ms, stored_bytes, data_bytes, epoch FROM snapshots WHERE sprite_id = ?1 ORDER BY at_ms DESC",
                 params![sprite_id],
-                |r| {
-                    Ok(Snapshot {
-                        at_ms: u64::try_from(r.get::<i64>(0)?).unwrap_or(0),
-                        stored_bytes: u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
-                        data_bytes: u64::try_from(r.get::<i64>(2)?).unwrap_or(0),
-                        epoch: r.get(3)?,
-                    })
-                },
+                snapshot_row,
             )
         })
     }
 
     /// The newest replicated snapshot of the sprite.
     pub fn last_snapshot(&self, sprite_id: &str) -> Result<Option<Snapshot>, DbError> {
-        Ok(self.snapshots(sprite_id)?.into_iter().next())
+        // Asked for every sprite a listing shows: the one row, not them all.
+        self.read(|c| {
+            c.query_opt(
+                "SELECT at_ms, stored_bytes, data_bytes, epoch FROM snapshots WHERE sprite_id = ?1 ORDER BY at_ms DESC LIMIT 1",
+                params![sprite_id],
+                snapshot_row,
+            )
+        })
     }
 
     /// Forgets every snapshot of the sprite (their manifests stay in the
@@ -204,4 +204,14 @@ pub struct Snapshot {
     pub data_bytes: u64,
     /// The epoch under which its holder took it: in its manifest's name.
     pub epoch: i64,
+}
+
+/// A row of `snapshots` (`at_ms, stored_bytes, data_bytes, epoch`).
+fn snapshot_row(r: &super::sql::Row) -> Result<Snapshot, DbError> {
+    Ok(Snapshot {
+        at_ms: u64::try_from(r.get::<i64>(0)?).unwrap_or(0),
+        stored_bytes: u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
+        data_bytes: u64::try_from(r.get::<i64>(2)?).unwrap_or(0),
+        epoch: r.get(3)?,
+    })
 }
