@@ -658,3 +658,49 @@ async fn a_postgres_restart_under_load_fails_cleanly_and_leaves_nothing_half_don
     let list = api.get_json("/v1/sprites").await;
     assert_eq!(list["sprites"].as_array().map(Vec::len), Some(0), "{list}");
 }
+
+/// A watch on a host sharing its database also looks at every sprite twice
+/// a second (other hosts' changes are not announced to it). A sprite being
+/// created has its row before its start: such a look used to tell it cold,
+/// then running. Each new sprite's first line is its running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_shared_database_tells_a_new_sprite_running_first() {
+    let pg = Postgres::start();
+    pg.create_database("meta");
+    let d = Daemon::start_with_env(&[], &[("SPRITED_DATABASE", &pg.url("meta"))]);
+    let api = d.client();
+    let mut resp = api
+        .req(Method::GET, "/v1/sprites?prefix=wnew-")
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .expect("watch");
+    assert_eq!(resp.status(), 200);
+    // Every state line read so far, as (name, status).
+    let mut buf = Vec::new();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for i in 0..12 {
+        let name = format!("wnew-{i}");
+        api.create(&name).await;
+        while !seen.iter().any(|(n, s)| *n == name && s == "running") {
+            let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+                .await
+                .expect("a line within 30 s")
+                .expect("reading the stream")
+                .expect("the stream goes on");
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let v: serde_json::Value = serde_json::from_slice(&line).expect("a JSON line");
+                if let (Some(n), Some(s)) = (v["name"].as_str(), v["status"].as_str()) {
+                    seen.push((n.to_string(), s.to_string()));
+                }
+            }
+        }
+        let first = seen
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s.as_str());
+        assert_eq!(first, Some("running"), "{name}: {seen:?}");
+    }
+}

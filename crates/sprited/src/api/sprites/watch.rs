@@ -182,7 +182,19 @@ impl Watch {
             self.gone(&id);
         }
         for rec in &recs {
-            self.tell(rec);
+            // A sprite this watch has not told yet that shows cold while
+            // its lifecycle is held is, most likely, being created: its
+            // row is written before its start. Told now it would read
+            // cold and then running; its start's announcement tells it.
+            let new_and_changing = !self.told.contains_key(&rec.id)
+                && self.m.changing(&rec.id)
+                && self
+                    .m
+                    .status_anywhere(&rec.id, self.held.as_ref())
+                    .is_none_or(|s| s == Status::Cold);
+            if !new_and_changing {
+                self.tell(rec);
+            }
         }
     }
 
