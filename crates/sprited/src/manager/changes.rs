@@ -102,14 +102,6 @@ impl Manager {
     /// A sprite's status as clients are shown it, without making it a slot:
     /// a watcher may look at an id just destroyed, which must not come back
     /// as a cold sprite.
-    /// Whether something holds the sprite's lifecycle lock now (its
-    /// create's start, a stop, a restore): the status it shows is about to
-    /// change, and the change will be announced.
-    pub fn changing(&self, id: &str) -> bool {
-        self.existing_slot(id)
-            .is_some_and(|slot| slot.lifecycle.try_lock().is_err())
-    }
-
     pub fn peek_status(&self, id: &str) -> Option<Status> {
         lock(&self.slots).get(id).map(|slot| slot.shown_status())
     }

@@ -103,6 +103,10 @@ struct Watch {
 /// How often a watch on a host sharing its database looks at every sprite.
 const SHARED_LOOK: Duration = Duration::from_millis(500);
 
+/// How long after its record is made a cold sprite not told yet is taken
+/// to be in its create, by [`Watch::look_all`].
+const BEING_MADE: Duration = Duration::from_secs(10);
+
 impl Watch {
     fn snapshot(&mut self, max: Option<usize>) -> Result<(), ApiError> {
         let recs = self
@@ -182,17 +186,18 @@ impl Watch {
             self.gone(&id);
         }
         for rec in &recs {
-            // A sprite this watch has not told yet that shows cold while
-            // its lifecycle is held is, most likely, being created: its
-            // row is written before its start. Told now it would read
-            // cold and then running; its start's announcement tells it.
-            let new_and_changing = !self.told.contains_key(&rec.id)
-                && self.m.changing(&rec.id)
+            // A sprite this watch has not told yet, made moments ago and
+            // shown cold, is being created: its row is written before its
+            // start (and, held elsewhere, before its holder records a
+            // status). Told now it would read cold, then running; its
+            // start's announcement, or a later look, tells it.
+            let being_made = !self.told.contains_key(&rec.id)
                 && self
                     .m
                     .status_anywhere(&rec.id, self.held.as_ref())
-                    .is_none_or(|s| s == Status::Cold);
-            if !new_and_changing {
+                    .is_none_or(|s| s == Status::Cold)
+                && crate::time::age(&rec.created_at).is_some_and(|a| a < BEING_MADE);
+            if !being_made {
                 self.tell(rec);
             }
         }
