@@ -41,6 +41,16 @@ fn make_image(path: &Path, size: u64, filled: &[u64], seed: u8) {
         .unwrap();
 }
 
+/// A store in folder `store` under `dir`, its cache in `cache` there.
+fn folder_store(dir: &Path, cache_bytes: u64) -> ColdStore {
+    ColdStore::open(&opts(
+        format!("file://{}", dir.join("store").display()),
+        &dir.join("cache"),
+        cache_bytes,
+    ))
+    .unwrap()
+}
+
 fn same_bytes(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
 }
@@ -147,12 +157,7 @@ async fn exercise(store: &ColdStore, work: &Path) {
 #[test]
 fn a_local_folder_store() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ColdStore::open(&opts(
-        format!("file://{}", dir.path().join("store").display()),
-        &dir.path().join("cache"),
-        0,
-    ))
-    .unwrap();
+    let store = folder_store(dir.path(), 0);
     rt().block_on(exercise(&store, dir.path()));
     assert!(dir.path().join("store/chunks").is_dir());
     assert!(dir
@@ -167,12 +172,7 @@ fn a_local_folder_store() {
 #[test]
 fn data_among_holes_comes_back_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ColdStore::open(&opts(
-        format!("file://{}", dir.path().join("store").display()),
-        &dir.path().join("cache"),
-        0,
-    ))
-    .unwrap();
+    let store = folder_store(dir.path(), 0);
     let img = dir.path().join("sparse.img");
     let size = 8 * CHUNK_SIZE;
     let f = std::fs::File::create(&img).unwrap();
@@ -192,12 +192,13 @@ fn data_among_holes_comes_back_whole() {
         f.write_all_at(&block(seed), at).unwrap();
     }
     f.sync_all().unwrap();
-    let up = rt()
+    let rt = rt();
+    let up = rt
         .block_on(store.upload_image(&img, "sprites/s/volume", None))
         .unwrap();
     assert_eq!(up.chunks, 4, "chunks 1, 3, 4 and 7");
     let out = dir.path().join("sparse.out");
-    rt().block_on(store.download_image(&up.manifest, &out, None))
+    rt.block_on(store.download_image(&up.manifest, &out, None))
         .unwrap();
     assert!(same_bytes(&img, &out), "the image comes back whole");
 }
@@ -205,12 +206,7 @@ fn data_among_holes_comes_back_whole() {
 #[test]
 fn the_cache_serves_what_it_holds_and_a_damaged_copy_is_refetched() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ColdStore::open(&opts(
-        format!("file://{}", dir.path().join("store").display()),
-        &dir.path().join("cache"),
-        1 << 30,
-    ))
-    .unwrap();
+    let store = folder_store(dir.path(), 1 << 30);
     let rt = rt();
     let img = dir.path().join("a.img");
     make_image(&img, 8 * CHUNK_SIZE, &[0, 2, 3], 9);

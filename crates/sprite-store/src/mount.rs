@@ -39,11 +39,11 @@ pub(crate) fn mount_image(
     mount_image_by(image, target, fstype, flags, data, false)
 }
 
-/// [`mount_image`] of an image no loop device can hold: a file this
-/// process made and has not attached since (a new sprite's volume), so the
-/// scan of every loop device on the host that [`mount_image_by`] does
-/// first (one read of sysfs per device: with 500 sprites, 500 on every
-/// start) finds nothing.
+/// [`mount_image`] without the scan of every loop device on the host that
+/// [`mount_image_by`] does first (one read of sysfs per device: with 500
+/// sprites, 500 on every start), for an image no loop device can hold: a
+/// file this process made and has not attached since (a new sprite's
+/// volume).
 pub(crate) fn mount_fresh_image(
     image: &Path,
     target: &Path,
@@ -67,8 +67,7 @@ pub(crate) fn mount_image_by(
 ) -> Result<()> {
     loopdev::ensure_not_attached(image)?;
     if !served {
-        let device = loopdev::attach(image, false)?;
-        return mount_fs(device.path(), target, fstype, flags, data);
+        return mount_fresh_image(image, target, fstype, flags, data);
     }
     let err = |device: &Path, errno: nix::errno::Errno| StoreError::Mount {
         fstype: fstype.to_string(),

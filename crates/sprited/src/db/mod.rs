@@ -274,16 +274,11 @@ fn with_conn<T>(
     f: impl FnOnce(&mut Connection) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
     match m.try_lock() {
-        Ok(mut c) if !aside => f(&mut c),
-        Ok(c) => {
-            drop(c);
-            step_aside(|| f(&mut *m.lock().map_err(|_| DbError::Poisoned)?))
-        }
-        Err(TryLockError::WouldBlock) => {
-            step_aside(|| f(&mut *m.lock().map_err(|_| DbError::Poisoned)?))
-        }
-        Err(TryLockError::Poisoned(_)) => Err(DbError::Poisoned),
+        Ok(mut c) if !aside => return f(&mut c),
+        Ok(_) | Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Poisoned(_)) => return Err(DbError::Poisoned),
     }
+    step_aside(|| f(&mut *m.lock().map_err(|_| DbError::Poisoned)?))
 }
 
 pub struct Db {
@@ -305,14 +300,13 @@ pub struct Db {
 /// current-thread runtime (some tests) the call runs on a scoped thread.
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     match tokio::runtime::Handle::try_current() {
-        Err(_) => f(),
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
+        Ok(h) if h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread => {
+            std::thread::scope(|s| match s.spawn(f).join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
         }
-        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }),
+        _ => step_aside(f),
     }
 }
 

@@ -191,27 +191,34 @@ impl Watch {
             // start (and, held elsewhere, before its holder records a
             // status). Told now it would read cold, then running; its
             // start's announcement, or a later look, tells it.
+            let status = self.status_of(rec);
             let being_made = !self.told.contains_key(&rec.id)
-                && self
-                    .m
-                    .status_anywhere(&rec.id, self.held.as_ref())
-                    .is_none_or(|s| s == Status::Cold)
+                && status == Status::Cold
                 && crate::time::age(&rec.created_at).is_some_and(|a| a < BEING_MADE);
             if !being_made {
-                self.tell(rec);
+                self.tell_as(rec, status);
             }
         }
     }
 
+    /// The sprite's status as a line tells it; no slot yet (made and not
+    /// started) is cold.
+    fn status_of(&self, rec: &SpriteRecord) -> Status {
+        self.m
+            .status_anywhere(&rec.id, self.held.as_ref())
+            .unwrap_or(Status::Cold)
+    }
+
     fn tell(&mut self, rec: &SpriteRecord) {
+        let status = self.status_of(rec);
+        self.tell_as(rec, status);
+    }
+
+    /// A line for `rec` at `status`, if it differs from what the client knows.
+    fn tell_as(&mut self, rec: &SpriteRecord, status: Status) {
         if !rec.name.starts_with(&self.prefix) || !self.scope.reaches(&rec.name) {
             return;
         }
-        // No slot yet: made and not started, which is cold.
-        let status = self
-            .m
-            .status_anywhere(&rec.id, self.held.as_ref())
-            .unwrap_or(Status::Cold);
         let now = (rec.name.clone(), status.as_str().to_string());
         if self.told.get(&rec.id) == Some(&now) {
             return;
