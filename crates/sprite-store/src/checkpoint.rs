@@ -389,16 +389,42 @@ impl Store {
     /// Blocks allocated to the sprite's checkpoint images (shared extents
     /// counted in full).
     pub fn checkpoints_allocated_bytes(&self, id: &str) -> Result<u64> {
-        let mut total = 0;
-        for name in self.checkpoint_names(id)? {
-            let path = self.layout.checkpoint_image(id, &name);
-            match std::fs::metadata(&path) {
-                Ok(m) => total += m.blocks() * 512,
+        Ok(self.checkpoint_usage(id)?.1)
+    }
+
+    /// How many checkpoint images the sprite has on local disk, and the
+    /// bytes allocated to them: one pass over its checkpoint directory (a
+    /// listing asks this of every sprite it shows).
+    pub fn checkpoint_usage(&self, id: &str) -> Result<(u32, u64)> {
+        validate_name(id)?;
+        let dir = self.layout.checkpoints_dir(id);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(StoreError::io("read_dir", &dir, e)),
+        };
+        let (mut count, mut total) = (0, 0);
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io("read_dir", &dir, e))?;
+            let file = entry.file_name();
+            let is_image = file
+                .to_str()
+                .and_then(|f| f.strip_suffix(".img"))
+                .is_some_and(|name| validate_name(name).is_ok());
+            if !is_image {
+                continue;
+            }
+            // Relative to the open directory: no walk of the path again.
+            match entry.metadata() {
+                Ok(m) => {
+                    count += 1;
+                    total += m.blocks() * 512;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("stat", &path, e)),
+                Err(e) => return Err(StoreError::io("stat", &entry.path(), e)),
             }
         }
-        Ok(total)
+        Ok((count, total))
     }
 
     /// Repairs what a killed process left behind: thaws every frozen sprite

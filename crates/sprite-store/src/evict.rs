@@ -142,16 +142,28 @@ impl Store {
         }
     }
 
-    /// Bytes allocated on local disk to the sprite's volume and checkpoint
-    /// images (extents shared between them counted in full).
-    pub fn local_bytes(&self, id: &str) -> Result<u64> {
+    /// What the sprite keeps on local disk: bytes allocated to its volume
+    /// and checkpoint images (extents shared between them counted in
+    /// full), and how many checkpoint images.
+    pub fn local_usage(&self, id: &str) -> Result<LocalUsage> {
         use std::os::unix::fs::MetadataExt;
         let volume = match std::fs::metadata(self.layout.volume_image(id)) {
             Ok(m) => m.blocks() * 512,
             Err(_) => 0,
         };
-        Ok(volume + self.checkpoints_allocated_bytes(id)?)
+        let (checkpoints, bytes) = self.checkpoint_usage(id)?;
+        Ok(LocalUsage {
+            bytes: volume + bytes,
+            checkpoints,
+        })
     }
+}
+
+/// See [`Store::local_usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalUsage {
+    pub bytes: u64,
+    pub checkpoints: u32,
 }
 
 /// Aborts, through the fuse control filesystem, the connection of every

@@ -44,7 +44,7 @@ mod volume;
 
 pub use checkpoint::{CheckpointStats, CHECKPOINT_RESERVE_BYTES};
 pub use error::StoreError;
-pub use evict::abort_lazy_connections;
+pub use evict::{abort_lazy_connections, LocalUsage};
 pub use footprint::changed_chunks;
 pub use idmap::IdShift;
 pub use image::{ImageKind, ImageManifest, Progress, DEFAULT_PATH};

@@ -584,6 +584,26 @@ fn checkpoints_restore_fork_and_views() {
     store.create_checkpoint("s", "v1").expect("checkpoint v1");
     std::fs::write(&file, b"three").expect("write");
     assert_eq!(store.checkpoint_names("s").expect("names"), ["v0", "v1"]);
+    // What a listing shows of local disk: the volume's and both images'
+    // allocated bytes, two checkpoints; a stray file in the directory is
+    // not a checkpoint.
+    std::fs::write(store.checkpoint_path("s", "v1").with_extension("tmp"), b"x").expect("stray");
+    let allocated = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).expect("stat").blocks() * 512
+    };
+    let usage = store.local_usage("s").expect("local usage");
+    assert_eq!(usage.checkpoints, 2);
+    assert_eq!(
+        usage.bytes,
+        allocated(&store.volume_path("s"))
+            + allocated(&store.checkpoint_path("s", "v0"))
+            + allocated(&store.checkpoint_path("s", "v1"))
+    );
+    assert_eq!(
+        store.local_usage("nobody").expect("none"),
+        Default::default()
+    );
     assert!(
         is_frozen_writable(&store.sprite_dir("s").join("volume")),
         "left frozen"

@@ -128,6 +128,10 @@ async fn a_long_cold_sprite_leaves_local_disk_and_comes_back_whole() {
         "{st}"
     );
     assert!(d.data_dir.join("objects/chunks").is_dir());
+    // A listing looks its page's storage up at once, and shows the same.
+    let listed = api.get_json("/v1/sprites").await;
+    assert_eq!(listed["sprites"][0]["name"], "sleepy", "{listed}");
+    assert_eq!(listed["sprites"][0]["storage"], st, "{listed}");
 
     // `sprite info` says where it is.
     let cli = common::cli::Cli::new(&d);

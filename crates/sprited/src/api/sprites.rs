@@ -37,6 +37,17 @@ pub fn to_api(state: &AppState, rec: &SpriteRecord) -> Sprite {
 /// A sprite object; `held`: its holder (and its status as the holder last
 /// recorded it) where hosts share the database.
 fn shown(state: &AppState, rec: &SpriteRecord, held: Option<crate::db::hosts::Held>) -> Sprite {
+    shown_with(state, rec, held, state.manager.storage_info(rec).ok())
+}
+
+/// [`shown`] with the sprite's storage already looked up (a listing looks
+/// up its page's at once).
+fn shown_with(
+    state: &AppState,
+    rec: &SpriteRecord,
+    held: Option<crate::db::hosts::Held>,
+    storage: Option<sprites_api::sprite::StorageInfo>,
+) -> Sprite {
     let status = held
         .as_ref()
         .and_then(|h| state.manager.status_elsewhere(h))
@@ -68,7 +79,7 @@ fn shown(state: &AppState, rec: &SpriteRecord, held: Option<crate::db::hosts::He
             isolation: Some(rec.limits.isolation.as_str().to_string()),
         }),
         error: state.manager.error_of(&rec.id),
-        storage: state.manager.storage_info(rec).ok(),
+        storage,
         host,
     }
 }
@@ -140,12 +151,17 @@ pub async fn list(
     Ok(Json(SpriteList {
         sprites: {
             let held = state.manager.held_statuses();
+            let storage: Vec<Option<_>> = match state.manager.storage_infos(&recs) {
+                Ok(all) => all.into_iter().map(Some).collect(),
+                Err(_) => vec![None; recs.len()],
+            };
             recs.iter()
-                .map(|r| {
+                .zip(storage)
+                .map(|(r, st)| {
                     let h = held
                         .as_ref()
                         .map(|h| h.get(&r.id).cloned().unwrap_or((None, None)));
-                    shown(&state, r, h)
+                    shown_with(&state, r, h, st)
                 })
                 .collect()
         },

@@ -1,9 +1,9 @@
 //! The cold tier's tables: `cold_sprites` (volumes that live only in object
 //! storage) and `cold_checkpoints` (checkpoints with a copy there).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use super::sql::params;
+use super::sql::{params, ToValue, Value};
 
 use super::{Db, DbError};
 
@@ -19,6 +19,18 @@ pub struct ColdCopy {
     /// The epoch under which its holder made it (see `db::hosts`): in its
     /// manifest's name; 0 on a database of one host's own.
     pub epoch: i64,
+}
+
+/// What the cold tier holds of one sprite (see [`Db::cold_states`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColdState {
+    /// Its volume's copy, while the volume lives only in object storage.
+    pub evicted: Option<ColdCopy>,
+    /// Its checkpoints with a copy there, and the bytes those take.
+    pub checkpoints: u64,
+    pub checkpoint_bytes: u64,
+    /// When its newest replicated snapshot was taken (unix ms).
+    pub last_snapshot_ms: Option<u64>,
 }
 
 impl Db {
@@ -39,6 +51,53 @@ impl Db {
                 },
             )
         })
+    }
+
+    /// What the cold tier holds of each of `ids`, in one query (a listing
+    /// asks it for a whole page): sprites it holds nothing of, and ids of no
+    /// sprite, are left out.
+    pub fn cold_states(&self, ids: &[&str]) -> Result<HashMap<String, ColdState>, DbError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("?{i}")).collect();
+        // SUM is NUMERIC on PostgreSQL: cast back to the column's type.
+        let sql = format!(
+            "SELECT s.id, c.evicted_at, c.stored_bytes, c.data_bytes, c.epoch,
+               (SELECT COUNT(*) FROM cold_checkpoints k WHERE k.sprite_id = s.id),
+               (SELECT CAST(COALESCE(SUM(k.stored_bytes), 0) AS BIGINT) FROM cold_checkpoints k WHERE k.sprite_id = s.id),
+               (SELECT MAX(n.at_ms) FROM snapshots n WHERE n.sprite_id = s.id)
+             FROM sprites s LEFT JOIN cold_sprites c ON c.sprite_id = s.id
+             WHERE s.id IN ({})",
+            marks.join(", ")
+        );
+        let params: Vec<Value> = ids.iter().map(|id| id.to_value()).collect();
+        let rows = self.read(|c| {
+            c.query_map(&sql, &params, |r| {
+                let evicted = match r.get::<Option<String>>(1)? {
+                    None => None,
+                    Some(at) => Some(ColdCopy {
+                        at,
+                        stored_bytes: u64::try_from(r.get::<i64>(2)?).unwrap_or(0),
+                        data_bytes: u64::try_from(r.get::<i64>(3)?).unwrap_or(0),
+                        epoch: r.get(4)?,
+                    }),
+                };
+                let state = ColdState {
+                    evicted,
+                    checkpoints: u64::try_from(r.get::<i64>(5)?).unwrap_or(0),
+                    checkpoint_bytes: u64::try_from(r.get::<i64>(6)?).unwrap_or(0),
+                    last_snapshot_ms: r
+                        .get::<Option<i64>>(7)?
+                        .and_then(|ms| u64::try_from(ms).ok()),
+                };
+                Ok((r.get::<String>(0)?, state))
+            })
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, s)| *s != ColdState::default())
+            .collect())
     }
 
     /// Records that the sprite's volume now lives only in object storage.

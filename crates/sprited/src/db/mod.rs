@@ -32,7 +32,7 @@ use std::sync::{Mutex, TryLockError};
 use rusqlite::{Connection, OpenFlags};
 
 pub use checkpoints::CheckpointRecord;
-pub use cold::{ColdCopy, Snapshot};
+pub use cold::{ColdCopy, ColdState, Snapshot};
 pub use dump::{Row as DumpRow, SpriteDump};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sprites::{Limits, SpriteRecord};
@@ -968,6 +968,88 @@ mod engines {
             assert_eq!(db.forgotten().expect("forgotten"), ["id-gone"]);
             db.forget_done("id-gone").expect("done");
             assert!(db.forgotten().expect("forgotten").is_empty());
+        });
+    }
+
+    /// A listing's page asks the cold tier once: each sprite's evicted
+    /// copy, its cold checkpoints (count and bytes) and newest snapshot,
+    /// as the one-sprite queries answer them.
+    #[test]
+    fn cold_states_answer_a_page_at_once() {
+        each_engine(|fresh| {
+            let db = fresh();
+            for name in ["a", "b", "c", "d"] {
+                db.insert(&super::sprites::tests::rec(name))
+                    .expect("insert");
+            }
+            let copy = |n: u64| ColdCopy {
+                at: format!("at{n}"),
+                stored_bytes: n,
+                data_bytes: 2 * n,
+                epoch: n as i64,
+            };
+            let snap = |at_ms: u64| Snapshot {
+                at_ms,
+                stored_bytes: 1,
+                data_bytes: 1,
+                epoch: 0,
+            };
+            db.set_evicted("id-a", &copy(7)).expect("evict");
+            db.set_cold_checkpoint("id-a", "v0", &copy(3_000_000_000))
+                .expect("cold checkpoint");
+            db.set_cold_checkpoint("id-a", "v1", &copy(4_000_000_000))
+                .expect("cold checkpoint");
+            db.set_cold_checkpoint("id-b", "v0", &copy(5))
+                .expect("cold");
+            for at in [5, 9, 7] {
+                db.add_snapshot("id-b", &snap(at)).expect("snapshot");
+            }
+            db.add_snapshot("id-c", &snap(1_700_000_000_000))
+                .expect("snapshot");
+            let states = db
+                .cold_states(&["id-a", "id-b", "id-c", "id-d", "id-nobody"])
+                .expect("cold states");
+            assert_eq!(
+                states.get("id-a"),
+                Some(&ColdState {
+                    evicted: Some(copy(7)),
+                    checkpoints: 2,
+                    checkpoint_bytes: 7_000_000_000,
+                    last_snapshot_ms: None,
+                })
+            );
+            assert_eq!(
+                states.get("id-b"),
+                Some(&ColdState {
+                    evicted: None,
+                    checkpoints: 1,
+                    checkpoint_bytes: 5,
+                    last_snapshot_ms: Some(9),
+                })
+            );
+            assert_eq!(
+                states.get("id-c").and_then(|s| s.last_snapshot_ms),
+                Some(1_700_000_000_000)
+            );
+            // Nothing in the cold tier, and no such sprite: no entry.
+            assert_eq!(states.len(), 3);
+            assert!(db.cold_states(&[]).expect("no ids").is_empty());
+            // The same answers as the one-sprite queries.
+            for id in ["id-a", "id-b", "id-c", "id-d"] {
+                let one = db.cold_states(&[id]).expect("one");
+                let state = one.get(id).cloned().unwrap_or_default();
+                assert_eq!(state.evicted, db.evicted(id).expect("evicted"));
+                let cks = db.cold_checkpoints(id).expect("cold checkpoints");
+                assert_eq!(state.checkpoints, cks.len() as u64);
+                assert_eq!(
+                    state.checkpoint_bytes,
+                    cks.values().map(|c| c.stored_bytes).sum::<u64>()
+                );
+                assert_eq!(
+                    state.last_snapshot_ms,
+                    db.last_snapshot(id).expect("last").map(|s| s.at_ms)
+                );
+            }
         });
     }
 

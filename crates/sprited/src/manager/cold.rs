@@ -878,32 +878,46 @@ impl Manager {
 
     /// Where the sprite's data lives, and how much of it.
     pub fn storage_info(&self, rec: &SpriteRecord) -> Result<StorageInfo, Error> {
-        let evicted = self.db.evicted(&rec.id)?;
-        let cold_cps = self.db.cold_checkpoints(&rec.id)?;
-        let local_cps = self.store.checkpoint_names(&rec.id).unwrap_or_default();
-        let local_bytes = self.store.local_bytes(&rec.id).unwrap_or(0);
-        let object_bytes = evicted.as_ref().map_or(0, |c| c.stored_bytes)
-            + cold_cps.values().map(|c| c.stored_bytes).sum::<u64>();
+        let mut all = self.storage_infos(std::slice::from_ref(rec))?;
+        Ok(all.pop().unwrap_or_else(|| self.storage_of(rec, None)))
+    }
+
+    /// [`Manager::storage_info`] of each of `recs`, in their order: the
+    /// database is asked once for them all (a listing's page).
+    pub fn storage_infos(&self, recs: &[SpriteRecord]) -> Result<Vec<StorageInfo>, Error> {
+        let ids: Vec<&str> = recs.iter().map(|r| r.id.as_str()).collect();
+        let mut cold = self.db.cold_states(&ids)?;
+        Ok(recs
+            .iter()
+            .map(|rec| self.storage_of(rec, cold.remove(&rec.id)))
+            .collect())
+    }
+
+    fn storage_of(&self, rec: &SpriteRecord, cold: Option<crate::db::ColdState>) -> StorageInfo {
+        let cold = cold.unwrap_or_default();
+        let local = self.store.local_usage(&rec.id).unwrap_or_default();
+        let object_bytes =
+            cold.evicted.as_ref().map_or(0, |c| c.stored_bytes) + cold.checkpoint_bytes;
         let filling = self.slot(&rec.id).cold.is_filling();
-        let (replicated_at, lag, replication_error) = self.replication_info(&rec.id);
-        let location = match (evicted.is_some(), cold_cps.is_empty()) {
+        let (lag, replication_error) = self.replication_state(&rec.id);
+        let location = match (cold.evicted.is_some(), cold.checkpoints == 0) {
             (true, _) if filling => "filling",
             (true, _) => "object",
             (false, true) => "local",
             (false, false) => "local+object",
         };
-        Ok(StorageInfo {
+        StorageInfo {
             location: location.into(),
             object_store: self.cold.describe().to_string(),
-            local_bytes,
+            local_bytes: local.bytes,
             object_bytes,
-            volume_data_bytes: evicted.as_ref().map(|c| c.data_bytes),
-            checkpoints_local: local_cps.len() as u32,
-            checkpoints_in_object_store: cold_cps.len() as u32,
-            evicted_at: evicted.map(|c| c.at),
-            replicated_at: replicated_at.map(crate::time::rfc3339_of_ms),
+            volume_data_bytes: cold.evicted.as_ref().map(|c| c.data_bytes),
+            checkpoints_local: local.checkpoints,
+            checkpoints_in_object_store: u32::try_from(cold.checkpoints).unwrap_or(u32::MAX),
+            evicted_at: cold.evicted.map(|c| c.at),
+            replicated_at: cold.last_snapshot_ms.map(crate::time::rfc3339_of_ms),
             replication_lag_seconds: lag as u64,
             replication_error,
-        })
+        }
     }
 }

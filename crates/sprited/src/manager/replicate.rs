@@ -297,20 +297,18 @@ impl Manager {
         }
     }
 
-    /// What `storage` says of replication: when the newest snapshot was
-    /// taken, how far behind the volume is, why it last failed.
-    pub(super) fn replication_info(&self, id: &str) -> (Option<u64>, f64, Option<String>) {
-        let last = self.db.last_snapshot(id).ok().flatten().map(|s| s.at_ms);
+    /// What `storage` says of replication beside the newest snapshot (in
+    /// the database): how far behind the volume is, why it last failed.
+    pub(super) fn replication_state(&self, id: &str) -> (f64, Option<String>) {
         match self.existing_slot(id) {
             Some(slot) => {
                 let r = slot.replication();
                 (
-                    last,
                     r.behind_since.map_or(0.0, |s| s.elapsed().as_secs_f64()),
                     r.error.clone(),
                 )
             }
-            None => (last, 0.0, None),
+            None => (0.0, None),
         }
     }
 
