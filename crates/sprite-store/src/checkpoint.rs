@@ -421,7 +421,7 @@ impl Store {
                     total += m.blocks() * 512;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("stat", &entry.path(), e)),
+                Err(e) => return Err(StoreError::io("stat", entry.path(), e)),
             }
         }
         Ok((count, total))
