@@ -18,6 +18,7 @@ pub mod net;
 mod runc;
 mod sandbox;
 pub mod seccomp;
+mod spawn;
 pub mod spec;
 pub mod userns;
 

@@ -8,7 +8,6 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -110,7 +109,7 @@ impl Runc {
             state_root,
             runc_bin,
             cgroups: cgroup::backend(),
-            nofile: spec::grantable_nofile(),
+            nofile: spec::granted_nofile(),
             egress: None,
             slots: Slots::default(),
             own_ranges: false,
@@ -239,12 +238,7 @@ impl Runc {
             .collect()
     }
 
-    fn spawn_create(
-        &self,
-        spec: &SandboxSpec,
-        listener: OwnedFd,
-        inherit_rlimits: bool,
-    ) -> Result<()> {
+    fn spawn_create(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
         rotate_log(&spec.log_path);
         let log = OpenOptions::new()
             .create(true)
@@ -259,25 +253,12 @@ impl Runc {
         let log_err = log
             .try_clone()
             .map_err(|e| RuntimeError::io("dup", &spec.log_path, e))?;
-        // A copy numbered 3 or above (never 0-2, which stdio setup in the
-        // child overwrites), close-on-exec in the parent.
-        let fd = listener
-            .try_clone()
-            .map_err(|e| RuntimeError::io("dup listener for", &spec.log_path, e))?;
-        drop(listener);
-        let raw = fd.as_raw_fd();
         // The compiled filter at SECCOMP_FD, for an init that loads it.
         let filter = if spec.init_loads_seccomp {
-            let compiled = crate::seccomp::compiled(spec.io_uring)?;
-            Some(
-                compiled
-                    .try_clone_to_owned()
-                    .map_err(|e| RuntimeError::io("dup seccomp filter for", &spec.log_path, e))?,
-            )
+            Some(crate::seccomp::compiled(spec.io_uring)?)
         } else {
             None
         };
-        let filter_raw = filter.as_ref().map(|f| f.as_raw_fd());
 
         let mut cmd = self.command();
         // No session keyring per sandbox: every sprite's root is the same
@@ -289,50 +270,26 @@ impl Runc {
             .arg("--pid-file")
             .arg(spec.bundle_dir.join(INIT_PID_FILE))
             .args(["--preserve-fds", if filter.is_some() { "2" } else { "1" }])
-            .arg(&spec.id)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let nofile = inherit_rlimits.then_some(self.nofile as libc::rlim_t);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls setrlimit, fcntl and dup2, which are async-signal-safe; it
-        // allocates nothing and touches no locks. `raw` and `filter_raw`
-        // stay open in the parent (owned by `fd` and `filter`) until the
-        // child has exec'd, since we wait for it below.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(n) = nofile {
-                    // What init inherits (see `SpecOptions::user_ns`).
-                    let limit = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                // The filter first, wherever it is: if it sits at
-                // AGENT_FD, placing the listener would close it.
-                let mut listener = raw;
-                if let Some(f) = filter_raw {
-                    if listener == SECCOMP_FD {
-                        listener = libc::fcntl(listener, libc::F_DUPFD_CLOEXEC, SECCOMP_FD + 1);
-                        if listener < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                    place(f, SECCOMP_FD)?;
-                }
-                place(listener, AGENT_FD)
-            });
+            .arg(&spec.id);
+        let null = std::fs::File::open("/dev/null")
+            .map_err(|e| RuntimeError::io("open", Path::new("/dev/null"), e))?;
+        let mut placed = vec![
+            (null.as_fd(), 0),
+            (log.as_fd(), 1),
+            (log_err.as_fd(), 2),
+            (listener.as_fd(), AGENT_FD),
+        ];
+        if let Some(f) = &filter {
+            placed.push((f.as_fd(), SECCOMP_FD));
         }
+        // Init's RLIMIT_NOFILE, where it has a user namespace of its own,
+        // is runc's: this process's own, which `spec::granted_nofile` set
+        // to `self.nofile` when the driver was made.
+        let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
         let parent = crate::cgroup::ParentLock::shared()?;
-        let status = cmd
-            .status()
+        let status = crate::spawn::run_placed(cmd.get_program(), &args, &placed)
             .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e))?;
         drop(parent);
-        drop(fd);
-        drop(filter);
         if status.success() {
             return Ok(());
         }
@@ -342,24 +299,6 @@ impl Runc {
             output: read_from(&spec.log_path, log_start),
         })
     }
-}
-
-/// Puts `fd` at `at`, open across exec. Async-signal-safe (for `pre_exec`).
-fn place(fd: i32, at: i32) -> std::io::Result<()> {
-    // SAFETY: fcntl and dup2 on descriptors the caller owns, in the child
-    // between fork and exec; no allocation, no locks.
-    unsafe {
-        if fd == at {
-            // dup2 onto itself would keep close-on-exec: clear it instead.
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        } else if libc::dup2(fd, at) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 impl Runc {
@@ -445,7 +384,7 @@ impl Runc {
                 }
                 _ => None,
             };
-            let ran = self.spawn_create(spec, listener, user_ns.is_some());
+            let ran = self.spawn_create(spec, listener);
             let attached = attaching.map(|a| {
                 a.join().unwrap_or_else(|_| {
                     Err(RuntimeError::Network(

@@ -132,6 +132,23 @@ pub fn grantable_nofile() -> u64 {
     }
 }
 
+/// [`grantable_nofile`], made this process's own limit (soft and hard), so
+/// that what it spawns inherits it: init, in a user namespace of the
+/// sandbox's own, gets runc's (see [`SpecOptions::user_ns`]). Where that
+/// cannot be set, what this process has (which its children get).
+pub fn granted_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let n = grantable_nofile();
+    match setrlimit(Resource::RLIMIT_NOFILE, n, n) {
+        Ok(()) => n,
+        Err(e) => {
+            let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+            tracing::warn!(error = %e, soft, "cannot set RLIMIT_NOFILE {n}: sandboxes get {soft}");
+            soft
+        }
+    }
+}
+
 fn has_cap_sys_resource() -> bool {
     const CAP_SYS_RESOURCE: u32 = 24;
     std::fs::read_to_string("/proc/self/status")

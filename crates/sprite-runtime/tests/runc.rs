@@ -328,6 +328,21 @@ fn sandbox_isolation_limits_and_lifecycle() {
         assert!(!link(fd.path()).starts_with("pipe:"), "init holds a pipe");
     }
     assert_ne!(status_field(pid, "PPid"), std::process::id().to_string());
+    // Its open-files limit, inherited from runc (its user namespace is its
+    // own, so runc cannot set it from outside): what sandboxes are granted.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let nofile: Vec<&str> = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .expect("open files line")
+        .split_whitespace()
+        .collect();
+    let granted = sprite_runtime::spec::grantable_nofile().to_string();
+    assert_eq!(
+        nofile[..2],
+        [granted.as_str(), granted.as_str()],
+        "{limits}"
+    );
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
     assert!(environ
         .split(|b| *b == 0)
