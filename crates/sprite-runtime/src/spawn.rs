@@ -219,8 +219,12 @@ mod tests {
     }
 
     fn sh(script: &str, placed: &[(BorrowedFd<'_>, RawFd)]) -> ExitStatus {
-        run_placed(OsStr::new("sh"), &[OsStr::new("-c"), OsStr::new(script)], placed)
-            .expect("spawn")
+        run_placed(
+            OsStr::new("sh"),
+            &[OsStr::new("-c"), OsStr::new(script)],
+            placed,
+        )
+        .expect("spawn")
     }
 
     fn link(fd: RawFd) -> String {
