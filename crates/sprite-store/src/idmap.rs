@@ -43,7 +43,7 @@ impl IdShift {
 }
 
 /// One namespace per shift, made once and kept (a mount holds its own
-/// reference; these only spare the next mount a fork).
+/// reference; these only spare the next mount making one).
 #[derive(Debug, Default)]
 pub(crate) struct IdMaps {
     made: Mutex<HashMap<IdShift, Arc<OwnedFd>>>,
