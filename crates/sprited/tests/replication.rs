@@ -24,7 +24,15 @@ async fn wait_replicated(api: &Api, name: &str, before: &serde_json::Value) -> s
         if !st["replicated_at"].is_null() && st["replicated_at"] != *before {
             return st;
         }
-        assert!(Instant::now() < deadline, "never replicated: {st}");
+        if Instant::now() >= deadline {
+            // What the uploads and replications were doing, for the record.
+            let m = api.metrics().await;
+            let upload_lines: Vec<&str> = m
+                .lines()
+                .filter(|l| l.starts_with("sprited_upload") || l.starts_with("sprited_replicat"))
+                .collect();
+            panic!("{name} never replicated: {st}\n{}", upload_lines.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
