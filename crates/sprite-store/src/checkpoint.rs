@@ -147,6 +147,18 @@ impl Store {
 
     /// Names of the sprite's complete checkpoints, sorted.
     pub fn checkpoint_names(&self, id: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .checkpoint_images(id)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The sprite's checkpoint images on local disk, by name, unsorted:
+    /// the entries of its checkpoint directory named `<valid name>.img`.
+    fn checkpoint_images(&self, id: &str) -> Result<Vec<(String, std::fs::DirEntry)>> {
         validate_name(id)?;
         let dir = self.layout.checkpoints_dir(id);
         let entries = match std::fs::read_dir(&dir) {
@@ -154,18 +166,17 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(StoreError::io("read_dir", &dir, e)),
         };
-        let mut names = Vec::new();
+        let mut images = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io("read_dir", &dir, e))?;
             let file = entry.file_name().to_string_lossy().into_owned();
             if let Some(name) = file.strip_suffix(".img") {
                 if validate_name(name).is_ok() {
-                    names.push(name.to_string());
+                    images.push((name.to_string(), entry));
                 }
             }
         }
-        names.sort();
-        Ok(names)
+        Ok(images)
     }
 
     pub fn checkpoint_exists(&self, id: &str, checkpoint: &str) -> bool {
@@ -396,24 +407,8 @@ impl Store {
     /// bytes allocated to them: one pass over its checkpoint directory (a
     /// listing asks this of every sprite it shows).
     pub fn checkpoint_usage(&self, id: &str) -> Result<(u32, u64)> {
-        validate_name(id)?;
-        let dir = self.layout.checkpoints_dir(id);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-            Err(e) => return Err(StoreError::io("read_dir", &dir, e)),
-        };
         let (mut count, mut total) = (0, 0);
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io("read_dir", &dir, e))?;
-            let file = entry.file_name();
-            let is_image = file
-                .to_str()
-                .and_then(|f| f.strip_suffix(".img"))
-                .is_some_and(|name| validate_name(name).is_ok());
-            if !is_image {
-                continue;
-            }
+        for (_, entry) in self.checkpoint_images(id)? {
             // Relative to the open directory: no walk of the path again.
             match entry.metadata() {
                 Ok(m) => {

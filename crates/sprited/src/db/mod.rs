@@ -910,16 +910,20 @@ mod engines {
         });
     }
 
+    /// A copy in the object store whose fields all follow from `n`.
+    fn copy(n: u64) -> ColdCopy {
+        ColdCopy {
+            at: format!("at{n}"),
+            stored_bytes: n,
+            data_bytes: 2 * n,
+            epoch: n as i64 + 3,
+        }
+    }
+
     #[test]
     fn the_cold_tier_and_forgotten_sprites() {
         each_engine(|fresh| {
             let db = fresh();
-            let copy = |n: u64| ColdCopy {
-                at: format!("at{n}"),
-                stored_bytes: n,
-                data_bytes: 2 * n,
-                epoch: n as i64 + 3,
-            };
             assert_eq!(db.evicted("s").expect("evicted"), None);
             db.set_evicted("s", &copy(1)).expect("evict");
             db.set_evicted("s", &copy(2)).expect("evict again");
@@ -982,12 +986,6 @@ mod engines {
                 db.insert(&super::sprites::tests::rec(name))
                     .expect("insert");
             }
-            let copy = |n: u64| ColdCopy {
-                at: format!("at{n}"),
-                stored_bytes: n,
-                data_bytes: 2 * n,
-                epoch: n as i64,
-            };
             let snap = |at_ms: u64| Snapshot {
                 at_ms,
                 stored_bytes: 1,

@@ -878,8 +878,8 @@ impl Manager {
 
     /// Where the sprite's data lives, and how much of it.
     pub fn storage_info(&self, rec: &SpriteRecord) -> Result<StorageInfo, Error> {
-        let mut all = self.storage_infos(std::slice::from_ref(rec))?;
-        Ok(all.pop().unwrap_or_else(|| self.storage_of(rec, None)))
+        let mut cold = self.db.cold_states(&[&rec.id])?;
+        Ok(self.storage_of(rec, cold.remove(&rec.id)))
     }
 
     /// [`Manager::storage_info`] of each of `recs`, in their order: the
