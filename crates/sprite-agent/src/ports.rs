@@ -195,15 +195,7 @@ pub fn listening() -> Vec<ListeningPort> {
         Ok(found) => found,
         // No sock_diag here (gVisor's netstack, a kernel without it):
         // the tables, which cost a walk of every connection on the host.
-        Err(_) => {
-            let mut found = Vec::new();
-            for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-                if let Ok(text) = std::fs::read_to_string(path) {
-                    found.extend(parse_table(&text, v6));
-                }
-            }
-            found
-        }
+        Err(_) => from_tables(),
     };
     if found.is_empty() {
         return Vec::new();
@@ -386,6 +378,17 @@ mod diag {
     }
 }
 
+/// The listening sockets in `/proc/net/tcp{,6}`, with their inodes.
+fn from_tables() -> Vec<(ListeningPort, u64)> {
+    let mut found = Vec::new();
+    for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            found.extend(parse_table(&text, v6));
+        }
+    }
+    found
+}
+
 /// Parse one `/proc/net/tcp` table: the listening sockets and their inodes.
 fn parse_table(text: &str, v6: bool) -> Vec<(ListeningPort, u64)> {
     text.lines()
@@ -562,11 +565,7 @@ mod tests {
         let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind v4");
         let v6 = std::net::TcpListener::bind("[::1]:0").expect("bind v6");
         let tables = || {
-            let mut found = Vec::new();
-            for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-                let text = std::fs::read_to_string(path).expect("table");
-                found.extend(parse_table(&text, v6));
-            }
+            let mut found = from_tables();
             found.sort_by_key(|(_, inode)| *inode);
             found
         };
