@@ -25,12 +25,19 @@ pub fn armed_at(name: &str) -> bool {
     armed().iter().any(|a| a == name)
 }
 
-/// Blocks the calling thread forever if `name` is armed.
+/// Blocks the calling thread forever if `name` is armed. On a worker of
+/// the daemon's runtime the worker's other tasks move to another thread
+/// first, so the rest of the daemon goes on answering (as it would while
+/// an operation is slow) until the test kills it.
 pub fn hit(name: &str) {
     if armed_at(name) {
         tracing::warn!(failpoint = name, "failpoint reached; stopping here");
-        loop {
+        let stop = || loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(stop),
+            _ => stop(),
         }
     }
 }

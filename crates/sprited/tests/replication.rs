@@ -443,6 +443,32 @@ async fn the_daemon_killed_inside_a_replication_loses_nothing() {
         let id = api.id_of("fp").await;
         api.sh("fp", "echo a > /home/sprite/a; sync").await;
         d.wait_log("failpoint reached", Duration::from_secs(30));
+        if point == "replicate-uploading" {
+            // A replication under way is one the volume is behind by:
+            // the lag counts from when the change was seen, and the API
+            // answers meanwhile.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let st = storage(&api, "fp").await;
+                if st["replication_lag_seconds"].as_u64() >= Some(1) {
+                    assert!(st["replication_error"].is_null(), "{st}");
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "stuck uploading, yet no lag: {st}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // The metric is the largest lag at the replicator's last look.
+            while metric_in(&api.metrics().await, "sprited_replication_lag_seconds") < 1.0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the lag metric stays under 1 s while an upload is stuck"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         d.kill9();
         d.env.clear();
         d.spawn();

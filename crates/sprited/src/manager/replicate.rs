@@ -167,6 +167,11 @@ impl Manager {
         if changes.as_ref().is_some_and(|c| c.is_empty()) {
             return Ok(Outcome::Unchanged);
         }
+        // Behind from the moment a change is seen: the lag counts while
+        // it waits to be due, to be cloned and to be sent.
+        slot.replication()
+            .behind_since
+            .get_or_insert_with(Instant::now);
         // Changed: shipped once the last snapshot is old enough that the
         // next look would be past `--replicate-every`.
         let due = last.is_none_or(|l| {
