@@ -263,10 +263,11 @@ impl Store {
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
             .ctx("create", &tmp)?;
-        let mounts = mountinfo::read()?;
-        let mounted = mountinfo::mount_at(&mounts, &self.layout.volume_mount(id))
-            .is_some_and(|m| m.fs_type == "ext4");
-        let served = mountinfo::mount_at(&mounts, &self.layout.lazy_mount(id)).is_some();
+        // Asked of the two paths, not of the whole mount table (see
+        // `mountinfo::at`).
+        let mounted =
+            mountinfo::at(&self.layout.volume_mount(id))?.is_some_and(|m| m.fs_type == "ext4");
+        let served = mountinfo::is_mount_root(&self.layout.lazy_mount(id))?;
         let frozen_at = Instant::now();
         let mut synced_for = Duration::ZERO;
         let cloned = if mounted && served {
@@ -363,7 +364,7 @@ impl Store {
             });
         }
         let mnt = self.layout.volume_mount(id);
-        if mountinfo::mount_at(&mountinfo::read()?, &mnt).is_some() {
+        if mountinfo::is_mount_root(&mnt)? {
             return Err(StoreError::Busy(mnt));
         }
         let target = self.layout.volume_image(id);

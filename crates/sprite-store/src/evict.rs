@@ -43,7 +43,7 @@ impl Store {
     pub fn lazy_mounted(&self, id: &str) -> Result<bool> {
         validate_name(id)?;
         let mnt = self.layout.lazy_mount(id);
-        Ok(mountinfo::mount_at(&mountinfo::read()?, &mnt).is_some())
+        mountinfo::is_mount_root(&mnt)
     }
 
     /// Detaches whatever is mounted on the sprite's lazy mount point (a

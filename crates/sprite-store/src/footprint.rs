@@ -206,6 +206,36 @@ impl Store {
     /// here) counts nothing.
     pub fn footprint(&self, id: &str) -> Result<u64> {
         validate_name(id)?;
+        self.footprint_of(&self.footprint_files(id))
+    }
+
+    /// [`Store::footprint`] when it reaches `limit`; `None` when it stays
+    /// under. The same files' allocated sizes added up (shared blocks
+    /// counted in each) bound it from above, from one `stat` each: their
+    /// extents are read only when that bound reaches the limit (a quota
+    /// checked at every checkpoint, whose FIEMAPs grow with the number of
+    /// checkpoints).
+    pub fn footprint_reaching(&self, id: &str, limit: u64) -> Result<Option<u64>> {
+        use std::os::unix::fs::MetadataExt;
+        validate_name(id)?;
+        let files = self.footprint_files(id);
+        let mut bound = 0u64;
+        for path in &files {
+            match std::fs::metadata(path) {
+                Ok(m) => bound = bound.saturating_add(m.blocks().saturating_mul(512)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("stat", path),
+            }
+        }
+        if bound < limit {
+            return Ok(None);
+        }
+        let held = self.footprint_of(&files)?;
+        Ok((held >= limit).then_some(held))
+    }
+
+    /// The volume's image and every checkpoint image of the sprite.
+    fn footprint_files(&self, id: &str) -> Vec<std::path::PathBuf> {
         let mut files = vec![self.layout.volume_image(id)];
         let dir = self.layout.checkpoints_dir(id);
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -217,15 +247,19 @@ impl Store {
                 }
             }
         }
+        files
+    }
+
+    fn footprint_of(&self, files: &[std::path::PathBuf]) -> Result<u64> {
         let mut ranges = Vec::new();
         let mut unplaced = 0;
         for path in files {
-            let file = match File::open(&path) {
+            let file = match File::open(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).ctx("open", &path),
+                Err(e) => return Err(e).ctx("open", path),
             };
-            unplaced += extents(&file, &path, &mut ranges)?;
+            unplaced += extents(&file, path, &mut ranges)?;
         }
         Ok(union_bytes(ranges) + unplaced)
     }

@@ -145,6 +145,31 @@ pub fn at(path: &Path) -> Result<Option<At>> {
     Ok(Some(At { fs_type }))
 }
 
+/// Whether something is mounted at exactly `path`, by `statx` alone (see
+/// [`at`]), the mount table only where the kernel does not say. Its type is
+/// not asked: a FUSE mount's `statfs` would go to its server, which may be
+/// this process, busy or stalled; `statx` with `AT_STATX_DONT_SYNC`
+/// answers from what the kernel holds.
+pub fn is_mount_root(path: &Path) -> Result<bool> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    let st = match statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::TYPE,
+    ) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(false),
+        // A FUSE mount whose server is gone answers ENOTCONN (or EIO):
+        // the table says what is there.
+        Err(_) => return Ok(mount_at(&read()?, path).is_some()),
+    };
+    if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        return Ok(mount_at(&read()?, path).is_some());
+    }
+    Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+}
+
 /// The entries of `dir` that are mount points (one level: what the store
 /// mounts there), by [`at`]; none where `dir` does not exist.
 pub fn children(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -213,6 +238,9 @@ mod tests {
         assert_eq!(at(&a).expect("at"), None);
         assert_eq!(at(&dir.path().join("missing")).expect("at"), None);
         assert_eq!(at(&dir.path().join("file/x")).expect("at"), None);
+        for p in [&a, &dir.path().join("missing"), &dir.path().join("file/x")] {
+            assert!(!is_mount_root(p).expect("is_mount_root"), "{}", p.display());
+        }
         // Whatever fails below, nothing stays mounted.
         struct Unmount(PathBuf);
         impl Drop for Unmount {
@@ -234,8 +262,10 @@ mod tests {
         tmpfs().expect("mount a second tmpfs on it");
         let seen = at(&a).expect("at");
         assert_eq!(seen.map(|m| m.fs_type), Some("tmpfs".to_string()));
+        assert!(is_mount_root(&a).expect("is_mount_root"));
         // A symlink to a mount point is not one.
         assert_eq!(at(&dir.path().join("link")).expect("at"), None);
+        assert!(!is_mount_root(&dir.path().join("link")).expect("is_mount_root"));
         assert_eq!(children(dir.path()).expect("children"), vec![a.clone()]);
         assert_eq!(
             children(&dir.path().join("missing")).expect("children"),
@@ -252,8 +282,10 @@ mod tests {
             at(&a).expect("at").is_some(),
             "the one under it is still there"
         );
+        assert!(is_mount_root(&a).expect("is_mount_root"));
         umount2(&a, MntFlags::empty()).expect("umount");
         assert_eq!(at(&a).expect("at"), None);
+        assert!(!is_mount_root(&a).expect("is_mount_root"));
         assert!(children(dir.path()).expect("children").is_empty());
     }
 

@@ -294,10 +294,9 @@ impl Store {
         // Checkpoint views and their images first, lazily: they are
         // read-only and the sandbox that used them is gone.
         self.hide_all_views(id)?;
-        let mounts = mountinfo::read()?;
         // Both sync the volume as they go: one the daemon serves itself is
         // unmounted by a child process (see `outside`).
-        let served = mountinfo::mount_at(&mounts, &self.layout.lazy_mount(id)).is_some();
+        let served = mountinfo::is_mount_root(&self.layout.lazy_mount(id))?;
         let layers = self.layout.layers_dir(id);
         for target in [
             self.layout.rootfs_mount(id),

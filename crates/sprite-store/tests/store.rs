@@ -604,6 +604,25 @@ fn checkpoints_restore_fork_and_views() {
         store.local_usage("nobody").expect("none"),
         Default::default()
     );
+    // The quota's measure: shared blocks once, so under the sum of the
+    // allocations; asked whether it reaches a limit, the answer is the
+    // same whether the sum settles it or the extents have to be read.
+    let held = store.footprint("s").expect("footprint");
+    assert!(held > 0 && held < usage.bytes, "{held} of {}", usage.bytes);
+    for (limit, reached) in [
+        (usage.bytes + 1, None),
+        (usage.bytes, None),
+        (held + 1, None),
+        (held, Some(held)),
+        (1, Some(held)),
+    ] {
+        assert_eq!(
+            store.footprint_reaching("s", limit).expect("reaching"),
+            reached,
+            "limit {limit}, held {held}, allocated {}",
+            usage.bytes
+        );
+    }
     assert!(
         is_frozen_writable(&store.sprite_dir("s").join("volume")),
         "left frozen"

@@ -217,10 +217,21 @@ fn start_daemon_env(extra: &[&str], env: &[(String, String)]) -> anyhow::Result<
         token,
         args,
         env: env.to_vec(),
-        keep_log: false,
+        keep_log: daemon_log().is_some(),
     };
+    if d.keep_log {
+        eprintln!("daemon log: {}", d.data.with_extension("log").display());
+    }
     d.wait_ready()?;
     Ok(d)
+}
+
+/// `SPRITES_BENCH_DAEMON_LOG`: the daemons' log filter (`RUST_LOG`
+/// syntax) for looking into a case; their logs are then kept.
+fn daemon_log() -> Option<String> {
+    std::env::var("SPRITES_BENCH_DAEMON_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 fn spawn_daemon(
@@ -236,7 +247,7 @@ fn spawn_daemon(
         .open(data.with_extension("log"))?;
     Ok(Command::new(bin)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", daemon_log().as_deref().unwrap_or("warn"))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SPRITED_TOKEN", token)
         .stdin(Stdio::null())

@@ -424,24 +424,26 @@ impl Manager {
     /// Shows the newest checkpoints inside the running sprite, in the
     /// background (a few ms of mounts that no request waits for).
     pub(super) fn refresh_views(&self, rec: &SpriteRecord) {
-        let names: Vec<String> = match self.db.checkpoints(&rec.id) {
-            // Checkpoints only in object storage are not shown until fetched.
-            Ok(list) => list
-                .into_iter()
-                .filter(|c| self.store.checkpoint_exists(&rec.id, &c.id))
-                .take(VISIBLE_CHECKPOINTS)
-                .map(|c| c.id)
-                .collect(),
-            Err(e) => {
-                tracing::warn!(sprite = %rec.name, error = %e, "listing checkpoints");
-                return;
-            }
-        };
-        let store = self.store.clone();
+        let (db, store) = (self.db.clone(), self.store.clone());
         let views = self.slot(&rec.id).views.clone();
         let (id, image, name) = (rec.id.clone(), rec.image.clone(), rec.name.clone());
+        // All of it off the request's path, the list read under the views'
+        // lock: of two refreshes, the later one shows the later list.
         tokio::task::spawn_blocking(move || {
             let _v = views.lock().unwrap_or_else(|p| p.into_inner());
+            let names: Vec<String> = match db.checkpoints(&id) {
+                // Checkpoints only in object storage are not shown until fetched.
+                Ok(list) => list
+                    .into_iter()
+                    .filter(|c| store.checkpoint_exists(&id, &c.id))
+                    .take(VISIBLE_CHECKPOINTS)
+                    .map(|c| c.id)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(sprite = %name, error = %e, "listing checkpoints");
+                    return;
+                }
+            };
             if let Err(e) = store.show_checkpoints(&id, &image, &names) {
                 tracing::warn!(sprite = %name, error = %e, "showing checkpoints inside the sprite");
             }

@@ -53,11 +53,11 @@ impl Manager {
         let pct = self.cfg.checkpoint_space_pct;
         if pct > 0 {
             let quota = (rec.limits.storage_gb << 30).saturating_mul(100 + pct) / 100;
-            let held = self
+            let reached = self
                 .store
-                .footprint(&rec.id)
+                .footprint_reaching(&rec.id, quota)
                 .map_err(Error::store("measuring the sprite's space"))?;
-            if held >= quota {
+            if let Some(held) = reached {
                 return Err(Error::OverQuota(format!(
                     "sprite {} holds {:.2} GiB with its checkpoints and may hold {:.2} GiB \
                      ({} GiB of volume and {pct}% more for checkpoints); delete checkpoints first",
