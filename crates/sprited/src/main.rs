@@ -379,11 +379,20 @@ fn limit_malloc_arenas() {
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(run())
+        .context("starting the async runtime")?;
+    // The daemon runs as a task on the runtime's workers, not as the main
+    // thread's `block_on`: the accept loops are then polled where the I/O
+    // driver wakes them. Polled on the main thread, each new connection
+    // cost two more hand-offs between threads (worker to main to worker),
+    // each waking an idle CPU.
+    runtime.block_on(async {
+        tokio::spawn(run())
+            .await
+            .context("the daemon's main task failed")?
+    })
 }
 
 async fn run() -> anyhow::Result<()> {

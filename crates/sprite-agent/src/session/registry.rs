@@ -75,12 +75,7 @@ impl Sessions {
             Plan::Run(p) => p,
             Plan::Fail { message, code } => return Ok(Started::Failed { message, code }),
         };
-        let reaper = self.reaper.clone();
-        let job = prepared.clone();
-        let spawned = tokio::task::spawn_blocking(move || spawn::spawn(&job, &reaper))
-            .await
-            .map_err(|e| StartError::Internal(format!("spawn task failed: {e}")))?;
-        let spawned = match spawned {
+        let spawned = match spawn::spawn_now(&prepared, &self.reaper).await {
             Ok(s) => s,
             Err(e) => {
                 let prog = req.path.as_deref().unwrap_or(&prepared.argv[0]);

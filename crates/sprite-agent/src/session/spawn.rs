@@ -261,12 +261,28 @@ pub struct Spawned {
     pub io: ChildIo,
 }
 
-/// Start the command. Blocking: run it from `spawn_blocking`.
+/// Start the command. Blocking: run it from `spawn_blocking`, or use
+/// [`spawn_now`] on the runtime.
 ///
 /// An `Err` is a failure to start: either the agent's own resources (pipes,
 /// fork) or the child's set-up and `exec` failing; [`failure`] maps it to a
 /// shell-style message and exit code.
 pub fn spawn(p: &Prepared, reaper: &Reaper) -> io::Result<Spawned> {
+    let (mut cmd, master) = command(p)?;
+    let (child, exit) = reaper.spawn(&mut cmd)?;
+    started(cmd, child, exit, master)
+}
+
+/// [`spawn`] on the runtime's thread (see [`Reaper::spawn_now`]): what an
+/// exec session starts with.
+pub async fn spawn_now(p: &Prepared, reaper: &Reaper) -> io::Result<Spawned> {
+    let (mut cmd, master) = command(p)?;
+    let (child, exit) = reaper.spawn_now(&mut cmd).await?;
+    started(cmd, child, exit, master)
+}
+
+/// The command to start, and the pty's master side when it has one.
+fn command(p: &Prepared) -> io::Result<(Command, Option<OwnedFd>)> {
     let mut cmd = Command::new(&p.program);
     if let Some((arg0, rest)) = p.argv.split_first() {
         cmd.arg0(arg0).args(rest);
@@ -297,8 +313,16 @@ pub fn spawn(p: &Prepared, reaper: &Reaper) -> io::Result<Spawned> {
     unsafe {
         cmd.pre_exec(move || setup.apply());
     }
+    Ok((cmd, master))
+}
 
-    let (mut child, exit) = reaper.spawn(&mut cmd)?;
+/// What the parent keeps of a started child.
+fn started(
+    cmd: Command,
+    mut child: std::process::Child,
+    exit: ExitReceiver,
+    master: Option<OwnedFd>,
+) -> io::Result<Spawned> {
     // Closes the parent's copies of the pty slave: the master then sees EIO
     // once the command's side is gone.
     drop(cmd);
