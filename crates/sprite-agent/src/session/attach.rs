@@ -118,9 +118,16 @@ async fn serve(
     session.detach(client);
 }
 
+/// How long a session runs before its ports are first looked at.
+const FIRST_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// `port_opened` and `port_closed` for the ports the session's processes
 /// listen on, while the client is attached; ends only if writing fails.
+/// The first look is [`FIRST_LOOK`] in: a command that is over by then
+/// (most are) costs no read of the socket tables, and one that listens
+/// sooner is still reported at that first read.
 async fn announce_ports(writer: &Mutex<OwnedWriteHalf>, leader: u32, ports: &PortTable) {
+    tokio::time::sleep(FIRST_LOOK).await;
     let mut rx = ports.subscribe();
     let mut reported = Vec::new();
     while let Some(now) = ports::next(&mut rx).await {
