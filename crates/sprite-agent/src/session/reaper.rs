@@ -173,8 +173,6 @@ fn spawn_locked(table: &mut Table, cmd: &mut Command) -> io::Result<(Child, Exit
     Ok((child, rx))
 }
 
-impl Reaper {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
