@@ -527,21 +527,24 @@ async fn uploads_run_two_at_a_time_and_all_get_through() {
     for n in &names {
         api.create(n).await;
     }
-    let mut first = Vec::new();
     for n in &names {
-        first.push(
-            wait_replicated(&api, n, &serde_json::Value::Null).await["replicated_at"].clone(),
-        );
+        wait_replicated(&api, n, &serde_json::Value::Null).await;
     }
+    // Each one's next snapshot is waited for by its time in ms, taken once
+    // its write is synced: `replicated_at` is in whole seconds, and with
+    // `--replicate-every 1s` a second snapshot may fall in the same second
+    // as the first (due 2/3 of a second after it).
+    let mut written = Vec::new();
     for n in &names {
         api.sh(
             n,
             "dd if=/dev/urandom of=/home/sprite/blob bs=1M count=24 2>/dev/null; sync",
         )
         .await;
+        written.push(now_ms());
     }
-    for (n, before) in names.iter().zip(&first) {
-        wait_replicated(&api, n, before).await;
+    for (n, after) in names.iter().zip(&written) {
+        wait_snapshot_after(&api, n, *after).await;
     }
     let m = api.metrics().await;
     let peak = metric_in(&m, "sprited_uploads_running_peak");
