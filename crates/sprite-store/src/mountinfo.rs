@@ -114,24 +114,15 @@ const MAGIC: &[(i64, &str)] = &[
 /// without the attribute gets the table. `None` where nothing is mounted at
 /// `path` or it does not exist.
 pub fn at(path: &Path) -> Result<Option<At>> {
-    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
-    let st = match statx(
-        CWD,
-        path,
-        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
-        StatxFlags::TYPE,
-    ) {
-        Ok(st) => st,
-        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(None),
+    match mount_root(path) {
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => return Ok(None),
+        Ok(None) => {
+            return Ok(mount_at(&read()?, path).map(|m| At {
+                fs_type: m.fs_type.clone(),
+            }))
+        }
         Err(e) => return Err(crate::StoreError::io("statx", path, e.into())),
-    };
-    if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
-        return Ok(mount_at(&read()?, path).map(|m| At {
-            fs_type: m.fs_type.clone(),
-        }));
-    }
-    if !st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT) {
-        return Ok(None);
     }
     let fs = rustix::fs::statfs(path)
         .map_err(std::io::Error::from)
@@ -151,6 +142,18 @@ pub fn at(path: &Path) -> Result<Option<At>> {
 /// this process, busy or stalled; `statx` with `AT_STATX_DONT_SYNC`
 /// answers from what the kernel holds.
 pub fn is_mount_root(path: &Path) -> Result<bool> {
+    match mount_root(path) {
+        Ok(Some(root)) => Ok(root),
+        // A FUSE mount whose server is gone answers ENOTCONN (or EIO):
+        // the table says what is there, as where the kernel cannot tell.
+        Ok(None) | Err(_) => Ok(mount_at(&read()?, path).is_some()),
+    }
+}
+
+/// What `statx` says of `path` being the root of a mount: `Some(false)`
+/// where it does not exist, `None` where the kernel does not tell (before
+/// Linux 5.8: the table has to).
+fn mount_root(path: &Path) -> std::result::Result<Option<bool>, rustix::io::Errno> {
     use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
     let st = match statx(
         CWD,
@@ -159,15 +162,15 @@ pub fn is_mount_root(path: &Path) -> Result<bool> {
         StatxFlags::TYPE,
     ) {
         Ok(st) => st,
-        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(false),
-        // A FUSE mount whose server is gone answers ENOTCONN (or EIO):
-        // the table says what is there.
-        Err(_) => return Ok(mount_at(&read()?, path).is_some()),
+        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(Some(false)),
+        Err(e) => return Err(e),
     };
     if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
-        return Ok(mount_at(&read()?, path).is_some());
+        return Ok(None);
     }
-    Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+    Ok(Some(
+        st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT),
+    ))
 }
 
 /// The entries of `dir` that are mount points (one level: what the store

@@ -120,15 +120,13 @@ impl Manager {
                             r.settled_in = Some(status);
                         }
                     }
-                    Ok(Outcome::NotDue) => {
-                        r.behind_since.get_or_insert_with(Instant::now);
-                    }
                     Ok(Outcome::Sent { changed_at }) => {
                         // Writes made after the clone are the next one's.
                         r.behind_since = r.behind_since.filter(|s| *s > changed_at);
                         r.error = None;
                     }
-                    Ok(Outcome::Skipped) => {}
+                    // Behind since `replicate` saw the change.
+                    Ok(Outcome::NotDue) | Ok(Outcome::Skipped) => {}
                     Err(e) => {
                         if r.error.is_none() {
                             tracing::warn!(sprite = %rec.name, error = %e, "replication failed; retrying, local work goes on");
