@@ -50,6 +50,7 @@ pub use idmap::IdShift;
 pub use image::{ImageKind, ImageManifest, Progress, DEFAULT_PATH};
 pub use loopdev::devices_backed_under as loop_devices_under;
 pub use mount::{thaw_all, unmount_all};
+pub use rootfs::Discarded;
 pub use store::{Store, StoreOptions};
 pub use volume::VolumeUsage;
 

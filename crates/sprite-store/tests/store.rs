@@ -741,6 +741,88 @@ fn checkpoints_restore_fork_and_views() {
     store.destroy_volume("f").expect("destroy fork");
 }
 
+/// A restore's old root goes out of the way at once: nothing is mounted
+/// under the sprite by the time `discard_rootfs` returns, the volume can be
+/// swapped and mounted again straight away (the checkpoint's contents, not
+/// the discarded ones), and the old filesystem's loop device lets go of the
+/// replaced image by itself soon after.
+#[test]
+fn a_discarded_root_is_out_of_the_way_at_once() {
+    require_env!();
+    let fx = Fixture::new();
+    let store = fx.open();
+    store
+        .build_image(ImageKind::Tiny, &mut |_| {})
+        .expect("build tiny");
+    store.create_volume("d").expect("volume");
+    // Nothing mounted: nothing to do.
+    drop(store.discard_rootfs("d").expect("discard unmounted"));
+    let root = store.mount_rootfs("d", "tiny").expect("mount");
+    let file = root.join("home/sprite/state");
+    std::fs::write(&file, b"kept").expect("write");
+    store.create_checkpoint("d", "v0").expect("checkpoint");
+    // Unwritten data the discard must not wait for, nor let through.
+    std::fs::write(&file, b"discarded").expect("write");
+    std::fs::write(root.join("home/sprite/big"), vec![7u8; 32 << 20]).expect("write");
+    store
+        .show_checkpoints("d", "tiny", &["v0".into()])
+        .expect("show");
+
+    let old = store.discard_rootfs("d").expect("discard");
+    assert!(
+        mounts_under(&store.sprite_dir("d")).is_empty(),
+        "{:?}",
+        mounts_under(&store.sprite_dir("d"))
+    );
+    store.restore_checkpoint("d", "v0").expect("restore");
+    let root = store.mount_rootfs("d", "tiny").expect("mount again");
+    assert_eq!(std::fs::read(&file).expect("read"), b"kept");
+    assert!(!root.join("home/sprite/big").exists());
+
+    // The old filesystem lives on, detached, on the image it was on
+    // (renamed over by the restore) while it is held; once let go of, it
+    // is written back on a thread of its own and its device cleared. The
+    // new one holds the volume.
+    let pool_dir = store.volume_path("d");
+    let pool_dir = pool_dir.parent().expect("pool dir");
+    let replaced = || -> Vec<(PathBuf, PathBuf)> {
+        sprite_store::loop_devices_under(pool_dir)
+            .into_iter()
+            .filter(|(_, f)| f.to_string_lossy().ends_with("(deleted)"))
+            .collect()
+    };
+    assert_eq!(replaced().len(), 1, "the old volume is not held");
+    drop(old);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = sprite_store::loop_devices_under(pool_dir);
+        let old = replaced();
+        if old.is_empty() {
+            let volume = held.iter().filter(|(_, f)| *f == store.volume_path("d"));
+            assert_eq!(volume.count(), 1, "{held:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still held: {old:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A discard whose swap never came (a restore that failed) loses
+    // nothing: once let go of, the old filesystem is written back to the
+    // image it is still on, and the next mount waits for that.
+    std::fs::write(&file, b"written before a failed restore").expect("write");
+    let old = store.discard_rootfs("d").expect("discard");
+    drop(old);
+    let root = store
+        .mount_rootfs("d", "tiny")
+        .expect("mount the same image");
+    assert_eq!(
+        std::fs::read(root.join("home/sprite/state")).expect("read"),
+        b"written before a failed restore"
+    );
+    store.unmount_rootfs("d").expect("unmount");
+    store.destroy_volume("d").expect("destroy");
+}
+
 #[test]
 fn checkpoint_refused_when_the_pool_is_full() {
     require_env!();

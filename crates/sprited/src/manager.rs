@@ -89,6 +89,10 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// What happens to the volume when a sandbox stops.
 enum Release {
     Unmount,
+    /// The volume is about to be replaced (a restore): it is let go of
+    /// without waiting for its contents to be written back (see
+    /// [`Store::discard_rootfs`]).
+    Discard,
     Destroy,
 }
 
@@ -1042,6 +1046,19 @@ impl Manager {
     /// Stop the sandbox (SIGTERM, SIGKILL after `grace`, container removed),
     /// then unmount or destroy the volume.
     async fn halt(&self, id: &str, grace: Duration, release: Release) -> Result<(), Error> {
+        self.halt_keeping(id, grace, release).await.map(drop)
+    }
+
+    /// [`Manager::halt`] that hands back the old volume of a
+    /// [`Release::Discard`], still held: the caller drops it once the
+    /// sprite runs again, so that its write-back (into the replaced file)
+    /// does not compete with the new volume's mount.
+    async fn halt_keeping(
+        &self,
+        id: &str,
+        grace: Duration,
+        release: Release,
+    ) -> Result<Option<sprite_store::Discarded>, Error> {
         // What it used since the last sample, before the counters go.
         if self.status(id) != Status::Cold {
             self.meter_one(id).await;
@@ -1056,7 +1073,12 @@ impl Manager {
         halted
     }
 
-    async fn halt_locked(&self, id: &str, grace: Duration, release: Release) -> Result<(), Error> {
+    async fn halt_locked(
+        &self,
+        id: &str,
+        grace: Duration,
+        release: Release,
+    ) -> Result<Option<sprite_store::Discarded>, Error> {
         self.stop_serving_socket(id);
         self.net.detach(id);
         let store = self.store.clone();
@@ -1064,17 +1086,24 @@ impl Manager {
         let views = self.slot(id).views.clone();
         let sid = id.to_string();
         let destroy = matches!(release, Release::Destroy);
+        let discard = matches!(release, Release::Discard);
         let t0 = std::time::Instant::now();
-        let stopped = blocking(move || {
+        let (stopped, discarded) = blocking(move || {
             driver
                 .stop(&sid, grace)
                 .map_err(Error::runtime("stopping the sandbox"))?;
             let stopped = t0.elapsed();
             let _views = views.lock().unwrap_or_else(|p| p.into_inner());
-            store
-                .unmount_rootfs(&sid)
-                .map_err(Error::store("releasing the volume"))?;
-            Ok(stopped)
+            let discarded = if discard {
+                Some(store.discard_rootfs(&sid))
+            } else {
+                None
+            };
+            match discarded {
+                Some(d) => d.map(|d| (stopped, Some(d))),
+                None => store.unmount_rootfs(&sid).map(|()| (stopped, None)),
+            }
+            .map_err(Error::store("releasing the volume"))
         })
         .await?;
         tracing::debug!(
@@ -1099,7 +1128,7 @@ impl Manager {
             })
             .await?;
         }
-        Ok(())
+        Ok(discarded)
     }
 
     /// Stops every sandbox of this host, writing nothing anywhere but to

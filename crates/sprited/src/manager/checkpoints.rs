@@ -280,7 +280,10 @@ impl Manager {
         }
         say(progress, "Stopping sprite...");
         let t0 = std::time::Instant::now();
-        self.halt(&rec.id, Duration::ZERO, Release::Unmount).await?;
+        // The old volume is let go of once the sprite runs again (below).
+        let discarded = self
+            .halt_keeping(&rec.id, Duration::ZERO, Release::Discard)
+            .await?;
         let stopped = t0.elapsed();
         self.set_status(&rec.id, Status::Cold);
         failpoint::hit("restore-stopped");
@@ -303,7 +306,12 @@ impl Manager {
         say(progress, "Starting sprite...");
         // Start again whether or not the swap worked: a failed restore must
         // not leave the sprite down.
+        // Swapped, the old volume is another file now, let go of once the
+        // sprite runs again; not, it is this file: let go of now, and the
+        // mount waits for its last writes (`ensure_not_attached`).
+        let discarded = discarded.filter(|_| swapped.is_ok());
         let started = self.start_locked(rec).await;
+        drop(discarded);
         swapped?;
         started?;
         tracing::info!(

@@ -421,7 +421,9 @@ impl Manager {
         self.download_synced(&m, &tmp, None, &what).await?;
         let fetched = t0.elapsed();
         let _ = progress.send("Stopping sprite...".to_string());
-        self.halt(&rec.id, Duration::ZERO, super::Release::Unmount)
+        // The old volume is let go of once the sprite runs again (below).
+        let discarded = self
+            .halt_keeping(&rec.id, Duration::ZERO, super::Release::Discard)
             .await?;
         self.set_status(&rec.id, Status::Cold);
         let _ = progress.send(format!(
@@ -443,7 +445,11 @@ impl Manager {
             self.db.set_current_checkpoint(&rec.id, None)?;
         }
         let _ = progress.send("Starting sprite...".to_string());
+        // As a checkpoint's restore: the old volume, if it is still this
+        // file, is let go of (and waited for) before the mount.
+        let discarded = discarded.filter(|_| swapped.is_ok());
         let started = self.start_locked(rec).await;
+        drop(discarded);
         swapped?;
         started?;
         tracing::info!(
