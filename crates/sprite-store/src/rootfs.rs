@@ -297,13 +297,7 @@ impl Store {
         // Both sync the volume as they go: one the daemon serves itself is
         // unmounted by a child process (see `outside`).
         let served = mountinfo::is_mount_root(&self.layout.lazy_mount(id))?;
-        let layers = self.layout.layers_dir(id);
-        for target in [
-            self.layout.rootfs_mount(id),
-            layers.join("image"),
-            layers.join("volume"),
-            self.layout.volume_mount(id),
-        ] {
+        for target in self.root_mounts(id) {
             // Loop in case the same point was mounted more than once.
             while mount::unmount_by(&target, served)? {}
         }
@@ -347,13 +341,7 @@ impl Store {
             return Ok(held);
         }
         self.hide_all_views(id)?;
-        let layers = self.layout.layers_dir(id);
-        for target in [
-            self.layout.rootfs_mount(id),
-            layers.join("image"),
-            layers.join("volume"),
-            self.layout.volume_mount(id),
-        ] {
+        for target in self.root_mounts(id) {
             // Loop in case the same point was mounted more than once.
             while mountinfo::is_mount_root(&target)? {
                 let root = std::fs::OpenOptions::new()
@@ -368,6 +356,18 @@ impl Store {
         }
         let _ = std::fs::remove_file(self.layout.layers_shift(id));
         Ok(held)
+    }
+
+    /// The mount points of the sprite's root, in the order they come off:
+    /// the overlay, the layers' clones it stands on, then the volume.
+    fn root_mounts(&self, id: &str) -> [PathBuf; 4] {
+        let layers = self.layout.layers_dir(id);
+        [
+            self.layout.rootfs_mount(id),
+            layers.join("image"),
+            layers.join("volume"),
+            self.layout.volume_mount(id),
+        ]
     }
 
     /// Host ids that are root inside the sprite.

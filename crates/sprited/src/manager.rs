@@ -1095,15 +1095,12 @@ impl Manager {
             let stopped = t0.elapsed();
             let _views = views.lock().unwrap_or_else(|p| p.into_inner());
             let discarded = if discard {
-                Some(store.discard_rootfs(&sid))
+                store.discard_rootfs(&sid).map(Some)
             } else {
-                None
-            };
-            match discarded {
-                Some(d) => d.map(|d| (stopped, Some(d))),
-                None => store.unmount_rootfs(&sid).map(|()| (stopped, None)),
+                store.unmount_rootfs(&sid).map(|()| None)
             }
-            .map_err(Error::store("releasing the volume"))
+            .map_err(Error::store("releasing the volume"))?;
+            Ok((stopped, discarded))
         })
         .await?;
         tracing::debug!(
