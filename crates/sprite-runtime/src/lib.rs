@@ -15,6 +15,7 @@ pub mod fake;
 pub mod gvisor;
 pub mod gvisor_platform;
 pub mod net;
+mod priority;
 mod runc;
 mod sandbox;
 pub mod seccomp;

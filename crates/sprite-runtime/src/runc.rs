@@ -238,7 +238,9 @@ impl Runc {
             .collect()
     }
 
-    fn spawn_create(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
+    /// `runc create`, lowered (see `crate::priority`): `Some(nice)` is the
+    /// niceness its init is to be put back to.
+    fn spawn_create(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<Option<i32>> {
         rotate_log(&spec.log_path);
         let log = OpenOptions::new()
             .create(true)
@@ -287,11 +289,16 @@ impl Runc {
         // to `self.nofile` when the driver was made.
         let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
         let parent = crate::cgroup::ParentLock::shared()?;
+        // Below the daemon's API (see `crate::priority`); init is put back
+        // by the caller.
+        let lowered = crate::priority::Lowered::by(crate::priority::START_NICE_STEPS);
         let status = crate::spawn::run_placed(cmd.get_program(), &args, &placed)
-            .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e))?;
+            .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e));
+        let restore_nice = lowered.map(|l| l.was());
+        let status = status?;
         drop(parent);
         if status.success() {
-            return Ok(());
+            return Ok(restore_nice);
         }
         Err(RuntimeError::Runc {
             command: describe(&cmd),
@@ -402,9 +409,22 @@ impl Runc {
                 let _ = egress.detach(&spec.id);
             }
         }
-        ran?;
+        let restore_nice = ran?;
         tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc create");
         let init = protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
+        // Init inherited runc's lowered priority: back to the daemon's
+        // before anything of the sprite's runs (it waits to be let run).
+        let put_back = match (init, restore_nice) {
+            (Some(pid), Some(nice)) => crate::priority::set_process(pid, nice).map_err(|e| {
+                RuntimeError::io("setpriority", Path::new(&format!("/proc/{pid}")), e)
+            }),
+            (None, Some(_)) => Err(RuntimeError::NotRunning(spec.id.clone())),
+            (_, None) => Ok(()),
+        };
+        if let Err(e) = put_back {
+            let _ = self.delete(&spec.id);
+            return Err(e);
+        }
         let attached = match (attached, &self.egress) {
             (Some(done), _) => done,
             (None, Some(egress)) => match init {

@@ -151,6 +151,11 @@ pub fn granted_nofile() -> u64 {
 
 fn has_cap_sys_resource() -> bool {
     const CAP_SYS_RESOURCE: u32 = 24;
+    has_effective_cap(CAP_SYS_RESOURCE)
+}
+
+/// Whether this process has capability number `cap` in effect.
+pub(crate) fn has_effective_cap(cap: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -158,7 +163,7 @@ fn has_cap_sys_resource() -> bool {
                 .find_map(|l| l.strip_prefix("CapEff:"))
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+        .is_some_and(|caps| caps & (1 << cap) != 0)
 }
 
 /// Builds the OCI config for `sandbox`.

@@ -5,6 +5,7 @@ mod common;
 
 use common::Daemon;
 use serde_json::json;
+use std::time::Duration;
 
 /// Start time of the sprite's PID 1, in clock ticks since boot.
 const AGENT_START_TIME: &str = "cut -d' ' -f22 /proc/1/stat";
@@ -468,4 +469,52 @@ async fn each_sprite_runs_as_host_ids_of_its_own() {
     let dd = host_range(&d, &api.id_of("ids-d").await).0;
     assert!(dd != a_now && dd != b && dd != c, "{dd} is taken");
     assert_eq!(api.sh("ids-a", owners).await, want);
+}
+
+/// The niceness of process `pid` (field 19 of its stat line; its name,
+/// in parentheses, may hold spaces).
+fn nice_of(stat: &str) -> i32 {
+    let after_name = stat.rsplit_once(')').expect("a stat line").1;
+    after_name
+        .split_whitespace()
+        .nth(16)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no niceness in {stat:?}"))
+}
+
+/// A sprite's processes run at the daemon's priority, though the runc
+/// that starts them runs below it: a sprite started ahead (the pool) and
+/// one woken cold alike, its agent and its commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sprites_run_at_the_daemons_priority() {
+    let d = Daemon::start_with(&[
+        "--idle-warm",
+        "1s",
+        "--idle-cold",
+        "2s",
+        "--start-pool",
+        "1",
+    ]);
+    let api = d.client();
+    api.wait_made_ahead(1).await;
+    let pid = d.pid().expect("the daemon's pid");
+    let daemon = nice_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat"));
+    let script = ["sh", "-c", "cat /proc/1/stat; echo; cat /proc/self/stat"];
+    let nices =
+        |out: String| -> Vec<i32> { out.lines().filter(|l| !l.is_empty()).map(nice_of).collect() };
+    api.create("prio").await;
+    let made = nices(api.exec("prio", &script).await.out());
+    assert_eq!(
+        made,
+        vec![daemon, daemon],
+        "agent, command (daemon: {daemon})"
+    );
+    api.wait_status("prio", "cold", Duration::from_secs(15))
+        .await;
+    let woken = nices(api.exec("prio", &script).await.out());
+    assert_eq!(
+        woken,
+        vec![daemon, daemon],
+        "agent, command after a cold wake"
+    );
 }
