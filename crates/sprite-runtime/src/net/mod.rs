@@ -16,6 +16,7 @@
 //! belong to the daemon's egress policy (see [`nft::policy_script`]).
 
 pub mod host;
+mod libnft;
 pub mod nft;
 pub mod pasta;
 mod rtnl;
@@ -71,7 +72,7 @@ impl Egress {
         datapath: Datapath,
         network: Ipv4Net,
     ) -> Result<Self> {
-        let nft_bin = PathBuf::from("nft");
+        let nft_bin = PathBuf::from(DEFAULT_NFT);
         let network = network.trunc();
         let mut extra = extra_blocked.to_vec();
         extra.push(IpNet::V4(network));
@@ -225,9 +226,15 @@ pub fn netns_of(pid: u32) -> PathBuf {
 }
 
 /// Runs an nft script inside the network namespace `netns` (a path that
-/// opens it, e.g. [`netns_of`]).
+/// opens it, e.g. [`netns_of`]), as [`nft_here`] does.
 pub fn run_nft(nft_bin: &Path, netns: &Path, script: &str) -> Result<()> {
-    run_script_in(netns, nft_bin, &["-f", "-"], script)
+    let what = format!(
+        "{} in the network namespace {}",
+        nft_bin.display(),
+        netns.display()
+    );
+    let (nft_bin, script) = (nft_bin.to_path_buf(), script.to_string());
+    in_netns(netns, what, move |what| nft_here(&nft_bin, &script, what))
 }
 
 /// Runs `program args` inside the network namespace `netns`, with `script`
@@ -245,22 +252,47 @@ pub(crate) fn run_script_in(
         program.display(),
         netns.display()
     );
-    let ns = std::fs::File::open(netns).map_err(|e| RuntimeError::io("open", netns, e))?;
     let mut cmd = Command::new(program);
     cmd.args(args);
     let script = script.to_string();
+    in_netns(netns, what, move |what| {
+        run_with_input(&mut cmd, &script, what)
+    })
+}
+
+/// Runs `f` (given `what`, for its errors) on a thread that has entered
+/// the network namespace `netns`, and waits for it.
+fn in_netns<F>(netns: &Path, what: String, f: F) -> Result<()>
+where
+    F: FnOnce(&str) -> Result<()> + Send + 'static,
+{
+    let ns = std::fs::File::open(netns).map_err(|e| RuntimeError::io("open", netns, e))?;
     std::thread::spawn(move || -> Result<()> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
             RuntimeError::Network(format!("entering the namespace for {what}: {e}"))
         })?;
-        run_with_input(&mut cmd, &script, &what)
+        f(&what)
     })
     .join()
     .map_err(|_| RuntimeError::Network("the namespace thread panicked".into()))?
 }
 
-/// Runs `cmd` with `input` on its standard input; what it wrote to its
-/// standard error is the error when it fails.
+/// The `nft` that scripts go to unless told otherwise.
+pub const DEFAULT_NFT: &str = "nft";
+
+/// Runs nftables `script` in the calling thread's network namespace, all
+/// of it or none: in this process through `libnftables` (see [`libnft`])
+/// where `nft_bin` is [`DEFAULT_NFT`] and the library opened, else as
+/// `nft_bin -f -`.
+pub(crate) fn nft_here(nft_bin: &Path, script: &str, what: &str) -> Result<()> {
+    if nft_bin == Path::new(DEFAULT_NFT) {
+        if let Some(done) = libnft::run(script) {
+            return done.map_err(|e| RuntimeError::Network(format!("{what} failed: {e}")));
+        }
+    }
+    run_with_input(Command::new(nft_bin).args(["-f", "-"]), script, what)
+}
+
 pub(crate) fn run_with_input(cmd: &mut Command, input: &str, what: &str) -> Result<()> {
     use std::io::Write;
     let mut child = cmd

@@ -45,13 +45,11 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::Ipv4Net;
 
 use super::rtnl::Rtnl;
-use super::run_with_input;
 use crate::error::{Result, RuntimeError};
 
 /// The host side of every sandbox's pair is called `spv<i>`.
@@ -100,9 +98,8 @@ impl Kernel {
             )));
         }
         let forwarded_before = forwarding_before()?;
-        let mut cmd = Command::new(nft_bin);
-        run_with_input(
-            cmd.args(["-f", "-"]),
+        super::nft_here(
+            nft_bin,
             &host_script(network, forwarded_before),
             "nft (the host's sprite table)",
         )?;
@@ -158,8 +155,7 @@ impl Kernel {
         let mut inside = std::thread::spawn(move || -> Result<Rtnl> {
             nix::sched::setns(&inside_ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| net_err("entering the sandbox's namespace", e.into()))?;
-            let mut cmd = Command::new(&nft);
-            run_with_input(cmd.args(["-f", "-"]), &ruleset, "nft (the sandbox's table)")?;
+            super::nft_here(&nft, &ruleset, "nft (the sandbox's table)")?;
             // The pair carries IPv4 only: an interface made in here from now
             // on has no IPv6 (nothing routes it, and a link-local address
             // would face the host).

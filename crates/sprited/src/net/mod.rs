@@ -96,7 +96,7 @@ impl Network {
         Network {
             db,
             upstream: cfg.dns_upstream.or_else(dns::host_upstream),
-            nft_bin: "nft".into(),
+            nft_bin: sprite_runtime::net::DEFAULT_NFT.into(),
             attached: Mutex::new(HashMap::new()),
             namespaces: Mutex::new(HashMap::new()),
             sockets: Arc::default(),
