@@ -38,8 +38,9 @@ impl std::fmt::Debug for Lib {
     }
 }
 
-/// One script at a time: the library keeps some of its state (its
-/// caches of names and numbers) outside the context.
+/// One script at a time: the library keeps some of its state outside the
+/// context (its cache of the host's interfaces, which a context's free
+/// releases).
 static RUNNING: Mutex<()> = Mutex::new(());
 
 fn lib() -> Option<&'static Lib> {
@@ -81,7 +82,59 @@ pub fn run(script: &str) -> Option<Result<(), String>> {
     let Ok(text) = CString::new(script) else {
         return Some(Err("the script holds a NUL byte".into()));
     };
-    let _one = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    // The library waits on its netlink socket with select(), whose fd_set
+    // ends at descriptor 1023 (glibc aborts the process past it), and a
+    // daemon with hundreds of sprites holds more descriptors than that:
+    // the call is made on a thread of its own (in the caller's network
+    // namespace, as every new thread is) with a table of descriptors of
+    // its own that holds only stdio, so the socket the library opens is a
+    // low number. Where that table cannot be made, `None`: the script goes
+    // to an `nft` process.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Err(e) = own_descriptor_table() {
+                    tracing::warn!(error = %e, "no descriptor table of its own for libnftables; running nft");
+                    return None;
+                }
+                let started = std::time::Instant::now();
+                let one = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+                let (done, sockets) = call(lib, &text);
+                drop(one);
+                // Closing the library's socket can wait for the kernel
+                // (~15 ms after a set of intervals is flushed: its old
+                // elements are freed first); held past the context, that
+                // happens here, outside the lock, not in every other
+                // script's way.
+                drop(sockets);
+                tracing::debug!(elapsed = ?started.elapsed(), "libnftables");
+                Some(done)
+            })
+            .join()
+            .unwrap_or(None)
+    })
+}
+
+/// Gives the calling thread a table of descriptors of its own (a copy of
+/// the process's) and closes everything in it above stdio. The process's
+/// own table, which every other thread uses, is untouched.
+fn own_descriptor_table() -> std::io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)?;
+    // SAFETY: close_range on this thread's private table (made just
+    // above): no other thread can see or use its descriptors.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `text` through a context of its own, on a thread whose table of
+/// descriptors is its own and held nothing above stdio before (see
+/// [`own_descriptor_table`]). Returns, with the result, copies of the
+/// descriptors the library opened (its socket), so that freeing the
+/// context does not close them: the caller does, when it chooses.
+fn call(lib: &Lib, text: &CStr) -> (Result<(), String>, Vec<std::os::fd::OwnedFd>) {
     // SAFETY: a context is made, used and freed on this thread alone; its
     // output and errors are buffered in it (nothing is written to the
     // daemon's stdio); the error text is copied out before the context,
@@ -89,7 +142,7 @@ pub fn run(script: &str) -> Option<Result<(), String>> {
     unsafe {
         let ctx = (lib.ctx_new)(0);
         if ctx.is_null() {
-            return Some(Err("nft_ctx_new failed".into()));
+            return (Err("nft_ctx_new failed".into()), Vec::new());
         }
         (lib.buffer_output)(ctx);
         (lib.buffer_error)(ctx);
@@ -104,9 +157,27 @@ pub fn run(script: &str) -> Option<Result<(), String>> {
                 CStr::from_ptr(err).to_string_lossy().trim().to_string()
             })
         };
+        let held = held_copies();
         (lib.ctx_free)(ctx);
-        Some(result)
+        (result, held)
     }
+}
+
+/// Copies of every descriptor open above stdio in the calling thread's
+/// table: on a thread whose table was emptied, what the library opened.
+fn held_copies() -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    /// Far more than a context opens (one netlink socket).
+    const LOOK_UP_TO: i32 = 64;
+    (3..LOOK_UP_TO)
+        .filter_map(|fd| {
+            // SAFETY: F_DUPFD_CLOEXEC only reads `fd` (EBADF where it is
+            // not open); the copy is new and owned only here.
+            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, LOOK_UP_TO) };
+            // SAFETY: `copy` was just opened and nothing else owns it.
+            (copy >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(copy) })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -152,5 +223,42 @@ mod tests {
             !host.status.success(),
             "the table reached the host's namespace"
         );
+    }
+
+    /// A process holding more descriptors than select() can wait on (a
+    /// daemon with hundreds of sprites) runs scripts all the same: before,
+    /// glibc aborted it ("bit out of range 0 - FD_SETSIZE on fd_set").
+    #[test]
+    fn a_script_runs_with_thousands_of_descriptors_open() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        assert!(
+            hard >= 1500,
+            "RLIMIT_NOFILE's hard limit {hard} is under 1500"
+        );
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+        let held: Vec<std::fs::File> = (0..1200)
+            .map(|_| std::fs::File::open("/dev/null").expect("open"))
+            .collect();
+        let highest = held.last().map(std::os::fd::AsRawFd::as_raw_fd);
+        assert!(highest > Some(1100), "{highest:?}");
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            assert_eq!(run("create table inet libnft_many\n"), Some(Ok(())));
+            // The descriptors the process holds are still its own.
+            let nft = std::process::Command::new("nft")
+                .args(["list", "table", "inet", "libnft_many"])
+                .status()
+                .expect("nft");
+            assert!(nft.success());
+        })
+        .join()
+        .expect("the test's thread");
+        for f in &held {
+            assert!(
+                f.metadata().is_ok(),
+                "a descriptor of the process was closed"
+            );
+        }
     }
 }
