@@ -209,15 +209,12 @@ impl EgressHook for Egress {
 /// Turns IPv4 forwarding on in the network namespace bound at `netns`
 /// (its sysctls are its own), from a thread that enters it.
 fn set_forwarding(netns: &Path) -> Result<()> {
-    let ns = std::fs::File::open(netns).map_err(|e| RuntimeError::io("open", netns, e))?;
     let path = netns.to_path_buf();
-    std::thread::spawn(move || -> std::io::Result<()> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    let what = format!("turning on forwarding in {}", netns.display());
+    in_netns(netns, what, move |_| {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
+            .map_err(|e| RuntimeError::io("turn on forwarding in", path, e))
     })
-    .join()
-    .map_err(|_| RuntimeError::Network("the namespace thread panicked".into()))?
-    .map_err(|e| RuntimeError::io("turn on forwarding in", path, e))
 }
 
 /// The network namespace of process `pid`.
