@@ -35,6 +35,15 @@ fn main() -> ExitCode {
     {
         return fs::worker_main();
     }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sprite_start::ARG)
+    {
+        // On the host, run by the daemon: starts a sandbox (whose init
+        // then execs this binary again, inside).
+        let args: Vec<_> = std::env::args_os().skip(2).collect();
+        return ExitCode::from(u8::try_from(sprite_start::main(&args)).unwrap_or(1));
+    }
     let args = std::env::args().skip(1);
     let fd_env = std::env::var(cli::LISTEN_FD_ENV).ok();
     match cli::parse(args, fd_env) {

@@ -14,6 +14,7 @@ mod error;
 pub mod fake;
 pub mod gvisor;
 pub mod gvisor_platform;
+mod native;
 pub mod net;
 mod priority;
 mod runc;

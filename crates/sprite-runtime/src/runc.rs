@@ -51,6 +51,10 @@ pub struct Runc {
     /// Set once making a namespace of our own failed (a kernel that lets
     /// no unprivileged uid make one): runc makes them, owned by root.
     shared_owner: std::sync::atomic::AtomicBool,
+    /// Whether sandboxes are started by the sandbox's own agent binary
+    /// (see [`crate::native`]) where their spec allows, instead of by
+    /// `runc create`.
+    native: bool,
 }
 
 /// What `runc state` would say of a sandbox (the fields we use).
@@ -71,6 +75,10 @@ struct StateFile {
     /// The cgroup directories runc made for it, by controller.
     #[serde(default)]
     cgroup_paths: std::collections::BTreeMap<String, PathBuf>,
+    /// Started without runc (see [`crate::native`]): runc's CLI cannot
+    /// act on it.
+    #[serde(default)]
+    sprite_start: bool,
 }
 
 /// The state letter and start time of `/proc/<pid>/stat`'s text.
@@ -114,7 +122,16 @@ impl Runc {
             slots: Slots::default(),
             own_ranges: false,
             shared_owner: std::sync::atomic::AtomicBool::new(false),
+            native: false,
         }
+    }
+
+    /// Starts sandboxes without runc where their spec allows (see
+    /// [`crate::native`]): ~20 ms less per start. runc still starts
+    /// the rest, and every sandbox either started works with every call.
+    pub fn with_native_start(mut self, on: bool) -> Self {
+        self.native = on;
+        self
     }
 
     /// Gives every sandbox outbound network (e.g. [`crate::net::Egress`]:
@@ -184,6 +201,27 @@ impl Runc {
                 tracing::debug!(sandbox = id, error = %e, "removing a stopped sandbox's state; runc delete does it");
             }
         }
+        if let Some(file) = self.state_file(id)?.filter(|f| f.sprite_start) {
+            // What `runc delete --force` does: init killed (thawed first:
+            // a frozen task does not die), then its cgroups and state.
+            let _ = self.cgroups.set_frozen(id, false);
+            if let Ok(pid) = u32::try_from(file.init_process_pid) {
+                let exit = ProcessExit::watch(pid);
+                if init_alive(file.init_process_pid, file.init_process_start) {
+                    exit.kill();
+                }
+                if !exit.wait(KILL_WAIT) {
+                    return Err(RuntimeError::StopTimeout {
+                        id: id.to_string(),
+                        waited: KILL_WAIT,
+                    });
+                }
+            }
+            return match self.remove_stopped(id)? {
+                true => Ok(()),
+                false => Err(RuntimeError::NotRunning(id.to_string())),
+            };
+        }
         match self.run(&["delete", "--force", id]) {
             Ok(_) => Ok(()),
             Err(_) if !self.known(id) => Ok(()),
@@ -240,7 +278,14 @@ impl Runc {
 
     /// `runc create`, lowered (see `crate::priority`): `Some(nice)` is the
     /// niceness its init is to be put back to.
-    fn spawn_create(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<Option<i32>> {
+    /// With `plan`, the sandbox's agent binary carries it out instead
+    /// (see [`crate::native`]).
+    fn spawn_create(
+        &self,
+        spec: &SandboxSpec,
+        listener: OwnedFd,
+        plan: Option<&sprite_start::Plan>,
+    ) -> Result<Option<i32>> {
         rotate_log(&spec.log_path);
         let log = OpenOptions::new()
             .create(true)
@@ -262,17 +307,35 @@ impl Runc {
             None
         };
 
-        let mut cmd = self.command();
-        // No session keyring per sandbox: every sprite's root is the same
-        // host uid, and the kernel's per-uid key quota (200 by default)
-        // would cap a host at 200 running sprites. The keyring syscalls are
-        // denied by the seccomp filter, so nothing inside can use one anyway.
-        cmd.args(["create", "--no-new-keyring", "--bundle"])
-            .arg(&spec.bundle_dir)
-            .arg("--pid-file")
-            .arg(spec.bundle_dir.join(INIT_PID_FILE))
-            .args(["--preserve-fds", if filter.is_some() { "2" } else { "1" }])
-            .arg(&spec.id);
+        let cmd = match plan {
+            Some(plan) => {
+                let path = spec.bundle_dir.join(sprite_start::PLAN_FILE);
+                let text = serde_json::to_vec(plan).map_err(|source| RuntimeError::Json {
+                    what: format!("the start plan of {}", spec.id),
+                    source,
+                })?;
+                std::fs::write(&path, text).map_err(|e| RuntimeError::io("write", &path, e))?;
+                let mut cmd = Command::new(&spec.agent_bin);
+                cmd.arg(sprite_start::ARG).arg(path);
+                cmd
+            }
+            None => {
+                let mut cmd = self.command();
+                // No session keyring per sandbox: every sprite's root is the
+                // same host uid, and the kernel's per-uid key quota (200 by
+                // default) would cap a host at 200 running sprites. The
+                // keyring syscalls are denied by the seccomp filter, so
+                // nothing inside can use one anyway (a native start makes
+                // none).
+                cmd.args(["create", "--no-new-keyring", "--bundle"])
+                    .arg(&spec.bundle_dir)
+                    .arg("--pid-file")
+                    .arg(spec.bundle_dir.join(INIT_PID_FILE))
+                    .args(["--preserve-fds", if filter.is_some() { "2" } else { "1" }])
+                    .arg(&spec.id);
+                cmd
+            }
+        };
         let null = std::fs::File::open("/dev/null")
             .map_err(|e| RuntimeError::io("open", Path::new("/dev/null"), e))?;
         let mut placed = vec![
@@ -293,7 +356,7 @@ impl Runc {
         // by the caller.
         let lowered = crate::priority::Lowered::by(crate::priority::START_NICE_STEPS);
         let status = crate::spawn::run_placed(cmd.get_program(), &args, &placed)
-            .map_err(|e| RuntimeError::io("spawn", &self.runc_bin, e));
+            .map_err(|e| RuntimeError::io("spawn", Path::new(cmd.get_program()), e));
         let restore_nice = lowered.map(|l| l.was());
         let status = status?;
         drop(parent);
@@ -309,6 +372,47 @@ impl Runc {
 }
 
 impl Runc {
+    /// The plan that starts `spec` without runc, where the driver does so
+    /// and `config` allows it (else runc starts it: the first reason is
+    /// logged once).
+    fn native_plan(
+        &self,
+        spec: &SandboxSpec,
+        config: &oci_spec::runtime::Spec,
+    ) -> Option<sprite_start::Plan> {
+        if !self.native {
+            return None;
+        }
+        let made = match self.cgroups.v1_hierarchies() {
+            Some(hierarchies) => self
+                .cgroups
+                .cgroups_path(&spec.id)
+                .map_err(|e| e.to_string())
+                .and_then(|path| {
+                    crate::native::plan(
+                        &spec.id,
+                        config,
+                        &hierarchies,
+                        &path,
+                        self.state_root.join(&spec.id),
+                        spec.bundle_dir.join(INIT_PID_FILE),
+                    )
+                }),
+            None => Err("a host without cgroup v1 hierarchies".to_string()),
+        };
+        match made {
+            Ok(plan) => Some(plan),
+            Err(why) => {
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!(sandbox = %spec.id, %why, "runc starts sandboxes the native start cannot");
+                }
+                None
+            }
+        }
+    }
+
     /// Removes a sandbox whose init has exited as `runc delete` does: its
     /// cgroup directories (the kernel may take a moment to let go of the
     /// tasks that died with init), then runc's state directory. False,
@@ -383,6 +487,7 @@ impl Runc {
         )?;
         bundle::write_config(&spec.bundle_dir, &config)?;
         crate::devices::make_nodes(spec)?;
+        let plan = self.native_plan(spec, &config);
         let started = Instant::now();
         let (ran, attached) = std::thread::scope(|scope| {
             let attaching = match (early, &net_ns) {
@@ -391,7 +496,7 @@ impl Runc {
                 }
                 _ => None,
             };
-            let ran = self.spawn_create(spec, listener);
+            let ran = self.spawn_create(spec, listener, plan.as_ref());
             let attached = attaching.map(|a| {
                 a.join().unwrap_or_else(|_| {
                     Err(RuntimeError::Network(
@@ -410,7 +515,7 @@ impl Runc {
             }
         }
         let restore_nice = ran?;
-        tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), "runc create");
+        tracing::debug!(sandbox = %spec.id, elapsed = ?started.elapsed(), native = plan.is_some(), "runc create");
         let init = protect_init(&spec.bundle_dir.join(INIT_PID_FILE));
         // Init inherited runc's lowered priority: back to the daemon's
         // before anything of the sprite's runs (it waits to be let run).
@@ -666,9 +771,9 @@ impl Driver for Runc {
             if !exit.kill() {
                 let _ = self.run(&["kill", id, "KILL"]);
             }
-        } else if self.run(&["kill", id, "TERM"]).is_ok() && exit.wait(grace) {
+        } else if exit.signal(libc::SIGTERM) && exit.wait(grace) {
             return self.delete(id);
-        } else {
+        } else if !exit.kill() {
             let _ = self.run(&["kill", id, "KILL"]);
         }
         if !exit.wait(KILL_WAIT) {
@@ -754,6 +859,12 @@ impl ProcessExit {
 
     /// SIGKILL through the pidfd; false when there is no pidfd to use.
     pub(crate) fn kill(&self) -> bool {
+        self.signal(libc::SIGKILL)
+    }
+
+    /// `sig` through the pidfd (as `runc kill` sends it, to init only);
+    /// false when there is no pidfd to use.
+    pub(crate) fn signal(&self, sig: libc::c_int) -> bool {
         let Some(fd) = &self.pidfd else { return false };
         // SAFETY: pidfd_send_signal(fd, sig, info = NULL, flags = 0) reads no
         // memory of ours; `fd` is an open pidfd.
@@ -761,7 +872,7 @@ impl ProcessExit {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 fd.as_raw_fd(),
-                libc::SIGKILL,
+                sig,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )

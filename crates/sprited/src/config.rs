@@ -33,6 +33,10 @@ pub struct Config {
     /// Whether each running sprite gets a host id range of its own (where
     /// idmapped mounts work), its files shown under it.
     pub own_id_ranges: bool,
+    /// Whether container sprites are started by sprited itself (its
+    /// agent binary, see sprite-runtime's `native`) instead of `runc
+    /// create`, where their spec allows.
+    pub native_start: bool,
     /// The isolation of a sprite whose create names none.
     pub isolation: sprite_runtime::Isolation,
     pub url_domain: String,
@@ -172,6 +176,7 @@ impl Config {
             pool_size_gb: 256,
             uid_shift: Some(100_000),
             own_id_ranges: true,
+            native_start: true,
             isolation: sprite_runtime::Isolation::Container,
             url_domain: "sprites.localhost".into(),
             region: DEFAULT_REGION.into(),

@@ -193,8 +193,9 @@ fn driver(
 )> {
     let egress: Arc<sprite_runtime::net::Egress> = Arc::new(net::egress(cfg)?);
     let blocked = egress.blocked.clone();
-    let runc =
-        Runc::new(cfg.layout().runc_state(), cfg.runc_bin.clone()).with_egress(egress.clone());
+    let runc = Runc::new(cfg.layout().runc_state(), cfg.runc_bin.clone())
+        .with_egress(egress.clone())
+        .with_native_start(cfg.native_start);
     let gvisor = sprite_runtime::Gvisor::new(cfg.layout().runsc_state(), cfg.runsc_bin.clone())
         .with_egress(egress);
     let gvisor = match gvisor.version() {

@@ -219,13 +219,7 @@ async fn a_sandbox_killed_under_the_daemon_comes_back() {
     api.create("victim").await;
     api.sh("victim", "echo intact > /home/sprite/f; sync").await;
     let id = api.id_of("victim").await;
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(d.data_dir.join("runc"))
-        .args(["kill", &id, "KILL"])
-        .output()
-        .expect("runc kill");
-    assert!(out.status.success(), "{out:?}");
+    d.kill_sandbox(&id);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while d.runc_state(&id) == "running" {
         assert!(std::time::Instant::now() < deadline, "the sandbox lives on");

@@ -9,16 +9,6 @@ use common::{mounts_under, Daemon};
 use reqwest::Method;
 use serde_json::Value;
 
-fn runc(d: &Daemon, args: &[&str]) -> String {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(d.data_dir.join("runc"))
-        .args(args)
-        .output()
-        .expect("runc");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_survive_restarts_and_reboots() {
     let mut d = Daemon::start();
@@ -137,7 +127,7 @@ async fn a_restart_finishes_what_a_killed_daemon_left_half_done() {
     // volume existed. An orphan volume: a destroy that died after the row
     // was deleted.
     let id = half["id"].as_str().expect("id").to_string();
-    runc(&d, &["delete", "--force", &id]);
+    d.remove_sandbox(&id);
     for m in mounts_under(&d.data_dir.join("sprites").join(&id)) {
         let st = Command::new("umount").arg(&m).status().expect("umount");
         assert!(st.success(), "umount {m}");

@@ -42,22 +42,7 @@ async fn wait_replicated(api: &Api, name: &str, before: &serde_json::Value) -> s
 /// and the chunk cache deleted (the metadata stays).
 fn lose_the_disk(d: &mut Daemon) {
     d.kill9();
-    let runc = |args: &[&str]| {
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(d.data_dir.join("runc"))
-            .args(args)
-            .output()
-            .expect("runc");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    for id in runc(&["list", "-q"]).split_whitespace() {
-        runc(&["kill", "--all", id, "KILL"]);
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    for id in runc(&["list", "-q"]).split_whitespace() {
-        runc(&["delete", "--force", id]);
-    }
+    d.remove_sandboxes();
     for m in mounts_under(&d.data_dir.join("sprites")) {
         let st = Command::new("umount")
             .arg("-l")

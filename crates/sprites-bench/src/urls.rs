@@ -84,20 +84,19 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// The host pid of a running sprite's init, from runc's state.
+/// The host pid of a running sprite's init, from its state file.
 fn init_pid(d: &Daemon, id: &str) -> anyhow::Result<u32> {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(d.data.join("runc"))
-        .args(["state", id])
-        .output()
-        .context("runc state")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("runc state {id}: {}", String::from_utf8_lossy(&out.stderr)))?;
-    v["pid"]
+    // The container driver's state file (runc's or sprited's own
+    // starter's: runc's CLI reads only the first).
+    let path = d.data.join("runc").join(id).join("state.json");
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    v["init_process_pid"]
         .as_u64()
         .and_then(|p| u32::try_from(p).ok())
-        .context("runc state has no pid")
+        .context("the state has no pid")
 }
 
 async fn make_public(http: &reqwest::Client, d: &Daemon, name: &str) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 
 mod dynmods;
 mod v1;
+pub use v1::Hierarchy;
 mod v2;
 
 use std::fmt::Debug;
@@ -63,6 +64,11 @@ pub trait CgroupBackend: Send + Sync + Debug {
     /// Whether the sandbox's tasks are frozen (or being frozen); false
     /// where its cgroup is gone.
     fn is_frozen(&self, id: &str) -> Result<bool>;
+    /// On a cgroup v1 (or hybrid) host, each hierarchy: what sandboxes
+    /// are started in without runc (see `crate::native`). `None` elsewhere.
+    fn v1_hierarchies(&self) -> Option<Vec<Hierarchy>> {
+        None
+    }
 }
 
 /// How long freezing may take before we give up (tasks in uninterruptible

@@ -34,11 +34,13 @@ impl Default for V1 {
 
 /// A mounted cgroup hierarchy and the daemon's cgroup in it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Hierarchy {
+pub struct Hierarchy {
     /// Controllers, or `name=...` for named hierarchies; empty for the hybrid v2 tree.
     pub controllers: Vec<String>,
     /// The daemon's cgroup directory in this hierarchy.
     pub own_dir: PathBuf,
+    /// Where the hierarchy is mounted (`/sys/fs/cgroup/memory`).
+    pub mount_point: PathBuf,
 }
 
 /// Pairs the cgroup mounts of `mountinfo` with the daemon's cgroups.
@@ -85,6 +87,7 @@ pub(crate) fn hierarchies(mountinfo: &str, own: &[ProcCgroup]) -> Vec<Hierarchy>
         found.push(Hierarchy {
             controllers,
             own_dir: join_cgroup(Path::new(mount_point), &relative),
+            mount_point: PathBuf::from(mount_point),
         });
     }
     found
@@ -137,6 +140,10 @@ impl V1 {
 }
 
 impl CgroupBackend for V1 {
+    fn v1_hierarchies(&self) -> Option<Vec<Hierarchy>> {
+        self.current_hierarchies().ok()
+    }
+
     fn cgroups_path(&self, id: &str) -> Result<PathBuf> {
         validate_id(id)?;
         Ok(PathBuf::from(&self.parent).join(id))

@@ -281,16 +281,102 @@ impl Daemon {
             };
             return Some(serde_json::json!({"status": status, "pid": pid}));
         }
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(self.data_dir.join("runc"))
-            .args(["state", id])
-            .output()
-            .expect("runc state");
-        if !out.status.success() {
-            return None;
+        // The container driver's state file (runc's, or sprited's own
+        // starter's, which runc's CLI cannot read), judged as runc does.
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.data_dir.join("runc").join(id).join("state.json")).ok()?,
+        )
+        .expect("state json");
+        let pid = v["init_process_pid"].as_u64().unwrap_or(0);
+        let start = v["init_process_start"].as_u64().unwrap_or(0);
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            let fields: Vec<&str> = s
+                .rsplit_once(')')
+                .map(|(_, r)| r.split_ascii_whitespace().collect())
+                .unwrap_or_default();
+            fields.first().is_some_and(|st| !matches!(*st, "Z" | "X"))
+                && fields.get(19).and_then(|t| t.parse::<u64>().ok()) == Some(start)
+        });
+        let status = if pid == 0 || !alive {
+            "stopped"
+        } else if frozen(pid) {
+            "paused"
+        } else if self
+            .data_dir
+            .join("runc")
+            .join(id)
+            .join("exec.fifo")
+            .exists()
+        {
+            "created"
+        } else {
+            "running"
+        };
+        let pid = if status == "stopped" { 0 } else { pid };
+        Some(serde_json::json!({"status": status, "pid": pid}))
+    }
+
+    /// SIGKILLs sprite `id`'s init (the kernel ends the rest of its pid
+    /// namespace with it), as a crash of the sandbox would.
+    pub fn kill_sandbox(&self, id: &str) {
+        let pid = self.init_pid(id);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill init");
+    }
+
+    /// Every sandbox of the container driver killed and removed (its
+    /// cgroups and state), as a host that lost them would be.
+    pub fn remove_sandboxes(&self) {
+        let Ok(entries) = std::fs::read_dir(self.data_dir.join("runc")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            self.remove_sandbox(&e.file_name().to_string_lossy());
         }
-        Some(serde_json::from_slice(&out.stdout).expect("state json"))
+    }
+
+    /// Sandbox `id` of the container driver killed and removed (its
+    /// cgroups and state), as `runc delete --force` does.
+    pub fn remove_sandbox(&self, id: &str) {
+        let dir = self.data_dir.join("runc").join(id);
+        let state: serde_json::Value = std::fs::read(dir.join("state.json"))
+            .map_or(serde_json::Value::Null, |b| {
+                serde_json::from_slice(&b).unwrap_or_default()
+            });
+        if self
+            .runc_state_json(id)
+            .and_then(|v| v["pid"].as_i64())
+            .is_some_and(|p| p > 0)
+        {
+            self.kill_sandbox(id);
+        }
+        if let Some(freezer) = state["cgroup_paths"]["freezer"].as_str() {
+            let _ = std::fs::write(format!("{freezer}/freezer.state"), "THAWED");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !matches!(self.runc_state(id).as_str(), "stopped" | "absent") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} outlived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(dirs) = state["cgroup_paths"].as_object() {
+            for cgroup in dirs.values().filter_map(|d| d.as_str()) {
+                for _ in 0..500 {
+                    match std::fs::remove_dir(cgroup) {
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                            std::thread::sleep(Duration::from_millis(2))
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// What runc says sprite `id` is doing (`running`, `paused`, ...), or
@@ -312,18 +398,29 @@ impl Daemon {
     /// SIGKILLs every process of every sandbox of this daemon, runc's and
     /// runsc's (the Sentry and the Gofer), as a host reboot would.
     pub fn kill_all_sandboxes(&self) {
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(self.data_dir.join("runc"))
-            .args(["list", "-q"])
-            .output()
-            .expect("runc list");
-        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(self.data_dir.join("runc"))
-                .args(["kill", "--all", id, "KILL"])
-                .status();
+        if let Ok(entries) = std::fs::read_dir(self.data_dir.join("runc")) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = self.runc_state_json(&id).and_then(|v| v["pid"].as_i64()) {
+                    if pid > 0 {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                // A frozen task dies once thawed (as `runc kill --all`
+                // thaws what it signals).
+                let state: serde_json::Value = std::fs::read(e.path().join("state.json"))
+                    .map_or(serde_json::Value::Null, |b| {
+                        serde_json::from_slice(&b).unwrap_or_default()
+                    });
+                if let Some(dir) = state["cgroup_paths"]["freezer"].as_str() {
+                    let _ = std::fs::write(format!("{dir}/freezer.state"), "THAWED");
+                } else if let Some(dir) = state["cgroup_paths"][""].as_str() {
+                    let _ = std::fs::write(format!("{dir}/cgroup.freeze"), "0");
+                }
+            }
         }
         let Ok(entries) = std::fs::read_dir(self.data_dir.join("runsc")) else {
             return;
