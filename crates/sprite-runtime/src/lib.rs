@@ -1,9 +1,10 @@
 //! Isolation for sprites: one [`Driver`] trait, implemented by [`Runc`]
-//! (an OCI bundle written with `oci-spec` and run by the `runc` CLI), plus
-//! cgroup v1/v2 handling and statistics, and the [`EgressHook`] a driver
-//! calls to give its sandboxes outbound network ([`net::Egress`]). Knows
-//! paths, not the DB or HTTP. With the `fake` feature, `fake::FakeDriver`
-//! keeps sandboxes in memory, for unit tests of what drives a driver.
+//! (an OCI bundle written with `oci-spec`, started by `sprite-start` or
+//! the `runc` CLI), plus cgroup v1/v2 handling and statistics, and the
+//! [`EgressHook`] a driver calls to give its sandboxes outbound network
+//! ([`net::Egress`]). Knows paths, not the DB or HTTP. With the `fake`
+//! feature, `fake::FakeDriver` keeps sandboxes in memory, for unit tests
+//! of what drives a driver.
 
 pub mod bundle;
 pub mod cgroup;

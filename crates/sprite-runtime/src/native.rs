@@ -371,3 +371,236 @@ fn cgroups(
     }
     Ok(dirs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{Bind, Limits, SandboxSpec};
+    use crate::spec::{self, SpecOptions};
+
+    fn hierarchies() -> Vec<Hierarchy> {
+        let h = |controllers: &[&str], dir: &str, at: &str| Hierarchy {
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            own_dir: PathBuf::from(dir),
+            mount_point: PathBuf::from(at),
+        };
+        vec![
+            h(
+                &["memory"],
+                "/sys/fs/cgroup/memory/nested",
+                "/sys/fs/cgroup/memory",
+            ),
+            h(&["cpu"], "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu"),
+            h(&["pids"], "/sys/fs/cgroup/pids", "/sys/fs/cgroup/pids"),
+            h(
+                &["devices"],
+                "/sys/fs/cgroup/devices",
+                "/sys/fs/cgroup/devices",
+            ),
+            h(
+                &["name=systemd"],
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/systemd",
+            ),
+            h(&[], "/sys/fs/cgroup/unified", "/sys/fs/cgroup/unified"),
+        ]
+    }
+
+    fn sandbox() -> SandboxSpec {
+        let mut s = SandboxSpec::new("t1", "/r", "/b", "/l", "/bin/sh");
+        s.limits = Limits {
+            cpus: 0.5,
+            memory_bytes: 256 << 20,
+            pids: 100,
+        };
+        s.init_loads_seccomp = true;
+        s.no_new_privileges = false;
+        s.binds = vec![Bind {
+            source: "/host/checkpoints".into(),
+            destination: "/.sprite/checkpoints".into(),
+            read_only: true,
+            follow_host_mounts: true,
+        }];
+        s
+    }
+
+    fn options() -> SpecOptions {
+        SpecOptions {
+            cgroups_path: PathBuf::from("sprited/t1"),
+            nofile: 4096,
+            user_ns: Some(PathBuf::from("/proc/1/fd/7")),
+            init_loads_seccomp: true,
+            net_ns: Some(PathBuf::from("/proc/1/fd/8")),
+        }
+    }
+
+    fn plan_of(s: &SandboxSpec, o: &SpecOptions) -> std::result::Result<Plan, Unsupported> {
+        let config = spec::build(s, o).expect("spec");
+        plan(
+            &s.id,
+            &config,
+            &hierarchies(),
+            &o.cgroups_path,
+            PathBuf::from("/state/t1"),
+            PathBuf::from("/b/init.pid"),
+        )
+    }
+
+    #[test]
+    fn the_plan_says_what_the_spec_says() {
+        let s = sandbox();
+        let p = plan_of(&s, &options()).expect("plan");
+        assert_eq!(p.user_ns, PathBuf::from("/proc/1/fd/7"));
+        assert_eq!(p.net_ns, Some(PathBuf::from("/proc/1/fd/8")));
+        assert_eq!(p.rootfs, PathBuf::from("/r"));
+        assert_eq!(p.hostname, "t1");
+        assert_eq!(p.args, vec![crate::AGENT_PATH_IN_SPRITE.to_string()]);
+        assert!(p.env.iter().any(|e| e == "SPRITE_AGENT_FD=3"));
+        assert!(!p.no_new_privs);
+        assert!(
+            p.rlimits.is_empty(),
+            "inherited where a user namespace is joined"
+        );
+
+        // Capabilities: the sprite's, and what init needs to load its
+        // filter (dropped by it), nothing else; none inheritable.
+        let named = |c: &str| 1u64 << c.parse::<caps::Capability>().expect(c).index();
+        let mut want = 0;
+        for c in &s.capabilities {
+            want |= named(&format!("CAP_{c}"));
+        }
+        want |= named("CAP_SYS_ADMIN") | named("CAP_SETPCAP");
+        assert_eq!(p.caps.bounding, want);
+        assert_eq!(p.caps.effective, want);
+        assert_eq!(p.caps.permitted, want);
+        assert_eq!(p.caps.inheritable, 0);
+        assert_eq!(p.caps.ambient, 0);
+
+        // Limits in the hierarchies that hold them; every hierarchy gets
+        // a directory (as runc makes them), under the daemon's own.
+        let dir = |c: &str| {
+            p.cgroups
+                .iter()
+                .find(|d| d.controllers == c)
+                .unwrap_or_else(|| panic!("{c}"))
+        };
+        let memory = dir("memory");
+        assert_eq!(
+            memory.dir,
+            PathBuf::from("/sys/fs/cgroup/memory/nested/sprited/t1")
+        );
+        assert!(memory
+            .settings
+            .contains(&("memory.limit_in_bytes".into(), (256u64 << 20).to_string())));
+        assert_eq!(
+            dir("cpu").settings,
+            vec![
+                ("cpu.cfs_period_us".into(), "100000".into()),
+                ("cpu.cfs_quota_us".into(), "50000".into()),
+            ]
+        );
+        assert_eq!(
+            dir("pids").settings,
+            vec![("pids.max".into(), "100".into())]
+        );
+        let devices = &dir("devices").settings;
+        assert_eq!(devices[0], ("devices.deny".into(), "a".into()));
+        assert!(devices.contains(&("devices.allow".into(), "c 1:3 rwm".into())));
+        assert!(devices.contains(&("devices.allow".into(), "c 136:* rwm".into())));
+        assert!(dir("name=systemd").settings.is_empty());
+        assert_eq!(p.cgroups.len(), 6);
+
+        // Mounts: new filesystems, the cgroup tree (v1 hierarchies only),
+        // binds with their flags and propagation.
+        let at = |d: &str| {
+            p.mounts
+                .iter()
+                .find(|m| m.destination == Path::new(d))
+                .unwrap_or_else(|| panic!("{d}"))
+        };
+        assert_eq!(
+            at("/proc").kind,
+            MountKind::Fs {
+                fstype: "proc".into(),
+                source: "proc".into()
+            }
+        );
+        assert_eq!(
+            at("/proc").flags,
+            libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV
+        );
+        assert!(at("/dev").data.contains("mode=755"));
+        assert_eq!(at("/sys").flags & libc::MS_RDONLY, libc::MS_RDONLY);
+        let MountKind::CgroupTree { hierarchies } = &at("/sys/fs/cgroup").kind else {
+            panic!("cgroup tree");
+        };
+        let names: Vec<_> = hierarchies
+            .iter()
+            .map(|h| (h.name.as_str(), h.options.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("memory", "memory"),
+                ("cpu", "cpu"),
+                ("pids", "pids"),
+                ("devices", "devices"),
+                ("systemd", "none,name=systemd"),
+            ]
+        );
+        let agent = at(crate::AGENT_PATH_IN_SPRITE);
+        assert_eq!(
+            agent.kind,
+            MountKind::Bind {
+                source: "/bin/sh".into(),
+                recursive: false
+            }
+        );
+        assert_eq!(
+            agent.flags,
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV
+        );
+        assert!(!agent.slave);
+        let checkpoints = at("/.sprite/checkpoints");
+        assert_eq!(
+            checkpoints.kind,
+            MountKind::Bind {
+                source: "/host/checkpoints".into(),
+                recursive: true
+            }
+        );
+        assert!(checkpoints.slave);
+        assert!(p.masked.contains(&PathBuf::from("/proc/kcore")));
+        assert!(p.readonly.contains(&PathBuf::from("/proc/sys")));
+        assert!(p.devices.contains(&PathBuf::from("/dev/null")));
+    }
+
+    #[test]
+    fn what_the_plan_cannot_say_is_left_to_runc() {
+        let s = sandbox();
+        let mut o = options();
+        o.user_ns = None;
+        assert!(
+            plan_of(&s, &o).is_err(),
+            "no user namespace made beforehand"
+        );
+
+        let mut s2 = sandbox();
+        s2.init_loads_seccomp = false;
+        let mut o = options();
+        o.init_loads_seccomp = false;
+        assert!(
+            plan_of(&s2, &o).is_err(),
+            "a filter for the runtime to load"
+        );
+
+        assert!(options_of(&["rprivate"]).is_err());
+        let o = options_of(&["nosuid", "mode=755", "size=4k"]).expect("options");
+        assert_eq!(o.flags, libc::MS_NOSUID);
+        assert_eq!(o.data, vec!["mode=755".to_string(), "size=4k".to_string()]);
+    }
+
+    fn options_of(list: &[&str]) -> std::result::Result<Options, Unsupported> {
+        super::options(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+}

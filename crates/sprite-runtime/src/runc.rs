@@ -1,8 +1,11 @@
-//! The `runc` driver: writes the bundle's config.json and drives the runc
-//! CLI. Containers are made with `runc create` and let run by the driver
-//! itself (what `runc start` does: see [`Runc::commence`]), so nothing ties
-//! their lifetime to the daemon: init's stdio are /dev/null and the log
-//! file, its parent becomes the host's init (or subreaper) when runc exits.
+//! The container driver: writes the bundle's config.json and makes each
+//! container with `runc create` or, where the driver is told to and the
+//! spec allows, with the sandbox's own agent binary carrying out the same
+//! spec (see [`crate::native`]); either way the driver itself lets it run
+//! (what `runc start` does: see [`Runc::commence`]), so nothing ties its
+//! lifetime to the daemon: init's stdio are /dev/null and the log file,
+//! its parent becomes the host's init (or subreaper) when the starter
+//! exits.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};

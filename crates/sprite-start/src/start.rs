@@ -99,6 +99,14 @@ fn start(plan: &Plan) -> Result<()> {
         .create(&plan.state_dir)
         .map_err(os_err(format!("mkdir {}", plan.state_dir.display())))?;
     let fifo = plan.state_dir.join(FIFO);
+    // The daemon starts a sandbox only when it has no state file: a fifo
+    // here is what a start cut short left (see `end_leftovers`).
+    match std::fs::remove_file(&fifo) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("removing {}: {e}", fifo.display()))
+        }
+        _ => {}
+    }
     let fifo_c = cstr(fifo.as_os_str())?;
     check(
         // SAFETY: a NUL-terminated path; mkfifo reads only it.
@@ -176,6 +184,7 @@ fn start_made(plan: &Plan, fifo: &Path, made: &mut Made<'_>) -> Result<()> {
     let fifo_path = open_path(fifo)?;
     for cgroup in &plan.cgroups {
         make_cgroup(&cgroup.dir, &mut made.cgroups)?;
+        end_leftovers(&cgroup.dir)?;
         for (file, value) in &cgroup.settings {
             let path = cgroup.dir.join(file);
             std::fs::write(&path, value)
@@ -489,6 +498,44 @@ fn make_cgroup(dir: &Path, made: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a leftover's tasks may take to die.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Kills what is left in a cgroup of the sandbox's from a start that was
+/// cut short (its starter killed with the daemon, after init was made
+/// but before the state file that tells of it): the daemon starts a
+/// sandbox only when it has none, so any task there is such a leftover,
+/// and a new init must not share its limits with it.
+fn end_leftovers(dir: &Path) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    loop {
+        let pids: Vec<libc::pid_t> = std::fs::read_to_string(&procs)
+            .map_err(os_err(format!("reading {}", procs.display())))?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} keeps tasks {pids:?} of an earlier start",
+                dir.display()
+            ));
+        }
+        // A frozen task dies only once thawed.
+        let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+        for pid in pids {
+            // SAFETY: kill reads no memory; each pid is a task of this
+            // sandbox's own cgroup, read just now.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// An `O_PATH` descriptor of `path` (on the host).
@@ -1192,6 +1239,49 @@ mod tests {
             .and_then(|s| s.parse().ok())
             .expect("field 22");
         assert_eq!(proc_start(me), Some(field22));
+    }
+
+    /// This process's cgroup directory in the pids hierarchy (v1), or in
+    /// the v2 tree.
+    fn own_cgroup() -> PathBuf {
+        let groups = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        for line in groups.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+            if controllers.is_some_and(|c| c.split(',').any(|c| c == "pids")) {
+                let dir = Path::new("/sys/fs/cgroup/pids")
+                    .join(path.unwrap_or("/").trim_start_matches('/'));
+                return dir;
+            }
+        }
+        let path = groups
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup");
+        Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'))
+    }
+
+    #[test]
+    fn what_an_earlier_start_left_in_the_cgroup_is_killed() {
+        let dir = own_cgroup().join(format!("sprite-start-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).expect("a cgroup of our own (the tests run as root)");
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).expect("join");
+        let ended = end_leftovers(&dir);
+        let status = child.wait().expect("wait");
+        let removed = std::fs::remove_dir(&dir);
+        ended.expect("ended");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        removed.expect("the cgroup is empty");
+        // An empty one is left as it is.
+        std::fs::create_dir(&dir).expect("again");
+        let again = end_leftovers(&dir);
+        std::fs::remove_dir(&dir).expect("rmdir");
+        again.expect("nothing to end");
     }
 
     #[test]

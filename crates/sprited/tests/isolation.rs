@@ -518,3 +518,54 @@ async fn sprites_run_at_the_daemons_priority() {
         "agent, command after a cold wake"
     );
 }
+
+/// A sprite started by sprited itself (sprite-start, the default) sees
+/// what one started by `runc create` sees: the same mounts with the same
+/// options, the same `/dev`, capabilities, limits and cgroup view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sprite_started_without_runc_sees_what_runc_gives_it() {
+    let view = "awk '{ for (i = 7; i <= NF; i++) if ($i == \"-\") break; print $5, $6, $(i+1) }' \
+                /proc/self/mountinfo | sort; \
+                ls -l /dev | awk 'NR > 1 { print $1, $NF }' | sort; \
+                grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/1/status /proc/self/status; \
+                ls /sys/fs/cgroup; \
+                cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max \
+                    /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>&1; \
+                cat /proc/self/cgroup | cut -d: -f2,3 | sort; \
+                hostname; ulimit -n; id; \
+                touch /proc/sys/x 2>&1 | sed 's/.*: //'; cat /proc/kcore 2>&1 | wc -c";
+    let mut seen = Vec::new();
+    for flags in [&[][..], &["--runc-start"][..]] {
+        let d = Daemon::start_with(flags);
+        let api = d.client();
+        api.create("same").await;
+        let o = api
+            .exec_with("same", &["sh", "-c", view], "user=root", &[])
+            .await;
+        assert_eq!(o.code, Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let id = api.id_of("same").await;
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.data_dir.join("runc").join(&id).join("state.json")).expect("state"),
+        )
+        .expect("state json");
+        assert_eq!(
+            state["sprite_start"].as_bool().unwrap_or(false),
+            flags.is_empty(),
+            "started by {}",
+            if flags.is_empty() { "sprited" } else { "runc" }
+        );
+        seen.push(o.out());
+        api.delete("same").await;
+    }
+    let lines: Vec<&str> = seen[0].lines().collect();
+    for want in [
+        "/proc rw,nosuid,nodev,noexec,relatime proc",
+        "/sys ro,nosuid,nodev,noexec,relatime sysfs",
+        "/sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime cgroup",
+        "/proc/sys ro,nosuid,nodev,noexec,relatime proc",
+        "/.sprite/bin/sprite-agent ro,nosuid,nodev,relatime ext4",
+    ] {
+        assert!(lines.contains(&want), "{want}: {}", seen[0]);
+    }
+    assert_eq!(seen[0], seen[1], "sprite-start's view, then runc's");
+}

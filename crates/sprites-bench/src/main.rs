@@ -776,6 +776,36 @@ async fn lifecycle_cases(
         target: "< 300 ms, aim < 100 ms (public service 1-2 s); baseline = bare runc run + exec",
     });
 
+    // The same wakes of a daemon that starts sprites with `runc create`:
+    // what sprite-start saves.
+    let runcd = start_daemon_with(&[
+        "--idle-warm",
+        "500ms",
+        "--idle-cold",
+        "500ms",
+        "--runc-start",
+    ])?;
+    create(http, &runcd, "life").await?;
+    exec_true(&runcd, "life").await?;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs.min(20) {
+        wait_status(http, &d, "life", "cold").await?;
+        let t = Instant::now();
+        exec_true(&d, "life").await?;
+        ours.push(ms(t.elapsed()));
+        wait_status(http, &runcd, "life", "cold").await?;
+        let t = Instant::now();
+        exec_true(&runcd, "life").await?;
+        base.push(ms(t.elapsed()));
+    }
+    drop(runcd);
+    rows.push(Row {
+        case: "cold → first exec (base: the same with --runc-start)",
+        ours,
+        base,
+        target: "≤ 25 ms p50 (issue 14)",
+    });
+
     // 200 idle cold sprites.
     let pid = d.child.id();
     let rss_before = rss_kib(pid);
@@ -1012,6 +1042,22 @@ async fn main() -> anyhow::Result<()> {
             target: "≤ 15 ms p50, ≤ 25 ms p95",
         });
         drop(anew);
+        // Nothing made ahead, each sandbox started by sprited or by runc.
+        let anew = start_daemon_with(&["--start-pool", "0"])?;
+        let anew_runc = start_daemon_with(&["--start-pool", "0", "--runc-start"])?;
+        for d in [&anew, &anew_runc] {
+            create(&http, d, "warmup").await?;
+            exec_true(d, "warmup").await?;
+        }
+        let (ours, base) = alternate(&http, &anew, &anew_runc, args.runs, "bench-native").await?;
+        rows.push(Row {
+            case: "create → first exec, --start-pool 0 (base: the same with --runc-start)",
+            ours,
+            base,
+            target: "what sprite-start saves a start",
+        });
+        drop(anew);
+        drop(anew_runc);
         // LXC, where it is installed: each side measured with the other
         // idle (ours with its pool full again, as between creates).
         match lxc::Lxc::new(&rootfs)? {
