@@ -58,6 +58,22 @@ fn agents() -> usize {
 
 /// Waits until sprites deleted before are gone (a delete is answered
 /// before its sandbox's teardown ends) and the count holds for 2 s.
+/// Waits (up to a minute) until daemon `pid` spends under 5% of a core
+/// over a second: what a start leaves to do in the background (the base
+/// image's first upload to the object store, ...) done before what is
+/// measured "at rest".
+pub(crate) async fn quiet(pid: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let before = crate::cpu_ticks(pid)?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if crate::cpu_ticks(pid)? - before < 5 {
+            break;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn settle() {
     let mut last = agents();
     let mut same_since = Instant::now();

@@ -162,6 +162,7 @@ pub(crate) async fn run(n: usize) -> anyhow::Result<()> {
     // exec in each.
     let (running, _, _) = counts(&http, &d).await?;
     settle().await;
+    crate::egress::quiet(d.pid()).await?;
     let mem1 = allocated_kib()?;
     let cpu0 = cpu_ticks(d.pid())?;
     let stop = Arc::new(AtomicBool::new(false));
