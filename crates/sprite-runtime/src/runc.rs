@@ -195,35 +195,46 @@ impl Runc {
     }
 
     fn force_delete(&self, id: &str) -> Result<()> {
-        // Init has exited: what `runc delete` does then, without spawning
-        // runc (a stop's last step, on every restore and eviction).
-        match self.remove_stopped(id) {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
+        let file = match self.state_file(id) {
+            Ok(file) => file,
             Err(e) => {
-                tracing::debug!(sandbox = id, error = %e, "removing a stopped sandbox's state; runc delete does it");
+                tracing::debug!(sandbox = id, error = %e, "reading a sandbox's state; runc delete removes it");
+                None
             }
-        }
-        if let Some(file) = self.state_file(id)?.filter(|f| f.sprite_start) {
-            // What `runc delete --force` does: init killed (thawed first:
-            // a frozen task does not die), then its cgroups and state.
-            let _ = self.cgroups.set_frozen(id, false);
-            if let Ok(pid) = u32::try_from(file.init_process_pid) {
-                let exit = ProcessExit::watch(pid);
-                if init_alive(file.init_process_pid, file.init_process_start) {
-                    exit.kill();
-                }
-                if !exit.wait(KILL_WAIT) {
-                    return Err(RuntimeError::StopTimeout {
-                        id: id.to_string(),
-                        waited: KILL_WAIT,
-                    });
+        };
+        if let Some(file) = file {
+            // Init has exited: what `runc delete` does then, without
+            // spawning runc (a stop's last step, on every restore and
+            // eviction).
+            match self.remove_stopped(id, &file) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(sandbox = id, error = %e, "removing a stopped sandbox's state; runc delete does it");
                 }
             }
-            return match self.remove_stopped(id)? {
-                true => Ok(()),
-                false => Err(RuntimeError::NotRunning(id.to_string())),
-            };
+            if file.sprite_start {
+                // What `runc delete --force` does: init killed (thawed
+                // first: a frozen task does not die), then its cgroups and
+                // state.
+                let _ = self.cgroups.set_frozen(id, false);
+                if let Ok(pid) = u32::try_from(file.init_process_pid) {
+                    let exit = ProcessExit::watch(pid);
+                    if init_alive(file.init_process_pid, file.init_process_start) {
+                        exit.kill();
+                    }
+                    if !exit.wait(KILL_WAIT) {
+                        return Err(RuntimeError::StopTimeout {
+                            id: id.to_string(),
+                            waited: KILL_WAIT,
+                        });
+                    }
+                }
+                return match self.remove_stopped(id, &file)? {
+                    true => Ok(()),
+                    false => Err(RuntimeError::NotRunning(id.to_string())),
+                };
+            }
         }
         match self.run(&["delete", "--force", id]) {
             Ok(_) => Ok(()),
@@ -419,11 +430,8 @@ impl Runc {
     /// Removes a sandbox whose init has exited as `runc delete` does: its
     /// cgroup directories (the kernel may take a moment to let go of the
     /// tasks that died with init), then runc's state directory. False,
-    /// with nothing done, if init is alive (or runc does not know it).
-    fn remove_stopped(&self, id: &str) -> Result<bool> {
-        let Some(file) = self.state_file(id)? else {
-            return Ok(false);
-        };
+    /// with nothing done, if init is alive. `file` is its state file.
+    fn remove_stopped(&self, id: &str, file: &StateFile) -> Result<bool> {
         if init_alive(file.init_process_pid, file.init_process_start) {
             return Ok(false);
         }

@@ -29,6 +29,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{Mount, MountKind, Plan};
@@ -165,14 +166,7 @@ impl Made<'_> {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    check(
-        // SAFETY: pipe2 writes two descriptors into the array we own.
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into(),
-        "pipe",
-    )?;
-    // SAFETY: both were just made and are owned by no one else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
 
 fn open_ns(path: &Path) -> Result<File> {
@@ -289,22 +283,13 @@ fn start_made(plan: &Plan, fifo: &Path, made: &mut Made<'_>) -> Result<()> {
 }
 
 fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    check(
-        // SAFETY: socketpair writes two descriptors into the array we own.
-        unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        }
-        .into(),
-        "socketpair",
-    )?;
-    // SAFETY: both were just made and are owned by no one else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))
 }
 
 /// The most bind mounts a plan may have (all their sources go in one
@@ -351,52 +336,23 @@ fn send_sources(plan: &Plan, init: libc::pid_t, sock: &OwnedFd) -> Result<()> {
     // One byte per source: whether it is a directory.
     let mut kinds = vec![b's'];
     for fd in &opened {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        check(
-            // SAFETY: fstat writes into the struct we own.
-            unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) }.into(),
-            "fstat a bind source",
-        )?;
-        // SAFETY: fstat succeeded and filled it.
-        let mode = unsafe { st.assume_init() }.st_mode;
+        let mode = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map_err(|e| format!("fstat a bind source: {e}"))?
+            .st_mode;
         kinds.push(u8::from(mode & libc::S_IFMT == libc::S_IFDIR));
     }
     let raw: Vec<RawFd> = opened.iter().map(AsRawFd::as_raw_fd).collect();
-    let fds_len = std::mem::size_of_val(raw.as_slice());
-    // SAFETY: CMSG_SPACE computes a size from an integer.
-    let space = unsafe { libc::CMSG_SPACE(fds_len as u32) } as usize;
-    let mut control = vec![0u8; space.max(1)];
-    let mut iov = libc::iovec {
-        iov_base: kinds.as_mut_ptr().cast(),
-        iov_len: kinds.len(),
-    };
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !raw.is_empty() {
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: the control buffer holds CMSG_SPACE(fds_len) bytes, room
-        // for one header and the descriptors copied after it.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(fds_len as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                raw.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(cmsg),
-                fds_len,
-            );
-        }
-    }
-    check(
-        // SAFETY: msg points at our iovec and control buffer, alive for the call.
-        unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } as libc::c_long,
-        "sending the bind sources",
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(&kinds)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
     )
     .map(drop)
+    .map_err(|e| format!("sending the bind sources: {e}"))
 }
 
 /// What [`send_sources`] sent: each bind source and whether it is a
@@ -404,47 +360,34 @@ fn send_sources(plan: &Plan, init: libc::pid_t, sock: &OwnedFd) -> Result<()> {
 fn receive_sources(plan: &Plan, sock: &OwnedFd) -> Result<Vec<(OwnedFd, bool)>> {
     let want = bind_sources(plan).len();
     let mut kinds = vec![0u8; want + 1];
-    let fds_len = want * std::mem::size_of::<RawFd>();
-    // SAFETY: CMSG_SPACE computes a size from an integer.
-    let space = unsafe { libc::CMSG_SPACE(fds_len as u32) } as usize;
-    let mut control = vec![0u8; space.max(1)];
-    let mut iov = libc::iovec {
-        iov_base: kinds.as_mut_ptr().cast(),
-        iov_len: kinds.len(),
-    };
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    let n = check(
-        // SAFETY: msg points at our iovec and control buffer, alive for the call.
-        unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) }
-            as libc::c_long,
-        "receiving the bind sources",
-    )?;
-    if n == 0 {
+    let mut control = nix::cmsg_space!([RawFd; MAX_BINDS]);
+    let mut iov = [std::io::IoSliceMut::new(&mut kinds)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the bind sources: {e}"))?;
+    if msg.bytes == 0 {
         return Err("the starter sent no bind sources".into());
     }
+    let received = msg.bytes;
     let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg's control buffer; the macros walk it
-    // within msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| format!("receiving the bind sources: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this
+            // process for us; nothing else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() != want || n as usize != want + 1 {
+    if fds.len() != want || received != want + 1 {
         return Err(format!("{} bind sources came, {want} expected", fds.len()));
     }
     Ok(fds

@@ -283,10 +283,7 @@ impl Daemon {
         }
         // The container driver's state file (runc's, or sprited's own
         // starter's, which runc's CLI cannot read), judged as runc does.
-        let v: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.data_dir.join("runc").join(id).join("state.json")).ok()?,
-        )
-        .expect("state json");
+        let v = self.container_state(id)?;
         let pid = v["init_process_pid"].as_u64().unwrap_or(0);
         let start = v["init_process_start"].as_u64().unwrap_or(0);
         let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -316,6 +313,24 @@ impl Daemon {
         Some(serde_json::json!({"status": status, "pid": pid}))
     }
 
+    /// The container driver's state file of sandbox `id` (runc's, or
+    /// sprited's own starter's, which runc's CLI cannot read).
+    fn container_state(&self, id: &str) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.data_dir.join("runc").join(id).join("state.json")).ok()?;
+        Some(serde_json::from_slice(&bytes).expect("state json"))
+    }
+
+    /// Thaws the cgroup of the sandbox whose state file is `state`: a
+    /// frozen task dies only once thawed (as `runc kill --all` thaws what
+    /// it signals).
+    fn thaw(state: &serde_json::Value) {
+        if let Some(dir) = state["cgroup_paths"]["freezer"].as_str() {
+            let _ = std::fs::write(format!("{dir}/freezer.state"), "THAWED");
+        } else if let Some(dir) = state["cgroup_paths"][""].as_str() {
+            let _ = std::fs::write(format!("{dir}/cgroup.freeze"), "0");
+        }
+    }
+
     /// SIGKILLs sprite `id`'s init (the kernel ends the rest of its pid
     /// namespace with it), as a crash of the sandbox would.
     pub fn kill_sandbox(&self, id: &str) {
@@ -342,10 +357,7 @@ impl Daemon {
     /// cgroups and state), as `runc delete --force` does.
     pub fn remove_sandbox(&self, id: &str) {
         let dir = self.data_dir.join("runc").join(id);
-        let state: serde_json::Value = std::fs::read(dir.join("state.json"))
-            .map_or(serde_json::Value::Null, |b| {
-                serde_json::from_slice(&b).unwrap_or_default()
-            });
+        let state = self.container_state(id).unwrap_or_default();
         if self
             .runc_state_json(id)
             .and_then(|v| v["pid"].as_i64())
@@ -353,9 +365,7 @@ impl Daemon {
         {
             self.kill_sandbox(id);
         }
-        if let Some(freezer) = state["cgroup_paths"]["freezer"].as_str() {
-            let _ = std::fs::write(format!("{freezer}/freezer.state"), "THAWED");
-        }
+        Self::thaw(&state);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !matches!(self.runc_state(id).as_str(), "stopped" | "absent") {
             assert!(
@@ -409,17 +419,7 @@ impl Daemon {
                         );
                     }
                 }
-                // A frozen task dies once thawed (as `runc kill --all`
-                // thaws what it signals).
-                let state: serde_json::Value = std::fs::read(e.path().join("state.json"))
-                    .map_or(serde_json::Value::Null, |b| {
-                        serde_json::from_slice(&b).unwrap_or_default()
-                    });
-                if let Some(dir) = state["cgroup_paths"]["freezer"].as_str() {
-                    let _ = std::fs::write(format!("{dir}/freezer.state"), "THAWED");
-                } else if let Some(dir) = state["cgroup_paths"][""].as_str() {
-                    let _ = std::fs::write(format!("{dir}/cgroup.freeze"), "0");
-                }
+                Self::thaw(&self.container_state(&id).unwrap_or_default());
             }
         }
         let Ok(entries) = std::fs::read_dir(self.data_dir.join("runsc")) else {
