@@ -12,7 +12,8 @@
 //! the loop device's writes. The clone is what a power cut at that instant
 //! would leave: a consistent ext4 whose journal may still hold the last
 //! transactions, replayed wherever it is mounted (read-write by a restore
-//! or a fork; a view mounts a clone of its own, see `view`). No freeze:
+//! or a fork; a view mounts a clone of its own, see `view`), or once in
+//! the background, so that none of those has to (see `settle`). No freeze:
 //! FIFREEZE took 25-45 ms on an idle filesystem here (RCU grace periods of
 //! the superblock's percpu locks), during which every writer waited. The
 //! sprite's writes go on meanwhile; those that land after the clone are
@@ -61,9 +62,9 @@ fn no_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-/// Reflinks `src` into the new file `tmp`, fsyncs it and renames it to
-/// `target`; `replace` allows replacing an existing target.
-fn clone_into(src: &Path, tmp: &Path, target: &Path, replace: bool) -> Result<()> {
+/// Reflinks `src` into the new file `tmp` and publishes it as `target`,
+/// which must not exist (see `publish_new`).
+fn clone_into(src: &Path, tmp: &Path, target: &Path) -> Result<()> {
     let _ = std::fs::remove_file(tmp);
     let src_file = File::open(src).ctx("open", src)?;
     let result = (|| {
@@ -75,12 +76,7 @@ fn clone_into(src: &Path, tmp: &Path, target: &Path, replace: bool) -> Result<()
             .open(tmp)
             .ctx("create", tmp)?;
         reflink::clone_file(&src_file, &dst).map_err(|e| map_space(e, "FICLONE", tmp))?;
-        if replace {
-            dst.sync_all().map_err(|e| map_space(e, "fsync", tmp))?;
-            publish(tmp, target, replace)
-        } else {
-            publish_new(&dst, tmp, target)
-        }
+        publish_new(&dst, tmp, target)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(tmp);
@@ -121,6 +117,33 @@ fn publish_new(file: &File, tmp: &Path, target: &Path) -> Result<()> {
     synced
 }
 
+/// A checkpoint's durable clone, waiting to replace the sprite's volume
+/// (see [`Store::prepare_restore`]).
+#[derive(Debug)]
+pub struct PreparedRestore {
+    tmp: PathBuf,
+    target: PathBuf,
+    mount: PathBuf,
+}
+
+impl PreparedRestore {
+    /// Puts the clone in the volume's place, durably. Refuses (`Busy`)
+    /// while the volume is mounted; the clone is then removed.
+    pub fn finish(self) -> Result<()> {
+        if mountinfo::is_mount_root(&self.mount)? {
+            return Err(StoreError::Busy(self.mount.clone()));
+        }
+        publish(&self.tmp, &self.target, true)
+    }
+}
+
+impl Drop for PreparedRestore {
+    fn drop(&mut self) {
+        // Gone already once finished (renamed into place).
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
 /// Renames `tmp` to `target` and makes the rename durable.
 pub(crate) fn publish(tmp: &Path, target: &Path, replace: bool) -> Result<()> {
     if replace {
@@ -132,7 +155,7 @@ pub(crate) fn publish(tmp: &Path, target: &Path, replace: bool) -> Result<()> {
     sync_parent(target)
 }
 
-fn sync_parent(path: &Path) -> Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     File::open(parent)
         .and_then(|d| d.sync_all())
@@ -354,22 +377,45 @@ impl Store {
     /// rename: after a crash the volume is either the old one or the
     /// restored one. The volume must not be mounted (`Busy`).
     pub fn restore_checkpoint(&self, id: &str, checkpoint: &str) -> Result<()> {
+        self.prepare_restore(id, checkpoint)?.finish()
+    }
+
+    /// The first half of [`Store::restore_checkpoint`], which does not need
+    /// the volume unmounted: the checkpoint cloned beside the volume and
+    /// made durable. [`PreparedRestore::finish`] puts it in the volume's
+    /// place; dropped unfinished, the clone is removed.
+    pub fn prepare_restore(&self, id: &str, checkpoint: &str) -> Result<PreparedRestore> {
         validate_name(id)?;
         validate_name(checkpoint)?;
         let src = self.layout.checkpoint_image(id, checkpoint);
-        if !src.exists() {
-            return Err(StoreError::CheckpointMissing {
-                sprite: id.to_string(),
-                checkpoint: checkpoint.to_string(),
-            });
-        }
-        let mnt = self.layout.volume_mount(id);
-        if mountinfo::is_mount_root(&mnt)? {
-            return Err(StoreError::Busy(mnt));
-        }
-        let target = self.layout.volume_image(id);
+        let src_file = match File::open(&src) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::CheckpointMissing {
+                    sprite: id.to_string(),
+                    checkpoint: checkpoint.to_string(),
+                })
+            }
+            Err(e) => return Err(StoreError::io("open", &src, e)),
+        };
         let tmp = self.layout.pool_sprite_dir(id).join(".volume.restore");
-        clone_into(&src, &tmp, &target, true)
+        let _ = std::fs::remove_file(&tmp);
+        let prepared = PreparedRestore {
+            tmp,
+            target: self.layout.volume_image(id),
+            mount: self.layout.volume_mount(id),
+        };
+        let dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&prepared.tmp)
+            .ctx("create", &prepared.tmp)?;
+        reflink::clone_file(&src_file, &dst).map_err(|e| map_space(e, "FICLONE", &prepared.tmp))?;
+        dst.sync_all()
+            .map_err(|e| map_space(e, "fsync", &prepared.tmp))?;
+        Ok(prepared)
     }
 
     /// Creates sprite `new_id`'s volume as a clone of another sprite's
@@ -390,7 +436,7 @@ impl Store {
         self.ensure_sprite_dir(new_id)?;
         let target = self.layout.volume_image(new_id);
         let tmp = dir.join(format!(".volume.img.{}", std::process::id()));
-        clone_into(&src, &tmp, &target, false).map_err(|e| match e {
+        clone_into(&src, &tmp, &target).map_err(|e| match e {
             StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
                 StoreError::VolumeExists(new_id.to_string())
             }

@@ -36,13 +36,14 @@ mod pool;
 mod reflink;
 mod replica;
 mod rootfs;
+mod settle;
 mod store;
 mod tool;
 pub mod userns;
 mod view;
 mod volume;
 
-pub use checkpoint::{CheckpointStats, CHECKPOINT_RESERVE_BYTES};
+pub use checkpoint::{CheckpointStats, PreparedRestore, CHECKPOINT_RESERVE_BYTES};
 pub use error::StoreError;
 pub use evict::{abort_lazy_connections, LocalUsage};
 pub use footprint::changed_chunks;
@@ -51,6 +52,7 @@ pub use image::{ImageKind, ImageManifest, Progress, DEFAULT_PATH};
 pub use loopdev::devices_backed_under as loop_devices_under;
 pub use mount::{thaw_all, unmount_all};
 pub use rootfs::Discarded;
+pub use settle::Settled;
 pub use store::{Store, StoreOptions};
 pub use volume::VolumeUsage;
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sprite_store::{mountinfo, ImageKind, Progress, Store, StoreError, StoreOptions};
+use sprite_store::{mountinfo, ImageKind, Progress, Settled, Store, StoreError, StoreOptions};
 
 const GIB: u64 = 1 << 30;
 const SHIFT: u32 = 100_000;
@@ -527,6 +527,23 @@ fn fsck_replayed(image: &Path) {
     std::fs::remove_file(&copy).expect("remove the copy");
 }
 
+/// Whether the ext4 image's superblock asks for a journal replay
+/// (`needs_recovery`), as `dumpe2fs -h` lists its features.
+fn needs_recovery(image: &Path) -> bool {
+    let out = std::process::Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(image)
+        .output()
+        .expect("run dumpe2fs");
+    assert!(out.status.success(), "dumpe2fs -h {}", image.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let features = text
+        .lines()
+        .find(|l| l.starts_with("Filesystem features:"))
+        .expect("features line");
+    features.split_whitespace().any(|f| f == "needs_recovery")
+}
+
 fn fsck_clean(image: &Path) {
     let out = std::process::Command::new("e2fsck")
         .args(["-fn"])
@@ -633,6 +650,37 @@ fn checkpoints_restore_fork_and_views() {
     fsck_replayed(&store.checkpoint_path("s", "v0"));
     fsck_replayed(&store.checkpoint_path("s", "v1"));
 
+    // Settled: v1's journal replayed into it once, so its mounts need not;
+    // the image is then clean as it is (no replay before the fsck), still
+    // shares its blocks with the volume, and settles to nothing again.
+    // v0 stays as taken, for the views and restore below to replay.
+    let v1 = store.checkpoint_path("s", "v1");
+    assert!(needs_recovery(&v1), "a checkpoint of a mounted volume");
+    assert_eq!(
+        store.settle_checkpoint("s", "v1").expect("settle v1"),
+        Settled::Replayed
+    );
+    assert!(!needs_recovery(&v1), "settled, the journal is replayed");
+    fsck_clean(&v1);
+    assert_shares_extents(&v1);
+    assert_eq!(
+        store.settle_checkpoint("s", "v1").expect("settle v1 again"),
+        Settled::Clean
+    );
+    assert_eq!(
+        store
+            .settle_checkpoint("s", "v9")
+            .expect("settle a missing one"),
+        Settled::Gone
+    );
+    assert!(
+        std::fs::read_dir(v1.parent().expect("dir"))
+            .expect("list")
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".settle")),
+        "the settle's clone is left behind"
+    );
+
     // Views: the whole filesystem as it was, read-only.
     store
         .show_checkpoints("s", "tiny", &["v0".into(), "v1".into()])
@@ -730,9 +778,14 @@ fn checkpoints_restore_fork_and_views() {
     assert!(status.success());
     let leftover = store.checkpoint_path("s", "v0").with_file_name(".v5.tmp");
     std::fs::write(&leftover, b"partial").expect("leftover");
+    let unsettled = store
+        .checkpoint_path("s", "v0")
+        .with_file_name(".v0.settle");
+    std::fs::write(&unsettled, b"partial").expect("leftover settle");
     store.recover().expect("recover");
     assert!(is_frozen_writable(&vol), "still frozen after recover");
     assert!(!leftover.exists());
+    assert!(!unsettled.exists());
     assert_eq!(store.checkpoint_names("s").expect("names"), ["v0"]);
 
     // Destroy removes the checkpoints too.

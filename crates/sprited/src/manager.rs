@@ -1117,8 +1117,11 @@ impl Manager {
         }
         if destroy {
             let store = self.store.clone();
+            let views = self.slot(id).views.clone();
             let id = id.to_string();
             blocking(move || {
+                // Not while a view is mounted or a checkpoint settled.
+                let _views = views.lock().unwrap_or_else(|p| p.into_inner());
                 store
                     .destroy_volume(&id)
                     .map_err(Error::store("releasing the volume"))

@@ -164,6 +164,19 @@ async fn checkpoint_restore_delete_and_fork() {
             .join(format!("{ck}.img"))
     };
     assert!(image("v1").exists());
+    // Each checkpoint's journal is replayed once, in the background, so
+    // that its restores and forks mount a clean filesystem (the ext4
+    // superblock's needs_recovery bit goes).
+    for ck in ["v0", "v1"] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while needs_recovery(&image(ck)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "checkpoint {ck}'s journal was never replayed ahead of time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let r = api
         .req(reqwest::Method::DELETE, "/v1/sprites/ck/checkpoints/v0")
         .send()
@@ -383,4 +396,16 @@ async fn tty_session_ends_on_restore() {
         "{ended:?}"
     );
     assert_eq!(api.sh("tty", "cat /home/sprite/f").await, "before\n");
+}
+
+/// Whether the ext4 image's superblock asks for a journal replay
+/// (`EXT4_FEATURE_INCOMPAT_RECOVER` in `s_feature_incompat`).
+fn needs_recovery(image: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(image).expect("open the checkpoint image");
+    let mut sb = [0u8; 0x64];
+    file.read_exact_at(&mut sb, 1024)
+        .expect("read its superblock");
+    assert_eq!(u16::from_le_bytes([sb[0x38], sb[0x39]]), 0xEF53, "not ext4");
+    u32::from_le_bytes([sb[0x60], sb[0x61], sb[0x62], sb[0x63]]) & 0x4 != 0
 }

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sprite_store::StoreError;
+use sprite_store::{Settled, StoreError};
 use sprites_api::checkpoint::{Checkpoint, ForkSource};
 
 use super::{blocking, Manager, Release};
@@ -280,22 +280,31 @@ impl Manager {
         }
         say(progress, "Stopping sprite...");
         let t0 = std::time::Instant::now();
+        // The checkpoint's clone is made (and made durable) while the
+        // sandbox stops: only putting it in the volume's place waits for
+        // the unmount. Both are waited for, whatever either answers: a
+        // clone left being made would outlive this restore's lock.
+        let store = self.store.clone();
+        let (sprite, ck) = (rec.id.clone(), id.to_string());
+        let prepare = blocking(move || {
+            store
+                .prepare_restore(&sprite, &ck)
+                .map_err(Error::store("restore failed"))
+        });
         // The old volume is let go of once the sprite runs again (below).
-        let discarded = self
-            .halt_keeping(&rec.id, Duration::ZERO, Release::Discard)
-            .await?;
+        let halt = self.halt_keeping(&rec.id, Duration::ZERO, Release::Discard);
+        let (halted, prepared) = tokio::join!(halt, prepare);
+        let discarded = halted?;
         let stopped = t0.elapsed();
         self.set_status(&rec.id, Status::Cold);
         failpoint::hit("restore-stopped");
         say(progress, format!("Restoring filesystem from {id}..."));
-        let store = self.store.clone();
-        let (sprite, ck) = (rec.id.clone(), id.to_string());
-        let swapped = blocking(move || {
-            store
-                .restore_checkpoint(&sprite, &ck)
-                .map_err(Error::store("restore failed"))
-        })
-        .await;
+        let swapped = match prepared {
+            Ok(clone) => {
+                blocking(move || clone.finish().map_err(Error::store("restore failed"))).await
+            }
+            Err(e) => Err(e),
+        };
         let swapped_at = t0.elapsed();
         if swapped.is_ok() {
             failpoint::hit("restore-swapped");
@@ -429,8 +438,9 @@ impl Manager {
         .await
     }
 
-    /// Shows the newest checkpoints inside the running sprite, in the
-    /// background (a few ms of mounts that no request waits for).
+    /// Settles the newest checkpoints (`Store::settle_checkpoint`) and
+    /// shows them inside the running sprite, in the background (a few ms
+    /// of mounts that no request waits for).
     pub(super) fn refresh_views(&self, rec: &SpriteRecord) {
         let (db, store) = (self.db.clone(), self.store.clone());
         let views = self.slot(&rec.id).views.clone();
@@ -452,6 +462,21 @@ impl Manager {
                     return;
                 }
             };
+            // Their journals replayed first (once each: a settled one is
+            // one read of its superblock), so that neither a view's mount
+            // nor a restore's or fork's replays them again.
+            for ck in &names {
+                let t0 = std::time::Instant::now();
+                match store.settle_checkpoint(&id, ck) {
+                    Ok(Settled::Replayed) => {
+                        tracing::debug!(sprite = %name, checkpoint = %ck, ms = ms(t0.elapsed()), "checkpoint settled: its journal replayed");
+                    }
+                    Ok(Settled::Clean | Settled::Gone) => {}
+                    Err(e) => {
+                        tracing::warn!(sprite = %name, checkpoint = %ck, error = %e, "cannot replay a checkpoint's journal ahead of time; whatever mounts it replays it");
+                    }
+                }
+            }
             if let Err(e) = store.show_checkpoints(&id, &image, &names) {
                 tracing::warn!(sprite = %name, error = %e, "showing checkpoints inside the sprite");
             }
