@@ -1059,10 +1059,12 @@ impl Manager {
         grace: Duration,
         release: Release,
     ) -> Result<Option<sprite_store::Discarded>, Error> {
-        // What it used since the last sample, before the counters go.
-        if self.status(id) != Status::Cold {
-            self.meter_one(id).await;
-        }
+        // What it used since the last sample: its counters read before
+        // they go, recorded while it stops.
+        let metering = match self.status(id) {
+            Status::Cold => None,
+            _ => Some(self.meter_one_begun(id).await),
+        };
         // From here on a request waits for the lifecycle lock (after the
         // stop, the restore, ... that holds it) and wakes the sprite, rather
         // than reaching an agent that is being killed.
@@ -1070,6 +1072,9 @@ impl Manager {
         slot.state().halting = true;
         let halted = self.halt_locked(id, grace, release).await;
         slot.state().halting = false;
+        if let Some(m) = metering {
+            m.finish().await;
+        }
         halted
     }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sprites_api::sprite::Status;
 
 use super::{blocking, lock, Manager};
+use sprite_runtime::SandboxStats;
+
 use crate::db::{Usage, UsageSample};
 use crate::error::Error;
 
@@ -67,35 +69,62 @@ impl Manager {
 
     /// A last sample of one sprite, before it stops or goes.
     pub(super) async fn meter_one(&self, id: &str) {
-        let Some(me) = self.arc() else { return };
+        self.meter_one_begun(id).await.finish().await;
+    }
+
+    /// [`Manager::meter_one`] in two halves: the sandbox's counters are
+    /// read when this returns, so it may be stopped from then on; what is
+    /// left (the database, the sizes on disk: most of the ~1 ms) goes on
+    /// meanwhile, and is done when [`Metering::finish`] returns.
+    pub(super) async fn meter_one_begun(&self, id: &str) -> Metering {
+        let Some(me) = self.arc() else {
+            return Metering(None);
+        };
+        let running = matches!(self.status(id), Status::Running | Status::Warm);
+        let driver = self.driver.clone();
+        let sid = id.to_string();
+        let stats = match running {
+            true => tokio::task::spawn_blocking(move || driver.stats(&sid).ok())
+                .await
+                .ok()
+                .flatten(),
+            false => None,
+        };
         let id = id.to_string();
-        let done = blocking(move || {
+        Metering(Some(tokio::task::spawn_blocking(move || {
             let Some(rec) = me.db.get_by_id(&id)? else {
                 return Ok(());
             };
             let _g = lock(&me.meter_lock);
-            let sample = me.sample(&rec.id, &rec.name)?;
+            let sample = me.sample_of(&rec.id, &rec.name, stats)?;
             me.db.record_usage(&[sample])?;
             Ok(())
-        })
-        .await;
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "metering a stopping sprite");
-        }
+        })))
     }
 
     /// What the sprite used since its last sample. The caller holds the
     /// meter lock until the sample is recorded.
     fn sample(&self, id: &str, name: &str) -> Result<UsageSample, Error> {
-        let now = SystemTime::now();
-        let now_ms = unix_ms(now);
-        let prev = self.db.meter_state(id)?;
         let running = matches!(self.status(id), Status::Running | Status::Warm);
         let stats = if running {
             self.driver.stats(id).ok()
         } else {
             None
         };
+        self.sample_of(id, name, stats)
+    }
+
+    /// [`Manager::sample`] with the sandbox's counters as read already
+    /// (`None`: not running).
+    fn sample_of(
+        &self,
+        id: &str,
+        name: &str,
+        stats: Option<SandboxStats>,
+    ) -> Result<UsageSample, Error> {
+        let now = SystemTime::now();
+        let now_ms = unix_ms(now);
+        let prev = self.db.meter_state(id)?;
         let elapsed = prev
             .map(|p| Duration::from_millis(now_ms.saturating_sub(p.sampled_unix_ms).max(0) as u64))
             .unwrap_or_default()
@@ -160,5 +189,23 @@ impl Manager {
             .map(|u| u.allocated_bytes)
             .unwrap_or(0);
         volume + self.store.checkpoints_allocated_bytes(id).unwrap_or(0)
+    }
+}
+
+/// The rest of a last sample under way (see [`Manager::meter_one_begun`]).
+pub(super) struct Metering(Option<tokio::task::JoinHandle<Result<(), Error>>>);
+
+impl Metering {
+    /// Waits for the sample to be recorded (a failure is logged: a stop
+    /// never fails for its metering).
+    pub(super) async fn finish(self) {
+        let Some(task) = self.0 else { return };
+        let done = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Internal(format!("metering task: {e}"))),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "metering a stopping sprite");
+        }
     }
 }
