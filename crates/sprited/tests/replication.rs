@@ -186,14 +186,18 @@ async fn replication_lags_while_the_store_is_down_for_a_minute_and_catches_up() 
     let mut last_write = 0;
     while paused.elapsed() < Duration::from_secs(60) {
         let t0 = Instant::now();
+        // When the write began: a snapshot cloned later may have it (the
+        // moment it was known synced would be too late: a snapshot cloned
+        // before that reading would be the last one, the volume unchanged
+        // since). That every write is in the newest snapshot is what the
+        // caught-up wait below makes sure of.
+        last_write = now_ms();
         api.sh(
             "lag",
             &format!("echo {records} >> /home/sprite/during; sync"),
         )
         .await;
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-        // Synced when the exec answered: a snapshot cloned later has it.
-        last_write = now_ms();
         records += 1;
         let st = storage(&api, "lag").await;
         if !st["replication_error"].is_null() && st["replication_lag_seconds"].as_u64() > Some(0) {
@@ -214,9 +218,9 @@ async fn replication_lags_while_the_store_is_down_for_a_minute_and_catches_up() 
     );
 
     moto.resume();
-    // Caught up: a snapshot cloned after the last write was synced (a
-    // clone taken during the outage and sent after it counts, if it came
-    // after that write: the volume is then unchanged since).
+    // Caught up: a snapshot cloned after the last write began (a clone
+    // taken during the outage and sent after it counts), then no change
+    // left unsent.
     wait_snapshot_after(&api, "lag", last_write).await;
     let caught_up = storage(&api, "lag").await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -515,18 +519,21 @@ async fn uploads_run_two_at_a_time_and_all_get_through() {
     for n in &names {
         wait_replicated(&api, n, &serde_json::Value::Null).await;
     }
-    // Each one's next snapshot is waited for by its time in ms, taken once
-    // its write is synced: `replicated_at` is in whole seconds, and with
-    // `--replicate-every 1s` a second snapshot may fall in the same second
-    // as the first (due 2/3 of a second after it).
+    // Each one's next snapshot is waited for by its time in ms, later than
+    // the moment its write began: `replicated_at` is in whole seconds, and
+    // with `--replicate-every 1s` a second snapshot may fall in the same
+    // second as the first (due 2/3 of a second after it). Not the moment
+    // the write was known to be synced: a snapshot taken between the sync
+    // and that reading would be the last (a volume unchanged since is not
+    // sent again), and the wait for a later one would never end.
     let mut written = Vec::new();
     for n in &names {
+        written.push(now_ms());
         api.sh(
             n,
             "dd if=/dev/urandom of=/home/sprite/blob bs=1M count=24 2>/dev/null; sync",
         )
         .await;
-        written.push(now_ms());
     }
     for (n, after) in names.iter().zip(&written) {
         wait_snapshot_after(&api, n, *after).await;
