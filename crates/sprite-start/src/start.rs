@@ -416,29 +416,40 @@ fn proc_start(pid: libc::pid_t) -> Option<u64> {
 /// directory gets its parent's cpus and memory nodes (it starts empty,
 /// and a task cannot join it so).
 fn make_cgroup(dir: &Path, made: &mut Vec<PathBuf>) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+    if !dir.is_dir() {
+        if let Some(parent) = dir.parent() {
+            make_cgroup(parent, made)?;
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => made.push(dir.to_path_buf()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("mkdir {}: {e}", dir.display())),
+        }
     }
-    if let Some(parent) = dir.parent() {
-        make_cgroup(parent, made)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => made.push(dir.to_path_buf()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("mkdir {}: {e}", dir.display())),
-    }
+    fill_cpuset(dir)
+}
+
+/// A v1 cpuset cgroup with no CPUs or memory nodes of its own takes no
+/// task (joining it fails with ENOSPC): each empty one gets its parent's,
+/// the parent's first. Whether the directory is new or not: another start
+/// may have made the shared parent a moment ago and not filled it yet.
+/// Nothing for a hierarchy without these files.
+fn fill_cpuset(dir: &Path) -> Result<()> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let path = dir.join(file);
         let Ok(now) = std::fs::read_to_string(&path) else {
             continue;
         };
-        if now.trim().is_empty() {
-            if let Some(parent) = dir.parent() {
-                let from = std::fs::read_to_string(parent.join(file)).unwrap_or_default();
-                std::fs::write(&path, from.trim())
-                    .map_err(os_err(format!("writing {}", path.display())))?;
-            }
+        if !now.trim().is_empty() {
+            continue;
         }
+        let Some(parent) = dir.parent() else {
+            continue;
+        };
+        fill_cpuset(parent)?;
+        let from = std::fs::read_to_string(parent.join(file)).unwrap_or_default();
+        std::fs::write(&path, from.trim())
+            .map_err(os_err(format!("writing {}", path.display())))?;
     }
     Ok(())
 }
@@ -1225,6 +1236,52 @@ mod tests {
         let again = end_leftovers(&dir);
         std::fs::remove_dir(&dir).expect("rmdir");
         again.expect("nothing to end");
+    }
+
+    /// Two levels of cpuset cgroup, the upper one made by "another start"
+    /// and left empty (as it is for an instant after its mkdir): the
+    /// sandbox's is filled, its parent first, and takes a task.
+    #[test]
+    fn a_cpuset_cgroup_under_a_parent_not_filled_yet_takes_a_task() {
+        let root = Path::new("/sys/fs/cgroup/cpuset");
+        assert!(
+            root.join("cpuset.cpus").is_file(),
+            "this test needs the cgroup v1 cpuset hierarchy at {} (what sprite-start's cgroups are made in)",
+            root.display()
+        );
+        let parent = root.join(format!("sprite-start-test-{}", std::process::id()));
+        let dir = parent.join("sandbox");
+        std::fs::create_dir(&parent).expect("a cgroup of our own (the tests run as root)");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert!(read(&parent.join("cpuset.cpus")).trim().is_empty());
+        let mut made = Vec::new();
+        let filled = make_cgroup(&dir, &mut made);
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        let joined = std::fs::write(dir.join("cgroup.procs"), child.id().to_string());
+        let _ = child.kill();
+        let _ = child.wait();
+        let (cpus, mems) = (
+            read(&dir.join("cpuset.cpus")),
+            read(&dir.join("cpuset.mems")),
+        );
+        let parent_cpus = read(&parent.join("cpuset.cpus"));
+        let removed = (
+            end_leftovers(&dir),
+            std::fs::remove_dir(&dir),
+            std::fs::remove_dir(&parent),
+        );
+        filled.expect("made");
+        joined.expect("a task joins it");
+        assert_eq!(made, std::slice::from_ref(&dir));
+        assert_eq!(cpus.trim(), read(&root.join("cpuset.cpus")).trim());
+        assert_eq!(mems.trim(), read(&root.join("cpuset.mems")).trim());
+        assert_eq!(parent_cpus.trim(), cpus.trim());
+        removed.0.expect("ended");
+        removed.1.expect("rmdir");
+        removed.2.expect("rmdir parent");
     }
 
     #[test]
