@@ -226,8 +226,12 @@ async fn identical_chunks_are_stored_once_and_forks_of_evicted_checkpoints_work(
     assert_eq!(api.sh("two", "cat /home/sprite/who").await, "two\n");
 
     // Destroyed while its volume fills itself from the store: nothing of it
-    // stays mounted or on disk.
+    // stays mounted or on disk. Evicted and woken again first: its fill
+    // since the wake above may have ended meanwhile (a small volume's takes
+    // seconds), and then this would destroy a plain local sprite.
     let id = api.id_of("one").await;
+    evict_ok(&api, "one").await;
+    assert_eq!(api.sh("one", "cat /home/sprite/who").await, "one\n");
     assert_eq!(storage(&api, "one").await["location"], "filling");
     api.delete("one").await;
     assert!(!sprite_pool(&d, &id).exists());
