@@ -68,13 +68,7 @@ fn clone_into(src: &Path, tmp: &Path, target: &Path) -> Result<()> {
     let _ = std::fs::remove_file(tmp);
     let src_file = File::open(src).ctx("open", src)?;
     let result = (|| {
-        let dst = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(tmp)
-            .ctx("create", tmp)?;
+        let dst = reflink::new_file(tmp)?;
         reflink::clone_file(&src_file, &dst).map_err(|e| map_space(e, "FICLONE", tmp))?;
         publish_new(&dst, tmp, target)
     })();
@@ -279,13 +273,7 @@ impl Store {
         let tmp = dir.join(format!(".{checkpoint}.tmp"));
         let _ = std::fs::remove_file(&tmp);
         let src = File::open(&volume).ctx("open", &volume)?;
-        let dst = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)
-            .ctx("create", &tmp)?;
+        let dst = reflink::new_file(&tmp)?;
         // Asked of the two paths, not of the whole mount table (see
         // `mountinfo::at`).
         let mounted =
@@ -405,13 +393,7 @@ impl Store {
             target: self.layout.volume_image(id),
             mount: self.layout.volume_mount(id),
         };
-        let dst = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&prepared.tmp)
-            .ctx("create", &prepared.tmp)?;
+        let dst = reflink::new_file(&prepared.tmp)?;
         reflink::clone_file(&src_file, &dst).map_err(|e| map_space(e, "FICLONE", &prepared.tmp))?;
         dst.sync_all()
             .map_err(|e| map_space(e, "fsync", &prepared.tmp))?;

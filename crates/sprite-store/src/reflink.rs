@@ -21,18 +21,26 @@ pub(crate) fn clone_file(src: &File, dst: &File) -> std::io::Result<()> {
     }
 }
 
+/// Creates the new file `path` (0600, read-write, close-on-exec) that a
+/// clone goes into; one already there is an error.
+pub(crate) fn new_file(path: &Path) -> crate::error::Result<File> {
+    use crate::error::IoContext;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .ctx("create", path)
+}
+
 /// A new file `dst` (0600) sharing every extent of the file `src`; removed
 /// again if the clone fails.
 pub(crate) fn clone_path(src: &Path, dst: &Path) -> crate::error::Result<()> {
     use crate::error::IoContext;
     let from = File::open(src).ctx("open", src)?;
-    let to = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(dst)
-        .ctx("create", dst)?;
+    let to = new_file(dst)?;
     clone_file(&from, &to).map_err(|e| {
         drop(to);
         let _ = std::fs::remove_file(dst);

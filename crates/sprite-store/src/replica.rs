@@ -11,8 +11,7 @@
 //! compare with, and a crash between keeping a new base and recording its
 //! snapshot leaves two files, the unrecorded one removed by the next round.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::PathBuf;
 
 use crate::checkpoint::publish;
@@ -41,13 +40,7 @@ impl Store {
         let _ = std::fs::remove_file(&tmp);
         let src_file = File::open(&src).ctx("open", &src)?;
         let result = (|| {
-            let dst = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&tmp)
-                .ctx("create", &tmp)?;
+            let dst = reflink::new_file(&tmp)?;
             reflink::clone_file(&src_file, &dst).ctx("FICLONE", &tmp)?;
             dst.sync_all().ctx("fsync", &tmp)
         })();

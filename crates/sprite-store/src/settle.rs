@@ -20,10 +20,10 @@
 //! atomic, and the clone is durable before it) and a dot-file that
 //! `recover` removes; a closed filesystem context leaves no mount behind.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use nix::fcntl::{renameat2, RenameFlags};
@@ -97,14 +97,7 @@ impl Store {
             .join(format!(".{checkpoint}.settle"));
         let _ = std::fs::remove_file(&tmp);
         let result = (|| {
-            let clone = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&tmp)
-                .ctx("create", &tmp)?;
+            let clone = reflink::new_file(&tmp)?;
             reflink::clone_file(&file, &clone).ctx("FICLONE", &tmp)?;
             replay_journal(&tmp)?;
             if needs_recovery(&clone).ctx("read the superblock of", &tmp)? {
