@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the tests need root (mounts, namespaces, cgroups): run with sudo" >&2; exit 1; }
+# What the disk has free, before and after the build: the suites make real
+# volumes, and a short disk fails them with insufficient_storage.
+df -h / /var/tmp
 scripts/deps.sh --tests
 PROFILE=debug scripts/build.sh
 tests/s3/setup.sh
@@ -12,6 +15,7 @@ echo "==> cargo fmt --check, cargo clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
+df -h / /var/tmp
 cargo test --workspace -- --test-threads=2
 tests/compat/run.sh console
 # The end-to-end suites whose cases differ between isolation levels, again

@@ -81,8 +81,16 @@ impl Store {
     }
 
     /// Moves a rebuilt volume into place (replacing any), durably named.
+    /// Refuses (`Busy`) while the volume it replaces is mounted in its
+    /// place: that mount would go on taking the sprite's writes into a file
+    /// no longer its volume. (One detached by [`Store::discard_rootfs`] is
+    /// no longer there: what it still writes back is thrown away.)
     pub fn install_volume(&self, id: &str, rebuilt: &std::path::Path) -> Result<()> {
         validate_name(id)?;
+        let mnt = self.layout.volume_mount(id);
+        if mountinfo::is_mount_root(&mnt)? {
+            return Err(StoreError::Busy(mnt));
+        }
         publish(rebuilt, &self.layout.volume_image(id), true)
     }
 

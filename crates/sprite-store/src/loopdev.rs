@@ -303,6 +303,27 @@ pub(crate) fn ensure_not_attached(file: &Path) -> Result<()> {
     }
 }
 
+/// Whether the filesystem mounted at `mnt` lives on a loop device backed by
+/// `file` as it is now: not by a file since replaced by a rename or removed
+/// (sysfs names that one with ` (deleted)` after its old path), nor by
+/// another file, nor on no loop device at all.
+pub(crate) fn mount_is_backed_by(mnt: &Path, file: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mnt).ctx("stat", mnt)?.dev();
+    let attr = format!(
+        "/sys/dev/block/{}:{}/loop/backing_file",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let backing = match std::fs::read_to_string(&attr) {
+        Ok(b) => PathBuf::from(b.trim_end_matches('\n')),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::io("read", Path::new(&attr), e)),
+    };
+    let file = std::fs::canonicalize(file).ctx("resolve", file)?;
+    Ok(backing == file)
+}
+
 /// Loop devices whose backing file lies at or under `dir` (from sysfs), as
 /// (device, backing file) pairs, for checks and cleanup.
 ///

@@ -45,7 +45,22 @@ impl Store {
         validate_name(image)?;
         let volume_mnt = self.layout.volume_mount(id);
         let rootfs = self.layout.rootfs_mount(id);
-        let volume_mounted = is_mounted(&volume_mnt, "ext4")?;
+        // A volume filling itself from the cold tier is a file the daemon
+        // serves (FUSE): everything that writes to it here is done by a
+        // child process (see `outside`).
+        let served = volume_img != self.layout.volume_image(id);
+        let mut volume_mounted = is_mounted(&volume_mnt, "ext4")?;
+        if volume_mounted && !served && !loopdev::mount_is_backed_by(&volume_mnt, volume_img)? {
+            // The volume file was replaced under its mount (by a rebuild
+            // from the cold tier, after a daemon was killed): what is
+            // mounted is the old file, which nothing keeps.
+            tracing::warn!(
+                sprite = id,
+                "the volume mounted is not the sprite's volume file; mounting that instead"
+            );
+            self.unmount_rootfs(id)?;
+            volume_mounted = false;
+        }
         let rootfs_mounted = is_mounted(&rootfs, "overlay")?;
         let same_shift = self.mounted_shift(id) == shift;
         if volume_mounted && rootfs_mounted && same_shift {
@@ -63,10 +78,6 @@ impl Store {
         ensure_dir(&volume_mnt, 0o700)?;
         ensure_dir(&rootfs, 0o700)?;
 
-        // A volume filling itself from the cold tier is a file the daemon
-        // serves (FUSE): everything that writes to it here is done by a
-        // child process (see `outside`).
-        let served = volume_img != self.layout.volume_image(id);
         if rootfs_mounted {
             // Overlay without its volume points at a detached upper; one
             // made with another id shift shows the wrong owners: redo it.

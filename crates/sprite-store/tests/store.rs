@@ -876,6 +876,56 @@ fn a_discarded_root_is_out_of_the_way_at_once() {
     store.destroy_volume("d").expect("destroy");
 }
 
+/// A volume file replaced while a mount of the old one stayed (a daemon
+/// killed with the root mounted, then the volume rebuilt from the cold
+/// tier): the install refuses while it is mounted in place, and the next
+/// mount of the root mounts the file that is the volume now, not the old
+/// one whose writes nothing keeps.
+#[test]
+fn a_volume_replaced_under_its_mount_is_mounted_again() {
+    require_env!();
+    let fx = Fixture::new();
+    let store = fx.open();
+    store
+        .build_image(ImageKind::Tiny, &mut |_| {})
+        .expect("build tiny");
+    store.create_volume("r").expect("volume");
+    let root = store.mount_rootfs("r", "tiny").expect("mount");
+    let file = root.join("home/sprite/state");
+    std::fs::write(&file, b"in the copy").expect("write");
+    store.unmount_rootfs("r").expect("unmount");
+    let copy = store.volume_rebuild_path("r").expect("rebuild path");
+    std::fs::copy(store.volume_path("r"), &copy).expect("copy the volume");
+
+    let root = store.mount_rootfs("r", "tiny").expect("mount");
+    std::fs::write(&file, b"only in the old file").expect("write");
+    match store.install_volume("r", &copy) {
+        Err(StoreError::Busy(_)) => {}
+        other => panic!("an install under a mounted volume: {other:?}"),
+    }
+    assert!(copy.exists(), "the refused install took the file");
+    // What an older daemon did: renamed over the mounted file.
+    std::fs::rename(&copy, store.volume_path("r")).expect("rename over");
+
+    let again = store.mount_rootfs("r", "tiny").expect("mount again");
+    assert_eq!(again, root);
+    assert_eq!(std::fs::read(&file).expect("read"), b"in the copy");
+    let pool_dir = store.volume_path("r");
+    let pool_dir = pool_dir.parent().expect("pool dir");
+    let held = sprite_store::loop_devices_under(pool_dir);
+    assert!(
+        held.iter().all(|(_, f)| *f == store.volume_path("r")),
+        "a replaced volume is still held: {held:?}"
+    );
+    // What is written now is in the volume file.
+    std::fs::write(&file, b"kept").expect("write");
+    store.unmount_rootfs("r").expect("unmount");
+    store.mount_rootfs("r", "tiny").expect("mount once more");
+    assert_eq!(std::fs::read(&file).expect("read"), b"kept");
+    store.unmount_rootfs("r").expect("unmount");
+    store.destroy_volume("r").expect("destroy");
+}
+
 #[test]
 fn checkpoint_refused_when_the_pool_is_full() {
     require_env!();

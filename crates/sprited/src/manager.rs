@@ -1337,6 +1337,11 @@ impl Manager {
                 Status::Error
             }
         };
+        let status = if status == Status::Cold {
+            self.release_leftovers(&rec).await
+        } else {
+            status
+        };
         self.set_status(&rec.id, status);
         if status == Status::Warm {
             self.slot(&rec.id).state().warm_since = Some(std::time::Instant::now());
@@ -1351,6 +1356,36 @@ impl Manager {
         }
         tracing::info!(sprite = %rec.name, status = status.as_str(), "found sprite");
         Ok(())
+    }
+}
+
+impl Manager {
+    /// A sprite found cold at start-up whose root the last daemon left
+    /// mounted (it was killed between a mount and the sandbox's start, or
+    /// the sandbox died while no daemon ran): its root, volume and views are
+    /// unmounted, which writes back what the kernel still held of them.
+    /// Everything else takes a cold sprite as unmounted: an eviction reads
+    /// its image, a wake from the store replaces it, and a mount left over
+    /// would keep taking the writes of a file no longer the volume. Answers
+    /// the status to give it: `Error`, with the reason, where the unmount
+    /// fails (its next wake tries again).
+    async fn release_leftovers(&self, rec: &SpriteRecord) -> Status {
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        let released = blocking(move || {
+            store
+                .unmount_rootfs(&id)
+                .map_err(Error::store("unmounting what the last daemon left mounted"))
+        })
+        .await;
+        match released {
+            Ok(()) => Status::Cold,
+            Err(e) => {
+                tracing::warn!(sprite = %rec.name, error = %e, "cannot unmount a cold sprite");
+                self.slot(&rec.id).state().error = Some(e.to_string());
+                Status::Error
+            }
+        }
     }
 }
 

@@ -471,6 +471,57 @@ async fn the_daemon_killed_during_upload_and_download_loses_nothing() {
     );
 }
 
+/// A sprite whose sandbox died while no daemon ran (the daemon killed,
+/// then its init): the next daemon finds it cold with its root, volume and
+/// checkpoint views still mounted. They are unmounted at start-up, so an
+/// eviction frees the local disk, and every write acknowledged before and
+/// after comes back from the store. (The soak found writes lost this way:
+/// the eviction failed half-way on the leftover mounts, the next wake
+/// rebuilt the volume under them, and the writes went to the old file.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounts_left_by_a_killed_daemon_go_before_an_eviction() {
+    let mut d = Daemon::start();
+    let api = d.client();
+    api.create("left").await;
+    let id = api.id_of("left").await;
+    api.sh("left", "echo one > /home/sprite/w").await;
+    api.checkpoint("left", None).await;
+    api.eventually("left", "ls /.sprite/checkpoints", "v0\n")
+        .await;
+    api.sh("left", "echo two >> /home/sprite/w").await;
+    let mounts = d.data_dir.join("sprites").join(&id);
+
+    d.kill9();
+    d.kill_sandbox(&id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.runc_state(&id) != "stopped" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox outlived SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !mounts_under(&mounts).is_empty(),
+        "nothing was left mounted"
+    );
+    d.spawn();
+    let api = d.client();
+    assert_eq!(api.status("left").await, "cold");
+    assert_eq!(mounts_under(&mounts), Vec::<String>::new());
+
+    evict_ok(&api, "left").await;
+    assert_eq!(api.sh("left", "cat /home/sprite/w").await, "one\ntwo\n");
+    api.sh("left", "echo three >> /home/sprite/w").await;
+    api.checkpoint("left", None).await;
+    evict_ok(&api, "left").await;
+    assert_eq!(
+        api.sh("left", "cat /home/sprite/w").await,
+        "one\ntwo\nthree\n"
+    );
+    api.delete("left").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroy_cut_by_a_crash_is_finished_at_the_next_start() {
     // The soak lost a sprite's writes this way: evicted, woken (its volume

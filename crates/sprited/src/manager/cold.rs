@@ -165,6 +165,19 @@ impl Manager {
             });
         }
         let what = format!("evicting sprite {}", rec.name);
+        // Cold means unmounted, but a mount left over (a daemon killed
+        // between a mount and a start, a stop whose unmount failed) would
+        // hold writes the image does not have yet, and keep the local
+        // disk from being freed once the sprite is recorded evicted: it
+        // goes before anything is read or recorded.
+        let store = self.store.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            store
+                .unmount_rootfs(&id)
+                .map_err(Error::store("unmounting before the eviction"))
+        })
+        .await?;
         let epoch = self.db.held_epoch(&rec.id)?;
         let (mut chunks_sent, mut bytes_sent, mut uploaded) = (0, 0, 0);
         let in_store = self.db.cold_checkpoints(&rec.id)?;
