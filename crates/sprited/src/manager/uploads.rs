@@ -5,13 +5,14 @@
 //!
 //! One uploader per daemon goes through every checkpoint the store lacks,
 //! oldest sprite first, whenever a checkpoint is made and at least every
-//! [`ROUND_EVERY`]. An unreachable store only delays it: the round stops,
+//! [`ROUND_EVERY`], each copy once checkpoints stopped coming for [`QUIET`]
+//! (a burst is sent after it). An unreachable store only delays it: the round stops,
 //! says so once, and is tried again with a growing pause; local work never
 //! waits for it. A checkpoint deleted (or its sprite destroyed) while its
 //! upload ran has the copy removed again, under the sprite's lifecycle lock.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sprite_cold::ColdError;
 
@@ -23,6 +24,15 @@ use crate::time::now_rfc3339;
 
 /// The uploader looks for checkpoints to send at least this often.
 const ROUND_EVERY: Duration = Duration::from_secs(60);
+/// An upload waits until no checkpoint was made for this long ...
+const QUIET: Duration = Duration::from_millis(500);
+/// ... or until it has waited this long. Sending a checkpoint reads and
+/// hashes its changed data and writes and syncs chunks; beside the next
+/// checkpoint of a burst (an agent checkpointing every step), on the same
+/// disk, it made that checkpoint's sync several times slower (1 to 4-6 ms,
+/// the benchmark's slowest). A burst's checkpoints are sent after it, at
+/// most this much later.
+const QUIET_WAIT_MAX: Duration = Duration::from_secs(10);
 /// First pause after a failed round; it doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -68,8 +78,9 @@ impl Manager {
         });
     }
 
-    /// Asks the uploader to look for new checkpoints now.
+    /// Asks the uploader to look for new checkpoints (one was made now).
     pub(super) fn poke_uploads(&self) {
+        self.checkpoint_made.mark();
         self.uploads.notify_one();
     }
 
@@ -87,7 +98,11 @@ impl Manager {
         }
         self.metrics.checkpoints_not_uploaded(pending.len());
         let mut left = pending.len();
+        // A round waits for quiet at most QUIET_WAIT_MAX in all, so a
+        // long burst delays its copies no more than that.
+        let give_up = Instant::now() + QUIET_WAIT_MAX;
         for (rec, ck) in pending {
+            self.checkpoint_made.wait_for_quiet(QUIET, give_up).await;
             let sent = self.upload_checkpoint(&rec, &ck).await;
             self.metrics
                 .checkpoint_uploaded(sent.is_ok(), *sent.as_ref().unwrap_or(&0));
@@ -155,5 +170,74 @@ impl Manager {
             "checkpoint copied to object storage"
         );
         Ok(stats.bytes_sent)
+    }
+}
+
+/// When the last checkpoint was made, for the uploader to wait out a burst.
+#[derive(Debug, Default)]
+pub(super) struct LastMade(std::sync::Mutex<Option<Instant>>);
+
+impl LastMade {
+    /// One was made now.
+    pub(super) fn mark(&self) {
+        *super::lock(&self.0) = Some(Instant::now());
+    }
+
+    /// Waits until none was made for `quiet` (at once where none ever
+    /// was), or until `give_up`.
+    pub(super) async fn wait_for_quiet(&self, quiet: Duration, give_up: Instant) {
+        loop {
+            let Some(made) = *super::lock(&self.0) else {
+                return;
+            };
+            let quiet_at = made + quiet;
+            let now = Instant::now();
+            if now >= quiet_at || now >= give_up {
+                return;
+            }
+            tokio::time::sleep_until(quiet_at.min(give_up).into()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_upload_waits_out_a_burst_of_checkpoints_up_to_a_bound() {
+        let quiet = Duration::from_millis(300);
+        let far = Instant::now() + Duration::from_secs(60);
+        let last = std::sync::Arc::new(LastMade::default());
+        // None made yet, and one made long enough ago: no wait.
+        let t = Instant::now();
+        last.wait_for_quiet(quiet, far).await;
+        last.mark();
+        tokio::time::sleep(quiet).await;
+        last.wait_for_quiet(quiet, far).await;
+        assert!(t.elapsed() < quiet * 2, "{:?}", t.elapsed());
+
+        // Each checkpoint of a burst pushes the quiet further.
+        let t = Instant::now();
+        last.mark();
+        let burst = {
+            let last = last.clone();
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    tokio::time::sleep(quiet / 3).await;
+                    last.mark();
+                }
+            })
+        };
+        last.wait_for_quiet(quiet, far).await;
+        assert!(t.elapsed() >= quiet + quiet, "{:?}", t.elapsed());
+        burst.await.expect("burst");
+
+        // A burst that does not end is waited for until give_up only.
+        let t = Instant::now();
+        last.mark();
+        last.wait_for_quiet(quiet, t + quiet / 3).await;
+        let waited = t.elapsed();
+        assert!(waited >= quiet / 3 && waited < quiet, "{waited:?}");
     }
 }
