@@ -80,6 +80,10 @@ pub struct Cluster {
     cordoned: AtomicBool,
     /// Draining: takes no sprite at all.
     leaving: AtomicBool,
+    /// Left the hosts (a drained host's stop): the heartbeat ends, and a
+    /// membership found gone is this host's own doing, not a reason to
+    /// exit 75.
+    left: AtomicBool,
     /// Sprites other hosts hold, as last looked up: name → (when, host,
     /// address), trusted for [`REMOTE_FOR`]. A stale entry sends a request
     /// to a host that no longer holds the sprite, which answers 503 (the
@@ -146,6 +150,7 @@ impl Cluster {
             db,
             ttl,
             cordoned: AtomicBool::new(cordon),
+            left: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             remote: Mutex::new(HashMap::new()),
             claiming: Mutex::new(HashMap::new()),
@@ -193,7 +198,14 @@ impl Cluster {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match me.beat(&manager).await {
+                if me.left.load(Ordering::SeqCst) {
+                    return;
+                }
+                let beat = me.beat(&manager).await;
+                if me.left.load(Ordering::SeqCst) {
+                    return;
+                }
+                match beat {
                     Ok(true) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot renew this host's membership; trying again");
@@ -214,6 +226,7 @@ impl Cluster {
 
     /// Leaves the hosts (a drained host's stop): not live from now on.
     pub async fn leave(&self) {
+        self.left.store(true, Ordering::SeqCst);
         let (db, lease) = (self.db.clone(), self.lease.clone());
         match tokio::task::spawn_blocking(move || db.leave(&lease)).await {
             Ok(Ok(())) => tracing::info!("left the hosts of this database"),
