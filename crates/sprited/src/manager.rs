@@ -130,9 +130,6 @@ pub struct Manager {
     changes: tokio::sync::broadcast::Sender<changes::SpriteChange>,
     /// Wakes the checkpoint uploader ([`uploads`]).
     uploads: Arc<tokio::sync::Notify>,
-    /// When the last checkpoint was made: the uploader lets a burst of them
-    /// end first ([`uploads`]).
-    checkpoint_made: uploads::LastMade,
     /// The metadata sweep's memory ([`recover`]).
     meta_sweep: Mutex<recover::MetaSweep>,
     /// The store's garbage collections as of this host's last upload or
@@ -224,7 +221,6 @@ impl Manager {
             to_serve: Mutex::new(Some(to_serve)),
             changes: tokio::sync::broadcast::Sender::new(changes::BACKLOG),
             uploads: Arc::new(tokio::sync::Notify::new()),
-            checkpoint_made: Default::default(),
             meta_sweep: Mutex::new(Default::default()),
             store_generation: std::sync::atomic::AtomicI64::new(0),
             pool: Default::default(),

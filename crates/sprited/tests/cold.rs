@@ -326,6 +326,79 @@ async fn a_checkpoint_lost_from_local_disk_restores_from_the_store() {
     assert!(image.exists(), "fetched back to local disk");
 }
 
+/// The `chunks_read` a daemon's log gives for checkpoint `ck`'s copy.
+fn chunks_read(log: &str, ck: &str) -> u64 {
+    // Without the log's colours (ESC [ ... m).
+    let mut plain = String::with_capacity(log.len());
+    let mut in_escape = false;
+    for c in log.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (false, c) => plain.push(c),
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+        }
+    }
+    let line = plain
+        .lines()
+        .find(|l| {
+            l.contains("checkpoint copied to object storage")
+                && l.contains(&format!("checkpoint={ck} "))
+        })
+        .unwrap_or_else(|| panic!("no copy of {ck} logged"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("chunks_read=")?.parse().ok())
+        .unwrap_or_else(|| panic!("no chunks_read in {line:?}"))
+}
+
+/// A checkpoint's copy starts from the copy of an earlier one: only the
+/// chunks whose extents differ are read (not the 32 MiB the sprite wrote
+/// before), and both come back whole from the store alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_copy_reads_only_what_changed_and_restores_whole() {
+    let mut d = Daemon::start();
+    let api = d.client();
+    api.create("inc").await;
+    let id = api.id_of("inc").await;
+    let sum = api
+        .sh(
+            "inc",
+            "head -c 33554432 /dev/urandom > /home/sprite/blob; sync; md5sum /home/sprite/blob",
+        )
+        .await;
+    let v0 = api.checkpoint("inc", None).await;
+    wait_for_checkpoints_in_store(&api, "inc", 1).await;
+    api.sh("inc", "echo two > /home/sprite/two; sync").await;
+    let v1 = api.checkpoint("inc", None).await;
+    wait_for_checkpoints_in_store(&api, "inc", 2).await;
+    let log = d.log();
+    let (first, second) = (chunks_read(&log, &v0), chunks_read(&log, &v1));
+    // The 32 MiB written before v0 are in v0's copy's reads, and not in
+    // v1's: that reads the few chunks of metadata and the new file.
+    assert!(first >= 32, "{v0}'s copy read {first} chunks");
+    assert!(
+        second * 4 < first,
+        "{v1}'s copy read {second} chunks, {v0}'s {first}"
+    );
+
+    d.kill9();
+    for ck in [&v0, &v1] {
+        let image = sprite_pool(&d, &id)
+            .join("checkpoints")
+            .join(format!("{ck}.img"));
+        std::fs::remove_file(&image).expect("remove the checkpoint's image");
+    }
+    d.spawn();
+    let api = d.client();
+    api.restore("inc", &v1).await;
+    assert_eq!(api.sh("inc", SUM_BLOB).await, sum);
+    assert_eq!(api.sh("inc", "cat /home/sprite/two").await, "two\n");
+    api.restore("inc", &v0).await;
+    assert_eq!(api.sh("inc", SUM_BLOB).await, sum);
+    let gone = api.sh("inc", "cat /home/sprite/two 2>&1 || true").await;
+    assert!(gone.contains("No such file"), "{gone}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_sprites_survive_losing_their_local_disk() {
     let objects = tempfile::Builder::new()
