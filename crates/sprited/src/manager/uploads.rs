@@ -220,7 +220,8 @@ impl Manager {
         );
         let (store, views, id, ck) = (
             self.store.clone(),
-            self.slot(&rec.id).views.clone(),
+            // Not made anew for a sprite destroyed meanwhile.
+            self.existing_slot(&rec.id)?.views.clone(),
             rec.id.clone(),
             ck.to_string(),
         );
