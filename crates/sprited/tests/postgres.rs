@@ -249,6 +249,11 @@ async fn sprites_move_from_a_dead_host_and_a_frozen_one_is_fenced() {
     let v1 = api_a.checkpoint("fo", Some("v1")).await;
     api_a.sh("fo", "echo v2 > /home/sprite/f; sync").await;
     let written = now_ms();
+    // A snapshot newer than `written` was cloned after the write. One cloned
+    // between the sync and that reading of the clock would be the last (an
+    // unchanged volume is not sent again) and the wait would run out: the
+    // volume changes again after it.
+    api_a.sh("fo", "touch /home/sprite/nudge; sync").await;
     until(
         "a snapshot after the write",
         Duration::from_secs(60),
@@ -429,6 +434,7 @@ async fn sprites_move_from_a_dead_host_and_a_frozen_one_is_fenced() {
     assert_eq!(api_c.sh("fo", "cat /home/sprite/f").await, "v1\n");
     api_c.sh("fo", "echo v3 > /home/sprite/g; sync").await;
     let written = now_ms();
+    api_c.sh("fo", "touch /home/sprite/nudge; sync").await;
     until("a snapshot on c", Duration::from_secs(60), || async {
         newest_snapshot(&api_c, "fo").await > written
     })
