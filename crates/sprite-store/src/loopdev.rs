@@ -306,22 +306,28 @@ pub(crate) fn ensure_not_attached(file: &Path) -> Result<()> {
 /// Whether the filesystem mounted at `mnt` lives on a loop device backed by
 /// `file` as it is now: not by a file since replaced by a rename or removed
 /// (sysfs names that one with ` (deleted)` after its old path), nor by
-/// another file, nor on no loop device at all.
+/// another file, nor on no loop device at all. `file` is compared as given:
+/// a path under the store's data dir, which is canonical (as the kernel
+/// names backing files).
 pub(crate) fn mount_is_backed_by(mnt: &Path, file: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(mnt).ctx("stat", mnt)?.dev();
-    let attr = format!(
-        "/sys/dev/block/{}:{}/loop/backing_file",
+    let device = PathBuf::from(format!(
+        "/sys/dev/block/{}:{}",
         nix::sys::stat::major(dev),
         nix::sys::stat::minor(dev)
-    );
-    let backing = match std::fs::read_to_string(&attr) {
-        Ok(b) => PathBuf::from(b.trim_end_matches('\n')),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(StoreError::io("read", Path::new(&attr), e)),
-    };
-    let file = std::fs::canonicalize(file).ctx("resolve", file)?;
-    Ok(backing == file)
+    ));
+    match backing_file(&device) {
+        Ok(backing) => Ok(backing == file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::io("read the backing file of", &device, e)),
+    }
+}
+
+/// The file behind loop device `device` (its sysfs directory).
+fn backing_file(device: &Path) -> std::io::Result<PathBuf> {
+    let text = std::fs::read_to_string(device.join("loop/backing_file"))?;
+    Ok(PathBuf::from(text.trim_end()))
 }
 
 /// Loop devices whose backing file lies at or under `dir` (from sysfs), as
@@ -341,13 +347,9 @@ pub fn devices_backed_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
     };
     let mut found = Vec::new();
     for name in names {
-        let attr = Path::new("/sys/block")
-            .join(&name)
-            .join("loop/backing_file");
-        let Ok(backing) = std::fs::read_to_string(attr) else {
+        let Ok(backing) = backing_file(&Path::new("/sys/block").join(&name)) else {
             continue;
         };
-        let backing = PathBuf::from(backing.trim_end());
         if backing.starts_with(dir) {
             found.push((PathBuf::from(format!("/dev/{name}")), backing));
         }

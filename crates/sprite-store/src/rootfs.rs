@@ -298,6 +298,19 @@ impl Store {
             && is_mounted(&self.layout.rootfs_mount(id), "overlay")?)
     }
 
+    /// Whether anything [`Store::unmount_rootfs`] takes down is mounted:
+    /// the overlay, its layers, the volume, a checkpoint view. A few
+    /// `statx` calls, no look at the loop devices.
+    pub fn is_anything_mounted(&self, id: &str) -> Result<bool> {
+        validate_name(id)?;
+        for target in self.root_mounts(id).iter().chain(&self.view_mounts(id)?) {
+            if mountinfo::is_mount_root(target)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Unmounts the overlay, then the volume (its loop device clears itself).
     /// Tolerates either being unmounted already; fails with `Busy` if in use.
     pub fn unmount_rootfs(&self, id: &str) -> Result<()> {

@@ -11,7 +11,7 @@
 //! into the clone, and an overlay of its upper layer on the base image, so
 //! it shows the whole filesystem as it was. The clone goes with the view.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
@@ -142,15 +142,7 @@ impl Store {
     /// lazily (a process may still sit in one); the shared mount point
     /// they live in stays.
     pub(crate) fn hide_all_views(&self, id: &str) -> Result<()> {
-        let views = self.layout.views_dir(id);
-        let view_volumes = self.layout.view_volume_mount(id, "x");
-        let view_volumes = view_volumes.parent().unwrap_or(&views);
-        // Views and their images are mounted one level below these two
-        // (`show_view`), and the views' own mount point is `views`.
-        let mut lazy = mountinfo::children(&views)?;
-        lazy.push(views.clone());
-        lazy.extend(mountinfo::children(view_volumes)?);
-        for target in lazy {
+        for target in self.view_mounts(id)? {
             // Each mount stacked there, topmost first.
             loop {
                 match nix::mount::umount2(&target, MntFlags::MNT_DETACH) {
@@ -166,6 +158,20 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Where the sprite's views are mounted: each view and each view's
+    /// image (one level below their two directories, see `show_view`), and
+    /// the views' own mount point, `views` itself (listed whether mounted
+    /// or not).
+    pub(crate) fn view_mounts(&self, id: &str) -> Result<Vec<PathBuf>> {
+        let views = self.layout.views_dir(id);
+        let view_volumes = self.layout.view_volume_mount(id, "x");
+        let view_volumes = view_volumes.parent().unwrap_or(&views);
+        let mut mounts = mountinfo::children(&views)?;
+        mounts.push(views.clone());
+        mounts.extend(mountinfo::children(view_volumes)?);
+        Ok(mounts)
     }
 
     /// Unmounts one checkpoint's view (lazily: a process inside the sprite

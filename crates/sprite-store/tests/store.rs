@@ -932,7 +932,9 @@ fn a_volume_replaced_under_its_mount_is_mounted_again() {
     );
     // What is written now is in the volume file.
     std::fs::write(&file, b"kept").expect("write");
+    assert!(store.is_anything_mounted("r").expect("mounted?"));
     store.unmount_rootfs("r").expect("unmount");
+    assert!(!store.is_anything_mounted("r").expect("mounted?"));
     store.mount_rootfs("r", "tiny").expect("mount once more");
     assert_eq!(std::fs::read(&file).expect("read"), b"kept");
     store.unmount_rootfs("r").expect("unmount");

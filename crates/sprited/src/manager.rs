@@ -1370,14 +1370,25 @@ impl Manager {
     /// the status to give it: `Error`, with the reason, where the unmount
     /// fails (its next wake tries again).
     async fn release_leftovers(&self, rec: &SpriteRecord) -> Status {
+        // Asked first (a few statx calls): the unmount also waits for every
+        // loop device of the volume to let go, one read of sysfs per device
+        // bound on the host, which every cold sprite of a start would pay.
         let store = self.store.clone();
         let id = rec.id.clone();
-        let released = blocking(move || {
+        let left = blocking(move || {
             store
-                .unmount_rootfs(&id)
-                .map_err(Error::store("unmounting what the last daemon left mounted"))
+                .is_anything_mounted(&id)
+                .map_err(Error::store("reading what is mounted"))
         })
         .await;
+        let released = match left {
+            Ok(true) => {
+                self.unmount_root(&rec.id, "unmounting what the last daemon left mounted")
+                    .await
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
         match released {
             Ok(()) => Status::Cold,
             Err(e) => {
@@ -1386,6 +1397,15 @@ impl Manager {
                 Status::Error
             }
         }
+    }
+
+    /// Unmounts sprite `id`'s root, volume and views
+    /// ([`Store::unmount_rootfs`]) on a blocking thread; `what` says what
+    /// for, in the error.
+    async fn unmount_root(&self, id: &str, what: &'static str) -> Result<(), Error> {
+        let store = self.store.clone();
+        let id = id.to_string();
+        blocking(move || store.unmount_rootfs(&id).map_err(Error::store(what))).await
     }
 }
 

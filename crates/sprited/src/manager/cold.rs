@@ -170,14 +170,8 @@ impl Manager {
         // hold writes the image does not have yet, and keep the local
         // disk from being freed once the sprite is recorded evicted: it
         // goes before anything is read or recorded.
-        let store = self.store.clone();
-        let id = rec.id.clone();
-        blocking(move || {
-            store
-                .unmount_rootfs(&id)
-                .map_err(Error::store("unmounting before the eviction"))
-        })
-        .await?;
+        self.unmount_root(&rec.id, "unmounting before the eviction")
+            .await?;
         let epoch = self.db.held_epoch(&rec.id)?;
         let (mut chunks_sent, mut bytes_sent, mut uploaded) = (0, 0, 0);
         let in_store = self.db.cold_checkpoints(&rec.id)?;
