@@ -264,21 +264,20 @@ impl ColdStore {
             let h = *hash;
             let f = file.clone();
             let path = dest.to_path_buf();
+            let cache = self.cache.clone();
             let checked = tokio::task::spawn_blocking(move || {
                 let plain = chunk::open(&stored, &h, len)?;
                 f.write_all_at(&plain, off)
                     .map_err(|e| ColdError::io("write", &path, e))?;
-                Ok::<_, ColdError>(stored)
+                if !from_cache {
+                    cache.put(&h, &stored);
+                }
+                Ok::<_, ColdError>(())
             })
             .await
             .map_err(|e| ColdError::Other(format!("chunk task failed: {e}")))?;
             match checked {
-                Ok(stored) => {
-                    if !from_cache {
-                        self.cache.put(hash, &stored);
-                    }
-                    return Ok(from_cache);
-                }
+                Ok(()) => return Ok(from_cache),
                 Err(ColdError::Corrupt { .. }) if from_cache => {
                     tracing::warn!(chunk = %hash, "damaged chunk in the local cache; fetching it again");
                     continue;

@@ -38,7 +38,7 @@ pub struct ColdStore {
     local_root: Option<PathBuf>,
     /// What the store is, for messages (no credentials).
     describe: String,
-    pub(crate) cache: ChunkCache,
+    pub(crate) cache: Arc<ChunkCache>,
     pub(crate) concurrency: usize,
     /// The longest one request may take, retries included.
     pub(crate) request_timeout: Duration,
@@ -126,7 +126,7 @@ impl ColdStore {
             objects,
             local_root,
             describe: opts.url.clone(),
-            cache: ChunkCache::open(&opts.cache_dir, opts.cache_bytes)?,
+            cache: Arc::new(ChunkCache::open(&opts.cache_dir, opts.cache_bytes)?),
             concurrency: opts.concurrency.max(1),
             request_timeout: opts.request_timeout,
             known: Mutex::new(HashMap::new()),
@@ -305,11 +305,16 @@ impl ColdStore {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.store_err("head", &key, e)),
         }
-        let stored = tokio::task::spawn_blocking(move || chunk::compress(&plain))
-            .await
-            .map_err(|e| ColdError::Other(format!("compress task failed: {e}")))??;
+        let cache = self.cache.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let stored = chunk::compress(&plain)?;
+            // Cached here, off the runtime's threads: a file written.
+            cache.put(&h, &stored);
+            Ok::<_, ColdError>(stored)
+        })
+        .await
+        .map_err(|e| ColdError::Other(format!("compress task failed: {e}")))??;
         let size = stored.len() as u64;
-        self.cache.put(&h, &stored);
         self.objects
             .put(&ObjPath::from(key.as_str()), PutPayload::from(stored))
             .await

@@ -380,6 +380,11 @@ async fn a_checkpoint_copy_reads_only_what_changed_and_restores_whole() {
         second * 4 < first,
         "{v1}'s copy read {second} chunks, {v0}'s {first}"
     );
+    // The default store is a folder on this disk: nothing is cached of it
+    // (a cache would have written every chunk sent twice).
+    assert!(chunk_files(&d.data_dir.join("objects")).len() >= 32);
+    let cached = chunk_files(&d.data_dir.join("cache"));
+    assert!(cached.is_empty(), "cached: {cached:?}");
 
     d.kill9();
     for ck in [&v0, &v1] {
@@ -413,6 +418,9 @@ async fn evicted_sprites_survive_losing_their_local_disk() {
     let sum = api.sh("keep", WRITE_BLOB).await;
     let v0 = api.checkpoint("keep", None).await;
     evict_ok(&api, "keep").await;
+    // A store elsewhere has a local cache (2 GiB by default) of what was
+    // sent.
+    assert!(!chunk_files(&d.data_dir.join("cache")).is_empty());
 
     // The host's disk is lost: volumes, checkpoints, base images, the
     // volume template and the chunk cache all gone (the metadata stays).
