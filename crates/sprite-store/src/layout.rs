@@ -42,7 +42,7 @@ impl Layout {
     }
     pub(crate) fn template(&self, bytes: u64) -> PathBuf {
         self.templates_dir()
-            .join(format!("ext4-packed-{bytes}.img"))
+            .join(format!("ext4-compact-{bytes}.img"))
     }
     /// The template of the same size as older releases made it (metadata
     /// spread over the file): no longer cloned.

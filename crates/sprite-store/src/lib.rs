@@ -8,7 +8,7 @@
 //! <data>/pool/                         the pool (mount point of pool.img, or a plain dir)
 //! <pool>/images/<name>/rootfs/         base image, ownership shifted by uid_shift
 //! <pool>/images/<name>/manifest.json
-//! <pool>/templates/ext4-packed-<bytes>.img pre-formatted empty volume, cloned per sprite
+//! <pool>/templates/ext4-compact-<bytes>.img pre-formatted empty volume, cloned per sprite
 //! <pool>/sprites/<id>/volume.img       the sprite's writable ext4 (a reflink clone)
 //! <data>/sprites/<id>/                 run dir: bundle, sockets, logs
 //! <data>/sprites/<id>/volume/          volume.img mounted (ext4)

@@ -220,10 +220,10 @@ fn pool_images_volumes_and_rootfs() {
     );
     assert_shares_extents(&store.volume_path("a"));
     assert_no_lazy_init(&store.volume_path("a"));
-    // Its extents do not grow with its size (the metadata packed at the
-    // front, two backup superblocks): a clone, which costs per extent,
-    // costs as much for 100 GiB as for 1 (the older layout had 72 extents
-    // at 100 GiB, 13 at 1).
+    // Its extents do not grow with its size (the groups' metadata side by
+    // side, two backup superblocks): a clone, which costs per extent,
+    // costs as much for 100 GiB as for 1 (the older layout had 69 runs of
+    // data at 100 GiB, 10 at 1).
     store
         .create_volume_sized("huge", 100 * GIB)
         .expect("create huge");

@@ -197,8 +197,8 @@ async fn identical_chunks_are_stored_once_and_forks_of_evicted_checkpoints_work(
     let first = evict_ok(&api, "one").await;
     let second = evict_ok(&api, "two").await;
     // Both volumes come from one template: two's eviction sends only the
-    // chunks two changed. (Its metadata packed at the front, a new volume
-    // is ~15 KB stored, ~9 KB of it in the chunks a sprite's first writes
+    // chunks two changed. (Its metadata in few extents, a new volume is
+    // ~15 KB stored, ~9 KB of it in the chunks a sprite's first writes
     // change; spread over the file it was ~35 KB, ~10 KB of it changed.)
     let stored = second["stored_bytes"].as_u64().expect("stored_bytes");
     let sent = second["bytes_sent"].as_u64().expect("bytes_sent");
