@@ -21,6 +21,13 @@ fn sprite_pool(d: &Daemon, id: &str) -> PathBuf {
     d.pool_dir().join("sprites").join(id)
 }
 
+/// Checkpoint `ck`'s image on local disk.
+fn checkpoint_image(d: &Daemon, id: &str, ck: &str) -> PathBuf {
+    sprite_pool(d, id)
+        .join("checkpoints")
+        .join(format!("{ck}.img"))
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|e| {
@@ -172,7 +179,7 @@ async fn a_long_cold_sprite_leaves_local_disk_and_comes_back_whole() {
         .sh("sleepy", "cat /home/sprite/later 2>&1 || true")
         .await;
     assert!(gone.contains("No such file"), "{gone}");
-    assert!(pool.join("checkpoints").join(format!("{v0}.img")).exists());
+    assert!(checkpoint_image(&d, &id, &v0).exists());
 
     // Destroyed: its manifests leave the store and its chunks are collected.
     api.delete("sleepy").await;
@@ -314,9 +321,7 @@ async fn a_checkpoint_lost_from_local_disk_restores_from_the_store() {
     .await;
 
     d.kill9();
-    let image = sprite_pool(&d, &id)
-        .join("checkpoints")
-        .join(format!("{v0}.img"));
+    let image = checkpoint_image(&d, &id, &v0);
     std::fs::remove_file(&image).expect("remove the checkpoint's image");
     d.spawn();
     let api = d.client();
@@ -391,10 +396,7 @@ async fn a_checkpoint_copy_reads_only_what_changed_and_restores_whole() {
 
     d.kill9();
     for ck in [&v0, &v1] {
-        let image = sprite_pool(&d, &id)
-            .join("checkpoints")
-            .join(format!("{ck}.img"));
-        std::fs::remove_file(&image).expect("remove the checkpoint's image");
+        std::fs::remove_file(checkpoint_image(&d, &id, ck)).expect("remove the checkpoint's image");
     }
     d.spawn();
     let api = d.client();
