@@ -193,7 +193,7 @@ fn make_template(tmp: &Path, bytes: u64, owner: u32) -> Result<()> {
     // a clone (every checkpoint, restore, fork, replication look) costs
     // per extent: 0.34 ms for 100 GiB before, 0.07 ms now. (Packing the
     // journal at the front too, `packed_meta_blocks`, made a wake from the
-    // object store 200-300 ms slower.) Volumes are never resized, which
+    // object store 200-355 ms slower.) Volumes are never resized, which
     // sparse_super2 would not allow online.
     let base = format!("root_owner={owner}:{owner}");
     let attempts = [
