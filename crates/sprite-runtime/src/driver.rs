@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::RuntimeError;
+use crate::gate::Gate;
 use crate::sandbox::{IdMap, Isolation, SandboxSpec, SandboxState, SandboxStats};
 
 /// An isolation driver: starts a sprite's init (the agent) in its sandbox,
@@ -20,6 +21,21 @@ pub trait Driver: Send + Sync {
     /// returns once init runs. A stopped leftover of the same id (e.g. after
     /// a reboot) is replaced.
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<(), RuntimeError>;
+
+    /// [`Driver::start`] begun while the caller still mounts `spec.rootfs`:
+    /// what needs no root runs at once, the rest once `gate` is opened
+    /// (see [`crate::gate`]). A gate dropped unopened fails the start with
+    /// [`RuntimeError::RootNotMounted`] and leaves no sandbox. By default
+    /// the whole start waits for the gate.
+    fn start_gated(
+        &self,
+        spec: &SandboxSpec,
+        listener: OwnedFd,
+        gate: Gate,
+    ) -> Result<(), RuntimeError> {
+        gate.wait(&spec.id)?;
+        self.start(spec, listener)
+    }
 
     fn state(&self, id: &str) -> Result<SandboxState, RuntimeError>;
 
@@ -182,6 +198,26 @@ impl Driver for ByIsolation {
                     self.container.delete(&spec.id)?;
                 }
                 g.start(spec, listener)
+            }
+        }
+    }
+
+    fn start_gated(
+        &self,
+        spec: &SandboxSpec,
+        listener: OwnedFd,
+        gate: Gate,
+    ) -> Result<(), RuntimeError> {
+        match spec.isolation {
+            Isolation::Container => {
+                if let Some(g) = self.gvisor.as_ref().filter(|g| g.knows(&spec.id)) {
+                    g.delete(&spec.id)?;
+                }
+                self.container.start_gated(spec, listener, gate)
+            }
+            Isolation::Gvisor => {
+                gate.wait(&spec.id)?;
+                self.start(spec, listener)
             }
         }
     }

@@ -13,6 +13,8 @@ pub enum RuntimeError {
     AlreadyRunning(String),
     #[error("sandbox {0:?} is not running")]
     NotRunning(String),
+    #[error("sandbox {0:?}: its root could not be mounted")]
+    RootNotMounted(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -13,6 +13,7 @@ mod driver;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod gate;
 pub mod gvisor;
 pub mod gvisor_platform;
 mod native;
@@ -27,6 +28,7 @@ pub mod userns;
 
 pub use driver::{ByIsolation, Driver, EgressHook};
 pub use error::RuntimeError;
+pub use gate::{Gate, Opener};
 pub use gvisor::Gvisor;
 pub use oci_spec::runtime::Capability;
 pub use runc::Runc;

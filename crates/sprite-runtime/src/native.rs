@@ -152,6 +152,7 @@ pub(crate) fn plan(
         cwd: process.cwd().clone(),
         state_dir,
         pid_file,
+        gate_fd: None,
     })
 }
 

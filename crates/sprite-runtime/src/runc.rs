@@ -21,8 +21,9 @@ use serde::Deserialize;
 use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{Driver, EgressHook};
 use crate::error::{Result, RuntimeError};
+use crate::gate::Gate;
 use crate::sandbox::{
-    validate_id, IdMap, SandboxSpec, SandboxState, SandboxStats, AGENT_FD, SECCOMP_FD,
+    validate_id, IdMap, SandboxSpec, SandboxState, SandboxStats, AGENT_FD, GATE_FD, SECCOMP_FD,
 };
 use crate::userns::{Slots, UserNs, OWNER_BASE, RANGE_BASE, RANGE_SIZE};
 use crate::{bundle, spec};
@@ -299,7 +300,18 @@ impl Runc {
         spec: &SandboxSpec,
         listener: OwnedFd,
         plan: Option<&sprite_start::Plan>,
+        gate: Option<Gate>,
     ) -> Result<Option<i32>> {
+        // The starter waits for the gate itself (at GATE_FD) where its
+        // plan says so; anything else waits for it here, before it starts.
+        let gate = match gate {
+            Some(g) if plan.is_some_and(|p| p.gate_fd == Some(GATE_FD)) => Some(g.into_fd()),
+            Some(g) => {
+                g.wait(&spec.id)?;
+                None
+            }
+            None => None,
+        };
         rotate_log(&spec.log_path);
         let log = OpenOptions::new()
             .create(true)
@@ -360,6 +372,9 @@ impl Runc {
         ];
         if let Some(f) = &filter {
             placed.push((f.as_fd(), SECCOMP_FD));
+        }
+        if let Some(g) = &gate {
+            placed.push((g.as_fd(), GATE_FD));
         }
         // Init's RLIMIT_NOFILE, where it has a user namespace of its own,
         // is runc's: this process's own, which `spec::granted_nofile` set
@@ -463,6 +478,19 @@ impl Runc {
     /// namespaces, mounts and cgroups made, to run the sandbox's process
     /// at [`Runc::commence`]. Until then nothing of the sprite's runs.
     pub fn prepare(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
+        self.prepare_gated(spec, listener, None)
+    }
+
+    /// [`Runc::prepare`] begun while `spec.rootfs` is still being mounted,
+    /// where `gate` is given (see [`crate::gate`]): a native start waits
+    /// for it in its starter, just before anything enters the sandbox's
+    /// namespaces; a start by runc waits for it before runc runs.
+    fn prepare_gated(
+        &self,
+        spec: &SandboxSpec,
+        listener: OwnedFd,
+        gate: Option<Gate>,
+    ) -> Result<()> {
         validate_id(&spec.id)?;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -498,16 +526,24 @@ impl Runc {
         )?;
         bundle::write_config(&spec.bundle_dir, &config)?;
         crate::devices::make_nodes(spec)?;
-        let plan = self.native_plan(spec, &config);
+        let gated = gate.is_some();
+        let mut plan = self.native_plan(spec, &config);
+        if let (Some(plan), Some(_)) = (plan.as_mut(), &gate) {
+            plan.gate_fd = Some(GATE_FD);
+        }
         let started = Instant::now();
         let (ran, attached) = std::thread::scope(|scope| {
             let attaching = match (early, &net_ns) {
-                (Some(egress), Some(path)) => {
-                    Some(scope.spawn(move || egress.attach_prepared(&spec.id, path)))
-                }
+                (Some(egress), Some(path)) => Some(scope.spawn(move || {
+                    // Beside a root still being mounted, below it: the
+                    // mount is what the start waits for first.
+                    let _lowered = gated
+                        .then(|| crate::priority::Lowered::by(crate::priority::START_NICE_STEPS));
+                    egress.attach_prepared(&spec.id, path)
+                })),
                 _ => None,
             };
-            let ran = self.spawn_create(spec, listener, plan.as_ref());
+            let ran = self.spawn_create(spec, listener, plan.as_ref(), gate);
             let attached = attaching.map(|a| {
                 a.join().unwrap_or_else(|_| {
                     Err(RuntimeError::Network(
@@ -721,6 +757,15 @@ impl Driver for Runc {
 
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
         Runc::prepare(self, spec, listener)?;
+        if let Err(e) = Runc::commence(self, &spec.id) {
+            let _ = self.delete(&spec.id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn start_gated(&self, spec: &SandboxSpec, listener: OwnedFd, gate: Gate) -> Result<()> {
+        Runc::prepare_gated(self, spec, listener, Some(gate))?;
         if let Err(e) = Runc::commence(self, &spec.id) {
             let _ = self.delete(&spec.id);
             return Err(e);

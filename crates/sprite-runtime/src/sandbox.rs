@@ -15,6 +15,9 @@ pub const AGENT_FD: i32 = 3;
 /// The fd on which an init that loads the seccomp filter itself finds it
 /// (compiled BPF, a sealed memfd), named in [`SECCOMP_FD_ENV`].
 pub const SECCOMP_FD: i32 = 4;
+/// The fd on which a native start's starter finds its gate (see
+/// [`crate::gate`]); never init's.
+pub(crate) const GATE_FD: i32 = 5;
 /// Init's environment: where the compiled seccomp filter is.
 pub const SECCOMP_FD_ENV: &str = "SPRITE_SECCOMP_FD";
 /// Init's environment: the capabilities it keeps once the filter is

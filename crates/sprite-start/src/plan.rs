@@ -45,6 +45,13 @@ pub struct Plan {
     pub state_dir: PathBuf,
     /// Where init's host pid is written once it waits.
     pub pid_file: PathBuf,
+    /// A descriptor (inherited) to read one byte from before anything
+    /// enters the sandbox's namespaces: the daemon writes it once the root
+    /// is mounted, so that what comes before (this process's start, the
+    /// cgroups) runs while it mounts. End of file: it could not, and the
+    /// start fails. `None`: the root is mounted already.
+    #[serde(default)]
+    pub gate_fd: Option<i32>,
 }
 
 /// A sandbox's cgroup in one hierarchy.

@@ -94,6 +94,8 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
 }
 
 fn start(plan: &Plan) -> Result<()> {
+    // Taken first, so that no error path leaves it open.
+    let gate = plan.gate_fd.map(take_gate).transpose()?;
     std::fs::DirBuilder::new()
         .mode(0o711)
         .recursive(true)
@@ -123,7 +125,7 @@ fn start(plan: &Plan) -> Result<()> {
         cgroups: Vec::new(),
         init: None,
     };
-    match start_made(plan, &fifo, &mut made) {
+    match start_made(plan, &fifo, gate, &mut made) {
         Ok(()) => Ok(()),
         Err(e) => {
             made.undo();
@@ -165,6 +167,33 @@ impl Made<'_> {
     }
 }
 
+/// The inherited gate descriptor, owned here and closed on exec (init
+/// never sees it: the joiner closes it before init is forked).
+fn take_gate(fd: RawFd) -> Result<File> {
+    check(
+        // SAFETY: F_SETFD takes an integer and reads no memory; it fails
+        // (EBADF) where `fd` is not open.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }.into(),
+        format!("the gate descriptor {fd}"),
+    )?;
+    // SAFETY: the daemon placed the gate at `fd` for this process (open,
+    // as the call above showed), and nothing else here owns it.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Waits for the daemon's byte on `gate`: its root is mounted.
+fn pass_gate(mut gate: File) -> Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        match gate.read(&mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err("the daemon could not mount the sandbox's root".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("waiting for the sandbox's root: {e}")),
+        }
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
@@ -173,7 +202,7 @@ fn open_ns(path: &Path) -> Result<File> {
     File::open(path).map_err(os_err(format!("opening namespace {}", path.display())))
 }
 
-fn start_made(plan: &Plan, fifo: &Path, made: &mut Made<'_>) -> Result<()> {
+fn start_made(plan: &Plan, fifo: &Path, gate: Option<File>, made: &mut Made<'_>) -> Result<()> {
     // Init opens this (as /proc/self/fd/N) once its root is in place.
     let fifo_path = open_path(fifo)?;
     for cgroup in &plan.cgroups {
@@ -199,6 +228,7 @@ fn start_made(plan: &Plan, fifo: &Path, made: &mut Made<'_>) -> Result<()> {
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if joiner == 0 {
+        drop(gate);
         drop(go_w);
         drop(report_r);
         drop(sources_here);
@@ -224,6 +254,12 @@ fn start_made(plan: &Plan, fifo: &Path, made: &mut Made<'_>) -> Result<()> {
             let procs = cgroup.dir.join("cgroup.procs");
             std::fs::write(&procs, joiner.to_string())
                 .map_err(os_err(format!("joining {}", procs.display())))?;
+        }
+        // Everything above ran while the daemon mounted the root; from
+        // here on it is needed. A failure drops `go_w` with this closure:
+        // the joiner ends (reaped below) and the cgroups can go.
+        if let Some(gate) = gate {
+            pass_gate(gate)?;
         }
         File::from(go_w)
             .write_all(b"g")

@@ -412,3 +412,124 @@ async fn checkpoints_of_warm_and_cold_sprites() {
     api.restore("ck", "v1").await;
     assert_eq!(api.sh("ck", "cat /home/sprite/f").await, "two\n");
 }
+
+/// The pids of the sandbox starters (`sprite-agent __sprite-start`) now
+/// running for sandbox `id`.
+fn starters_of(id: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "__sprite-start") && args.iter().any(|a| a.contains(id)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Directories named `id` in the host's cgroup hierarchies (a sandbox's
+/// cgroup sits one or two levels down: `<hierarchy>/<parent>/<id>`).
+fn cgroups_named(id: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![(std::path::PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy() == id {
+                found.push(e.path());
+            } else if depth < 3 {
+                dirs.push((e.path(), depth + 1));
+            }
+        }
+    }
+    found
+}
+
+/// A wake starts the sandbox while its root is still being mounted (the
+/// starter, its cgroups made, waits at the gate the mount opens); a daemon
+/// killed right then leaves no starter, cgroup or container behind, and
+/// the next wake starts the sprite with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_waits_for_its_root_and_a_daemon_killed_then_leaves_nothing() {
+    let mut d = Daemon::start_with(&["--idle-warm", "300ms", "--idle-cold", "300ms"]);
+    let api = d.client();
+    api.create("gated").await;
+    api.sh("gated", "echo kept > /home/sprite/f; sync").await;
+    let id = api.id_of("gated").await;
+    api.wait_status("gated", "cold", Duration::from_secs(10))
+        .await;
+    assert!(cgroups_named(&id).is_empty(), "{:?}", cgroups_named(&id));
+
+    // Stopped dead just before its root is mounted.
+    d.kill9();
+    d.env
+        .push(("SPRITED_FAILPOINTS".into(), "root-mounting".into()));
+    d.spawn();
+    let api = d.client();
+    common::in_background(
+        &d,
+        api.req(reqwest::Method::POST, "/v1/sprites/gated/exec?cmd=true"),
+    );
+    // The start went ahead meanwhile: its starter runs and has made the
+    // sandbox's cgroups, but nothing entered them (no init, no container)
+    // and the root is not mounted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while starters_of(&id).is_empty() || cgroups_named(&id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no starter with its cgroups for {id}; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Still there (the starter, and the child it made to enter the
+    // namespaces, which waits for it).
+    assert!(
+        !starters_of(&id).is_empty(),
+        "the starter waits at the gate"
+    );
+    assert!(!rootfs_mounted(&d, &id));
+    assert_eq!(d.runc_state(&id), "absent");
+    assert!(!d
+        .data_dir
+        .join("runc")
+        .join(&id)
+        .join("state.json")
+        .exists());
+
+    // The daemon dies: the gate closes unopened, and the starter removes
+    // what it made and ends.
+    d.kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !starters_of(&id).is_empty() || !cgroups_named(&id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: starters {:?}, cgroups {:?}",
+            starters_of(&id),
+            cgroups_named(&id)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!d.data_dir.join("runc").join(&id).exists());
+
+    // The next daemon wakes it as ever.
+    d.env.retain(|(k, _)| k != "SPRITED_FAILPOINTS");
+    d.spawn();
+    let api = d.client();
+    assert_eq!(api.sh("gated", "cat /home/sprite/f").await, "kept\n");
+    assert_eq!(api.status("gated").await, "running");
+}
