@@ -168,7 +168,7 @@ impl Kernel {
         .join()
         .map_err(|_| RuntimeError::Network("the namespace thread panicked".into()))??;
         let t1 = t0.elapsed();
-        let (index, name) = self.add_pair(&mut host, &ns)?;
+        let (index, name) = self.add_pair(&mut host, &mut inside, &ns)?;
         let t2 = t0.elapsed();
         let made = (|| -> io::Result<()> {
             let addr = self.address(index);
@@ -198,8 +198,14 @@ impl Kernel {
         Ok(name)
     }
 
-    /// Makes the first free pair from `next` on, its peer in `ns`.
-    fn add_pair(&self, host: &mut Rtnl, ns: &std::fs::File) -> Result<(u32, String)> {
+    /// Makes the first free pair from `next` on, its peer in `ns` (whose
+    /// netlink socket is `inside`).
+    fn add_pair(
+        &self,
+        host: &mut Rtnl,
+        inside: &mut Rtnl,
+        ns: &std::fs::File,
+    ) -> Result<(u32, String)> {
         let pairs = self.pairs();
         let start = self.next.load(Ordering::Relaxed) % pairs;
         for k in 0..pairs {
@@ -210,10 +216,12 @@ impl Kernel {
                     self.next.store(i.wrapping_add(1), Ordering::Relaxed);
                     return Ok((i, name));
                 }
-                // Taken (by this daemon or another): the next. Unless the
-                // name that exists is the sandbox's.
+                // Taken (by this daemon or another, maybe going away as
+                // we look): the next. Unless the name that exists is the
+                // sandbox's, asked of its namespace (the host's name may be
+                // gone by now, deleted by a stop).
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    if host.index(&name).is_err() {
+                    if inside.index(SANDBOX_IF).is_ok() {
                         return Err(RuntimeError::Network(format!(
                             "the sandbox's namespace has an {SANDBOX_IF} already"
                         )));
@@ -367,6 +375,70 @@ mod tests {
         assert_eq!(k.pairs(), 32768);
         assert_eq!(k.address(0), Ipv4Addr::new(10, 239, 0, 1));
         assert_eq!(k.address(32767), Ipv4Addr::new(10, 239, 255, 255));
+    }
+
+    /// A new network namespace (made on a thread of its own) and a
+    /// netlink socket in it.
+    fn new_netns() -> (std::fs::File, Rtnl) {
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            let ns = std::fs::File::open("/proc/thread-self/ns/net").expect("the namespace");
+            (ns, Rtnl::open().expect("netlink inside"))
+        })
+        .join()
+        .expect("the namespace thread")
+    }
+
+    /// A host link name already taken (here by a veth pair of the host's
+    /// own; as well by a
+    /// stop deleting its pair as the name is tried) is skipped; an `eth0`
+    /// already in the sandbox's namespace is refused. Needs root.
+    #[test]
+    fn a_taken_host_name_is_skipped_and_a_second_eth0_refused() {
+        let k = Kernel {
+            network: "10.239.0.0/16".parse().unwrap(),
+            next: AtomicU32::new(32760),
+        };
+        let taken = format!("{LINK_PREFIX}32760");
+        let made = format!("{LINK_PREFIX}32761");
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip")
+        };
+        ip(&["link", "del", &taken]);
+        assert!(ip(&[
+            "link",
+            "add",
+            &taken,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "spvpeer32760"
+        ])
+        .success());
+        let (ns, mut inside) = new_netns();
+        let mut host = Rtnl::open().expect("netlink");
+        let first = k.add_pair(&mut host, &mut inside, &ns);
+        let second = k.add_pair(&mut host, &mut inside, &ns);
+        let cleanup = |name: &str| {
+            if let Ok(i) = Rtnl::open().and_then(|mut h| h.index(name).map(|i| (h, i))) {
+                let (mut h, i) = i;
+                let _ = h.del_link(i);
+            }
+        };
+        cleanup(&taken);
+        cleanup(&made);
+        for i in 32762..32768 {
+            cleanup(&format!("{LINK_PREFIX}{i}"));
+        }
+        assert_eq!(first.expect("a pair"), (32761, made));
+        match second {
+            Err(RuntimeError::Network(m)) => assert!(m.contains("has an eth0 already"), "{m}"),
+            other => panic!("a second eth0: {other:?}"),
+        }
     }
 
     #[test]
