@@ -170,6 +170,15 @@ impl std::fmt::Debug for ByIsolation {
 }
 
 impl ByIsolation {
+    /// A container start removes a gVisor sandbox left of the same id
+    /// (its isolation changed) first.
+    fn delete_gvisor_leftover(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.gvisor.as_ref().filter(|g| g.knows(id)) {
+            Some(g) => g.delete(id),
+            None => Ok(()),
+        }
+    }
+
     fn of(&self, id: &str) -> &dyn Driver {
         match &self.gvisor {
             Some(g) if g.knows(id) => g.as_ref(),
@@ -183,9 +192,7 @@ impl Driver for ByIsolation {
         // A leftover of the other level (its isolation changed) goes first.
         match spec.isolation {
             Isolation::Container => {
-                if let Some(g) = self.gvisor.as_ref().filter(|g| g.knows(&spec.id)) {
-                    g.delete(&spec.id)?;
-                }
+                self.delete_gvisor_leftover(&spec.id)?;
                 self.container.start(spec, listener)
             }
             Isolation::Gvisor => {
@@ -210,9 +217,7 @@ impl Driver for ByIsolation {
     ) -> Result<(), RuntimeError> {
         match spec.isolation {
             Isolation::Container => {
-                if let Some(g) = self.gvisor.as_ref().filter(|g| g.knows(&spec.id)) {
-                    g.delete(&spec.id)?;
-                }
+                self.delete_gvisor_leftover(&spec.id)?;
                 self.container.start_gated(spec, listener, gate)
             }
             Isolation::Gvisor => {

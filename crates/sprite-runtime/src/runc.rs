@@ -481,6 +481,22 @@ impl Runc {
         self.prepare_gated(spec, listener, None)
     }
 
+    /// [`Driver::start`]: prepared, then let run; a sandbox that cannot be
+    /// let run is removed.
+    fn prepare_and_commence(
+        &self,
+        spec: &SandboxSpec,
+        listener: OwnedFd,
+        gate: Option<Gate>,
+    ) -> Result<()> {
+        self.prepare_gated(spec, listener, gate)?;
+        if let Err(e) = self.commence(&spec.id) {
+            let _ = self.delete(&spec.id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// [`Runc::prepare`] begun while `spec.rootfs` is still being mounted,
     /// where `gate` is given (see [`crate::gate`]): a native start waits
     /// for it in its starter, just before anything enters the sandbox's
@@ -756,21 +772,11 @@ impl Driver for Runc {
     }
 
     fn start(&self, spec: &SandboxSpec, listener: OwnedFd) -> Result<()> {
-        Runc::prepare(self, spec, listener)?;
-        if let Err(e) = Runc::commence(self, &spec.id) {
-            let _ = self.delete(&spec.id);
-            return Err(e);
-        }
-        Ok(())
+        self.prepare_and_commence(spec, listener, None)
     }
 
     fn start_gated(&self, spec: &SandboxSpec, listener: OwnedFd, gate: Gate) -> Result<()> {
-        Runc::prepare_gated(self, spec, listener, Some(gate))?;
-        if let Err(e) = Runc::commence(self, &spec.id) {
-            let _ = self.delete(&spec.id);
-            return Err(e);
-        }
-        Ok(())
+        self.prepare_and_commence(spec, listener, Some(gate))
     }
 
     fn state(&self, id: &str) -> Result<SandboxState> {
