@@ -95,7 +95,9 @@ impl Layout {
     pub(crate) fn layers_dir(&self, id: &str) -> PathBuf {
         self.sprite_dir(id).join("layers")
     }
-    /// The id shift the mounted root was made with (absent: none).
+    /// The id shift the mounted root and the checkpoint views were made
+    /// with (absent: none). A restore's discard of the root keeps it, with
+    /// the views.
     pub(crate) fn layers_shift(&self, id: &str) -> PathBuf {
         self.sprite_dir(id).join("layers.shift")
     }

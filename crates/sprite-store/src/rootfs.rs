@@ -49,6 +49,7 @@ impl Store {
         // serves (FUSE): everything that writes to it here is done by a
         // child process (see `outside`).
         let served = volume_img != self.layout.volume_image(id);
+        let t0 = std::time::Instant::now();
         let mut volume_mounted = is_mounted(&volume_mnt, "ext4")?;
         if volume_mounted && !served && !loopdev::mount_is_backed_by(&volume_mnt, volume_img)? {
             // The volume file was replaced under its mount (by a rebuild
@@ -111,6 +112,7 @@ impl Store {
             }
         }
 
+        let volume_at = t0.elapsed();
         // The layers as the overlay takes them: as stored, or idmapped
         // clones (made again whenever the root is).
         let layers = self.layout.layers_dir(id);
@@ -131,6 +133,7 @@ impl Store {
                 (lower_layer, volume_layer)
             }
         };
+        let layers_at = t0.elapsed();
         // Made and owned as stored (the ids on disk), mounted through the
         // clones.
         let (uid, gid) = self.root_ids();
@@ -177,8 +180,20 @@ impl Store {
             let path = self.layout.layers_shift(id);
             std::fs::write(&path, record).ctx("write", &path)?;
         }
+        let overlay_at = t0.elapsed();
         self.prepare_views(id)?;
-        tracing::debug!(sprite = id, image, rootfs = %rootfs.display(), ?shift, "rootfs mounted");
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            sprite = id,
+            image,
+            rootfs = %rootfs.display(),
+            ?shift,
+            volume_ms = ms(volume_at),
+            layers_ms = ms(layers_at - volume_at),
+            overlay_ms = ms(overlay_at - layers_at),
+            views_ms = ms(t0.elapsed() - overlay_at),
+            "rootfs mounted"
+        );
         Ok(rootfs)
     }
 
@@ -347,7 +362,8 @@ impl Store {
     /// go of them on a thread of its own, where the kernel writes back the
     /// overlay and the volume, stops its journal and clears its loop device
     /// (~10 ms here, which a restore waited for, and whose writes slowed
-    /// the next mount when they ran beside it). The replaced image is
+    /// the next mount when they ran beside it). The sprite's checkpoint
+    /// views stay shown. The replaced image is
     /// another file (the new one comes in by rename): what is written back
     /// goes to the old, unlinked one, and a new mount of the image never
     /// meets the old filesystem. An image not replaced after all (the swap
@@ -364,7 +380,14 @@ impl Store {
             self.unmount_rootfs(id)?;
             return Ok(held);
         }
-        self.hide_all_views(id)?;
+        // The checkpoint views stay: they are clones of checkpoint images,
+        // mounted with the sprite's id shift, and the restored root comes
+        // back with the same shift and the same checkpoints. The record of
+        // that shift stays with them (the next mount of the root hides them
+        // only if its shift differs, and rewrites the record). Hidden and
+        // shown again, each view cost an unmount here and a loop device,
+        // an ext4 and two more mounts beside the restored sprite's start
+        // and first requests.
         for target in self.root_mounts(id) {
             // Loop in case the same point was mounted more than once.
             while mountinfo::is_mount_root(&target)? {
@@ -378,7 +401,6 @@ impl Store {
                 held.mounts.push(root);
             }
         }
-        let _ = std::fs::remove_file(self.layout.layers_shift(id));
         Ok(held)
     }
 

@@ -874,16 +874,47 @@ fn a_discarded_root_is_out_of_the_way_at_once() {
         .show_checkpoints("d", "tiny", &["v0".into()])
         .expect("show");
 
+    // The checkpoint views stay shown, the same mounts, through the
+    // discard, the swap and the next mount of the root.
+    let views = store.views_dir("d");
+    let view_file = views.join("v0/home/sprite/state");
+    assert_eq!(std::fs::read(&view_file).expect("view"), b"kept");
+    let view_dev = std::fs::metadata(views.join("v0")).expect("view").dev();
+    let view_mounts = {
+        let sprite = store.sprite_dir("d");
+        let root = [
+            store.rootfs_path("d"),
+            sprite.join("volume"),
+            sprite.join("layers/image"),
+            sprite.join("layers/volume"),
+        ];
+        let mut m: Vec<PathBuf> = mounts_under(&sprite)
+            .into_iter()
+            .filter(|m| !root.contains(m))
+            .collect();
+        m.sort();
+        m
+    };
+    assert!(view_mounts.len() >= 2, "views not mounted: {view_mounts:?}");
+
     let old = store.discard_rootfs("d").expect("discard");
-    assert!(
-        mounts_under(&store.sprite_dir("d")).is_empty(),
-        "{:?}",
-        mounts_under(&store.sprite_dir("d"))
+    let mut left = mounts_under(&store.sprite_dir("d"));
+    left.sort();
+    assert_eq!(
+        left, view_mounts,
+        "the discard left more than the views, or took them"
     );
     store.restore_checkpoint("d", "v0").expect("restore");
     let root = store.mount_rootfs("d", "tiny").expect("mount again");
     assert_eq!(std::fs::read(&file).expect("read"), b"kept");
     assert!(!root.join("home/sprite/big").exists());
+    assert_eq!(std::fs::read(&view_file).expect("view"), b"kept");
+    assert_eq!(
+        std::fs::metadata(views.join("v0")).expect("view").dev(),
+        view_dev,
+        "the view was mounted again"
+    );
+    assert_eq!(store.shown_checkpoints("d").expect("shown"), ["v0"]);
 
     // The old filesystem lives on, detached, on the image it was on
     // (renamed over by the restore) while it is held; once let go of, it
@@ -894,10 +925,15 @@ fn a_discarded_root_is_out_of_the_way_at_once() {
     let replaced = || -> Vec<(PathBuf, PathBuf)> {
         sprite_store::loop_devices_under(pool_dir)
             .into_iter()
-            .filter(|(_, f)| f.to_string_lossy().ends_with("(deleted)"))
+            .filter(|(_, f)| f.to_string_lossy().ends_with("volume.img (deleted)"))
             .collect()
     };
-    assert_eq!(replaced().len(), 1, "the old volume is not held");
+    assert_eq!(
+        replaced().len(),
+        1,
+        "the old volume is not held: {:?}",
+        replaced()
+    );
     drop(old);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

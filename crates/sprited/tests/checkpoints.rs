@@ -108,6 +108,16 @@ async fn checkpoint_restore_delete_and_fork() {
         .await
         .expect("the session did not end with the restore");
     assert!(matches!(ended.code, Some(137 | 143)), "{ended:?}");
+    // The checkpoint views come through the restore as they were: there
+    // for its first exec, not hidden and shown again after it.
+    assert_eq!(
+        api.sh(
+            "ck",
+            "cat /.sprite/checkpoints/v0/home/sprite/f /.sprite/checkpoints/v1/home/sprite/f"
+        )
+        .await,
+        "one\ntwo\n"
+    );
     assert_eq!(
         api.sh("ck", "cat /home/sprite/f /home/sprite/g").await,
         "one\nkeep\n"
