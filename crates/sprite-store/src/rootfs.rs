@@ -363,11 +363,11 @@ impl Store {
     /// overlay and the volume, stops its journal and clears its loop device
     /// (~10 ms here, which a restore waited for, and whose writes slowed
     /// the next mount when they ran beside it). The sprite's checkpoint
-    /// views stay shown. The replaced image is
-    /// another file (the new one comes in by rename): what is written back
-    /// goes to the old, unlinked one, and a new mount of the image never
-    /// meets the old filesystem. An image not replaced after all (the swap
-    /// failed) is waited for as after any unmount
+    /// views stay shown. The replaced image is another file (the new one
+    /// comes in by rename): what is written back goes to the old, unlinked
+    /// one, and a new mount of the image never meets the old filesystem.
+    /// An image not replaced after all (the swap failed) is waited for as
+    /// after any unmount
     /// ([`loopdev::ensure_not_attached`] at its next mount). A volume the
     /// daemon serves is unmounted as [`Store::unmount_rootfs`] does.
     pub fn discard_rootfs(&self, id: &str) -> Result<Discarded> {
@@ -385,9 +385,9 @@ impl Store {
         // back with the same shift and the same checkpoints. The record of
         // that shift stays with them (the next mount of the root hides them
         // only if its shift differs, and rewrites the record). Hidden and
-        // shown again, each view cost an unmount here and a loop device,
-        // an ext4 and two more mounts beside the restored sprite's start
-        // and first requests.
+        // shown again, each view cost three unmounts here, then a loop
+        // device, an ext4 mount and two more mounts beside the restored
+        // sprite's start and first requests.
         for target in self.root_mounts(id) {
             // Loop in case the same point was mounted more than once.
             while mountinfo::is_mount_root(&target)? {
