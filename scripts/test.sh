@@ -9,11 +9,41 @@ cd "$(dirname "$0")/.."
 # volumes, and a short disk fails them with insufficient_storage.
 df -h / /var/tmp
 scripts/deps.sh --tests
-PROFILE=debug scripts/build.sh
+# One build of every binary and test, with the features the test run asks
+# for: `cargo build -p sprited -p sprite` would build the dependencies a
+# second time, with other features, and so would `cargo run -p` the soak.
+PROFILE=debug scripts/build.sh --all-targets
+target=${CARGO_TARGET_DIR:-target}
+# The standard image (mmdebstrap, ~2.5 min, mostly downloads and dpkg) is
+# built into the tests' image cache beside the lint, which needs neither:
+# the suites that use it (dev_image, standard_image) then copy it. Its data
+# dir is purged however the script ends (waiting for the build first, so
+# that nothing of it stays mounted).
+echo "==> building the standard image into $target/tmp/image-cache (in the background)"
+images=$(mktemp -d /var/tmp/sprited-test-images-XXXXXX)
+"$target/debug/sprited" images standard --data-dir "$images" \
+    --image-cache "$target/tmp/image-cache" > "$images.log" 2>&1 &
+image_build=$!
+end_image_build() {
+    local rc=0
+    wait "$image_build" || rc=$?
+    "$target/debug/sprited" purge --data-dir "$images" > /dev/null 2>&1 || true
+    rm -rf "$images"
+    return "$rc"
+}
+trap 'end_image_build || true; rm -f "$images.log"' EXIT
 tests/s3/setup.sh
 echo "==> cargo fmt --check, cargo clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+trap - EXIT
+if ! end_image_build; then
+    tail -n 40 "$images.log"
+    rm -f "$images.log"
+    echo "building the standard image failed (its log is above)" >&2
+    exit 1
+fi
+rm -f "$images.log"
 echo "==> cargo test"
 df -h / /var/tmp
 cargo test --workspace -- --test-threads=2
@@ -22,9 +52,12 @@ tests/compat/run.sh console
 # with every sprite under gVisor (a matrix: the same tests, the daemon
 # started with --isolation gvisor; tests/gvisor.rs runs both side by side
 # in every run). The suites that look only at the daemon (API shapes,
-# tokens, abuse bounds, images) are not repeated.
+# tokens, abuse bounds, images) are not repeated. --workspace, as above, so
+# that nothing is built again (`-p sprited` resolves other features); it
+# also matches the agent's own exec, fs, services and sprite_env suites
+# (sprite-agent, sprite-env: ~15 s, the isolation does not touch them).
 echo "==> the same suites with gvisor sprites"
-SPRITED_TEST_ISOLATION=gvisor cargo test -p sprited \
+SPRITED_TEST_ISOLATION=gvisor cargo test --workspace \
     --test lifecycle --test exec --test checkpoints --test egress --test cold \
     --test services --test usage --test restart --test persistence \
     --test urls --test fs --test fs_watch \
@@ -33,7 +66,7 @@ SPRITED_TEST_ISOLATION=gvisor cargo test -p sprited \
 # ~30 s and the object store stops answering for 6 s every ~45 s (README,
 # "Soak"); the 30-minute run is the same command by hand.
 echo "==> soak (2 min)"
-cargo run -q -p sprites-bench -- soak --minutes 2 --clients 4
+"${CARGO_TARGET_DIR:-target}"/debug/sprites-bench soak --minutes 2 --clients 4
 echo "==> official SDK compatibility (sprites-py, @fly/sprites)"
 tests/compat/run.sh
 # The suites whose commands control mode changes, again with the SDKs'

