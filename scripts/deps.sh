@@ -8,6 +8,11 @@ PKGS=(runc runsc xfsprogs e2fsprogs busybox-static mmdebstrap util-linux procps 
 if [ "${1:-}" = --tests ]; then
     PKGS+=(chromium chromium-driver postgresql)
 fi
+# `--build`: only what compiling needs (scripts/test.sh installs the rest
+# while it compiles).
+if [ "${1:-}" = --build ]; then
+    PKGS=(libseccomp-dev)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,11 +8,28 @@ cd "$(dirname "$0")/.."
 # What the disk has free, before and after the build: the suites make real
 # volumes, and a short disk fails them with insufficient_storage.
 df -h / /var/tmp
-scripts/deps.sh --tests
+# What the compile needs first; the other packages (runc, gVisor,
+# mmdebstrap, chromium, PostgreSQL, ...: minutes of downloads on a fresh
+# machine) install while it runs.
+scripts/deps.sh --build
+deps_log=$(mktemp /var/tmp/sprited-test-deps-XXXXXX.log)
+scripts/deps.sh --tests > "$deps_log" 2>&1 &
+deps_install=$!
+# If the build fails, the install still ends before the script does.
+trap 'wait "$deps_install" || true; rm -f "$deps_log"' EXIT
 # One build of every binary and test, with the features the test run asks
 # for: `cargo build -p sprited -p sprite` would build the dependencies a
 # second time, with other features, and so would `cargo run -p` the soak.
 PROFILE=debug scripts/build.sh --all-targets
+trap - EXIT
+deps_rc=0
+wait "$deps_install" || deps_rc=$?
+cat "$deps_log"
+rm -f "$deps_log"
+if [ "$deps_rc" != 0 ]; then
+    echo "installing the system packages failed (its output is above)" >&2
+    exit 1
+fi
 target=${CARGO_TARGET_DIR:-target}
 # The standard image (mmdebstrap, ~2.5 min, mostly downloads and dpkg) is
 # built into the tests' image cache beside the lint, which needs neither:
@@ -77,11 +94,12 @@ SPRITES_CONTROL_MODE=1 tests/compat/run.sh py test_sprites_py.py test_sprites_py
 SPRITES_CONTROL_MODE=1 tests/compat/run.sh js sprites.test.mjs sweep.test.mjs
 # Three hosts on a shared PostgreSQL database; every request through a
 # cordoned one, which forwards it to the host holding the sprite. Each of
-# the three is the one asked in turn (both suites through the third).
+# the three is the one asked in turn: Python through the first and the
+# third, JavaScript through the second.
 echo "==> the same SDKs through each host of a shared database in turn"
 SPRITED_TEST_CLUSTER=postgres SPRITED_TEST_CLUSTER_ASK=1 tests/compat/run.sh py
 SPRITED_TEST_CLUSTER=postgres SPRITED_TEST_CLUSTER_ASK=2 tests/compat/run.sh js
-SPRITED_TEST_CLUSTER=postgres SPRITED_TEST_CLUSTER_ASK=3 tests/compat/run.sh
+SPRITED_TEST_CLUSTER=postgres SPRITED_TEST_CLUSTER_ASK=3 tests/compat/run.sh py
 echo "==> the SDKs' sprite suites with gvisor sprites"
 SPRITED_TEST_ISOLATION=gvisor tests/compat/run.sh py test_sprites_py.py
 SPRITED_TEST_ISOLATION=gvisor tests/compat/run.sh js sprites.test.mjs
