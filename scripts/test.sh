@@ -70,9 +70,10 @@ tests/compat/run.sh console
 # started with --isolation gvisor; tests/gvisor.rs runs both side by side
 # in every run). The suites that look only at the daemon (API shapes,
 # tokens, abuse bounds, images) are not repeated. --workspace, as above, so
-# that nothing is built again (`-p sprited` resolves other features); it
-# also matches the agent's own exec, fs, services and sprite_env suites
-# (sprite-agent, sprite-env: ~15 s, the isolation does not touch them).
+# that nothing is built again (`-p sprited` resolves other features); the
+# names also match sprite-agent's exec, fs, services and sprite_env suites
+# and sprite-env's checkpoints and services (~15 s; no daemon, so the
+# isolation does not touch them).
 echo "==> the same suites with gvisor sprites"
 SPRITED_TEST_ISOLATION=gvisor cargo test --workspace \
     --test lifecycle --test exec --test checkpoints --test egress --test cold \
