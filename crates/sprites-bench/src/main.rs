@@ -101,6 +101,20 @@ struct Daemon {
     keep_log: bool,
 }
 
+/// sprited's `--start-pool` when none is given.
+const DEFAULT_START_POOL: usize = 2;
+
+impl Daemon {
+    /// The sandboxes it keeps made ahead (its `--start-pool`).
+    fn start_pool(&self) -> usize {
+        self.args
+            .iter()
+            .position(|a| a == "--start-pool")
+            .and_then(|i| self.args.get(i + 1)?.parse().ok())
+            .unwrap_or(DEFAULT_START_POOL)
+    }
+}
+
 /// SIGKILLs `child` and reaps it within `within`. A killed process that
 /// does not end has a thread stuck in the kernel: answers what its threads
 /// wait in (their kernel stacks).
@@ -958,7 +972,9 @@ async fn create_to_first_exec(
 }
 
 /// `runs` rounds of create → first exec (then delete) on `ours` and on
-/// `base` in turn, each idle while the other is measured: the ms of each.
+/// `base` in turn: the ms of each. Each is measured once both daemons have
+/// made their start pools full again, so that neither one's refill (a
+/// sandbox made ahead, tens of ms of CPU) runs beside the other's create.
 async fn alternate(
     http: &reqwest::Client,
     ours: &Daemon,
@@ -969,6 +985,9 @@ async fn alternate(
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for i in 0..runs {
         for (daemon, samples) in [(ours, &mut a), (base, &mut b)] {
+            for d in [ours, base] {
+                made_ahead(http, d, d.start_pool()).await?;
+            }
             samples.push(create_to_first_exec(http, daemon, &format!("{prefix}-{i}")).await?);
         }
     }

@@ -7,7 +7,10 @@
 //! host name. A create that matches takes one: its record gets that id,
 //! the sandbox its host name ([`Driver::set_hostname`], then the agent's
 //! `/etc/hosts`) and guide, and it is the sprite's from then on; the pool
-//! starts another in the background.
+//! starts another in the background, once the sprite that took one has
+//! answered its first request (or [`FIRST_REQUEST_WAIT`] has passed): on
+//! two cores, a refill beside a new sprite's first exec (a veth pair, its
+//! rules, a container created) made that exec wait for the CPU.
 //!
 //! A pooled sandbox is nobody's sprite: no record names it, nothing runs in
 //! it but the agent (no command, no service: the daemon sends it none), it
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::slot::SpriteSlot;
 use super::{blocking, lock, Manager};
 use crate::agent_conn;
 use crate::db::SpriteRecord;
@@ -33,11 +37,36 @@ const UNNAMED: &str = "sprite";
 /// How long the pool waits after failing to make one before it tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// Longest a refill waits for the first request to a sandbox just taken.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_millis(100);
+
 /// A sandbox started ahead.
 pub(super) struct Pooled {
     pub(super) id: String,
     /// The in-sprite API socket, bound (served once the sandbox is taken).
     inside: std::os::unix::net::UnixListener,
+}
+
+/// A sandbox taken from the pool, until its first request has ended.
+struct Taken {
+    slot: Arc<SpriteSlot>,
+    /// The slot's ended activities when it was taken.
+    ended: u64,
+    at: Instant,
+}
+
+impl Taken {
+    fn new(slot: Arc<SpriteSlot>, at: Instant) -> Taken {
+        let ended = slot.ended();
+        Taken { slot, ended, at }
+    }
+
+    /// No request to it has ended yet, and it was taken less than
+    /// [`FIRST_REQUEST_WAIT`] before `now`.
+    fn pending(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) < FIRST_REQUEST_WAIT
+            && self.slot.ended() == self.ended
+    }
 }
 
 #[derive(Default)]
@@ -49,6 +78,8 @@ pub(super) struct StartPool {
     closed: AtomicBool,
     /// When making one last failed.
     failed: std::sync::Mutex<Option<Instant>>,
+    /// Taken and not yet past their first request: the next is made after.
+    taken: std::sync::Mutex<Vec<Taken>>,
 }
 
 impl Manager {
@@ -91,8 +122,10 @@ impl Manager {
             return None;
         }
         let taken = lock(&self.pool.ready).pop();
-        if taken.is_some() {
+        if let Some(p) = &taken {
             self.metrics.start_pool(lock(&self.pool.ready).len());
+            let t = Taken::new(self.slot(&p.id), Instant::now());
+            lock(&self.pool.taken).push(t);
         }
         taken
     }
@@ -158,6 +191,7 @@ impl Manager {
                 if me.pool.closed.load(Ordering::SeqCst) || lock(&me.pool.ready).len() >= size {
                     break;
                 }
+                me.wait_for_first_requests().await;
                 match me.make_pooled().await {
                     Ok(p) => {
                         *lock(&me.pool.failed) = None;
@@ -181,6 +215,23 @@ impl Manager {
                 me.spawn_pool_fill();
             }
         });
+    }
+
+    /// Waits until every sandbox taken has answered its first request, or
+    /// was taken [`FIRST_REQUEST_WAIT`] ago (or the pool closes).
+    async fn wait_for_first_requests(&self) {
+        loop {
+            let now = Instant::now();
+            let pending = {
+                let mut taken = lock(&self.pool.taken);
+                taken.retain(|t| t.pending(now));
+                !taken.is_empty()
+            };
+            if !pending || self.pool.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     async fn make_pooled(&self) -> Result<Pooled, Error> {
@@ -223,5 +274,45 @@ impl Manager {
             drop(p.inside);
             self.discard_pooled(&p.id).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::Activity;
+
+    #[test]
+    fn a_taken_sandbox_is_pending_until_its_first_request_ends() {
+        let slot = Arc::new(SpriteSlot::new());
+        let at = Instant::now();
+        let taken = Taken::new(slot.clone(), at);
+        assert!(taken.pending(at));
+        let first = Activity::begin(slot.clone());
+        assert!(taken.pending(at), "a request in flight");
+        let second = Activity::begin(slot.clone());
+        drop(first);
+        assert!(!taken.pending(at), "the first request ended");
+        drop(second);
+        assert!(!taken.pending(at));
+    }
+
+    #[test]
+    fn a_taken_sandbox_is_waited_for_at_most_first_request_wait() {
+        let slot = Arc::new(SpriteSlot::new());
+        let at = Instant::now();
+        let taken = Taken::new(slot.clone(), at);
+        let _in_flight = Activity::begin(slot);
+        assert!(taken.pending(at + FIRST_REQUEST_WAIT / 2));
+        assert!(!taken.pending(at + FIRST_REQUEST_WAIT));
+    }
+
+    #[test]
+    fn requests_ended_before_the_take_do_not_count() {
+        let slot = Arc::new(SpriteSlot::new());
+        drop(Activity::begin(slot.clone()));
+        let at = Instant::now();
+        let taken = Taken::new(slot, at);
+        assert!(taken.pending(at));
     }
 }

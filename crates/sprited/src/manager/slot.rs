@@ -24,6 +24,9 @@ pub(crate) struct SpriteSlot {
     /// [`Activity`]). An atomic apart from `state`: the idle tracker and a
     /// request meet through it and the status in Dekker's order.
     active: AtomicUsize,
+    /// Activities ended so far: a refill of the start pool waits for the
+    /// first one of a sandbox just taken (see `pool::Taken`).
+    ended: AtomicU64,
     /// Serialises mounting and unmounting the checkpoint views, which run
     /// beside the lifecycle (never on a request's path).
     pub(super) views: Arc<Mutex<()>>,
@@ -79,6 +82,7 @@ impl SpriteSlot {
                 socket: None,
             }),
             active: AtomicUsize::new(0),
+            ended: AtomicU64::new(0),
             views: Arc::new(Mutex::new(())),
             cold: ColdVolume::default(),
             replication: Mutex::new(Replication::default()),
@@ -129,6 +133,11 @@ impl SpriteSlot {
     pub(super) fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }
+
+    /// Activities ended so far.
+    pub(super) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::SeqCst)
+    }
 }
 
 /// Something in flight that keeps a sprite awake (an exec, a session, an
@@ -152,6 +161,7 @@ impl Drop for Activity {
     fn drop(&mut self) {
         self.slot.state().last_activity = Instant::now();
         self.slot.active.fetch_sub(1, Ordering::SeqCst);
+        self.slot.ended.fetch_add(1, Ordering::SeqCst);
     }
 }
 
