@@ -95,9 +95,7 @@ impl HostEnv {
                 _ => Ok(()),
             };
         }
-        let tmp = run_dir.join(".ca-certificates.crt.tmp");
-        std::fs::write(&tmp, &self.ca_pem)?;
-        std::fs::rename(&tmp, &path)
+        crate::files::replace_if_changed(&path, self.ca_pem.as_bytes(), 0o644)
     }
 }
 

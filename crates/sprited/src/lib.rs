@@ -9,6 +9,7 @@ pub mod console;
 pub mod db;
 pub mod error;
 pub mod failpoint;
+pub mod files;
 pub mod host_env;
 pub mod layout;
 pub mod llm;

@@ -25,12 +25,8 @@ pub fn guide(name: &str, url: &str) -> String {
 /// and answers the file's path, to be bound at [`PATH_IN_SPRITE`].
 pub fn write(sprite_dir: &Path, name: &str, url: &str) -> std::io::Result<PathBuf> {
     let path = sprite_dir.join("llm.txt");
-    let tmp = sprite_dir.join(".llm.txt.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(guide(name, url).as_bytes())?;
     // Readable by every user inside (the file's owner is no one there).
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    std::fs::rename(&tmp, &path)?;
+    crate::files::replace_if_changed(&path, guide(name, url).as_bytes(), 0o644)?;
     Ok(path)
 }
 

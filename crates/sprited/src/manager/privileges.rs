@@ -121,10 +121,9 @@ impl Manager {
         let body = serde_json::to_vec_pretty(&policy)
             .map_err(|e| Error::Internal(format!("encoding the policy: {e}")))?;
         // Replaced by rename: a reader inside sees the old file or the new.
-        let tmp = policy_dir.join(".privileges.json.tmp");
-        std::fs::write(&tmp, body).map_err(Error::io(format!("write {}", tmp.display())))?;
         let file = policy_dir.join(FILE);
-        std::fs::rename(&tmp, &file).map_err(Error::io(format!("rename {}", file.display())))?;
+        crate::files::replace_if_changed(&file, &body, 0o644)
+            .map_err(Error::io(format!("write {}", file.display())))?;
         Ok(effective(&policy, host_device, &rec.name))
     }
 }

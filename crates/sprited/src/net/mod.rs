@@ -230,10 +230,8 @@ impl Network {
         // Replaced by rename: the sprite sees the directory, so it sees the new file.
         let body = serde_json::to_vec_pretty(policy)
             .map_err(|e| Error::Internal(format!("encoding the policy: {e}")))?;
-        let tmp = policy_dir.join(".network.json.tmp");
-        std::fs::write(&tmp, body).map_err(|e| io("write", &tmp, e))?;
         let file = policy_dir.join("network.json");
-        std::fs::rename(&tmp, &file).map_err(|e| io("rename", &file, e))?;
+        crate::files::replace_if_changed(&file, &body, 0o644).map_err(|e| io("write", &file, e))?;
         Ok((resolv, policy_dir))
     }
 
