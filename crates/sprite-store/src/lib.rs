@@ -10,6 +10,7 @@
 //! <pool>/images/<name>/manifest.json
 //! <pool>/templates/ext4-compact-<bytes>.img pre-formatted empty volume, cloned per sprite
 //! <pool>/sprites/<id>/volume.img       the sprite's writable ext4 (a reflink clone)
+//! <data>/sprites/                     the run dirs, on a tmpfs of their own (see `runtime_fs`)
 //! <data>/sprites/<id>/                 run dir: bundle, sockets, logs
 //! <data>/sprites/<id>/volume/          volume.img mounted (ext4)
 //! <data>/sprites/<id>/rootfs/          overlay(lower = image, upper/work on the volume)
@@ -36,6 +37,7 @@ mod pool;
 mod reflink;
 mod replica;
 mod rootfs;
+pub mod runtime_fs;
 mod settle;
 mod store;
 mod tool;

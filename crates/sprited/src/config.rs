@@ -112,6 +112,9 @@ pub struct Config {
     /// moving a sandbox's init into its cgroups then waits for no RCU
     /// grace period (see `sprite_runtime::cgroup::favor_dynmods`).
     pub favor_dynmods: bool,
+    /// The sprites' run dirs and runc's state are kept on a tmpfs of their
+    /// own under the data dir (`sprite_store::runtime_fs`), not on its disk.
+    pub runtime_tmpfs: bool,
     /// A changed sprite's volume is replicated to the object store at most
     /// this long after the change (zero: no replication).
     pub replicate_every: std::time::Duration,
@@ -207,6 +210,7 @@ impl Config {
             evict_after: std::time::Duration::from_secs(3600),
             upload_checkpoints: true,
             favor_dynmods: true,
+            runtime_tmpfs: true,
             replicate_every: std::time::Duration::from_secs(30),
             snapshot_retention: std::time::Duration::from_secs(24 * 3600),
             recover: false,

@@ -181,6 +181,23 @@ fn install_agent(src: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dst)
 }
 
+/// Puts the sprites' run dirs and runc's state on a tmpfs each, unless a
+/// sandbox may run from them where they are (see
+/// `sprite_store::runtime_fs`).
+fn runtime_on_tmpfs(dirs: &layout::DataDir) -> anyhow::Result<()> {
+    use sprite_store::runtime_fs::{place_on_tmpfs, Placed};
+    let (sprites, runc) = (dirs.sprites_dir(), dirs.runc_state());
+    let placed = place_on_tmpfs(&[(&sprites, 0o711), (&runc, 0o700)], &sprites)
+        .context("moving the sprites' run dirs onto a tmpfs")?;
+    if let Some(Placed::KeptOnDisk(mounted)) = placed.first() {
+        tracing::info!(
+            mounted = %mounted.display(),
+            "the sprites' run dirs stay on the data dir's disk while sandboxes made from them may run; they move onto a tmpfs at a start with none"
+        );
+    }
+    Ok(())
+}
+
 /// The sandbox drivers of this host: runc, and runsc where it is
 /// installed, their state in the data dir, with egress for every sandbox.
 /// The second is what runs gvisor sprites, and its description.
@@ -272,6 +289,9 @@ pub async fn open(mut cfg: Config, token_env: Option<String>) -> anyhow::Result<
     let token = auth::load_or_create(&dirs.admin_token(), token_env)?;
     let agent = find_agent(cfg.agent_bin.as_deref())?;
     let agent = install_agent(&agent, &dirs.bin_dir())?;
+    if cfg.runtime_tmpfs {
+        runtime_on_tmpfs(&dirs)?;
+    }
     let store = Store::open(&cfg.data_dir, store_options(&cfg))
         .with_context(|| format!("opening the storage pool in {}", cfg.data_dir.display()))?;
     // First, before anything could touch them: the connections of the

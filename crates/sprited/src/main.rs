@@ -174,6 +174,13 @@ struct Cli {
     /// leaves the mount as it is.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
     favor_dynmods: bool,
+    /// Keep the sprites' run dirs and runc's state (bundles, mount points,
+    /// policy files, agent logs: what a reboot forgets anyway) on a tmpfs
+    /// of their own in the data dir, so a start makes no inodes on its
+    /// disk. Moved there at a start with no sandbox running; `false` leaves
+    /// them where they are.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    runtime_tmpfs: bool,
     /// A sprite whose volume changed is replicated to the object store as a
     /// crash-consistent snapshot at most this long after the change (`0`:
     /// never; only what changed is read and sent).
@@ -445,6 +452,7 @@ async fn run() -> anyhow::Result<()> {
     cfg.evict_after = cli.evict_after;
     cfg.upload_checkpoints = cli.upload_checkpoints;
     cfg.favor_dynmods = cli.favor_dynmods;
+    cfg.runtime_tmpfs = cli.runtime_tmpfs;
     cfg.replicate_every = cli.replicate_every;
     cfg.snapshot_retention = cli.snapshot_retention;
     cfg.recover = cli.recover;

@@ -235,3 +235,52 @@ async fn a_data_dir_of_the_last_unversioned_release_opens_intact() {
     // The fork checkpoints on its own numbering, from v0.
     assert_eq!(api.checkpoint("alpha-fork", None).await, "v0");
 }
+
+/// What is mounted at `path` (`None`: it is no mount point).
+fn mounted_at(path: &Path) -> Option<String> {
+    let mounts = sprite_store::mountinfo::read().expect("mountinfo");
+    sprite_store::mountinfo::mount_at(&mounts, path).map(|m| m.fs_type.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_dirs_on_disk_move_onto_a_tmpfs_and_a_reboot_loses_nothing() {
+    // As earlier releases left a data dir: the sprites' run dirs and runc's
+    // state on its disk, a sprite made there and gone cold.
+    let idle = ["--idle-warm", "1s", "--idle-cold", "2s"];
+    let mut d = Daemon::start_with(&[&idle[..], &["--runtime-tmpfs", "false"]].concat());
+    let (sprites, runc) = (d.data_dir.join("sprites"), d.data_dir.join("runc"));
+    assert_eq!(mounted_at(&sprites), None);
+    assert_eq!(mounted_at(&runc), None);
+    let api = d.client();
+    api.create("old").await;
+    api.sh("old", "echo kept > /home/sprite/kept.txt; sync").await;
+    let id = api.id_of("old").await;
+    let log = sprites.join(&id).join("agent.log");
+    api.wait_status("old", "cold", Duration::from_secs(30)).await;
+    let logged = std::fs::read(&log).expect("the agent's log on disk");
+
+    // This build moves them onto a tmpfs each, with their files.
+    d.kill9();
+    d.extra_args = idle.iter().map(|s| s.to_string()).collect();
+    d.spawn();
+    assert_eq!(mounted_at(&sprites).as_deref(), Some("tmpfs"));
+    assert_eq!(mounted_at(&runc).as_deref(), Some("tmpfs"));
+    assert!(!d.data_dir.join("sprites.disk").exists());
+    assert!(!d.data_dir.join("runc.disk").exists());
+    let moved = std::fs::read(&log).expect("the agent's log on the tmpfs");
+    assert!(moved.starts_with(&logged), "the agent's log lost lines");
+    assert_eq!(cat(&api, "old", "kept.txt").await, "kept\n");
+
+    // A reboot forgets both tmpfs (the sprite is cold, as a reboot leaves
+    // it); the next start makes them again and the sprite loses nothing.
+    api.wait_status("old", "cold", Duration::from_secs(30)).await;
+    d.kill9();
+    sprite_store::unmount_all(&sprites).expect("unmount the run dirs");
+    sprite_store::unmount_all(&runc).expect("unmount runc's state");
+    assert_eq!(std::fs::read_dir(&sprites).expect("list").count(), 0);
+    d.spawn();
+    assert_eq!(mounted_at(&sprites).as_deref(), Some("tmpfs"));
+    assert_eq!(cat(&api, "old", "kept.txt").await, "kept\n");
+    api.create("new").await;
+    assert_eq!(api.sh("new", "echo fresh").await, "fresh\n");
+}
