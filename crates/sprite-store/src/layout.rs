@@ -68,6 +68,16 @@ impl Layout {
     pub(crate) fn checkpoints_dir(&self, id: &str) -> PathBuf {
         self.pool_sprite_dir(id).join("checkpoints")
     }
+    /// The sprite's agent's log (its stderr), on disk with its volume: the
+    /// run dir is in memory, and a sprite can make its agent log up to
+    /// 5 MiB, which must not stay in memory while it sleeps.
+    pub(crate) fn agent_log(&self, id: &str) -> PathBuf {
+        self.pool_sprite_dir(id).join("agent.log")
+    }
+    /// Where earlier releases kept the agent's log: in the run dir.
+    pub(crate) fn old_agent_log(&self, id: &str) -> PathBuf {
+        self.sprite_dir(id).join("agent.log")
+    }
     /// A view's own clone of a checkpoint image, its journal replayed.
     pub(crate) fn view_image(&self, id: &str, checkpoint: &str) -> PathBuf {
         self.pool_sprite_dir(id)

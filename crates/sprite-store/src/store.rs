@@ -87,6 +87,7 @@ impl Store {
             ensure_dir(&dir, 0o700)?;
         }
         ensure_dir(&layout.sprites_dir(), TRAVERSE_MODE)?;
+        move_agent_logs(&layout)?;
         Ok(Store {
             layout,
             opts,
@@ -168,6 +169,11 @@ impl Store {
         self.layout.sprite_dir(id)
     }
 
+    /// The file the sprite's agent logs to (its stderr): beside its volume.
+    pub fn agent_log(&self, id: &str) -> PathBuf {
+        self.layout.agent_log(id)
+    }
+
     /// Creates `<data>/sprites/<id>` (root-owned, 0711: traversable by the
     /// sprite's mapped root, not listable) and returns it.
     pub fn ensure_sprite_dir(&self, id: &str) -> Result<PathBuf> {
@@ -222,4 +228,55 @@ pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
         Err(e) => return Err(StoreError::io("mkdir", dir, e)),
     }
     set_mode(dir, mode)
+}
+
+/// Moves the agents' logs from where earlier releases kept them (the run
+/// dirs) to beside each sprite's volume, with the log moved aside at the
+/// last start (`.1`). Only for a sprite with nothing mounted under its run
+/// dir: an agent that runs writes on to the file it was given. A log
+/// already there wins; a move cut short is finished (a half copy has a
+/// temporary name, which `recover` removes).
+fn move_agent_logs(layout: &Layout) -> Result<()> {
+    let sprites = layout.sprites_dir();
+    let entries = match std::fs::read_dir(&sprites) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io("list", &sprites, e)),
+    };
+    let mut mounts = None;
+    for entry in entries.flatten() {
+        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let old = layout.old_agent_log(&id);
+        let pool_dir = layout.pool_sprite_dir(&id);
+        if !old.exists() || !pool_dir.is_dir() {
+            continue;
+        }
+        if mounts.is_none() {
+            mounts = Some(mountinfo::read()?);
+        }
+        let sprite_dir = layout.sprite_dir(&id);
+        if !mountinfo::mounts_under(mounts.as_deref().unwrap_or_default(), &sprite_dir).is_empty() {
+            continue;
+        }
+        for suffix in ["", ".1"] {
+            let with = |p: PathBuf| {
+                let mut s = p.into_os_string();
+                s.push(suffix);
+                PathBuf::from(s)
+            };
+            let (from, to) = (with(old.clone()), with(layout.agent_log(&id)));
+            if !from.exists() {
+                continue;
+            }
+            if !to.exists() {
+                let tmp = pool_dir.join(format!(".agent.log{suffix}.tmp"));
+                std::fs::copy(&from, &tmp).ctx("copy", &from)?;
+                std::fs::rename(&tmp, &to).ctx("rename", &to)?;
+            }
+            std::fs::remove_file(&from).ctx("remove", &from)?;
+        }
+    }
+    Ok(())
 }

@@ -717,7 +717,7 @@ impl Manager {
             hostname: rec.name.clone(),
             rootfs: dir.join("rootfs"),
             bundle_dir: dir.join("bundle"),
-            log_path: dir.join("agent.log"),
+            log_path: self.store.agent_log(&rec.id),
             agent_bin: self.agent_bin.clone(),
             init_args: vec!["/.sprite/bin/sprite-agent".into()],
             // Nothing here names the sprite: a sandbox made ahead gets its

@@ -15,7 +15,7 @@ async fn the_agent_log_stays_bounded() {
     let api = d.client();
     let made = api.create("noisy").await;
     let id = made["id"].as_str().expect("id").to_string();
-    let log = d.data_dir.join("sprites").join(&id).join("agent.log");
+    let log = d.pool_dir().join("sprites").join(&id).join("agent.log");
     let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let out = api
         .exec_with(

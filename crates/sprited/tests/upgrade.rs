@@ -253,27 +253,40 @@ async fn run_dirs_on_disk_move_onto_a_tmpfs_and_a_reboot_loses_nothing() {
     assert_eq!(mounted_at(&runc), None);
     let api = d.client();
     api.create("old").await;
-    api.sh("old", "echo kept > /home/sprite/kept.txt; sync").await;
+    api.sh("old", "echo kept > /home/sprite/kept.txt; sync")
+        .await;
     let id = api.id_of("old").await;
-    let log = sprites.join(&id).join("agent.log");
-    api.wait_status("old", "cold", Duration::from_secs(30)).await;
-    let logged = std::fs::read(&log).expect("the agent's log on disk");
-
-    // This build moves them onto a tmpfs each, with their files.
+    api.wait_status("old", "cold", Duration::from_secs(30))
+        .await;
     d.kill9();
+    // Those releases kept the agent's log in the run dir, too.
+    let log = d.pool_dir().join("sprites").join(&id).join("agent.log");
+    let logged = std::fs::read(&log).expect("the agent's log");
+    assert!(!logged.is_empty());
+    let old_log = sprites.join(&id).join("agent.log");
+    std::fs::copy(&log, &old_log).expect("the log where it was");
+    std::fs::remove_file(&log).expect("the log where it is now");
+    std::fs::write(sprites.join(&id).join("agent.log.1"), b"older\n").expect("an older log");
+
+    // This build moves them onto a tmpfs each, with their files, and the
+    // agent's logs beside the volume.
     d.extra_args = idle.iter().map(|s| s.to_string()).collect();
     d.spawn();
     assert_eq!(mounted_at(&sprites).as_deref(), Some("tmpfs"));
     assert_eq!(mounted_at(&runc).as_deref(), Some("tmpfs"));
     assert!(!d.data_dir.join("sprites.disk").exists());
     assert!(!d.data_dir.join("runc.disk").exists());
-    let moved = std::fs::read(&log).expect("the agent's log on the tmpfs");
+    let moved = std::fs::read(&log).expect("the agent's log, moved");
     assert!(moved.starts_with(&logged), "the agent's log lost lines");
+    let older = std::fs::read(d.pool_dir().join("sprites").join(&id).join("agent.log.1"));
+    assert_eq!(older.expect("the older log, moved"), b"older\n");
+    assert!(!old_log.exists() && !sprites.join(&id).join("agent.log.1").exists());
     assert_eq!(cat(&api, "old", "kept.txt").await, "kept\n");
 
     // A reboot forgets both tmpfs (the sprite is cold, as a reboot leaves
     // it); the next start makes them again and the sprite loses nothing.
-    api.wait_status("old", "cold", Duration::from_secs(30)).await;
+    api.wait_status("old", "cold", Duration::from_secs(30))
+        .await;
     d.kill9();
     sprite_store::unmount_all(&sprites).expect("unmount the run dirs");
     sprite_store::unmount_all(&runc).expect("unmount runc's state");
