@@ -10,8 +10,9 @@
 //! <pool>/images/<name>/manifest.json
 //! <pool>/templates/ext4-compact-<bytes>.img pre-formatted empty volume, cloned per sprite
 //! <pool>/sprites/<id>/volume.img       the sprite's writable ext4 (a reflink clone)
+//! <pool>/sprites/<id>/agent.log        the agent's log
 //! <data>/sprites/                     the run dirs, on a tmpfs of their own (see `runtime_fs`)
-//! <data>/sprites/<id>/                 run dir: bundle, sockets, logs
+//! <data>/sprites/<id>/                 run dir: bundle, sockets, policy files
 //! <data>/sprites/<id>/volume/          volume.img mounted (ext4)
 //! <data>/sprites/<id>/rootfs/          overlay(lower = image, upper/work on the volume)
 //! <pool>/sprites/<id>/checkpoints/<ck>.img   checkpoints (reflink clones of volume.img)

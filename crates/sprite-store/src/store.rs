@@ -68,6 +68,9 @@ pub struct Store {
     /// Sprites whose volume this process made and has not mounted since:
     /// no loop device can hold it (see [`crate::mount::mount_fresh_image`]).
     pub(crate) fresh: Mutex<std::collections::HashSet<String>>,
+    /// The run dirs are on a tmpfs (see `runtime_fs`): a sleeping sprite's
+    /// run dir would hold memory.
+    run_dirs_in_memory: bool,
 }
 
 impl Store {
@@ -88,6 +91,8 @@ impl Store {
         }
         ensure_dir(&layout.sprites_dir(), TRAVERSE_MODE)?;
         move_agent_logs(&layout)?;
+        let run_dirs_in_memory =
+            mountinfo::at(&layout.sprites_dir())?.is_some_and(|at| at.fs_type == "tmpfs");
         Ok(Store {
             layout,
             opts,
@@ -96,6 +101,7 @@ impl Store {
             build_lock: Mutex::new(()),
             idmaps: Default::default(),
             fresh: Default::default(),
+            run_dirs_in_memory,
         })
     }
 
@@ -181,6 +187,27 @@ impl Store {
         let dir = self.layout.sprite_dir(id);
         ensure_dir(&dir, TRAVERSE_MODE)?;
         Ok(dir)
+    }
+
+    /// Removes the run dir of a sprite gone cold, where the run dirs are in
+    /// memory and nothing is mounted under it: a sleeping sprite then holds
+    /// none (~40 KiB of files otherwise), and its next start makes the dir
+    /// again. On a disk it stays, and a start rewrites only what changed.
+    /// Whether it went.
+    pub fn remove_run_dir(&self, id: &str) -> Result<bool> {
+        validate_name(id)?;
+        if !self.run_dirs_in_memory {
+            return Ok(false);
+        }
+        let dir = self.layout.sprite_dir(id);
+        if !mountinfo::mounts_under(&mountinfo::read()?, &dir).is_empty() {
+            return Ok(false);
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("remove", &dir, e)),
+        }
     }
 
     /// Unmounts every sprite rootfs and volume, then the pool. Fails with

@@ -8,7 +8,7 @@
 //! <data>/admin.token             the admin token, unless SPRITED_TOKEN is set (0600)
 //! <data>/url-session.key         the key signing sprite URL logins (0600)
 //! <data>/bin/sprite-agent-<hash> installed agents, one per build (content-named)
-//! <data>/runc/                   runc's state (`--root`)
+//! <data>/runc/                   runc's state (`--root`), a tmpfs of its own (`--runtime-tmpfs`)
 //! <data>/runc/pasta/<id>.pid     each sandbox's pasta (kept here by earlier versions too)
 //! <data>/cache/chunks/           cache of object-store chunks
 //! <data>/cache/<image>.tar       a base image on its way to or from the object store

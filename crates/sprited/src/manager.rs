@@ -1092,6 +1092,7 @@ impl Manager {
         let sid = id.to_string();
         let destroy = matches!(release, Release::Destroy);
         let discard = matches!(release, Release::Discard);
+        let unmount = matches!(release, Release::Unmount);
         let t0 = std::time::Instant::now();
         let (stopped, discarded) = blocking(move || {
             driver
@@ -1105,6 +1106,12 @@ impl Manager {
                 store.unmount_rootfs(&sid).map(|()| None)
             }
             .map_err(Error::store("releasing the volume"))?;
+            if unmount {
+                // Cold: its run dir's files go until the next start.
+                if let Err(e) = store.remove_run_dir(&sid) {
+                    tracing::warn!(id = %sid, error = %e, "removing the run dir of a sprite gone cold");
+                }
+            }
             Ok((stopped, discarded))
         })
         .await?;

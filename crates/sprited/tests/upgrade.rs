@@ -283,10 +283,14 @@ async fn run_dirs_on_disk_move_onto_a_tmpfs_and_a_reboot_loses_nothing() {
     assert!(!old_log.exists() && !sprites.join(&id).join("agent.log.1").exists());
     assert_eq!(cat(&api, "old", "kept.txt").await, "kept\n");
 
-    // A reboot forgets both tmpfs (the sprite is cold, as a reboot leaves
-    // it); the next start makes them again and the sprite loses nothing.
+    // Cold again, its run dir is gone from memory (and its log stays).
     api.wait_status("old", "cold", Duration::from_secs(30))
         .await;
+    assert!(!sprites.join(&id).exists(), "a cold sprite's run dir stays");
+    assert!(log.exists());
+
+    // A reboot forgets both tmpfs (the sprite is cold, as a reboot leaves
+    // it); the next start makes them again and the sprite loses nothing.
     d.kill9();
     sprite_store::unmount_all(&sprites).expect("unmount the run dirs");
     sprite_store::unmount_all(&runc).expect("unmount runc's state");
