@@ -175,7 +175,7 @@ struct Cli {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
     favor_dynmods: bool,
     /// Keep the sprites' run dirs and runc's state (bundles, mount points,
-    /// policy files, agent logs: what a reboot forgets anyway) on a tmpfs
+    /// policy files: what a reboot forgets anyway) on a tmpfs
     /// of their own in the data dir, so a start makes no inodes on its
     /// disk. Moved there at a start with no sandbox running; `false` leaves
     /// them where they are.
