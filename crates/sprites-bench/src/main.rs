@@ -872,11 +872,9 @@ async fn lifecycle_cases(
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let sprites_dir = d.data.join("sprites");
-    let mounted = mounts
-        .lines()
-        .filter(|l| l.contains(sprites_dir.to_str().unwrap_or("?")))
-        .count();
+    // Below the run dirs' own tmpfs.
+    let below = format!("{}/", d.data.join("sprites").display());
+    let mounted = mounts.lines().filter(|l| l.contains(&below)).count();
     let runc_states = std::fs::read_dir(d.data.join("runc"))
         .map(|e| e.count())
         .unwrap_or(0);

@@ -500,15 +500,20 @@ async fn client(shared: Arc<Shared>, id: usize, until: Instant, seed: u64) {
     }
 }
 
-/// Mounts, loop devices and processes that name `data`.
+/// Mounts, loop devices and processes that name `data`, but for the
+/// daemon's own mounts, which stay while it runs: the pool, and the tmpfs
+/// of the run dirs and of runc's state.
 fn leftovers(data: &Path) -> Vec<String> {
     let needle = data.display().to_string();
     let mut out = Vec::new();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let pool = format!("{needle}/pool ");
+    let own: Vec<String> = ["pool", "sprites", "runc"]
+        .iter()
+        .map(|d| format!("{needle}/{d} "))
+        .collect();
     for m in mounts
         .lines()
-        .filter(|l| l.contains(&needle) && !l.contains(&pool))
+        .filter(|l| l.contains(&needle) && !own.iter().any(|o| l.contains(o.as_str())))
     {
         out.push(format!("mount: {m}"));
     }
